@@ -1,0 +1,106 @@
+//! `clusterctl`: controls a running clusterd over its Unix socket.
+//!
+//! Exit codes: 0 done, 1 the request failed, 2 usage error, 3 clusterd is not reachable.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use clusterd::control_client::{send_request, ClientError};
+use clusterd::protocol::{Request, ScaleCount};
+use clusterd::socket_path::control_socket_path;
+use clusterd::status_table::render;
+
+#[derive(Parser)]
+#[command(version, about = "Control a running clusterd")]
+struct Args {
+    /// Control socket path [default: $CLUSTERD_SOCKET, else the same default as clusterd].
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show units and their instances.
+    Status {
+        /// Only this unit.
+        unit: Option<String>,
+        /// Print one JSON object instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a unit's instances (clears a give-up); returns once they are ready.
+    Start { unit: String },
+    /// Stop every instance of a unit gracefully; returns once they are gone.
+    Stop { unit: String },
+    /// Stop, then start every instance (clears a give-up).
+    Restart { unit: String },
+    /// Replace every instance one by one without downtime.
+    Reload { unit: String },
+    /// Change the number of instances: N, +N or -N.
+    Scale {
+        unit: String,
+        #[arg(allow_hyphen_values = true, value_name = "N|+N|-N")]
+        count: ScaleCount,
+    },
+    /// Re-read the units directory (same as SIGHUP to clusterd).
+    DaemonReload,
+}
+
+const EXIT_FAILED: u8 = 1;
+const EXIT_UNREACHABLE: u8 = 3;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let socket = control_socket_path(args.socket);
+    let mut json = false;
+    let request = match args.command {
+        Command::Status { unit, json: j } => {
+            json = j;
+            Request::Status { unit }
+        }
+        Command::Start { unit } => Request::Start { unit },
+        Command::Stop { unit } => Request::Stop { unit },
+        Command::Restart { unit } => Request::Restart { unit },
+        Command::Reload { unit } => Request::Reload { unit },
+        Command::Scale { unit, count } => Request::Scale { unit, count },
+        Command::DaemonReload => Request::DaemonReload,
+    };
+    let response = match send_request(&socket, request) {
+        Ok(response) => response,
+        Err(ClientError::Unreachable(e)) => {
+            eprintln!("clusterctl: {e}");
+            return ExitCode::from(EXIT_UNREACHABLE);
+        }
+        Err(ClientError::Protocol(e)) => {
+            eprintln!("clusterctl: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    if !response.ok {
+        eprintln!(
+            "clusterctl: {}",
+            response.error.as_deref().unwrap_or("the request failed")
+        );
+        return ExitCode::from(EXIT_FAILED);
+    }
+    if let Some(status) = &response.status {
+        if json {
+            match serde_json::to_string_pretty(status) {
+                Ok(text) => println!("{text}"),
+                Err(e) => {
+                    eprintln!("clusterctl: {e}");
+                    return ExitCode::from(EXIT_FAILED);
+                }
+            }
+        } else {
+            print!("{}", render(status));
+        }
+    } else if let Some(message) = &response.message {
+        println!("{message}");
+    }
+    ExitCode::SUCCESS
+}

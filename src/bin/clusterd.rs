@@ -1,0 +1,105 @@
+//! `clusterd`: the supervisor daemon. Parses its flags and hands over to [`clusterd::daemon`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use clusterd::daemon::{run, DaemonOptions};
+use clusterd::socket_path::control_socket_path;
+use clusterd::unit::load_units_dir;
+
+/// Keeps N copies of any program running: restarts with a limit, suicide replacement,
+/// graceful stops, shared listening sockets, zero-downtime reloads.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// Directory of unit files (*.toml); each file is one unit named after its stem.
+    #[arg(long, value_name = "DIR")]
+    units: PathBuf,
+
+    /// Control socket path [default: $CLUSTERD_SOCKET, else /run/clusterd/clusterd.sock for
+    /// root, $XDG_RUNTIME_DIR/clusterd.sock or /tmp/clusterd-$UID/clusterd.sock for others].
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+
+    /// Let members of this group use the control socket too (mode 0660 instead of 0600).
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
+
+    /// Validate the unit files, print every error, and exit (1 if any file is invalid).
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_target(false)
+        .init();
+    let args = Args::parse();
+    if args.check {
+        return check(&args.units);
+    }
+    let socket_group = match args.socket_group.as_deref().map(resolve_group).transpose() {
+        Ok(group) => group,
+        Err(e) => {
+            eprintln!("clusterd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = DaemonOptions {
+        units_dir: args.units,
+        socket: control_socket_path(args.socket),
+        socket_group,
+    };
+    match run(options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `clusterd --check`: every error of every file, then a one-line verdict.
+fn check(dir: &std::path::Path) -> ExitCode {
+    let files = match load_units_dir(dir) {
+        Ok(files) => files,
+        Err(e) => {
+            eprintln!(
+                "clusterd: cannot read the units directory {}: {e}",
+                dir.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let total = files.len();
+    let mut bad = 0;
+    for file in &files {
+        if let Err(e) = &file.result {
+            eprintln!("{e}");
+            bad += 1;
+        }
+    }
+    if bad == 0 {
+        println!("{total} unit file(s) in {}: all valid", dir.display());
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "{bad} of {total} unit file(s) in {} are invalid",
+            dir.display()
+        );
+        ExitCode::FAILURE
+    }
+}
+
+fn resolve_group(name: &str) -> Result<nix::unistd::Gid, String> {
+    let found = match name.parse::<u32>() {
+        Ok(gid) => nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)),
+        Err(_) => nix::unistd::Group::from_name(name),
+    };
+    match found {
+        Ok(Some(group)) => Ok(group.gid),
+        Ok(None) => Err(format!("unknown group {name:?}")),
+        Err(e) => Err(format!("cannot look up group {name:?}: {e}")),
+    }
+}

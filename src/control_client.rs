@@ -1,0 +1,45 @@
+//! `clusterctl`'s side of the control protocol: send one request, read one response.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use crate::protocol::{Request, RequestEnvelope, Response, PROTOCOL_VERSION};
+
+#[derive(Debug)]
+pub enum ClientError {
+    /// clusterd is not running, or the socket cannot be reached (exit code 3).
+    Unreachable(String),
+    /// The connection broke or the answer made no sense.
+    Protocol(String),
+}
+
+pub fn send_request(socket: &Path, request: Request) -> Result<Response, ClientError> {
+    let mut stream = UnixStream::connect(socket).map_err(|e| {
+        ClientError::Unreachable(format!(
+            "cannot connect to clusterd at {}: {e} (is clusterd running? use --socket or CLUSTERD_SOCKET for another path)",
+            socket.display()
+        ))
+    })?;
+    let envelope = RequestEnvelope {
+        version: PROTOCOL_VERSION,
+        request,
+    };
+    let mut line =
+        serde_json::to_vec(&envelope).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    line.push(b'\n');
+    stream
+        .write_all(&line)
+        .map_err(|e| ClientError::Protocol(format!("cannot send the request: {e}")))?;
+    let mut answer = Vec::new();
+    BufReader::new(stream)
+        .read_until(b'\n', &mut answer)
+        .map_err(|e| ClientError::Protocol(format!("cannot read the answer: {e}")))?;
+    if answer.is_empty() {
+        return Err(ClientError::Protocol(
+            "clusterd closed the connection without answering".into(),
+        ));
+    }
+    serde_json::from_slice(&answer)
+        .map_err(|e| ClientError::Protocol(format!("malformed answer from clusterd: {e}")))
+}

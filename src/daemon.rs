@@ -1,0 +1,136 @@
+//! Running clusterd: wires the threads (signals, control socket, worker I/O) to the supervisor
+//! loop, which runs on the main thread until a shutdown has stopped every instance.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crossbeam_channel::RecvTimeoutError;
+use log::{error, info, warn};
+use nix::sys::socket::{setsockopt, sockopt};
+use nix::unistd::Gid;
+
+use crate::control_server::{bind_control_socket, serve, AccessPolicy, SocketFile};
+use crate::os_process_control::OsProcessControl;
+use crate::service_notify::ServiceNotifier;
+use crate::signals::forward_signals;
+use crate::socket_path::notify_socket_path;
+use crate::supervisor::Supervisor;
+use crate::unit::load_units_dir;
+use crate::worker_io::WorkerIo;
+
+pub struct DaemonOptions {
+    pub units_dir: PathBuf,
+    pub socket: PathBuf,
+    /// Members of this group may use the control socket too (mode 0660).
+    pub socket_group: Option<Gid>,
+}
+
+/// Runs until SIGTERM/SIGINT has stopped everything. Errors are start-up failures.
+pub fn run(options: DaemonOptions) -> Result<(), String> {
+    // Orphaned grandchildren of instances are re-parented to clusterd, which reaps them.
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        warn!("cannot become a child subreaper: {e}");
+    }
+    let units_dir = std::path::absolute(&options.units_dir).unwrap_or(options.units_dir);
+    let files = load_units_dir(&units_dir).map_err(|e| {
+        format!(
+            "cannot read the units directory {}: {e}",
+            units_dir.display()
+        )
+    })?;
+
+    let (events, inbox) = crossbeam_channel::unbounded();
+    // Before any child exists, so that no SIGCHLD is missed.
+    forward_signals(events.clone()).map_err(|e| format!("cannot install signal handlers: {e}"))?;
+
+    let listener = bind_control_socket(&options.socket, options.socket_group)?;
+    let _socket_file = SocketFile(options.socket.clone());
+    let notify_path = notify_socket_path(&options.socket);
+    let notify = bind_notify_socket(&notify_path);
+    let _notify_file = SocketFile(notify_path.clone());
+    let notify_path = notify.is_some().then_some(notify_path);
+
+    let io = WorkerIo::start(events.clone(), notify)
+        .map_err(|e| format!("cannot start the worker I/O thread: {e}"))?;
+    let os = OsProcessControl::new(io, notify_path)
+        .map_err(|e| format!("cannot open /dev/null: {e}"))?;
+    let mut supervisor = Supervisor::new(os, Some(units_dir.clone()));
+    supervisor.start_all(files, Instant::now());
+
+    serve(
+        listener,
+        events.clone(),
+        AccessPolicy {
+            owner: nix::unistd::geteuid(),
+            group: options.socket_group,
+        },
+    )
+    .map_err(|e| format!("cannot serve the control socket: {e}"))?;
+    info!(
+        "clusterd {} ready: {} unit(s) from {}, {} instance(s), control socket {}",
+        env!("CARGO_PKG_VERSION"),
+        supervisor.unit_count(),
+        units_dir.display(),
+        supervisor.process_count(),
+        options.socket.display()
+    );
+    let service = ServiceNotifier::from_env();
+    service.notify(&format!(
+        "READY=1\nSTATUS={} unit(s), {} instance(s)",
+        supervisor.unit_count(),
+        supervisor.process_count()
+    ));
+
+    let mut told_stopping = false;
+    loop {
+        let event = match supervisor.next_deadline() {
+            Some(deadline) => match inbox.recv_deadline(deadline) {
+                Ok(event) => Some(event),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            },
+            None => match inbox.recv() {
+                Ok(event) => Some(event),
+                Err(_) => break,
+            },
+        };
+        if let Some(event) = event {
+            supervisor.handle(event, Instant::now());
+        }
+        supervisor.fire_due_timers(Instant::now());
+        if supervisor.is_shutting_down() && !told_stopping {
+            told_stopping = true;
+            service.notify("STOPPING=1\nSTATUS=stopping every instance");
+        }
+        if supervisor.finished() {
+            break;
+        }
+    }
+    info!("every instance has stopped; exiting");
+    Ok(())
+}
+
+/// The datagram socket instances send sd_notify messages to. Without it, clusterd still runs
+/// (instances only lose `READY=1`), so a failure is a warning.
+fn bind_notify_socket(path: &std::path::Path) -> Option<UnixDatagram> {
+    let _ = std::fs::remove_file(path);
+    let socket = match UnixDatagram::bind(path) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(
+                "cannot create NOTIFY_SOCKET {}: {e}; READY=1 will not be received",
+                path.display()
+            );
+            return None;
+        }
+    };
+    // Instances may run as other users; senders are identified by kernel-checked credentials.
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666));
+    if let Err(e) = setsockopt(&socket, sockopt::PassCred, &true) {
+        error!("cannot enable SO_PASSCRED on NOTIFY_SOCKET: {e}");
+        return None;
+    }
+    Some(socket)
+}

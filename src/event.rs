@@ -1,0 +1,77 @@
+//! `Event`: everything that can wake the supervisor loop. The signal, control and I/O threads
+//! translate the outside world into these and send them down one channel.
+
+use crossbeam_channel::Sender;
+use nix::unistd::Pid;
+
+use crate::process_control::SpawnId;
+use crate::protocol::{Request, Response};
+
+#[derive(Debug)]
+pub enum Event {
+    /// SIGCHLD, SIGTERM, SIGINT or SIGHUP was delivered to clusterd.
+    Signal(i32),
+    /// A `clusterctl` request; the answer goes back on `reply`.
+    Control {
+        request: Request,
+        reply: Sender<Response>,
+    },
+    /// A message an instance wrote on its worker channel.
+    Worker { id: SpawnId, message: WorkerMessage },
+    /// A datagram on NOTIFY_SOCKET, from process `pid` (kernel-verified credentials), whose
+    /// process group was `pgid` when it arrived.
+    Notify {
+        pid: Pid,
+        pgid: Option<Pid>,
+        message: NotifyMessage,
+    },
+}
+
+/// A message on the worker channel, already parsed from its JSON line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerMessage {
+    /// `{"act":"suicide"}`: "I am about to exit"; start my replacement now.
+    Suicide,
+    /// `{"act":"ready"}` or `"ready"` (PM2's `process.send('ready')`).
+    Ready,
+    /// Anything else, kept for the log.
+    Unknown(String),
+}
+
+/// The fields of one sd_notify datagram that clusterd acts on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NotifyMessage {
+    pub ready: bool,
+    pub stopping: bool,
+    pub status: Option<String>,
+}
+
+impl NotifyMessage {
+    /// Parses `KEY=VALUE` lines; unknown keys are ignored, as the protocol asks.
+    pub fn parse(datagram: &str) -> NotifyMessage {
+        let mut message = NotifyMessage::default();
+        for line in datagram.lines() {
+            match line.split_once('=') {
+                Some(("READY", "1")) => message.ready = true,
+                Some(("STOPPING", "1")) => message.stopping = true,
+                Some(("STATUS", text)) => message.status = Some(text.to_string()),
+                _ => {}
+            }
+        }
+        message
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notify_datagrams_parse() {
+        let m = NotifyMessage::parse("READY=1\nSTATUS=warming up\nX_CUSTOM=1\n");
+        assert!(m.ready && !m.stopping);
+        assert_eq!(m.status.as_deref(), Some("warming up"));
+        assert!(NotifyMessage::parse("STOPPING=1").stopping);
+        assert!(!NotifyMessage::parse("READY=0").ready);
+    }
+}

@@ -1,0 +1,187 @@
+//! `UnitSockets`: the listening sockets clusterd binds for a unit's `listen` addresses and
+//! passes to its instances as fds 3, 4, ... (the systemd socket-activation protocol).
+//!
+//! The sockets belong to the unit, not to an instance: clusterd keeps its own copy open while
+//! instances crash, restart, reload and scale, so a connection that arrives while no instance
+//! is accepting waits in the backlog instead of being refused. With `balance = "reuseport"`
+//! every instance index gets its own SO_REUSEPORT socket, kept across that index's restarts.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
+use std::path::PathBuf;
+
+use nix::sys::socket::{
+    bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
+    SockaddrIn, SockaddrIn6, UnixAddr,
+};
+
+use crate::unit::{Balance, ListenAddress, Unit};
+
+/// Connections that may wait while no instance accepts (the kernel caps it at somaxconn).
+const LISTEN_BACKLOG: i32 = 4096;
+
+#[derive(Default)]
+pub struct UnitSockets {
+    /// `balance = "shared"`: one socket per address, given to every instance.
+    shared: Vec<OwnedFd>,
+    /// `balance = "reuseport"`: per instance index, one socket per address.
+    per_index: BTreeMap<u32, Vec<OwnedFd>>,
+    /// Unix socket files this unit created, removed when the sockets close.
+    unix_paths: Vec<PathBuf>,
+}
+
+impl UnitSockets {
+    /// Binds the unit's shared sockets (nothing for `reuseport`, whose sockets are bound per
+    /// index by [`UnitSockets::fds_for`]).
+    pub fn open(unit: &Unit) -> Result<UnitSockets, String> {
+        let mut sockets = UnitSockets::default();
+        if unit.balance == Balance::Shared {
+            for address in &unit.listen {
+                let fd = bind_listener(address, false, &mut sockets.unix_paths)
+                    .map_err(|e| format!("{}: cannot listen on {address}: {e}", unit.name))?;
+                sockets.shared.push(fd);
+            }
+        }
+        Ok(sockets)
+    }
+
+    pub fn is_open(&self) -> bool {
+        !self.shared.is_empty() || !self.per_index.is_empty()
+    }
+
+    /// The fds instance `index` receives, binding its reuseport sockets on first use.
+    pub fn fds_for(&mut self, unit: &Unit, index: u32) -> Result<Vec<RawFd>, String> {
+        if unit.listen.is_empty() {
+            return Ok(Vec::new());
+        }
+        match unit.balance {
+            Balance::Shared => Ok(self.shared.iter().map(AsRawFd::as_raw_fd).collect()),
+            Balance::Reuseport => {
+                if !self.per_index.contains_key(&index) {
+                    let mut fds = Vec::new();
+                    for address in &unit.listen {
+                        let fd =
+                            bind_listener(address, true, &mut self.unix_paths).map_err(|e| {
+                                format!("{}: cannot listen on {address}: {e}", unit.name)
+                            })?;
+                        fds.push(fd);
+                    }
+                    self.per_index.insert(index, fds);
+                }
+                Ok(self.per_index[&index]
+                    .iter()
+                    .map(AsRawFd::as_raw_fd)
+                    .collect())
+            }
+        }
+    }
+
+    /// `LISTEN_FDNAMES`: the address of each fd, so a program can tell them apart.
+    pub fn names(unit: &Unit) -> Vec<String> {
+        unit.listen
+            .iter()
+            .map(|address| match address {
+                ListenAddress::Tcp(addr) => {
+                    format!("tcp-{}-{}", addr.ip(), addr.port()).replace(':', ".")
+                }
+                ListenAddress::Unix(path) => format!(
+                    "unix-{}",
+                    path.file_name()
+                        .map(|n| n.to_string_lossy())
+                        .unwrap_or_default()
+                ),
+            })
+            .collect()
+    }
+
+    /// Closes the reuseport sockets of indexes at and above `wanted` (scale-down). Their queued
+    /// connections are reset unless `net.ipv4.tcp_migrate_req = 1`.
+    pub fn close_from_index(&mut self, wanted: u32) {
+        self.per_index.retain(|&index, _| index < wanted);
+    }
+
+    /// Closes every socket and removes the unix socket files.
+    pub fn close_all(&mut self) {
+        self.shared.clear();
+        self.per_index.clear();
+        for path in self.unix_paths.drain(..) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl Drop for UnitSockets {
+    fn drop(&mut self) {
+        self.close_all();
+    }
+}
+
+fn bind_listener(
+    address: &ListenAddress,
+    reuseport: bool,
+    unix_paths: &mut Vec<PathBuf>,
+) -> Result<OwnedFd, String> {
+    let errno = |what: &str, e: nix::Error| format!("{what}: {}", e.desc());
+    let fd = match address {
+        ListenAddress::Tcp(addr) => {
+            let family = if addr.is_ipv4() {
+                AddressFamily::Inet
+            } else {
+                AddressFamily::Inet6
+            };
+            let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
+                .map_err(|e| errno("socket", e))?;
+            setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| errno("SO_REUSEADDR", e))?;
+            if reuseport {
+                setsockopt(&fd, sockopt::ReusePort, &true).map_err(|e| errno("SO_REUSEPORT", e))?;
+            }
+            let result = match addr {
+                std::net::SocketAddr::V4(v4) => bind(fd.as_raw_fd(), &SockaddrIn::from(*v4)),
+                std::net::SocketAddr::V6(v6) => {
+                    // `[::]` means IPv6 only, so that `0.0.0.0` can be listed beside it.
+                    setsockopt(&fd, sockopt::Ipv6V6Only, &true)
+                        .map_err(|e| errno("IPV6_V6ONLY", e))?;
+                    bind(fd.as_raw_fd(), &SockaddrIn6::from(*v6))
+                }
+            };
+            result.map_err(|e| e.desc().to_string())?;
+            fd
+        }
+        ListenAddress::Unix(path) => {
+            remove_stale_unix_socket(path)?;
+            let fd = socket(
+                AddressFamily::Unix,
+                SockType::Stream,
+                SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .map_err(|e| errno("socket", e))?;
+            let addr = UnixAddr::new(path.as_path()).map_err(|e| errno("address", e))?;
+            bind(fd.as_raw_fd(), &addr).map_err(|e| e.desc().to_string())?;
+            unix_paths.push(path.clone());
+            fd
+        }
+    };
+    let backlog = Backlog::new(LISTEN_BACKLOG).unwrap_or(Backlog::MAXCONN);
+    listen(&fd, backlog).map_err(|e| errno("listen", e))?;
+    Ok(fd)
+}
+
+/// A socket file left by a previous run would make bind fail with "Address in use". Remove it
+/// if nothing answers on it; refuse if something does, or if the path is not a socket.
+fn remove_stale_unix_socket(path: &std::path::Path) -> Result<(), String> {
+    match std::fs::symlink_metadata(path) {
+        Err(_) => Ok(()),
+        Ok(meta) if !meta.file_type().is_socket() => {
+            Err(format!("{} exists and is not a socket", path.display()))
+        }
+        Ok(_) => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                Err("Address already in use (another process is listening on it)".into())
+            } else {
+                std::fs::remove_file(path).map_err(|e| format!("cannot remove stale socket: {e}"))
+            }
+        }
+    }
+}

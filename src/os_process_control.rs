@@ -1,0 +1,163 @@
+//! `OsProcessControl`: the real [`ProcessControl`] — fork/exec through [`crate::spawn`],
+//! `killpg`, `waitpid`, and a worker channel for every instance.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+
+use log::debug;
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::process_control::{ExitStatus, HookRequest, ProcessControl, SpawnId, SpawnRequest};
+use crate::spawn::{inherited_environment, spawn, ExecRequest, FIRST_PASSED_FD};
+use crate::unit::Unit;
+use crate::worker_io::WorkerIo;
+
+pub struct OsProcessControl {
+    io: WorkerIo,
+    /// Opened once: every instance's stdin.
+    dev_null: OwnedFd,
+    /// clusterd's NOTIFY_SOCKET path, given to every instance.
+    notify_socket: Option<PathBuf>,
+    /// clusterd's environment as instances inherit it.
+    base_environment: Vec<(String, String)>,
+}
+
+impl OsProcessControl {
+    pub fn new(io: WorkerIo, notify_socket: Option<PathBuf>) -> std::io::Result<Self> {
+        let dev_null = std::fs::File::open("/dev/null")?.into();
+        Ok(OsProcessControl {
+            io,
+            dev_null,
+            notify_socket,
+            base_environment: inherited_environment(),
+        })
+    }
+
+    /// clusterd's environment, then the account's, then the unit's `environment`.
+    fn environment_for(&self, unit: &Unit) -> Vec<(String, String)> {
+        let mut env = self.base_environment.clone();
+        let credentials = &unit.credentials;
+        if let Some(user) = &credentials.user_name {
+            set(&mut env, "USER", user);
+            set(&mut env, "LOGNAME", user);
+        }
+        if let Some(home) = &credentials.home {
+            set(&mut env, "HOME", &home.to_string_lossy());
+        }
+        for (key, value) in &unit.environment {
+            set(&mut env, key, value);
+        }
+        env
+    }
+}
+
+fn set(env: &mut Vec<(String, String)>, key: &str, value: &str) {
+    env.retain(|(k, _)| k != key);
+    env.push((key.to_string(), value.to_string()));
+}
+
+impl ProcessControl for OsProcessControl {
+    fn spawn(&mut self, request: &SpawnRequest) -> Result<Pid, String> {
+        let unit = request.unit;
+        let (ours, theirs) =
+            UnixStream::pair().map_err(|e| format!("cannot create the worker channel: {e}"))?;
+        let mut fds = request.listen_fds.clone();
+        fds.push(theirs.as_raw_fd());
+        let channel_fd = (FIRST_PASSED_FD + request.listen_fds.len() as i32).to_string();
+
+        let mut env = self.environment_for(unit);
+        set(&mut env, "CLUSTERD_UNIT", &unit.name);
+        set(&mut env, "CLUSTERD_INSTANCE", &request.index.to_string());
+        set(
+            &mut env,
+            "CLUSTERD_INSTANCES",
+            &request.instances.to_string(),
+        );
+        set(&mut env, "CLUSTERD_CHANNEL_FD", &channel_fd);
+        // Node programs pick the channel up as their IPC channel: process.send() works.
+        set(&mut env, "NODE_CHANNEL_FD", &channel_fd);
+        set(&mut env, "NODE_CHANNEL_SERIALIZATION_MODE", "json");
+        if let Some(path) = &self.notify_socket {
+            set(&mut env, "NOTIFY_SOCKET", &path.to_string_lossy());
+        }
+        let listen = !request.listen_fds.is_empty();
+        if listen {
+            set(
+                &mut env,
+                "LISTEN_FDS",
+                &request.listen_fds.len().to_string(),
+            );
+            set(&mut env, "LISTEN_FDNAMES", &request.listen_names.join(":"));
+        }
+
+        let pid = spawn(&ExecRequest {
+            command: &unit.command,
+            environment: env,
+            pass_fds: fds,
+            listen_pid: listen,
+            working_directory: unit.working_directory.as_deref(),
+            uid: unit.credentials.uid,
+            gid: unit.credentials.gid,
+            groups: &unit.credentials.groups,
+            stdin: self.dev_null.as_raw_fd(),
+        })?;
+        // Our copy of the child's end must close, or we would never see the channel's EOF.
+        drop(theirs);
+        self.io.watch(request.id, ours.into());
+        Ok(pid)
+    }
+
+    fn spawn_hook(&mut self, request: &HookRequest) -> Result<Pid, String> {
+        let unit = request.unit;
+        let mut env = self.environment_for(unit);
+        for (key, value) in &request.environment {
+            set(&mut env, key, value);
+        }
+        spawn(&ExecRequest {
+            command: request.command,
+            environment: env,
+            pass_fds: Vec::new(),
+            listen_pid: false,
+            working_directory: unit.working_directory.as_deref(),
+            uid: unit.credentials.uid,
+            gid: unit.credentials.gid,
+            groups: &unit.credentials.groups,
+            stdin: self.dev_null.as_raw_fd(),
+        })
+    }
+
+    fn signal_group(&mut self, pgid: Pid, signal: Signal) {
+        match killpg(pgid, signal) {
+            Ok(()) | Err(Errno::ESRCH) => {}
+            Err(e) => debug!("killpg({pgid}, {}) failed: {e}", signal.as_str()),
+        }
+    }
+
+    fn reap(&mut self) -> Vec<(Pid, ExitStatus)> {
+        let mut exited = Vec::new();
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => exited.push((pid, ExitStatus::Code(code))),
+                Ok(WaitStatus::Signaled(pid, signal, _core)) => {
+                    exited.push((pid, ExitStatus::Signaled(signal)))
+                }
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+                Ok(_) => continue,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    log::error!("waitpid failed: {e}");
+                    break;
+                }
+            }
+        }
+        exited
+    }
+
+    fn release(&mut self, id: SpawnId) {
+        self.io.forget(id);
+    }
+}

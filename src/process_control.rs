@@ -1,0 +1,89 @@
+//! `ProcessControl`: everything the supervisor asks of the operating system — start an
+//! instance or a hook, signal a process group, collect exited children, release a worker
+//! channel. The daemon uses [`crate::os_process_control::OsProcessControl`]; the supervisor's
+//! unit tests use a recording fake, so the state machine runs without real processes.
+
+use std::fmt;
+use std::os::fd::RawFd;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use crate::unit::Unit;
+
+/// Identifies one started process for its whole life, across pid reuse. Worker-channel and
+/// timer events carry it, so a late event for a process that is gone is recognised as stale.
+pub type SpawnId = u64;
+
+/// Everything needed to start one instance of a unit.
+pub struct SpawnRequest<'a> {
+    pub id: SpawnId,
+    pub unit: &'a Unit,
+    pub index: u32,
+    /// `CLUSTERD_INSTANCES`: how many instances the unit runs now.
+    pub instances: u32,
+    /// Listening sockets to pass as fds 3, 4, ... (borrowed from the unit, which keeps them).
+    pub listen_fds: Vec<RawFd>,
+    /// `LISTEN_FDNAMES`, one name per fd.
+    pub listen_names: Vec<String>,
+}
+
+/// The `on_giveup` alarm of a unit.
+pub struct HookRequest<'a> {
+    pub unit: &'a Unit,
+    pub command: &'a [String],
+    pub environment: Vec<(String, String)>,
+}
+
+/// How a child ended, from `waitpid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    Signaled(Signal),
+    /// A signal number nix does not know.
+    SignaledRaw(i32),
+}
+
+impl ExitStatus {
+    /// systemd's definition of a clean exit, used by `restart = "on-failure"`: code 0, or
+    /// ended by SIGHUP, SIGINT, SIGTERM or SIGPIPE.
+    pub fn is_clean(self) -> bool {
+        matches!(
+            self,
+            ExitStatus::Code(0)
+                | ExitStatus::Signaled(
+                    Signal::SIGHUP | Signal::SIGINT | Signal::SIGTERM | Signal::SIGPIPE
+                )
+        )
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            ExitStatus::Code(code) => write!(f, "exited with code {code}"),
+            ExitStatus::Signaled(signal) => write!(f, "killed by {}", signal.as_str()),
+            ExitStatus::SignaledRaw(n) => write!(f, "killed by signal {n}"),
+        }
+    }
+}
+
+pub trait ProcessControl {
+    /// Starts an instance; returns its pid, which is also its process group id. The error is
+    /// a message for status and the log, such as
+    /// `cannot execute "nosuch": No such file or directory`.
+    fn spawn(&mut self, request: &SpawnRequest) -> Result<Pid, String>;
+
+    /// Starts an `on_giveup` hook.
+    fn spawn_hook(&mut self, request: &HookRequest) -> Result<Pid, String>;
+
+    /// Sends `signal` to the process group `pgid`. A group that no longer exists is not an
+    /// error worth reporting: the caller learns of exits through `reap`.
+    fn signal_group(&mut self, pgid: Pid, signal: Signal);
+
+    /// Every child that has exited since the last call (`waitpid(-1, WNOHANG)` until empty).
+    fn reap(&mut self) -> Vec<(Pid, ExitStatus)>;
+
+    /// The process of `id` has exited: close clusterd's end of its worker channel.
+    fn release(&mut self, id: SpawnId);
+}

@@ -1,0 +1,184 @@
+//! The control protocol between `clusterctl` and `clusterd`: one JSON object per line over a
+//! Unix stream socket, a request from the client, one response from the daemon. Both binaries
+//! use these types, so the two sides cannot drift apart.
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped when a request or response changes incompatibly.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Requests longer than this are refused without being parsed.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// What goes on the wire: `{"version":1,"command":"stop","unit":"web"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestEnvelope {
+    pub version: u32,
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    Status { unit: Option<String> },
+    Start { unit: String },
+    Stop { unit: String },
+    Restart { unit: String },
+    Reload { unit: String },
+    Scale { unit: String, count: ScaleCount },
+    DaemonReload,
+}
+
+/// `scale web 4`, `scale web +2`, `scale web -1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScaleCount {
+    To(u32),
+    Up(u32),
+    Down(u32),
+}
+
+impl std::str::FromStr for ScaleCount {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || format!("invalid instance count {text:?}: expected N, +N or -N");
+        if let Some(n) = text.strip_prefix('+') {
+            n.parse().map(ScaleCount::Up).map_err(|_| bad())
+        } else if let Some(n) = text.strip_prefix('-') {
+            n.parse().map(ScaleCount::Down).map_err(|_| bad())
+        } else {
+            text.parse().map(ScaleCount::To).map_err(|_| bad())
+        }
+    }
+}
+
+impl ScaleCount {
+    pub fn apply(self, current: u32) -> u32 {
+        match self {
+            ScaleCount::To(n) => n,
+            ScaleCount::Up(n) => current.saturating_add(n),
+            ScaleCount::Down(n) => current.saturating_sub(n),
+        }
+    }
+}
+
+/// `{"ok":true,"message":"..."}`, `{"ok":true,"status":{...}}` or `{"ok":false,"error":"..."}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<StatusReport>,
+}
+
+impl Response {
+    pub fn done(message: impl Into<String>) -> Self {
+        Response {
+            ok: true,
+            message: Some(message.into()),
+            error: None,
+            status: None,
+        }
+    }
+    pub fn failed(error: impl Into<String>) -> Self {
+        Response {
+            ok: false,
+            message: None,
+            error: Some(error.into()),
+            status: None,
+        }
+    }
+    pub fn status(report: StatusReport) -> Self {
+        Response {
+            ok: true,
+            message: None,
+            error: None,
+            status: Some(report),
+        }
+    }
+}
+
+/// What `clusterctl status --json` prints; scripts depend on these names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub units: Vec<UnitStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitStatus {
+    pub name: String,
+    /// `running`, `starting`, `stopping`, `stopped`, `failed` or `invalid`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Automatic restarts since the unit was last started by hand.
+    pub restarts: u32,
+    pub gave_up: bool,
+    /// How many instances the unit is meant to run now (after any `scale`).
+    pub wanted_instances: u32,
+    /// Why the unit is invalid, why it gave up, or why the last daemon-reload could not
+    /// apply its file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub instances: Vec<InstanceStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    pub index: u32,
+    pub pid: Option<u32>,
+    /// `starting`, `running`, `stopping` or `stopped`.
+    pub state: String,
+    pub restarts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_ms: Option<u64>,
+    /// `exited with code 1`, `killed by SIGKILL`, or why it could not be started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<String>,
+    /// The last `STATUS=` the instance sent to NOTIFY_SOCKET.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_text: Option<String>,
+    /// True for a process that was replaced (suicide or reload) and is finishing its work.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_have_a_stable_wire_form() {
+        let envelope = RequestEnvelope {
+            version: PROTOCOL_VERSION,
+            request: Request::Scale {
+                unit: "web".into(),
+                count: ScaleCount::Up(2),
+            },
+        };
+        let text = serde_json::to_string(&envelope).unwrap();
+        assert_eq!(
+            text,
+            r#"{"version":1,"command":"scale","unit":"web","count":{"up":2}}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<RequestEnvelope>(&text).unwrap(),
+            envelope
+        );
+        let reload: RequestEnvelope =
+            serde_json::from_str(r#"{"version":1,"command":"daemon-reload"}"#).unwrap();
+        assert_eq!(reload.request, Request::DaemonReload);
+    }
+
+    #[test]
+    fn scale_counts_parse_and_apply() {
+        assert_eq!("4".parse(), Ok(ScaleCount::To(4)));
+        assert_eq!("+2".parse::<ScaleCount>().map(|c| c.apply(3)), Ok(5));
+        assert_eq!("-5".parse::<ScaleCount>().map(|c| c.apply(3)), Ok(0));
+        assert!("two".parse::<ScaleCount>().is_err());
+    }
+}

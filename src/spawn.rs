@@ -1,0 +1,449 @@
+//! Starting a child process safely from a multi-threaded daemon.
+//!
+//! Everything the child needs (program path, argv, envp, fd list, credentials) is prepared in
+//! the parent as an [`ExecPlan`]; between `fork` and `execve` the child only makes
+//! async-signal-safe system calls and never allocates. A failure in the child is reported to
+//! the parent through a close-on-exec pipe, so the caller gets "No such file or directory"
+//! rather than a mysterious exit code 127.
+
+use std::ffi::CString;
+use std::io::Read;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
+use nix::sys::wait::waitpid;
+use nix::unistd::{Gid, Pid, Uid};
+
+/// Placeholder in the envp for the child's own pid, written after fork: `LISTEN_PID` must be
+/// the pid of the process that receives the sockets, which does not exist before fork.
+const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
+const PID_DIGITS: usize = 20;
+
+/// The first fd passed to the child (`SD_LISTEN_FDS_START`).
+pub const FIRST_PASSED_FD: RawFd = 3;
+
+/// Where a child failed before exec, for the error message.
+#[repr(u32)]
+#[derive(Clone, Copy)]
+enum Stage {
+    ProcessGroup = 1,
+    Stdin,
+    MoveFds,
+    Credentials,
+    WorkingDirectory,
+    Exec,
+}
+
+impl Stage {
+    fn describe(code: u32) -> &'static str {
+        match code {
+            1 => "cannot create its process group",
+            2 => "cannot set stdin to /dev/null",
+            3 => "cannot pass file descriptors",
+            4 => "cannot switch user/group",
+            5 => "cannot change to its working directory",
+            _ => "cannot execute",
+        }
+    }
+}
+
+pub struct ExecRequest<'a> {
+    pub command: &'a [String],
+    pub environment: Vec<(String, String)>,
+    /// fds to place at 3, 4, ... in the child, in order.
+    pub pass_fds: Vec<RawFd>,
+    /// Add `LISTEN_PID=<child pid>` to the environment.
+    pub listen_pid: bool,
+    pub working_directory: Option<&'a Path>,
+    pub uid: Option<Uid>,
+    pub gid: Option<Gid>,
+    pub groups: &'a [Gid],
+    /// An open /dev/null, for stdin.
+    pub stdin: RawFd,
+}
+
+/// Everything the child touches, prepared before fork.
+struct ExecPlan {
+    program: CString,
+    /// What the user called the program, for error messages.
+    program_name: String,
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    env_storage: Vec<Vec<u8>>,
+    env_ptrs: Vec<*const libc::c_char>,
+    /// Index in `env_storage` of the `LISTEN_PID=` entry.
+    listen_pid_entry: Option<usize>,
+    pass_fds: Vec<RawFd>,
+    /// Scratch space for the fds while they are moved out of the way.
+    scratch_fds: Vec<RawFd>,
+    stdin: RawFd,
+    uid: Option<libc::uid_t>,
+    gid: Option<libc::gid_t>,
+    groups: Vec<libc::gid_t>,
+    /// Only root may (and must, or it keeps root's groups) replace the supplementary groups.
+    set_groups: bool,
+    working_directory: Option<CString>,
+    parent_pid: libc::pid_t,
+}
+
+/// Forks and executes `request`; returns the child's pid, which is also its process group id.
+pub fn spawn(request: &ExecRequest) -> Result<Pid, String> {
+    let mut plan = ExecPlan::prepare(request)?;
+    let (error_read, error_write) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {}", e.desc()))?;
+
+    // Block every signal across fork: the child must not run clusterd's signal handlers
+    // before it has reset them, and no signal meant for clusterd is lost in the meantime.
+    let mut previous = SigSet::empty();
+    pthread_sigmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut previous),
+    )
+    .map_err(|e| format!("sigprocmask: {}", e.desc()))?;
+    // SAFETY: the child branch calls only `child_after_fork`, which makes async-signal-safe
+    // system calls on memory prepared before the fork and ends in execve or _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: we are the freshly forked child; see `child_after_fork`.
+        unsafe { child_after_fork(&mut plan, error_write.as_raw_fd()) }
+    }
+    let fork_errno = Errno::last();
+    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&previous), None);
+    drop(error_write);
+    if pid < 0 {
+        return Err(format!("fork: {}", fork_errno.desc()));
+    }
+    let pid = Pid::from_raw(pid);
+
+    // The pipe closes on a successful exec; 8 bytes arrive if the child failed before it.
+    let mut report = [0u8; 8];
+    let mut received = 0;
+    let mut pipe = std::fs::File::from(error_read);
+    while received < report.len() {
+        match pipe.read(&mut report[received..]) {
+            Ok(0) => break,
+            Ok(n) => received += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    if received < report.len() {
+        return Ok(pid);
+    }
+    // The child has exited (or is about to): reap it here so it never looks like a crash.
+    let _ = waitpid(pid, None);
+    let stage = u32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
+    let errno = Errno::from_raw(i32::from_ne_bytes([
+        report[4], report[5], report[6], report[7],
+    ]));
+    Err(format!(
+        "{} {:?}: {}",
+        Stage::describe(stage),
+        plan.program_name,
+        errno.desc()
+    ))
+}
+
+impl ExecPlan {
+    fn prepare(request: &ExecRequest) -> Result<ExecPlan, String> {
+        let program_name = request.command.first().cloned().unwrap_or_default();
+        let search_path = request
+            .environment
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".to_string());
+        let program = resolve_program(&program_name, &search_path, request.working_directory)?;
+        let to_c =
+            |s: &[u8]| CString::new(s).map_err(|_| "argument contains a NUL byte".to_string());
+
+        let argv: Vec<CString> = request
+            .command
+            .iter()
+            .map(|a| to_c(a.as_bytes()))
+            .collect::<Result<_, _>>()?;
+        let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+        argv_ptrs.push(std::ptr::null());
+
+        let mut env_storage: Vec<Vec<u8>> = Vec::with_capacity(request.environment.len() + 1);
+        for (key, value) in &request.environment {
+            let mut entry = Vec::with_capacity(key.len() + value.len() + 2);
+            entry.extend_from_slice(key.as_bytes());
+            entry.push(b'=');
+            entry.extend_from_slice(value.as_bytes());
+            entry.push(0);
+            env_storage.push(entry);
+        }
+        let listen_pid_entry = request.listen_pid.then(|| {
+            let mut entry = LISTEN_PID_PREFIX.to_vec();
+            entry.resize(LISTEN_PID_PREFIX.len() + PID_DIGITS + 1, 0);
+            env_storage.push(entry);
+            env_storage.len() - 1
+        });
+        let mut env_ptrs: Vec<*const libc::c_char> =
+            env_storage.iter().map(|e| e.as_ptr().cast()).collect();
+        env_ptrs.push(std::ptr::null());
+
+        let working_directory = request
+            .working_directory
+            .map(|d| to_c(d.as_os_str().as_bytes()))
+            .transpose()?;
+
+        Ok(ExecPlan {
+            program: to_c(program.as_os_str().as_bytes())?,
+            program_name,
+            _argv: argv,
+            argv_ptrs,
+            env_storage,
+            env_ptrs,
+            listen_pid_entry,
+            scratch_fds: vec![-1; request.pass_fds.len()],
+            pass_fds: request.pass_fds.clone(),
+            stdin: request.stdin,
+            uid: request.uid.map(Uid::as_raw),
+            gid: request.gid.map(Gid::as_raw),
+            groups: if request.groups.is_empty() {
+                request.gid.map(|g| vec![g.as_raw()]).unwrap_or_default()
+            } else {
+                request.groups.iter().map(|g| g.as_raw()).collect()
+            },
+            set_groups: nix::unistd::geteuid().is_root()
+                && (request.uid.is_some() || request.gid.is_some()),
+            working_directory,
+            // SAFETY: getpid has no preconditions.
+            parent_pid: unsafe { libc::getpid() },
+        })
+    }
+}
+
+/// Finds the program the way `execvp` would, but in the parent, so that the child does not
+/// have to search (and allocate) and "not found" is reported precisely.
+fn resolve_program(name: &str, search_path: &str, cwd: Option<&Path>) -> Result<PathBuf, String> {
+    if name.contains('/') {
+        return Ok(PathBuf::from(name));
+    }
+    for dir in search_path.split(':').filter(|d| !d.is_empty()) {
+        let mut candidate = PathBuf::from(dir).join(name);
+        if candidate.is_relative() {
+            if let Some(cwd) = cwd {
+                candidate = cwd.join(candidate);
+            }
+        }
+        if is_executable(&candidate) {
+            return Ok(candidate);
+        }
+    }
+    Err(format!(
+        "cannot execute {name:?}: No such file or directory (not found in PATH)"
+    ))
+}
+
+fn is_executable(path: &Path) -> bool {
+    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: c_path is a valid NUL-terminated string for the duration of the call.
+    let executable = unsafe { libc::access(c_path.as_ptr(), libc::X_OK) } == 0;
+    executable && path.is_file()
+}
+
+/// Reports `stage` and the current errno to the parent and exits.
+///
+/// # Safety
+/// Only to be called in the forked child; async-signal-safe.
+unsafe fn fail(error_fd: RawFd, stage: Stage) -> ! {
+    // SAFETY: __errno_location is async-signal-safe and returns this thread's errno.
+    let errno = unsafe { *libc::__errno_location() };
+    let mut report = [0u8; 8];
+    report[..4].copy_from_slice(&(stage as u32).to_ne_bytes());
+    report[4..].copy_from_slice(&errno.to_ne_bytes());
+    // SAFETY: write and _exit are async-signal-safe; report is a local buffer.
+    unsafe {
+        libc::write(error_fd, report.as_ptr().cast(), report.len());
+        libc::_exit(127)
+    }
+}
+
+/// The child side of `spawn`: reset signals, lead a new process group, put stdin and the
+/// passed fds in place, mark every other fd close-on-exec, write LISTEN_PID, switch user,
+/// change directory, exec.
+///
+/// # Safety
+/// Only to be called in the freshly forked child of a multi-threaded process: it makes only
+/// async-signal-safe calls and does not allocate.
+unsafe fn child_after_fork(plan: &mut ExecPlan, error_fd: RawFd) -> ! {
+    // SAFETY: every call below is an async-signal-safe system call wrapper (signal-safety(7)),
+    // or close_range/prctl which glibc implements as plain syscalls; all memory touched was
+    // allocated before fork and belongs to this process's copy.
+    unsafe {
+        // Signal handlers of clusterd must not run in the child, and the mask blocked around
+        // fork must not be inherited by the program.
+        // clusterd handles only standard signals (1..=31); real-time ones keep their default.
+        for signal in 1..32 {
+            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                libc::signal(signal, libc::SIG_DFL);
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+
+        if libc::setpgid(0, 0) != 0 {
+            fail(error_fd, Stage::ProcessGroup);
+        }
+        if libc::dup2(plan.stdin, 0) < 0 {
+            fail(error_fd, Stage::Stdin);
+        }
+
+        // Move every fd we still need above the target range first, so that placing fd i
+        // at 3+i can never overwrite a source that is still to be placed (and so that
+        // `dup2(fd, fd)`, which would leave CLOEXEC set, never happens).
+        let count = plan.pass_fds.len() as RawFd;
+        let floor = FIRST_PASSED_FD + count;
+        let error_fd = match libc::fcntl(error_fd, libc::F_DUPFD_CLOEXEC, floor) {
+            fd if fd >= 0 => fd,
+            _ => fail(error_fd, Stage::MoveFds),
+        };
+        for (i, &source) in plan.pass_fds.iter().enumerate() {
+            let moved = libc::fcntl(source, libc::F_DUPFD_CLOEXEC, floor);
+            if moved < 0 {
+                fail(error_fd, Stage::MoveFds);
+            }
+            plan.scratch_fds[i] = moved;
+        }
+        for (i, &moved) in plan.scratch_fds.iter().enumerate() {
+            // dup2 clears CLOEXEC on the new fd: it survives exec.
+            if libc::dup2(moved, FIRST_PASSED_FD + i as RawFd) < 0 {
+                fail(error_fd, Stage::MoveFds);
+            }
+        }
+        // Nothing else of clusterd's may leak into the program, including fds clusterd itself
+        // inherited without CLOEXEC.
+        if libc::syscall(
+            libc::SYS_close_range,
+            floor as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        ) != 0
+        {
+            for fd in floor..65536 {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+        }
+
+        if let Some(entry) = plan.listen_pid_entry {
+            write_decimal(
+                &mut plan.env_storage[entry][LISTEN_PID_PREFIX.len()..],
+                libc::getpid() as u64,
+            );
+        }
+
+        if plan.uid.is_some() || plan.gid.is_some() {
+            if plan.set_groups && libc::setgroups(plan.groups.len(), plan.groups.as_ptr()) != 0 {
+                fail(error_fd, Stage::Credentials);
+            }
+            if let Some(gid) = plan.gid {
+                if libc::setgid(gid) != 0 {
+                    fail(error_fd, Stage::Credentials);
+                }
+            }
+            if let Some(uid) = plan.uid {
+                if libc::setuid(uid) != 0 {
+                    fail(error_fd, Stage::Credentials);
+                }
+            }
+        }
+
+        // If clusterd dies without stopping its instances (SIGKILL, crash), they die too,
+        // rather than hold its ports as orphans. Set after setuid, which would clear it.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+        if libc::getppid() != plan.parent_pid {
+            libc::_exit(127);
+        }
+
+        if let Some(dir) = &plan.working_directory {
+            if libc::chdir(dir.as_ptr()) != 0 {
+                fail(error_fd, Stage::WorkingDirectory);
+            }
+        }
+        libc::execve(
+            plan.program.as_ptr(),
+            plan.argv_ptrs.as_ptr(),
+            plan.env_ptrs.as_ptr(),
+        );
+        fail(error_fd, Stage::Exec)
+    }
+}
+
+/// Writes `value` in decimal followed by a NUL into `buffer`, without allocating.
+fn write_decimal(buffer: &mut [u8], mut value: u64) {
+    let mut digits = [0u8; PID_DIGITS];
+    let mut n = 0;
+    loop {
+        digits[n] = b'0' + (value % 10) as u8;
+        value /= 10;
+        n += 1;
+        if value == 0 || n == PID_DIGITS {
+            break;
+        }
+    }
+    for i in 0..n.min(buffer.len().saturating_sub(1)) {
+        buffer[i] = digits[n - 1 - i];
+    }
+    if let Some(end) = buffer.get_mut(n) {
+        *end = 0;
+    }
+}
+
+/// clusterd's own environment, less the variables that describe clusterd's own situation
+/// (its service manager's notify socket and sockets, a Node channel it was given).
+pub fn inherited_environment() -> Vec<(String, String)> {
+    const OWN: &[&str] = &[
+        "NOTIFY_SOCKET",
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+        "LISTEN_PIDFDID",
+        "WATCHDOG_PID",
+        "WATCHDOG_USEC",
+        "NODE_CHANNEL_FD",
+        "NODE_CHANNEL_SERIALIZATION_MODE",
+        "NODE_UNIQUE_ID",
+        "CLUSTERD_SOCKET",
+    ];
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| !OWN.contains(&k.as_str()) && !k.starts_with("CLUSTERD_"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_pids_are_written_in_place() {
+        let mut buffer = [0xffu8; 21];
+        write_decimal(&mut buffer, 40213);
+        assert_eq!(&buffer[..6], b"40213\0");
+        write_decimal(&mut buffer, 0);
+        assert_eq!(&buffer[..2], b"0\0");
+    }
+
+    #[test]
+    fn programs_are_found_in_path_or_reported() {
+        assert!(resolve_program("sh", "/usr/bin:/bin", None).is_ok());
+        let err = resolve_program("no-such-program-here", "/usr/bin", None).unwrap_err();
+        assert!(err.contains("No such file or directory"), "{err}");
+        assert_eq!(
+            resolve_program("./run.sh", "/bin", None),
+            Ok(PathBuf::from("./run.sh"))
+        );
+    }
+}

@@ -1,0 +1,180 @@
+//! Rendering a status report for people: a table of units, then a table of instances.
+//!
+//! ```text
+//! UNIT    STATE    INSTANCES  RESTARTS  DESCRIPTION
+//! crashy  failed   0/1        3         crashes on purpose
+//! web     running  2/2        0         example web server
+//!
+//! crashy: gave up: more than 3 restart(s) within 30s
+//!
+//! UNIT    #  PID    STATE    UPTIME  RESTARTS  LAST EXIT
+//! crashy  0  -      stopped  -       3         exited with code 1
+//! web     0  41230  running  2m 4s   0         -
+//! ```
+
+use std::time::Duration;
+
+use crate::protocol::StatusReport;
+
+pub fn render(report: &StatusReport) -> String {
+    if report.units.is_empty() {
+        return "no units loaded\n".to_string();
+    }
+    let mut units = vec![vec![
+        "UNIT".to_string(),
+        "STATE".into(),
+        "INSTANCES".into(),
+        "RESTARTS".into(),
+        "DESCRIPTION".into(),
+    ]];
+    let mut notes = Vec::new();
+    let mut instances = vec![vec![
+        "UNIT".to_string(),
+        "#".into(),
+        "PID".into(),
+        "STATE".into(),
+        "UPTIME".into(),
+        "RESTARTS".into(),
+        "LAST EXIT".into(),
+    ]];
+    for unit in &report.units {
+        let running = unit
+            .instances
+            .iter()
+            .filter(|i| !i.draining && i.state == "running")
+            .count();
+        units.push(vec![
+            unit.name.clone(),
+            unit.state.clone(),
+            if unit.state == "invalid" {
+                "-".into()
+            } else {
+                format!("{running}/{}", unit.wanted_instances)
+            },
+            unit.restarts.to_string(),
+            unit.description.clone().unwrap_or_default(),
+        ]);
+        if let Some(error) = &unit.error {
+            notes.push(format!("{}: {error}", unit.name));
+        }
+        for instance in &unit.instances {
+            let mut state = instance.state.clone();
+            if instance.draining {
+                state.push_str(" (replaced)");
+            }
+            let mut last = instance.last_exit.clone().unwrap_or_else(|| "-".into());
+            if let Some(text) = &instance.status_text {
+                last = format!("{last}; status: {text}");
+            }
+            instances.push(vec![
+                unit.name.clone(),
+                instance.index.to_string(),
+                instance.pid.map_or("-".into(), |p| p.to_string()),
+                state,
+                instance
+                    .uptime_ms
+                    .map_or("-".into(), |ms| format_uptime(Duration::from_millis(ms))),
+                instance.restarts.to_string(),
+                last,
+            ]);
+        }
+    }
+    let mut out = table(&units);
+    if !notes.is_empty() {
+        out.push('\n');
+        for note in notes {
+            out.push_str(&note);
+            out.push('\n');
+        }
+    }
+    if instances.len() > 1 {
+        out.push('\n');
+        out.push_str(&table(&instances));
+    }
+    out
+}
+
+/// Left-aligned columns two spaces apart; the last column is not padded.
+fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == columns {
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                line.push_str(&" ".repeat(widths[c] - cell.chars().count() + 2));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `45s`, `12m 5s`, `3h 12m`, `2d 4h`: two units at most, enough to read at a glance.
+pub fn format_uptime(uptime: Duration) -> String {
+    let s = uptime.as_secs();
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m {}s", s / 60, s % 60),
+        3600..=86399 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{InstanceStatus, UnitStatus};
+
+    #[test]
+    fn uptimes_read_at_a_glance() {
+        assert_eq!(format_uptime(Duration::from_secs(45)), "45s");
+        assert_eq!(format_uptime(Duration::from_secs(725)), "12m 5s");
+        assert_eq!(format_uptime(Duration::from_secs(3 * 3600 + 720)), "3h 12m");
+        assert_eq!(
+            format_uptime(Duration::from_secs(2 * 86400 + 4 * 3600)),
+            "2d 4h"
+        );
+    }
+
+    #[test]
+    fn tables_align_columns() {
+        let report = StatusReport {
+            units: vec![UnitStatus {
+                name: "web".into(),
+                state: "running".into(),
+                description: Some("demo".into()),
+                restarts: 1,
+                gave_up: false,
+                wanted_instances: 1,
+                error: None,
+                instances: vec![InstanceStatus {
+                    index: 0,
+                    pid: Some(4242),
+                    state: "running".into(),
+                    restarts: 1,
+                    uptime_ms: Some(5000),
+                    last_exit: Some("exited with code 1".into()),
+                    status_text: None,
+                    draining: false,
+                }],
+            }],
+        };
+        let text = render(&report);
+        assert_eq!(
+            text,
+            "UNIT  STATE    INSTANCES  RESTARTS  DESCRIPTION\n\
+             web   running  1/1        1         demo\n\
+             \n\
+             UNIT  #  PID   STATE    UPTIME  RESTARTS  LAST EXIT\n\
+             web   0  4242  running  5s      1         exited with code 1\n"
+        );
+    }
+}

@@ -1,0 +1,145 @@
+//! Applying a re-read units directory (SIGHUP or `clusterctl daemon-reload`): new units start,
+//! removed units stop, changed units restart with their new configuration, unchanged units are
+//! not touched, and a file that no longer parses leaves its running unit alone.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use log::{error, info};
+
+use super::unit_runtime::{AfterStop, UnitRuntime};
+use super::Supervisor;
+use crate::process_control::ProcessControl;
+use crate::protocol::Response;
+use crate::unit::{load_units_dir, LoadedFile};
+
+impl<P: ProcessControl> Supervisor<P> {
+    /// Re-reads the units directory and applies it.
+    pub(super) fn daemon_reload(&mut self, now: Instant) -> Response {
+        let Some(dir) = self.units_dir.clone() else {
+            return Response::failed("no units directory to read");
+        };
+        match load_units_dir(&dir) {
+            Ok(files) => self.apply_units(files, now),
+            Err(e) => {
+                let error = format!("cannot read {}: {e}; nothing was changed", dir.display());
+                error!("{error}");
+                Response::failed(error)
+            }
+        }
+    }
+
+    /// Applies freshly loaded unit files to the running state.
+    pub fn apply_units(&mut self, files: Vec<LoadedFile>, now: Instant) -> Response {
+        let mut added = Vec::new();
+        let mut changed = Vec::new();
+        let mut scaled = Vec::new();
+        let mut unchanged = 0;
+        let mut errors = Vec::new();
+        let seen: BTreeSet<String> = files.iter().map(|f| f.name.clone()).collect();
+
+        for file in files {
+            let name = file.name;
+            match (self.units.contains_key(&name), file.result) {
+                (true, Ok(unit)) => {
+                    let Some(rt) = self.units.get_mut(&name) else {
+                        continue;
+                    };
+                    rt.config_error = None;
+                    if matches!(rt.after_stop, AfterStop::Remove) {
+                        // It was being removed and is back: start it again once stopped.
+                        rt.after_stop = AfterStop::Start(Some(Box::new(unit)));
+                        changed.push(name);
+                    } else if rt.unit == unit {
+                        unchanged += 1;
+                    } else if rt.unit.differs_only_in_instances(&unit) && rt.rollout.is_none() {
+                        let count = unit.instances;
+                        rt.unit.instances = count;
+                        scaled.push(format!("{name} ({} → {count})", rt.wanted));
+                        let (reply, _ignored) = crossbeam_channel::unbounded();
+                        self.on_request(
+                            crate::protocol::Request::Scale {
+                                unit: name.clone(),
+                                count: crate::protocol::ScaleCount::To(count),
+                            },
+                            reply,
+                            now,
+                        );
+                    } else if rt.active {
+                        info!("{name}: configuration changed; restarting");
+                        let (reply, _ignored) = crossbeam_channel::unbounded();
+                        self.request_restart(&name, Some(unit), reply, now);
+                        changed.push(name);
+                    } else {
+                        // Stopped by hand: takes the new configuration, stays stopped.
+                        rt.sockets.close_all();
+                        rt.set_unit(unit);
+                        rt.slots.clear();
+                        changed.push(name);
+                    }
+                }
+                (true, Err(e)) => {
+                    error!("{e} (unit {name} keeps running with its previous configuration)");
+                    if let Some(rt) = self.units.get_mut(&name) {
+                        rt.config_error = Some(e.to_string());
+                    }
+                    errors.push(e.to_string());
+                }
+                (false, Ok(unit)) => {
+                    self.invalid.remove(&name);
+                    info!("{name}: new unit");
+                    self.units.insert(name.clone(), UnitRuntime::new(unit));
+                    self.start_unit(&name, now);
+                    added.push(name);
+                }
+                (false, Err(e)) => {
+                    error!("{e}");
+                    errors.push(e.to_string());
+                    self.invalid.insert(name, e);
+                }
+            }
+        }
+
+        let removed: Vec<String> = self
+            .units
+            .keys()
+            .filter(|name| !seen.contains(*name))
+            .cloned()
+            .collect();
+        for name in &removed {
+            info!("{name}: its file is gone; stopping and removing it");
+            if let Some(rt) = self.units.get_mut(name) {
+                rt.after_stop = AfterStop::Remove;
+            }
+            self.stop_unit(name, now);
+        }
+        self.invalid.retain(|name, _| seen.contains(name));
+
+        let mut summary = vec![];
+        let list = |names: &[String]| names.join(", ");
+        if !added.is_empty() {
+            summary.push(format!("started {}", list(&added)));
+        }
+        if !changed.is_empty() {
+            summary.push(format!("restarted {}", list(&changed)));
+        }
+        if !scaled.is_empty() {
+            summary.push(format!("scaled {}", list(&scaled)));
+        }
+        if !removed.is_empty() {
+            summary.push(format!("removed {}", list(&removed)));
+        }
+        summary.push(format!("{unchanged} unchanged"));
+        let summary = summary.join("; ");
+        info!("daemon-reload: {summary}");
+        if errors.is_empty() {
+            Response::done(summary)
+        } else {
+            Response::failed(format!(
+                "{summary}\n{} file(s) could not be applied:\n{}",
+                errors.len(),
+                errors.join("\n")
+            ))
+        }
+    }
+}

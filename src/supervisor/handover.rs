@@ -1,0 +1,272 @@
+//! Replacing a process by a new one without a gap: readiness, suicide ("I am about to exit,
+//! start my replacement now") and the rolling reload behind `clusterctl reload`.
+//!
+//! In each case the new process becomes the slot's `current` at once and the old one is kept
+//! as the slot's `standby` until the new one is ready; only then is the old one told to go.
+
+use std::time::Instant;
+
+use log::{info, warn};
+
+use super::unit_runtime::{Handover, Rollout};
+use super::Supervisor;
+use crate::process_control::{ProcessControl, SpawnId};
+use crate::protocol::Response;
+use crate::unit::RestartPolicy;
+
+impl<P: ProcessControl> Supervisor<P> {
+    /// The process is ready to serve; a process it replaces may now be let go.
+    pub(super) fn mark_ready(&mut self, id: SpawnId, now: Instant) {
+        let Some(process) = self.processes.get_mut(&id) else {
+            return;
+        };
+        if process.ready {
+            return;
+        }
+        process.ready = true;
+        let (name, index) = (process.unit.clone(), process.index);
+        let Some(rt) = self.units.get_mut(&name) else {
+            return;
+        };
+        if rt.unit.ready == crate::unit::ReadyMode::Notify {
+            info!("{name}[{index}]: ready");
+        }
+        let slot = rt.slot_mut(index);
+        if slot.current == Some(id) {
+            if let Some((standby, handover)) = slot.standby.take() {
+                self.let_go(standby, handover, now);
+            }
+        }
+        self.settle(&name, now);
+    }
+
+    fn let_go(&mut self, old: SpawnId, handover: Handover, now: Instant) {
+        match handover {
+            Handover::Reload => self.stop_process(old, now),
+            Handover::Suicide => self.arm_kill(old, now),
+        }
+    }
+
+    /// The process announced its exit: start its replacement now. Its own exit will not
+    /// trigger a restart; it gets `kill_timeout` (counted once the replacement is ready) to
+    /// finish its work before SIGKILL.
+    pub(super) fn on_suicide(&mut self, id: SpawnId, now: Instant) {
+        let Some(process) = self.processes.get_mut(&id) else {
+            return;
+        };
+        if process.announced_exit || process.stopping {
+            return;
+        }
+        process.announced_exit = true;
+        let (name, index, label) = (process.unit.clone(), process.index, process.label());
+        let Some(rt) = self.units.get_mut(&name) else {
+            return;
+        };
+        let slot = rt.slot_mut(index);
+        if slot.current != Some(id) || slot.standby.is_some() {
+            // Already being replaced (reload in progress, or a replacement not yet ready).
+            return;
+        }
+        let replace = rt.active
+            && !self.shutting_down
+            && rt.gave_up.is_none()
+            && index < rt.wanted
+            && rt.unit.restart != RestartPolicy::Never;
+        if !replace {
+            info!("{label}: announced its exit; not replacing it");
+            self.arm_kill(id, now);
+            return;
+        }
+        info!("{label}: announced its exit (suicide); starting its replacement");
+        if !self.take_restart(&name, index, now) {
+            self.arm_kill(id, now);
+            return;
+        }
+        let Some(rt) = self.units.get_mut(&name) else {
+            return;
+        };
+        let slot = rt.slot_mut(index);
+        slot.current = None;
+        slot.standby = Some((id, Handover::Suicide));
+        let before = self.next_spawn_id;
+        self.start_instance(&name, index, super::lifecycle::StartKind::Automatic, now);
+        // If no replacement could be started, the old process still gets its deadline.
+        let Some(rt) = self.units.get_mut(&name) else {
+            return;
+        };
+        let slot = rt.slot_mut(index);
+        if slot.current.is_none_or(|c| c < before) {
+            if let Some((old, _)) = slot.standby.take() {
+                self.arm_kill(old, now);
+            }
+        }
+        self.settle(&name, now);
+    }
+
+    /// A process with `ready = "notify"` did not say it was ready in `ready_timeout`.
+    pub(super) fn ready_timed_out(&mut self, id: SpawnId, now: Instant) {
+        let Some(process) = self.processes.get(&id) else {
+            return;
+        };
+        if process.ready || process.stopping {
+            return;
+        }
+        let (name, index, label) = (process.unit.clone(), process.index, process.label());
+        let Some(rt) = self.units.get_mut(&name) else {
+            return;
+        };
+        let timeout = humantime::format_duration(rt.unit.ready_timeout).to_string();
+        let slot = rt.slot_mut(index);
+        match slot.standby {
+            Some((old, Handover::Reload)) if slot.current == Some(id) => {
+                // Put the old process back and drop the new one.
+                slot.current = Some(old);
+                slot.standby = None;
+                warn!("{label}: not ready within {timeout}; stopping it, the old process keeps serving");
+                self.stop_process(id, now);
+                self.abort_rollout(
+                    &name,
+                    format!("{name}[{index}]: the new process was not ready within {timeout}; the old one keeps serving"),
+                    now,
+                );
+            }
+            Some((old, Handover::Suicide)) if slot.current == Some(id) => {
+                slot.standby = None;
+                warn!("{label}: not ready within {timeout}; the process it replaces gets its kill_timeout now");
+                self.arm_kill(old, now);
+            }
+            _ => {
+                warn!("{label}: not ready within {timeout}");
+                rt.slot_mut(index).last_exit = Some(format!("not ready within {timeout}"));
+                self.fail_waiters(&name, now);
+            }
+        }
+        self.settle(&name, now);
+    }
+
+    /// Starts a rolling reload: each index in turn gets a new process, and its old process is
+    /// stopped once the new one is ready. The reply comes when every old process is gone.
+    pub(super) fn begin_rollout(
+        &mut self,
+        name: &str,
+        reply: crossbeam_channel::Sender<Response>,
+        now: Instant,
+    ) {
+        let Some(rt) = self.units.get_mut(name) else {
+            return;
+        };
+        match &mut rt.rollout {
+            Some(rollout) => rollout.waiters.push(reply),
+            None => {
+                info!("{name}: reloading {} instance(s) one by one", rt.wanted);
+                rt.rollout = Some(Rollout {
+                    next_index: 0,
+                    waiters: vec![reply],
+                });
+                self.advance_rollout(name, now);
+            }
+        }
+    }
+
+    /// Moves a reload forward as far as it can go without waiting.
+    pub(super) fn advance_rollout(&mut self, name: &str, now: Instant) {
+        loop {
+            let Some(rt) = self.units.get_mut(name) else {
+                return;
+            };
+            let Some(rollout) = rt.rollout.as_mut() else {
+                return;
+            };
+            // Waiting for the index in progress to become ready.
+            if rt
+                .slots
+                .iter()
+                .any(|s| matches!(s.standby, Some((_, Handover::Reload))))
+            {
+                return;
+            }
+            if rollout.next_index >= rt.wanted {
+                let old_left = self
+                    .processes
+                    .values()
+                    .any(|p| p.unit == name && p.stopping);
+                if old_left {
+                    return;
+                }
+                let Some(rt) = self.units.get_mut(name) else {
+                    return;
+                };
+                if let Some(rollout) = rt.rollout.take() {
+                    let message = format!("{name}: reloaded {} instance(s)", rt.wanted);
+                    info!("{message}");
+                    for waiter in rollout.waiters {
+                        let _ = waiter.send(Response::done(message.clone()));
+                    }
+                }
+                return;
+            }
+            let index = rollout.next_index;
+            rollout.next_index += 1;
+            let slot = rt.slot_mut(index);
+            let old = slot.current.filter(|id| {
+                self.processes
+                    .get(id)
+                    .is_some_and(|p| !p.stopping && !p.announced_exit)
+            });
+            match old {
+                Some(old) => {
+                    slot.current = None;
+                    slot.standby = Some((old, Handover::Reload));
+                    if self.spawn_into_slot(name, index, now).is_err() {
+                        let Some(rt) = self.units.get_mut(name) else {
+                            return;
+                        };
+                        let slot = rt.slot_mut(index);
+                        let error = slot.last_exit.clone().unwrap_or_default();
+                        slot.current = Some(old);
+                        slot.standby = None;
+                        self.abort_rollout(
+                            name,
+                            format!("{name}[{index}]: {error}; the old process keeps serving"),
+                            now,
+                        );
+                        return;
+                    }
+                }
+                None => {
+                    // Nothing serves this index: a plain start.
+                    if self
+                        .units
+                        .get(name)
+                        .and_then(|rt| rt.slots.get(index as usize))
+                        .is_some_and(|s| s.current.is_none())
+                    {
+                        self.start_instance(name, index, super::lifecycle::StartKind::Manual, now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends a reload that cannot go on; the processes that serve now keep serving.
+    pub(super) fn abort_rollout(&mut self, name: &str, error: String, _now: Instant) {
+        let Some(rt) = self.units.get_mut(name) else {
+            return;
+        };
+        if let Some(rollout) = rt.rollout.take() {
+            warn!("{error}");
+            for waiter in rollout.waiters {
+                let _ = waiter.send(Response::failed(error.clone()));
+            }
+        }
+        // Any standby of a reload becomes current again.
+        for slot in &mut rt.slots {
+            if let Some((old, Handover::Reload)) = slot.standby {
+                if slot.current.is_none() {
+                    slot.current = Some(old);
+                    slot.standby = None;
+                }
+            }
+        }
+    }
+}

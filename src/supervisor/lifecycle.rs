@@ -1,0 +1,478 @@
+//! Starting, reaping, restarting and stopping instances: crash → restart within the budget,
+//! give-up with its alarm, graceful stop with SIGKILL after `kill_timeout`.
+
+use std::time::Instant;
+
+use log::{debug, error, info, warn};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use super::process::Process;
+use super::timers::Timer;
+use super::unit_runtime::{AfterStop, Handover, WaitCondition};
+use super::Supervisor;
+use crate::listen_sockets::UnitSockets;
+use crate::process_control::{ExitStatus, HookRequest, ProcessControl, SpawnId, SpawnRequest};
+use crate::protocol::Response;
+use crate::unit::{ReadyMode, RestartPolicy};
+
+/// Whether a start was asked for by a user or made by clusterd after an exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum StartKind {
+    Manual,
+    /// An automatic restart that has already been counted against the budget.
+    Automatic,
+}
+
+impl<P: ProcessControl> Supervisor<P> {
+    /// Starts every missing instance of a unit (a manual start: clears a give-up).
+    pub(super) fn start_unit(&mut self, name: &str, now: Instant) {
+        let Some(rt) = self.units.get_mut(name) else {
+            return;
+        };
+        rt.active = true;
+        rt.gave_up = None;
+        rt.restarts = 0;
+        rt.limiter.reset();
+        if !rt.sockets.is_open() && !rt.unit.listen.is_empty() {
+            match UnitSockets::open(&rt.unit) {
+                Ok(sockets) => rt.sockets = sockets,
+                Err(e) => {
+                    error!("{e}");
+                    rt.gave_up = Some(e);
+                    rt.active = false;
+                    self.settle(name, now);
+                    return;
+                }
+            }
+        }
+        let missing: Vec<u32> = (0..rt.wanted)
+            .filter(|&i| rt.slots.get(i as usize).is_none_or(|s| s.current.is_none()))
+            .collect();
+        for index in missing {
+            self.start_instance(name, index, StartKind::Manual, now);
+        }
+        self.settle(name, now);
+    }
+
+    /// Starts instance `index`. A start that fails (the program cannot be executed) counts as
+    /// a failed start: it is retried within the restart budget, like a crash.
+    pub(super) fn start_instance(&mut self, name: &str, index: u32, kind: StartKind, now: Instant) {
+        let _ = kind;
+        loop {
+            match self.spawn_into_slot(name, index, now) {
+                Ok(_) => return,
+                Err(()) => {
+                    let Some(rt) = self.units.get(name) else {
+                        return;
+                    };
+                    if rt.unit.restart == RestartPolicy::Never {
+                        return;
+                    }
+                    if !self.take_restart(name, index, now) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Spawns a process for `index` and makes it the slot's current process.
+    pub(super) fn spawn_into_slot(
+        &mut self,
+        name: &str,
+        index: u32,
+        now: Instant,
+    ) -> Result<SpawnId, ()> {
+        let id = self.next_spawn_id;
+        self.next_spawn_id += 1;
+        let Some(rt) = self.units.get_mut(name) else {
+            return Err(());
+        };
+        let spawned = rt.sockets.fds_for(&rt.unit, index).and_then(|listen_fds| {
+            let request = SpawnRequest {
+                id,
+                unit: &rt.unit,
+                index,
+                instances: rt.wanted,
+                listen_fds,
+                listen_names: UnitSockets::names(&rt.unit),
+            };
+            self.os.spawn(&request)
+        });
+        match spawned {
+            Ok(pid) => {
+                let ready = rt.unit.ready == ReadyMode::Started;
+                if !ready {
+                    self.timers
+                        .add(now + rt.unit.ready_timeout, Timer::ReadyTimeout(id));
+                }
+                rt.slot_mut(index).current = Some(id);
+                info!("{name}[{index}]: started, pid {pid}");
+                self.processes.insert(
+                    id,
+                    Process {
+                        id,
+                        unit: name.to_string(),
+                        index,
+                        pid,
+                        started_at: now,
+                        ready: false,
+                        stopping: false,
+                        announced_exit: false,
+                        status_text: None,
+                    },
+                );
+                self.by_pid.insert(pid, id);
+                if ready {
+                    self.mark_ready(id, now);
+                }
+                Ok(id)
+            }
+            Err(e) => {
+                error!("{name}[{index}]: failed to start: {e}");
+                rt.slot_mut(index).last_exit = Some(format!("failed to start: {e}"));
+                Err(())
+            }
+        }
+    }
+
+    /// Counts an automatic restart against the budget. Returns false, and gives the unit up,
+    /// when the budget is spent.
+    pub(super) fn take_restart(&mut self, name: &str, index: u32, now: Instant) -> bool {
+        let Some(rt) = self.units.get_mut(name) else {
+            return false;
+        };
+        if !rt.limiter.try_acquire(now) {
+            self.give_up(name, now);
+            return false;
+        }
+        rt.restarts += 1;
+        rt.slot_mut(index).restarts += 1;
+        let limit = &rt.unit.restart_limit;
+        info!(
+            "{name}[{index}]: restarting ({} restart(s) so far; limit {} per {})",
+            rt.restarts,
+            limit.burst,
+            humantime::format_duration(limit.interval)
+        );
+        true
+    }
+
+    /// The restart budget is spent: no more automatic restarts; instances that still run keep
+    /// serving; the alarm hook runs once.
+    pub(super) fn give_up(&mut self, name: &str, now: Instant) {
+        let Some(rt) = self.units.get_mut(name) else {
+            return;
+        };
+        let limit = rt.unit.restart_limit.clone();
+        let interval = humantime::format_duration(limit.interval).to_string();
+        let reason = format!(
+            "gave up: more than {} restart(s) within {interval}",
+            limit.burst
+        );
+        error!("{name}: {reason}; no more automatic restarts until `clusterctl start {name}` or `clusterctl restart {name}`");
+        rt.gave_up = Some(reason);
+        if let Some(command) = rt.unit.on_giveup.clone() {
+            let environment = vec![
+                ("CLUSTERD_UNIT".to_string(), name.to_string()),
+                ("CLUSTERD_RESTARTS".to_string(), limit.burst.to_string()),
+                ("CLUSTERD_INTERVAL".to_string(), interval),
+            ];
+            let request = HookRequest {
+                unit: &rt.unit,
+                command: &command,
+                environment,
+            };
+            match self.os.spawn_hook(&request) {
+                Ok(pid) => {
+                    info!("{name}: running on_giveup hook, pid {pid}");
+                    self.hooks.insert(pid, name.to_string());
+                }
+                Err(e) => error!("{name}: cannot run on_giveup hook: {e}"),
+            }
+        }
+        self.fail_waiters(name, now);
+    }
+
+    /// A child was reaped: an instance, a hook, or an orphan clusterd adopted as subreaper.
+    pub(super) fn on_child_exit(&mut self, pid: Pid, status: ExitStatus, now: Instant) {
+        if let Some(unit) = self.hooks.remove(&pid) {
+            info!("{unit}: on_giveup hook (pid {pid}) {status}");
+            return;
+        }
+        let Some(id) = self.by_pid.remove(&pid) else {
+            debug!("reaped pid {pid} ({status}), not an instance");
+            return;
+        };
+        let Some(process) = self.processes.remove(&id) else {
+            return;
+        };
+        self.os.release(id);
+        let name = process.unit.clone();
+        let index = process.index;
+        let Some(rt) = self.units.get_mut(&name) else {
+            return;
+        };
+        if process.stopping || process.announced_exit {
+            info!("{}: {status}", process.label());
+        } else {
+            warn!("{}: {status}", process.label());
+        }
+
+        // Whatever the instance left in its group goes too: at once if it was being stopped,
+        // gracefully otherwise.
+        if process.stopping {
+            self.os.signal_group(process.pid, Signal::SIGKILL);
+        } else {
+            self.os.signal_group(process.pid, rt.unit.kill_signal);
+            self.timers.add(
+                now + rt.unit.kill_timeout,
+                Timer::KillLeftovers(process.pid),
+            );
+        }
+
+        if index as usize >= rt.slots.len() {
+            // Scaled away: nothing to restart or hand over.
+            self.settle(&name, now);
+            return;
+        }
+        let slot = rt.slot_mut(index);
+        if slot.standby.is_some_and(|(standby, _)| standby == id) {
+            // The process being replaced left before the handover: nothing to do.
+            slot.standby = None;
+        } else if slot.current == Some(id) {
+            slot.current = None;
+            slot.last_exit = Some(status.to_string());
+            if let Some((standby, handover)) = slot.standby.take() {
+                match handover {
+                    Handover::Reload => {
+                        // The new process died before it was ready: the old one serves on.
+                        slot.current = Some(standby);
+                        self.abort_rollout(
+                            &name,
+                            format!("{name}[{index}]: the new process {status} before it was ready; the old one keeps serving"),
+                            now,
+                        );
+                        self.settle(&name, now);
+                        return;
+                    }
+                    Handover::Suicide => self.arm_kill(standby, now),
+                }
+            }
+            self.maybe_restart(&process, status, now);
+        } else {
+            slot.last_exit = slot.last_exit.take().or(Some(status.to_string()));
+        }
+        self.settle(&name, now);
+    }
+
+    /// After an instance exited on its own: restart it if the unit's policy and budget allow.
+    fn maybe_restart(&mut self, process: &Process, status: ExitStatus, now: Instant) {
+        let name = &process.unit;
+        let Some(rt) = self.units.get(name) else {
+            return;
+        };
+        if process.stopping
+            || process.announced_exit
+            || !rt.active
+            || self.shutting_down
+            || rt.gave_up.is_some()
+            || process.index >= rt.wanted
+        {
+            return;
+        }
+        let wanted = match rt.unit.restart {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => !status.is_clean(),
+            RestartPolicy::Never => false,
+        };
+        if !wanted {
+            info!(
+                "{}: not restarting (restart = \"{}\")",
+                process.label(),
+                rt.unit.restart
+            );
+            return;
+        }
+        if self.take_restart(name, process.index, now) {
+            self.start_instance(name, process.index, StartKind::Automatic, now);
+        }
+    }
+
+    /// Stops every process of a unit gracefully, in parallel.
+    pub(super) fn stop_unit(&mut self, name: &str, now: Instant) {
+        let Some(rt) = self.units.get_mut(name) else {
+            return;
+        };
+        rt.active = false;
+        if rt.rollout.is_some() {
+            self.abort_rollout(name, format!("{name}: reload interrupted by a stop"), now);
+        }
+        let ids: Vec<SpawnId> = self
+            .processes
+            .values()
+            .filter(|p| p.unit == name)
+            .map(|p| p.id)
+            .collect();
+        for id in ids {
+            self.stop_process(id, now);
+        }
+        self.settle(name, now);
+    }
+
+    /// Sends the unit's `kill_signal` to the process's group and arms the SIGKILL deadline.
+    pub(super) fn stop_process(&mut self, id: SpawnId, now: Instant) {
+        let Some(process) = self.processes.get_mut(&id) else {
+            return;
+        };
+        if process.stopping {
+            return;
+        }
+        let Some(rt) = self.units.get(&process.unit) else {
+            return;
+        };
+        process.stopping = true;
+        info!(
+            "{}: stopping with {}",
+            process.label(),
+            rt.unit.kill_signal.as_str()
+        );
+        self.os.signal_group(process.pid, rt.unit.kill_signal);
+        // A stopped (SIGSTOP) process would never see the signal.
+        if rt.unit.kill_signal != Signal::SIGKILL {
+            self.os.signal_group(process.pid, Signal::SIGCONT);
+        }
+        self.timers.add(now + rt.unit.kill_timeout, Timer::Kill(id));
+    }
+
+    /// Arms a SIGKILL `kill_timeout` from now without sending any signal first (suicide: the
+    /// process said it is leaving).
+    pub(super) fn arm_kill(&mut self, id: SpawnId, now: Instant) {
+        if let Some(process) = self.processes.get(&id) {
+            if let Some(rt) = self.units.get(&process.unit) {
+                self.timers.add(now + rt.unit.kill_timeout, Timer::Kill(id));
+            }
+        }
+    }
+
+    pub(super) fn kill_after_timeout(&mut self, id: SpawnId) {
+        let Some(process) = self.processes.get(&id) else {
+            return;
+        };
+        let timeout = self
+            .units
+            .get(&process.unit)
+            .map(|rt| humantime::format_duration(rt.unit.kill_timeout).to_string())
+            .unwrap_or_default();
+        warn!(
+            "{}: still running {timeout} after it was told to stop; killing it with SIGKILL",
+            process.label()
+        );
+        self.os.signal_group(process.pid, Signal::SIGKILL);
+    }
+
+    /// Re-checks a unit after any change: answers the requests waiting on it, and once nothing
+    /// of it runs, carries out what was planned (start again, or forget it).
+    pub(super) fn settle(&mut self, name: &str, now: Instant) {
+        let alive = self.processes.values().filter(|p| p.unit == name).count();
+        let all_ready = self.all_ready(name);
+        let Some(rt) = self.units.get_mut(name) else {
+            return;
+        };
+        let mut still_waiting = Vec::new();
+        for waiter in rt.waiters.drain(..) {
+            let done = match waiter.until {
+                WaitCondition::AllGone => alive == 0,
+                WaitCondition::AllReady => all_ready,
+            };
+            if done {
+                let _ = waiter.reply.send(Response::done(waiter.message));
+            } else {
+                still_waiting.push(waiter);
+            }
+        }
+        rt.waiters = still_waiting;
+
+        if alive == 0 && !rt.active {
+            match std::mem::replace(&mut rt.after_stop, AfterStop::Nothing) {
+                AfterStop::Nothing => {
+                    rt.sockets.close_all();
+                }
+                AfterStop::Start(new_unit) => {
+                    if let Some(unit) = new_unit {
+                        if unit.listen != rt.unit.listen || unit.balance != rt.unit.balance {
+                            rt.sockets.close_all();
+                        }
+                        rt.set_unit(*unit);
+                    }
+                    rt.slots.clear();
+                    if !self.shutting_down {
+                        self.start_unit(name, now);
+                    }
+                }
+                AfterStop::Remove => {
+                    info!("{name}: removed");
+                    self.units.remove(name);
+                }
+            }
+        }
+        // An active unit with an empty slot will not fill it by itself (it gave up, or
+        // restart = "never"): requests waiting for readiness have their answer.
+        if let Some(rt) = self.units.get(name) {
+            let stuck = rt.active
+                && (rt.gave_up.is_some()
+                    || (0..rt.wanted)
+                        .any(|i| rt.slots.get(i as usize).is_none_or(|s| s.current.is_none())));
+            if stuck {
+                self.fail_waiters(name, now);
+            }
+        }
+        self.advance_rollout(name, now);
+    }
+
+    /// True when every wanted index has a ready process and nothing runs above `wanted`.
+    pub(super) fn all_ready(&self, name: &str) -> bool {
+        let Some(rt) = self.units.get(name) else {
+            return false;
+        };
+        let every_index_ready = (0..rt.wanted).all(|i| {
+            rt.slots
+                .get(i as usize)
+                .and_then(|s| s.current)
+                .and_then(|id| self.processes.get(&id))
+                .is_some_and(|p| p.ready && !p.stopping)
+        });
+        let none_above = !self
+            .processes
+            .values()
+            .any(|p| p.unit == name && p.index >= rt.wanted);
+        rt.active && every_index_ready && none_above
+    }
+
+    /// Answers every readiness waiter of a unit with an error (it gave up, or an instance
+    /// cannot be started).
+    pub(super) fn fail_waiters(&mut self, name: &str, _now: Instant) {
+        let Some(rt) = self.units.get_mut(name) else {
+            return;
+        };
+        let reason = rt.gave_up.clone().unwrap_or_else(|| {
+            rt.slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.current.is_none())
+                .find_map(|(i, s)| s.last_exit.as_ref().map(|e| format!("instance {i} {e}")))
+                .unwrap_or_else(|| "an instance is not running".to_string())
+        });
+        let (ready_waiters, others): (Vec<_>, Vec<_>) = rt
+            .waiters
+            .drain(..)
+            .partition(|w| w.until == WaitCondition::AllReady);
+        rt.waiters = others;
+        for waiter in ready_waiters {
+            let _ = waiter
+                .reply
+                .send(Response::failed(format!("{name}: {reason}")));
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! `Supervisor`: the state machine at the heart of clusterd. It owns every unit, instance,
+//! deadline and restart budget, and changes only in response to an [`Event`] or a deadline,
+//! always given the current time. It never reads the clock or touches the OS itself: the OS is
+//! behind [`ProcessControl`], so tests drive it with fed events and a fake clock.
+//!
+//! The logic is split by concern: `lifecycle` (spawn, exit, restart, give-up, stop),
+//! `handover` (readiness, suicide, rolling reload), `requests` (clusterctl verbs),
+//! `daemon_reload` (applying a re-read units directory) and `status`.
+
+mod daemon_reload;
+mod handover;
+mod lifecycle;
+mod process;
+mod requests;
+mod status;
+mod timers;
+mod unit_runtime;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use log::{debug, info, warn};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use crate::event::{Event, NotifyMessage, WorkerMessage};
+use crate::process_control::{ProcessControl, SpawnId};
+use crate::unit::{LoadedFile, UnitError};
+
+pub use process::Process;
+use timers::{Timer, Timers};
+use unit_runtime::UnitRuntime;
+
+pub struct Supervisor<P: ProcessControl> {
+    os: P,
+    /// Units whose file parsed, by name (sorted, so status is stable).
+    units: BTreeMap<String, UnitRuntime>,
+    /// Files that do not parse and have no running unit behind them: status shows `invalid`.
+    invalid: BTreeMap<String, UnitError>,
+    /// Every live child that is an instance.
+    processes: HashMap<SpawnId, Process>,
+    by_pid: HashMap<Pid, SpawnId>,
+    /// Running `on_giveup` hooks: pid -> unit name.
+    hooks: HashMap<Pid, String>,
+    timers: Timers,
+    next_spawn_id: SpawnId,
+    /// Set by SIGTERM/SIGINT: stopping everything, then exit.
+    shutting_down: bool,
+    /// Where daemon-reload reads units from; `None` in tests that feed units directly.
+    units_dir: Option<std::path::PathBuf>,
+}
+
+impl<P: ProcessControl> Supervisor<P> {
+    pub fn new(os: P, units_dir: Option<std::path::PathBuf>) -> Self {
+        Supervisor {
+            os,
+            units: BTreeMap::new(),
+            invalid: BTreeMap::new(),
+            processes: HashMap::new(),
+            by_pid: HashMap::new(),
+            hooks: HashMap::new(),
+            timers: Timers::default(),
+            next_spawn_id: 1,
+            shutting_down: false,
+            units_dir,
+        }
+    }
+
+    /// Loads the initial units and starts every valid one.
+    pub fn start_all(&mut self, files: Vec<LoadedFile>, now: Instant) {
+        for file in files {
+            match file.result {
+                Ok(unit) => {
+                    let name = unit.name.clone();
+                    self.units.insert(name.clone(), UnitRuntime::new(unit));
+                    self.start_unit(&name, now);
+                }
+                Err(error) => {
+                    log::error!("{error}");
+                    self.invalid.insert(file.name, error);
+                }
+            }
+        }
+    }
+
+    pub fn handle(&mut self, event: Event, now: Instant) {
+        match event {
+            Event::Signal(signal) => self.on_signal(signal, now),
+            Event::Control { request, reply } => self.on_request(request, reply, now),
+            Event::Worker { id, message } => self.on_worker_message(id, message, now),
+            Event::Notify { pid, pgid, message } => self.on_notify(pid, pgid, message, now),
+        }
+    }
+
+    /// The nearest deadline; the loop sleeps until then unless an event comes first.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+
+    /// Acts on every deadline that has passed.
+    pub fn fire_due_timers(&mut self, now: Instant) {
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Kill(id) => self.kill_after_timeout(id),
+                Timer::ReadyTimeout(id) => self.ready_timed_out(id, now),
+                Timer::KillLeftovers(pgid) => {
+                    // The pid may have been reused by a new instance leading its own group.
+                    if !self.by_pid.contains_key(&pgid) {
+                        self.os.signal_group(pgid, Signal::SIGKILL);
+                    }
+                }
+            }
+        }
+    }
+
+    /// True once a shutdown has stopped every child clusterd started.
+    pub fn finished(&self) -> bool {
+        self.shutting_down && self.processes.is_empty() && self.hooks.is_empty()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    /// How many instance processes are alive (for the service manager's STATUS=).
+    pub fn process_count(&self) -> usize {
+        self.processes.len()
+    }
+
+    pub fn unit_count(&self) -> usize {
+        self.units.len()
+    }
+
+    fn on_signal(&mut self, signal: i32, now: Instant) {
+        match Signal::try_from(signal) {
+            Ok(Signal::SIGCHLD) => {
+                for (pid, status) in self.os.reap() {
+                    self.on_child_exit(pid, status, now);
+                }
+            }
+            Ok(Signal::SIGTERM | Signal::SIGINT) => self.shutdown(now),
+            Ok(Signal::SIGHUP) => {
+                info!("SIGHUP: re-reading the units directory");
+                let reply = self.daemon_reload(now);
+                if let Some(error) = reply.error {
+                    warn!("daemon-reload: {error}");
+                }
+            }
+            _ => debug!("ignoring signal {signal}"),
+        }
+    }
+
+    /// First SIGTERM/SIGINT: stop every unit gracefully, in parallel. A second one: SIGKILL
+    /// everything at once.
+    fn shutdown(&mut self, now: Instant) {
+        if self.shutting_down {
+            warn!("second shutdown signal: killing every instance now");
+            let groups: Vec<Pid> = self
+                .processes
+                .values()
+                .map(|p| p.pid)
+                .chain(self.hooks.keys().copied())
+                .collect();
+            for pgid in groups {
+                self.os.signal_group(pgid, Signal::SIGKILL);
+            }
+            return;
+        }
+        info!(
+            "shutting down: stopping {} instance(s) of {} unit(s)",
+            self.processes.len(),
+            self.units.len()
+        );
+        self.shutting_down = true;
+        let names: Vec<String> = self.units.keys().cloned().collect();
+        for name in names {
+            self.stop_unit(&name, now);
+        }
+        let hooks: Vec<Pid> = self.hooks.keys().copied().collect();
+        for pgid in hooks {
+            self.os.signal_group(pgid, Signal::SIGTERM);
+        }
+    }
+
+    fn on_worker_message(&mut self, id: SpawnId, message: WorkerMessage, now: Instant) {
+        let Some(process) = self.processes.get(&id) else {
+            return; // it exited meanwhile
+        };
+        match message {
+            WorkerMessage::Suicide => self.on_suicide(id, now),
+            WorkerMessage::Ready => self.mark_ready(id, now),
+            WorkerMessage::Unknown(text) => {
+                debug!("{}: ignoring worker message {text}", process.label());
+            }
+        }
+    }
+
+    /// An sd_notify datagram. The sender must be the instance itself or a member of its
+    /// process group (a shell wrapper's child, for instance).
+    fn on_notify(&mut self, pid: Pid, pgid: Option<Pid>, message: NotifyMessage, now: Instant) {
+        let id = self
+            .by_pid
+            .get(&pid)
+            .or_else(|| pgid.and_then(|g| self.by_pid.get(&g)))
+            .copied();
+        let Some(id) = id else {
+            warn!("ignoring a notification from pid {pid}: it is not part of any instance");
+            return;
+        };
+        if let Some(text) = message.status {
+            if let Some(process) = self.processes.get_mut(&id) {
+                process.status_text = Some(text);
+            }
+        }
+        if message.ready {
+            self.mark_ready(id, now);
+        }
+        if message.stopping {
+            self.on_suicide(id, now);
+        }
+    }
+}

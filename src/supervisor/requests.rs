@@ -1,0 +1,224 @@
+//! The clusterctl verbs as the supervisor carries them out. `stop`, `restart`, `reload` and
+//! `scale` answer when the work is done (or has failed), like systemctl; the reply sender is
+//! parked in the unit's waiters until then.
+
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+use log::info;
+
+use super::unit_runtime::{AfterStop, WaitCondition, Waiter};
+use super::Supervisor;
+use crate::process_control::{ProcessControl, SpawnId};
+use crate::protocol::{Request, Response, ScaleCount};
+use crate::unit::Unit;
+
+/// `scale` refuses counts above this: every instance is a process.
+const MAX_SCALE: u32 = 4096;
+
+impl<P: ProcessControl> Supervisor<P> {
+    pub(super) fn on_request(&mut self, request: Request, reply: Sender<Response>, now: Instant) {
+        if self.shutting_down && !matches!(request, Request::Status { .. }) {
+            let _ = reply.send(Response::failed("clusterd is shutting down"));
+            return;
+        }
+        let unit_name = match &request {
+            Request::Start { unit }
+            | Request::Stop { unit }
+            | Request::Restart { unit }
+            | Request::Reload { unit }
+            | Request::Scale { unit, .. } => Some(unit.clone()),
+            Request::Status { unit } => unit.clone(),
+            Request::DaemonReload => None,
+        };
+        if let Some(name) = &unit_name {
+            if let Err(error) = self.check_unit_exists(name) {
+                let _ = reply.send(Response::failed(error));
+                return;
+            }
+        }
+        match request {
+            Request::Status { unit } => {
+                let _ = reply.send(Response::status(self.status(unit.as_deref(), now)));
+            }
+            Request::Start { unit } => self.request_start(&unit, reply, now),
+            Request::Stop { unit } => self.request_stop(&unit, reply, now),
+            Request::Restart { unit } => self.request_restart(&unit, None, reply, now),
+            Request::Reload { unit } => self.request_reload(&unit, reply, now),
+            Request::Scale { unit, count } => self.request_scale(&unit, count, reply, now),
+            Request::DaemonReload => {
+                let _ = reply.send(self.daemon_reload(now));
+            }
+        }
+    }
+
+    fn check_unit_exists(&self, name: &str) -> Result<(), String> {
+        if self.units.contains_key(name) {
+            return Ok(());
+        }
+        match self.invalid.get(name) {
+            Some(error) => Err(format!("unit {name} is invalid: {error}")),
+            None => Err(format!("unknown unit {name:?}")),
+        }
+    }
+
+    fn wait(
+        &mut self,
+        name: &str,
+        until: WaitCondition,
+        message: String,
+        reply: Sender<Response>,
+        now: Instant,
+    ) {
+        if let Some(rt) = self.units.get_mut(name) {
+            rt.waiters.push(Waiter {
+                reply,
+                until,
+                message,
+            });
+        }
+        self.settle(name, now);
+    }
+
+    /// Starts a stopped unit, fills missing instances and clears a give-up. Answers once every
+    /// instance is ready.
+    fn request_start(&mut self, name: &str, reply: Sender<Response>, now: Instant) {
+        let Some(rt) = self.units.get_mut(name) else {
+            return;
+        };
+        if !rt.active && self.processes.values().any(|p| p.unit == name) {
+            // Still stopping: start once it is down.
+            rt.after_stop = AfterStop::Start(None);
+        } else {
+            info!("{name}: start requested");
+            self.start_unit(name, now);
+        }
+        self.wait(
+            name,
+            WaitCondition::AllReady,
+            format!("{name}: started"),
+            reply,
+            now,
+        );
+    }
+
+    /// Stops every instance; answers when all are gone.
+    fn request_stop(&mut self, name: &str, reply: Sender<Response>, now: Instant) {
+        info!("{name}: stop requested");
+        if let Some(rt) = self.units.get_mut(name) {
+            if matches!(rt.after_stop, AfterStop::Start(_)) {
+                rt.after_stop = AfterStop::Nothing;
+            }
+        }
+        self.stop_unit(name, now);
+        self.wait(
+            name,
+            WaitCondition::AllGone,
+            format!("{name}: stopped"),
+            reply,
+            now,
+        );
+    }
+
+    /// Stops every instance, then starts them again (with `new_unit` if given). Clears a
+    /// give-up. Answers once the new instances are ready.
+    pub(super) fn request_restart(
+        &mut self,
+        name: &str,
+        new_unit: Option<Unit>,
+        reply: Sender<Response>,
+        now: Instant,
+    ) {
+        info!("{name}: restart requested");
+        if let Some(rt) = self.units.get_mut(name) {
+            rt.after_stop = AfterStop::Start(new_unit.map(Box::new));
+        }
+        self.stop_unit(name, now);
+        self.wait(
+            name,
+            WaitCondition::AllReady,
+            format!("{name}: restarted"),
+            reply,
+            now,
+        );
+    }
+
+    fn request_reload(&mut self, name: &str, reply: Sender<Response>, now: Instant) {
+        let Some(rt) = self.units.get(name) else {
+            return;
+        };
+        if !rt.active {
+            let _ = reply.send(Response::failed(format!(
+                "{name} is not running; use `clusterctl start {name}`"
+            )));
+            return;
+        }
+        if let Some(reason) = &rt.gave_up {
+            let _ = reply.send(Response::failed(format!(
+                "{name} {reason}; use `clusterctl restart {name}`"
+            )));
+            return;
+        }
+        self.begin_rollout(name, reply, now);
+    }
+
+    fn request_scale(
+        &mut self,
+        name: &str,
+        count: ScaleCount,
+        reply: Sender<Response>,
+        now: Instant,
+    ) {
+        let Some(rt) = self.units.get_mut(name) else {
+            return;
+        };
+        let old = rt.wanted;
+        let new = count.apply(old);
+        if new > MAX_SCALE {
+            let _ = reply.send(Response::failed(format!(
+                "{name}: {new} instances is more than the limit of {MAX_SCALE}"
+            )));
+            return;
+        }
+        if rt.rollout.is_some() {
+            let _ = reply.send(Response::failed(format!(
+                "{name}: a reload is in progress; scale when it is done"
+            )));
+            return;
+        }
+        rt.wanted = new;
+        let message = format!("{name}: scaled from {old} to {new} instance(s)");
+        info!("{message}");
+        if !rt.active {
+            let _ = reply.send(Response::done(format!("{message} (the unit is stopped)")));
+            return;
+        }
+        if new > old {
+            for index in old..new {
+                let missing = self
+                    .units
+                    .get(name)
+                    .and_then(|rt| rt.slots.get(index as usize))
+                    .is_none_or(|s| s.current.is_none());
+                if missing {
+                    self.start_instance(name, index, super::lifecycle::StartKind::Manual, now);
+                }
+            }
+        } else {
+            let above: Vec<SpawnId> = self
+                .processes
+                .values()
+                .filter(|p| p.unit == name && p.index >= new)
+                .map(|p| p.id)
+                .collect();
+            for id in above {
+                self.stop_process(id, now);
+            }
+            if let Some(rt) = self.units.get_mut(name) {
+                rt.sockets.close_from_index(new);
+                rt.slots.truncate(new as usize);
+            }
+        }
+        self.wait(name, WaitCondition::AllReady, message, reply, now);
+    }
+}

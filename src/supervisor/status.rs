@@ -1,0 +1,143 @@
+//! Building the status report that `clusterctl status` shows.
+
+use std::time::Instant;
+
+use super::unit_runtime::UnitRuntime;
+use super::{Process, Supervisor};
+use crate::process_control::ProcessControl;
+use crate::protocol::{InstanceStatus, StatusReport, UnitStatus};
+
+impl<P: ProcessControl> Supervisor<P> {
+    /// The status of one unit, or of all units (valid and invalid) sorted by name.
+    pub fn status(&self, only: Option<&str>, now: Instant) -> StatusReport {
+        let mut units: Vec<UnitStatus> = self
+            .units
+            .iter()
+            .filter(|(name, _)| only.is_none_or(|o| o == name.as_str()))
+            .map(|(name, rt)| self.unit_status(name, rt, now))
+            .collect();
+        for (name, error) in &self.invalid {
+            if only.is_none_or(|o| o == name) {
+                units.push(UnitStatus {
+                    name: name.clone(),
+                    state: "invalid".into(),
+                    description: None,
+                    restarts: 0,
+                    gave_up: false,
+                    wanted_instances: 0,
+                    error: Some(error.to_string()),
+                    instances: Vec::new(),
+                });
+            }
+        }
+        units.sort_by(|a, b| a.name.cmp(&b.name));
+        StatusReport { units }
+    }
+
+    fn unit_status(&self, name: &str, rt: &UnitRuntime, now: Instant) -> UnitStatus {
+        let mut processes: Vec<&Process> =
+            self.processes.values().filter(|p| p.unit == name).collect();
+        processes.sort_by_key(|p| (p.index, p.id));
+        let mut instances = Vec::new();
+        for (index, slot) in rt.slots.iter().enumerate().take(rt.wanted as usize) {
+            let index = index as u32;
+            let current = slot.current.and_then(|id| self.processes.get(&id));
+            instances.push(match current {
+                Some(p) => {
+                    self.instance_status(p, slot.restarts, slot.last_exit.clone(), false, now)
+                }
+                None => InstanceStatus {
+                    index,
+                    pid: None,
+                    state: "stopped".into(),
+                    restarts: slot.restarts,
+                    uptime_ms: None,
+                    last_exit: slot.last_exit.clone(),
+                    status_text: None,
+                    draining: false,
+                },
+            });
+        }
+        for index in rt.slots.len() as u32..rt.wanted {
+            instances.push(InstanceStatus {
+                index,
+                pid: None,
+                state: "stopped".into(),
+                restarts: 0,
+                uptime_ms: None,
+                last_exit: None,
+                status_text: None,
+                draining: false,
+            });
+        }
+        // Processes that are not the current one of a wanted index: replaced ones finishing
+        // their work, and scaled-away ones stopping.
+        for p in &processes {
+            let is_current = rt
+                .slots
+                .get(p.index as usize)
+                .is_some_and(|s| s.current == Some(p.id))
+                && p.index < rt.wanted;
+            if !is_current {
+                instances.push(self.instance_status(p, 0, None, true, now));
+            }
+        }
+
+        let any_stopping = processes.iter().any(|p| p.stopping);
+        let any_starting = processes.iter().any(|p| !p.ready && !p.stopping);
+        let state = if rt.gave_up.is_some() {
+            "failed"
+        } else if !rt.active && processes.is_empty() {
+            "stopped"
+        } else if !rt.active || (any_stopping && rt.rollout.is_none()) {
+            "stopping"
+        } else if processes.is_empty() {
+            "stopped"
+        } else if any_starting {
+            "starting"
+        } else {
+            "running"
+        };
+        UnitStatus {
+            name: name.to_string(),
+            state: state.into(),
+            description: rt.unit.description.clone(),
+            restarts: rt.restarts,
+            gave_up: rt.gave_up.is_some(),
+            wanted_instances: rt.wanted,
+            error: rt.gave_up.clone().or_else(|| {
+                rt.config_error
+                    .as_ref()
+                    .map(|e| format!("daemon-reload kept the previous configuration: {e}"))
+            }),
+            instances,
+        }
+    }
+
+    fn instance_status(
+        &self,
+        p: &Process,
+        restarts: u32,
+        last_exit: Option<String>,
+        draining: bool,
+        now: Instant,
+    ) -> InstanceStatus {
+        let state = if p.stopping {
+            "stopping"
+        } else if !p.ready {
+            "starting"
+        } else {
+            "running"
+        };
+        InstanceStatus {
+            index: p.index,
+            pid: u32::try_from(p.pid.as_raw()).ok(),
+            state: state.into(),
+            restarts,
+            uptime_ms: Some(now.saturating_duration_since(p.started_at).as_millis() as u64),
+            last_exit,
+            status_text: p.status_text.clone(),
+            draining: draining || p.announced_exit,
+        }
+    }
+}

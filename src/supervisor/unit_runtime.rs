@@ -1,0 +1,125 @@
+//! `UnitRuntime`: what the supervisor knows about one loaded unit beyond its configuration —
+//! its instance slots, restart budget, give-up state, and the requests waiting on it.
+
+use crossbeam_channel::Sender;
+
+use crate::listen_sockets::UnitSockets;
+use crate::process_control::SpawnId;
+use crate::protocol::Response;
+use crate::restart_limiter::RestartLimiter;
+use crate::unit::Unit;
+
+pub struct UnitRuntime {
+    /// The configuration in force.
+    pub unit: Unit,
+    /// False once stopped by hand (or being removed): nothing is restarted.
+    pub active: bool,
+    /// How many instances to run: the file's `instances`, until a `scale`.
+    pub wanted: u32,
+    /// Indexed by instance index. May be longer than `wanted` while scaled-down instances
+    /// finish stopping.
+    pub slots: Vec<Slot>,
+    pub limiter: RestartLimiter,
+    /// Set when the unit gave up, with the reason shown in status.
+    pub gave_up: Option<String>,
+    /// Automatic restarts since the last manual start.
+    pub restarts: u32,
+    /// The last daemon-reload could not apply the unit's file; the unit runs as before.
+    pub config_error: Option<String>,
+    /// What to do once every process of the unit is gone.
+    pub after_stop: AfterStop,
+    /// Requests that return when the unit reaches a condition.
+    pub waiters: Vec<Waiter>,
+    /// A rolling reload in progress.
+    pub rollout: Option<Rollout>,
+    /// Listening sockets owned by the unit; they outlive every instance.
+    pub sockets: UnitSockets,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Slot {
+    /// The process serving this index, if any.
+    pub current: Option<SpawnId>,
+    /// The process `current` is replacing: it keeps serving until `current` is ready.
+    pub standby: Option<(SpawnId, Handover)>,
+    /// Automatic restarts of this index.
+    pub restarts: u32,
+    /// How the last process of this index ended, or why it could not start.
+    pub last_exit: Option<String>,
+}
+
+/// What happens to a slot's standby process once the new one is ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handover {
+    /// Reload: stop it gracefully; if the new one fails, it becomes current again.
+    Reload,
+    /// Suicide: it is leaving anyway; give it `kill_timeout`, then SIGKILL.
+    Suicide,
+}
+
+#[derive(Debug)]
+pub enum AfterStop {
+    Nothing,
+    /// Start again, with a new configuration if one is given (restart, daemon-reload).
+    Start(Option<Box<Unit>>),
+    /// Forget the unit (its file was removed).
+    Remove,
+}
+
+pub struct Waiter {
+    pub reply: Sender<Response>,
+    pub until: WaitCondition,
+    /// The success message.
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitCondition {
+    /// No process of the unit is left.
+    AllGone,
+    /// Every wanted index has a ready process and nothing is left above `wanted`.
+    AllReady,
+}
+
+pub struct Rollout {
+    /// The next index to replace.
+    pub next_index: u32,
+    pub waiters: Vec<Sender<Response>>,
+}
+
+impl UnitRuntime {
+    pub fn new(unit: Unit) -> Self {
+        UnitRuntime {
+            limiter: RestartLimiter::new(unit.restart_limit.burst, unit.restart_limit.interval),
+            wanted: unit.instances,
+            unit,
+            active: false,
+            slots: Vec::new(),
+            gave_up: None,
+            restarts: 0,
+            config_error: None,
+            after_stop: AfterStop::Nothing,
+            waiters: Vec::new(),
+            rollout: None,
+            sockets: UnitSockets::default(),
+        }
+    }
+
+    pub fn slot_mut(&mut self, index: u32) -> &mut Slot {
+        let index = index as usize;
+        if self.slots.len() <= index {
+            self.slots.resize_with(index + 1, Slot::default);
+        }
+        &mut self.slots[index]
+    }
+
+    /// Replaces the configuration; the restart budget follows the new limit.
+    pub fn set_unit(&mut self, unit: Unit) {
+        if unit.restart_limit != self.unit.restart_limit {
+            self.limiter =
+                RestartLimiter::new(unit.restart_limit.burst, unit.restart_limit.interval);
+        }
+        self.wanted = unit.instances;
+        self.unit = unit;
+    }
+}

@@ -1,0 +1,18 @@
+//! Unit files: the raw TOML form ([`UnitFile`]), its typed values, the validated [`Unit`] the
+//! supervisor runs, errors that point into the file, and loading a directory of them.
+
+mod load;
+#[allow(clippy::module_inception)]
+mod unit;
+mod unit_error;
+mod unit_file;
+mod values;
+
+pub use load::{load_unit_file, load_units_dir, LoadedFile};
+pub use unit::{
+    cpu_count, is_valid_unit_name, Balance, Credentials, ListenAddress, ReadyMode, RestartLimit,
+    RestartPolicy, Unit,
+};
+pub use unit_error::UnitError;
+pub use unit_file::UnitFile;
+pub use values::SignalName;

@@ -1,0 +1,384 @@
+//! `Unit`: a validated unit, with every default applied and every name resolved, ready for
+//! the supervisor. Built from a [`UnitFile`] by [`Unit::parse`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use nix::unistd::{Gid, Group, Uid, User};
+use toml::Spanned;
+
+use super::unit_error::UnitError;
+use super::unit_file::UnitFile;
+pub use super::values::{Balance, ListenAddress, ReadyMode, RestartPolicy};
+
+/// Default `restart_limit`: at most 10 automatic restarts in any 60 s.
+pub const DEFAULT_RESTART_BURST: u32 = 10;
+pub const DEFAULT_RESTART_INTERVAL: Duration = Duration::from_secs(60);
+pub const DEFAULT_KILL_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// A guard against typing `instances = 10000`: every instance is a process.
+pub const MAX_INSTANCES: u32 = 4096;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestartLimit {
+    pub burst: u32,
+    pub interval: Duration,
+}
+
+/// The account an instance runs as, resolved when the file is loaded so that a typo is a
+/// load error with a position rather than a failed start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub uid: Option<Uid>,
+    pub gid: Option<Gid>,
+    /// Supplementary groups of `user` (initgroups), set when `user` is.
+    pub groups: Vec<Gid>,
+    /// USER/LOGNAME/HOME for the environment, set when `user` is.
+    pub user_name: Option<String>,
+    pub home: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unit {
+    /// The file stem: `web.toml` is unit `web`.
+    pub name: String,
+    pub path: PathBuf,
+    pub description: Option<String>,
+    pub command: Vec<String>,
+    /// How many instances the file asks for; `instances = 0` is resolved to the CPU count.
+    pub instances: u32,
+    pub restart: RestartPolicy,
+    pub restart_limit: RestartLimit,
+    pub kill_signal: Signal,
+    pub kill_timeout: Duration,
+    pub on_giveup: Option<Vec<String>>,
+    /// Absolute; a relative path in the file is taken relative to the file's directory.
+    pub working_directory: Option<PathBuf>,
+    pub environment: BTreeMap<String, String>,
+    pub credentials: Credentials,
+    pub listen: Vec<ListenAddress>,
+    pub balance: Balance,
+    pub ready: ReadyMode,
+    pub ready_timeout: Duration,
+}
+
+/// Unit names end up in environment variables, log lines and the control protocol: keep them
+/// to characters that need no quoting anywhere.
+pub fn is_valid_unit_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
+        && !name.starts_with('.')
+}
+
+impl Unit {
+    /// Parses and validates the text of the unit file at `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Unit, UnitError> {
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if !is_valid_unit_name(&name) {
+            return Err(UnitError::whole_file(
+                path,
+                format!("invalid unit name {name:?}: use letters, digits, '-', '_', '.' and '@'"),
+            ));
+        }
+        let file: UnitFile =
+            toml::from_str(text).map_err(|e| UnitError::from_toml(path, text, &e))?;
+        let at = |spanned_start: usize, message: String| {
+            UnitError::at_offset(path, text, spanned_start, message)
+        };
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+
+        let instances = match &file.instances {
+            None => 1,
+            Some(n) if *n.get_ref() == 0 => cpu_count(),
+            Some(n) if *n.get_ref() > MAX_INSTANCES => {
+                return Err(at(
+                    n.span().start,
+                    format!(
+                        "instances = {} is more than the limit of {MAX_INSTANCES}",
+                        n.get_ref()
+                    ),
+                ))
+            }
+            Some(n) => *n.get_ref(),
+        };
+
+        let restart_limit = match file.restart_limit {
+            None => RestartLimit {
+                burst: DEFAULT_RESTART_BURST,
+                interval: DEFAULT_RESTART_INTERVAL,
+            },
+            Some(table) => {
+                let interval = match table.interval {
+                    None => DEFAULT_RESTART_INTERVAL,
+                    Some(i) if i.get_ref().0.is_zero() => {
+                        return Err(at(
+                            i.span().start,
+                            "restart_limit.interval must be longer than 0".into(),
+                        ))
+                    }
+                    Some(i) => i.into_inner().0,
+                };
+                RestartLimit {
+                    burst: table.burst.unwrap_or(DEFAULT_RESTART_BURST),
+                    interval,
+                }
+            }
+        };
+
+        let working_directory = file.working_directory.map(|dir| {
+            let dir = dir.into_inner();
+            if dir.is_absolute() {
+                dir
+            } else {
+                absolute(&base_dir.join(dir))
+            }
+        });
+
+        let mut environment = BTreeMap::new();
+        for (key, value) in file.environment.unwrap_or_default() {
+            let span = key.span();
+            let key = key.into_inner();
+            if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
+                return Err(at(
+                    span.start,
+                    format!("invalid environment variable name {key:?}"),
+                ));
+            }
+            environment.insert(key, value);
+        }
+
+        let credentials = resolve_credentials(file.user.as_ref(), file.group.as_ref(), &at)?;
+
+        let listen = file
+            .listen
+            .unwrap_or_default()
+            .into_iter()
+            .map(|address| match address.into_inner() {
+                ListenAddress::Unix(p) if p.is_relative() => {
+                    ListenAddress::Unix(absolute(&base_dir.join(p)))
+                }
+                other => other,
+            })
+            .collect();
+
+        Ok(Unit {
+            name,
+            path: path.to_path_buf(),
+            description: file.description,
+            command: file.command.0,
+            instances,
+            restart: file.restart.unwrap_or_default(),
+            restart_limit,
+            kill_signal: file.kill_signal.map_or(Signal::SIGTERM, |s| s.0),
+            kill_timeout: file.kill_timeout.map_or(DEFAULT_KILL_TIMEOUT, |d| d.0),
+            on_giveup: file.on_giveup.map(|c| c.0),
+            working_directory,
+            environment,
+            credentials,
+            listen,
+            balance: file.balance.unwrap_or_default(),
+            ready: file.ready.unwrap_or_default(),
+            ready_timeout: file.ready_timeout.map_or(DEFAULT_READY_TIMEOUT, |d| d.0),
+        })
+    }
+
+    /// True when `other` differs from `self` only in the number of instances, which can be
+    /// applied by scaling instead of restarting every instance.
+    pub fn differs_only_in_instances(&self, other: &Unit) -> bool {
+        let mut same = other.clone();
+        same.instances = self.instances;
+        &same == self
+    }
+}
+
+fn resolve_credentials(
+    user: Option<&Spanned<String>>,
+    group: Option<&Spanned<String>>,
+    at: &dyn Fn(usize, String) -> UnitError,
+) -> Result<Credentials, UnitError> {
+    let mut credentials = Credentials {
+        uid: None,
+        gid: None,
+        groups: Vec::new(),
+        user_name: None,
+        home: None,
+    };
+    if let Some(user) = user {
+        let name = user.get_ref();
+        let found = match name.parse::<u32>() {
+            Ok(uid) => User::from_uid(Uid::from_raw(uid)),
+            Err(_) => User::from_name(name),
+        };
+        let entry = match found {
+            Ok(Some(entry)) => entry,
+            Ok(None) => return Err(at(user.span().start, format!("unknown user {name:?}"))),
+            Err(e) => {
+                return Err(at(
+                    user.span().start,
+                    format!("cannot look up user {name:?}: {e}"),
+                ))
+            }
+        };
+        let c_name = std::ffi::CString::new(entry.name.clone()).unwrap_or_default();
+        credentials.groups = nix::unistd::getgrouplist(&c_name, entry.gid).unwrap_or_default();
+        credentials.uid = Some(entry.uid);
+        credentials.gid = Some(entry.gid);
+        credentials.user_name = Some(entry.name);
+        credentials.home = Some(entry.dir);
+    }
+    if let Some(group) = group {
+        let name = group.get_ref();
+        let found = match name.parse::<u32>() {
+            Ok(gid) => Group::from_gid(Gid::from_raw(gid)),
+            Err(_) => Group::from_name(name),
+        };
+        match found {
+            Ok(Some(entry)) => credentials.gid = Some(entry.gid),
+            Ok(None) => return Err(at(group.span().start, format!("unknown group {name:?}"))),
+            Err(e) => {
+                return Err(at(
+                    group.span().start,
+                    format!("cannot look up group {name:?}: {e}"),
+                ))
+            }
+        }
+    }
+    Ok(credentials)
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// `instances = 0` means one per CPU, like `pm2 start -i 0`.
+pub fn cpu_count() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| u32::try_from(n.get()).unwrap_or(1))
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Unit, UnitError> {
+        Unit::parse(Path::new("/etc/clusterd/web.toml"), text)
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let unit = parse(r#"command = "python3 -m http.server""#).unwrap();
+        assert_eq!(unit.name, "web");
+        assert_eq!(unit.command, ["python3", "-m", "http.server"]);
+        assert_eq!(unit.instances, 1);
+        assert_eq!(unit.restart, RestartPolicy::Always);
+        assert_eq!(unit.restart_limit.burst, 10);
+        assert_eq!(unit.restart_limit.interval, Duration::from_secs(60));
+        assert_eq!(unit.kill_signal, Signal::SIGTERM);
+        assert_eq!(unit.kill_timeout, Duration::from_secs(5));
+        assert_eq!(unit.ready, ReadyMode::Started);
+        assert_eq!(unit.ready_timeout, Duration::from_secs(30));
+        assert_eq!(unit.balance, Balance::Shared);
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let unit = parse(
+            r#"
+command = ["node", "app.js", "--port", "3000"]
+description = "the web app"
+instances = 4
+restart = "on-failure"
+restart_limit = { burst = 3, interval = "1m 30s" }
+kill_signal = "SIGINT"
+kill_timeout = "500ms"
+on_giveup = "logger 'web gave up'"
+working_directory = "app"
+environment = { NODE_ENV = "production" }
+listen = ["tcp://127.0.0.1:3000", "unix:web.sock"]
+balance = "reuseport"
+ready = "notify"
+ready_timeout = "10s"
+"#,
+        )
+        .unwrap();
+        assert_eq!(unit.instances, 4);
+        assert_eq!(unit.restart, RestartPolicy::OnFailure);
+        assert_eq!(unit.restart_limit.burst, 3);
+        assert_eq!(unit.restart_limit.interval, Duration::from_secs(90));
+        assert_eq!(unit.kill_signal, Signal::SIGINT);
+        assert_eq!(unit.kill_timeout, Duration::from_millis(500));
+        assert_eq!(
+            unit.on_giveup.as_deref(),
+            Some(&["logger".to_string(), "web gave up".to_string()][..])
+        );
+        assert_eq!(
+            unit.working_directory,
+            Some(PathBuf::from("/etc/clusterd/app"))
+        );
+        assert_eq!(unit.environment["NODE_ENV"], "production");
+        assert_eq!(
+            unit.listen[1],
+            ListenAddress::Unix("/etc/clusterd/web.sock".into())
+        );
+        assert_eq!(unit.balance, Balance::Reuseport);
+        assert_eq!(unit.ready, ReadyMode::Notify);
+    }
+
+    #[test]
+    fn instances_zero_means_one_per_cpu() {
+        let unit = parse("command = \"true\"\ninstances = 0").unwrap();
+        assert_eq!(unit.instances, cpu_count());
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_column() {
+        let err = parse("command = \"true\"\nrestrat = \"always\"\n").unwrap_err();
+        assert_eq!(err.position, Some((2, 1)));
+        assert!(err.message.contains("unknown field `restrat`"), "{err}");
+        assert!(
+            err.to_string().starts_with("/etc/clusterd/web.toml:2:1: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_values_point_at_the_value() {
+        let err = parse("command = \"true\"\nkill_timeout = \"5 parsecs\"\n").unwrap_err();
+        assert_eq!(err.position, Some((2, 16)), "{err}");
+        let err = parse("command = \"true\"\ninstances = \"four\"\n").unwrap_err();
+        assert_eq!(err.position, Some((2, 13)), "{err}");
+        let err = parse("command = \"true\"\nkill_signal = \"SIGFOO\"\n").unwrap_err();
+        assert!(err.message.contains("unknown signal"), "{err}");
+        let err = parse("command = \"true\"\nuser = \"no-such-user-here\"\n").unwrap_err();
+        assert_eq!(err.position, Some((2, 8)), "{err}");
+        let err = parse("command = \"\"\n").unwrap_err();
+        assert!(err.message.contains("empty"), "{err}");
+        let err = parse("command = \"sh -c 'oops\"\n").unwrap_err();
+        assert!(err.message.contains("unterminated quote"), "{err}");
+    }
+
+    #[test]
+    fn missing_command_is_an_error() {
+        let err = parse("instances = 2\n").unwrap_err();
+        assert!(err.message.contains("command"), "{err}");
+    }
+
+    #[test]
+    fn a_change_of_instances_alone_is_recognised() {
+        let a = parse("command = \"true\"\ninstances = 2").unwrap();
+        let b = parse("command = \"true\"\ninstances = 3").unwrap();
+        let c = parse("command = \"false\"\ninstances = 3").unwrap();
+        assert!(a.differs_only_in_instances(&b));
+        assert!(!a.differs_only_in_instances(&c));
+    }
+}

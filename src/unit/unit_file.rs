@@ -1,0 +1,41 @@
+//! `UnitFile`: a unit file exactly as the user wrote it, deserialized by serde. Every key is
+//! optional here except `command`; defaults and cross-checks are applied by [`super::Unit`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::values::{
+    Balance, CommandLine, HumanDuration, ListenAddress, ReadyMode, RestartPolicy, SignalName,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitFile {
+    pub command: CommandLine,
+    pub description: Option<String>,
+    pub instances: Option<Spanned<u32>>,
+    pub restart: Option<RestartPolicy>,
+    pub restart_limit: Option<RestartLimitTable>,
+    pub kill_signal: Option<SignalName>,
+    pub kill_timeout: Option<HumanDuration>,
+    pub on_giveup: Option<CommandLine>,
+    pub working_directory: Option<Spanned<PathBuf>>,
+    pub environment: Option<BTreeMap<Spanned<String>, String>>,
+    pub user: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+    pub listen: Option<Vec<Spanned<ListenAddress>>>,
+    pub balance: Option<Balance>,
+    pub ready: Option<ReadyMode>,
+    pub ready_timeout: Option<HumanDuration>,
+}
+
+/// `restart_limit = { burst = 10, interval = "60s" }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestartLimitTable {
+    pub burst: Option<u32>,
+    pub interval: Option<Spanned<HumanDuration>>,
+}

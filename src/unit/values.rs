@@ -1,0 +1,229 @@
+//! The typed values a unit file is made of: commands, durations, signals, policies and
+//! listen addresses. Each parses itself during deserialization, so a bad value is reported by
+//! `toml` with the position of that value in the file.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
+
+/// A program and its arguments. In the file it is either one string, split the way a shell
+/// would split it (quotes and backslashes, but no `$VAR` expansion), or an array of strings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandLine(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for CommandLine {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CommandVisitor;
+        impl<'de> Visitor<'de> for CommandVisitor {
+            type Value = CommandLine;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(r#"a command line such as "python3 app.py" or an array such as ["python3", "app.py"]"#)
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<CommandLine, E> {
+                let words = shell_words::split(value)
+                    .map_err(|_| E::custom("unterminated quote in command line"))?;
+                CommandLine::from_words(words).map_err(E::custom)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<CommandLine, A::Error> {
+                let mut words = Vec::new();
+                while let Some(word) = seq.next_element::<String>()? {
+                    words.push(word);
+                }
+                CommandLine::from_words(words).map_err(de::Error::custom)
+            }
+        }
+        deserializer.deserialize_any(CommandVisitor)
+    }
+}
+
+impl CommandLine {
+    fn from_words(words: Vec<String>) -> Result<Self, &'static str> {
+        match words.first() {
+            None => Err("the command is empty"),
+            Some(program) if program.is_empty() => Err("the program name is empty"),
+            Some(_) if words.iter().any(|w| w.contains('\0')) => {
+                Err("the command contains a NUL byte")
+            }
+            Some(_) => Ok(CommandLine(words)),
+        }
+    }
+}
+
+/// A duration written the humantime way: `"500ms"`, `"5s"`, `"1m 30s"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DurationVisitor;
+        impl<'de> Visitor<'de> for DurationVisitor {
+            type Value = HumanDuration;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(r#"a duration string such as "500ms", "5s" or "1m 30s""#)
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<HumanDuration, E> {
+                humantime::parse_duration(value)
+                    .map(HumanDuration)
+                    .map_err(|e| E::custom(format!("invalid duration {value:?}: {e}")))
+            }
+        }
+        deserializer.deserialize_str(DurationVisitor)
+    }
+}
+
+/// A signal given by name: `"SIGTERM"`, `"TERM"` or `"term"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignalName(pub Signal);
+
+impl FromStr for SignalName {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, String> {
+        let upper = value.trim().to_ascii_uppercase();
+        let full = if upper.starts_with("SIG") {
+            upper
+        } else {
+            format!("SIG{upper}")
+        };
+        Signal::from_str(&full)
+            .map(SignalName)
+            .map_err(|_| format!("unknown signal {value:?} (expected a name such as \"SIGTERM\", \"SIGINT\" or \"SIGQUIT\")"))
+    }
+}
+
+impl<'de> Deserialize<'de> for SignalName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map_err(de::Error::custom)
+    }
+}
+
+/// When an instance that exited on its own is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Whatever the exit status.
+    #[default]
+    Always,
+    /// Unless it exited with code 0 or was ended by SIGHUP, SIGINT, SIGTERM or SIGPIPE
+    /// (systemd's definition of a clean exit).
+    OnFailure,
+    /// Never: an instance that exits stays stopped.
+    Never,
+}
+
+impl fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            RestartPolicy::Always => "always",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::Never => "never",
+        })
+    }
+}
+
+/// How the connections of a `listen` address are spread over the instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Balance {
+    /// One socket and one accept queue shared by all instances.
+    #[default]
+    Shared,
+    /// One SO_REUSEPORT socket per instance index; the kernel hashes connections over them.
+    Reuseport,
+}
+
+/// When a freshly started instance counts as ready to serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadyMode {
+    /// As soon as its program has been executed.
+    #[default]
+    Started,
+    /// When it says so: `{"act":"ready"}` on the worker channel or `READY=1` to NOTIFY_SOCKET.
+    Notify,
+}
+
+/// An address clusterd binds for a unit: `tcp://0.0.0.0:3000`, `tcp://[::1]:3000` or
+/// `unix:/run/web.sock`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddress {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl fmt::Display for ListenAddress {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            ListenAddress::Tcp(addr) => write!(f, "tcp://{addr}"),
+            ListenAddress::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+impl FromStr for ListenAddress {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, String> {
+        if let Some(rest) = value.strip_prefix("tcp://") {
+            rest.parse::<SocketAddr>().map(ListenAddress::Tcp).map_err(|_| {
+                format!("invalid TCP address {value:?} (expected an IP address and a port, such as \"tcp://0.0.0.0:3000\" or \"tcp://[::1]:3000\")")
+            })
+        } else if let Some(rest) = value.strip_prefix("unix:") {
+            if rest.is_empty() {
+                return Err(format!(
+                    "invalid unix socket address {value:?}: the path is empty"
+                ));
+            }
+            Ok(ListenAddress::Unix(PathBuf::from(rest)))
+        } else {
+            Err(format!(
+                "invalid listen address {value:?} (expected \"tcp://HOST:PORT\" or \"unix:/path\")"
+            ))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenAddress {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_names_accept_short_and_long_forms() {
+        assert_eq!(
+            "SIGTERM".parse::<SignalName>().map(|s| s.0),
+            Ok(Signal::SIGTERM)
+        );
+        assert_eq!(
+            "quit".parse::<SignalName>().map(|s| s.0),
+            Ok(Signal::SIGQUIT)
+        );
+        assert!("SIGNOPE".parse::<SignalName>().is_err());
+    }
+
+    #[test]
+    fn listen_addresses_parse_tcp_v4_v6_and_unix() {
+        assert_eq!(
+            "tcp://127.0.0.1:3000".parse::<ListenAddress>(),
+            Ok(ListenAddress::Tcp("127.0.0.1:3000".parse().unwrap()))
+        );
+        assert!("tcp://[::1]:80".parse::<ListenAddress>().is_ok());
+        assert_eq!(
+            "unix:/run/web.sock".parse::<ListenAddress>(),
+            Ok(ListenAddress::Unix("/run/web.sock".into()))
+        );
+        assert!("tcp://localhost:80".parse::<ListenAddress>().is_err());
+        assert!("http://x".parse::<ListenAddress>().is_err());
+    }
+}

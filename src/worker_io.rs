@@ -1,0 +1,399 @@
+//! The I/O thread: reads every instance's worker channel and clusterd's NOTIFY_SOCKET with one
+//! epoll, and turns what arrives into [`Event`]s for the supervisor loop.
+//!
+//! The worker channel is one end of a Unix socketpair carrying newline-delimited JSON, the
+//! framing Node uses for `process.send()` with `NODE_CHANNEL_SERIALIZATION_MODE=json`, so an
+//! unmodified `process.send({act: 'suicide'})` arrives as `{"act":"suicide"}\n`. clusterd must
+//! always drain the channel: a Node worker blocks when its channel is full.
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, IoSliceMut, Read};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::sync::Arc;
+use std::thread;
+
+use crossbeam_channel::{Receiver, Sender};
+use log::{debug, warn};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+use nix::unistd::Pid;
+
+use crate::event::{Event, NotifyMessage, WorkerMessage};
+use crate::process_control::SpawnId;
+
+/// A line longer than this is dropped (and logged) instead of buffered.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+const WAKE_TOKEN: u64 = u64::MAX;
+const NOTIFY_TOKEN: u64 = u64::MAX - 1;
+
+enum Command {
+    Watch(SpawnId, OwnedFd),
+    Forget(SpawnId),
+}
+
+/// The supervisor's handle on the I/O thread.
+#[derive(Clone)]
+pub struct WorkerIo {
+    commands: Sender<Command>,
+    wake: Arc<EventFd>,
+}
+
+impl WorkerIo {
+    /// Starts the thread. `notify` is clusterd's NOTIFY_SOCKET, already bound.
+    pub fn start(events: Sender<Event>, notify: Option<UnixDatagram>) -> std::io::Result<WorkerIo> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        let wake = Arc::new(EventFd::from_flags(
+            EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
+        )?);
+        epoll.add(
+            wake.as_fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN, WAKE_TOKEN),
+        )?;
+        if let Some(socket) = &notify {
+            epoll.add(
+                socket.as_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, NOTIFY_TOKEN),
+            )?;
+        }
+        let (commands, command_rx) = crossbeam_channel::unbounded();
+        let thread_wake = Arc::clone(&wake);
+        thread::Builder::new()
+            .name("worker-io".into())
+            .spawn(move || {
+                IoThread {
+                    epoll,
+                    wake: thread_wake,
+                    commands: command_rx,
+                    events,
+                    notify,
+                    channels: HashMap::new(),
+                }
+                .run()
+            })?;
+        Ok(WorkerIo { commands, wake })
+    }
+
+    /// Starts reading clusterd's end of a new instance's worker channel.
+    pub fn watch(&self, id: SpawnId, channel: OwnedFd) {
+        if self.commands.send(Command::Watch(id, channel)).is_ok() {
+            let _ = self.wake.write(1);
+        }
+    }
+
+    /// The instance is gone: close its channel.
+    pub fn forget(&self, id: SpawnId) {
+        if self.commands.send(Command::Forget(id)).is_ok() {
+            let _ = self.wake.write(1);
+        }
+    }
+}
+
+struct Channel {
+    stream: UnixStream,
+    /// Bytes of an incomplete line.
+    pending: Vec<u8>,
+    /// Inside an oversized line: drop bytes until the next newline.
+    discarding: bool,
+}
+
+struct IoThread {
+    epoll: Epoll,
+    wake: Arc<EventFd>,
+    commands: Receiver<Command>,
+    events: Sender<Event>,
+    notify: Option<UnixDatagram>,
+    channels: HashMap<SpawnId, Channel>,
+}
+
+impl IoThread {
+    fn run(mut self) {
+        let mut ready = vec![EpollEvent::empty(); 64];
+        loop {
+            let count = match self.epoll.wait(&mut ready, EpollTimeout::NONE) {
+                Ok(n) => n,
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => {
+                    log::error!("worker I/O thread: epoll_wait failed: {e}");
+                    return;
+                }
+            };
+            for event in &ready[..count] {
+                match event.data() {
+                    WAKE_TOKEN => {
+                        let _ = self.wake.read();
+                        if !self.apply_commands() {
+                            return;
+                        }
+                    }
+                    NOTIFY_TOKEN => self.read_notify(),
+                    id => self.read_channel(id),
+                }
+            }
+        }
+    }
+
+    /// Returns false when the supervisor has gone away.
+    fn apply_commands(&mut self) -> bool {
+        loop {
+            match self.commands.try_recv() {
+                Ok(Command::Watch(id, fd)) => {
+                    let stream = UnixStream::from(fd);
+                    if stream.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+                    if let Err(e) = self
+                        .epoll
+                        .add(stream.as_fd(), EpollEvent::new(interest, id))
+                    {
+                        warn!("cannot watch a worker channel: {e}");
+                        continue;
+                    }
+                    self.channels.insert(
+                        id,
+                        Channel {
+                            stream,
+                            pending: Vec::new(),
+                            discarding: false,
+                        },
+                    );
+                }
+                Ok(Command::Forget(id)) => self.close(id),
+                Err(crossbeam_channel::TryRecvError::Empty) => return true,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    fn close(&mut self, id: SpawnId) {
+        if let Some(channel) = self.channels.remove(&id) {
+            let _ = self.epoll.delete(channel.stream.as_fd());
+        }
+    }
+
+    fn read_channel(&mut self, id: SpawnId) {
+        let Some(channel) = self.channels.get_mut(&id) else {
+            return;
+        };
+        let mut buffer = [0u8; 16 * 1024];
+        let mut messages = Vec::new();
+        let mut closed = false;
+        loop {
+            match channel.stream.read(&mut buffer) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(n) => split_lines(channel, &buffer[..n], &mut messages, id),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        for message in messages {
+            let _ = self.events.send(Event::Worker { id, message });
+        }
+        if closed {
+            // The instance (and everything that inherited the channel) closed it; its exit is
+            // seen through waitpid, so nothing else to report.
+            self.close(id);
+        }
+    }
+
+    fn read_notify(&mut self) {
+        let Some(socket) = &self.notify else { return };
+        loop {
+            let mut buffer = [0u8; 4096];
+            let mut cmsg =
+                nix::cmsg_space!(nix::sys::socket::UnixCredentials, [std::os::fd::RawFd; 8]);
+            let mut iov = [IoSliceMut::new(&mut buffer)];
+            let received = recvmsg::<UnixAddr>(
+                socket.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+            );
+            let message = match received {
+                Ok(m) => m,
+                Err(nix::Error::EAGAIN) => return,
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => {
+                    warn!("NOTIFY_SOCKET: receive failed: {e}");
+                    return;
+                }
+            };
+            let mut sender = None;
+            if let Ok(cmsgs) = message.cmsgs() {
+                for cmsg in cmsgs {
+                    match cmsg {
+                        ControlMessageOwned::ScmCredentials(creds) => {
+                            sender = Some(Pid::from_raw(creds.pid()));
+                        }
+                        // Passed fds are not accepted; close them (OwnedFd drops).
+                        ControlMessageOwned::ScmRights(fds) => {
+                            for fd in fds {
+                                // SAFETY: the kernel just gave us these fds; nobody else owns them.
+                                drop(unsafe {
+                                    <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
+                                });
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            let length = message.bytes;
+            let truncated = message.flags.contains(MsgFlags::MSG_TRUNC);
+            let Some(pid) = sender else {
+                debug!("NOTIFY_SOCKET: datagram without credentials ignored");
+                continue;
+            };
+            if truncated {
+                warn!("NOTIFY_SOCKET: datagram from pid {pid} too long; ignored");
+                continue;
+            }
+            let text = String::from_utf8_lossy(&buffer[..length]).into_owned();
+            let pgid = nix::unistd::getpgid(Some(pid)).ok();
+            let _ = self.events.send(Event::Notify {
+                pid,
+                pgid,
+                message: NotifyMessage::parse(&text),
+            });
+        }
+    }
+}
+
+/// Appends `bytes` to the channel's pending line and parses every complete line.
+fn split_lines(channel: &mut Channel, mut bytes: &[u8], out: &mut Vec<WorkerMessage>, id: SpawnId) {
+    while !bytes.is_empty() {
+        match bytes.iter().position(|&b| b == b'\n') {
+            Some(end) => {
+                if channel.discarding {
+                    channel.discarding = false;
+                } else {
+                    channel.pending.extend_from_slice(&bytes[..end]);
+                    if channel.pending.len() > MAX_MESSAGE_BYTES {
+                        warn!("worker channel {id}: dropped a message longer than {MAX_MESSAGE_BYTES} bytes");
+                    } else if let Some(message) = parse_message(&channel.pending, id) {
+                        out.push(message);
+                    }
+                }
+                channel.pending.clear();
+                bytes = &bytes[end + 1..];
+            }
+            None => {
+                if !channel.discarding {
+                    channel.pending.extend_from_slice(bytes);
+                    if channel.pending.len() > MAX_MESSAGE_BYTES {
+                        warn!("worker channel {id}: dropped a message longer than {MAX_MESSAGE_BYTES} bytes");
+                        channel.pending = Vec::new();
+                        channel.discarding = true;
+                    }
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// One JSON line from a worker. Malformed lines are logged and ignored.
+pub fn parse_message(line: &[u8], id: SpawnId) -> Option<WorkerMessage> {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let value: serde_json::Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            warn!(
+                "worker channel {id}: ignoring a malformed message ({e}): {}",
+                shorten(text)
+            );
+            return None;
+        }
+    };
+    let act = value
+        .get("act")
+        .and_then(|a| a.as_str())
+        .or_else(|| value.as_str());
+    Some(match act {
+        Some("suicide") => WorkerMessage::Suicide,
+        Some("ready") => WorkerMessage::Ready,
+        _ => WorkerMessage::Unknown(shorten(text)),
+    })
+}
+
+fn shorten(text: &str) -> String {
+    const MAX: usize = 200;
+    if text.len() <= MAX {
+        text.to_string()
+    } else {
+        let mut end = MAX;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &text[..end])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel() -> Channel {
+        let (a, _b) = UnixStream::pair().unwrap();
+        Channel {
+            stream: a,
+            pending: Vec::new(),
+            discarding: false,
+        }
+    }
+
+    #[test]
+    fn messages_are_parsed_line_by_line_across_reads() {
+        let mut c = channel();
+        let mut out = Vec::new();
+        split_lines(&mut c, b"{\"act\":\"sui", &mut out, 1);
+        assert!(out.is_empty());
+        split_lines(
+            &mut c,
+            b"cide\"}\n\"ready\"\n{\"act\":\"ready\"}\nnot json\n",
+            &mut out,
+            1,
+        );
+        assert_eq!(
+            out,
+            vec![
+                WorkerMessage::Suicide,
+                WorkerMessage::Ready,
+                WorkerMessage::Ready
+            ]
+        );
+    }
+
+    #[test]
+    fn oversized_lines_are_dropped_and_the_next_one_is_read() {
+        let mut c = channel();
+        let mut out = Vec::new();
+        let big = vec![b'x'; MAX_MESSAGE_BYTES + 10];
+        split_lines(&mut c, &big, &mut out, 1);
+        split_lines(&mut c, b"xxxx\n{\"act\":\"suicide\"}\n", &mut out, 1);
+        assert_eq!(out, vec![WorkerMessage::Suicide]);
+    }
+
+    #[test]
+    fn unknown_acts_are_kept_for_the_log() {
+        assert!(matches!(
+            parse_message(br#"{"act":"dance"}"#, 1),
+            Some(WorkerMessage::Unknown(_))
+        ));
+        assert_eq!(parse_message(b"[1,2", 1), None);
+    }
+}
