@@ -1,0 +1,249 @@
+//! The integration-test harness: a real `clusterd` in a scratch directory, driven with the
+//! real `clusterctl`. Every wait polls with a deadline; dropping a [`Daemon`] stops clusterd
+//! (SIGTERM, then SIGKILL) so a failing test leaves no process behind.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+pub const CLUSTERD: &str = env!("CARGO_BIN_EXE_clusterd");
+pub const CLUSTERCTL: &str = env!("CARGO_BIN_EXE_clusterctl");
+
+/// Generous: tests check behaviour, not speed (that is what benches/ is for).
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Polls `check` every 10 ms until it returns true; panics with `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// True while `pid` exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .map(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+pub fn send_signal(pid: u32, signal: i32) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid as i32, signal);
+    }
+}
+
+pub struct Daemon {
+    pub dir: TempDir,
+    pub socket: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Writes `units` (file stem, TOML text) into a fresh units directory and starts clusterd
+    /// on it; returns once the control socket answers.
+    pub fn start(units: &[(&str, &str)]) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("clusterd-test-")
+            .tempdir()
+            .expect("temp dir");
+        fs::create_dir(dir.path().join("units")).expect("units dir");
+        for (name, text) in units {
+            fs::write(dir.path().join("units").join(format!("{name}.toml")), text).expect("write unit");
+        }
+        let mut daemon = Daemon {
+            socket: dir.path().join("ctl.sock"),
+            dir,
+            child: None,
+        };
+        daemon.launch();
+        daemon
+    }
+
+    pub fn launch(&mut self) {
+        let log = fs::File::create(self.log_path()).expect("log file");
+        let child = Command::new(CLUSTERD)
+            .arg("--units")
+            .arg(self.units_dir())
+            .arg("--socket")
+            .arg(&self.socket)
+            .current_dir(self.dir.path())
+            .env("RUST_LOG", "debug")
+            .env_remove("CLUSTERD_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start clusterd");
+        self.child = Some(child);
+        let socket = self.socket.clone();
+        wait_for("the control socket to answer", PATIENCE, || {
+            Command::new(CLUSTERCTL)
+                .arg("--socket")
+                .arg(&socket)
+                .arg("status")
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        });
+    }
+
+    pub fn units_dir(&self) -> PathBuf {
+        self.dir.path().join("units")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("clusterd.log")
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("clusterd running")
+    }
+
+    pub fn write_unit(&self, name: &str, text: &str) {
+        fs::write(self.units_dir().join(format!("{name}.toml")), text).expect("write unit");
+    }
+
+    pub fn remove_unit(&self, name: &str) {
+        fs::remove_file(self.units_dir().join(format!("{name}.toml"))).expect("remove unit");
+    }
+
+    /// Runs `clusterctl --socket <ours> <args>`.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(CLUSTERCTL)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run clusterctl")
+    }
+
+    /// `clusterctl status --json`, parsed.
+    pub fn status(&self) -> Value {
+        let out = self.ctl(&["status", "--json"]);
+        assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+
+    /// One unit's entry of the status JSON (Null if absent).
+    pub fn unit(&self, name: &str) -> Value {
+        self.status()["units"]
+            .as_array()
+            .and_then(|units| units.iter().find(|u| u["name"] == name).cloned())
+            .unwrap_or(Value::Null)
+    }
+
+    /// Pids of the unit's current (not draining) instances, by index.
+    pub fn pids(&self, name: &str) -> Vec<u32> {
+        let unit = self.unit(name);
+        unit["instances"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter(|i| !i["draining"].as_bool().unwrap_or(false))
+                    .filter_map(|i| i["pid"].as_u64().map(|p| p as u32))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits until the unit has `count` running instances and returns their pids.
+    pub fn wait_running(&self, name: &str, count: usize) -> Vec<u32> {
+        let mut pids = Vec::new();
+        wait_for(&format!("{name} to run {count} instance(s)"), PATIENCE, || {
+            let unit = self.unit(name);
+            let running: Vec<u32> = unit["instances"]
+                .as_array()
+                .map(|list| {
+                    list.iter()
+                        .filter(|i| i["state"] == "running" && !i["draining"].as_bool().unwrap_or(false))
+                        .filter_map(|i| i["pid"].as_u64().map(|p| p as u32))
+                        .collect()
+                })
+                .unwrap_or_default();
+            pids = running;
+            pids.len() == count
+        });
+        pids
+    }
+
+    /// Sends SIGTERM and waits for clusterd to exit; returns its exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("clusterd running");
+        send_signal(child.id(), libc::SIGTERM);
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("clusterd did not exit within {PATIENCE:?} of SIGTERM\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for clusterd to exit on its own (after a signal the test sent).
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("clusterd running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("clusterd did not exit within {timeout:?}\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            send_signal(child.id(), libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            // Instances die with clusterd (PR_SET_PDEATHSIG).
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A path usable inside a TOML basic string.
+pub fn toml_path(path: &Path) -> String {
+    path.display().to_string().replace('\\', "\\\\").replace('"', "\\\"")
+}
