@@ -1,0 +1,425 @@
+//! Cluster mode: units that `listen`, sharing one port among instances, readiness, rolling
+//! reloads and scaling — with a real Python HTTP server on loopback.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// A small HTTP server for the socket clusterd passes as fd 3. It polls the (shared,
+/// non-blocking) socket so that SIGTERM can end it between requests: a graceful stop never
+/// drops an accepted connection. It records what it received in $OUT/<pid>.json, and says
+/// it is ready on the worker channel unless $OUT/not-ready exists.
+const SERVER: &str = r#"
+import json, os, select, signal, socket
+listener = socket.socket(fileno=3)
+listener.setblocking(False)
+wake_r, wake_w = os.pipe()
+os.set_blocking(wake_w, False)
+signal.set_wakeup_fd(wake_w)
+signal.signal(signal.SIGTERM, lambda *a: None)
+pid = os.getpid()
+out = os.environ["OUT"]
+with open(os.path.join(out, "%d.json" % pid), "w") as f:
+    json.dump({"pid": pid, "listen_pid": os.environ.get("LISTEN_PID"),
+               "listen_fds": os.environ.get("LISTEN_FDS"),
+               "listen_fdnames": os.environ.get("LISTEN_FDNAMES"),
+               "inode": os.fstat(3).st_ino, "instance": os.environ.get("CLUSTERD_INSTANCE")}, f)
+if not os.path.exists(os.path.join(out, "not-ready")):
+    os.write(int(os.environ["CLUSTERD_CHANNEL_FD"]), b'{"act":"ready"}\n')
+body = ("%d\n" % pid).encode()
+while True:
+    readable, _, _ = select.select([listener, wake_r], [], [])
+    if wake_r in readable:
+        break
+    try:
+        conn, _ = listener.accept()
+    except BlockingIOError:
+        continue
+    conn.setblocking(True)
+    conn.settimeout(5)
+    try:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+    except OSError:
+        pass
+    finally:
+        conn.close()
+"#;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A web unit of `instances` servers on `port`, with extra TOML lines.
+fn web_unit(dir: &Path, port: u16, instances: u32, extra: &str) -> String {
+    std::fs::write(dir.join("server.py"), SERVER).expect("write server");
+    std::fs::create_dir_all(dir.join("out")).expect("out dir");
+    format!(
+        "command = [\"python3\", \"{server}\"]\ninstances = {instances}\nlisten = [\"tcp://127.0.0.1:{port}\"]\nready = \"notify\"\nkill_timeout = \"5s\"\nenvironment = {{ OUT = \"{out}\" }}\n{extra}\n",
+        server = toml_path(&dir.join("server.py")),
+        out = toml_path(&dir.join("out")),
+    )
+}
+
+fn start_web(port: u16, instances: u32, extra: &str) -> Daemon {
+    let daemon = Daemon::start(&[]);
+    let text = web_unit(daemon.dir.path(), port, instances, extra);
+    daemon.write_unit("web", &text);
+    let out = daemon.ctl(&["daemon-reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    daemon
+}
+
+/// One HTTP GET; returns the pid that answered.
+fn get(port: u16) -> std::io::Result<u32> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    if !answer.starts_with("HTTP/1.1 200") {
+        return Err(std::io::Error::other(format!("bad answer: {answer:?}")));
+    }
+    answer
+        .rsplit("\r\n\r\n")
+        .next()
+        .and_then(|body| body.trim().parse().ok())
+        .ok_or_else(|| std::io::Error::other("no pid in answer"))
+}
+
+fn instance_record(daemon: &Daemon, pid: u32) -> Value {
+    let path = daemon.path("out").join(format!("{pid}.json"));
+    let mut text = String::new();
+    wait_for("the instance to record its environment", PATIENCE, || {
+        text = std::fs::read_to_string(&path).unwrap_or_default();
+        serde_json::from_str::<Value>(&text).is_ok()
+    });
+    serde_json::from_str(&text).expect("record")
+}
+
+/// Requests sent by a background load loop, by outcome.
+#[derive(Debug, Default)]
+struct LoadReport {
+    ok: usize,
+    refused: usize,
+    failed: Vec<String>,
+}
+
+/// Sends requests one after another until stopped (bounded by `limit` in any case).
+struct Load {
+    stop: Arc<AtomicBool>,
+    handle: Option<thread::JoinHandle<LoadReport>>,
+}
+
+impl Load {
+    fn start(port: u16, limit: Duration) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let handle = thread::spawn(move || {
+            let mut report = LoadReport::default();
+            let end = Instant::now() + limit;
+            while !flag.load(Ordering::Relaxed) && Instant::now() < end {
+                match get(port) {
+                    Ok(_) => report.ok += 1,
+                    Err(e) if e.kind() == ErrorKind::ConnectionRefused => report.refused += 1,
+                    Err(e) => report.failed.push(e.to_string()),
+                }
+            }
+            report
+        });
+        Load {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    fn finish(mut self) -> LoadReport {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle
+            .take()
+            .map(|h| h.join().expect("load thread"))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn two_instances_share_one_port_and_both_answer() {
+    let port = free_port();
+    let daemon = start_web(port, 2, "");
+    let pids = daemon.wait_running("web", 2);
+    let mut answered = BTreeMap::new();
+    wait_for("both instances to answer", PATIENCE, || {
+        if let Ok(pid) = get(port) {
+            *answered.entry(pid).or_insert(0) += 1;
+        }
+        answered.len() == 2
+    });
+    for pid in &pids {
+        assert!(
+            answered.contains_key(pid),
+            "{pid} never answered: {answered:?}"
+        );
+        let record = instance_record(&daemon, *pid);
+        // The socket-activation protocol: LISTEN_PID is the instance's own pid.
+        assert_eq!(record["listen_pid"], pid.to_string());
+        assert_eq!(record["listen_fds"], "1");
+        assert_eq!(record["listen_fdnames"], format!("tcp-127.0.0.1-{port}"));
+    }
+    // One shared socket: every instance holds the same one.
+    let inodes: Vec<Value> = pids
+        .iter()
+        .map(|pid| instance_record(&daemon, *pid)["inode"].clone())
+        .collect();
+    assert_eq!(inodes[0], inodes[1]);
+}
+
+#[test]
+fn two_consecutive_reloads_under_load_fail_no_request() {
+    let port = free_port();
+    let daemon = start_web(port, 2, "");
+    let before = daemon.wait_running("web", 2);
+    let load = Load::start(port, Duration::from_secs(60));
+    wait_for("the load to get answers", PATIENCE, || get(port).is_ok());
+    for _ in 0..2 {
+        let out = daemon.ctl(&["reload", "web"]);
+        assert!(
+            out.status.success(),
+            "reload failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let report = load.finish();
+    assert!(report.ok > 0, "{report:?}");
+    assert_eq!(report.refused, 0, "{report:?}");
+    assert!(report.failed.is_empty(), "{report:?}");
+    let after = daemon.wait_running("web", 2);
+    assert!(
+        after.iter().all(|pid| !before.contains(pid)),
+        "{before:?} {after:?}"
+    );
+    for pid in before {
+        wait_for("old instances to be gone", PATIENCE, || !alive(pid));
+    }
+}
+
+#[test]
+fn sigkill_of_every_instance_under_load_refuses_no_connection() {
+    let port = free_port();
+    let daemon = start_web(port, 2, "");
+    daemon.wait_running("web", 2);
+    let load = Load::start(port, Duration::from_secs(60));
+    for _ in 0..3 {
+        let pids = daemon.wait_running("web", 2);
+        for pid in &pids {
+            send_signal(*pid, libc::SIGKILL);
+        }
+        wait_for("replacements", PATIENCE, || {
+            let now = daemon.pids("web");
+            now.len() == 2 && now.iter().all(|p| !pids.contains(p))
+        });
+    }
+    daemon.wait_running("web", 2);
+    let report = load.finish();
+    // Connections that a killed instance had accepted are reset; none is ever refused,
+    // because clusterd keeps the listening socket open while no instance runs.
+    assert_eq!(report.refused, 0, "{report:?}");
+    assert!(report.ok > 0, "{report:?}");
+}
+
+#[test]
+fn reuseport_gives_each_instance_its_own_socket_kept_across_restarts() {
+    let port = free_port();
+    let daemon = start_web(port, 2, "balance = \"reuseport\"");
+    let pids = daemon.wait_running("web", 2);
+    let first = instance_record(&daemon, pids[0]);
+    let second = instance_record(&daemon, pids[1]);
+    assert_ne!(first["inode"], second["inode"], "instances share a socket");
+
+    let mut answered = BTreeMap::new();
+    wait_for("both instances to answer", PATIENCE, || {
+        if let Ok(pid) = get(port) {
+            *answered.entry(pid).or_insert(0) += 1;
+        }
+        answered.len() == 2
+    });
+
+    // Instance 0 crashes: its replacement gets the same socket.
+    send_signal(pids[0], libc::SIGKILL);
+    let mut replacement = 0;
+    wait_for("instance 0 to be replaced", PATIENCE, || {
+        let unit = daemon.unit("web");
+        replacement = unit["instances"][0]["pid"].as_u64().unwrap_or(0) as u32;
+        replacement != 0 && replacement != pids[0] && unit["instances"][0]["state"] == "running"
+    });
+    assert_eq!(
+        instance_record(&daemon, replacement)["inode"],
+        first["inode"]
+    );
+}
+
+#[test]
+fn scale_from_2_to_4_to_1() {
+    let port = free_port();
+    let daemon = start_web(port, 2, "");
+    let two = daemon.wait_running("web", 2);
+    let out = daemon.ctl(&["scale", "web", "+2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `scale` answers once the new instances are ready.
+    assert_eq!(daemon.pids("web").len(), 4);
+    let four = daemon.wait_running("web", 4);
+    assert!(
+        two.iter().all(|p| four.contains(p)),
+        "scaling up replaced instances"
+    );
+
+    let out = daemon.ctl(&["scale", "web", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let one = daemon.wait_running("web", 1);
+    assert_eq!(one, vec![two[0]], "index 0 is kept");
+    for pid in &four[1..] {
+        wait_for("scaled-away instances to stop", PATIENCE, || !alive(*pid));
+    }
+    assert_eq!(daemon.unit("web")["wanted_instances"], 1);
+    assert!(get(port).is_ok());
+
+    let out = daemon.ctl(&["scale", "web", "-5"]);
+    assert!(out.status.success());
+    assert_eq!(daemon.unit("web")["wanted_instances"], 0);
+}
+
+#[test]
+fn a_notify_instance_is_ready_only_once_it_says_so() {
+    let dir = tempfile::tempdir().expect("dir");
+    let gate = dir.path().join("go");
+    let unit = format!(
+        "command = [\"sh\", \"-c\", \"while [ ! -e '{gate}' ]; do sleep 0.05; done; python3 -c 'import os, socket; s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.sendto(b\\\"READY=1\\\\nSTATUS=warm\\\", os.environ[\\\"NOTIFY_SOCKET\\\"])'; exec sleep 300\"]\nready = \"notify\"\n",
+        gate = gate.display()
+    );
+    let daemon = Daemon::start(&[("slow", &unit)]);
+    wait_for("the instance to start", PATIENCE, || {
+        daemon.unit("slow")["instances"][0]["pid"].is_u64()
+    });
+    // Started, but not ready: it has not said so.
+    let unit = daemon.unit("slow");
+    assert_eq!(unit["state"], "starting");
+    assert_eq!(unit["instances"][0]["state"], "starting");
+    std::fs::write(&gate, "").expect("gate");
+    daemon.wait_running("slow", 1);
+    // The sender was a grandchild (python under sh): accepted as a member of the instance's
+    // process group; its STATUS= is shown.
+    assert_eq!(daemon.unit("slow")["instances"][0]["status_text"], "warm");
+}
+
+#[test]
+fn systemd_notify_ready_is_understood() {
+    if std::process::Command::new("systemd-notify")
+        .arg("--help")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: systemd-notify is not installed (Debian package `systemd`)");
+        return;
+    }
+    let unit = "command = [\"sh\", \"-c\", \"systemd-notify --ready --status=hello; exec sleep 300\"]\nready = \"notify\"\n";
+    let daemon = Daemon::start(&[("sdn", unit)]);
+    daemon.wait_running("sdn", 1);
+    assert_eq!(daemon.unit("sdn")["instances"][0]["status_text"], "hello");
+}
+
+#[test]
+fn a_reload_whose_new_instance_never_gets_ready_fails_and_keeps_the_old_one() {
+    let port = free_port();
+    let daemon = start_web(port, 1, "ready_timeout = \"1s\"");
+    let old = daemon.wait_running("web", 1);
+    std::fs::write(daemon.path("out").join("not-ready"), "").expect("flag");
+    let out = daemon.ctl(&["reload", "web"]);
+    assert_eq!(out.status.code(), Some(1));
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(error.contains("not ready within 1s"), "{error}");
+    assert_eq!(daemon.wait_running("web", 1), old);
+    assert_eq!(get(port).expect("still served"), old[0]);
+}
+
+#[test]
+fn a_port_in_use_fails_that_unit_with_a_clear_error_and_others_run() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let daemon = Daemon::start(&[
+        (
+            "busy",
+            &format!("command = \"sleep 300\"\nlisten = [\"tcp://127.0.0.1:{port}\"]\n"),
+        ),
+        ("fine", "command = \"sleep 300\"\n"),
+    ]);
+    daemon.wait_running("fine", 1);
+    let busy = daemon.unit("busy");
+    assert_eq!(busy["state"], "failed");
+    let error = busy["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!("tcp://127.0.0.1:{port}"))
+            && error.contains("Address already in use"),
+        "{error}"
+    );
+    drop(taken);
+    // Once the port is free, starting the unit by hand works.
+    let out = daemon.ctl(&["start", "busy"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_unix_socket_is_created_for_the_unit_and_removed_when_it_stops() {
+    let daemon = Daemon::start(&[]);
+    let path = daemon.path("app.sock");
+    daemon.write_unit(
+        "app",
+        &format!(
+            "command = \"sleep 300\"\ninstances = 2\nlisten = [\"unix:{}\"]\n",
+            toml_path(&path)
+        ),
+    );
+    assert!(daemon.ctl(&["daemon-reload"]).status.success());
+    daemon.wait_running("app", 2);
+    assert!(std::os::unix::net::UnixStream::connect(&path).is_ok());
+    assert!(daemon.ctl(&["stop", "app"]).status.success());
+    assert!(!path.exists(), "socket file left behind");
+}
