@@ -50,6 +50,18 @@ impl<P: ProcessControl> Supervisor<P> {
                         // It was being removed and is back: start it again once stopped.
                         rt.after_stop = AfterStop::Start(Some(Box::new(unit)));
                         changed.push(name);
+                    } else if let AfterStop::Start(pending) = &mut rt.after_stop {
+                        // A restart is under way (its old processes are still stopping): it
+                        // must start with this file, not with the configuration it was going to
+                        // use, which an earlier daemon-reload may have queued. Comparing with
+                        // `rt.unit` or replacing it here would be undone when that restart
+                        // applies its pending configuration.
+                        if pending.as_deref().unwrap_or(&rt.unit) == &unit {
+                            unchanged += 1;
+                        } else {
+                            *pending = Some(Box::new(unit));
+                            changed.push(name);
+                        }
                     } else if rt.unit == unit {
                         unchanged += 1;
                     } else if rt.unit.differs_only_in_instances(&unit) && rt.rollout.is_none() {

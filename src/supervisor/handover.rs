@@ -51,20 +51,31 @@ impl<P: ProcessControl> Supervisor<P> {
     /// trigger a restart; it gets `kill_timeout` (counted once the replacement is ready) to
     /// finish its work before SIGKILL.
     pub(super) fn on_suicide(&mut self, id: SpawnId, now: Instant) {
-        let Some(process) = self.processes.get_mut(&id) else {
+        let Some(process) = self.processes.get(&id) else {
             return;
         };
         if process.announced_exit || process.stopping {
             return;
         }
-        process.announced_exit = true;
         let (name, index, label) = (process.unit.clone(), process.index, process.label());
         let Some(rt) = self.units.get_mut(&name) else {
             return;
         };
         let slot = rt.slot_mut(index);
-        if slot.current != Some(id) || slot.standby.is_some() {
-            // Already being replaced (reload in progress, or a replacement not yet ready).
+        let is_current = slot.current == Some(id);
+        if is_current && slot.standby.is_some() {
+            // It is itself a replacement that is not ready yet and the slot already holds the
+            // process it replaces, so no second replacement can be started now. Its exit must
+            // count as a crash (restarted within the budget): marking it as announced would
+            // suppress that restart and leave the index empty for good.
+            info!("{label}: announced its exit before it was ready; it will be restarted once it exits");
+            return;
+        }
+        if let Some(process) = self.processes.get_mut(&id) {
+            process.announced_exit = true;
+        }
+        if !is_current {
+            // Already being replaced: it is the standby of a reload in progress.
             return;
         }
         let replace = rt.active

@@ -143,6 +143,12 @@ impl<P: ProcessControl> Supervisor<P> {
         let Some(rt) = self.units.get_mut(name) else {
             return false;
         };
+        // Already given up (another index spent the budget, e.g. a program that cannot be
+        // executed, retried per index): no restart, and no second alarm — `on_giveup` runs
+        // once per give-up.
+        if rt.gave_up.is_some() {
+            return false;
+        }
         if !rt.limiter.try_acquire(now) {
             self.give_up(name, now);
             return false;
@@ -375,25 +381,12 @@ impl<P: ProcessControl> Supervisor<P> {
     /// Re-checks a unit after any change: answers the requests waiting on it, and once nothing
     /// of it runs, carries out what was planned (start again, or forget it).
     pub(super) fn settle(&mut self, name: &str, now: Instant) {
+        // First carry out what was planned for when nothing runs, so that a `stop` answered
+        // below really is complete (its sockets closed, its unix socket files removed).
         let alive = self.processes.values().filter(|p| p.unit == name).count();
-        let all_ready = self.all_ready(name);
         let Some(rt) = self.units.get_mut(name) else {
             return;
         };
-        let mut still_waiting = Vec::new();
-        for waiter in rt.waiters.drain(..) {
-            let done = match waiter.until {
-                WaitCondition::AllGone => alive == 0,
-                WaitCondition::AllReady => all_ready,
-            };
-            if done {
-                let _ = waiter.reply.send(Response::done(waiter.message));
-            } else {
-                still_waiting.push(waiter);
-            }
-        }
-        rt.waiters = still_waiting;
-
         if alive == 0 && !rt.active {
             match std::mem::replace(&mut rt.after_stop, AfterStop::Nothing) {
                 AfterStop::Nothing => {
@@ -413,18 +406,54 @@ impl<P: ProcessControl> Supervisor<P> {
                 }
                 AfterStop::Remove => {
                     info!("{name}: removed");
+                    rt.sockets.close_all();
+                    for waiter in rt.waiters.drain(..) {
+                        let _ = waiter.reply.send(match waiter.until {
+                            WaitCondition::AllGone => Response::done(waiter.message),
+                            WaitCondition::AllReady => {
+                                Response::failed(format!("{name}: its unit file was removed"))
+                            }
+                        });
+                    }
                     self.units.remove(name);
+                    return;
                 }
             }
         }
+
+        let alive = self.processes.values().filter(|p| p.unit == name).count();
+        let all_ready = self.all_ready(name);
+        let Some(rt) = self.units.get_mut(name) else {
+            return;
+        };
+        let mut still_waiting = Vec::new();
+        for waiter in rt.waiters.drain(..) {
+            let done = match waiter.until {
+                WaitCondition::AllGone => alive == 0,
+                WaitCondition::AllReady => all_ready,
+            };
+            if done {
+                let _ = waiter.reply.send(Response::done(waiter.message));
+            } else {
+                still_waiting.push(waiter);
+            }
+        }
+        rt.waiters = still_waiting;
+
         // An active unit with an empty slot will not fill it by itself (it gave up, or
         // restart = "never"): requests waiting for readiness have their answer.
+        // Neither will a unit that is down with nothing planned: its start failed before any
+        // instance ran (its listen sockets cannot be opened), or clusterd is shutting down and
+        // dropped the planned start. Without this, `clusterctl start|restart` would wait
+        // forever (or until clusterd exits).
         if let Some(rt) = self.units.get(name) {
             let stuck = rt.active
                 && (rt.gave_up.is_some()
                     || (0..rt.wanted)
                         .any(|i| rt.slots.get(i as usize).is_none_or(|s| s.current.is_none())));
-            if stuck {
+            let down_for_good =
+                !rt.active && alive == 0 && matches!(rt.after_stop, AfterStop::Nothing);
+            if stuck || down_for_good {
                 self.fail_waiters(name, now);
             }
         }
@@ -453,10 +482,14 @@ impl<P: ProcessControl> Supervisor<P> {
     /// Answers every readiness waiter of a unit with an error (it gave up, or an instance
     /// cannot be started).
     pub(super) fn fail_waiters(&mut self, name: &str, _now: Instant) {
+        let shutting_down = self.shutting_down;
         let Some(rt) = self.units.get_mut(name) else {
             return;
         };
         let reason = rt.gave_up.clone().unwrap_or_else(|| {
+            if shutting_down {
+                return "clusterd is shutting down".to_string();
+            }
             rt.slots
                 .iter()
                 .enumerate()

@@ -1,1 +1,1280 @@
+//! Unit tests of the supervisor state machine: a recording fake `ProcessControl`, a fake
+//! clock, and events fed by hand. No real process is started and no signal is sent.
 
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use super::Supervisor;
+use crate::event::{Event, NotifyMessage, WorkerMessage};
+use crate::process_control::{ExitStatus, HookRequest, ProcessControl, SpawnId, SpawnRequest};
+use crate::protocol::{Request, Response, ScaleCount, UnitStatus};
+use crate::unit::{LoadedFile, Unit};
+
+const SECOND: Duration = Duration::from_secs(1);
+const MS: Duration = Duration::from_millis(1);
+const NO_SUCH_PROGRAM: &str = "cannot execute \"nosuch\": No such file or directory";
+
+/// One spawn the supervisor asked for, successful or not.
+#[derive(Debug, Clone)]
+struct Spawned {
+    id: SpawnId,
+    unit: String,
+    index: u32,
+    instances: u32,
+    command: Vec<String>,
+    /// `None` when the fake refused to start it.
+    pid: Option<Pid>,
+}
+
+#[derive(Debug, Clone)]
+struct HookRun {
+    pid: Pid,
+    unit: String,
+    command: Vec<String>,
+    environment: Vec<(String, String)>,
+}
+
+/// Records every request and hands out pids 1000, 1001, ...
+struct FakeOs {
+    next_pid: i32,
+    spawns: Vec<Spawned>,
+    hooks: Vec<HookRun>,
+    signals: Vec<(Pid, Signal)>,
+    released: Vec<SpawnId>,
+    /// Exits the next `reap` returns.
+    exits: Vec<(Pid, ExitStatus)>,
+    /// How many of the next spawns fail with `NO_SUCH_PROGRAM`.
+    failing_spawns: usize,
+}
+
+impl FakeOs {
+    fn new() -> Self {
+        FakeOs {
+            next_pid: 1000,
+            spawns: Vec::new(),
+            hooks: Vec::new(),
+            signals: Vec::new(),
+            released: Vec::new(),
+            exits: Vec::new(),
+            failing_spawns: 0,
+        }
+    }
+
+    fn new_pid(&mut self) -> Pid {
+        let pid = Pid::from_raw(self.next_pid);
+        self.next_pid += 1;
+        pid
+    }
+}
+
+impl ProcessControl for FakeOs {
+    fn spawn(&mut self, request: &SpawnRequest) -> Result<Pid, String> {
+        let pid = if self.failing_spawns > 0 {
+            self.failing_spawns -= 1;
+            None
+        } else {
+            Some(self.new_pid())
+        };
+        self.spawns.push(Spawned {
+            id: request.id,
+            unit: request.unit.name.clone(),
+            index: request.index,
+            instances: request.instances,
+            command: request.unit.command.clone(),
+            pid,
+        });
+        pid.ok_or_else(|| NO_SUCH_PROGRAM.to_string())
+    }
+
+    fn spawn_hook(&mut self, request: &HookRequest) -> Result<Pid, String> {
+        let pid = self.new_pid();
+        self.hooks.push(HookRun {
+            pid,
+            unit: request.unit.name.clone(),
+            command: request.command.to_vec(),
+            environment: request.environment.clone(),
+        });
+        Ok(pid)
+    }
+
+    fn signal_group(&mut self, pgid: Pid, signal: Signal) {
+        self.signals.push((pgid, signal));
+    }
+
+    fn reap(&mut self) -> Vec<(Pid, ExitStatus)> {
+        std::mem::take(&mut self.exits)
+    }
+
+    fn release(&mut self, id: SpawnId) {
+        self.released.push(id);
+    }
+}
+
+fn file(name: &str, text: &str) -> LoadedFile {
+    let path = PathBuf::from(format!("/units/{name}.toml"));
+    LoadedFile {
+        name: name.to_string(),
+        result: Unit::parse(&path, text),
+        path,
+    }
+}
+
+/// A supervisor over the fake, with a clock that only moves when told.
+struct Harness {
+    sup: Supervisor<FakeOs>,
+    now: Instant,
+}
+
+impl Harness {
+    fn start(files: &[(&str, &str)]) -> Harness {
+        let now = Instant::now();
+        let mut sup = Supervisor::new(FakeOs::new(), None);
+        sup.start_all(files.iter().map(|(n, t)| file(n, t)).collect(), now);
+        Harness { sup, now }
+    }
+
+    fn os(&self) -> &FakeOs {
+        &self.sup.os
+    }
+
+    fn os_mut(&mut self) -> &mut FakeOs {
+        &mut self.sup.os
+    }
+
+    fn handle(&mut self, event: Event) {
+        self.sup.handle(event, self.now);
+    }
+
+    /// The children exit together, and one SIGCHLD tells of it.
+    fn exit_all(&mut self, exits: &[(Pid, ExitStatus)]) {
+        self.os_mut().exits.extend_from_slice(exits);
+        self.handle(Event::Signal(libc::SIGCHLD));
+    }
+
+    fn exit(&mut self, pid: Pid, status: ExitStatus) {
+        self.exit_all(&[(pid, status)]);
+    }
+
+    fn signal(&mut self, signal: i32) {
+        self.handle(Event::Signal(signal));
+    }
+
+    fn request(&mut self, request: Request) -> Receiver<Response> {
+        let (reply, receiver) = crossbeam_channel::unbounded();
+        self.handle(Event::Control { request, reply });
+        receiver
+    }
+
+    /// A request that must be answered at once.
+    fn ask(&mut self, request: Request) -> Response {
+        let receiver = self.request(request);
+        receiver.try_recv().expect("no immediate reply")
+    }
+
+    fn worker(&mut self, pid: Pid, message: WorkerMessage) {
+        let id = self.spawn_of(pid).id;
+        self.handle(Event::Worker { id, message });
+    }
+
+    fn notify(&mut self, pid: Pid, pgid: Pid, message: NotifyMessage) {
+        self.handle(Event::Notify {
+            pid,
+            pgid: Some(pgid),
+            message,
+        });
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.sup.fire_due_timers(self.now);
+    }
+
+    fn apply(&mut self, files: &[(&str, &str)]) -> Response {
+        let files = files.iter().map(|(n, t)| file(n, t)).collect();
+        self.sup.apply_units(files, self.now)
+    }
+
+    fn status(&self, unit: &str) -> UnitStatus {
+        let report = self.sup.status(Some(unit), self.now);
+        assert_eq!(report.units.len(), 1, "no status for {unit}");
+        report.units[0].clone()
+    }
+
+    fn has_unit(&self, unit: &str) -> bool {
+        !self.sup.status(Some(unit), self.now).units.is_empty()
+    }
+
+    /// The pid serving each wanted index (`None` for an empty index).
+    fn current_pids(&self, unit: &str) -> Vec<Option<Pid>> {
+        let status = self.status(unit);
+        status
+            .instances
+            .iter()
+            .filter(|i| !i.draining && i.index < status.wanted_instances)
+            .map(|i| i.pid.map(|p| Pid::from_raw(p as i32)))
+            .collect()
+    }
+
+    fn pid_of(&self, unit: &str, index: usize) -> Pid {
+        self.current_pids(unit)[index].expect("index not running")
+    }
+
+    fn spawn_count(&self) -> usize {
+        self.os().spawns.len()
+    }
+
+    fn last_pid(&self) -> Pid {
+        self.os()
+            .spawns
+            .last()
+            .and_then(|s| s.pid)
+            .expect("no successful spawn")
+    }
+
+    fn spawn_of(&self, pid: Pid) -> Spawned {
+        self.os()
+            .spawns
+            .iter()
+            .find(|s| s.pid == Some(pid))
+            .cloned()
+            .expect("unknown pid")
+    }
+
+    fn signals_to(&self, pid: Pid) -> Vec<Signal> {
+        self.os()
+            .signals
+            .iter()
+            .filter(|(p, _)| *p == pid)
+            .map(|(_, s)| *s)
+            .collect()
+    }
+}
+
+fn code(n: i32) -> ExitStatus {
+    ExitStatus::Code(n)
+}
+
+fn killed(signal: Signal) -> ExitStatus {
+    ExitStatus::Signaled(signal)
+}
+
+fn unit(name: &str) -> String {
+    name.to_string()
+}
+
+fn ready() -> NotifyMessage {
+    NotifyMessage {
+        ready: true,
+        ..NotifyMessage::default()
+    }
+}
+
+/// Makes the unit's newest process exit with code 1 until nothing new is spawned, `pause`
+/// apart; returns how many crashes it took.
+fn crash_until_no_respawn(h: &mut Harness, pause: Duration, limit: usize) -> usize {
+    for crashes in 0..limit {
+        let before = h.spawn_count();
+        let pid = h.last_pid();
+        h.advance(pause);
+        h.exit(pid, code(1));
+        if h.spawn_count() == before {
+            return crashes + 1;
+        }
+    }
+    limit
+}
+
+const WEB: &str = "command = \"sleep 100\"\non_giveup = \"alarm web\"\n";
+
+// ---- crash, restart limit, give-up ----
+
+#[test]
+fn a_crash_restarts_the_same_index_at_once() {
+    let mut h = Harness::start(&[("web", "command = \"sleep 100\"\ninstances = 3\n")]);
+    assert_eq!(h.spawn_count(), 3);
+    let old = h.pid_of("web", 1);
+    h.exit(old, code(1));
+    assert_eq!(h.spawn_count(), 4);
+    let new = h.os().spawns[3].clone();
+    assert_eq!((new.unit.as_str(), new.index, new.instances), ("web", 1, 3));
+    assert_eq!(h.pid_of("web", 1), new.pid.unwrap());
+    assert!(h.os().released.contains(&h.spawn_of(old).id));
+    let status = h.status("web");
+    assert_eq!(status.state, "running");
+    assert_eq!(status.restarts, 1);
+    assert_eq!(status.instances[1].restarts, 1);
+    assert_eq!(
+        status.instances[1].last_exit.as_deref(),
+        Some("exited with code 1")
+    );
+}
+
+#[test]
+fn an_always_failing_unit_is_spawned_eleven_times_then_gives_up_and_alarms_once() {
+    let mut h = Harness::start(&[("web", WEB)]);
+    let crashes = crash_until_no_respawn(&mut h, 100 * MS, 50);
+    assert_eq!(crashes, 11);
+    assert_eq!(h.spawn_count(), 11, "1 start + 10 restarts");
+    let status = h.status("web");
+    assert_eq!(status.state, "failed");
+    assert!(status.gave_up);
+    assert_eq!(status.restarts, 10);
+    assert!(status.error.as_deref().unwrap().contains("gave up"));
+    assert_eq!(status.instances[0].state, "stopped");
+    assert_eq!(
+        status.instances[0].last_exit.as_deref(),
+        Some("exited with code 1")
+    );
+
+    assert_eq!(h.os().hooks.len(), 1);
+    let hook = h.os().hooks[0].clone();
+    assert_eq!(hook.unit, "web");
+    assert_eq!(hook.command, ["alarm", "web"]);
+    let env = |key: &str| {
+        hook.environment
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(env("CLUSTERD_UNIT").as_deref(), Some("web"));
+    assert_eq!(env("CLUSTERD_RESTARTS").as_deref(), Some("10"));
+    assert_eq!(env("CLUSTERD_INTERVAL").as_deref(), Some("1m"));
+
+    // The hook's exit is not mistaken for an instance, and nothing more happens.
+    h.exit(hook.pid, code(0));
+    h.advance(120 * SECOND);
+    assert_eq!(h.spawn_count(), 11);
+    assert_eq!(h.os().hooks.len(), 1);
+    assert_eq!(h.status("web").state, "failed");
+}
+
+#[test]
+fn instances_that_still_run_keep_serving_after_a_give_up() {
+    let text = "command = \"sleep 100\"\ninstances = 2\nrestart_limit = { burst = 1 }\n";
+    let mut h = Harness::start(&[("web", text)]);
+    let survivor = h.pid_of("web", 1);
+    h.exit(h.pid_of("web", 0), code(1));
+    h.exit(h.pid_of("web", 0), code(1));
+    let status = h.status("web");
+    assert!(status.gave_up);
+    assert_eq!(status.instances[1].pid, Some(survivor.as_raw() as u32));
+    assert_eq!(status.instances[1].state, "running");
+    assert!(h.signals_to(survivor).is_empty());
+    // Its crash is not restarted either.
+    h.exit(survivor, code(1));
+    assert_eq!(h.spawn_count(), 3);
+}
+
+#[test]
+fn restarts_spread_wider_than_the_window_never_give_up() {
+    let mut h = Harness::start(&[("web", WEB)]);
+    let crashes = crash_until_no_respawn(&mut h, 7 * SECOND, 100);
+    assert_eq!(crashes, 100, "gave up after {crashes} crashes");
+    let status = h.status("web");
+    assert!(!status.gave_up);
+    assert_eq!(status.state, "running");
+    assert_eq!(status.restarts, 100);
+    assert!(h.os().hooks.is_empty());
+}
+
+#[test]
+fn start_clears_a_give_up_and_restarts_the_unit() {
+    let mut h = Harness::start(&[("web", WEB)]);
+    crash_until_no_respawn(&mut h, 100 * MS, 50);
+    assert!(h.status("web").gave_up);
+
+    let reply = h.ask(Request::Start { unit: unit("web") });
+    assert!(reply.ok, "{reply:?}");
+    assert_eq!(h.spawn_count(), 12);
+    let status = h.status("web");
+    assert!(!status.gave_up);
+    assert_eq!(status.state, "running");
+    assert_eq!(status.restarts, 0);
+    assert_eq!(status.error, None);
+
+    // A full budget again: 10 more restarts, and the 11th crash gives up.
+    let crashes = crash_until_no_respawn(&mut h, 100 * MS, 50);
+    assert_eq!(crashes, 11);
+    assert!(h.status("web").gave_up);
+    assert_eq!(h.os().hooks.len(), 2, "one alarm per give-up");
+}
+
+#[test]
+fn restart_clears_a_give_up() {
+    let mut h = Harness::start(&[("web", WEB)]);
+    crash_until_no_respawn(&mut h, 100 * MS, 50);
+    let reply = h.ask(Request::Restart { unit: unit("web") });
+    assert!(reply.ok, "{reply:?}");
+    let status = h.status("web");
+    assert!(!status.gave_up);
+    assert_eq!(status.state, "running");
+    assert_eq!(h.spawn_count(), 12);
+}
+
+#[test]
+fn manual_starts_and_restarts_do_not_count_against_the_limit() {
+    let text = "command = \"sleep 100\"\nrestart_limit = { burst = 2, interval = \"1m\" }\n";
+    let mut h = Harness::start(&[("web", text)]);
+    for _ in 0..5 {
+        let old = h.pid_of("web", 0);
+        let reply = h.request(Request::Restart { unit: unit("web") });
+        assert_eq!(h.signals_to(old), [Signal::SIGTERM, Signal::SIGCONT]);
+        assert!(
+            reply.try_recv().is_err(),
+            "replied before the stop was done"
+        );
+        h.exit(old, killed(Signal::SIGTERM));
+        assert!(reply.try_recv().unwrap().ok);
+        let stop = h.request(Request::Stop { unit: unit("web") });
+        h.exit(h.pid_of("web", 0), killed(Signal::SIGTERM));
+        assert!(stop.try_recv().unwrap().ok);
+        assert!(h.ask(Request::Start { unit: unit("web") }).ok);
+    }
+    assert_eq!(h.spawn_count(), 11);
+    assert_eq!(h.status("web").restarts, 0);
+    // The whole budget is still there.
+    let crashes = crash_until_no_respawn(&mut h, 100 * MS, 50);
+    assert_eq!(crashes, 3);
+}
+
+// ---- spawn errors ----
+
+#[test]
+fn a_spawn_error_counts_as_a_failed_start_and_gives_up_after_the_budget() {
+    let now = Instant::now();
+    let mut os = FakeOs::new();
+    os.failing_spawns = usize::MAX;
+    let mut sup = Supervisor::new(os, None);
+    sup.start_all(vec![file("web", WEB)], now);
+    let h = Harness { sup, now };
+    assert_eq!(h.spawn_count(), 11, "1 start + 10 retries");
+    let status = h.status("web");
+    assert_eq!(status.state, "failed");
+    assert!(status.gave_up);
+    assert_eq!(status.restarts, 10);
+    let last_exit = status.instances[0].last_exit.clone().unwrap();
+    assert!(last_exit.contains(NO_SUCH_PROGRAM), "{last_exit}");
+    assert_eq!(h.os().hooks.len(), 1);
+}
+
+#[test]
+fn a_spawn_error_is_retried_within_the_budget() {
+    let now = Instant::now();
+    let mut os = FakeOs::new();
+    os.failing_spawns = 3;
+    let mut sup = Supervisor::new(os, None);
+    sup.start_all(vec![file("web", WEB)], now);
+    let h = Harness { sup, now };
+    assert_eq!(h.spawn_count(), 4);
+    let status = h.status("web");
+    assert_eq!(status.state, "running");
+    assert!(!status.gave_up);
+    assert_eq!(status.restarts, 3);
+    assert!(h.os().hooks.is_empty());
+}
+
+#[test]
+fn a_unit_whose_program_cannot_start_alarms_once_for_all_its_instances() {
+    let now = Instant::now();
+    let mut os = FakeOs::new();
+    os.failing_spawns = usize::MAX;
+    let mut sup = Supervisor::new(os, None);
+    let text = format!("{WEB}instances = 3\n");
+    sup.start_all(vec![file("web", &text)], now);
+    let mut h = Harness { sup, now };
+    assert!(h.status("web").gave_up);
+    assert_eq!(h.os().hooks.len(), 1, "on_giveup must run once");
+    // Scaling a gave-up unit up does not sound the alarm again either.
+    let _ = h.request(Request::Scale {
+        unit: unit("web"),
+        count: ScaleCount::Up(1),
+    });
+    assert_eq!(h.os().hooks.len(), 1, "on_giveup must run once");
+}
+
+#[test]
+fn restart_never_does_not_retry_a_spawn_error() {
+    let now = Instant::now();
+    let mut os = FakeOs::new();
+    os.failing_spawns = 1;
+    let mut sup = Supervisor::new(os, None);
+    sup.start_all(
+        vec![file("web", "command = \"nosuch\"\nrestart = \"never\"\n")],
+        now,
+    );
+    let h = Harness { sup, now };
+    assert_eq!(h.spawn_count(), 1);
+    let status = h.status("web");
+    assert!(!status.gave_up);
+    assert_eq!(status.instances[0].state, "stopped");
+}
+
+// ---- restart policies ----
+
+#[test]
+fn on_failure_restarts_after_a_failure_but_not_after_a_clean_exit() {
+    let text = "command = \"sleep 100\"\ninstances = 4\nrestart = \"on-failure\"\n";
+    let mut h = Harness::start(&[("web", text)]);
+    let pids: Vec<Pid> = (0..4).map(|i| h.pid_of("web", i)).collect();
+    h.exit(pids[0], code(1));
+    assert_eq!(h.spawn_count(), 5);
+    assert_eq!(h.os().spawns[4].index, 0);
+    h.exit(pids[1], code(0));
+    h.exit(pids[2], killed(Signal::SIGTERM));
+    assert_eq!(h.spawn_count(), 5, "a clean exit was restarted");
+    h.exit(pids[3], killed(Signal::SIGKILL));
+    assert_eq!(h.spawn_count(), 6, "SIGKILL is a failure");
+    assert_eq!(h.os().spawns[5].index, 3);
+    let status = h.status("web");
+    let states: Vec<&str> = status.instances.iter().map(|i| i.state.as_str()).collect();
+    assert_eq!(states, ["running", "stopped", "stopped", "running"]);
+    assert_eq!(status.restarts, 2);
+}
+
+#[test]
+fn restart_never_never_restarts() {
+    let text = "command = \"sleep 100\"\ninstances = 3\nrestart = \"never\"\n";
+    let mut h = Harness::start(&[("web", text)]);
+    let pids: Vec<Pid> = (0..3).map(|i| h.pid_of("web", i)).collect();
+    h.exit(pids[0], code(1));
+    h.exit(pids[1], code(0));
+    h.exit(pids[2], killed(Signal::SIGSEGV));
+    assert_eq!(h.spawn_count(), 3);
+    let status = h.status("web");
+    assert_eq!(status.state, "stopped");
+    assert!(!status.gave_up);
+    assert_eq!(status.restarts, 0);
+}
+
+// ---- stop ----
+
+#[test]
+fn stop_signals_the_group_and_replies_once_the_exit_is_reaped() {
+    let text = "command = \"sleep 100\"\ninstances = 2\nkill_signal = \"SIGINT\"\n";
+    let mut h = Harness::start(&[("web", text)]);
+    let pids = [h.pid_of("web", 0), h.pid_of("web", 1)];
+    let reply = h.request(Request::Stop { unit: unit("web") });
+    for pid in pids {
+        assert_eq!(h.signals_to(pid), [Signal::SIGINT, Signal::SIGCONT]);
+    }
+    assert_eq!(h.status("web").state, "stopping");
+    assert_eq!(h.status("web").instances[0].state, "stopping");
+    h.exit(pids[0], killed(Signal::SIGINT));
+    assert!(reply.try_recv().is_err(), "replied with an instance left");
+    h.exit(pids[1], code(0));
+    let reply = reply
+        .try_recv()
+        .expect("no reply once every instance is gone");
+    assert!(reply.ok, "{reply:?}");
+    assert_eq!(h.spawn_count(), 2, "a stopped instance was restarted");
+    assert_eq!(h.status("web").state, "stopped");
+    // Stopping a stopped unit answers at once.
+    assert!(h.ask(Request::Stop { unit: unit("web") }).ok);
+}
+
+#[test]
+fn stop_sends_sigkill_once_kill_timeout_has_passed_and_not_before() {
+    let text = "command = \"sleep 100\"\nkill_timeout = \"3s\"\n";
+    let mut h = Harness::start(&[("web", text)]);
+    let pid = h.pid_of("web", 0);
+    let reply = h.request(Request::Stop { unit: unit("web") });
+    assert_eq!(h.sup.next_deadline(), Some(h.now + 3 * SECOND));
+    h.advance(3 * SECOND - MS);
+    assert_eq!(h.signals_to(pid), [Signal::SIGTERM, Signal::SIGCONT]);
+    h.advance(MS);
+    assert_eq!(
+        h.signals_to(pid),
+        [Signal::SIGTERM, Signal::SIGCONT, Signal::SIGKILL]
+    );
+    assert!(reply.try_recv().is_err());
+    h.exit(pid, killed(Signal::SIGKILL));
+    assert!(reply.try_recv().unwrap().ok);
+    assert_eq!(h.spawn_count(), 1);
+}
+
+#[test]
+fn unknown_units_are_refused() {
+    let mut h = Harness::start(&[("web", WEB)]);
+    let reply = h.ask(Request::Stop {
+        unit: unit("nosuch"),
+    });
+    assert!(!reply.ok);
+    assert!(reply.error.unwrap().contains("unknown unit"));
+}
+
+// ---- suicide ----
+
+#[test]
+fn suicide_starts_the_replacement_at_once_and_kills_the_old_process_after_kill_timeout() {
+    let text = "command = \"sleep 100\"\ninstances = 2\nkill_timeout = \"5s\"\n";
+    let mut h = Harness::start(&[("web", text)]);
+    let old = h.pid_of("web", 1);
+    h.worker(old, WorkerMessage::Suicide);
+    assert_eq!(h.spawn_count(), 3);
+    let new = h.os().spawns[2].clone();
+    assert_eq!(new.index, 1);
+    assert_eq!(h.pid_of("web", 1), new.pid.unwrap());
+    assert!(h.status("web").instances.iter().any(|i| i.draining));
+
+    h.advance(5 * SECOND - MS);
+    assert!(
+        h.signals_to(old).is_empty(),
+        "signalled before kill_timeout"
+    );
+    h.advance(MS);
+    assert_eq!(h.signals_to(old), [Signal::SIGKILL]);
+    h.exit(old, killed(Signal::SIGKILL));
+    assert_eq!(
+        h.spawn_count(),
+        3,
+        "the old process's exit caused a restart"
+    );
+    let status = h.status("web");
+    assert_eq!(status.restarts, 1, "the replacement counts as a restart");
+    assert_eq!(status.state, "running");
+    assert_eq!(status.instances.len(), 2);
+}
+
+#[test]
+fn sd_notify_stopping_is_a_suicide() {
+    let mut h = Harness::start(&[("web", WEB)]);
+    let old = h.pid_of("web", 0);
+    let stopping = NotifyMessage {
+        stopping: true,
+        ..NotifyMessage::default()
+    };
+    h.notify(old, old, stopping.clone());
+    assert_eq!(h.spawn_count(), 2);
+    let new = h.pid_of("web", 0);
+    assert_ne!(new, old);
+    // Said twice, it is still one replacement.
+    h.notify(old, old, stopping);
+    assert_eq!(h.spawn_count(), 2);
+    // It leaves on its own before its deadline: no second restart. What it left in its
+    // group is cleaned up (kill_signal now, SIGKILL after kill_timeout), as after any exit,
+    // and the suicide deadline adds no second SIGKILL.
+    h.advance(SECOND);
+    assert!(h.signals_to(old).is_empty());
+    h.exit(old, code(0));
+    h.advance(10 * SECOND);
+    assert_eq!(h.spawn_count(), 2);
+    assert_eq!(h.signals_to(old), [Signal::SIGTERM, Signal::SIGKILL]);
+    assert!(h.signals_to(new).is_empty());
+    assert_eq!(h.pid_of("web", 0), new);
+}
+
+#[test]
+fn suicide_replacements_count_against_the_limit() {
+    let text = "command = \"sleep 100\"\nrestart_limit = { burst = 2 }\nkill_timeout = \"1s\"\n";
+    let mut h = Harness::start(&[("web", text)]);
+    for _ in 0..2 {
+        let old = h.pid_of("web", 0);
+        h.worker(old, WorkerMessage::Suicide);
+        h.advance(SECOND);
+        h.exit(old, killed(Signal::SIGKILL));
+    }
+    assert_eq!(h.spawn_count(), 3);
+    let last = h.pid_of("web", 0);
+    h.worker(last, WorkerMessage::Suicide);
+    assert_eq!(h.spawn_count(), 3, "a third replacement within the window");
+    let status = h.status("web");
+    assert!(status.gave_up);
+    assert_eq!(status.state, "failed");
+    // It still gets its kill_timeout.
+    assert!(h.signals_to(last).is_empty());
+    h.advance(SECOND);
+    assert_eq!(h.signals_to(last), [Signal::SIGKILL]);
+}
+
+#[test]
+fn a_suicide_waits_for_a_notify_replacement_to_be_ready_before_the_kill_timeout_starts() {
+    let text = "command = \"sleep 100\"\nready = \"notify\"\nkill_timeout = \"2s\"\n";
+    let mut h = Harness::start(&[("web", text)]);
+    let old = h.pid_of("web", 0);
+    h.worker(old, WorkerMessage::Ready);
+    h.worker(old, WorkerMessage::Suicide);
+    let new = h.last_pid();
+    assert_ne!(new, old);
+    h.advance(5 * SECOND);
+    assert!(h.signals_to(old).is_empty());
+    h.worker(new, WorkerMessage::Ready);
+    h.advance(2 * SECOND);
+    assert_eq!(h.signals_to(old), [Signal::SIGKILL]);
+}
+
+#[test]
+fn a_replacement_that_announces_its_exit_before_it_is_ready_is_restarted_when_it_exits() {
+    let text = "command = \"sleep 100\"\nready = \"notify\"\nkill_timeout = \"2s\"\n";
+    let mut h = Harness::start(&[("web", text)]);
+    let first = h.pid_of("web", 0);
+    h.worker(first, WorkerMessage::Ready);
+    h.worker(first, WorkerMessage::Suicide);
+    let second = h.last_pid();
+    // The replacement is leaving too before it was ever ready.
+    h.worker(second, WorkerMessage::Suicide);
+    h.exit(second, code(0));
+    assert_eq!(h.spawn_count(), 3, "index 0 was left without a process");
+    let third = h.last_pid();
+    assert_eq!(h.spawn_of(third).index, 0);
+    assert_eq!(h.current_pids("web"), [Some(third)]);
+    h.advance(2 * SECOND);
+    assert_eq!(h.signals_to(first), [Signal::SIGKILL]);
+}
+
+#[test]
+fn a_suicide_whose_replacement_cannot_start_still_gives_the_old_process_its_kill_timeout() {
+    let text = "command = \"sleep 100\"\nrestart_limit = { burst = 2 }\nkill_timeout = \"2s\"\n";
+    let mut h = Harness::start(&[("web", text)]);
+    let old = h.pid_of("web", 0);
+    h.os_mut().failing_spawns = usize::MAX;
+    h.worker(old, WorkerMessage::Suicide);
+    assert_eq!(h.spawn_count(), 3, "1 start + 2 failed replacements");
+    assert!(h.status("web").gave_up);
+    assert!(h.signals_to(old).is_empty());
+    h.advance(2 * SECOND);
+    assert_eq!(h.signals_to(old), [Signal::SIGKILL]);
+    h.exit(old, killed(Signal::SIGKILL));
+    assert_eq!(h.spawn_count(), 3);
+    assert_eq!(h.os().hooks.len(), 0);
+}
+
+// ---- shutdown ----
+
+#[test]
+fn sigterm_stops_every_unit_in_parallel_and_finishes_once_every_child_is_reaped() {
+    let mut h = Harness::start(&[
+        ("api", "command = \"sleep 100\"\nkill_signal = \"SIGINT\"\n"),
+        ("web", "command = \"sleep 100\"\ninstances = 2\n"),
+    ]);
+    let api = h.pid_of("api", 0);
+    let web = [h.pid_of("web", 0), h.pid_of("web", 1)];
+    h.signal(libc::SIGTERM);
+    assert!(h.sup.is_shutting_down());
+    assert!(!h.sup.finished());
+    assert_eq!(h.signals_to(api), [Signal::SIGINT, Signal::SIGCONT]);
+    for pid in web {
+        assert_eq!(h.signals_to(pid), [Signal::SIGTERM, Signal::SIGCONT]);
+    }
+    let reply = h.ask(Request::Start { unit: unit("web") });
+    assert!(!reply.ok, "a start was accepted during shutdown");
+    assert!(h.ask(Request::Status { unit: None }).ok);
+
+    h.exit(web[0], killed(Signal::SIGTERM));
+    h.exit(api, code(1));
+    assert!(!h.sup.finished());
+    h.exit(web[1], code(0));
+    assert!(h.sup.finished());
+    assert_eq!(
+        h.spawn_count(),
+        3,
+        "something was restarted during shutdown"
+    );
+}
+
+#[test]
+fn a_second_sigterm_kills_every_group_at_once() {
+    let mut h = Harness::start(&[
+        ("api", "command = \"sleep 100\"\n"),
+        ("web", "command = \"sleep 100\"\ninstances = 2\n"),
+    ]);
+    let pids = [h.pid_of("api", 0), h.pid_of("web", 0), h.pid_of("web", 1)];
+    h.signal(libc::SIGTERM);
+    h.signal(libc::SIGINT);
+    for pid in pids {
+        assert_eq!(
+            h.signals_to(pid),
+            [Signal::SIGTERM, Signal::SIGCONT, Signal::SIGKILL]
+        );
+    }
+    h.exit_all(&pids.map(|pid| (pid, killed(Signal::SIGKILL))));
+    assert!(h.sup.finished());
+}
+
+#[test]
+fn shutdown_waits_for_a_running_on_giveup_hook() {
+    let text = "command = \"sleep 100\"\nrestart_limit = { burst = 0 }\non_giveup = \"alarm\"\n";
+    let mut h = Harness::start(&[("web", text)]);
+    h.exit(h.pid_of("web", 0), code(1));
+    let hook = h.os().hooks[0].pid;
+    h.signal(libc::SIGTERM);
+    assert_eq!(h.signals_to(hook), [Signal::SIGTERM]);
+    assert!(!h.sup.finished());
+    h.exit(hook, killed(Signal::SIGTERM));
+    assert!(h.sup.finished());
+}
+
+#[test]
+fn a_start_that_cannot_open_the_listen_sockets_fails_instead_of_hanging() {
+    // A unix socket in a directory that does not exist: binding fails without touching
+    // anything on this machine.
+    let text = "command = \"sleep 100\"\nlisten = [\"unix:/nonexistent-clusterd-test/web.sock\"]\n";
+    let mut h = Harness::start(&[("web", text)]);
+    assert_eq!(h.spawn_count(), 0);
+    let status = h.status("web");
+    assert_eq!(status.state, "failed");
+    assert!(status.error.unwrap().contains("cannot listen"));
+    for request in [
+        Request::Start { unit: unit("web") },
+        Request::Restart { unit: unit("web") },
+    ] {
+        let receiver = h.request(request);
+        let reply = receiver.try_recv().expect("the request was left waiting");
+        assert!(!reply.ok);
+        assert!(reply.error.unwrap().contains("cannot listen"));
+    }
+    assert_eq!(h.spawn_count(), 0);
+}
+
+#[test]
+fn sigterm_answers_a_restart_that_will_not_happen() {
+    let mut h = Harness::start(&[("web", WEB)]);
+    let pid = h.pid_of("web", 0);
+    let restart = h.request(Request::Restart { unit: unit("web") });
+    h.signal(libc::SIGTERM);
+    h.exit(pid, killed(Signal::SIGTERM));
+    assert!(h.sup.finished());
+    assert_eq!(h.spawn_count(), 1, "started again during shutdown");
+    let reply = restart.try_recv().expect("the restart was left waiting");
+    assert!(!reply.ok);
+    assert!(reply.error.unwrap().contains("shutting down"));
+}
+
+// ---- scale ----
+
+#[test]
+fn scale_up_starts_new_indexes_and_replies_when_they_run() {
+    let mut h = Harness::start(&[("web", "command = \"sleep 100\"\ninstances = 2\n")]);
+    let before = h.current_pids("web");
+    let reply = h.ask(Request::Scale {
+        unit: unit("web"),
+        count: ScaleCount::Up(2),
+    });
+    assert!(reply.ok, "{reply:?}");
+    let new: Vec<(u32, u32)> = h.os().spawns[2..]
+        .iter()
+        .map(|s| (s.index, s.instances))
+        .collect();
+    assert_eq!(new, [(2, 4), (3, 4)]);
+    assert_eq!(h.current_pids("web")[..2], before[..]);
+    assert!(h.os().signals.is_empty());
+    let reply = h.ask(Request::Scale {
+        unit: unit("web"),
+        count: ScaleCount::To(5),
+    });
+    assert!(reply.ok);
+    assert_eq!(h.os().spawns[4].index, 4);
+    assert_eq!(h.status("web").wanted_instances, 5);
+}
+
+#[test]
+fn scale_up_with_notify_replies_once_the_new_instances_are_ready() {
+    let mut h = Harness::start(&[("web", "command = \"sleep 100\"\nready = \"notify\"\n")]);
+    h.worker(h.pid_of("web", 0), WorkerMessage::Ready);
+    let reply = h.request(Request::Scale {
+        unit: unit("web"),
+        count: ScaleCount::To(2),
+    });
+    assert!(reply.try_recv().is_err());
+    h.worker(h.last_pid(), WorkerMessage::Ready);
+    assert!(reply.try_recv().unwrap().ok);
+}
+
+#[test]
+fn scale_down_stops_the_highest_indexes_and_replies_once_they_are_gone() {
+    let mut h = Harness::start(&[("web", "command = \"sleep 100\"\ninstances = 4\n")]);
+    let pids: Vec<Pid> = (0..4).map(|i| h.pid_of("web", i)).collect();
+    let reply = h.request(Request::Scale {
+        unit: unit("web"),
+        count: ScaleCount::Down(2),
+    });
+    for &pid in &pids[..2] {
+        assert!(h.signals_to(pid).is_empty());
+    }
+    for &pid in &pids[2..] {
+        assert_eq!(h.signals_to(pid), [Signal::SIGTERM, Signal::SIGCONT]);
+    }
+    h.exit(pids[3], killed(Signal::SIGTERM));
+    assert!(reply.try_recv().is_err());
+    h.exit(pids[2], killed(Signal::SIGTERM));
+    assert!(reply.try_recv().unwrap().ok);
+    assert_eq!(h.spawn_count(), 4);
+    let status = h.status("web");
+    assert_eq!(status.instances.len(), 2);
+    assert_eq!(status.state, "running");
+
+    let reply = h.request(Request::Scale {
+        unit: unit("web"),
+        count: ScaleCount::To(1),
+    });
+    assert_eq!(h.signals_to(pids[1]), [Signal::SIGTERM, Signal::SIGCONT]);
+    assert!(h.signals_to(pids[0]).is_empty());
+    h.exit(pids[1], code(0));
+    assert!(reply.try_recv().unwrap().ok);
+    assert_eq!(h.current_pids("web"), [Some(pids[0])]);
+}
+
+// ---- reload ----
+
+const NOTIFY2: &str =
+    "command = \"sleep 100\"\ninstances = 2\nready = \"notify\"\nready_timeout = \"10s\"\n";
+
+/// Starts a unit with `ready = "notify"` and makes every instance ready.
+fn started_notify_unit() -> (Harness, Vec<Pid>) {
+    let mut h = Harness::start(&[("web", NOTIFY2)]);
+    let pids: Vec<Pid> = (0..2).map(|i| h.pid_of("web", i)).collect();
+    for &pid in &pids {
+        h.worker(pid, WorkerMessage::Ready);
+    }
+    assert_eq!(h.status("web").state, "running");
+    (h, pids)
+}
+
+#[test]
+fn reload_replaces_one_index_at_a_time_and_stops_each_old_process_once_its_replacement_is_ready() {
+    let (mut h, old) = started_notify_unit();
+    let reply = h.request(Request::Reload { unit: unit("web") });
+    assert_eq!(h.spawn_count(), 3, "only one index at a time");
+    let new0 = h.last_pid();
+    assert_eq!(h.spawn_of(new0).index, 0);
+    assert!(
+        h.os().signals.is_empty(),
+        "an old process was stopped too early"
+    );
+
+    h.worker(new0, WorkerMessage::Ready);
+    assert_eq!(h.signals_to(old[0]), [Signal::SIGTERM, Signal::SIGCONT]);
+    assert!(h.signals_to(old[1]).is_empty());
+    assert_eq!(h.spawn_count(), 4);
+    let new1 = h.last_pid();
+    assert_eq!(h.spawn_of(new1).index, 1);
+
+    h.exit(old[0], killed(Signal::SIGTERM));
+    assert!(reply.try_recv().is_err());
+    h.notify(new1, new1, ready());
+    assert_eq!(h.signals_to(old[1]), [Signal::SIGTERM, Signal::SIGCONT]);
+    assert!(
+        reply.try_recv().is_err(),
+        "replied before the old processes were gone"
+    );
+    h.exit(old[1], killed(Signal::SIGTERM));
+    let reply = reply.try_recv().expect("no reply after the reload");
+    assert!(reply.ok, "{reply:?}");
+    assert_eq!(h.spawn_count(), 4, "an old process's exit caused a restart");
+    assert_eq!(h.current_pids("web"), [Some(new0), Some(new1)]);
+    let status = h.status("web");
+    assert_eq!(status.state, "running");
+    assert_eq!(status.restarts, 0, "a reload is not a restart");
+    assert!(h.signals_to(new0).is_empty() && h.signals_to(new1).is_empty());
+}
+
+#[test]
+fn reload_fails_and_keeps_the_old_process_when_the_new_one_exits_before_it_is_ready() {
+    let (mut h, old) = started_notify_unit();
+    let reply = h.request(Request::Reload { unit: unit("web") });
+    let new0 = h.last_pid();
+    h.exit(new0, code(1));
+    let reply = reply.try_recv().expect("no reply after the failure");
+    assert!(!reply.ok);
+    let error = reply.error.unwrap();
+    assert!(
+        error.contains("web[0]") && error.contains("exited with code 1"),
+        "{error}"
+    );
+    assert_eq!(h.current_pids("web"), [Some(old[0]), Some(old[1])]);
+    assert!(h.signals_to(old[0]).is_empty() && h.signals_to(old[1]).is_empty());
+    assert_eq!(
+        h.spawn_count(),
+        3,
+        "the reload went on, or the failure was restarted"
+    );
+    assert_eq!(h.status("web").state, "running");
+    // A later reload can succeed.
+    let reply = h.request(Request::Reload { unit: unit("web") });
+    h.worker(h.last_pid(), WorkerMessage::Ready);
+    h.worker(h.last_pid(), WorkerMessage::Ready);
+    h.exit_all(&[(old[0], code(0)), (old[1], code(0))]);
+    assert!(reply.try_recv().unwrap().ok);
+}
+
+#[test]
+fn reload_fails_and_keeps_the_old_process_when_the_new_one_is_not_ready_in_time() {
+    let (mut h, old) = started_notify_unit();
+    let reply = h.request(Request::Reload { unit: unit("web") });
+    let new0 = h.last_pid();
+    h.advance(10 * SECOND - MS);
+    assert!(reply.try_recv().is_err());
+    h.advance(MS);
+    let reply = reply.try_recv().expect("no reply after ready_timeout");
+    assert!(!reply.ok);
+    assert!(reply.error.unwrap().contains("not ready within 10s"));
+    assert_eq!(h.signals_to(new0), [Signal::SIGTERM, Signal::SIGCONT]);
+    assert!(h.signals_to(old[0]).is_empty() && h.signals_to(old[1]).is_empty());
+    assert_eq!(h.current_pids("web"), [Some(old[0]), Some(old[1])]);
+    h.exit(new0, killed(Signal::SIGTERM));
+    assert_eq!(h.spawn_count(), 3);
+    assert_eq!(h.current_pids("web"), [Some(old[0]), Some(old[1])]);
+}
+
+#[test]
+fn reload_with_ready_started_replaces_every_index_and_replies_once_the_old_ones_are_gone() {
+    let mut h = Harness::start(&[("web", "command = \"sleep 100\"\ninstances = 2\n")]);
+    let old = [h.pid_of("web", 0), h.pid_of("web", 1)];
+    let reply = h.request(Request::Reload { unit: unit("web") });
+    assert_eq!(h.spawn_count(), 4);
+    let indexes: Vec<u32> = h.os().spawns[2..].iter().map(|s| s.index).collect();
+    assert_eq!(indexes, [0, 1]);
+    for pid in old {
+        assert_eq!(h.signals_to(pid), [Signal::SIGTERM, Signal::SIGCONT]);
+    }
+    assert!(reply.try_recv().is_err());
+    h.exit_all(&[(old[0], code(0)), (old[1], code(0))]);
+    assert!(reply.try_recv().unwrap().ok);
+    assert_eq!(h.spawn_count(), 4);
+}
+
+#[test]
+fn stop_during_a_reload_fails_the_reload_and_stops_every_process() {
+    let (mut h, old) = started_notify_unit();
+    let reload = h.request(Request::Reload { unit: unit("web") });
+    let new0 = h.last_pid();
+    let stop = h.request(Request::Stop { unit: unit("web") });
+    assert!(!reload.try_recv().unwrap().ok);
+    for pid in [old[0], old[1], new0] {
+        assert_eq!(h.signals_to(pid), [Signal::SIGTERM, Signal::SIGCONT]);
+    }
+    h.exit(new0, killed(Signal::SIGTERM));
+    h.exit(old[0], killed(Signal::SIGTERM));
+    assert!(stop.try_recv().is_err());
+    h.exit(old[1], killed(Signal::SIGTERM));
+    assert!(stop.try_recv().unwrap().ok);
+    assert_eq!(h.spawn_count(), 3);
+    assert_eq!(h.status("web").state, "stopped");
+}
+
+#[test]
+fn reload_of_a_stopped_unit_is_refused() {
+    let mut h = Harness::start(&[("web", WEB)]);
+    let stop = h.request(Request::Stop { unit: unit("web") });
+    h.exit(h.pid_of("web", 0), killed(Signal::SIGTERM));
+    assert!(stop.try_recv().unwrap().ok);
+    assert!(!h.ask(Request::Reload { unit: unit("web") }).ok);
+}
+
+// ---- daemon-reload ----
+
+#[test]
+fn daemon_reload_leaves_an_unchanged_unit_alone() {
+    let mut h = Harness::start(&[("web", WEB)]);
+    let pid = h.pid_of("web", 0);
+    let response = h.apply(&[("web", WEB)]);
+    assert!(response.ok, "{response:?}");
+    assert_eq!(h.spawn_count(), 1);
+    assert!(h.os().signals.is_empty());
+    assert_eq!(h.current_pids("web"), [Some(pid)]);
+}
+
+#[test]
+fn daemon_reload_restarts_a_unit_whose_command_changed() {
+    let mut h = Harness::start(&[("web", WEB)]);
+    let old = h.pid_of("web", 0);
+    let response = h.apply(&[("web", "command = \"sleep 200\"\n")]);
+    assert!(response.ok, "{response:?}");
+    assert_eq!(h.signals_to(old), [Signal::SIGTERM, Signal::SIGCONT]);
+    assert_eq!(h.spawn_count(), 1, "started before the old one was gone");
+    h.exit(old, killed(Signal::SIGTERM));
+    assert_eq!(h.spawn_count(), 2);
+    assert_eq!(h.os().spawns[1].command, ["sleep", "200"]);
+    assert_eq!(h.status("web").state, "running");
+}
+
+#[test]
+fn daemon_reload_scales_when_only_instances_changed() {
+    let two = "command = \"sleep 100\"\ninstances = 2\n";
+    let mut h = Harness::start(&[("web", two)]);
+    let pids: Vec<Pid> = (0..2).map(|i| h.pid_of("web", i)).collect();
+    let response = h.apply(&[("web", "command = \"sleep 100\"\ninstances = 3\n")]);
+    assert!(response.ok, "{response:?}");
+    assert!(h.os().signals.is_empty());
+    assert_eq!(h.spawn_count(), 3);
+    assert_eq!(h.os().spawns[2].index, 2);
+    assert_eq!(h.current_pids("web")[..2], [Some(pids[0]), Some(pids[1])]);
+
+    let third = h.pid_of("web", 2);
+    h.apply(&[("web", "command = \"sleep 100\"\ninstances = 1\n")]);
+    assert!(h.signals_to(pids[0]).is_empty());
+    assert_eq!(h.signals_to(pids[1]), [Signal::SIGTERM, Signal::SIGCONT]);
+    assert_eq!(h.signals_to(third), [Signal::SIGTERM, Signal::SIGCONT]);
+    h.exit_all(&[(pids[1], code(0)), (third, code(0))]);
+    assert_eq!(h.current_pids("web"), [Some(pids[0])]);
+    assert_eq!(h.spawn_count(), 3);
+}
+
+#[test]
+fn daemon_reload_of_a_stopped_unit_takes_the_new_file_and_stays_stopped() {
+    let mut h = Harness::start(&[("web", WEB)]);
+    let stop = h.request(Request::Stop { unit: unit("web") });
+    h.exit(h.pid_of("web", 0), killed(Signal::SIGTERM));
+    assert!(stop.try_recv().unwrap().ok);
+    assert!(h.apply(&[("web", "command = \"sleep 200\"\n")]).ok);
+    assert_eq!(h.spawn_count(), 1);
+    assert_eq!(h.status("web").state, "stopped");
+    assert!(h.ask(Request::Start { unit: unit("web") }).ok);
+    assert_eq!(h.os().spawns[1].command, ["sleep", "200"]);
+}
+
+#[test]
+fn daemon_reload_stops_and_forgets_a_removed_unit() {
+    let mut h = Harness::start(&[("api", WEB), ("web", WEB)]);
+    let web = h.pid_of("web", 0);
+    let api = h.pid_of("api", 0);
+    let response = h.apply(&[("api", WEB)]);
+    assert!(response.ok, "{response:?}");
+    assert_eq!(h.signals_to(web), [Signal::SIGTERM, Signal::SIGCONT]);
+    assert!(h.signals_to(api).is_empty());
+    assert_eq!(h.status("web").state, "stopping");
+    h.exit(web, killed(Signal::SIGTERM));
+    assert!(!h.has_unit("web"));
+    assert_eq!(h.spawn_count(), 2);
+    let reply = h.ask(Request::Start { unit: unit("web") });
+    assert!(!reply.ok);
+    assert_eq!(h.sup.status(None, h.now).units.len(), 1);
+}
+
+#[test]
+fn daemon_reload_keeps_a_unit_running_when_its_file_no_longer_parses() {
+    let mut h = Harness::start(&[("web", WEB)]);
+    let pid = h.pid_of("web", 0);
+    let response = h.apply(&[("web", "command = \"sleep 100\"\nrestrat = \"always\"\n")]);
+    assert!(!response.ok);
+    let error = response.error.unwrap();
+    assert!(error.contains("/units/web.toml"), "{error}");
+    assert!(h.os().signals.is_empty());
+    assert_eq!(h.spawn_count(), 1);
+    let status = h.status("web");
+    assert_eq!(status.state, "running");
+    assert_eq!(status.instances[0].pid, Some(pid.as_raw() as u32));
+    assert!(status.error.unwrap().contains("restrat"));
+    // Fixed again: the error goes, the unit is untouched.
+    assert!(h.apply(&[("web", WEB)]).ok);
+    assert_eq!(h.status("web").error, None);
+    assert_eq!(h.spawn_count(), 1);
+}
+
+#[test]
+fn a_bad_file_shows_as_invalid_and_never_takes_good_units_down() {
+    let mut h = Harness::start(&[("bad", "command = 3\n"), ("web", WEB)]);
+    assert_eq!(h.status("web").state, "running");
+    let bad = h.status("bad");
+    assert_eq!(bad.state, "invalid");
+    assert!(bad.error.unwrap().contains("/units/bad.toml"));
+    let reply = h.ask(Request::Start { unit: unit("bad") });
+    assert!(!reply.ok);
+    assert!(reply.error.unwrap().contains("invalid"));
+
+    // A new bad file on daemon-reload.
+    let response = h.apply(&[("bad", "command = 3\n"), ("new", "nope"), ("web", WEB)]);
+    assert!(!response.ok);
+    assert!(response.error.unwrap().contains("/units/new.toml"));
+    assert_eq!(h.status("new").state, "invalid");
+    assert_eq!(h.spawn_count(), 1);
+
+    // Fixed: it starts.
+    let response = h.apply(&[("bad", WEB), ("web", WEB)]);
+    assert!(response.ok, "{response:?}");
+    assert_eq!(h.status("bad").state, "running");
+    assert!(!h.has_unit("new"));
+    assert_eq!(h.spawn_count(), 2);
+}
+
+#[test]
+fn daemon_reload_during_a_pending_restart_starts_the_newest_file() {
+    let mut h = Harness::start(&[("web", WEB)]);
+    let old = h.pid_of("web", 0);
+    h.apply(&[("web", "command = \"sleep 200\"\n")]);
+    // The file changes again while the old process is still stopping.
+    h.apply(&[("web", "command = \"sleep 300\"\n")]);
+    h.exit(old, killed(Signal::SIGTERM));
+    assert_eq!(h.spawn_count(), 2);
+    assert_eq!(h.os().spawns[1].command, ["sleep", "300"]);
+    // And back to the original while a restart to another command is pending.
+    let pid = h.pid_of("web", 0);
+    h.apply(&[("web", "command = \"sleep 400\"\n")]);
+    h.apply(&[("web", "command = \"sleep 300\"\n")]);
+    h.exit(pid, killed(Signal::SIGTERM));
+    assert_eq!(h.os().spawns.last().unwrap().command, ["sleep", "300"]);
+}
+
+// ---- sd_notify ----
+
+#[test]
+fn notify_from_a_pid_outside_every_instance_is_ignored() {
+    let mut h = Harness::start(&[("web", "command = \"sleep 100\"\nready = \"notify\"\n")]);
+    let stranger = Pid::from_raw(4242);
+    h.notify(stranger, stranger, ready());
+    h.handle(Event::Notify {
+        pid: stranger,
+        pgid: None,
+        message: NotifyMessage {
+            stopping: true,
+            ..NotifyMessage::default()
+        },
+    });
+    let status = h.status("web");
+    assert_eq!(status.state, "starting");
+    assert_eq!(status.instances[0].state, "starting");
+    assert_eq!(h.spawn_count(), 1);
+}
+
+#[test]
+fn ready_from_a_member_of_the_instance_group_is_accepted() {
+    let mut h = Harness::start(&[("web", "command = \"sleep 100\"\nready = \"notify\"\n")]);
+    let leader = h.pid_of("web", 0);
+    let child = Pid::from_raw(4242);
+    h.notify(
+        child,
+        leader,
+        NotifyMessage {
+            ready: true,
+            status: Some("serving".into()),
+            ..NotifyMessage::default()
+        },
+    );
+    let status = h.status("web");
+    assert_eq!(status.state, "running");
+    assert_eq!(status.instances[0].status_text.as_deref(), Some("serving"));
+}
+
+#[test]
+fn a_start_with_notify_replies_once_every_instance_is_ready() {
+    let mut h = Harness::start(&[("web", "command = \"sleep 100\"\nready = \"notify\"\n")]);
+    let stop = h.request(Request::Stop { unit: unit("web") });
+    h.exit(h.pid_of("web", 0), killed(Signal::SIGTERM));
+    assert!(stop.try_recv().unwrap().ok);
+    let reply = h.request(Request::Start { unit: unit("web") });
+    assert!(reply.try_recv().is_err());
+    let pid = h.last_pid();
+    h.notify(pid, pid, ready());
+    assert!(reply.try_recv().unwrap().ok);
+}
+
+#[test]
+fn late_events_for_a_reaped_process_are_ignored() {
+    let mut h = Harness::start(&[("web", WEB)]);
+    let old = h.pid_of("web", 0);
+    let id = h.spawn_of(old).id;
+    h.exit(old, code(1));
+    h.handle(Event::Worker {
+        id,
+        message: WorkerMessage::Suicide,
+    });
+    h.notify(old, old, ready());
+    assert_eq!(h.spawn_count(), 2);
+    // An exit of an unknown pid (an adopted orphan) changes nothing.
+    h.exit(Pid::from_raw(7), code(0));
+    assert_eq!(h.spawn_count(), 2);
+    assert_eq!(h.status("web").state, "running");
+}
