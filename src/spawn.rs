@@ -141,12 +141,14 @@ pub fn spawn(request: &ExecRequest) -> Result<Pid, String> {
     let errno = Errno::from_raw(i32::from_ne_bytes([
         report[4], report[5], report[6], report[7],
     ]));
-    Err(format!(
-        "{} {:?}: {}",
-        Stage::describe(stage),
-        plan.program_name,
-        errno.desc()
-    ))
+    // Name the file found in PATH: "python3" may be a shim the instance's user cannot read.
+    let resolved = plan.program.to_string_lossy();
+    let program = if resolved == plan.program_name.as_str() {
+        format!("{:?}", plan.program_name)
+    } else {
+        format!("{:?} ({resolved})", plan.program_name)
+    };
+    Err(format!("{} {program}: {}", Stage::describe(stage), errno.desc()))
 }
 
 impl ExecPlan {

@@ -63,7 +63,8 @@ impl Daemon {
             .expect("temp dir");
         fs::create_dir(dir.path().join("units")).expect("units dir");
         for (name, text) in units {
-            fs::write(dir.path().join("units").join(format!("{name}.toml")), text).expect("write unit");
+            fs::write(dir.path().join("units").join(format!("{name}.toml")), text)
+                .expect("write unit");
         }
         let mut daemon = Daemon {
             socket: dir.path().join("ctl.sock"),
@@ -119,7 +120,10 @@ impl Daemon {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(Child::id).expect("clusterd running")
+        self.child
+            .as_ref()
+            .map(Child::id)
+            .expect("clusterd running")
     }
 
     pub fn write_unit(&self, name: &str, text: &str) {
@@ -143,7 +147,11 @@ impl Daemon {
     /// `clusterctl status --json`, parsed.
     pub fn status(&self) -> Value {
         let out = self.ctl(&["status", "--json"]);
-        assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("status JSON")
     }
 
@@ -172,20 +180,26 @@ impl Daemon {
     /// Waits until the unit has `count` running instances and returns their pids.
     pub fn wait_running(&self, name: &str, count: usize) -> Vec<u32> {
         let mut pids = Vec::new();
-        wait_for(&format!("{name} to run {count} instance(s)"), PATIENCE, || {
-            let unit = self.unit(name);
-            let running: Vec<u32> = unit["instances"]
-                .as_array()
-                .map(|list| {
-                    list.iter()
-                        .filter(|i| i["state"] == "running" && !i["draining"].as_bool().unwrap_or(false))
-                        .filter_map(|i| i["pid"].as_u64().map(|p| p as u32))
-                        .collect()
-                })
-                .unwrap_or_default();
-            pids = running;
-            pids.len() == count
-        });
+        wait_for(
+            &format!("{name} to run {count} instance(s)"),
+            PATIENCE,
+            || {
+                let unit = self.unit(name);
+                let running: Vec<u32> = unit["instances"]
+                    .as_array()
+                    .map(|list| {
+                        list.iter()
+                            .filter(|i| {
+                                i["state"] == "running" && !i["draining"].as_bool().unwrap_or(false)
+                            })
+                            .filter_map(|i| i["pid"].as_u64().map(|p| p as u32))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                pids = running;
+                pids.len() == count
+            },
+        );
         pids
     }
 
@@ -201,7 +215,10 @@ impl Daemon {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("clusterd did not exit within {PATIENCE:?} of SIGTERM\n{}", self.log());
+                panic!(
+                    "clusterd did not exit within {PATIENCE:?} of SIGTERM\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -245,5 +262,8 @@ impl Drop for Daemon {
 
 /// A path usable inside a TOML basic string.
 pub fn toml_path(path: &Path) -> String {
-    path.display().to_string().replace('\\', "\\\\").replace('"', "\\\"")
+    path.display()
+        .to_string()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
 }

@@ -1,0 +1,185 @@
+//! What every instance receives: its own process group, stdin from /dev/null, the CLUSTERD_*
+//! variables, the worker channel (also as NODE_CHANNEL_FD), NOTIFY_SOCKET, and no file
+//! descriptor of clusterd's beyond those.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+
+use common::*;
+
+/// Writes what the instance sees to $OUT/<instance>.json, then waits.
+const PROBE: &str = r#"
+import json, os, sys
+fds = {}
+for fd in sorted(os.listdir("/proc/self/fd")):
+    try:
+        fds[fd] = os.readlink("/proc/self/fd/" + fd)
+    except OSError:
+        pass
+info = {
+    "pid": os.getpid(), "pgid": os.getpgid(0), "uid": os.getuid(), "gid": os.getgid(),
+    "cwd": os.getcwd(), "fds": fds, "stdin": os.readlink("/proc/self/fd/0"),
+    "env": {k: v for k, v in os.environ.items()},
+}
+path = os.path.join(os.environ["OUT"], os.environ["CLUSTERD_INSTANCE"] + ".json")
+with open(path + ".tmp", "w") as f:
+    json.dump(info, f)
+os.rename(path + ".tmp", path)
+os.execvp("sleep", ["sleep", "300"])
+"#;
+
+fn probe_unit(daemon_dir: &std::path::Path, instances: u32, extra: &str) -> String {
+    std::fs::write(daemon_dir.join("probe.py"), PROBE).expect("probe");
+    std::fs::create_dir_all(daemon_dir.join("out")).expect("out");
+    format!(
+        "command = [\"python3\", \"{probe}\"]\ninstances = {instances}\nenvironment = {{ OUT = \"{out}\", GREETING = \"hello world\" }}\n{extra}\n",
+        probe = toml_path(&daemon_dir.join("probe.py")),
+        out = toml_path(&daemon_dir.join("out")),
+    )
+}
+
+fn read_probe(daemon: &Daemon, index: u32) -> serde_json::Value {
+    let path = daemon.path("out").join(format!("{index}.json"));
+    wait_for("the probe to report", PATIENCE, || path.exists());
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json")
+}
+
+#[test]
+fn every_instance_gets_its_group_its_variables_its_channel_and_nothing_else() {
+    let daemon = Daemon::start(&[]);
+    daemon.write_unit("probe", &probe_unit(daemon.dir.path(), 2, ""));
+    assert!(daemon.ctl(&["daemon-reload"]).status.success());
+    let pids = daemon.wait_running("probe", 2);
+
+    for index in 0..2u32 {
+        let seen = read_probe(&daemon, index);
+        let pid = seen["pid"].as_u64().expect("pid");
+        assert!(pids.contains(&(pid as u32)));
+        assert_eq!(
+            seen["pgid"], seen["pid"],
+            "each instance leads its own process group"
+        );
+        assert_eq!(seen["stdin"], "/dev/null");
+        let env = &seen["env"];
+        assert_eq!(env["CLUSTERD_UNIT"], "probe");
+        assert_eq!(env["CLUSTERD_INSTANCE"], index.to_string());
+        assert_eq!(env["CLUSTERD_INSTANCES"], "2");
+        assert_eq!(env["GREETING"], "hello world");
+        assert_eq!(env["CLUSTERD_CHANNEL_FD"], "3");
+        assert_eq!(env["NODE_CHANNEL_FD"], "3");
+        assert_eq!(env["NODE_CHANNEL_SERIALIZATION_MODE"], "json");
+        assert!(env["NOTIFY_SOCKET"]
+            .as_str()
+            .is_some_and(|s| s.ends_with(".notify")));
+        assert!(env.get("LISTEN_FDS").is_none(), "no sockets, no LISTEN_FDS");
+        // 0, 1, 2, the channel — and python's own fd for listing /proc/self/fd.
+        let fds: BTreeMap<String, String> =
+            serde_json::from_value(seen["fds"].clone()).expect("fds");
+        let unexpected: Vec<_> = fds
+            .iter()
+            .filter(|(fd, target)| {
+                !["0", "1", "2", "3"].contains(&fd.as_str()) && !target.starts_with("/proc/")
+            })
+            .collect();
+        assert!(unexpected.is_empty(), "leaked fds: {unexpected:?}");
+        assert!(fds["3"].starts_with("socket:"), "{fds:?}");
+    }
+}
+
+#[test]
+fn a_descriptor_clusterd_inherited_without_cloexec_does_not_reach_instances() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::create_dir(dir.path().join("units")).expect("units");
+    std::fs::write(
+        dir.path().join("units/probe.toml"),
+        probe_unit(dir.path(), 1, ""),
+    )
+    .expect("unit");
+    let socket = dir.path().join("ctl.sock");
+    // clusterd is started with fd 7 open and inheritable, as a careless parent might do.
+    let mut clusterd = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "exec 7</dev/null; exec {CLUSTERD} --units {} --socket {}",
+            dir.path().join("units").display(),
+            socket.display()
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("clusterd");
+    struct Guard(u32);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            send_signal(self.0, libc::SIGTERM);
+        }
+    }
+    let _guard = Guard(clusterd.id());
+    let path = dir.path().join("out/0.json");
+    wait_for("the probe to report", PATIENCE, || path.exists());
+    let seen: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+    assert!(
+        seen["fds"].get("7").is_none(),
+        "fd 7 leaked: {}",
+        seen["fds"]
+    );
+    send_signal(clusterd.id(), libc::SIGTERM);
+    let status = clusterd.wait().expect("wait");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn user_and_group_switch_the_account_and_its_home() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: switching users needs root");
+        return;
+    }
+    let daemon = Daemon::start(&[]);
+    // The report goes where nobody may write. The command is sh, not python3: PATH may lead
+    // to an interpreter shim under /root that nobody may not run.
+    let out = daemon.path("out");
+    std::fs::create_dir_all(&out).expect("out");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(daemon.dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let report = out.join("0.txt");
+    daemon.write_unit(
+        "probe",
+        &format!(
+            "command = [\"/bin/sh\", \"-c\", \"echo $(id -u) $USER $HOME $(pwd) > {}; exec sleep 300\"]\nuser = \"nobody\"\nworking_directory = \"/\"\n",
+            toml_path(&report)
+        ),
+    );
+    assert!(daemon.ctl(&["daemon-reload"]).status.success());
+    daemon.wait_running("probe", 1);
+    let mut seen = String::new();
+    wait_for("the instance to report", PATIENCE, || {
+        seen = std::fs::read_to_string(&report).unwrap_or_default();
+        seen.ends_with('\n')
+    });
+    assert_eq!(seen, "65534 nobody /nonexistent /\n");
+}
+
+#[test]
+fn a_missing_working_directory_is_a_failed_start_with_the_reason() {
+    let daemon = Daemon::start(&[(
+        "lost",
+        "command = \"sleep 300\"\nworking_directory = \"/no/such/dir\"\nrestart_limit = { burst = 1 }\n",
+    )]);
+    wait_for("the unit to give up", PATIENCE, || {
+        daemon.unit("lost")["gave_up"] == true
+    });
+    let status = daemon.ctl(&["status", "lost"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("cannot change to its working directory")
+            && text.contains("No such file or directory"),
+        "{text}"
+    );
+}
