@@ -13,6 +13,8 @@
 //!   drive it with fed events and an injected clock.
 //! - [`os_process_control`] and [`spawn`]: the real OS side — fork/exec safe in a threaded
 //!   process, killpg, waitpid; [`listen_sockets`] binds the sockets units share.
+//! - [`node_cluster`]: for `node_cluster` units the I/O thread is the Node cluster primary, so
+//!   unmodified Node apps that call `server.listen(3000)` share the port.
 //! - [`protocol`]: request and response types shared by clusterd and clusterctl;
 //!   [`control_client`], [`socket_path`] and [`status_table`] are clusterctl's side.
 //! - [`service_notify`]: sd_notify to clusterd's own service manager (Type=notify).
@@ -22,6 +24,7 @@ pub mod control_server;
 pub mod daemon;
 pub mod event;
 pub mod listen_sockets;
+pub mod node_cluster;
 pub mod os_process_control;
 pub mod process_control;
 pub mod protocol;

@@ -1,6 +1,9 @@
 //! `OsProcessControl`: the real [`ProcessControl`] — fork/exec through [`crate::spawn`],
-//! `killpg`, `waitpid`, and a worker channel for every instance.
+//! `killpg`, `waitpid`, and a worker channel for every instance. Instances of `node_cluster`
+//! units also get Node's cluster-worker environment, and the I/O thread becomes their
+//! cluster primary ([`crate::node_cluster`]).
 
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -11,6 +14,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use crate::node_cluster::WorkerInfo;
 use crate::process_control::{ExitStatus, HookRequest, ProcessControl, SpawnId, SpawnRequest};
 use crate::spawn::{inherited_environment, spawn, ExecRequest, FIRST_PASSED_FD};
 use crate::unit::Unit;
@@ -24,6 +28,11 @@ pub struct OsProcessControl {
     notify_socket: Option<PathBuf>,
     /// clusterd's environment as instances inherit it.
     base_environment: Vec<(String, String)>,
+    /// Live Node cluster workers, for graceful stops.
+    node_workers: HashMap<SpawnId, WorkerInfo>,
+    /// Node cluster workers being stopped: when the last worker of a unit leaves and it was
+    /// being stopped, the unit's sockets are released.
+    node_stopping: HashSet<SpawnId>,
 }
 
 impl OsProcessControl {
@@ -34,6 +43,8 @@ impl OsProcessControl {
             dev_null,
             notify_socket,
             base_environment: inherited_environment(),
+            node_workers: HashMap::new(),
+            node_stopping: HashSet::new(),
         })
     }
 
@@ -84,6 +95,12 @@ impl ProcessControl for OsProcessControl {
         if let Some(path) = &self.notify_socket {
             set(&mut env, "NOTIFY_SOCKET", &path.to_string_lossy());
         }
+        if unit.node_cluster.is_some() {
+            // Node's cluster worker mode (`cluster.isWorker`); worker ids are unique per spawn.
+            set(&mut env, "NODE_UNIQUE_ID", &request.id.to_string());
+            // PM2's instance variable.
+            set(&mut env, "NODE_APP_INSTANCE", &request.index.to_string());
+        }
         let listen = !request.listen_fds.is_empty();
         if listen {
             set(
@@ -107,7 +124,17 @@ impl ProcessControl for OsProcessControl {
         })?;
         // Our copy of the child's end must close, or we would never see the channel's EOF.
         drop(theirs);
-        self.io.watch(request.id, ours.into());
+        let node = unit.node_cluster.map(|scheduling| WorkerInfo {
+            unit: unit.name.clone(),
+            scheduling,
+            pgid: pid,
+            kill_signal: unit.kill_signal,
+            kill_timeout: unit.kill_timeout,
+        });
+        if let Some(info) = &node {
+            self.node_workers.insert(request.id, info.clone());
+        }
+        self.io.watch(request.id, ours.into(), node);
         Ok(pid)
     }
 
@@ -159,5 +186,22 @@ impl ProcessControl for OsProcessControl {
 
     fn release(&mut self, id: SpawnId) {
         self.io.forget(id);
+        if let Some(info) = self.node_workers.remove(&id) {
+            let stopped = self.node_stopping.remove(&id);
+            let last = !self.node_workers.values().any(|w| w.unit == info.unit);
+            if stopped && last {
+                self.io.release_unit(&info.unit);
+            }
+        }
+    }
+
+    fn request_disconnect(&mut self, id: SpawnId) -> bool {
+        let Some(info) = self.node_workers.get(&id) else {
+            return false;
+        };
+        self.node_stopping.insert(id);
+        self.io
+            .disconnect(id, info.pgid, info.kill_signal, info.kill_timeout);
+        true
     }
 }

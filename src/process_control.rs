@@ -86,4 +86,13 @@ pub trait ProcessControl {
 
     /// The process of `id` has exited: close clusterd's end of its worker channel.
     fn release(&mut self, id: SpawnId);
+
+    /// A graceful stop of process `id` begins. Returns true when the OS side takes it over
+    /// (a Node cluster worker is asked to disconnect, and gets `kill_signal` later if it does
+    /// not leave); the caller then sends no `kill_signal` itself, but still arms SIGKILL
+    /// after `kill_timeout`. False (the default): send `kill_signal` as usual.
+    fn request_disconnect(&mut self, id: SpawnId) -> bool {
+        let _ = id;
+        false
+    }
 }

@@ -148,7 +148,11 @@ pub fn spawn(request: &ExecRequest) -> Result<Pid, String> {
     } else {
         format!("{:?} ({resolved})", plan.program_name)
     };
-    Err(format!("{} {program}: {}", Stage::describe(stage), errno.desc()))
+    Err(format!(
+        "{} {program}: {}",
+        Stage::describe(stage),
+        errno.desc()
+    ))
 }
 
 impl ExecPlan {

@@ -5,6 +5,12 @@
 //! framing Node uses for `process.send()` with `NODE_CHANNEL_SERIALIZATION_MODE=json`, so an
 //! unmodified `process.send({act: 'suicide'})` arrives as `{"act":"suicide"}\n`. clusterd must
 //! always drain the channel: a Node worker blocks when its channel is full.
+//!
+//! For instances of `node_cluster` units the thread is also the Node cluster primary
+//! ([`crate::node_cluster`]): Node's internal messages go to the [`Primary`], which answers
+//! through each channel's [`Outbox`] (non-blocking writes, EPOLLOUT when the channel is full)
+//! and may watch round-robin listening sockets on the same epoll. User messages
+//! (`process.send(...)`) are parsed as for every other instance.
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, IoSliceMut, Read};
@@ -12,15 +18,21 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::sync::Arc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use log::{debug, warn};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::signal::Signal;
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
 use nix::unistd::Pid;
 
 use crate::event::{Event, NotifyMessage, WorkerMessage};
+use crate::node_cluster::message::{classify, FromWorker};
+use crate::node_cluster::outbox::{Flushed, Outbox};
+use crate::node_cluster::primary::LISTENER_TOKEN_BASE;
+use crate::node_cluster::{Primary, WorkerInfo};
 use crate::process_control::SpawnId;
 
 /// A line longer than this is dropped (and logged) instead of buffered.
@@ -30,8 +42,20 @@ const WAKE_TOKEN: u64 = u64::MAX;
 const NOTIFY_TOKEN: u64 = u64::MAX - 1;
 
 enum Command {
-    Watch(SpawnId, OwnedFd),
+    /// A new instance's channel; `Some` for a Node cluster worker.
+    Watch(SpawnId, OwnedFd, Option<WorkerInfo>),
     Forget(SpawnId),
+    Disconnect(Disconnect),
+    /// The unit's last Node worker was stopped: release its sockets.
+    ReleaseUnit(String),
+}
+
+/// A graceful stop request for a Node cluster worker, with what the fallback needs.
+struct Disconnect {
+    id: SpawnId,
+    pgid: Pid,
+    kill_signal: Signal,
+    kill_timeout: Duration,
 }
 
 /// The supervisor's handle on the I/O thread.
@@ -70,22 +94,44 @@ impl WorkerIo {
                     events,
                     notify,
                     channels: HashMap::new(),
+                    primary: Primary::default(),
                 }
                 .run()
             })?;
         Ok(WorkerIo { commands, wake })
     }
 
-    /// Starts reading clusterd's end of a new instance's worker channel.
-    pub fn watch(&self, id: SpawnId, channel: OwnedFd) {
-        if self.commands.send(Command::Watch(id, channel)).is_ok() {
-            let _ = self.wake.write(1);
-        }
+    /// Starts reading clusterd's end of a new instance's worker channel; `node` makes
+    /// clusterd the instance's Node cluster primary.
+    pub fn watch(&self, id: SpawnId, channel: OwnedFd, node: Option<WorkerInfo>) {
+        self.command(Command::Watch(id, channel, node));
     }
 
     /// The instance is gone: close its channel.
     pub fn forget(&self, id: SpawnId) {
-        if self.commands.send(Command::Forget(id)).is_ok() {
+        self.command(Command::Forget(id));
+    }
+
+    /// Asks a Node cluster worker to close its servers and exit (`{act:'disconnect'}`);
+    /// sends `kill_signal` to `pgid` after half of `kill_timeout` if it is still there, or
+    /// at once if the instance does not speak the cluster protocol.
+    pub fn disconnect(&self, id: SpawnId, pgid: Pid, kill_signal: Signal, kill_timeout: Duration) {
+        self.command(Command::Disconnect(Disconnect {
+            id,
+            pgid,
+            kill_signal,
+            kill_timeout,
+        }));
+    }
+
+    /// The unit's Node workers were all stopped: close the sockets clusterd holds for them
+    /// (shortly, so that a restart finds them open).
+    pub fn release_unit(&self, unit: &str) {
+        self.command(Command::ReleaseUnit(unit.to_string()));
+    }
+
+    fn command(&self, command: Command) {
+        if self.commands.send(command).is_ok() {
             let _ = self.wake.write(1);
         }
     }
@@ -97,6 +143,22 @@ struct Channel {
     pending: Vec<u8>,
     /// Inside an oversized line: drop bytes until the next newline.
     discarding: bool,
+    /// What clusterd still has to write (Node cluster workers only).
+    outbox: Outbox,
+    /// EPOLLOUT is in the interest set: the outbox is blocked on a full channel.
+    waiting_to_write: bool,
+}
+
+impl Channel {
+    fn new(stream: UnixStream) -> Channel {
+        Channel {
+            stream,
+            pending: Vec::new(),
+            discarding: false,
+            outbox: Outbox::default(),
+            waiting_to_write: false,
+        }
+    }
 }
 
 struct IoThread {
@@ -106,13 +168,24 @@ struct IoThread {
     events: Sender<Event>,
     notify: Option<UnixDatagram>,
     channels: HashMap<SpawnId, Channel>,
+    /// The Node cluster primary of every `node_cluster` instance.
+    primary: Primary,
 }
 
 impl IoThread {
     fn run(mut self) {
         let mut ready = vec![EpollEvent::empty(); 64];
         loop {
-            let count = match self.epoll.wait(&mut ready, EpollTimeout::NONE) {
+            let timeout = match self.primary.next_deadline() {
+                None => EpollTimeout::NONE,
+                Some(at) => {
+                    // Round up, so that a deadline is never polled for in a busy loop.
+                    let wait = at.saturating_duration_since(Instant::now());
+                    let millis = wait.as_micros().div_ceil(1000);
+                    EpollTimeout::try_from(millis).unwrap_or(EpollTimeout::MAX)
+                }
+            };
+            let count = match self.epoll.wait(&mut ready, timeout) {
                 Ok(n) => n,
                 Err(nix::Error::EINTR) => continue,
                 Err(e) => {
@@ -129,17 +202,80 @@ impl IoThread {
                         }
                     }
                     NOTIFY_TOKEN => self.read_notify(),
-                    id => self.read_channel(id),
+                    token if token >= LISTENER_TOKEN_BASE => {
+                        self.primary.on_listener_ready(token);
+                        self.deliver();
+                    }
+                    id => {
+                        let flags = event.events();
+                        if flags.contains(EpollFlags::EPOLLOUT) {
+                            self.flush(id);
+                        }
+                        if flags.intersects(
+                            EpollFlags::EPOLLIN
+                                | EpollFlags::EPOLLRDHUP
+                                | EpollFlags::EPOLLHUP
+                                | EpollFlags::EPOLLERR,
+                        ) {
+                            self.read_channel(id);
+                        }
+                    }
+                }
+            }
+            self.primary.fire_due(Instant::now(), &self.epoll);
+            self.deliver();
+        }
+    }
+
+    /// Passes what the primary produced on: lines to their channels, events to the
+    /// supervisor.
+    fn deliver(&mut self) {
+        let mut touched = Vec::new();
+        for (id, message) in self.primary.take_outgoing() {
+            if let Some(channel) = self.channels.get_mut(&id) {
+                channel.outbox.push(message);
+                if !touched.contains(&id) {
+                    touched.push(id);
                 }
             }
         }
+        for id in touched {
+            self.flush(id);
+        }
+        for (id, message) in self.primary.take_events() {
+            let _ = self.events.send(Event::Worker { id, message });
+        }
+    }
+
+    /// Writes what the channel takes; waits for EPOLLOUT when it is full.
+    fn flush(&mut self, id: SpawnId) {
+        let Some(channel) = self.channels.get_mut(&id) else {
+            return;
+        };
+        let result = channel.outbox.flush(channel.stream.as_fd());
+        let want_write = result == Flushed::Blocked;
+        if want_write != channel.waiting_to_write {
+            let mut interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+            if want_write {
+                interest |= EpollFlags::EPOLLOUT;
+            }
+            let mut event = EpollEvent::new(interest, id);
+            if self
+                .epoll
+                .modify(channel.stream.as_fd(), &mut event)
+                .is_ok()
+            {
+                channel.waiting_to_write = want_write;
+            }
+        }
+        // A broken channel is seen by the reader as EOF/error and closed there.
     }
 
     /// Returns false when the supervisor has gone away.
     fn apply_commands(&mut self) -> bool {
         loop {
             match self.commands.try_recv() {
-                Ok(Command::Watch(id, fd)) => {
+                Ok(Command::Watch(id, fd, node)) => {
                     let stream = UnixStream::from(fd);
                     if stream.set_nonblocking(true).is_err() {
                         continue;
@@ -152,16 +288,23 @@ impl IoThread {
                         warn!("cannot watch a worker channel: {e}");
                         continue;
                     }
-                    self.channels.insert(
-                        id,
-                        Channel {
-                            stream,
-                            pending: Vec::new(),
-                            discarding: false,
-                        },
-                    );
+                    self.channels.insert(id, Channel::new(stream));
+                    if let Some(info) = node {
+                        self.primary.add_worker(id, info, &self.epoll);
+                    }
                 }
                 Ok(Command::Forget(id)) => self.close(id),
+                Ok(Command::Disconnect(request)) => {
+                    self.primary.request_disconnect(
+                        request.id,
+                        request.pgid,
+                        request.kill_signal,
+                        request.kill_timeout,
+                        Instant::now(),
+                    );
+                    self.deliver();
+                }
+                Ok(Command::ReleaseUnit(unit)) => self.primary.release_unit(&unit, Instant::now()),
                 Err(crossbeam_channel::TryRecvError::Empty) => return true,
                 Err(crossbeam_channel::TryRecvError::Disconnected) => return false,
             }
@@ -172,6 +315,10 @@ impl IoThread {
         if let Some(channel) = self.channels.remove(&id) {
             let _ = self.epoll.delete(channel.stream.as_fd());
         }
+        if self.primary.is_worker(id) {
+            self.primary.remove_worker(id, &self.epoll);
+            self.deliver();
+        }
     }
 
     fn read_channel(&mut self, id: SpawnId) {
@@ -179,7 +326,7 @@ impl IoThread {
             return;
         };
         let mut buffer = [0u8; 16 * 1024];
-        let mut messages = Vec::new();
+        let mut lines = Vec::new();
         let mut closed = false;
         loop {
             match channel.stream.read(&mut buffer) {
@@ -187,7 +334,7 @@ impl IoThread {
                     closed = true;
                     break;
                 }
-                Ok(n) => split_lines(channel, &buffer[..n], &mut messages, id),
+                Ok(n) => split_lines(channel, &buffer[..n], &mut lines, id),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(_) => {
@@ -196,8 +343,36 @@ impl IoThread {
                 }
             }
         }
-        for message in messages {
-            let _ = self.events.send(Event::Worker { id, message });
+        let node_worker = self.primary.is_worker(id);
+        for line in lines {
+            let parsed = parse_line(&line, id);
+            let internal = match &parsed {
+                Some(value) if node_worker => classify(value),
+                _ => None,
+            };
+            match internal {
+                Some(FromWorker::HandleAck) => {
+                    if let Some(channel) = self.channels.get_mut(&id) {
+                        channel.outbox.on_handle_ack();
+                    }
+                    self.flush(id);
+                }
+                Some(FromWorker::HandleNack) => {
+                    if let Some(channel) = self.channels.get_mut(&id) {
+                        channel.outbox.on_handle_nack();
+                    }
+                    self.flush(id);
+                }
+                Some(message) => {
+                    self.primary.on_message(id, message, &self.epoll);
+                    self.deliver();
+                }
+                None => {
+                    if let Some(message) = parsed.map(|value| user_message(&value, &line)) {
+                        let _ = self.events.send(Event::Worker { id, message });
+                    }
+                }
+            }
         }
         if closed {
             // The instance (and everything that inherited the channel) closed it; its exit is
@@ -269,8 +444,8 @@ impl IoThread {
     }
 }
 
-/// Appends `bytes` to the channel's pending line and parses every complete line.
-fn split_lines(channel: &mut Channel, mut bytes: &[u8], out: &mut Vec<WorkerMessage>, id: SpawnId) {
+/// Appends `bytes` to the channel's pending line and collects every complete line.
+fn split_lines(channel: &mut Channel, mut bytes: &[u8], out: &mut Vec<Vec<u8>>, id: SpawnId) {
     while !bytes.is_empty() {
         match bytes.iter().position(|&b| b == b'\n') {
             Some(end) => {
@@ -280,8 +455,8 @@ fn split_lines(channel: &mut Channel, mut bytes: &[u8], out: &mut Vec<WorkerMess
                     channel.pending.extend_from_slice(&bytes[..end]);
                     if channel.pending.len() > MAX_MESSAGE_BYTES {
                         warn!("worker channel {id}: dropped a message longer than {MAX_MESSAGE_BYTES} bytes");
-                    } else if let Some(message) = parse_message(&channel.pending, id) {
-                        out.push(message);
+                    } else {
+                        out.push(std::mem::take(&mut channel.pending));
                     }
                 }
                 channel.pending.clear();
@@ -304,30 +479,41 @@ fn split_lines(channel: &mut Channel, mut bytes: &[u8], out: &mut Vec<WorkerMess
 
 /// One JSON line from a worker. Malformed lines are logged and ignored.
 pub fn parse_message(line: &[u8], id: SpawnId) -> Option<WorkerMessage> {
+    parse_line(line, id).map(|value| user_message(&value, line))
+}
+
+/// Parses one line as JSON; `None` (logged) when it is empty or malformed.
+fn parse_line(line: &[u8], id: SpawnId) -> Option<serde_json::Value> {
     let text = String::from_utf8_lossy(line);
     let text = text.trim();
     if text.is_empty() {
         return None;
     }
-    let value: serde_json::Value = match serde_json::from_str(text) {
-        Ok(v) => v,
+    match serde_json::from_str(text) {
+        Ok(v) => Some(v),
         Err(e) => {
             warn!(
                 "worker channel {id}: ignoring a malformed message ({e}): {}",
                 shorten(text)
             );
-            return None;
+            None
         }
-    };
+    }
+}
+
+/// What a user message (`process.send(...)`) means to the supervisor.
+fn user_message(value: &serde_json::Value, line: &[u8]) -> WorkerMessage {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim();
     let act = value
         .get("act")
         .and_then(|a| a.as_str())
         .or_else(|| value.as_str());
-    Some(match act {
+    match act {
         Some("suicide") => WorkerMessage::Suicide,
         Some("ready") => WorkerMessage::Ready,
         _ => WorkerMessage::Unknown(shorten(text)),
-    })
+    }
 }
 
 fn shorten(text: &str) -> String {
@@ -349,24 +535,25 @@ mod tests {
 
     fn channel() -> Channel {
         let (a, _b) = UnixStream::pair().unwrap();
-        Channel {
-            stream: a,
-            pending: Vec::new(),
-            discarding: false,
-        }
+        Channel::new(a)
+    }
+
+    fn split(c: &mut Channel, bytes: &[u8], out: &mut Vec<WorkerMessage>) {
+        let mut lines = Vec::new();
+        split_lines(c, bytes, &mut lines, 1);
+        out.extend(lines.iter().filter_map(|l| parse_message(l, 1)));
     }
 
     #[test]
     fn messages_are_parsed_line_by_line_across_reads() {
         let mut c = channel();
         let mut out = Vec::new();
-        split_lines(&mut c, b"{\"act\":\"sui", &mut out, 1);
+        split(&mut c, b"{\"act\":\"sui", &mut out);
         assert!(out.is_empty());
-        split_lines(
+        split(
             &mut c,
             b"cide\"}\n\"ready\"\n{\"act\":\"ready\"}\nnot json\n",
             &mut out,
-            1,
         );
         assert_eq!(
             out,
@@ -383,8 +570,8 @@ mod tests {
         let mut c = channel();
         let mut out = Vec::new();
         let big = vec![b'x'; MAX_MESSAGE_BYTES + 10];
-        split_lines(&mut c, &big, &mut out, 1);
-        split_lines(&mut c, b"xxxx\n{\"act\":\"suicide\"}\n", &mut out, 1);
+        split(&mut c, &big, &mut out);
+        split(&mut c, b"xxxx\n{\"act\":\"suicide\"}\n", &mut out);
         assert_eq!(out, vec![WorkerMessage::Suicide]);
     }
 

@@ -339,6 +339,13 @@ impl<P: ProcessControl> Supervisor<P> {
             return;
         };
         process.stopping = true;
+        // A Node cluster worker is asked to disconnect first; the OS side falls back to
+        // kill_signal. Either way SIGKILL follows after kill_timeout.
+        if self.os.request_disconnect(id) {
+            info!("{}: stopping (Node cluster disconnect)", process.label());
+            self.timers.add(now + rt.unit.kill_timeout, Timer::Kill(id));
+            return;
+        }
         info!(
             "{}: stopping with {}",
             process.label(),

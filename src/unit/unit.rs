@@ -11,7 +11,7 @@ use toml::Spanned;
 
 use super::unit_error::UnitError;
 use super::unit_file::UnitFile;
-pub use super::values::{Balance, ListenAddress, ReadyMode, RestartPolicy};
+pub use super::values::{Balance, ListenAddress, NodeScheduling, ReadyMode, RestartPolicy};
 
 /// Default `restart_limit`: at most 10 automatic restarts in any 60 s.
 pub const DEFAULT_RESTART_BURST: u32 = 10;
@@ -62,6 +62,9 @@ pub struct Unit {
     pub balance: Balance,
     pub ready: ReadyMode,
     pub ready_timeout: Duration,
+    /// `node_cluster`: clusterd is the Node cluster primary of the instances, with this
+    /// scheduling; `None` when off.
+    pub node_cluster: Option<NodeScheduling>,
 }
 
 /// Unit names end up in environment variables, log lines and the control protocol: keep them
@@ -170,6 +173,15 @@ impl Unit {
             })
             .collect();
 
+        let node_cluster = file.node_cluster.and_then(|setting| setting.0);
+        // A Node cluster worker is ready once it listens (its `listening` message), as in
+        // PM2's cluster mode; `ready = "started"` can still be asked for.
+        let ready = file.ready.unwrap_or(if node_cluster.is_some() {
+            ReadyMode::Notify
+        } else {
+            ReadyMode::Started
+        });
+
         Ok(Unit {
             name,
             path: path.to_path_buf(),
@@ -186,8 +198,9 @@ impl Unit {
             credentials,
             listen,
             balance: file.balance.unwrap_or_default(),
-            ready: file.ready.unwrap_or_default(),
+            ready,
             ready_timeout: file.ready_timeout.map_or(DEFAULT_READY_TIMEOUT, |d| d.0),
+            node_cluster,
         })
     }
 
@@ -288,6 +301,24 @@ mod tests {
         assert_eq!(unit.ready, ReadyMode::Started);
         assert_eq!(unit.ready_timeout, Duration::from_secs(30));
         assert_eq!(unit.balance, Balance::Shared);
+        assert_eq!(unit.node_cluster, None);
+    }
+
+    #[test]
+    fn node_cluster_defaults_to_round_robin_and_readiness_by_listening() {
+        let unit = parse("command = \"node app.js\"\nnode_cluster = true\n").unwrap();
+        assert_eq!(unit.node_cluster, Some(NodeScheduling::RoundRobin));
+        assert_eq!(unit.ready, ReadyMode::Notify);
+        let unit =
+            parse("command = \"node app.js\"\nnode_cluster = \"shared\"\nready = \"started\"\n")
+                .unwrap();
+        assert_eq!(unit.node_cluster, Some(NodeScheduling::Shared));
+        assert_eq!(unit.ready, ReadyMode::Started);
+        let unit = parse("command = \"node app.js\"\nnode_cluster = false\n").unwrap();
+        assert_eq!(unit.node_cluster, None);
+        assert_eq!(unit.ready, ReadyMode::Started);
+        let err = parse("command = \"node app.js\"\nnode_cluster = \"fair\"\n").unwrap_err();
+        assert_eq!(err.position, Some((2, 16)), "{err}");
     }
 
     #[test]

@@ -8,7 +8,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::values::{
-    Balance, CommandLine, HumanDuration, ListenAddress, ReadyMode, RestartPolicy, SignalName,
+    Balance, CommandLine, HumanDuration, ListenAddress, NodeClusterSetting, ReadyMode,
+    RestartPolicy, SignalName,
 };
 
 #[derive(Debug, Deserialize)]
@@ -30,6 +31,7 @@ pub struct UnitFile {
     pub balance: Option<Balance>,
     pub ready: Option<ReadyMode>,
     pub ready_timeout: Option<HumanDuration>,
+    pub node_cluster: Option<NodeClusterSetting>,
 }
 
 /// `restart_limit = { burst = 10, interval = "60s" }`

@@ -12,6 +12,8 @@ use nix::sys::signal::Signal;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
+pub use crate::node_cluster::NodeScheduling;
+
 /// A program and its arguments. In the file it is either one string, split the way a shell
 /// would split it (quotes and backslashes, but no `$VAR` expansion), or an array of strings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,6 +151,38 @@ pub enum ReadyMode {
     Notify,
 }
 
+/// `node_cluster = true | false | "round-robin" | "shared"`: `true` is `"round-robin"`,
+/// `false` turns the mode off. `None` inside means off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeClusterSetting(pub Option<NodeScheduling>);
+
+impl<'de> Deserialize<'de> for NodeClusterSetting {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SettingVisitor;
+        impl<'de> Visitor<'de> for SettingVisitor {
+            type Value = NodeClusterSetting;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(r#"true, false, "round-robin" or "shared""#)
+            }
+            fn visit_bool<E: de::Error>(self, value: bool) -> Result<NodeClusterSetting, E> {
+                Ok(NodeClusterSetting(
+                    value.then_some(NodeScheduling::RoundRobin),
+                ))
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<NodeClusterSetting, E> {
+                match value {
+                    "round-robin" => Ok(NodeClusterSetting(Some(NodeScheduling::RoundRobin))),
+                    "shared" => Ok(NodeClusterSetting(Some(NodeScheduling::Shared))),
+                    other => Err(E::custom(format!(
+                        "invalid node_cluster {other:?} (expected true, false, \"round-robin\" or \"shared\")"
+                    ))),
+                }
+            }
+        }
+        deserializer.deserialize_any(SettingVisitor)
+    }
+}
+
 /// An address clusterd binds for a unit: `tcp://0.0.0.0:3000`, `tcp://[::1]:3000` or
 /// `unix:/run/web.sock`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,5 +259,36 @@ mod tests {
         );
         assert!("tcp://localhost:80".parse::<ListenAddress>().is_err());
         assert!("http://x".parse::<ListenAddress>().is_err());
+    }
+
+    #[derive(Deserialize)]
+    struct NodeClusterOnly {
+        node_cluster: NodeClusterSetting,
+    }
+
+    fn node_cluster(text: &str) -> Result<Option<NodeScheduling>, String> {
+        toml::from_str::<NodeClusterOnly>(text)
+            .map(|t| t.node_cluster.0)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn node_cluster_accepts_booleans_and_both_modes() {
+        assert_eq!(
+            node_cluster("node_cluster = true"),
+            Ok(Some(NodeScheduling::RoundRobin))
+        );
+        assert_eq!(node_cluster("node_cluster = false"), Ok(None));
+        assert_eq!(
+            node_cluster("node_cluster = \"round-robin\""),
+            Ok(Some(NodeScheduling::RoundRobin))
+        );
+        assert_eq!(
+            node_cluster("node_cluster = \"shared\""),
+            Ok(Some(NodeScheduling::Shared))
+        );
+        let err = node_cluster("node_cluster = \"rr\"").unwrap_err();
+        assert!(err.contains("invalid node_cluster \"rr\""), "{err}");
+        assert!(node_cluster("node_cluster = 1").is_err());
     }
 }

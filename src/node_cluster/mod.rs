@@ -1,0 +1,52 @@
+//! clusterd as the primary of Node's cluster module, so that unmodified Node programs that
+//! call `server.listen(3000)` share the port across a unit's instances (units with
+//! `node_cluster = true`), as they do under `pm2 -i N`.
+//!
+//! Node's cluster protocol is newline-delimited JSON on the worker channel (`NODE_CHANNEL_FD`)
+//! plus SCM_RIGHTS for sockets. A worker (an instance started with `NODE_UNIQUE_ID`) asks the
+//! primary for every server it listens on (`queryServer`); the primary binds the socket once
+//! per unit and either sends it to each worker (`shared`) or accepts the connections itself
+//! and hands each to the worker that has waited longest (`round-robin`, Node's default).
+//! The I/O thread ([`crate::worker_io`]) owns every channel and drives this module.
+//!
+//! One concept per file:
+//! - [`message`]: parsing what workers send, building what the primary sends;
+//! - [`outbox`]: a channel's outgoing queue — non-blocking writes, SCM_RIGHTS, one handle in
+//!   flight until `NODE_HANDLE_ACK`;
+//! - [`listener`]: binding the socket a `queryServer` asks for (TCP v4/v6, Unix, UDP);
+//! - [`round_robin`]: which worker gets the next connection;
+//! - [`registry`]: a unit's listening handles, keyed like Node's primary keys them;
+//! - [`primary`]: the state machine that ties them together.
+
+pub mod listener;
+pub mod message;
+pub mod outbox;
+pub mod primary;
+pub mod registry;
+pub mod round_robin;
+
+use std::fmt;
+
+pub use primary::{Primary, WorkerInfo};
+
+/// How a `node_cluster` unit's connections reach its Node workers (Node's
+/// `cluster.schedulingPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NodeScheduling {
+    /// clusterd accepts each connection and hands it to the worker that has waited longest
+    /// (Node's `SCHED_RR`, its default on Linux).
+    #[default]
+    RoundRobin,
+    /// clusterd sends the listening socket itself to every worker; the kernel spreads the
+    /// connections (Node's `SCHED_NONE`).
+    Shared,
+}
+
+impl fmt::Display for NodeScheduling {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            NodeScheduling::RoundRobin => "round-robin",
+            NodeScheduling::Shared => "shared",
+        })
+    }
+}

@@ -1,0 +1,222 @@
+//! `Outbox`: what clusterd still has to write to one worker channel.
+//!
+//! Writes never block the I/O thread: the channel is non-blocking, a line that does not fit
+//! stays queued (with how much of it was written) and the caller waits for EPOLLOUT. A line
+//! that carries a socket is written with `sendmsg` + SCM_RIGHTS; after it, nothing more is
+//! written until the worker answers `NODE_HANDLE_ACK`, as Node's own sender does
+//! (`_handleQueue`): Node attaches a received fd to the first `NODE_HANDLE` message of the
+//! chunk it read, so only one may be in flight. On `NODE_HANDLE_NACK` the message is sent
+//! again, at most [`MAX_RETRANSMISSIONS`] times.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+
+/// Node's `MAX_HANDLE_RETRANSMISSIONS`.
+pub const MAX_RETRANSMISSIONS: u32 = 3;
+
+/// One line to write, with the socket it carries (clusterd's own copy, closed once sent).
+pub struct Outgoing {
+    pub line: Vec<u8>,
+    pub fd: Option<OwnedFd>,
+}
+
+/// What a flush achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flushed {
+    /// Everything is written (or waits for a handle ack): no EPOLLOUT needed.
+    Idle,
+    /// The socket buffer is full: wait for EPOLLOUT.
+    Blocked,
+    /// The channel is broken (the worker is gone).
+    Broken,
+}
+
+#[derive(Default)]
+pub struct Outbox {
+    queue: VecDeque<Outgoing>,
+    /// Bytes of the front line already written.
+    written: usize,
+    /// The handle message written last, kept until the worker acknowledges it.
+    awaiting_ack: Option<Outgoing>,
+    retransmissions: u32,
+}
+
+impl Outbox {
+    pub fn push(&mut self, message: Outgoing) {
+        self.queue.push_back(message);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// True while a handle message waits for the worker's `NODE_HANDLE_ACK`.
+    pub fn awaiting_ack(&self) -> bool {
+        self.awaiting_ack.is_some()
+    }
+
+    /// Writes as much as the channel takes.
+    pub fn flush(&mut self, channel: BorrowedFd) -> Flushed {
+        while self.awaiting_ack.is_none() {
+            let Some(front) = self.queue.front() else {
+                return Flushed::Idle;
+            };
+            let rest = &front.line[self.written..];
+            let iov = [IoSlice::new(rest)];
+            let fds;
+            let cmsgs: &[ControlMessage] = match (&front.fd, self.written) {
+                (Some(fd), 0) => {
+                    fds = [fd.as_raw_fd()];
+                    &[ControlMessage::ScmRights(&fds)]
+                }
+                _ => &[],
+            };
+            let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+            match sendmsg::<UnixAddr>(channel.as_raw_fd(), &iov, cmsgs, flags, None) {
+                Ok(n) => {
+                    self.written += n;
+                    if self.written >= front.line.len() {
+                        self.written = 0;
+                        if let Some(sent) = self.queue.pop_front() {
+                            if sent.fd.is_some() {
+                                self.awaiting_ack = Some(sent);
+                            }
+                        }
+                    }
+                }
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => return Flushed::Blocked,
+                Err(_) => return Flushed::Broken,
+            }
+        }
+        Flushed::Idle
+    }
+
+    /// `NODE_HANDLE_ACK`: the socket arrived; later messages may go.
+    pub fn on_handle_ack(&mut self) {
+        self.awaiting_ack = None;
+        self.retransmissions = 0;
+    }
+
+    /// `NODE_HANDLE_NACK`: the message arrived without its socket; send it again (a few times).
+    pub fn on_handle_nack(&mut self) {
+        if let Some(message) = self.awaiting_ack.take() {
+            if self.retransmissions < MAX_RETRANSMISSIONS {
+                self.retransmissions += 1;
+                self.queue.push_front(message);
+                self.written = 0;
+            } else {
+                self.retransmissions = 0;
+                log::warn!("a socket did not reach its Node worker after {MAX_RETRANSMISSIONS} retransmissions");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{IoSliceMut, Read};
+    use std::os::fd::AsFd;
+    use std::os::unix::net::{UnixDatagram, UnixStream};
+
+    use nix::sys::socket::{recvmsg, ControlMessageOwned};
+
+    /// Reads what is there; returns the bytes and how many fds came with them.
+    fn receive(stream: &UnixStream) -> (Vec<u8>, usize) {
+        let mut buffer = vec![0u8; 64 * 1024];
+        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+        let mut iov = [IoSliceMut::new(&mut buffer)];
+        let message = recvmsg::<UnixAddr>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .unwrap();
+        let mut fds = 0;
+        for c in message.cmsgs().unwrap() {
+            if let ControlMessageOwned::ScmRights(list) = c {
+                fds += list.len();
+                for fd in list {
+                    nix::unistd::close(fd).unwrap();
+                }
+            }
+        }
+        let n = message.bytes;
+        (buffer[..n].to_vec(), fds)
+    }
+
+    #[test]
+    fn one_handle_is_in_flight_until_the_worker_acks_it() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let (socket, _) = UnixDatagram::pair().unwrap();
+        let mut outbox = Outbox::default();
+        outbox.push(Outgoing {
+            line: b"{\"a\":1}\n".to_vec(),
+            fd: Some(socket.into()),
+        });
+        outbox.push(Outgoing {
+            line: b"{\"b\":2}\n".to_vec(),
+            fd: None,
+        });
+        assert_eq!(outbox.flush(ours.as_fd()), Flushed::Idle);
+        assert!(outbox.awaiting_ack());
+        let (bytes, fds) = receive(&theirs);
+        assert_eq!((bytes.as_slice(), fds), (&b"{\"a\":1}\n"[..], 1));
+
+        // Nothing more until the ack.
+        assert_eq!(outbox.flush(ours.as_fd()), Flushed::Idle);
+        theirs.set_nonblocking(true).unwrap();
+        assert!((&theirs).read(&mut [0u8; 16]).is_err());
+
+        outbox.on_handle_nack();
+        assert_eq!(outbox.flush(ours.as_fd()), Flushed::Idle);
+        assert_eq!(receive(&theirs).1, 1, "retransmitted with its socket");
+        outbox.on_handle_ack();
+        assert_eq!(outbox.flush(ours.as_fd()), Flushed::Idle);
+        assert_eq!(receive(&theirs), (b"{\"b\":2}\n".to_vec(), 0));
+        assert!(outbox.is_empty());
+    }
+
+    #[test]
+    fn a_full_channel_keeps_the_rest_of_the_line_for_later() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut outbox = Outbox::default();
+        let mut line = vec![b'x'; 4 * 1024 * 1024];
+        line.push(b'\n');
+        outbox.push(Outgoing {
+            line: line.clone(),
+            fd: None,
+        });
+        assert_eq!(outbox.flush(ours.as_fd()), Flushed::Blocked);
+        let mut received = Vec::new();
+        theirs.set_nonblocking(true).unwrap();
+        let mut buffer = vec![0u8; 256 * 1024];
+        for _ in 0..10_000 {
+            while let Ok(n) = (&theirs).read(&mut buffer) {
+                received.extend_from_slice(&buffer[..n]);
+            }
+            if outbox.flush(ours.as_fd()) == Flushed::Idle && outbox.is_empty() {
+                break;
+            }
+        }
+        while let Ok(n) = (&theirs).read(&mut buffer) {
+            received.extend_from_slice(&buffer[..n]);
+        }
+        assert_eq!(received.len(), line.len());
+        assert_eq!(received, line);
+        drop(theirs);
+        outbox.push(Outgoing {
+            line: b"{}\n".to_vec(),
+            fd: None,
+        });
+        assert_eq!(outbox.flush(ours.as_fd()), Flushed::Broken);
+    }
+}
