@@ -3,7 +3,7 @@
 //! units also get Node's cluster-worker environment, and the I/O thread becomes their
 //! cluster primary ([`crate::node_cluster`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -30,9 +30,6 @@ pub struct OsProcessControl {
     base_environment: Vec<(String, String)>,
     /// Live Node cluster workers, for graceful stops.
     node_workers: HashMap<SpawnId, WorkerInfo>,
-    /// Node cluster workers being stopped: when the last worker of a unit leaves and it was
-    /// being stopped, the unit's sockets are released.
-    node_stopping: HashSet<SpawnId>,
 }
 
 impl OsProcessControl {
@@ -44,7 +41,6 @@ impl OsProcessControl {
             notify_socket,
             base_environment: inherited_environment(),
             node_workers: HashMap::new(),
-            node_stopping: HashSet::new(),
         })
     }
 
@@ -186,20 +182,17 @@ impl ProcessControl for OsProcessControl {
 
     fn release(&mut self, id: SpawnId) {
         self.io.forget(id);
-        if let Some(info) = self.node_workers.remove(&id) {
-            let stopped = self.node_stopping.remove(&id);
-            let last = !self.node_workers.values().any(|w| w.unit == info.unit);
-            if stopped && last {
-                self.io.release_unit(&info.unit);
-            }
-        }
+        self.node_workers.remove(&id);
+    }
+
+    fn release_unit(&mut self, unit: &str) {
+        self.io.release_unit(unit);
     }
 
     fn request_disconnect(&mut self, id: SpawnId) -> bool {
         let Some(info) = self.node_workers.get(&id) else {
             return false;
         };
-        self.node_stopping.insert(id);
         self.io
             .disconnect(id, info.pgid, info.kill_signal, info.kill_timeout);
         true

@@ -87,6 +87,14 @@ pub trait ProcessControl {
     /// The process of `id` has exited: close clusterd's end of its worker channel.
     fn release(&mut self, id: SpawnId);
 
+    /// The unit is stopped for good (stopped by hand, removed, or clusterd is exiting) and none
+    /// of its processes is left: release what the OS side kept for it across its instances'
+    /// lives (the sockets of Node cluster workers). Not called between the stop and the start
+    /// of a restart.
+    fn release_unit(&mut self, unit: &str) {
+        let _ = unit;
+    }
+
     /// A graceful stop of process `id` begins. Returns true when the OS side takes it over
     /// (a Node cluster worker is asked to disconnect, and gets `kill_signal` later if it does
     /// not leave); the caller then sends no `kill_signal` itself, but still arms SIGKILL

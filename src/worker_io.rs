@@ -222,7 +222,7 @@ impl IoThread {
                     }
                 }
             }
-            self.primary.fire_due(Instant::now(), &self.epoll);
+            self.primary.fire_due(Instant::now());
             self.deliver();
         }
     }
@@ -304,7 +304,7 @@ impl IoThread {
                     );
                     self.deliver();
                 }
-                Ok(Command::ReleaseUnit(unit)) => self.primary.release_unit(&unit, Instant::now()),
+                Ok(Command::ReleaseUnit(unit)) => self.primary.release_unit(&unit, &self.epoll),
                 Err(crossbeam_channel::TryRecvError::Empty) => return true,
                 Err(crossbeam_channel::TryRecvError::Disconnected) => return false,
             }

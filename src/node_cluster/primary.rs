@@ -37,10 +37,6 @@ use crate::process_control::SpawnId;
 /// Epoll tokens of round-robin listeners start here (worker channels use their SpawnId).
 pub const LISTENER_TOKEN_BASE: u64 = 1 << 62;
 
-/// How long a unit's sockets stay open after its last worker was stopped: a `restart` starts
-/// the new workers within this time and finds them still open.
-pub const RELEASE_LINGER: Duration = Duration::from_secs(1);
-
 /// What the I/O thread knows of a `node_cluster` instance.
 #[derive(Debug, Clone)]
 pub struct WorkerInfo {
@@ -84,8 +80,6 @@ pub struct Primary {
     /// Epoll token → (unit, handle key) of the round-robin listeners.
     listeners: HashMap<u64, (String, String)>,
     next_token: u64,
-    /// Units whose sockets close at this time unless a worker of theirs starts first.
-    release_at: HashMap<String, Instant>,
     outgoing: Vec<(SpawnId, Outgoing)>,
     events: Vec<(SpawnId, WorkerMessage)>,
 }
@@ -107,7 +101,6 @@ impl Primary {
 
     /// A new instance of a `node_cluster` unit: its channel is watched from now on.
     pub fn add_worker(&mut self, id: SpawnId, info: WorkerInfo, epoll: &Epoll) {
-        self.release_at.remove(&info.unit);
         let stale = self
             .units
             .get(&info.unit)
@@ -481,21 +474,21 @@ impl Primary {
         }
     }
 
-    /// The unit's last worker is gone after a stop: close its sockets after
-    /// [`RELEASE_LINGER`] unless a new worker of the unit starts first (a restart).
-    pub fn release_unit(&mut self, unit: &str, now: Instant) {
+    /// The unit is stopped for good (stopped by hand, removed, or clusterd is exiting): close
+    /// its sockets. The supervisor says so only once every worker of the unit is gone, and
+    /// never between the stop and the start of a `restart`, which keeps them open.
+    pub fn release_unit(&mut self, unit: &str, epoll: &Epoll) {
         if self.units.contains_key(unit) && !self.workers.values().any(|w| w.info.unit == unit) {
-            self.release_at
-                .insert(unit.to_string(), now + RELEASE_LINGER);
+            self.close_unit(unit, epoll);
         }
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
         let kills = self.workers.values().filter_map(|w| w.kill_at);
-        kills.chain(self.release_at.values().copied()).min()
+        kills.min()
     }
 
-    pub fn fire_due(&mut self, now: Instant, epoll: &Epoll) {
+    pub fn fire_due(&mut self, now: Instant) {
         for worker in self.workers.values_mut() {
             if worker.kill_at.is_some_and(|at| at <= now) {
                 worker.kill_at = None;
@@ -506,18 +499,6 @@ impl Primary {
                     worker.info.kill_signal.as_str()
                 );
                 send_kill_signal(worker.info.pgid, worker.info.kill_signal);
-            }
-        }
-        let due: Vec<String> = self
-            .release_at
-            .iter()
-            .filter(|(_, &at)| at <= now)
-            .map(|(unit, _)| unit.clone())
-            .collect();
-        for unit in due {
-            self.release_at.remove(&unit);
-            if !self.workers.values().any(|w| w.info.unit == unit) {
-                self.close_unit(&unit, epoll);
             }
         }
     }

@@ -398,6 +398,7 @@ impl<P: ProcessControl> Supervisor<P> {
             match std::mem::replace(&mut rt.after_stop, AfterStop::Nothing) {
                 AfterStop::Nothing => {
                     rt.sockets.close_all();
+                    self.os.release_unit(name);
                 }
                 AfterStop::Start(new_unit) => {
                     if let Some(unit) = new_unit {
@@ -414,6 +415,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 AfterStop::Remove => {
                     info!("{name}: removed");
                     rt.sockets.close_all();
+                    self.os.release_unit(name);
                     for waiter in rt.waiters.drain(..) {
                         let _ = waiter.reply.send(match waiter.until {
                             WaitCondition::AllGone => Response::done(waiter.message),
