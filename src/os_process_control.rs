@@ -160,6 +160,16 @@ impl ProcessControl for OsProcessControl {
         }
     }
 
+    fn kill_leftovers(&mut self, pgid: Pid) {
+        // While members of the group live, the kernel does not hand its id out as a pid; once
+        // it exists as a process again, the old group is empty and this one is not ours.
+        if std::path::Path::new(&format!("/proc/{pgid}")).exists() {
+            debug!("not killing process group {pgid}: its id now belongs to a new process");
+            return;
+        }
+        self.signal_group(pgid, Signal::SIGKILL);
+    }
+
     fn reap(&mut self) -> Vec<(Pid, ExitStatus)> {
         let mut exited = Vec::new();
         loop {

@@ -81,6 +81,13 @@ pub trait ProcessControl {
     /// error worth reporting: the caller learns of exits through `reap`.
     fn signal_group(&mut self, pgid: Pid, signal: Signal);
 
+    /// SIGKILLs what is left in the process group of an instance that exited `kill_timeout`
+    /// ago. Its leader is reaped, so if a process now has the pid `pgid`, that number was
+    /// reused and the group, if any, is someone else's: implementations must not kill it.
+    fn kill_leftovers(&mut self, pgid: Pid) {
+        self.signal_group(pgid, Signal::SIGKILL);
+    }
+
     /// Every child that has exited since the last call (`waitpid(-1, WNOHANG)` until empty).
     fn reap(&mut self) -> Vec<(Pid, ExitStatus)>;
 

@@ -38,15 +38,37 @@ enum Stage {
     Exec,
 }
 
-impl Stage {
-    fn describe(code: u32) -> &'static str {
-        match code {
-            1 => "cannot create its process group",
-            2 => "cannot set stdin to /dev/null",
-            3 => "cannot pass file descriptors",
-            4 => "cannot switch user/group",
-            5 => "cannot change to its working directory",
-            _ => "cannot execute",
+impl ExecPlan {
+    /// What the child was doing when it failed, naming what it was working on.
+    fn describe_failure(&self, stage: u32) -> String {
+        let directory = || {
+            self.working_directory
+                .as_ref()
+                .map(|d| d.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        let account = || match (self.uid, self.gid) {
+            (Some(uid), Some(gid)) => format!("uid {uid}, gid {gid}"),
+            (Some(uid), None) => format!("uid {uid}"),
+            (None, Some(gid)) => format!("gid {gid}"),
+            (None, None) => String::new(),
+        };
+        match stage {
+            1 => "cannot create its process group".to_string(),
+            2 => "cannot set stdin to /dev/null".to_string(),
+            3 => "cannot pass its file descriptors".to_string(),
+            4 => format!("cannot switch to {}", account()),
+            5 => format!("cannot change to its working directory {:?}", directory()),
+            _ => {
+                // Name the file found in PATH: "python3" may be a shim under a directory the
+                // instance's user cannot read.
+                let resolved = self.program.to_string_lossy();
+                if resolved == self.program_name.as_str() {
+                    format!("cannot execute {:?}", self.program_name)
+                } else {
+                    format!("cannot execute {:?} ({resolved})", self.program_name)
+                }
+            }
         }
     }
 }
@@ -141,16 +163,9 @@ pub fn spawn(request: &ExecRequest) -> Result<Pid, String> {
     let errno = Errno::from_raw(i32::from_ne_bytes([
         report[4], report[5], report[6], report[7],
     ]));
-    // Name the file found in PATH: "python3" may be a shim the instance's user cannot read.
-    let resolved = plan.program.to_string_lossy();
-    let program = if resolved == plan.program_name.as_str() {
-        format!("{:?}", plan.program_name)
-    } else {
-        format!("{:?} ({resolved})", plan.program_name)
-    };
     Err(format!(
-        "{} {program}: {}",
-        Stage::describe(stage),
+        "{}: {}",
+        plan.describe_failure(stage),
         errno.desc()
     ))
 }

@@ -62,10 +62,12 @@ pub fn render(report: &StatusReport) -> String {
             if instance.draining {
                 state.push_str(" (replaced)");
             }
-            let mut last = instance.last_exit.clone().unwrap_or_else(|| "-".into());
-            if let Some(text) = &instance.status_text {
-                last = format!("{last}; status: {text}");
-            }
+            let last = match (&instance.last_exit, &instance.status_text) {
+                (Some(exit), Some(text)) => format!("{exit}; status: {text}"),
+                (Some(exit), None) => exit.clone(),
+                (None, Some(text)) => format!("status: {text}"),
+                (None, None) => "-".into(),
+            };
             instances.push(vec![
                 unit.name.clone(),
                 instance.index.to_string(),

@@ -404,17 +404,20 @@ impl IoThread {
                 }
             };
             let mut sender = None;
+            // Fds passed along (systemd-notify's BARRIER=1 pipe) are kept open until the
+            // sender has been identified: the sender waits for them to close, so it is
+            // still alive while its process group is looked up.
+            let mut passed: Vec<OwnedFd> = Vec::new();
             if let Ok(cmsgs) = message.cmsgs() {
                 for cmsg in cmsgs {
                     match cmsg {
                         ControlMessageOwned::ScmCredentials(creds) => {
                             sender = Some(Pid::from_raw(creds.pid()));
                         }
-                        // Passed fds are not accepted; close them (OwnedFd drops).
                         ControlMessageOwned::ScmRights(fds) => {
                             for fd in fds {
                                 // SAFETY: the kernel just gave us these fds; nobody else owns them.
-                                drop(unsafe {
+                                passed.push(unsafe {
                                     <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
                                 });
                             }
@@ -435,10 +438,17 @@ impl IoThread {
             }
             let text = String::from_utf8_lossy(&buffer[..length]).into_owned();
             let pgid = nix::unistd::getpgid(Some(pid)).ok();
+            drop(passed);
+            let parsed = NotifyMessage::parse(&text);
+            if parsed == NotifyMessage::default() {
+                // BARRIER=1, WATCHDOG=1, ...: nothing clusterd acts on.
+                debug!("NOTIFY_SOCKET: nothing to act on from pid {pid}: {text:?}");
+                continue;
+            }
             let _ = self.events.send(Event::Notify {
                 pid,
                 pgid,
-                message: NotifyMessage::parse(&text),
+                message: parsed,
             });
         }
     }

@@ -328,7 +328,7 @@ fn a_notify_instance_is_ready_only_once_it_says_so() {
     let dir = tempfile::tempdir().expect("dir");
     let gate = dir.path().join("go");
     let unit = format!(
-        "command = [\"sh\", \"-c\", \"while [ ! -e '{gate}' ]; do sleep 0.05; done; python3 -c 'import os, socket; s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.sendto(b\\\"READY=1\\\\nSTATUS=warm\\\", os.environ[\\\"NOTIFY_SOCKET\\\"])'; exec sleep 300\"]\nready = \"notify\"\n",
+        "command = [\"sh\", \"-c\", \"while [ ! -e '{gate}' ]; do sleep 0.05; done; exec python3 -c 'import os, socket, time; s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.sendto(b\\\"READY=1\\\\nSTATUS=warm\\\", os.environ[\\\"NOTIFY_SOCKET\\\"]); time.sleep(300)'\"]\nready = \"notify\"\n",
         gate = gate.display()
     );
     let daemon = Daemon::start(&[("slow", &unit)]);
@@ -341,8 +341,8 @@ fn a_notify_instance_is_ready_only_once_it_says_so() {
     assert_eq!(unit["instances"][0]["state"], "starting");
     std::fs::write(&gate, "").expect("gate");
     daemon.wait_running("slow", 1);
-    // The sender was a grandchild (python under sh): accepted as a member of the instance's
-    // process group; its STATUS= is shown.
+    // Its STATUS= is shown. (A sender that is a member of the instance's process group is
+    // accepted too: see systemd_notify_ready_is_understood.)
     assert_eq!(daemon.unit("slow")["instances"][0]["status_text"], "warm");
 }
 
@@ -357,6 +357,9 @@ fn systemd_notify_ready_is_understood() {
         return;
     }
     let unit = "command = [\"sh\", \"-c\", \"systemd-notify --ready --status=hello; exec sleep 300\"]\nready = \"notify\"\n";
+    // systemd-notify is a child of the instance (sh): accepted as a member of its process
+    // group. It waits (BARRIER=1) until clusterd has read the message, so it is still alive
+    // when clusterd looks its group up.
     let daemon = Daemon::start(&[("sdn", unit)]);
     daemon.wait_running("sdn", 1);
     assert_eq!(daemon.unit("sdn")["instances"][0]["status_text"], "hello");

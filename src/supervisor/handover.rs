@@ -100,7 +100,7 @@ impl<P: ProcessControl> Supervisor<P> {
         slot.current = None;
         slot.standby = Some((id, Handover::Suicide));
         let before = self.next_spawn_id;
-        self.start_instance(&name, index, super::lifecycle::StartKind::Automatic, now);
+        self.start_instance(&name, index, now);
         // If no replacement could be started, the old process still gets its deadline.
         let Some(rt) = self.units.get_mut(&name) else {
             return;
@@ -252,7 +252,7 @@ impl<P: ProcessControl> Supervisor<P> {
                         .and_then(|rt| rt.slots.get(index as usize))
                         .is_some_and(|s| s.current.is_none())
                     {
-                        self.start_instance(name, index, super::lifecycle::StartKind::Manual, now);
+                        self.start_instance(name, index, now);
                     }
                 }
             }

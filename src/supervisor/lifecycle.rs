@@ -16,14 +16,6 @@ use crate::process_control::{ExitStatus, HookRequest, ProcessControl, SpawnId, S
 use crate::protocol::Response;
 use crate::unit::{ReadyMode, RestartPolicy};
 
-/// Whether a start was asked for by a user or made by clusterd after an exit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum StartKind {
-    Manual,
-    /// An automatic restart that has already been counted against the budget.
-    Automatic,
-}
-
 impl<P: ProcessControl> Supervisor<P> {
     /// Starts every missing instance of a unit (a manual start: clears a give-up).
     pub(super) fn start_unit(&mut self, name: &str, now: Instant) {
@@ -33,14 +25,16 @@ impl<P: ProcessControl> Supervisor<P> {
         rt.active = true;
         rt.gave_up = None;
         rt.restarts = 0;
+        for slot in &mut rt.slots {
+            slot.restarts = 0;
+        }
         rt.limiter.reset();
         if !rt.sockets.is_open() && !rt.unit.listen.is_empty() {
             match UnitSockets::open(&rt.unit) {
                 Ok(sockets) => rt.sockets = sockets,
                 Err(e) => {
-                    error!("{e}");
-                    rt.gave_up = Some(e);
                     rt.active = false;
+                    self.fail_unit(name, e, 0, now);
                     self.settle(name, now);
                     return;
                 }
@@ -50,15 +44,14 @@ impl<P: ProcessControl> Supervisor<P> {
             .filter(|&i| rt.slots.get(i as usize).is_none_or(|s| s.current.is_none()))
             .collect();
         for index in missing {
-            self.start_instance(name, index, StartKind::Manual, now);
+            self.start_instance(name, index, now);
         }
         self.settle(name, now);
     }
 
     /// Starts instance `index`. A start that fails (the program cannot be executed) counts as
     /// a failed start: it is retried within the restart budget, like a crash.
-    pub(super) fn start_instance(&mut self, name: &str, index: u32, kind: StartKind, now: Instant) {
-        let _ = kind;
+    pub(super) fn start_instance(&mut self, name: &str, index: u32, now: Instant) {
         loop {
             match self.spawn_into_slot(name, index, now) {
                 Ok(_) => return,
@@ -168,22 +161,37 @@ impl<P: ProcessControl> Supervisor<P> {
     /// The restart budget is spent: no more automatic restarts; instances that still run keep
     /// serving; the alarm hook runs once.
     pub(super) fn give_up(&mut self, name: &str, now: Instant) {
+        let Some(rt) = self.units.get(name) else {
+            return;
+        };
+        let limit = &rt.unit.restart_limit;
+        let reason = format!(
+            "gave up: more than {} restart(s) within {}",
+            limit.burst,
+            humantime::format_duration(limit.interval)
+        );
+        let restarts = limit.burst;
+        self.fail_unit(name, reason, restarts, now);
+    }
+
+    /// The unit cannot be kept running (restart budget spent, or its sockets cannot be
+    /// bound): it shows `failed` with `reason`, nothing is restarted automatically until a
+    /// manual start or restart, and the `on_giveup` alarm runs once with CLUSTERD_UNIT,
+    /// CLUSTERD_RESTARTS (restarts made within the interval), CLUSTERD_INTERVAL and
+    /// CLUSTERD_REASON.
+    pub(super) fn fail_unit(&mut self, name: &str, reason: String, restarts: u32, now: Instant) {
         let Some(rt) = self.units.get_mut(name) else {
             return;
         };
-        let limit = rt.unit.restart_limit.clone();
-        let interval = humantime::format_duration(limit.interval).to_string();
-        let reason = format!(
-            "gave up: more than {} restart(s) within {interval}",
-            limit.burst
-        );
+        let interval = humantime::format_duration(rt.unit.restart_limit.interval).to_string();
         error!("{name}: {reason}; no more automatic restarts until `clusterctl start {name}` or `clusterctl restart {name}`");
-        rt.gave_up = Some(reason);
+        rt.gave_up = Some(reason.clone());
         if let Some(command) = rt.unit.on_giveup.clone() {
             let environment = vec![
                 ("CLUSTERD_UNIT".to_string(), name.to_string()),
-                ("CLUSTERD_RESTARTS".to_string(), limit.burst.to_string()),
+                ("CLUSTERD_RESTARTS".to_string(), restarts.to_string()),
                 ("CLUSTERD_INTERVAL".to_string(), interval),
+                ("CLUSTERD_REASON".to_string(), reason),
             ];
             let request = HookRequest {
                 unit: &rt.unit,
@@ -302,7 +310,7 @@ impl<P: ProcessControl> Supervisor<P> {
             return;
         }
         if self.take_restart(name, process.index, now) {
-            self.start_instance(name, process.index, StartKind::Automatic, now);
+            self.start_instance(name, process.index, now);
         }
     }
 

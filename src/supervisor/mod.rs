@@ -109,7 +109,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 Timer::KillLeftovers(pgid) => {
                     // The pid may have been reused by a new instance leading its own group.
                     if !self.by_pid.contains_key(&pgid) {
-                        self.os.signal_group(pgid, Signal::SIGKILL);
+                        self.os.kill_leftovers(pgid);
                     }
                 }
             }

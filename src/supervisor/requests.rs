@@ -31,7 +31,9 @@ impl<P: ProcessControl> Supervisor<P> {
             Request::Status { unit } => unit.clone(),
             Request::DaemonReload => None,
         };
-        if let Some(name) = &unit_name {
+        // `status` shows an invalid unit (with its error); other verbs refuse it.
+        let status_of_invalid = matches!(&request, Request::Status { unit: Some(name) } if self.invalid.contains_key(name));
+        if let Some(name) = unit_name.as_ref().filter(|_| !status_of_invalid) {
             if let Err(error) = self.check_unit_exists(name) {
                 let _ = reply.send(Response::failed(error));
                 return;
@@ -201,7 +203,7 @@ impl<P: ProcessControl> Supervisor<P> {
                     .and_then(|rt| rt.slots.get(index as usize))
                     .is_none_or(|s| s.current.is_none());
                 if missing {
-                    self.start_instance(name, index, super::lifecycle::StartKind::Manual, now);
+                    self.start_instance(name, index, now);
                 }
             }
         } else {

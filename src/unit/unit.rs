@@ -161,17 +161,25 @@ impl Unit {
 
         let credentials = resolve_credentials(file.user.as_ref(), file.group.as_ref(), &at)?;
 
-        let listen = file
-            .listen
-            .unwrap_or_default()
-            .into_iter()
-            .map(|address| match address.into_inner() {
+        let balance = file.balance.unwrap_or_default();
+        let mut listen = Vec::new();
+        for address in file.listen.unwrap_or_default() {
+            let start = address.span().start;
+            listen.push(match address.into_inner() {
+                // SO_REUSEPORT exists for TCP and UDP only: a second unix socket on the same
+                // path would fail to bind and spend the restart budget.
+                ListenAddress::Unix(_) if balance == Balance::Reuseport => {
+                    return Err(at(
+                        start,
+                        "balance = \"reuseport\" works with tcp:// addresses only; a unix socket is always shared (use balance = \"shared\", or a separate unit)".into(),
+                    ))
+                }
                 ListenAddress::Unix(p) if p.is_relative() => {
                     ListenAddress::Unix(absolute(&base_dir.join(p)))
                 }
                 other => other,
-            })
-            .collect();
+            });
+        }
 
         let node_cluster = file.node_cluster.and_then(|setting| setting.0);
         // A Node cluster worker is ready once it listens (its `listening` message), as in
@@ -197,7 +205,7 @@ impl Unit {
             environment,
             credentials,
             listen,
-            balance: file.balance.unwrap_or_default(),
+            balance,
             ready,
             ready_timeout: file.ready_timeout.map_or(DEFAULT_READY_TIMEOUT, |d| d.0),
             node_cluster,
@@ -335,7 +343,7 @@ kill_timeout = "500ms"
 on_giveup = "logger 'web gave up'"
 working_directory = "app"
 environment = { NODE_ENV = "production" }
-listen = ["tcp://127.0.0.1:3000", "unix:web.sock"]
+listen = ["tcp://127.0.0.1:3000", "tcp://[::1]:3000"]
 balance = "reuseport"
 ready = "notify"
 ready_timeout = "10s"
@@ -359,10 +367,15 @@ ready_timeout = "10s"
         assert_eq!(unit.environment["NODE_ENV"], "production");
         assert_eq!(
             unit.listen[1],
-            ListenAddress::Unix("/etc/clusterd/web.sock".into())
+            ListenAddress::Tcp("[::1]:3000".parse().unwrap())
         );
         assert_eq!(unit.balance, Balance::Reuseport);
         assert_eq!(unit.ready, ReadyMode::Notify);
+        let unit = parse("command = \"true\"\nlisten = [\"unix:web.sock\"]\n").unwrap();
+        assert_eq!(
+            unit.listen[0],
+            ListenAddress::Unix("/etc/clusterd/web.sock".into())
+        );
     }
 
     #[test]
@@ -396,6 +409,14 @@ ready_timeout = "10s"
         assert!(err.message.contains("empty"), "{err}");
         let err = parse("command = \"sh -c 'oops\"\n").unwrap_err();
         assert!(err.message.contains("unterminated quote"), "{err}");
+    }
+
+    #[test]
+    fn reuseport_refuses_unix_addresses() {
+        let err = parse("command = \"true\"\nbalance = \"reuseport\"\nlisten = [\"tcp://127.0.0.1:1\", \"unix:/run/x.sock\"]\n")
+            .unwrap_err();
+        assert_eq!(err.position, Some((3, 32)), "{err}");
+        assert!(err.message.contains("tcp:// addresses only"), "{err}");
     }
 
     #[test]
