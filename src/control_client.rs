@@ -28,17 +28,16 @@ pub fn send_request(socket: &Path, request: Request) -> Result<Response, ClientE
     let mut line =
         serde_json::to_vec(&envelope).map_err(|e| ClientError::Protocol(e.to_string()))?;
     line.push(b'\n');
-    stream
-        .write_all(&line)
-        .map_err(|e| ClientError::Protocol(format!("cannot send the request: {e}")))?;
+    // If the write fails, clusterd may still have answered (a refusal, say): read it.
+    let sent = stream.write_all(&line);
     let mut answer = Vec::new();
-    BufReader::new(stream)
-        .read_until(b'\n', &mut answer)
-        .map_err(|e| ClientError::Protocol(format!("cannot read the answer: {e}")))?;
+    let read = BufReader::new(stream).read_until(b'\n', &mut answer);
     if answer.is_empty() {
-        return Err(ClientError::Protocol(
-            "clusterd closed the connection without answering".into(),
-        ));
+        return Err(ClientError::Protocol(match (sent, read) {
+            (Err(e), _) => format!("cannot send the request: {e}"),
+            (_, Err(e)) => format!("cannot read the answer: {e}"),
+            _ => "clusterd closed the connection without answering".into(),
+        }));
     }
     serde_json::from_slice(&answer)
         .map_err(|e| ClientError::Protocol(format!("malformed answer from clusterd: {e}")))

@@ -103,6 +103,9 @@ fn handle_connection(mut stream: UnixStream, events: Sender<Event>, policy: Acce
                 peer.uid(),
                 peer.pid()
             );
+            // Read (and drop) the request first: hanging up on an unread request would make
+            // the client's write fail, and it would never see this answer.
+            let _ = read_request(&stream);
             Response::failed(format!(
                 "permission denied: uid {} may not control clusterd (allowed: root, uid {}{})",
                 peer.uid(),

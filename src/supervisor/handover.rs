@@ -17,17 +17,22 @@ use crate::unit::RestartPolicy;
 impl<P: ProcessControl> Supervisor<P> {
     /// The process is ready to serve; a process it replaces may now be let go.
     pub(super) fn mark_ready(&mut self, id: SpawnId, now: Instant) {
-        let Some(process) = self.processes.get_mut(&id) else {
-            return;
-        };
+        if let Some(name) = self.set_ready(id, now) {
+            self.settle(&name, now);
+        }
+    }
+
+    /// Marks the process ready and lets go of the process it replaces, without re-checking
+    /// the unit: for callers in the middle of changing it (spawning one index of several),
+    /// which settle once they are done. Returns the unit's name if anything changed.
+    pub(super) fn set_ready(&mut self, id: SpawnId, now: Instant) -> Option<String> {
+        let process = self.processes.get_mut(&id)?;
         if process.ready {
-            return;
+            return None;
         }
         process.ready = true;
         let (name, index) = (process.unit.clone(), process.index);
-        let Some(rt) = self.units.get_mut(&name) else {
-            return;
-        };
+        let rt = self.units.get_mut(&name)?;
         if rt.unit.ready == crate::unit::ReadyMode::Notify {
             info!("{name}[{index}]: ready");
         }
@@ -37,7 +42,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 self.let_go(standby, handover, now);
             }
         }
-        self.settle(&name, now);
+        Some(name)
     }
 
     fn let_go(&mut self, old: SpawnId, handover: Handover, now: Instant) {

@@ -118,7 +118,9 @@ impl<P: ProcessControl> Supervisor<P> {
                 );
                 self.by_pid.insert(pid, id);
                 if ready {
-                    self.mark_ready(id, now);
+                    // Not mark_ready: re-checking the unit now, with some of its indexes still
+                    // to be started, would take them for instances that cannot start.
+                    self.set_ready(id, now);
                 }
                 Ok(id)
             }
@@ -416,6 +418,16 @@ impl<P: ProcessControl> Supervisor<P> {
                         rt.set_unit(*unit);
                     }
                     rt.slots.clear();
+                    // The stop is complete: answer a `stop` that was waiting for it before the
+                    // unit starts again (after which it would never see "nothing runs").
+                    let (gone, others): (Vec<_>, Vec<_>) = rt
+                        .waiters
+                        .drain(..)
+                        .partition(|w| w.until == WaitCondition::AllGone);
+                    rt.waiters = others;
+                    for waiter in gone {
+                        let _ = waiter.reply.send(Response::done(waiter.message));
+                    }
                     if !self.shutting_down {
                         self.start_unit(name, now);
                     }

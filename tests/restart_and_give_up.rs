@@ -1,0 +1,320 @@
+//! Crash → restart, the restart limit, giving up with its alarm, and the `restart` policies,
+//! as a user sees them through `clusterctl status`.
+
+mod common;
+use common::*;
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Where the test keeps the files its workers and hooks write (separate from the daemon's
+/// directory so that unit files can name them before the daemon starts).
+fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("clusterd-restart-")
+        .tempdir()
+        .expect("scratch dir")
+}
+
+/// Number of lines in a file the workers append to (0 if it does not exist yet).
+fn line_count(path: &Path) -> usize {
+    fs::read_to_string(path)
+        .map(|text| text.lines().count())
+        .unwrap_or(0)
+}
+
+/// How many times the hook log says the hook started.
+fn hook_runs(path: &Path) -> usize {
+    fs::read_to_string(path)
+        .map(|text| text.lines().filter(|l| *l == "hook-start").count())
+        .unwrap_or(0)
+}
+
+/// After a give-up nothing is expected to happen any more, and "nothing happens" can only be
+/// observed over a window of time: this is the one bounded observation window of the suite. A
+/// stray automatic restart or a second alarm would show up within it.
+fn stays_quiet(spawns: &Path, expected_spawns: usize, hook: &Path) {
+    let window = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < window {
+        assert_eq!(
+            line_count(spawns),
+            expected_spawns,
+            "spawned after giving up"
+        );
+        assert_eq!(hook_runs(hook), 1, "the alarm ran more than once");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The instance entry with `index` that is not a draining leftover.
+fn instance(unit: &Value, index: u64) -> Value {
+    unit["instances"]
+        .as_array()
+        .and_then(|list| {
+            list.iter()
+                .find(|i| i["index"] == index && !i["draining"].as_bool().unwrap_or(false))
+                .cloned()
+        })
+        .unwrap_or(Value::Null)
+}
+
+fn running_pid(unit: &Value, index: u64) -> Option<u32> {
+    let i = instance(unit, index);
+    (i["state"] == "running")
+        .then(|| i["pid"].as_u64().map(|p| p as u32))
+        .flatten()
+}
+
+#[test]
+fn a_unit_that_always_fails_is_spawned_eleven_times_then_gives_up_and_runs_its_alarm_once() {
+    let files = scratch();
+    let spawns = files.path().join("spawns.log");
+    let hook = files.path().join("hook.log");
+    let broken = files.path().join("broken");
+    fs::write(&broken, "").unwrap();
+    // Fails while the `broken` flag file exists, then (once "fixed") keeps running.
+    let unit = format!(
+        r#"command = ["sh", "-c", "echo x >> '{spawns}'; if [ -e '{broken}' ]; then exit 1; fi; exec sleep 300"]
+on_giveup = ["sh", "-c", "echo hook-start >> '{hook}'; env >> '{hook}'; echo hook-end >> '{hook}'"]
+"#,
+        spawns = toml_path(&spawns),
+        broken = toml_path(&broken),
+        hook = toml_path(&hook),
+    );
+    let d = Daemon::start(&[("crashy", &unit)]);
+
+    wait_for("crashy to give up", PATIENCE, || {
+        d.unit("crashy")["gave_up"] == true
+    });
+    let status = d.unit("crashy");
+    assert_eq!(status["state"], "failed", "{status:#}");
+    assert_eq!(status["restarts"], 10, "{status:#}");
+    wait_for("the on_giveup hook to finish", PATIENCE, || {
+        fs::read_to_string(&hook).is_ok_and(|t| t.contains("hook-end"))
+    });
+
+    stays_quiet(&spawns, 11, &hook);
+
+    let hook_log = fs::read_to_string(&hook).unwrap();
+    let env: Vec<&str> = hook_log.lines().collect();
+    for expected in [
+        "CLUSTERD_UNIT=crashy",
+        "CLUSTERD_RESTARTS=10",
+        "CLUSTERD_INTERVAL=1m",
+    ] {
+        assert!(
+            env.contains(&expected),
+            "{expected} missing from the hook's environment:\n{hook_log}"
+        );
+    }
+
+    // The user fixes the cause and starts the unit by hand: the give-up is cleared.
+    fs::remove_file(&broken).unwrap();
+    let out = d.ctl(&["start", "crashy"]);
+    assert!(
+        out.status.success(),
+        "clusterctl start failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.wait_running("crashy", 1);
+    let status = d.unit("crashy");
+    assert_eq!(status["gave_up"], false, "{status:#}");
+    assert_eq!(status["state"], "running", "{status:#}");
+    assert_eq!(status["restarts"], 0, "{status:#}");
+    wait_for("the twelfth spawn to log itself", PATIENCE, || {
+        line_count(&spawns) == 12
+    });
+}
+
+#[test]
+fn a_unit_with_several_failing_instances_gives_up_once_and_alarms_once() {
+    let files = scratch();
+    let spawns = files.path().join("spawns.log");
+    let hook = files.path().join("hook.log");
+    let unit = format!(
+        r#"command = ["sh", "-c", "echo x >> '{spawns}'; exit 1"]
+instances = 3
+on_giveup = ["sh", "-c", "echo hook-start >> '{hook}'; echo hook-end >> '{hook}'"]
+"#,
+        spawns = toml_path(&spawns),
+        hook = toml_path(&hook),
+    );
+    let d = Daemon::start(&[("trio", &unit)]);
+    wait_for("trio to give up", PATIENCE, || {
+        d.unit("trio")["gave_up"] == true
+    });
+    wait_for("the on_giveup hook to finish", PATIENCE, || {
+        fs::read_to_string(&hook).is_ok_and(|t| t.contains("hook-end"))
+    });
+    // Three first starts, then ten restarts shared by the three indexes.
+    wait_for("every instance to have exited", PATIENCE, || {
+        d.pids("trio").is_empty()
+    });
+    stays_quiet(&spawns, 13, &hook);
+    let status = d.unit("trio");
+    assert_eq!(status["state"], "failed", "{status:#}");
+    assert_eq!(status["restarts"], 10, "{status:#}");
+}
+
+#[test]
+fn a_crashed_instance_is_restarted_at_the_same_index_with_a_new_pid() {
+    let files = scratch();
+    // Each process writes its environment to env.<pid> (atomically, by renaming), then
+    // becomes `sleep` with the same pid.
+    let unit = format!(
+        r#"command = ["sh", "-c", "env > '{dir}'/tmp.$$ && mv '{dir}'/tmp.$$ '{dir}'/env.$$; exec sleep 300"]
+instances = 2
+"#,
+        dir = toml_path(files.path()),
+    );
+    let d = Daemon::start(&[("pair", &unit)]);
+    d.wait_running("pair", 2);
+    let before = d.unit("pair");
+    let pid0 = running_pid(&before, 0).expect("instance 0 running");
+    let pid1 = running_pid(&before, 1).expect("instance 1 running");
+    let env_of = |pid: u32| files.path().join(format!("env.{pid}"));
+    wait_for("instance 1 to write its environment", PATIENCE, || {
+        env_of(pid1).exists()
+    });
+    let old_env = fs::read_to_string(env_of(pid1)).unwrap();
+    assert!(
+        old_env.lines().any(|l| l == "CLUSTERD_INSTANCE=1"),
+        "{old_env}"
+    );
+
+    send_signal(pid1, libc::SIGKILL);
+
+    let mut new_pid = 0;
+    wait_for(
+        "instance 1 to run again with a new pid",
+        PATIENCE,
+        || match running_pid(&d.unit("pair"), 1) {
+            Some(pid) if pid != pid1 => {
+                new_pid = pid;
+                true
+            }
+            _ => false,
+        },
+    );
+    wait_for(
+        "the new instance 1 to write its environment",
+        PATIENCE,
+        || fs::read_to_string(env_of(new_pid)).is_ok_and(|t| t.contains("CLUSTERD_UNIT=")),
+    );
+    let new_env = fs::read_to_string(env_of(new_pid)).unwrap();
+    assert!(
+        new_env.lines().any(|l| l == "CLUSTERD_INSTANCE=1"),
+        "{new_env}"
+    );
+    assert!(
+        new_env.lines().any(|l| l == "CLUSTERD_UNIT=pair"),
+        "{new_env}"
+    );
+
+    let after = d.unit("pair");
+    assert_eq!(
+        running_pid(&after, 0),
+        Some(pid0),
+        "instance 0 was touched: {after:#}"
+    );
+    assert_eq!(after["restarts"], 1, "{after:#}");
+    assert_eq!(instance(&after, 1)["restarts"], 1, "{after:#}");
+    assert_eq!(instance(&after, 0)["restarts"], 0, "{after:#}");
+    assert!(alive(pid0));
+}
+
+#[test]
+fn a_command_that_does_not_exist_says_no_such_file_or_directory_and_the_unit_gives_up() {
+    let d = Daemon::start(&[
+        (
+            "absent",
+            "command = \"/nonexistent/clusterd-test-program --flag\"\n",
+        ),
+        (
+            "unfound",
+            "command = \"clusterd-test-program-not-in-path\"\n",
+        ),
+    ]);
+    for name in ["absent", "unfound"] {
+        wait_for(&format!("{name} to give up"), PATIENCE, || {
+            d.unit(name)["gave_up"] == true
+        });
+        assert_eq!(d.unit(name)["state"], "failed");
+        let out = d.ctl(&["status", name]);
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("No such file or directory"),
+            "`clusterctl status {name}` does not say why:\n{text}"
+        );
+    }
+    let all = String::from_utf8_lossy(&d.ctl(&["status"]).stdout).into_owned();
+    assert_eq!(
+        all.matches("No such file or directory").count(),
+        2,
+        "`clusterctl status` should explain both units:\n{all}"
+    );
+}
+
+#[test]
+fn restart_on_failure_restarts_a_failing_exit_but_not_a_clean_one() {
+    let files = scratch();
+    let clean = files.path().join("clean.log");
+    let failing = files.path().join("failing.log");
+    let clean_unit = format!(
+        "command = [\"sh\", \"-c\", \"echo x >> '{}'; exit 0\"]\nrestart = \"on-failure\"\n",
+        toml_path(&clean)
+    );
+    let failing_unit = format!(
+        "command = [\"sh\", \"-c\", \"echo x >> '{}'; exit 3\"]\nrestart = \"on-failure\"\n\
+         restart_limit = {{ burst = 2, interval = \"1m\" }}\n",
+        toml_path(&failing)
+    );
+    let d = Daemon::start(&[("clean", &clean_unit), ("failing", &failing_unit)]);
+
+    // A restart decision is made when the exit is seen, so once status shows the slot empty
+    // with the exit recorded, no restart is coming.
+    wait_for("clean to exit", PATIENCE, || {
+        let i = instance(&d.unit("clean"), 0);
+        i["pid"].is_null() && i["last_exit"] == "exited with code 0"
+    });
+    let status = d.unit("clean");
+    assert_eq!(status["restarts"], 0, "{status:#}");
+    assert_eq!(status["gave_up"], false, "{status:#}");
+    assert_eq!(line_count(&clean), 1);
+
+    wait_for("failing to give up", PATIENCE, || {
+        d.unit("failing")["gave_up"] == true
+    });
+    let status = d.unit("failing");
+    assert_eq!(status["restarts"], 2, "{status:#}");
+    assert_eq!(
+        instance(&status, 0)["last_exit"],
+        "exited with code 3",
+        "{status:#}"
+    );
+    assert_eq!(line_count(&failing), 3, "one start and two restarts");
+}
+
+#[test]
+fn restart_never_leaves_an_exited_instance_stopped() {
+    let files = scratch();
+    let log = files.path().join("once.log");
+    let unit = format!(
+        "command = [\"sh\", \"-c\", \"echo x >> '{}'; exit 1\"]\nrestart = \"never\"\n",
+        toml_path(&log)
+    );
+    let d = Daemon::start(&[("once", &unit)]);
+    wait_for("once to exit", PATIENCE, || {
+        let i = instance(&d.unit("once"), 0);
+        i["pid"].is_null() && i["last_exit"] == "exited with code 1"
+    });
+    let status = d.unit("once");
+    assert_eq!(status["restarts"], 0, "{status:#}");
+    assert_eq!(status["gave_up"], false, "{status:#}");
+    assert_eq!(instance(&status, 0)["state"], "stopped", "{status:#}");
+    assert_eq!(line_count(&log), 1);
+}
