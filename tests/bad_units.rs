@@ -141,7 +141,6 @@ fn check_prints_the_error_of_every_bad_file_and_exits_1() {
 }
 
 #[test]
-#[ignore = "product bug: clusterd --check stops at the first error of each file (serde deny_unknown_fields / first failing value)"]
 fn check_prints_every_error_within_one_file() {
     let dir = units_dir(&[(
         "many",

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use clusterd::daemon::{run, DaemonOptions};
 use clusterd::socket_path::control_socket_path;
-use clusterd::unit::load_units_dir;
+use clusterd::unit::{every_error, load_units_dir};
 
 /// Keeps N copies of any program running: restarts with a limit, suicide replacement,
 /// graceful stops, shared listening sockets, zero-downtime reloads.
@@ -75,8 +75,17 @@ fn check(dir: &std::path::Path) -> ExitCode {
     let total = files.len();
     let mut bad = 0;
     for file in &files {
-        if let Err(e) = &file.result {
-            eprintln!("{e}");
+        if let Err(first) = &file.result {
+            // Every error of the file, so that it is fixed in one round.
+            let errors = std::fs::read_to_string(&file.path)
+                .map(|text| every_error(&file.path, &text))
+                .unwrap_or_default();
+            if errors.is_empty() {
+                eprintln!("{first}");
+            }
+            for error in errors {
+                eprintln!("{error}");
+            }
             bad += 1;
         }
     }

@@ -1,6 +1,7 @@
 //! Unit files: the raw TOML form ([`UnitFile`]), its typed values, the validated [`Unit`] the
 //! supervisor runs, errors that point into the file, and loading a directory of them.
 
+mod every_error;
 mod load;
 #[allow(clippy::module_inception)]
 mod unit;
@@ -8,6 +9,7 @@ mod unit_error;
 mod unit_file;
 mod values;
 
+pub use every_error::{every_error, KEYS};
 pub use load::{load_unit_file, load_units_dir, LoadedFile};
 pub use unit::{
     cpu_count, is_valid_unit_name, Balance, Credentials, ListenAddress, ReadyMode, RestartLimit,
