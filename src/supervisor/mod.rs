@@ -142,6 +142,10 @@ impl<P: ProcessControl> Supervisor<P> {
                 }
             }
             Ok(Signal::SIGTERM | Signal::SIGINT) => self.shutdown(now),
+            Ok(Signal::SIGHUP) if self.shutting_down => {
+                // A reload now could start new units, and the shutdown would never finish.
+                info!("SIGHUP during shutdown: ignored");
+            }
             Ok(Signal::SIGHUP) => {
                 info!("SIGHUP: re-reading the units directory");
                 let reply = self.daemon_reload(now);

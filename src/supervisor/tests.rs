@@ -776,6 +776,27 @@ fn sigterm_stops_every_unit_in_parallel_and_finishes_once_every_child_is_reaped(
 }
 
 #[test]
+fn sighup_during_shutdown_starts_nothing_new() {
+    // A units directory with a unit that is not running yet: a reload would start it.
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("late.toml"), "command = \"sleep 100\"\n").expect("write");
+    let now = Instant::now();
+    let mut sup = Supervisor::new(FakeOs::new(), Some(dir.path().to_path_buf()));
+    sup.start_all(vec![file("web", "command = \"sleep 100\"\n")], now);
+    let mut h = Harness { sup, now };
+    let web = h.pid_of("web", 0);
+    h.signal(libc::SIGTERM);
+    h.signal(libc::SIGHUP);
+    assert_eq!(
+        h.spawn_count(),
+        1,
+        "the reload started a unit during shutdown"
+    );
+    h.exit(web, killed(Signal::SIGTERM));
+    assert!(h.sup.finished());
+}
+
+#[test]
 fn a_second_sigterm_kills_every_group_at_once() {
     let mut h = Harness::start(&[
         ("api", "command = \"sleep 100\"\n"),
