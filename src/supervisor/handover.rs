@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use log::{info, warn};
 
+use super::timers::Timer;
 use super::unit_runtime::{Handover, Rollout};
 use super::Supervisor;
 use crate::process_control::{ProcessControl, SpawnId};
@@ -30,6 +31,7 @@ impl<P: ProcessControl> Supervisor<P> {
         if process.ready {
             return None;
         }
+        self.timers.cancel(Timer::ReadyTimeout(id));
         process.ready = true;
         let (name, index) = (process.unit.clone(), process.index);
         let rt = self.units.get_mut(&name)?;

@@ -225,6 +225,8 @@ impl<P: ProcessControl> Supervisor<P> {
             return;
         };
         self.os.release(id);
+        self.timers.cancel(Timer::Kill(id));
+        self.timers.cancel(Timer::ReadyTimeout(id));
         let name = process.unit.clone();
         let index = process.index;
         let Some(rt) = self.units.get_mut(&name) else {

@@ -1,16 +1,16 @@
-//! `Timers`: the supervisor's deadlines (SIGKILL after `kill_timeout`, readiness timeouts),
-//! kept in a heap so the loop sleeps exactly until the nearest one. Timers are never
-//! cancelled: when one fires, the supervisor checks whether it still applies.
+//! `Timers`: the supervisor's deadlines (SIGKILL after `kill_timeout`, readiness timeouts,
+//! leftover groups), ordered so the loop sleeps exactly until the nearest one. A deadline that
+//! no longer applies (the process exited, or became ready) is cancelled, so an idle clusterd
+//! never wakes up for nothing; when one fires, the supervisor still checks it applies.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
 use nix::unistd::Pid;
 
 use crate::process_control::SpawnId;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Timer {
     /// SIGKILL this process's group if it is still alive.
     Kill(SpawnId),
@@ -23,26 +23,48 @@ pub enum Timer {
 #[derive(Debug, Default)]
 pub struct Timers {
     /// (deadline, insertion number, timer); the number keeps equal deadlines in order.
-    heap: BinaryHeap<Reverse<(Instant, u64, Timer)>>,
+    queue: BTreeSet<(Instant, u64, Timer)>,
+    /// Where each armed timer sits in `queue`: a timer is armed at most once.
+    armed: HashMap<Timer, (Instant, u64)>,
     inserted: u64,
 }
 
 impl Timers {
+    /// Arms `timer` at `at`. If it is already armed, the earlier deadline stands: a stop
+    /// after a suicide must not postpone the SIGKILL the suicide already scheduled.
     pub fn add(&mut self, at: Instant, timer: Timer) {
+        if self
+            .armed
+            .get(&timer)
+            .is_some_and(|&(armed_at, _)| armed_at <= at)
+        {
+            return;
+        }
+        self.cancel(timer);
         self.inserted += 1;
-        self.heap.push(Reverse((at, self.inserted, timer)));
+        self.queue.insert((at, self.inserted, timer));
+        self.armed.insert(timer, (at, self.inserted));
+    }
+
+    pub fn cancel(&mut self, timer: Timer) {
+        if let Some((at, n)) = self.armed.remove(&timer) {
+            self.queue.remove(&(at, n, timer));
+        }
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse((at, _, _))| *at)
+        self.queue.first().map(|(at, _, _)| *at)
     }
 
     /// Removes and returns the earliest timer due at `now`.
     pub fn pop_due(&mut self, now: Instant) -> Option<Timer> {
-        match self.heap.peek() {
-            Some(Reverse((at, _, _))) if *at <= now => self.heap.pop().map(|Reverse((_, _, t))| t),
-            _ => None,
+        let &(at, _, timer) = self.queue.first()?;
+        if at > now {
+            return None;
         }
+        self.queue.pop_first();
+        self.armed.remove(&timer);
+        Some(timer)
     }
 }
 
@@ -66,6 +88,24 @@ mod tests {
         assert_eq!(
             timers.pop_due(t0 + Duration::from_secs(5)),
             Some(Timer::Kill(2))
+        );
+        assert_eq!(timers.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_cancelled_timer_is_no_deadline_and_rearming_keeps_the_earlier_deadline() {
+        let t0 = Instant::now();
+        let mut timers = Timers::default();
+        timers.add(t0 + Duration::from_secs(1), Timer::ReadyTimeout(7));
+        timers.cancel(Timer::ReadyTimeout(7));
+        assert_eq!(timers.next_deadline(), None);
+        timers.add(t0 + Duration::from_secs(3), Timer::Kill(7));
+        timers.add(t0 + Duration::from_secs(1), Timer::Kill(7));
+        timers.add(t0 + Duration::from_secs(5), Timer::Kill(7));
+        assert_eq!(timers.next_deadline(), Some(t0 + Duration::from_secs(1)));
+        assert_eq!(
+            timers.pop_due(t0 + Duration::from_secs(2)),
+            Some(Timer::Kill(7))
         );
         assert_eq!(timers.next_deadline(), None);
     }
