@@ -15,9 +15,11 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::node_cluster::WorkerInfo;
-use crate::process_control::{ExitStatus, HookRequest, ProcessControl, SpawnId, SpawnRequest};
+use crate::process_control::{
+    ExitStatus, GracefulStop, HookRequest, ProcessControl, SpawnId, SpawnRequest,
+};
 use crate::spawn::{inherited_environment, spawn, ExecRequest, FIRST_PASSED_FD};
-use crate::unit::Unit;
+use crate::unit::{NodeClusterStop, Unit};
 use crate::worker_io::WorkerIo;
 
 pub struct OsProcessControl {
@@ -29,7 +31,7 @@ pub struct OsProcessControl {
     /// clusterd's environment as instances inherit it.
     base_environment: Vec<(String, String)>,
     /// Live Node cluster workers, for graceful stops.
-    node_workers: HashMap<SpawnId, WorkerInfo>,
+    node_workers: HashMap<SpawnId, NodeClusterStop>,
 }
 
 impl OsProcessControl {
@@ -123,12 +125,9 @@ impl ProcessControl for OsProcessControl {
         let node = unit.node_cluster.map(|scheduling| WorkerInfo {
             unit: unit.name.clone(),
             scheduling,
-            pgid: pid,
-            kill_signal: unit.kill_signal,
-            kill_timeout: unit.kill_timeout,
         });
-        if let Some(info) = &node {
-            self.node_workers.insert(request.id, info.clone());
+        if node.is_some() {
+            self.node_workers.insert(request.id, unit.node_cluster_stop);
         }
         self.io.watch(request.id, ours.into(), node);
         Ok(pid)
@@ -199,12 +198,17 @@ impl ProcessControl for OsProcessControl {
         self.io.release_unit(unit);
     }
 
-    fn request_disconnect(&mut self, id: SpawnId) -> bool {
-        let Some(info) = self.node_workers.get(&id) else {
-            return false;
-        };
-        self.io
-            .disconnect(id, info.pgid, info.kill_signal, info.kill_timeout);
-        true
+    fn begin_stop(&mut self, id: SpawnId, _pid: Pid, _kill_signal: Signal) -> GracefulStop {
+        match self.node_workers.get(&id) {
+            None => GracefulStop::SendKillSignal,
+            Some(NodeClusterStop::Signal) => {
+                self.io.withdraw(id);
+                GracefulStop::SendKillSignal
+            }
+            Some(NodeClusterStop::Disconnect) => {
+                self.io.disconnect(id);
+                GracefulStop::Disconnecting
+            }
+        }
     }
 }

@@ -68,6 +68,17 @@ impl fmt::Display for ExitStatus {
     }
 }
 
+/// How a process is stopped, as [`ProcessControl::begin_stop`] decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GracefulStop {
+    /// Send `kill_signal` now (SIGKILL follows after `kill_timeout`).
+    SendKillSignal,
+    /// A Node cluster worker that does not handle `kill_signal` itself was asked to
+    /// disconnect (close its servers, finish its requests, exit): send `kill_signal` only if
+    /// it is still running after half of `kill_timeout`.
+    Disconnecting,
+}
+
 pub trait ProcessControl {
     /// Starts an instance; returns its pid, which is also its process group id. The error is
     /// a message for status and the log, such as
@@ -102,12 +113,10 @@ pub trait ProcessControl {
         let _ = unit;
     }
 
-    /// A graceful stop of process `id` begins. Returns true when the OS side takes it over
-    /// (a Node cluster worker is asked to disconnect, and gets `kill_signal` later if it does
-    /// not leave); the caller then sends no `kill_signal` itself, but still arms SIGKILL
-    /// after `kill_timeout`. False (the default): send `kill_signal` as usual.
-    fn request_disconnect(&mut self, id: SpawnId) -> bool {
-        let _ = id;
-        false
+    /// Process `id` (pid `pid`) is about to be stopped with `kill_signal`. The OS side may
+    /// begin a gentler stop first; see [`GracefulStop`]. The default: nothing special.
+    fn begin_stop(&mut self, id: SpawnId, pid: Pid, kill_signal: Signal) -> GracefulStop {
+        let _ = (id, pid, kill_signal);
+        GracefulStop::SendKillSignal
     }
 }

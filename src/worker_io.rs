@@ -18,13 +18,11 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use log::{debug, warn};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use nix::sys::signal::Signal;
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
 use nix::unistd::Pid;
 
@@ -45,17 +43,12 @@ enum Command {
     /// A new instance's channel; `Some` for a Node cluster worker.
     Watch(SpawnId, OwnedFd, Option<WorkerInfo>),
     Forget(SpawnId),
-    Disconnect(Disconnect),
+    /// The instance is about to be stopped: hand it no new connections.
+    Withdraw(SpawnId),
+    /// The same, and ask it to close its servers and leave (`{act:'disconnect'}`).
+    Disconnect(SpawnId),
     /// The unit's last Node worker was stopped: release its sockets.
     ReleaseUnit(String),
-}
-
-/// A graceful stop request for a Node cluster worker, with what the fallback needs.
-struct Disconnect {
-    id: SpawnId,
-    pgid: Pid,
-    kill_signal: Signal,
-    kill_timeout: Duration,
 }
 
 /// The supervisor's handle on the I/O thread.
@@ -115,13 +108,15 @@ impl WorkerIo {
     /// Asks a Node cluster worker to close its servers and exit (`{act:'disconnect'}`);
     /// sends `kill_signal` to `pgid` after half of `kill_timeout` if it is still there, or
     /// at once if the instance does not speak the cluster protocol.
-    pub fn disconnect(&self, id: SpawnId, pgid: Pid, kill_signal: Signal, kill_timeout: Duration) {
-        self.command(Command::Disconnect(Disconnect {
-            id,
-            pgid,
-            kill_signal,
-            kill_timeout,
-        }));
+    /// The Node cluster worker `id` is about to be stopped: hand it no new connections.
+    pub fn withdraw(&self, id: SpawnId) {
+        self.command(Command::Withdraw(id));
+    }
+
+    /// The Node cluster worker `id` is to close its servers and exit (`{act:'disconnect'}`);
+    /// it gets no new connections from now on.
+    pub fn disconnect(&self, id: SpawnId) {
+        self.command(Command::Disconnect(id));
     }
 
     /// The unit's Node workers were all stopped: close the sockets clusterd holds for them
@@ -176,16 +171,7 @@ impl IoThread {
     fn run(mut self) {
         let mut ready = vec![EpollEvent::empty(); 64];
         loop {
-            let timeout = match self.primary.next_deadline() {
-                None => EpollTimeout::NONE,
-                Some(at) => {
-                    // Round up, so that a deadline is never polled for in a busy loop.
-                    let wait = at.saturating_duration_since(Instant::now());
-                    let millis = wait.as_micros().div_ceil(1000);
-                    EpollTimeout::try_from(millis).unwrap_or(EpollTimeout::MAX)
-                }
-            };
-            let count = match self.epoll.wait(&mut ready, timeout) {
+            let count = match self.epoll.wait(&mut ready, EpollTimeout::NONE) {
                 Ok(n) => n,
                 Err(nix::Error::EINTR) => continue,
                 Err(e) => {
@@ -222,7 +208,6 @@ impl IoThread {
                     }
                 }
             }
-            self.primary.fire_due(Instant::now());
             self.deliver();
         }
     }
@@ -294,14 +279,12 @@ impl IoThread {
                     }
                 }
                 Ok(Command::Forget(id)) => self.close(id),
-                Ok(Command::Disconnect(request)) => {
-                    self.primary.request_disconnect(
-                        request.id,
-                        request.pgid,
-                        request.kill_signal,
-                        request.kill_timeout,
-                        Instant::now(),
-                    );
+                Ok(Command::Withdraw(id)) => {
+                    self.primary.withdraw(id);
+                    self.deliver();
+                }
+                Ok(Command::Disconnect(id)) => {
+                    self.primary.disconnect(id);
                     self.deliver();
                 }
                 Ok(Command::ReleaseUnit(unit)) => self.primary.release_unit(&unit, &self.epoll),

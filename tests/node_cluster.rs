@@ -483,6 +483,44 @@ fn stop_disconnects_the_workers_and_releases_the_port() {
     );
 }
 
+/// An app with its own graceful shutdown: on SIGTERM it writes `term-PID` into its working
+/// directory (the daemon's scratch directory) and closes.
+const APP_WITH_SIGTERM_HANDLER: &str = r#"
+const http = require('http');
+const fs = require('fs');
+const path = require('path');
+const server = http.createServer((req, res) => res.end(String(process.pid)));
+server.listen(+process.env.PORT, process.env.HOST);
+process.on('SIGTERM', () => {
+  fs.writeFileSync(path.join(process.cwd(), 'term-' + process.pid), '');
+  server.close(() => process.exit(0));
+});
+"#;
+
+#[test]
+fn stop_uses_node_disconnect_by_default_and_the_apps_own_handler_with_node_cluster_stop_signal() {
+    if !node_available() {
+        return;
+    }
+    for (extra, expect_handler) in [
+        ("node_cluster = true", false),
+        ("node_cluster = true\nnode_cluster_stop = \"signal\"", true),
+    ] {
+        let port = free_port();
+        let (daemon, pids) = start(APP_WITH_SIGTERM_HANDLER, port, 2, extra);
+        wait_all_serve(&daemon, port, &pids);
+        let stopped = daemon.ctl(&["stop", "web"]);
+        assert!(stopped.status.success(), "{}", daemon.log());
+        for pid in &pids {
+            let line = format!("(pid {pid}): exited with code 0");
+            assert!(daemon.log().contains(&line), "{line}\n{}", daemon.log());
+            // disconnect: the worker closes its servers and leaves before any signal.
+            let handler_ran = daemon.path(&format!("term-{pid}")).exists();
+            assert_eq!(handler_ran, expect_handler, "{extra}\n{}", daemon.log());
+        }
+    }
+}
+
 #[test]
 fn a_listen_clusterd_cannot_serve_gets_an_error_not_silence() {
     if !node_available() {

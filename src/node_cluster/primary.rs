@@ -16,14 +16,11 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
-use nix::sys::signal::{killpg, Signal};
 use nix::sys::socket::{accept4, SockFlag};
-use nix::unistd::Pid;
 use serde_json::Value;
 
 use super::listener::{Listener, Transport};
@@ -42,10 +39,6 @@ pub const LISTENER_TOKEN_BASE: u64 = 1 << 62;
 pub struct WorkerInfo {
     pub unit: String,
     pub scheduling: NodeScheduling,
-    /// Its process group, for the `kill_signal` fallback of a graceful disconnect.
-    pub pgid: Pid,
-    pub kill_signal: Signal,
-    pub kill_timeout: Duration,
 }
 
 struct Worker {
@@ -60,8 +53,6 @@ struct Worker {
     disconnecting: bool,
     /// Round-robin hand-offs without an answer yet: seq → (handle key, connection).
     in_flight: HashMap<u64, (String, OwnedFd)>,
-    /// When to fall back to `kill_signal` after a disconnect request.
-    kill_at: Option<Instant>,
 }
 
 impl Worker {
@@ -124,7 +115,6 @@ impl Primary {
                 listening: false,
                 disconnecting: false,
                 in_flight: HashMap::new(),
-                kill_at: None,
             },
         );
     }
@@ -437,40 +427,35 @@ impl Primary {
         }
     }
 
-    /// The supervisor stops worker `id`: ask it to disconnect (it closes its servers and
-    /// exits), and fall back to `kill_signal` after half its `kill_timeout`. A process that
-    /// never spoke the protocol gets `kill_signal` at once.
-    pub fn request_disconnect(
-        &mut self,
-        id: SpawnId,
-        pgid: Pid,
-        kill_signal: Signal,
-        kill_timeout: Duration,
-        now: Instant,
-    ) {
+    /// The supervisor is about to stop worker `id` (it sends `kill_signal` itself): hand it
+    /// no more connections. Hand-offs already in flight are answered by the worker; one it
+    /// refuses goes to another worker.
+    pub fn withdraw(&mut self, id: SpawnId) {
         let Some(worker) = self.workers.get_mut(&id) else {
-            send_kill_signal(pgid, kill_signal);
             return;
         };
-        if !worker.online {
-            send_kill_signal(pgid, kill_signal);
-            return;
-        }
-        if worker.kill_at.is_none() {
-            worker.kill_at = Some(now + kill_timeout / 2);
-        }
-        if worker.disconnecting {
-            return;
-        }
         worker.disconnecting = true;
         let unit = worker.info.unit.clone();
-        let request = message::disconnect(worker.next_seq());
-        self.send(id, &request, None);
         // Like Node's removeHandlesForWorker: no more connections for it.
         if let Some(registry) = self.units.get_mut(&unit) {
             for handle in registry.handles.values_mut() {
                 handle.workers.remove_member(id);
             }
+        }
+    }
+
+    /// The supervisor stops worker `id`, whose app does not handle `kill_signal`: ask it to
+    /// disconnect — it closes its servers, lets the requests in progress finish and exits, as
+    /// with Node's `worker.disconnect()`. The supervisor sends `kill_signal` if it is still
+    /// there after half its `kill_timeout`.
+    pub fn disconnect(&mut self, id: SpawnId) {
+        self.withdraw(id);
+        let Some(worker) = self.workers.get_mut(&id) else {
+            return;
+        };
+        if worker.online {
+            let request = message::disconnect(worker.next_seq());
+            self.send(id, &request, None);
         }
     }
 
@@ -481,36 +466,6 @@ impl Primary {
         if self.units.contains_key(unit) && !self.workers.values().any(|w| w.info.unit == unit) {
             self.close_unit(unit, epoll);
         }
-    }
-
-    pub fn next_deadline(&self) -> Option<Instant> {
-        let kills = self.workers.values().filter_map(|w| w.kill_at);
-        kills.min()
-    }
-
-    pub fn fire_due(&mut self, now: Instant) {
-        for worker in self.workers.values_mut() {
-            if worker.kill_at.is_some_and(|at| at <= now) {
-                worker.kill_at = None;
-                info!(
-                    "{}: a Node worker (pgid {}) is still there after the disconnect request; sending {}",
-                    worker.info.unit,
-                    worker.info.pgid,
-                    worker.info.kill_signal.as_str()
-                );
-                send_kill_signal(worker.info.pgid, worker.info.kill_signal);
-            }
-        }
-    }
-}
-
-fn send_kill_signal(pgid: Pid, signal: Signal) {
-    match killpg(pgid, signal) {
-        Ok(()) | Err(Errno::ESRCH) => {}
-        Err(e) => debug!("killpg({pgid}, {}) failed: {e}", signal.as_str()),
-    }
-    if signal != Signal::SIGKILL {
-        let _ = killpg(pgid, Signal::SIGCONT);
     }
 }
 

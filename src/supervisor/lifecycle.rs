@@ -12,7 +12,9 @@ use super::timers::Timer;
 use super::unit_runtime::{AfterStop, Handover, WaitCondition};
 use super::Supervisor;
 use crate::listen_sockets::UnitSockets;
-use crate::process_control::{ExitStatus, HookRequest, ProcessControl, SpawnId, SpawnRequest};
+use crate::process_control::{
+    ExitStatus, GracefulStop, HookRequest, ProcessControl, SpawnId, SpawnRequest,
+};
 use crate::protocol::Response;
 use crate::unit::{ReadyMode, RestartPolicy};
 
@@ -226,6 +228,7 @@ impl<P: ProcessControl> Supervisor<P> {
         };
         self.os.release(id);
         self.timers.cancel(Timer::Kill(id));
+        self.timers.cancel(Timer::KillSignal(id));
         self.timers.cancel(Timer::ReadyTimeout(id));
         let name = process.unit.clone();
         let index = process.index;
@@ -351,11 +354,11 @@ impl<P: ProcessControl> Supervisor<P> {
             return;
         };
         process.stopping = true;
-        // A Node cluster worker is asked to disconnect first; the OS side falls back to
-        // kill_signal. Either way SIGKILL follows after kill_timeout.
-        if self.os.request_disconnect(id) {
+        self.timers.add(now + rt.unit.kill_timeout, Timer::Kill(id));
+        if self.os.begin_stop(id, process.pid, rt.unit.kill_signal) == GracefulStop::Disconnecting {
             info!("{}: stopping (Node cluster disconnect)", process.label());
-            self.timers.add(now + rt.unit.kill_timeout, Timer::Kill(id));
+            self.timers
+                .add(now + rt.unit.kill_timeout / 2, Timer::KillSignal(id));
             return;
         }
         info!(
@@ -368,7 +371,6 @@ impl<P: ProcessControl> Supervisor<P> {
         if rt.unit.kill_signal != Signal::SIGKILL {
             self.os.signal_group(process.pid, Signal::SIGCONT);
         }
-        self.timers.add(now + rt.unit.kill_timeout, Timer::Kill(id));
     }
 
     /// Arms a SIGKILL `kill_timeout` from now without sending any signal first (suicide: the
@@ -378,6 +380,26 @@ impl<P: ProcessControl> Supervisor<P> {
             if let Some(rt) = self.units.get(&process.unit) {
                 self.timers.add(now + rt.unit.kill_timeout, Timer::Kill(id));
             }
+        }
+    }
+
+    /// A Node worker asked to disconnect is still running after half its `kill_timeout`.
+    pub(super) fn kill_signal_after_disconnect(&mut self, id: SpawnId) {
+        let Some(process) = self.processes.get(&id) else {
+            return;
+        };
+        let Some(rt) = self.units.get(&process.unit) else {
+            return;
+        };
+        let signal = rt.unit.kill_signal;
+        info!(
+            "{}: still running after the disconnect request; sending {}",
+            process.label(),
+            signal.as_str()
+        );
+        self.os.signal_group(process.pid, signal);
+        if signal != Signal::SIGKILL {
+            self.os.signal_group(process.pid, Signal::SIGCONT);
         }
     }
 

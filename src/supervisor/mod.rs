@@ -105,6 +105,7 @@ impl<P: ProcessControl> Supervisor<P> {
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
                 Timer::Kill(id) => self.kill_after_timeout(id),
+                Timer::KillSignal(id) => self.kill_signal_after_disconnect(id),
                 Timer::ReadyTimeout(id) => self.ready_timed_out(id, now),
                 Timer::KillLeftovers(pgid) => {
                     // The pid may have been reused by a new instance leading its own group.

@@ -14,6 +14,8 @@ use crate::process_control::SpawnId;
 pub enum Timer {
     /// SIGKILL this process's group if it is still alive.
     Kill(SpawnId),
+    /// Send `kill_signal` to a Node worker still running after a disconnect request.
+    KillSignal(SpawnId),
     /// The process was expected to be ready by now.
     ReadyTimeout(SpawnId),
     /// SIGKILL what is left of the group of an instance that has already exited.

@@ -16,8 +16,8 @@ use super::unit::Unit;
 use super::unit_error::UnitError;
 use super::unit_file::RestartLimitTable;
 use super::values::{
-    Balance, CommandLine, HumanDuration, ListenAddress, NodeClusterSetting, ReadyMode,
-    RestartPolicy, SignalName,
+    Balance, CommandLine, HumanDuration, ListenAddress, NodeClusterSetting, NodeClusterStop,
+    ReadyMode, RestartPolicy, SignalName,
 };
 
 /// Every key a unit file may have, in the order the docs list them.
@@ -39,6 +39,7 @@ pub const KEYS: &[&str] = &[
     "ready",
     "ready_timeout",
     "node_cluster",
+    "node_cluster_stop",
 ];
 
 /// All the errors of the unit file `path` with contents `text`; empty when it is valid.
@@ -70,6 +71,7 @@ pub fn every_error(path: &Path, text: &str) -> Vec<UnitError> {
             "balance" => check::<Balance>(value),
             "ready" => check::<ReadyMode>(value),
             "node_cluster" => check::<NodeClusterSetting>(value),
+            "node_cluster_stop" => check::<NodeClusterStop>(value),
             unknown => {
                 let expected = KEYS
                     .iter()

@@ -12,8 +12,8 @@ mod values;
 pub use every_error::{every_error, KEYS};
 pub use load::{load_unit_file, load_units_dir, LoadedFile};
 pub use unit::{
-    cpu_count, is_valid_unit_name, Balance, Credentials, ListenAddress, ReadyMode, RestartLimit,
-    RestartPolicy, Unit,
+    cpu_count, is_valid_unit_name, Balance, Credentials, ListenAddress, NodeClusterStop, ReadyMode,
+    RestartLimit, RestartPolicy, Unit,
 };
 pub use unit_error::UnitError;
 pub use unit_file::UnitFile;

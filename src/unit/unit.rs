@@ -11,7 +11,9 @@ use toml::Spanned;
 
 use super::unit_error::UnitError;
 use super::unit_file::UnitFile;
-pub use super::values::{Balance, ListenAddress, NodeScheduling, ReadyMode, RestartPolicy};
+pub use super::values::{
+    Balance, ListenAddress, NodeClusterStop, NodeScheduling, ReadyMode, RestartPolicy,
+};
 
 /// Default `restart_limit`: at most 10 automatic restarts in any 60 s.
 pub const DEFAULT_RESTART_BURST: u32 = 10;
@@ -65,6 +67,8 @@ pub struct Unit {
     /// `node_cluster`: clusterd is the Node cluster primary of the instances, with this
     /// scheduling; `None` when off.
     pub node_cluster: Option<NodeScheduling>,
+    /// How its Node workers are stopped gracefully (only with `node_cluster`).
+    pub node_cluster_stop: NodeClusterStop,
 }
 
 /// Unit names end up in environment variables, log lines and the control protocol: keep them
@@ -182,6 +186,15 @@ impl Unit {
         }
 
         let node_cluster = file.node_cluster.and_then(|setting| setting.0);
+        let node_cluster_stop = match file.node_cluster_stop {
+            Some(stop) if node_cluster.is_none() => return Err(at(
+                stop.span().start,
+                "node_cluster_stop applies to node_cluster units only (set node_cluster = true)"
+                    .into(),
+            )),
+            Some(stop) => stop.into_inner(),
+            None => NodeClusterStop::default(),
+        };
         // A Node cluster worker is ready once it listens (its `listening` message), as in
         // PM2's cluster mode; `ready = "started"` can still be asked for.
         let ready = file.ready.unwrap_or(if node_cluster.is_some() {
@@ -209,6 +222,7 @@ impl Unit {
             ready,
             ready_timeout: file.ready_timeout.map_or(DEFAULT_READY_TIMEOUT, |d| d.0),
             node_cluster,
+            node_cluster_stop,
         })
     }
 
@@ -310,6 +324,19 @@ mod tests {
         assert_eq!(unit.ready_timeout, Duration::from_secs(30));
         assert_eq!(unit.balance, Balance::Shared);
         assert_eq!(unit.node_cluster, None);
+    }
+
+    #[test]
+    fn node_cluster_stop_defaults_to_disconnect_and_needs_node_cluster() {
+        let unit = parse("command = \"node app.js\"\nnode_cluster = true\n").unwrap();
+        assert_eq!(unit.node_cluster_stop, NodeClusterStop::Disconnect);
+        let unit = parse(
+            "command = \"node app.js\"\nnode_cluster = true\nnode_cluster_stop = \"signal\"\n",
+        )
+        .unwrap();
+        assert_eq!(unit.node_cluster_stop, NodeClusterStop::Signal);
+        let err = parse("command = \"node app.js\"\nnode_cluster_stop = \"signal\"\n").unwrap_err();
+        assert_eq!(err.position, Some((2, 21)), "{err}");
     }
 
     #[test]

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::values::{
-    Balance, CommandLine, HumanDuration, ListenAddress, NodeClusterSetting, ReadyMode,
-    RestartPolicy, SignalName,
+    Balance, CommandLine, HumanDuration, ListenAddress, NodeClusterSetting, NodeClusterStop,
+    ReadyMode, RestartPolicy, SignalName,
 };
 
 #[derive(Debug, Deserialize)]
@@ -32,6 +32,7 @@ pub struct UnitFile {
     pub ready: Option<ReadyMode>,
     pub ready_timeout: Option<HumanDuration>,
     pub node_cluster: Option<NodeClusterSetting>,
+    pub node_cluster_stop: Option<Spanned<NodeClusterStop>>,
 }
 
 /// `restart_limit = { burst = 10, interval = "60s" }`

@@ -183,6 +183,21 @@ impl<'de> Deserialize<'de> for NodeClusterSetting {
     }
 }
 
+/// `node_cluster_stop`: how a Node cluster worker is stopped gracefully.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeClusterStop {
+    /// Node's own `disconnect`: the worker closes its servers, finishes the requests in
+    /// progress and exits; `kill_signal` after half of `kill_timeout` if it is still there.
+    /// Graceful for an app with no shutdown code of its own.
+    #[default]
+    Disconnect,
+    /// clusterd stops handing it connections and sends `kill_signal`, for an app that shuts
+    /// down gracefully on that signal itself (as PM2 expects). Node's `disconnect` would close
+    /// idle keep-alive connections under the client's feet.
+    Signal,
+}
+
 /// An address clusterd binds for a unit: `tcp://0.0.0.0:3000`, `tcp://[::1]:3000` or
 /// `unix:/run/web.sock`.
 #[derive(Debug, Clone, PartialEq, Eq)]
