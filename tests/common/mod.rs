@@ -205,23 +205,8 @@ impl Daemon {
 
     /// Sends SIGTERM and waits for clusterd to exit; returns its exit status.
     pub fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("clusterd running");
-        send_signal(child.id(), libc::SIGTERM);
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "clusterd did not exit within {PATIENCE:?} of SIGTERM\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        send_signal(self.pid(), libc::SIGTERM);
+        self.wait_exit(PATIENCE)
     }
 
     /// Waits for clusterd to exit on its own (after a signal the test sent).
