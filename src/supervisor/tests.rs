@@ -169,6 +169,15 @@ impl Harness {
         receiver
     }
 
+    /// `scale UNIT N` on a unit whose instances are ready at once; true if it succeeded.
+    fn ask_scale_to(&mut self, unit: &str, count: u32) -> bool {
+        let request = Request::Scale {
+            unit: unit.to_string(),
+            count: ScaleCount::To(count),
+        };
+        self.ask(request).ok
+    }
+
     /// A request that must be answered at once.
     fn ask(&mut self, request: Request) -> Response {
         let receiver = self.request(request);
@@ -1110,6 +1119,29 @@ fn daemon_reload_restarts_a_unit_whose_command_changed() {
     assert_eq!(h.spawn_count(), 2);
     assert_eq!(h.os().spawns[1].command, ["sleep", "200"]);
     assert_eq!(h.status("web").state, "running");
+}
+
+#[test]
+fn a_scale_holds_across_a_daemon_reload_that_does_not_change_instances() {
+    let mut h = Harness::start(&[("web", "command = \"sleep 100\"\ninstances = 2\n")]);
+    assert!(h.ask_scale_to("web", 3));
+    // The command changes, `instances` does not: restarted with 3 instances, not 2.
+    let response = h.apply(&[("web", "command = \"sleep 200\"\ninstances = 2\n")]);
+    assert!(response.ok, "{response:?}");
+    let old: Vec<Pid> = (0..3).map(|i| h.pid_of("web", i)).collect();
+    h.exit_all(
+        &old.iter()
+            .map(|&p| (p, killed(Signal::SIGTERM)))
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(h.status("web").wanted_instances, 3);
+    assert_eq!(
+        h.current_pids("web").iter().filter(|p| p.is_some()).count(),
+        3
+    );
+    // A file that does change `instances` resets it.
+    h.apply(&[("web", "command = \"sleep 200\"\ninstances = 1\n")]);
+    assert_eq!(h.status("web").wanted_instances, 1);
 }
 
 #[test]

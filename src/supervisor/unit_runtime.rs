@@ -113,13 +113,16 @@ impl UnitRuntime {
         &mut self.slots[index]
     }
 
-    /// Replaces the configuration; the restart budget follows the new limit.
+    /// Replaces the configuration; the restart budget follows the new limit. A count set by
+    /// `clusterctl scale` holds unless the new file changes `instances`.
     pub fn set_unit(&mut self, unit: Unit) {
         if unit.restart_limit != self.unit.restart_limit {
             self.limiter =
                 RestartLimiter::new(unit.restart_limit.burst, unit.restart_limit.interval);
         }
-        self.wanted = unit.instances;
+        if unit.instances != self.unit.instances {
+            self.wanted = unit.instances;
+        }
         self.unit = unit;
     }
 }
