@@ -11,7 +11,7 @@ use super::unit_runtime::{AfterStop, UnitRuntime};
 use super::Supervisor;
 use crate::process_control::ProcessControl;
 use crate::protocol::Response;
-use crate::unit::{load_units_dir, LoadedFile};
+use crate::unit::{load_units_dir, LoadedFile, Unit};
 
 impl<P: ProcessControl> Supervisor<P> {
     /// Re-reads the units directory and applies it.
@@ -33,6 +33,7 @@ impl<P: ProcessControl> Supervisor<P> {
     pub fn apply_units(&mut self, files: Vec<LoadedFile>, now: Instant) -> Response {
         let mut added = Vec::new();
         let mut changed = Vec::new();
+        let mut reloaded = Vec::new();
         let mut scaled = Vec::new();
         let mut unchanged = 0;
         let mut errors = Vec::new();
@@ -77,6 +78,15 @@ impl<P: ProcessControl> Supervisor<P> {
                             reply,
                             now,
                         );
+                    } else if rt.active && can_roll(rt, &unit) {
+                        // Same sockets, same count: replace the instances one by one with the
+                        // new configuration, without a gap; back to the old one if it fails.
+                        info!("{name}: configuration changed; replacing its instances one by one");
+                        let previous = Box::new(rt.unit.clone());
+                        rt.set_unit(unit);
+                        let (reply, _ignored) = crossbeam_channel::unbounded();
+                        self.begin_rollout(&name, reply, Some(previous), now);
+                        reloaded.push(name);
                     } else if rt.active {
                         info!("{name}: configuration changed; restarting");
                         let (reply, _ignored) = crossbeam_channel::unbounded();
@@ -132,6 +142,9 @@ impl<P: ProcessControl> Supervisor<P> {
         if !added.is_empty() {
             summary.push(format!("started {}", list(&added)));
         }
+        if !reloaded.is_empty() {
+            summary.push(format!("reloaded {}", list(&reloaded)));
+        }
         if !changed.is_empty() {
             summary.push(format!("restarted {}", list(&changed)));
         }
@@ -154,4 +167,18 @@ impl<P: ProcessControl> Supervisor<P> {
             ))
         }
     }
+}
+
+/// A changed unit can take its new configuration by a rolling reload when everything the
+/// instances share stays as it is: the listening sockets, how they are shared, the Node
+/// cluster mode and the number of instances. Otherwise it is restarted.
+fn can_roll(rt: &UnitRuntime, new: &Unit) -> bool {
+    let old = &rt.unit;
+    rt.gave_up.is_none()
+        && rt.rollout.is_none()
+        && matches!(rt.after_stop, AfterStop::Nothing)
+        && old.listen == new.listen
+        && old.balance == new.balance
+        && old.node_cluster == new.node_cluster
+        && old.instances == new.instances
 }

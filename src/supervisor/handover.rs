@@ -168,6 +168,7 @@ impl<P: ProcessControl> Supervisor<P> {
         &mut self,
         name: &str,
         reply: crossbeam_channel::Sender<Response>,
+        revert_to: Option<Box<crate::unit::Unit>>,
         now: Instant,
     ) {
         let Some(rt) = self.units.get_mut(name) else {
@@ -180,6 +181,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 rt.rollout = Some(Rollout {
                     next_index: 0,
                     waiters: vec![reply],
+                    revert_to,
                 });
                 self.advance_rollout(name, now);
             }
@@ -275,6 +277,15 @@ impl<P: ProcessControl> Supervisor<P> {
             warn!("{error}");
             for waiter in rollout.waiters {
                 let _ = waiter.send(Response::failed(error.clone()));
+            }
+            // A changed file that does not come up: the processes that serve keep serving,
+            // and the unit keeps (and restarts with) the configuration they run.
+            if let Some(previous) = rollout.revert_to {
+                warn!("{name}: keeping its previous configuration");
+                rt.set_unit(*previous);
+                rt.config_error = Some(format!(
+                    "the changed unit file did not start ({error}); running the previous configuration"
+                ));
             }
         }
         // Any standby of a reload becomes current again.

@@ -327,6 +327,10 @@ impl<P: ProcessControl> Supervisor<P> {
             return;
         };
         rt.active = false;
+        // A stop is not a failure of the configuration being rolled out: keep it.
+        if let Some(rollout) = rt.rollout.as_mut() {
+            rollout.revert_to = None;
+        }
         if rt.rollout.is_some() {
             self.abort_rollout(name, format!("{name}: reload interrupted by a stop"), now);
         }

@@ -161,7 +161,7 @@ impl<P: ProcessControl> Supervisor<P> {
             )));
             return;
         }
-        self.begin_rollout(name, reply, now);
+        self.begin_rollout(name, reply, None, now);
     }
 
     fn request_scale(

@@ -1108,39 +1108,99 @@ fn daemon_reload_leaves_an_unchanged_unit_alone() {
 }
 
 #[test]
-fn daemon_reload_restarts_a_unit_whose_command_changed() {
+fn daemon_reload_replaces_a_changed_unit_one_instance_at_a_time() {
     let mut h = Harness::start(&[("web", WEB)]);
     let old = h.pid_of("web", 0);
     let response = h.apply(&[("web", "command = \"sleep 200\"\n")]);
+    assert!(response.ok, "{response:?}");
+    assert!(
+        response
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("reloaded web"),
+        "{response:?}"
+    );
+    // The new process started before the old one was told to go (ready at once here).
+    assert_eq!(
+        h.spawn_count(),
+        2,
+        "no replacement before stopping the old one"
+    );
+    assert_eq!(h.os().spawns[1].command, ["sleep", "200"]);
+    assert_eq!(h.signals_to(old), [Signal::SIGTERM, Signal::SIGCONT]);
+    h.exit(old, killed(Signal::SIGTERM));
+    assert_eq!(
+        h.spawn_count(),
+        2,
+        "the old process's exit restarted something"
+    );
+    assert_eq!(h.status("web").state, "running");
+}
+
+#[test]
+fn daemon_reload_restarts_a_unit_whose_sockets_change() {
+    let mut h = Harness::start(&[("web", WEB)]);
+    let old = h.pid_of("web", 0);
+    let response = h.apply(&[("web", "command = \"sleep 200\"\nbalance = \"reuseport\"\n")]);
     assert!(response.ok, "{response:?}");
     assert_eq!(h.signals_to(old), [Signal::SIGTERM, Signal::SIGCONT]);
     assert_eq!(h.spawn_count(), 1, "started before the old one was gone");
     h.exit(old, killed(Signal::SIGTERM));
     assert_eq!(h.spawn_count(), 2);
     assert_eq!(h.os().spawns[1].command, ["sleep", "200"]);
-    assert_eq!(h.status("web").state, "running");
+}
+
+#[test]
+fn a_changed_unit_that_does_not_come_up_keeps_its_previous_configuration() {
+    let mut h = Harness::start(&[("web", WEB)]);
+    let old = h.pid_of("web", 0);
+    h.os_mut().failing_spawns = 1;
+    let response = h.apply(&[("web", "command = \"nosuch\"\n")]);
+    assert!(response.ok, "{response:?}");
+    // The old process was never signalled and still serves; the status says why.
+    assert!(h.signals_to(old).is_empty());
+    assert_eq!(h.current_pids("web"), [Some(old)]);
+    let status = h.status("web");
+    assert!(
+        status
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("previous configuration"),
+        "{status:?}"
+    );
+    // It crashes later: restarted with the configuration it was running.
+    h.exit(old, code(1));
+    assert_eq!(
+        h.os().spawns.last().map(|s| s.command.clone()),
+        Some(vec!["sleep".to_string(), "100".to_string()])
+    );
 }
 
 #[test]
 fn a_scale_holds_across_a_daemon_reload_that_does_not_change_instances() {
     let mut h = Harness::start(&[("web", "command = \"sleep 100\"\ninstances = 2\n")]);
     assert!(h.ask_scale_to("web", 3));
-    // The command changes, `instances` does not: restarted with 3 instances, not 2.
+    let old: Vec<Pid> = (0..3).map(|i| h.pid_of("web", i)).collect();
+    // The command changes, `instances` does not: all 3 indexes are replaced, not 2.
     let response = h.apply(&[("web", "command = \"sleep 200\"\ninstances = 2\n")]);
     assert!(response.ok, "{response:?}");
-    let old: Vec<Pid> = (0..3).map(|i| h.pid_of("web", i)).collect();
     h.exit_all(
         &old.iter()
             .map(|&p| (p, killed(Signal::SIGTERM)))
             .collect::<Vec<_>>(),
     );
     assert_eq!(h.status("web").wanted_instances, 3);
-    assert_eq!(
-        h.current_pids("web").iter().filter(|p| p.is_some()).count(),
-        3
-    );
-    // A file that does change `instances` resets it.
+    let new: Vec<Pid> = (0..3).map(|i| h.pid_of("web", i)).collect();
+    assert!(new.iter().all(|p| !old.contains(p)), "{old:?} {new:?}");
+    // A file that does change `instances` resets it (a restart: once the old ones are gone).
     h.apply(&[("web", "command = \"sleep 200\"\ninstances = 1\n")]);
+    h.exit_all(
+        &new.iter()
+            .map(|&p| (p, killed(Signal::SIGTERM)))
+            .collect::<Vec<_>>(),
+    );
     assert_eq!(h.status("web").wanted_instances, 1);
 }
 
@@ -1245,18 +1305,19 @@ fn a_bad_file_shows_as_invalid_and_never_takes_good_units_down() {
 
 #[test]
 fn daemon_reload_during_a_pending_restart_starts_the_newest_file() {
+    // `balance` changes, so each change is a restart (stop all, then start), not a reload.
     let mut h = Harness::start(&[("web", WEB)]);
     let old = h.pid_of("web", 0);
-    h.apply(&[("web", "command = \"sleep 200\"\n")]);
+    h.apply(&[("web", "command = \"sleep 200\"\nbalance = \"reuseport\"\n")]);
     // The file changes again while the old process is still stopping.
-    h.apply(&[("web", "command = \"sleep 300\"\n")]);
+    h.apply(&[("web", "command = \"sleep 300\"\nbalance = \"reuseport\"\n")]);
     h.exit(old, killed(Signal::SIGTERM));
     assert_eq!(h.spawn_count(), 2);
     assert_eq!(h.os().spawns[1].command, ["sleep", "300"]);
-    // And back to the original while a restart to another command is pending.
+    // And back to the running configuration while a restart to another one is pending.
     let pid = h.pid_of("web", 0);
     h.apply(&[("web", "command = \"sleep 400\"\n")]);
-    h.apply(&[("web", "command = \"sleep 300\"\n")]);
+    h.apply(&[("web", "command = \"sleep 300\"\nbalance = \"reuseport\"\n")]);
     h.exit(pid, killed(Signal::SIGTERM));
     assert_eq!(h.os().spawns.last().unwrap().command, ["sleep", "300"]);
 }

@@ -85,6 +85,9 @@ pub struct Rollout {
     /// The next index to replace.
     pub next_index: u32,
     pub waiters: Vec<Sender<Response>>,
+    /// A daemon-reload is applying a changed file this way: the configuration to go back to
+    /// if a new process fails to come up.
+    pub revert_to: Option<Box<Unit>>,
 }
 
 impl UnitRuntime {
