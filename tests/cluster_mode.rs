@@ -231,6 +231,36 @@ fn two_consecutive_reloads_under_load_fail_no_request() {
 }
 
 #[test]
+fn a_changed_unit_applied_by_daemon_reload_under_load_fails_no_request() {
+    let port = free_port();
+    let daemon = start_web(port, 2, "");
+    let before = daemon.wait_running("web", 2);
+    let load = Load::start(port, Duration::from_secs(60));
+    wait_for("the load to get answers", PATIENCE, || get(port).is_ok());
+    // A new configuration (one more variable), same sockets: replaced one by one.
+    let text = web_unit(daemon.dir.path(), port, 2, "") + "description = \"v2\"\n";
+    daemon.write_unit("web", &text);
+    let out = daemon.ctl(&["daemon-reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("reloaded web"));
+    wait_for("every instance to be replaced", PATIENCE, || {
+        let now = daemon.pids("web");
+        now.len() == 2
+            && now.iter().all(|p| !before.contains(p))
+            && before.iter().all(|p| !alive(*p))
+    });
+    let report = load.finish();
+    assert!(report.ok > 0, "{report:?}");
+    assert_eq!(report.refused, 0, "{report:?}");
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(daemon.unit("web")["description"], "v2");
+}
+
+#[test]
 fn sigkill_of_every_instance_under_load_refuses_no_connection() {
     let port = free_port();
     let daemon = start_web(port, 2, "");
