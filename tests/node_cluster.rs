@@ -422,13 +422,16 @@ udp.bind(+process.env.PORT, '127.0.0.1');
 "#;
     let (daemon, pids) = start(app, udp_port, 2, "node_cluster = true");
     let port_file = |pid: u32| daemon.dir.path().join(format!("port-{pid}"));
+    // writeFileSync creates the file before it writes the port: wait for the number itself.
+    let read_port = |pid: u32| {
+        std::fs::read_to_string(port_file(pid))
+            .ok()
+            .filter(|text| text.parse::<u16>().is_ok())
+    };
     wait_for("both workers to write their port", PATIENCE, || {
-        pids.iter().all(|&p| port_file(p).exists())
+        pids.iter().all(|&p| read_port(p).is_some())
     });
-    let ports: BTreeSet<String> = pids
-        .iter()
-        .map(|&p| std::fs::read_to_string(port_file(p)).unwrap_or_default())
-        .collect();
+    let ports: BTreeSet<String> = pids.iter().filter_map(|&p| read_port(p)).collect();
     assert_eq!(ports.len(), 1, "{ports:?}");
     let port: u16 = ports
         .iter()
