@@ -127,6 +127,15 @@ struct LoadReport {
     failed: Vec<String>,
 }
 
+impl LoadReport {
+    /// Requests were answered, and none was refused or failed.
+    fn assert_every_request_served(&self) {
+        assert!(self.ok > 0, "{self:?}");
+        assert_eq!(self.refused, 0, "{self:?}");
+        assert!(self.failed.is_empty(), "{self:?}");
+    }
+}
+
 /// Sends requests one after another until stopped (bounded by `limit` in any case).
 struct Load {
     stop: Arc<AtomicBool>,
@@ -217,9 +226,7 @@ fn two_consecutive_reloads_under_load_fail_no_request() {
         );
     }
     let report = load.finish();
-    assert!(report.ok > 0, "{report:?}");
-    assert_eq!(report.refused, 0, "{report:?}");
-    assert!(report.failed.is_empty(), "{report:?}");
+    report.assert_every_request_served();
     let after = daemon.wait_running("web", 2);
     assert!(
         after.iter().all(|pid| !before.contains(pid)),
@@ -254,9 +261,7 @@ fn a_changed_unit_applied_by_daemon_reload_under_load_fails_no_request() {
             && before.iter().all(|p| !alive(*p))
     });
     let report = load.finish();
-    assert!(report.ok > 0, "{report:?}");
-    assert_eq!(report.refused, 0, "{report:?}");
-    assert!(report.failed.is_empty(), "{report:?}");
+    report.assert_every_request_served();
     assert_eq!(daemon.unit("web")["description"], "v2");
 }
 
