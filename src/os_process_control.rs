@@ -11,12 +11,11 @@ use std::path::PathBuf;
 use log::debug;
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::node_cluster::WorkerInfo;
 use crate::process_control::{
-    ExitStatus, GracefulStop, HookRequest, ProcessControl, SpawnId, SpawnRequest,
+    GracefulStop, HookRequest, ProcessControl, RawWaitStatus, SpawnId, SpawnRequest,
 };
 use crate::spawn::{inherited_environment, spawn, ExecRequest, FIRST_PASSED_FD};
 use crate::unit::{NodeClusterStop, Unit};
@@ -169,21 +168,25 @@ impl ProcessControl for OsProcessControl {
         self.signal_group(pgid, Signal::SIGKILL);
     }
 
-    fn reap(&mut self) -> Vec<(Pid, ExitStatus)> {
+    fn reap(&mut self) -> Vec<(Pid, RawWaitStatus)> {
         let mut exited = Vec::new();
         loop {
-            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => exited.push((pid, ExitStatus::Code(code))),
-                Ok(WaitStatus::Signaled(pid, signal, _core)) => {
-                    exited.push((pid, ExitStatus::Signaled(signal)))
-                }
-                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
-                Ok(_) => continue,
-                Err(Errno::EINTR) => continue,
-                Err(e) => {
-                    log::error!("waitpid failed: {e}");
-                    break;
-                }
+            let mut status: libc::c_int = 0;
+            // SAFETY: waitpid writes only to `status`, a valid local. libc's waitpid, not nix's:
+            // nix rejects signal numbers it has no name for (real-time signals) with EINVAL
+            // *after* the kernel reaped the child, which would lose that exit.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            match pid {
+                0 => break,
+                pid if pid > 0 => exited.push((Pid::from_raw(pid), RawWaitStatus(status))),
+                _ => match Errno::last() {
+                    Errno::EINTR => continue,
+                    Errno::ECHILD => break,
+                    e => {
+                        log::error!("waitpid failed: {e}");
+                        break;
+                    }
+                },
             }
         }
         exited

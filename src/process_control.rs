@@ -35,35 +35,76 @@ pub struct HookRequest<'a> {
     pub environment: Vec<(String, String)>,
 }
 
-/// How a child ended, from `waitpid`.
+/// A wait status exactly as `waitpid(2)` wrote it. The OS side hands these over undecoded so
+/// that the supervisor's own decoding ([`ExitStatus::decode`]) is the one path every exit
+/// takes, including signal numbers no library knows by name (real-time signals).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawWaitStatus(pub i32);
+
+impl RawWaitStatus {
+    /// The status of a child that called `exit(code)`.
+    pub fn exited(code: u8) -> Self {
+        RawWaitStatus(i32::from(code) << 8)
+    }
+
+    /// The status of a child ended by signal `number`.
+    pub fn killed(number: i32) -> Self {
+        RawWaitStatus(number & 0x7f)
+    }
+}
+
+/// How a child ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {
     Code(i32),
-    Signaled(Signal),
-    /// A signal number nix does not know.
-    SignaledRaw(i32),
+    /// Ended by this signal number (any of 1..=64, named or not).
+    Signaled(i32),
 }
 
 impl ExitStatus {
+    /// Decodes a wait status the way `<sys/wait.h>`'s macros do. `None` for a stopped or
+    /// continued child, which has not ended.
+    pub fn decode(raw: RawWaitStatus) -> Option<ExitStatus> {
+        let status = raw.0;
+        let termination_signal = status & 0x7f;
+        if termination_signal == 0 {
+            // WIFEXITED
+            Some(ExitStatus::Code((status >> 8) & 0xff))
+        } else if termination_signal != 0x7f {
+            // WIFSIGNALED (the core-dump bit 0x80 does not matter here)
+            Some(ExitStatus::Signaled(termination_signal))
+        } else {
+            // WIFSTOPPED; WIFCONTINUED (0xffff) also lands here
+            None
+        }
+    }
+
     /// systemd's definition of a clean exit, used by `restart = "on-failure"`: code 0, or
     /// ended by SIGHUP, SIGINT, SIGTERM or SIGPIPE.
     pub fn is_clean(self) -> bool {
-        matches!(
-            self,
-            ExitStatus::Code(0)
-                | ExitStatus::Signaled(
-                    Signal::SIGHUP | Signal::SIGINT | Signal::SIGTERM | Signal::SIGPIPE
-                )
-        )
+        match self {
+            ExitStatus::Code(code) => code == 0,
+            ExitStatus::Signaled(n) => {
+                [libc::SIGHUP, libc::SIGINT, libc::SIGTERM, libc::SIGPIPE].contains(&n)
+            }
+        }
     }
 }
 
 impl fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        match self {
+        match *self {
             ExitStatus::Code(code) => write!(f, "exited with code {code}"),
-            ExitStatus::Signaled(signal) => write!(f, "killed by {}", signal.as_str()),
-            ExitStatus::SignaledRaw(n) => write!(f, "killed by signal {n}"),
+            ExitStatus::Signaled(n) => match Signal::try_from(n) {
+                Ok(signal) => write!(f, "killed by {}", signal.as_str()),
+                Err(_) => match n - libc::SIGRTMIN() {
+                    0 => write!(f, "killed by signal {n} (SIGRTMIN)"),
+                    offset if offset > 0 => {
+                        write!(f, "killed by signal {n} (SIGRTMIN+{offset})")
+                    }
+                    _ => write!(f, "killed by signal {n}"),
+                },
+            },
         }
     }
 }
@@ -99,8 +140,10 @@ pub trait ProcessControl {
         self.signal_group(pgid, Signal::SIGKILL);
     }
 
-    /// Every child that has exited since the last call (`waitpid(-1, WNOHANG)` until empty).
-    fn reap(&mut self) -> Vec<(Pid, ExitStatus)>;
+    /// Every child that has exited since the last call (`waitpid(-1, WNOHANG)` until empty),
+    /// with its wait status undecoded. Must never stop early on a status it does not
+    /// understand: a child reaped and not reported is an exit lost for good.
+    fn reap(&mut self) -> Vec<(Pid, RawWaitStatus)>;
 
     /// The process of `id` has exited: close clusterd's end of its worker channel.
     fn release(&mut self, id: SpawnId);
@@ -118,5 +161,32 @@ pub trait ProcessControl {
     fn begin_stop(&mut self, id: SpawnId, pid: Pid, kill_signal: Signal) -> GracefulStop {
         let _ = (id, pid, kill_signal);
         GracefulStop::SendKillSignal
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_statuses_decode_like_the_c_macros() {
+        assert_eq!(
+            ExitStatus::decode(RawWaitStatus::exited(3)),
+            Some(ExitStatus::Code(3))
+        );
+        assert_eq!(
+            ExitStatus::decode(RawWaitStatus(libc::SIGSEGV | 0x80)),
+            Some(ExitStatus::Signaled(libc::SIGSEGV))
+        );
+        // A real-time signal that nix's `Signal` cannot represent.
+        let rt = libc::SIGRTMIN() + 1;
+        let status = ExitStatus::decode(RawWaitStatus::killed(rt)).unwrap();
+        assert_eq!(status, ExitStatus::Signaled(rt));
+        assert!(status.to_string().contains("SIGRTMIN+1"), "{status}");
+        assert!(!status.is_clean());
+        // Stopped (WIFSTOPPED) and continued (WIFCONTINUED) children have not ended.
+        assert_eq!(ExitStatus::decode(RawWaitStatus(0x137f)), None);
+        assert_eq!(ExitStatus::decode(RawWaitStatus(0xffff)), None);
+        assert!(ExitStatus::Signaled(libc::SIGTERM).is_clean());
     }
 }

@@ -27,7 +27,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::event::{Event, NotifyMessage, WorkerMessage};
-use crate::process_control::{ProcessControl, SpawnId};
+use crate::process_control::{ExitStatus, ProcessControl, SpawnId};
 use crate::unit::{LoadedFile, UnitError};
 
 pub use process::Process;
@@ -138,8 +138,11 @@ impl<P: ProcessControl> Supervisor<P> {
     fn on_signal(&mut self, signal: i32, now: Instant) {
         match Signal::try_from(signal) {
             Ok(Signal::SIGCHLD) => {
-                for (pid, status) in self.os.reap() {
-                    self.on_child_exit(pid, status, now);
+                for (pid, raw) in self.os.reap() {
+                    match ExitStatus::decode(raw) {
+                        Some(status) => self.on_child_exit(pid, status, now),
+                        None => debug!("pid {pid} stopped or continued (wait status {raw:?})"),
+                    }
                 }
             }
             Ok(Signal::SIGTERM | Signal::SIGINT) => self.shutdown(now),

@@ -10,7 +10,9 @@ use nix::unistd::Pid;
 
 use super::Supervisor;
 use crate::event::{Event, NotifyMessage, WorkerMessage};
-use crate::process_control::{ExitStatus, HookRequest, ProcessControl, SpawnId, SpawnRequest};
+use crate::process_control::{
+    ExitStatus, HookRequest, ProcessControl, RawWaitStatus, SpawnId, SpawnRequest,
+};
 use crate::protocol::{Request, Response, ScaleCount, UnitStatus};
 use crate::unit::{LoadedFile, Unit};
 
@@ -45,8 +47,8 @@ struct FakeOs {
     hooks: Vec<HookRun>,
     signals: Vec<(Pid, Signal)>,
     released: Vec<SpawnId>,
-    /// Exits the next `reap` returns.
-    exits: Vec<(Pid, ExitStatus)>,
+    /// Exits the next `reap` returns, as raw wait statuses like the kernel's.
+    exits: Vec<(Pid, RawWaitStatus)>,
     /// How many of the next spawns fail with `NO_SUCH_PROGRAM`.
     failing_spawns: usize,
 }
@@ -105,7 +107,7 @@ impl ProcessControl for FakeOs {
         self.signals.push((pgid, signal));
     }
 
-    fn reap(&mut self) -> Vec<(Pid, ExitStatus)> {
+    fn reap(&mut self) -> Vec<(Pid, RawWaitStatus)> {
         std::mem::take(&mut self.exits)
     }
 
@@ -151,7 +153,14 @@ impl Harness {
 
     /// The children exit together, and one SIGCHLD tells of it.
     fn exit_all(&mut self, exits: &[(Pid, ExitStatus)]) {
-        self.os_mut().exits.extend_from_slice(exits);
+        let raw = exits.iter().map(|&(pid, status)| {
+            let raw = match status {
+                ExitStatus::Code(code) => RawWaitStatus::exited(code as u8),
+                ExitStatus::Signaled(number) => RawWaitStatus::killed(number),
+            };
+            (pid, raw)
+        });
+        self.os_mut().exits.extend(raw);
         self.handle(Event::Signal(libc::SIGCHLD));
     }
 
@@ -268,7 +277,7 @@ fn code(n: i32) -> ExitStatus {
 }
 
 fn killed(signal: Signal) -> ExitStatus {
-    ExitStatus::Signaled(signal)
+    ExitStatus::Signaled(signal as i32)
 }
 
 fn unit(name: &str) -> String {
@@ -319,6 +328,28 @@ fn a_crash_restarts_the_same_index_at_once() {
     assert_eq!(
         status.instances[1].last_exit.as_deref(),
         Some("exited with code 1")
+    );
+}
+
+#[test]
+fn an_instance_killed_by_a_real_time_signal_is_recorded_and_restarted() {
+    let mut h = Harness::start(&[("web", "command = \"sleep 100\"\ninstances = 2\n")]);
+    let old = h.pid_of("web", 0);
+    let other = h.pid_of("web", 1);
+    // Handed over as the kernel writes it, with a signal number nix has no name for; the
+    // other instance's exit in the same SIGCHLD must not be lost behind it.
+    let rt = libc::SIGRTMIN() + 1;
+    h.os_mut().exits.push((old, RawWaitStatus::killed(rt)));
+    h.os_mut().exits.push((other, RawWaitStatus::exited(2)));
+    h.handle(Event::Signal(libc::SIGCHLD));
+    assert_eq!(h.spawn_count(), 4, "both indexes restarted");
+    let status = h.status("web");
+    assert_ne!(h.pid_of("web", 0), old);
+    let last = status.instances[0].last_exit.clone().unwrap_or_default();
+    assert!(last.contains(&format!("signal {rt}")), "{last}");
+    assert_eq!(
+        status.instances[1].last_exit.as_deref(),
+        Some("exited with code 2")
     );
 }
 
