@@ -100,7 +100,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 let ready = rt.unit.ready == ReadyMode::Started;
                 if !ready {
                     self.timers
-                        .add(now + rt.unit.ready_timeout, Timer::ReadyTimeout(id));
+                        .add_after(now, rt.unit.ready_timeout, Timer::ReadyTimeout(id));
                 }
                 rt.slot_mut(index).current = Some(id);
                 info!("{name}[{index}]: started, pid {pid}");
@@ -247,10 +247,8 @@ impl<P: ProcessControl> Supervisor<P> {
             self.os.signal_group(process.pid, Signal::SIGKILL);
         } else {
             self.os.signal_group(process.pid, rt.unit.kill_signal);
-            self.timers.add(
-                now + rt.unit.kill_timeout,
-                Timer::KillLeftovers(process.pid),
-            );
+            self.timers
+                .add_after(now, rt.unit.kill_timeout, Timer::KillLeftovers(process.pid));
         }
 
         if index as usize >= rt.slots.len() {
@@ -358,11 +356,12 @@ impl<P: ProcessControl> Supervisor<P> {
             return;
         };
         process.stopping = true;
-        self.timers.add(now + rt.unit.kill_timeout, Timer::Kill(id));
+        self.timers
+            .add_after(now, rt.unit.kill_timeout, Timer::Kill(id));
         if self.os.begin_stop(id, process.pid, rt.unit.kill_signal) == GracefulStop::Disconnecting {
             info!("{}: stopping (Node cluster disconnect)", process.label());
             self.timers
-                .add(now + rt.unit.kill_timeout / 2, Timer::KillSignal(id));
+                .add_after(now, rt.unit.kill_timeout / 2, Timer::KillSignal(id));
             return;
         }
         info!(
@@ -382,7 +381,8 @@ impl<P: ProcessControl> Supervisor<P> {
     pub(super) fn arm_kill(&mut self, id: SpawnId, now: Instant) {
         if let Some(process) = self.processes.get(&id) {
             if let Some(rt) = self.units.get(&process.unit) {
-                self.timers.add(now + rt.unit.kill_timeout, Timer::Kill(id));
+                self.timers
+                    .add_after(now, rt.unit.kill_timeout, Timer::Kill(id));
             }
         }
     }

@@ -4,11 +4,12 @@
 //! never wakes up for nothing; when one fires, the supervisor still checks it applies.
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
 
 use crate::process_control::SpawnId;
+use crate::unit::MAX_DURATION;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Timer {
@@ -48,6 +49,17 @@ impl Timers {
         self.armed.insert(timer, (at, self.inserted));
     }
 
+    /// Arms `timer` `delay` after `now`. A delay too long for the clock fires at the latest
+    /// instant it can represent rather than overflow (unit files bound delays already; this
+    /// keeps a deadline computation from ever panicking).
+    pub fn add_after(&mut self, now: Instant, delay: Duration, timer: Timer) {
+        let at = now
+            .checked_add(delay)
+            .or_else(|| now.checked_add(MAX_DURATION))
+            .unwrap_or(now);
+        self.add(at, timer);
+    }
+
     pub fn cancel(&mut self, timer: Timer) {
         if let Some((at, n)) = self.armed.remove(&timer) {
             self.queue.remove(&(at, n, timer));
@@ -73,7 +85,14 @@ impl Timers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    #[test]
+    fn a_delay_past_the_end_of_the_clock_does_not_overflow() {
+        let t0 = Instant::now();
+        let mut timers = Timers::default();
+        timers.add_after(t0, Duration::MAX, Timer::Kill(1));
+        assert!(timers.next_deadline().is_some_and(|at| at > t0));
+    }
 
     #[test]
     fn timers_fire_in_deadline_order() {

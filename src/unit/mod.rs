@@ -17,4 +17,4 @@ pub use unit::{
 };
 pub use unit_error::UnitError;
 pub use unit_file::UnitFile;
-pub use values::SignalName;
+pub use values::{SignalName, MAX_DURATION};

@@ -57,7 +57,13 @@ impl CommandLine {
     }
 }
 
-/// A duration written the humantime way: `"500ms"`, `"5s"`, `"1m 30s"`.
+/// The longest duration a unit file may give. Every duration becomes a deadline (`now +
+/// duration`), and a deadline past what the clock can represent would be an overflow: bounding
+/// it here makes `--check` and the daemon reject the same files, with the position.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// A duration written the humantime way: `"500ms"`, `"5s"`, `"1m 30s"`; at most
+/// [`MAX_DURATION`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
 
@@ -70,9 +76,15 @@ impl<'de> Deserialize<'de> for HumanDuration {
                 f.write_str(r#"a duration string such as "500ms", "5s" or "1m 30s""#)
             }
             fn visit_str<E: de::Error>(self, value: &str) -> Result<HumanDuration, E> {
-                humantime::parse_duration(value)
-                    .map(HumanDuration)
-                    .map_err(|e| E::custom(format!("invalid duration {value:?}: {e}")))
+                let duration = humantime::parse_duration(value)
+                    .map_err(|e| E::custom(format!("invalid duration {value:?}: {e}")))?;
+                if duration > MAX_DURATION {
+                    return Err(E::custom(format!(
+                        "duration {value:?} is too long (at most {})",
+                        humantime::format_duration(MAX_DURATION)
+                    )));
+                }
+                Ok(HumanDuration(duration))
             }
         }
         deserializer.deserialize_str(DurationVisitor)
@@ -259,6 +271,23 @@ mod tests {
             Ok(Signal::SIGQUIT)
         );
         assert!("SIGNOPE".parse::<SignalName>().is_err());
+    }
+
+    #[derive(Deserialize)]
+    struct DurationOnly {
+        d: HumanDuration,
+    }
+
+    #[test]
+    fn durations_are_bounded_so_no_deadline_can_overflow() {
+        let parse = |text: &str| toml::from_str::<DurationOnly>(text).map(|t| t.d.0);
+        assert_eq!(parse("d = \"1m 30s\""), Ok(Duration::from_secs(90)));
+        assert_eq!(parse("d = \"3650days\""), Ok(MAX_DURATION));
+        let err = parse("d = \"18446744073709551615s\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("too long"), "{err}");
+        assert!(parse("d = \"3651days\"").is_err());
     }
 
     #[test]
