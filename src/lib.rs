@@ -26,6 +26,7 @@ pub mod event;
 pub mod listen_sockets;
 pub mod node_cluster;
 pub mod os_process_control;
+pub mod printable;
 pub mod process_control;
 pub mod protocol;
 pub mod restart_limiter;

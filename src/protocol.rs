@@ -21,13 +21,28 @@ pub struct RequestEnvelope {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Request {
-    Status { unit: Option<String> },
-    Start { unit: String },
-    Stop { unit: String },
-    Restart { unit: String },
-    Reload { unit: String },
-    Scale { unit: String, count: ScaleCount },
-    DaemonReload,
+    Status {
+        unit: Option<String>,
+    },
+    Start {
+        unit: String,
+    },
+    Stop {
+        unit: String,
+    },
+    Restart {
+        unit: String,
+    },
+    Reload {
+        unit: String,
+    },
+    Scale {
+        unit: String,
+        count: ScaleCount,
+    },
+    /// A struct variant, not a unit one: serde lets unit variants of a tagged enum through
+    /// with any extra fields, and every request must reject fields it does not know.
+    DaemonReload {},
 }
 
 /// `scale web 4`, `scale web +2`, `scale web -1`.
@@ -171,7 +186,20 @@ mod tests {
         );
         let reload: RequestEnvelope =
             serde_json::from_str(r#"{"version":1,"command":"daemon-reload"}"#).unwrap();
-        assert_eq!(reload.request, Request::DaemonReload);
+        assert_eq!(reload.request, Request::DaemonReload {});
+    }
+
+    #[test]
+    fn every_request_rejects_fields_it_does_not_know() {
+        for text in [
+            r#"{"version":1,"command":"daemon-reload","force":true}"#,
+            r#"{"version":1,"command":"status","unit":null,"verbose":1}"#,
+            r#"{"version":1,"command":"stop","unit":"web","now":true}"#,
+            r#"{"version":1,"command":"scale","unit":"web","count":{"to":2},"x":0}"#,
+        ] {
+            let parsed = serde_json::from_str::<RequestEnvelope>(text);
+            assert!(parsed.is_err(), "{text} was accepted: {parsed:?}");
+        }
     }
 
     #[test]

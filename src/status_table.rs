@@ -14,6 +14,7 @@
 
 use std::time::Duration;
 
+use crate::printable::printable;
 use crate::protocol::StatusReport;
 
 pub fn render(report: &StatusReport) -> String {
@@ -85,7 +86,7 @@ pub fn render(report: &StatusReport) -> String {
     if !notes.is_empty() {
         out.push('\n');
         for note in notes {
-            out.push_str(&note);
+            out.push_str(&printable(&note));
             out.push('\n');
         }
     }
@@ -99,11 +100,21 @@ pub fn render(report: &StatusReport) -> String {
 /// Left-aligned columns two spaces apart; the last column is not padded.
 fn table(rows: &[Vec<String>]) -> String {
     let columns = rows.first().map_or(0, Vec::len);
+    // Anything an instance can influence (its STATUS= text) is shown escaped, and the widths
+    // are those of what is shown.
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|cell| printable(cell).into_owned())
+                .collect()
+        })
+        .collect();
     let widths: Vec<usize> = (0..columns)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
-    for row in rows {
+    for row in &rows {
         let mut line = String::new();
         for (c, cell) in row.iter().enumerate() {
             if c + 1 == columns {

@@ -31,6 +31,7 @@ use crate::node_cluster::message::{classify, FromWorker};
 use crate::node_cluster::outbox::{Flushed, Outbox};
 use crate::node_cluster::primary::LISTENER_TOKEN_BASE;
 use crate::node_cluster::{Primary, WorkerInfo};
+use crate::printable::printable;
 use crate::process_control::SpawnId;
 
 /// A line longer than this is dropped (and logged) instead of buffered.
@@ -509,16 +510,19 @@ fn user_message(value: &serde_json::Value, line: &[u8]) -> WorkerMessage {
     }
 }
 
+/// At most 200 bytes of a worker's text, with control characters escaped: it goes into
+/// clusterd's log, which may be a terminal.
 fn shorten(text: &str) -> String {
     const MAX: usize = 200;
-    if text.len() <= MAX {
-        text.to_string()
+    let mut end = text.len().min(MAX);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let shown = printable(&text[..end]);
+    if end < text.len() {
+        format!("{shown}…")
     } else {
-        let mut end = MAX;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{}…", &text[..end])
+        shown.into_owned()
     }
 }
 

@@ -2,11 +2,13 @@
 //!
 //! Exit codes: 0 done, 1 the request failed, 2 usage error, 3 clusterd is not reachable.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use clusterd::control_client::{send_request, ClientError};
+use clusterd::printable::printable;
 use clusterd::protocol::{Request, ScaleCount};
 use clusterd::socket_path::control_socket_path;
 use clusterd::status_table::render;
@@ -50,6 +52,13 @@ enum Command {
     DaemonReload,
 }
 
+/// `eprintln!` that cannot panic: stderr may be a closed pipe too.
+macro_rules! complain {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 const EXIT_FAILED: u8 = 1;
 const EXIT_UNREACHABLE: u8 = 3;
 
@@ -67,40 +76,59 @@ fn main() -> ExitCode {
         Command::Restart { unit } => Request::Restart { unit },
         Command::Reload { unit } => Request::Reload { unit },
         Command::Scale { unit, count } => Request::Scale { unit, count },
-        Command::DaemonReload => Request::DaemonReload,
+        Command::DaemonReload => Request::DaemonReload {},
     };
     let response = match send_request(&socket, request) {
         Ok(response) => response,
         Err(ClientError::Unreachable(e)) => {
-            eprintln!("clusterctl: {e}");
+            complain!("clusterctl: {e}");
             return ExitCode::from(EXIT_UNREACHABLE);
         }
         Err(ClientError::Protocol(e)) => {
-            eprintln!("clusterctl: {e}");
+            complain!("clusterctl: {e}");
             return ExitCode::from(EXIT_FAILED);
         }
     };
     if !response.ok {
-        eprintln!(
+        complain!(
             "clusterctl: {}",
-            response.error.as_deref().unwrap_or("the request failed")
+            printable(response.error.as_deref().unwrap_or("the request failed"))
         );
         return ExitCode::from(EXIT_FAILED);
     }
-    if let Some(status) = &response.status {
+    let text = if let Some(status) = &response.status {
         if json {
             match serde_json::to_string_pretty(status) {
-                Ok(text) => println!("{text}"),
+                Ok(text) => text + "\n",
                 Err(e) => {
-                    eprintln!("clusterctl: {e}");
+                    complain!("clusterctl: {e}");
                     return ExitCode::from(EXIT_FAILED);
                 }
             }
         } else {
-            print!("{}", render(status));
+            render(status)
         }
     } else if let Some(message) = &response.message {
-        println!("{message}");
+        format!("{}\n", printable(message))
+    } else {
+        String::new()
+    };
+    print_out(&text)
+}
+
+/// Writes the answer to stdout. A reader that went away (`clusterctl status | head -1`) is
+/// not an error worth a message, the way `ls | head` is not: exit quietly, with success.
+fn print_out(text: &str) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            complain!("clusterctl: cannot write the answer: {e}");
+            ExitCode::from(EXIT_FAILED)
+        }
     }
-    ExitCode::SUCCESS
 }

@@ -29,7 +29,7 @@ impl<P: ProcessControl> Supervisor<P> {
             | Request::Reload { unit }
             | Request::Scale { unit, .. } => Some(unit.clone()),
             Request::Status { unit } => unit.clone(),
-            Request::DaemonReload => None,
+            Request::DaemonReload {} => None,
         };
         // `status` shows an invalid unit (with its error); other verbs refuse it.
         let status_of_invalid = matches!(&request, Request::Status { unit: Some(name) } if self.invalid.contains_key(name));
@@ -48,7 +48,7 @@ impl<P: ProcessControl> Supervisor<P> {
             Request::Restart { unit } => self.request_restart(&unit, None, reply, now),
             Request::Reload { unit } => self.request_reload(&unit, reply, now),
             Request::Scale { unit, count } => self.request_scale(&unit, count, reply, now),
-            Request::DaemonReload => {
+            Request::DaemonReload {} => {
                 let _ = reply.send(self.daemon_reload(now));
             }
         }

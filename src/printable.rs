@@ -1,0 +1,42 @@
+//! Making text that an instance (or any other outsider) can influence safe to show on a
+//! terminal: control characters become visible escapes, so a `STATUS=` line or a worker
+//! message cannot move the cursor, ring the bell, rewrite earlier lines or set the title.
+
+use std::borrow::Cow;
+
+/// `text` with every control character (C0, DEL and C1) written as an escape: ESC becomes
+/// `\x1b`, a CSI (U+009B) becomes `\u{9b}`. Everything else, including non-ASCII text, is
+/// kept as it is.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() && (c as u32) < 0x80 => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_is_kept() {
+        assert_eq!(printable("warming up: 50 % — ok"), "warming up: 50 % — ok");
+        assert_eq!(
+            printable("\x1b]0;pwned\x07\r\nx\u{9b}2J\x7f"),
+            "\\x1b]0;pwned\\x07\\r\\nx\\u{9b}2J\\x7f"
+        );
+    }
+}
