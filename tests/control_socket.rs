@@ -192,7 +192,7 @@ fn daemon_open_to_everyone() -> Daemon {
 }
 
 fn clusterctl_as_nobody(d: &Daemon, args: &[&str]) -> Output {
-    Command::new(CLUSTERCTL)
+    Command::new(copy_for_everyone(CLUSTERCTL, d.dir.path()))
         .env_remove("CLUSTERD_SOCKET")
         .arg("--socket")
         .arg(&d.socket)

@@ -245,6 +245,21 @@ impl Drop for Daemon {
     }
 }
 
+/// A copy of `binary` (such as [`CLUSTERCTL`]) inside `dir`, and `dir` opened to everyone
+/// (0755), for tests that run it as another user: the checkout (and so `target/`) may be in
+/// a directory only root can enter, as `/root` is and as CI may use.
+pub fn copy_for_everyone(binary: &str, dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let name = Path::new(binary).file_name().expect("binary name");
+    let copy = dir.join(name);
+    if !copy.exists() {
+        fs::copy(binary, &copy).expect("copy the binary");
+    }
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).expect("chmod binary");
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).expect("chmod dir");
+    copy
+}
+
 /// A path usable inside a TOML basic string.
 pub fn toml_path(path: &Path) -> String {
     path.display()
