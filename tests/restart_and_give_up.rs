@@ -318,3 +318,39 @@ fn restart_never_leaves_an_exited_instance_stopped() {
     assert_eq!(instance(&status, 0)["state"], "stopped", "{status:#}");
     assert_eq!(line_count(&log), 1);
 }
+
+/// A hook that ignores SIGTERM once blocked clusterd's shutdown forever: hooks are now
+/// stopped like instances, SIGKILL after the unit's kill_timeout.
+#[test]
+fn an_on_giveup_hook_that_ignores_sigterm_cannot_hold_the_shutdown() {
+    let scratch = scratch();
+    let pid_file = scratch.path().join("hook.pid");
+    let unit = format!(
+        "command = \"false\"\nrestart_limit = {{ burst = 1 }}\nkill_timeout = \"1s\"\non_giveup = [\"sh\", \"-c\", \"trap '' TERM; echo $$ > {}; exec sleep 300\"]\n",
+        toml_path(&pid_file)
+    );
+    let mut daemon = Daemon::start(&[("stubborn", &unit)]);
+    let mut hook = 0;
+    wait_for("the hook to run", PATIENCE, || {
+        hook = fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        hook != 0
+    });
+    assert!(alive(hook));
+    let started = Instant::now();
+    let status = daemon.terminate();
+    assert!(status.success(), "{status:?}\n{}", daemon.log());
+    assert!(!alive(hook), "the hook survived the shutdown");
+    assert!(
+        started.elapsed() < PATIENCE,
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        daemon.log().contains("still running"),
+        "{}",
+        daemon.log()
+    );
+}

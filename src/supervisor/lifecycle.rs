@@ -216,6 +216,7 @@ impl<P: ProcessControl> Supervisor<P> {
     /// A child was reaped: an instance, a hook, or an orphan clusterd adopted as subreaper.
     pub(super) fn on_child_exit(&mut self, pid: Pid, status: ExitStatus, now: Instant) {
         if let Some(unit) = self.hooks.remove(&pid) {
+            self.timers.cancel(Timer::KillHook(pid));
             info!("{unit}: on_giveup hook (pid {pid}) {status}");
             return;
         }

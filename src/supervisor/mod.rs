@@ -107,6 +107,13 @@ impl<P: ProcessControl> Supervisor<P> {
                 Timer::Kill(id) => self.kill_after_timeout(id),
                 Timer::KillSignal(id) => self.kill_signal_after_disconnect(id),
                 Timer::ReadyTimeout(id) => self.ready_timed_out(id, now),
+                Timer::KillHook(pid) => {
+                    // Still in `hooks`: not reaped, so the pid is still that hook's.
+                    if let Some(unit) = self.hooks.get(&pid) {
+                        warn!("{unit}: on_giveup hook (pid {pid}) still running {}s after SIGTERM; killing it with SIGKILL", self.hook_grace(unit).as_secs_f32());
+                        self.os.signal_group(pid, Signal::SIGKILL);
+                    }
+                }
                 Timer::KillLeftovers(pgid) => {
                     // The pid may have been reused by a new instance leading its own group.
                     if !self.by_pid.contains_key(&pgid) {
@@ -187,10 +194,25 @@ impl<P: ProcessControl> Supervisor<P> {
         for name in names {
             self.stop_unit(&name, now);
         }
-        let hooks: Vec<Pid> = self.hooks.keys().copied().collect();
-        for pgid in hooks {
+        // Hooks are stopped like instances: SIGTERM, then SIGKILL after the unit's
+        // kill_timeout, so a hook that ignores SIGTERM cannot hold the shutdown forever.
+        let hooks: Vec<(Pid, String)> = self
+            .hooks
+            .iter()
+            .map(|(pid, unit)| (*pid, unit.clone()))
+            .collect();
+        for (pgid, unit) in hooks {
             self.os.signal_group(pgid, Signal::SIGTERM);
+            let grace = self.hook_grace(&unit);
+            self.timers.add_after(now, grace, Timer::KillHook(pgid));
         }
+    }
+
+    /// How long a unit's hook may take to stop: the unit's `kill_timeout`.
+    fn hook_grace(&self, unit: &str) -> std::time::Duration {
+        self.units
+            .get(unit)
+            .map_or(crate::unit::DEFAULT_KILL_TIMEOUT, |rt| rt.unit.kill_timeout)
     }
 
     fn on_worker_message(&mut self, id: SpawnId, message: WorkerMessage, now: Instant) {

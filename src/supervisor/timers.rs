@@ -21,6 +21,9 @@ pub enum Timer {
     ReadyTimeout(SpawnId),
     /// SIGKILL what is left of the group of an instance that has already exited.
     KillLeftovers(Pid),
+    /// SIGKILL the group of an `on_giveup` hook still running `kill_timeout` after clusterd
+    /// asked it to stop (at shutdown).
+    KillHook(Pid),
 }
 
 #[derive(Debug, Default)]

@@ -13,7 +13,7 @@ pub use every_error::{every_error, KEYS};
 pub use load::{load_unit_file, load_units_dir, LoadedFile};
 pub use unit::{
     cpu_count, is_valid_unit_name, Balance, Credentials, ListenAddress, NodeClusterStop, ReadyMode,
-    RestartLimit, RestartPolicy, Unit,
+    RestartLimit, RestartPolicy, Unit, DEFAULT_KILL_TIMEOUT,
 };
 pub use unit_error::UnitError;
 pub use unit_file::UnitFile;
