@@ -18,6 +18,7 @@ use nix::unistd::{Gid, Uid};
 
 use crate::event::Event;
 use crate::protocol::{RequestEnvelope, Response, MAX_REQUEST_BYTES, PROTOCOL_VERSION};
+use crate::unix_socket_file::{self, SocketFileState};
 
 /// A client that connects and says nothing is dropped after this long.
 const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -47,15 +48,16 @@ pub fn bind_control_socket(path: &Path, group: Option<Gid>) -> Result<UnixListen
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
     }
-    if std::fs::symlink_metadata(path).is_ok() {
-        if UnixStream::connect(path).is_ok() {
+    match unix_socket_file::probe(path) {
+        SocketFileState::Absent => {}
+        SocketFileState::Stale => std::fs::remove_file(path)
+            .map_err(|e| format!("cannot remove the stale socket {}: {e}", path.display()))?,
+        SocketFileState::InUse(reason) => {
             return Err(format!(
-                "another clusterd is already running on {} (stop it first, or pass --socket to use another path)",
+                "cannot use {} for the control socket: {reason} (is another clusterd running? stop it first, or pass --socket to use another path)",
                 path.display()
-            ));
+            ))
         }
-        std::fs::remove_file(path)
-            .map_err(|e| format!("cannot remove the stale socket {}: {e}", path.display()))?;
     }
     // Create the file with its final mode: no window in which others could connect.
     let mask = if group.is_some() { 0o117 } else { 0o177 };

@@ -37,4 +37,5 @@ pub mod spawn;
 pub mod status_table;
 pub mod supervisor;
 pub mod unit;
+pub mod unix_socket_file;
 pub mod worker_io;

@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 
 use nix::sys::socket::{
@@ -149,7 +148,7 @@ fn bind_listener(
             fd
         }
         ListenAddress::Unix(path) => {
-            remove_stale_unix_socket(path)?;
+            crate::unix_socket_file::clear_stale(path)?;
             let fd = socket(
                 AddressFamily::Unix,
                 SockType::Stream,
@@ -166,22 +165,4 @@ fn bind_listener(
     let backlog = Backlog::new(LISTEN_BACKLOG).unwrap_or(Backlog::MAXCONN);
     listen(&fd, backlog).map_err(|e| errno("listen", e))?;
     Ok(fd)
-}
-
-/// A socket file left by a previous run would make bind fail with "Address in use". Remove it
-/// if nothing answers on it; refuse if something does, or if the path is not a socket.
-fn remove_stale_unix_socket(path: &std::path::Path) -> Result<(), String> {
-    match std::fs::symlink_metadata(path) {
-        Err(_) => Ok(()),
-        Ok(meta) if !meta.file_type().is_socket() => {
-            Err(format!("{} exists and is not a socket", path.display()))
-        }
-        Ok(_) => {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                Err("Address already in use (another process is listening on it)".into())
-            } else {
-                std::fs::remove_file(path).map_err(|e| format!("cannot remove stale socket: {e}"))
-            }
-        }
-    }
 }

@@ -122,3 +122,108 @@ fn a_request_with_a_field_it_does_not_have_is_refused_with_an_error() {
         );
     }
 }
+
+/// Blocking calls on the supervisor thread: unit files were read with a plain `read` (a FIFO
+/// named `x.toml` hung the daemon, `/dev/zero` was read up to 2 GB), and the stale-socket
+/// check did a blocking `connect()` (a peer with a full backlog froze status and
+/// daemon-reload) and took any error for "stale" (so it deleted datagram sockets such as
+/// `/dev/log`). Unit files are now regular files of bounded size, opened without blocking;
+/// socket files are probed with a non-blocking connect and removed only on ECONNREFUSED.
+#[test]
+fn files_that_are_not_unit_files_and_peers_that_never_answer_cannot_block_clusterd() {
+    use std::os::fd::AsRawFd;
+    use std::time::{Duration, Instant};
+
+    let daemon = Daemon::start(&[("calm", "command = \"sleep 300\"\n")]);
+    let calm = daemon.wait_running("calm", 1);
+    let units = daemon.units_dir();
+    nix::unistd::mkfifo(&units.join("fifo.toml"), nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    std::os::unix::fs::symlink("/dev/zero", units.join("zero.toml")).expect("symlink");
+
+    // A listener that never accepts, its backlog full.
+    let full = daemon.path("full.sock");
+    let listener = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::Stream,
+        nix::sys::socket::SockFlag::empty(),
+        None,
+    )
+    .expect("socket");
+    let address = nix::sys::socket::UnixAddr::new(&full).expect("address");
+    nix::sys::socket::bind(listener.as_raw_fd(), &address).expect("bind");
+    nix::sys::socket::listen(
+        &listener,
+        nix::sys::socket::Backlog::new(0).expect("backlog"),
+    )
+    .expect("listen");
+    let mut queued = Vec::new();
+    loop {
+        let client = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            nix::sys::socket::SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .expect("socket");
+        match nix::sys::socket::connect(client.as_raw_fd(), &address) {
+            Ok(()) => queued.push(client),
+            Err(_) => break,
+        }
+        assert!(queued.len() < 1000, "the backlog never filled");
+    }
+    // A datagram socket, like /dev/log.
+    let log = daemon.path("log");
+    let _log = std::os::unix::net::UnixDatagram::bind(&log).expect("datagram");
+    daemon.write_unit(
+        "busy",
+        &format!(
+            "command = \"sleep 300\"\nlisten = [\"unix:{}\"]\n",
+            toml_path(&full)
+        ),
+    );
+    daemon.write_unit(
+        "syslog",
+        &format!(
+            "command = \"sleep 300\"\nlisten = [\"unix:{}\"]\n",
+            toml_path(&log)
+        ),
+    );
+
+    let started = Instant::now();
+    let reload = daemon.ctl(&["daemon-reload"]);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "daemon-reload took {took:?}");
+    let answer = String::from_utf8_lossy(&reload.stderr);
+    assert!(answer.contains("fifo.toml"), "{answer}");
+    assert!(answer.contains("zero.toml"), "{answer}");
+    for name in ["fifo", "zero"] {
+        let error = daemon.unit(name)["error"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        assert!(error.contains("not a regular file"), "{name}: {error}");
+    }
+    for name in ["busy", "syslog"] {
+        wait_for(&format!("{name} to fail"), PATIENCE, || {
+            daemon.unit(name)["state"] == "failed"
+        });
+    }
+    assert!(log.exists(), "the datagram socket was deleted");
+    assert!(full.exists(), "the busy socket was deleted");
+    assert_eq!(daemon.pids("calm"), calm);
+
+    // --check reads the same way and does not hang either.
+    std::fs::remove_file(units.join("busy.toml")).expect("rm");
+    std::fs::remove_file(units.join("syslog.toml")).expect("rm");
+    let check = Command::new(CLUSTERD)
+        .args(["--check", "--units"])
+        .arg(&units)
+        .output()
+        .expect("--check");
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("fifo.toml") && stderr.contains("not a regular file"),
+        "{stderr}"
+    );
+}

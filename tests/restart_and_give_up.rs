@@ -348,9 +348,5 @@ fn an_on_giveup_hook_that_ignores_sigterm_cannot_hold_the_shutdown() {
         "shutdown took {:?}",
         started.elapsed()
     );
-    assert!(
-        daemon.log().contains("still running"),
-        "{}",
-        daemon.log()
-    );
+    assert!(daemon.log().contains("still running"), "{}", daemon.log());
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use clusterd::daemon::{run, DaemonOptions};
 use clusterd::socket_path::control_socket_path;
-use clusterd::unit::{every_error, load_units_dir};
+use clusterd::unit::{every_error, load_units_dir, read_unit_text};
 
 /// Keeps N copies of any program running: restarts with a limit, suicide replacement,
 /// graceful stops, shared listening sockets, zero-downtime reloads.
@@ -77,7 +77,10 @@ fn check(dir: &std::path::Path) -> ExitCode {
     for file in &files {
         if let Err(first) = &file.result {
             // Every error of the file, so that it is fixed in one round.
-            let errors = std::fs::read_to_string(&file.path)
+            // Read the same careful way as the first time (no FIFO, no /dev/zero).
+            let errors = read_unit_text(&file.path)
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
                 .map(|text| every_error(&file.path, &text))
                 .unwrap_or_default();
             if errors.is_empty() {

@@ -10,7 +10,7 @@ mod unit_file;
 mod values;
 
 pub use every_error::{every_error, KEYS};
-pub use load::{load_unit_file, load_units_dir, LoadedFile};
+pub use load::{load_unit_file, load_units_dir, read_unit_text, LoadedFile};
 pub use unit::{
     cpu_count, is_valid_unit_name, Balance, Credentials, ListenAddress, NodeClusterStop, ReadyMode,
     RestartLimit, RestartPolicy, Unit, DEFAULT_KILL_TIMEOUT,
