@@ -2,11 +2,19 @@
 //! connection gets a short-lived thread that checks the peer, reads one request line, hands it
 //! to the supervisor loop and writes the answer back. A bad request gets an error reply and
 //! never reaches the supervisor.
+//!
+//! Clients cannot hold clusterd: at most [`MAX_CONNECTIONS`] are served at once (the others
+//! get an error at once), a request must arrive whole within [`REQUEST_DEADLINE`], and an
+//! answer must be taken within [`ANSWER_DEADLINE`]. At the file-descriptor limit the accept
+//! loop gives up a reserve fd to take one connection in, so clusterctl still gets an answer,
+//! and otherwise backs off instead of spinning on EMFILE.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
@@ -20,8 +28,18 @@ use crate::event::Event;
 use crate::protocol::{RequestEnvelope, Response, MAX_REQUEST_BYTES, PROTOCOL_VERSION};
 use crate::unix_socket_file::{self, SocketFileState};
 
-/// A client that connects and says nothing is dropped after this long.
-const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client must have sent its whole request line this long after connecting.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// A client refused for its uid gets this long to finish sending (so it can read the refusal).
+const REFUSED_DEADLINE: Duration = Duration::from_secs(1);
+/// A client must take its answer within this long.
+pub const ANSWER_DEADLINE: Duration = Duration::from_secs(5);
+/// Connections served at once; one more is answered with an error and closed.
+pub const MAX_CONNECTIONS: usize = 64;
+/// After an accept error that leaves nothing to accept (EMFILE without a reserve fd, ENOMEM),
+/// the accept loop waits this long, doubling up to [`MAX_ACCEPT_BACKOFF`].
+const FIRST_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Who may use the control socket: root, clusterd's own user, and the configured group.
 #[derive(Debug, Clone, Copy)]
@@ -81,22 +99,112 @@ pub fn serve(
 ) -> std::io::Result<()> {
     thread::Builder::new()
         .name("control".into())
-        .spawn(move || {
-            for connection in listener.incoming() {
-                let Ok(stream) = connection else { continue };
-                let events = events.clone();
-                let spawned = thread::Builder::new()
-                    .name("control-conn".into())
-                    .spawn(move || handle_connection(stream, events, policy));
-                if let Err(e) = spawned {
-                    warn!("control socket: cannot serve a connection: {e}");
-                }
-            }
-        })?;
+        .spawn(move || accept_loop(listener, events, policy))?;
     Ok(())
 }
 
-fn handle_connection(mut stream: UnixStream, events: Sender<Event>, policy: AccessPolicy) {
+fn accept_loop(listener: UnixListener, events: Sender<Event>, policy: AccessPolicy) {
+    let active = Arc::new(AtomicUsize::new(0));
+    // Given up to accept one connection when clusterd is out of file descriptors.
+    let mut reserve = open_reserve();
+    let mut backoff = FIRST_ACCEPT_BACKOFF;
+    loop {
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => continue,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                if reserve.take().is_some() {
+                    // One fd is free now: take the waiting connection in and answer it.
+                    warn_limited("control socket: clusterd is out of file descriptors; using its reserve to answer");
+                    if let Ok((stream, _)) = listener.accept() {
+                        dispatch(stream, &events, policy, &active);
+                    }
+                    reserve = open_reserve();
+                } else {
+                    warn_limited("control socket: clusterd is out of file descriptors; waiting before accepting again");
+                    thread::sleep(backoff);
+                    backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+                    reserve = open_reserve();
+                }
+                continue;
+            }
+            Err(e) => {
+                warn_limited(&format!("control socket: accept failed: {e}"));
+                thread::sleep(backoff);
+                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+                continue;
+            }
+        };
+        backoff = FIRST_ACCEPT_BACKOFF;
+        if reserve.is_none() {
+            reserve = open_reserve();
+        }
+        dispatch(stream, &events, policy, &active);
+    }
+}
+
+/// Serves one connection on a thread of its own, unless [`MAX_CONNECTIONS`] are served
+/// already: then it gets an error at once.
+fn dispatch(
+    stream: UnixStream,
+    events: &Sender<Event>,
+    policy: AccessPolicy,
+    active: &Arc<AtomicUsize>,
+) {
+    if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+        active.fetch_sub(1, Ordering::SeqCst);
+        warn_limited("control socket: too many connections; refusing one");
+        // Never block on a client that is not reading.
+        let _ = stream.set_nonblocking(true);
+        write_response(
+            &stream,
+            &Response::failed(format!(
+                "clusterd is serving {MAX_CONNECTIONS} connections already; try again"
+            )),
+        );
+        return;
+    }
+    let events = events.clone();
+    let guard = ActiveConnection(Arc::clone(active));
+    let spawned = thread::Builder::new()
+        .name("control-conn".into())
+        .spawn(move || {
+            let _guard = guard;
+            handle_connection(stream, events, policy);
+        });
+    if let Err(e) = spawned {
+        // The closure (and with it the guard and the stream) was dropped.
+        warn_limited(&format!("control socket: cannot serve a connection: {e}"));
+    }
+}
+
+/// Counts a connection being served until it is dropped.
+struct ActiveConnection(Arc<AtomicUsize>);
+
+impl Drop for ActiveConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn open_reserve() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
+}
+
+/// A warning at most once a second from the control thread, so that a client that keeps
+/// clusterd at its limits cannot fill the log.
+fn warn_limited(message: &str) {
+    static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    let now = std::time::Instant::now();
+    let Ok(mut last) = LAST.lock() else { return };
+    if last.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
+        *last = Some(now);
+        warn!("{message}");
+    }
+}
+
+fn handle_connection(stream: UnixStream, events: Sender<Event>, policy: AccessPolicy) {
     let response = match getsockopt(&stream, sockopt::PeerCredentials) {
         Err(e) => Response::failed(format!("cannot identify the client: {e}")),
         Ok(peer) if !policy.allows(peer.uid(), peer.gid()) => {
@@ -107,7 +215,7 @@ fn handle_connection(mut stream: UnixStream, events: Sender<Event>, policy: Acce
             );
             // Read (and drop) the request first: hanging up on an unread request would make
             // the client's write fail, and it would never see this answer.
-            let _ = read_request(&stream);
+            let _ = read_request(&stream, REFUSED_DEADLINE);
             Response::failed(format!(
                 "permission denied: uid {} may not control clusterd (allowed: root, uid {}{})",
                 peer.uid(),
@@ -118,7 +226,7 @@ fn handle_connection(mut stream: UnixStream, events: Sender<Event>, policy: Acce
                     .unwrap_or_default()
             ))
         }
-        Ok(_) => match read_request(&stream) {
+        Ok(_) => match read_request(&stream, REQUEST_DEADLINE) {
             Err(error) => Response::failed(error),
             Ok(envelope) => {
                 let (reply, answer) = crossbeam_channel::bounded(1);
@@ -133,20 +241,50 @@ fn handle_connection(mut stream: UnixStream, events: Sender<Event>, policy: Acce
             }
         },
     };
-    let mut line = serde_json::to_vec(&response).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+    let _ = stream.set_write_timeout(Some(ANSWER_DEADLINE));
+    write_response(&stream, &response);
+}
+
+fn write_response(mut stream: &UnixStream, response: &Response) {
+    let mut line = serde_json::to_vec(response).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
     line.push(b'\n');
     if let Err(e) = stream.write_all(&line) {
         debug!("control socket: client went away before the answer: {e}");
     }
 }
 
-fn read_request(stream: &UnixStream) -> Result<RequestEnvelope, String> {
-    let _ = stream.set_read_timeout(Some(REQUEST_READ_TIMEOUT));
+/// Reads one request line, which must arrive whole within `deadline` (a client sending a byte
+/// every few seconds cannot hold the connection) and be at most [`MAX_REQUEST_BYTES`].
+fn read_request(mut stream: &UnixStream, deadline: Duration) -> Result<RequestEnvelope, String> {
+    let give_up_at = std::time::Instant::now() + deadline;
     let mut line = Vec::new();
-    let mut reader = BufReader::new(stream.take(MAX_REQUEST_BYTES as u64 + 1));
-    reader
-        .read_until(b'\n', &mut line)
-        .map_err(|e| format!("cannot read the request: {e}"))?;
+    let mut chunk = [0u8; 4096];
+    loop {
+        let left = give_up_at.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "the request did not arrive within {}s",
+                deadline.as_secs()
+            ));
+        }
+        let _ = stream.set_read_timeout(Some(left));
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                line.extend_from_slice(&chunk[..n]);
+                if let Some(end) = line.iter().position(|&b| b == b'\n') {
+                    line.truncate(end);
+                    break;
+                }
+                if line.len() > MAX_REQUEST_BYTES {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
+            Err(e) => return Err(format!("cannot read the request: {e}")),
+        }
+    }
     if line.len() > MAX_REQUEST_BYTES {
         return Err(format!("request longer than {MAX_REQUEST_BYTES} bytes"));
     }

@@ -227,3 +227,71 @@ fn files_that_are_not_unit_files_and_peers_that_never_answer_cannot_block_cluste
         "{stderr}"
     );
 }
+
+/// Slow clients: 50 control connections that each sent one byte held 50 threads forever.
+/// A request must now arrive whole within 5 s, at most 64 connections are served at once,
+/// and one more is refused with an error at once.
+#[test]
+fn slow_clients_are_cut_off_and_cannot_take_every_connection() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::time::{Duration, Instant};
+
+    let daemon = Daemon::start(&[("calm", "command = \"sleep 300\"\n")]);
+    daemon.wait_running("calm", 1);
+    let threads = |pid: u32| -> usize {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Threads:"))
+                    .and_then(|n| n.trim().parse().ok())
+            })
+            .unwrap_or(0)
+    };
+    let idle_threads = threads(daemon.pid());
+    let connect_slowly = |count: usize| -> Vec<UnixStream> {
+        (0..count)
+            .map(|_| {
+                let mut s = UnixStream::connect(&daemon.socket).expect("connect");
+                s.write_all(b"{").expect("one byte");
+                s
+            })
+            .collect()
+    };
+
+    let slow = connect_slowly(50);
+    let started = Instant::now();
+    let out = daemon.ctl(&["status"]);
+    assert!(out.status.success(), "status with 50 slow clients: {out:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "status took {:?}",
+        started.elapsed()
+    );
+    assert!(threads(daemon.pid()) <= idle_threads + 51);
+    // Each slow client is answered with an error and cut off at its deadline.
+    for mut s in slow {
+        s.set_read_timeout(Some(PATIENCE)).expect("timeout");
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).expect("answer");
+        assert!(answer.contains("did not arrive within"), "{answer}");
+    }
+    wait_for("the connection threads to end", PATIENCE, || {
+        threads(daemon.pid()) <= idle_threads
+    });
+
+    // More than the limit: the ones beyond it are refused at once.
+    let many = connect_slowly(70);
+    let mut refused = 0;
+    for mut s in many {
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        if answer.contains("connections already") {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 6, "{refused} refused");
+}
