@@ -15,7 +15,7 @@ use nix::unistd::Pid;
 
 use crate::node_cluster::WorkerInfo;
 use crate::process_control::{
-    GracefulStop, HookRequest, ProcessControl, RawWaitStatus, SpawnId, SpawnRequest,
+    GracefulStop, HookRequest, ProcessControl, RawWaitStatus, SpawnError, SpawnId, SpawnRequest,
 };
 use crate::spawn::{inherited_environment, spawn, ExecRequest, FIRST_PASSED_FD};
 use crate::unit::{NodeClusterStop, Unit};
@@ -69,10 +69,12 @@ fn set(env: &mut Vec<(String, String)>, key: &str, value: &str) {
 }
 
 impl ProcessControl for OsProcessControl {
-    fn spawn(&mut self, request: &SpawnRequest) -> Result<Pid, String> {
+    fn spawn(&mut self, request: &SpawnRequest) -> Result<Pid, SpawnError> {
         let unit = request.unit;
-        let (ours, theirs) =
-            UnixStream::pair().map_err(|e| format!("cannot create the worker channel: {e}"))?;
+        let (ours, theirs) = UnixStream::pair().map_err(|e| {
+            let errno = Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+            SpawnError::from_errno("cannot create the worker channel", errno)
+        })?;
         let mut fds = request.listen_fds.clone();
         fds.push(theirs.as_raw_fd());
         let channel_fd = (FIRST_PASSED_FD + request.listen_fds.len() as i32).to_string();
@@ -132,7 +134,7 @@ impl ProcessControl for OsProcessControl {
         Ok(pid)
     }
 
-    fn spawn_hook(&mut self, request: &HookRequest) -> Result<Pid, String> {
+    fn spawn_hook(&mut self, request: &HookRequest) -> Result<Pid, SpawnError> {
         let unit = request.unit;
         let mut env = self.environment_for(unit);
         for (key, value) in &request.environment {

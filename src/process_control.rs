@@ -28,6 +28,46 @@ pub struct SpawnRequest<'a> {
     pub listen_names: Vec<String>,
 }
 
+/// Why a process could not be started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpawnError {
+    /// For status and the log: `cannot execute "nosuch": No such file or directory`.
+    pub message: String,
+    /// The system ran out of something (file descriptors, processes, memory): the program is
+    /// not at fault and a later try may work, so this is no crash to count against the
+    /// restart budget.
+    pub out_of_resources: bool,
+}
+
+impl SpawnError {
+    /// A failure of the program or its configuration.
+    pub fn new(message: impl Into<String>) -> Self {
+        SpawnError {
+            message: message.into(),
+            out_of_resources: false,
+        }
+    }
+
+    /// A failed system call: `what: <errno text>`, out of resources for EMFILE, ENFILE,
+    /// EAGAIN, ENOMEM and ENOBUFS.
+    pub fn from_errno(what: &str, errno: nix::errno::Errno) -> Self {
+        use nix::errno::Errno;
+        SpawnError {
+            message: format!("{what}: {}", errno.desc()),
+            out_of_resources: matches!(
+                errno,
+                Errno::EMFILE | Errno::ENFILE | Errno::EAGAIN | Errno::ENOMEM | Errno::ENOBUFS
+            ),
+        }
+    }
+}
+
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// The `on_giveup` alarm of a unit.
 pub struct HookRequest<'a> {
     pub unit: &'a Unit,
@@ -124,10 +164,10 @@ pub trait ProcessControl {
     /// Starts an instance; returns its pid, which is also its process group id. The error is
     /// a message for status and the log, such as
     /// `cannot execute "nosuch": No such file or directory`.
-    fn spawn(&mut self, request: &SpawnRequest) -> Result<Pid, String>;
+    fn spawn(&mut self, request: &SpawnRequest) -> Result<Pid, SpawnError>;
 
     /// Starts an `on_giveup` hook.
-    fn spawn_hook(&mut self, request: &HookRequest) -> Result<Pid, String>;
+    fn spawn_hook(&mut self, request: &HookRequest) -> Result<Pid, SpawnError>;
 
     /// Sends `signal` to the process group `pgid`. A group that no longer exists is not an
     /// error worth reporting: the caller learns of exits through `reap`.

@@ -18,6 +18,8 @@ use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
 use nix::sys::wait::waitpid;
 use nix::unistd::{Gid, Pid, Uid};
 
+use crate::process_control::SpawnError;
+
 /// Placeholder in the envp for the child's own pid, written after fork: `LISTEN_PID` must be
 /// the pid of the process that receives the sockets, which does not exist before fork.
 const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
@@ -113,10 +115,10 @@ struct ExecPlan {
 }
 
 /// Forks and executes `request`; returns the child's pid, which is also its process group id.
-pub fn spawn(request: &ExecRequest) -> Result<Pid, String> {
-    let mut plan = ExecPlan::prepare(request)?;
-    let (error_read, error_write) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {}", e.desc()))?;
+pub fn spawn(request: &ExecRequest) -> Result<Pid, SpawnError> {
+    let mut plan = ExecPlan::prepare(request).map_err(SpawnError::new)?;
+    let (error_read, error_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+        .map_err(|e| SpawnError::from_errno("cannot create a pipe", e))?;
 
     // Block every signal across fork: the child must not run clusterd's signal handlers
     // before it has reset them, and no signal meant for clusterd is lost in the meantime.
@@ -126,7 +128,7 @@ pub fn spawn(request: &ExecRequest) -> Result<Pid, String> {
         Some(&SigSet::all()),
         Some(&mut previous),
     )
-    .map_err(|e| format!("sigprocmask: {}", e.desc()))?;
+    .map_err(|e| SpawnError::from_errno("sigprocmask", e))?;
     // SAFETY: the child branch calls only `child_after_fork`, which makes async-signal-safe
     // system calls on memory prepared before the fork and ends in execve or _exit.
     let pid = unsafe { libc::fork() };
@@ -138,7 +140,7 @@ pub fn spawn(request: &ExecRequest) -> Result<Pid, String> {
     let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&previous), None);
     drop(error_write);
     if pid < 0 {
-        return Err(format!("fork: {}", fork_errno.desc()));
+        return Err(SpawnError::from_errno("cannot fork", fork_errno));
     }
     let pid = Pid::from_raw(pid);
 
@@ -163,11 +165,7 @@ pub fn spawn(request: &ExecRequest) -> Result<Pid, String> {
     let errno = Errno::from_raw(i32::from_ne_bytes([
         report[4], report[5], report[6], report[7],
     ]));
-    Err(format!(
-        "{}: {}",
-        plan.describe_failure(stage),
-        errno.desc()
-    ))
+    Err(SpawnError::from_errno(&plan.describe_failure(stage), errno))
 }
 
 impl ExecPlan {

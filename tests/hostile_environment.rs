@@ -295,3 +295,58 @@ fn slow_clients_are_cut_off_and_cannot_take_every_connection() {
     }
     assert!(refused >= 6, "{refused} refused");
 }
+
+/// fd exhaustion: at the fd limit the control socket's accept loop spun at 100 % CPU and
+/// stopped answering, and each failed spawn was retried at once, burning the unit's whole
+/// restart budget in milliseconds. Now the control socket keeps a reserve fd to answer with,
+/// and a start that fails for lack of resources is retried after a growing delay, outside the
+/// budget.
+#[test]
+fn at_its_fd_limit_clusterd_still_answers_does_not_spin_and_does_not_give_up() {
+    use std::time::Duration;
+    let cpu_ticks = |pid: u32| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(") ")
+            .map(|(_, rest)| rest.split(' ').collect())
+            .unwrap_or_default();
+        // utime and stime: fields 14 and 15 of stat, 12 and 13 after the command name.
+        fields
+            .get(11)
+            .and_then(|t| t.parse::<u64>().ok())
+            .unwrap_or(0)
+            + fields
+                .get(12)
+                .and_then(|t| t.parse::<u64>().ok())
+                .unwrap_or(0)
+    };
+    let daemon = Daemon::start_with_fd_limit(
+        &[(
+            "many",
+            "command = \"sleep 300\"\ninstances = 60\nrestart_limit = { burst = 3 }\n",
+        )],
+        Some(48),
+    );
+    wait_for("the fd limit to be hit", PATIENCE, || {
+        daemon.log().contains("out of system resources")
+    });
+    let running = daemon.pids("many").len();
+    assert!(running > 10 && running < 60, "{running} running");
+
+    // Not spinning: well under half a CPU over two seconds (ticks are 10 ms).
+    let before = cpu_ticks(daemon.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(daemon.pid()) - before;
+    assert!(used < 100, "clusterd used {used} ticks of CPU in 2 s");
+
+    // Still answering, and the unit has not given up.
+    for _ in 0..5 {
+        let unit = daemon.unit("many");
+        assert_eq!(unit["gave_up"], false, "{unit}");
+        assert_eq!(unit["restarts"], 0, "{unit}");
+    }
+    // Room again: the missing instances come up by themselves.
+    let out = daemon.ctl(&["scale", "many", "20"]);
+    assert!(out.status.success(), "{out:?}");
+    daemon.wait_running("many", 20);
+}

@@ -1,7 +1,7 @@
 //! Starting, reaping, restarting and stopping instances: crash → restart within the budget,
 //! give-up with its alarm, graceful stop with SIGKILL after `kill_timeout`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
 use nix::sys::signal::Signal;
@@ -13,10 +13,15 @@ use super::unit_runtime::{AfterStop, Handover, WaitCondition};
 use super::Supervisor;
 use crate::listen_sockets::UnitSockets;
 use crate::process_control::{
-    ExitStatus, GracefulStop, HookRequest, ProcessControl, SpawnId, SpawnRequest,
+    ExitStatus, GracefulStop, HookRequest, ProcessControl, SpawnError, SpawnId, SpawnRequest,
 };
 use crate::protocol::Response;
 use crate::unit::{ReadyMode, RestartPolicy};
+
+/// The first retry of a start that failed for lack of resources, and the longest delay the
+/// doubling reaches.
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
 
 impl<P: ProcessControl> Supervisor<P> {
     /// Starts every missing instance of a unit (a manual start: clears a give-up).
@@ -52,12 +57,19 @@ impl<P: ProcessControl> Supervisor<P> {
     }
 
     /// Starts instance `index`. A start that fails (the program cannot be executed) counts as
-    /// a failed start: it is retried within the restart budget, like a crash.
+    /// a failed start: it is retried within the restart budget, like a crash. A start that
+    /// fails because the system is out of resources (file descriptors, processes) is not the
+    /// program's fault: it is retried after a growing delay, outside the budget, so that a
+    /// moment of exhaustion neither spins nor gives the unit up.
     pub(super) fn start_instance(&mut self, name: &str, index: u32, now: Instant) {
         loop {
             match self.spawn_into_slot(name, index, now) {
                 Ok(_) => return,
-                Err(()) => {
+                Err(e) if e.out_of_resources => {
+                    self.retry_starts_later(name, now);
+                    return;
+                }
+                Err(_) => {
                     let Some(rt) = self.units.get(name) else {
                         return;
                     };
@@ -72,19 +84,59 @@ impl<P: ProcessControl> Supervisor<P> {
         }
     }
 
+    /// Arms the unit's retry of its missing instances, each time twice as far off (from
+    /// [`FIRST_RETRY_DELAY`] up to [`MAX_RETRY_DELAY`]); a successful spawn resets it.
+    fn retry_starts_later(&mut self, name: &str, now: Instant) {
+        let Some(rt) = self.units.get_mut(name) else {
+            return;
+        };
+        let delay = rt
+            .retry_delay
+            .map_or(FIRST_RETRY_DELAY, |d| (d * 2).min(MAX_RETRY_DELAY));
+        rt.retry_delay = Some(delay);
+        warn!(
+            "{name}: out of system resources; starting its missing instances again in {}",
+            humantime::format_duration(delay)
+        );
+        self.timers
+            .add_after(now, delay, Timer::RetryStarts(name.to_string()));
+    }
+
+    /// The retry armed by [`Self::retry_starts_later`]: starts the unit's missing instances,
+    /// if it still wants them.
+    pub(super) fn retry_starts(&mut self, name: &str, now: Instant) {
+        let Some(rt) = self.units.get(name) else {
+            return;
+        };
+        if !rt.active || rt.gave_up.is_some() || self.shutting_down {
+            return;
+        }
+        let missing: Vec<u32> = (0..rt.wanted)
+            .filter(|&i| rt.slots.get(i as usize).is_none_or(|s| s.current.is_none()))
+            .collect();
+        for index in missing {
+            self.start_instance(name, index, now);
+            if self.timers.is_armed(&Timer::RetryStarts(name.to_string())) {
+                break; // still exhausted: the next retry is armed
+            }
+        }
+        self.settle(name, now);
+    }
+
     /// Spawns a process for `index` and makes it the slot's current process.
     pub(super) fn spawn_into_slot(
         &mut self,
         name: &str,
         index: u32,
         now: Instant,
-    ) -> Result<SpawnId, ()> {
+    ) -> Result<SpawnId, SpawnError> {
         let id = self.next_spawn_id;
         self.next_spawn_id += 1;
         let Some(rt) = self.units.get_mut(name) else {
-            return Err(());
+            return Err(SpawnError::new(format!("{name}: no such unit")));
         };
-        let spawned = rt.sockets.fds_for(&rt.unit, index).and_then(|listen_fds| {
+        let listen_fds = rt.sockets.fds_for(&rt.unit, index).map_err(SpawnError::new);
+        let spawned = listen_fds.and_then(|listen_fds| {
             let request = SpawnRequest {
                 id,
                 unit: &rt.unit,
@@ -97,6 +149,7 @@ impl<P: ProcessControl> Supervisor<P> {
         });
         match spawned {
             Ok(pid) => {
+                rt.retry_delay = None;
                 let ready = rt.unit.ready == ReadyMode::Started;
                 if !ready {
                     self.timers
@@ -129,7 +182,7 @@ impl<P: ProcessControl> Supervisor<P> {
             Err(e) => {
                 error!("{name}[{index}]: failed to start: {e}");
                 rt.slot_mut(index).last_exit = Some(format!("failed to start: {e}"));
-                Err(())
+                Err(e)
             }
         }
     }

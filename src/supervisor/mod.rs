@@ -107,6 +107,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 Timer::Kill(id) => self.kill_after_timeout(id),
                 Timer::KillSignal(id) => self.kill_signal_after_disconnect(id),
                 Timer::ReadyTimeout(id) => self.ready_timed_out(id, now),
+                Timer::RetryStarts(unit) => self.retry_starts(&unit, now),
                 Timer::KillHook(pid) => {
                     // Still in `hooks`: not reaped, so the pid is still that hook's.
                     if let Some(unit) = self.hooks.get(&pid) {

@@ -11,7 +11,7 @@ use nix::unistd::Pid;
 use super::Supervisor;
 use crate::event::{Event, NotifyMessage, WorkerMessage};
 use crate::process_control::{
-    ExitStatus, HookRequest, ProcessControl, RawWaitStatus, SpawnId, SpawnRequest,
+    ExitStatus, HookRequest, ProcessControl, RawWaitStatus, SpawnError, SpawnId, SpawnRequest,
 };
 use crate::protocol::{Request, Response, ScaleCount, UnitStatus};
 use crate::unit::{LoadedFile, Unit};
@@ -49,8 +49,10 @@ struct FakeOs {
     released: Vec<SpawnId>,
     /// Exits the next `reap` returns, as raw wait statuses like the kernel's.
     exits: Vec<(Pid, RawWaitStatus)>,
-    /// How many of the next spawns fail with `NO_SUCH_PROGRAM`.
+    /// How many of the next spawns fail with `NO_SUCH_PROGRAM` (or EMFILE when `exhausted`).
     failing_spawns: usize,
+    /// Failing spawns fail for lack of file descriptors.
+    exhausted: bool,
 }
 
 impl FakeOs {
@@ -63,6 +65,7 @@ impl FakeOs {
             released: Vec::new(),
             exits: Vec::new(),
             failing_spawns: 0,
+            exhausted: false,
         }
     }
 
@@ -74,7 +77,7 @@ impl FakeOs {
 }
 
 impl ProcessControl for FakeOs {
-    fn spawn(&mut self, request: &SpawnRequest) -> Result<Pid, String> {
+    fn spawn(&mut self, request: &SpawnRequest) -> Result<Pid, SpawnError> {
         let pid = if self.failing_spawns > 0 {
             self.failing_spawns -= 1;
             None
@@ -89,10 +92,17 @@ impl ProcessControl for FakeOs {
             command: request.unit.command.clone(),
             pid,
         });
-        pid.ok_or_else(|| NO_SUCH_PROGRAM.to_string())
+        match pid {
+            Some(pid) => Ok(pid),
+            None if self.exhausted => Err(SpawnError::from_errno(
+                "cannot create the worker channel",
+                nix::errno::Errno::EMFILE,
+            )),
+            None => Err(SpawnError::new(NO_SUCH_PROGRAM)),
+        }
     }
 
-    fn spawn_hook(&mut self, request: &HookRequest) -> Result<Pid, String> {
+    fn spawn_hook(&mut self, request: &HookRequest) -> Result<Pid, SpawnError> {
         let pid = self.new_pid();
         self.hooks.push(HookRun {
             pid,
@@ -499,6 +509,42 @@ fn a_spawn_error_counts_as_a_failed_start_and_gives_up_after_the_budget() {
     let last_exit = status.instances[0].last_exit.clone().unwrap();
     assert!(last_exit.contains(NO_SUCH_PROGRAM), "{last_exit}");
     assert_eq!(h.os().hooks.len(), 1);
+}
+
+#[test]
+fn a_spawn_that_fails_for_lack_of_resources_is_retried_later_outside_the_budget() {
+    let now = Instant::now();
+    let mut os = FakeOs::new();
+    os.failing_spawns = 5;
+    os.exhausted = true;
+    let mut sup = Supervisor::new(os, None);
+    sup.start_all(vec![file("web", WEB)], now);
+    let mut h = Harness { sup, now };
+    // One try, no tight loop, and the budget is untouched.
+    assert_eq!(h.spawn_count(), 1);
+    let status = h.status("web");
+    assert!(!status.gave_up);
+    assert_eq!(status.restarts, 0);
+    // Retried after 100 ms, 200 ms, 400 ms, 800 ms: each a deadline, never a spin.
+    let mut delays = Vec::new();
+    let mut waited = Duration::ZERO;
+    while h.spawn_count() < 6 && waited < 10 * SECOND {
+        let before = h.spawn_count();
+        h.advance(10 * MS);
+        waited += 10 * MS;
+        if h.spawn_count() > before {
+            delays.push(waited);
+            waited = Duration::ZERO;
+        }
+    }
+    assert_eq!(
+        delays,
+        [100 * MS, 200 * MS, 400 * MS, 800 * MS, 1600 * MS],
+        "retry delays"
+    );
+    assert_eq!(h.status("web").state, "running");
+    assert_eq!(h.status("web").restarts, 0);
+    assert!(h.os().hooks.is_empty(), "no alarm for exhaustion");
 }
 
 #[test]

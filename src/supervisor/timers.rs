@@ -11,7 +11,7 @@ use nix::unistd::Pid;
 use crate::process_control::SpawnId;
 use crate::unit::MAX_DURATION;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Timer {
     /// SIGKILL this process's group if it is still alive.
     Kill(SpawnId),
@@ -24,6 +24,9 @@ pub enum Timer {
     /// SIGKILL the group of an `on_giveup` hook still running `kill_timeout` after clusterd
     /// asked it to stop (at shutdown).
     KillHook(Pid),
+    /// Start the missing instances of this unit again: their start failed because the
+    /// system was out of resources.
+    RetryStarts(String),
 }
 
 #[derive(Debug, Default)]
@@ -46,9 +49,9 @@ impl Timers {
         {
             return;
         }
-        self.cancel(timer);
+        self.cancel(timer.clone());
         self.inserted += 1;
-        self.queue.insert((at, self.inserted, timer));
+        self.queue.insert((at, self.inserted, timer.clone()));
         self.armed.insert(timer, (at, self.inserted));
     }
 
@@ -69,17 +72,21 @@ impl Timers {
         }
     }
 
+    pub fn is_armed(&self, timer: &Timer) -> bool {
+        self.armed.contains_key(timer)
+    }
+
     pub fn next_deadline(&self) -> Option<Instant> {
         self.queue.first().map(|(at, _, _)| *at)
     }
 
     /// Removes and returns the earliest timer due at `now`.
     pub fn pop_due(&mut self, now: Instant) -> Option<Timer> {
-        let &(at, _, timer) = self.queue.first()?;
+        let &(at, _, _) = self.queue.first()?;
         if at > now {
             return None;
         }
-        self.queue.pop_first();
+        let (_, _, timer) = self.queue.pop_first()?;
         self.armed.remove(&timer);
         Some(timer)
     }

@@ -34,6 +34,8 @@ pub struct UnitRuntime {
     pub rollout: Option<Rollout>,
     /// Listening sockets owned by the unit; they outlive every instance.
     pub sockets: UnitSockets,
+    /// The delay of the armed retry of starts that failed for lack of system resources.
+    pub retry_delay: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -105,6 +107,7 @@ impl UnitRuntime {
             waiters: Vec::new(),
             rollout: None,
             sockets: UnitSockets::default(),
+            retry_delay: None,
         }
     }
 

@@ -51,12 +51,19 @@ pub struct Daemon {
     pub dir: TempDir,
     pub socket: PathBuf,
     child: Option<Child>,
+    /// clusterd's RLIMIT_NOFILE, when a test wants it at its limits.
+    fd_limit: Option<u64>,
 }
 
 impl Daemon {
     /// Writes `units` (file stem, TOML text) into a fresh units directory and starts clusterd
     /// on it; returns once the control socket answers.
     pub fn start(units: &[(&str, &str)]) -> Daemon {
+        Self::start_with_fd_limit(units, None)
+    }
+
+    /// [`Daemon::start`] with clusterd's file-descriptor limit (soft and hard) set to `limit`.
+    pub fn start_with_fd_limit(units: &[(&str, &str)], limit: Option<u64>) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("clusterd-test-")
             .tempdir()
@@ -70,6 +77,7 @@ impl Daemon {
             socket: dir.path().join("ctl.sock"),
             dir,
             child: None,
+            fd_limit: limit,
         };
         daemon.launch();
         daemon
@@ -77,7 +85,24 @@ impl Daemon {
 
     pub fn launch(&mut self) {
         let log = fs::File::create(self.log_path()).expect("log file");
-        let child = Command::new(CLUSTERD)
+        let mut command = Command::new(CLUSTERD);
+        if let Some(limit) = self.fd_limit {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches only a local struct.
+            unsafe {
+                command.pre_exec(move || {
+                    let rlimit = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .arg("--units")
             .arg(self.units_dir())
             .arg("--socket")
