@@ -6,6 +6,7 @@ use nix::unistd::Pid;
 
 use crate::process_control::SpawnId;
 use crate::protocol::{Request, Response};
+pub use crate::worker_io::Credit;
 
 #[derive(Debug)]
 pub enum Event {
@@ -17,13 +18,21 @@ pub enum Event {
         reply: Sender<Response>,
     },
     /// A message an instance wrote on its worker channel.
-    Worker { id: SpawnId, message: WorkerMessage },
+    Worker {
+        id: SpawnId,
+        message: WorkerMessage,
+        /// Returned (dropped) once the event is handled: the I/O thread stops reading a
+        /// channel whose events the supervisor has not caught up with.
+        credit: Credit,
+    },
     /// A datagram on NOTIFY_SOCKET, from process `pid` (kernel-verified credentials), whose
     /// process group was `pgid` when it arrived.
     Notify {
         pid: Pid,
         pgid: Option<Pid>,
         message: NotifyMessage,
+        /// As for `Worker`: NOTIFY_SOCKET is not read while too many are unhandled.
+        credit: Credit,
     },
 }
 
@@ -34,8 +43,6 @@ pub enum WorkerMessage {
     Suicide,
     /// `{"act":"ready"}` or `"ready"` (PM2's `process.send('ready')`).
     Ready,
-    /// Anything else, kept for the log.
-    Unknown(String),
 }
 
 /// The fields of one sd_notify datagram that clusterd acts on.

@@ -24,6 +24,7 @@ pub mod control_server;
 pub mod daemon;
 pub mod event;
 pub mod listen_sockets;
+pub mod log_limit;
 pub mod node_cluster;
 pub mod os_process_control;
 pub mod printable;

@@ -130,7 +130,8 @@ impl ProcessControl for OsProcessControl {
         if node.is_some() {
             self.node_workers.insert(request.id, unit.node_cluster_stop);
         }
-        self.io.watch(request.id, ours.into(), node);
+        let label = format!("{}[{}]", unit.name, request.index);
+        self.io.watch(request.id, ours.into(), label, node);
         Ok(pid)
     }
 

@@ -11,13 +11,22 @@
 //! through each channel's [`Outbox`] (non-blocking writes, EPOLLOUT when the channel is full)
 //! and may watch round-robin listening sockets on the same epoll. User messages
 //! (`process.send(...)`) are parsed as for every other instance.
+//!
+//! Backpressure: every event sent to the supervisor carries a [`Credit`] of its channel's
+//! budget ([`MAX_EVENTS_IN_FLIGHT`]); a channel whose budget is spent is not read until the
+//! supervisor has handled its events, so a worker that writes as fast as it can is slowed to
+//! clusterd's pace by its own full socket buffer and costs clusterd no memory. NOTIFY_SOCKET,
+//! which anyone may write to, has a budget of its own. Warnings about bad lines are limited
+//! per channel ([`LogLimit`]); messages that mean nothing to clusterd are not sent at all.
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, IoSliceMut, Read};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 use log::{debug, warn};
@@ -27,6 +36,7 @@ use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
 use nix::unistd::Pid;
 
 use crate::event::{Event, NotifyMessage, WorkerMessage};
+use crate::log_limit::{LogLimit, Verdict};
 use crate::node_cluster::message::{classify, FromWorker};
 use crate::node_cluster::outbox::{Flushed, Outbox};
 use crate::node_cluster::primary::LISTENER_TOKEN_BASE;
@@ -37,12 +47,25 @@ use crate::process_control::SpawnId;
 /// A line longer than this is dropped (and logged) instead of buffered.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
+/// Events of one channel (or of NOTIFY_SOCKET) the supervisor may have still to handle;
+/// beyond this the I/O thread stops reading there until it has handled them all. The kernel's
+/// socket buffer then fills and the writer blocks: a flood costs clusterd no memory.
+pub const MAX_EVENTS_IN_FLIGHT: usize = 64;
+
+/// Lines queued for a Node worker that does not read them; beyond this its channel is not
+/// read either (its requests would only queue more answers).
+const MAX_QUEUED_LINES: usize = 1024;
+
 const WAKE_TOKEN: u64 = u64::MAX;
 const NOTIFY_TOKEN: u64 = u64::MAX - 1;
 
 enum Command {
-    /// A new instance's channel; `Some` for a Node cluster worker.
-    Watch(SpawnId, OwnedFd, Option<WorkerInfo>),
+    /// A new instance's channel, its label for the log (`web[2]`), and `Some` for a Node
+    /// cluster worker.
+    Watch(SpawnId, OwnedFd, String, Option<WorkerInfo>),
+    /// The supervisor has handled every event of this channel (or, with `NOTIFY_TOKEN`, of
+    /// NOTIFY_SOCKET): read it again.
+    Resume(SpawnId),
     Forget(SpawnId),
     /// The instance is about to be stopped: hand it no new connections.
     Withdraw(SpawnId),
@@ -50,6 +73,75 @@ enum Command {
     Disconnect(SpawnId),
     /// The unit's last Node worker was stopped: release its sockets.
     ReleaseUnit(String),
+}
+
+/// One event's worth of a channel's budget ([`MAX_EVENTS_IN_FLIGHT`]). It travels inside the
+/// event; dropping it (once the supervisor has handled the event) gives it back, and the last
+/// one back resumes a channel that was paused for want of budget.
+pub struct Credit(Option<Arc<Budget>>);
+
+impl Credit {
+    /// A credit that belongs to no budget (events made by the I/O thread itself, tests).
+    pub fn none() -> Credit {
+        Credit(None)
+    }
+
+    fn take(budget: &Arc<Budget>) -> Credit {
+        budget.in_flight.fetch_add(1, Ordering::SeqCst);
+        Credit(Some(Arc::clone(budget)))
+    }
+}
+
+impl Drop for Credit {
+    fn drop(&mut self) {
+        let Some(budget) = self.0.take() else { return };
+        let last_back = budget.in_flight.fetch_sub(1, Ordering::SeqCst) == 1;
+        if last_back
+            && budget.paused.swap(false, Ordering::SeqCst)
+            && budget.commands.send(Command::Resume(budget.id)).is_ok()
+        {
+            let _ = budget.wake.write(1);
+        }
+    }
+}
+
+impl std::fmt::Debug for Credit {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("Credit")
+    }
+}
+
+/// The events of one channel (or of NOTIFY_SOCKET) that are on their way to the supervisor.
+struct Budget {
+    id: SpawnId,
+    in_flight: AtomicUsize,
+    /// The channel is not being read until `in_flight` is back to 0.
+    paused: AtomicBool,
+    commands: Sender<Command>,
+    wake: Arc<EventFd>,
+}
+
+impl Budget {
+    fn new(id: SpawnId, commands: Sender<Command>, wake: Arc<EventFd>) -> Arc<Budget> {
+        Arc::new(Budget {
+            id,
+            in_flight: AtomicUsize::new(0),
+            paused: AtomicBool::new(false),
+            commands,
+            wake,
+        })
+    }
+
+    fn spent(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) >= MAX_EVENTS_IN_FLIGHT
+    }
+
+    /// Marks the source paused; returns false (and unmarks it) if every credit came back
+    /// meanwhile, in which case nobody else would resume it.
+    fn pause(&self) -> bool {
+        self.paused.store(true, Ordering::SeqCst);
+        !(self.in_flight.load(Ordering::SeqCst) == 0 && self.paused.swap(false, Ordering::SeqCst))
+    }
 }
 
 /// The supervisor's handle on the I/O thread.
@@ -78,6 +170,8 @@ impl WorkerIo {
         }
         let (commands, command_rx) = crossbeam_channel::unbounded();
         let thread_wake = Arc::clone(&wake);
+        let notify_budget = Budget::new(NOTIFY_TOKEN, commands.clone(), Arc::clone(&wake));
+        let thread_commands = commands.clone();
         thread::Builder::new()
             .name("worker-io".into())
             .spawn(move || {
@@ -85,8 +179,11 @@ impl WorkerIo {
                     epoll,
                     wake: thread_wake,
                     commands: command_rx,
+                    own_commands: thread_commands,
                     events,
                     notify,
+                    notify_budget,
+                    notify_paused: false,
                     channels: HashMap::new(),
                     primary: Primary::default(),
                 }
@@ -97,8 +194,8 @@ impl WorkerIo {
 
     /// Starts reading clusterd's end of a new instance's worker channel; `node` makes
     /// clusterd the instance's Node cluster primary.
-    pub fn watch(&self, id: SpawnId, channel: OwnedFd, node: Option<WorkerInfo>) {
-        self.command(Command::Watch(id, channel, node));
+    pub fn watch(&self, id: SpawnId, channel: OwnedFd, label: String, node: Option<WorkerInfo>) {
+        self.command(Command::Watch(id, channel, label, node));
     }
 
     /// The instance is gone: close its channel.
@@ -135,6 +232,16 @@ impl WorkerIo {
 
 struct Channel {
     stream: UnixStream,
+    /// `web[2]`, for the log.
+    label: String,
+    /// Its events on their way to the supervisor.
+    budget: Arc<Budget>,
+    /// Not being read: the supervisor has not caught up with its events, or it does not
+    /// read what clusterd writes to it.
+    paused: bool,
+    malformed: LogLimit,
+    oversized: LogLimit,
+    unknown: LogLimit,
     /// Bytes of an incomplete line.
     pending: Vec<u8>,
     /// Inside an oversized line: drop bytes until the next newline.
@@ -146,9 +253,15 @@ struct Channel {
 }
 
 impl Channel {
-    fn new(stream: UnixStream) -> Channel {
+    fn new(stream: UnixStream, label: String, budget: Arc<Budget>) -> Channel {
         Channel {
             stream,
+            label,
+            budget,
+            paused: false,
+            malformed: LogLimit::default(),
+            oversized: LogLimit::default(),
+            unknown: LogLimit::default(),
             pending: Vec::new(),
             discarding: false,
             outbox: Outbox::default(),
@@ -161,8 +274,12 @@ struct IoThread {
     epoll: Epoll,
     wake: Arc<EventFd>,
     commands: Receiver<Command>,
+    /// For the budgets of new channels, whose credits send `Resume` here.
+    own_commands: Sender<Command>,
     events: Sender<Event>,
     notify: Option<UnixDatagram>,
+    notify_budget: Arc<Budget>,
+    notify_paused: bool,
     channels: HashMap<SpawnId, Channel>,
     /// The Node cluster primary of every `node_cluster` instance.
     primary: Primary,
@@ -198,7 +315,14 @@ impl IoThread {
                         if flags.contains(EpollFlags::EPOLLOUT) {
                             self.flush(id);
                         }
-                        if flags.intersects(
+                        let paused = self.channels.get(&id).is_some_and(|c| c.paused);
+                        if paused {
+                            // Not read while paused; a hang-up (reported whatever the
+                            // interest) means the instance and its children are gone.
+                            if flags.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR) {
+                                self.close(id);
+                            }
+                        } else if flags.intersects(
                             EpollFlags::EPOLLIN
                                 | EpollFlags::EPOLLRDHUP
                                 | EpollFlags::EPOLLHUP
@@ -229,7 +353,12 @@ impl IoThread {
             self.flush(id);
         }
         for (id, message) in self.primary.take_events() {
-            let _ = self.events.send(Event::Worker { id, message });
+            // Made by the primary, once per worker (listening, leaving): no budget needed.
+            let _ = self.events.send(Event::Worker {
+                id,
+                message,
+                credit: Credit::none(),
+            });
         }
     }
 
@@ -239,29 +368,84 @@ impl IoThread {
             return;
         };
         let result = channel.outbox.flush(channel.stream.as_fd());
-        let want_write = result == Flushed::Blocked;
-        if want_write != channel.waiting_to_write {
-            let mut interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
-            if want_write {
-                interest |= EpollFlags::EPOLLOUT;
-            }
-            let mut event = EpollEvent::new(interest, id);
-            if self
-                .epoll
-                .modify(channel.stream.as_fd(), &mut event)
-                .is_ok()
-            {
-                channel.waiting_to_write = want_write;
-            }
+        channel.waiting_to_write = result == Flushed::Blocked;
+        // A worker that reads its answers again may send requests again.
+        let resume = channel.paused
+            && channel.outbox.len() < MAX_QUEUED_LINES / 2
+            && !channel.budget.paused.load(Ordering::SeqCst);
+        if resume {
+            self.resume(id);
+        } else {
+            self.update_interest(id);
         }
         // A broken channel is seen by the reader as EOF/error and closed there.
+    }
+
+    /// Sets what epoll reports for a channel: readable unless paused, writable while its
+    /// outbox waits for room.
+    fn update_interest(&mut self, id: SpawnId) {
+        let Some(channel) = self.channels.get(&id) else {
+            return;
+        };
+        let mut interest = EpollFlags::empty();
+        if !channel.paused {
+            interest |= EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+        }
+        if channel.waiting_to_write {
+            interest |= EpollFlags::EPOLLOUT;
+        }
+        let mut event = EpollEvent::new(interest, id);
+        if let Err(e) = self.epoll.modify(channel.stream.as_fd(), &mut event) {
+            debug!(
+                "{}: cannot change what its channel is watched for: {e}",
+                channel.label
+            );
+        }
+    }
+
+    /// Stops reading a channel (see [`MAX_EVENTS_IN_FLIGHT`], [`MAX_QUEUED_LINES`]).
+    fn pause(&mut self, id: SpawnId, for_budget: bool) {
+        let Some(channel) = self.channels.get_mut(&id) else {
+            return;
+        };
+        if for_budget && !channel.budget.pause() {
+            return; // every credit came back meanwhile
+        }
+        if !channel.paused {
+            debug!(
+                "{}: not reading its channel until clusterd catches up",
+                channel.label
+            );
+            channel.paused = true;
+            self.update_interest(id);
+        }
+    }
+
+    fn resume(&mut self, id: SpawnId) {
+        let Some(channel) = self.channels.get_mut(&id) else {
+            return;
+        };
+        if channel.paused {
+            channel.paused = false;
+            self.update_interest(id);
+            self.read_channel(id);
+        }
     }
 
     /// Returns false when the supervisor has gone away.
     fn apply_commands(&mut self) -> bool {
         loop {
             match self.commands.try_recv() {
-                Ok(Command::Watch(id, fd, node)) => {
+                Ok(Command::Resume(NOTIFY_TOKEN)) => {
+                    self.notify_paused = false;
+                    if let Some(socket) = &self.notify {
+                        let mut event = EpollEvent::new(EpollFlags::EPOLLIN, NOTIFY_TOKEN);
+                        let _ = self.epoll.modify(socket.as_fd(), &mut event);
+                    }
+                    self.read_notify();
+                }
+                Ok(Command::Resume(id)) => self.resume(id),
+                Ok(Command::Watch(id, fd, label, node)) => {
                     let stream = UnixStream::from(fd);
                     if stream.set_nonblocking(true).is_err() {
                         continue;
@@ -274,7 +458,9 @@ impl IoThread {
                         warn!("cannot watch a worker channel: {e}");
                         continue;
                     }
-                    self.channels.insert(id, Channel::new(stream));
+                    let budget = Budget::new(id, self.own_commands.clone(), Arc::clone(&self.wake));
+                    self.channels
+                        .insert(id, Channel::new(stream, label, budget));
                     if let Some(info) = node {
                         self.primary.add_worker(id, info, &self.epoll);
                     }
@@ -296,8 +482,17 @@ impl IoThread {
     }
 
     fn close(&mut self, id: SpawnId) {
-        if let Some(channel) = self.channels.remove(&id) {
+        if let Some(mut channel) = self.channels.remove(&id) {
             let _ = self.epoll.delete(channel.stream.as_fd());
+            let suppressed = channel.malformed.take_suppressed()
+                + channel.oversized.take_suppressed()
+                + channel.unknown.take_suppressed();
+            if suppressed > 0 {
+                warn!(
+                    "{}: {suppressed} more bad messages on its channel were not logged",
+                    channel.label
+                );
+            }
         }
         if self.primary.is_worker(id) {
             self.primary.remove_worker(id, &self.epoll);
@@ -305,69 +500,141 @@ impl IoThread {
         }
     }
 
+    /// Reads what the channel has, as long as its budget lasts, and acts on every line.
     fn read_channel(&mut self, id: SpawnId) {
+        let mut buffer = [0u8; 16 * 1024];
+        loop {
+            let Some(channel) = self.channels.get_mut(&id) else {
+                return;
+            };
+            if channel.paused {
+                return;
+            }
+            if channel.budget.spent() {
+                self.pause(id, true);
+                continue; // resumed at once if every credit came back meanwhile
+            }
+            if channel.outbox.len() >= MAX_QUEUED_LINES {
+                self.pause(id, false);
+                return;
+            }
+            let mut lines = Vec::new();
+            let mut closed = false;
+            let mut drained = false;
+            match channel.stream.read(&mut buffer) {
+                Ok(0) => closed = true,
+                Ok(n) => split_lines(channel, &buffer[..n], &mut lines),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => drained = true,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => closed = true,
+            }
+            for line in lines {
+                self.on_line(id, line);
+            }
+            if closed {
+                // The instance (and everything that inherited the channel) closed it; its
+                // exit is seen through waitpid, so nothing else to report.
+                self.close(id);
+                return;
+            }
+            if drained {
+                return;
+            }
+        }
+    }
+
+    /// One complete line from a worker channel.
+    fn on_line(&mut self, id: SpawnId, line: Line) {
+        let now = Instant::now();
         let Some(channel) = self.channels.get_mut(&id) else {
             return;
         };
-        let mut buffer = [0u8; 16 * 1024];
-        let mut lines = Vec::new();
-        let mut closed = false;
-        loop {
-            match channel.stream.read(&mut buffer) {
-                Ok(0) => {
-                    closed = true;
-                    break;
+        let line = match line {
+            Line::Complete(line) => line,
+            Line::Oversized => {
+                if let Verdict::Show { suppressed, last } = channel.oversized.check(now) {
+                    warn!(
+                        "{}: dropped a message longer than {MAX_MESSAGE_BYTES} bytes{}",
+                        channel.label,
+                        LogLimit::note(suppressed, last)
+                    );
                 }
-                Ok(n) => split_lines(channel, &buffer[..n], &mut lines, id),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    closed = true;
-                    break;
-                }
+                return;
             }
-        }
-        let node_worker = self.primary.is_worker(id);
-        for line in lines {
-            let parsed = parse_line(&line, id);
-            let internal = match &parsed {
-                Some(value) if node_worker => classify(value),
-                _ => None,
-            };
-            match internal {
-                Some(FromWorker::HandleAck) => {
-                    if let Some(channel) = self.channels.get_mut(&id) {
-                        channel.outbox.on_handle_ack();
-                    }
-                    self.flush(id);
+        };
+        let parsed = match parse_line(&line) {
+            Ok(Some(value)) => value,
+            Ok(None) => return,
+            Err(e) => {
+                if let Verdict::Show { suppressed, last } = channel.malformed.check(now) {
+                    warn!(
+                        "{}: ignoring a malformed message ({e}): {}{}",
+                        channel.label,
+                        shorten(&String::from_utf8_lossy(&line)),
+                        LogLimit::note(suppressed, last)
+                    );
                 }
-                Some(FromWorker::HandleNack) => {
-                    if let Some(channel) = self.channels.get_mut(&id) {
-                        channel.outbox.on_handle_nack();
-                    }
-                    self.flush(id);
-                }
+                return;
+            }
+        };
+        let internal = if self.primary.is_worker(id) {
+            classify(&parsed)
+        } else {
+            None
+        };
+        match internal {
+            Some(FromWorker::HandleAck) => {
+                channel.outbox.on_handle_ack();
+                self.flush(id);
+            }
+            Some(FromWorker::HandleNack) => {
+                channel.outbox.on_handle_nack();
+                self.flush(id);
+            }
+            Some(message) => {
+                self.primary.on_message(id, message, &self.epoll);
+                self.deliver();
+            }
+            None => match user_message(&parsed) {
                 Some(message) => {
-                    self.primary.on_message(id, message, &self.epoll);
-                    self.deliver();
+                    let credit = Credit::take(&channel.budget);
+                    let _ = self.events.send(Event::Worker {
+                        id,
+                        message,
+                        credit,
+                    });
                 }
                 None => {
-                    if let Some(message) = parsed.map(|value| user_message(&value, &line)) {
-                        let _ = self.events.send(Event::Worker { id, message });
+                    if let Verdict::Show { suppressed, last } = channel.unknown.check(now) {
+                        debug!(
+                            "{}: ignoring worker message {}{}",
+                            channel.label,
+                            shorten(&String::from_utf8_lossy(&line)),
+                            LogLimit::note(suppressed, last)
+                        );
                     }
                 }
-            }
-        }
-        if closed {
-            // The instance (and everything that inherited the channel) closed it; its exit is
-            // seen through waitpid, so nothing else to report.
-            self.close(id);
+            },
         }
     }
 
     fn read_notify(&mut self) {
         let Some(socket) = &self.notify else { return };
         loop {
+            if self.notify_paused {
+                return;
+            }
+            if self.notify_budget.spent() {
+                if self.notify_budget.pause() {
+                    // Anyone may write to NOTIFY_SOCKET: not read until the supervisor has
+                    // handled what came; senders block (or get EAGAIN) meanwhile.
+                    self.notify_paused = true;
+                    let mut event = EpollEvent::new(EpollFlags::empty(), NOTIFY_TOKEN);
+                    let _ = self.epoll.modify(socket.as_fd(), &mut event);
+                    return;
+                }
+                continue;
+            }
             let mut buffer = [0u8; 4096];
             let mut cmsg =
                 nix::cmsg_space!(nix::sys::socket::UnixCredentials, [std::os::fd::RawFd; 8]);
@@ -433,13 +700,22 @@ impl IoThread {
                 pid,
                 pgid,
                 message: parsed,
+                credit: Credit::take(&self.notify_budget),
             });
         }
     }
 }
 
+/// What [`split_lines`] finds in a channel's bytes.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    Complete(Vec<u8>),
+    /// A line longer than [`MAX_MESSAGE_BYTES`], dropped.
+    Oversized,
+}
+
 /// Appends `bytes` to the channel's pending line and collects every complete line.
-fn split_lines(channel: &mut Channel, mut bytes: &[u8], out: &mut Vec<Vec<u8>>, id: SpawnId) {
+fn split_lines(channel: &mut Channel, mut bytes: &[u8], out: &mut Vec<Line>) {
     while !bytes.is_empty() {
         match bytes.iter().position(|&b| b == b'\n') {
             Some(end) => {
@@ -448,9 +724,9 @@ fn split_lines(channel: &mut Channel, mut bytes: &[u8], out: &mut Vec<Vec<u8>>, 
                 } else {
                     channel.pending.extend_from_slice(&bytes[..end]);
                     if channel.pending.len() > MAX_MESSAGE_BYTES {
-                        warn!("worker channel {id}: dropped a message longer than {MAX_MESSAGE_BYTES} bytes");
+                        out.push(Line::Oversized);
                     } else {
-                        out.push(std::mem::take(&mut channel.pending));
+                        out.push(Line::Complete(std::mem::take(&mut channel.pending)));
                     }
                 }
                 channel.pending.clear();
@@ -460,7 +736,7 @@ fn split_lines(channel: &mut Channel, mut bytes: &[u8], out: &mut Vec<Vec<u8>>, 
                 if !channel.discarding {
                     channel.pending.extend_from_slice(bytes);
                     if channel.pending.len() > MAX_MESSAGE_BYTES {
-                        warn!("worker channel {id}: dropped a message longer than {MAX_MESSAGE_BYTES} bytes");
+                        out.push(Line::Oversized);
                         channel.pending = Vec::new();
                         channel.discarding = true;
                     }
@@ -471,42 +747,34 @@ fn split_lines(channel: &mut Channel, mut bytes: &[u8], out: &mut Vec<Vec<u8>>, 
     }
 }
 
-/// One JSON line from a worker. Malformed lines are logged and ignored.
-pub fn parse_message(line: &[u8], id: SpawnId) -> Option<WorkerMessage> {
-    parse_line(line, id).map(|value| user_message(&value, line))
+/// One JSON line from a worker: `None` for anything that means nothing to clusterd.
+pub fn parse_message(line: &[u8]) -> Option<WorkerMessage> {
+    parse_line(line)
+        .ok()
+        .flatten()
+        .and_then(|v| user_message(&v))
 }
 
-/// Parses one line as JSON; `None` (logged) when it is empty or malformed.
-fn parse_line(line: &[u8], id: SpawnId) -> Option<serde_json::Value> {
+/// Parses one line as JSON; `Ok(None)` for an empty line.
+fn parse_line(line: &[u8]) -> Result<Option<serde_json::Value>, serde_json::Error> {
     let text = String::from_utf8_lossy(line);
     let text = text.trim();
     if text.is_empty() {
-        return None;
+        return Ok(None);
     }
-    match serde_json::from_str(text) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            warn!(
-                "worker channel {id}: ignoring a malformed message ({e}): {}",
-                shorten(text)
-            );
-            None
-        }
-    }
+    serde_json::from_str(text).map(Some)
 }
 
-/// What a user message (`process.send(...)`) means to the supervisor.
-fn user_message(value: &serde_json::Value, line: &[u8]) -> WorkerMessage {
-    let text = String::from_utf8_lossy(line);
-    let text = text.trim();
+/// What a user message (`process.send(...)`) means to the supervisor, if anything.
+fn user_message(value: &serde_json::Value) -> Option<WorkerMessage> {
     let act = value
         .get("act")
         .and_then(|a| a.as_str())
         .or_else(|| value.as_str());
     match act {
-        Some("suicide") => WorkerMessage::Suicide,
-        Some("ready") => WorkerMessage::Ready,
-        _ => WorkerMessage::Unknown(shorten(text)),
+        Some("suicide") => Some(WorkerMessage::Suicide),
+        Some("ready") => Some(WorkerMessage::Ready),
+        _ => None,
     }
 }
 
@@ -532,13 +800,18 @@ mod tests {
 
     fn channel() -> Channel {
         let (a, _b) = UnixStream::pair().unwrap();
-        Channel::new(a)
+        let (commands, _) = crossbeam_channel::unbounded();
+        let wake = Arc::new(EventFd::from_flags(EfdFlags::EFD_NONBLOCK).unwrap());
+        Channel::new(a, "web[0]".into(), Budget::new(1, commands, wake))
     }
 
     fn split(c: &mut Channel, bytes: &[u8], out: &mut Vec<WorkerMessage>) {
         let mut lines = Vec::new();
-        split_lines(c, bytes, &mut lines, 1);
-        out.extend(lines.iter().filter_map(|l| parse_message(l, 1)));
+        split_lines(c, bytes, &mut lines);
+        out.extend(lines.iter().filter_map(|l| match l {
+            Line::Complete(l) => parse_message(l),
+            Line::Oversized => None,
+        }));
     }
 
     #[test]
@@ -573,11 +846,25 @@ mod tests {
     }
 
     #[test]
-    fn unknown_acts_are_kept_for_the_log() {
-        assert!(matches!(
-            parse_message(br#"{"act":"dance"}"#, 1),
-            Some(WorkerMessage::Unknown(_))
-        ));
-        assert_eq!(parse_message(b"[1,2", 1), None);
+    fn unknown_acts_and_malformed_lines_mean_nothing_to_the_supervisor() {
+        assert_eq!(parse_message(br#"{"act":"dance"}"#), None);
+        assert_eq!(parse_message(b"[1,2"), None);
+    }
+
+    #[test]
+    fn a_budget_pauses_at_its_limit_and_the_last_credit_back_resumes() {
+        let (commands, resumed) = crossbeam_channel::unbounded();
+        let wake = Arc::new(EventFd::from_flags(EfdFlags::EFD_NONBLOCK).unwrap());
+        let budget = Budget::new(7, commands, wake);
+        let credits: Vec<Credit> = (0..MAX_EVENTS_IN_FLIGHT)
+            .map(|_| Credit::take(&budget))
+            .collect();
+        assert!(budget.spent());
+        assert!(budget.pause());
+        drop(credits);
+        assert!(matches!(resumed.try_recv(), Ok(Command::Resume(7))));
+        assert!(resumed.try_recv().is_err(), "resumed once");
+        // Paused with nothing in flight: not paused at all.
+        assert!(!budget.pause());
     }
 }

@@ -50,6 +50,11 @@ impl Outbox {
         self.queue.push_back(message);
     }
 
+    /// Lines still to write.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }

@@ -27,6 +27,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::event::{Event, NotifyMessage, WorkerMessage};
+use crate::log_limit::{LogLimit, Verdict};
 use crate::process_control::{ExitStatus, ProcessControl, SpawnId};
 use crate::unit::{LoadedFile, UnitError};
 
@@ -51,6 +52,8 @@ pub struct Supervisor<P: ProcessControl> {
     shutting_down: bool,
     /// Where daemon-reload reads units from; `None` in tests that feed units directly.
     units_dir: Option<std::path::PathBuf>,
+    /// Warnings about notifications from processes that are no instance.
+    stray_notifications: LogLimit,
 }
 
 impl<P: ProcessControl> Supervisor<P> {
@@ -66,6 +69,7 @@ impl<P: ProcessControl> Supervisor<P> {
             next_spawn_id: 1,
             shutting_down: false,
             units_dir,
+            stray_notifications: LogLimit::default(),
         }
     }
 
@@ -90,8 +94,11 @@ impl<P: ProcessControl> Supervisor<P> {
         match event {
             Event::Signal(signal) => self.on_signal(signal, now),
             Event::Control { request, reply } => self.on_request(request, reply, now),
-            Event::Worker { id, message } => self.on_worker_message(id, message, now),
-            Event::Notify { pid, pgid, message } => self.on_notify(pid, pgid, message, now),
+            // The credits are returned as the events go out of scope, once handled.
+            Event::Worker { id, message, .. } => self.on_worker_message(id, message, now),
+            Event::Notify {
+                pid, pgid, message, ..
+            } => self.on_notify(pid, pgid, message, now),
         }
     }
 
@@ -217,15 +224,12 @@ impl<P: ProcessControl> Supervisor<P> {
     }
 
     fn on_worker_message(&mut self, id: SpawnId, message: WorkerMessage, now: Instant) {
-        let Some(process) = self.processes.get(&id) else {
+        if !self.processes.contains_key(&id) {
             return; // it exited meanwhile
-        };
+        }
         match message {
             WorkerMessage::Suicide => self.on_suicide(id, now),
             WorkerMessage::Ready => self.mark_ready(id, now),
-            WorkerMessage::Unknown(text) => {
-                debug!("{}: ignoring worker message {text}", process.label());
-            }
         }
     }
 
@@ -238,7 +242,13 @@ impl<P: ProcessControl> Supervisor<P> {
             .or_else(|| pgid.and_then(|g| self.by_pid.get(&g)))
             .copied();
         let Some(id) = id else {
-            warn!("ignoring a notification from pid {pid}: it is not part of any instance");
+            // Anyone may write to NOTIFY_SOCKET: never let that fill the log.
+            if let Verdict::Show { suppressed, last } = self.stray_notifications.check(now) {
+                warn!(
+                    "ignoring a notification from pid {pid}: it is not part of any instance{}",
+                    LogLimit::note(suppressed, last)
+                );
+            }
             return;
         };
         if let Some(text) = message.status {

@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::Supervisor;
-use crate::event::{Event, NotifyMessage, WorkerMessage};
+use crate::event::{Credit, Event, NotifyMessage, WorkerMessage};
 use crate::process_control::{
     ExitStatus, HookRequest, ProcessControl, RawWaitStatus, SpawnError, SpawnId, SpawnRequest,
 };
@@ -205,7 +205,11 @@ impl Harness {
 
     fn worker(&mut self, pid: Pid, message: WorkerMessage) {
         let id = self.spawn_of(pid).id;
-        self.handle(Event::Worker { id, message });
+        self.handle(Event::Worker {
+            id,
+            message,
+            credit: Credit::none(),
+        });
     }
 
     fn notify(&mut self, pid: Pid, pgid: Pid, message: NotifyMessage) {
@@ -213,6 +217,7 @@ impl Harness {
             pid,
             pgid: Some(pgid),
             message,
+            credit: Credit::none(),
         });
     }
 
@@ -1413,6 +1418,7 @@ fn notify_from_a_pid_outside_every_instance_is_ignored() {
             stopping: true,
             ..NotifyMessage::default()
         },
+        credit: Credit::none(),
     });
     let status = h.status("web");
     assert_eq!(status.state, "starting");
@@ -1461,6 +1467,7 @@ fn late_events_for_a_reaped_process_are_ignored() {
     h.handle(Event::Worker {
         id,
         message: WorkerMessage::Suicide,
+        credit: Credit::none(),
     });
     h.notify(old, old, ready());
     assert_eq!(h.spawn_count(), 2);
