@@ -11,6 +11,7 @@ use log::{error, info, warn};
 use nix::sys::socket::{setsockopt, sockopt};
 use nix::unistd::Gid;
 
+use crate::cgroup::{self, CgroupTree};
 use crate::control_server::{bind_control_socket, serve, AccessPolicy, SocketFile};
 use crate::os_process_control::OsProcessControl;
 use crate::service_notify::ServiceNotifier;
@@ -25,6 +26,18 @@ pub struct DaemonOptions {
     pub socket: PathBuf,
     /// Members of this group may use the control socket too (mode 0660).
     pub socket_group: Option<Gid>,
+    pub isolation: Isolation,
+}
+
+/// `--isolation`: how instances are kept together (see [`crate::cgroup`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Isolation {
+    /// A cgroup per instance where clusterd can create cgroups, else process groups.
+    Auto,
+    /// A cgroup per instance, or clusterd does not start.
+    Cgroup,
+    /// Process groups only.
+    ProcessGroup,
 }
 
 /// Runs until SIGTERM/SIGINT has stopped everything. Errors are start-up failures.
@@ -52,9 +65,27 @@ pub fn run(options: DaemonOptions) -> Result<(), String> {
     let _notify_file = SocketFile(notify_path.clone());
     let notify_path = notify.is_some().then_some(notify_path);
 
+    // Now that this clusterd owns its control socket path (and so its cgroup tree), and
+    // before any unit binds a port: whatever a previous clusterd left goes.
+    let cgroups = match options.isolation {
+        Isolation::ProcessGroup => Err("--isolation process-group".to_string()),
+        Isolation::Auto | Isolation::Cgroup => CgroupTree::create(&options.socket),
+    };
+    if let (Isolation::Cgroup, Err(reason)) = (options.isolation, &cgroups) {
+        return Err(format!("--isolation cgroup: {reason}"));
+    }
+    cgroup::log_choice(&cgroups);
+    if let Ok(tree) = &cgroups {
+        let killed = tree.clear_leftovers();
+        if killed > 0 {
+            warn!("killed {killed} process(es) left by a previous clusterd");
+        }
+    }
+    let cgroup_root = cgroups.as_ref().ok().map(|tree| tree.root().to_path_buf());
+
     let io = WorkerIo::start(events.clone(), notify)
         .map_err(|e| format!("cannot start the worker I/O thread: {e}"))?;
-    let os = OsProcessControl::new(io, notify_path)
+    let os = OsProcessControl::new(io, notify_path, cgroups)
         .map_err(|e| format!("cannot open /dev/null: {e}"))?;
     let mut supervisor = Supervisor::new(os, Some(units_dir.clone()));
     supervisor.start_all(files, Instant::now());
@@ -107,6 +138,10 @@ pub fn run(options: DaemonOptions) -> Result<(), String> {
         if supervisor.finished() {
             break;
         }
+    }
+    if let Some(root) = cgroup_root {
+        // Empty now: every instance's cgroup was removed once its last process exited.
+        let _ = std::fs::remove_dir(root);
     }
     info!("every instance has stopped; exiting");
     Ok(())

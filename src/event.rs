@@ -26,10 +26,11 @@ pub enum Event {
         credit: Credit,
     },
     /// A datagram on NOTIFY_SOCKET, from process `pid` (kernel-verified credentials), whose
-    /// process group was `pgid` when it arrived.
+    /// process group was `pgid` when it arrived, and which was in the cgroup of `instance`.
     Notify {
         pid: Pid,
         pgid: Option<Pid>,
+        instance: Option<SpawnId>,
         message: NotifyMessage,
         /// As for `Worker`: NOTIFY_SOCKET is not read while too many are unhandled.
         credit: Credit,

@@ -19,6 +19,7 @@
 //!   [`control_client`], [`socket_path`] and [`status_table`] are clusterctl's side.
 //! - [`service_notify`]: sd_notify to clusterd's own service manager (Type=notify).
 
+pub mod cgroup;
 pub mod control_client;
 pub mod control_server;
 pub mod daemon;

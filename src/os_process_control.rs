@@ -13,6 +13,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
+use crate::cgroup::{CgroupTree, InstanceCgroup};
 use crate::node_cluster::WorkerInfo;
 use crate::process_control::{
     GracefulStop, HookRequest, ProcessControl, RawWaitStatus, SpawnError, SpawnId, SpawnRequest,
@@ -23,6 +24,14 @@ use crate::worker_io::WorkerIo;
 
 pub struct OsProcessControl {
     io: WorkerIo,
+    /// Where instances get cgroups of their own; `Err` says why they cannot (process groups
+    /// then).
+    cgroups: Result<CgroupTree, String>,
+    /// The cgroup of every instance that has one, from its spawn until the cgroup is empty
+    /// (after its own process exited, what it left may still be running).
+    instance_cgroups: HashMap<SpawnId, InstanceCgroup>,
+    /// Released instances whose cgroup still has processes.
+    draining: Vec<SpawnId>,
     /// Opened once: every instance's stdin.
     dev_null: OwnedFd,
     /// clusterd's NOTIFY_SOCKET path, given to every instance.
@@ -34,10 +43,17 @@ pub struct OsProcessControl {
 }
 
 impl OsProcessControl {
-    pub fn new(io: WorkerIo, notify_socket: Option<PathBuf>) -> std::io::Result<Self> {
+    pub fn new(
+        io: WorkerIo,
+        notify_socket: Option<PathBuf>,
+        cgroups: Result<CgroupTree, String>,
+    ) -> std::io::Result<Self> {
         let dev_null = std::fs::File::open("/dev/null")?.into();
         Ok(OsProcessControl {
             io,
+            cgroups,
+            instance_cgroups: HashMap::new(),
+            draining: Vec::new(),
             dev_null,
             notify_socket,
             base_environment: inherited_environment(),
@@ -110,7 +126,17 @@ impl ProcessControl for OsProcessControl {
             set(&mut env, "LISTEN_FDNAMES", &request.listen_names.join(":"));
         }
 
-        let pid = spawn(&ExecRequest {
+        let cgroup = match &self.cgroups {
+            Ok(tree) => Some(
+                tree.create_instance(&unit.name, request.index, request.id)
+                    .map_err(|e| {
+                        let errno = Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+                        SpawnError::from_errno("cannot create its cgroup", errno)
+                    })?,
+            ),
+            Err(_) => None,
+        };
+        let spawned = spawn(&ExecRequest {
             command: &unit.command,
             environment: env,
             pass_fds: fds,
@@ -120,7 +146,23 @@ impl ProcessControl for OsProcessControl {
             gid: unit.credentials.gid,
             groups: &unit.credentials.groups,
             stdin: self.dev_null.as_raw_fd(),
-        })?;
+            cgroup_procs: cgroup.as_ref().map(InstanceCgroup::procs_fd),
+        });
+        let pid = match spawned {
+            Ok(pid) => pid,
+            Err(e) => {
+                if let Some(cgroup) = cgroup {
+                    cgroup.remove();
+                }
+                return Err(e);
+            }
+        };
+        let cgroup_name = cgroup
+            .as_ref()
+            .map(|c| c.name().to_string_lossy().into_owned());
+        if let Some(cgroup) = cgroup {
+            self.instance_cgroups.insert(request.id, cgroup);
+        }
         // Our copy of the child's end must close, or we would never see the channel's EOF.
         drop(theirs);
         let node = unit.node_cluster.map(|scheduling| WorkerInfo {
@@ -131,7 +173,8 @@ impl ProcessControl for OsProcessControl {
             self.node_workers.insert(request.id, unit.node_cluster_stop);
         }
         let label = format!("{}[{}]", unit.name, request.index);
-        self.io.watch(request.id, ours.into(), label, node);
+        self.io
+            .watch(request.id, ours.into(), label, cgroup_name, node);
         Ok(pid)
     }
 
@@ -151,6 +194,7 @@ impl ProcessControl for OsProcessControl {
             gid: unit.credentials.gid,
             groups: &unit.credentials.groups,
             stdin: self.dev_null.as_raw_fd(),
+            cgroup_procs: None,
         })
     }
 
@@ -161,14 +205,52 @@ impl ProcessControl for OsProcessControl {
         }
     }
 
-    fn kill_leftovers(&mut self, pgid: Pid) {
+    fn signal_instance(&mut self, id: SpawnId, pgid: Pid, signal: Signal) {
+        match self.instance_cgroups.get(&id) {
+            // Every process of the instance, wherever it moved in the process tree.
+            Some(cgroup) => cgroup.signal(signal),
+            None => self.signal_group(pgid, signal),
+        }
+    }
+
+    fn kill_leftovers(&mut self, id: SpawnId, pgid: Pid, pid_reused: bool) {
+        if let Some(cgroup) = self.instance_cgroups.get(&id) {
+            // A cgroup is the instance's alone, whoever has its old pid now.
+            cgroup.signal(Signal::SIGKILL);
+            return;
+        }
         // While members of the group live, the kernel does not hand its id out as a pid; once
         // it exists as a process again, the old group is empty and this one is not ours.
-        if std::path::Path::new(&format!("/proc/{pgid}")).exists() {
+        if pid_reused || std::path::Path::new(&format!("/proc/{pgid}")).exists() {
             debug!("not killing process group {pgid}: its id now belongs to a new process");
             return;
         }
         self.signal_group(pgid, Signal::SIGKILL);
+    }
+
+    fn has_leftovers(&mut self, id: SpawnId) -> bool {
+        self.draining.contains(&id)
+    }
+
+    fn collect_cleared(&mut self) -> Vec<SpawnId> {
+        let mut cleared = Vec::new();
+        let cgroups = &mut self.instance_cgroups;
+        self.draining.retain(|id| {
+            let empty = cgroups.get(id).is_none_or(|c| !c.populated() && c.remove());
+            if empty {
+                cgroups.remove(id);
+                cleared.push(*id);
+            }
+            !empty
+        });
+        cleared
+    }
+
+    fn isolation(&self) -> Option<String> {
+        Some(match &self.cgroups {
+            Ok(tree) => format!("cgroup ({})", tree.root().display()),
+            Err(reason) => format!("process-group ({reason})"),
+        })
     }
 
     fn reap(&mut self) -> Vec<(Pid, RawWaitStatus)> {
@@ -198,6 +280,13 @@ impl ProcessControl for OsProcessControl {
     fn release(&mut self, id: SpawnId) {
         self.io.forget(id);
         self.node_workers.remove(&id);
+        if let Some(cgroup) = self.instance_cgroups.get(&id) {
+            if !cgroup.populated() && cgroup.remove() {
+                self.instance_cgroups.remove(&id);
+            } else {
+                self.draining.push(id);
+            }
+        }
     }
 
     fn release_unit(&mut self, unit: &str) {

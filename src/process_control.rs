@@ -169,15 +169,45 @@ pub trait ProcessControl {
     /// Starts an `on_giveup` hook.
     fn spawn_hook(&mut self, request: &HookRequest) -> Result<Pid, SpawnError>;
 
-    /// Sends `signal` to the process group `pgid`. A group that no longer exists is not an
-    /// error worth reporting: the caller learns of exits through `reap`.
+    /// Sends `signal` to the process group `pgid` (of a hook). A group that no longer exists
+    /// is not an error worth reporting: the caller learns of exits through `reap`.
     fn signal_group(&mut self, pgid: Pid, signal: Signal);
 
-    /// SIGKILLs what is left in the process group of an instance that exited `kill_timeout`
-    /// ago. Its leader is reaped, so if a process now has the pid `pgid`, that number was
-    /// reused and the group, if any, is someone else's: implementations must not kill it.
-    fn kill_leftovers(&mut self, pgid: Pid) {
-        self.signal_group(pgid, Signal::SIGKILL);
+    /// Sends `signal` to every process of instance `id`, whose process group is `pgid`: its
+    /// cgroup where it has one, else its process group. Also after the instance's own
+    /// process has been released, for what it left behind.
+    fn signal_instance(&mut self, id: SpawnId, pgid: Pid, signal: Signal) {
+        let _ = id;
+        self.signal_group(pgid, signal);
+    }
+
+    /// SIGKILLs what is left of instance `id`, whose own process (pid `pgid`) exited
+    /// `kill_timeout` ago. Without a cgroup, only its process group can be reached, and a
+    /// process that now has the pid `pgid` (`pid_reused`, or any other) means the group is
+    /// someone else's: implementations must not kill it then.
+    fn kill_leftovers(&mut self, id: SpawnId, pgid: Pid, pid_reused: bool) {
+        let _ = id;
+        if !pid_reused {
+            self.signal_group(pgid, Signal::SIGKILL);
+        }
+    }
+
+    /// After [`ProcessControl::release`]: true if processes of the instance are still
+    /// running (its cgroup is not empty). The supervisor then counts the instance as not
+    /// gone until [`ProcessControl::collect_cleared`] names it.
+    fn has_leftovers(&mut self, id: SpawnId) -> bool {
+        let _ = id;
+        false
+    }
+
+    /// Released instances whose last process has exited since the last call.
+    fn collect_cleared(&mut self) -> Vec<SpawnId> {
+        Vec::new()
+    }
+
+    /// How instances are isolated, for status: `cgroup` or `process-group`, with details.
+    fn isolation(&self) -> Option<String> {
+        None
     }
 
     /// Every child that has exited since the last call (`waitpid(-1, WNOHANG)` until empty),

@@ -32,12 +32,13 @@ pub const FIRST_PASSED_FD: RawFd = 3;
 #[repr(u32)]
 #[derive(Clone, Copy)]
 enum Stage {
-    ProcessGroup = 1,
+    Session = 1,
     Stdin,
     MoveFds,
     Credentials,
     WorkingDirectory,
     Exec,
+    Cgroup,
 }
 
 impl ExecPlan {
@@ -56,11 +57,12 @@ impl ExecPlan {
             (None, None) => String::new(),
         };
         match stage {
-            1 => "cannot create its process group".to_string(),
+            1 => "cannot create its session".to_string(),
             2 => "cannot set stdin to /dev/null".to_string(),
             3 => "cannot pass its file descriptors".to_string(),
             4 => format!("cannot switch to {}", account()),
             5 => format!("cannot change to its working directory {:?}", directory()),
+            7 => "cannot move into its cgroup".to_string(),
             _ => {
                 // Name the file found in PATH: "python3" may be a shim under a directory the
                 // instance's user cannot read.
@@ -88,6 +90,8 @@ pub struct ExecRequest<'a> {
     pub groups: &'a [Gid],
     /// An open /dev/null, for stdin.
     pub stdin: RawFd,
+    /// `cgroup.procs` of the cgroup the child is to run in, open for writing.
+    pub cgroup_procs: Option<RawFd>,
 }
 
 /// Everything the child touches, prepared before fork.
@@ -105,6 +109,7 @@ struct ExecPlan {
     /// Scratch space for the fds while they are moved out of the way.
     scratch_fds: Vec<RawFd>,
     stdin: RawFd,
+    cgroup_procs: Option<RawFd>,
     uid: Option<libc::uid_t>,
     gid: Option<libc::gid_t>,
     groups: Vec<libc::gid_t>,
@@ -225,6 +230,7 @@ impl ExecPlan {
             scratch_fds: vec![-1; request.pass_fds.len()],
             pass_fds: request.pass_fds.clone(),
             stdin: request.stdin,
+            cgroup_procs: request.cgroup_procs,
             uid: request.uid.map(Uid::as_raw),
             gid: request.gid.map(Gid::as_raw),
             groups: if request.groups.is_empty() {
@@ -289,9 +295,9 @@ unsafe fn fail(error_fd: RawFd, stage: Stage) -> ! {
     }
 }
 
-/// The child side of `spawn`: reset signals, lead a new process group, put stdin and the
-/// passed fds in place, mark every other fd close-on-exec, write LISTEN_PID, switch user,
-/// change directory, exec.
+/// The child side of `spawn`: reset signals, move into the instance's cgroup, lead a new
+/// session (and so a new process group), put stdin and the passed fds in place, mark every
+/// other fd close-on-exec, write LISTEN_PID, switch user, change directory, exec.
 ///
 /// # Safety
 /// Only to be called in the freshly forked child of a multi-threaded process: it makes only
@@ -313,8 +319,18 @@ unsafe fn child_after_fork(plan: &mut ExecPlan, error_fd: RawFd) -> ! {
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
 
-        if libc::setpgid(0, 0) != 0 {
-            fail(error_fd, Stage::ProcessGroup);
+        // First, while clusterd's fds are where they were and the child is still root: from
+        // here on, everything it starts is in the cgroup and cannot leave it.
+        if let Some(procs) = plan.cgroup_procs {
+            if libc::write(procs, b"0".as_ptr().cast(), 1) != 1 {
+                fail(error_fd, Stage::Cgroup);
+            }
+        }
+        // A session of its own, not only a process group: a process may join another group
+        // only within its own session, so no instance (whatever user it runs as) can move a
+        // process into another instance's group and speak for it or be stopped with it.
+        if libc::setsid() < 0 {
+            fail(error_fd, Stage::Session);
         }
         if libc::dup2(plan.stdin, 0) < 0 {
             fail(error_fd, Stage::Stdin);

@@ -94,6 +94,12 @@ pub fn render(report: &StatusReport) -> String {
         out.push('\n');
         out.push_str(&table(&instances));
     }
+    if let Some(isolation) = &report.isolation {
+        out.push_str(&format!(
+            "\ninstances isolated by {}\n",
+            printable(isolation)
+        ));
+    }
     out
 }
 
@@ -179,6 +185,7 @@ mod tests {
                     draining: false,
                 }],
             }],
+            isolation: None,
         };
         let text = render(&report);
         assert_eq!(

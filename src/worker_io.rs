@@ -35,6 +35,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
 use nix::unistd::Pid;
 
+use crate::cgroup::cgroup_of;
 use crate::event::{Event, NotifyMessage, WorkerMessage};
 use crate::log_limit::{LogLimit, Verdict};
 use crate::node_cluster::message::{classify, FromWorker};
@@ -60,9 +61,9 @@ const WAKE_TOKEN: u64 = u64::MAX;
 const NOTIFY_TOKEN: u64 = u64::MAX - 1;
 
 enum Command {
-    /// A new instance's channel, its label for the log (`web[2]`), and `Some` for a Node
-    /// cluster worker.
-    Watch(SpawnId, OwnedFd, String, Option<WorkerInfo>),
+    /// A new instance's channel, its label for the log (`web[2]`), the name of its cgroup
+    /// (if it has one), and `Some` for a Node cluster worker.
+    Watch(SpawnId, OwnedFd, String, Option<String>, Option<WorkerInfo>),
     /// The supervisor has handled every event of this channel (or, with `NOTIFY_TOKEN`, of
     /// NOTIFY_SOCKET): read it again.
     Resume(SpawnId),
@@ -185,6 +186,7 @@ impl WorkerIo {
                     notify_budget,
                     notify_paused: false,
                     channels: HashMap::new(),
+                    cgroups: HashMap::new(),
                     primary: Primary::default(),
                 }
                 .run()
@@ -194,8 +196,15 @@ impl WorkerIo {
 
     /// Starts reading clusterd's end of a new instance's worker channel; `node` makes
     /// clusterd the instance's Node cluster primary.
-    pub fn watch(&self, id: SpawnId, channel: OwnedFd, label: String, node: Option<WorkerInfo>) {
-        self.command(Command::Watch(id, channel, label, node));
+    pub fn watch(
+        &self,
+        id: SpawnId,
+        channel: OwnedFd,
+        label: String,
+        cgroup: Option<String>,
+        node: Option<WorkerInfo>,
+    ) {
+        self.command(Command::Watch(id, channel, label, cgroup, node));
     }
 
     /// The instance is gone: close its channel.
@@ -281,6 +290,8 @@ struct IoThread {
     notify_budget: Arc<Budget>,
     notify_paused: bool,
     channels: HashMap<SpawnId, Channel>,
+    /// Instances by the name of their cgroup, to attribute notifications.
+    cgroups: HashMap<String, SpawnId>,
     /// The Node cluster primary of every `node_cluster` instance.
     primary: Primary,
 }
@@ -445,7 +456,10 @@ impl IoThread {
                     self.read_notify();
                 }
                 Ok(Command::Resume(id)) => self.resume(id),
-                Ok(Command::Watch(id, fd, label, node)) => {
+                Ok(Command::Watch(id, fd, label, cgroup, node)) => {
+                    if let Some(name) = cgroup {
+                        self.cgroups.insert(name, id);
+                    }
                     let stream = UnixStream::from(fd);
                     if stream.set_nonblocking(true).is_err() {
                         continue;
@@ -482,6 +496,7 @@ impl IoThread {
     }
 
     fn close(&mut self, id: SpawnId) {
+        self.cgroups.retain(|_, instance| *instance != id);
         if let Some(mut channel) = self.channels.remove(&id) {
             let _ = self.epoll.delete(channel.stream.as_fd());
             let suppressed = channel.malformed.take_suppressed()
@@ -689,6 +704,12 @@ impl IoThread {
             }
             let text = String::from_utf8_lossy(&buffer[..length]).into_owned();
             let pgid = nix::unistd::getpgid(Some(pid)).ok();
+            // In a cgroup, a process belongs to its instance wherever it moved in the process
+            // tree, and no process can move itself into another instance's cgroup.
+            let instance = cgroup_of(&pid.to_string()).and_then(|path| {
+                let name = path.rsplit('/').next()?;
+                self.cgroups.get(name).copied()
+            });
             drop(passed);
             let parsed = NotifyMessage::parse(&text);
             if parsed == NotifyMessage::default() {
@@ -699,6 +720,7 @@ impl IoThread {
             let _ = self.events.send(Event::Notify {
                 pid,
                 pgid,
+                instance,
                 message: parsed,
                 credit: Credit::take(&self.notify_budget),
             });

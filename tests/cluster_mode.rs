@@ -61,13 +61,6 @@ while True:
         conn.close()
 "#;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// A web unit of `instances` servers on `port`, with extra TOML lines.
 fn web_unit(dir: &Path, port: u16, instances: u32, extra: &str) -> String {
     std::fs::write(dir.join("server.py"), SERVER).expect("write server");
@@ -383,12 +376,7 @@ fn a_notify_instance_is_ready_only_once_it_says_so() {
 
 #[test]
 fn systemd_notify_ready_is_understood() {
-    if std::process::Command::new("systemd-notify")
-        .arg("--help")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: systemd-notify is not installed (Debian package `systemd`)");
+    if !available("systemd-notify", runs("systemd-notify", &["--help"])) {
         return;
     }
     let unit = "command = [\"sh\", \"-c\", \"systemd-notify --ready --status=hello; exec sleep 300\"]\nready = \"notify\"\n";

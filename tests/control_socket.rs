@@ -174,14 +174,6 @@ fn clusterctl_exits_3_and_names_the_socket_when_no_daemon_answers() {
     );
 }
 
-fn running_as_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    eprintln!("SKIPPED: this test needs root to run clusterctl as uid 65534");
-    false
-}
-
 /// A daemon whose socket uid 65534 can reach: the file-system permissions are not the last
 /// line of defence.
 fn daemon_open_to_everyone() -> Daemon {
@@ -206,7 +198,7 @@ fn clusterctl_as_nobody(d: &Daemon, args: &[&str]) -> Output {
 
 #[test]
 fn another_user_is_refused_even_when_the_socket_mode_lets_them_connect() {
-    if !running_as_root() {
+    if !have_root() {
         return;
     }
     let d = daemon_open_to_everyone();
@@ -225,7 +217,7 @@ fn another_user_is_refused_even_when_the_socket_mode_lets_them_connect() {
 #[test]
 
 fn another_user_is_told_permission_denied() {
-    if !running_as_root() {
+    if !have_root() {
         return;
     }
     let d = daemon_open_to_everyone();

@@ -2,6 +2,8 @@
 //! in the documentation is a complete, valid unit file, and `packaging/clusterd.service`
 //! passes `systemd-analyze verify` (where that tool exists).
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -155,10 +157,11 @@ fn systemd_analyze() -> Option<PathBuf> {
 
 #[test]
 fn the_systemd_service_passes_systemd_analyze_verify() {
-    let Some(tool) = systemd_analyze() else {
-        eprintln!("skipped: systemd-analyze is not installed (apt-get install systemd)");
+    let tool = systemd_analyze();
+    if !common::available("systemd-analyze", tool.is_some()) {
         return;
-    };
+    }
+    let Some(tool) = tool else { return };
     let service = root().join("packaging/clusterd.service");
     let text = fs::read_to_string(&service).expect("read packaging/clusterd.service");
     for required in [

@@ -147,3 +147,198 @@ while True:
     assert!(daemon.ctl(&["stop", "calm"]).status.success());
     assert!(daemon.ctl(&["stop", "ready-flood"]).status.success());
 }
+
+/// The pid a shell wrote to `path`, once it has.
+fn read_pid(path: &std::path::Path) -> u32 {
+    let mut pid = 0;
+    wait_for(&format!("a pid in {}", path.display()), PATIENCE, || {
+        pid = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        pid != 0
+    });
+    pid
+}
+
+/// An instance that starts a process which leaves its process group (`setsid`): the
+/// process keeps the instance's listening socket.
+fn escaping_unit(daemon: &Daemon, port: u16) -> String {
+    format!(
+        "command = [\"sh\", \"-c\", \"setsid sleep 300 & echo $! > {}; exec sleep 300\"]\nlisten = [\"tcp://127.0.0.1:{port}\"]\n",
+        toml_path(&daemon.path("escaped.pid"))
+    )
+}
+
+/// Escaping process trees: processes that called setsid/setpgid survived `stop` and
+/// shutdown. Each instance now runs in a cgroup of its own; a stop ends with `cgroup.kill`,
+/// and the instance is gone only when its cgroup is empty.
+#[test]
+fn a_process_that_leaves_its_group_is_still_stopped_with_its_instance() {
+    let daemon = Daemon::start(&[]);
+    daemon.write_unit("escape", &escaping_unit(&daemon, free_port()));
+    assert!(daemon.ctl(&["daemon-reload"]).status.success());
+    daemon.wait_running("escape", 1);
+    let escaped = read_pid(&daemon.path("escaped.pid"));
+    assert!(alive(escaped));
+    let status = String::from_utf8_lossy(&daemon.ctl(&["status"]).stdout).into_owned();
+    assert!(status.contains("instances isolated by cgroup"), "{status}");
+
+    let out = daemon.ctl(&["stop", "escape"]);
+    assert!(out.status.success(), "{out:?}");
+    // `stop` answers once the cgroup is empty: nothing is left to wait for.
+    assert!(!alive(escaped), "the escaped process survived the stop");
+
+    // The same at shutdown.
+    std::fs::remove_file(daemon.path("escaped.pid")).expect("rm");
+    assert!(daemon.ctl(&["start", "escape"]).status.success());
+    let escaped = read_pid(&daemon.path("escaped.pid"));
+    let mut daemon = daemon;
+    assert!(daemon.terminate().success());
+    assert!(!alive(escaped), "the escaped process survived the shutdown");
+}
+
+/// When clusterd itself was SIGKILLed, every grandchild survived holding the unit's listening
+/// socket, and the next clusterd failed with EADDRINUSE. It now kills what a previous clusterd
+/// left in its cgroups before it binds anything.
+#[test]
+fn a_restarted_clusterd_clears_what_a_killed_one_left_before_binding_its_ports() {
+    let mut daemon = Daemon::start(&[]);
+    let port = free_port();
+    daemon.write_unit("escape", &escaping_unit(&daemon, port));
+    assert!(daemon.ctl(&["daemon-reload"]).status.success());
+    daemon.wait_running("escape", 1);
+    let escaped = read_pid(&daemon.path("escaped.pid"));
+
+    send_signal(daemon.pid(), libc::SIGKILL);
+    daemon.wait_exit(PATIENCE);
+    // The escapee outlived clusterd (PDEATHSIG reaches only direct children) and holds the
+    // port.
+    assert!(alive(escaped));
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_err());
+
+    daemon.launch();
+    let pids = daemon.wait_running("escape", 1);
+    let unit = daemon.unit("escape");
+    assert_eq!(unit["state"], "running", "{unit}");
+    assert!(!alive(escaped), "the leftover was not killed");
+    assert!(daemon.log().contains("left by a previous clusterd"));
+    assert!(!pids.contains(&escaped));
+}
+
+/// Without cgroups (`--isolation process-group`, or where clusterd cannot create them),
+/// clusterd says so in status and still stops what stays in the instance's process group.
+#[test]
+fn process_group_isolation_is_shown_in_status() {
+    let daemon = Daemon::start_with_args(
+        &[("calm", "command = \"sleep 300\"\n")],
+        &["--isolation", "process-group"],
+    );
+    daemon.wait_running("calm", 1);
+    let status = daemon.status();
+    let isolation = status["isolation"].as_str().unwrap_or("");
+    assert!(isolation.starts_with("process-group"), "{status}");
+    assert!(daemon.ctl(&["stop", "calm"]).status.success());
+}
+
+/// What the attacker does: try to move itself and a child into the victim's process group,
+/// then have the child tell NOTIFY_SOCKET that "it" is ready, with a status text. Perl, not
+/// Python: it is in every Debian (perl-base), at a path uid 65534 may execute.
+const ATTACKER: &str = r#"
+use Socket;
+my $victim = $ENV{VICTIM};
+my $out = $ENV{OUT};
+sub report { my ($name, $text) = @_; open(my $f, ">", "$out/$name.tmp") or die; print $f $text; close $f; rename("$out/$name.tmp", "$out/$name"); }
+report("self", setpgrp(0, $victim) ? "joined" : "refused: $!");
+my $child = fork();
+if ($child == 0) {
+    my $joined = setpgrp(0, $victim) ? "joined" : "refused: $!";
+    socket(my $s, PF_UNIX, SOCK_DGRAM, 0) or die;
+    my $addr = pack_sockaddr_un($ENV{NOTIFY_SOCKET});
+    for (1..20) { send($s, "READY=1\nSTATUS=pwned", 0, $addr); }
+    report("child", $joined);
+    sleep 300;
+    exit 0;
+}
+sleep 300;
+"#;
+
+/// Trust boundaries: instances shared clusterd's session, so a `user = "nobody"` instance
+/// could move a child into a root instance's process group and send READY=1 / STOPPING=1 as
+/// that instance. Every instance now leads a session of its own (a process may join a group
+/// only within its own session) and, with cgroups, is identified by its cgroup.
+fn an_unprivileged_instance_cannot_speak_for_another(isolation: &str) {
+    if !have_root() {
+        return;
+    }
+    let daemon = Daemon::start_with_args(
+        &[(
+            "victim",
+            "command = \"sleep 300\"\nready = \"notify\"\nready_timeout = \"1h\"\n",
+        )],
+        &["--isolation", isolation],
+    );
+    wait_for("the victim to start", PATIENCE, || {
+        daemon.unit("victim")["instances"][0]["pid"].is_u64()
+    });
+    let victim = daemon.unit("victim")["instances"][0]["pid"]
+        .as_u64()
+        .expect("pid");
+    let out = daemon.path("out");
+    std::fs::create_dir(&out).expect("out");
+    std::fs::write(daemon.path("attacker.pl"), ATTACKER).expect("script");
+    // uid 65534 must reach the script and write its reports.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &std::path::Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    mode(daemon.dir.path(), 0o755);
+    mode(&out, 0o777);
+    daemon.write_unit(
+        "attacker",
+        &format!(
+            "command = [\"/usr/bin/perl\", \"{script}\"]\nuser = \"nobody\"\nworking_directory = \"/\"\nenvironment = {{ VICTIM = \"{victim}\", OUT = \"{out}\" }}\n",
+            script = toml_path(&daemon.path("attacker.pl")),
+            out = toml_path(&out),
+        ),
+    );
+    assert!(daemon.ctl(&["daemon-reload"]).status.success());
+    daemon.wait_running("attacker", 1);
+    let report = |name: &str| {
+        let path = out.join(name);
+        wait_for(&format!("the attacker's {name} report"), PATIENCE, || {
+            path.exists()
+        });
+        std::fs::read_to_string(&path).expect("report")
+    };
+    assert!(report("self").starts_with("refused"), "{}", report("self"));
+    assert!(
+        report("child").starts_with("refused"),
+        "{}",
+        report("child")
+    );
+    // The datagrams have been handled once a status (queued behind them) comes back; the
+    // attacker's own status shows the text, the victim's does not.
+    wait_for("the attacker's own status text", PATIENCE, || {
+        daemon.unit("attacker")["instances"][0]["status_text"] == "pwned"
+    });
+    let unit = daemon.unit("victim");
+    let instance = &unit["instances"][0];
+    assert_eq!(instance["pid"], victim, "{unit}");
+    assert_eq!(
+        instance["state"], "starting",
+        "the victim was made ready: {unit}"
+    );
+    assert!(instance["status_text"].is_null(), "{unit}");
+    assert_eq!(unit["restarts"], 0, "{unit}");
+}
+
+#[test]
+fn an_unprivileged_instance_cannot_speak_for_another_with_cgroups() {
+    an_unprivileged_instance_cannot_speak_for_another("cgroup");
+}
+
+#[test]
+fn an_unprivileged_instance_cannot_speak_for_another_with_process_groups() {
+    an_unprivileged_instance_cannot_speak_for_another("process-group");
+}

@@ -134,9 +134,7 @@ fn a_descriptor_clusterd_inherited_without_cloexec_does_not_reach_instances() {
 
 #[test]
 fn user_and_group_switch_the_account_and_its_home() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: switching users needs root");
+    if !have_root() {
         return;
     }
     let daemon = Daemon::start(&[]);

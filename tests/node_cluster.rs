@@ -29,22 +29,7 @@ http.createServer((req, res) => {
 "#;
 
 fn node_available() -> bool {
-    let found = Command::new("node")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !found {
-        eprintln!("SKIPPED: `node` is not installed; the Node cluster tests need it");
-    }
-    found
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    available("node", runs("node", &["--version"]))
 }
 
 /// Writes `app.js` (source `app`) next to the units and returns a unit running it.
@@ -232,13 +217,7 @@ fn an_https_worker_is_served_in_both_modes() {
     if !node_available() {
         return;
     }
-    let have_openssl = Command::new("openssl")
-        .arg("version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !have_openssl {
-        eprintln!("SKIPPED: `openssl` is needed to make the test certificate");
+    if !available("openssl", runs("openssl", &["version"])) {
         return;
     }
     let certs = tempfile::tempdir().expect("temp dir");

@@ -6,7 +6,6 @@ use common::*;
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -221,8 +220,7 @@ fn a_suicide_starts_the_replacement_at_once_while_the_old_process_drains() {
 
 #[test]
 fn a_node_worker_announces_its_exit_with_an_unmodified_process_send() {
-    if Command::new("node").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: `node` is not on PATH; the Node worker-channel test did not run");
+    if !available("node", runs("node", &["--version"])) {
         return;
     }
     let files = scratch();

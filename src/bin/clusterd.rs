@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use clusterd::daemon::{run, DaemonOptions};
+use clusterd::daemon::{run, DaemonOptions, Isolation};
 use clusterd::socket_path::control_socket_path;
 use clusterd::unit::{every_error, load_units_dir, read_unit_text};
 
@@ -25,6 +25,12 @@ struct Args {
     /// Let members of this group use the control socket too (mode 0660 instead of 0600).
     #[arg(long, value_name = "GROUP")]
     socket_group: Option<String>,
+
+    /// How instances are kept together: `cgroup` (each in a cgroup of its own; nothing it
+    /// starts can escape a stop), `process-group`, or `auto` (cgroup where clusterd can create
+    /// cgroups, else process-group).
+    #[arg(long, value_enum, default_value_t = Isolation::Auto)]
+    isolation: Isolation,
 
     /// Validate the unit files, print every error, and exit (1 if any file is invalid).
     #[arg(long)]
@@ -50,6 +56,7 @@ fn main() -> ExitCode {
         units_dir: args.units,
         socket: control_socket_path(args.socket),
         socket_group,
+        isolation: args.isolation,
     };
     match run(options) {
         Ok(()) => ExitCode::SUCCESS,

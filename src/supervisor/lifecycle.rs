@@ -281,6 +281,11 @@ impl<P: ProcessControl> Supervisor<P> {
             return;
         };
         self.os.release(id);
+        if self.os.has_leftovers(id) {
+            // Its cgroup is not empty: the instance is gone only once it is.
+            self.lingering
+                .insert(id, (process.unit.clone(), process.pid));
+        }
         self.timers.cancel(Timer::Kill(id));
         self.timers.cancel(Timer::KillSignal(id));
         self.timers.cancel(Timer::ReadyTimeout(id));
@@ -298,11 +303,15 @@ impl<P: ProcessControl> Supervisor<P> {
         // Whatever the instance left in its group goes too: at once if it was being stopped,
         // gracefully otherwise.
         if process.stopping {
-            self.os.signal_group(process.pid, Signal::SIGKILL);
+            self.os.signal_instance(id, process.pid, Signal::SIGKILL);
         } else {
-            self.os.signal_group(process.pid, rt.unit.kill_signal);
-            self.timers
-                .add_after(now, rt.unit.kill_timeout, Timer::KillLeftovers(process.pid));
+            self.os
+                .signal_instance(id, process.pid, rt.unit.kill_signal);
+            self.timers.add_after(
+                now,
+                rt.unit.kill_timeout,
+                Timer::KillLeftovers(id, process.pid),
+            );
         }
 
         if index as usize >= rt.slots.len() {
@@ -423,10 +432,11 @@ impl<P: ProcessControl> Supervisor<P> {
             process.label(),
             rt.unit.kill_signal.as_str()
         );
-        self.os.signal_group(process.pid, rt.unit.kill_signal);
+        self.os
+            .signal_instance(id, process.pid, rt.unit.kill_signal);
         // A stopped (SIGSTOP) process would never see the signal.
         if rt.unit.kill_signal != Signal::SIGKILL {
-            self.os.signal_group(process.pid, Signal::SIGCONT);
+            self.os.signal_instance(id, process.pid, Signal::SIGCONT);
         }
     }
 
@@ -455,9 +465,9 @@ impl<P: ProcessControl> Supervisor<P> {
             process.label(),
             signal.as_str()
         );
-        self.os.signal_group(process.pid, signal);
+        self.os.signal_instance(id, process.pid, signal);
         if signal != Signal::SIGKILL {
-            self.os.signal_group(process.pid, Signal::SIGCONT);
+            self.os.signal_instance(id, process.pid, Signal::SIGCONT);
         }
     }
 
@@ -474,7 +484,18 @@ impl<P: ProcessControl> Supervisor<P> {
             "{}: still running {timeout} after it was told to stop; killing it with SIGKILL",
             process.label()
         );
-        self.os.signal_group(process.pid, Signal::SIGKILL);
+        self.os.signal_instance(id, process.pid, Signal::SIGKILL);
+    }
+
+    /// Processes of the unit that are not gone: instances, and what released instances left
+    /// in their cgroups.
+    pub(super) fn alive_count(&self, name: &str) -> usize {
+        self.processes.values().filter(|p| p.unit == name).count()
+            + self
+                .lingering
+                .values()
+                .filter(|(unit, _)| unit == name)
+                .count()
     }
 
     /// Re-checks a unit after any change: answers the requests waiting on it, and once nothing
@@ -482,7 +503,7 @@ impl<P: ProcessControl> Supervisor<P> {
     pub(super) fn settle(&mut self, name: &str, now: Instant) {
         // First carry out what was planned for when nothing runs, so that a `stop` answered
         // below really is complete (its sockets closed, its unix socket files removed).
-        let alive = self.processes.values().filter(|p| p.unit == name).count();
+        let alive = self.alive_count(name);
         let Some(rt) = self.units.get_mut(name) else {
             return;
         };
@@ -532,7 +553,7 @@ impl<P: ProcessControl> Supervisor<P> {
             }
         }
 
-        let alive = self.processes.values().filter(|p| p.unit == name).count();
+        let alive = self.alive_count(name);
         let all_ready = self.all_ready(name);
         let Some(rt) = self.units.get_mut(name) else {
             return;

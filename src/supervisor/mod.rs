@@ -43,6 +43,9 @@ pub struct Supervisor<P: ProcessControl> {
     invalid: BTreeMap<String, UnitError>,
     /// Every live child that is an instance.
     processes: HashMap<SpawnId, Process>,
+    /// Instances whose own process is reaped but whose cgroup still has processes: (unit,
+    /// pid). They count as alive until the OS reports the cgroup empty.
+    lingering: HashMap<SpawnId, (String, Pid)>,
     by_pid: HashMap<Pid, SpawnId>,
     /// Running `on_giveup` hooks: pid -> unit name.
     hooks: HashMap<Pid, String>,
@@ -63,6 +66,7 @@ impl<P: ProcessControl> Supervisor<P> {
             units: BTreeMap::new(),
             invalid: BTreeMap::new(),
             processes: HashMap::new(),
+            lingering: HashMap::new(),
             by_pid: HashMap::new(),
             hooks: HashMap::new(),
             timers: Timers::default(),
@@ -97,8 +101,12 @@ impl<P: ProcessControl> Supervisor<P> {
             // The credits are returned as the events go out of scope, once handled.
             Event::Worker { id, message, .. } => self.on_worker_message(id, message, now),
             Event::Notify {
-                pid, pgid, message, ..
-            } => self.on_notify(pid, pgid, message, now),
+                pid,
+                pgid,
+                instance,
+                message,
+                ..
+            } => self.on_notify(pid, pgid, instance, message, now),
         }
     }
 
@@ -122,11 +130,10 @@ impl<P: ProcessControl> Supervisor<P> {
                         self.os.signal_group(pid, Signal::SIGKILL);
                     }
                 }
-                Timer::KillLeftovers(pgid) => {
+                Timer::KillLeftovers(id, pgid) => {
                     // The pid may have been reused by a new instance leading its own group.
-                    if !self.by_pid.contains_key(&pgid) {
-                        self.os.kill_leftovers(pgid);
-                    }
+                    let pid_reused = self.by_pid.contains_key(&pgid);
+                    self.os.kill_leftovers(id, pgid, pid_reused);
                 }
             }
         }
@@ -134,7 +141,10 @@ impl<P: ProcessControl> Supervisor<P> {
 
     /// True once a shutdown has stopped every child clusterd started.
     pub fn finished(&self) -> bool {
-        self.shutting_down && self.processes.is_empty() && self.hooks.is_empty()
+        self.shutting_down
+            && self.processes.is_empty()
+            && self.lingering.is_empty()
+            && self.hooks.is_empty()
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -159,6 +169,14 @@ impl<P: ProcessControl> Supervisor<P> {
                         None => debug!("pid {pid} stopped or continued (wait status {raw:?})"),
                     }
                 }
+                // The last process of a cgroup is a child of clusterd (a subreaper), so its
+                // exit comes with a SIGCHLD too.
+                for id in self.os.collect_cleared() {
+                    if let Some((unit, pid)) = self.lingering.remove(&id) {
+                        debug!("{unit}: everything instance pid {pid} left has exited");
+                        self.settle(&unit, now);
+                    }
+                }
             }
             Ok(Signal::SIGTERM | Signal::SIGINT) => self.shutdown(now),
             Ok(Signal::SIGHUP) if self.shutting_down => {
@@ -181,13 +199,17 @@ impl<P: ProcessControl> Supervisor<P> {
     fn shutdown(&mut self, now: Instant) {
         if self.shutting_down {
             warn!("second shutdown signal: killing every instance now");
-            let groups: Vec<Pid> = self
+            let instances: Vec<(SpawnId, Pid)> = self
                 .processes
                 .values()
-                .map(|p| p.pid)
-                .chain(self.hooks.keys().copied())
+                .map(|p| (p.id, p.pid))
+                .chain(self.lingering.iter().map(|(id, (_, pid))| (*id, *pid)))
                 .collect();
-            for pgid in groups {
+            for (id, pgid) in instances {
+                self.os.signal_instance(id, pgid, Signal::SIGKILL);
+            }
+            let hooks: Vec<Pid> = self.hooks.keys().copied().collect();
+            for pgid in hooks {
                 self.os.signal_group(pgid, Signal::SIGKILL);
             }
             return;
@@ -233,14 +255,24 @@ impl<P: ProcessControl> Supervisor<P> {
         }
     }
 
-    /// An sd_notify datagram. The sender must be the instance itself or a member of its
-    /// process group (a shell wrapper's child, for instance).
-    fn on_notify(&mut self, pid: Pid, pgid: Option<Pid>, message: NotifyMessage, now: Instant) {
+    /// An sd_notify datagram. The sender must be the instance itself, a member of its
+    /// process group (a shell wrapper's child, for instance) or of its cgroup. Each instance
+    /// leads a session of its own, so no other instance can put a process in its group, and
+    /// no process can move itself into another's cgroup: an instance speaks only for itself.
+    fn on_notify(
+        &mut self,
+        pid: Pid,
+        pgid: Option<Pid>,
+        instance: Option<SpawnId>,
+        message: NotifyMessage,
+        now: Instant,
+    ) {
         let id = self
             .by_pid
             .get(&pid)
             .or_else(|| pgid.and_then(|g| self.by_pid.get(&g)))
-            .copied();
+            .copied()
+            .or(instance.filter(|id| self.processes.contains_key(id)));
         let Some(id) = id else {
             // Anyone may write to NOTIFY_SOCKET: never let that fill the log.
             if let Verdict::Show { suppressed, last } = self.stray_notifications.check(now) {

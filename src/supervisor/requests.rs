@@ -85,10 +85,11 @@ impl<P: ProcessControl> Supervisor<P> {
     /// Starts a stopped unit, fills missing instances and clears a give-up. Answers once every
     /// instance is ready.
     fn request_start(&mut self, name: &str, reply: Sender<Response>, now: Instant) {
+        let still_stopping = self.alive_count(name) > 0;
         let Some(rt) = self.units.get_mut(name) else {
             return;
         };
-        if !rt.active && self.processes.values().any(|p| p.unit == name) {
+        if !rt.active && still_stopping {
             // Still stopping: start once it is down.
             rt.after_stop = AfterStop::Start(None);
         } else {

@@ -31,7 +31,10 @@ impl<P: ProcessControl> Supervisor<P> {
             }
         }
         units.sort_by(|a, b| a.name.cmp(&b.name));
-        StatusReport { units }
+        StatusReport {
+            units,
+            isolation: self.os.isolation(),
+        }
     }
 
     fn unit_status(&self, name: &str, rt: &UnitRuntime, now: Instant) -> UnitStatus {

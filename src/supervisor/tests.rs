@@ -216,6 +216,7 @@ impl Harness {
         self.handle(Event::Notify {
             pid,
             pgid: Some(pgid),
+            instance: None,
             message,
             credit: Credit::none(),
         });
@@ -1414,6 +1415,7 @@ fn notify_from_a_pid_outside_every_instance_is_ignored() {
     h.handle(Event::Notify {
         pid: stranger,
         pgid: None,
+        instance: None,
         message: NotifyMessage {
             stopping: true,
             ..NotifyMessage::default()

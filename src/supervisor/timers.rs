@@ -19,8 +19,8 @@ pub enum Timer {
     KillSignal(SpawnId),
     /// The process was expected to be ready by now.
     ReadyTimeout(SpawnId),
-    /// SIGKILL what is left of the group of an instance that has already exited.
-    KillLeftovers(Pid),
+    /// SIGKILL what is left of an instance (spawn id, pid) whose own process has exited.
+    KillLeftovers(SpawnId, Pid),
     /// SIGKILL the group of an `on_giveup` hook still running `kill_timeout` after clusterd
     /// asked it to stop (at shutdown).
     KillHook(Pid),

@@ -53,6 +53,8 @@ pub struct Daemon {
     child: Option<Child>,
     /// clusterd's RLIMIT_NOFILE, when a test wants it at its limits.
     fd_limit: Option<u64>,
+    /// More flags for clusterd.
+    extra_args: Vec<String>,
 }
 
 impl Daemon {
@@ -62,8 +64,22 @@ impl Daemon {
         Self::start_with_fd_limit(units, None)
     }
 
+    /// [`Daemon::start`] with more flags for clusterd.
+    pub fn start_with_args(units: &[(&str, &str)], args: &[&str]) -> Daemon {
+        let mut daemon = Self::prepare(units, None);
+        daemon.extra_args = args.iter().map(|a| a.to_string()).collect();
+        daemon.launch();
+        daemon
+    }
+
     /// [`Daemon::start`] with clusterd's file-descriptor limit (soft and hard) set to `limit`.
     pub fn start_with_fd_limit(units: &[(&str, &str)], limit: Option<u64>) -> Daemon {
+        let mut daemon = Self::prepare(units, limit);
+        daemon.launch();
+        daemon
+    }
+
+    fn prepare(units: &[(&str, &str)], limit: Option<u64>) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("clusterd-test-")
             .tempdir()
@@ -73,14 +89,13 @@ impl Daemon {
             fs::write(dir.path().join("units").join(format!("{name}.toml")), text)
                 .expect("write unit");
         }
-        let mut daemon = Daemon {
+        Daemon {
             socket: dir.path().join("ctl.sock"),
             dir,
             child: None,
             fd_limit: limit,
-        };
-        daemon.launch();
-        daemon
+            extra_args: Vec::new(),
+        }
     }
 
     pub fn launch(&mut self) {
@@ -107,6 +122,7 @@ impl Daemon {
             .arg(self.units_dir())
             .arg("--socket")
             .arg(&self.socket)
+            .args(&self.extra_args)
             .current_dir(self.dir.path())
             .env("RUST_LOG", "debug")
             .env_remove("CLUSTERD_SOCKET")
@@ -268,6 +284,45 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
     }
+}
+
+/// Whether a test's prerequisite (`what`: a tool, root) is here. Where it is not, the test
+/// says "skipped" and returns, on a developer's machine; in CI, which installs everything and
+/// sets `CLUSTERD_TEST_REQUIRE_ALL=1`, a missing prerequisite fails the test instead, so that
+/// nothing is skipped silently there.
+pub fn available(what: &str, present: bool) -> bool {
+    if present {
+        return true;
+    }
+    if std::env::var_os("CLUSTERD_TEST_REQUIRE_ALL").is_some_and(|v| !v.is_empty()) {
+        panic!("{what} is required (CLUSTERD_TEST_REQUIRE_ALL is set) but is missing");
+    }
+    eprintln!("skipped: {what} is missing");
+    false
+}
+
+/// True if `program --version`-like `args` runs.
+pub fn runs(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// Root, needed by tests that run something as another user.
+pub fn have_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    available("root", unsafe { libc::geteuid() } == 0)
+}
+
+/// A TCP port on loopback that nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 /// A copy of `binary` (such as [`CLUSTERCTL`]) inside `dir`, and `dir` opened to everyone
