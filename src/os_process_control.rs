@@ -14,7 +14,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
 use crate::cgroup::{CgroupTree, InstanceCgroup};
-use crate::node_cluster::WorkerInfo;
+use crate::node_cluster::{WorkerInfo, WorkerRights};
 use crate::process_control::{
     GracefulStop, HookRequest, ProcessControl, RawWaitStatus, SpawnError, SpawnId, SpawnRequest,
 };
@@ -168,6 +168,11 @@ impl ProcessControl for OsProcessControl {
         let node = unit.node_cluster.map(|scheduling| WorkerInfo {
             unit: unit.name.clone(),
             scheduling,
+            rights: WorkerRights {
+                uid: unit.credentials.uid,
+                gid: unit.credentials.gid,
+                groups: unit.credentials.groups.clone(),
+            },
         });
         if node.is_some() {
             self.node_workers.insert(request.id, unit.node_cluster_stop);

@@ -359,3 +359,108 @@ fn an_unprivileged_instance_cannot_speak_for_another_with_cgroups() {
 fn an_unprivileged_instance_cannot_speak_for_another_with_process_groups() {
     an_unprivileged_instance_cannot_speak_for_another("process-group");
 }
+
+/// A Node worker that asks its cluster primary (clusterd) for what it may not have, and
+/// reports what each `listen()` gave it.
+const GREEDY_NODE_APP: &str = r#"
+const net = require('net');
+const fs = require('fs');
+const results = {};
+const tries = [
+  ['root_only_dir', {path: process.env.ROOT_ONLY + '/app.sock'}],
+  ['existing_file', {path: process.env.EXISTING}],
+  ['privileged_port', {port: Number(process.env.LOW_PORT), host: '127.0.0.1'}],
+];
+let pending = tries.length + 1;
+function done() {
+  if (--pending === 0) {
+    fs.writeFileSync(process.env.OUT + '/r.tmp', JSON.stringify(results));
+    fs.renameSync(process.env.OUT + '/r.tmp', process.env.OUT + '/' + process.env.NAME + '.json');
+  }
+}
+for (const [name, options] of tries) {
+  const server = net.createServer();
+  server.on('error', e => { results[name] = e.code; done(); });
+  server.listen(options, () => { results[name] = 'listening'; done(); });
+}
+let ok = 0, failed = 0, left = 100;
+const many = () => { if (--left === 0) { results.many = {ok, failed}; done(); } };
+for (let i = 0; i < 100; i++) {
+  const server = net.createServer();
+  server.on('error', () => { failed++; many(); });
+  server.listen(0, '127.0.0.1', () => { ok++; many(); });
+}
+setInterval(() => {}, 1000);
+"#;
+
+/// The Node cluster primary acted with clusterd's rights: a `nobody` worker's `listen()` made
+/// root create a socket in a root-only directory, unlink a socket file that was not its own,
+/// bind a privileged port, and open sockets without limit. Binds are now done with the
+/// worker's file-system identity, ports below 1024 need a root worker, existing files are
+/// EADDRINUSE, and a unit gets at most 64 listening sockets.
+#[test]
+fn a_node_worker_gets_nothing_from_the_primary_that_its_own_rights_would_not_give_it() {
+    if !have_root() || !available("node", runs("node", &["--version"])) {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let daemon = Daemon::start(&[]);
+    let mode = |path: &std::path::Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    mode(daemon.dir.path(), 0o755);
+    let out = daemon.path("out");
+    std::fs::create_dir(&out).expect("out");
+    mode(&out, 0o777);
+    let root_only = daemon.path("root-only");
+    std::fs::create_dir(&root_only).expect("dir");
+    mode(&root_only, 0o700);
+    let existing = daemon.path("existing.sock");
+    drop(std::os::unix::net::UnixListener::bind(&existing).expect("bind"));
+    std::fs::write(daemon.path("app.js"), GREEDY_NODE_APP).expect("app");
+    let low_port = (600..1000u16)
+        .find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        .expect("a free port below 1024");
+    let unit = |name: &str, user: &str| {
+        format!(
+            "command = [\"/usr/bin/node\", \"{app}\"]\nnode_cluster = true\n{user}working_directory = \"/\"\nenvironment = {{ OUT = \"{out}\", NAME = \"{name}\", ROOT_ONLY = \"{root_only}\", EXISTING = \"{existing}\", LOW_PORT = \"{low_port}\" }}\n",
+            app = toml_path(&daemon.path("app.js")),
+            out = toml_path(&out),
+            root_only = toml_path(&root_only),
+            existing = toml_path(&existing),
+        )
+    };
+    daemon.write_unit("greedy", &unit("greedy", "user = \"nobody\"\n"));
+    assert!(daemon.ctl(&["daemon-reload"]).status.success());
+    let results = |name: &str| -> serde_json::Value {
+        let path = out.join(format!("{name}.json"));
+        wait_for(&format!("{name}'s results"), PATIENCE, || path.exists());
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json")
+    };
+    let greedy = results("greedy");
+    assert_eq!(greedy["root_only_dir"], "EACCES", "{greedy}");
+    assert!(!root_only.join("app.sock").exists());
+    assert_eq!(greedy["existing_file"], "EADDRINUSE", "{greedy}");
+    assert!(
+        existing.exists(),
+        "a socket file that was not the worker's was removed"
+    );
+    assert_eq!(greedy["privileged_port"], "EACCES", "{greedy}");
+    let ok = greedy["many"]["ok"].as_u64().unwrap_or(0);
+    assert!(ok > 0 && ok <= 64, "{greedy}");
+    assert!(
+        greedy["many"]["failed"].as_u64().unwrap_or(0) >= 36,
+        "{greedy}"
+    );
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", daemon.pid()))
+        .expect("fds")
+        .count();
+    assert!(fds < 150, "clusterd holds {fds} fds");
+
+    // The I/O thread is root again for a worker that runs as root.
+    daemon.write_unit("trusted", &unit("trusted", ""));
+    assert!(daemon.ctl(&["daemon-reload"]).status.success());
+    let trusted = results("trusted");
+    assert_eq!(trusted["root_only_dir"], "listening", "{trusted}");
+    assert_eq!(trusted["privileged_port"], "listening", "{trusted}");
+}

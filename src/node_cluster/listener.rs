@@ -5,10 +5,15 @@
 //!
 //! Unlike Node's primary, clusterd listens on stream sockets itself, at once: the socket
 //! belongs to the unit and keeps its backlog while no worker is alive.
+//!
+//! Everything is done with the worker's rights ([`WorkerRights`]): a socket path is bound,
+//! chmod-ed and finally removed under the worker's file-system identity, a port below 1024
+//! needs a worker that runs as root, and a file that already exists at a socket path is
+//! `EADDRINUSE`, as with Node's own primary: clusterd never removes what it did not create.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use nix::errno::Errno;
@@ -19,6 +24,7 @@ use nix::sys::socket::{
 use serde_json::{json, Value};
 
 use super::message::ServerQuery;
+use super::worker_rights::WorkerRights;
 
 /// libuv's `UV_TCP_IPV6ONLY` / `UV_UDP_IPV6ONLY`.
 const IPV6ONLY_FLAG: i64 = 1;
@@ -39,31 +45,32 @@ pub enum Transport {
 pub struct Listener {
     pub socket: OwnedFd,
     pub transport: Transport,
-    /// The socket file a Unix listener created, removed when the listener is dropped.
-    unix_path: Option<PathBuf>,
+    /// The socket file a Unix listener created, removed (with the rights it was created
+    /// with) when the listener is dropped.
+    unix_path: Option<(PathBuf, WorkerRights)>,
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Some(path) = self.unix_path.take() {
-            let _ = std::fs::remove_file(path);
+        if let Some((path, rights)) = self.unix_path.take() {
+            let _ = rights.as_worker(|| std::fs::remove_file(path));
         }
     }
 }
 
 impl Listener {
-    /// Binds (and, for streams, listens on) what `query` asks for.
-    pub fn bind(query: &ServerQuery) -> Result<Listener, Errno> {
+    /// Binds (and, for streams, listens on) what `query` asks for, with `rights`.
+    pub fn bind(query: &ServerQuery, rights: &WorkerRights) -> Result<Listener, Errno> {
         if query.fd_number().is_some() {
             // The fd is a number in the worker's fd table, not clusterd's.
             return Err(Errno::EINVAL);
         }
         if let Some(udp) = query.udp_type() {
-            return bind_udp(query, udp == "udp6");
+            return bind_udp(query, udp == "udp6", rights);
         }
         match query.address_type_number() {
-            Some(-1) => bind_unix(query),
-            Some(4) | Some(6) => bind_tcp(query),
+            Some(-1) => bind_unix(query, rights),
+            Some(4) | Some(6) => bind_tcp(query, rights),
             _ => Err(Errno::EINVAL),
         }
     }
@@ -98,8 +105,18 @@ fn stream_socket(family: AddressFamily) -> Result<OwnedFd, Errno> {
     )
 }
 
-fn bind_tcp(query: &ServerQuery) -> Result<Listener, Errno> {
+/// The port a query asks for, if the worker may bind it.
+fn permitted_port(query: &ServerQuery, rights: &WorkerRights) -> Result<u16, Errno> {
     let port = u16::try_from(query.port_number().unwrap_or(0)).map_err(|_| Errno::EINVAL)?;
+    if rights.may_bind_port(port) {
+        Ok(port)
+    } else {
+        Err(Errno::EACCES)
+    }
+}
+
+fn bind_tcp(query: &ServerQuery, rights: &WorkerRights) -> Result<Listener, Errno> {
+    let port = permitted_port(query, rights)?;
     let v6only = query.flags & IPV6ONLY_FLAG != 0;
     let socket = match query.address_string() {
         // Like Node: try dual-stack `::` first, then `0.0.0.0`.
@@ -144,16 +161,20 @@ fn bind_tcp_at(address: SocketAddr, v6only: bool) -> Result<OwnedFd, Errno> {
     }
 }
 
-fn bind_unix(query: &ServerQuery) -> Result<Listener, Errno> {
+fn bind_unix(query: &ServerQuery, rights: &WorkerRights) -> Result<Listener, Errno> {
     let path = PathBuf::from(query.address_string().ok_or(Errno::EINVAL)?);
-    remove_stale_socket(&path)?;
+    // Whatever is there (a stale socket, someone else's, /dev/log) stays: EADDRINUSE, as
+    // bind itself would say and as Node's primary answers.
+    if std::fs::symlink_metadata(&path).is_ok() {
+        return Err(Errno::EADDRINUSE);
+    }
     let socket = stream_socket(AddressFamily::Unix)?;
     let address = UnixAddr::new(path.as_path())?;
-    bind(socket.as_raw_fd(), &address)?;
+    rights.as_worker(|| bind(socket.as_raw_fd(), &address))??;
     let listener = Listener {
         socket,
         transport: Transport::Unix,
-        unix_path: Some(path.clone()),
+        unix_path: Some((path.clone(), rights.clone())),
     };
     if query.readable_all || query.writable_all {
         let mut mode = 0o600;
@@ -163,30 +184,16 @@ fn bind_unix(query: &ServerQuery) -> Result<Listener, Errno> {
         if query.writable_all {
             mode |= 0o022;
         }
-        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode));
+        // As the worker: the path may have been swapped for a link to a file of root's.
+        let _ = rights
+            .as_worker(|| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)));
     }
     listen(&listener.socket, backlog(query))?;
     Ok(listener)
 }
 
-/// A socket file nobody answers on (left by an earlier run) is removed; anything else that
-/// exists at the path is EADDRINUSE, as bind would say.
-fn remove_stale_socket(path: &std::path::Path) -> Result<(), Errno> {
-    match std::fs::symlink_metadata(path) {
-        Err(_) => Ok(()),
-        Ok(meta) if meta.file_type().is_socket() => {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                Err(Errno::EADDRINUSE)
-            } else {
-                std::fs::remove_file(path).map_err(|_| Errno::EADDRINUSE)
-            }
-        }
-        Ok(_) => Err(Errno::EADDRINUSE),
-    }
-}
-
-fn bind_udp(query: &ServerQuery, v6: bool) -> Result<Listener, Errno> {
-    let port = u16::try_from(query.port_number().unwrap_or(0)).map_err(|_| Errno::EINVAL)?;
+fn bind_udp(query: &ServerQuery, v6: bool, rights: &WorkerRights) -> Result<Listener, Errno> {
+    let port = permitted_port(query, rights)?;
     let ip: IpAddr = match query.address_string() {
         Some(address) => address.parse().map_err(|_| Errno::EINVAL)?,
         None if v6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
@@ -228,6 +235,10 @@ fn bind_udp(query: &ServerQuery, v6: bool) -> Result<Listener, Errno> {
 mod tests {
     use super::*;
 
+    fn root() -> WorkerRights {
+        WorkerRights::default()
+    }
+
     fn query(address: Value, port: i64, address_type: Value) -> ServerQuery {
         ServerQuery {
             seq: json!(1),
@@ -246,7 +257,7 @@ mod tests {
 
     #[test]
     fn port_zero_on_loopback_reports_the_port_the_kernel_chose() {
-        let listener = Listener::bind(&query(json!("127.0.0.1"), 0, json!(4))).unwrap();
+        let listener = Listener::bind(&query(json!("127.0.0.1"), 0, json!(4)), &root()).unwrap();
         let name = listener.sockname().unwrap();
         assert_eq!(name["address"], "127.0.0.1");
         assert_eq!(name["family"], "IPv4");
@@ -254,7 +265,7 @@ mod tests {
         // The same port again is in use.
         let port = name["port"].as_i64().unwrap();
         assert_eq!(
-            Listener::bind(&query(json!("127.0.0.1"), port, json!(4))).err(),
+            Listener::bind(&query(json!("127.0.0.1"), port, json!(4)), &root()).err(),
             Some(Errno::EADDRINUSE)
         );
     }
@@ -264,22 +275,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.sock");
         let q = query(json!(path.to_str().unwrap()), -1, json!(-1));
-        let listener = Listener::bind(&q).unwrap();
+        let listener = Listener::bind(&q, &root()).unwrap();
         assert!(path.exists());
         assert_eq!(listener.sockname(), None);
         drop(listener);
         assert!(!path.exists());
+        // Something already there is never removed, stale or not.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        assert_eq!(Listener::bind(&q, &root()).err(), Some(Errno::EADDRINUSE));
+        assert!(path.exists());
     }
 
     #[test]
     fn udp_and_bad_queries() {
-        let listener = Listener::bind(&query(json!("127.0.0.1"), 0, json!("udp4"))).unwrap();
+        let listener =
+            Listener::bind(&query(json!("127.0.0.1"), 0, json!("udp4")), &root()).unwrap();
         assert_eq!(listener.transport, Transport::Udp);
         let mut q = query(Value::Null, 0, Value::Null);
         q.fd = Some(json!(3));
-        assert_eq!(Listener::bind(&q).err(), Some(Errno::EINVAL));
+        assert_eq!(Listener::bind(&q, &root()).err(), Some(Errno::EINVAL));
         assert_eq!(
-            Listener::bind(&query(json!("localhost"), 0, json!(4))).err(),
+            Listener::bind(&query(json!("localhost"), 0, json!(4)), &root()).err(),
             Some(Errno::EINVAL)
         );
     }

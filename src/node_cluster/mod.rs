@@ -16,6 +16,7 @@
 //! - [`listener`]: binding the socket a `queryServer` asks for (TCP v4/v6, Unix, UDP);
 //! - [`round_robin`]: which worker gets the next connection;
 //! - [`registry`]: a unit's listening handles, keyed like Node's primary keys them;
+//! - [`worker_rights`]: doing a worker's binds with the worker's rights, not clusterd's;
 //! - [`primary`]: the state machine that ties them together.
 
 pub mod listener;
@@ -24,10 +25,12 @@ pub mod outbox;
 pub mod primary;
 pub mod registry;
 pub mod round_robin;
+pub mod worker_rights;
 
 use std::fmt;
 
 pub use primary::{Primary, WorkerInfo};
+pub use worker_rights::WorkerRights;
 
 /// How a `node_cluster` unit's connections reach its Node workers (Node's
 /// `cluster.schedulingPolicy`).

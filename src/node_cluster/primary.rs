@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Instant;
 
 use log::{debug, info, warn};
 use nix::errno::Errno;
@@ -27,9 +28,15 @@ use super::listener::{Listener, Transport};
 use super::message::{self, FromWorker, HandleType, ServerQuery};
 use super::outbox::Outgoing;
 use super::registry::{Handle, UnitHandles};
+use super::worker_rights::WorkerRights;
 use super::NodeScheduling;
 use crate::event::WorkerMessage;
+use crate::log_limit::{LogLimit, Verdict};
 use crate::process_control::SpawnId;
+
+/// Listening sockets clusterd holds for one unit's workers at most: a Node app listens on a
+/// handful; a worker that asks for more is refused rather than exhaust clusterd's fds.
+pub const MAX_HANDLES_PER_UNIT: usize = 64;
 
 /// Epoll tokens of round-robin listeners start here (worker channels use their SpawnId).
 pub const LISTENER_TOKEN_BASE: u64 = 1 << 62;
@@ -39,6 +46,8 @@ pub const LISTENER_TOKEN_BASE: u64 = 1 << 62;
 pub struct WorkerInfo {
     pub unit: String,
     pub scheduling: NodeScheduling,
+    /// Its account: what it asks for is bound with these rights.
+    pub rights: WorkerRights,
 }
 
 struct Worker {
@@ -73,6 +82,8 @@ pub struct Primary {
     next_token: u64,
     outgoing: Vec<(SpawnId, Outgoing)>,
     events: Vec<(SpawnId, WorkerMessage)>,
+    /// Warnings about listen requests refused: a worker may repeat them as fast as it can.
+    refusals: LogLimit,
 }
 
 impl Primary {
@@ -221,13 +232,26 @@ impl Primary {
         };
         let scheduling = registry.scheduling;
         if !registry.handles.contains_key(&key) {
-            let listener = match Listener::bind(&query) {
+            if registry.handles.len() >= MAX_HANDLES_PER_UNIT {
+                if let Verdict::Show { suppressed, last } = self.refusals.check(Instant::now()) {
+                    warn!("{unit}: a worker asked for more than {MAX_HANDLES_PER_UNIT} listening sockets; refused (EMFILE){}", LogLimit::note(suppressed, last));
+                }
+                self.reply_error(id, &query, &key, Errno::EMFILE);
+                return;
+            }
+            let listener = match Listener::bind(&query, &worker.info.rights) {
                 Ok(listener) => listener,
                 Err(errno) => {
-                    if query.fd_number().is_some() {
-                        warn!("{unit}: a worker asked to listen on its fd {}; node_cluster cannot share a worker's own fd (use listen({{fd, exclusive: true}}))", query.fd_number().unwrap_or(-1));
-                    } else {
-                        warn!("{unit}: cannot listen for a Node worker on {key}: {errno}");
+                    if let Verdict::Show { suppressed, last } = self.refusals.check(Instant::now())
+                    {
+                        let note = LogLimit::note(suppressed, last);
+                        if query.fd_number().is_some() {
+                            warn!("{unit}: a worker asked to listen on its fd {}; node_cluster cannot share a worker's own fd (use listen({{fd, exclusive: true}})){note}", query.fd_number().unwrap_or(-1));
+                        } else {
+                            warn!(
+                                "{unit}: cannot listen for a Node worker on {key}: {errno}{note}"
+                            );
+                        }
                     }
                     self.reply_error(id, &query, &key, errno);
                     return;
