@@ -354,3 +354,233 @@ fn at_its_fd_limit_clusterd_still_answers_does_not_spin_and_does_not_give_up() {
     daemon.wait_running("many", running - 2);
     assert_eq!(daemon.unit("many")["restarts"], 0);
 }
+
+/// A small deterministic generator (xorshift64*): the same seed gives the same files, so a
+/// failure can be replayed.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len())]
+    }
+}
+
+/// One unit file of ordinary and hostile values, keys in any order, sometimes cut short or
+/// with garbage bytes; half of the files are valid. The commands it can run are harmless and
+/// the instance counts small.
+fn hostile_unit_file(random: &mut Random) -> Vec<u8> {
+    // (key, valid values, hostile values)
+    type Choices<'a> = (&'a str, &'a [&'a str], &'a [&'a str]);
+    let keys: &[Choices] = &[
+        (
+            "command",
+            &[
+                "\"sleep 30\"",
+                "\"true\"",
+                "\"false\"",
+                "[\"sh\", \"-c\", \"exit 3\"]",
+                "\"no-such-program\"",
+            ],
+            &[
+                "\"\"",
+                "[]",
+                "[1, 2]",
+                "\"sh -c 'unterminated\"",
+                "42",
+                "\"sleep\\u0000 30\"",
+            ],
+        ),
+        (
+            "instances",
+            &["0", "1", "2", "3"],
+            &[
+                "-1",
+                "4097",
+                "99999999999999999999",
+                "2.5",
+                "\"two\"",
+                "true",
+            ],
+        ),
+        (
+            "restart",
+            &["\"always\"", "\"on-failure\"", "\"never\""],
+            &["\"sometimes\"", "1"],
+        ),
+        (
+            "restart_limit",
+            &[
+                "{ burst = 1, interval = \"1s\" }",
+                "{ burst = 0 }",
+                "{ interval = \"3650days\" }",
+            ],
+            &[
+                "{ burst = -1 }",
+                "{ interval = \"0s\" }",
+                "{ interval = \"18446744073709551615s\" }",
+                "{ burst = 4294967296 }",
+                "{ bust = 1 }",
+                "\"10/1m\"",
+            ],
+        ),
+        (
+            "kill_signal",
+            &["\"SIGTERM\"", "\"kill\"", "\"int\""],
+            &["\"SIGRTMIN+3\"", "\"SIGNOPE\"", "9", "\"\""],
+        ),
+        (
+            "kill_timeout",
+            &["\"100ms\"", "\"0s\"", "\"3650days\""],
+            &[
+                "\"3651days\"",
+                "\"18446744073709551615s\"",
+                "\"-1s\"",
+                "\"soon\"",
+                "5",
+            ],
+        ),
+        (
+            "ready",
+            &["\"started\"", "\"notify\""],
+            &["\"eventually\"", "false"],
+        ),
+        (
+            "ready_timeout",
+            &["\"1s\"", "\"0s\"", "\"1y\""],
+            &["\"99999999999999999999ms\"", "\"11y\""],
+        ),
+        (
+            "listen",
+            &[
+                "[\"tcp://127.0.0.1:0\"]",
+                "[\"unix:fuzz.sock\"]",
+                "[\"tcp://[::1]:0\", \"tcp://127.0.0.1:0\"]",
+            ],
+            &[
+                "[\"tcp://localhost:80\"]",
+                "[\"udp://127.0.0.1:1\"]",
+                "[\"unix:\"]",
+                "\"tcp://127.0.0.1:0\"",
+                "[\"tcp://127.0.0.1:99999\"]",
+            ],
+        ),
+        ("balance", &["\"shared\"", "\"reuseport\""], &["\"random\""]),
+        (
+            "environment",
+            &["{ A = \"1\" }", "{ PATH = \"/nowhere\" }"],
+            &[
+                "{ \"\" = \"x\" }",
+                "{ \"A=B\" = \"x\" }",
+                "{ A = { B = \"c\" } }",
+                "[\"A=1\"]",
+            ],
+        ),
+        (
+            "working_directory",
+            &["\"/\"", "\"/no/such/dir\"", "\"relative\""],
+            &["1"],
+        ),
+        (
+            "user",
+            &["\"nobody\"", "\"root\"", "\"65534\""],
+            &["\"no-such-user\"", "\"4294967295\"", "\"\""],
+        ),
+        ("group", &["\"nogroup\"", "\"0\""], &["\"no-such-group\""]),
+        ("node_cluster", &["false"], &["\"fair\"", "1"]),
+        (
+            "on_giveup",
+            &["\"true\"", "[\"sh\", \"-c\", \"exit 0\"]"],
+            &["\"\""],
+        ),
+        ("description", &["\"fuzz\"", "\"\\u001b[2J\""], &["1"]),
+        ("no_such_key", &[], &["1"]),
+    ];
+    let hostile_file = random.below(2) == 0;
+    let mut text = String::new();
+    for (key, valid, hostile) in keys {
+        let present = *key == "command" || random.below(3) != 0;
+        let hostile_value = hostile_file && random.below(4) == 0;
+        if !present || (!hostile_value && valid.is_empty()) {
+            continue;
+        }
+        let value = if hostile_value {
+            random.pick(hostile)
+        } else {
+            random.pick(valid)
+        };
+        text.push_str(&format!("{key} = {value}\n"));
+    }
+    let mut bytes = text.into_bytes();
+    if hostile_file {
+        match random.below(4) {
+            0 => bytes.truncate(random.below(bytes.len() + 1)),
+            1 => {
+                let at = random.below(bytes.len() + 1);
+                let garbage: Vec<u8> = (0..random.below(16)).map(|_| random.next() as u8).collect();
+                bytes.splice(at..at, garbage);
+            }
+            2 => bytes.extend_from_slice(b"[restart_limit]\nburst = 1\n[[x]]\n"),
+            _ => {}
+        }
+    }
+    bytes
+}
+
+/// The unit-file fuzzing of `--check`, carried to the daemon itself: random hostile unit
+/// files applied by daemon-reload, round after round, with instances starting and stopping
+/// between them. clusterd must answer every request and never panic or exit.
+#[test]
+fn a_daemon_fed_random_unit_files_through_daemon_reload_never_falls_over() {
+    let mut daemon = Daemon::start(&[("calm", "command = \"sleep 300\"\n")]);
+    let calm = daemon.wait_running("calm", 1);
+    // Another seed explores other files: CLUSTERD_FUZZ_SEED=n cargo test daemon_fed
+    let seed: u64 = std::env::var("CLUSTERD_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_c1a5_7e4d_0001);
+    let mut random = Random(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let units = daemon.units_dir();
+    let mut outcomes = [0usize; 2];
+    for round in 0..300 {
+        for slot in 0..3 {
+            let path = units.join(format!("fuzz{slot}.toml"));
+            match random.below(5) {
+                0 => {
+                    let _ = std::fs::remove_file(&path);
+                }
+                1 => {}
+                _ => std::fs::write(&path, hostile_unit_file(&mut random)).expect("write"),
+            }
+        }
+        let reload = daemon.ctl(&["daemon-reload"]);
+        assert!(
+            matches!(reload.status.code(), Some(0 | 1)),
+            "round {round}: daemon-reload {reload:?}\n{}",
+            daemon.log()
+        );
+        outcomes[usize::from(reload.status.code() == Some(1))] += 1;
+        let status = daemon.ctl(&["status", "--json"]);
+        assert!(status.status.success(), "round {round}: {status:?}");
+    }
+    assert_eq!(daemon.pids("calm"), calm, "an unrelated unit was touched");
+    let log = daemon.log();
+    // The files were not all rejected: valid ones ran instances, some of them crashing.
+    let started = log.matches("]: started, pid").count();
+    eprintln!(
+        "daemon-reload accepted {} and refused {} times; {started} instances started",
+        outcomes[0], outcomes[1]
+    );
+    assert!(outcomes[0] > 0 && outcomes[1] > 0, "{outcomes:?}");
+    assert!(started > 10, "{started} instances started");
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+}
