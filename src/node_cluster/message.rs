@@ -133,7 +133,7 @@ pub fn classify(value: &Value) -> Option<FromWorker> {
         "NODE_HANDLE_NACK" => FromWorker::HandleNack,
         "NODE_HANDLE" => FromWorker::HandleFromWorker,
         "NODE_CLUSTER" => cluster_message(object),
-        other => FromWorker::Other(other.to_string()),
+        other => FromWorker::Other(crate::printable::printable(other).into_owned()),
     })
 }
 

@@ -32,6 +32,7 @@ use super::worker_rights::WorkerRights;
 use super::NodeScheduling;
 use crate::event::WorkerMessage;
 use crate::log_limit::{LogLimit, Verdict};
+use crate::printable::printable;
 use crate::process_control::SpawnId;
 
 /// Listening sockets clusterd holds for one unit's workers at most: a Node app listens on a
@@ -249,7 +250,8 @@ impl Primary {
                             warn!("{unit}: a worker asked to listen on its fd {}; node_cluster cannot share a worker's own fd (use listen({{fd, exclusive: true}})){note}", query.fd_number().unwrap_or(-1));
                         } else {
                             warn!(
-                                "{unit}: cannot listen for a Node worker on {key}: {errno}{note}"
+                                "{unit}: cannot listen for a Node worker on {}: {errno}{note}",
+                                printable(&key),
                             );
                         }
                     }
@@ -265,7 +267,10 @@ impl Primary {
                     handle.listener.socket.as_fd(),
                     EpollEvent::new(interest, token),
                 ) {
-                    warn!("{unit}: cannot watch the listening socket {key}: {e}");
+                    warn!(
+                        "{unit}: cannot watch the listening socket {}: {e}",
+                        printable(&key)
+                    );
                     self.reply_error(id, &query, &key, e);
                     return;
                 }
@@ -274,7 +279,8 @@ impl Primary {
                 handle.token = Some(token);
             }
             info!(
-                "{unit}: listening for Node workers on {key} ({})",
+                "{unit}: listening for Node workers on {} ({})",
+                printable(&key),
                 if handle.round_robin {
                     "round-robin"
                 } else {
@@ -315,7 +321,7 @@ impl Primary {
                     self.send(id, &message::with_handle(reply, kind), Some(copy));
                 }
                 Err(e) => {
-                    warn!("{unit}: cannot pass the socket {key}: {e}");
+                    warn!("{unit}: cannot pass the socket {}: {e}", printable(&key));
                     handle.workers.remove_member(id);
                     let errno = Errno::from_raw(e.raw_os_error().unwrap_or(libc::EMFILE));
                     self.reply_error(id, &query, &key, errno);
@@ -427,7 +433,10 @@ impl Primary {
             return false;
         }
         if let Some(handle) = registry.handles.remove(key) {
-            info!("{unit}: no Node worker listens on {key} any more; closing it");
+            info!(
+                "{unit}: no Node worker listens on {} any more; closing it",
+                printable(key)
+            );
             self.forget_listener(&handle, epoll);
         }
         true
