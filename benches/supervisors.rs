@@ -17,6 +17,8 @@
 //! * `--json PATH`: also write the results as JSON; `--chart PATH`: draw a PNG with
 //!   benches/supervisors_chart.py (matplotlib is installed into the scratch venv).
 //! * `CLUSTERD_BENCH_SCRATCH`: where the peers are installed (default target/tmp/supervisors-bench).
+//! * `CLUSTERD_BENCH_ISOLATION=cgroup|process-group`: clusterd's `--isolation` (default:
+//!   clusterd's own default, `auto`).
 //!
 //! Hygiene: the bench makes itself a child subreaper, so daemons that detach (PM2's God) stay
 //! its descendants; every daemon is owned by a guard whose Drop kills it (and `pm2 kill`s PM2,
@@ -711,6 +713,11 @@ fn launch_clusterd(env: &Env, units: &Path, socket: &Path, dir: &Path) -> Result
         .arg(units)
         .arg("--socket")
         .arg(socket)
+        .args(
+            std::env::var("CLUSTERD_BENCH_ISOLATION")
+                .map(|i| vec!["--isolation".to_string(), i])
+                .unwrap_or_default(),
+        )
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)

@@ -7,22 +7,26 @@
 //! where `<hash>` identifies this clusterd by its control socket path, so that several
 //! clusterds on one machine (each with its own socket) never touch each other's instances.
 //!
-//! What clusterd uses needs no controller: `cgroup.procs` (the child moves itself in between
-//! fork and exec), `cgroup.kill` (SIGKILL to every process of the cgroup at once, including
+//! What clusterd uses needs no controller: the cgroup directory (the child is created inside
+//! with `clone3(CLONE_INTO_CGROUP)`; on older kernels it moves itself in through
+//! `cgroup.procs` between fork and exec), `cgroup.kill` (SIGKILL to every process of the cgroup at once, including
 //! ones forking meanwhile; Linux 5.14), `cgroup.events` (`populated 0` once the last process
 //! has exited). Without a writable cgroup2 hierarchy, clusterd falls back to process groups.
 
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+
+use crate::spawn::CgroupFds;
 
 /// How long start-up waits for what a previous clusterd left to die after `cgroup.kill`.
 const LEFTOVER_DEADLINE: Duration = Duration::from_secs(5);
@@ -37,8 +41,11 @@ pub struct CgroupTree {
 #[derive(Debug)]
 pub struct InstanceCgroup {
     path: PathBuf,
-    /// `cgroup.procs`, opened for writing before fork: the child writes "0" to it to move
-    /// itself in (an async-signal-safe `write`, no path lookup after fork).
+    /// The directory, for `clone3(CLONE_INTO_CGROUP)`: the child is created inside.
+    directory: OwnedFd,
+    /// `cgroup.procs`, opened for writing before fork: where the child cannot be created in
+    /// the cgroup, it writes "0" to it to move itself in (an async-signal-safe `write`, no
+    /// path lookup after fork).
     procs: OwnedFd,
 }
 
@@ -130,23 +137,34 @@ impl CgroupTree {
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
-        let procs = OpenOptions::new()
-            .write(true)
-            .open(path.join("cgroup.procs"))
-            .inspect_err(|_| {
-                let _ = fs::remove_dir(&path);
-            })?;
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(&path)
+            .and_then(|directory| {
+                let procs = OpenOptions::new()
+                    .write(true)
+                    .open(path.join("cgroup.procs"))?;
+                Ok((directory, procs))
+            });
+        let (directory, procs) = opened.inspect_err(|_| {
+            let _ = fs::remove_dir(&path);
+        })?;
         Ok(InstanceCgroup {
             path,
+            directory: directory.into(),
             procs: procs.into(),
         })
     }
 }
 
 impl InstanceCgroup {
-    /// The fd the child writes "0" to, to move itself into the cgroup.
-    pub fn procs_fd(&self) -> RawFd {
-        self.procs.as_raw_fd()
+    /// What the spawn needs to start a child inside the cgroup.
+    pub fn fds(&self) -> CgroupFds {
+        CgroupFds {
+            directory: self.directory.as_raw_fd(),
+            procs: self.procs.as_raw_fd(),
+        }
     }
 
     pub fn path(&self) -> &Path {

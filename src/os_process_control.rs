@@ -146,7 +146,7 @@ impl ProcessControl for OsProcessControl {
             gid: unit.credentials.gid,
             groups: &unit.credentials.groups,
             stdin: self.dev_null.as_raw_fd(),
-            cgroup_procs: cgroup.as_ref().map(InstanceCgroup::procs_fd),
+            cgroup: cgroup.as_ref().map(InstanceCgroup::fds),
         });
         let pid = match spawned {
             Ok(pid) => pid,
@@ -199,7 +199,7 @@ impl ProcessControl for OsProcessControl {
             gid: unit.credentials.gid,
             groups: &unit.credentials.groups,
             stdin: self.dev_null.as_raw_fd(),
-            cgroup_procs: None,
+            cgroup: None,
         })
     }
 
