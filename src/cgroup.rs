@@ -41,12 +41,26 @@ pub struct CgroupTree {
 #[derive(Debug)]
 pub struct InstanceCgroup {
     path: PathBuf,
+}
+
+/// What a spawn needs to start a child inside a cgroup, open only for that spawn (an instance
+/// holds no fd for its cgroup afterwards).
+pub struct SpawnIntoCgroup {
     /// The directory, for `clone3(CLONE_INTO_CGROUP)`: the child is created inside.
     directory: OwnedFd,
     /// `cgroup.procs`, opened for writing before fork: where the child cannot be created in
     /// the cgroup, it writes "0" to it to move itself in (an async-signal-safe `write`, no
     /// path lookup after fork).
     procs: OwnedFd,
+}
+
+impl SpawnIntoCgroup {
+    pub fn fds(&self) -> CgroupFds {
+        CgroupFds {
+            directory: self.directory.as_raw_fd(),
+            procs: self.procs.as_raw_fd(),
+        }
+    }
 }
 
 impl CgroupTree {
@@ -123,13 +137,13 @@ impl CgroupTree {
         killed
     }
 
-    /// Creates the cgroup of a new instance.
+    /// Creates the cgroup of a new instance, and opens what its spawn needs.
     pub fn create_instance(
         &self,
         unit: &str,
         index: u32,
         id: u64,
-    ) -> std::io::Result<InstanceCgroup> {
+    ) -> std::io::Result<(InstanceCgroup, SpawnIntoCgroup)> {
         let path = self.root.join(format!("{unit}.{index}.{id}"));
         match fs::create_dir(&path) {
             Ok(()) => {}
@@ -150,23 +164,17 @@ impl CgroupTree {
         let (directory, procs) = opened.inspect_err(|_| {
             let _ = fs::remove_dir(&path);
         })?;
-        Ok(InstanceCgroup {
-            path,
-            directory: directory.into(),
-            procs: procs.into(),
-        })
+        Ok((
+            InstanceCgroup { path },
+            SpawnIntoCgroup {
+                directory: directory.into(),
+                procs: procs.into(),
+            },
+        ))
     }
 }
 
 impl InstanceCgroup {
-    /// What the spawn needs to start a child inside the cgroup.
-    pub fn fds(&self) -> CgroupFds {
-        CgroupFds {
-            directory: self.directory.as_raw_fd(),
-            procs: self.procs.as_raw_fd(),
-        }
-    }
-
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -146,8 +146,10 @@ impl ProcessControl for OsProcessControl {
             gid: unit.credentials.gid,
             groups: &unit.credentials.groups,
             stdin: self.dev_null.as_raw_fd(),
-            cgroup: cgroup.as_ref().map(InstanceCgroup::fds),
+            cgroup: cgroup.as_ref().map(|(_, spawn)| spawn.fds()),
         });
+        // The spawn's fds for the cgroup close here; the instance keeps only its path.
+        let cgroup = cgroup.map(|(cgroup, _)| cgroup);
         let pid = match spawned {
             Ok(pid) => pid,
             Err(e) => {
