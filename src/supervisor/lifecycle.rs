@@ -36,6 +36,12 @@ impl<P: ProcessControl> Supervisor<P> {
             slot.restarts = 0;
         }
         rt.limiter.reset();
+        // A manual start is a fresh try, now.
+        rt.retry_delay = None;
+        self.timers.cancel(Timer::RetryStarts(name.to_string()));
+        let Some(rt) = self.units.get_mut(name) else {
+            return;
+        };
         if !rt.sockets.is_open() && !rt.unit.listen.is_empty() {
             match UnitSockets::open(&rt.unit) {
                 Ok(sockets) => rt.sockets = sockets,
@@ -47,12 +53,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 }
             }
         }
-        let missing: Vec<u32> = (0..rt.wanted)
-            .filter(|&i| rt.slots.get(i as usize).is_none_or(|s| s.current.is_none()))
-            .collect();
-        for index in missing {
-            self.start_instance(name, index, now);
-        }
+        self.start_missing(name, now);
         self.settle(name, now);
     }
 
@@ -111,16 +112,23 @@ impl<P: ProcessControl> Supervisor<P> {
         if !rt.active || rt.gave_up.is_some() || self.shutting_down {
             return;
         }
-        let missing: Vec<u32> = (0..rt.wanted)
-            .filter(|&i| rt.slots.get(i as usize).is_none_or(|s| s.current.is_none()))
-            .collect();
-        for index in missing {
+        self.start_missing(name, now);
+        self.settle(name, now);
+    }
+
+    /// Starts every wanted index that has no process, in order; stops at a start that failed
+    /// for lack of resources (the retry of the rest is armed then, once).
+    fn start_missing(&mut self, name: &str, now: Instant) {
+        let Some(rt) = self.units.get(name) else {
+            return;
+        };
+        let retry = Timer::RetryStarts(name.to_string());
+        for index in rt.missing_indexes() {
             self.start_instance(name, index, now);
-            if self.timers.is_armed(&Timer::RetryStarts(name.to_string())) {
-                break; // still exhausted: the next retry is armed
+            if self.timers.is_armed(&retry) {
+                break;
             }
         }
-        self.settle(name, now);
     }
 
     /// Spawns a process for `index` and makes it the slot's current process.

@@ -174,6 +174,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 for id in self.os.collect_cleared() {
                     if let Some((unit, pid)) = self.lingering.remove(&id) {
                         debug!("{unit}: everything instance pid {pid} left has exited");
+                        self.timers.cancel(Timer::KillLeftovers(id, pid));
                         self.settle(&unit, now);
                     }
                 }

@@ -554,6 +554,25 @@ fn a_spawn_that_fails_for_lack_of_resources_is_retried_later_outside_the_budget(
 }
 
 #[test]
+fn one_pass_over_many_missing_instances_arms_one_retry_at_the_first_delay() {
+    let now = Instant::now();
+    let mut os = FakeOs::new();
+    os.failing_spawns = 1;
+    os.exhausted = true;
+    let mut sup = Supervisor::new(os, None);
+    sup.start_all(
+        vec![file("web", "command = \"sleep 100\"\ninstances = 3\n")],
+        now,
+    );
+    let mut h = Harness { sup, now };
+    // The first start failed; the other two were not tried in the same pass.
+    assert_eq!(h.spawn_count(), 1);
+    h.advance(100 * MS);
+    assert_eq!(h.spawn_count(), 4, "all three started at the first retry");
+    assert_eq!(h.status("web").state, "running");
+}
+
+#[test]
 fn a_spawn_error_is_retried_within_the_budget() {
     let now = Instant::now();
     let mut os = FakeOs::new();

@@ -119,6 +119,17 @@ impl UnitRuntime {
         &mut self.slots[index]
     }
 
+    /// The wanted indexes with no process.
+    pub fn missing_indexes(&self) -> Vec<u32> {
+        (0..self.wanted)
+            .filter(|&i| {
+                self.slots
+                    .get(i as usize)
+                    .is_none_or(|s| s.current.is_none())
+            })
+            .collect()
+    }
+
     /// Replaces the configuration; the restart budget follows the new limit. A count set by
     /// `clusterctl scale` holds unless the new file changes `instances`.
     pub fn set_unit(&mut self, unit: Unit) {
