@@ -257,8 +257,10 @@ struct Channel {
     discarding: bool,
     /// What clusterd still has to write (Node cluster workers only).
     outbox: Outbox,
-    /// EPOLLOUT is in the interest set: the outbox is blocked on a full channel.
+    /// The outbox is blocked on a full channel: EPOLLOUT is wanted.
     waiting_to_write: bool,
+    /// What epoll watches the channel for now (changed only when it must be).
+    interest: EpollFlags,
 }
 
 impl Channel {
@@ -275,6 +277,7 @@ impl Channel {
             discarding: false,
             outbox: Outbox::default(),
             waiting_to_write: false,
+            interest: EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP,
         }
     }
 }
@@ -395,7 +398,7 @@ impl IoThread {
     /// Sets what epoll reports for a channel: readable unless paused, writable while its
     /// outbox waits for room.
     fn update_interest(&mut self, id: SpawnId) {
-        let Some(channel) = self.channels.get(&id) else {
+        let Some(channel) = self.channels.get_mut(&id) else {
             return;
         };
         let mut interest = EpollFlags::empty();
@@ -405,12 +408,16 @@ impl IoThread {
         if channel.waiting_to_write {
             interest |= EpollFlags::EPOLLOUT;
         }
+        if interest == channel.interest {
+            return;
+        }
         let mut event = EpollEvent::new(interest, id);
-        if let Err(e) = self.epoll.modify(channel.stream.as_fd(), &mut event) {
-            debug!(
+        match self.epoll.modify(channel.stream.as_fd(), &mut event) {
+            Ok(()) => channel.interest = interest,
+            Err(e) => debug!(
                 "{}: cannot change what its channel is watched for: {e}",
                 channel.label
-            );
+            ),
         }
     }
 
