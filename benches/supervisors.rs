@@ -348,6 +348,9 @@ impl Drop for Daemon {
         if let Some(mut cmd) = self.pm2_kill.take() {
             let _ = run_timeout(&mut cmd, Duration::from_secs(30));
         }
+        // A graceful stop first: clusterd removes its instances' cgroups on the way out,
+        // which a SIGKILL would leave behind (empty, but one tree per run).
+        self.terminate(Duration::from_secs(5));
         kill(-self.pid, libc::SIGKILL);
         kill(self.pid, libc::SIGKILL);
         for &p in &self.extra {
