@@ -9,7 +9,7 @@ const SHOWN_PER_WINDOW: u32 = 5;
 const WINDOW: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default)]
-pub struct LogLimit {
+pub(crate) struct LogLimit {
     window_start: Option<Instant>,
     shown: u32,
     suppressed: u64,
@@ -17,7 +17,7 @@ pub struct LogLimit {
 
 /// What to do with one warning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Log it; `suppressed` warnings of this kind were left out before it, and if `last`,
     /// the ones that follow within the window will be left out (say so).
     Show { suppressed: u64, last: bool },
@@ -26,7 +26,7 @@ pub enum Verdict {
 }
 
 impl LogLimit {
-    pub fn check(&mut self, now: Instant) -> Verdict {
+    pub(crate) fn check(&mut self, now: Instant) -> Verdict {
         let expired = self
             .window_start
             .is_none_or(|start| now.saturating_duration_since(start) >= WINDOW);
@@ -48,7 +48,7 @@ impl LogLimit {
 
     /// What to append to a warning this limit let through: how many were left out before it,
     /// and whether the next ones will be.
-    pub fn note(suppressed: u64, last: bool) -> String {
+    pub(crate) fn note(suppressed: u64, last: bool) -> String {
         let mut note = String::new();
         if suppressed > 0 {
             note.push_str(&format!(" ({suppressed} more like it suppressed)"));
@@ -63,7 +63,7 @@ impl LogLimit {
     }
 
     /// Warnings counted and not shown yet (to be reported when the source goes away).
-    pub fn take_suppressed(&mut self) -> u64 {
+    pub(crate) fn take_suppressed(&mut self) -> u64 {
         std::mem::take(&mut self.suppressed)
     }
 }

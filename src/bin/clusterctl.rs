@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use clusterd::control_client::{send_request, ClientError};
+use clusterd::client::connection::{send_request, ClientError};
+use clusterd::client::status_table::render;
 use clusterd::printable::printable;
+use clusterd::protocol::socket_path::control_socket_path;
 use clusterd::protocol::{Request, ScaleCount};
-use clusterd::socket_path::control_socket_path;
-use clusterd::status_table::render;
 
 #[derive(Parser)]
 #[command(version, about = "Control a running clusterd")]

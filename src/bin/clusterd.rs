@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use clusterd::daemon::{run, DaemonOptions, Isolation};
-use clusterd::socket_path::control_socket_path;
-use clusterd::unit::{every_error, load_units_dir, read_unit_text};
+use clusterd::protocol::socket_path::control_socket_path;
+use clusterd::unit::{every_error, load_units_dir, read_unit_text, resolve_group};
 
 /// Keeps N copies of any program running: restarts with a limit, suicide replacement,
 /// graceful stops, shared listening sockets, zero-downtime reloads.
@@ -108,17 +108,5 @@ fn check(dir: &std::path::Path) -> ExitCode {
             dir.display()
         );
         ExitCode::FAILURE
-    }
-}
-
-fn resolve_group(name: &str) -> Result<nix::unistd::Gid, String> {
-    let found = match name.parse::<u32>() {
-        Ok(gid) => nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)),
-        Err(_) => nix::unistd::Group::from_name(name),
-    };
-    match found {
-        Ok(Some(group)) => Ok(group.gid),
-        Ok(None) => Err(format!("unknown group {name:?}")),
-        Err(e) => Err(format!("cannot look up group {name:?}: {e}")),
     }
 }

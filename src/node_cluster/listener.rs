@@ -35,14 +35,14 @@ const UDP_REUSEADDR_FLAG: i64 = 4;
 const MIN_BACKLOG: i32 = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
+pub(crate) enum Transport {
     Tcp,
     Unix,
     Udp,
 }
 
 /// A bound socket owned by clusterd.
-pub struct Listener {
+pub(crate) struct Listener {
     pub socket: OwnedFd,
     pub transport: Transport,
     /// The socket file a Unix listener created, removed (with the rights it was created
@@ -60,7 +60,7 @@ impl Drop for Listener {
 
 impl Listener {
     /// Binds (and, for streams, listens on) what `query` asks for, with `rights`.
-    pub fn bind(query: &ServerQuery, rights: &WorkerRights) -> Result<Listener, Errno> {
+    pub(crate) fn bind(query: &ServerQuery, rights: &WorkerRights) -> Result<Listener, Errno> {
         if query.fd_number().is_some() {
             // The fd is a number in the worker's fd table, not clusterd's.
             return Err(Errno::EINVAL);
@@ -77,7 +77,7 @@ impl Listener {
 
     /// `{address, family, port}` as a worker's `getsockname()` reports it, for the
     /// round-robin reply (TCP only: Node's pipe handles have no getsockname).
-    pub fn sockname(&self) -> Option<Value> {
+    pub(crate) fn sockname(&self) -> Option<Value> {
         if self.transport != Transport::Tcp {
             return None;
         }

@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 
 /// What a Node worker sent on its channel, when it is one of Node's internal messages.
 #[derive(Debug, Clone, PartialEq)]
-pub enum FromWorker {
+pub(crate) enum FromWorker {
     /// `{act:'online'}`, sent before any user code runs.
     Online,
     /// `{act:'queryServer', ...}`: the worker calls `listen()`/`bind()`; a reply is due.
@@ -33,7 +33,7 @@ pub enum FromWorker {
     HandleNack,
     /// `{cmd:'NODE_HANDLE'}`: the worker sent clusterd a handle (user code did
     /// `process.send(msg, socket)`); it waits for an ack before it sends anything else.
-    HandleFromWorker,
+    HandleSent,
     /// Any other internal message (for the log).
     Other(String),
 }
@@ -41,7 +41,7 @@ pub enum FromWorker {
 /// The fields of a `queryServer` that matter to the primary. Missing fields are kept as
 /// `None` (JavaScript `undefined`), which differs from `null` in the key.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ServerQuery {
+pub(crate) struct ServerQuery {
     pub seq: Value,
     pub index: Option<Value>,
     pub address: Option<Value>,
@@ -59,7 +59,7 @@ pub struct ServerQuery {
 impl ServerQuery {
     /// The primary's key for the handle: `${address}:${port}:${addressType}:${fd}:${index}`
     /// as JavaScript formats it, such as `null:3000:4:undefined:0`.
-    pub fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         [
             &self.address,
             &self.port,
@@ -74,16 +74,16 @@ impl ServerQuery {
     }
 
     /// The port as a number, when it is one (`-1` for Unix sockets).
-    pub fn port_number(&self) -> Option<i64> {
+    pub(crate) fn port_number(&self) -> Option<i64> {
         self.port.as_ref().and_then(Value::as_i64)
     }
 
-    pub fn address_string(&self) -> Option<&str> {
+    pub(crate) fn address_string(&self) -> Option<&str> {
         self.address.as_ref().and_then(Value::as_str)
     }
 
     /// `"udp4"`/`"udp6"` for dgram sockets, else `None`.
-    pub fn udp_type(&self) -> Option<&str> {
+    pub(crate) fn udp_type(&self) -> Option<&str> {
         self.address_type
             .as_ref()
             .and_then(Value::as_str)
@@ -91,12 +91,12 @@ impl ServerQuery {
     }
 
     /// 4, 6 or -1 (Unix socket) for net servers.
-    pub fn address_type_number(&self) -> Option<i64> {
+    pub(crate) fn address_type_number(&self) -> Option<i64> {
         self.address_type.as_ref().and_then(Value::as_i64)
     }
 
     /// The worker's own fd for `listen({fd})` (UDP sends `-1` for "none").
-    pub fn fd_number(&self) -> Option<i64> {
+    pub(crate) fn fd_number(&self) -> Option<i64> {
         self.fd
             .as_ref()
             .and_then(Value::as_i64)
@@ -122,7 +122,7 @@ fn js_string(value: Option<&Value>) -> String {
 
 /// Classifies one parsed line. `None` means it is not one of Node's internal messages: it is
 /// a user message (`process.send(...)`) for the supervisor.
-pub fn classify(value: &Value) -> Option<FromWorker> {
+pub(crate) fn classify(value: &Value) -> Option<FromWorker> {
     let object = value.as_object()?;
     let cmd = object.get("cmd")?.as_str()?;
     if !cmd.starts_with("NODE_") {
@@ -131,7 +131,7 @@ pub fn classify(value: &Value) -> Option<FromWorker> {
     Some(match cmd {
         "NODE_HANDLE_ACK" => FromWorker::HandleAck,
         "NODE_HANDLE_NACK" => FromWorker::HandleNack,
-        "NODE_HANDLE" => FromWorker::HandleFromWorker,
+        "NODE_HANDLE" => FromWorker::HandleSent,
         "NODE_CLUSTER" => cluster_message(object),
         other => FromWorker::Other(crate::printable::printable(other).into_owned()),
     })
@@ -184,7 +184,7 @@ fn cluster_message(object: &Map<String, Value>) -> FromWorker {
 /// The kind of socket a `NODE_HANDLE` carries; the receiver builds its handle from the
 /// socket's actual type, this only selects the conversion (`handleConversion`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HandleType {
+pub(crate) enum HandleType {
     /// A TCP or Unix stream socket (listening or connected).
     Net,
     /// A UDP socket.
@@ -201,19 +201,19 @@ impl HandleType {
 }
 
 /// `{cmd:'NODE_CLUSTER', ...fields, seq}`.
-pub fn cluster(mut fields: Map<String, Value>, seq: u64) -> Value {
+pub(crate) fn cluster(mut fields: Map<String, Value>, seq: u64) -> Value {
     fields.insert("cmd".into(), json!("NODE_CLUSTER"));
     fields.insert("seq".into(), json!(seq));
     Value::Object(fields)
 }
 
 /// Wraps a message that travels with a socket.
-pub fn with_handle(message: Value, kind: HandleType) -> Value {
+pub(crate) fn with_handle(message: Value, kind: HandleType) -> Value {
     json!({"cmd": "NODE_HANDLE", "type": kind.name(), "msg": message})
 }
 
 /// The answer to a `queryServer`: `{errno, key, ack, data, [sockname]}`.
-pub fn query_reply(
+pub(crate) fn query_reply(
     errno: i32,
     key: &str,
     ack: &Value,
@@ -233,7 +233,7 @@ pub fn query_reply(
 }
 
 /// `{act:'newconn', key}`, sent with the connection's socket.
-pub fn new_connection(key: &str, seq: u64) -> Value {
+pub(crate) fn new_connection(key: &str, seq: u64) -> Value {
     let mut fields = Map::new();
     fields.insert("act".into(), json!("newconn"));
     fields.insert("key".into(), json!(key));
@@ -241,27 +241,27 @@ pub fn new_connection(key: &str, seq: u64) -> Value {
 }
 
 /// `{act:'disconnect'}`: close your servers and leave.
-pub fn disconnect(seq: u64) -> Value {
+pub(crate) fn disconnect(seq: u64) -> Value {
     let mut fields = Map::new();
     fields.insert("act".into(), json!("disconnect"));
     cluster(fields, seq)
 }
 
 /// `{ack:N}`: the answer to `exitedAfterDisconnect`.
-pub fn ack(request_seq: &Value, seq: u64) -> Value {
+pub(crate) fn ack(request_seq: &Value, seq: u64) -> Value {
     let mut fields = Map::new();
     fields.insert("ack".into(), request_seq.clone());
     cluster(fields, seq)
 }
 
 /// `{cmd:'NODE_HANDLE_ACK'}`.
-pub fn handle_ack() -> Value {
+pub(crate) fn handle_ack() -> Value {
     json!({"cmd": "NODE_HANDLE_ACK"})
 }
 
 /// One line ready for the channel: compact JSON and `\n`. JSON escapes every newline inside
 /// strings, so the framing cannot break.
-pub fn to_line(message: &Value) -> Vec<u8> {
+pub(crate) fn to_line(message: &Value) -> Vec<u8> {
     let mut line = message.to_string().into_bytes();
     line.push(b'\n');
     line

@@ -19,37 +19,14 @@
 //! - [`worker_rights`]: doing a worker's binds with the worker's rights, not clusterd's;
 //! - [`primary`]: the state machine that ties them together.
 
-pub mod listener;
-pub mod message;
-pub mod outbox;
-pub mod primary;
-pub mod registry;
-pub mod round_robin;
-pub mod worker_rights;
+pub(crate) mod listener;
+pub(crate) mod message;
+pub(crate) mod outbox;
+pub(crate) mod primary;
+pub(crate) mod registry;
+pub(crate) mod round_robin;
+pub(crate) mod worker_rights;
 
-use std::fmt;
-
-pub use primary::{Primary, WorkerInfo};
-pub use worker_rights::WorkerRights;
-
-/// How a `node_cluster` unit's connections reach its Node workers (Node's
-/// `cluster.schedulingPolicy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum NodeScheduling {
-    /// clusterd accepts each connection and hands it to the worker that has waited longest
-    /// (Node's `SCHED_RR`, its default on Linux).
-    #[default]
-    RoundRobin,
-    /// clusterd sends the listening socket itself to every worker; the kernel spreads the
-    /// connections (Node's `SCHED_NONE`).
-    Shared,
-}
-
-impl fmt::Display for NodeScheduling {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(match self {
-            NodeScheduling::RoundRobin => "round-robin",
-            NodeScheduling::Shared => "shared",
-        })
-    }
-}
+pub(crate) use crate::unit::NodeScheduling;
+pub(crate) use primary::{Primary, WorkerInfo};
+pub(crate) use worker_rights::WorkerRights;

@@ -16,17 +16,17 @@ use nix::errno::Errno;
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
 
 /// Node's `MAX_HANDLE_RETRANSMISSIONS`.
-pub const MAX_RETRANSMISSIONS: u32 = 3;
+pub(crate) const MAX_RETRANSMISSIONS: u32 = 3;
 
 /// One line to write, with the socket it carries (clusterd's own copy, closed once sent).
-pub struct Outgoing {
+pub(crate) struct Outgoing {
     pub line: Vec<u8>,
     pub fd: Option<OwnedFd>,
 }
 
 /// What a flush achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flushed {
+pub(crate) enum Flushed {
     /// Everything is written (or waits for a handle ack): no EPOLLOUT needed.
     Idle,
     /// The socket buffer is full: wait for EPOLLOUT.
@@ -36,7 +36,7 @@ pub enum Flushed {
 }
 
 #[derive(Default)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     queue: VecDeque<Outgoing>,
     /// Bytes of the front line already written.
     written: usize,
@@ -46,26 +46,28 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn push(&mut self, message: Outgoing) {
+    pub(crate) fn push(&mut self, message: Outgoing) {
         self.queue.push_back(message);
     }
 
     /// Lines still to write.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.queue.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
 
     /// True while a handle message waits for the worker's `NODE_HANDLE_ACK`.
-    pub fn awaiting_ack(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn awaiting_ack(&self) -> bool {
         self.awaiting_ack.is_some()
     }
 
     /// Writes as much as the channel takes.
-    pub fn flush(&mut self, channel: BorrowedFd) -> Flushed {
+    pub(crate) fn flush(&mut self, channel: BorrowedFd) -> Flushed {
         while self.awaiting_ack.is_none() {
             let Some(front) = self.queue.front() else {
                 return Flushed::Idle;
@@ -102,13 +104,13 @@ impl Outbox {
     }
 
     /// `NODE_HANDLE_ACK`: the socket arrived; later messages may go.
-    pub fn on_handle_ack(&mut self) {
+    pub(crate) fn on_handle_ack(&mut self) {
         self.awaiting_ack = None;
         self.retransmissions = 0;
     }
 
     /// `NODE_HANDLE_NACK`: the message arrived without its socket; send it again (a few times).
-    pub fn on_handle_nack(&mut self) {
+    pub(crate) fn on_handle_nack(&mut self) {
         if let Some(message) = self.awaiting_ack.take() {
             if self.retransmissions < MAX_RETRANSMISSIONS {
                 self.retransmissions += 1;

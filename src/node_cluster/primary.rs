@@ -30,21 +30,21 @@ use super::outbox::Outgoing;
 use super::registry::{Handle, UnitHandles};
 use super::worker_rights::WorkerRights;
 use super::NodeScheduling;
-use crate::event::WorkerMessage;
 use crate::log_limit::{LogLimit, Verdict};
 use crate::printable::printable;
-use crate::process_control::SpawnId;
+use crate::supervisor::event::WorkerMessage;
+use crate::supervisor::process_control::SpawnId;
 
 /// Listening sockets clusterd holds for one unit's workers at most: a Node app listens on a
 /// handful; a worker that asks for more is refused rather than exhaust clusterd's fds.
-pub const MAX_HANDLES_PER_UNIT: usize = 64;
+pub(crate) const MAX_HANDLES_PER_UNIT: usize = 64;
 
 /// Epoll tokens of round-robin listeners start here (worker channels use their SpawnId).
-pub const LISTENER_TOKEN_BASE: u64 = 1 << 62;
+pub(crate) const LISTENER_TOKEN_BASE: u64 = 1 << 62;
 
 /// What the I/O thread knows of a `node_cluster` instance.
 #[derive(Debug, Clone)]
-pub struct WorkerInfo {
+pub(crate) struct WorkerInfo {
     pub unit: String,
     pub scheduling: NodeScheduling,
     /// Its account: what it asks for is bound with these rights.
@@ -74,7 +74,7 @@ impl Worker {
 }
 
 #[derive(Default)]
-pub struct Primary {
+pub(crate) struct Primary {
     /// Each `node_cluster` unit's handles, by unit name.
     units: HashMap<String, UnitHandles>,
     workers: HashMap<SpawnId, Worker>,
@@ -88,22 +88,22 @@ pub struct Primary {
 }
 
 impl Primary {
-    pub fn is_worker(&self, id: SpawnId) -> bool {
+    pub(crate) fn is_worker(&self, id: SpawnId) -> bool {
         self.workers.contains_key(&id)
     }
 
     /// Lines to write, in order, per worker channel.
-    pub fn take_outgoing(&mut self) -> Vec<(SpawnId, Outgoing)> {
+    pub(crate) fn take_outgoing(&mut self) -> Vec<(SpawnId, Outgoing)> {
         std::mem::take(&mut self.outgoing)
     }
 
     /// Events for the supervisor.
-    pub fn take_events(&mut self) -> Vec<(SpawnId, WorkerMessage)> {
+    pub(crate) fn take_events(&mut self) -> Vec<(SpawnId, WorkerMessage)> {
         std::mem::take(&mut self.events)
     }
 
     /// A new instance of a `node_cluster` unit: its channel is watched from now on.
-    pub fn add_worker(&mut self, id: SpawnId, info: WorkerInfo, epoll: &Epoll) {
+    pub(crate) fn add_worker(&mut self, id: SpawnId, info: WorkerInfo, epoll: &Epoll) {
         let stale = self
             .units
             .get(&info.unit)
@@ -133,7 +133,7 @@ impl Primary {
 
     /// The worker's channel closed or its process exited. Connections handed to it that it
     /// never answered go to other workers; the unit's sockets stay open.
-    pub fn remove_worker(&mut self, id: SpawnId, epoll: &Epoll) {
+    pub(crate) fn remove_worker(&mut self, id: SpawnId, epoll: &Epoll) {
         let Some(worker) = self.workers.remove(&id) else {
             return;
         };
@@ -159,7 +159,7 @@ impl Primary {
 
     /// One internal message from worker `id` (the channel-level `NODE_HANDLE_ACK`/`NACK` are
     /// the outbox's business and do not come here).
-    pub fn on_message(&mut self, id: SpawnId, message: FromWorker, epoll: &Epoll) {
+    pub(crate) fn on_message(&mut self, id: SpawnId, message: FromWorker, epoll: &Epoll) {
         let Some(worker) = self.workers.get_mut(&id) else {
             return;
         };
@@ -204,7 +204,7 @@ impl Primary {
                 }
                 self.dispatch(&unit, &key);
             }
-            FromWorker::HandleFromWorker => {
+            FromWorker::HandleSent => {
                 // Not a cluster message, but the worker's channel stalls until it is acked.
                 self.send(id, &message::handle_ack(), None);
             }
@@ -259,7 +259,7 @@ impl Primary {
                     return;
                 }
             };
-            let mut handle = Handle::new(key.clone(), listener, scheduling);
+            let mut handle = Handle::new(listener, scheduling);
             if handle.round_robin {
                 let token = LISTENER_TOKEN_BASE + self.next_token;
                 let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLET;
@@ -361,7 +361,7 @@ impl Primary {
     }
 
     /// A round-robin listening socket is readable.
-    pub fn on_listener_ready(&mut self, token: u64) {
+    pub(crate) fn on_listener_ready(&mut self, token: u64) {
         if let Some((unit, key)) = self.listeners.get(&token).cloned() {
             self.dispatch(&unit, &key);
         }
@@ -463,7 +463,7 @@ impl Primary {
     /// The supervisor is about to stop worker `id` (it sends `kill_signal` itself): hand it
     /// no more connections. Hand-offs already in flight are answered by the worker; one it
     /// refuses goes to another worker.
-    pub fn withdraw(&mut self, id: SpawnId) {
+    pub(crate) fn withdraw(&mut self, id: SpawnId) {
         let Some(worker) = self.workers.get_mut(&id) else {
             return;
         };
@@ -481,7 +481,7 @@ impl Primary {
     /// disconnect — it closes its servers, lets the requests in progress finish and exits, as
     /// with Node's `worker.disconnect()`. The supervisor sends `kill_signal` if it is still
     /// there after half its `kill_timeout`.
-    pub fn disconnect(&mut self, id: SpawnId) {
+    pub(crate) fn disconnect(&mut self, id: SpawnId) {
         self.withdraw(id);
         let Some(worker) = self.workers.get_mut(&id) else {
             return;
@@ -495,7 +495,7 @@ impl Primary {
     /// The unit is stopped for good (stopped by hand, removed, or clusterd is exiting): close
     /// its sockets. The supervisor says so only once every worker of the unit is gone, and
     /// never between the stop and the start of a `restart`, which keeps them open.
-    pub fn release_unit(&mut self, unit: &str, epoll: &Epoll) {
+    pub(crate) fn release_unit(&mut self, unit: &str, epoll: &Epoll) {
         if self.units.contains_key(unit) && !self.workers.values().any(|w| w.info.unit == unit) {
             self.close_unit(unit, epoll);
         }

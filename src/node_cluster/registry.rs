@@ -16,8 +16,7 @@ use super::listener::{Listener, Transport};
 use super::round_robin::RoundRobin;
 use super::NodeScheduling;
 
-pub struct Handle {
-    pub key: String,
+pub(crate) struct Handle {
     pub listener: Listener,
     /// The first non-null `data` a worker sent for this key (TLS ticket keys), echoed to
     /// every worker: an HTTPS worker crashes on `data: null`.
@@ -32,11 +31,10 @@ pub struct Handle {
 }
 
 impl Handle {
-    pub fn new(key: String, listener: Listener, scheduling: NodeScheduling) -> Handle {
+    pub(crate) fn new(listener: Listener, scheduling: NodeScheduling) -> Handle {
         let round_robin =
             scheduling == NodeScheduling::RoundRobin && listener.transport != Transport::Udp;
         Handle {
-            key,
             listener,
             data: Value::Null,
             round_robin,
@@ -46,13 +44,13 @@ impl Handle {
     }
 }
 
-pub struct UnitHandles {
+pub(crate) struct UnitHandles {
     pub scheduling: NodeScheduling,
     pub handles: HashMap<String, Handle>,
 }
 
 impl UnitHandles {
-    pub fn new(scheduling: NodeScheduling) -> UnitHandles {
+    pub(crate) fn new(scheduling: NodeScheduling) -> UnitHandles {
         UnitHandles {
             scheduling,
             handles: HashMap::new(),

@@ -13,10 +13,10 @@
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 
-use crate::process_control::SpawnId;
+use crate::supervisor::process_control::SpawnId;
 
 #[derive(Default)]
-pub struct RoundRobin {
+pub(crate) struct RoundRobin {
     /// Workers that listen on the handle (Node's `all`).
     members: Vec<SpawnId>,
     /// Free workers, longest-waiting first (Node's `free`).
@@ -26,45 +26,42 @@ pub struct RoundRobin {
 }
 
 impl RoundRobin {
-    pub fn is_member(&self, id: SpawnId) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_member(&self, id: SpawnId) -> bool {
         self.members.contains(&id)
     }
 
-    pub fn has_members(&self) -> bool {
+    pub(crate) fn has_members(&self) -> bool {
         !self.members.is_empty()
     }
 
-    pub fn members(&self) -> &[SpawnId] {
-        &self.members
-    }
-
-    pub fn add_member(&mut self, id: SpawnId) {
+    pub(crate) fn add_member(&mut self, id: SpawnId) {
         if !self.members.contains(&id) {
             self.members.push(id);
         }
     }
 
     /// The worker no longer listens on the handle (closed it, is leaving, or died).
-    pub fn remove_member(&mut self, id: SpawnId) {
+    pub(crate) fn remove_member(&mut self, id: SpawnId) {
         self.members.retain(|&m| m != id);
         self.free.retain(|&m| m != id);
     }
 
     /// The worker can take a connection (just joined, or answered its hand-off).
-    pub fn set_free(&mut self, id: SpawnId) {
+    pub(crate) fn set_free(&mut self, id: SpawnId) {
         if self.members.contains(&id) && !self.free.contains(&id) {
             self.free.push_back(id);
         }
     }
 
     /// A connection to hand out again, before any new one.
-    pub fn requeue(&mut self, connection: OwnedFd) {
+    pub(crate) fn requeue(&mut self, connection: OwnedFd) {
         self.pending.push_front(connection);
     }
 
     /// The next hand-off: the longest-free worker and a connection (a requeued one, else one
     /// from `accept`). `None` when no worker is free or nothing is waiting.
-    pub fn next(
+    pub(crate) fn next(
         &mut self,
         accept: &mut dyn FnMut() -> Option<OwnedFd>,
     ) -> Option<(SpawnId, OwnedFd)> {
@@ -78,7 +75,8 @@ impl RoundRobin {
     }
 
     /// Connections waiting for a worker.
-    pub fn pending_count(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn pending_count(&self) -> usize {
         self.pending.len()
     }
 }

@@ -13,7 +13,7 @@ use nix::unistd::{Gid, Uid};
 
 /// The account a worker runs as; `uid: None` is clusterd's own.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WorkerRights {
+pub(crate) struct WorkerRights {
     pub uid: Option<Uid>,
     pub gid: Option<Gid>,
     pub groups: Vec<Gid>,
@@ -23,7 +23,7 @@ impl WorkerRights {
     /// True if the worker may bind `port` (TCP or UDP): unprivileged ports always; the ones
     /// below `net.ipv4.ip_unprivileged_port_start` only for a worker that runs as root, or as
     /// clusterd itself (whose own rights the kernel checks).
-    pub fn may_bind_port(&self, port: u16) -> bool {
+    pub(crate) fn may_bind_port(&self, port: u16) -> bool {
         match self.uid {
             None => true,
             Some(uid) if uid.is_root() => true,
@@ -34,7 +34,7 @@ impl WorkerRights {
     /// Runs `work` with the worker's file-system identity on this thread, and switches back.
     /// Without a `uid`, or when clusterd is not root (then workers run as clusterd's user),
     /// `work` runs as it is.
-    pub fn as_worker<T>(&self, work: impl FnOnce() -> T) -> Result<T, Errno> {
+    pub(crate) fn as_worker<T>(&self, work: impl FnOnce() -> T) -> Result<T, Errno> {
         let Some(uid) = self.uid else {
             return Ok(work());
         };

@@ -9,8 +9,8 @@ use log::{error, info};
 
 use super::unit_runtime::{AfterStop, UnitRuntime};
 use super::Supervisor;
-use crate::process_control::ProcessControl;
 use crate::protocol::Response;
+use crate::supervisor::process_control::ProcessControl;
 use crate::unit::{load_units_dir, LoadedFile, Unit};
 
 impl<P: ProcessControl> Supervisor<P> {
@@ -30,7 +30,7 @@ impl<P: ProcessControl> Supervisor<P> {
     }
 
     /// Applies freshly loaded unit files to the running state.
-    pub fn apply_units(&mut self, files: Vec<LoadedFile>, now: Instant) -> Response {
+    pub(crate) fn apply_units(&mut self, files: Vec<LoadedFile>, now: Instant) -> Response {
         let mut added = Vec::new();
         let mut changed = Vec::new();
         let mut reloaded = Vec::new();

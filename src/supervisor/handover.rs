@@ -11,8 +11,8 @@ use log::{info, warn};
 use super::timers::Timer;
 use super::unit_runtime::{Handover, Rollout};
 use super::Supervisor;
-use crate::process_control::{ProcessControl, SpawnId};
 use crate::protocol::Response;
+use crate::supervisor::process_control::{ProcessControl, SpawnId};
 use crate::unit::RestartPolicy;
 
 impl<P: ProcessControl> Supervisor<P> {

@@ -11,11 +11,11 @@ use super::process::Process;
 use super::timers::Timer;
 use super::unit_runtime::{AfterStop, Handover, WaitCondition};
 use super::Supervisor;
-use crate::listen_sockets::UnitSockets;
-use crate::process_control::{
+use crate::daemon::os::listen_sockets::UnitSockets;
+use crate::protocol::Response;
+use crate::supervisor::process_control::{
     ExitStatus, GracefulStop, HookRequest, ProcessControl, SpawnError, SpawnId, SpawnRequest,
 };
-use crate::protocol::Response;
 use crate::unit::{ReadyMode, RestartPolicy};
 
 /// The first retry of a start that failed for lack of resources, and the longest delay the

@@ -8,10 +8,13 @@
 //! `daemon_reload` (applying a re-read units directory) and `status`.
 
 mod daemon_reload;
+pub(crate) mod event;
 mod handover;
 mod lifecycle;
 mod process;
+pub(crate) mod process_control;
 mod requests;
+pub(crate) mod restart_limiter;
 mod status;
 mod timers;
 mod unit_runtime;
@@ -26,16 +29,16 @@ use log::{debug, info, warn};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use crate::event::{Event, NotifyMessage, WorkerMessage};
 use crate::log_limit::{LogLimit, Verdict};
-use crate::process_control::{ExitStatus, ProcessControl, SpawnId};
+use crate::supervisor::event::{Event, NotifyMessage, WorkerMessage};
+use crate::supervisor::process_control::{ExitStatus, ProcessControl, SpawnId};
 use crate::unit::{LoadedFile, UnitError};
 
-pub use process::Process;
+pub(crate) use process::Process;
 use timers::{Timer, Timers};
 use unit_runtime::UnitRuntime;
 
-pub struct Supervisor<P: ProcessControl> {
+pub(crate) struct Supervisor<P: ProcessControl> {
     os: P,
     /// Units whose file parsed, by name (sorted, so status is stable).
     units: BTreeMap<String, UnitRuntime>,
@@ -60,7 +63,7 @@ pub struct Supervisor<P: ProcessControl> {
 }
 
 impl<P: ProcessControl> Supervisor<P> {
-    pub fn new(os: P, units_dir: Option<std::path::PathBuf>) -> Self {
+    pub(crate) fn new(os: P, units_dir: Option<std::path::PathBuf>) -> Self {
         Supervisor {
             os,
             units: BTreeMap::new(),
@@ -78,7 +81,7 @@ impl<P: ProcessControl> Supervisor<P> {
     }
 
     /// Loads the initial units and starts every valid one.
-    pub fn start_all(&mut self, files: Vec<LoadedFile>, now: Instant) {
+    pub(crate) fn start_all(&mut self, files: Vec<LoadedFile>, now: Instant) {
         for file in files {
             match file.result {
                 Ok(unit) => {
@@ -94,7 +97,7 @@ impl<P: ProcessControl> Supervisor<P> {
         }
     }
 
-    pub fn handle(&mut self, event: Event, now: Instant) {
+    pub(crate) fn handle(&mut self, event: Event, now: Instant) {
         match event {
             Event::Signal(signal) => self.on_signal(signal, now),
             Event::Control { request, reply } => self.on_request(request, reply, now),
@@ -111,12 +114,12 @@ impl<P: ProcessControl> Supervisor<P> {
     }
 
     /// The nearest deadline; the loop sleeps until then unless an event comes first.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.timers.next_deadline()
     }
 
     /// Acts on every deadline that has passed.
-    pub fn fire_due_timers(&mut self, now: Instant) {
+    pub(crate) fn fire_due_timers(&mut self, now: Instant) {
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
                 Timer::Kill(id) => self.kill_after_timeout(id),
@@ -140,23 +143,23 @@ impl<P: ProcessControl> Supervisor<P> {
     }
 
     /// True once a shutdown has stopped every child clusterd started.
-    pub fn finished(&self) -> bool {
+    pub(crate) fn finished(&self) -> bool {
         self.shutting_down
             && self.processes.is_empty()
             && self.lingering.is_empty()
             && self.hooks.is_empty()
     }
 
-    pub fn is_shutting_down(&self) -> bool {
+    pub(crate) fn is_shutting_down(&self) -> bool {
         self.shutting_down
     }
 
     /// How many instance processes are alive (for the service manager's STATUS=).
-    pub fn process_count(&self) -> usize {
+    pub(crate) fn process_count(&self) -> usize {
         self.processes.len()
     }
 
-    pub fn unit_count(&self) -> usize {
+    pub(crate) fn unit_count(&self) -> usize {
         self.units.len()
     }
 

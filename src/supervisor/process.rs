@@ -4,10 +4,10 @@ use std::time::Instant;
 
 use nix::unistd::Pid;
 
-use crate::process_control::SpawnId;
+use crate::supervisor::process_control::SpawnId;
 
 #[derive(Debug, Clone)]
-pub struct Process {
+pub(crate) struct Process {
     pub id: SpawnId,
     pub unit: String,
     /// The instance index (slot) it was started for; stable across restarts.
@@ -27,7 +27,7 @@ pub struct Process {
 
 impl Process {
     /// `web[2] (pid 1234)`, for log lines.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         format!("{}[{}] (pid {})", self.unit, self.index, self.pid)
     }
 }

@@ -9,12 +9,9 @@ use log::info;
 
 use super::unit_runtime::{AfterStop, WaitCondition, Waiter};
 use super::Supervisor;
-use crate::process_control::{ProcessControl, SpawnId};
 use crate::protocol::{Request, Response, ScaleCount};
-use crate::unit::Unit;
-
-/// `scale` refuses counts above this: every instance is a process.
-const MAX_SCALE: u32 = 4096;
+use crate::supervisor::process_control::{ProcessControl, SpawnId};
+use crate::unit::{Unit, MAX_INSTANCES};
 
 impl<P: ProcessControl> Supervisor<P> {
     pub(super) fn on_request(&mut self, request: Request, reply: Sender<Response>, now: Instant) {
@@ -177,9 +174,9 @@ impl<P: ProcessControl> Supervisor<P> {
         };
         let old = rt.wanted;
         let new = count.apply(old);
-        if new > MAX_SCALE {
+        if new > MAX_INSTANCES {
             let _ = reply.send(Response::failed(format!(
-                "{name}: {new} instances is more than the limit of {MAX_SCALE}"
+                "{name}: {new} instances is more than the limit of {MAX_INSTANCES}"
             )));
             return;
         }

@@ -4,12 +4,12 @@ use std::time::Instant;
 
 use super::unit_runtime::UnitRuntime;
 use super::{Process, Supervisor};
-use crate::process_control::ProcessControl;
 use crate::protocol::{InstanceStatus, StatusReport, UnitStatus};
+use crate::supervisor::process_control::ProcessControl;
 
 impl<P: ProcessControl> Supervisor<P> {
     /// The status of one unit, or of all units (valid and invalid) sorted by name.
-    pub fn status(&self, only: Option<&str>, now: Instant) -> StatusReport {
+    pub(crate) fn status(&self, only: Option<&str>, now: Instant) -> StatusReport {
         let mut units: Vec<UnitStatus> = self
             .units
             .iter()

@@ -9,11 +9,11 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::Supervisor;
-use crate::event::{Credit, Event, NotifyMessage, WorkerMessage};
-use crate::process_control::{
+use crate::protocol::{Request, Response, ScaleCount, UnitStatus};
+use crate::supervisor::event::{Credit, Event, NotifyMessage, WorkerMessage};
+use crate::supervisor::process_control::{
     ExitStatus, HookRequest, ProcessControl, RawWaitStatus, SpawnError, SpawnId, SpawnRequest,
 };
-use crate::protocol::{Request, Response, ScaleCount, UnitStatus};
 use crate::unit::{LoadedFile, Unit};
 
 const SECOND: Duration = Duration::from_secs(1);

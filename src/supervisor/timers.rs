@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
 
-use crate::process_control::SpawnId;
+use crate::supervisor::process_control::SpawnId;
 use crate::unit::MAX_DURATION;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Timer {
+pub(super) enum Timer {
     /// SIGKILL this process's group if it is still alive.
     Kill(SpawnId),
     /// Send `kill_signal` to a Node worker still running after a disconnect request.
@@ -30,7 +30,7 @@ pub enum Timer {
 }
 
 #[derive(Debug, Default)]
-pub struct Timers {
+pub(super) struct Timers {
     /// (deadline, insertion number, timer); the number keeps equal deadlines in order.
     queue: BTreeSet<(Instant, u64, Timer)>,
     /// Where each armed timer sits in `queue`: a timer is armed at most once.
@@ -41,7 +41,7 @@ pub struct Timers {
 impl Timers {
     /// Arms `timer` at `at`. If it is already armed, the earlier deadline stands: a stop
     /// after a suicide must not postpone the SIGKILL the suicide already scheduled.
-    pub fn add(&mut self, at: Instant, timer: Timer) {
+    pub(super) fn add(&mut self, at: Instant, timer: Timer) {
         if self
             .armed
             .get(&timer)
@@ -58,7 +58,7 @@ impl Timers {
     /// Arms `timer` `delay` after `now`. A delay too long for the clock fires at the latest
     /// instant it can represent rather than overflow (unit files bound delays already; this
     /// keeps a deadline computation from ever panicking).
-    pub fn add_after(&mut self, now: Instant, delay: Duration, timer: Timer) {
+    pub(super) fn add_after(&mut self, now: Instant, delay: Duration, timer: Timer) {
         let at = now
             .checked_add(delay)
             .or_else(|| now.checked_add(MAX_DURATION))
@@ -66,22 +66,22 @@ impl Timers {
         self.add(at, timer);
     }
 
-    pub fn cancel(&mut self, timer: Timer) {
+    pub(super) fn cancel(&mut self, timer: Timer) {
         if let Some((at, n)) = self.armed.remove(&timer) {
             self.queue.remove(&(at, n, timer));
         }
     }
 
-    pub fn is_armed(&self, timer: &Timer) -> bool {
+    pub(super) fn is_armed(&self, timer: &Timer) -> bool {
         self.armed.contains_key(timer)
     }
 
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
         self.queue.first().map(|(at, _, _)| *at)
     }
 
     /// Removes and returns the earliest timer due at `now`.
-    pub fn pop_due(&mut self, now: Instant) -> Option<Timer> {
+    pub(super) fn pop_due(&mut self, now: Instant) -> Option<Timer> {
         let &(at, _, _) = self.queue.first()?;
         if at > now {
             return None;

@@ -3,13 +3,13 @@
 
 use crossbeam_channel::Sender;
 
-use crate::listen_sockets::UnitSockets;
-use crate::process_control::SpawnId;
+use crate::daemon::os::listen_sockets::UnitSockets;
 use crate::protocol::Response;
-use crate::restart_limiter::RestartLimiter;
+use crate::supervisor::process_control::SpawnId;
+use crate::supervisor::restart_limiter::RestartLimiter;
 use crate::unit::Unit;
 
-pub struct UnitRuntime {
+pub(super) struct UnitRuntime {
     /// The configuration in force.
     pub unit: Unit,
     /// False once stopped by hand (or being removed): nothing is restarted.
@@ -39,7 +39,7 @@ pub struct UnitRuntime {
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct Slot {
+pub(super) struct Slot {
     /// The process serving this index, if any.
     pub current: Option<SpawnId>,
     /// The process `current` is replacing: it keeps serving until `current` is ready.
@@ -52,7 +52,7 @@ pub struct Slot {
 
 /// What happens to a slot's standby process once the new one is ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Handover {
+pub(super) enum Handover {
     /// Reload: stop it gracefully; if the new one fails, it becomes current again.
     Reload,
     /// Suicide: it is leaving anyway; give it `kill_timeout`, then SIGKILL.
@@ -60,7 +60,7 @@ pub enum Handover {
 }
 
 #[derive(Debug)]
-pub enum AfterStop {
+pub(super) enum AfterStop {
     Nothing,
     /// Start again, with a new configuration if one is given (restart, daemon-reload).
     Start(Option<Box<Unit>>),
@@ -68,7 +68,7 @@ pub enum AfterStop {
     Remove,
 }
 
-pub struct Waiter {
+pub(super) struct Waiter {
     pub reply: Sender<Response>,
     pub until: WaitCondition,
     /// The success message.
@@ -76,14 +76,14 @@ pub struct Waiter {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WaitCondition {
+pub(super) enum WaitCondition {
     /// No process of the unit is left.
     AllGone,
     /// Every wanted index has a ready process and nothing is left above `wanted`.
     AllReady,
 }
 
-pub struct Rollout {
+pub(super) struct Rollout {
     /// The next index to replace.
     pub next_index: u32,
     pub waiters: Vec<Sender<Response>>,
@@ -93,7 +93,7 @@ pub struct Rollout {
 }
 
 impl UnitRuntime {
-    pub fn new(unit: Unit) -> Self {
+    pub(super) fn new(unit: Unit) -> Self {
         UnitRuntime {
             limiter: RestartLimiter::new(unit.restart_limit.burst, unit.restart_limit.interval),
             wanted: unit.instances,
@@ -111,7 +111,7 @@ impl UnitRuntime {
         }
     }
 
-    pub fn slot_mut(&mut self, index: u32) -> &mut Slot {
+    pub(super) fn slot_mut(&mut self, index: u32) -> &mut Slot {
         let index = index as usize;
         if self.slots.len() <= index {
             self.slots.resize_with(index + 1, Slot::default);
@@ -120,7 +120,7 @@ impl UnitRuntime {
     }
 
     /// The wanted indexes with no process.
-    pub fn missing_indexes(&self) -> Vec<u32> {
+    pub(super) fn missing_indexes(&self) -> Vec<u32> {
         (0..self.wanted)
             .filter(|&i| {
                 self.slots
@@ -132,7 +132,7 @@ impl UnitRuntime {
 
     /// Replaces the configuration; the restart budget follows the new limit. A count set by
     /// `clusterctl scale` holds unless the new file changes `instances`.
-    pub fn set_unit(&mut self, unit: Unit) {
+    pub(super) fn set_unit(&mut self, unit: Unit) {
         if unit.restart_limit != self.unit.restart_limit {
             self.limiter =
                 RestartLimiter::new(unit.restart_limit.burst, unit.restart_limit.interval);

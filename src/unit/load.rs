@@ -51,7 +51,7 @@ pub fn load_unit_file(path: &Path) -> LoadedFile {
 }
 
 /// A unit file is a few hundred bytes; anything near this is not one.
-pub const MAX_UNIT_FILE_BYTES: u64 = 1024 * 1024;
+const MAX_UNIT_FILE_BYTES: u64 = 1024 * 1024;
 
 /// The bytes of a unit file, which must be a regular file (a symlink to one is fine) of at
 /// most [`MAX_UNIT_FILE_BYTES`]. Opened with O_NONBLOCK, so a FIFO named `x.toml` cannot hold

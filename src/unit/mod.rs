@@ -12,8 +12,9 @@ mod values;
 pub use every_error::{every_error, KEYS};
 pub use load::{load_unit_file, load_units_dir, read_unit_text, LoadedFile};
 pub use unit::{
-    cpu_count, is_valid_unit_name, Balance, Credentials, ListenAddress, NodeClusterStop, ReadyMode,
-    RestartLimit, RestartPolicy, Unit, DEFAULT_KILL_TIMEOUT,
+    cpu_count, is_valid_unit_name, resolve_group, Balance, Credentials, ListenAddress,
+    NodeClusterStop, NodeScheduling, ReadyMode, RestartLimit, RestartPolicy, Unit,
+    DEFAULT_KILL_TIMEOUT, MAX_INSTANCES,
 };
 pub use unit_error::UnitError;
 pub use unit_file::UnitFile;

@@ -16,10 +16,10 @@ pub use super::values::{
 };
 
 /// Default `restart_limit`: at most 10 automatic restarts in any 60 s.
-pub const DEFAULT_RESTART_BURST: u32 = 10;
-pub const DEFAULT_RESTART_INTERVAL: Duration = Duration::from_secs(60);
+const DEFAULT_RESTART_BURST: u32 = 10;
+const DEFAULT_RESTART_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_KILL_TIMEOUT: Duration = Duration::from_secs(5);
-pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// A guard against typing `instances = 10000`: every instance is a process.
 pub const MAX_INSTANCES: u32 = 4096;
 
@@ -271,23 +271,24 @@ fn resolve_credentials(
         credentials.home = Some(entry.dir);
     }
     if let Some(group) = group {
-        let name = group.get_ref();
-        let found = match name.parse::<u32>() {
-            Ok(gid) => Group::from_gid(Gid::from_raw(gid)),
-            Err(_) => Group::from_name(name),
-        };
-        match found {
-            Ok(Some(entry)) => credentials.gid = Some(entry.gid),
-            Ok(None) => return Err(at(group.span().start, format!("unknown group {name:?}"))),
-            Err(e) => {
-                return Err(at(
-                    group.span().start,
-                    format!("cannot look up group {name:?}: {e}"),
-                ))
-            }
-        }
+        let gid = resolve_group(group.get_ref()).map_err(|e| at(group.span().start, e))?;
+        credentials.gid = Some(gid);
     }
     Ok(credentials)
+}
+
+/// A group given by name or number, as `group =` in a unit and `clusterd --socket-group`
+/// take it.
+pub fn resolve_group(name: &str) -> Result<Gid, String> {
+    let found = match name.parse::<u32>() {
+        Ok(gid) => Group::from_gid(Gid::from_raw(gid)),
+        Err(_) => Group::from_name(name),
+    };
+    match found {
+        Ok(Some(entry)) => Ok(entry.gid),
+        Ok(None) => Err(format!("unknown group {name:?}")),
+        Err(e) => Err(format!("cannot look up group {name:?}: {e}")),
+    }
 }
 
 fn absolute(path: &Path) -> PathBuf {

@@ -12,8 +12,6 @@ use nix::sys::signal::Signal;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
-pub use crate::node_cluster::NodeScheduling;
-
 /// A program and its arguments. In the file it is either one string, split the way a shell
 /// would split it (quotes and backslashes, but no `$VAR` expansion), or an array of strings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,6 +159,28 @@ pub enum ReadyMode {
     Started,
     /// When it says so: `{"act":"ready"}` on the worker channel or `READY=1` to NOTIFY_SOCKET.
     Notify,
+}
+
+/// How a `node_cluster` unit's connections reach its Node workers (Node's
+/// `cluster.schedulingPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NodeScheduling {
+    /// clusterd accepts each connection and hands it to the worker that has waited longest
+    /// (Node's `SCHED_RR`, its default on Linux).
+    #[default]
+    RoundRobin,
+    /// clusterd sends the listening socket itself to every worker; the kernel spreads the
+    /// connections (Node's `SCHED_NONE`).
+    Shared,
+}
+
+impl fmt::Display for NodeScheduling {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            NodeScheduling::RoundRobin => "round-robin",
+            NodeScheduling::Shared => "shared",
+        })
+    }
 }
 
 /// `node_cluster = true | false | "round-robin" | "shared"`: `true` is `"round-robin"`,

@@ -12,14 +12,14 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
-pub const CLUSTERD: &str = env!("CARGO_BIN_EXE_clusterd");
-pub const CLUSTERCTL: &str = env!("CARGO_BIN_EXE_clusterctl");
+pub(crate) const CLUSTERD: &str = env!("CARGO_BIN_EXE_clusterd");
+pub(crate) const CLUSTERCTL: &str = env!("CARGO_BIN_EXE_clusterctl");
 
 /// Generous: tests check behaviour, not speed (that is what benches/ is for).
-pub const PATIENCE: Duration = Duration::from_secs(20);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
 
 /// Polls `check` every 10 ms until it returns true; panics with `what` after `timeout`.
-pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !check() {
         if Instant::now() > deadline {
@@ -30,7 +30,7 @@ pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) 
 }
 
 /// True while `pid` exists and is not a zombie.
-pub fn alive(pid: u32) -> bool {
+pub(crate) fn alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => stat
             .rsplit_once(") ")
@@ -40,14 +40,14 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
-pub fn send_signal(pid: u32, signal: i32) {
+pub(crate) fn send_signal(pid: u32, signal: i32) {
     // SAFETY: kill has no memory-safety preconditions.
     unsafe {
         libc::kill(pid as i32, signal);
     }
 }
 
-pub struct Daemon {
+pub(crate) struct Daemon {
     pub dir: TempDir,
     pub socket: PathBuf,
     child: Option<Child>,
@@ -60,12 +60,12 @@ pub struct Daemon {
 impl Daemon {
     /// Writes `units` (file stem, TOML text) into a fresh units directory and starts clusterd
     /// on it; returns once the control socket answers.
-    pub fn start(units: &[(&str, &str)]) -> Daemon {
+    pub(crate) fn start(units: &[(&str, &str)]) -> Daemon {
         Self::start_with_fd_limit(units, None)
     }
 
     /// [`Daemon::start`] with more flags for clusterd.
-    pub fn start_with_args(units: &[(&str, &str)], args: &[&str]) -> Daemon {
+    pub(crate) fn start_with_args(units: &[(&str, &str)], args: &[&str]) -> Daemon {
         let mut daemon = Self::prepare(units, None);
         daemon.extra_args = args.iter().map(|a| a.to_string()).collect();
         daemon.launch();
@@ -73,7 +73,7 @@ impl Daemon {
     }
 
     /// [`Daemon::start`] with clusterd's file-descriptor limit (soft and hard) set to `limit`.
-    pub fn start_with_fd_limit(units: &[(&str, &str)], limit: Option<u64>) -> Daemon {
+    pub(crate) fn start_with_fd_limit(units: &[(&str, &str)], limit: Option<u64>) -> Daemon {
         let mut daemon = Self::prepare(units, limit);
         daemon.launch();
         daemon
@@ -98,7 +98,7 @@ impl Daemon {
         }
     }
 
-    pub fn launch(&mut self) {
+    pub(crate) fn launch(&mut self) {
         let log = fs::File::create(self.log_path()).expect("log file");
         let mut command = Command::new(CLUSTERD);
         if let Some(limit) = self.fd_limit {
@@ -144,39 +144,39 @@ impl Daemon {
         });
     }
 
-    pub fn units_dir(&self) -> PathBuf {
+    pub(crate) fn units_dir(&self) -> PathBuf {
         self.dir.path().join("units")
     }
 
-    pub fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    pub fn log_path(&self) -> PathBuf {
+    pub(crate) fn log_path(&self) -> PathBuf {
         self.dir.path().join("clusterd.log")
     }
 
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child
             .as_ref()
             .map(Child::id)
             .expect("clusterd running")
     }
 
-    pub fn write_unit(&self, name: &str, text: &str) {
+    pub(crate) fn write_unit(&self, name: &str, text: &str) {
         fs::write(self.units_dir().join(format!("{name}.toml")), text).expect("write unit");
     }
 
-    pub fn remove_unit(&self, name: &str) {
+    pub(crate) fn remove_unit(&self, name: &str) {
         fs::remove_file(self.units_dir().join(format!("{name}.toml"))).expect("remove unit");
     }
 
     /// Runs `clusterctl --socket <ours> <args>`.
-    pub fn ctl(&self, args: &[&str]) -> Output {
+    pub(crate) fn ctl(&self, args: &[&str]) -> Output {
         Command::new(CLUSTERCTL)
             .arg("--socket")
             .arg(&self.socket)
@@ -186,7 +186,7 @@ impl Daemon {
     }
 
     /// `clusterctl status --json`, parsed.
-    pub fn status(&self) -> Value {
+    pub(crate) fn status(&self) -> Value {
         let out = self.ctl(&["status", "--json"]);
         assert!(
             out.status.success(),
@@ -197,7 +197,7 @@ impl Daemon {
     }
 
     /// One unit's entry of the status JSON (Null if absent).
-    pub fn unit(&self, name: &str) -> Value {
+    pub(crate) fn unit(&self, name: &str) -> Value {
         self.status()["units"]
             .as_array()
             .and_then(|units| units.iter().find(|u| u["name"] == name).cloned())
@@ -205,7 +205,7 @@ impl Daemon {
     }
 
     /// Pids of the unit's current (not draining) instances, by index.
-    pub fn pids(&self, name: &str) -> Vec<u32> {
+    pub(crate) fn pids(&self, name: &str) -> Vec<u32> {
         let unit = self.unit(name);
         unit["instances"]
             .as_array()
@@ -219,7 +219,7 @@ impl Daemon {
     }
 
     /// Waits until the unit has `count` running instances and returns their pids.
-    pub fn wait_running(&self, name: &str, count: usize) -> Vec<u32> {
+    pub(crate) fn wait_running(&self, name: &str, count: usize) -> Vec<u32> {
         let mut pids = Vec::new();
         wait_for(
             &format!("{name} to run {count} instance(s)"),
@@ -245,13 +245,13 @@ impl Daemon {
     }
 
     /// Sends SIGTERM and waits for clusterd to exit; returns its exit status.
-    pub fn terminate(&mut self) -> ExitStatus {
+    pub(crate) fn terminate(&mut self) -> ExitStatus {
         send_signal(self.pid(), libc::SIGTERM);
         self.wait_exit(PATIENCE)
     }
 
     /// Waits for clusterd to exit on its own (after a signal the test sent).
-    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("clusterd running");
         let deadline = Instant::now() + timeout;
         loop {
@@ -290,7 +290,7 @@ impl Drop for Daemon {
 /// says "skipped" and returns, on a developer's machine; in CI, which installs everything and
 /// sets `CLUSTERD_TEST_REQUIRE_ALL=1`, a missing prerequisite fails the test instead, so that
 /// nothing is skipped silently there.
-pub fn available(what: &str, present: bool) -> bool {
+pub(crate) fn available(what: &str, present: bool) -> bool {
     if present {
         return true;
     }
@@ -302,7 +302,7 @@ pub fn available(what: &str, present: bool) -> bool {
 }
 
 /// True if `program --version`-like `args` runs.
-pub fn runs(program: &str, args: &[&str]) -> bool {
+pub(crate) fn runs(program: &str, args: &[&str]) -> bool {
     Command::new(program)
         .args(args)
         .stdout(Stdio::null())
@@ -312,13 +312,13 @@ pub fn runs(program: &str, args: &[&str]) -> bool {
 }
 
 /// Root, needed by tests that run something as another user.
-pub fn have_root() -> bool {
+pub(crate) fn have_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     available("root", unsafe { libc::geteuid() } == 0)
 }
 
 /// A TCP port on loopback that nothing listens on right now.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -328,12 +328,20 @@ pub fn free_port() -> u16 {
 /// A copy of `binary` (such as [`CLUSTERCTL`]) inside `dir`, and `dir` opened to everyone
 /// (0755), for tests that run it as another user: the checkout (and so `target/`) may be in
 /// a directory only root can enter, as `/root` is and as CI may use.
-pub fn copy_for_everyone(binary: &str, dir: &Path) -> PathBuf {
+pub(crate) fn copy_for_everyone(binary: &str, dir: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let name = Path::new(binary).file_name().expect("binary name");
     let copy = dir.join(name);
     if !copy.exists() {
-        fs::copy(binary, &copy).expect("copy the binary");
+        // Copied by `cp`, not fs::copy: a file this process has open for writing is inherited
+        // for a moment by every child another test thread forks, and executing it meanwhile
+        // fails with ETXTBSY. The write end must never exist in this process.
+        let copied = Command::new("cp")
+            .arg(binary)
+            .arg(&copy)
+            .status()
+            .expect("run cp");
+        assert!(copied.success(), "cp {binary} failed");
     }
     fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).expect("chmod binary");
     fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).expect("chmod dir");
@@ -341,7 +349,7 @@ pub fn copy_for_everyone(binary: &str, dir: &Path) -> PathBuf {
 }
 
 /// A path usable inside a TOML basic string.
-pub fn toml_path(path: &Path) -> String {
+pub(crate) fn toml_path(path: &Path) -> String {
     path.display()
         .to_string()
         .replace('\\', "\\\\")

@@ -8,10 +8,10 @@ use crossbeam_channel::Sender;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::event::Event;
+use crate::supervisor::event::Event;
 
 /// Installs the handlers (at once, so no SIGCHLD is missed) and starts forwarding.
-pub fn forward_signals(events: Sender<Event>) -> std::io::Result<()> {
+pub(crate) fn forward_signals(events: Sender<Event>) -> std::io::Result<()> {
     let mut signals = Signals::new([SIGCHLD, SIGTERM, SIGINT, SIGHUP])?;
     thread::Builder::new()
         .name("signals".into())

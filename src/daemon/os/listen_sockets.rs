@@ -21,7 +21,7 @@ use crate::unit::{Balance, ListenAddress, Unit};
 const LISTEN_BACKLOG: i32 = 4096;
 
 #[derive(Default)]
-pub struct UnitSockets {
+pub(crate) struct UnitSockets {
     /// `balance = "shared"`: one socket per address, given to every instance.
     shared: Vec<OwnedFd>,
     /// `balance = "reuseport"`: per instance index, one socket per address.
@@ -33,7 +33,7 @@ pub struct UnitSockets {
 impl UnitSockets {
     /// Binds the unit's shared sockets (nothing for `reuseport`, whose sockets are bound per
     /// index by [`UnitSockets::fds_for`]).
-    pub fn open(unit: &Unit) -> Result<UnitSockets, String> {
+    pub(crate) fn open(unit: &Unit) -> Result<UnitSockets, String> {
         let mut sockets = UnitSockets::default();
         if unit.balance == Balance::Shared {
             for address in &unit.listen {
@@ -45,12 +45,12 @@ impl UnitSockets {
         Ok(sockets)
     }
 
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         !self.shared.is_empty() || !self.per_index.is_empty()
     }
 
     /// The fds instance `index` receives, binding its reuseport sockets on first use.
-    pub fn fds_for(&mut self, unit: &Unit, index: u32) -> Result<Vec<RawFd>, String> {
+    pub(crate) fn fds_for(&mut self, unit: &Unit, index: u32) -> Result<Vec<RawFd>, String> {
         if unit.listen.is_empty() {
             return Ok(Vec::new());
         }
@@ -77,7 +77,7 @@ impl UnitSockets {
     }
 
     /// `LISTEN_FDNAMES`: the address of each fd, so a program can tell them apart.
-    pub fn names(unit: &Unit) -> Vec<String> {
+    pub(crate) fn names(unit: &Unit) -> Vec<String> {
         unit.listen
             .iter()
             .map(|address| match address {
@@ -96,12 +96,12 @@ impl UnitSockets {
 
     /// Closes the reuseport sockets of indexes at and above `wanted` (scale-down). Their queued
     /// connections are reset unless `net.ipv4.tcp_migrate_req = 1`.
-    pub fn close_from_index(&mut self, wanted: u32) {
+    pub(crate) fn close_from_index(&mut self, wanted: u32) {
         self.per_index.retain(|&index, _| index < wanted);
     }
 
     /// Closes every socket and removes the unix socket files.
-    pub fn close_all(&mut self) {
+    pub(crate) fn close_all(&mut self) {
         self.shared.clear();
         self.per_index.clear();
         for path in self.unix_paths.drain(..) {
@@ -148,7 +148,7 @@ fn bind_listener(
             fd
         }
         ListenAddress::Unix(path) => {
-            crate::unix_socket_file::clear_stale(path)?;
+            crate::daemon::os::unix_socket_file::clear_stale(path)?;
             let fd = socket(
                 AddressFamily::Unix,
                 SockType::Stream,

@@ -1,5 +1,16 @@
 //! Running clusterd: wires the threads (signals, control socket, worker I/O) to the supervisor
 //! loop, which runs on the main thread until a shutdown has stopped every instance.
+//!
+//! - [`signals`]: the signal thread; [`control_server`]: the control socket's threads;
+//!   [`worker_io`]: the I/O thread (worker channels, NOTIFY_SOCKET, the Node cluster primary);
+//!   [`service_notify`]: sd_notify to clusterd's own service manager;
+//! - [`os`]: the real operating system behind the supervisor's `ProcessControl`.
+
+pub(crate) mod control_server;
+pub(crate) mod os;
+pub(crate) mod service_notify;
+pub(crate) mod signals;
+pub(crate) mod worker_io;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
@@ -11,15 +22,15 @@ use log::{error, info, warn};
 use nix::sys::socket::{setsockopt, sockopt};
 use nix::unistd::Gid;
 
-use crate::cgroup::{self, CgroupTree};
-use crate::control_server::{bind_control_socket, serve, AccessPolicy, SocketFile};
-use crate::os_process_control::OsProcessControl;
-use crate::service_notify::ServiceNotifier;
-use crate::signals::forward_signals;
-use crate::socket_path::notify_socket_path;
+use crate::daemon::control_server::{bind_control_socket, serve, AccessPolicy, SocketFile};
+use crate::daemon::os::cgroup::{self, CgroupTree};
+use crate::daemon::os::os_process_control::OsProcessControl;
+use crate::daemon::service_notify::ServiceNotifier;
+use crate::daemon::signals::forward_signals;
+use crate::daemon::worker_io::WorkerIo;
+use crate::protocol::socket_path::notify_socket_path;
 use crate::supervisor::Supervisor;
 use crate::unit::load_units_dir;
-use crate::worker_io::WorkerIo;
 
 pub struct DaemonOptions {
     pub units_dir: PathBuf,

@@ -1,6 +1,6 @@
 //! `ProcessControl`: everything the supervisor asks of the operating system — start an
 //! instance or a hook, signal a process group, collect exited children, release a worker
-//! channel. The daemon uses [`crate::os_process_control::OsProcessControl`]; the supervisor's
+//! channel. The daemon uses [`crate::daemon::os::os_process_control::OsProcessControl`]; the supervisor's
 //! unit tests use a recording fake, so the state machine runs without real processes.
 
 use std::fmt;
@@ -13,10 +13,10 @@ use crate::unit::Unit;
 
 /// Identifies one started process for its whole life, across pid reuse. Worker-channel and
 /// timer events carry it, so a late event for a process that is gone is recognised as stale.
-pub type SpawnId = u64;
+pub(crate) type SpawnId = u64;
 
 /// Everything needed to start one instance of a unit.
-pub struct SpawnRequest<'a> {
+pub(crate) struct SpawnRequest<'a> {
     pub id: SpawnId,
     pub unit: &'a Unit,
     pub index: u32,
@@ -30,7 +30,7 @@ pub struct SpawnRequest<'a> {
 
 /// Why a process could not be started.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpawnError {
+pub(crate) struct SpawnError {
     /// For status and the log: `cannot execute "nosuch": No such file or directory`.
     pub message: String,
     /// The system ran out of something (file descriptors, processes, memory): the program is
@@ -41,7 +41,7 @@ pub struct SpawnError {
 
 impl SpawnError {
     /// A failure of the program or its configuration.
-    pub fn new(message: impl Into<String>) -> Self {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
         SpawnError {
             message: message.into(),
             out_of_resources: false,
@@ -50,7 +50,7 @@ impl SpawnError {
 
     /// A failed system call: `what: <errno text>`, out of resources for EMFILE, ENFILE,
     /// EAGAIN, ENOMEM and ENOBUFS.
-    pub fn from_errno(what: &str, errno: nix::errno::Errno) -> Self {
+    pub(crate) fn from_errno(what: &str, errno: nix::errno::Errno) -> Self {
         use nix::errno::Errno;
         SpawnError {
             message: format!("{what}: {}", errno.desc()),
@@ -69,7 +69,7 @@ impl fmt::Display for SpawnError {
 }
 
 /// The `on_giveup` alarm of a unit.
-pub struct HookRequest<'a> {
+pub(crate) struct HookRequest<'a> {
     pub unit: &'a Unit,
     pub command: &'a [String],
     pub environment: Vec<(String, String)>,
@@ -79,23 +79,25 @@ pub struct HookRequest<'a> {
 /// that the supervisor's own decoding ([`ExitStatus::decode`]) is the one path every exit
 /// takes, including signal numbers no library knows by name (real-time signals).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RawWaitStatus(pub i32);
+pub(crate) struct RawWaitStatus(pub i32);
 
 impl RawWaitStatus {
     /// The status of a child that called `exit(code)`.
-    pub fn exited(code: u8) -> Self {
+    #[cfg(test)]
+    pub(crate) fn exited(code: u8) -> Self {
         RawWaitStatus(i32::from(code) << 8)
     }
 
     /// The status of a child ended by signal `number`.
-    pub fn killed(number: i32) -> Self {
+    #[cfg(test)]
+    pub(crate) fn killed(number: i32) -> Self {
         RawWaitStatus(number & 0x7f)
     }
 }
 
 /// How a child ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitStatus {
+pub(crate) enum ExitStatus {
     Code(i32),
     /// Ended by this signal number (any of 1..=64, named or not).
     Signaled(i32),
@@ -104,7 +106,7 @@ pub enum ExitStatus {
 impl ExitStatus {
     /// Decodes a wait status the way `<sys/wait.h>`'s macros do. `None` for a stopped or
     /// continued child, which has not ended.
-    pub fn decode(raw: RawWaitStatus) -> Option<ExitStatus> {
+    pub(crate) fn decode(raw: RawWaitStatus) -> Option<ExitStatus> {
         let status = raw.0;
         let termination_signal = status & 0x7f;
         if termination_signal == 0 {
@@ -121,7 +123,7 @@ impl ExitStatus {
 
     /// systemd's definition of a clean exit, used by `restart = "on-failure"`: code 0, or
     /// ended by SIGHUP, SIGINT, SIGTERM or SIGPIPE.
-    pub fn is_clean(self) -> bool {
+    pub(crate) fn is_clean(self) -> bool {
         match self {
             ExitStatus::Code(code) => code == 0,
             ExitStatus::Signaled(n) => {
@@ -151,7 +153,7 @@ impl fmt::Display for ExitStatus {
 
 /// How a process is stopped, as [`ProcessControl::begin_stop`] decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GracefulStop {
+pub(crate) enum GracefulStop {
     /// Send `kill_signal` now (SIGKILL follows after `kill_timeout`).
     SendKillSignal,
     /// A Node cluster worker that does not handle `kill_signal` itself was asked to
@@ -160,7 +162,7 @@ pub enum GracefulStop {
     Disconnecting,
 }
 
-pub trait ProcessControl {
+pub(crate) trait ProcessControl {
     /// Starts an instance; returns its pid, which is also its process group id. The error is
     /// a message for status and the log, such as
     /// `cannot execute "nosuch": No such file or directory`.

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
-pub struct RestartLimiter {
+pub(crate) struct RestartLimiter {
     burst: u32,
     interval: Duration,
     /// When the restarts still inside the window were made, oldest first.
@@ -16,7 +16,7 @@ pub struct RestartLimiter {
 }
 
 impl RestartLimiter {
-    pub fn new(burst: u32, interval: Duration) -> Self {
+    pub(crate) fn new(burst: u32, interval: Duration) -> Self {
         RestartLimiter {
             burst,
             interval,
@@ -26,7 +26,7 @@ impl RestartLimiter {
 
     /// Records a restart at `now` and returns true if it fits the budget; returns false, and
     /// records nothing, if it would be restart number `burst + 1` within `interval`.
-    pub fn try_acquire(&mut self, now: Instant) -> bool {
+    pub(crate) fn try_acquire(&mut self, now: Instant) -> bool {
         // A restart made exactly `interval` ago has left the window.
         while let Some(&oldest) = self.recent.front() {
             if now.saturating_duration_since(oldest) >= self.interval {
@@ -43,7 +43,7 @@ impl RestartLimiter {
     }
 
     /// Forgets past restarts (a manual start or restart clears a give-up).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.recent.clear();
     }
 }

@@ -4,12 +4,12 @@
 use crossbeam_channel::Sender;
 use nix::unistd::Pid;
 
-use crate::process_control::SpawnId;
+pub(crate) use crate::daemon::worker_io::Credit;
 use crate::protocol::{Request, Response};
-pub use crate::worker_io::Credit;
+use crate::supervisor::process_control::SpawnId;
 
 #[derive(Debug)]
-pub enum Event {
+pub(crate) enum Event {
     /// SIGCHLD, SIGTERM, SIGINT or SIGHUP was delivered to clusterd.
     Signal(i32),
     /// A `clusterctl` request; the answer goes back on `reply`.
@@ -23,6 +23,7 @@ pub enum Event {
         message: WorkerMessage,
         /// Returned (dropped) once the event is handled: the I/O thread stops reading a
         /// channel whose events the supervisor has not caught up with.
+        #[allow(dead_code, reason = "held for its Drop")]
         credit: Credit,
     },
     /// A datagram on NOTIFY_SOCKET, from process `pid` (kernel-verified credentials), whose
@@ -33,13 +34,14 @@ pub enum Event {
         instance: Option<SpawnId>,
         message: NotifyMessage,
         /// As for `Worker`: NOTIFY_SOCKET is not read while too many are unhandled.
+        #[allow(dead_code, reason = "held for its Drop")]
         credit: Credit,
     },
 }
 
 /// A message on the worker channel, already parsed from its JSON line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WorkerMessage {
+pub(crate) enum WorkerMessage {
     /// `{"act":"suicide"}`: "I am about to exit"; start my replacement now.
     Suicide,
     /// `{"act":"ready"}` or `"ready"` (PM2's `process.send('ready')`).
@@ -48,7 +50,7 @@ pub enum WorkerMessage {
 
 /// The fields of one sd_notify datagram that clusterd acts on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NotifyMessage {
+pub(crate) struct NotifyMessage {
     pub ready: bool,
     pub stopping: bool,
     pub status: Option<String>,
@@ -56,7 +58,7 @@ pub struct NotifyMessage {
 
 impl NotifyMessage {
     /// Parses `KEY=VALUE` lines; unknown keys are ignored, as the protocol asks.
-    pub fn parse(datagram: &str) -> NotifyMessage {
+    pub(crate) fn parse(datagram: &str) -> NotifyMessage {
         let mut message = NotifyMessage::default();
         for line in datagram.lines() {
             match line.split_once('=') {

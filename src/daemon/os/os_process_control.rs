@@ -1,4 +1,4 @@
-//! `OsProcessControl`: the real [`ProcessControl`] — fork/exec through [`crate::spawn`],
+//! `OsProcessControl`: the real [`ProcessControl`] — fork/exec through [`crate::daemon::os::spawn`],
 //! `killpg`, `waitpid`, and a worker channel for every instance. Instances of `node_cluster`
 //! units also get Node's cluster-worker environment, and the I/O thread becomes their
 //! cluster primary ([`crate::node_cluster`]).
@@ -13,16 +13,16 @@ use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use crate::cgroup::{CgroupTree, InstanceCgroup};
+use crate::daemon::os::cgroup::{CgroupTree, InstanceCgroup};
+use crate::daemon::os::spawn::{inherited_environment, spawn, ExecRequest, FIRST_PASSED_FD};
+use crate::daemon::worker_io::WorkerIo;
 use crate::node_cluster::{WorkerInfo, WorkerRights};
-use crate::process_control::{
+use crate::supervisor::process_control::{
     GracefulStop, HookRequest, ProcessControl, RawWaitStatus, SpawnError, SpawnId, SpawnRequest,
 };
-use crate::spawn::{inherited_environment, spawn, ExecRequest, FIRST_PASSED_FD};
 use crate::unit::{NodeClusterStop, Unit};
-use crate::worker_io::WorkerIo;
 
-pub struct OsProcessControl {
+pub(crate) struct OsProcessControl {
     io: WorkerIo,
     /// Where instances get cgroups of their own; `Err` says why they cannot (process groups
     /// then).
@@ -43,7 +43,7 @@ pub struct OsProcessControl {
 }
 
 impl OsProcessControl {
-    pub fn new(
+    pub(crate) fn new(
         io: WorkerIo,
         notify_socket: Option<PathBuf>,
         cgroups: Result<CgroupTree, String>,

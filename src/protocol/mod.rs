@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod socket_path;
+
 /// Bumped when a request or response changes incompatibly.
 pub const PROTOCOL_VERSION: u32 = 1;
 

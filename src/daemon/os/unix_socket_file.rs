@@ -11,7 +11,7 @@ use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixA
 
 /// What is at a path where clusterd wants to bind a unix stream socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SocketFileState {
+pub(crate) enum SocketFileState {
     /// Nothing: bind can go ahead.
     Absent,
     /// A stream socket nobody listens on (connect says ECONNREFUSED): safe to remove.
@@ -24,7 +24,7 @@ pub enum SocketFileState {
 
 /// Looks at `path` with a non-blocking connect, so that a peer that never accepts (a full
 /// backlog) cannot hold the caller.
-pub fn probe(path: &Path) -> SocketFileState {
+pub(crate) fn probe(path: &Path) -> SocketFileState {
     let meta = match std::fs::symlink_metadata(path) {
         Err(_) => return SocketFileState::Absent,
         Ok(meta) => meta,
@@ -60,7 +60,7 @@ pub fn probe(path: &Path) -> SocketFileState {
 }
 
 /// Removes a stale socket file at `path`; refuses (with the reason) anything else.
-pub fn clear_stale(path: &Path) -> Result<(), String> {
+pub(crate) fn clear_stale(path: &Path) -> Result<(), String> {
     match probe(path) {
         SocketFileState::Absent => Ok(()),
         SocketFileState::Stale => std::fs::remove_file(path)

@@ -35,23 +35,23 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
 use nix::unistd::Pid;
 
-use crate::cgroup::cgroup_of;
-use crate::event::{Event, NotifyMessage, WorkerMessage};
+use crate::daemon::os::cgroup::cgroup_of;
 use crate::log_limit::{LogLimit, Verdict};
 use crate::node_cluster::message::{classify, FromWorker};
 use crate::node_cluster::outbox::{Flushed, Outbox};
 use crate::node_cluster::primary::LISTENER_TOKEN_BASE;
 use crate::node_cluster::{Primary, WorkerInfo};
 use crate::printable::printable;
-use crate::process_control::SpawnId;
+use crate::supervisor::event::{Event, NotifyMessage, WorkerMessage};
+use crate::supervisor::process_control::SpawnId;
 
 /// A line longer than this is dropped (and logged) instead of buffered.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// Events of one channel (or of NOTIFY_SOCKET) the supervisor may have still to handle;
 /// beyond this the I/O thread stops reading there until it has handled them all. The kernel's
 /// socket buffer then fills and the writer blocks: a flood costs clusterd no memory.
-pub const MAX_EVENTS_IN_FLIGHT: usize = 64;
+pub(crate) const MAX_EVENTS_IN_FLIGHT: usize = 64;
 
 /// Lines queued for a Node worker that does not read them; beyond this its channel is not
 /// read either (its requests would only queue more answers).
@@ -79,11 +79,11 @@ enum Command {
 /// One event's worth of a channel's budget ([`MAX_EVENTS_IN_FLIGHT`]). It travels inside the
 /// event; dropping it (once the supervisor has handled the event) gives it back, and the last
 /// one back resumes a channel that was paused for want of budget.
-pub struct Credit(Option<Arc<Budget>>);
+pub(crate) struct Credit(Option<Arc<Budget>>);
 
 impl Credit {
     /// A credit that belongs to no budget (events made by the I/O thread itself, tests).
-    pub fn none() -> Credit {
+    pub(crate) fn none() -> Credit {
         Credit(None)
     }
 
@@ -147,14 +147,17 @@ impl Budget {
 
 /// The supervisor's handle on the I/O thread.
 #[derive(Clone)]
-pub struct WorkerIo {
+pub(crate) struct WorkerIo {
     commands: Sender<Command>,
     wake: Arc<EventFd>,
 }
 
 impl WorkerIo {
     /// Starts the thread. `notify` is clusterd's NOTIFY_SOCKET, already bound.
-    pub fn start(events: Sender<Event>, notify: Option<UnixDatagram>) -> std::io::Result<WorkerIo> {
+    pub(crate) fn start(
+        events: Sender<Event>,
+        notify: Option<UnixDatagram>,
+    ) -> std::io::Result<WorkerIo> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         let wake = Arc::new(EventFd::from_flags(
             EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
@@ -196,7 +199,7 @@ impl WorkerIo {
 
     /// Starts reading clusterd's end of a new instance's worker channel; `node` makes
     /// clusterd the instance's Node cluster primary.
-    pub fn watch(
+    pub(crate) fn watch(
         &self,
         id: SpawnId,
         channel: OwnedFd,
@@ -208,7 +211,7 @@ impl WorkerIo {
     }
 
     /// The instance is gone: close its channel.
-    pub fn forget(&self, id: SpawnId) {
+    pub(crate) fn forget(&self, id: SpawnId) {
         self.command(Command::Forget(id));
     }
 
@@ -216,19 +219,19 @@ impl WorkerIo {
     /// sends `kill_signal` to `pgid` after half of `kill_timeout` if it is still there, or
     /// at once if the instance does not speak the cluster protocol.
     /// The Node cluster worker `id` is about to be stopped: hand it no new connections.
-    pub fn withdraw(&self, id: SpawnId) {
+    pub(crate) fn withdraw(&self, id: SpawnId) {
         self.command(Command::Withdraw(id));
     }
 
     /// The Node cluster worker `id` is to close its servers and exit (`{act:'disconnect'}`);
     /// it gets no new connections from now on.
-    pub fn disconnect(&self, id: SpawnId) {
+    pub(crate) fn disconnect(&self, id: SpawnId) {
         self.command(Command::Disconnect(id));
     }
 
     /// The unit's Node workers were all stopped: close the sockets clusterd holds for them
     /// (shortly, so that a restart finds them open).
-    pub fn release_unit(&self, unit: &str) {
+    pub(crate) fn release_unit(&self, unit: &str) {
         self.command(Command::ReleaseUnit(unit.to_string()));
     }
 
@@ -777,7 +780,8 @@ fn split_lines(channel: &mut Channel, mut bytes: &[u8], out: &mut Vec<Line>) {
 }
 
 /// One JSON line from a worker: `None` for anything that means nothing to clusterd.
-pub fn parse_message(line: &[u8]) -> Option<WorkerMessage> {
+#[cfg(test)]
+fn parse_message(line: &[u8]) -> Option<WorkerMessage> {
     parse_line(line)
         .ok()
         .flatten()

@@ -24,18 +24,18 @@ use nix::sys::socket::{getsockopt, sockopt};
 use nix::sys::stat::{umask, Mode};
 use nix::unistd::{Gid, Uid};
 
-use crate::event::Event;
+use crate::daemon::os::unix_socket_file::{self, SocketFileState};
 use crate::protocol::{RequestEnvelope, Response, MAX_REQUEST_BYTES, PROTOCOL_VERSION};
-use crate::unix_socket_file::{self, SocketFileState};
+use crate::supervisor::event::Event;
 
 /// A client must have sent its whole request line this long after connecting.
-pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+pub(crate) const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 /// A client refused for its uid gets this long to finish sending (so it can read the refusal).
 const REFUSED_DEADLINE: Duration = Duration::from_secs(1);
 /// A client must take its answer within this long.
-pub const ANSWER_DEADLINE: Duration = Duration::from_secs(5);
+pub(crate) const ANSWER_DEADLINE: Duration = Duration::from_secs(5);
 /// Connections served at once; one more is answered with an error and closed.
-pub const MAX_CONNECTIONS: usize = 64;
+pub(crate) const MAX_CONNECTIONS: usize = 64;
 /// After an accept error that leaves nothing to accept (EMFILE without a reserve fd, ENOMEM),
 /// the accept loop waits this long, doubling up to [`MAX_ACCEPT_BACKOFF`].
 const FIRST_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
@@ -43,7 +43,7 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Who may use the control socket: root, clusterd's own user, and the configured group.
 #[derive(Debug, Clone, Copy)]
-pub struct AccessPolicy {
+pub(crate) struct AccessPolicy {
     pub owner: Uid,
     pub group: Option<Gid>,
 }
@@ -56,7 +56,7 @@ impl AccessPolicy {
 
 /// Creates the control socket: 0600, or 0660 with `group`. Refuses to start when another
 /// clusterd answers on the path; removes a stale socket file left by a crash.
-pub fn bind_control_socket(path: &Path, group: Option<Gid>) -> Result<UnixListener, String> {
+pub(crate) fn bind_control_socket(path: &Path, group: Option<Gid>) -> Result<UnixListener, String> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {
             std::fs::DirBuilder::new()
@@ -92,7 +92,7 @@ pub fn bind_control_socket(path: &Path, group: Option<Gid>) -> Result<UnixListen
 }
 
 /// Serves the control socket on its own thread until the process exits.
-pub fn serve(
+pub(crate) fn serve(
     listener: UnixListener,
     events: Sender<Event>,
     policy: AccessPolicy,
@@ -303,7 +303,7 @@ fn read_request(mut stream: &UnixStream, deadline: Duration) -> Result<RequestEn
 }
 
 /// Removes the socket file at shutdown.
-pub struct SocketFile(pub PathBuf);
+pub(crate) struct SocketFile(pub PathBuf);
 
 impl Drop for SocketFile {
     fn drop(&mut self) {

@@ -26,26 +26,26 @@ use log::{debug, info, warn};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::spawn::CgroupFds;
+use crate::daemon::os::spawn::CgroupFds;
 
 /// How long start-up waits for what a previous clusterd left to die after `cgroup.kill`.
 const LEFTOVER_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The cgroup under which this clusterd creates one cgroup per instance.
 #[derive(Debug)]
-pub struct CgroupTree {
+pub(crate) struct CgroupTree {
     root: PathBuf,
 }
 
 /// The cgroup of one instance.
 #[derive(Debug)]
-pub struct InstanceCgroup {
+pub(crate) struct InstanceCgroup {
     path: PathBuf,
 }
 
 /// What a spawn needs to start a child inside a cgroup, open only for that spawn (an instance
 /// holds no fd for its cgroup afterwards).
-pub struct SpawnIntoCgroup {
+pub(crate) struct SpawnIntoCgroup {
     /// The directory, for `clone3(CLONE_INTO_CGROUP)`: the child is created inside.
     directory: OwnedFd,
     /// `cgroup.procs`, opened for writing before fork: where the child cannot be created in
@@ -55,7 +55,7 @@ pub struct SpawnIntoCgroup {
 }
 
 impl SpawnIntoCgroup {
-    pub fn fds(&self) -> CgroupFds {
+    pub(crate) fn fds(&self) -> CgroupFds {
         CgroupFds {
             directory: self.directory.as_raw_fd(),
             procs: self.procs.as_raw_fd(),
@@ -67,7 +67,7 @@ impl CgroupTree {
     /// Finds the cgroup2 hierarchy and clusterd's own cgroup in it, and creates (or reuses)
     /// this clusterd's tree, named after its control socket. The error says why cgroups
     /// cannot be used here.
-    pub fn create(control_socket: &Path) -> Result<CgroupTree, String> {
+    pub(crate) fn create(control_socket: &Path) -> Result<CgroupTree, String> {
         let mount =
             cgroup2_mount().ok_or_else(|| "no cgroup2 file system is mounted".to_string())?;
         let own = own_cgroup()
@@ -93,7 +93,7 @@ impl CgroupTree {
         Ok(CgroupTree { root })
     }
 
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
@@ -101,7 +101,7 @@ impl CgroupTree {
     /// cgroups (it was SIGKILLed, say, and its instances' children lived on holding their
     /// sockets), waits for them to be gone, and removes those cgroups. Returns how many
     /// processes there were. Called once at start-up, before any socket is bound.
-    pub fn clear_leftovers(&self) -> usize {
+    pub(crate) fn clear_leftovers(&self) -> usize {
         let mut killed = 0;
         let Ok(entries) = fs::read_dir(&self.root) else {
             return 0;
@@ -138,7 +138,7 @@ impl CgroupTree {
     }
 
     /// Creates the cgroup of a new instance, and opens what its spawn needs.
-    pub fn create_instance(
+    pub(crate) fn create_instance(
         &self,
         unit: &str,
         index: u32,
@@ -175,19 +175,15 @@ impl CgroupTree {
 }
 
 impl InstanceCgroup {
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The path as `/proc/PID/cgroup` shows it for a process inside (for attributing
     /// notifications to the instance they come from).
-    pub fn name(&self) -> &OsStr {
+    pub(crate) fn name(&self) -> &OsStr {
         self.path.file_name().unwrap_or_default()
     }
 
     /// Sends `signal` to every process of the instance: SIGKILL through `cgroup.kill`, which
     /// also catches processes forked meanwhile; other signals to each pid listed.
-    pub fn signal(&self, signal: Signal) {
+    pub(crate) fn signal(&self, signal: Signal) {
         if signal == Signal::SIGKILL {
             cgroup_kill(&self.path);
             return;
@@ -201,12 +197,12 @@ impl InstanceCgroup {
     }
 
     /// True while any process is left in the cgroup.
-    pub fn populated(&self) -> bool {
+    pub(crate) fn populated(&self) -> bool {
         populated(&self.path)
     }
 
     /// Removes the (empty) cgroup. False if it is not empty yet.
-    pub fn remove(&self) -> bool {
+    pub(crate) fn remove(&self) -> bool {
         match fs::remove_dir(&self.path) {
             Ok(()) => true,
             Err(e) if e.kind() == ErrorKind::NotFound => true,
@@ -284,7 +280,7 @@ fn own_cgroup() -> Option<String> {
 }
 
 /// The cgroup2 path of process `pid` (`"self"` for clusterd), from `/proc/PID/cgroup`.
-pub fn cgroup_of(pid: &str) -> Option<String> {
+pub(crate) fn cgroup_of(pid: &str) -> Option<String> {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix("0::"))
@@ -304,7 +300,7 @@ fn fnv1a(path: &Path) -> u64 {
 }
 
 /// Logs which isolation is in use, once, at start-up.
-pub fn log_choice(tree: &Result<CgroupTree, String>) {
+pub(crate) fn log_choice(tree: &Result<CgroupTree, String>) {
     match tree {
         Ok(tree) => info!(
             "instances run in cgroups of their own under {}",

@@ -4,13 +4,13 @@
 
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 
-pub struct ServiceNotifier {
+pub(crate) struct ServiceNotifier {
     target: Option<SocketAddr>,
 }
 
 impl ServiceNotifier {
     /// Reads `NOTIFY_SOCKET` (a path, or `@name` for the abstract namespace).
-    pub fn from_env() -> Self {
+    pub(crate) fn from_env() -> Self {
         let target = std::env::var("NOTIFY_SOCKET").ok().and_then(|path| {
             if let Some(name) = path.strip_prefix('@') {
                 use std::os::linux::net::SocketAddrExt;
@@ -22,7 +22,7 @@ impl ServiceNotifier {
         ServiceNotifier { target }
     }
 
-    pub fn notify(&self, state: &str) {
+    pub(crate) fn notify(&self, state: &str) {
         let Some(target) = &self.target else { return };
         let sent = UnixDatagram::unbound()
             .and_then(|socket| socket.send_to_addr(state.as_bytes(), target));

@@ -18,7 +18,7 @@ use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
 use nix::sys::wait::waitpid;
 use nix::unistd::{Gid, Pid, Uid};
 
-use crate::process_control::SpawnError;
+use crate::supervisor::process_control::SpawnError;
 
 /// Placeholder in the envp for the child's own pid, written after fork: `LISTEN_PID` must be
 /// the pid of the process that receives the sockets, which does not exist before fork.
@@ -26,7 +26,7 @@ const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
 const PID_DIGITS: usize = 20;
 
 /// The first fd passed to the child (`SD_LISTEN_FDS_START`).
-pub const FIRST_PASSED_FD: RawFd = 3;
+pub(crate) const FIRST_PASSED_FD: RawFd = 3;
 
 /// Where a child failed before exec, for the error message.
 #[repr(u32)]
@@ -77,7 +77,7 @@ impl ExecPlan {
     }
 }
 
-pub struct ExecRequest<'a> {
+pub(crate) struct ExecRequest<'a> {
     pub command: &'a [String],
     pub environment: Vec<(String, String)>,
     /// fds to place at 3, 4, ... in the child, in order.
@@ -97,7 +97,7 @@ pub struct ExecRequest<'a> {
 /// A cgroup, opened before fork: the directory for `clone3(CLONE_INTO_CGROUP)`, and
 /// `cgroup.procs` for the fallback (fork, then the child moves itself in).
 #[derive(Debug, Clone, Copy)]
-pub struct CgroupFds {
+pub(crate) struct CgroupFds {
     pub directory: RawFd,
     pub procs: RawFd,
 }
@@ -130,7 +130,7 @@ struct ExecPlan {
 }
 
 /// Forks and executes `request`; returns the child's pid, which is also its process group id.
-pub fn spawn(request: &ExecRequest) -> Result<Pid, SpawnError> {
+pub(crate) fn spawn(request: &ExecRequest) -> Result<Pid, SpawnError> {
     let mut plan = ExecPlan::prepare(request).map_err(SpawnError::new)?;
     let (error_read, error_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
         .map_err(|e| SpawnError::from_errno("cannot create a pipe", e))?;
@@ -515,7 +515,7 @@ fn write_decimal(buffer: &mut [u8], mut value: u64) {
 
 /// clusterd's own environment, less the variables that describe clusterd's own situation
 /// (its service manager's notify socket and sockets, a Node channel it was given).
-pub fn inherited_environment() -> Vec<(String, String)> {
+pub(crate) fn inherited_environment() -> Vec<(String, String)> {
     const OWN: &[&str] = &[
         "NOTIFY_SOCKET",
         "LISTEN_FDS",

@@ -1,0 +1,5 @@
+//! clusterctl's side of the control protocol: [`connection`] sends one request and reads one
+//! answer; [`status_table`] renders a status report for people.
+
+pub mod connection;
+pub mod status_table;
