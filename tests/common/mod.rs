@@ -18,6 +18,10 @@ pub(crate) const CLUSTERCTL: &str = env!("CARGO_BIN_EXE_clusterctl");
 /// Generous: tests check behaviour, not speed (that is what benches/ is for).
 pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
 
+/// The longest any clusterctl request of the tests may take (the slowest waits for stops
+/// with kill timeouts of a few seconds): past it, clusterctl is killed and the test fails.
+pub(crate) const CTL_DEADLINE: Duration = Duration::from_secs(60);
+
 /// Polls `check` every 10 ms until it returns true; panics with `what` after `timeout`.
 pub(crate) fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -177,12 +181,33 @@ impl Daemon {
 
     /// Runs `clusterctl --socket <ours> <args>`.
     pub(crate) fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(CLUSTERCTL)
+        let child = Command::new(CLUSTERCTL)
             .arg("--socket")
             .arg(&self.socket)
             .args(args)
-            .output()
-            .expect("run clusterctl")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run clusterctl");
+        let pid = child.id();
+        let (done, finished) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let output = child.wait_with_output();
+            let _ = done.send(());
+            output
+        });
+        if finished.recv_timeout(CTL_DEADLINE).is_err() {
+            send_signal(pid, libc::SIGKILL);
+            let _ = waiter.join();
+            panic!(
+                "clusterctl {args:?} did not answer within {CTL_DEADLINE:?}\n{}",
+                self.log()
+            );
+        }
+        waiter
+            .join()
+            .expect("clusterctl waiter")
+            .expect("clusterctl output")
     }
 
     /// `clusterctl status --json`, parsed.

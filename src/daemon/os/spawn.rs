@@ -402,17 +402,23 @@ unsafe fn child_after_fork(plan: &mut ExecPlan, error_fd: RawFd) -> ! {
             );
         }
 
+        // Raw system calls, not glibc's wrappers: those broadcast a credential change to every
+        // thread glibc knows of (its "setxid" protocol), and a child made by a raw clone3 still
+        // lists the parent's threads — it would wait for them forever. The child has one thread,
+        // so the per-thread system call changes the whole process.
         if plan.uid.is_some() || plan.gid.is_some() {
-            if plan.set_groups && libc::setgroups(plan.groups.len(), plan.groups.as_ptr()) != 0 {
+            if plan.set_groups
+                && libc::syscall(libc::SYS_setgroups, plan.groups.len(), plan.groups.as_ptr()) != 0
+            {
                 fail(error_fd, Stage::Credentials);
             }
             if let Some(gid) = plan.gid {
-                if libc::setgid(gid) != 0 {
+                if libc::syscall(libc::SYS_setgid, gid) != 0 {
                     fail(error_fd, Stage::Credentials);
                 }
             }
             if let Some(uid) = plan.uid {
-                if libc::setuid(uid) != 0 {
+                if libc::syscall(libc::SYS_setuid, uid) != 0 {
                     fail(error_fd, Stage::Credentials);
                 }
             }
@@ -470,8 +476,10 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 ///
 /// # Safety
 /// As `fork()`: in the child, only async-signal-safe calls until exec. The raw system call
-/// skips glibc's fork handlers; the child makes none of the calls they prepare for (no
-/// malloc, no stdio, no pthread functions) before it execs or exits.
+/// skips glibc's fork handlers, so glibc in the child still believes in the parent's threads:
+/// the child makes none of the calls that would act on them (no malloc, no stdio, no pthread
+/// functions, and raw system calls instead of glibc's `setuid`/`setgid`/`setgroups`, which
+/// would try to change the credentials of those threads too and wait for them forever).
 unsafe fn clone_into_cgroup(directory: RawFd) -> Option<libc::pid_t> {
     let args = CloneArgs {
         flags: CLONE_INTO_CGROUP,
