@@ -94,7 +94,7 @@ impl<P: ProcessControl> Supervisor<P> {
                         changed.push(name);
                     } else {
                         // Stopped by hand: takes the new configuration, stays stopped.
-                        rt.sockets.close_all();
+                        self.os.close_sockets(&name);
                         rt.set_unit(unit);
                         rt.slots.clear();
                         changed.push(name);

@@ -11,7 +11,6 @@ use super::process::Process;
 use super::timers::Timer;
 use super::unit_runtime::{AfterStop, Handover, WaitCondition};
 use super::Supervisor;
-use crate::daemon::os::listen_sockets::UnitSockets;
 use crate::protocol::Response;
 use crate::supervisor::process_control::{
     ExitStatus, GracefulStop, HookRequest, ProcessControl, SpawnError, SpawnId, SpawnRequest,
@@ -42,15 +41,12 @@ impl<P: ProcessControl> Supervisor<P> {
         let Some(rt) = self.units.get_mut(name) else {
             return;
         };
-        if !rt.sockets.is_open() && !rt.unit.listen.is_empty() {
-            match UnitSockets::open(&rt.unit) {
-                Ok(sockets) => rt.sockets = sockets,
-                Err(e) => {
-                    rt.active = false;
-                    self.fail_unit(name, e, 0, now);
-                    self.settle(name, now);
-                    return;
-                }
+        if !rt.unit.listen.is_empty() && !self.os.sockets_open(name) {
+            if let Err(e) = self.os.open_sockets(&rt.unit) {
+                rt.active = false;
+                self.fail_unit(name, e, 0, now);
+                self.settle(name, now);
+                return;
             }
         }
         self.start_missing(name, now);
@@ -143,17 +139,11 @@ impl<P: ProcessControl> Supervisor<P> {
         let Some(rt) = self.units.get_mut(name) else {
             return Err(SpawnError::new(format!("{name}: no such unit")));
         };
-        let listen_fds = rt.sockets.fds_for(&rt.unit, index).map_err(SpawnError::new);
-        let spawned = listen_fds.and_then(|listen_fds| {
-            let request = SpawnRequest {
-                id,
-                unit: &rt.unit,
-                index,
-                instances: rt.wanted,
-                listen_fds,
-                listen_names: UnitSockets::names(&rt.unit),
-            };
-            self.os.spawn(&request)
+        let spawned = self.os.spawn(&SpawnRequest {
+            id,
+            unit: &rt.unit,
+            index,
+            instances: rt.wanted,
         });
         match spawned {
             Ok(pid) => {
@@ -517,14 +507,11 @@ impl<P: ProcessControl> Supervisor<P> {
         };
         if alive == 0 && !rt.active {
             match std::mem::replace(&mut rt.after_stop, AfterStop::Nothing) {
-                AfterStop::Nothing => {
-                    rt.sockets.close_all();
-                    self.os.release_unit(name);
-                }
+                AfterStop::Nothing => self.os.release_unit(name),
                 AfterStop::Start(new_unit) => {
                     if let Some(unit) = new_unit {
                         if unit.listen != rt.unit.listen || unit.balance != rt.unit.balance {
-                            rt.sockets.close_all();
+                            self.os.close_sockets(name);
                         }
                         rt.set_unit(*unit);
                     }
@@ -545,7 +532,6 @@ impl<P: ProcessControl> Supervisor<P> {
                 }
                 AfterStop::Remove => {
                     info!("{name}: removed");
-                    rt.sockets.close_all();
                     self.os.release_unit(name);
                     for waiter in rt.waiters.drain(..) {
                         let _ = waiter.reply.send(match waiter.until {

@@ -4,7 +4,6 @@
 //! unit tests use a recording fake, so the state machine runs without real processes.
 
 use std::fmt;
-use std::os::fd::RawFd;
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -22,10 +21,6 @@ pub(crate) struct SpawnRequest<'a> {
     pub index: u32,
     /// `CLUSTERD_INSTANCES`: how many instances the unit runs now.
     pub instances: u32,
-    /// Listening sockets to pass as fds 3, 4, ... (borrowed from the unit, which keeps them).
-    pub listen_fds: Vec<RawFd>,
-    /// `LISTEN_FDNAMES`, one name per fd.
-    pub listen_names: Vec<String>,
 }
 
 /// Why a process could not be started.
@@ -163,8 +158,33 @@ pub(crate) enum GracefulStop {
 }
 
 pub(crate) trait ProcessControl {
-    /// Starts an instance; returns its pid, which is also its process group id. The error is
-    /// a message for status and the log, such as
+    /// Binds the `listen` sockets of `unit` (the shared ones; reuseport sockets are bound per
+    /// index when an instance needs them). They belong to the unit and outlive its instances
+    /// until [`ProcessControl::close_sockets`]. The error names the unit, the address and the
+    /// OS error.
+    fn open_sockets(&mut self, unit: &Unit) -> Result<(), String> {
+        let _ = unit;
+        Ok(())
+    }
+
+    /// True while the unit's sockets are open.
+    fn sockets_open(&self, unit: &str) -> bool {
+        let _ = unit;
+        false
+    }
+
+    /// Closes the unit's sockets and removes the unix socket files it created.
+    fn close_sockets(&mut self, unit: &str) {
+        let _ = unit;
+    }
+
+    /// Closes the reuseport sockets of instance indexes `index` and above (scale-down).
+    fn close_sockets_from(&mut self, unit: &str, index: u32) {
+        let _ = (unit, index);
+    }
+
+    /// Starts an instance, with the unit's sockets as fds 3, 4, ...; returns its pid, which is
+    /// also its process group id. The error is a message for status and the log, such as
     /// `cannot execute "nosuch": No such file or directory`.
     fn spawn(&mut self, request: &SpawnRequest) -> Result<Pid, SpawnError>;
 
@@ -222,10 +242,10 @@ pub(crate) trait ProcessControl {
 
     /// The unit is stopped for good (stopped by hand, removed, or clusterd is exiting) and none
     /// of its processes is left: release what the OS side kept for it across its instances'
-    /// lives (the sockets of Node cluster workers). Not called between the stop and the start
-    /// of a restart.
+    /// lives — its `listen` sockets and the sockets of its Node cluster workers. Not called
+    /// between the stop and the start of a restart.
     fn release_unit(&mut self, unit: &str) {
-        let _ = unit;
+        self.close_sockets(unit);
     }
 
     /// Process `id` (pid `pid`) is about to be stopped with `kill_signal`. The OS side may

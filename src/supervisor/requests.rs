@@ -215,7 +215,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 self.stop_process(id, now);
             }
             if let Some(rt) = self.units.get_mut(name) {
-                rt.sockets.close_from_index(new);
+                self.os.close_sockets_from(name, new);
                 rt.slots.truncate(new as usize);
             }
         }

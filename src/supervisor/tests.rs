@@ -53,6 +53,12 @@ struct FakeOs {
     failing_spawns: usize,
     /// Failing spawns fail for lack of file descriptors.
     exhausted: bool,
+    /// Units whose listening sockets are open.
+    sockets: std::collections::BTreeSet<String>,
+    /// Every open and close of a unit's sockets, in order: ("open" | "close", unit).
+    socket_log: Vec<(&'static str, String)>,
+    /// Binding fails (the address is in use).
+    port_taken: bool,
 }
 
 impl FakeOs {
@@ -66,6 +72,9 @@ impl FakeOs {
             exits: Vec::new(),
             failing_spawns: 0,
             exhausted: false,
+            sockets: Default::default(),
+            socket_log: Vec::new(),
+            port_taken: false,
         }
     }
 
@@ -77,6 +86,28 @@ impl FakeOs {
 }
 
 impl ProcessControl for FakeOs {
+    fn open_sockets(&mut self, unit: &Unit) -> Result<(), String> {
+        if self.port_taken {
+            return Err(format!(
+                "{}: cannot listen on tcp://127.0.0.1:8080: Address already in use",
+                unit.name
+            ));
+        }
+        self.sockets.insert(unit.name.clone());
+        self.socket_log.push(("open", unit.name.clone()));
+        Ok(())
+    }
+
+    fn sockets_open(&self, unit: &str) -> bool {
+        self.sockets.contains(unit)
+    }
+
+    fn close_sockets(&mut self, unit: &str) {
+        if self.sockets.remove(unit) {
+            self.socket_log.push(("close", unit.to_string()));
+        }
+    }
+
     fn spawn(&mut self, request: &SpawnRequest) -> Result<Pid, SpawnError> {
         let pid = if self.failing_spawns > 0 {
             self.failing_spawns -= 1;
@@ -345,6 +376,68 @@ fn a_crash_restarts_the_same_index_at_once() {
         status.instances[1].last_exit.as_deref(),
         Some("exited with code 1")
     );
+}
+
+const LISTENER: &str =
+    "command = \"sleep 100\"\ninstances = 2\nlisten = [\"tcp://127.0.0.1:8080\"]\non_giveup = \"alarm\"\n";
+
+#[test]
+fn a_units_sockets_outlive_crashes_and_restarts_and_close_when_it_is_stopped() {
+    let mut h = Harness::start(&[("web", LISTENER)]);
+    assert!(h.os().sockets.contains("web"));
+    h.exit(h.pid_of("web", 0), code(1));
+    let reply = h.request(Request::Restart { unit: unit("web") });
+    let pids: Vec<Pid> = (0..2).map(|i| h.pid_of("web", i)).collect();
+    h.exit_all(
+        &pids
+            .iter()
+            .map(|&p| (p, killed(Signal::SIGTERM)))
+            .collect::<Vec<_>>(),
+    );
+    assert!(reply.try_recv().is_ok_and(|r| r.ok));
+    // Opened once, never closed across a crash and a restart.
+    assert_eq!(h.os().socket_log, [("open", unit("web"))]);
+    let reply = h.request(Request::Stop { unit: unit("web") });
+    let pids: Vec<Pid> = (0..2).map(|i| h.pid_of("web", i)).collect();
+    h.exit_all(
+        &pids
+            .iter()
+            .map(|&p| (p, killed(Signal::SIGTERM)))
+            .collect::<Vec<_>>(),
+    );
+    // Closed before the stop is answered.
+    assert!(!h.os().sockets.contains("web"));
+    assert!(reply.try_recv().is_ok_and(|r| r.ok));
+}
+
+#[test]
+fn a_unit_whose_port_is_taken_fails_alarms_once_and_starts_when_asked_again() {
+    let now = Instant::now();
+    let mut os = FakeOs::new();
+    os.port_taken = true;
+    let mut sup = Supervisor::new(os, None);
+    sup.start_all(vec![file("web", LISTENER)], now);
+    let mut h = Harness { sup, now };
+    let status = h.status("web");
+    assert_eq!(status.state, "failed");
+    assert!(status
+        .error
+        .unwrap_or_default()
+        .contains("Address already in use"));
+    assert_eq!(h.spawn_count(), 0);
+    assert_eq!(h.os().hooks.len(), 1);
+    let reply = h.request(Request::Start { unit: unit("web") });
+    assert!(reply.try_recv().is_ok_and(|r| !r.ok), "still taken");
+    assert_eq!(
+        h.os().hooks.len(),
+        2,
+        "each failed start is a give-up with its alarm"
+    );
+    h.os_mut().port_taken = false;
+    let reply = h.request(Request::Start { unit: unit("web") });
+    assert!(reply.try_recv().is_ok_and(|r| r.ok));
+    assert_eq!(h.spawn_count(), 2);
+    assert_eq!(h.status("web").state, "running");
 }
 
 #[test]
@@ -941,10 +1034,12 @@ fn shutdown_waits_for_a_running_on_giveup_hook() {
 
 #[test]
 fn a_start_that_cannot_open_the_listen_sockets_fails_instead_of_hanging() {
-    // A unix socket in a directory that does not exist: binding fails without touching
-    // anything on this machine.
-    let text = "command = \"sleep 100\"\nlisten = [\"unix:/nonexistent-clusterd-test/web.sock\"]\n";
-    let mut h = Harness::start(&[("web", text)]);
+    let now = Instant::now();
+    let mut os = FakeOs::new();
+    os.port_taken = true;
+    let mut sup = Supervisor::new(os, None);
+    sup.start_all(vec![file("web", LISTENER)], now);
+    let mut h = Harness { sup, now };
     assert_eq!(h.spawn_count(), 0);
     let status = h.status("web");
     assert_eq!(status.state, "failed");

@@ -3,7 +3,6 @@
 
 use crossbeam_channel::Sender;
 
-use crate::daemon::os::listen_sockets::UnitSockets;
 use crate::protocol::Response;
 use crate::supervisor::process_control::SpawnId;
 use crate::supervisor::restart_limiter::RestartLimiter;
@@ -32,8 +31,6 @@ pub(super) struct UnitRuntime {
     pub waiters: Vec<Waiter>,
     /// A rolling reload in progress.
     pub rollout: Option<Rollout>,
-    /// Listening sockets owned by the unit; they outlive every instance.
-    pub sockets: UnitSockets,
     /// The delay of the armed retry of starts that failed for lack of system resources.
     pub retry_delay: Option<std::time::Duration>,
 }
@@ -106,7 +103,6 @@ impl UnitRuntime {
             after_stop: AfterStop::Nothing,
             waiters: Vec::new(),
             rollout: None,
-            sockets: UnitSockets::default(),
             retry_delay: None,
         }
     }

@@ -14,6 +14,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
 use crate::daemon::os::cgroup::{CgroupTree, InstanceCgroup};
+use crate::daemon::os::listen_sockets::UnitSockets;
 use crate::daemon::os::spawn::{inherited_environment, spawn, ExecRequest, FIRST_PASSED_FD};
 use crate::daemon::worker_io::WorkerIo;
 use crate::node_cluster::{WorkerInfo, WorkerRights};
@@ -32,6 +33,8 @@ pub(crate) struct OsProcessControl {
     instance_cgroups: HashMap<SpawnId, InstanceCgroup>,
     /// Released instances whose cgroup still has processes.
     draining: Vec<SpawnId>,
+    /// Every unit's listening sockets, by unit name: they outlive its instances.
+    sockets: HashMap<String, UnitSockets>,
     /// Opened once: every instance's stdin.
     dev_null: OwnedFd,
     /// clusterd's NOTIFY_SOCKET path, given to every instance.
@@ -54,6 +57,7 @@ impl OsProcessControl {
             cgroups,
             instance_cgroups: HashMap::new(),
             draining: Vec::new(),
+            sockets: HashMap::new(),
             dev_null,
             notify_socket,
             base_environment: inherited_environment(),
@@ -85,15 +89,42 @@ fn set(env: &mut Vec<(String, String)>, key: &str, value: &str) {
 }
 
 impl ProcessControl for OsProcessControl {
+    fn open_sockets(&mut self, unit: &Unit) -> Result<(), String> {
+        let sockets = UnitSockets::open(unit)?;
+        self.sockets.insert(unit.name.clone(), sockets);
+        Ok(())
+    }
+
+    fn sockets_open(&self, unit: &str) -> bool {
+        self.sockets.get(unit).is_some_and(UnitSockets::is_open)
+    }
+
+    fn close_sockets(&mut self, unit: &str) {
+        // Dropping them closes them and removes their unix socket files.
+        self.sockets.remove(unit);
+    }
+
+    fn close_sockets_from(&mut self, unit: &str, index: u32) {
+        if let Some(sockets) = self.sockets.get_mut(unit) {
+            sockets.close_from_index(index);
+        }
+    }
+
     fn spawn(&mut self, request: &SpawnRequest) -> Result<Pid, SpawnError> {
         let unit = request.unit;
         let (ours, theirs) = UnixStream::pair().map_err(|e| {
             let errno = Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
             SpawnError::from_errno("cannot create the worker channel", errno)
         })?;
-        let mut fds = request.listen_fds.clone();
+        let listen_fds = self
+            .sockets
+            .entry(unit.name.clone())
+            .or_default()
+            .fds_for(unit, request.index)
+            .map_err(SpawnError::new)?;
+        let mut fds = listen_fds.clone();
         fds.push(theirs.as_raw_fd());
-        let channel_fd = (FIRST_PASSED_FD + request.listen_fds.len() as i32).to_string();
+        let channel_fd = (FIRST_PASSED_FD + listen_fds.len() as i32).to_string();
 
         let mut env = self.environment_for(unit);
         set(&mut env, "CLUSTERD_UNIT", &unit.name);
@@ -116,14 +147,14 @@ impl ProcessControl for OsProcessControl {
             // PM2's instance variable.
             set(&mut env, "NODE_APP_INSTANCE", &request.index.to_string());
         }
-        let listen = !request.listen_fds.is_empty();
+        let listen = !listen_fds.is_empty();
         if listen {
+            set(&mut env, "LISTEN_FDS", &listen_fds.len().to_string());
             set(
                 &mut env,
-                "LISTEN_FDS",
-                &request.listen_fds.len().to_string(),
+                "LISTEN_FDNAMES",
+                &UnitSockets::names(unit).join(":"),
             );
-            set(&mut env, "LISTEN_FDNAMES", &request.listen_names.join(":"));
         }
 
         let cgroup = match &self.cgroups {
@@ -297,6 +328,7 @@ impl ProcessControl for OsProcessControl {
     }
 
     fn release_unit(&mut self, unit: &str) {
+        self.close_sockets(unit);
         self.io.release_unit(unit);
     }
 
