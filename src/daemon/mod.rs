@@ -14,7 +14,7 @@ pub(crate) mod worker_io;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crossbeam_channel::RecvTimeoutError;
@@ -29,6 +29,8 @@ use crate::daemon::service_notify::ServiceNotifier;
 use crate::daemon::signals::forward_signals;
 use crate::daemon::worker_io::WorkerIo;
 use crate::protocol::socket_path::notify_socket_path;
+use crate::protocol::Request;
+use crate::supervisor::event::Event;
 use crate::supervisor::Supervisor;
 use crate::unit::load_units_dir;
 
@@ -98,7 +100,7 @@ pub fn run(options: DaemonOptions) -> Result<(), String> {
         .map_err(|e| format!("cannot start the worker I/O thread: {e}"))?;
     let os = OsProcessControl::new(io, notify_path, cgroups)
         .map_err(|e| format!("cannot open /dev/null: {e}"))?;
-    let mut supervisor = Supervisor::new(os, Some(units_dir.clone()));
+    let mut supervisor = Supervisor::new(os);
     supervisor.start_all(files, Instant::now());
 
     serve(
@@ -139,6 +141,7 @@ pub fn run(options: DaemonOptions) -> Result<(), String> {
             },
         };
         if let Some(event) = event {
+            let event = read_units_for(event, &units_dir);
             supervisor.handle(event, Instant::now());
         }
         supervisor.fire_due_timers(Instant::now());
@@ -156,6 +159,25 @@ pub fn run(options: DaemonOptions) -> Result<(), String> {
     }
     info!("every instance has stopped; exiting");
     Ok(())
+}
+
+/// SIGHUP and `clusterctl daemon-reload` ask for the units directory to be read again: the
+/// daemon reads it (the supervisor touches no file) and hands the files over as
+/// [`Event::Reload`]. Every other event passes through.
+fn read_units_for(event: Event, dir: &Path) -> Event {
+    let reply = match event {
+        Event::Signal(libc::SIGHUP) => {
+            info!("SIGHUP: re-reading the units directory");
+            None
+        }
+        Event::Control {
+            request: Request::DaemonReload {},
+            reply,
+        } => Some(reply),
+        other => return other,
+    };
+    let files = load_units_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()));
+    Event::Reload { files, reply }
 }
 
 /// The datagram socket instances send sd_notify messages to. Without it, clusterd still runs

@@ -42,7 +42,7 @@ use crate::node_cluster::outbox::{Flushed, Outbox};
 use crate::node_cluster::primary::LISTENER_TOKEN_BASE;
 use crate::node_cluster::{Primary, WorkerInfo};
 use crate::printable::printable;
-use crate::supervisor::event::{Event, NotifyMessage, WorkerMessage};
+use crate::supervisor::event::{Credit, Event, NotifyMessage, WorkerMessage};
 use crate::supervisor::process_control::SpawnId;
 
 /// A line longer than this is dropped (and logged) instead of buffered.
@@ -77,25 +77,20 @@ enum Command {
 }
 
 /// One event's worth of a channel's budget ([`MAX_EVENTS_IN_FLIGHT`]). It travels inside the
-/// event; dropping it (once the supervisor has handled the event) gives it back, and the last
-/// one back resumes a channel that was paused for want of budget.
-pub(crate) struct Credit(Option<Arc<Budget>>);
+/// event (as its [`Credit`]); dropping it (once the supervisor has handled the event) gives it
+/// back, and the last one back resumes a channel that was paused for want of budget.
+struct BudgetCredit(Arc<Budget>);
 
-impl Credit {
-    /// A credit that belongs to no budget (events made by the I/O thread itself, tests).
-    pub(crate) fn none() -> Credit {
-        Credit(None)
-    }
-
+impl BudgetCredit {
     fn take(budget: &Arc<Budget>) -> Credit {
         budget.in_flight.fetch_add(1, Ordering::SeqCst);
-        Credit(Some(Arc::clone(budget)))
+        Credit::new(BudgetCredit(Arc::clone(budget)))
     }
 }
 
-impl Drop for Credit {
+impl Drop for BudgetCredit {
     fn drop(&mut self) {
-        let Some(budget) = self.0.take() else { return };
+        let budget = &self.0;
         let last_back = budget.in_flight.fetch_sub(1, Ordering::SeqCst) == 1;
         if last_back
             && budget.paused.swap(false, Ordering::SeqCst)
@@ -103,12 +98,6 @@ impl Drop for Credit {
         {
             let _ = budget.wake.write(1);
         }
-    }
-}
-
-impl std::fmt::Debug for Credit {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("Credit")
     }
 }
 
@@ -622,7 +611,7 @@ impl IoThread {
             }
             None => match user_message(&parsed) {
                 Some(message) => {
-                    let credit = Credit::take(&channel.budget);
+                    let credit = BudgetCredit::take(&channel.budget);
                     let _ = self.events.send(Event::Worker {
                         id,
                         message,
@@ -732,7 +721,7 @@ impl IoThread {
                 pgid,
                 instance,
                 message: parsed,
-                credit: Credit::take(&self.notify_budget),
+                credit: BudgetCredit::take(&self.notify_budget),
             });
         }
     }
@@ -890,7 +879,7 @@ mod tests {
         let wake = Arc::new(EventFd::from_flags(EfdFlags::EFD_NONBLOCK).unwrap());
         let budget = Budget::new(7, commands, wake);
         let credits: Vec<Credit> = (0..MAX_EVENTS_IN_FLIGHT)
-            .map(|_| Credit::take(&budget))
+            .map(|_| BudgetCredit::take(&budget))
             .collect();
         assert!(budget.spent());
         assert!(budget.pause());

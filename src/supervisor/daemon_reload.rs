@@ -5,26 +5,45 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use log::{error, info};
+use log::{error, info, warn};
 
 use super::unit_runtime::{AfterStop, UnitRuntime};
 use super::Supervisor;
 use crate::protocol::Response;
 use crate::supervisor::process_control::ProcessControl;
-use crate::unit::{load_units_dir, LoadedFile, Unit};
+use crate::unit::{LoadedFile, Unit};
 
 impl<P: ProcessControl> Supervisor<P> {
-    /// Re-reads the units directory and applies it.
-    pub(super) fn daemon_reload(&mut self, now: Instant) -> Response {
-        let Some(dir) = self.units_dir.clone() else {
-            return Response::failed("no units directory to read");
+    /// A re-read units directory (SIGHUP when `reply` is `None`, else `clusterctl
+    /// daemon-reload`): applied, unless clusterd is shutting down — starting units now would
+    /// keep the shutdown from ever finishing.
+    pub(super) fn on_reload(
+        &mut self,
+        files: Result<Vec<LoadedFile>, String>,
+        reply: Option<crossbeam_channel::Sender<Response>>,
+        now: Instant,
+    ) {
+        let response = if self.shutting_down {
+            info!("daemon-reload during shutdown: ignored");
+            Response::failed("clusterd is shutting down")
+        } else {
+            match files {
+                Ok(files) => self.apply_units(files, now),
+                Err(e) => {
+                    let error = format!("{e}; nothing was changed");
+                    error!("{error}");
+                    Response::failed(error)
+                }
+            }
         };
-        match load_units_dir(&dir) {
-            Ok(files) => self.apply_units(files, now),
-            Err(e) => {
-                let error = format!("cannot read {}: {e}; nothing was changed", dir.display());
-                error!("{error}");
-                Response::failed(error)
+        match reply {
+            Some(reply) => {
+                let _ = reply.send(response);
+            }
+            None => {
+                if let Some(error) = response.error {
+                    warn!("daemon-reload: {error}");
+                }
             }
         }
     }

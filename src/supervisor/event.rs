@@ -4,14 +4,21 @@
 use crossbeam_channel::Sender;
 use nix::unistd::Pid;
 
-pub(crate) use crate::daemon::worker_io::Credit;
 use crate::protocol::{Request, Response};
 use crate::supervisor::process_control::SpawnId;
+use crate::unit::LoadedFile;
 
 #[derive(Debug)]
 pub(crate) enum Event {
-    /// SIGCHLD, SIGTERM, SIGINT or SIGHUP was delivered to clusterd.
+    /// SIGCHLD, SIGTERM or SIGINT was delivered to clusterd.
     Signal(i32),
+    /// The units directory, read again (SIGHUP or `clusterctl daemon-reload`): the files, or
+    /// why the directory could not be read. The daemon reads it; the supervisor applies it.
+    Reload {
+        files: Result<Vec<LoadedFile>, String>,
+        /// Where the answer goes (`None` for SIGHUP: the log).
+        reply: Option<Sender<Response>>,
+    },
     /// A `clusterctl` request; the answer goes back on `reply`.
     Control {
         request: Request,
@@ -69,6 +76,29 @@ impl NotifyMessage {
             }
         }
         message
+    }
+}
+
+/// A token that travels with an event and is dropped once the event has been handled. Its
+/// source (the I/O thread, which budgets the events of each channel) learns from the drop
+/// that the supervisor has caught up; the supervisor never looks inside.
+pub(crate) struct Credit(#[allow(dead_code, reason = "held for its Drop")] Option<Box<dyn Send>>);
+
+impl Credit {
+    /// No source to tell (events made by the I/O thread itself, tests).
+    pub(crate) fn none() -> Credit {
+        Credit(None)
+    }
+
+    /// `token` is dropped with the event.
+    pub(crate) fn new(token: impl Send + 'static) -> Credit {
+        Credit(Some(Box::new(token)))
+    }
+}
+
+impl std::fmt::Debug for Credit {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("Credit")
     }
 }
 

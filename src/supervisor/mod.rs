@@ -56,14 +56,12 @@ pub(crate) struct Supervisor<P: ProcessControl> {
     next_spawn_id: SpawnId,
     /// Set by SIGTERM/SIGINT: stopping everything, then exit.
     shutting_down: bool,
-    /// Where daemon-reload reads units from; `None` in tests that feed units directly.
-    units_dir: Option<std::path::PathBuf>,
     /// Warnings about notifications from processes that are no instance.
     stray_notifications: LogLimit,
 }
 
 impl<P: ProcessControl> Supervisor<P> {
-    pub(crate) fn new(os: P, units_dir: Option<std::path::PathBuf>) -> Self {
+    pub(crate) fn new(os: P) -> Self {
         Supervisor {
             os,
             units: BTreeMap::new(),
@@ -75,7 +73,6 @@ impl<P: ProcessControl> Supervisor<P> {
             timers: Timers::default(),
             next_spawn_id: 1,
             shutting_down: false,
-            units_dir,
             stray_notifications: LogLimit::default(),
         }
     }
@@ -101,6 +98,7 @@ impl<P: ProcessControl> Supervisor<P> {
         match event {
             Event::Signal(signal) => self.on_signal(signal, now),
             Event::Control { request, reply } => self.on_request(request, reply, now),
+            Event::Reload { files, reply } => self.on_reload(files, reply, now),
             // The credits are returned as the events go out of scope, once handled.
             Event::Worker { id, message, .. } => self.on_worker_message(id, message, now),
             Event::Notify {
@@ -183,17 +181,6 @@ impl<P: ProcessControl> Supervisor<P> {
                 }
             }
             Ok(Signal::SIGTERM | Signal::SIGINT) => self.shutdown(now),
-            Ok(Signal::SIGHUP) if self.shutting_down => {
-                // A reload now could start new units, and the shutdown would never finish.
-                info!("SIGHUP during shutdown: ignored");
-            }
-            Ok(Signal::SIGHUP) => {
-                info!("SIGHUP: re-reading the units directory");
-                let reply = self.daemon_reload(now);
-                if let Some(error) = reply.error {
-                    warn!("daemon-reload: {error}");
-                }
-            }
             _ => debug!("ignoring signal {signal}"),
         }
     }

@@ -46,7 +46,10 @@ impl<P: ProcessControl> Supervisor<P> {
             Request::Reload { unit } => self.request_reload(&unit, reply, now),
             Request::Scale { unit, count } => self.request_scale(&unit, count, reply, now),
             Request::DaemonReload {} => {
-                let _ = reply.send(self.daemon_reload(now));
+                // The daemon turns this request into Event::Reload, with the files read.
+                let _ = reply.send(Response::failed(
+                    "daemon-reload reached the supervisor unread",
+                ));
             }
         }
     }

@@ -175,7 +175,7 @@ struct Harness {
 impl Harness {
     fn start(files: &[(&str, &str)]) -> Harness {
         let now = Instant::now();
-        let mut sup = Supervisor::new(FakeOs::new(), None);
+        let mut sup = Supervisor::new(FakeOs::new());
         sup.start_all(files.iter().map(|(n, t)| file(n, t)).collect(), now);
         Harness { sup, now }
     }
@@ -415,7 +415,7 @@ fn a_unit_whose_port_is_taken_fails_alarms_once_and_starts_when_asked_again() {
     let now = Instant::now();
     let mut os = FakeOs::new();
     os.port_taken = true;
-    let mut sup = Supervisor::new(os, None);
+    let mut sup = Supervisor::new(os);
     sup.start_all(vec![file("web", LISTENER)], now);
     let mut h = Harness { sup, now };
     let status = h.status("web");
@@ -597,7 +597,7 @@ fn a_spawn_error_counts_as_a_failed_start_and_gives_up_after_the_budget() {
     let now = Instant::now();
     let mut os = FakeOs::new();
     os.failing_spawns = usize::MAX;
-    let mut sup = Supervisor::new(os, None);
+    let mut sup = Supervisor::new(os);
     sup.start_all(vec![file("web", WEB)], now);
     let h = Harness { sup, now };
     assert_eq!(h.spawn_count(), 11, "1 start + 10 retries");
@@ -616,7 +616,7 @@ fn a_spawn_that_fails_for_lack_of_resources_is_retried_later_outside_the_budget(
     let mut os = FakeOs::new();
     os.failing_spawns = 5;
     os.exhausted = true;
-    let mut sup = Supervisor::new(os, None);
+    let mut sup = Supervisor::new(os);
     sup.start_all(vec![file("web", WEB)], now);
     let mut h = Harness { sup, now };
     // One try, no tight loop, and the budget is untouched.
@@ -652,7 +652,7 @@ fn one_pass_over_many_missing_instances_arms_one_retry_at_the_first_delay() {
     let mut os = FakeOs::new();
     os.failing_spawns = 1;
     os.exhausted = true;
-    let mut sup = Supervisor::new(os, None);
+    let mut sup = Supervisor::new(os);
     sup.start_all(
         vec![file("web", "command = \"sleep 100\"\ninstances = 3\n")],
         now,
@@ -670,7 +670,7 @@ fn a_spawn_error_is_retried_within_the_budget() {
     let now = Instant::now();
     let mut os = FakeOs::new();
     os.failing_spawns = 3;
-    let mut sup = Supervisor::new(os, None);
+    let mut sup = Supervisor::new(os);
     sup.start_all(vec![file("web", WEB)], now);
     let h = Harness { sup, now };
     assert_eq!(h.spawn_count(), 4);
@@ -686,7 +686,7 @@ fn a_unit_whose_program_cannot_start_alarms_once_for_all_its_instances() {
     let now = Instant::now();
     let mut os = FakeOs::new();
     os.failing_spawns = usize::MAX;
-    let mut sup = Supervisor::new(os, None);
+    let mut sup = Supervisor::new(os);
     let text = format!("{WEB}instances = 3\n");
     sup.start_all(vec![file("web", &text)], now);
     let mut h = Harness { sup, now };
@@ -705,7 +705,7 @@ fn restart_never_does_not_retry_a_spawn_error() {
     let now = Instant::now();
     let mut os = FakeOs::new();
     os.failing_spawns = 1;
-    let mut sup = Supervisor::new(os, None);
+    let mut sup = Supervisor::new(os);
     sup.start_all(
         vec![file("web", "command = \"nosuch\"\nrestart = \"never\"\n")],
         now,
@@ -981,16 +981,18 @@ fn sigterm_stops_every_unit_in_parallel_and_finishes_once_every_child_is_reaped(
 
 #[test]
 fn sighup_during_shutdown_starts_nothing_new() {
-    // A units directory with a unit that is not running yet: a reload would start it.
-    let dir = tempfile::tempdir().expect("dir");
-    std::fs::write(dir.path().join("late.toml"), "command = \"sleep 100\"\n").expect("write");
-    let now = Instant::now();
-    let mut sup = Supervisor::new(FakeOs::new(), Some(dir.path().to_path_buf()));
-    sup.start_all(vec![file("web", "command = \"sleep 100\"\n")], now);
-    let mut h = Harness { sup, now };
+    let mut h = Harness::start(&[("web", "command = \"sleep 100\"\n")]);
     let web = h.pid_of("web", 0);
     h.signal(libc::SIGTERM);
-    h.signal(libc::SIGHUP);
+    // A units directory with a unit that is not running yet: a reload would start it.
+    let files = vec![
+        file("web", "command = \"sleep 100\"\n"),
+        file("late", "command = \"sleep 100\"\n"),
+    ];
+    h.handle(Event::Reload {
+        files: Ok(files),
+        reply: None,
+    });
     assert_eq!(
         h.spawn_count(),
         1,
@@ -1037,7 +1039,7 @@ fn a_start_that_cannot_open_the_listen_sockets_fails_instead_of_hanging() {
     let now = Instant::now();
     let mut os = FakeOs::new();
     os.port_taken = true;
-    let mut sup = Supervisor::new(os, None);
+    let mut sup = Supervisor::new(os);
     sup.start_all(vec![file("web", LISTENER)], now);
     let mut h = Harness { sup, now };
     assert_eq!(h.spawn_count(), 0);
