@@ -3,32 +3,29 @@
 //!
 //! - [`signals`]: the signal thread; [`control_server`]: the control socket's threads;
 //!   [`worker_io`]: the I/O thread (worker channels, NOTIFY_SOCKET, the Node cluster primary);
-//!   [`service_notify`]: sd_notify to clusterd's own service manager;
+//!   [`sd_notify`]: the sd_notify protocol both ways (instances to clusterd, clusterd to its
+//!   service manager);
 //! - [`os`]: the real operating system behind the supervisor's `ProcessControl`.
 
 pub(crate) mod control_server;
 pub(crate) mod os;
-pub(crate) mod service_notify;
+pub(crate) mod sd_notify;
 pub(crate) mod signals;
 pub(crate) mod worker_io;
 
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crossbeam_channel::RecvTimeoutError;
-use log::{error, info, warn};
-use nix::sys::socket::{setsockopt, sockopt};
+use log::{info, warn};
 use nix::unistd::Gid;
 
 use crate::daemon::control_server::{bind_control_socket, serve, AccessPolicy, SocketFile};
 use crate::daemon::os::cgroup::{self, CgroupTree};
 use crate::daemon::os::os_process_control::OsProcessControl;
-use crate::daemon::service_notify::ServiceNotifier;
+use crate::daemon::sd_notify::ServiceNotifier;
 use crate::daemon::signals::forward_signals;
 use crate::daemon::worker_io::WorkerIo;
-use crate::protocol::socket_path::notify_socket_path;
 use crate::protocol::Request;
 use crate::supervisor::event::Event;
 use crate::supervisor::Supervisor;
@@ -73,8 +70,8 @@ pub fn run(options: DaemonOptions) -> Result<(), String> {
 
     let listener = bind_control_socket(&options.socket, options.socket_group)?;
     let _socket_file = SocketFile(options.socket.clone());
-    let notify_path = notify_socket_path(&options.socket);
-    let notify = bind_notify_socket(&notify_path);
+    let notify_path = sd_notify::instance_socket_path(&options.socket);
+    let notify = sd_notify::bind_instance_socket(&notify_path);
     let _notify_file = SocketFile(notify_path.clone());
     let notify_path = notify.is_some().then_some(notify_path);
 
@@ -178,27 +175,4 @@ fn read_units_for(event: Event, dir: &Path) -> Event {
     };
     let files = load_units_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()));
     Event::Reload { files, reply }
-}
-
-/// The datagram socket instances send sd_notify messages to. Without it, clusterd still runs
-/// (instances only lose `READY=1`), so a failure is a warning.
-fn bind_notify_socket(path: &std::path::Path) -> Option<UnixDatagram> {
-    let _ = std::fs::remove_file(path);
-    let socket = match UnixDatagram::bind(path) {
-        Ok(s) => s,
-        Err(e) => {
-            error!(
-                "cannot create NOTIFY_SOCKET {}: {e}; READY=1 will not be received",
-                path.display()
-            );
-            return None;
-        }
-    };
-    // Instances may run as other users; senders are identified by kernel-checked credentials.
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666));
-    if let Err(e) = setsockopt(&socket, sockopt::PassCred, &true) {
-        error!("cannot enable SO_PASSCRED on NOTIFY_SOCKET: {e}");
-        return None;
-    }
-    Some(socket)
 }

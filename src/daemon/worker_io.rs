@@ -20,8 +20,8 @@
 //! per channel ([`LogLimit`]); messages that mean nothing to clusterd are not sent at all.
 
 use std::collections::HashMap;
-use std::io::{ErrorKind, IoSliceMut, Read};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::io::{ErrorKind, Read};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -32,10 +32,9 @@ use crossbeam_channel::{Receiver, Sender};
 use log::{debug, warn};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
-use nix::unistd::Pid;
 
 use crate::daemon::os::cgroup::cgroup_of;
+use crate::daemon::sd_notify::{self, Received};
 use crate::log_limit::{LogLimit, Verdict};
 use crate::node_cluster::message::{classify, FromWorker};
 use crate::node_cluster::outbox::{Flushed, Outbox};
@@ -649,59 +648,12 @@ impl IoThread {
                 }
                 continue;
             }
-            let mut buffer = [0u8; 4096];
-            let mut cmsg =
-                nix::cmsg_space!(nix::sys::socket::UnixCredentials, [std::os::fd::RawFd; 8]);
-            let mut iov = [IoSliceMut::new(&mut buffer)];
-            let received = recvmsg::<UnixAddr>(
-                socket.as_raw_fd(),
-                &mut iov,
-                Some(&mut cmsg),
-                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
-            );
-            let message = match received {
-                Ok(m) => m,
-                Err(nix::Error::EAGAIN) => return,
-                Err(nix::Error::EINTR) => continue,
-                Err(e) => {
-                    warn!("NOTIFY_SOCKET: receive failed: {e}");
-                    return;
-                }
+            let (pid, text, barrier) = match sd_notify::receive(socket) {
+                Received::Datagram { pid, text, barrier } => (pid, text, barrier),
+                Received::Skipped => continue,
+                Received::Drained => return,
             };
-            let mut sender = None;
-            // Fds passed along (systemd-notify's BARRIER=1 pipe) are kept open until the
-            // sender has been identified: the sender waits for them to close, so it is
-            // still alive while its process group is looked up.
-            let mut passed: Vec<OwnedFd> = Vec::new();
-            if let Ok(cmsgs) = message.cmsgs() {
-                for cmsg in cmsgs {
-                    match cmsg {
-                        ControlMessageOwned::ScmCredentials(creds) => {
-                            sender = Some(Pid::from_raw(creds.pid()));
-                        }
-                        ControlMessageOwned::ScmRights(fds) => {
-                            for fd in fds {
-                                // SAFETY: the kernel just gave us these fds; nobody else owns them.
-                                passed.push(unsafe {
-                                    <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
-                                });
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            let length = message.bytes;
-            let truncated = message.flags.contains(MsgFlags::MSG_TRUNC);
-            let Some(pid) = sender else {
-                debug!("NOTIFY_SOCKET: datagram without credentials ignored");
-                continue;
-            };
-            if truncated {
-                warn!("NOTIFY_SOCKET: datagram from pid {pid} too long; ignored");
-                continue;
-            }
-            let text = String::from_utf8_lossy(&buffer[..length]).into_owned();
+            // Looked up while the sender waits for its barrier fds to close: it is alive.
             let pgid = nix::unistd::getpgid(Some(pid)).ok();
             // In a cgroup, a process belongs to its instance wherever it moved in the process
             // tree, and no process can move itself into another instance's cgroup.
@@ -709,8 +661,8 @@ impl IoThread {
                 let name = path.rsplit('/').next()?;
                 self.cgroups.get(name).copied()
             });
-            drop(passed);
-            let parsed = NotifyMessage::parse(&text);
+            drop(barrier);
+            let parsed = sd_notify::parse(&text);
             if parsed == NotifyMessage::default() {
                 // BARRIER=1, WATCHDOG=1, ...: nothing clusterd acts on.
                 debug!("NOTIFY_SOCKET: nothing to act on from pid {pid}: {text:?}");

@@ -20,10 +20,3 @@ pub fn control_socket_path(flag: Option<PathBuf>) -> PathBuf {
         None => PathBuf::from(format!("/tmp/clusterd-{uid}/clusterd.sock")),
     }
 }
-
-/// clusterd's NOTIFY_SOCKET for instances sits beside the control socket.
-pub fn notify_socket_path(control: &std::path::Path) -> PathBuf {
-    let mut name = control.as_os_str().to_owned();
-    name.push(".notify");
-    PathBuf::from(name)
-}

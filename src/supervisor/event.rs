@@ -63,22 +63,6 @@ pub(crate) struct NotifyMessage {
     pub status: Option<String>,
 }
 
-impl NotifyMessage {
-    /// Parses `KEY=VALUE` lines; unknown keys are ignored, as the protocol asks.
-    pub(crate) fn parse(datagram: &str) -> NotifyMessage {
-        let mut message = NotifyMessage::default();
-        for line in datagram.lines() {
-            match line.split_once('=') {
-                Some(("READY", "1")) => message.ready = true,
-                Some(("STOPPING", "1")) => message.stopping = true,
-                Some(("STATUS", text)) => message.status = Some(text.to_string()),
-                _ => {}
-            }
-        }
-        message
-    }
-}
-
 /// A token that travels with an event and is dropped once the event has been handled. Its
 /// source (the I/O thread, which budgets the events of each channel) learns from the drop
 /// that the supervisor has caught up; the supervisor never looks inside.
@@ -99,19 +83,5 @@ impl Credit {
 impl std::fmt::Debug for Credit {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("Credit")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn notify_datagrams_parse() {
-        let m = NotifyMessage::parse("READY=1\nSTATUS=warming up\nX_CUSTOM=1\n");
-        assert!(m.ready && !m.stopping);
-        assert_eq!(m.status.as_deref(), Some("warming up"));
-        assert!(NotifyMessage::parse("STOPPING=1").stopping);
-        assert!(!NotifyMessage::parse("READY=0").ready);
     }
 }
