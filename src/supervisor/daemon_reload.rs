@@ -50,139 +50,191 @@ impl<P: ProcessControl> Supervisor<P> {
 
     /// Applies freshly loaded unit files to the running state.
     pub(crate) fn apply_units(&mut self, files: Vec<LoadedFile>, now: Instant) -> Response {
-        let mut added = Vec::new();
-        let mut changed = Vec::new();
-        let mut reloaded = Vec::new();
-        let mut scaled = Vec::new();
-        let mut unchanged = 0;
-        let mut errors = Vec::new();
+        let mut report = ReloadReport::default();
         let seen: BTreeSet<String> = files.iter().map(|f| f.name.clone()).collect();
-
         for file in files {
             let name = file.name;
             match (self.units.contains_key(&name), file.result) {
-                (true, Ok(unit)) => {
-                    let Some(rt) = self.units.get_mut(&name) else {
-                        continue;
-                    };
-                    rt.config_error = None;
-                    if matches!(rt.after_stop, AfterStop::Remove) {
-                        // It was being removed and is back: start it again once stopped.
-                        rt.after_stop = AfterStop::Start(Some(Box::new(unit)));
-                        changed.push(name);
-                    } else if let AfterStop::Start(pending) = &mut rt.after_stop {
-                        // A restart is under way (its old processes are still stopping): it
-                        // must start with this file, not with the configuration it was going to
-                        // use, which an earlier daemon-reload may have queued. Comparing with
-                        // `rt.unit` or replacing it here would be undone when that restart
-                        // applies its pending configuration.
-                        if pending.as_deref().unwrap_or(&rt.unit) == &unit {
-                            unchanged += 1;
-                        } else {
-                            *pending = Some(Box::new(unit));
-                            changed.push(name);
-                        }
-                    } else if rt.unit == unit {
-                        unchanged += 1;
-                    } else if rt.unit.differs_only_in_instances(&unit) && rt.rollout.is_none() {
-                        let count = unit.instances;
-                        rt.unit.instances = count;
-                        scaled.push(format!("{name} ({} → {count})", rt.wanted));
-                        let (reply, _ignored) = crossbeam_channel::unbounded();
-                        self.on_request(
-                            crate::protocol::Request::Scale {
-                                unit: name.clone(),
-                                count: crate::protocol::ScaleCount::To(count),
-                            },
-                            reply,
-                            now,
-                        );
-                    } else if rt.active && can_roll(rt, &unit) {
-                        // Same sockets, same count: replace the instances one by one with the
-                        // new configuration, without a gap; back to the old one if it fails.
-                        info!("{name}: configuration changed; replacing its instances one by one");
-                        let previous = Box::new(rt.unit.clone());
-                        rt.set_unit(unit);
-                        let (reply, _ignored) = crossbeam_channel::unbounded();
-                        self.begin_rollout(&name, reply, Some(previous), now);
-                        reloaded.push(name);
-                    } else if rt.active {
-                        info!("{name}: configuration changed; restarting");
-                        let (reply, _ignored) = crossbeam_channel::unbounded();
-                        self.request_restart(&name, Some(unit), reply, now);
-                        changed.push(name);
-                    } else {
-                        // Stopped by hand: takes the new configuration, stays stopped.
-                        self.os.close_sockets(&name);
-                        rt.set_unit(unit);
-                        rt.slots.clear();
-                        changed.push(name);
-                    }
-                }
+                (true, Ok(unit)) => self.apply_changed_file(&name, unit, &mut report, now),
                 (true, Err(e)) => {
                     error!("{e} (unit {name} keeps running with its previous configuration)");
                     if let Some(rt) = self.units.get_mut(&name) {
                         rt.config_error = Some(e.to_string());
                     }
-                    errors.push(e.to_string());
+                    report.errors.push(e.to_string());
                 }
                 (false, Ok(unit)) => {
                     self.invalid.remove(&name);
                     info!("{name}: new unit");
                     self.units.insert(name.clone(), UnitRuntime::new(unit));
                     self.start_unit(&name, now);
-                    added.push(name);
+                    report.added.push(name);
                 }
                 (false, Err(e)) => {
                     error!("{e}");
-                    errors.push(e.to_string());
+                    report.errors.push(e.to_string());
                     self.invalid.insert(name, e);
                 }
             }
         }
-
         let removed: Vec<String> = self
             .units
             .keys()
             .filter(|name| !seen.contains(*name))
             .cloned()
             .collect();
-        for name in &removed {
+        for name in removed {
             info!("{name}: its file is gone; stopping and removing it");
-            if let Some(rt) = self.units.get_mut(name) {
+            if let Some(rt) = self.units.get_mut(&name) {
                 rt.after_stop = AfterStop::Remove;
             }
-            self.stop_unit(name, now);
+            self.stop_unit(&name, now);
+            report.removed.push(name);
         }
         self.invalid.retain(|name, _| seen.contains(name));
+        report.response()
+    }
 
+    /// A unit that runs (or is stopped, or on its way out) has a file that parses: carry out
+    /// what [`decide`] says.
+    fn apply_changed_file(
+        &mut self,
+        name: &str,
+        unit: Unit,
+        report: &mut ReloadReport,
+        now: Instant,
+    ) {
+        let Some(rt) = self.units.get_mut(name) else {
+            return;
+        };
+        rt.config_error = None;
+        match decide(rt, &unit) {
+            Change::None => report.unchanged += 1,
+            Change::StartAgainAfterRemoval => {
+                rt.after_stop = AfterStop::Start(Some(Box::new(unit)));
+                report.restarted.push(name.to_string());
+            }
+            Change::ReplacePendingRestart => {
+                rt.after_stop = AfterStop::Start(Some(Box::new(unit)));
+                report.restarted.push(name.to_string());
+            }
+            Change::Scale => {
+                let (old, count) = (rt.wanted, unit.instances);
+                rt.unit.instances = count;
+                match self.scale_to(name, count, now) {
+                    Ok(_) => report.scaled.push(format!("{name} ({old} → {count})")),
+                    Err(e) => report.errors.push(e),
+                }
+            }
+            Change::Roll => {
+                // Same sockets, same count: replace the instances one by one with the new
+                // configuration, without a gap; back to the old one if it fails.
+                info!("{name}: configuration changed; replacing its instances one by one");
+                let previous = Box::new(rt.unit.clone());
+                rt.set_unit(unit);
+                self.begin_rollout(name, None, Some(previous), now);
+                report.reloaded.push(name.to_string());
+            }
+            Change::Restart => {
+                info!("{name}: configuration changed; restarting");
+                self.restart_unit(name, Some(unit), now);
+                report.restarted.push(name.to_string());
+            }
+            Change::ReplaceStopped => {
+                // Stopped by hand: takes the new configuration, stays stopped.
+                rt.set_unit(unit);
+                rt.slots.clear();
+                self.os.close_sockets(name);
+                report.restarted.push(name.to_string());
+            }
+        }
+    }
+}
+
+/// What a daemon-reload does to a unit whose file still parses.
+#[derive(Debug, PartialEq, Eq)]
+enum Change {
+    /// Same configuration (or the same one a pending restart will start with).
+    None,
+    /// It was being removed and its file is back: start it again once it has stopped.
+    StartAgainAfterRemoval,
+    /// A restart is under way (its old processes are still stopping): it must start with
+    /// this file, not with the configuration it was going to use, which an earlier
+    /// daemon-reload may have queued.
+    ReplacePendingRestart,
+    /// Only `instances` changed: scale.
+    Scale,
+    /// Running, and the change can be rolled out one instance at a time.
+    Roll,
+    /// Running, and the change needs every instance stopped first.
+    Restart,
+    /// Stopped by hand: take the configuration, stay stopped.
+    ReplaceStopped,
+}
+
+/// Decides, without changing anything, what applying `unit` to `rt` takes.
+fn decide(rt: &UnitRuntime, unit: &Unit) -> Change {
+    match &rt.after_stop {
+        AfterStop::Remove => return Change::StartAgainAfterRemoval,
+        // Compared with what the restart will start, not with `rt.unit`, which it replaces.
+        AfterStop::Start(pending) => {
+            return if pending.as_deref().unwrap_or(&rt.unit) == unit {
+                Change::None
+            } else {
+                Change::ReplacePendingRestart
+            };
+        }
+        AfterStop::Nothing => {}
+    }
+    if &rt.unit == unit {
+        Change::None
+    } else if rt.unit.differs_only_in_instances(unit) && rt.rollout.is_none() {
+        Change::Scale
+    } else if rt.active && can_roll(rt, unit) {
+        Change::Roll
+    } else if rt.active {
+        Change::Restart
+    } else {
+        Change::ReplaceStopped
+    }
+}
+
+/// What a daemon-reload did, for its answer and the log.
+#[derive(Default)]
+struct ReloadReport {
+    added: Vec<String>,
+    reloaded: Vec<String>,
+    restarted: Vec<String>,
+    scaled: Vec<String>,
+    removed: Vec<String>,
+    unchanged: usize,
+    errors: Vec<String>,
+}
+
+impl ReloadReport {
+    fn response(&self) -> Response {
         let mut summary = vec![];
-        let list = |names: &[String]| names.join(", ");
-        if !added.is_empty() {
-            summary.push(format!("started {}", list(&added)));
+        for (verb, names) in [
+            ("started", &self.added),
+            ("reloaded", &self.reloaded),
+            ("restarted", &self.restarted),
+            ("scaled", &self.scaled),
+            ("removed", &self.removed),
+        ] {
+            if !names.is_empty() {
+                summary.push(format!("{verb} {}", names.join(", ")));
+            }
         }
-        if !reloaded.is_empty() {
-            summary.push(format!("reloaded {}", list(&reloaded)));
-        }
-        if !changed.is_empty() {
-            summary.push(format!("restarted {}", list(&changed)));
-        }
-        if !scaled.is_empty() {
-            summary.push(format!("scaled {}", list(&scaled)));
-        }
-        if !removed.is_empty() {
-            summary.push(format!("removed {}", list(&removed)));
-        }
-        summary.push(format!("{unchanged} unchanged"));
+        summary.push(format!("{} unchanged", self.unchanged));
         let summary = summary.join("; ");
         info!("daemon-reload: {summary}");
-        if errors.is_empty() {
+        if self.errors.is_empty() {
             Response::done(summary)
         } else {
             Response::failed(format!(
                 "{summary}\n{} file(s) could not be applied:\n{}",
-                errors.len(),
-                errors.join("\n")
+                self.errors.len(),
+                self.errors.join("\n")
             ))
         }
     }

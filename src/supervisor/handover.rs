@@ -163,11 +163,12 @@ impl<P: ProcessControl> Supervisor<P> {
     }
 
     /// Starts a rolling reload: each index in turn gets a new process, and its old process is
-    /// stopped once the new one is ready. The reply comes when every old process is gone.
+    /// stopped once the new one is ready. `reply`, if any, is answered when every old process
+    /// is gone (or the reload failed).
     pub(super) fn begin_rollout(
         &mut self,
         name: &str,
-        reply: crossbeam_channel::Sender<Response>,
+        reply: Option<crossbeam_channel::Sender<Response>>,
         revert_to: Option<Box<crate::unit::Unit>>,
         now: Instant,
     ) {
@@ -175,12 +176,12 @@ impl<P: ProcessControl> Supervisor<P> {
             return;
         };
         match &mut rt.rollout {
-            Some(rollout) => rollout.waiters.push(reply),
+            Some(rollout) => rollout.waiters.extend(reply),
             None => {
                 info!("{name}: reloading {} instance(s) one by one", rt.wanted);
                 rt.rollout = Some(Rollout {
                     next_index: 0,
-                    waiters: vec![reply],
+                    waiters: reply.into_iter().collect(),
                     revert_to,
                 });
                 self.advance_rollout(name, now);

@@ -15,7 +15,7 @@ use crate::protocol::Response;
 use crate::supervisor::process_control::{
     ExitStatus, GracefulStop, HookRequest, ProcessControl, SpawnError, SpawnId, SpawnRequest,
 };
-use crate::unit::{ReadyMode, RestartPolicy};
+use crate::unit::{ReadyMode, RestartPolicy, Unit};
 
 /// The first retry of a start that failed for lack of resources, and the longest delay the
 /// doubling reaches.
@@ -378,6 +378,15 @@ impl<P: ProcessControl> Supervisor<P> {
         if self.take_restart(name, process.index, now) {
             self.start_instance(name, process.index, now);
         }
+    }
+
+    /// Stops every instance, then starts the unit again once nothing of it runs (with
+    /// `new_unit` if given): `clusterctl restart`, and a daemon-reload that cannot roll.
+    pub(super) fn restart_unit(&mut self, name: &str, new_unit: Option<Unit>, now: Instant) {
+        if let Some(rt) = self.units.get_mut(name) {
+            rt.after_stop = AfterStop::Start(new_unit.map(Box::new));
+        }
+        self.stop_unit(name, now);
     }
 
     /// Stops every process of a unit gracefully, in parallel.

@@ -11,7 +11,7 @@ use super::unit_runtime::{AfterStop, WaitCondition, Waiter};
 use super::Supervisor;
 use crate::protocol::{Request, Response, ScaleCount};
 use crate::supervisor::process_control::{ProcessControl, SpawnId};
-use crate::unit::{Unit, MAX_INSTANCES};
+use crate::unit::MAX_INSTANCES;
 
 impl<P: ProcessControl> Supervisor<P> {
     pub(super) fn on_request(&mut self, request: Request, reply: Sender<Response>, now: Instant) {
@@ -42,7 +42,7 @@ impl<P: ProcessControl> Supervisor<P> {
             }
             Request::Start { unit } => self.request_start(&unit, reply, now),
             Request::Stop { unit } => self.request_stop(&unit, reply, now),
-            Request::Restart { unit } => self.request_restart(&unit, None, reply, now),
+            Request::Restart { unit } => self.request_restart(&unit, reply, now),
             Request::Reload { unit } => self.request_reload(&unit, reply, now),
             Request::Scale { unit, count } => self.request_scale(&unit, count, reply, now),
             Request::DaemonReload {} => {
@@ -125,18 +125,9 @@ impl<P: ProcessControl> Supervisor<P> {
 
     /// Stops every instance, then starts them again (with `new_unit` if given). Clears a
     /// give-up. Answers once the new instances are ready.
-    pub(super) fn request_restart(
-        &mut self,
-        name: &str,
-        new_unit: Option<Unit>,
-        reply: Sender<Response>,
-        now: Instant,
-    ) {
+    fn request_restart(&mut self, name: &str, reply: Sender<Response>, now: Instant) {
         info!("{name}: restart requested");
-        if let Some(rt) = self.units.get_mut(name) {
-            rt.after_stop = AfterStop::Start(new_unit.map(Box::new));
-        }
-        self.stop_unit(name, now);
+        self.restart_unit(name, None, now);
         self.wait(
             name,
             WaitCondition::AllReady,
@@ -162,7 +153,7 @@ impl<P: ProcessControl> Supervisor<P> {
             )));
             return;
         }
-        self.begin_rollout(name, reply, None, now);
+        self.begin_rollout(name, Some(reply), None, now);
     }
 
     fn request_scale(
@@ -172,29 +163,48 @@ impl<P: ProcessControl> Supervisor<P> {
         reply: Sender<Response>,
         now: Instant,
     ) {
-        let Some(rt) = self.units.get_mut(name) else {
+        let Some(rt) = self.units.get(name) else {
             return;
         };
+        let (active, new) = (rt.active, count.apply(rt.wanted));
+        match self.scale_to(name, new, now) {
+            Err(error) => {
+                let _ = reply.send(Response::failed(error));
+            }
+            Ok(message) if !active => {
+                let _ = reply.send(Response::done(format!("{message} (the unit is stopped)")));
+            }
+            Ok(message) => self.wait(name, WaitCondition::AllReady, message, reply, now),
+        }
+    }
+
+    /// Sets how many instances the unit runs: starts the new indexes, stops the ones above
+    /// `new`. For `clusterctl scale` and for a daemon-reload that changes `instances` only.
+    pub(super) fn scale_to(
+        &mut self,
+        name: &str,
+        new: u32,
+        now: Instant,
+    ) -> Result<String, String> {
+        let Some(rt) = self.units.get_mut(name) else {
+            return Err(format!("unknown unit {name:?}"));
+        };
         let old = rt.wanted;
-        let new = count.apply(old);
         if new > MAX_INSTANCES {
-            let _ = reply.send(Response::failed(format!(
+            return Err(format!(
                 "{name}: {new} instances is more than the limit of {MAX_INSTANCES}"
-            )));
-            return;
+            ));
         }
         if rt.rollout.is_some() {
-            let _ = reply.send(Response::failed(format!(
+            return Err(format!(
                 "{name}: a reload is in progress; scale when it is done"
-            )));
-            return;
+            ));
         }
         rt.wanted = new;
         let message = format!("{name}: scaled from {old} to {new} instance(s)");
         info!("{message}");
         if !rt.active {
-            let _ = reply.send(Response::done(format!("{message} (the unit is stopped)")));
-            return;
+            return Ok(message);
         }
         if new > old {
             for index in old..new {
@@ -217,11 +227,11 @@ impl<P: ProcessControl> Supervisor<P> {
             for id in above {
                 self.stop_process(id, now);
             }
+            self.os.close_sockets_from(name, new);
             if let Some(rt) = self.units.get_mut(name) {
-                self.os.close_sockets_from(name, new);
                 rt.slots.truncate(new as usize);
             }
         }
-        self.wait(name, WaitCondition::AllReady, message, reply, now);
+        Ok(message)
     }
 }
