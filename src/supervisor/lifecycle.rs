@@ -9,13 +9,22 @@ use nix::unistd::Pid;
 
 use super::process::Process;
 use super::timers::Timer;
-use super::unit_runtime::{AfterStop, Handover, WaitCondition};
+use super::unit_runtime::{AfterStop, Handover};
+use super::waiters::WaitCondition;
 use super::Supervisor;
-use crate::protocol::Response;
 use crate::supervisor::process_control::{
     ExitStatus, GracefulStop, HookRequest, ProcessControl, SpawnError, SpawnId, SpawnRequest,
 };
 use crate::unit::{ReadyMode, RestartPolicy, Unit};
+
+/// What [`Supervisor::carry_out_after_stop`] did.
+#[derive(Debug, PartialEq, Eq)]
+enum Carried {
+    /// The unit is gone (its file was removed): nothing more to check.
+    Removed,
+    /// It is still there.
+    Nothing,
+}
 
 /// The first retry of a start that failed for lack of resources, and the longest delay the
 /// doubling reaches.
@@ -505,94 +514,84 @@ impl<P: ProcessControl> Supervisor<P> {
                 .count()
     }
 
-    /// Re-checks a unit after any change: answers the requests waiting on it, and once nothing
-    /// of it runs, carries out what was planned (start again, or forget it).
+    /// Re-checks a unit after any change: once nothing of it runs, carries out what was
+    /// planned (start again, or forget it); answers the requests waiting on it; moves a
+    /// reload on.
     pub(super) fn settle(&mut self, name: &str, now: Instant) {
-        // First carry out what was planned for when nothing runs, so that a `stop` answered
-        // below really is complete (its sockets closed, its unix socket files removed).
+        // First what was planned for when nothing runs, so that a `stop` answered below really
+        // is complete (its sockets closed, its unix socket files removed).
+        if self.carry_out_after_stop(name, now) == Carried::Removed {
+            return;
+        }
+        self.answer_waiters(name, now);
+        self.advance_rollout(name, now);
+    }
+
+    /// When nothing of a stopped unit runs any more: release its sockets, start it again
+    /// (restart, daemon-reload), or forget it (its file was removed).
+    fn carry_out_after_stop(&mut self, name: &str, now: Instant) -> Carried {
         let alive = self.alive_count(name);
         let Some(rt) = self.units.get_mut(name) else {
-            return;
+            return Carried::Removed;
         };
-        if alive == 0 && !rt.active {
-            match std::mem::replace(&mut rt.after_stop, AfterStop::Nothing) {
-                AfterStop::Nothing => self.os.release_unit(name),
-                AfterStop::Start(new_unit) => {
-                    if let Some(unit) = new_unit {
-                        if unit.listen != rt.unit.listen || unit.balance != rt.unit.balance {
-                            self.os.close_sockets(name);
-                        }
-                        rt.set_unit(*unit);
+        if alive > 0 || rt.active {
+            return Carried::Nothing;
+        }
+        match std::mem::replace(&mut rt.after_stop, AfterStop::Nothing) {
+            AfterStop::Nothing => self.os.release_unit(name),
+            AfterStop::Start(new_unit) => {
+                if let Some(unit) = new_unit {
+                    if unit.listen != rt.unit.listen || unit.balance != rt.unit.balance {
+                        self.os.close_sockets(name);
                     }
-                    rt.slots.clear();
-                    // The stop is complete: answer a `stop` that was waiting for it before the
-                    // unit starts again (after which it would never see "nothing runs").
-                    let (gone, others): (Vec<_>, Vec<_>) = rt
-                        .waiters
-                        .drain(..)
-                        .partition(|w| w.until == WaitCondition::AllGone);
-                    rt.waiters = others;
-                    for waiter in gone {
-                        let _ = waiter.reply.send(Response::done(waiter.message));
-                    }
-                    if !self.shutting_down {
-                        self.start_unit(name, now);
-                    }
+                    rt.set_unit(*unit);
                 }
-                AfterStop::Remove => {
-                    info!("{name}: removed");
-                    self.os.release_unit(name);
-                    for waiter in rt.waiters.drain(..) {
-                        let _ = waiter.reply.send(match waiter.until {
-                            WaitCondition::AllGone => Response::done(waiter.message),
-                            WaitCondition::AllReady => {
-                                Response::failed(format!("{name}: its unit file was removed"))
-                            }
-                        });
-                    }
-                    self.units.remove(name);
-                    return;
+                rt.slots.clear();
+                // The stop is complete: answer a `stop` that was waiting for it before the unit
+                // starts again (after which it would never see "nothing runs").
+                rt.waiters.answer_met(|until| until == WaitCondition::AllGone);
+                if !self.shutting_down {
+                    self.start_unit(name, now);
                 }
             }
+            AfterStop::Remove => {
+                info!("{name}: removed");
+                self.os.release_unit(name);
+                rt.waiters.answer_met(|until| until == WaitCondition::AllGone);
+                rt.waiters.fail(
+                    WaitCondition::AllReady,
+                    &format!("{name}: its unit file was removed"),
+                );
+                self.units.remove(name);
+                return Carried::Removed;
+            }
         }
+        Carried::Nothing
+    }
 
+    /// Answers the requests whose condition now holds, and fails the readiness waiters of a
+    /// unit that will not get ready by itself.
+    fn answer_waiters(&mut self, name: &str, now: Instant) {
         let alive = self.alive_count(name);
         let all_ready = self.all_ready(name);
         let Some(rt) = self.units.get_mut(name) else {
             return;
         };
-        let mut still_waiting = Vec::new();
-        for waiter in rt.waiters.drain(..) {
-            let done = match waiter.until {
-                WaitCondition::AllGone => alive == 0,
-                WaitCondition::AllReady => all_ready,
-            };
-            if done {
-                let _ = waiter.reply.send(Response::done(waiter.message));
-            } else {
-                still_waiting.push(waiter);
-            }
-        }
-        rt.waiters = still_waiting;
-
+        rt.waiters.answer_met(|until| match until {
+            WaitCondition::AllGone => alive == 0,
+            WaitCondition::AllReady => all_ready,
+        });
         // An active unit with an empty slot will not fill it by itself (it gave up, or
         // restart = "never"): requests waiting for readiness have their answer.
         // Neither will a unit that is down with nothing planned: its start failed before any
         // instance ran (its listen sockets cannot be opened), or clusterd is shutting down and
         // dropped the planned start. Without this, `clusterctl start|restart` would wait
         // forever (or until clusterd exits).
-        if let Some(rt) = self.units.get(name) {
-            let stuck = rt.active
-                && (rt.gave_up.is_some()
-                    || (0..rt.wanted)
-                        .any(|i| rt.slots.get(i as usize).is_none_or(|s| s.current.is_none())));
-            let down_for_good =
-                !rt.active && alive == 0 && matches!(rt.after_stop, AfterStop::Nothing);
-            if stuck || down_for_good {
-                self.fail_waiters(name, now);
-            }
+        let stuck = rt.active && (rt.gave_up.is_some() || !rt.missing_indexes().is_empty());
+        let down_for_good = !rt.active && alive == 0 && matches!(rt.after_stop, AfterStop::Nothing);
+        if stuck || down_for_good {
+            self.fail_waiters(name, now);
         }
-        self.advance_rollout(name, now);
     }
 
     /// True when every wanted index has a ready process and nothing runs above `wanted`.
@@ -632,15 +631,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 .find_map(|(i, s)| s.last_exit.as_ref().map(|e| format!("instance {i} {e}")))
                 .unwrap_or_else(|| "an instance is not running".to_string())
         });
-        let (ready_waiters, others): (Vec<_>, Vec<_>) = rt
-            .waiters
-            .drain(..)
-            .partition(|w| w.until == WaitCondition::AllReady);
-        rt.waiters = others;
-        for waiter in ready_waiters {
-            let _ = waiter
-                .reply
-                .send(Response::failed(format!("{name}: {reason}")));
-        }
+        rt.waiters
+            .fail(WaitCondition::AllReady, &format!("{name}: {reason}"));
     }
 }

@@ -18,6 +18,7 @@ pub(crate) mod restart_limiter;
 mod status;
 mod timers;
 mod unit_runtime;
+mod waiters;
 
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,8 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 use log::info;
 
-use super::unit_runtime::{AfterStop, WaitCondition, Waiter};
+use super::unit_runtime::AfterStop;
+use super::waiters::WaitCondition;
 use super::Supervisor;
 use crate::protocol::{Request, Response, ScaleCount};
 use crate::supervisor::process_control::{ProcessControl, SpawnId};
@@ -73,11 +74,7 @@ impl<P: ProcessControl> Supervisor<P> {
         now: Instant,
     ) {
         if let Some(rt) = self.units.get_mut(name) {
-            rt.waiters.push(Waiter {
-                reply,
-                until,
-                message,
-            });
+            rt.waiters.push(reply, until, message);
         }
         self.settle(name, now);
     }

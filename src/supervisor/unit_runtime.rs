@@ -3,6 +3,7 @@
 
 use crossbeam_channel::Sender;
 
+use super::waiters::Waiters;
 use crate::protocol::Response;
 use crate::supervisor::process_control::SpawnId;
 use crate::supervisor::restart_limiter::RestartLimiter;
@@ -28,7 +29,7 @@ pub(super) struct UnitRuntime {
     /// What to do once every process of the unit is gone.
     pub after_stop: AfterStop,
     /// Requests that return when the unit reaches a condition.
-    pub waiters: Vec<Waiter>,
+    pub waiters: Waiters,
     /// A rolling reload in progress.
     pub rollout: Option<Rollout>,
     /// The delay of the armed retry of starts that failed for lack of system resources.
@@ -65,21 +66,6 @@ pub(super) enum AfterStop {
     Remove,
 }
 
-pub(super) struct Waiter {
-    pub reply: Sender<Response>,
-    pub until: WaitCondition,
-    /// The success message.
-    pub message: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum WaitCondition {
-    /// No process of the unit is left.
-    AllGone,
-    /// Every wanted index has a ready process and nothing is left above `wanted`.
-    AllReady,
-}
-
 pub(super) struct Rollout {
     /// The next index to replace.
     pub next_index: u32,
@@ -101,7 +87,7 @@ impl UnitRuntime {
             restarts: 0,
             config_error: None,
             after_stop: AfterStop::Nothing,
-            waiters: Vec::new(),
+            waiters: Waiters::default(),
             rollout: None,
             retry_delay: None,
         }
