@@ -207,10 +207,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 return;
             }
             if rollout.next_index >= rt.wanted {
-                let old_left = self
-                    .processes
-                    .values()
-                    .any(|p| p.unit == name && p.stopping);
+                let old_left = self.processes_of(name).any(|p| p.stopping);
                 if old_left {
                     return;
                 }

@@ -163,6 +163,7 @@ impl<P: ProcessControl> Supervisor<P> {
                         .add_after(now, rt.unit.ready_timeout, Timer::ReadyTimeout(id));
                 }
                 rt.slot_mut(index).current = Some(id);
+                rt.processes.insert(id);
                 info!("{name}[{index}]: started, pid {pid}");
                 self.processes.insert(
                     id,
@@ -301,6 +302,7 @@ impl<P: ProcessControl> Supervisor<P> {
         let Some(rt) = self.units.get_mut(&name) else {
             return;
         };
+        rt.processes.remove(&id);
         if process.stopping || process.announced_exit {
             info!("{}: {status}", process.label());
         } else {
@@ -411,12 +413,7 @@ impl<P: ProcessControl> Supervisor<P> {
         if rt.rollout.is_some() {
             self.abort_rollout(name, format!("{name}: reload interrupted by a stop"), now);
         }
-        let ids: Vec<SpawnId> = self
-            .processes
-            .values()
-            .filter(|p| p.unit == name)
-            .map(|p| p.id)
-            .collect();
+        let ids: Vec<SpawnId> = self.processes_of(name).map(|p| p.id).collect();
         for id in ids {
             self.stop_process(id, now);
         }
@@ -503,10 +500,19 @@ impl<P: ProcessControl> Supervisor<P> {
         self.os.signal_instance(id, process.pid, Signal::SIGKILL);
     }
 
+    /// The live processes of a unit.
+    pub(super) fn processes_of<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a Process> + 'a {
+        self.units
+            .get(name)
+            .into_iter()
+            .flat_map(|rt| rt.processes.iter())
+            .filter_map(|id| self.processes.get(id))
+    }
+
     /// Processes of the unit that are not gone: instances, and what released instances left
     /// in their cgroups.
     pub(super) fn alive_count(&self, name: &str) -> usize {
-        self.processes.values().filter(|p| p.unit == name).count()
+        self.units.get(name).map_or(0, |rt| rt.processes.len())
             + self
                 .lingering
                 .values()
@@ -549,7 +555,8 @@ impl<P: ProcessControl> Supervisor<P> {
                 rt.slots.clear();
                 // The stop is complete: answer a `stop` that was waiting for it before the unit
                 // starts again (after which it would never see "nothing runs").
-                rt.waiters.answer_met(|until| until == WaitCondition::AllGone);
+                rt.waiters
+                    .answer_met(|until| until == WaitCondition::AllGone);
                 if !self.shutting_down {
                     self.start_unit(name, now);
                 }
@@ -557,7 +564,8 @@ impl<P: ProcessControl> Supervisor<P> {
             AfterStop::Remove => {
                 info!("{name}: removed");
                 self.os.release_unit(name);
-                rt.waiters.answer_met(|until| until == WaitCondition::AllGone);
+                rt.waiters
+                    .answer_met(|until| until == WaitCondition::AllGone);
                 rt.waiters.fail(
                     WaitCondition::AllReady,
                     &format!("{name}: its unit file was removed"),
@@ -606,10 +614,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 .and_then(|id| self.processes.get(&id))
                 .is_some_and(|p| p.ready && !p.stopping)
         });
-        let none_above = !self
-            .processes
-            .values()
-            .any(|p| p.unit == name && p.index >= rt.wanted);
+        let none_above = !self.processes_of(name).any(|p| p.index >= rt.wanted);
         rt.active && every_index_ready && none_above
     }
 

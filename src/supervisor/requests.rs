@@ -216,9 +216,8 @@ impl<P: ProcessControl> Supervisor<P> {
             }
         } else {
             let above: Vec<SpawnId> = self
-                .processes
-                .values()
-                .filter(|p| p.unit == name && p.index >= new)
+                .processes_of(name)
+                .filter(|p| p.index >= new)
                 .map(|p| p.id)
                 .collect();
             for id in above {

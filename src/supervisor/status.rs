@@ -38,8 +38,7 @@ impl<P: ProcessControl> Supervisor<P> {
     }
 
     fn unit_status(&self, name: &str, rt: &UnitRuntime, now: Instant) -> UnitStatus {
-        let mut processes: Vec<&Process> =
-            self.processes.values().filter(|p| p.unit == name).collect();
+        let mut processes: Vec<&Process> = self.processes_of(name).collect();
         processes.sort_by_key(|p| (p.index, p.id));
         let mut instances = Vec::new();
         for (index, slot) in rt.slots.iter().enumerate().take(rt.wanted as usize) {

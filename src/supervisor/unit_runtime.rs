@@ -30,6 +30,9 @@ pub(super) struct UnitRuntime {
     pub after_stop: AfterStop,
     /// Requests that return when the unit reaches a condition.
     pub waiters: Waiters,
+    /// Every live process of the unit (current, replaced, scaled away), by spawn id: the
+    /// supervisor's index into its process table.
+    pub processes: std::collections::BTreeSet<SpawnId>,
     /// A rolling reload in progress.
     pub rollout: Option<Rollout>,
     /// The delay of the armed retry of starts that failed for lack of system resources.
@@ -88,6 +91,7 @@ impl UnitRuntime {
             config_error: None,
             after_stop: AfterStop::Nothing,
             waiters: Waiters::default(),
+            processes: Default::default(),
             rollout: None,
             retry_delay: None,
         }

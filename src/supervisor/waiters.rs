@@ -37,9 +37,7 @@ impl Waiters {
     pub(super) fn answer_met(&mut self, holds: impl Fn(WaitCondition) -> bool) {
         self.0.retain(|waiter| {
             if holds(waiter.until) {
-                let _ = waiter
-                    .reply
-                    .send(Response::done(waiter.message.clone()));
+                let _ = waiter.reply.send(Response::done(waiter.message.clone()));
                 false
             } else {
                 true
