@@ -15,7 +15,7 @@ use super::Supervisor;
 use crate::supervisor::process_control::{
     ExitStatus, GracefulStop, HookRequest, ProcessControl, SpawnError, SpawnId, SpawnRequest,
 };
-use crate::unit::{ReadyMode, RestartPolicy, Unit};
+use crate::unit::{ReadyMode, RestartPolicy, Unit, DEFAULT_KILL_TIMEOUT};
 
 /// What [`Supervisor::carry_out_after_stop`] did.
 #[derive(Debug, PartialEq, Eq)]
@@ -288,45 +288,38 @@ impl<P: ProcessControl> Supervisor<P> {
         let Some(process) = self.processes.remove(&id) else {
             return;
         };
-        self.os.release(id);
-        if self.os.has_leftovers(id) {
-            // Its cgroup is not empty: the instance is gone only once it is.
-            self.lingering
-                .insert(id, (process.unit.clone(), process.pid));
-        }
         self.timers.cancel(Timer::Kill(id));
         self.timers.cancel(Timer::KillSignal(id));
         self.timers.cancel(Timer::ReadyTimeout(id));
-        let name = process.unit.clone();
-        let index = process.index;
-        let Some(rt) = self.units.get_mut(&name) else {
-            return;
-        };
-        rt.processes.remove(&id);
         if process.stopping || process.announced_exit {
             info!("{}: {status}", process.label());
         } else {
             warn!("{}: {status}", process.label());
         }
+        // What the exit means for its slot comes first, a crash's restart included: nothing
+        // that can wait (closing the old channel, its cgroup, its leftovers) stands between
+        // the reap and the fork of the replacement.
+        self.update_slot_after_exit(id, &process, status, now);
+        self.clean_up_after_exit(id, &process, now);
+        self.settle(&process.unit, now);
+    }
 
-        // Whatever the instance left in its group goes too: at once if it was being stopped,
-        // gracefully otherwise.
-        if process.stopping {
-            self.os.signal_instance(id, process.pid, Signal::SIGKILL);
-        } else {
-            self.os
-                .signal_instance(id, process.pid, rt.unit.kill_signal);
-            self.timers.add_after(
-                now,
-                rt.unit.kill_timeout,
-                Timer::KillLeftovers(id, process.pid),
-            );
-        }
-
-        if index as usize >= rt.slots.len() {
-            // Scaled away: nothing to restart or hand over.
-            self.settle(&name, now);
+    /// The slot of an instance that exited: it restarts (within policy and budget), hands
+    /// over to its standby, or puts the old process of a failed reload back.
+    fn update_slot_after_exit(
+        &mut self,
+        id: SpawnId,
+        process: &Process,
+        status: ExitStatus,
+        now: Instant,
+    ) {
+        let (name, index) = (process.unit.as_str(), process.index);
+        let Some(rt) = self.units.get_mut(name) else {
             return;
+        };
+        rt.processes.remove(&id);
+        if index as usize >= rt.slots.len() {
+            return; // scaled away: nothing to restart or hand over
         }
         let slot = rt.slot_mut(index);
         if slot.standby.is_some_and(|(standby, _)| standby == id) {
@@ -341,21 +334,43 @@ impl<P: ProcessControl> Supervisor<P> {
                         // The new process died before it was ready: the old one serves on.
                         slot.current = Some(standby);
                         self.abort_rollout(
-                            &name,
+                            name,
                             format!("{name}[{index}]: the new process {status} before it was ready; the old one keeps serving"),
                             now,
                         );
-                        self.settle(&name, now);
                         return;
                     }
                     Handover::Suicide => self.arm_kill(standby, now),
                 }
             }
-            self.maybe_restart(&process, status, now);
+            self.maybe_restart(process, status, now);
         } else {
             slot.last_exit = slot.last_exit.take().or(Some(status.to_string()));
         }
-        self.settle(&name, now);
+    }
+
+    /// What an exited instance leaves: its worker channel and cgroup are released, and
+    /// whatever else of it still runs is stopped — at once if it was being stopped, gracefully
+    /// otherwise; the instance counts as alive until its cgroup is empty.
+    fn clean_up_after_exit(&mut self, id: SpawnId, process: &Process, now: Instant) {
+        self.os.release(id);
+        if self.os.has_leftovers(id) {
+            self.lingering
+                .insert(id, (process.unit.clone(), process.pid));
+        }
+        if process.stopping {
+            self.os.signal_instance(id, process.pid, Signal::SIGKILL);
+            return;
+        }
+        let (kill_signal, kill_timeout) = self
+            .units
+            .get(&process.unit)
+            .map_or((Signal::SIGTERM, DEFAULT_KILL_TIMEOUT), |rt| {
+                (rt.unit.kill_signal, rt.unit.kill_timeout)
+            });
+        self.os.signal_instance(id, process.pid, kill_signal);
+        self.timers
+            .add_after(now, kill_timeout, Timer::KillLeftovers(id, process.pid));
     }
 
     /// After an instance exited on its own: restart it if the unit's policy and budget allow.
