@@ -144,20 +144,36 @@ pub(crate) fn spawn(request: &ExecRequest) -> Result<Pid, SpawnError> {
         Some(&mut previous),
     )
     .map_err(|e| SpawnError::from_errno("sigprocmask", e))?;
-    let pid = match plan.cgroup {
-        // SAFETY: as for fork below; see `clone_into_cgroup`.
-        Some(cgroup) => match unsafe { clone_into_cgroup(cgroup.directory) } {
-            Some(pid) => {
-                // Only the child reads this (its copy of the plan), before it runs.
-                plan.created_in_cgroup = pid == 0;
-                pid
+    // First choice: a child that shares clusterd's memory until it execs (CLONE_VM and
+    // CLONE_VFORK, as posix_spawn does), created in its cgroup: no page tables are copied and
+    // exec has nothing of clusterd's to tear down. This thread waits until the child has
+    // exec'd or failed, which `spawn` does anyway.
+    let error_fd = error_write.as_raw_fd();
+    plan.created_in_cgroup = plan.cgroup.is_some();
+    // SAFETY: see `spawn_sharing_memory`: the child runs `child_after_fork` on a stack of its
+    // own and only touches the plan, which nothing else uses until the child has exec'd.
+    let shared = unsafe { spawn_sharing_memory(&mut plan, error_fd) };
+    let pid = match shared {
+        Some(pid) => pid,
+        None => {
+            plan.created_in_cgroup = false;
+            match plan.cgroup {
+                // SAFETY: as for fork below; see `clone_into_cgroup`.
+                Some(cgroup) => match unsafe { clone_into_cgroup(cgroup.directory) } {
+                    Some(pid) => {
+                        // Only the child reads this (its copy of the plan), before it runs.
+                        plan.created_in_cgroup = pid == 0;
+                        pid
+                    }
+                    // SAFETY: as below.
+                    None => unsafe { libc::fork() },
+                },
+                // SAFETY: the child branch calls only `child_after_fork`, which makes
+                // async-signal-safe system calls on memory prepared before the fork and ends
+                // in execve or _exit.
+                None => unsafe { libc::fork() },
             }
-            // SAFETY: as below.
-            None => unsafe { libc::fork() },
-        },
-        // SAFETY: the child branch calls only `child_after_fork`, which makes async-signal-safe
-        // system calls on memory prepared before the fork and ends in execve or _exit.
-        None => unsafe { libc::fork() },
+        }
     };
     if pid == 0 {
         // SAFETY: we are the freshly forked child; see `child_after_fork`.
@@ -499,6 +515,91 @@ unsafe fn clone_into_cgroup(directory: RawFd) -> Option<libc::pid_t> {
     // Otherwise: no clone3 (before 5.3), no CLONE_INTO_CGROUP (before 5.7), a cgroup it
     // refuses — or out of processes or memory, which fork will then report.
     (pid >= 0).then_some(pid as libc::pid_t)
+}
+
+/// The stack a memory-sharing child runs on until it execs: `child_after_fork` needs little.
+const CHILD_STACK_BYTES: usize = 64 * 1024;
+
+/// What the memory-sharing child's entry point gets.
+struct ChildStart {
+    plan: *mut ExecPlan,
+    error_fd: RawFd,
+}
+
+/// Where a memory-sharing child starts, on its own stack.
+extern "C" fn child_entry(start: *mut libc::c_void) -> ! {
+    // SAFETY: `start` is the `ChildStart` that `spawn_sharing_memory` passed, alive (in the
+    // suspended parent's frame) until this child execs or exits.
+    unsafe {
+        let start = &*(start as *const ChildStart);
+        child_after_fork(&mut *start.plan, start.error_fd)
+    }
+}
+
+/// Starts the child with `clone3(CLONE_VM | CLONE_VFORK [| CLONE_INTO_CGROUP])` on a stack of
+/// its own, running `child_after_fork`. Returns the child's pid once it has exec'd or failed;
+/// `None` (nothing started) where this cannot be done, and the caller forks instead.
+///
+/// # Safety
+/// The child shares every page of clusterd until it execs; it runs only `child_after_fork`
+/// (async-signal-safe system calls, raw credential calls, no allocation) on memory prepared
+/// before, and the calling thread is suspended meanwhile. Every signal must be blocked by the
+/// caller, so that no handler of clusterd's runs in the child.
+#[cfg(target_arch = "x86_64")]
+unsafe fn spawn_sharing_memory(plan: &mut ExecPlan, error_fd: RawFd) -> Option<libc::pid_t> {
+    const CLONE_VM: u64 = libc::CLONE_VM as u64;
+    const CLONE_VFORK: u64 = libc::CLONE_VFORK as u64;
+    let mut stack = vec![0u8; CHILD_STACK_BYTES + 16];
+    // 16-byte aligned, as the ABI wants the stack at a call.
+    let base = stack.as_mut_ptr() as usize;
+    let low = (base + 15) & !15;
+    let size = (base + stack.len() - low) & !15;
+    let directory = plan.cgroup.map(|c| c.directory);
+    let args = CloneArgs {
+        flags: CLONE_VM | CLONE_VFORK | directory.map_or(0, |_| CLONE_INTO_CGROUP),
+        exit_signal: libc::SIGCHLD as u64,
+        stack: low as u64,
+        stack_size: size as u64,
+        cgroup: directory.map_or(0, |d| d as u64),
+        ..CloneArgs::default()
+    };
+    let mut start = ChildStart {
+        plan: plan as *mut ExecPlan,
+        error_fd,
+    };
+    let result: i64;
+    // SAFETY: clone3 with a valid clone_args of the size given. In the child (rax == 0) the
+    // kernel has set the stack pointer to the top of `stack`; the child calls `child_entry`
+    // with `start` and never comes back (it execs or _exits). rcx and r11 are clobbered by
+    // `syscall`; r12 and r13 survive it.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r12",
+            "call r13",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone3 => result,
+            in("rdi") &args as *const CloneArgs,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") &mut start as *mut ChildStart,
+            in("r13") child_entry as *const () as usize,
+            lateout("rcx") _,
+            lateout("r11") _,
+        );
+    }
+    drop(stack);
+    // Negative: -errno. Without clone3 (before 5.3), CLONE_INTO_CGROUP (5.7) or with a cgroup
+    // it refuses, the caller's fork path works everywhere.
+    (result > 0).then_some(result as libc::pid_t)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn spawn_sharing_memory(_plan: &mut ExecPlan, _error_fd: RawFd) -> Option<libc::pid_t> {
+    None
 }
 
 /// Writes `value` in decimal followed by a NUL into `buffer`, without allocating.
