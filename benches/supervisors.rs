@@ -562,6 +562,47 @@ int main(int argc, char **argv) {
 }
 "#;
 
+const FLOOR_C: &str = include_str!("workers/restart_floor.c");
+
+/// Builds the C restart floor (it needs the static C worker, not the shell fallback).
+fn build_floor(scratch: &Path, worker: &[String]) -> Option<PathBuf> {
+    if worker.len() != 1 {
+        return None;
+    }
+    let src = scratch.join("restart_floor.c");
+    let bin = scratch.join("restart_floor");
+    fs::write(&src, FLOOR_C).ok()?;
+    let built = Command::new("gcc")
+        .args(["-O2", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    built.then_some(bin)
+}
+
+/// The floor's restart latencies (ms), `kills` of them, measured the way the supervisors' are.
+fn floor_latencies(env: &Env, floor: &Path, kills: usize) -> Result<Vec<f64>, String> {
+    let stamps = env.tmp.join("floor-stamps");
+    let out = run_timeout(
+        Command::new(floor)
+            .arg(&env.worker[0])
+            .arg(&stamps)
+            .arg(kills.to_string()),
+        Duration::from_secs(60),
+    )?;
+    let lat: Vec<f64> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    if lat.is_empty() {
+        return Err("the floor measured nothing".into());
+    }
+    Ok(lat)
+}
+
 /// The worker's argv without the stamp path.
 fn build_worker(scratch: &Path) -> Result<Vec<String>, String> {
     let src = scratch.join("stamp_worker.c");
@@ -646,6 +687,8 @@ impl Stamps {
 struct Env {
     tmp: PathBuf,
     worker: Vec<String>,
+    /// benches/workers/restart_floor.c built: the restart floor of this machine.
+    floor: Option<PathBuf>,
     clusterd: PathBuf,
     clusterctl: PathBuf,
     node: Option<PathBuf>,
@@ -1026,6 +1069,20 @@ const ROWS: &[Row] = &[
         digits: 2,
     },
     Row {
+        key: "floor_p50",
+        label: "restart latency p50 of a minimal C supervisor, same run (ms)",
+        target: Target::None,
+        target_text: "",
+        digits: 2,
+    },
+    Row {
+        key: "restart_vs_floor",
+        label: "clusterd restart p50 / C floor, same run",
+        target: Target::AtMost(1.2),
+        target_text: "≤ 1.2",
+        digits: 2,
+    },
+    Row {
         key: "mass",
         label: "start → 1000th instance started (s)",
         target: Target::AtMost(1.0),
@@ -1325,6 +1382,27 @@ fn sessions_10(env: &Env, opts: &Opts, peers: &[Peer], run: usize, r: &mut Resul
             }
         }
         s.stop();
+    }
+    // The floor in the same run, right after the supervisors: this VM's restart cost moves
+    // by a third from one minute to the next, so only a ratio within one run means anything.
+    if opts.wants("restart") {
+        if let Some(floor) = &env.floor {
+            match floor_latencies(env, floor, opts.kills) {
+                Ok(lat) => {
+                    let p50 = percentile(&lat, 0.5);
+                    r.add("floor_p50", Peer::Clusterd, p50);
+                    let clusterd = r
+                        .values
+                        .get("restart_p50")
+                        .and_then(|v| v.get(&Peer::Clusterd))
+                        .and_then(|v| v.last().copied());
+                    if let Some(c) = clusterd {
+                        r.add("restart_vs_floor", Peer::Clusterd, c / p50);
+                    }
+                }
+                Err(e) => r.notes.push(format!("restart floor: {e}")),
+            }
+        }
     }
 }
 
@@ -1870,9 +1948,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let floor = build_floor(&opts.scratch, &worker);
     let mut env = Env {
         tmp: tmp.path().to_path_buf(),
         worker,
+        floor,
         clusterd: PathBuf::from(env!("CARGO_BIN_EXE_clusterd")),
         clusterctl: PathBuf::from(env!("CARGO_BIN_EXE_clusterctl")),
         node: which("node"),
