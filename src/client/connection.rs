@@ -15,12 +15,34 @@ pub enum ClientError {
 }
 
 pub fn send_request(socket: &Path, request: Request) -> Result<Response, ClientError> {
+    exchange(socket, request, None)
+}
+
+/// [`send_request`], giving up (with a `Protocol` error) if no answer came within `timeout`:
+/// for callers that poll, such as tests and scripts.
+pub fn send_request_within(
+    socket: &Path,
+    request: Request,
+    timeout: std::time::Duration,
+) -> Result<Response, ClientError> {
+    exchange(socket, request, Some(timeout))
+}
+
+fn exchange(
+    socket: &Path,
+    request: Request,
+    timeout: Option<std::time::Duration>,
+) -> Result<Response, ClientError> {
     let mut stream = UnixStream::connect(socket).map_err(|e| {
         ClientError::Unreachable(format!(
             "cannot connect to clusterd at {}: {e} (is clusterd running? use --socket or CLUSTERD_SOCKET for another path)",
             socket.display()
         ))
     })?;
+    if timeout.is_some() {
+        let _ = stream.set_read_timeout(timeout);
+        let _ = stream.set_write_timeout(timeout);
+    }
     let envelope = RequestEnvelope {
         version: PROTOCOL_VERSION,
         request,

@@ -138,13 +138,9 @@ impl Daemon {
         self.child = Some(child);
         let socket = self.socket.clone();
         wait_for("the control socket to answer", PATIENCE, || {
-            Command::new(CLUSTERCTL)
-                .arg("--socket")
-                .arg(&socket)
-                .arg("status")
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false)
+            let request = clusterd::protocol::Request::Status { unit: None };
+            clusterd::client::connection::send_request_within(&socket, request, CTL_DEADLINE)
+                .is_ok_and(|r| r.ok)
         });
     }
 
@@ -211,14 +207,15 @@ impl Daemon {
     }
 
     /// `clusterctl status --json`, parsed.
+    /// Asked in-process through the library's client, not by starting clusterctl: tests
+    /// poll it every 10 ms.
     pub(crate) fn status(&self) -> Value {
-        let out = self.ctl(&["status", "--json"]);
-        assert!(
-            out.status.success(),
-            "status failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("status JSON")
+        let request = clusterd::protocol::Request::Status { unit: None };
+        let response =
+            clusterd::client::connection::send_request_within(&self.socket, request, CTL_DEADLINE)
+                .unwrap_or_else(|e| panic!("status failed: {e:?}\n{}", self.log()));
+        assert!(response.ok, "status failed: {:?}", response.error);
+        serde_json::to_value(response.status).expect("status JSON")
     }
 
     /// One unit's entry of the status JSON (Null if absent).
