@@ -90,11 +90,16 @@ fn check(dir: &std::path::Path) -> ExitCode {
                 .and_then(|bytes| String::from_utf8(bytes).ok())
                 .map(|text| every_error(&file.path, &text))
                 .unwrap_or_default();
-            if errors.is_empty() {
-                eprintln!("{first}");
-            }
+            let errors = if errors.is_empty() {
+                vec![first.clone()]
+            } else {
+                errors
+            };
             for error in errors {
                 eprintln!("{error}");
+                if let Some(snippet) = error.snippet() {
+                    eprintln!("{snippet}");
+                }
             }
             bad += 1;
         }

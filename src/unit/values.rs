@@ -78,8 +78,8 @@ impl<'de> Deserialize<'de> for HumanDuration {
                     .map_err(|e| E::custom(format!("invalid duration {value:?}: {e}")))?;
                 if duration > MAX_DURATION {
                     return Err(E::custom(format!(
-                        "duration {value:?} is too long (at most {})",
-                        humantime::format_duration(MAX_DURATION)
+                        "duration {value:?} is too long (at most \"{}days\", 10 years)",
+                        MAX_DURATION.as_secs() / 86_400
                     )));
                 }
                 Ok(HumanDuration(duration))
