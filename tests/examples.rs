@@ -211,3 +211,19 @@ fn the_systemd_service_passes_systemd_analyze_verify() {
         output.status
     );
 }
+
+/// The key table of docs/unit-files.md is the one in `unit::KEYS`, word for word: the docs
+/// cannot list a key the parser does not take, or miss one it does.
+#[test]
+fn the_docs_key_table_is_the_parsers_key_table() {
+    let doc = fs::read_to_string(root().join("docs/unit-files.md")).expect("unit-files.md");
+    let start = doc
+        .find("| key | type | default | meaning |")
+        .expect("the key table");
+    let table: String = doc[start..]
+        .lines()
+        .take_while(|line| line.starts_with('|'))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert_eq!(table, clusterd::unit::markdown_table());
+}

@@ -5,42 +5,13 @@
 //! the type [`UnitFile`] gives it. Checks that span several keys (an unknown user, reuseport
 //! with a unix address) run in [`Unit::parse`] once every key is valid on its own.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use serde::de::DeserializeOwned;
-use toml::de::{DeTable, DeValue, ValueDeserializer};
-use toml::Spanned;
+use toml::de::DeTable;
 
+use super::keys::{key, KEYS};
 use super::unit::Unit;
 use super::unit_error::UnitError;
-use super::unit_file::RestartLimitTable;
-use super::values::{
-    Balance, CommandLine, HumanDuration, ListenAddress, NodeClusterSetting, NodeClusterStop,
-    ReadyMode, RestartPolicy, SignalName,
-};
-
-/// Every key a unit file may have, in the order the docs list them.
-pub const KEYS: &[&str] = &[
-    "command",
-    "description",
-    "instances",
-    "restart",
-    "restart_limit",
-    "kill_signal",
-    "kill_timeout",
-    "on_giveup",
-    "working_directory",
-    "environment",
-    "user",
-    "group",
-    "listen",
-    "balance",
-    "ready",
-    "ready_timeout",
-    "node_cluster",
-    "node_cluster_stop",
-];
 
 /// All the errors of the unit file `path` with contents `text`; empty when it is valid.
 pub fn every_error(path: &Path, text: &str) -> Vec<UnitError> {
@@ -54,39 +25,24 @@ pub fn every_error(path: &Path, text: &str) -> Vec<UnitError> {
     };
     let mut errors = Vec::new();
     let mut has_command = false;
-    for (key, value) in document.get_ref().iter() {
-        let name: &str = key.get_ref();
+    for (key_name, value) in document.get_ref().iter() {
+        let name: &str = key_name.get_ref();
         has_command |= name == "command";
-        let checked = match name {
-            "command" | "on_giveup" => check::<CommandLine>(value),
-            "description" | "user" | "group" => check::<String>(value),
-            "instances" => check::<u32>(value),
-            "restart" => check::<RestartPolicy>(value),
-            "restart_limit" => check::<RestartLimitTable>(value),
-            "kill_signal" => check::<SignalName>(value),
-            "kill_timeout" | "ready_timeout" => check::<HumanDuration>(value),
-            "working_directory" => check::<PathBuf>(value),
-            "environment" => check::<BTreeMap<String, String>>(value),
-            "listen" => check::<Vec<ListenAddress>>(value),
-            "balance" => check::<Balance>(value),
-            "ready" => check::<ReadyMode>(value),
-            "node_cluster" => check::<NodeClusterSetting>(value),
-            "node_cluster_stop" => check::<NodeClusterStop>(value),
-            unknown => {
-                let expected = KEYS
-                    .iter()
-                    .map(|k| format!("`{k}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                errors.push(UnitError::at_offset(
-                    path,
-                    text,
-                    key.span().start,
-                    format!("unknown field `{unknown}`, expected one of {expected}"),
-                ));
-                continue;
-            }
+        let Some(spec) = key(name) else {
+            let expected = KEYS
+                .iter()
+                .map(|k| format!("`{}`", k.name))
+                .collect::<Vec<_>>()
+                .join(", ");
+            errors.push(UnitError::at_offset(
+                path,
+                text,
+                key_name.span().start,
+                format!("unknown field `{name}`, expected one of {expected}"),
+            ));
+            continue;
         };
+        let checked = (spec.check)(value);
         if let Err(e) = checked {
             let offset = e.span().map_or(value.span().start, |s| s.start);
             errors.push(UnitError::at_offset(
@@ -106,10 +62,6 @@ pub fn every_error(path: &Path, text: &str) -> Vec<UnitError> {
     }
     errors.sort_by_key(|e| e.position);
     errors
-}
-
-fn check<T: DeserializeOwned>(value: &Spanned<DeValue<'_>>) -> Result<(), toml::de::Error> {
-    T::deserialize(ValueDeserializer::from(value.clone())).map(|_| ())
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! supervisor runs, errors that point into the file, and loading a directory of them.
 
 mod every_error;
+mod keys;
 mod load;
 #[allow(clippy::module_inception)]
 mod unit;
@@ -9,7 +10,8 @@ mod unit_error;
 mod unit_file;
 mod values;
 
-pub use every_error::{every_error, KEYS};
+pub use every_error::every_error;
+pub use keys::{markdown_table, Key, KEYS};
 pub use load::{load_unit_file, load_units_dir, read_unit_text, LoadedFile};
 pub use unit::{
     cpu_count, is_valid_unit_name, resolve_group, Balance, Credentials, ListenAddress,

@@ -1,0 +1,201 @@
+//! The one table of unit-file keys: each key's name, the value it takes, its default, what it
+//! means, and the check of a value on its own. `clusterd --check` checks every key of a file
+//! with it, the error for an unknown key lists it, and the key table of docs/unit-files.md is
+//! rendered from it ([`markdown_table`]; a test keeps the two equal). A test also keeps serde's
+//! [`super::UnitFile`] accepting exactly these keys.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::de::DeserializeOwned;
+use toml::de::{DeValue, ValueDeserializer};
+use toml::Spanned;
+
+use super::unit_file::RestartLimitTable;
+use super::values::{
+    Balance, CommandLine, HumanDuration, ListenAddress, NodeClusterSetting, NodeClusterStop,
+    ReadyMode, RestartPolicy, SignalName,
+};
+
+/// One key of a unit file.
+pub struct Key {
+    pub name: &'static str,
+    /// The value it takes, for people (Markdown).
+    pub value: &'static str,
+    pub default: &'static str,
+    pub meaning: &'static str,
+    /// Checks a value of this key on its own (cross-key checks are `Unit::parse`'s).
+    pub(crate) check: fn(&Spanned<DeValue<'_>>) -> Result<(), toml::de::Error>,
+}
+
+/// Every key a unit file may have, in the order the docs list them.
+pub const KEYS: &[Key] = &[
+    Key {
+        name: "command",
+        value: "string or array of strings",
+        default: "**required**",
+        meaning: "the program and its arguments",
+        check: check::<CommandLine>,
+    },
+    Key {
+        name: "description",
+        value: "string",
+        default: "none",
+        meaning: "one line shown by `clusterctl status`",
+        check: check::<String>,
+    },
+    Key {
+        name: "instances",
+        value: "integer, 0–4096",
+        default: "`1`",
+        meaning: "copies to run; `0` means one per CPU",
+        check: check::<u32>,
+    },
+    Key {
+        name: "restart",
+        value: "`\"always\"`, `\"on-failure\"`, `\"never\"`",
+        default: "`\"always\"`",
+        meaning: "when an instance that exited on its own is started again",
+        check: check::<RestartPolicy>,
+    },
+    Key {
+        name: "restart_limit",
+        value: "table `{ burst = N, interval = \"D\" }`",
+        default: "`{ burst = 10, interval = \"60s\" }`",
+        meaning: "at most `burst` automatic restarts in any sliding `interval`, or the unit gives up",
+        check: check::<RestartLimitTable>,
+    },
+    Key {
+        name: "kill_signal",
+        value: "signal name",
+        default: "`\"SIGTERM\"`",
+        meaning: "sent to every process of the instance to stop it",
+        check: check::<SignalName>,
+    },
+    Key {
+        name: "kill_timeout",
+        value: "duration",
+        default: "`\"5s\"`",
+        meaning: "time between `kill_signal` and SIGKILL",
+        check: check::<HumanDuration>,
+    },
+    Key {
+        name: "on_giveup",
+        value: "string or array of strings",
+        default: "none",
+        meaning: "command run once when the unit gives up (the alarm)",
+        check: check::<CommandLine>,
+    },
+    Key {
+        name: "working_directory",
+        value: "path",
+        default: "clusterd's",
+        meaning: "directory the instances (and `on_giveup`) run in",
+        check: check::<PathBuf>,
+    },
+    Key {
+        name: "environment",
+        value: "table of strings",
+        default: "none",
+        meaning: "variables added to the instances' environment",
+        check: check::<BTreeMap<String, String>>,
+    },
+    Key {
+        name: "user",
+        value: "user name or uid",
+        default: "clusterd's",
+        meaning: "account the instances run as",
+        check: check::<String>,
+    },
+    Key {
+        name: "group",
+        value: "group name or gid",
+        default: "`user`'s group",
+        meaning: "primary group the instances run as",
+        check: check::<String>,
+    },
+    Key {
+        name: "listen",
+        value: "array of addresses",
+        default: "none",
+        meaning: "sockets clusterd binds and passes to every instance",
+        check: check::<Vec<ListenAddress>>,
+    },
+    Key {
+        name: "balance",
+        value: "`\"shared\"`, `\"reuseport\"`",
+        default: "`\"shared\"`",
+        meaning: "how connections on `listen` sockets are spread",
+        check: check::<Balance>,
+    },
+    Key {
+        name: "ready",
+        value: "`\"started\"`, `\"notify\"`",
+        default: "`\"started\"`",
+        meaning: "when a new instance counts as ready",
+        check: check::<ReadyMode>,
+    },
+    Key {
+        name: "ready_timeout",
+        value: "duration",
+        default: "`\"30s\"`",
+        meaning: "how long to wait for a `notify` instance to be ready",
+        check: check::<HumanDuration>,
+    },
+    Key {
+        name: "node_cluster",
+        value: "`true`, `false`, `\"round-robin\"`, `\"shared\"`",
+        default: "`false`",
+        meaning: "clusterd is the Node cluster primary of the instances: an unmodified `server.listen(3000)` shares the port ([node-cluster.md](node-cluster.md)); `ready` then defaults to `\"notify\"` (ready once listening)",
+        check: check::<NodeClusterSetting>,
+    },
+    Key {
+        name: "node_cluster_stop",
+        value: "`\"disconnect\"`, `\"signal\"`",
+        default: "`\"disconnect\"`",
+        meaning: "with `node_cluster`: stop a worker with Node's `disconnect`, or with `kill_signal` for an app that has its own shutdown handler ([node-cluster.md](node-cluster.md#stopping))",
+        check: check::<NodeClusterStop>,
+    },
+];
+
+/// The key named `name`.
+pub(super) fn key(name: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.name == name)
+}
+
+/// The key table of docs/unit-files.md (and, later, of the unit-file man page).
+pub fn markdown_table() -> String {
+    let mut table = String::from("| key | type | default | meaning |\n|---|---|---|---|\n");
+    for key in KEYS {
+        table.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            key.name, key.value, key.default, key.meaning
+        ));
+    }
+    table
+}
+
+fn check<T: DeserializeOwned>(value: &Spanned<DeValue<'_>>) -> Result<(), toml::de::Error> {
+    T::deserialize(ValueDeserializer::from(value.clone())).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serde_accepts_exactly_the_keys_of_the_table() {
+        // serde's error for an unknown key lists every field of UnitFile, in order.
+        let error = toml::from_str::<super::super::UnitFile>("command = \"true\"\nzzz = 1\n")
+            .err()
+            .map(|e| e.message().to_string())
+            .unwrap_or_default();
+        let listed = error
+            .split_once("expected one of ")
+            .map(|(_, list)| list.trim().to_string())
+            .unwrap_or_default();
+        let fields: Vec<&str> = listed.split(", ").map(|f| f.trim_matches('`')).collect();
+        let keys: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
+        assert_eq!(fields, keys, "{error}");
+    }
+}
