@@ -25,6 +25,7 @@ use serde_json::{json, Value};
 
 use super::message::ServerQuery;
 use super::worker_rights::WorkerRights;
+use crate::daemon::os::listen_sockets;
 
 /// libuv's `UV_TCP_IPV6ONLY` / `UV_UDP_IPV6ONLY`.
 const IPV6ONLY_FLAG: i64 = 1;
@@ -144,21 +145,7 @@ fn bind_tcp(query: &ServerQuery, rights: &WorkerRights) -> Result<Listener, Errn
 }
 
 fn bind_tcp_at(address: SocketAddr, v6only: bool) -> Result<OwnedFd, Errno> {
-    match address {
-        SocketAddr::V4(v4) => {
-            let fd = stream_socket(AddressFamily::Inet)?;
-            setsockopt(&fd, sockopt::ReuseAddr, &true)?;
-            bind(fd.as_raw_fd(), &SockaddrIn::from(v4))?;
-            Ok(fd)
-        }
-        SocketAddr::V6(v6) => {
-            let fd = stream_socket(AddressFamily::Inet6)?;
-            setsockopt(&fd, sockopt::ReuseAddr, &true)?;
-            setsockopt(&fd, sockopt::Ipv6V6Only, &v6only)?;
-            bind(fd.as_raw_fd(), &SockaddrIn6::from(v6))?;
-            Ok(fd)
-        }
-    }
+    listen_sockets::bind_tcp(address, false, v6only, SockFlag::SOCK_NONBLOCK)
 }
 
 fn bind_unix(query: &ServerQuery, rights: &WorkerRights) -> Result<Listener, Errno> {

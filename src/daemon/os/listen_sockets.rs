@@ -7,6 +7,7 @@
 //! every instance index gets its own SO_REUSEPORT socket, kept across that index's restarts.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
@@ -116,6 +117,40 @@ impl Drop for UnitSockets {
     }
 }
 
+/// A TCP socket bound to `address` (not listening yet), with SO_REUSEADDR, SO_REUSEPORT if
+/// asked, IPV6_V6ONLY as asked for an IPv6 address, close-on-exec, and `flags` (such as
+/// SOCK_NONBLOCK). Shared by `listen` units and the Node cluster primary.
+pub(crate) fn bind_tcp(
+    address: SocketAddr,
+    reuseport: bool,
+    v6only: bool,
+    flags: SockFlag,
+) -> Result<OwnedFd, nix::Error> {
+    let family = if address.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket(
+        family,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | flags,
+        None,
+    )?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    if reuseport {
+        setsockopt(&fd, sockopt::ReusePort, &true)?;
+    }
+    match address {
+        SocketAddr::V4(v4) => bind(fd.as_raw_fd(), &SockaddrIn::from(v4))?,
+        SocketAddr::V6(v6) => {
+            setsockopt(&fd, sockopt::Ipv6V6Only, &v6only)?;
+            bind(fd.as_raw_fd(), &SockaddrIn6::from(v6))?;
+        }
+    }
+    Ok(fd)
+}
+
 fn bind_listener(
     address: &ListenAddress,
     reuseport: bool,
@@ -123,29 +158,9 @@ fn bind_listener(
 ) -> Result<OwnedFd, String> {
     let errno = |what: &str, e: nix::Error| format!("{what}: {}", e.desc());
     let fd = match address {
+        // `[::]` means IPv6 only, so that `0.0.0.0` can be listed beside it.
         ListenAddress::Tcp(addr) => {
-            let family = if addr.is_ipv4() {
-                AddressFamily::Inet
-            } else {
-                AddressFamily::Inet6
-            };
-            let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
-                .map_err(|e| errno("socket", e))?;
-            setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| errno("SO_REUSEADDR", e))?;
-            if reuseport {
-                setsockopt(&fd, sockopt::ReusePort, &true).map_err(|e| errno("SO_REUSEPORT", e))?;
-            }
-            let result = match addr {
-                std::net::SocketAddr::V4(v4) => bind(fd.as_raw_fd(), &SockaddrIn::from(*v4)),
-                std::net::SocketAddr::V6(v6) => {
-                    // `[::]` means IPv6 only, so that `0.0.0.0` can be listed beside it.
-                    setsockopt(&fd, sockopt::Ipv6V6Only, &true)
-                        .map_err(|e| errno("IPV6_V6ONLY", e))?;
-                    bind(fd.as_raw_fd(), &SockaddrIn6::from(*v6))
-                }
-            };
-            result.map_err(|e| e.desc().to_string())?;
-            fd
+            bind_tcp(*addr, reuseport, true, SockFlag::empty()).map_err(|e| e.desc().to_string())?
         }
         ListenAddress::Unix(path) => {
             crate::daemon::os::unix_socket_file::clear_stale(path)?;
