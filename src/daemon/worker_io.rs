@@ -36,9 +36,8 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use crate::daemon::os::cgroup::cgroup_of;
 use crate::daemon::sd_notify::{self, Received};
 use crate::log_limit::{LogLimit, Verdict};
-use crate::node_cluster::message::{classify, FromWorker};
 use crate::node_cluster::outbox::{Flushed, Outbox};
-use crate::node_cluster::primary::LISTENER_TOKEN_BASE;
+use crate::node_cluster::primary::{Whose, LISTENER_TOKEN_BASE};
 use crate::node_cluster::{Primary, WorkerInfo};
 use crate::printable::printable;
 use crate::supervisor::event::{Credit, Event, NotifyMessage, WorkerMessage};
@@ -590,25 +589,15 @@ impl IoThread {
                 return;
             }
         };
-        let internal = if self.primary.is_worker(id) {
-            classify(&parsed)
-        } else {
-            None
-        };
-        match internal {
-            Some(FromWorker::HandleAck) => {
-                channel.outbox.on_handle_ack();
+        match self
+            .primary
+            .on_line(id, &parsed, &mut channel.outbox, &self.epoll)
+        {
+            Whose::Internal => {
                 self.flush(id);
-            }
-            Some(FromWorker::HandleNack) => {
-                channel.outbox.on_handle_nack();
-                self.flush(id);
-            }
-            Some(message) => {
-                self.primary.on_message(id, message, &self.epoll);
                 self.deliver();
             }
-            None => match user_message(&parsed) {
+            Whose::User => match user_message(&parsed) {
                 Some(message) => {
                     let credit = BudgetCredit::take(&channel.budget);
                     let _ = self.events.send(Event::Worker {

@@ -42,6 +42,15 @@ pub(crate) const MAX_HANDLES_PER_UNIT: usize = 64;
 /// Epoll tokens of round-robin listeners start here (worker channels use their SpawnId).
 pub(crate) const LISTENER_TOKEN_BASE: u64 = 1 << 62;
 
+/// Whose a worker's line is ([`Primary::on_line`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Whose {
+    /// Node's internal protocol: handled.
+    Internal,
+    /// The user's own message: the caller's.
+    User,
+}
+
 /// What the I/O thread knows of a `node_cluster` instance.
 #[derive(Debug, Clone)]
 pub(crate) struct WorkerInfo {
@@ -157,9 +166,41 @@ impl Primary {
         }
     }
 
+    /// A line from worker `id`'s channel, parsed as JSON. Node's internal messages are the
+    /// primary's: the channel-level `NODE_HANDLE_ACK`/`NACK` go to the channel's `outbox`, the
+    /// cluster protocol to [`Primary::on_message`]. Anything else is the user's
+    /// (`process.send`) and is returned untouched. Afterwards the caller flushes the outbox
+    /// and delivers what the primary produced.
+    pub(crate) fn on_line(
+        &mut self,
+        id: SpawnId,
+        line: &Value,
+        outbox: &mut super::outbox::Outbox,
+        epoll: &Epoll,
+    ) -> Whose {
+        if !self.is_worker(id) {
+            return Whose::User;
+        }
+        match message::classify(line) {
+            None => Whose::User,
+            Some(FromWorker::HandleAck) => {
+                outbox.on_handle_ack();
+                Whose::Internal
+            }
+            Some(FromWorker::HandleNack) => {
+                outbox.on_handle_nack();
+                Whose::Internal
+            }
+            Some(message) => {
+                self.on_message(id, message, epoll);
+                Whose::Internal
+            }
+        }
+    }
+
     /// One internal message from worker `id` (the channel-level `NODE_HANDLE_ACK`/`NACK` are
     /// the outbox's business and do not come here).
-    pub(crate) fn on_message(&mut self, id: SpawnId, message: FromWorker, epoll: &Epoll) {
+    fn on_message(&mut self, id: SpawnId, message: FromWorker, epoll: &Epoll) {
         let Some(worker) = self.workers.get_mut(&id) else {
             return;
         };
