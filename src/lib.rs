@@ -27,3 +27,9 @@ pub mod printable;
 pub mod protocol;
 pub(crate) mod supervisor;
 pub mod unit;
+
+/// Unit tests that fork, and unit tests that need an fd they close to be closed at once, hold
+/// this lock: a child forked by another test thread holds a copy of every fd of the test
+/// process until it execs.
+#[cfg(test)]
+pub(crate) static FORK_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());

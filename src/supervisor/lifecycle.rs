@@ -14,6 +14,7 @@ use super::waiters::WaitCondition;
 use super::Supervisor;
 use crate::supervisor::process_control::{
     ExitStatus, GracefulStop, HookRequest, ProcessControl, SpawnError, SpawnId, SpawnRequest,
+    SpawnStage,
 };
 use crate::unit::{ReadyMode, RestartPolicy, Unit, DEFAULT_KILL_TIMEOUT};
 
@@ -71,7 +72,7 @@ impl<P: ProcessControl> Supervisor<P> {
         loop {
             match self.spawn_into_slot(name, index, now) {
                 Ok(_) => return,
-                Err(e) if e.out_of_resources => {
+                Err(e) if e.out_of_resources() => {
                     self.retry_starts_later(name, now);
                     return;
                 }
@@ -146,7 +147,11 @@ impl<P: ProcessControl> Supervisor<P> {
         let id = self.next_spawn_id;
         self.next_spawn_id += 1;
         let Some(rt) = self.units.get_mut(name) else {
-            return Err(SpawnError::new(format!("{name}: no such unit")));
+            return Err(SpawnError::new(
+                SpawnStage::Program,
+                "",
+                format!("{name}: no such unit"),
+            ));
         };
         let spawned = self.os.spawn(&SpawnRequest {
             id,

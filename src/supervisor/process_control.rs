@@ -23,37 +23,81 @@ pub(crate) struct SpawnRequest<'a> {
     pub instances: u32,
 }
 
-/// Why a process could not be started.
+/// Where starting a process failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SpawnStage {
+    /// Before anything was created: the program is not in PATH, an argument holds a NUL.
+    Program,
+    /// Binding the unit's `listen` sockets for this instance.
+    Sockets,
+    /// Creating the worker channel.
+    Channel,
+    /// Creating the instance's cgroup.
+    Cgroup,
+    /// Creating the process (the exec-report pipe, the signal mask, fork).
+    Fork,
+    /// In the child: its own session.
+    Session,
+    /// In the child: stdin from /dev/null.
+    Stdin,
+    /// In the child: the passed file descriptors.
+    PassFds,
+    /// In the child: the unit's user and groups.
+    Credentials,
+    /// In the child: its working directory.
+    WorkingDirectory,
+    /// In the child: moving into its cgroup (where it could not be created inside).
+    JoinCgroup,
+    /// In the child: execve.
+    Exec,
+}
+
+/// Why a process could not be started: where, the OS error if there was one, and a message
+/// for status and the log (`cannot execute "nosuch": No such file or directory`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SpawnError {
-    /// For status and the log: `cannot execute "nosuch": No such file or directory`.
+    pub stage: SpawnStage,
+    pub errno: Option<nix::errno::Errno>,
+    /// The program, as the unit's `command` names it.
+    pub program: String,
     pub message: String,
-    /// The system ran out of something (file descriptors, processes, memory): the program is
-    /// not at fault and a later try may work, so this is no crash to count against the
-    /// restart budget.
-    pub out_of_resources: bool,
 }
 
 impl SpawnError {
-    /// A failure of the program or its configuration.
-    pub(crate) fn new(message: impl Into<String>) -> Self {
+    /// A failure without an OS error (the program is not found, a socket cannot be bound).
+    pub(crate) fn new(stage: SpawnStage, program: &str, message: impl Into<String>) -> Self {
         SpawnError {
+            stage,
+            errno: None,
+            program: program.to_string(),
             message: message.into(),
-            out_of_resources: false,
         }
     }
 
-    /// A failed system call: `what: <errno text>`, out of resources for EMFILE, ENFILE,
-    /// EAGAIN, ENOMEM and ENOBUFS.
-    pub(crate) fn from_errno(what: &str, errno: nix::errno::Errno) -> Self {
-        use nix::errno::Errno;
+    /// A failed system call: `what: <errno text>`.
+    pub(crate) fn from_errno(
+        stage: SpawnStage,
+        program: &str,
+        what: &str,
+        errno: nix::errno::Errno,
+    ) -> Self {
         SpawnError {
+            stage,
+            errno: Some(errno),
+            program: program.to_string(),
             message: format!("{what}: {}", errno.desc()),
-            out_of_resources: matches!(
-                errno,
-                Errno::EMFILE | Errno::ENFILE | Errno::EAGAIN | Errno::ENOMEM | Errno::ENOBUFS
-            ),
         }
+    }
+
+    /// The system ran out of something (file descriptors, processes, memory: EMFILE, ENFILE,
+    /// EAGAIN, ENOMEM, ENOBUFS): the program is not at fault and a later try may work, so this
+    /// is no crash to count against the restart budget.
+    pub(crate) fn out_of_resources(&self) -> bool {
+        use nix::errno::Errno;
+        matches!(
+            self.errno,
+            Some(Errno::EMFILE | Errno::ENFILE | Errno::EAGAIN | Errno::ENOMEM | Errno::ENOBUFS)
+        )
     }
 }
 

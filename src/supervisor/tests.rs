@@ -13,6 +13,7 @@ use crate::protocol::{Request, Response, ScaleCount, UnitStatus};
 use crate::supervisor::event::{Credit, Event, NotifyMessage, WorkerMessage};
 use crate::supervisor::process_control::{
     ExitStatus, HookRequest, ProcessControl, RawWaitStatus, SpawnError, SpawnId, SpawnRequest,
+    SpawnStage,
 };
 use crate::unit::{LoadedFile, Unit};
 
@@ -126,10 +127,16 @@ impl ProcessControl for FakeOs {
         match pid {
             Some(pid) => Ok(pid),
             None if self.exhausted => Err(SpawnError::from_errno(
+                SpawnStage::Channel,
+                &request.unit.command[0],
                 "cannot create the worker channel",
                 nix::errno::Errno::EMFILE,
             )),
-            None => Err(SpawnError::new(NO_SUCH_PROGRAM)),
+            None => Err(SpawnError::new(
+                SpawnStage::Program,
+                &request.unit.command[0],
+                NO_SUCH_PROGRAM,
+            )),
         }
     }
 

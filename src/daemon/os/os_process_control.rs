@@ -20,6 +20,7 @@ use crate::daemon::worker_io::WorkerIo;
 use crate::node_cluster::{WorkerInfo, WorkerRights};
 use crate::supervisor::process_control::{
     GracefulStop, HookRequest, ProcessControl, RawWaitStatus, SpawnError, SpawnId, SpawnRequest,
+    SpawnStage,
 };
 use crate::unit::{NodeClusterStop, Unit};
 
@@ -114,14 +115,19 @@ impl ProcessControl for OsProcessControl {
         let unit = request.unit;
         let (ours, theirs) = UnixStream::pair().map_err(|e| {
             let errno = Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
-            SpawnError::from_errno("cannot create the worker channel", errno)
+            SpawnError::from_errno(
+                SpawnStage::Channel,
+                &unit.command[0],
+                "cannot create the worker channel",
+                errno,
+            )
         })?;
         let listen_fds = self
             .sockets
             .entry(unit.name.clone())
             .or_default()
             .fds_for(unit, request.index)
-            .map_err(SpawnError::new)?;
+            .map_err(|e| SpawnError::new(SpawnStage::Sockets, &unit.command[0], e))?;
         let mut fds = listen_fds.clone();
         fds.push(theirs.as_raw_fd());
         let channel_fd = (FIRST_PASSED_FD + listen_fds.len() as i32).to_string();
@@ -162,7 +168,12 @@ impl ProcessControl for OsProcessControl {
                 tree.create_instance(&unit.name, request.index, request.id)
                     .map_err(|e| {
                         let errno = Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
-                        SpawnError::from_errno("cannot create its cgroup", errno)
+                        SpawnError::from_errno(
+                            SpawnStage::Cgroup,
+                            &unit.command[0],
+                            "cannot create its cgroup",
+                            errno,
+                        )
                     })?,
             ),
             Err(_) => None,

@@ -18,7 +18,7 @@ use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
 use nix::sys::wait::waitpid;
 use nix::unistd::{Gid, Pid, Uid};
 
-use crate::supervisor::process_control::SpawnError;
+use crate::supervisor::process_control::{SpawnError, SpawnStage};
 
 /// Placeholder in the envp for the child's own pid, written after fork: `LISTEN_PID` must be
 /// the pid of the process that receives the sockets, which does not exist before fork.
@@ -43,7 +43,7 @@ enum Stage {
 
 impl ExecPlan {
     /// What the child was doing when it failed, naming what it was working on.
-    fn describe_failure(&self, stage: u32) -> String {
+    fn describe_failure(&self, stage: u32) -> (SpawnStage, String) {
         let directory = || {
             self.working_directory
                 .as_ref()
@@ -57,21 +57,37 @@ impl ExecPlan {
             (None, None) => String::new(),
         };
         match stage {
-            1 => "cannot create its session".to_string(),
-            2 => "cannot set stdin to /dev/null".to_string(),
-            3 => "cannot pass its file descriptors".to_string(),
-            4 => format!("cannot switch to {}", account()),
-            5 => format!("cannot change to its working directory {:?}", directory()),
-            7 => "cannot move into its cgroup".to_string(),
+            1 => (SpawnStage::Session, "cannot create its session".to_string()),
+            2 => (
+                SpawnStage::Stdin,
+                "cannot set stdin to /dev/null".to_string(),
+            ),
+            3 => (
+                SpawnStage::PassFds,
+                "cannot pass its file descriptors".to_string(),
+            ),
+            4 => (
+                SpawnStage::Credentials,
+                format!("cannot switch to {}", account()),
+            ),
+            5 => (
+                SpawnStage::WorkingDirectory,
+                format!("cannot change to its working directory {:?}", directory()),
+            ),
+            7 => (
+                SpawnStage::JoinCgroup,
+                "cannot move into its cgroup".to_string(),
+            ),
             _ => {
                 // Name the file found in PATH: "python3" may be a shim under a directory the
                 // instance's user cannot read.
                 let resolved = self.program.to_string_lossy();
-                if resolved == self.program_name.as_str() {
+                let what = if resolved == self.program_name.as_str() {
                     format!("cannot execute {:?}", self.program_name)
                 } else {
                     format!("cannot execute {:?} ({resolved})", self.program_name)
-                }
+                };
+                (SpawnStage::Exec, what)
             }
         }
     }
@@ -131,9 +147,13 @@ struct ExecPlan {
 
 /// Forks and executes `request`; returns the child's pid, which is also its process group id.
 pub(crate) fn spawn(request: &ExecRequest) -> Result<Pid, SpawnError> {
-    let mut plan = ExecPlan::prepare(request).map_err(SpawnError::new)?;
-    let (error_read, error_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
-        .map_err(|e| SpawnError::from_errno("cannot create a pipe", e))?;
+    let program_name = request.command.first().map_or("", String::as_str);
+    let mut plan = ExecPlan::prepare(request)
+        .map_err(|e| SpawnError::new(SpawnStage::Program, program_name, e))?;
+    let os_error =
+        |what: &str, errno| SpawnError::from_errno(SpawnStage::Fork, program_name, what, errno);
+    let (error_read, error_write) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| os_error("cannot create a pipe", e))?;
 
     // Block every signal across fork: the child must not run clusterd's signal handlers
     // before it has reset them, and no signal meant for clusterd is lost in the meantime.
@@ -143,7 +163,7 @@ pub(crate) fn spawn(request: &ExecRequest) -> Result<Pid, SpawnError> {
         Some(&SigSet::all()),
         Some(&mut previous),
     )
-    .map_err(|e| SpawnError::from_errno("sigprocmask", e))?;
+    .map_err(|e| os_error("sigprocmask", e))?;
     // First choice: a child that shares clusterd's memory until it execs (CLONE_VM and
     // CLONE_VFORK, as posix_spawn does), created in its cgroup: no page tables are copied and
     // exec has nothing of clusterd's to tear down. This thread waits until the child has
@@ -183,7 +203,7 @@ pub(crate) fn spawn(request: &ExecRequest) -> Result<Pid, SpawnError> {
     let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&previous), None);
     drop(error_write);
     if pid < 0 {
-        return Err(SpawnError::from_errno("cannot fork", fork_errno));
+        return Err(os_error("cannot fork", fork_errno));
     }
     let pid = Pid::from_raw(pid);
 
@@ -208,7 +228,8 @@ pub(crate) fn spawn(request: &ExecRequest) -> Result<Pid, SpawnError> {
     let errno = Errno::from_raw(i32::from_ne_bytes([
         report[4], report[5], report[6], report[7],
     ]));
-    Err(SpawnError::from_errno(&plan.describe_failure(stage), errno))
+    let (stage, what) = plan.describe_failure(stage);
+    Err(SpawnError::from_errno(stage, program_name, &what, errno))
 }
 
 impl ExecPlan {
@@ -655,6 +676,49 @@ mod tests {
         assert_eq!(&buffer[..6], b"40213\0");
         write_decimal(&mut buffer, 0);
         assert_eq!(&buffer[..2], b"0\0");
+    }
+
+    fn request<'a>(command: &'a [String], dir: Option<&'a Path>, stdin: RawFd) -> ExecRequest<'a> {
+        ExecRequest {
+            command,
+            environment: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            pass_fds: Vec::new(),
+            listen_pid: false,
+            working_directory: dir,
+            uid: None,
+            gid: None,
+            groups: &[],
+            stdin,
+            cgroup: None,
+        }
+    }
+
+    #[test]
+    fn a_failed_start_says_where_it_failed_with_which_error_for_which_program() {
+        let _forking = crate::FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let command = vec!["true".to_string()];
+        let missing = Path::new("/no/such/directory");
+        let error = spawn(&request(&command, Some(missing), null.as_raw_fd())).unwrap_err();
+        assert_eq!(error.stage, SpawnStage::WorkingDirectory);
+        assert_eq!(error.errno, Some(Errno::ENOENT));
+        assert_eq!(error.program, "true");
+        assert!(
+            error.message.contains("/no/such/directory"),
+            "{}",
+            error.message
+        );
+
+        let command = vec!["no-such-program-here".to_string()];
+        let error = spawn(&request(&command, None, null.as_raw_fd())).unwrap_err();
+        assert_eq!(error.stage, SpawnStage::Program);
+        assert_eq!(error.program, "no-such-program-here");
+        assert!(!error.out_of_resources());
+
+        // And a start that works is reaped here.
+        let command = vec!["true".to_string()];
+        let pid = spawn(&request(&command, None, null.as_raw_fd())).unwrap();
+        assert!(waitpid(pid, None).is_ok());
     }
 
     #[test]

@@ -76,6 +76,7 @@ mod tests {
 
     #[test]
     fn only_a_socket_nobody_listens_on_is_stale() {
+        let _no_fork = crate::FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sock");
         assert_eq!(probe(&path), SocketFileState::Absent);
