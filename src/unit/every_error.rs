@@ -11,7 +11,7 @@ use toml::de::DeTable;
 
 use super::keys::{key, KEYS};
 use super::unit::Unit;
-use super::unit_error::UnitError;
+use super::unit_error::{UnitError, UnitErrorKind};
 
 /// All the errors of the unit file `path` with contents `text`; empty when it is valid.
 pub fn every_error(path: &Path, text: &str) -> Vec<UnitError> {
@@ -38,6 +38,7 @@ pub fn every_error(path: &Path, text: &str) -> Vec<UnitError> {
                 path,
                 text,
                 key_name.span().start,
+                UnitErrorKind::UnknownKey,
                 format!("unknown field `{name}`, expected one of {expected}"),
             ));
             continue;
@@ -49,12 +50,17 @@ pub fn every_error(path: &Path, text: &str) -> Vec<UnitError> {
                 path,
                 text,
                 offset,
+                UnitErrorKind::BadValue,
                 e.message().trim_end().to_string(),
             ));
         }
     }
     if !has_command {
-        errors.push(UnitError::whole_file(path, "missing field `command`"));
+        errors.push(UnitError::whole_file(
+            path,
+            UnitErrorKind::MissingKey,
+            "missing field `command`",
+        ));
     }
     if errors.is_empty() {
         // Each key is fine on its own: the error is in how they go together.

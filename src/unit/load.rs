@@ -6,7 +6,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::unit::Unit;
-use super::unit_error::UnitError;
+use super::unit_error::{UnitError, UnitErrorKind};
 
 /// One unit file of a directory: its unit name and either the unit or why it was rejected.
 #[derive(Debug, Clone)]
@@ -37,9 +37,17 @@ pub fn load_unit_file(path: &Path) -> LoadedFile {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     let result = match read_unit_text(path) {
-        Err(message) => Err(UnitError::whole_file(path, message)),
+        Err(message) => Err(UnitError::whole_file(
+            path,
+            UnitErrorKind::Unreadable,
+            message,
+        )),
         Ok(bytes) => match String::from_utf8(bytes) {
-            Err(_) => Err(UnitError::whole_file(path, "not valid UTF-8")),
+            Err(_) => Err(UnitError::whole_file(
+                path,
+                UnitErrorKind::Unreadable,
+                "not valid UTF-8",
+            )),
             Ok(text) => Unit::parse(path, &text),
         },
     };

@@ -18,6 +18,6 @@ pub use unit::{
     NodeClusterStop, NodeScheduling, ReadyMode, RestartLimit, RestartPolicy, Unit,
     DEFAULT_KILL_TIMEOUT, MAX_INSTANCES,
 };
-pub use unit_error::UnitError;
+pub use unit_error::{UnitError, UnitErrorKind};
 pub use unit_file::UnitFile;
 pub use values::{SignalName, MAX_DURATION};

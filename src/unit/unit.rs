@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::{Gid, Group, Uid, User};
 use toml::Spanned;
 
-use super::unit_error::UnitError;
+use super::unit_error::{UnitError, UnitErrorKind};
 use super::unit_file::UnitFile;
 pub use super::values::{
     Balance, ListenAddress, NodeClusterStop, NodeScheduling, ReadyMode, RestartPolicy,
@@ -93,13 +93,14 @@ impl Unit {
         if !is_valid_unit_name(&name) {
             return Err(UnitError::whole_file(
                 path,
+                UnitErrorKind::BadName,
                 format!("invalid unit name {name:?}: use letters, digits, '-', '_', '.' and '@'"),
             ));
         }
         let file: UnitFile =
             toml::from_str(text).map_err(|e| UnitError::from_toml(path, text, &e))?;
-        let at = |spanned_start: usize, message: String| {
-            UnitError::at_offset(path, text, spanned_start, message)
+        let at = |spanned_start: usize, kind: UnitErrorKind, message: String| {
+            UnitError::at_offset(path, text, spanned_start, kind, message)
         };
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
 
@@ -109,6 +110,7 @@ impl Unit {
             Some(n) if *n.get_ref() > MAX_INSTANCES => {
                 return Err(at(
                     n.span().start,
+                    UnitErrorKind::BadValue,
                     format!(
                         "instances = {} is more than the limit of {MAX_INSTANCES}",
                         n.get_ref()
@@ -129,6 +131,7 @@ impl Unit {
                     Some(i) if i.get_ref().0.is_zero() => {
                         return Err(at(
                             i.span().start,
+                            UnitErrorKind::BadValue,
                             "restart_limit.interval must be longer than 0".into(),
                         ))
                     }
@@ -157,6 +160,7 @@ impl Unit {
             if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
                 return Err(at(
                     span.start,
+                    UnitErrorKind::BadValue,
                     format!("invalid environment variable name {key:?}"),
                 ));
             }
@@ -175,6 +179,7 @@ impl Unit {
                 ListenAddress::Unix(_) if balance == Balance::Reuseport => {
                     return Err(at(
                         start,
+                        UnitErrorKind::Conflict,
                         "balance = \"reuseport\" works with tcp:// addresses only; a unix socket is always shared (use balance = \"shared\", or a separate unit)".into(),
                     ))
                 }
@@ -189,6 +194,7 @@ impl Unit {
         let node_cluster_stop = match file.node_cluster_stop {
             Some(stop) if node_cluster.is_none() => return Err(at(
                 stop.span().start,
+                UnitErrorKind::Conflict,
                 "node_cluster_stop applies to node_cluster units only (set node_cluster = true)"
                     .into(),
             )),
@@ -238,7 +244,7 @@ impl Unit {
 fn resolve_credentials(
     user: Option<&Spanned<String>>,
     group: Option<&Spanned<String>>,
-    at: &dyn Fn(usize, String) -> UnitError,
+    at: &dyn Fn(usize, UnitErrorKind, String) -> UnitError,
 ) -> Result<Credentials, UnitError> {
     let mut credentials = Credentials {
         uid: None,
@@ -255,10 +261,17 @@ fn resolve_credentials(
         };
         let entry = match found {
             Ok(Some(entry)) => entry,
-            Ok(None) => return Err(at(user.span().start, format!("unknown user {name:?}"))),
+            Ok(None) => {
+                return Err(at(
+                    user.span().start,
+                    UnitErrorKind::UnknownAccount,
+                    format!("unknown user {name:?}"),
+                ))
+            }
             Err(e) => {
                 return Err(at(
                     user.span().start,
+                    UnitErrorKind::UnknownAccount,
                     format!("cannot look up user {name:?}: {e}"),
                 ))
             }
@@ -271,7 +284,8 @@ fn resolve_credentials(
         credentials.home = Some(entry.dir);
     }
     if let Some(group) = group {
-        let gid = resolve_group(group.get_ref()).map_err(|e| at(group.span().start, e))?;
+        let gid = resolve_group(group.get_ref())
+            .map_err(|e| at(group.span().start, UnitErrorKind::UnknownAccount, e))?;
         credentials.gid = Some(gid);
     }
     Ok(credentials)
@@ -445,6 +459,39 @@ ready_timeout = "10s"
             .unwrap_err();
         assert_eq!(err.position, Some((3, 32)), "{err}");
         assert!(err.message.contains("tcp:// addresses only"), "{err}");
+    }
+
+    #[test]
+    fn every_error_says_what_kind_it_is() {
+        use crate::unit::UnitErrorKind::*;
+        for (text, kind) in [
+            ("command = [\"true\"\n", Syntax),
+            ("command = \"true\"\nrestrat = \"always\"\n", UnknownKey),
+            ("instances = 2\n", MissingKey),
+            ("command = \"true\"\ninstances = \"two\"\n", BadValue),
+            ("command = \"true\"\ninstances = 5000\n", BadValue),
+            (
+                "command = \"true\"\nkill_timeout = \"3651days\"\n",
+                BadValue,
+            ),
+            (
+                "command = \"true\"\nnode_cluster_stop = \"signal\"\n",
+                Conflict,
+            ),
+            (
+                "command = \"true\"\nbalance = \"reuseport\"\nlisten = [\"unix:/run/x.sock\"]\n",
+                Conflict,
+            ),
+            (
+                "command = \"true\"\nuser = \"no-such-user-here\"\n",
+                UnknownAccount,
+            ),
+        ] {
+            let error = parse(text).unwrap_err();
+            assert_eq!(error.kind, kind, "{text:?}: {error}");
+        }
+        let badly_named = Unit::parse(Path::new("/u/.hidden.toml"), "command = \"true\"\n");
+        assert_eq!(badly_named.unwrap_err().kind, BadName);
     }
 
     #[test]

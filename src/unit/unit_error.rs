@@ -3,8 +3,31 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// What is wrong with a unit file, for code (and tests) that branch on it; the message says
+/// it for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitErrorKind {
+    /// It cannot be read, is not a regular file, is too large, or is not UTF-8.
+    Unreadable,
+    /// Its file name is not a valid unit name.
+    BadName,
+    /// It is not valid TOML.
+    Syntax,
+    /// A key the unit file format does not have.
+    UnknownKey,
+    /// `command` is missing.
+    MissingKey,
+    /// A value of the wrong type, or out of range.
+    BadValue,
+    /// Keys that do not go together (`node_cluster_stop` without `node_cluster`, ...).
+    Conflict,
+    /// A `user` or `group` that does not exist (or cannot be looked up).
+    UnknownAccount,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnitError {
+    pub kind: UnitErrorKind,
     pub path: PathBuf,
     /// 1-based line and column of the offending text, when the error is about a part of the
     /// file rather than the whole file (unreadable, badly named).
@@ -15,8 +38,9 @@ pub struct UnitError {
 }
 
 impl UnitError {
-    pub fn whole_file(path: &Path, message: impl Into<String>) -> Self {
+    pub fn whole_file(path: &Path, kind: UnitErrorKind, message: impl Into<String>) -> Self {
         UnitError {
+            kind,
             path: path.to_path_buf(),
             position: None,
             message: message.into(),
@@ -25,9 +49,16 @@ impl UnitError {
     }
 
     /// An error about the bytes `offset..` of `text`, the contents of `path`.
-    pub fn at_offset(path: &Path, text: &str, offset: usize, message: impl Into<String>) -> Self {
+    pub fn at_offset(
+        path: &Path,
+        text: &str,
+        offset: usize,
+        kind: UnitErrorKind,
+        message: impl Into<String>,
+    ) -> Self {
         let (line, column) = line_and_column(text, offset);
         UnitError {
+            kind,
             path: path.to_path_buf(),
             position: Some((line, column)),
             message: message.into(),
@@ -35,11 +66,21 @@ impl UnitError {
         }
     }
 
+    /// An error of serde/toml, with the kind told from what it says.
     pub fn from_toml(path: &Path, text: &str, error: &toml::de::Error) -> Self {
         let message = error.message().trim_end().to_string();
+        let kind = if message.starts_with("unknown field") {
+            UnitErrorKind::UnknownKey
+        } else if message.starts_with("missing field") {
+            UnitErrorKind::MissingKey
+        } else if toml::de::DeTable::parse(text).is_err() {
+            UnitErrorKind::Syntax
+        } else {
+            UnitErrorKind::BadValue
+        };
         match error.span() {
-            Some(span) => UnitError::at_offset(path, text, span.start, message),
-            None => UnitError::whole_file(path, message),
+            Some(span) => UnitError::at_offset(path, text, span.start, kind, message),
+            None => UnitError::whole_file(path, kind, message),
         }
     }
 }
@@ -113,15 +154,19 @@ mod tests {
     #[test]
     fn the_snippet_puts_a_caret_under_the_column() {
         let text = "command = \"true\"\nkill_timeout = \"forever\"\n";
-        let error = UnitError::at_offset(Path::new("/u/web.toml"), text, 32, "invalid duration");
+        let error = UnitError::at_offset(
+            Path::new("/u/web.toml"),
+            text,
+            32,
+            UnitErrorKind::BadValue,
+            "invalid duration",
+        );
         assert_eq!(error.to_string(), "/u/web.toml:2:16: invalid duration");
         assert_eq!(
             error.snippet().as_deref(),
             Some("  |\n2 | kill_timeout = \"forever\"\n  |                ^")
         );
-        assert_eq!(
-            UnitError::whole_file(Path::new("/u/x.toml"), "no").snippet(),
-            None
-        );
+        let whole = UnitError::whole_file(Path::new("/u/x.toml"), UnitErrorKind::Unreadable, "no");
+        assert_eq!(whole.snippet(), None);
     }
 }
