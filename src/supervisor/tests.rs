@@ -180,6 +180,14 @@ struct Harness {
 }
 
 impl Harness {
+    /// Starts the units on a fake OS the test has configured (failing spawns, a taken port).
+    fn with_os(os: FakeOs, files: &[(&str, &str)]) -> Harness {
+        let now = Instant::now();
+        let mut sup = Supervisor::new(os);
+        sup.start_all(files.iter().map(|(n, t)| file(n, t)).collect(), now);
+        Harness { sup, now }
+    }
+
     fn start(files: &[(&str, &str)]) -> Harness {
         let now = Instant::now();
         let mut sup = Supervisor::new(FakeOs::new());
@@ -419,12 +427,9 @@ fn a_units_sockets_outlive_crashes_and_restarts_and_close_when_it_is_stopped() {
 
 #[test]
 fn a_unit_whose_port_is_taken_fails_alarms_once_and_starts_when_asked_again() {
-    let now = Instant::now();
     let mut os = FakeOs::new();
     os.port_taken = true;
-    let mut sup = Supervisor::new(os);
-    sup.start_all(vec![file("web", LISTENER)], now);
-    let mut h = Harness { sup, now };
+    let mut h = Harness::with_os(os, &[("web", LISTENER)]);
     let status = h.status("web");
     assert_eq!(status.state, "failed");
     assert!(status
@@ -601,12 +606,9 @@ fn manual_starts_and_restarts_do_not_count_against_the_limit() {
 
 #[test]
 fn a_spawn_error_counts_as_a_failed_start_and_gives_up_after_the_budget() {
-    let now = Instant::now();
     let mut os = FakeOs::new();
     os.failing_spawns = usize::MAX;
-    let mut sup = Supervisor::new(os);
-    sup.start_all(vec![file("web", WEB)], now);
-    let h = Harness { sup, now };
+    let h = Harness::with_os(os, &[("web", WEB)]);
     assert_eq!(h.spawn_count(), 11, "1 start + 10 retries");
     let status = h.status("web");
     assert_eq!(status.state, "failed");
@@ -619,13 +621,10 @@ fn a_spawn_error_counts_as_a_failed_start_and_gives_up_after_the_budget() {
 
 #[test]
 fn a_spawn_that_fails_for_lack_of_resources_is_retried_later_outside_the_budget() {
-    let now = Instant::now();
     let mut os = FakeOs::new();
     os.failing_spawns = 5;
     os.exhausted = true;
-    let mut sup = Supervisor::new(os);
-    sup.start_all(vec![file("web", WEB)], now);
-    let mut h = Harness { sup, now };
+    let mut h = Harness::with_os(os, &[("web", WEB)]);
     // One try, no tight loop, and the budget is untouched.
     assert_eq!(h.spawn_count(), 1);
     let status = h.status("web");
@@ -655,16 +654,10 @@ fn a_spawn_that_fails_for_lack_of_resources_is_retried_later_outside_the_budget(
 
 #[test]
 fn one_pass_over_many_missing_instances_arms_one_retry_at_the_first_delay() {
-    let now = Instant::now();
     let mut os = FakeOs::new();
     os.failing_spawns = 1;
     os.exhausted = true;
-    let mut sup = Supervisor::new(os);
-    sup.start_all(
-        vec![file("web", "command = \"sleep 100\"\ninstances = 3\n")],
-        now,
-    );
-    let mut h = Harness { sup, now };
+    let mut h = Harness::with_os(os, &[("web", "command = \"sleep 100\"\ninstances = 3\n")]);
     // The first start failed; the other two were not tried in the same pass.
     assert_eq!(h.spawn_count(), 1);
     h.advance(100 * MS);
@@ -674,12 +667,9 @@ fn one_pass_over_many_missing_instances_arms_one_retry_at_the_first_delay() {
 
 #[test]
 fn a_spawn_error_is_retried_within_the_budget() {
-    let now = Instant::now();
     let mut os = FakeOs::new();
     os.failing_spawns = 3;
-    let mut sup = Supervisor::new(os);
-    sup.start_all(vec![file("web", WEB)], now);
-    let h = Harness { sup, now };
+    let h = Harness::with_os(os, &[("web", WEB)]);
     assert_eq!(h.spawn_count(), 4);
     let status = h.status("web");
     assert_eq!(status.state, "running");
@@ -690,13 +680,10 @@ fn a_spawn_error_is_retried_within_the_budget() {
 
 #[test]
 fn a_unit_whose_program_cannot_start_alarms_once_for_all_its_instances() {
-    let now = Instant::now();
     let mut os = FakeOs::new();
     os.failing_spawns = usize::MAX;
-    let mut sup = Supervisor::new(os);
     let text = format!("{WEB}instances = 3\n");
-    sup.start_all(vec![file("web", &text)], now);
-    let mut h = Harness { sup, now };
+    let mut h = Harness::with_os(os, &[("web", &text)]);
     assert!(h.status("web").gave_up);
     assert_eq!(h.os().hooks.len(), 1, "on_giveup must run once");
     // Scaling a gave-up unit up does not sound the alarm again either.
@@ -709,15 +696,12 @@ fn a_unit_whose_program_cannot_start_alarms_once_for_all_its_instances() {
 
 #[test]
 fn restart_never_does_not_retry_a_spawn_error() {
-    let now = Instant::now();
     let mut os = FakeOs::new();
     os.failing_spawns = 1;
-    let mut sup = Supervisor::new(os);
-    sup.start_all(
-        vec![file("web", "command = \"nosuch\"\nrestart = \"never\"\n")],
-        now,
+    let h = Harness::with_os(
+        os,
+        &[("web", "command = \"nosuch\"\nrestart = \"never\"\n")],
     );
-    let h = Harness { sup, now };
     assert_eq!(h.spawn_count(), 1);
     let status = h.status("web");
     assert!(!status.gave_up);
@@ -1043,12 +1027,9 @@ fn shutdown_waits_for_a_running_on_giveup_hook() {
 
 #[test]
 fn a_start_that_cannot_open_the_listen_sockets_fails_instead_of_hanging() {
-    let now = Instant::now();
     let mut os = FakeOs::new();
     os.port_taken = true;
-    let mut sup = Supervisor::new(os);
-    sup.start_all(vec![file("web", LISTENER)], now);
-    let mut h = Harness { sup, now };
+    let mut h = Harness::with_os(os, &[("web", LISTENER)]);
     assert_eq!(h.spawn_count(), 0);
     let status = h.status("web");
     assert_eq!(status.state, "failed");
