@@ -27,9 +27,35 @@ pub fn printable(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// JSON text with DEL and the C1 controls written as `\u` escapes too (serde_json escapes
+/// only C0): the same JSON value, safe to print on a terminal. They can only occur inside
+/// strings, where the escape means the same character.
+pub fn json_for_terminal(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if ('\u{7f}'..='\u{9f}').contains(&c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_keeps_its_value_and_loses_its_c1_controls() {
+        let value = serde_json::json!({ "status_text": "\u{1b}[2J\u{9b}5m\u{7f}ok é" });
+        let text = json_for_terminal(&serde_json::to_string(&value).unwrap());
+        assert!(!text.chars().any(char::is_control), "{text}");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+            value
+        );
+    }
 
     #[test]
     fn control_characters_are_escaped_and_the_rest_is_kept() {

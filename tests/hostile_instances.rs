@@ -44,7 +44,7 @@ fn an_instance_cannot_put_control_characters_on_the_operators_terminal() {
     let script = r#"
 import os, socket, time
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.sendto(b"STATUS=\x1b]0;pwned\x07\x1b[2J\r\x9b5mfine", os.environ["NOTIFY_SOCKET"])
+s.sendto("STATUS=\x1b]0;pwned\x07\x1b[2J\r\u009b5m\u007ffine".encode(), os.environ["NOTIFY_SOCKET"])
 time.sleep(300)
 "#;
     let daemon = Daemon::start(&[]);
@@ -71,6 +71,20 @@ time.sleep(300)
     );
     assert!(!shown.contains('\u{9b}'), "{shown:?}");
     assert!(shown.contains("\\x1b]0;pwned\\x07"), "{shown}");
+    assert!(shown.contains("\\u{9b}5m"), "{shown}");
+    // The JSON form keeps the text (as escapes) and puts no control character on the
+    // terminal either.
+    let out = daemon.ctl(&["status", "--json"]);
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !json.chars().any(|c| c.is_control() && c != '\n'),
+        "raw control characters in the JSON: {json:?}"
+    );
+    let parsed: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(
+        parsed["units"][0]["instances"][0]["status_text"],
+        "\u{1b}]0;pwned\u{7}\u{1b}[2J\r\u{9b}5m\u{7f}fine"
+    );
 }
 
 /// Floods: a worker writing JSON lines as fast as it could grew clusterd from 35 to 430 MB

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use clusterd::client::connection::{send_request, ClientError};
 use clusterd::client::status_table::render;
-use clusterd::printable::printable;
+use clusterd::printable::{json_for_terminal, printable};
 use clusterd::protocol::socket_path::control_socket_path;
 use clusterd::protocol::{Request, ScaleCount};
 
@@ -99,7 +99,7 @@ fn main() -> ExitCode {
     let text = if let Some(status) = &response.status {
         if json {
             match serde_json::to_string_pretty(status) {
-                Ok(text) => text + "\n",
+                Ok(text) => json_for_terminal(&text) + "\n",
                 Err(e) => {
                     complain!("clusterctl: {e}");
                     return ExitCode::from(EXIT_FAILED);
