@@ -11,9 +11,9 @@
 //! - [`supervisor`]: the state machine that owns every unit, instance, deadline and restart
 //!   budget. It sees the OS only through its `ProcessControl` trait, so tests drive it with
 //!   fed events and an injected clock.
-//! - [`daemon`]: clusterd's side — the event loop and the threads that feed it (signals, the
-//!   control socket, worker I/O), and `daemon::os`, the real OS: spawning, reaping, cgroups,
-//!   listening sockets.
+//! - [`daemon`]: clusterd's side — the event loop, what feeds it (signals, the control
+//!   socket's threads, the worker I/O thread), and `daemon::os`, the real OS: spawning,
+//!   reaping, cgroups, listening sockets.
 //! - [`node_cluster`]: for `node_cluster` units the I/O thread is the Node cluster primary, so
 //!   unmodified Node apps that call `server.listen(3000)` share the port.
 //! - [`printable`] and [`log_limit`]: small helpers several of them share — text safe for a

@@ -18,13 +18,13 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
 use log::{debug, warn};
 use nix::sys::socket::{getsockopt, sockopt};
 use nix::sys::stat::{umask, Mode};
 use nix::unistd::{Gid, Uid};
 
 use crate::daemon::os::unix_socket_file::{self, SocketFileState};
+use crate::daemon::signals::EventSender;
 use crate::protocol::{RequestEnvelope, Response, MAX_REQUEST_BYTES, PROTOCOL_VERSION};
 use crate::supervisor::event::Event;
 
@@ -94,7 +94,7 @@ pub(crate) fn bind_control_socket(path: &Path, group: Option<Gid>) -> Result<Uni
 /// Serves the control socket on its own thread until the process exits.
 pub(crate) fn serve(
     listener: UnixListener,
-    events: Sender<Event>,
+    events: EventSender,
     policy: AccessPolicy,
 ) -> std::io::Result<()> {
     thread::Builder::new()
@@ -103,7 +103,7 @@ pub(crate) fn serve(
     Ok(())
 }
 
-fn accept_loop(listener: UnixListener, events: Sender<Event>, policy: AccessPolicy) {
+fn accept_loop(listener: UnixListener, events: EventSender, policy: AccessPolicy) {
     let active = Arc::new(AtomicUsize::new(0));
     // Given up to accept one connection when clusterd is out of file descriptors.
     let mut reserve = open_reserve();
@@ -148,7 +148,7 @@ fn accept_loop(listener: UnixListener, events: Sender<Event>, policy: AccessPoli
 /// already: then it gets an error at once.
 fn dispatch(
     stream: UnixStream,
-    events: &Sender<Event>,
+    events: &EventSender,
     policy: AccessPolicy,
     active: &Arc<AtomicUsize>,
 ) {
@@ -204,7 +204,7 @@ fn warn_limited(message: &str) {
     }
 }
 
-fn handle_connection(stream: UnixStream, events: Sender<Event>, policy: AccessPolicy) {
+fn handle_connection(stream: UnixStream, events: EventSender, policy: AccessPolicy) {
     let response = match getsockopt(&stream, sockopt::PeerCredentials) {
         Err(e) => Response::failed(format!("cannot identify the client: {e}")),
         Ok(peer) if !policy.allows(peer.uid(), peer.gid()) => {

@@ -1,7 +1,8 @@
-//! Running clusterd: wires the threads (signals, control socket, worker I/O) to the supervisor
-//! loop, which runs on the main thread until a shutdown has stopped every instance.
+//! Running clusterd: wires signals and the threads (control socket, worker I/O) to the
+//! supervisor loop, which runs on the main thread until a shutdown has stopped every instance.
 //!
-//! - [`signals`]: the signal thread; [`control_server`]: the control socket's threads;
+//! - [`signals`]: how events reach the loop (signal pipes, a doorbell, one channel);
+//!   [`control_server`]: the control socket's threads;
 //!   [`worker_io`]: the I/O thread (worker channels, NOTIFY_SOCKET, the Node cluster primary);
 //!   [`sd_notify`]: the sd_notify protocol both ways (instances to clusterd, clusterd to its
 //!   service manager);
@@ -16,7 +17,6 @@ pub(crate) mod worker_io;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crossbeam_channel::RecvTimeoutError;
 use log::{info, warn};
 use nix::unistd::Gid;
 
@@ -24,7 +24,6 @@ use crate::daemon::control_server::{bind_control_socket, serve, AccessPolicy, So
 use crate::daemon::os::cgroup::{self, CgroupTree};
 use crate::daemon::os::os_process_control::OsProcessControl;
 use crate::daemon::sd_notify::ServiceNotifier;
-use crate::daemon::signals::forward_signals;
 use crate::daemon::worker_io::WorkerIo;
 use crate::protocol::Request;
 use crate::supervisor::event::Event;
@@ -64,9 +63,9 @@ pub fn run(options: DaemonOptions) -> Result<(), String> {
         )
     })?;
 
-    let (events, inbox) = crossbeam_channel::unbounded();
     // Before any child exists, so that no SIGCHLD is missed.
-    forward_signals(events.clone()).map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let (inbox, events) =
+        signals::inbox().map_err(|e| format!("cannot install signal handlers: {e}"))?;
 
     let listener = bind_control_socket(&options.socket, options.socket_group)?;
     let _socket_file = SocketFile(options.socket.clone());
@@ -126,18 +125,7 @@ pub fn run(options: DaemonOptions) -> Result<(), String> {
 
     let mut told_stopping = false;
     loop {
-        let event = match supervisor.next_deadline() {
-            Some(deadline) => match inbox.recv_deadline(deadline) {
-                Ok(event) => Some(event),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => break,
-            },
-            None => match inbox.recv() {
-                Ok(event) => Some(event),
-                Err(_) => break,
-            },
-        };
-        if let Some(event) = event {
+        for event in inbox.wait(supervisor.next_deadline()) {
             let event = read_units_for(event, &units_dir);
             supervisor.handle(event, Instant::now());
         }

@@ -1,26 +1,130 @@
-//! The signal thread: SIGCHLD, SIGTERM, SIGINT and SIGHUP become [`Event::Signal`]s on the
-//! supervisor's channel. Signals of one kind may coalesce; the supervisor copes (it drains
-//! `waitpid` on every SIGCHLD).
+//! How events reach the supervisor loop: the [`Inbox`] the main thread waits on, and the
+//! [`EventSender`]s the other threads (control socket, worker I/O) post through.
+//!
+//! Signals need no thread of their own: signal-hook's handlers for SIGCHLD, SIGTERM, SIGINT
+//! and SIGHUP each write a byte to a pipe, and the main thread waits on those pipes and on a
+//! doorbell (an eventfd the other threads ring after each event) in one `ppoll`. A SIGCHLD
+//! then wakes exactly the thread that reaps and restarts, with no hand-over between threads —
+//! on the restart path every wake-up of another thread (of a halted vCPU, in a VM) costs.
+//! Signals of one kind may coalesce; the supervisor copes (it drains `waitpid` on every
+//! SIGCHLD).
 
-use std::thread;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Instant;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, SendError, Sender};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::time::TimeSpec;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
 
 use crate::supervisor::event::Event;
 
-/// Installs the handlers (at once, so no SIGCHLD is missed) and starts forwarding.
-pub(crate) fn forward_signals(events: Sender<Event>) -> std::io::Result<()> {
-    let mut signals = Signals::new([SIGCHLD, SIGTERM, SIGINT, SIGHUP])?;
-    thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            for signal in signals.forever() {
-                if events.send(Event::Signal(signal)).is_err() {
-                    return;
-                }
+/// The signals clusterd acts on.
+const SIGNALS: [i32; 4] = [SIGCHLD, SIGTERM, SIGINT, SIGHUP];
+
+/// Posts events to the supervisor loop from another thread.
+#[derive(Clone)]
+pub(crate) struct EventSender {
+    channel: Sender<Event>,
+    doorbell: Arc<EventFd>,
+}
+
+impl EventSender {
+    pub(crate) fn send(&self, event: Event) -> Result<(), SendError<Event>> {
+        self.channel.send(event)?;
+        let _ = self.doorbell.write(1);
+        Ok(())
+    }
+}
+
+/// What the main thread waits on.
+pub(crate) struct Inbox {
+    channel: Receiver<Event>,
+    doorbell: Arc<EventFd>,
+    /// The read end of each signal's pipe, in the order of [`SIGNALS`].
+    signal_pipes: Vec<OwnedFd>,
+}
+
+/// Installs the signal handlers (at once, so no SIGCHLD is missed) and makes the inbox and
+/// the sender the other threads post through.
+pub(crate) fn inbox() -> std::io::Result<(Inbox, EventSender)> {
+    let (sender, channel) = crossbeam_channel::unbounded();
+    let doorbell = Arc::new(EventFd::from_flags(
+        EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
+    )?);
+    let mut signal_pipes = Vec::new();
+    for signal in SIGNALS {
+        let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+        signal_hook::low_level::pipe::register(signal, write)?;
+        signal_pipes.push(read);
+    }
+    Ok((
+        Inbox {
+            channel,
+            doorbell: Arc::clone(&doorbell),
+            signal_pipes,
+        },
+        EventSender {
+            channel: sender,
+            doorbell,
+        },
+    ))
+}
+
+impl Inbox {
+    /// Waits until something arrives or `deadline` passes (forever without one), then returns
+    /// everything that has arrived: signals first, then the other threads' events in order.
+    pub(crate) fn wait(&self, deadline: Option<Instant>) -> Vec<Event> {
+        let mut arrived = self.take_arrived();
+        if !arrived.is_empty() {
+            return arrived;
+        }
+        let timeout = deadline
+            .map(|at| TimeSpec::from_duration(at.saturating_duration_since(Instant::now())));
+        let mut fds: Vec<PollFd> = self
+            .signal_pipes
+            .iter()
+            .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+            .collect();
+        fds.push(PollFd::new(self.doorbell.as_fd(), PollFlags::POLLIN));
+        match nix::poll::ppoll(&mut fds, timeout, None) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => log::error!("waiting for events failed: {e}"),
+        }
+        arrived.extend(self.take_arrived());
+        arrived
+    }
+
+    /// Every signal and event that has arrived, without waiting.
+    fn take_arrived(&self) -> Vec<Event> {
+        let mut arrived = Vec::new();
+        for (pipe, signal) in self.signal_pipes.iter().zip(SIGNALS) {
+            if drain(pipe) {
+                arrived.push(Event::Signal(signal));
             }
-        })?;
-    Ok(())
+        }
+        let _ = self.doorbell.read();
+        while let Ok(event) = self.channel.try_recv() {
+            arrived.push(event);
+        }
+        arrived
+    }
+}
+
+/// Empties a non-blocking pipe; true if anything was in it.
+fn drain(pipe: &OwnedFd) -> bool {
+    let mut buffer = [0u8; 64];
+    let mut any = false;
+    loop {
+        match nix::unistd::read(pipe, &mut buffer) {
+            Ok(0) => return any,
+            Ok(_) => any = true,
+            Err(Errno::EINTR) => continue,
+            Err(_) => return any,
+        }
+    }
 }

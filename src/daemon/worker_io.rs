@@ -35,6 +35,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::daemon::os::cgroup::cgroup_of;
 use crate::daemon::sd_notify::{self, Received};
+use crate::daemon::signals::EventSender;
 use crate::log_limit::{LogLimit, Verdict};
 use crate::node_cluster::outbox::{Flushed, Outbox};
 use crate::node_cluster::primary::{Whose, LISTENER_TOKEN_BASE};
@@ -142,7 +143,7 @@ pub(crate) struct WorkerIo {
 impl WorkerIo {
     /// Starts the thread. `notify` is clusterd's NOTIFY_SOCKET, already bound.
     pub(crate) fn start(
-        events: Sender<Event>,
+        events: EventSender,
         notify: Option<UnixDatagram>,
     ) -> std::io::Result<WorkerIo> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
@@ -278,7 +279,7 @@ struct IoThread {
     commands: Receiver<Command>,
     /// For the budgets of new channels, whose credits send `Resume` here.
     own_commands: Sender<Command>,
-    events: Sender<Event>,
+    events: EventSender,
     notify: Option<UnixDatagram>,
     notify_budget: Arc<Budget>,
     notify_paused: bool,
