@@ -1,14 +1,14 @@
 'use strict';
 // Hello-world HTTP server. Under clusterd it serves the inherited fd 3 (LISTEN_FDS) and says
 // ready over the worker channel; elsewhere it listens on $PORT (PM2 / Node cluster mode).
-pub(super) const http = require('http');
-pub(super) const net = require('net');
+const http = require('http');
+const net = require('net');
 let closing = false;
-pub(super) const server = http.createServer((req, res) => {
+const server = http.createServer((req, res) => {
   if (closing) res.setHeader('Connection', 'close');
   res.end('hello world\n');
 });
-pub(super) const where = process.env.LISTEN_FDS ? { fd: 3 } : { port: +process.env.PORT, host: '127.0.0.1' };
+const where = process.env.LISTEN_FDS ? { fd: 3 } : { port: +process.env.PORT, host: '127.0.0.1' };
 server.listen(where, () => {
   if (process.env.CLUSTERD_UNIT && process.send) process.send({ act: 'ready' });
 });
@@ -24,5 +24,5 @@ function stop() {
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);
 // Never outlive the supervisor that started us.
-pub(super) const parent = process.ppid;
+const parent = process.ppid;
 setInterval(() => { if (process.ppid !== parent) process.exit(1); }, 1000).unref();

@@ -1,6 +1,6 @@
 'use strict';
 // Node's own cluster module: a primary forking 2 workers of the same app (round-robin).
-pub(super) const cluster = require('cluster');
+const cluster = require('cluster');
 if (cluster.isPrimary) {
   for (let i = 0; i < 2; i++) cluster.fork();
   cluster.on('exit', (w, code, sig) => { if (!process.exitCode) cluster.fork(); });
