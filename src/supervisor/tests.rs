@@ -220,6 +220,14 @@ impl Harness {
         self.handle(Event::Signal(libc::SIGCHLD));
     }
 
+    /// The `count` current instances of `unit` all exit on the SIGTERM they were sent.
+    fn all_exit_on_sigterm(&mut self, unit: &str, count: usize) {
+        let exits: Vec<(Pid, ExitStatus)> = (0..count)
+            .map(|i| (self.pid_of(unit, i), killed(Signal::SIGTERM)))
+            .collect();
+        self.exit_all(&exits);
+    }
+
     fn exit(&mut self, pid: Pid, status: ExitStatus) {
         self.exit_all(&[(pid, status)]);
     }
@@ -402,24 +410,12 @@ fn a_units_sockets_outlive_crashes_and_restarts_and_close_when_it_is_stopped() {
     assert!(h.os().sockets.contains("web"));
     h.exit(h.pid_of("web", 0), code(1));
     let reply = h.request(Request::Restart { unit: unit("web") });
-    let pids: Vec<Pid> = (0..2).map(|i| h.pid_of("web", i)).collect();
-    h.exit_all(
-        &pids
-            .iter()
-            .map(|&p| (p, killed(Signal::SIGTERM)))
-            .collect::<Vec<_>>(),
-    );
+    h.all_exit_on_sigterm("web", 2);
     assert!(reply.try_recv().is_ok_and(|r| r.ok));
     // Opened once, never closed across a crash and a restart.
     assert_eq!(h.os().socket_log, [("open", unit("web"))]);
     let reply = h.request(Request::Stop { unit: unit("web") });
-    let pids: Vec<Pid> = (0..2).map(|i| h.pid_of("web", i)).collect();
-    h.exit_all(
-        &pids
-            .iter()
-            .map(|&p| (p, killed(Signal::SIGTERM)))
-            .collect::<Vec<_>>(),
-    );
+    h.all_exit_on_sigterm("web", 2);
     // Closed before the stop is answered.
     assert!(!h.os().sockets.contains("web"));
     assert!(reply.try_recv().is_ok_and(|r| r.ok));
