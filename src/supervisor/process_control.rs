@@ -89,6 +89,17 @@ impl SpawnError {
         }
     }
 
+    /// A failed I/O operation of std: its OS error (EIO if it has none).
+    pub(crate) fn from_io(
+        stage: SpawnStage,
+        program: &str,
+        what: &str,
+        e: &std::io::Error,
+    ) -> Self {
+        let errno = nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+        Self::from_errno(stage, program, what, errno)
+    }
+
     /// The system ran out of something (file descriptors, processes, memory: EMFILE, ENFILE,
     /// EAGAIN, ENOMEM, ENOBUFS): the program is not at fault and a later try may work, so this
     /// is no crash to count against the restart budget.

@@ -113,13 +113,13 @@ impl ProcessControl for OsProcessControl {
 
     fn spawn(&mut self, request: &SpawnRequest) -> Result<Pid, SpawnError> {
         let unit = request.unit;
+        let program = unit.command[0].as_str();
         let (ours, theirs) = UnixStream::pair().map_err(|e| {
-            let errno = Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
-            SpawnError::from_errno(
+            SpawnError::from_io(
                 SpawnStage::Channel,
-                &unit.command[0],
+                program,
                 "cannot create the worker channel",
-                errno,
+                &e,
             )
         })?;
         let listen_fds = self
@@ -167,12 +167,11 @@ impl ProcessControl for OsProcessControl {
             Ok(tree) => Some(
                 tree.create_instance(&unit.name, request.index, request.id)
                     .map_err(|e| {
-                        let errno = Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
-                        SpawnError::from_errno(
+                        SpawnError::from_io(
                             SpawnStage::Cgroup,
-                            &unit.command[0],
+                            program,
                             "cannot create its cgroup",
-                            errno,
+                            &e,
                         )
                     })?,
             ),
