@@ -3,8 +3,8 @@
 //! Everything the child needs (program path, argv, envp, fd list, credentials) is prepared in
 //! the parent as an [`ExecPlan`]; between `fork` and `execve` the child only makes
 //! async-signal-safe system calls and never allocates. A failure in the child is reported to
-//! the parent through a close-on-exec pipe, so the caller gets "No such file or directory"
-//! rather than a mysterious exit code 127.
+//! the parent (in memory they share until exec, or through a close-on-exec pipe after a plain
+//! fork), so the caller gets "No such file or directory" rather than a mysterious exit code 127.
 
 use std::ffi::CString;
 use std::io::Read;
@@ -152,8 +152,6 @@ pub(crate) fn spawn(request: &ExecRequest) -> Result<Pid, SpawnError> {
         .map_err(|e| SpawnError::new(SpawnStage::Program, program_name, e))?;
     let os_error =
         |what: &str, errno| SpawnError::from_errno(SpawnStage::Fork, program_name, what, errno);
-    let (error_read, error_write) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| os_error("cannot create a pipe", e))?;
 
     // Block every signal across fork: the child must not run clusterd's signal handlers
     // before it has reset them, and no signal meant for clusterd is lost in the meantime.
@@ -164,50 +162,64 @@ pub(crate) fn spawn(request: &ExecRequest) -> Result<Pid, SpawnError> {
         Some(&mut previous),
     )
     .map_err(|e| os_error("sigprocmask", e))?;
+    let restore_mask = || {
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&previous), None);
+    };
     // First choice: a child that shares clusterd's memory until it execs (CLONE_VM and
     // CLONE_VFORK, as posix_spawn does), created in its cgroup: no page tables are copied and
-    // exec has nothing of clusterd's to tear down. This thread waits until the child has
-    // exec'd or failed, which `spawn` does anyway.
-    let error_fd = error_write.as_raw_fd();
+    // exec has nothing of clusterd's to tear down. This thread is suspended until the child
+    // has exec'd or exited, so a failure the child wrote into `failure` is there to read —
+    // no pipe, and no waiting for exec to get as far as closing one.
     plan.created_in_cgroup = plan.cgroup.is_some();
+    let mut failure = ChildFailure::default();
     // SAFETY: see `spawn_sharing_memory`: the child runs `child_after_fork` on a stack of its
-    // own and only touches the plan, which nothing else uses until the child has exec'd.
-    let shared = unsafe { spawn_sharing_memory(&mut plan, error_fd) };
-    let pid = match shared {
-        Some(pid) => pid,
-        None => {
-            plan.created_in_cgroup = false;
-            match plan.cgroup {
-                // SAFETY: as for fork below; see `clone_into_cgroup`.
-                Some(cgroup) => match unsafe { clone_into_cgroup(cgroup.directory) } {
-                    Some(pid) => {
-                        // Only the child reads this (its copy of the plan), before it runs.
-                        plan.created_in_cgroup = pid == 0;
-                        pid
-                    }
-                    // SAFETY: as below.
-                    None => unsafe { libc::fork() },
-                },
-                // SAFETY: the child branch calls only `child_after_fork`, which makes
-                // async-signal-safe system calls on memory prepared before the fork and ends
-                // in execve or _exit.
-                None => unsafe { libc::fork() },
-            }
+    // own and only touches the plan and `failure`, which nothing else uses until the child
+    // has exec'd or exited.
+    let shared = unsafe { spawn_sharing_memory(&mut plan, FailureReport::Shared(&mut failure)) };
+    if let Some(pid) = shared {
+        restore_mask();
+        // SAFETY: the child that may have written it has exec'd or exited.
+        let failure = unsafe { std::ptr::read_volatile(&failure) };
+        return plan.outcome(Pid::from_raw(pid), failure);
+    }
+
+    // Otherwise a plain fork, which reports through a pipe that closes on a successful exec.
+    plan.created_in_cgroup = false;
+    let (error_read, error_write) = match nix::unistd::pipe2(OFlag::O_CLOEXEC) {
+        Ok(pipe) => pipe,
+        Err(e) => {
+            restore_mask();
+            return Err(os_error("cannot create a pipe", e));
         }
+    };
+    let pid = match plan.cgroup {
+        // SAFETY: as for fork below; see `clone_into_cgroup`.
+        Some(cgroup) => match unsafe { clone_into_cgroup(cgroup.directory) } {
+            Some(pid) => {
+                // Only the child reads this (its copy of the plan), before it runs.
+                plan.created_in_cgroup = pid == 0;
+                pid
+            }
+            // SAFETY: as below.
+            None => unsafe { libc::fork() },
+        },
+        // SAFETY: the child branch calls only `child_after_fork`, which makes
+        // async-signal-safe system calls on memory prepared before the fork and ends in
+        // execve or _exit.
+        None => unsafe { libc::fork() },
     };
     if pid == 0 {
         // SAFETY: we are the freshly forked child; see `child_after_fork`.
-        unsafe { child_after_fork(&mut plan, error_write.as_raw_fd()) }
+        unsafe { child_after_fork(&mut plan, FailureReport::Pipe(error_write.as_raw_fd())) }
     }
     let fork_errno = Errno::last();
-    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&previous), None);
+    restore_mask();
     drop(error_write);
     if pid < 0 {
         return Err(os_error("cannot fork", fork_errno));
     }
-    let pid = Pid::from_raw(pid);
 
-    // The pipe closes on a successful exec; 8 bytes arrive if the child failed before it.
+    // 8 bytes arrive if the child failed before exec.
     let mut report = [0u8; 8];
     let mut received = 0;
     let mut pipe = std::fs::File::from(error_read);
@@ -219,17 +231,62 @@ pub(crate) fn spawn(request: &ExecRequest) -> Result<Pid, SpawnError> {
             Err(_) => break,
         }
     }
-    if received < report.len() {
-        return Ok(pid);
+    let failure = if received < report.len() {
+        ChildFailure::default()
+    } else {
+        ChildFailure::from_bytes(report)
+    };
+    plan.outcome(Pid::from_raw(pid), failure)
+}
+
+/// Where the child failed before exec, if it did: `stage` 0 means it did not.
+#[derive(Debug, Default, Clone, Copy)]
+struct ChildFailure {
+    stage: u32,
+    errno: i32,
+}
+
+impl ChildFailure {
+    fn to_bytes(self) -> [u8; 8] {
+        let mut bytes = [0u8; 8];
+        bytes[..4].copy_from_slice(&self.stage.to_ne_bytes());
+        bytes[4..].copy_from_slice(&self.errno.to_ne_bytes());
+        bytes
     }
-    // The child has exited (or is about to): reap it here so it never looks like a crash.
-    let _ = waitpid(pid, None);
-    let stage = u32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
-    let errno = Errno::from_raw(i32::from_ne_bytes([
-        report[4], report[5], report[6], report[7],
-    ]));
-    let (stage, what) = plan.describe_failure(stage);
-    Err(SpawnError::from_errno(stage, program_name, &what, errno))
+
+    fn from_bytes(bytes: [u8; 8]) -> ChildFailure {
+        ChildFailure {
+            stage: u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]),
+            errno: i32::from_ne_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]),
+        }
+    }
+}
+
+/// How the child tells the parent where it failed.
+#[derive(Clone, Copy)]
+enum FailureReport {
+    /// A child sharing clusterd's memory writes here; the parent reads it once resumed.
+    Shared(*mut ChildFailure),
+    /// A forked child writes the 8 bytes of a `ChildFailure` to this close-on-exec pipe.
+    Pipe(RawFd),
+}
+
+impl ExecPlan {
+    /// The child's pid, or — when it failed before exec — the error, after reaping it so
+    /// that it never looks like a crash.
+    fn outcome(&self, pid: Pid, failure: ChildFailure) -> Result<Pid, SpawnError> {
+        if failure.stage == 0 {
+            return Ok(pid);
+        }
+        let _ = waitpid(pid, None);
+        let (stage, what) = self.describe_failure(failure.stage);
+        Err(SpawnError::from_errno(
+            stage,
+            &self.program_name,
+            &what,
+            Errno::from_raw(failure.errno),
+        ))
+    }
 }
 
 impl ExecPlan {
@@ -341,16 +398,24 @@ fn is_executable(path: &Path) -> bool {
 /// Reports `stage` and the current errno to the parent and exits.
 ///
 /// # Safety
-/// Only to be called in the forked child; async-signal-safe.
-unsafe fn fail(error_fd: RawFd, stage: Stage) -> ! {
+/// Only to be called in the child before exec; async-signal-safe.
+unsafe fn fail(report: FailureReport, stage: Stage) -> ! {
     // SAFETY: __errno_location is async-signal-safe and returns this thread's errno.
     let errno = unsafe { *libc::__errno_location() };
-    let mut report = [0u8; 8];
-    report[..4].copy_from_slice(&(stage as u32).to_ne_bytes());
-    report[4..].copy_from_slice(&errno.to_ne_bytes());
-    // SAFETY: write and _exit are async-signal-safe; report is a local buffer.
+    let failure = ChildFailure {
+        stage: stage as u32,
+        errno,
+    };
+    // SAFETY: a shared report points into the suspended parent's frame, alive until this
+    // child exits; write and _exit are async-signal-safe; the bytes are a local buffer.
     unsafe {
-        libc::write(error_fd, report.as_ptr().cast(), report.len());
+        match report {
+            FailureReport::Shared(slot) => std::ptr::write_volatile(slot, failure),
+            FailureReport::Pipe(fd) => {
+                let bytes = failure.to_bytes();
+                libc::write(fd, bytes.as_ptr().cast(), bytes.len());
+            }
+        }
         libc::_exit(127)
     }
 }
@@ -362,7 +427,7 @@ unsafe fn fail(error_fd: RawFd, stage: Stage) -> ! {
 /// # Safety
 /// Only to be called in the freshly forked child of a multi-threaded process: it makes only
 /// async-signal-safe calls and does not allocate.
-unsafe fn child_after_fork(plan: &mut ExecPlan, error_fd: RawFd) -> ! {
+unsafe fn child_after_fork(plan: &mut ExecPlan, report: FailureReport) -> ! {
     // SAFETY: every call below is an async-signal-safe system call wrapper (signal-safety(7)),
     // or close_range/prctl which glibc implements as plain syscalls; all memory touched was
     // allocated before fork and belongs to this process's copy.
@@ -383,17 +448,17 @@ unsafe fn child_after_fork(plan: &mut ExecPlan, error_fd: RawFd) -> ! {
         // here on, everything it starts is in the cgroup and cannot leave it.
         if let Some(cgroup) = plan.cgroup.filter(|_| !plan.created_in_cgroup) {
             if libc::write(cgroup.procs, b"0".as_ptr().cast(), 1) != 1 {
-                fail(error_fd, Stage::Cgroup);
+                fail(report, Stage::Cgroup);
             }
         }
         // A session of its own, not only a process group: a process may join another group
         // only within its own session, so no instance (whatever user it runs as) can move a
         // process into another instance's group and speak for it or be stopped with it.
         if libc::setsid() < 0 {
-            fail(error_fd, Stage::Session);
+            fail(report, Stage::Session);
         }
         if libc::dup2(plan.stdin, 0) < 0 {
-            fail(error_fd, Stage::Stdin);
+            fail(report, Stage::Stdin);
         }
 
         // Move every fd we still need above the target range first, so that placing fd i
@@ -401,21 +466,24 @@ unsafe fn child_after_fork(plan: &mut ExecPlan, error_fd: RawFd) -> ! {
         // `dup2(fd, fd)`, which would leave CLOEXEC set, never happens).
         let count = plan.pass_fds.len() as RawFd;
         let floor = FIRST_PASSED_FD + count;
-        let error_fd = match libc::fcntl(error_fd, libc::F_DUPFD_CLOEXEC, floor) {
-            fd if fd >= 0 => fd,
-            _ => fail(error_fd, Stage::MoveFds),
+        let report = match report {
+            FailureReport::Pipe(fd) => match libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, floor) {
+                moved if moved >= 0 => FailureReport::Pipe(moved),
+                _ => fail(report, Stage::MoveFds),
+            },
+            shared => shared,
         };
         for (i, &source) in plan.pass_fds.iter().enumerate() {
             let moved = libc::fcntl(source, libc::F_DUPFD_CLOEXEC, floor);
             if moved < 0 {
-                fail(error_fd, Stage::MoveFds);
+                fail(report, Stage::MoveFds);
             }
             plan.scratch_fds[i] = moved;
         }
         for (i, &moved) in plan.scratch_fds.iter().enumerate() {
             // dup2 clears CLOEXEC on the new fd: it survives exec.
             if libc::dup2(moved, FIRST_PASSED_FD + i as RawFd) < 0 {
-                fail(error_fd, Stage::MoveFds);
+                fail(report, Stage::MoveFds);
             }
         }
         // Nothing else of clusterd's may leak into the program, including fds clusterd itself
@@ -447,16 +515,16 @@ unsafe fn child_after_fork(plan: &mut ExecPlan, error_fd: RawFd) -> ! {
             if plan.set_groups
                 && libc::syscall(libc::SYS_setgroups, plan.groups.len(), plan.groups.as_ptr()) != 0
             {
-                fail(error_fd, Stage::Credentials);
+                fail(report, Stage::Credentials);
             }
             if let Some(gid) = plan.gid {
                 if libc::syscall(libc::SYS_setgid, gid) != 0 {
-                    fail(error_fd, Stage::Credentials);
+                    fail(report, Stage::Credentials);
                 }
             }
             if let Some(uid) = plan.uid {
                 if libc::syscall(libc::SYS_setuid, uid) != 0 {
-                    fail(error_fd, Stage::Credentials);
+                    fail(report, Stage::Credentials);
                 }
             }
         }
@@ -470,7 +538,7 @@ unsafe fn child_after_fork(plan: &mut ExecPlan, error_fd: RawFd) -> ! {
 
         if let Some(dir) = &plan.working_directory {
             if libc::chdir(dir.as_ptr()) != 0 {
-                fail(error_fd, Stage::WorkingDirectory);
+                fail(report, Stage::WorkingDirectory);
             }
         }
         libc::execve(
@@ -478,7 +546,7 @@ unsafe fn child_after_fork(plan: &mut ExecPlan, error_fd: RawFd) -> ! {
             plan.argv_ptrs.as_ptr(),
             plan.env_ptrs.as_ptr(),
         );
-        fail(error_fd, Stage::Exec)
+        fail(report, Stage::Exec)
     }
 }
 
@@ -544,7 +612,7 @@ const CHILD_STACK_BYTES: usize = 64 * 1024;
 /// What the memory-sharing child's entry point gets.
 struct ChildStart {
     plan: *mut ExecPlan,
-    error_fd: RawFd,
+    report: FailureReport,
 }
 
 /// Where a memory-sharing child starts, on its own stack.
@@ -553,7 +621,7 @@ extern "C" fn child_entry(start: *mut libc::c_void) -> ! {
     // suspended parent's frame) until this child execs or exits.
     unsafe {
         let start = &*(start as *const ChildStart);
-        child_after_fork(&mut *start.plan, start.error_fd)
+        child_after_fork(&mut *start.plan, start.report)
     }
 }
 
@@ -567,7 +635,7 @@ extern "C" fn child_entry(start: *mut libc::c_void) -> ! {
 /// before, and the calling thread is suspended meanwhile. Every signal must be blocked by the
 /// caller, so that no handler of clusterd's runs in the child.
 #[cfg(target_arch = "x86_64")]
-unsafe fn spawn_sharing_memory(plan: &mut ExecPlan, error_fd: RawFd) -> Option<libc::pid_t> {
+unsafe fn spawn_sharing_memory(plan: &mut ExecPlan, report: FailureReport) -> Option<libc::pid_t> {
     const CLONE_VM: u64 = libc::CLONE_VM as u64;
     const CLONE_VFORK: u64 = libc::CLONE_VFORK as u64;
     let mut stack = vec![0u8; CHILD_STACK_BYTES + 16];
@@ -586,7 +654,7 @@ unsafe fn spawn_sharing_memory(plan: &mut ExecPlan, error_fd: RawFd) -> Option<l
     };
     let mut start = ChildStart {
         plan: plan as *mut ExecPlan,
-        error_fd,
+        report,
     };
     let result: i64;
     // SAFETY: clone3 with a valid clone_args of the size given. In the child (rax == 0) the
@@ -619,7 +687,10 @@ unsafe fn spawn_sharing_memory(plan: &mut ExecPlan, error_fd: RawFd) -> Option<l
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn spawn_sharing_memory(_plan: &mut ExecPlan, _error_fd: RawFd) -> Option<libc::pid_t> {
+unsafe fn spawn_sharing_memory(
+    _plan: &mut ExecPlan,
+    _report: FailureReport,
+) -> Option<libc::pid_t> {
     None
 }
 
