@@ -226,6 +226,65 @@ fn a_process_that_leaves_its_group_is_still_stopped_with_its_instance() {
     assert!(!alive(escaped), "the escaped process survived the shutdown");
 }
 
+/// The cgroups under clusterd's tree, by name.
+fn cgroups_under(daemon: &Daemon) -> Vec<String> {
+    let status = daemon.status();
+    let isolation = status["isolation"].as_str().unwrap_or("");
+    let root = isolation
+        .strip_prefix("cgroup (")
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("not a cgroup tree: {isolation}"));
+    let mut names: Vec<String> = std::fs::read_dir(root)
+        .expect("the cgroup tree")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A restart starts its instance in a cgroup made ready beforehand (one spare per instance
+/// slot); scaling down and removing the unit take the spares away, so nothing piles up.
+#[test]
+fn the_cgroups_made_ready_for_restarts_are_used_and_never_pile_up() {
+    let daemon = Daemon::start(&[("web", "command = \"sleep 300\"\ninstances = 3\n")]);
+    if !has_cgroups(&daemon) {
+        return;
+    }
+    daemon.wait_running("web", 3);
+    // Each slot: its instance's cgroup and the spare for its next start.
+    wait_for("three spares", PATIENCE, || {
+        cgroups_under(&daemon).len() == 6
+    });
+    for _ in 0..5 {
+        let victim = daemon.pids("web")[0];
+        send_signal(victim, libc::SIGKILL);
+        wait_for("the replacement", PATIENCE, || {
+            let pids = daemon.pids("web");
+            pids.len() == 3 && !pids.contains(&victim)
+        });
+    }
+    wait_for("one cgroup and one spare per slot", PATIENCE, || {
+        cgroups_under(&daemon).len() == 6
+    });
+    let out = daemon.ctl(&["scale", "web", "1"]);
+    assert!(out.status.success(), "{out:?}");
+    wait_for(
+        "the spares of the scaled-away slots to go",
+        PATIENCE,
+        || {
+            let names = cgroups_under(&daemon);
+            names.len() == 2 && names.iter().all(|n| n.starts_with("web.0."))
+        },
+    );
+    daemon.remove_unit("web");
+    assert!(daemon.ctl(&["daemon-reload"]).status.success());
+    wait_for("every cgroup of the removed unit to go", PATIENCE, || {
+        cgroups_under(&daemon).is_empty()
+    });
+}
+
 /// When clusterd itself was SIGKILLed, every grandchild survived holding the unit's listening
 /// socket, and the next clusterd failed with EADDRINUSE. It now kills what a previous clusterd
 /// left in its cgroups before it binds anything.

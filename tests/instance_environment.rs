@@ -181,3 +181,20 @@ fn a_missing_working_directory_is_a_failed_start_with_the_reason() {
         "{text}"
     );
 }
+
+/// An instance starts with every signal at its default disposition and none blocked, whatever
+/// clusterd itself catches or ignores (SIGPIPE, SIGCHLD, SIGTERM, ...).
+#[test]
+fn an_instance_starts_with_no_signal_ignored_caught_or_blocked() {
+    let daemon = Daemon::start(&[("plain", "command = [\"sleep\", \"300\"]\n")]);
+    let pid = daemon.wait_running("plain", 1)[0];
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    for field in ["SigBlk", "SigIgn", "SigCgt"] {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .unwrap_or_else(|| panic!("no {field} in {status}"));
+        let mask = line.split_whitespace().nth(1).unwrap_or("");
+        assert!(mask.chars().all(|c| c == '0'), "{line}");
+    }
+}

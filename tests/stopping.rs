@@ -270,9 +270,25 @@ fn sigterm_to_clusterd_stops_every_unit_leaves_no_process_behind_and_exits_zero(
     instances.extend(d.wait_running("deaf", 1));
     let grandchildren = wait_logged(&family_dir, "grandchildren.log", "grandchild", 4);
     wait_logged(&deaf_dir, "ready.log", "ready", 1);
+    let isolation = d.status()["isolation"].as_str().unwrap_or("").to_string();
 
     let status = d.terminate();
     assert_eq!(status.code(), Some(0), "{}", d.log());
+    // Its last words are written, though the loop holds its log lines while it reacts.
+    assert!(
+        d.log()
+            .trim_end()
+            .ends_with("every instance has stopped; exiting"),
+        "{}",
+        d.log()
+    );
+    // Its cgroup tree is gone, the cgroups made ready for restarts included.
+    if let Some(root) = isolation
+        .strip_prefix("cgroup (")
+        .and_then(|rest| rest.strip_suffix(')'))
+    {
+        assert!(!Path::new(root).exists(), "{root} is left");
+    }
     // clusterd exits only once every instance is gone (reaped).
     for pid in instances {
         assert!(!alive(pid), "instance {pid} outlived clusterd\n{}", d.log());

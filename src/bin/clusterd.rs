@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use clusterd::daemon::log_output::LogOutput;
 use clusterd::daemon::{run, DaemonOptions, Isolation};
 use clusterd::protocol::socket_path::control_socket_path;
 use clusterd::unit::{every_error, load_units_dir, read_unit_text, resolve_group};
@@ -40,6 +41,7 @@ struct Args {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_target(false)
+        .target(env_logger::Target::Pipe(Box::new(LogOutput)))
         .init();
     let args = Args::parse();
     if args.check {

@@ -6,9 +6,11 @@
 //!   [`worker_io`]: the I/O thread (worker channels, NOTIFY_SOCKET, the Node cluster primary);
 //!   [`sd_notify`]: the sd_notify protocol both ways (instances to clusterd, clusterd to its
 //!   service manager);
+//! - [`log_output`]: clusterd's own log lines, held back while the loop reacts;
 //! - [`os`]: the real operating system behind the supervisor's `ProcessControl`.
 
 pub(crate) mod control_server;
+pub mod log_output;
 pub(crate) mod os;
 pub(crate) mod sd_notify;
 pub(crate) mod signals;
@@ -29,6 +31,9 @@ use crate::protocol::Request;
 use crate::supervisor::event::Event;
 use crate::supervisor::Supervisor;
 use crate::unit::load_units_dir;
+
+/// How long the loop must have been idle before it does the OS side's idle work.
+const IDLE_WORK_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
 
 pub struct DaemonOptions {
     pub units_dir: PathBuf,
@@ -90,7 +95,6 @@ pub fn run(options: DaemonOptions) -> Result<(), String> {
             warn!("killed {killed} process(es) left by a previous clusterd");
         }
     }
-    let cgroup_root = cgroups.as_ref().ok().map(|tree| tree.root().to_path_buf());
 
     let io = WorkerIo::start(events.clone(), notify)
         .map_err(|e| format!("cannot start the worker I/O thread: {e}"))?;
@@ -124,8 +128,23 @@ pub fn run(options: DaemonOptions) -> Result<(), String> {
     ));
 
     let mut told_stopping = false;
+    let holding = log_output::hold_on_this_thread();
     loop {
-        for event in inbox.wait(supervisor.next_deadline()) {
+        log_output::write_held();
+        // Idle work waits until the loop has been idle for a moment: a child that was just
+        // forked is being exec'd, likely on this CPU, and a restart is over only when it runs.
+        let idle_work_at = supervisor
+            .has_idle_work()
+            .then(|| Instant::now() + IDLE_WORK_DELAY);
+        let wake_at = match (supervisor.next_deadline(), idle_work_at) {
+            (Some(deadline), Some(idle)) => Some(deadline.min(idle)),
+            (deadline, idle) => deadline.or(idle),
+        };
+        let events = inbox.wait(wake_at);
+        if events.is_empty() && idle_work_at.is_some_and(|at| Instant::now() >= at) {
+            supervisor.do_idle_work();
+        }
+        for event in events {
             let event = read_units_for(event, &units_dir);
             supervisor.handle(event, Instant::now());
         }
@@ -138,10 +157,11 @@ pub fn run(options: DaemonOptions) -> Result<(), String> {
             break;
         }
     }
-    if let Some(root) = cgroup_root {
-        // Empty now: every instance's cgroup was removed once its last process exited.
-        let _ = std::fs::remove_dir(root);
-    }
+    supervisor.do_idle_work();
+    drop(holding);
+    // The cgroup tree goes with it: every instance's cgroup was removed once its last
+    // process exited, and the spares are removed now.
+    drop(supervisor);
     info!("every instance has stopped; exiting");
     Ok(())
 }

@@ -117,6 +117,15 @@ impl<P: ProcessControl> Supervisor<P> {
         self.timers.next_deadline()
     }
 
+    /// See [`ProcessControl::has_idle_work`].
+    pub(crate) fn has_idle_work(&self) -> bool {
+        self.os.has_idle_work()
+    }
+
+    pub(crate) fn do_idle_work(&mut self) {
+        self.os.do_idle_work();
+    }
+
     /// Acts on every deadline that has passed.
     pub(crate) fn fire_due_timers(&mut self, now: Instant) {
         while let Some(timer) = self.timers.pop_due(now) {

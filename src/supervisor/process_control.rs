@@ -233,8 +233,9 @@ pub(crate) trait ProcessControl {
         let _ = unit;
     }
 
-    /// Closes the reuseport sockets of instance indexes `index` and above (scale-down).
-    fn close_sockets_from(&mut self, unit: &str, index: u32) {
+    /// Instance indexes `index` and above are gone (scale-down): release what the OS side
+    /// kept for them — their reuseport sockets, the cgroups made ready for their next start.
+    fn release_indexes_from(&mut self, unit: &str, index: u32) {
         let _ = (unit, index);
     }
 
@@ -282,6 +283,16 @@ pub(crate) trait ProcessControl {
         Vec::new()
     }
 
+    /// True while the OS side has work that is best done when nothing else happens —
+    /// preparing what the next spawns need, say, which must not take the CPU from a child
+    /// that is being exec'd. The daemon calls [`ProcessControl::do_idle_work`] once its loop
+    /// has been idle for a moment.
+    fn has_idle_work(&self) -> bool {
+        false
+    }
+
+    fn do_idle_work(&mut self) {}
+
     /// How instances are isolated, for status: `cgroup` or `process-group`, with details.
     fn isolation(&self) -> Option<String> {
         None
@@ -297,7 +308,8 @@ pub(crate) trait ProcessControl {
 
     /// The unit is stopped for good (stopped by hand, removed, or clusterd is exiting) and none
     /// of its processes is left: release what the OS side kept for it across its instances'
-    /// lives — its `listen` sockets and the sockets of its Node cluster workers. Not called
+    /// lives — its `listen` sockets, the sockets of its Node cluster workers, the cgroups made
+    /// ready for its next starts. Not called
     /// between the stop and the start of a restart.
     fn release_unit(&mut self, unit: &str) {
         self.close_sockets(unit);

@@ -223,7 +223,7 @@ impl<P: ProcessControl> Supervisor<P> {
             for id in above {
                 self.stop_process(id, now);
             }
-            self.os.close_sockets_from(name, new);
+            self.os.release_indexes_from(name, new);
             if let Some(rt) = self.units.get_mut(name) {
                 rt.slots.truncate(new as usize);
             }

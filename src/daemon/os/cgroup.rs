@@ -3,9 +3,15 @@
 //! `setsid` or `setpgid`, not a daemon that double-forks — and so that a clusterd that was
 //! SIGKILLed finds, when it starts again, everything its instances left behind.
 //!
-//! Layout: `<cgroup2 mount><clusterd's own cgroup>/clusterd.<hash>/<unit>.<index>.<spawn id>`,
+//! Layout: `<cgroup2 mount><clusterd's own cgroup>/clusterd.<hash>/<unit>.<index>.<serial>`,
 //! where `<hash>` identifies this clusterd by its control socket path, so that several
-//! clusterds on one machine (each with its own socket) never touch each other's instances.
+//! clusterds on one machine (each with its own socket) never touch each other's instances,
+//! and `<serial>` counts the cgroups this clusterd created.
+//!
+//! Creating a cgroup costs tens of microseconds, so it is done ahead: once an instance has
+//! started, the cgroup its replacement will start in is created (a *spare*, empty), and a
+//! restart after a crash finds it ready. Spares of a unit go when the unit stops, is removed
+//! or is scaled down, and all of them when clusterd exits.
 //!
 //! What clusterd uses needs no controller: the cgroup directory (the child is created inside
 //! with `clone3(CLONE_INTO_CGROUP)`; on older kernels it moves itself in through
@@ -13,10 +19,11 @@
 //! ones forking meanwhile; Linux 5.14), `cgroup.events` (`populated 0` once the last process
 //! has exited). Without a writable cgroup2 hierarchy, clusterd falls back to process groups.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -26,8 +33,6 @@ use log::{debug, info, warn};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::daemon::os::spawn::CgroupFds;
-
 /// How long start-up waits for what a previous clusterd left to die after `cgroup.kill`.
 const LEFTOVER_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -35,6 +40,10 @@ const LEFTOVER_DEADLINE: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub(crate) struct CgroupTree {
     root: PathBuf,
+    /// The next `<serial>`.
+    serial: u64,
+    /// Created ahead, empty: the cgroup of the next instance of each (unit, index).
+    spares: HashMap<(String, u32), PathBuf>,
 }
 
 /// The cgroup of one instance.
@@ -43,23 +52,15 @@ pub(crate) struct InstanceCgroup {
     path: PathBuf,
 }
 
-/// What a spawn needs to start a child inside a cgroup, open only for that spawn (an instance
-/// holds no fd for its cgroup afterwards).
+/// The cgroup's directory, opened only for the spawn of its instance (an instance holds no
+/// fd for its cgroup afterwards): `clone3(CLONE_INTO_CGROUP)` creates the child inside.
 pub(crate) struct SpawnIntoCgroup {
-    /// The directory, for `clone3(CLONE_INTO_CGROUP)`: the child is created inside.
     directory: OwnedFd,
-    /// `cgroup.procs`, opened for writing before fork: where the child cannot be created in
-    /// the cgroup, it writes "0" to it to move itself in (an async-signal-safe `write`, no
-    /// path lookup after fork).
-    procs: OwnedFd,
 }
 
 impl SpawnIntoCgroup {
-    pub(crate) fn fds(&self) -> CgroupFds {
-        CgroupFds {
-            directory: self.directory.as_raw_fd(),
-            procs: self.procs.as_raw_fd(),
-        }
+    pub(crate) fn directory(&self) -> RawFd {
+        self.directory.as_raw_fd()
     }
 }
 
@@ -90,7 +91,11 @@ impl CgroupTree {
             let _ = fs::remove_dir(&root);
             return Err("this kernel has no cgroup.kill (Linux 5.14 or later is needed)".into());
         }
-        Ok(CgroupTree { root })
+        Ok(CgroupTree {
+            root,
+            serial: 1,
+            spares: HashMap::new(),
+        })
     }
 
     pub(crate) fn root(&self) -> &Path {
@@ -112,7 +117,7 @@ impl CgroupTree {
             .map(|e| e.path())
             .collect();
         for path in &leftovers {
-            let pids = pids_in(path);
+            let pids = pids_in(path).unwrap_or_default();
             if !pids.is_empty() {
                 killed += pids.len();
                 warn!(
@@ -137,40 +142,81 @@ impl CgroupTree {
         killed
     }
 
-    /// Creates the cgroup of a new instance, and opens what its spawn needs.
+    /// The cgroup of a new instance of (`unit`, `index`): its spare if there is one, else a
+    /// new one; opened for the spawn.
     pub(crate) fn create_instance(
-        &self,
+        &mut self,
         unit: &str,
         index: u32,
-        id: u64,
     ) -> std::io::Result<(InstanceCgroup, SpawnIntoCgroup)> {
-        let path = self.root.join(format!("{unit}.{index}.{id}"));
-        match fs::create_dir(&path) {
-            Ok(()) => {}
-            // Left by a previous clusterd and not removable then: reuse it.
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
-        let opened = OpenOptions::new()
+        let path = match self.spares.remove(&(unit.to_string(), index)) {
+            Some(spare) => spare,
+            None => self.create_cgroup(unit, index)?,
+        };
+        let directory = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECTORY)
             .open(&path)
-            .and_then(|directory| {
-                let procs = OpenOptions::new()
-                    .write(true)
-                    .open(path.join("cgroup.procs"))?;
-                Ok((directory, procs))
-            });
-        let (directory, procs) = opened.inspect_err(|_| {
-            let _ = fs::remove_dir(&path);
-        })?;
+            .inspect_err(|_| {
+                let _ = fs::remove_dir(&path);
+            })?;
         Ok((
             InstanceCgroup { path },
             SpawnIntoCgroup {
                 directory: directory.into(),
-                procs: procs.into(),
             },
         ))
+    }
+
+    /// Creates the spare of (`unit`, `index`) if it has none: called once an instance has
+    /// started, off the path of a restart. A failure only means the next start creates its
+    /// cgroup itself (and reports what fails then).
+    pub(crate) fn prepare_spare(&mut self, unit: &str, index: u32) {
+        let key = (unit.to_string(), index);
+        if self.spares.contains_key(&key) {
+            return;
+        }
+        match self.create_cgroup(unit, index) {
+            Ok(path) => {
+                self.spares.insert(key, path);
+            }
+            Err(e) => debug!("cannot create a spare cgroup for {unit}[{index}]: {e}"),
+        }
+    }
+
+    /// Removes the spares of `unit` for indexes `from` and above (every one for 0).
+    pub(crate) fn remove_spares(&mut self, unit: &str, from: u32) {
+        self.spares.retain(|(spare_unit, index), path| {
+            let keep = spare_unit != unit || *index < from;
+            if !keep {
+                let _ = fs::remove_dir(&*path);
+            }
+            keep
+        });
+    }
+
+    fn create_cgroup(&mut self, unit: &str, index: u32) -> std::io::Result<PathBuf> {
+        loop {
+            let path = self.root.join(format!("{unit}.{index}.{}", self.serial));
+            self.serial += 1;
+            match fs::create_dir(&path) {
+                Ok(()) => return Ok(path),
+                // Left by a previous clusterd and not removable then: take the next serial.
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for CgroupTree {
+    /// The spares go, and the tree itself once empty (every instance's cgroup is removed once
+    /// its last process has exited).
+    fn drop(&mut self) {
+        for path in self.spares.values() {
+            let _ = fs::remove_dir(path);
+        }
+        let _ = fs::remove_dir(&self.root);
     }
 }
 
@@ -182,21 +228,27 @@ impl InstanceCgroup {
     }
 
     /// Sends `signal` to every process of the instance: SIGKILL through `cgroup.kill`, which
-    /// also catches processes forked meanwhile; other signals to each pid listed.
-    pub(crate) fn signal(&self, signal: Signal) {
+    /// also catches processes forked meanwhile; other signals to each pid listed. The error
+    /// says the cgroup's files could not be used (at clusterd's fd limit, say): the caller
+    /// then signals the instance's process group instead.
+    pub(crate) fn signal(&self, signal: Signal) -> std::io::Result<()> {
         if signal == Signal::SIGKILL {
-            cgroup_kill(&self.path);
-            return;
+            return OpenOptions::new()
+                .write(true)
+                .open(self.path.join("cgroup.kill"))
+                .and_then(|mut f| f.write_all(b"1"));
         }
-        for pid in pids_in(&self.path) {
+        for pid in pids_in(&self.path)? {
             match kill(pid, signal) {
                 Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
                 Err(e) => debug!("kill({pid}, {}) failed: {e}", signal.as_str()),
             }
         }
+        Ok(())
     }
 
-    /// True while any process is left in the cgroup.
+    /// True while any process is left in the cgroup. An empty one stays empty: nothing is
+    /// left in it to fork.
     pub(crate) fn populated(&self) -> bool {
         populated(&self.path)
     }
@@ -224,20 +276,30 @@ fn cgroup_kill(path: &Path) {
 /// `populated 1` in `cgroup.events`. A cgroup that cannot be read counts as empty: it was
 /// removed.
 fn populated(path: &Path) -> bool {
-    fs::read_to_string(path.join("cgroup.events"))
-        .map(|events| events.lines().any(|l| l == "populated 1"))
-        .unwrap_or(false)
+    use std::io::Read;
+    // One read (the file is two short lines), no metadata lookup: this is on a restart's path.
+    let mut events = [0u8; 256];
+    match fs::File::open(path.join("cgroup.events")).and_then(|mut f| f.read(&mut events)) {
+        Ok(n) => events[..n]
+            .split(|&b| b == b'\n')
+            .any(|line| line == b"populated 1"),
+        Err(e) if e.kind() == ErrorKind::NotFound => false,
+        // Unknown (out of fds, say): populated until `rmdir` says otherwise, which needs no fd.
+        Err(_) => true,
+    }
 }
 
-fn pids_in(path: &Path) -> Vec<Pid> {
-    fs::read_to_string(path.join("cgroup.procs"))
-        .map(|text| {
-            text.lines()
-                .filter_map(|l| l.trim().parse().ok())
-                .map(Pid::from_raw)
-                .collect()
-        })
-        .unwrap_or_default()
+fn pids_in(path: &Path) -> std::io::Result<Vec<Pid>> {
+    let text = match fs::read_to_string(path.join("cgroup.procs")) {
+        Ok(text) => text,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    Ok(text
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .map(Pid::from_raw)
+        .collect())
 }
 
 /// The mount point of the cgroup2 file system: `/sys/fs/cgroup` on current distributions,

@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
-use log::debug;
+use log::{debug, warn};
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -44,6 +44,12 @@ pub(crate) struct OsProcessControl {
     base_environment: Vec<(String, String)>,
     /// Live Node cluster workers, for graceful stops.
     node_workers: HashMap<SpawnId, NodeClusterStop>,
+    /// Instances started since the last idle moment, whose replacement's cgroup is to be
+    /// created ahead (creating a cgroup takes tens of microseconds, which a restart should
+    /// not wait for).
+    spares_wanted: Vec<(String, u32)>,
+    /// Cgroups of instances that are over, to remove when the loop is idle.
+    empty_cgroups: Vec<InstanceCgroup>,
 }
 
 impl OsProcessControl {
@@ -63,6 +69,8 @@ impl OsProcessControl {
             notify_socket,
             base_environment: inherited_environment(),
             node_workers: HashMap::new(),
+            spares_wanted: Vec::new(),
+            empty_cgroups: Vec::new(),
         })
     }
 
@@ -105,9 +113,12 @@ impl ProcessControl for OsProcessControl {
         self.sockets.remove(unit);
     }
 
-    fn close_sockets_from(&mut self, unit: &str, index: u32) {
+    fn release_indexes_from(&mut self, unit: &str, index: u32) {
         if let Some(sockets) = self.sockets.get_mut(unit) {
             sockets.close_from_index(index);
+        }
+        if let Ok(tree) = &mut self.cgroups {
+            tree.remove_spares(unit, index);
         }
     }
 
@@ -163,9 +174,9 @@ impl ProcessControl for OsProcessControl {
             );
         }
 
-        let cgroup = match &self.cgroups {
+        let cgroup = match &mut self.cgroups {
             Ok(tree) => Some(
-                tree.create_instance(&unit.name, request.index, request.id)
+                tree.create_instance(&unit.name, request.index)
                     .map_err(|e| {
                         SpawnError::from_io(
                             SpawnStage::Cgroup,
@@ -187,7 +198,7 @@ impl ProcessControl for OsProcessControl {
             gid: unit.credentials.gid,
             groups: &unit.credentials.groups,
             stdin: self.dev_null.as_raw_fd(),
-            cgroup: cgroup.as_ref().map(|(_, spawn)| spawn.fds()),
+            cgroup: cgroup.as_ref().map(|(_, spawn)| spawn.directory()),
         });
         // The spawn's fds for the cgroup close here; the instance keeps only its path.
         let cgroup = cgroup.map(|(cgroup, _)| cgroup);
@@ -223,6 +234,8 @@ impl ProcessControl for OsProcessControl {
         let label = format!("{}[{}]", unit.name, request.index);
         self.io
             .watch(request.id, ours.into(), label, cgroup_name, node);
+        // Later, when the loop is idle: what the next spawn needs.
+        self.spares_wanted.push((unit.name.clone(), request.index));
         Ok(pid)
     }
 
@@ -254,18 +267,37 @@ impl ProcessControl for OsProcessControl {
     }
 
     fn signal_instance(&mut self, id: SpawnId, pgid: Pid, signal: Signal) {
-        match self.instance_cgroups.get(&id) {
+        match (self.instance_cgroups.get(&id), &self.cgroups) {
             // Every process of the instance, wherever it moved in the process tree.
-            Some(cgroup) => cgroup.signal(signal),
-            None => self.signal_group(pgid, signal),
+            (Some(cgroup), _) => {
+                if let Err(e) = cgroup.signal(signal) {
+                    warn!(
+                        "cannot signal the processes of cgroup {:?} ({e}); signalling process group {pgid}",
+                        cgroup.name()
+                    );
+                    self.signal_group(pgid, signal);
+                }
+            }
+            // Its cgroup was removed, empty: nothing of it is left.
+            (None, Ok(_)) => {}
+            (None, Err(_)) => self.signal_group(pgid, signal),
         }
     }
 
     fn kill_leftovers(&mut self, id: SpawnId, pgid: Pid, pid_reused: bool) {
-        if let Some(cgroup) = self.instance_cgroups.get(&id) {
+        match (self.instance_cgroups.get(&id), &self.cgroups) {
             // A cgroup is the instance's alone, whoever has its old pid now.
-            cgroup.signal(Signal::SIGKILL);
-            return;
+            (Some(cgroup), _) => match cgroup.signal(Signal::SIGKILL) {
+                Ok(()) => return,
+                // Out of fds, say: the process group, with the checks below.
+                Err(e) => warn!(
+                    "cannot kill what is left in cgroup {:?}: {e}",
+                    cgroup.name()
+                ),
+            },
+            // Its cgroup was removed, empty: nothing of it is left.
+            (None, Ok(_)) => return,
+            (None, Err(_)) => {}
         }
         // While members of the group live, the kernel does not hand its id out as a pid; once
         // it exists as a process again, the old group is empty and this one is not ours.
@@ -284,7 +316,7 @@ impl ProcessControl for OsProcessControl {
         let mut cleared = Vec::new();
         let cgroups = &mut self.instance_cgroups;
         self.draining.retain(|id| {
-            let empty = cgroups.get(id).is_none_or(|c| !c.populated() && c.remove());
+            let empty = cgroups.get(id).is_none_or(InstanceCgroup::remove);
             if empty {
                 cgroups.remove(id);
                 cleared.push(*id);
@@ -292,6 +324,23 @@ impl ProcessControl for OsProcessControl {
             !empty
         });
         cleared
+    }
+
+    fn has_idle_work(&self) -> bool {
+        !self.spares_wanted.is_empty() || !self.empty_cgroups.is_empty()
+    }
+
+    fn do_idle_work(&mut self) {
+        for cgroup in self.empty_cgroups.drain(..) {
+            if !cgroup.remove() {
+                debug!("cannot remove the empty cgroup {:?}", cgroup.name());
+            }
+        }
+        for (unit, index) in std::mem::take(&mut self.spares_wanted) {
+            if let Ok(tree) = &mut self.cgroups {
+                tree.prepare_spare(&unit, index);
+            }
+        }
     }
 
     fn isolation(&self) -> Option<String> {
@@ -329,10 +378,11 @@ impl ProcessControl for OsProcessControl {
         self.io.forget(id);
         self.node_workers.remove(&id);
         if let Some(cgroup) = self.instance_cgroups.get(&id) {
-            if !cgroup.populated() && cgroup.remove() {
-                self.instance_cgroups.remove(&id);
-            } else {
+            if cgroup.populated() {
                 self.draining.push(id);
+            } else if let Some(empty) = self.instance_cgroups.remove(&id) {
+                // Removed when the loop is idle: a restart's child may be exec'ing now.
+                self.empty_cgroups.push(empty);
             }
         }
     }
@@ -340,6 +390,9 @@ impl ProcessControl for OsProcessControl {
     fn release_unit(&mut self, unit: &str) {
         self.close_sockets(unit);
         self.io.release_unit(unit);
+        if let Ok(tree) = &mut self.cgroups {
+            tree.remove_spares(unit, 0);
+        }
     }
 
     fn begin_stop(&mut self, id: SpawnId, _pid: Pid, _kill_signal: Signal) -> GracefulStop {

@@ -8,7 +8,7 @@
 
 use std::ffi::CString;
 use std::io::Read;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -106,16 +106,18 @@ pub(crate) struct ExecRequest<'a> {
     pub groups: &'a [Gid],
     /// An open /dev/null, for stdin.
     pub stdin: RawFd,
-    /// The cgroup the child is to run in, if any.
-    pub cgroup: Option<CgroupFds>,
+    /// The directory of the cgroup the child is to run in, if any, opened.
+    pub cgroup: Option<RawFd>,
 }
 
-/// A cgroup, opened before fork: the directory for `clone3(CLONE_INTO_CGROUP)`, and
-/// `cgroup.procs` for the fallback (fork, then the child moves itself in).
+/// A cgroup, opened before fork: the directory for `clone3(CLONE_INTO_CGROUP)`, and — only
+/// where that cannot be used — `cgroup.procs`, which the forked child writes to to move
+/// itself in (an async-signal-safe `write`, no path lookup after fork).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct CgroupFds {
-    pub directory: RawFd,
-    pub procs: RawFd,
+struct CgroupFds {
+    directory: RawFd,
+    /// -1 until the fallback opens it.
+    procs: RawFd,
 }
 
 /// Everything the child touches, prepared before fork.
@@ -143,6 +145,8 @@ struct ExecPlan {
     set_groups: bool,
     working_directory: Option<CString>,
     parent_pid: libc::pid_t,
+    /// The signals whose disposition in clusterd is not the default.
+    signals_to_reset: &'static [libc::c_int],
 }
 
 /// Forks and executes `request`; returns the child's pid, which is also its process group id.
@@ -185,6 +189,30 @@ pub(crate) fn spawn(request: &ExecRequest) -> Result<Pid, SpawnError> {
 
     // Otherwise a plain fork, which reports through a pipe that closes on a successful exec.
     plan.created_in_cgroup = false;
+    let mut _procs = None;
+    if let Some(cgroup) = &mut plan.cgroup {
+        // SAFETY: openat with a valid directory fd and a NUL-terminated name.
+        let fd = unsafe {
+            libc::openat(
+                cgroup.directory,
+                c"cgroup.procs".as_ptr(),
+                libc::O_WRONLY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            let errno = Errno::last();
+            restore_mask();
+            return Err(SpawnError::from_errno(
+                SpawnStage::JoinCgroup,
+                program_name,
+                "cannot open its cgroup's cgroup.procs",
+                errno,
+            ));
+        }
+        cgroup.procs = fd;
+        // SAFETY: a new fd of ours, closed when the spawn is over.
+        _procs = Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+    }
     let (error_read, error_write) = match nix::unistd::pipe2(OFlag::O_CLOEXEC) {
         Ok(pipe) => pipe,
         Err(e) => {
@@ -346,7 +374,10 @@ impl ExecPlan {
             scratch_fds: vec![-1; request.pass_fds.len()],
             pass_fds: request.pass_fds.clone(),
             stdin: request.stdin,
-            cgroup: request.cgroup,
+            cgroup: request.cgroup.map(|directory| CgroupFds {
+                directory,
+                procs: -1,
+            }),
             created_in_cgroup: false,
             uid: request.uid.map(Uid::as_raw),
             gid: request.gid.map(Gid::as_raw),
@@ -360,6 +391,7 @@ impl ExecPlan {
             working_directory,
             // SAFETY: getpid has no preconditions.
             parent_pid: unsafe { libc::getpid() },
+            signals_to_reset: signals_not_at_default(),
         })
     }
 }
@@ -393,6 +425,41 @@ fn is_executable(path: &Path) -> bool {
     // SAFETY: c_path is a valid NUL-terminated string for the duration of the call.
     let executable = unsafe { libc::access(c_path.as_ptr(), libc::X_OK) } == 0;
     executable && path.is_file()
+}
+
+/// The kernel's `struct sigaction` for `SIG_DFL` with no flags and an empty mask: all
+/// zeros, whatever the architecture's layout (with or without `sa_restorer`), and large
+/// enough for the largest.
+const DEFAULT_DISPOSITION: [u64; 4] = [0; 4];
+
+/// The signals that clusterd catches or ignores — its handlers, SIGPIPE, and whatever its own
+/// parent made it ignore (real-time signals included, which glibc's `sigaction` will not even
+/// show) — looked up once, at the first spawn: the child resets only these, rather than make
+/// sixty system calls between fork and exec. clusterd sets every disposition it uses before
+/// it starts anything.
+fn signals_not_at_default() -> &'static [libc::c_int] {
+    static SIGNALS: std::sync::OnceLock<Vec<libc::c_int>> = std::sync::OnceLock::new();
+    SIGNALS.get_or_init(|| {
+        (1..=libc::SIGRTMAX())
+            .filter(|&signal| signal != libc::SIGKILL && signal != libc::SIGSTOP)
+            .filter(|&signal| {
+                let mut current = [0u64; 4];
+                // SAFETY: the raw rt_sigaction with no new action writes the current one
+                // (at most 32 bytes) into `current`.
+                let queried = unsafe {
+                    libc::syscall(
+                        libc::SYS_rt_sigaction,
+                        signal,
+                        std::ptr::null::<u64>(),
+                        current.as_mut_ptr(),
+                        8usize,
+                    )
+                } == 0;
+                // The handler comes first in every layout; SIG_DFL is 0. Unknown: reset it.
+                !queried || current[0] != 0
+            })
+            .collect()
+    })
 }
 
 /// Reports `stage` and the current errno to the parent and exits.
@@ -432,13 +499,17 @@ unsafe fn child_after_fork(plan: &mut ExecPlan, report: FailureReport) -> ! {
     // or close_range/prctl which glibc implements as plain syscalls; all memory touched was
     // allocated before fork and belongs to this process's copy.
     unsafe {
-        // Signal handlers of clusterd must not run in the child, and the mask blocked around
-        // fork must not be inherited by the program.
-        // clusterd handles only standard signals (1..=31); real-time ones keep their default.
-        for signal in 1..32 {
-            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
-                libc::signal(signal, libc::SIG_DFL);
-            }
+        // Signal handlers of clusterd must not run in the child, ignored signals must not stay
+        // ignored in the program, and the mask blocked around fork must not be inherited.
+        for &signal in plan.signals_to_reset {
+            // The raw system call: glibc's refuses the real-time signals it keeps for itself.
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                DEFAULT_DISPOSITION.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            );
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
