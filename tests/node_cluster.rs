@@ -350,7 +350,7 @@ fn reload_under_load_fails_zero_requests() {
         for pid in old {
             wait_for("an old worker to exit", PATIENCE, || !alive(pid));
             let line = format!("(pid {pid}): exited with code 0");
-            assert!(daemon.log().contains(&line), "{line}\n{}", daemon.log());
+            wait_for(&line, PATIENCE, || daemon.log().contains(&line));
         }
     }
 }
@@ -455,8 +455,10 @@ fn stop_disconnects_the_workers_and_releases_the_port() {
     let out = daemon.ctl(&["stop", "web"]);
     assert!(out.status.success(), "{}", daemon.log());
     for pid in &pids {
+        // clusterd writes its log lines when its loop is about to wait again, which may come
+        // just after the answer.
         let line = format!("(pid {pid}): exited with code 0");
-        assert!(daemon.log().contains(&line), "{line}\n{}", daemon.log());
+        wait_for(&line, PATIENCE, || daemon.log().contains(&line));
     }
     wait_for(
         "the port to be released",
@@ -495,7 +497,7 @@ fn stop_uses_node_disconnect_by_default_and_the_apps_own_handler_with_node_clust
         assert!(stopped.status.success(), "{}", daemon.log());
         for pid in &pids {
             let line = format!("(pid {pid}): exited with code 0");
-            assert!(daemon.log().contains(&line), "{line}\n{}", daemon.log());
+            wait_for(&line, PATIENCE, || daemon.log().contains(&line));
             // disconnect: the worker closes its servers and leaves before any signal.
             let handler_ran = daemon.path(&format!("term-{pid}")).exists();
             assert_eq!(handler_ran, expect_handler, "{extra}\n{}", daemon.log());

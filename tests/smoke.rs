@@ -1,3 +1,5 @@
+//! The first thing that must work: a unit runs, and clusterd stops it and exits 0 on SIGTERM.
+
 mod common;
 use common::*;
 

@@ -95,14 +95,21 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// The environment of a run: the C floor, and the peers installed (a peer that cannot be is
+/// The environment of a run: the C floors, and the peers installed (a peer that cannot be is
 /// skipped, with a note).
 fn prepare(opts: &mut Opts, tmp: &Path, worker: Vec<String>, results: &mut Results) -> Env {
-    let floor = build_floor(&opts.scratch, &worker);
+    let floor = build_floor(&opts.scratch, &worker, "restart_floor", FLOOR_C);
+    let floor_supervisor = build_floor(
+        &opts.scratch,
+        &worker,
+        "floor_supervisor",
+        FLOOR_SUPERVISOR_C,
+    );
     let mut env = Env {
         tmp: tmp.to_path_buf(),
         worker,
         floor,
+        floor_supervisor,
         clusterd: PathBuf::from(env!("CARGO_BIN_EXE_clusterd")),
         clusterctl: PathBuf::from(env!("CARGO_BIN_EXE_clusterctl")),
         node: which("node"),

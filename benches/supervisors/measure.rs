@@ -66,26 +66,47 @@ pub(super) fn sessions_10(env: &Env, opts: &Opts, peers: &[Peer], run: usize, r:
         }
         s.stop();
     }
-    // The floor in the same run, right after the supervisors: this VM's restart cost moves
+    // The floors in the same run, right after the supervisors: this VM's restart cost moves
     // by a third from one minute to the next, so only a ratio within one run means anything.
     if opts.wants("restart") {
         if let Some(floor) = &env.floor {
-            match floor_latencies(env, floor, opts.kills) {
-                Ok(lat) => {
-                    let p50 = percentile(&lat, 0.5);
-                    r.add("floor_p50", Peer::Clusterd, p50);
-                    let clusterd = r
-                        .values
-                        .get("restart_p50")
-                        .and_then(|v| v.get(&Peer::Clusterd))
-                        .and_then(|v| v.last().copied());
-                    if let Some(c) = clusterd {
-                        r.add("restart_vs_floor", Peer::Clusterd, c / p50);
-                    }
-                }
-                Err(e) => r.notes.push(format!("restart floor: {e}")),
-            }
+            let lat = floor_latencies(env, floor, opts.kills);
+            add_floor(r, lat, "floor_p50", "restart_vs_floor", "restart floor");
         }
+        if let Some(floor_supervisor) = &env.floor_supervisor {
+            let lat = floor_supervisor_latencies(env, floor_supervisor, n, opts.kills);
+            add_floor(
+                r,
+                lat,
+                "floor_supervisor_p50",
+                "restart_vs_floor_supervisor",
+                "restart floor supervisor",
+            );
+        }
+    }
+}
+
+/// Records a floor's p50 under `key` and clusterd's p50 of this run over it under `ratio_key`.
+fn add_floor(
+    r: &mut Results,
+    latencies: Result<Vec<f64>, String>,
+    key: &str,
+    ratio_key: &str,
+    what: &str,
+) {
+    let lat = match latencies {
+        Ok(lat) => lat,
+        Err(e) => return r.notes.push(format!("{what}: {e}")),
+    };
+    let p50 = percentile(&lat, 0.5);
+    r.add(key, Peer::Clusterd, p50);
+    let clusterd = r
+        .values
+        .get("restart_p50")
+        .and_then(|v| v.get(&Peer::Clusterd))
+        .and_then(|v| v.last().copied());
+    if let Some(c) = clusterd {
+        r.add(ratio_key, Peer::Clusterd, c / p50);
     }
 }
 
@@ -117,25 +138,62 @@ pub(super) fn restart_latencies(
     n: usize,
     kills: usize,
 ) -> Result<Vec<f64>, String> {
-    s.stamps.poll();
-    let mut live: Vec<i32> = s.stamps.pids().into_iter().take(n).collect();
+    kill_and_time(&mut s.stamps, s.peer.name(), n, kills)
+}
+
+/// The same for the C floor in a process of its own, started here with `n` workers.
+pub(super) fn floor_supervisor_latencies(
+    env: &Env,
+    floor_supervisor: &Path,
+    n: usize,
+    kills: usize,
+) -> Result<Vec<f64>, String> {
+    let dir = env.tmp.join("floor-supervisor");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let mut stamps = Stamps::new(dir.join("stamps"));
+    let child = Command::new(floor_supervisor)
+        .arg(&env.worker[0])
+        .arg(&stamps.path)
+        .arg(n.to_string())
+        .stdin(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start the floor supervisor: {e}"))?;
+    let mut daemon = Daemon::from_child(child);
+    if !stamps.wait_count(n, Duration::from_secs(10)) {
+        return Err("the floor supervisor did not start its workers".into());
+    }
+    let latencies = kill_and_time(&mut stamps, "C floor supervisor", n, kills);
+    daemon.extra = stamps.pids();
+    daemon.terminate(Duration::from_secs(5));
+    latencies
+}
+
+fn kill_and_time(
+    stamps: &mut Stamps,
+    name: &str,
+    n: usize,
+    kills: usize,
+) -> Result<Vec<f64>, String> {
+    stamps.poll();
+    let mut live: Vec<i32> = stamps.pids().into_iter().take(n).collect();
     let mut out = Vec::new();
     for i in 0..kills {
         let victim = live[i % live.len()];
-        let before = s.stamps.all.len();
+        let before = stamps.all.len();
         let t0 = realtime_ns();
         kill(victim, libc::SIGKILL);
         let ok = wait_for(Duration::from_secs(10), Duration::from_micros(200), || {
-            s.stamps.poll();
-            s.stamps.all.len() > before
+            stamps.poll();
+            stamps.all.len() > before
         });
         if !ok {
             return Err(format!(
-                "{}: no replacement for pid {victim} within 10 s",
-                s.peer.name()
+                "{name}: no replacement for pid {victim} within 10 s"
             ));
         }
-        let (pid, t) = s.stamps.all[before];
+        let (pid, t) = stamps.all[before];
         out.push((t - t0) as f64 / 1e6);
         let slot = i % live.len();
         live[slot] = pid;

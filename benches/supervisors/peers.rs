@@ -7,6 +7,9 @@ pub(super) struct Env {
     pub(super) worker: Vec<String>,
     /// benches/supervisors/workers/restart_floor.c built: the restart floor of this machine.
     pub(super) floor: Option<PathBuf>,
+    /// benches/supervisors/workers/floor_supervisor.c built: the same floor, but a process
+    /// of its own whose workers the bench kills as it kills every supervisor's.
+    pub(super) floor_supervisor: Option<PathBuf>,
     pub(super) clusterd: PathBuf,
     pub(super) clusterctl: PathBuf,
     pub(super) node: Option<PathBuf>,

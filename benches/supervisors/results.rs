@@ -127,6 +127,20 @@ pub(super) const ROWS: &[Row] = &[
         digits: 2,
     },
     Row {
+        key: "floor_supervisor_p50",
+        label: "restart latency p50 of the minimal C supervisor in a process of its own, killed by the bench like the others (ms)",
+        target: Target::None,
+        target_text: "",
+        digits: 2,
+    },
+    Row {
+        key: "restart_vs_floor_supervisor",
+        label: "clusterd restart p50 / that C supervisor, same run",
+        target: Target::None,
+        target_text: "",
+        digits: 2,
+    },
+    Row {
         key: "mass",
         label: "start → 1000th instance started (s)",
         target: Target::AtMost(1.0),

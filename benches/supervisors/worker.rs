@@ -1,4 +1,4 @@
-//! The stamp worker every supervisor runs, its stamp file, and the C restart floor.
+//! The stamp worker every supervisor runs, its stamp file, and the C restart floors.
 
 use super::*;
 
@@ -6,14 +6,22 @@ pub(super) const WORKER_C: &str = include_str!("workers/stamp_worker.c");
 
 pub(super) const FLOOR_C: &str = include_str!("workers/restart_floor.c");
 
-/// Builds the C restart floor (it needs the static C worker, not the shell fallback).
-pub(super) fn build_floor(scratch: &Path, worker: &[String]) -> Option<PathBuf> {
+pub(super) const FLOOR_SUPERVISOR_C: &str = include_str!("workers/floor_supervisor.c");
+
+/// Builds a C restart floor named `name` from `source` (it needs the static C worker, not the
+/// shell fallback).
+pub(super) fn build_floor(
+    scratch: &Path,
+    worker: &[String],
+    name: &str,
+    source: &str,
+) -> Option<PathBuf> {
     if worker.len() != 1 {
         return None;
     }
-    let src = scratch.join("restart_floor.c");
-    let bin = scratch.join("restart_floor");
-    fs::write(&src, FLOOR_C).ok()?;
+    let src = scratch.join(format!("{name}.c"));
+    let bin = scratch.join(name);
+    fs::write(&src, source).ok()?;
     let built = Command::new("gcc")
         .args(["-O2", "-o"])
         .arg(&bin)
@@ -24,7 +32,7 @@ pub(super) fn build_floor(scratch: &Path, worker: &[String]) -> Option<PathBuf> 
     built.then_some(bin)
 }
 
-/// The floor's restart latencies (ms), `kills` of them, measured the way the supervisors' are.
+/// The self-killing floor's restart latencies (ms), `kills` of them.
 pub(super) fn floor_latencies(env: &Env, floor: &Path, kills: usize) -> Result<Vec<f64>, String> {
     let stamps = env.tmp.join("floor-stamps");
     let out = run_timeout(
