@@ -325,7 +325,7 @@ fn at_its_fd_limit_clusterd_still_answers_does_not_spin_and_does_not_give_up() {
             "many",
             "command = \"sleep 300\"\ninstances = 60\nrestart_limit = { burst = 3 }\n",
         )],
-        Some(48),
+        Some(120),
     );
     wait_for("the fd limit to be hit", PATIENCE, || {
         daemon.log().contains("out of system resources")

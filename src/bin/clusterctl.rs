@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use clusterd::client::connection::{send_request, ClientError};
+use clusterd::client::connection::{open_stream, send_request, ClientError};
 use clusterd::client::status_table::render;
 use clusterd::printable::{json_for_terminal, printable};
 use clusterd::protocol::socket_path::control_socket_path;
-use clusterd::protocol::{Request, ScaleCount};
+use clusterd::protocol::{LogStream, Request, ScaleCount};
 
 #[derive(Parser)]
 #[command(version, about = "Control a running clusterd")]
@@ -50,6 +50,28 @@ enum Command {
     },
     /// Re-read the units directory (same as SIGHUP to clusterd).
     DaemonReload,
+    /// Show the last lines of a unit's log, then (with --follow) every new one.
+    Logs {
+        unit: String,
+        /// How many lines of history.
+        #[arg(short = 'n', long, default_value_t = 10)]
+        lines: usize,
+        /// Go on printing new lines as they are written, until Ctrl-C.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only this instance (its index).
+        #[arg(long, value_name = "INDEX")]
+        instance: Option<u32>,
+        /// Only stdout (`out`) or stderr (`err`).
+        #[arg(long, value_enum)]
+        stream: Option<LogStream>,
+        /// Print control characters as they are, even on a terminal.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Reopen every log file by name, after an external logrotate renamed them (same as
+    /// SIGUSR1 to clusterd).
+    ReopenLogs,
 }
 
 /// `eprintln!` that cannot panic: stderr may be a closed pipe too.
@@ -77,6 +99,24 @@ fn main() -> ExitCode {
         Command::Reload { unit } => Request::Reload { unit },
         Command::Scale { unit, count } => Request::Scale { unit, count },
         Command::DaemonReload => Request::DaemonReload {},
+        Command::ReopenLogs => Request::ReopenLogs {},
+        Command::Logs {
+            unit,
+            lines,
+            follow,
+            instance,
+            stream,
+            raw,
+        } => {
+            let request = Request::Logs {
+                unit,
+                lines,
+                follow,
+                instance,
+                stream,
+            };
+            return logs(&socket, request, raw);
+        }
     };
     let response = match send_request(&socket, request) {
         Ok(response) => response,
@@ -114,6 +154,61 @@ fn main() -> ExitCode {
         String::new()
     };
     print_out(&text)
+}
+
+/// `clusterctl logs`: the response, then the lines as clusterd sends them. On a terminal,
+/// control characters a program wrote are shown escaped (they could drive the terminal),
+/// unless `--raw`.
+fn logs(socket: &std::path::Path, request: Request, raw: bool) -> ExitCode {
+    use std::io::{BufRead, IsTerminal};
+    let (response, mut reader) = match open_stream(socket, request) {
+        Ok(opened) => opened,
+        Err(ClientError::Unreachable(e)) => {
+            complain!("clusterctl: {e}");
+            return ExitCode::from(EXIT_UNREACHABLE);
+        }
+        Err(ClientError::Protocol(e)) => {
+            complain!("clusterctl: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    if !response.ok {
+        complain!(
+            "clusterctl: {}",
+            printable(response.error.as_deref().unwrap_or("the request failed"))
+        );
+        return ExitCode::from(EXIT_FAILED);
+    }
+    let escape = !raw && std::io::stdout().is_terminal();
+    let mut stdout = std::io::stdout().lock();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) => return ExitCode::SUCCESS,
+            Ok(_) => {}
+            Err(e) => {
+                complain!("clusterctl: the connection to clusterd broke: {e}");
+                return ExitCode::from(EXIT_FAILED);
+            }
+        }
+        let written = if escape {
+            let text = String::from_utf8_lossy(&line);
+            let body = text.strip_suffix('\n').unwrap_or(&text);
+            writeln!(stdout, "{}", printable(body))
+        } else {
+            stdout.write_all(&line)
+        };
+        // Flushed line by line: a follower sees each line as it comes.
+        match written.and_then(|()| stdout.flush()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return ExitCode::SUCCESS,
+            Err(e) => {
+                complain!("clusterctl: cannot write: {e}");
+                return ExitCode::from(EXIT_FAILED);
+            }
+        }
+    }
 }
 
 /// Writes the answer to stdout. A reader that went away (`clusterctl status | head -1`) is

@@ -5,9 +5,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use clusterd::daemon::log_output::LogOutput;
+use clusterd::daemon::logs::LogOptions;
 use clusterd::daemon::{run, DaemonOptions, Isolation};
 use clusterd::protocol::socket_path::control_socket_path;
-use clusterd::unit::{every_error, load_units_dir, read_unit_text, resolve_group};
+use clusterd::unit::{every_error, load_units_dir, read_unit_text, resolve_group, LogTo};
 
 /// Keeps N copies of any program running: restarts with a limit, suicide replacement,
 /// graceful stops, shared listening sockets, zero-downtime reloads.
@@ -32,6 +33,16 @@ struct Args {
     /// cgroups, else process-group).
     #[arg(long, value_enum, default_value_t = Isolation::Auto)]
     isolation: Isolation,
+
+    /// Where `file` logs live [default: /var/log/clusterd for root, else
+    /// $XDG_STATE_HOME/clusterd/log or ~/.local/state/clusterd/log]. Created if missing.
+    #[arg(long, value_name = "DIR")]
+    log_dir: Option<PathBuf>,
+
+    /// Where the output of units without their own `[log] to` goes: file, console, journal
+    /// or inherit.
+    #[arg(long, value_name = "TO", default_value = "file", value_parser = parse_log_to)]
+    log_default: LogTo,
 
     /// Validate the unit files, print every error, and exit (1 if any file is invalid).
     #[arg(long)]
@@ -59,6 +70,10 @@ fn main() -> ExitCode {
         socket: control_socket_path(args.socket),
         socket_group,
         isolation: args.isolation,
+        logs: LogOptions {
+            dir: args.log_dir.unwrap_or_else(LogOptions::default_dir),
+            default_to: args.log_default,
+        },
     };
     match run(options) {
         Ok(()) => ExitCode::SUCCESS,
@@ -67,6 +82,10 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn parse_log_to(text: &str) -> Result<LogTo, String> {
+    text.parse()
 }
 
 /// `clusterd --check`: every error of every file, then a one-line verdict.

@@ -1,4 +1,5 @@
-//! `clusterctl`'s side of the control protocol: send one request, read one response.
+//! `clusterctl`'s side of the control protocol: send one request, read one response (and,
+//! for `logs`, the lines that follow it).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -15,6 +16,15 @@ pub enum ClientError {
 }
 
 pub fn send_request(socket: &Path, request: Request) -> Result<Response, ClientError> {
+    exchange(socket, request, None).map(|(response, _)| response)
+}
+
+/// Sends `request` and reads the response line; the rest of what clusterd sends (the lines
+/// of `logs`) is left to read from the returned reader.
+pub fn open_stream(
+    socket: &Path,
+    request: Request,
+) -> Result<(Response, BufReader<UnixStream>), ClientError> {
     exchange(socket, request, None)
 }
 
@@ -25,14 +35,14 @@ pub fn send_request_within(
     request: Request,
     timeout: std::time::Duration,
 ) -> Result<Response, ClientError> {
-    exchange(socket, request, Some(timeout))
+    exchange(socket, request, Some(timeout)).map(|(response, _)| response)
 }
 
 fn exchange(
     socket: &Path,
     request: Request,
     timeout: Option<std::time::Duration>,
-) -> Result<Response, ClientError> {
+) -> Result<(Response, BufReader<UnixStream>), ClientError> {
     let mut stream = UnixStream::connect(socket).map_err(|e| {
         ClientError::Unreachable(format!(
             "cannot connect to clusterd at {}: {e} (is clusterd running? use --socket or CLUSTERD_SOCKET for another path)",
@@ -53,7 +63,8 @@ fn exchange(
     // If the write fails, clusterd may still have answered (a refusal, say): read it.
     let sent = stream.write_all(&line);
     let mut answer = Vec::new();
-    let read = BufReader::new(stream).read_until(b'\n', &mut answer);
+    let mut reader = BufReader::new(stream);
+    let read = reader.read_until(b'\n', &mut answer);
     if answer.is_empty() {
         return Err(ClientError::Protocol(match (sent, read) {
             (Err(e), _) => format!("cannot send the request: {e}"),
@@ -61,6 +72,7 @@ fn exchange(
             _ => "clusterd closed the connection without answering".into(),
         }));
     }
-    serde_json::from_slice(&answer)
-        .map_err(|e| ClientError::Protocol(format!("malformed answer from clusterd: {e}")))
+    let response = serde_json::from_slice(&answer)
+        .map_err(|e| ClientError::Protocol(format!("malformed answer from clusterd: {e}")))?;
+    Ok((response, reader))
 }

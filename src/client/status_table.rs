@@ -1,9 +1,9 @@
 //! Rendering a status report for people: a table of units, then a table of instances.
 //!
 //! ```text
-//! UNIT    STATE    INSTANCES  RESTARTS  DESCRIPTION
-//! crashy  failed   0/1        3         crashes on purpose
-//! web     running  2/2        0         example web server
+//! UNIT    STATE    INSTANCES  RESTARTS  LOG   DESCRIPTION
+//! crashy  failed   0/1        3         file  crashes on purpose
+//! web     running  2/2        0         file  example web server
 //!
 //! crashy: gave up: more than 3 restart(s) within 30s
 //!
@@ -26,6 +26,7 @@ pub fn render(report: &StatusReport) -> String {
         "STATE".into(),
         "INSTANCES".into(),
         "RESTARTS".into(),
+        "LOG".into(),
         "DESCRIPTION".into(),
     ]];
     let mut notes = Vec::new();
@@ -53,10 +54,17 @@ pub fn render(report: &StatusReport) -> String {
                 format!("{running}/{}", unit.wanted_instances)
             },
             unit.restarts.to_string(),
+            unit.log.as_deref().map_or("-".into(), |log| {
+                // `file PATH`: the path is in `--json`; the column says where.
+                log.split(' ').next().unwrap_or(log).to_string()
+            }),
             unit.description.clone().unwrap_or_default(),
         ]);
         if let Some(error) = &unit.error {
             notes.push(format!("{}: {error}", unit.name));
+        }
+        if let Some(problem) = &unit.log_problem {
+            notes.push(format!("{}: log: {problem}", unit.name));
         }
         for instance in &unit.instances {
             let mut state = instance.state.clone();
@@ -174,6 +182,8 @@ mod tests {
                 gave_up: false,
                 wanted_instances: 1,
                 error: None,
+                log: Some("file /var/log/clusterd/web.log".into()),
+                log_problem: None,
                 instances: vec![InstanceStatus {
                     index: 0,
                     pid: Some(4242),
@@ -190,8 +200,8 @@ mod tests {
         let text = render(&report);
         assert_eq!(
             text,
-            "UNIT  STATE    INSTANCES  RESTARTS  DESCRIPTION\n\
-             web   running  1/1        1         demo\n\
+            "UNIT  STATE    INSTANCES  RESTARTS  LOG   DESCRIPTION\n\
+             web   running  1/1        1         file  demo\n\
              \n\
              UNIT  #  PID   STATE    UPTIME  RESTARTS  LAST EXIT\n\
              web   0  4242  running  5s      1         exited with code 1\n"

@@ -23,10 +23,14 @@ use nix::sys::socket::{getsockopt, sockopt};
 use nix::sys::stat::{umask, Mode};
 use nix::unistd::{Gid, Uid};
 
+use crate::daemon::logs::{Logs, LogsQuery};
 use crate::daemon::os::unix_socket_file::{self, SocketFileState};
 use crate::daemon::signals::EventSender;
-use crate::protocol::{RequestEnvelope, Response, MAX_REQUEST_BYTES, PROTOCOL_VERSION};
+use crate::protocol::{
+    Request, RequestEnvelope, Response, MAX_LOG_LINES, MAX_REQUEST_BYTES, PROTOCOL_VERSION,
+};
 use crate::supervisor::event::Event;
+use crate::unit::is_valid_unit_name;
 
 /// A client must have sent its whole request line this long after connecting.
 pub(crate) const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
@@ -96,14 +100,23 @@ pub(crate) fn serve(
     listener: UnixListener,
     events: EventSender,
     policy: AccessPolicy,
+    logs: Logs,
 ) -> std::io::Result<()> {
+    let routes = Routes { events, logs };
     thread::Builder::new()
         .name("control".into())
-        .spawn(move || accept_loop(listener, events, policy))?;
+        .spawn(move || accept_loop(listener, routes, policy))?;
     Ok(())
 }
 
-fn accept_loop(listener: UnixListener, events: EventSender, policy: AccessPolicy) {
+/// Where requests go: the supervisor loop, or — for the logs — the log thread.
+#[derive(Clone)]
+struct Routes {
+    events: EventSender,
+    logs: Logs,
+}
+
+fn accept_loop(listener: UnixListener, events: Routes, policy: AccessPolicy) {
     let active = Arc::new(AtomicUsize::new(0));
     // Given up to accept one connection when clusterd is out of file descriptors.
     let mut reserve = open_reserve();
@@ -146,12 +159,7 @@ fn accept_loop(listener: UnixListener, events: EventSender, policy: AccessPolicy
 
 /// Serves one connection on a thread of its own, unless [`MAX_CONNECTIONS`] are served
 /// already: then it gets an error at once.
-fn dispatch(
-    stream: UnixStream,
-    events: &EventSender,
-    policy: AccessPolicy,
-    active: &Arc<AtomicUsize>,
-) {
+fn dispatch(stream: UnixStream, events: &Routes, policy: AccessPolicy, active: &Arc<AtomicUsize>) {
     if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
         active.fetch_sub(1, Ordering::SeqCst);
         warn_limited("control socket: too many connections; refusing one");
@@ -204,7 +212,7 @@ fn warn_limited(message: &str) {
     }
 }
 
-fn handle_connection(stream: UnixStream, events: EventSender, policy: AccessPolicy) {
+fn handle_connection(stream: UnixStream, routes: Routes, policy: AccessPolicy) {
     let response = match getsockopt(&stream, sockopt::PeerCredentials) {
         Err(e) => Response::failed(format!("cannot identify the client: {e}")),
         Ok(peer) if !policy.allows(peer.uid(), peer.gid()) => {
@@ -228,9 +236,42 @@ fn handle_connection(stream: UnixStream, events: EventSender, policy: AccessPoli
         }
         Ok(_) => match read_request(&stream, REQUEST_DEADLINE) {
             Err(error) => Response::failed(error),
+            Ok(RequestEnvelope {
+                request:
+                    Request::Logs {
+                        unit,
+                        lines,
+                        follow,
+                        instance,
+                        stream: which,
+                    },
+                ..
+            }) => {
+                if !is_valid_unit_name(&unit) {
+                    Response::failed(format!("invalid unit name {unit:?}"))
+                } else {
+                    // The log thread answers, and keeps the connection to follow.
+                    let query = LogsQuery {
+                        unit,
+                        lines: lines.min(MAX_LOG_LINES),
+                        follow,
+                        instance,
+                        stream: which.map(|s| s.name().to_string()),
+                    };
+                    routes.logs.serve(query, stream);
+                    return;
+                }
+            }
+            Ok(RequestEnvelope {
+                request: Request::ReopenLogs {},
+                ..
+            }) => {
+                routes.logs.reopen();
+                Response::done("reopening every log file")
+            }
             Ok(envelope) => {
                 let (reply, answer) = crossbeam_channel::bounded(1);
-                let sent = events.send(Event::Control {
+                let sent = routes.events.send(Event::Control {
                     request: envelope.request,
                     reply,
                 });

@@ -7,10 +7,12 @@
 //!   [`sd_notify`]: the sd_notify protocol both ways (instances to clusterd, clusterd to its
 //!   service manager);
 //! - [`log_output`]: clusterd's own log lines, held back while the loop reacts;
+//!   [`logs`]: the instances' output — files, console, journald — and `clusterctl logs`;
 //! - [`os`]: the real operating system behind the supervisor's `ProcessControl`.
 
 pub(crate) mod control_server;
 pub mod log_output;
+pub mod logs;
 pub(crate) mod os;
 pub(crate) mod sd_notify;
 pub(crate) mod signals;
@@ -23,6 +25,7 @@ use log::{info, warn};
 use nix::unistd::Gid;
 
 use crate::daemon::control_server::{bind_control_socket, serve, AccessPolicy, SocketFile};
+use crate::daemon::logs::{LogOptions, Logs};
 use crate::daemon::os::cgroup::{self, CgroupTree};
 use crate::daemon::os::os_process_control::OsProcessControl;
 use crate::daemon::sd_notify::ServiceNotifier;
@@ -41,6 +44,8 @@ pub struct DaemonOptions {
     /// Members of this group may use the control socket too (mode 0660).
     pub socket_group: Option<Gid>,
     pub isolation: Isolation,
+    /// Where instances' output goes by default, and where log files live.
+    pub logs: LogOptions,
 }
 
 /// `--isolation`: how instances are kept together (see [`crate::cgroup`]).
@@ -67,6 +72,8 @@ pub fn run(options: DaemonOptions) -> Result<(), String> {
             units_dir.display()
         )
     })?;
+
+    crate::daemon::os::fd_limit::raise();
 
     // Before any child exists, so that no SIGCHLD is missed.
     let (inbox, events) =
@@ -98,7 +105,9 @@ pub fn run(options: DaemonOptions) -> Result<(), String> {
 
     let io = WorkerIo::start(events.clone(), notify)
         .map_err(|e| format!("cannot start the worker I/O thread: {e}"))?;
-    let os = OsProcessControl::new(io, notify_path, cgroups)
+    let (logs, log_thread) =
+        Logs::start(&options.logs).map_err(|e| format!("cannot start the log thread: {e}"))?;
+    let os = OsProcessControl::new(io, notify_path, cgroups, logs.clone())
         .map_err(|e| format!("cannot open /dev/null: {e}"))?;
     let mut supervisor = Supervisor::new(os);
     supervisor.start_all(files, Instant::now());
@@ -110,6 +119,7 @@ pub fn run(options: DaemonOptions) -> Result<(), String> {
             owner: nix::unistd::geteuid(),
             group: options.socket_group,
         },
+        logs.clone(),
     )
     .map_err(|e| format!("cannot serve the control socket: {e}"))?;
     info!(
@@ -145,6 +155,11 @@ pub fn run(options: DaemonOptions) -> Result<(), String> {
             supervisor.do_idle_work();
         }
         for event in events {
+            if let Event::Signal(libc::SIGUSR1) = event {
+                info!("SIGUSR1: reopening the log files");
+                logs.reopen();
+                continue;
+            }
             let event = read_units_for(event, &units_dir);
             supervisor.handle(event, Instant::now());
         }
@@ -158,6 +173,8 @@ pub fn run(options: DaemonOptions) -> Result<(), String> {
         }
     }
     supervisor.do_idle_work();
+    // Every instance is gone: their last lines are in the pipes, or written already.
+    log_thread.finish();
     drop(holding);
     // The cgroup tree goes with it: every instance's cgroup was removed once its last
     // process exited, and the spares are removed now.

@@ -2,7 +2,7 @@
 //! [`EventSender`]s the other threads (control socket, worker I/O) post through.
 //!
 //! Signals need no thread of their own: signal-hook's handlers for SIGCHLD, SIGTERM, SIGINT
-//! and SIGHUP each write a byte to a pipe, and the main thread waits on those pipes and on a
+//! SIGHUP and SIGUSR1 each write a byte to a pipe, and the main thread waits on those pipes and on a
 //! doorbell (an eventfd the other threads ring after each event) in one `ppoll`. A SIGCHLD
 //! then wakes exactly the thread that reaps and restarts, with no hand-over between threads —
 //! on the restart path every wake-up of another thread (of a halted vCPU, in a VM) costs.
@@ -19,12 +19,12 @@ use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::time::TimeSpec;
-use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 
 use crate::supervisor::event::Event;
 
 /// The signals clusterd acts on.
-const SIGNALS: [i32; 4] = [SIGCHLD, SIGTERM, SIGINT, SIGHUP];
+const SIGNALS: [i32; 5] = [SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGUSR1];
 
 /// Posts events to the supervisor loop from another thread.
 #[derive(Clone)]

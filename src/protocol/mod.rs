@@ -45,7 +45,41 @@ pub enum Request {
     /// A struct variant, not a unit one: serde lets unit variants of a tagged enum through
     /// with any extra fields, and every request must reject fields it does not know.
     DaemonReload {},
+    /// The last `lines` lines of the unit's log, then (with `follow`) every new one. The
+    /// answer is one response line, then the log lines as they are stored.
+    Logs {
+        unit: String,
+        lines: usize,
+        follow: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instance: Option<u32>,
+        /// `out` or `err`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stream: Option<LogStream>,
+    },
+    /// Reopen every log file by name (after an external logrotate renamed them).
+    ReopenLogs {},
 }
+
+/// Which output of an instance `clusterctl logs --stream` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogStream {
+    Out,
+    Err,
+}
+
+impl LogStream {
+    pub fn name(self) -> &'static str {
+        match self {
+            LogStream::Out => "out",
+            LogStream::Err => "err",
+        }
+    }
+}
+
+/// `clusterctl logs` asks for at most this many lines of history.
+pub const MAX_LOG_LINES: usize = 1_000_000;
 
 /// `scale web 4`, `scale web +2`, `scale web -1`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +178,13 @@ pub struct UnitStatus {
     /// apply its file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Where its instances' output goes: `file PATH`, `journal`, `console` or `inherit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+    /// Why its output is not where it should be: the file cannot be written (disk full),
+    /// journald cannot be reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_problem: Option<String>,
     pub instances: Vec<InstanceStatus>,
 }
 

@@ -4,6 +4,7 @@
 //! In each case the new process becomes the slot's `current` at once and the old one is kept
 //! as the slot's `standby` until the new one is ready; only then is the old one told to go.
 
+use super::UnitEvent;
 use std::time::Instant;
 
 use log::{info, warn};
@@ -96,6 +97,11 @@ impl<P: ProcessControl> Supervisor<P> {
             return;
         }
         info!("{label}: announced its exit (suicide); starting its replacement");
+        self.unit_events.push(UnitEvent::note(
+            name.clone(),
+            Some(index),
+            "announced its exit (suicide); starting its replacement".to_string(),
+        ));
         if !self.take_restart(&name, index, now) {
             self.arm_kill(id, now);
             return;
@@ -179,6 +185,11 @@ impl<P: ProcessControl> Supervisor<P> {
             Some(rollout) => rollout.waiters.extend(reply),
             None => {
                 info!("{name}: reloading {} instance(s) one by one", rt.wanted);
+                self.unit_events.push(UnitEvent::note(
+                    name.to_string(),
+                    None,
+                    format!("reloading {} instance(s) one by one", rt.wanted),
+                ));
                 rt.rollout = Some(Rollout {
                     next_index: 0,
                     waiters: reply.into_iter().collect(),
@@ -217,6 +228,11 @@ impl<P: ProcessControl> Supervisor<P> {
                 if let Some(rollout) = rt.rollout.take() {
                     let message = format!("{name}: reloaded {} instance(s)", rt.wanted);
                     info!("{message}");
+                    self.unit_events.push(UnitEvent::note(
+                        name.to_string(),
+                        None,
+                        format!("reloaded {} instance(s)", rt.wanted),
+                    ));
                     for waiter in rollout.waiters {
                         let _ = waiter.send(Response::done(message.clone()));
                     }

@@ -1,6 +1,7 @@
 //! Starting, reaping, restarting and stopping instances: crash → restart within the budget,
 //! give-up with its alarm, graceful stop with SIGKILL after `kill_timeout`.
 
+use super::UnitEvent;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
@@ -170,6 +171,11 @@ impl<P: ProcessControl> Supervisor<P> {
                 rt.slot_mut(index).current = Some(id);
                 rt.processes.insert(id);
                 info!("{name}[{index}]: started, pid {pid}");
+                self.unit_events.push(UnitEvent::Started {
+                    unit: name.to_string(),
+                    index,
+                    pid,
+                });
                 self.processes.insert(
                     id,
                     Process {
@@ -194,6 +200,11 @@ impl<P: ProcessControl> Supervisor<P> {
             }
             Err(e) => {
                 error!("{name}[{index}]: failed to start: {e}");
+                self.unit_events.push(UnitEvent::note(
+                    name.to_string(),
+                    Some(index),
+                    format!("failed to start: {e}"),
+                ));
                 rt.slot_mut(index).last_exit = Some(format!("failed to start: {e}"));
                 Err(e)
             }
@@ -219,12 +230,15 @@ impl<P: ProcessControl> Supervisor<P> {
         rt.restarts += 1;
         rt.slot_mut(index).restarts += 1;
         let limit = &rt.unit.restart_limit;
-        info!(
-            "{name}[{index}]: restarting ({} restart(s) so far; limit {} per {})",
+        let text = format!(
+            "restarting ({} restart(s) so far; limit {} per {})",
             rt.restarts,
             limit.burst,
             humantime::format_duration(limit.interval)
         );
+        info!("{name}[{index}]: {text}");
+        self.unit_events
+            .push(UnitEvent::note(name.to_string(), Some(index), text));
         true
     }
 
@@ -255,6 +269,11 @@ impl<P: ProcessControl> Supervisor<P> {
         };
         let interval = humantime::format_duration(rt.unit.restart_limit.interval).to_string();
         error!("{name}: {reason}; no more automatic restarts until `clusterctl start {name}` or `clusterctl restart {name}`");
+        self.unit_events.push(UnitEvent::note(
+            name.to_string(),
+            None,
+            format!("{reason}; no more automatic restarts"),
+        ));
         rt.gave_up = Some(reason.clone());
         if let Some(command) = rt.unit.on_giveup.clone() {
             let environment = vec![
@@ -301,6 +320,11 @@ impl<P: ProcessControl> Supervisor<P> {
         } else {
             warn!("{}: {status}", process.label());
         }
+        self.unit_events.push(UnitEvent::note(
+            process.unit.clone(),
+            Some(process.index),
+            format!("pid {pid} {status}"),
+        ));
         // What the exit means for its slot comes first, a crash's restart included: nothing
         // that can wait (closing the old channel, its cgroup, its leftovers) stands between
         // the reap and the fork of the replacement.
@@ -465,6 +489,15 @@ impl<P: ProcessControl> Supervisor<P> {
             process.label(),
             rt.unit.kill_signal.as_str()
         );
+        self.unit_events.push(UnitEvent::note(
+            process.unit.clone(),
+            Some(process.index),
+            format!(
+                "stopping pid {} with {}",
+                process.pid,
+                rt.unit.kill_signal.as_str()
+            ),
+        ));
         self.os
             .signal_instance(id, process.pid, rt.unit.kill_signal);
         // A stopped (SIGSTOP) process would never see the signal.
@@ -517,6 +550,14 @@ impl<P: ProcessControl> Supervisor<P> {
             "{}: still running {timeout} after it was told to stop; killing it with SIGKILL",
             process.label()
         );
+        self.unit_events.push(UnitEvent::note(
+            process.unit.clone(),
+            Some(process.index),
+            format!(
+                "pid {} still running {timeout} after it was told to stop; killing it with SIGKILL",
+                process.pid
+            ),
+        ));
         self.os.signal_instance(id, process.pid, Signal::SIGKILL);
     }
 

@@ -59,6 +59,35 @@ pub(crate) struct Supervisor<P: ProcessControl> {
     shutting_down: bool,
     /// Warnings about notifications from processes that are no instance.
     stray_notifications: LogLimit,
+    /// clusterd's events about units, for their logs, handed to the OS side in order once
+    /// the event that caused them is handled.
+    unit_events: Vec<UnitEvent>,
+}
+
+/// clusterd's event about a unit, for its log.
+pub(super) enum UnitEvent {
+    /// Instance `index` runs as `pid` (its output is captured from then on).
+    Started { unit: String, index: u32, pid: Pid },
+    /// Anything else: exited, restarting, gave up, suicide, reload...
+    Note {
+        unit: String,
+        index: Option<u32>,
+        text: String,
+    },
+}
+
+impl UnitEvent {
+    pub(super) fn note(
+        unit: impl Into<String>,
+        index: Option<u32>,
+        text: impl Into<String>,
+    ) -> Self {
+        UnitEvent::Note {
+            unit: unit.into(),
+            index,
+            text: text.into(),
+        }
+    }
 }
 
 impl<P: ProcessControl> Supervisor<P> {
@@ -75,6 +104,25 @@ impl<P: ProcessControl> Supervisor<P> {
             next_spawn_id: 1,
             shutting_down: false,
             stray_notifications: LogLimit::default(),
+            unit_events: Vec::new(),
+        }
+    }
+
+    /// Hands the events about units noted meanwhile to the OS side (their logs).
+    fn pass_on_unit_events(&mut self) {
+        for event in std::mem::take(&mut self.unit_events) {
+            match event {
+                UnitEvent::Started { unit, index, pid } => {
+                    if let Some(rt) = self.units.get(&unit) {
+                        self.os.instance_started(&rt.unit, index, pid);
+                    }
+                }
+                UnitEvent::Note { unit, index, text } => {
+                    if let Some(rt) = self.units.get(&unit) {
+                        self.os.unit_event(&rt.unit, index, &text);
+                    }
+                }
+            }
         }
     }
 
@@ -93,6 +141,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 }
             }
         }
+        self.pass_on_unit_events();
     }
 
     pub(crate) fn handle(&mut self, event: Event, now: Instant) {
@@ -110,6 +159,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 ..
             } => self.on_notify(pid, pgid, instance, message, now),
         }
+        self.pass_on_unit_events();
     }
 
     /// The nearest deadline; the loop sleeps until then unless an event comes first.
@@ -148,6 +198,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 }
             }
         }
+        self.pass_on_unit_events();
     }
 
     /// True once a shutdown has stopped every child clusterd started.

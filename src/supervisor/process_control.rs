@@ -34,6 +34,8 @@ pub(crate) enum SpawnStage {
     Channel,
     /// Creating the instance's cgroup.
     Cgroup,
+    /// Creating its stdout and stderr (pipes to the log thread, journald streams).
+    Output,
     /// Creating the process (the exec-report pipe, the signal mask, fork).
     Fork,
     /// In the child: its own session.
@@ -281,6 +283,25 @@ pub(crate) trait ProcessControl {
     /// Released instances whose last process has exited since the last call.
     fn collect_cleared(&mut self) -> Vec<SpawnId> {
         Vec::new()
+    }
+
+    /// clusterd's own event about `unit` (an instance of it when `index` is given): it goes
+    /// into the unit's log among its instances' lines, so the log alone tells why an
+    /// instance restarted.
+    fn unit_event(&mut self, unit: &Unit, index: Option<u32>, text: &str) {
+        let _ = (unit, index, text);
+    }
+
+    /// Instance `index` of `unit` runs as `pid` (after the events that led to its start):
+    /// its log notes it, and its output is read from then on.
+    fn instance_started(&mut self, unit: &Unit, index: u32, pid: Pid) {
+        let _ = (unit, index, pid);
+    }
+
+    /// Where the unit's output goes, and any trouble with it, for status.
+    fn log_destination(&self, unit: &Unit) -> Option<(String, Option<String>)> {
+        let _ = unit;
+        None
     }
 
     /// True while the OS side has work that is best done when nothing else happens —

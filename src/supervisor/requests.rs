@@ -27,7 +27,7 @@ impl<P: ProcessControl> Supervisor<P> {
             | Request::Reload { unit }
             | Request::Scale { unit, .. } => Some(unit.clone()),
             Request::Status { unit } => unit.clone(),
-            Request::DaemonReload {} => None,
+            Request::DaemonReload {} | Request::Logs { .. } | Request::ReopenLogs {} => None,
         };
         // `status` shows an invalid unit (with its error); other verbs refuse it.
         let status_of_invalid = matches!(&request, Request::Status { unit: Some(name) } if self.invalid.contains_key(name));
@@ -51,6 +51,10 @@ impl<P: ProcessControl> Supervisor<P> {
                 let _ = reply.send(Response::failed(
                     "daemon-reload reached the supervisor unread",
                 ));
+            }
+            // The control server hands these to the log thread.
+            Request::Logs { .. } | Request::ReopenLogs {} => {
+                let _ = reply.send(Response::failed("log requests are the log thread's"));
             }
         }
     }

@@ -26,6 +26,8 @@ impl<P: ProcessControl> Supervisor<P> {
                     gave_up: false,
                     wanted_instances: 0,
                     error: Some(error.to_string()),
+                    log: None,
+                    log_problem: None,
                     instances: Vec::new(),
                 });
             }
@@ -112,6 +114,11 @@ impl<P: ProcessControl> Supervisor<P> {
                     .as_ref()
                     .map(|e| format!("daemon-reload kept the previous configuration: {e}"))
             }),
+            log: self.os.log_destination(&rt.unit).map(|(to, _)| to),
+            log_problem: self
+                .os
+                .log_destination(&rt.unit)
+                .and_then(|(_, problem)| problem),
             instances,
         }
     }

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use toml::de::{DeValue, ValueDeserializer};
 use toml::Spanned;
 
-use super::unit_file::RestartLimitTable;
+use super::unit_file::{LogTable, RestartLimitTable};
 use super::values::{
     Balance, CommandLine, HumanDuration, ListenAddress, NodeClusterSetting, NodeClusterStop,
     ReadyMode, RestartPolicy, SignalName,
@@ -155,6 +155,13 @@ pub const KEYS: &[Key] = &[
         default: "`\"disconnect\"`",
         meaning: "with `node_cluster`: stop a worker with Node's `disconnect`, or with `kill_signal` for an app that has its own shutdown handler ([node-cluster.md](node-cluster.md#stopping))",
         check: check::<NodeClusterStop>,
+    },
+    Key {
+        name: "log",
+        value: "table `{ to, timestamps, max_size, keep }` (or a `[log]` section)",
+        default: "`{ to = \"file\", timestamps = true, max_size = \"50MiB\", keep = 10 }`",
+        meaning: "where the instances' output goes: `\"file\"` (`<log dir>/<unit>.log`, rotated at `max_size` — `\"0\"` never — keeping `keep` old files), `\"console\"` (clusterd's stdout, each line after its instance's name, `web[3]`; no timestamps by default), `\"journal\"` (journald, as systemd services), `\"inherit\"` (clusterd's stdout and stderr, untouched); `to` defaults to `clusterd --log-default` ([logs.md](logs.md))",
+        check: check::<LogTable>,
     },
 ];
 

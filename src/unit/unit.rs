@@ -11,6 +11,7 @@ use toml::Spanned;
 
 use super::unit_error::{UnitError, UnitErrorKind};
 use super::unit_file::UnitFile;
+use super::values::LogTo;
 pub use super::values::{
     Balance, ListenAddress, NodeClusterStop, NodeScheduling, ReadyMode, RestartPolicy,
 };
@@ -20,6 +21,36 @@ const DEFAULT_RESTART_BURST: u32 = 10;
 const DEFAULT_RESTART_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_KILL_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// `[log]` defaults: rotate at 50 MiB, keep 10 old files (supervisord's defaults).
+const DEFAULT_LOG_MAX_SIZE: u64 = 50 << 20;
+const DEFAULT_LOG_KEEP: u32 = 10;
+/// More old files than this is a typo: each is up to `max_size`.
+const MAX_LOG_KEEP: u32 = 1000;
+
+/// Where a unit's output goes and how its file is kept (`[log]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    /// `None`: clusterd's default (`--log-default`).
+    pub to: Option<LogTo>,
+    /// `None`: true for files, false on the console.
+    pub timestamps: Option<bool>,
+    /// Rotate when the file reaches this size; 0 = never.
+    pub max_size: u64,
+    /// Rotated files kept.
+    pub keep: u32,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            to: None,
+            timestamps: None,
+            max_size: DEFAULT_LOG_MAX_SIZE,
+            keep: DEFAULT_LOG_KEEP,
+        }
+    }
+}
+
 /// A guard against typing `instances = 10000`: every instance is a process.
 pub const MAX_INSTANCES: u32 = 4096;
 
@@ -69,6 +100,7 @@ pub struct Unit {
     pub node_cluster: Option<NodeScheduling>,
     /// How its Node workers are stopped gracefully (only with `node_cluster`).
     pub node_cluster_stop: NodeClusterStop,
+    pub log: LogSettings,
 }
 
 /// Unit names end up in environment variables, log lines and the control protocol: keep them
@@ -209,6 +241,29 @@ impl Unit {
             ReadyMode::Started
         });
 
+        let log = match file.log {
+            None => LogSettings::default(),
+            Some(table) => LogSettings {
+                to: table.to,
+                timestamps: table.timestamps,
+                max_size: table.max_size.map_or(DEFAULT_LOG_MAX_SIZE, |s| s.0),
+                keep: match table.keep {
+                    Some(keep) if *keep.get_ref() > MAX_LOG_KEEP => {
+                        return Err(at(
+                            keep.span().start,
+                            UnitErrorKind::BadValue,
+                            format!(
+                                "log.keep = {} is more than the limit of {MAX_LOG_KEEP}",
+                                keep.get_ref()
+                            ),
+                        ))
+                    }
+                    Some(keep) => keep.into_inner(),
+                    None => DEFAULT_LOG_KEEP,
+                },
+            },
+        };
+
         Ok(Unit {
             name,
             path: path.to_path_buf(),
@@ -229,6 +284,7 @@ impl Unit {
             ready_timeout: file.ready_timeout.map_or(DEFAULT_READY_TIMEOUT, |d| d.0),
             node_cluster,
             node_cluster_stop,
+            log,
         })
     }
 

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::values::{
-    Balance, CommandLine, HumanDuration, ListenAddress, NodeClusterSetting, NodeClusterStop,
-    ReadyMode, RestartPolicy, SignalName,
+    Balance, ByteSize, CommandLine, HumanDuration, ListenAddress, LogTo, NodeClusterSetting,
+    NodeClusterStop, ReadyMode, RestartPolicy, SignalName,
 };
 
 #[derive(Debug, Deserialize)]
@@ -33,6 +33,7 @@ pub struct UnitFile {
     pub ready_timeout: Option<HumanDuration>,
     pub node_cluster: Option<NodeClusterSetting>,
     pub node_cluster_stop: Option<Spanned<NodeClusterStop>>,
+    pub log: Option<LogTable>,
 }
 
 /// `restart_limit = { burst = 10, interval = "60s" }`
@@ -41,4 +42,14 @@ pub struct UnitFile {
 pub struct RestartLimitTable {
     pub burst: Option<u32>,
     pub interval: Option<Spanned<HumanDuration>>,
+}
+
+/// `[log]`: where the instances' output goes and how it is kept.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogTable {
+    pub to: Option<LogTo>,
+    pub timestamps: Option<bool>,
+    pub max_size: Option<ByteSize>,
+    pub keep: Option<Spanned<u32>>,
 }

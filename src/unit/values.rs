@@ -89,6 +89,110 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+/// Where an instance's output goes (`[log] to`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogTo {
+    /// `<log dir>/<unit>.log`, with timestamps, rotation and `clusterctl logs`.
+    File,
+    /// clusterd's own stdout/stderr, each line prefixed with its instance.
+    Console,
+    /// journald's stream socket, as systemd does for services.
+    Journal,
+    /// clusterd's own stdout/stderr, unchanged (no capture).
+    Inherit,
+}
+
+impl LogTo {
+    pub fn name(self) -> &'static str {
+        match self {
+            LogTo::File => "file",
+            LogTo::Console => "console",
+            LogTo::Journal => "journal",
+            LogTo::Inherit => "inherit",
+        }
+    }
+}
+
+impl FromStr for LogTo {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value {
+            "file" => Ok(LogTo::File),
+            "console" => Ok(LogTo::Console),
+            "journal" => Ok(LogTo::Journal),
+            "inherit" => Ok(LogTo::Inherit),
+            other => Err(format!(
+                "unknown log destination {other:?}: use file, console, journal or inherit"
+            )),
+        }
+    }
+}
+
+/// The largest size a unit file may give: more is certainly a typo.
+const MAX_BYTE_SIZE: u64 = 1 << 50;
+
+/// A size in bytes: an integer, or a string with a unit: `"50MiB"`, `"512KiB"`, `"1GiB"`,
+/// `"10MB"`, `"4096"`. `"0"` is 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let trimmed = text.trim();
+        let split = trimmed
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(trimmed.len());
+        let (digits, unit) = trimmed.split_at(split);
+        let multiplier: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "K" | "KiB" => 1 << 10,
+            "M" | "MiB" => 1 << 20,
+            "G" | "GiB" => 1 << 30,
+            "T" | "TiB" => 1 << 40,
+            "kB" | "KB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            "TB" => 1_000_000_000_000,
+            other => {
+                return Err(format!(
+                    "invalid size {text:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, TiB, kB, MB, GB or TB)"
+                ))
+            }
+        };
+        let number: u64 = digits.parse().map_err(|_| {
+            format!("invalid size {text:?}: write a whole number and a unit, such as \"50MiB\"")
+        })?;
+        number
+            .checked_mul(multiplier)
+            .filter(|&bytes| bytes <= MAX_BYTE_SIZE)
+            .map(ByteSize)
+            .ok_or_else(|| format!("size {text:?} is too large (at most 1 PiB)"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+        impl<'de> Visitor<'de> for SizeVisitor {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(r#"a size such as "50MiB", "512KiB" or a number of bytes"#)
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<ByteSize, E> {
+                value.parse().map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<ByteSize, E> {
+                u64::try_from(value)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+                    .and_then(|v| v.to_string().parse().map_err(E::custom))
+            }
+        }
+        deserializer.deserialize_any(SizeVisitor)
+    }
+}
+
 /// A signal given by name: `"SIGTERM"`, `"TERM"` or `"term"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SignalName(pub Signal);

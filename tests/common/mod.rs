@@ -126,6 +126,8 @@ impl Daemon {
             .arg(self.units_dir())
             .arg("--socket")
             .arg(&self.socket)
+            .arg("--log-dir")
+            .arg(self.log_dir())
             .args(&self.extra_args)
             .current_dir(self.dir.path())
             .env("RUST_LOG", "debug")
@@ -146,6 +148,11 @@ impl Daemon {
 
     pub(crate) fn units_dir(&self) -> PathBuf {
         self.dir.path().join("units")
+    }
+
+    /// Where the units' log files are (`--log-dir`).
+    pub(crate) fn log_dir(&self) -> PathBuf {
+        self.dir.path().join("logs")
     }
 
     pub(crate) fn path(&self, name: &str) -> PathBuf {

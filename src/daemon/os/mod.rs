@@ -1,9 +1,11 @@
 //! The operating system as the supervisor needs it: [`os_process_control`] (the real
 //! `ProcessControl`) built on [`spawn`] (fork/exec from a threaded process), [`cgroup`]
-//! (instances in cgroups of their own), [`listen_sockets`] (the sockets units share) and
-//! [`unix_socket_file`] (is a socket file stale?).
+//! (instances in cgroups of their own), [`listen_sockets`] (the sockets units share),
+//! [`unix_socket_file`] (is a socket file stale?) and [`fd_limit`] (clusterd's own, and its
+//! instances').
 
 pub(crate) mod cgroup;
+pub(crate) mod fd_limit;
 pub(crate) mod listen_sockets;
 pub(crate) mod os_process_control;
 pub(crate) mod spawn;

@@ -13,6 +13,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
+use crate::daemon::logs::Logs;
 use crate::daemon::os::cgroup::{CgroupTree, InstanceCgroup};
 use crate::daemon::os::listen_sockets::UnitSockets;
 use crate::daemon::os::spawn::{inherited_environment, spawn, ExecRequest, FIRST_PASSED_FD};
@@ -50,6 +51,8 @@ pub(crate) struct OsProcessControl {
     spares_wanted: Vec<(String, u32)>,
     /// Cgroups of instances that are over, to remove when the loop is idle.
     empty_cgroups: Vec<InstanceCgroup>,
+    /// Where the instances' output goes.
+    logs: Logs,
 }
 
 impl OsProcessControl {
@@ -57,6 +60,7 @@ impl OsProcessControl {
         io: WorkerIo,
         notify_socket: Option<PathBuf>,
         cgroups: Result<CgroupTree, String>,
+        logs: Logs,
     ) -> std::io::Result<Self> {
         let dev_null = std::fs::File::open("/dev/null")?.into();
         Ok(OsProcessControl {
@@ -71,6 +75,7 @@ impl OsProcessControl {
             node_workers: HashMap::new(),
             spares_wanted: Vec::new(),
             empty_cgroups: Vec::new(),
+            logs,
         })
     }
 
@@ -188,6 +193,23 @@ impl ProcessControl for OsProcessControl {
             ),
             Err(_) => None,
         };
+        let output = self.logs.output_for(unit, request.index).map_err(|e| {
+            SpawnError::from_io(
+                SpawnStage::Output,
+                program,
+                "cannot create its stdout and stderr",
+                &e,
+            )
+        });
+        let output = match output {
+            Ok(output) => output,
+            Err(e) => {
+                if let Some((cgroup, _)) = cgroup {
+                    self.empty_cgroups.push(cgroup);
+                }
+                return Err(e);
+            }
+        };
         let spawned = spawn(&ExecRequest {
             command: &unit.command,
             environment: env,
@@ -198,13 +220,19 @@ impl ProcessControl for OsProcessControl {
             gid: unit.credentials.gid,
             groups: &unit.credentials.groups,
             stdin: self.dev_null.as_raw_fd(),
+            stdout: output.stdout.as_ref().map(AsRawFd::as_raw_fd),
+            stderr: output.stderr.as_ref().map(AsRawFd::as_raw_fd),
             cgroup: cgroup.as_ref().map(|(_, spawn)| spawn.directory()),
         });
-        // The spawn's fds for the cgroup close here; the instance keeps only its path.
+        // The spawn's fds for the cgroup close here; the instance keeps only its path. The
+        // child's ends of its output close too: the log thread sees end-of-file when the
+        // instance (and all it started) is gone.
+        drop(output);
         let cgroup = cgroup.map(|(cgroup, _)| cgroup);
         let pid = match spawned {
             Ok(pid) => pid,
             Err(e) => {
+                self.logs.abandon(unit, request.index);
                 if let Some(cgroup) = cgroup {
                     cgroup.remove();
                 }
@@ -255,6 +283,8 @@ impl ProcessControl for OsProcessControl {
             gid: unit.credentials.gid,
             groups: &unit.credentials.groups,
             stdin: self.dev_null.as_raw_fd(),
+            stdout: None,
+            stderr: None,
             cgroup: None,
         })
     }
@@ -324,6 +354,18 @@ impl ProcessControl for OsProcessControl {
             !empty
         });
         cleared
+    }
+
+    fn instance_started(&mut self, unit: &Unit, index: u32, pid: Pid) {
+        self.logs.started(unit, index, pid.as_raw());
+    }
+
+    fn unit_event(&mut self, unit: &Unit, index: Option<u32>, text: &str) {
+        self.logs.event(unit, index, text);
+    }
+
+    fn log_destination(&self, unit: &Unit) -> Option<(String, Option<String>)> {
+        Some(self.logs.describe(unit))
     }
 
     fn has_idle_work(&self) -> bool {

@@ -106,6 +106,9 @@ pub(crate) struct ExecRequest<'a> {
     pub groups: &'a [Gid],
     /// An open /dev/null, for stdin.
     pub stdin: RawFd,
+    /// The child's stdout and stderr; `None`: clusterd's own.
+    pub stdout: Option<RawFd>,
+    pub stderr: Option<RawFd>,
     /// The directory of the cgroup the child is to run in, if any, opened.
     pub cgroup: Option<RawFd>,
 }
@@ -131,10 +134,13 @@ struct ExecPlan {
     env_ptrs: Vec<*const libc::c_char>,
     /// Index in `env_storage` of the `LISTEN_PID=` entry.
     listen_pid_entry: Option<usize>,
-    pass_fds: Vec<RawFd>,
+    /// Where each fd the child gets goes: (clusterd's fd, the child's fd number) — stdin,
+    /// stdout and stderr when given, then the passed fds at 3, 4, ...
+    placements: Vec<(RawFd, RawFd)>,
     /// Scratch space for the fds while they are moved out of the way.
     scratch_fds: Vec<RawFd>,
-    stdin: RawFd,
+    /// The first fd number above every placement.
+    floor: RawFd,
     cgroup: Option<CgroupFds>,
     /// The child was created in its cgroup (clone3): it need not move itself.
     created_in_cgroup: bool,
@@ -147,6 +153,8 @@ struct ExecPlan {
     parent_pid: libc::pid_t,
     /// The signals whose disposition in clusterd is not the default.
     signals_to_reset: &'static [libc::c_int],
+    /// The file-descriptor limit to give the program (clusterd raised its own).
+    fd_limit: Option<libc::rlimit>,
 }
 
 /// Forks and executes `request`; returns the child's pid, which is also its process group id.
@@ -363,6 +371,17 @@ impl ExecPlan {
             .map(|d| to_c(d.as_os_str().as_bytes()))
             .transpose()?;
 
+        let mut placements = vec![(request.stdin, 0)];
+        placements.extend(request.stdout.map(|fd| (fd, 1)));
+        placements.extend(request.stderr.map(|fd| (fd, 2)));
+        placements.extend(
+            request
+                .pass_fds
+                .iter()
+                .enumerate()
+                .map(|(i, &fd)| (fd, FIRST_PASSED_FD + i as RawFd)),
+        );
+
         Ok(ExecPlan {
             program: to_c(program.as_os_str().as_bytes())?,
             program_name,
@@ -371,9 +390,9 @@ impl ExecPlan {
             env_storage,
             env_ptrs,
             listen_pid_entry,
-            scratch_fds: vec![-1; request.pass_fds.len()],
-            pass_fds: request.pass_fds.clone(),
-            stdin: request.stdin,
+            scratch_fds: vec![-1; placements.len()],
+            floor: FIRST_PASSED_FD + request.pass_fds.len() as RawFd,
+            placements,
             cgroup: request.cgroup.map(|directory| CgroupFds {
                 directory,
                 procs: -1,
@@ -392,6 +411,7 @@ impl ExecPlan {
             // SAFETY: getpid has no preconditions.
             parent_pid: unsafe { libc::getpid() },
             signals_to_reset: signals_not_at_default(),
+            fd_limit: super::fd_limit::for_instances(),
         })
     }
 }
@@ -528,15 +548,11 @@ unsafe fn child_after_fork(plan: &mut ExecPlan, report: FailureReport) -> ! {
         if libc::setsid() < 0 {
             fail(report, Stage::Session);
         }
-        if libc::dup2(plan.stdin, 0) < 0 {
-            fail(report, Stage::Stdin);
-        }
-
-        // Move every fd we still need above the target range first, so that placing fd i
-        // at 3+i can never overwrite a source that is still to be placed (and so that
-        // `dup2(fd, fd)`, which would leave CLOEXEC set, never happens).
-        let count = plan.pass_fds.len() as RawFd;
-        let floor = FIRST_PASSED_FD + count;
+        // Move every fd we still need above the target range first, so that placing one can
+        // never overwrite a source that is still to be placed (a pipe of clusterd's may be
+        // fd 1 if clusterd was started with stdout closed), and so that `dup2(fd, fd)`, which
+        // would leave CLOEXEC set, never happens.
+        let floor = plan.floor;
         let report = match report {
             FailureReport::Pipe(fd) => match libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, floor) {
                 moved if moved >= 0 => FailureReport::Pipe(moved),
@@ -544,17 +560,24 @@ unsafe fn child_after_fork(plan: &mut ExecPlan, report: FailureReport) -> ! {
             },
             shared => shared,
         };
-        for (i, &source) in plan.pass_fds.iter().enumerate() {
+        for (i, &(source, _)) in plan.placements.iter().enumerate() {
             let moved = libc::fcntl(source, libc::F_DUPFD_CLOEXEC, floor);
             if moved < 0 {
                 fail(report, Stage::MoveFds);
             }
             plan.scratch_fds[i] = moved;
         }
-        for (i, &moved) in plan.scratch_fds.iter().enumerate() {
+        for (&moved, &(_, target)) in plan.scratch_fds.iter().zip(&plan.placements) {
             // dup2 clears CLOEXEC on the new fd: it survives exec.
-            if libc::dup2(moved, FIRST_PASSED_FD + i as RawFd) < 0 {
-                fail(report, Stage::MoveFds);
+            if libc::dup2(moved, target) < 0 {
+                fail(
+                    report,
+                    if target == 0 {
+                        Stage::Stdin
+                    } else {
+                        Stage::MoveFds
+                    },
+                );
             }
         }
         // Nothing else of clusterd's may leak into the program, including fds clusterd itself
@@ -569,6 +592,11 @@ unsafe fn child_after_fork(plan: &mut ExecPlan, report: FailureReport) -> ! {
             for fd in floor..65536 {
                 libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
             }
+        }
+
+        if let Some(limit) = &plan.fd_limit {
+            // Not fatal: at worst the program may open more files than it would have.
+            libc::setrlimit(libc::RLIMIT_NOFILE, limit);
         }
 
         if let Some(entry) = plan.listen_pid_entry {
@@ -831,6 +859,8 @@ mod tests {
             gid: None,
             groups: &[],
             stdin,
+            stdout: None,
+            stderr: None,
             cgroup: None,
         }
     }

@@ -1,0 +1,843 @@
+//! The log thread: reads every captured instance's stdout and stderr pipes with one epoll,
+//! frames lines, and writes them — to the unit's file (with rotation) or to clusterd's own
+//! stdout/stderr — and to the `clusterctl logs --follow` clients.
+//!
+//! - **Nothing lost**: a pipe is read until end-of-file (an instance's last words included;
+//!   clusterd waits for them at exit), a line longer than [`MAX_LINE`] is written in pieces
+//!   marked `+`, and a last line without a newline is written when the pipe closes or after
+//!   [`PARTIAL_FLUSH`].
+//! - **Backpressure, not loss**: writes block this thread (never the supervisor loop, the
+//!   control socket or the worker I/O thread). When a unit's file cannot be written (disk
+//!   full, read-only), its pipes are not read until a retry (every [`RETRY_EVERY`]) succeeds:
+//!   its instances block in `write()`, other units go on, and clusterd's memory stays bounded.
+//! - **Followers never slow capture**: each has a bounded queue; when it is full, lines are
+//!   skipped and counted, and the follower is told how many.
+//! - **Idle stays idle**: the thread sleeps in `epoll_wait` without a timeout unless a partial
+//!   line or a stalled unit is waiting.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, ErrorKind, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, TryRecvError};
+use log::{info, warn};
+use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::eventfd::EventFd;
+
+use super::history::{last_lines, LineFilter};
+use super::line_format::{push_prefix, timestamp, Stream, TIMESTAMP_LEN};
+use super::unit_log_file::{written_before, UnitLogFile};
+use super::{CaptureSettings, Command, LogsQuery, Shared};
+use crate::protocol::Response;
+use crate::unit::LogTo;
+
+/// Lines longer than this are written in pieces (64 KiB: long JSON lines and stack traces
+/// stay whole, which Docker's 16 KiB split breaks).
+pub(crate) const MAX_LINE: usize = 64 * 1024;
+/// One read from a pipe.
+const READ_SIZE: usize = 256 * 1024;
+/// A pipe seen full is grown to this (the default `/proc/sys/fs/pipe-max-size`), so that a
+/// program writing fast is woken less often.
+const GROWN_PIPE: libc::c_int = 1 << 20;
+/// A partial line (no newline yet) is written after this.
+const PARTIAL_FLUSH: Duration = Duration::from_secs(1);
+/// How often a unit whose file cannot be written is retried.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// What a follower may have queued before lines are skipped.
+const FOLLOWER_QUEUE: usize = 256 * 1024;
+const MAX_FOLLOWERS: usize = 64;
+/// How long clusterd waits at exit for pipes still held open (by leftovers of instances).
+const FINISH_DEADLINE: Duration = Duration::from_secs(3);
+
+const WAKE_TOKEN: u64 = 0;
+
+struct Source {
+    pipe: File,
+    unit: String,
+    label: String,
+    stream: Stream,
+    /// Bytes after the last newline, and since when they wait.
+    partial: Vec<u8>,
+    partial_since: Option<Instant>,
+    grown: bool,
+    /// Taken out of the epoll while its unit's file cannot be written.
+    paused: bool,
+    /// Not read until its instance's start is noted.
+    gated: bool,
+}
+
+struct Follower {
+    socket: UnixStream,
+    unit: String,
+    filter: LineFilter,
+    queued: Vec<u8>,
+    skipped: u64,
+    waiting_for_writable: bool,
+}
+
+struct UnitLog {
+    settings: CaptureSettings,
+    file: Option<UnitLogFile>,
+    /// Formatted lines not yet written.
+    pending: Vec<u8>,
+    /// Why the file cannot be written, and when to try again.
+    stalled: Option<(String, Instant)>,
+}
+
+pub(super) struct CaptureThread {
+    epoll: Epoll,
+    wake: Arc<EventFd>,
+    commands: Receiver<Command>,
+    shared: Arc<Shared>,
+    sources: HashMap<u64, Source>,
+    followers: HashMap<u64, Follower>,
+    units: HashMap<String, UnitLog>,
+    next_token: u64,
+    buffer: Vec<u8>,
+    console_out: Vec<u8>,
+    console_err: Vec<u8>,
+    finish_by: Option<Instant>,
+}
+
+impl CaptureThread {
+    pub(super) fn new(
+        epoll: Epoll,
+        wake: Arc<EventFd>,
+        commands: Receiver<Command>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        CaptureThread {
+            epoll,
+            wake,
+            commands,
+            shared,
+            sources: HashMap::new(),
+            followers: HashMap::new(),
+            units: HashMap::new(),
+            next_token: WAKE_TOKEN + 1,
+            buffer: vec![0; READ_SIZE],
+            console_out: Vec::new(),
+            console_err: Vec::new(),
+            finish_by: None,
+        }
+    }
+
+    pub(super) fn run(mut self) {
+        let mut ready = vec![EpollEvent::empty(); 64];
+        loop {
+            if let Some(deadline) = self.finish_by {
+                if self.sources.is_empty() || Instant::now() >= deadline {
+                    self.finish();
+                    return;
+                }
+            }
+            let timeout = self.timeout();
+            let count = match self.epoll.wait(&mut ready, timeout) {
+                Ok(n) => n,
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => {
+                    log::error!("log thread: epoll_wait failed: {e}");
+                    return;
+                }
+            };
+            // Commands first: a line for a new source may come with the same wake-up.
+            for event in &ready[..count] {
+                if event.data() == WAKE_TOKEN {
+                    let _ = self.wake.read();
+                }
+            }
+            if !self.apply_commands() {
+                self.finish();
+                return;
+            }
+            for event in &ready[..count] {
+                let token = event.data();
+                if token == WAKE_TOKEN {
+                    continue;
+                }
+                if self.sources.contains_key(&token) {
+                    self.read_source(token);
+                } else if self.followers.contains_key(&token) {
+                    let flags = event.events();
+                    if flags.intersects(
+                        EpollFlags::EPOLLIN
+                            | EpollFlags::EPOLLRDHUP
+                            | EpollFlags::EPOLLHUP
+                            | EpollFlags::EPOLLERR,
+                    ) {
+                        // A follower sends nothing after its request: this is its goodbye.
+                        self.drop_follower(token);
+                    } else if flags.contains(EpollFlags::EPOLLOUT) {
+                        self.flush_follower(token);
+                    }
+                }
+            }
+            self.flush_old_partials();
+            self.retry_stalled();
+            self.write_console();
+        }
+    }
+
+    /// Sleep until woken, unless a partial line or a stalled unit is waiting, or clusterd is
+    /// exiting.
+    fn timeout(&self) -> EpollTimeout {
+        let now = Instant::now();
+        let partial = self
+            .sources
+            .values()
+            .filter_map(|s| s.partial_since.map(|since| since + PARTIAL_FLUSH));
+        let stalled = self
+            .units
+            .values()
+            .filter_map(|u| u.stalled.as_ref().map(|(_, at)| *at));
+        let next = partial.chain(stalled).chain(self.finish_by).min();
+        match next {
+            None => EpollTimeout::NONE,
+            Some(at) => {
+                let ms = at.saturating_duration_since(now).as_millis().min(60_000) as u16;
+                EpollTimeout::from(ms.max(1))
+            }
+        }
+    }
+
+    /// Returns false when clusterd has gone away without saying so.
+    fn apply_commands(&mut self) -> bool {
+        loop {
+            match self.commands.try_recv() {
+                Ok(Command::Capture {
+                    unit,
+                    label,
+                    settings,
+                    out,
+                    err,
+                }) => {
+                    self.configure(&unit, settings);
+                    self.add_source(&unit, &label, Stream::Out, out);
+                    self.add_source(&unit, &label, Stream::Err, err);
+                }
+                Ok(Command::Started { unit, label, text }) => {
+                    let to_file = self
+                        .units
+                        .get(&unit)
+                        .is_some_and(|u| u.settings.to == LogTo::File);
+                    if to_file {
+                        let stamp = timestamp(SystemTime::now());
+                        self.emit(
+                            &unit,
+                            &label,
+                            Stream::Clusterd,
+                            text.as_bytes(),
+                            false,
+                            &stamp,
+                        );
+                        self.flush_unit(&unit);
+                    }
+                    self.ungate(&label);
+                }
+                Ok(Command::Abandon { label }) => {
+                    self.sources.retain(|_, s| s.label != label);
+                }
+                Ok(Command::Event {
+                    unit,
+                    label,
+                    settings,
+                    text,
+                }) => {
+                    self.configure(&unit, settings);
+                    // What the instance wrote before (its last words before it exited, say)
+                    // goes first.
+                    self.drain_instance(&label);
+                    let stamp = timestamp(SystemTime::now());
+                    self.emit(
+                        &unit,
+                        &label,
+                        Stream::Clusterd,
+                        text.as_bytes(),
+                        false,
+                        &stamp,
+                    );
+                    self.flush_unit(&unit);
+                }
+                Ok(Command::Serve { query, socket }) => self.serve(query, socket),
+                Ok(Command::Reopen) => self.reopen_all(),
+                Ok(Command::Finish) => {
+                    self.finish_by = Some(Instant::now() + FINISH_DEADLINE);
+                }
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    fn configure(&mut self, unit: &str, settings: CaptureSettings) {
+        match self.units.get_mut(unit) {
+            Some(log) => {
+                if let Some(file) = &mut log.file {
+                    file.max_size = settings.max_size;
+                    file.keep = settings.keep;
+                }
+                if settings.to != LogTo::File {
+                    log.file = None;
+                }
+                log.settings = settings;
+            }
+            None => {
+                self.units.insert(
+                    unit.to_string(),
+                    UnitLog {
+                        settings,
+                        file: None,
+                        pending: Vec::new(),
+                        stalled: None,
+                    },
+                );
+            }
+        }
+    }
+
+    fn add_source(&mut self, unit: &str, label: &str, stream: Stream, pipe: OwnedFd) {
+        let token = self.next_token;
+        self.next_token += 1;
+        // Non-blocking: a drain before an event reads only what is there.
+        let _ = nix::fcntl::fcntl(
+            &pipe,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        );
+        let pipe = File::from(pipe);
+        let source = Source {
+            pipe,
+            unit: unit.to_string(),
+            label: label.to_string(),
+            stream,
+            partial: Vec::new(),
+            partial_since: None,
+            grown: false,
+            paused: false,
+            gated: true,
+        };
+        self.sources.insert(token, source);
+    }
+
+    /// The sources of instance `label` are read from now on (unless their unit is stalled).
+    fn ungate(&mut self, label: &str) {
+        for (&token, source) in self.sources.iter_mut() {
+            if source.label != label || !source.gated {
+                continue;
+            }
+            source.gated = false;
+            let stalled = self
+                .units
+                .get(&source.unit)
+                .is_some_and(|u| u.stalled.is_some());
+            if stalled {
+                source.paused = true;
+                continue;
+            }
+            let event = EpollEvent::new(EpollFlags::EPOLLIN, token);
+            if let Err(e) = self.epoll.add(source.pipe.as_fd(), event) {
+                warn!("{label}: cannot capture its {}: {e}", source.stream.name());
+            }
+        }
+    }
+
+    /// Reads what is waiting in the pipes of the instance `label` (a bounded number of
+    /// reads: a writer that goes on is read by the loop as usual).
+    fn drain_instance(&mut self, label: &str) {
+        let tokens: Vec<u64> = self
+            .sources
+            .iter()
+            .filter(|(_, s)| s.label == label && !s.paused && !s.gated)
+            .map(|(t, _)| *t)
+            .collect();
+        for token in tokens {
+            for _ in 0..16 {
+                if !self.read_source(token) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Reads once from the source; false when there was nothing to read (or it closed).
+    fn read_source(&mut self, token: u64) -> bool {
+        let Some(source) = self.sources.get_mut(&token) else {
+            return false;
+        };
+        let n = loop {
+            match source.pipe.read(&mut self.buffer) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+                Err(_) => break 0,
+            }
+        };
+        let unit = source.unit.clone();
+        let label = source.label.clone();
+        let stream = source.stream;
+        let stamp = timestamp(SystemTime::now());
+        if n == 0 {
+            // The instance (and everything it started) closed this output: its last line,
+            // newline or not, is written now.
+            let partial = std::mem::take(&mut source.partial);
+            let _ = self.epoll.delete(source.pipe.as_fd());
+            self.sources.remove(&token);
+            if !partial.is_empty() {
+                self.emit(&unit, &label, stream, &partial, false, &stamp);
+            }
+            self.flush_unit(&unit);
+            return false;
+        }
+        if n == self.buffer.len() && !source.grown {
+            source.grown = true;
+            // SAFETY: F_SETPIPE_SZ on a pipe we own; failure (limits) leaves it as it was.
+            unsafe { libc::fcntl(source.pipe.as_raw_fd(), libc::F_SETPIPE_SZ, GROWN_PIPE) };
+        }
+        let data = std::mem::take(&mut self.buffer);
+        let mut start = 0;
+        for newline in memchr::memchr_iter(b'\n', &data[..n]) {
+            let source = self
+                .sources
+                .get_mut(&token)
+                .map(|s| std::mem::take(&mut s.partial));
+            let mut carried = source.unwrap_or_default();
+            if carried.is_empty() {
+                self.emit(&unit, &label, stream, &data[start..newline], false, &stamp);
+            } else {
+                carried.extend_from_slice(&data[start..newline]);
+                self.emit(&unit, &label, stream, &carried, false, &stamp);
+            }
+            start = newline + 1;
+        }
+        if start < n {
+            let rest = &data[start..n];
+            let mut pieces = Vec::new();
+            if let Some(source) = self.sources.get_mut(&token) {
+                source.partial.extend_from_slice(rest);
+                source.partial_since.get_or_insert_with(Instant::now);
+                while source.partial.len() >= MAX_LINE {
+                    pieces.push(source.partial.drain(..MAX_LINE).collect::<Vec<u8>>());
+                }
+            }
+            for piece in pieces {
+                self.emit(&unit, &label, stream, &piece, true, &stamp);
+            }
+        }
+        if let Some(source) = self.sources.get_mut(&token) {
+            if source.partial.is_empty() {
+                source.partial_since = None;
+            }
+        }
+        self.buffer = data;
+        self.flush_unit(&unit);
+        true
+    }
+
+    /// Adds one line (without its newline) of `unit` to where it goes.
+    fn emit(
+        &mut self,
+        unit: &str,
+        label: &str,
+        stream: Stream,
+        bytes: &[u8],
+        continued: bool,
+        stamp: &[u8; TIMESTAMP_LEN],
+    ) {
+        let Some(log) = self.units.get_mut(unit) else {
+            return;
+        };
+        let stamp = log.settings.timestamps.then_some(stamp);
+        match log.settings.to {
+            LogTo::File => {
+                let start = log.pending.len();
+                push_prefix(&mut log.pending, stamp, label, stream, continued);
+                log.pending.extend_from_slice(bytes);
+                log.pending.push(b'\n');
+                if let Some(file) = &mut log.file {
+                    let line_len = log.pending.len() - start;
+                    if log.stalled.is_none() && file.is_full_for(start + line_len) {
+                        // Rotate between lines: what is pending goes into the old file.
+                        let line = log.pending.split_off(start);
+                        match file.write_all(&log.pending) {
+                            Ok(()) => {
+                                log.pending.clear();
+                                if let Err(e) = file.rotate() {
+                                    warn!("{unit}: cannot rotate {}: {e}", file.path().display());
+                                }
+                            }
+                            Err(e) => {
+                                let written = written_before(&e);
+                                log.pending.drain(..written);
+                            }
+                        }
+                        log.pending.extend_from_slice(&line);
+                    }
+                }
+                if !self.followers.is_empty() {
+                    let line = log.pending[start..].to_vec();
+                    self.offer_followers(unit, label, stream, &line);
+                }
+            }
+            LogTo::Console => {
+                let out = if stream == Stream::Err {
+                    &mut self.console_err
+                } else {
+                    &mut self.console_out
+                };
+                if let Some(stamp) = stamp {
+                    out.extend_from_slice(stamp);
+                    out.push(b' ');
+                }
+                out.extend_from_slice(label.as_bytes());
+                out.extend_from_slice(if continued { b" + " } else { b" | " });
+                out.extend_from_slice(bytes);
+                out.push(b'\n');
+            }
+            LogTo::Journal | LogTo::Inherit => {}
+        }
+    }
+
+    /// Writes what is pending for `unit`; a failure stalls the unit (its pipes are not read)
+    /// until a retry succeeds.
+    fn flush_unit(&mut self, unit: &str) {
+        let Some(log) = self.units.get_mut(unit) else {
+            return;
+        };
+        if log.settings.to != LogTo::File || log.pending.is_empty() || log.stalled.is_some() {
+            return;
+        }
+        if let Err(problem) = write_pending(&self.shared.dir, unit, log) {
+            self.stall(unit, problem);
+        }
+    }
+
+    fn stall(&mut self, unit: &str, problem: String) {
+        let Some(log) = self.units.get_mut(unit) else {
+            return;
+        };
+        warn!("{unit}: cannot write its log: {problem}; its output waits (its instances block in write) and clusterd retries every {}s", RETRY_EVERY.as_secs());
+        log.stalled = Some((problem.clone(), Instant::now() + RETRY_EVERY));
+        self.shared
+            .set_problem(unit, Some(format!("cannot write: {problem}")));
+        let tokens: Vec<u64> = self
+            .sources
+            .iter()
+            .filter(|(_, s)| s.unit == unit)
+            .map(|(t, _)| *t)
+            .collect();
+        for token in tokens {
+            self.pause_source(token);
+        }
+    }
+
+    fn pause_source(&mut self, token: u64) {
+        if let Some(source) = self.sources.get_mut(&token) {
+            if !source.paused && !source.gated {
+                source.paused = true;
+                let _ = self.epoll.delete(source.pipe.as_fd());
+            }
+        }
+    }
+
+    fn retry_stalled(&mut self) {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .units
+            .iter()
+            .filter(|(_, u)| u.stalled.as_ref().is_some_and(|(_, at)| *at <= now))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for unit in due {
+            let Some(log) = self.units.get_mut(&unit) else {
+                continue;
+            };
+            match write_pending(&self.shared.dir, &unit, log) {
+                Ok(()) => {
+                    log.stalled = None;
+                    info!("{unit}: its log is written again");
+                    self.shared.set_problem(&unit, None);
+                    for (&token, source) in self.sources.iter_mut() {
+                        if source.unit == unit && source.paused {
+                            source.paused = false;
+                            let event = EpollEvent::new(EpollFlags::EPOLLIN, token);
+                            let _ = self.epoll.add(source.pipe.as_fd(), event);
+                        }
+                    }
+                }
+                Err(problem) => {
+                    log.stalled = Some((problem, now + RETRY_EVERY));
+                }
+            }
+        }
+    }
+
+    /// Partial lines that waited long enough are written as pieces (`+`).
+    fn flush_old_partials(&mut self) {
+        let now = Instant::now();
+        let due: Vec<u64> = self
+            .sources
+            .iter()
+            .filter(|(_, s)| {
+                s.partial_since
+                    .is_some_and(|since| since + PARTIAL_FLUSH <= now)
+            })
+            .map(|(t, _)| *t)
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let stamp = timestamp(SystemTime::now());
+        for token in due {
+            let Some(source) = self.sources.get_mut(&token) else {
+                continue;
+            };
+            if source.paused {
+                continue;
+            }
+            let partial = std::mem::take(&mut source.partial);
+            source.partial_since = None;
+            let (unit, label, stream) = (source.unit.clone(), source.label.clone(), source.stream);
+            self.emit(&unit, &label, stream, &partial, true, &stamp);
+            self.flush_unit(&unit);
+        }
+    }
+
+    fn write_console(&mut self) {
+        if !self.console_out.is_empty() {
+            let _ = io::stdout().lock().write_all(&self.console_out);
+            self.console_out.clear();
+        }
+        if !self.console_err.is_empty() {
+            let _ = io::stderr().lock().write_all(&self.console_err);
+            self.console_err.clear();
+        }
+    }
+
+    fn reopen_all(&mut self) {
+        let names: Vec<String> = self.units.keys().cloned().collect();
+        for unit in names {
+            let Some(log) = self.units.get_mut(&unit) else {
+                continue;
+            };
+            if let Some(file) = &mut log.file {
+                match file.reopen() {
+                    Ok(()) => info!("{unit}: reopened {}", file.path().display()),
+                    Err(e) => {
+                        log.file = None;
+                        let problem = format!("cannot reopen: {e}");
+                        self.stall(&unit, problem);
+                    }
+                }
+            }
+        }
+    }
+
+    fn serve(&mut self, query: LogsQuery, socket: UnixStream) {
+        let _ = socket.set_write_timeout(Some(Duration::from_secs(5)));
+        let to = self.units.get(&query.unit).map(|u| u.settings.to);
+        let path = UnitLogFile::path_of(&self.shared.dir, &query.unit);
+        let refusal = match to {
+            Some(LogTo::Journal) => Some(format!(
+                "{unit} logs to the journal: use `journalctl -t {unit}` (add -f to follow)",
+                unit = query.unit
+            )),
+            Some(LogTo::Console) => Some(format!(
+                "{} logs to clusterd's console (log.to = \"console\"): its output is where clusterd's is",
+                query.unit
+            )),
+            Some(LogTo::Inherit) => Some(format!(
+                "{} writes to clusterd's own stdout and stderr (log.to = \"inherit\"): nothing is kept",
+                query.unit
+            )),
+            Some(LogTo::File) => None,
+            None if path.exists() => None,
+            None => Some(format!("no logs for {:?}", query.unit)),
+        };
+        if query.follow && refusal.is_none() && self.followers.len() >= MAX_FOLLOWERS {
+            return answer(
+                &socket,
+                &Response::failed(format!(
+                    "{MAX_FOLLOWERS} clients follow logs already; try again later"
+                )),
+            );
+        }
+        if let Some(refusal) = refusal {
+            return answer(&socket, &Response::failed(refusal));
+        }
+        // What is pending is part of the history.
+        self.flush_unit(&query.unit);
+        let filter = LineFilter {
+            label: query.instance.map(|i| format!("{}[{i}]", query.unit)),
+            stream: query.stream.clone(),
+        };
+        let lines = last_lines(&path, query.lines, &filter);
+        let mut text = Vec::new();
+        let mut header = serde_json::to_vec(&Response::done("logs")).unwrap_or_default();
+        header.push(b'\n');
+        text.extend_from_slice(&header);
+        for line in lines {
+            text.extend_from_slice(&line);
+        }
+        if (&socket).write_all(&text).is_err() || !query.follow {
+            return;
+        }
+        // From here on, every new line — nothing written in between, as this thread is the
+        // only writer.
+        if socket.set_nonblocking(true).is_err() {
+            return;
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+        if self
+            .epoll
+            .add(socket.as_fd(), EpollEvent::new(interest, token))
+            .is_err()
+        {
+            return;
+        }
+        self.followers.insert(
+            token,
+            Follower {
+                socket,
+                unit: query.unit,
+                filter,
+                queued: Vec::new(),
+                skipped: 0,
+                waiting_for_writable: false,
+            },
+        );
+    }
+
+    fn offer_followers(&mut self, unit: &str, label: &str, stream: Stream, line: &[u8]) {
+        let tokens: Vec<u64> = self
+            .followers
+            .iter()
+            .filter(|(_, f)| {
+                f.unit == unit
+                    && f.filter.label.as_deref().is_none_or(|l| l == label)
+                    && f.filter
+                        .stream
+                        .as_deref()
+                        .is_none_or(|s| s == stream.name())
+            })
+            .map(|(t, _)| *t)
+            .collect();
+        for token in tokens {
+            if let Some(follower) = self.followers.get_mut(&token) {
+                if follower.queued.len() + line.len() > FOLLOWER_QUEUE {
+                    follower.skipped += 1;
+                    continue;
+                }
+                follower.queued.extend_from_slice(line);
+            }
+            self.flush_follower(token);
+        }
+    }
+
+    fn flush_follower(&mut self, token: u64) {
+        let Some(follower) = self.followers.get_mut(&token) else {
+            return;
+        };
+        loop {
+            if follower.queued.is_empty() {
+                if follower.skipped > 0 {
+                    let mark = format!("[clusterctl: {} lines skipped]\n", follower.skipped);
+                    follower.skipped = 0;
+                    follower.queued.extend_from_slice(mark.as_bytes());
+                } else {
+                    break;
+                }
+            }
+            match (&follower.socket).write(&follower.queued) {
+                Ok(0) => return self.drop_follower(token),
+                Ok(n) => {
+                    follower.queued.drain(..n);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => return self.drop_follower(token),
+            }
+        }
+        let want_writable = !follower.queued.is_empty();
+        if want_writable != follower.waiting_for_writable {
+            follower.waiting_for_writable = want_writable;
+            let mut interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+            if want_writable {
+                interest |= EpollFlags::EPOLLOUT;
+            }
+            let mut event = EpollEvent::new(interest, token);
+            let _ = self.epoll.modify(follower.socket.as_fd(), &mut event);
+        }
+    }
+
+    fn drop_follower(&mut self, token: u64) {
+        if let Some(follower) = self.followers.remove(&token) {
+            let _ = self.epoll.delete(follower.socket.as_fd());
+        }
+    }
+
+    /// At clusterd's exit: what is left goes out.
+    fn finish(&mut self) {
+        let stamp = timestamp(SystemTime::now());
+        let tokens: Vec<u64> = self.sources.keys().copied().collect();
+        for token in tokens {
+            if let Some(source) = self.sources.remove(&token) {
+                if !source.partial.is_empty() {
+                    self.emit(
+                        &source.unit,
+                        &source.label,
+                        source.stream,
+                        &source.partial,
+                        false,
+                        &stamp,
+                    );
+                }
+            }
+        }
+        let names: Vec<String> = self.units.keys().cloned().collect();
+        for unit in names {
+            if let Some(log) = self.units.get_mut(&unit) {
+                log.stalled = None;
+                if let Err(problem) = write_pending(&self.shared.dir, &unit, log) {
+                    warn!("{unit}: lines lost at exit: {problem}");
+                }
+            }
+        }
+        self.write_console();
+    }
+}
+
+/// Writes the unit's pending lines to its file, opening it first if needed. The error says
+/// why, for status and the log.
+fn write_pending(dir: &PathBuf, unit: &str, log: &mut UnitLog) -> Result<(), String> {
+    if log.file.is_none() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let file = UnitLogFile::open(dir, unit, log.settings.max_size, log.settings.keep)
+            .map_err(|e| format!("{}: {e}", UnitLogFile::path_of(dir, unit).display()))?;
+        log.file = Some(file);
+    }
+    let Some(file) = &mut log.file else {
+        return Ok(());
+    };
+    match file.write_all(&log.pending) {
+        Ok(()) => {
+            log.pending.clear();
+            Ok(())
+        }
+        Err(e) => {
+            log.pending.drain(..written_before(&e));
+            Err(format!("{}: {e}", file.path().display()))
+        }
+    }
+}
+
+fn answer(mut socket: &UnixStream, response: &Response) {
+    let mut line = serde_json::to_vec(response).unwrap_or_default();
+    line.push(b'\n');
+    let _ = socket.write_all(&line);
+}

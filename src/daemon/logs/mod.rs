@@ -1,0 +1,337 @@
+//! Logs: where every instance's stdout and stderr go (`[log] to` in its unit file).
+//!
+//! - `file`: both streams of every instance of a unit into `<log dir>/<unit>.log`, one line
+//!   each, timestamped and tagged with the instance and stream ([`line_format`]), rotated by
+//!   size ([`unit_log_file`]), with clusterd's own events about the unit in between; served
+//!   to `clusterctl logs` ([`history`] for the last lines, then live).
+//! - `console`: the same lines on clusterd's own stdout/stderr, `web[3] | ` before each.
+//! - `journal`: the instance's stdout and stderr are journald stream sockets ([`journal`]);
+//!   clusterd is not on the data path.
+//! - `inherit`: clusterd's own stdout and stderr, as they are.
+//!
+//! Captured output is read by a thread of its own ([`capture`]): a slow disk never holds up
+//! the supervisor loop, the control socket or the worker I/O thread.
+
+pub(crate) mod capture;
+pub(crate) mod history;
+pub(crate) mod journal;
+pub(crate) mod line_format;
+pub(crate) mod unit_log_file;
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+
+use crossbeam_channel::Sender;
+use log::warn;
+use nix::fcntl::OFlag;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+
+use crate::unit::{LogTo, Unit};
+use capture::CaptureThread;
+use unit_log_file::UnitLogFile;
+
+/// Where logs go unless a unit says otherwise, and where files live.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    pub dir: PathBuf,
+    pub default_to: LogTo,
+}
+
+impl LogOptions {
+    /// `/var/log/clusterd` for root, else `$XDG_STATE_HOME/clusterd/log` (or
+    /// `~/.local/state/clusterd/log`).
+    pub fn default_dir() -> PathBuf {
+        if nix::unistd::geteuid().is_root() {
+            return PathBuf::from("/var/log/clusterd");
+        }
+        let state = std::env::var_os("XDG_STATE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/state"))
+            })
+            .unwrap_or_else(|| PathBuf::from("/tmp"));
+        state.join("clusterd/log")
+    }
+}
+
+/// How the log thread treats one unit's captured output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CaptureSettings {
+    /// `File` or `Console` (the two destinations clusterd reads).
+    pub(crate) to: LogTo,
+    pub(crate) timestamps: bool,
+    pub(crate) max_size: u64,
+    pub(crate) keep: u32,
+}
+
+/// `clusterctl logs UNIT [--lines N] [--follow] [--instance I] [--stream out|err]`.
+#[derive(Debug, Clone)]
+pub(crate) struct LogsQuery {
+    pub(crate) unit: String,
+    pub(crate) lines: usize,
+    pub(crate) follow: bool,
+    pub(crate) instance: Option<u32>,
+    pub(crate) stream: Option<String>,
+}
+
+pub(crate) enum Command {
+    Capture {
+        unit: String,
+        label: String,
+        settings: CaptureSettings,
+        out: OwnedFd,
+        err: OwnedFd,
+    },
+    Event {
+        unit: String,
+        label: String,
+        settings: CaptureSettings,
+        text: String,
+    },
+    /// The instance `label` was spawned (pid in `text`): its start goes into the unit's file
+    /// first, then its pipes are read — its first lines come after its start.
+    Started {
+        unit: String,
+        label: String,
+        text: String,
+    },
+    /// The spawn of instance `label` failed: its pipes go.
+    Abandon {
+        label: String,
+    },
+    Serve {
+        query: LogsQuery,
+        socket: UnixStream,
+    },
+    Reopen,
+    Finish,
+}
+
+/// What the log thread and the others share: problems to show in status.
+pub(crate) struct Shared {
+    dir: PathBuf,
+    /// Per unit: why its log is not where it should be (disk full, journald missing).
+    problems: Mutex<HashMap<String, String>>,
+}
+
+impl Shared {
+    fn set_problem(&self, unit: &str, problem: Option<String>) {
+        if let Ok(mut problems) = self.problems.lock() {
+            match problem {
+                Some(p) => problems.insert(unit.to_string(), p),
+                None => problems.remove(unit),
+            };
+        }
+    }
+
+    fn problem(&self, unit: &str) -> Option<String> {
+        self.problems.lock().ok()?.get(unit).cloned()
+    }
+}
+
+/// The child's stdout and stderr: clusterd's ends of them are with the log thread (or
+/// journald). `None`: clusterd's own.
+#[derive(Default)]
+pub(crate) struct ChildOutput {
+    pub(crate) stdout: Option<OwnedFd>,
+    pub(crate) stderr: Option<OwnedFd>,
+}
+
+/// A handle on the log thread, for every thread that needs it.
+#[derive(Clone)]
+pub(crate) struct Logs {
+    commands: Sender<Command>,
+    wake: Arc<EventFd>,
+    shared: Arc<Shared>,
+    default_to: LogTo,
+    journal_socket: PathBuf,
+}
+
+/// The log thread itself, joined at exit once every pipe is drained.
+pub(crate) struct LogThread {
+    logs: Logs,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl LogThread {
+    /// Waits until every captured pipe is closed (or a few seconds) and everything is
+    /// written.
+    pub(crate) fn finish(mut self) {
+        self.logs.command(Command::Finish);
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Logs {
+    pub(crate) fn start(options: &LogOptions) -> io::Result<(Logs, LogThread)> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        let wake = Arc::new(EventFd::from_flags(
+            EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
+        )?);
+        epoll.add(wake.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 0))?;
+        let (commands, receiver) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared {
+            dir: options.dir.clone(),
+            problems: Mutex::new(HashMap::new()),
+        });
+        let thread = CaptureThread::new(epoll, Arc::clone(&wake), receiver, Arc::clone(&shared));
+        let handle = thread::Builder::new()
+            .name("logs".into())
+            .spawn(move || thread.run())?;
+        let logs = Logs {
+            commands,
+            wake,
+            shared,
+            default_to: options.default_to,
+            journal_socket: PathBuf::from(journal::JOURNAL_STDOUT),
+        };
+        Ok((
+            logs.clone(),
+            LogThread {
+                logs,
+                handle: Some(handle),
+            },
+        ))
+    }
+
+    fn command(&self, command: Command) {
+        if self.commands.send(command).is_ok() {
+            let _ = self.wake.write(1);
+        }
+    }
+
+    /// Where `unit`'s output goes, as configured.
+    pub(crate) fn destination(&self, unit: &Unit) -> LogTo {
+        unit.log.to.unwrap_or(self.default_to)
+    }
+
+    fn settings(&self, unit: &Unit, to: LogTo) -> CaptureSettings {
+        CaptureSettings {
+            to,
+            timestamps: unit.log.timestamps.unwrap_or(to == LogTo::File),
+            max_size: unit.log.max_size,
+            keep: unit.log.keep,
+        }
+    }
+
+    /// The stdout and stderr of a new instance of `unit`: pipes to the log thread, journald
+    /// streams, or nothing (clusterd's own).
+    pub(crate) fn output_for(&self, unit: &Unit, index: u32) -> io::Result<ChildOutput> {
+        let mut to = self.destination(unit);
+        if to == LogTo::Journal {
+            match self.journal_streams(&unit.name) {
+                Ok(output) => {
+                    self.shared.set_problem(&unit.name, None);
+                    return Ok(output);
+                }
+                Err(e) => {
+                    let problem = format!(
+                        "journald is not reachable at {} ({e}); writing to {} instead",
+                        self.journal_socket.display(),
+                        UnitLogFile::path_of(&self.shared.dir, &unit.name).display()
+                    );
+                    if self.shared.problem(&unit.name).as_deref() != Some(problem.as_str()) {
+                        warn!("{}: {problem}", unit.name);
+                    }
+                    self.shared.set_problem(&unit.name, Some(problem));
+                    to = LogTo::File;
+                }
+            }
+        }
+        if to == LogTo::Inherit {
+            return Ok(ChildOutput::default());
+        }
+        let (out_read, out_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        let (err_read, err_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        self.command(Command::Capture {
+            unit: unit.name.clone(),
+            label: format!("{}[{index}]", unit.name),
+            settings: self.settings(unit, to),
+            out: out_read,
+            err: err_read,
+        });
+        Ok(ChildOutput {
+            stdout: Some(out_write),
+            stderr: Some(err_write),
+        })
+    }
+
+    fn journal_streams(&self, identifier: &str) -> io::Result<ChildOutput> {
+        Ok(ChildOutput {
+            stdout: Some(journal::connect(&self.journal_socket, identifier, false)?),
+            stderr: Some(journal::connect(&self.journal_socket, identifier, true)?),
+        })
+    }
+
+    /// The instance `index` of `unit` runs as `pid`: noted in its file, and its output is
+    /// read from now on.
+    pub(crate) fn started(&self, unit: &Unit, index: u32, pid: i32) {
+        self.command(Command::Started {
+            unit: unit.name.clone(),
+            label: format!("{}[{index}]", unit.name),
+            text: format!("started, pid {pid}"),
+        });
+    }
+
+    /// The instance `index` of `unit` could not be started: what was prepared for its
+    /// output goes.
+    pub(crate) fn abandon(&self, unit: &Unit, index: u32) {
+        self.command(Command::Abandon {
+            label: format!("{}[{index}]", unit.name),
+        });
+    }
+
+    /// clusterd's own event about an instance of `unit` (`index`) or the unit itself, written
+    /// into the unit's file among its lines — for `file` units (the others have clusterd's
+    /// own log beside theirs).
+    pub(crate) fn event(&self, unit: &Unit, index: Option<u32>, text: &str) {
+        let to = match self.destination(unit) {
+            LogTo::Journal if self.shared.problem(&unit.name).is_some() => LogTo::File,
+            other => other,
+        };
+        if to != LogTo::File {
+            return;
+        }
+        let label = match index {
+            Some(i) => format!("{}[{i}]", unit.name),
+            None => unit.name.clone(),
+        };
+        self.command(Command::Event {
+            unit: unit.name.clone(),
+            label,
+            settings: self.settings(unit, to),
+            text: text.to_string(),
+        });
+    }
+
+    /// Hands a `clusterctl logs` connection to the log thread, which answers it.
+    pub(crate) fn serve(&self, query: LogsQuery, socket: UnixStream) {
+        self.command(Command::Serve { query, socket });
+    }
+
+    /// Reopens every log file by name (`clusterctl reopen-logs`, SIGUSR1).
+    pub(crate) fn reopen(&self) {
+        self.command(Command::Reopen);
+    }
+
+    /// For status: where the unit's output goes, and any trouble with it.
+    pub(crate) fn describe(&self, unit: &Unit) -> (String, Option<String>) {
+        let where_to = match self.destination(unit) {
+            LogTo::File => format!(
+                "file {}",
+                UnitLogFile::path_of(&self.shared.dir, &unit.name).display()
+            ),
+            other => other.name().to_string(),
+        };
+        (where_to, self.shared.problem(&unit.name))
+    }
+}
