@@ -126,8 +126,12 @@ impl Daemon {
             .arg(self.units_dir())
             .arg("--socket")
             .arg(&self.socket)
-            .arg("--log-dir")
-            .arg(self.log_dir())
+            .args(
+                (!self.extra_args.iter().any(|a| a == "--log-dir"))
+                    .then(|| ["--log-dir".into(), self.log_dir().into_os_string()])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(&self.extra_args)
             .current_dir(self.dir.path())
             .env("RUST_LOG", "debug")

@@ -220,6 +220,7 @@ impl CaptureThread {
                     self.add_source(&unit, &label, Stream::Out, out);
                     self.add_source(&unit, &label, Stream::Err, err);
                 }
+                Ok(Command::Configure { unit, settings }) => self.configure(&unit, settings),
                 Ok(Command::Started { unit, label, text }) => {
                     let to_file = self
                         .units
@@ -419,7 +420,7 @@ impl CaptureThread {
             if let Some(source) = self.sources.get_mut(&token) {
                 source.partial.extend_from_slice(rest);
                 source.partial_since.get_or_insert_with(Instant::now);
-                while source.partial.len() >= MAX_LINE {
+                while source.partial.len() > MAX_LINE {
                     pieces.push(source.partial.drain(..MAX_LINE).collect::<Vec<u8>>());
                 }
             }

@@ -64,7 +64,6 @@ impl LogOptions {
 /// How the log thread treats one unit's captured output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CaptureSettings {
-    /// `File` or `Console` (the two destinations clusterd reads).
     pub(crate) to: LogTo,
     pub(crate) timestamps: bool,
     pub(crate) max_size: u64,
@@ -82,6 +81,12 @@ pub(crate) struct LogsQuery {
 }
 
 pub(crate) enum Command {
+    /// The unit's settings, for units whose output clusterd does not read (journal,
+    /// inherit): so that `clusterctl logs` can say where to look.
+    Configure {
+        unit: String,
+        settings: CaptureSettings,
+    },
     Capture {
         unit: String,
         label: String,
@@ -231,6 +236,10 @@ impl Logs {
             match self.journal_streams(&unit.name) {
                 Ok(output) => {
                     self.shared.set_problem(&unit.name, None);
+                    self.command(Command::Configure {
+                        unit: unit.name.clone(),
+                        settings: self.settings(unit, to),
+                    });
                     return Ok(output);
                 }
                 Err(e) => {
@@ -248,6 +257,10 @@ impl Logs {
             }
         }
         if to == LogTo::Inherit {
+            self.command(Command::Configure {
+                unit: unit.name.clone(),
+                settings: self.settings(unit, to),
+            });
             return Ok(ChildOutput::default());
         }
         let (out_read, out_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
