@@ -205,10 +205,12 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// A unit that prints `hello N` each time the file `go` appears in its directory.
+/// A unit that prints `hello N` each time the file `go` appears in its directory (removed
+/// before the line is printed, so that a test that makes the next `go` once it sees the
+/// line never has it removed unseen).
 fn on_demand_unit(dir: &Path) -> String {
     format!(
-        "command = [\"sh\", \"-c\", \"n=0; while true; do if [ -f go ]; then n=$((n+1)); echo hello $n; rm go; fi; sleep 0.02; done\"]\nworking_directory = \"{}\"\n",
+        "command = [\"sh\", \"-c\", \"n=0; while true; do if [ -f go ]; then rm go; n=$((n+1)); echo hello $n; fi; sleep 0.02; done\"]\nworking_directory = \"{}\"\n",
         toml_path(dir)
     )
 }
@@ -220,9 +222,16 @@ fn logs_shows_the_last_lines_and_follow_sees_new_ones() {
     daemon.wait_running("talk", 1);
     for n in 1..=3 {
         fs::write(files.path().join("go"), "").expect("go");
-        wait_for("the line", PATIENCE, || {
-            log_text(&daemon, "talk").contains(&format!("| hello {n}\n"))
-        });
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while !log_text(&daemon, "talk").contains(&format!("| hello {n}\n")) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no hello {n} in\n{}\nclusterd:\n{}",
+                log_text(&daemon, "talk"),
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
     let out = daemon.ctl(&["logs", "talk", "--lines", "2", "--stream", "out"]);
     assert!(out.status.success(), "{out:?}");

@@ -400,19 +400,40 @@ impl CaptureThread {
         }
         let data = std::mem::take(&mut self.buffer);
         let mut start = 0;
-        for newline in memchr::memchr_iter(b'\n', &data[..n]) {
-            let source = self
-                .sources
-                .get_mut(&token)
-                .map(|s| std::mem::take(&mut s.partial));
-            let mut carried = source.unwrap_or_default();
-            if carried.is_empty() {
-                self.emit(&unit, &label, stream, &data[start..newline], false, &stamp);
-            } else {
-                carried.extend_from_slice(&data[start..newline]);
-                self.emit(&unit, &label, stream, &carried, false, &stamp);
+        let mut newlines = memchr::memchr_iter(b'\n', &data[..n]);
+        // A line begun in an earlier read ends at the first newline.
+        let carried = self
+            .sources
+            .get_mut(&token)
+            .map(|s| std::mem::take(&mut s.partial))
+            .unwrap_or_default();
+        if !carried.is_empty() {
+            match newlines.next() {
+                Some(first) => {
+                    let mut line = carried;
+                    line.extend_from_slice(&data[..first]);
+                    self.emit(&unit, &label, stream, &line, false, &stamp);
+                    start = first + 1;
+                }
+                None => {
+                    if let Some(source) = self.sources.get_mut(&token) {
+                        source.partial = carried;
+                    }
+                }
             }
-            start = newline + 1;
+        }
+        let end = data[..n]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(start, |i| i + 1);
+        if start < end && self.append_whole_lines(&unit, &label, stream, &stamp, &data[start..end])
+        {
+            start = end;
+        } else {
+            for newline in newlines {
+                self.emit(&unit, &label, stream, &data[start..newline], false, &stamp);
+                start = newline + 1;
+            }
         }
         if start < n {
             let rest = &data[start..n];
@@ -435,6 +456,53 @@ impl CaptureThread {
         }
         self.buffer = data;
         self.flush_unit(&unit);
+        true
+    }
+
+    /// The common case, without a look-up per line: whole lines (`lines` ends with a newline)
+    /// of a `file` unit that nobody follows, all fitting in the current file. False (nothing
+    /// done) otherwise: then they go one by one through [`Self::emit`].
+    fn append_whole_lines(
+        &mut self,
+        unit: &str,
+        label: &str,
+        stream: Stream,
+        stamp: &[u8; TIMESTAMP_LEN],
+        lines: &[u8],
+    ) -> bool {
+        if self.followers.values().any(|f| f.unit == unit) {
+            return false;
+        }
+        let Some(log) = self.units.get_mut(unit) else {
+            return false;
+        };
+        if log.settings.to != LogTo::File || log.stalled.is_some() {
+            return false;
+        }
+        let mut prefix = Vec::with_capacity(64);
+        push_prefix(
+            &mut prefix,
+            log.settings.timestamps.then_some(stamp),
+            label,
+            stream,
+            false,
+        );
+        let count = memchr::memchr_iter(b'\n', lines).count();
+        let size = lines.len() + count * prefix.len();
+        let fits = log
+            .file
+            .as_ref()
+            .is_some_and(|file| file.fits(log.pending.len() + size));
+        if !fits {
+            return false;
+        }
+        log.pending.reserve(size);
+        let mut start = 0;
+        for newline in memchr::memchr_iter(b'\n', lines) {
+            log.pending.extend_from_slice(&prefix);
+            log.pending.extend_from_slice(&lines[start..=newline]);
+            start = newline + 1;
+        }
         true
     }
 

@@ -50,6 +50,11 @@ impl UnitLogFile {
         self.max_size > 0 && self.size > 0 && self.size + extra as u64 > self.max_size
     }
 
+    /// True when `extra` more bytes keep the file within `max_size`.
+    pub(crate) fn fits(&self, extra: usize) -> bool {
+        self.max_size == 0 || self.size + extra as u64 <= self.max_size
+    }
+
     pub(crate) fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         // On error, what was written is counted: the retry writes only the rest.
         let mut written = 0;
