@@ -11,7 +11,7 @@
 //! * `--quick` / `CLUSTERD_BENCH_QUICK=1`: clusterd only, tiny counts, a few seconds; exits
 //!   non-zero if clusterd itself fails (for CI).
 //! * `--runs N` / `CLUSTERD_BENCH_RUNS`: repetitions per metric (default 3).
-//! * `--only mem,idle,restart,mass,ctl,http,reload` / `CLUSTERD_BENCH_ONLY`: pick metrics.
+//! * `--only mem,idle,restart,mass,ctl,http,reload,logs` / `CLUSTERD_BENCH_ONLY`: pick metrics.
 //! * `--skip pm2,supervisord,node` / `CLUSTERD_BENCH_SKIP`: skip peers.
 //! * `--idle-secs S`, `--kills K`, `--mass N`, `--wrk-secs S`: sizes (defaults 30, 30, 1000, 10).
 //! * `--json PATH`: also write the results as JSON; `--chart PATH`: draw a PNG with
@@ -40,6 +40,7 @@ use serde_json::{json, Value};
 
 mod hygiene;
 mod install;
+mod logs;
 mod measure;
 mod options;
 mod peers;
@@ -50,6 +51,7 @@ mod worker;
 
 use hygiene::*;
 use install::*;
+use logs::*;
 use measure::*;
 use options::*;
 use peers::*;
@@ -197,6 +199,16 @@ fn measure_all(env: &Env, opts: &Opts, results: &mut Results, started: Instant) 
                 }
                 sweep_descendants();
             }
+        }
+    }
+    if opts.wants("logs") {
+        for run in 0..opts.runs {
+            eprintln!(
+                "supervisors: [{:>4.0}s] log capture, 200 MB, run {}",
+                started.elapsed().as_secs_f64(),
+                run + 1
+            );
+            log_runs(env, opts, run, results);
         }
     }
     if env.wrk.is_some() && env.node.is_some() {

@@ -72,7 +72,8 @@ impl Session {
     }
 }
 
-/// Starts clusterd on `units` with its log in `dir`/clusterd.log, in its own process group.
+/// Starts clusterd on `units` with its log in `dir`/clusterd.log and its instances' logs in
+/// `dir`/logs, in its own process group.
 pub(super) fn launch_clusterd(
     env: &Env,
     units: &Path,
@@ -85,6 +86,9 @@ pub(super) fn launch_clusterd(
         .arg(units)
         .arg("--socket")
         .arg(socket)
+        // The instances' log files stay in the run's directory.
+        .arg("--log-dir")
+        .arg(dir.join("logs"))
         .args(
             std::env::var("CLUSTERD_BENCH_ISOLATION")
                 .map(|i| vec!["--isolation".to_string(), i])

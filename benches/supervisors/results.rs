@@ -36,6 +36,8 @@ impl Results {
 pub(super) enum Target {
     None,
     AtMost(f64),
+    AtLeast(f64),
+    Below(f64),
     /// At least the median of the given peer.
     AtLeastPeer(Peer),
 }
@@ -138,6 +140,48 @@ pub(super) const ROWS: &[Row] = &[
         label: "clusterd restart p50 / that C supervisor, same run",
         target: Target::None,
         target_text: "",
+        digits: 2,
+    },
+    Row {
+        key: "log_mbs",
+        label: "log capture, 200 MB of 100-byte lines into the log file (MB/s)",
+        target: Target::None,
+        target_text: "",
+        digits: 0,
+    },
+    Row {
+        key: "log_cat",
+        label: "`writer | cat > file`, same run (MB/s)",
+        target: Target::None,
+        target_text: "",
+        digits: 0,
+    },
+    Row {
+        key: "log_vs_cat",
+        label: "clusterd log capture (timestamped) / `writer | cat > file`",
+        target: Target::AtLeast(0.8),
+        target_text: "≥ 0.8",
+        digits: 2,
+    },
+    Row {
+        key: "log_cpu",
+        label: "daemon CPU for the 200 MB (ms)",
+        target: Target::AtMost(200.0),
+        target_text: "≤ 200",
+        digits: 0,
+    },
+    Row {
+        key: "log_rss",
+        label: "daemon RSS growth during the 200 MB (MiB)",
+        target: Target::Below(2.0),
+        target_text: "< 2",
+        digits: 2,
+    },
+    Row {
+        key: "log_follow",
+        label: "a line's way to `clusterctl logs --follow`, p50 (ms)",
+        target: Target::AtMost(10.0),
+        target_text: "≤ 10",
         digits: 2,
     },
     Row {
@@ -337,6 +381,20 @@ pub(super) fn render_table(r: &Results, opts: &Opts) -> String {
         let met = match (&row.target, cd) {
             (Target::AtMost(t), Some(v)) => {
                 if v <= *t + 1e-9 {
+                    "yes"
+                } else {
+                    "**no**"
+                }
+            }
+            (Target::AtLeast(t), Some(v)) => {
+                if v >= *t - 1e-9 {
+                    "yes"
+                } else {
+                    "**no**"
+                }
+            }
+            (Target::Below(t), Some(v)) => {
+                if v < *t {
                     "yes"
                 } else {
                     "**no**"
