@@ -511,3 +511,53 @@ fn huge_lines_and_binary_garbage_are_split_or_kept_faithfully() {
     let out = daemon.ctl(&["logs", "junk", "--lines", "1"]);
     assert!(out.status.success(), "{out:?}");
 }
+
+/// A Node program that, told to stop, writes 5 000 numbered lines on its way out.
+const NODE_GOODBYE: &str = r#"
+process.stdout.write("up\n");
+process.on("SIGTERM", () => {
+  let out = "";
+  for (let i = 0; i < 5000; i++) out += `bye ${i}\n`;
+  process.stdout.write(out, () => process.exit(0));
+});
+setInterval(() => {}, 1000);
+"#;
+
+#[test]
+fn a_shutdown_keeps_what_instances_write_on_their_way_out() {
+    if !available("node", runs("node", &["--version"])) {
+        return;
+    }
+    let files = tempfile::tempdir().expect("tmp");
+    fs::write(files.path().join("goodbye.js"), NODE_GOODBYE).expect("script");
+    let unit = format!(
+        "command = [\"node\", \"{}\"]\ninstances = 2\n",
+        toml_path(&files.path().join("goodbye.js"))
+    );
+    let mut daemon = Daemon::start(&[("bye", &unit)]);
+    wait_for("both instances up", PATIENCE, || {
+        log_text(&daemon, "bye").matches("| up\n").count() == 2
+    });
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+    // clusterd has exited: everything is in the file already.
+    let text = log_text(&daemon, "bye");
+    let by_source = bodies(&text);
+    for instance in 0..2 {
+        let lines: Vec<&String> = by_source[&format!("bye[{instance}] out")]
+            .iter()
+            .filter(|l| l.starts_with("bye "))
+            .collect();
+        assert_eq!(lines.len(), 5000, "bye[{instance}]");
+        assert!(lines
+            .iter()
+            .enumerate()
+            .all(|(i, l)| **l == format!("bye {i}")));
+        let last_words = text
+            .rfind(&format!("bye[{instance}] out | bye 4999"))
+            .expect("last");
+        let exit = text
+            .find(&format!("bye[{instance}] clusterd | pid"))
+            .expect(&text);
+        assert!(last_words < exit, "the exit before the last words\n{text}");
+    }
+}

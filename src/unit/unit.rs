@@ -483,6 +483,41 @@ ready_timeout = "10s"
     }
 
     #[test]
+    fn the_log_table_takes_its_four_keys_and_points_at_mistakes() {
+        let unit = parse(
+            "command = \"true\"\n[log]\nto = \"console\"\ntimestamps = true\nmax_size = \"1MiB\"\nkeep = 3\n",
+        )
+        .unwrap();
+        assert_eq!(
+            unit.log,
+            LogSettings {
+                to: Some(LogTo::Console),
+                timestamps: Some(true),
+                max_size: 1 << 20,
+                keep: 3,
+            }
+        );
+        let unit = parse("command = \"true\"\nlog = { max_size = \"0\" }\n").unwrap();
+        assert_eq!(unit.log.max_size, 0);
+        assert_eq!(unit.log.keep, DEFAULT_LOG_KEEP);
+        assert_eq!(
+            parse("command = \"true\"\n").unwrap().log,
+            LogSettings::default()
+        );
+
+        let err = parse("command = \"true\"\n[log]\nto = \"files\"\n").unwrap_err();
+        assert_eq!(err.position, Some((3, 6)), "{err}");
+        assert_eq!(err.kind, UnitErrorKind::BadValue, "{err}");
+        let err = parse("command = \"true\"\n[log]\nmax_size = \"50 furlongs\"\n").unwrap_err();
+        assert_eq!(err.position.map(|p| p.0), Some(3), "{err}");
+        assert!(err.message.contains("unknown unit"), "{err}");
+        let err = parse("command = \"true\"\n[log]\nrotate = 3\n").unwrap_err();
+        assert_eq!(err.position, Some((3, 1)), "{err}");
+        let err = parse("command = \"true\"\n[log]\nkeep = 100000\n").unwrap_err();
+        assert_eq!(err.position, Some((3, 8)), "{err}");
+    }
+
+    #[test]
     fn unknown_key_names_line_and_column() {
         let err = parse("command = \"true\"\nrestrat = \"always\"\n").unwrap_err();
         assert_eq!(err.position, Some((2, 1)));

@@ -382,6 +382,22 @@ impl<'de> Deserialize<'de> for ListenAddress {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn sizes_take_binary_and_decimal_units_and_refuse_the_rest() {
+        let size = |t: &str| t.parse::<ByteSize>().map(|s| s.0);
+        assert_eq!(size("50MiB"), Ok(50 << 20));
+        assert_eq!(size("512KiB"), Ok(512 << 10));
+        assert_eq!(size("1 GiB"), Ok(1 << 30));
+        assert_eq!(size("10MB"), Ok(10_000_000));
+        assert_eq!(size("4096"), Ok(4096));
+        assert_eq!(size("0"), Ok(0));
+        assert!(size("5 parsecs").is_err());
+        assert!(size("-1MiB").is_err());
+        assert!(size("MiB").is_err());
+        assert!(size("99999999TiB").is_err());
+    }
+
     use super::*;
 
     #[test]
