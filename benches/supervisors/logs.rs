@@ -191,17 +191,7 @@ fn supervisord_burst(env: &Env, writer: &Path, run: usize) -> Result<Burst, Stri
         f = file.display(),
     );
     fs::write(&conf, text).map_err(|e| e.to_string())?;
-    let child = Command::new(bin)
-        .arg("-n")
-        .arg("-c")
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| format!("cannot start supervisord: {e}"))?;
-    let daemon = Daemon::from_child(child);
+    let daemon = spawn_supervisord(bin, &conf)?;
     if !wait_for(Duration::from_secs(20), Duration::from_millis(5), || {
         file.exists()
     }) {

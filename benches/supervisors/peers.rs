@@ -260,17 +260,7 @@ pub(super) fn start_supervisord(
     let conf = dir.join("supervisord.conf");
     fs::write(&conf, supervisord_conf(dir, n, argv)).map_err(|e| e.to_string())?;
     let t0 = realtime_ns();
-    let child = Command::new(bin)
-        .arg("-n")
-        .arg("-c")
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| format!("cannot start supervisord: {e}"))?;
-    let daemon = Daemon::from_child(child);
+    let daemon = spawn_supervisord(bin, &conf)?;
     let ctl_bin = bin.with_file_name("supervisorctl");
     Ok(Session {
         peer: Peer::Supervisord,
@@ -283,4 +273,19 @@ pub(super) fn start_supervisord(
         }),
         started_at_ns: t0,
     })
+}
+
+/// `supervisord -n -c CONF` in its own process group, owned by a guard.
+pub(super) fn spawn_supervisord(bin: &Path, conf: &Path) -> Result<Daemon, String> {
+    let child = Command::new(bin)
+        .arg("-n")
+        .arg("-c")
+        .arg(conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start supervisord: {e}"))?;
+    Ok(Daemon::from_child(child))
 }

@@ -120,21 +120,10 @@ fn main() -> ExitCode {
     };
     let response = match send_request(&socket, request) {
         Ok(response) => response,
-        Err(ClientError::Unreachable(e)) => {
-            complain!("clusterctl: {e}");
-            return ExitCode::from(EXIT_UNREACHABLE);
-        }
-        Err(ClientError::Protocol(e)) => {
-            complain!("clusterctl: {e}");
-            return ExitCode::from(EXIT_FAILED);
-        }
+        Err(e) => return unanswered(&e),
     };
-    if !response.ok {
-        complain!(
-            "clusterctl: {}",
-            printable(response.error.as_deref().unwrap_or("the request failed"))
-        );
-        return ExitCode::from(EXIT_FAILED);
+    if let Some(code) = refused(&response) {
+        return code;
     }
     let text = if let Some(status) = &response.status {
         if json {
@@ -163,21 +152,10 @@ fn logs(socket: &std::path::Path, request: Request, raw: bool) -> ExitCode {
     use std::io::{BufRead, IsTerminal};
     let (response, mut reader) = match open_stream(socket, request) {
         Ok(opened) => opened,
-        Err(ClientError::Unreachable(e)) => {
-            complain!("clusterctl: {e}");
-            return ExitCode::from(EXIT_UNREACHABLE);
-        }
-        Err(ClientError::Protocol(e)) => {
-            complain!("clusterctl: {e}");
-            return ExitCode::from(EXIT_FAILED);
-        }
+        Err(e) => return unanswered(&e),
     };
-    if !response.ok {
-        complain!(
-            "clusterctl: {}",
-            printable(response.error.as_deref().unwrap_or("the request failed"))
-        );
-        return ExitCode::from(EXIT_FAILED);
+    if let Some(code) = refused(&response) {
+        return code;
     }
     let escape = !raw && std::io::stdout().is_terminal();
     let mut stdout = std::io::stdout().lock();
@@ -209,6 +187,32 @@ fn logs(socket: &std::path::Path, request: Request, raw: bool) -> ExitCode {
             }
         }
     }
+}
+
+/// Says why clusterd could not be asked; exit 3 when it is not reachable, else 1.
+fn unanswered(error: &ClientError) -> ExitCode {
+    match error {
+        ClientError::Unreachable(e) => {
+            complain!("clusterctl: {e}");
+            ExitCode::from(EXIT_UNREACHABLE)
+        }
+        ClientError::Protocol(e) => {
+            complain!("clusterctl: {e}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+/// Says why clusterd refused, if it did (exit 1).
+fn refused(response: &clusterd::protocol::Response) -> Option<ExitCode> {
+    if response.ok {
+        return None;
+    }
+    complain!(
+        "clusterctl: {}",
+        printable(response.error.as_deref().unwrap_or("the request failed"))
+    );
+    Some(ExitCode::from(EXIT_FAILED))
 }
 
 /// Writes the answer to stdout. A reader that went away (`clusterctl status | head -1`) is

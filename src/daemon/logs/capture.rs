@@ -227,16 +227,7 @@ impl CaptureThread {
                         .get(&unit)
                         .is_some_and(|u| u.settings.to == LogTo::File);
                     if to_file {
-                        let stamp = timestamp(SystemTime::now());
-                        self.emit(
-                            &unit,
-                            &label,
-                            Stream::Clusterd,
-                            text.as_bytes(),
-                            false,
-                            &stamp,
-                        );
-                        self.flush_unit(&unit);
+                        self.write_event(&unit, &label, &text);
                     }
                     self.ungate(&label);
                 }
@@ -253,16 +244,7 @@ impl CaptureThread {
                     // What the instance wrote before (its last words before it exited, say)
                     // goes first.
                     self.drain_instance(&label);
-                    let stamp = timestamp(SystemTime::now());
-                    self.emit(
-                        &unit,
-                        &label,
-                        Stream::Clusterd,
-                        text.as_bytes(),
-                        false,
-                        &stamp,
-                    );
-                    self.flush_unit(&unit);
+                    self.write_event(&unit, &label, &text);
                 }
                 Ok(Command::Serve { query, socket }) => self.serve(query, socket),
                 Ok(Command::Reopen) => self.reopen_all(),
@@ -273,6 +255,20 @@ impl CaptureThread {
                 Err(TryRecvError::Disconnected) => return false,
             }
         }
+    }
+
+    /// Writes clusterd's event `text` about `label` into the unit's file, now.
+    fn write_event(&mut self, unit: &str, label: &str, text: &str) {
+        let stamp = timestamp(SystemTime::now());
+        self.emit(
+            unit,
+            label,
+            Stream::Clusterd,
+            text.as_bytes(),
+            false,
+            &stamp,
+        );
+        self.flush_unit(unit);
     }
 
     fn configure(&mut self, unit: &str, settings: CaptureSettings) {
