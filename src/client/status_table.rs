@@ -1,15 +1,15 @@
 //! Rendering a status report for people: a table of units, then a table of instances.
 //!
 //! ```text
-//! UNIT    STATE    INSTANCES  RESTARTS  LOG   DESCRIPTION
-//! crashy  failed   0/1        3         file  crashes on purpose
-//! web     running  2/2        0         file  example web server
+//! UNIT    STATE    INSTANCES  RESTARTS  CPU   MEM    LOG   DESCRIPTION
+//! crashy  failed   0/1        3         -     -      file  crashes on purpose
+//! web     running  2/2        0         0.4%  24.1M  file  example web server
 //!
 //! crashy: gave up: more than 3 restart(s) within 30s
 //!
-//! UNIT    #  PID    STATE    UPTIME  RESTARTS  LAST EXIT
-//! crashy  0  -      stopped  -       3         exited with code 1
-//! web     0  41230  running  2m 4s   0         -
+//! UNIT    #  PID    STATE    UPTIME  CPU   MEM    RESTARTS  LAST EXIT
+//! crashy  0  -      stopped  -       -     -      3         exited with code 1
+//! web     0  41230  running  2m 4s   0.2%  12.1M  0         -
 //! ```
 
 use std::time::Duration;
@@ -26,6 +26,8 @@ pub fn render(report: &StatusReport) -> String {
         "STATE".into(),
         "INSTANCES".into(),
         "RESTARTS".into(),
+        "CPU".into(),
+        "MEM".into(),
         "LOG".into(),
         "DESCRIPTION".into(),
     ]];
@@ -36,6 +38,8 @@ pub fn render(report: &StatusReport) -> String {
         "PID".into(),
         "STATE".into(),
         "UPTIME".into(),
+        "CPU".into(),
+        "MEM".into(),
         "RESTARTS".into(),
         "LAST EXIT".into(),
     ]];
@@ -54,6 +58,8 @@ pub fn render(report: &StatusReport) -> String {
                 format!("{running}/{}", unit.wanted_instances)
             },
             unit.restarts.to_string(),
+            unit.cpu_percent.map_or("-".into(), |p| format!("{p:.1}%")),
+            unit.memory_bytes.map_or("-".into(), format_bytes),
             unit.log.as_deref().map_or("-".into(), |log| {
                 // `file PATH`: the path is in `--json`; the column says where.
                 log.split(' ').next().unwrap_or(log).to_string()
@@ -85,6 +91,10 @@ pub fn render(report: &StatusReport) -> String {
                 instance
                     .uptime_ms
                     .map_or("-".into(), |ms| format_uptime(Duration::from_millis(ms))),
+                instance
+                    .cpu_percent
+                    .map_or("-".into(), |p| format!("{p:.1}%")),
+                instance.memory_bytes.map_or("-".into(), format_bytes),
                 instance.restarts.to_string(),
                 last,
             ]);
@@ -155,6 +165,19 @@ pub fn format_uptime(uptime: Duration) -> String {
     }
 }
 
+/// `512K`, `12.3M`, `1.2G`: memory, as `ps` and `top` show it.
+fn format_bytes(bytes: u64) -> String {
+    const K: f64 = 1024.0;
+    let b = bytes as f64;
+    if b < K * K {
+        format!("{:.0}K", b / K)
+    } else if b < K * K * K {
+        format!("{:.1}M", b / K / K)
+    } else {
+        format!("{:.1}G", b / K / K / K)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +207,8 @@ mod tests {
                 error: None,
                 log: Some("file /var/log/clusterd/web.log".into()),
                 log_problem: None,
+                cpu_percent: Some(2.5),
+                memory_bytes: Some(12 << 20),
                 instances: vec![InstanceStatus {
                     index: 0,
                     pid: Some(4242),
@@ -193,6 +218,9 @@ mod tests {
                     last_exit: Some("exited with code 1".into()),
                     status_text: None,
                     draining: false,
+                    cpu_percent: Some(2.5),
+                    cpu_seconds: Some(0.1),
+                    memory_bytes: Some(12 << 20),
                 }],
             }],
             isolation: None,
@@ -200,11 +228,11 @@ mod tests {
         let text = render(&report);
         assert_eq!(
             text,
-            "UNIT  STATE    INSTANCES  RESTARTS  LOG   DESCRIPTION\n\
-             web   running  1/1        1         file  demo\n\
+            "UNIT  STATE    INSTANCES  RESTARTS  CPU   MEM    LOG   DESCRIPTION\n\
+             web   running  1/1        1         2.5%  12.0M  file  demo\n\
              \n\
-             UNIT  #  PID   STATE    UPTIME  RESTARTS  LAST EXIT\n\
-             web   0  4242  running  5s      1         exited with code 1\n"
+             UNIT  #  PID   STATE    UPTIME  CPU   MEM    RESTARTS  LAST EXIT\n\
+             web   0  4242  running  5s      2.5%  12.0M  1         exited with code 1\n"
         );
     }
 }

@@ -185,6 +185,11 @@ pub struct UnitStatus {
     /// journald cannot be reached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_problem: Option<String>,
+    /// The sums over its instances of `cpu_percent` and `memory_bytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
     pub instances: Vec<InstanceStatus>,
 }
 
@@ -206,6 +211,17 @@ pub struct InstanceStatus {
     /// True for a process that was replaced (suicide or reload) and is finishing its work.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub draining: bool,
+    /// CPU used by the whole instance (every process of it, exited children included where
+    /// clusterd puts instances in cgroups), in % of one CPU, since the previous status (or,
+    /// on the first, since the instance started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<f64>,
+    /// CPU seconds used by the whole instance since it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_seconds: Option<f64>,
+    /// Resident memory of the whole instance, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 //! channel. The daemon uses [`crate::daemon::os::os_process_control::OsProcessControl`]; the supervisor's
 //! unit tests use a recording fake, so the state machine runs without real processes.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::time::Instant;
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -214,6 +216,15 @@ pub(crate) enum GracefulStop {
     Disconnecting,
 }
 
+/// What an instance uses: all of its processes together.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Usage {
+    pub(crate) cpu_seconds: f64,
+    /// Over the time since the previous measurement (or since the instance started).
+    pub(crate) cpu_percent: f64,
+    pub(crate) memory_bytes: u64,
+}
+
 pub(crate) trait ProcessControl {
     /// Binds the `listen` sockets of `unit` (the shared ones; reuseport sockets are bound per
     /// index when an instance needs them). They belong to the unit and outlive its instances
@@ -296,6 +307,13 @@ pub(crate) trait ProcessControl {
     /// its log notes it, and its output is read from then on.
     fn instance_started(&mut self, unit: &Unit, index: u32, pid: Pid) {
         let _ = (unit, index, pid);
+    }
+
+    /// What the given live instances (id, pid, start) use now, for status; instances it cannot
+    /// measure are left out.
+    fn usage(&self, instances: &[(SpawnId, Pid, Instant)]) -> HashMap<SpawnId, Usage> {
+        let _ = instances;
+        HashMap::new()
     }
 
     /// Where the unit's output goes, and any trouble with it, for status.

@@ -1,20 +1,29 @@
 //! Building the status report that `clusterctl status` shows.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use super::unit_runtime::UnitRuntime;
 use super::{Process, Supervisor};
 use crate::protocol::{InstanceStatus, StatusReport, UnitStatus};
-use crate::supervisor::process_control::ProcessControl;
+use crate::supervisor::process_control::{ProcessControl, SpawnId, Usage};
 
 impl<P: ProcessControl> Supervisor<P> {
     /// The status of one unit, or of all units (valid and invalid) sorted by name.
     pub(crate) fn status(&self, only: Option<&str>, now: Instant) -> StatusReport {
+        // Measured when asked, all at once: no sampling in the background.
+        let live: Vec<_> = self
+            .processes
+            .values()
+            .filter(|p| only.is_none_or(|o| o == p.unit))
+            .map(|p| (p.id, p.pid, p.started_at))
+            .collect();
+        let usage = self.os.usage(&live);
         let mut units: Vec<UnitStatus> = self
             .units
             .iter()
             .filter(|(name, _)| only.is_none_or(|o| o == name.as_str()))
-            .map(|(name, rt)| self.unit_status(name, rt, now))
+            .map(|(name, rt)| self.unit_status(name, rt, &usage, now))
             .collect();
         for (name, error) in &self.invalid {
             if only.is_none_or(|o| o == name) {
@@ -28,6 +37,8 @@ impl<P: ProcessControl> Supervisor<P> {
                     error: Some(error.to_string()),
                     log: None,
                     log_problem: None,
+                    cpu_percent: None,
+                    memory_bytes: None,
                     instances: Vec::new(),
                 });
             }
@@ -39,7 +50,13 @@ impl<P: ProcessControl> Supervisor<P> {
         }
     }
 
-    fn unit_status(&self, name: &str, rt: &UnitRuntime, now: Instant) -> UnitStatus {
+    fn unit_status(
+        &self,
+        name: &str,
+        rt: &UnitRuntime,
+        usage: &HashMap<SpawnId, Usage>,
+        now: Instant,
+    ) -> UnitStatus {
         let mut processes: Vec<&Process> = self.processes_of(name).collect();
         processes.sort_by_key(|p| (p.index, p.id));
         let mut instances = Vec::new();
@@ -47,9 +64,14 @@ impl<P: ProcessControl> Supervisor<P> {
             let index = index as u32;
             let current = slot.current.and_then(|id| self.processes.get(&id));
             instances.push(match current {
-                Some(p) => {
-                    self.instance_status(p, slot.restarts, slot.last_exit.clone(), false, now)
-                }
+                Some(p) => self.instance_status(
+                    p,
+                    slot.restarts,
+                    slot.last_exit.clone(),
+                    false,
+                    usage.get(&p.id),
+                    now,
+                ),
                 None => InstanceStatus {
                     index,
                     pid: None,
@@ -59,6 +81,9 @@ impl<P: ProcessControl> Supervisor<P> {
                     last_exit: slot.last_exit.clone(),
                     status_text: None,
                     draining: false,
+                    cpu_percent: None,
+                    cpu_seconds: None,
+                    memory_bytes: None,
                 },
             });
         }
@@ -72,6 +97,9 @@ impl<P: ProcessControl> Supervisor<P> {
                 last_exit: None,
                 status_text: None,
                 draining: false,
+                cpu_percent: None,
+                cpu_seconds: None,
+                memory_bytes: None,
             });
         }
         // Processes that are not the current one of a wanted index: replaced ones finishing
@@ -83,7 +111,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 .is_some_and(|s| s.current == Some(p.id))
                 && p.index < rt.wanted;
             if !is_current {
-                instances.push(self.instance_status(p, 0, None, true, now));
+                instances.push(self.instance_status(p, 0, None, true, usage.get(&p.id), now));
             }
         }
 
@@ -119,6 +147,8 @@ impl<P: ProcessControl> Supervisor<P> {
                 .os
                 .log_destination(&rt.unit)
                 .and_then(|(_, problem)| problem),
+            cpu_percent: sum(instances.iter().filter_map(|i| i.cpu_percent)),
+            memory_bytes: sum(instances.iter().filter_map(|i| i.memory_bytes)),
             instances,
         }
     }
@@ -129,6 +159,7 @@ impl<P: ProcessControl> Supervisor<P> {
         restarts: u32,
         last_exit: Option<String>,
         draining: bool,
+        usage: Option<&Usage>,
         now: Instant,
     ) -> InstanceStatus {
         let state = if p.stopping {
@@ -147,6 +178,15 @@ impl<P: ProcessControl> Supervisor<P> {
             last_exit,
             status_text: p.status_text.clone(),
             draining: draining || p.announced_exit,
+            cpu_percent: usage.map(|u| u.cpu_percent),
+            cpu_seconds: usage.map(|u| u.cpu_seconds),
+            memory_bytes: usage.map(|u| u.memory_bytes),
         }
     }
+}
+
+/// The sum of what was measured; `None` if nothing was.
+fn sum<T: std::iter::Sum<T>>(mut values: impl Iterator<Item = T>) -> Option<T> {
+    let first = values.next()?;
+    Some(std::iter::once(first).chain(values).sum())
 }

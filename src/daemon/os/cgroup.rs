@@ -253,6 +253,11 @@ impl InstanceCgroup {
         populated(&self.path)
     }
 
+    /// The path of one of the cgroup's files (`cpu.stat`, ...).
+    pub(crate) fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
     /// Removes the (empty) cgroup. False if it is not empty yet.
     pub(crate) fn remove(&self) -> bool {
         match fs::remove_dir(&self.path) {

@@ -1,8 +1,8 @@
 //! The operating system as the supervisor needs it: [`os_process_control`] (the real
 //! `ProcessControl`) built on [`spawn`] (fork/exec from a threaded process), [`cgroup`]
 //! (instances in cgroups of their own), [`listen_sockets`] (the sockets units share),
-//! [`unix_socket_file`] (is a socket file stale?) and [`fd_limit`] (clusterd's own, and its
-//! instances').
+//! [`unix_socket_file`] (is a socket file stale?), [`fd_limit`] (clusterd's own, and its
+//! instances') and [`usage`] (what each instance uses).
 
 pub(crate) mod cgroup;
 pub(crate) mod fd_limit;
@@ -10,3 +10,4 @@ pub(crate) mod listen_sockets;
 pub(crate) mod os_process_control;
 pub(crate) mod spawn;
 pub(crate) mod unix_socket_file;
+pub(crate) mod usage;

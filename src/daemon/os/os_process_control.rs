@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::time::Instant;
 
 use log::{debug, warn};
 use nix::errno::Errno;
@@ -17,11 +18,12 @@ use crate::daemon::logs::Logs;
 use crate::daemon::os::cgroup::{CgroupTree, InstanceCgroup};
 use crate::daemon::os::listen_sockets::UnitSockets;
 use crate::daemon::os::spawn::{inherited_environment, spawn, ExecRequest, FIRST_PASSED_FD};
+use crate::daemon::os::usage::UsageMeter;
 use crate::daemon::worker_io::WorkerIo;
 use crate::node_cluster::{WorkerInfo, WorkerRights};
 use crate::supervisor::process_control::{
     GracefulStop, HookRequest, ProcessControl, RawWaitStatus, SpawnError, SpawnId, SpawnRequest,
-    SpawnStage,
+    SpawnStage, Usage,
 };
 use crate::unit::{NodeClusterStop, Unit};
 
@@ -53,6 +55,7 @@ pub(crate) struct OsProcessControl {
     empty_cgroups: Vec<InstanceCgroup>,
     /// Where the instances' output goes.
     logs: Logs,
+    usage: UsageMeter,
 }
 
 impl OsProcessControl {
@@ -76,6 +79,7 @@ impl OsProcessControl {
             spares_wanted: Vec::new(),
             empty_cgroups: Vec::new(),
             logs,
+            usage: UsageMeter::default(),
         })
     }
 
@@ -354,6 +358,10 @@ impl ProcessControl for OsProcessControl {
             !empty
         });
         cleared
+    }
+
+    fn usage(&self, instances: &[(SpawnId, Pid, Instant)]) -> HashMap<SpawnId, Usage> {
+        self.usage.measure(instances, &self.instance_cgroups)
     }
 
     fn instance_started(&mut self, unit: &Unit, index: u32, pid: Pid) {

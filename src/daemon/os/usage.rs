@@ -1,0 +1,171 @@
+//! What an instance uses — CPU time and resident memory of all of its processes together —
+//! read from the kernel when status is asked for, never sampled in the background.
+//!
+//! - In a cgroup: CPU from `cpu.stat` (`usage_usec`, which counts processes that have exited
+//!   too); memory from `memory.current` where the memory controller is enabled, else the sum
+//!   of the resident memory of every process listed in `cgroup.procs`.
+//! - In a process group: one pass over `/proc` sums, per group, the CPU of its processes and
+//!   of the children they reaped (`utime + stime + cutime + cstime`) and their resident
+//!   memory.
+//!
+//! CPU % is over the time since the previous measurement of the instance, or, the first time,
+//! since the instance started.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fs;
+use std::time::Instant;
+
+use nix::unistd::Pid;
+
+use crate::daemon::os::cgroup::InstanceCgroup;
+use crate::supervisor::process_control::{SpawnId, Usage};
+
+#[derive(Default)]
+pub(crate) struct UsageMeter {
+    /// The previous measurement of each instance: when, and its CPU seconds then.
+    previous: RefCell<HashMap<SpawnId, (Instant, f64)>>,
+}
+
+impl UsageMeter {
+    pub(crate) fn measure(
+        &self,
+        instances: &[(SpawnId, Pid, Instant)],
+        cgroups: &HashMap<SpawnId, InstanceCgroup>,
+    ) -> HashMap<SpawnId, Usage> {
+        let now = Instant::now();
+        let mut groups: Option<HashMap<i32, (f64, u64)>> = None;
+        let mut measured = HashMap::new();
+        let mut previous = self.previous.borrow_mut();
+        for &(id, pid, started_at) in instances {
+            let totals = match cgroups.get(&id) {
+                Some(cgroup) => cgroup_totals(cgroup),
+                None => groups
+                    .get_or_insert_with(process_groups)
+                    .get(&pid.as_raw())
+                    .copied(),
+            };
+            let Some((cpu_seconds, memory_bytes)) = totals else {
+                continue;
+            };
+            let (since, cpu_before) = previous.get(&id).copied().unwrap_or((started_at, 0.0));
+            let elapsed = now.saturating_duration_since(since).as_secs_f64();
+            let cpu_percent = if elapsed > 0.0 {
+                ((cpu_seconds - cpu_before).max(0.0) / elapsed * 100.0 * 10.0).round() / 10.0
+            } else {
+                0.0
+            };
+            previous.insert(id, (now, cpu_seconds));
+            measured.insert(
+                id,
+                Usage {
+                    cpu_seconds,
+                    cpu_percent,
+                    memory_bytes,
+                },
+            );
+        }
+        // Only instances measured this time are remembered (a status of one unit forgets the
+        // others' previous measurement; their next CPU % covers a longer time).
+        previous.retain(|id, _| measured.contains_key(id));
+        measured
+    }
+}
+
+/// CPU seconds and resident bytes of everything in the cgroup.
+fn cgroup_totals(cgroup: &InstanceCgroup) -> Option<(f64, u64)> {
+    let stat = fs::read_to_string(cgroup.file("cpu.stat")).ok()?;
+    let usec: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))?
+        .trim()
+        .parse()
+        .ok()?;
+    let memory = match fs::read_to_string(cgroup.file("memory.current")) {
+        Ok(text) => text.trim().parse().ok()?,
+        Err(_) => fs::read_to_string(cgroup.file("cgroup.procs"))
+            .ok()?
+            .lines()
+            .filter_map(|l| l.trim().parse::<i32>().ok())
+            .filter_map(resident_bytes)
+            .sum(),
+    };
+    Some((usec as f64 / 1e6, memory))
+}
+
+/// Per process group: CPU seconds (with reaped children's) and resident bytes of its
+/// processes.
+fn process_groups() -> HashMap<i32, (f64, u64)> {
+    let ticks = clock_ticks();
+    let mut groups: HashMap<i32, (f64, u64)> = HashMap::new();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return groups;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Some((pgrp, cpu_ticks)) = stat_fields(pid) else {
+            continue;
+        };
+        let slot = groups.entry(pgrp).or_default();
+        slot.0 += cpu_ticks as f64 / ticks;
+        slot.1 += resident_bytes(pid).unwrap_or(0);
+    }
+    groups
+}
+
+/// The process group and utime + stime + cutime + cstime of `pid` (/proc/PID/stat).
+fn stat_fields(pid: i32) -> Option<(i32, u64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // After the name: state(0) ppid(1) pgrp(2) ... utime(11) stime(12) cutime(13) cstime(14).
+    let pgrp = fields.get(2)?.parse().ok()?;
+    let cpu = (11..=14)
+        .map(|i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+        .sum::<Option<u64>>()?;
+    Some((pgrp, cpu))
+}
+
+fn resident_bytes(pid: i32) -> Option<u64> {
+    let statm = fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split(' ').nth(1)?.parse().ok()?;
+    Some(pages * page_size())
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
+    }
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).unwrap_or(4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_found_in_its_group_with_its_memory() {
+        let me = std::process::id() as i32;
+        let (pgrp, _) = stat_fields(me).expect("own stat");
+        let groups = process_groups();
+        let (_, memory) = groups.get(&pgrp).copied().expect("own group");
+        assert!(memory >= resident_bytes(me).unwrap_or(0));
+        assert!(memory > 0);
+    }
+}
