@@ -181,6 +181,8 @@ fn the_replacement_starts_while_the_old_process_drains(d: &Daemon, dir: &Path) {
     assert_eq!(status["restarts"], 1, "{status:#}");
     let draining = entry_for(&status, old).expect("the old process is listed while it drains");
     assert_eq!(draining["draining"], true, "{status:#}");
+    // Not "running": a script mapping index → running pid finds the replacement.
+    assert_eq!(draining["state"], "draining", "{status:#}");
 
     fs::write(dir.join("release"), "").unwrap();
     wait_for("the old process to exit on its own", PATIENCE, || {

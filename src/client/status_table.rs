@@ -74,7 +74,8 @@ pub fn render(report: &StatusReport) -> String {
         }
         for instance in &unit.instances {
             let mut state = instance.state.clone();
-            if instance.draining {
+            if instance.draining && instance.state != "draining" {
+                // Stopping, say: it was replaced all the same.
                 state.push_str(" (replaced)");
             }
             let last = match (&instance.last_exit, &instance.status_text) {

@@ -197,7 +197,8 @@ pub struct UnitStatus {
 pub struct InstanceStatus {
     pub index: u32,
     pub pid: Option<u32>,
-    /// `starting`, `running`, `stopping` or `stopped`.
+    /// `starting`, `running`, `draining` (replaced, finishing its work), `stopping` or
+    /// `stopped`.
     pub state: String,
     pub restarts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -162,8 +162,13 @@ impl<P: ProcessControl> Supervisor<P> {
         usage: Option<&Usage>,
         now: Instant,
     ) -> InstanceStatus {
+        let draining = draining || p.announced_exit;
+        // A replaced process finishing its work is not "running": a script that maps an
+        // index to its running pid must find the replacement.
         let state = if p.stopping {
             "stopping"
+        } else if draining {
+            "draining"
         } else if !p.ready {
             "starting"
         } else {
@@ -177,7 +182,7 @@ impl<P: ProcessControl> Supervisor<P> {
             uptime_ms: Some(now.saturating_duration_since(p.started_at).as_millis() as u64),
             last_exit,
             status_text: p.status_text.clone(),
-            draining: draining || p.announced_exit,
+            draining,
             cpu_percent: usage.map(|u| u.cpu_percent),
             cpu_seconds: usage.map(|u| u.cpu_seconds),
             memory_bytes: usage.map(|u| u.memory_bytes),
