@@ -350,3 +350,53 @@ fn an_on_giveup_hook_that_ignores_sigterm_cannot_hold_the_shutdown() {
     );
     assert!(daemon.log().contains("still running"), "{}", daemon.log());
 }
+
+/// `status UNIT` tells why things happened: the unit's last lifecycle events, in the table
+/// and in the JSON.
+#[test]
+fn status_of_a_unit_shows_its_last_events() {
+    let daemon = Daemon::start(&[(
+        "crashy",
+        "command = [\"sh\", \"-c\", \"sleep 0.2; exit 3\"]\nrestart_limit = { burst = 2, interval = \"1m\" }\n",
+    )]);
+    wait_for("the give-up", PATIENCE, || {
+        daemon.unit("crashy")["gave_up"] == true
+    });
+    let out = daemon.ctl(&["status", "crashy", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let unit = report["units"][0].clone();
+    let events: Vec<String> = unit["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["text"].as_str().unwrap_or("").to_string())
+        .collect();
+    let exits = events
+        .iter()
+        .filter(|t| t.contains("exited with code 3"))
+        .count();
+    let restarts = events
+        .iter()
+        .filter(|t| t.starts_with("restarting"))
+        .count();
+    assert_eq!((exits, restarts), (3, 2), "{events:#?}");
+    assert!(
+        events
+            .first()
+            .is_some_and(|t| t.starts_with("started, pid")),
+        "{events:#?}"
+    );
+    assert!(
+        events.last().is_some_and(|t| t.starts_with("gave up")),
+        "{events:#?}"
+    );
+    assert!(unit["events"][0]["ago_ms"].as_u64().is_some());
+    let out = daemon.ctl(&["status", "crashy"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("WHEN") && text.contains("crashy[0]: restarting"),
+        "{text}"
+    );
+    // The status of every unit stays short.
+    assert!(daemon.status()["units"][0]["events"].is_null());
+}

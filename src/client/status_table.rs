@@ -113,6 +113,22 @@ pub fn render(report: &StatusReport) -> String {
         out.push('\n');
         out.push_str(&table(&instances));
     }
+    // `status UNIT`: why things happened, newest last.
+    for unit in report.units.iter().filter(|u| !u.events.is_empty()) {
+        let mut events = vec![vec!["WHEN".to_string(), "WHAT".into()]];
+        for event in &unit.events {
+            let who = match event.instance {
+                Some(i) => format!("{}[{i}]", unit.name),
+                None => unit.name.clone(),
+            };
+            events.push(vec![
+                format!("{} ago", format_uptime(Duration::from_millis(event.ago_ms))),
+                format!("{who}: {}", event.text),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&table(&events));
+    }
     if let Some(isolation) = &report.isolation {
         out.push_str(&format!(
             "\ninstances isolated by {}\n",
@@ -210,6 +226,7 @@ mod tests {
                 log_problem: None,
                 cpu_percent: Some(2.5),
                 memory_bytes: Some(12 << 20),
+                events: Vec::new(),
                 instances: vec![InstanceStatus {
                     index: 0,
                     pid: Some(4242),

@@ -191,6 +191,21 @@ pub struct UnitStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_bytes: Option<u64>,
     pub instances: Vec<InstanceStatus>,
+    /// Its last lifecycle events, oldest first (`status UNIT` only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<EventStatus>,
+}
+
+/// One lifecycle event of a unit: started, exited, restarting, suicide, gave up, reload...
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventStatus {
+    /// How long ago, in milliseconds.
+    pub ago_ms: u64,
+    /// The instance it is about; none for the unit as a whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<u32>,
+    /// What happened, as the unit's log says it (`pid 4242 exited with code 1`).
+    pub text: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

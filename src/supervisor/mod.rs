@@ -108,18 +108,21 @@ impl<P: ProcessControl> Supervisor<P> {
         }
     }
 
-    /// Hands the events about units noted meanwhile to the OS side (their logs).
-    fn pass_on_unit_events(&mut self) {
+    /// Hands the events about units noted meanwhile to the OS side (their logs), and keeps
+    /// them for status.
+    fn pass_on_unit_events(&mut self, now: Instant) {
         for event in std::mem::take(&mut self.unit_events) {
             match event {
                 UnitEvent::Started { unit, index, pid } => {
-                    if let Some(rt) = self.units.get(&unit) {
+                    if let Some(rt) = self.units.get_mut(&unit) {
                         self.os.instance_started(&rt.unit, index, pid);
+                        rt.remember(now, Some(index), format!("started, pid {pid}"));
                     }
                 }
                 UnitEvent::Note { unit, index, text } => {
-                    if let Some(rt) = self.units.get(&unit) {
+                    if let Some(rt) = self.units.get_mut(&unit) {
                         self.os.unit_event(&rt.unit, index, &text);
+                        rt.remember(now, index, text);
                     }
                 }
             }
@@ -141,7 +144,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 }
             }
         }
-        self.pass_on_unit_events();
+        self.pass_on_unit_events(now);
     }
 
     pub(crate) fn handle(&mut self, event: Event, now: Instant) {
@@ -159,7 +162,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 ..
             } => self.on_notify(pid, pgid, instance, message, now),
         }
-        self.pass_on_unit_events();
+        self.pass_on_unit_events(now);
     }
 
     /// The nearest deadline; the loop sleeps until then unless an event comes first.
@@ -198,7 +201,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 }
             }
         }
-        self.pass_on_unit_events();
+        self.pass_on_unit_events(now);
     }
 
     /// True once a shutdown has stopped every child clusterd started.

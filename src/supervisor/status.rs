@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::unit_runtime::UnitRuntime;
 use super::{Process, Supervisor};
-use crate::protocol::{InstanceStatus, StatusReport, UnitStatus};
+use crate::protocol::{EventStatus, InstanceStatus, StatusReport, UnitStatus};
 use crate::supervisor::process_control::{ProcessControl, SpawnId, Usage};
 
 impl<P: ProcessControl> Supervisor<P> {
@@ -23,7 +23,21 @@ impl<P: ProcessControl> Supervisor<P> {
             .units
             .iter()
             .filter(|(name, _)| only.is_none_or(|o| o == name.as_str()))
-            .map(|(name, rt)| self.unit_status(name, rt, &usage, now))
+            .map(|(name, rt)| {
+                let mut status = self.unit_status(name, rt, &usage, now);
+                if only.is_some() {
+                    status.events = rt
+                        .recent
+                        .iter()
+                        .map(|e| EventStatus {
+                            ago_ms: now.saturating_duration_since(e.at).as_millis() as u64,
+                            instance: e.index,
+                            text: e.text.clone(),
+                        })
+                        .collect();
+                }
+                status
+            })
             .collect();
         for (name, error) in &self.invalid {
             if only.is_none_or(|o| o == name) {
@@ -40,6 +54,7 @@ impl<P: ProcessControl> Supervisor<P> {
                     cpu_percent: None,
                     memory_bytes: None,
                     instances: Vec::new(),
+                    events: Vec::new(),
                 });
             }
         }
@@ -150,6 +165,7 @@ impl<P: ProcessControl> Supervisor<P> {
             cpu_percent: sum(instances.iter().filter_map(|i| i.cpu_percent)),
             memory_bytes: sum(instances.iter().filter_map(|i| i.memory_bytes)),
             instances,
+            events: Vec::new(),
         }
     }
 

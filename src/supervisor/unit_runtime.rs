@@ -37,6 +37,29 @@ pub(super) struct UnitRuntime {
     pub rollout: Option<Rollout>,
     /// The delay of the armed retry of starts that failed for lack of system resources.
     pub retry_delay: Option<std::time::Duration>,
+    /// The unit's last lifecycle events, newest last, at most [`RECENT_EVENTS`]: `status
+    /// UNIT` shows why things happened.
+    pub recent: std::collections::VecDeque<RecentEvent>,
+}
+
+/// How many lifecycle events a unit keeps for status.
+pub(super) const RECENT_EVENTS: usize = 20;
+
+/// One lifecycle event of a unit, for status.
+pub(super) struct RecentEvent {
+    pub at: std::time::Instant,
+    pub index: Option<u32>,
+    pub text: String,
+}
+
+impl UnitRuntime {
+    /// Remembers an event, forgetting the oldest beyond [`RECENT_EVENTS`].
+    pub(super) fn remember(&mut self, at: std::time::Instant, index: Option<u32>, text: String) {
+        if self.recent.len() == RECENT_EVENTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(RecentEvent { at, index, text });
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -94,6 +117,7 @@ impl UnitRuntime {
             processes: Default::default(),
             rollout: None,
             retry_delay: None,
+            recent: Default::default(),
         }
     }
 
