@@ -16,12 +16,15 @@
 //!   reaping, cgroups, listening sockets.
 //! - [`node_cluster`]: for `node_cluster` units the I/O thread is the Node cluster primary, so
 //!   unmodified Node apps that call `server.listen(3000)` share the port.
+//! - [`metrics`]: a status report as Prometheus metrics, for `clusterctl metrics` and
+//!   `clusterd --metrics-listen` alike.
 //! - [`printable`] and [`log_limit`]: small helpers several of them share — text safe for a
 //!   terminal, warnings that cannot flood the log.
 
 pub mod client;
 pub mod daemon;
 pub(crate) mod log_limit;
+pub mod metrics;
 pub(crate) mod node_cluster;
 pub mod printable;
 pub mod protocol;

@@ -72,6 +72,9 @@ enum Command {
     /// Reopen every log file by name, after an external logrotate renamed them (same as
     /// SIGUSR1 to clusterd).
     ReopenLogs,
+    /// Print every unit's and instance's metrics in the Prometheus text format (for
+    /// node_exporter's textfile collector).
+    Metrics,
 }
 
 /// `eprintln!` that cannot panic: stderr may be a closed pipe too.
@@ -88,7 +91,12 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let socket = control_socket_path(args.socket);
     let mut json = false;
+    let mut metrics = false;
     let request = match args.command {
+        Command::Metrics => {
+            metrics = true;
+            Request::Status { unit: None }
+        }
         Command::Status { unit, json: j } => {
             json = j;
             Request::Status { unit }
@@ -126,7 +134,12 @@ fn main() -> ExitCode {
         return code;
     }
     let text = if let Some(status) = &response.status {
-        if json {
+        if metrics {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            clusterd::metrics::render(status, now)
+        } else if json {
             match serde_json::to_string_pretty(status) {
                 Ok(text) => json_for_terminal(&text) + "\n",
                 Err(e) => {

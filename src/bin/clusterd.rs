@@ -44,6 +44,11 @@ struct Args {
     #[arg(long, value_name = "TO", default_value = "file", value_parser = parse_log_to)]
     log_default: LogTo,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 (off by default;
+    /// anyone who can reach the address can read them).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
+
     /// Validate the unit files, print every error, and exit (1 if any file is invalid).
     #[arg(long)]
     check: bool,
@@ -74,6 +79,7 @@ fn main() -> ExitCode {
             dir: args.log_dir.unwrap_or_else(LogOptions::default_dir),
             default_to: args.log_default,
         },
+        metrics_listen: args.metrics_listen,
     };
     match run(options) {
         Ok(()) => ExitCode::SUCCESS,

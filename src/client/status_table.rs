@@ -242,6 +242,7 @@ mod tests {
                 }],
             }],
             isolation: None,
+            daemon: None,
         };
         let text = render(&report);
         assert_eq!(

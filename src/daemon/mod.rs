@@ -8,11 +8,13 @@
 //!   service manager);
 //! - [`log_output`]: clusterd's own log lines, held back while the loop reacts;
 //!   [`logs`]: the instances' output — files, console, journald — and `clusterctl logs`;
+//! - [`metrics_server`]: `GET /metrics` for Prometheus (`--metrics-listen`);
 //! - [`os`]: the real operating system behind the supervisor's `ProcessControl`.
 
 pub(crate) mod control_server;
 pub mod log_output;
 pub mod logs;
+pub(crate) mod metrics_server;
 pub(crate) mod os;
 pub(crate) mod sd_notify;
 pub(crate) mod signals;
@@ -46,6 +48,8 @@ pub struct DaemonOptions {
     pub isolation: Isolation,
     /// Where instances' output goes by default, and where log files live.
     pub logs: LogOptions,
+    /// Serve Prometheus metrics at `http://ADDR/metrics`.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// `--isolation`: how instances are kept together (see [`crate::cgroup`]).
@@ -122,6 +126,9 @@ pub fn run(options: DaemonOptions) -> Result<(), String> {
         logs.clone(),
     )
     .map_err(|e| format!("cannot serve the control socket: {e}"))?;
+    if let Some(address) = options.metrics_listen {
+        metrics_server::serve(address, events.clone())?;
+    }
     info!(
         "clusterd {} ready: {} unit(s) from {}, {} instance(s), control socket {}",
         env!("CARGO_PKG_VERSION"),

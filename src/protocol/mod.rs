@@ -160,6 +160,20 @@ pub struct StatusReport {
     /// How instances are kept together: `cgroup (PATH)` or `process-group (why)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolation: Option<String>,
+    /// clusterd itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon: Option<DaemonStatus>,
+}
+
+/// What clusterd itself uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    pub pid: u32,
+    pub cpu_seconds: f64,
+    pub memory_bytes: u64,
+    pub open_fds: u64,
+    /// When it started, in seconds since the Unix epoch.
+    pub start_time_seconds: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -316,6 +316,11 @@ pub(crate) trait ProcessControl {
         HashMap::new()
     }
 
+    /// What clusterd itself uses, for status and metrics.
+    fn daemon_status(&self) -> Option<crate::protocol::DaemonStatus> {
+        None
+    }
+
     /// Where the unit's output goes, and any trouble with it, for status.
     fn log_destination(&self, unit: &Unit) -> Option<(String, Option<String>)> {
         let _ = unit;

@@ -62,6 +62,7 @@ impl<P: ProcessControl> Supervisor<P> {
         StatusReport {
             units,
             isolation: self.os.isolation(),
+            daemon: self.os.daemon_status(),
         }
     }
 

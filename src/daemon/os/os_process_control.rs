@@ -360,6 +360,10 @@ impl ProcessControl for OsProcessControl {
         cleared
     }
 
+    fn daemon_status(&self) -> Option<crate::protocol::DaemonStatus> {
+        crate::daemon::os::usage::own_process()
+    }
+
     fn usage(&self, instances: &[(SpawnId, Pid, Instant)]) -> HashMap<SpawnId, Usage> {
         self.usage.measure(instances, &self.instance_cgroups)
     }

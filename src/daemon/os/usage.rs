@@ -20,6 +20,7 @@ use std::time::Instant;
 use nix::unistd::Pid;
 
 use crate::daemon::os::cgroup::InstanceCgroup;
+use crate::protocol::DaemonStatus;
 use crate::supervisor::process_control::{SpawnId, Usage};
 
 #[derive(Default)]
@@ -154,6 +155,34 @@ fn resident_bytes(pid: i32) -> Option<u64> {
     let statm = read_small(Path::new(&format!("/proc/{pid}/statm")))?;
     let pages: u64 = statm.split(' ').nth(1)?.parse().ok()?;
     Some(pages * page_size())
+}
+
+/// clusterd's own pid, CPU, memory, open descriptors and start time.
+pub(crate) fn own_process() -> Option<DaemonStatus> {
+    let pid = std::process::id();
+    let stat = read_small(Path::new("/proc/self/stat"))?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks = clock_ticks();
+    let cpu: u64 = (11..=12)
+        .map(|i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+        .sum::<Option<u64>>()?;
+    // starttime (field 22 of stat, 19 after the name): ticks after boot.
+    let started_ticks: f64 = fields.get(19)?.parse().ok()?;
+    let boot_time: f64 = read_small(Path::new("/proc/stat"))?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    let open_fds = fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+    Some(DaemonStatus {
+        pid,
+        cpu_seconds: cpu as f64 / ticks,
+        memory_bytes: resident_bytes(pid as i32)?,
+        open_fds,
+        start_time_seconds: boot_time + started_ticks / ticks,
+    })
 }
 
 /// A small kernel file as text, in as few system calls as it takes: open, one read (more
