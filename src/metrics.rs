@@ -100,6 +100,16 @@ pub fn render(report: &StatusReport, now: f64) -> String {
             .collect(),
     );
     family(
+        "clusterd_unit_memory_limit_replacements_total",
+        "counter",
+        "Instances of the unit replaced for going above its memory_max.",
+        report
+            .units
+            .iter()
+            .map(|u| (unit_labels(&u.name), f64::from(u.memory_replacements)))
+            .collect(),
+    );
+    family(
         "clusterd_unit_wanted_instances",
         "gauge",
         "How many instances the unit is meant to run.",
@@ -204,6 +214,7 @@ mod tests {
                     memory_bytes: Some(1 << 20),
                 }],
                 events: Vec::new(),
+                memory_replacements: 0,
             }],
             isolation: None,
             daemon: None,

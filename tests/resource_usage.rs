@@ -51,3 +51,53 @@ fn an_instance_s_children_count_in_its_cpu_and_memory_with_cgroups() {
 fn an_instance_s_children_count_in_its_cpu_and_memory_with_process_groups() {
     the_whole_instance_is_measured(&["--isolation", "process-group"]);
 }
+
+/// Grows by 16 MiB every 100 ms; on SIGTERM writes `term-PID` and exits.
+const GROWER: &str = r#"
+import os, signal, sys, time
+def bye(*_):
+    open(f"term-{os.getpid()}", "w").close()
+    sys.exit(0)
+signal.signal(signal.SIGTERM, bye)
+hoard = []
+while True:
+    if len(hoard) < 40:
+        chunk = bytearray(16 << 20)
+        chunk[::4096] = b"x" * len(chunk[::4096])
+        hoard.append(chunk)
+    time.sleep(0.1)
+"#;
+
+#[test]
+fn an_instance_above_memory_max_is_replaced_before_it_is_stopped() {
+    let files = tempfile::tempdir().expect("tmp");
+    std::fs::write(files.path().join("grow.py"), GROWER).expect("script");
+    let unit = format!(
+        "command = [\"python3\", \"grow.py\"]\nworking_directory = \"{}\"\nmemory_max = \"100MiB\"\nmemory_check_interval = \"200ms\"\nrestart_limit = {{ burst = 100, interval = \"1m\" }}\n",
+        toml_path(files.path())
+    );
+    let daemon = Daemon::start(&[("grow", &unit)]);
+    let first = daemon.wait_running("grow", 1)[0];
+    wait_for("the first instance to be told to stop", PATIENCE, || {
+        files.path().join(format!("term-{first}")).exists()
+    });
+    let log = std::fs::read_to_string(daemon.log_dir().join("grow.log")).unwrap_or_default();
+    let over = log.find("above memory_max 100.0 MiB").expect(&log);
+    let replacement = log[over..]
+        .find("clusterd | started, pid")
+        .map(|i| i + over);
+    let stopping = log.find(&format!("clusterd | stopping pid {first}"));
+    assert!(
+        replacement.is_some() && stopping.is_some() && replacement < stopping,
+        "the old instance was stopped before its replacement ran:\n{log}"
+    );
+    let unit = daemon.unit("grow");
+    assert!(
+        unit["memory_replacements"].as_u64().unwrap_or(0) >= 1,
+        "{unit}"
+    );
+    assert!(unit["restarts"].as_u64().unwrap_or(0) >= 1, "{unit}");
+    let out = daemon.ctl(&["metrics"]);
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .contains("clusterd_unit_memory_limit_replacements_total{unit=\"grow\"}"));
+}

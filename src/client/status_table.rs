@@ -227,6 +227,7 @@ mod tests {
                 cpu_percent: Some(2.5),
                 memory_bytes: Some(12 << 20),
                 events: Vec::new(),
+                memory_replacements: 0,
                 instances: vec![InstanceStatus {
                     index: 0,
                     pid: Some(4242),

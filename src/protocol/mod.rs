@@ -165,6 +165,10 @@ pub struct StatusReport {
     pub daemon: Option<DaemonStatus>,
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// What clusterd itself uses.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DaemonStatus {
@@ -205,6 +209,9 @@ pub struct UnitStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_bytes: Option<u64>,
     pub instances: Vec<InstanceStatus>,
+    /// Instances replaced for going above `memory_max`, since clusterd started.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub memory_replacements: u32,
     /// Its last lifecycle events, oldest first (`status UNIT` only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<EventStatus>,

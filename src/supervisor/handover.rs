@@ -48,9 +48,11 @@ impl<P: ProcessControl> Supervisor<P> {
         Some(name)
     }
 
-    fn let_go(&mut self, old: SpawnId, handover: Handover, now: Instant) {
+    /// The process a handover replaced goes: stopped, or (after a suicide) given its
+    /// `kill_timeout` to leave on its own.
+    pub(super) fn let_go(&mut self, old: SpawnId, handover: Handover, now: Instant) {
         match handover {
-            Handover::Reload => self.stop_process(old, now),
+            Handover::Reload | Handover::Replace => self.stop_process(old, now),
             Handover::Suicide => self.arm_kill(old, now),
         }
     }
@@ -59,6 +61,15 @@ impl<P: ProcessControl> Supervisor<P> {
     /// trigger a restart; it gets `kill_timeout` (counted once the replacement is ready) to
     /// finish its work before SIGKILL.
     pub(super) fn on_suicide(&mut self, id: SpawnId, now: Instant) {
+        self.hand_over(id, Handover::Suicide, "announced its exit (suicide)", now);
+    }
+
+    /// Replaces process `id` gracefully, for the reason `why`: its replacement starts now
+    /// (within the restart budget), and once the replacement is ready the old one is let go
+    /// as `kind` says ([`Handover::Suicide`]: `kill_timeout` to leave on its own;
+    /// [`Handover::Replace`]: `kill_signal`, then `kill_timeout`). Its own exit will not
+    /// trigger a restart.
+    pub(super) fn hand_over(&mut self, id: SpawnId, kind: Handover, why: &str, now: Instant) {
         let Some(process) = self.processes.get(&id) else {
             return;
         };
@@ -92,18 +103,18 @@ impl<P: ProcessControl> Supervisor<P> {
             && index < rt.wanted
             && rt.unit.restart != RestartPolicy::Never;
         if !replace {
-            info!("{label}: announced its exit; not replacing it");
-            self.arm_kill(id, now);
+            info!("{label}: {why}; not replacing it");
+            self.let_go(id, kind, now);
             return;
         }
-        info!("{label}: announced its exit (suicide); starting its replacement");
+        info!("{label}: {why}; starting its replacement");
         self.unit_events.push(UnitEvent::note(
             name.clone(),
             Some(index),
-            "announced its exit (suicide); starting its replacement".to_string(),
+            format!("{why}; starting its replacement"),
         ));
         if !self.take_restart(&name, index, now) {
-            self.arm_kill(id, now);
+            self.let_go(id, kind, now);
             return;
         }
         let Some(rt) = self.units.get_mut(&name) else {
@@ -111,7 +122,7 @@ impl<P: ProcessControl> Supervisor<P> {
         };
         let slot = rt.slot_mut(index);
         slot.current = None;
-        slot.standby = Some((id, Handover::Suicide));
+        slot.standby = Some((id, kind));
         let before = self.next_spawn_id;
         self.start_instance(&name, index, now);
         // If no replacement could be started, the old process still gets its deadline.
@@ -120,8 +131,8 @@ impl<P: ProcessControl> Supervisor<P> {
         };
         let slot = rt.slot_mut(index);
         if slot.current.is_none_or(|c| c < before) {
-            if let Some((old, _)) = slot.standby.take() {
-                self.arm_kill(old, now);
+            if let Some((old, kind)) = slot.standby.take() {
+                self.let_go(old, kind, now);
             }
         }
         self.settle(&name, now);
@@ -154,10 +165,12 @@ impl<P: ProcessControl> Supervisor<P> {
                     now,
                 );
             }
-            Some((old, Handover::Suicide)) if slot.current == Some(id) => {
+            Some((old, kind @ (Handover::Suicide | Handover::Replace)))
+                if slot.current == Some(id) =>
+            {
                 slot.standby = None;
-                warn!("{label}: not ready within {timeout}; the process it replaces gets its kill_timeout now");
-                self.arm_kill(old, now);
+                warn!("{label}: not ready within {timeout}; the process it replaces goes now");
+                self.let_go(old, kind, now);
             }
             _ => {
                 warn!("{label}: not ready within {timeout}");

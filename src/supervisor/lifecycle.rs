@@ -196,6 +196,7 @@ impl<P: ProcessControl> Supervisor<P> {
                     // to be started, would take them for instances that cannot start.
                     self.set_ready(id, now);
                 }
+                self.arm_memory_check(name, now);
                 Ok(id)
             }
             Err(e) => {
@@ -369,7 +370,9 @@ impl<P: ProcessControl> Supervisor<P> {
                         );
                         return;
                     }
-                    Handover::Suicide => self.arm_kill(standby, now),
+                    kind @ (Handover::Suicide | Handover::Replace) => {
+                        self.let_go(standby, kind, now)
+                    }
                 }
             }
             self.maybe_restart(process, status, now);

@@ -11,6 +11,7 @@ mod daemon_reload;
 pub(crate) mod event;
 mod handover;
 mod lifecycle;
+mod memory_limit;
 mod process;
 pub(crate) mod process_control;
 mod requests;
@@ -187,6 +188,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 Timer::KillSignal(id) => self.kill_signal_after_disconnect(id),
                 Timer::ReadyTimeout(id) => self.ready_timed_out(id, now),
                 Timer::RetryStarts(unit) => self.retry_starts(&unit, now),
+                Timer::MemoryCheck(unit) => self.check_memory(&unit, now),
                 Timer::KillHook(pid) => {
                     // Still in `hooks`: not reaped, so the pid is still that hook's.
                     if let Some(unit) = self.hooks.get(&pid) {

@@ -54,6 +54,7 @@ impl<P: ProcessControl> Supervisor<P> {
                     cpu_percent: None,
                     memory_bytes: None,
                     instances: Vec::new(),
+                    memory_replacements: 0,
                     events: Vec::new(),
                 });
             }
@@ -166,6 +167,7 @@ impl<P: ProcessControl> Supervisor<P> {
             cpu_percent: sum(instances.iter().filter_map(|i| i.cpu_percent)),
             memory_bytes: sum(instances.iter().filter_map(|i| i.memory_bytes)),
             instances,
+            memory_replacements: rt.memory_replacements,
             events: Vec::new(),
         }
     }

@@ -27,6 +27,8 @@ pub(super) enum Timer {
     /// Start the missing instances of this unit again: their start failed because the
     /// system was out of resources.
     RetryStarts(String),
+    /// Check this unit's instances against its `memory_max`.
+    MemoryCheck(String),
 }
 
 #[derive(Debug, Default)]

@@ -40,6 +40,10 @@ pub(super) struct UnitRuntime {
     /// The unit's last lifecycle events, newest last, at most [`RECENT_EVENTS`]: `status
     /// UNIT` shows why things happened.
     pub recent: std::collections::VecDeque<RecentEvent>,
+    /// A `memory_max` check is armed.
+    pub memory_check_armed: bool,
+    /// Instances replaced for going above `memory_max`, since clusterd started.
+    pub memory_replacements: u32,
 }
 
 /// How many lifecycle events a unit keeps for status.
@@ -81,6 +85,9 @@ pub(super) enum Handover {
     Reload,
     /// Suicide: it is leaving anyway; give it `kill_timeout`, then SIGKILL.
     Suicide,
+    /// clusterd replaces it (it went above `memory_max`): stop it gracefully, with
+    /// `kill_signal` then `kill_timeout`, once the new one is ready (or has failed).
+    Replace,
 }
 
 #[derive(Debug)]
@@ -118,6 +125,8 @@ impl UnitRuntime {
             rollout: None,
             retry_delay: None,
             recent: Default::default(),
+            memory_check_armed: false,
+            memory_replacements: 0,
         }
     }
 

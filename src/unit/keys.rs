@@ -13,8 +13,8 @@ use toml::Spanned;
 
 use super::unit_file::{LogTable, RestartLimitTable};
 use super::values::{
-    Balance, CommandLine, HumanDuration, ListenAddress, NodeClusterSetting, NodeClusterStop,
-    ReadyMode, RestartPolicy, SignalName,
+    Balance, ByteSize, CommandLine, HumanDuration, ListenAddress, NodeClusterSetting,
+    NodeClusterStop, ReadyMode, RestartPolicy, SignalName,
 };
 
 /// One key of a unit file.
@@ -162,6 +162,20 @@ pub const KEYS: &[Key] = &[
         default: "`{ to = \"file\", timestamps = true, max_size = \"50MiB\", keep = 10 }`",
         meaning: "where the instances' output goes: `\"file\"` (`<log dir>/<unit>.log`, rotated at `max_size` — `\"0\"` never — keeping `keep` old files), `\"console\"` (clusterd's stdout, each line after its instance's name, `web[3]`; no timestamps by default), `\"journal\"` (journald, as systemd services), `\"inherit\"` (clusterd's stdout and stderr, untouched); `to` defaults to `clusterd --log-default` ([logs.md](logs.md))",
         check: check::<LogTable>,
+    },
+    Key {
+        name: "memory_max",
+        value: "size: `\"512MiB\"`, `\"1GiB\"`, bytes",
+        default: "none",
+        meaning: "an instance whose memory (all of its processes) goes above this is replaced gracefully: its replacement starts and becomes ready, then it gets `kill_signal`, as after a suicide; counts against `restart_limit` ([monitoring.md](monitoring.md#memory-limit))",
+        check: check::<ByteSize>,
+    },
+    Key {
+        name: "memory_check_interval",
+        value: "duration",
+        default: "`\"1s\"`",
+        meaning: "how often `memory_max` is checked (a timer that exists only for units with a limit)",
+        check: check::<HumanDuration>,
     },
 ];
 

@@ -21,6 +21,7 @@ const DEFAULT_RESTART_BURST: u32 = 10;
 const DEFAULT_RESTART_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_KILL_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_MEMORY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// `[log]` defaults: rotate at 50 MiB, keep 10 old files (supervisord's defaults).
 const DEFAULT_LOG_MAX_SIZE: u64 = 50 << 20;
 const DEFAULT_LOG_KEEP: u32 = 10;
@@ -101,6 +102,10 @@ pub struct Unit {
     /// How its Node workers are stopped gracefully (only with `node_cluster`).
     pub node_cluster_stop: NodeClusterStop,
     pub log: LogSettings,
+    /// Replace an instance gracefully once its memory goes above this many bytes.
+    pub memory_max: Option<u64>,
+    /// How often `memory_max` is checked.
+    pub memory_check_interval: Duration,
 }
 
 /// Unit names end up in environment variables, log lines and the control protocol: keep them
@@ -264,6 +269,28 @@ impl Unit {
             },
         };
 
+        let memory_max = match file.memory_max {
+            Some(max) if max.get_ref().0 == 0 => {
+                return Err(at(
+                    max.span().start,
+                    UnitErrorKind::BadValue,
+                    "memory_max must be more than 0 (leave it out for no limit)".into(),
+                ))
+            }
+            other => other.map(|m| m.into_inner().0),
+        };
+        let memory_check_interval = match file.memory_check_interval {
+            Some(i) if i.get_ref().0.is_zero() => {
+                return Err(at(
+                    i.span().start,
+                    UnitErrorKind::BadValue,
+                    "memory_check_interval must be longer than 0".into(),
+                ))
+            }
+            Some(i) => i.into_inner().0,
+            None => DEFAULT_MEMORY_CHECK_INTERVAL,
+        };
+
         Ok(Unit {
             name,
             path: path.to_path_buf(),
@@ -285,6 +312,8 @@ impl Unit {
             node_cluster,
             node_cluster_stop,
             log,
+            memory_max,
+            memory_check_interval,
         })
     }
 

@@ -34,6 +34,8 @@ pub struct UnitFile {
     pub node_cluster: Option<NodeClusterSetting>,
     pub node_cluster_stop: Option<Spanned<NodeClusterStop>>,
     pub log: Option<LogTable>,
+    pub memory_max: Option<Spanned<ByteSize>>,
+    pub memory_check_interval: Option<Spanned<HumanDuration>>,
 }
 
 /// `restart_limit = { burst = 10, interval = "60s" }`
