@@ -102,9 +102,10 @@ fn a_descriptor_clusterd_inherited_without_cloexec_does_not_reach_instances() {
     let mut clusterd = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "exec 7</dev/null; exec {CLUSTERD} --units {} --socket {}",
+            "exec 7</dev/null; exec {CLUSTERD} --units {} --socket {} --log-dir {}",
             dir.path().join("units").display(),
-            socket.display()
+            socket.display(),
+            dir.path().join("logs").display()
         ))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
