@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use clusterd::client::connection::{open_stream, send_request, ClientError};
 use clusterd::client::status_table::render;
+use clusterd::client::top::{frame, Screen, SortBy};
 use clusterd::printable::{json_for_terminal, printable};
 use clusterd::protocol::socket_path::control_socket_path;
 use clusterd::protocol::{LogStream, Request, ScaleCount};
@@ -75,6 +76,18 @@ enum Command {
     /// Print every unit's and instance's metrics in the Prometheus text format (for
     /// node_exporter's textfile collector).
     Metrics,
+    /// A live view of every instance's CPU, memory, restarts, uptime and state, refreshed
+    /// every interval, until q or Ctrl-C. Prints one frame when stdout is not a terminal.
+    Top {
+        /// Only this unit.
+        unit: Option<String>,
+        /// Time between frames.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+        /// Busiest first by CPU or by memory.
+        #[arg(long, value_enum, default_value = "cpu")]
+        sort: SortBy,
+    },
 }
 
 /// `eprintln!` that cannot panic: stderr may be a closed pipe too.
@@ -108,6 +121,11 @@ fn main() -> ExitCode {
         Command::Scale { unit, count } => Request::Scale { unit, count },
         Command::DaemonReload => Request::DaemonReload {},
         Command::ReopenLogs => Request::ReopenLogs {},
+        Command::Top {
+            unit,
+            interval,
+            sort,
+        } => return top(&socket, unit, interval, sort),
         Command::Logs {
             unit,
             lines,
@@ -198,6 +216,53 @@ fn logs(socket: &std::path::Path, request: Request, raw: bool) -> ExitCode {
                 complain!("clusterctl: cannot write: {e}");
                 return ExitCode::from(EXIT_FAILED);
             }
+        }
+    }
+}
+
+/// `clusterctl top`: a frame per interval on the alternate screen, or one frame when stdout
+/// is not a terminal.
+fn top(
+    socket: &std::path::Path,
+    unit: Option<String>,
+    interval: std::time::Duration,
+    sort: SortBy,
+) -> ExitCode {
+    use std::io::IsTerminal;
+    let status = || -> Result<clusterd::protocol::StatusReport, ExitCode> {
+        let response = send_request(socket, Request::Status { unit: unit.clone() })
+            .map_err(|e| unanswered(&e))?;
+        if let Some(code) = refused(&response) {
+            return Err(code);
+        }
+        response.status.ok_or(ExitCode::from(EXIT_FAILED))
+    };
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        return match status() {
+            Ok(report) => print_out(&frame(&report, sort, usize::MAX)),
+            Err(code) => code,
+        };
+    }
+    let screen = match Screen::enter() {
+        Ok(screen) => screen,
+        Err(e) => {
+            complain!("clusterctl: cannot use the terminal: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    loop {
+        let report = match status() {
+            Ok(report) => report,
+            Err(code) => {
+                drop(screen);
+                return code;
+            }
+        };
+        if screen.show(&frame(&report, sort, screen.rows())).is_err() {
+            return ExitCode::SUCCESS;
+        }
+        if screen.quit_within(interval) {
+            return ExitCode::SUCCESS;
         }
     }
 }

@@ -1,5 +1,6 @@
 //! clusterctl's side of the control protocol: [`connection`] sends one request and reads one
-//! answer; [`status_table`] renders a status report for people.
+//! answer; [`status_table`] renders a status report for people; [`top`] is the live view.
 
 pub mod connection;
 pub mod status_table;
+pub mod top;
