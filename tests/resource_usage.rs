@@ -101,3 +101,90 @@ fn an_instance_above_memory_max_is_replaced_before_it_is_stopped() {
     assert!(String::from_utf8_lossy(&out.stdout)
         .contains("clusterd_unit_memory_limit_replacements_total{unit=\"grow\"}"));
 }
+
+/// An HTTP server on the shared socket (fd 3) that keeps 4 MiB per request it served; on
+/// SIGTERM it stops accepting and exits once the request in hand is answered.
+const HOARDING_SERVER: &str = r#"
+import os, signal, socket, sys, time
+sock = socket.socket(fileno=3)
+sock.settimeout(0.05)
+stopping = False
+def stop(*_):
+    global stopping
+    stopping = True
+signal.signal(signal.SIGTERM, stop)
+hoard = []
+while not stopping:
+    try:
+        conn, _ = sock.accept()
+    except (socket.timeout, InterruptedError):
+        continue
+    conn.settimeout(5)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    chunk = bytearray(4 << 20)
+    chunk[::4096] = b"x" * len(chunk[::4096])
+    hoard.append(chunk)
+    body = str(os.getpid()).encode()
+    conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    conn.close()
+sys.exit(0)
+"#;
+
+#[test]
+fn memory_max_replaces_a_server_under_load_without_failing_a_request() {
+    use std::io::{Read, Write};
+    let files = tempfile::tempdir().expect("tmp");
+    std::fs::write(files.path().join("server.py"), HOARDING_SERVER).expect("script");
+    let port = free_port();
+    let unit = format!(
+        "command = [\"python3\", \"server.py\"]\nworking_directory = \"{}\"\ninstances = 2\nlisten = [\"tcp://127.0.0.1:{port}\"]\nmemory_max = \"80MiB\"\nmemory_check_interval = \"100ms\"\nrestart_limit = {{ burst = 100, interval = \"1m\" }}\n",
+        toml_path(files.path())
+    );
+    let daemon = Daemon::start(&[("hoard", &unit)]);
+    daemon.wait_running("hoard", 2);
+    let mut served = 0;
+    let mut failed = Vec::new();
+    let mut pids = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    while std::time::Instant::now() < deadline {
+        let answer = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
+            s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+            s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+            let mut text = String::new();
+            s.read_to_string(&mut text)?;
+            Ok(text)
+        });
+        match answer {
+            Ok(text) if text.starts_with("HTTP/1.0 200") => {
+                served += 1;
+                pids.insert(text.rsplit("\r\n\r\n").next().unwrap_or("").to_string());
+            }
+            Ok(text) => failed.push(format!("bad answer {text:?}")),
+            Err(e) => failed.push(e.to_string()),
+        }
+    }
+    let replacements = daemon.unit("hoard")["memory_replacements"]
+        .as_u64()
+        .unwrap_or(0);
+    eprintln!(
+        "{served} requests served by {} processes, {replacements} memory replacements, {} failed",
+        pids.len(),
+        failed.len()
+    );
+    assert!(
+        replacements >= 2,
+        "{replacements} replacements; {served} served"
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:?}",
+        failed.len(),
+        served + failed.len()
+    );
+    assert!(pids.len() > 2, "answers came from {pids:?}");
+}
