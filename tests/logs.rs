@@ -514,13 +514,14 @@ fn huge_lines_and_binary_garbage_are_split_or_kept_faithfully() {
 
 /// A Node program that, told to stop, writes 5 000 numbered lines on its way out.
 const NODE_GOODBYE: &str = r#"
-process.stdout.write("up\n");
 process.on("SIGTERM", () => {
   let out = "";
   for (let i = 0; i < 5000; i++) out += `bye ${i}\n`;
   process.stdout.write(out, () => process.exit(0));
 });
 setInterval(() => {}, 1000);
+// Only once the handler is in place: the test stops clusterd when it sees this.
+process.stdout.write("up\n");
 "#;
 
 #[test]
@@ -547,7 +548,12 @@ fn a_shutdown_keeps_what_instances_write_on_their_way_out() {
             .iter()
             .filter(|l| l.starts_with("bye "))
             .collect();
-        assert_eq!(lines.len(), 5000, "bye[{instance}]");
+        assert_eq!(
+            lines.len(),
+            5000,
+            "bye[{instance}]\n{text}\n{}",
+            daemon.log()
+        );
         assert!(lines
             .iter()
             .enumerate()
