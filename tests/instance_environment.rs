@@ -199,3 +199,61 @@ fn an_instance_starts_with_no_signal_ignored_caught_or_blocked() {
         assert!(mask.chars().all(|c| c == '0'), "{line}");
     }
 }
+
+/// clusterd raises its own soft limit on open files to the hard one (each instance costs it
+/// three descriptors); its instances get the limit clusterd was started with.
+#[test]
+fn instances_keep_the_fd_limit_clusterd_was_started_with() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::create_dir(dir.path().join("units")).expect("units");
+    std::fs::write(
+        dir.path().join("units/plain.toml"),
+        "command = [\"sleep\", \"300\"]\n",
+    )
+    .expect("unit");
+    let socket = dir.path().join("ctl.sock");
+    let clusterd = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -Sn 512 && ulimit -Hn 4096 && exec {CLUSTERD} --units {} --socket {} --log-dir {}",
+            dir.path().join("units").display(),
+            socket.display(),
+            dir.path().join("logs").display()
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("clusterd");
+    /// Stops clusterd and reaps it, however the test ends.
+    struct Guard(std::process::Child);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            send_signal(self.0.id(), libc::SIGTERM);
+            let _ = self.0.wait();
+        }
+    }
+    let clusterd_pid = clusterd.id();
+    let _guard = Guard(clusterd);
+    let soft_limit = |pid: u32| -> Option<u64> {
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+        let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+        line.split_whitespace().nth(3)?.parse().ok()
+    };
+    let instance = || -> Option<u32> {
+        let request = clusterd::protocol::Request::Status { unit: None };
+        let response =
+            clusterd::client::connection::send_request_within(&socket, request, CTL_DEADLINE)
+                .ok()?;
+        let pid = response.status?.units.first()?.instances.first()?.pid?;
+        Some(pid)
+    };
+    wait_for("the instance to run", PATIENCE, || instance().is_some());
+    let pid = instance().expect("instance");
+    assert_eq!(
+        soft_limit(clusterd_pid),
+        Some(4096),
+        "clusterd's own soft limit"
+    );
+    assert_eq!(soft_limit(pid), Some(512), "the instance's soft limit");
+}
