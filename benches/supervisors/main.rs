@@ -11,7 +11,7 @@
 //! * `--quick` / `CLUSTERD_BENCH_QUICK=1`: clusterd only, tiny counts, a few seconds; exits
 //!   non-zero if clusterd itself fails (for CI).
 //! * `--runs N` / `CLUSTERD_BENCH_RUNS`: repetitions per metric (default 3).
-//! * `--only mem,idle,restart,mass,ctl,http,reload,logs` / `CLUSTERD_BENCH_ONLY`: pick metrics.
+//! * `--only mem,idle,restart,mass,ctl,http,reload,logs,memlimit` / `CLUSTERD_BENCH_ONLY`: pick metrics.
 //! * `--skip pm2,supervisord,node` / `CLUSTERD_BENCH_SKIP`: skip peers.
 //! * `--idle-secs S`, `--kills K`, `--mass N`, `--wrk-secs S`: sizes (defaults 30, 30, 1000, 10).
 //! * `--json PATH`: also write the results as JSON; `--chart PATH`: draw a PNG with
@@ -42,6 +42,7 @@ mod hygiene;
 mod install;
 mod logs;
 mod measure;
+mod memory_limit;
 mod options;
 mod peers;
 mod procfs;
@@ -53,6 +54,7 @@ use hygiene::*;
 use install::*;
 use logs::*;
 use measure::*;
+use memory_limit::*;
 use options::*;
 use peers::*;
 use procfs::*;
@@ -199,6 +201,20 @@ fn measure_all(env: &Env, opts: &Opts, results: &mut Results, started: Instant) 
                 }
                 sweep_descendants();
             }
+        }
+    }
+    if opts.wants("memlimit") {
+        for run in 0..opts.runs {
+            eprintln!(
+                "supervisors: [{:>4.0}s] memory limit reaction, run {}",
+                started.elapsed().as_secs_f64(),
+                run + 1
+            );
+            match memory_limit_reaction(env, run) {
+                Ok(ms) => results.add("memlimit", Peer::Clusterd, ms),
+                Err(e) => results.fail(Peer::Clusterd, "memory limit reaction", e),
+            }
+            sweep_descendants();
         }
     }
     if opts.wants("logs") {

@@ -185,6 +185,13 @@ pub(super) const ROWS: &[Row] = &[
         digits: 2,
     },
     Row {
+        key: "memlimit",
+        label: "memory_max: above the limit → replacement running (ms; check every 1 s)",
+        target: Target::AtMost(1050.0),
+        target_text: "≤ interval + 50",
+        digits: 0,
+    },
+    Row {
         key: "mass",
         label: "start → 1000th instance started (s)",
         target: Target::AtMost(1.0),
