@@ -97,28 +97,8 @@ fn a_descriptor_clusterd_inherited_without_cloexec_does_not_reach_instances() {
         probe_unit(dir.path(), 1, ""),
     )
     .expect("unit");
-    let socket = dir.path().join("ctl.sock");
     // clusterd is started with fd 7 open and inheritable, as a careless parent might do.
-    let mut clusterd = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "exec 7</dev/null; exec {CLUSTERD} --units {} --socket {} --log-dir {}",
-            dir.path().join("units").display(),
-            socket.display(),
-            dir.path().join("logs").display()
-        ))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("clusterd");
-    struct Guard(u32);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            send_signal(self.0, libc::SIGTERM);
-        }
-    }
-    let _guard = Guard(clusterd.id());
+    let mut clusterd = StartedByShell::start("exec 7</dev/null", dir.path());
     let path = dir.path().join("out/0.json");
     wait_for("the probe to report", PATIENCE, || path.exists());
     let seen: serde_json::Value =
@@ -128,8 +108,7 @@ fn a_descriptor_clusterd_inherited_without_cloexec_does_not_reach_instances() {
         "fd 7 leaked: {}",
         seen["fds"]
     );
-    send_signal(clusterd.id(), libc::SIGTERM);
-    let status = clusterd.wait().expect("wait");
+    let status = clusterd.stop();
     assert_eq!(status.code(), Some(0));
 }
 
@@ -211,30 +190,8 @@ fn instances_keep_the_fd_limit_clusterd_was_started_with() {
         "command = [\"sleep\", \"300\"]\n",
     )
     .expect("unit");
-    let socket = dir.path().join("ctl.sock");
-    let clusterd = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -Sn 512 && ulimit -Hn 4096 && exec {CLUSTERD} --units {} --socket {} --log-dir {}",
-            dir.path().join("units").display(),
-            socket.display(),
-            dir.path().join("logs").display()
-        ))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("clusterd");
-    /// Stops clusterd and reaps it, however the test ends.
-    struct Guard(std::process::Child);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            send_signal(self.0.id(), libc::SIGTERM);
-            let _ = self.0.wait();
-        }
-    }
-    let clusterd_pid = clusterd.id();
-    let _guard = Guard(clusterd);
+    let clusterd = StartedByShell::start("ulimit -Sn 512 && ulimit -Hn 4096", dir.path());
+    let socket = clusterd.socket.clone();
     let soft_limit = |pid: u32| -> Option<u64> {
         let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
         let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
@@ -251,9 +208,51 @@ fn instances_keep_the_fd_limit_clusterd_was_started_with() {
     wait_for("the instance to run", PATIENCE, || instance().is_some());
     let pid = instance().expect("instance");
     assert_eq!(
-        soft_limit(clusterd_pid),
+        soft_limit(clusterd.child.id()),
         Some(4096),
         "clusterd's own soft limit"
     );
     assert_eq!(soft_limit(pid), Some(512), "the instance's soft limit");
+}
+
+/// clusterd started by `sh -c "SETUP; exec clusterd ..."` on `dir`/units (for what the test
+/// harness cannot set up: an inherited fd, a soft limit below the hard one); stopped and
+/// reaped when dropped.
+struct StartedByShell {
+    child: std::process::Child,
+    socket: std::path::PathBuf,
+}
+
+impl StartedByShell {
+    fn start(setup: &str, dir: &std::path::Path) -> StartedByShell {
+        let socket = dir.join("ctl.sock");
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{setup} && exec {CLUSTERD} --units {} --socket {} --log-dir {}",
+                dir.join("units").display(),
+                socket.display(),
+                dir.join("logs").display()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("clusterd");
+        StartedByShell { child, socket }
+    }
+
+    /// SIGTERM, then its exit status.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        send_signal(self.child.id(), libc::SIGTERM);
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for StartedByShell {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
 }

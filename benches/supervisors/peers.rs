@@ -138,9 +138,18 @@ pub(super) fn start_clusterd(
 }
 
 pub(super) fn pm2_command(env: &Env, home: &Path) -> Command {
-    let mut c = Command::new(env.pm2.as_ref().expect("pm2 installed"));
+    pm2_at(
+        env.pm2.as_ref().expect("pm2 installed"),
+        home,
+        env.node.as_ref().and_then(|n| n.parent()),
+    )
+}
+
+/// `pm2` with its home, and the directory of the node it needs first in PATH.
+fn pm2_at(pm2: &Path, home: &Path, node_dir: Option<&Path>) -> Command {
+    let mut c = Command::new(pm2);
     c.env("PM2_HOME", home);
-    if let Some(dir) = env.node.as_ref().and_then(|n| n.parent()) {
+    if let Some(dir) = node_dir {
         let path = std::env::var("PATH").unwrap_or_default();
         c.env("PATH", format!("{}:{path}", dir.display()));
     }
@@ -220,12 +229,8 @@ pub(super) fn start_pm2(
         daemon,
         stamps,
         ctl: Box::new(move || {
-            let mut c = Command::new(env_pm2.as_ref().expect("pm2"));
-            c.env("PM2_HOME", &home).arg("jlist");
-            if let Some(d) = &node_dir {
-                let path = std::env::var("PATH").unwrap_or_default();
-                c.env("PATH", format!("{}:{path}", d.display()));
-            }
+            let mut c = pm2_at(env_pm2.as_ref().expect("pm2"), &home, node_dir.as_deref());
+            c.arg("jlist");
             c
         }),
         started_at_ns: t0,

@@ -147,6 +147,10 @@ impl<P: ProcessControl> Supervisor<P> {
         } else {
             "running"
         };
+        let (log, log_problem) = self
+            .os
+            .log_destination(&rt.unit)
+            .map_or((None, None), |(to, problem)| (Some(to), problem));
         UnitStatus {
             name: name.to_string(),
             state: state.into(),
@@ -159,11 +163,8 @@ impl<P: ProcessControl> Supervisor<P> {
                     .as_ref()
                     .map(|e| format!("daemon-reload kept the previous configuration: {e}"))
             }),
-            log: self.os.log_destination(&rt.unit).map(|(to, _)| to),
-            log_problem: self
-                .os
-                .log_destination(&rt.unit)
-                .and_then(|(_, problem)| problem),
+            log,
+            log_problem,
             cpu_percent: sum(instances.iter().filter_map(|i| i.cpu_percent)),
             memory_bytes: sum(instances.iter().filter_map(|i| i.memory_bytes)),
             instances,
