@@ -430,6 +430,7 @@ impl ProcessControl for OsProcessControl {
 
     fn release(&mut self, id: SpawnId) {
         self.io.forget(id);
+        self.usage.forget(id);
         self.node_workers.remove(&id);
         if let Some(cgroup) = self.instance_cgroups.get(&id) {
             if cgroup.populated() {

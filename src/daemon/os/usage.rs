@@ -10,10 +10,17 @@
 //!
 //! CPU % is over the time since the previous measurement of the instance, or, the first time,
 //! since the instance started.
+//!
+//! Opening and closing a kernel file costs more than reading it (with 1000 instances, two
+//! thirds of a status went to path walks, kernfs open and release), so the meter keeps the
+//! files it has read open and reads them again from offset 0: one `pread` per file per
+//! status. They are a cache, held only while clusterd uses less than half of its descriptor
+//! limit, and let go when the instance is released.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::fs;
+use std::fs::{self, File};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Instant;
 
@@ -29,7 +36,19 @@ pub(crate) struct UsageMeter {
     previous: RefCell<HashMap<SpawnId, (Instant, f64)>>,
     /// Whether instance cgroups have `memory.current` (the memory controller is enabled for
     /// clusterd's tree), found out once: saves a failing open per instance.
-    memory_controller: std::cell::Cell<Option<bool>>,
+    memory_controller: Cell<Option<bool>>,
+    /// The files held open per instance in a cgroup.
+    cgroup_files: RefCell<HashMap<SpawnId, HeldFiles>>,
+}
+
+/// An instance cgroup's files kept open between measurements.
+struct HeldFiles {
+    cpu_stat: File,
+    /// `memory.current`, or `cgroup.procs` without the memory controller.
+    memory: File,
+    /// `/proc/PID/statm` of the processes last listed in `cgroup.procs`. A held statm stays
+    /// bound to its process: once the process is gone, reading it fails.
+    statm: HashMap<i32, File>,
 }
 
 impl UsageMeter {
@@ -42,6 +61,7 @@ impl UsageMeter {
         let mut groups: Option<HashMap<i32, (f64, u64)>> = None;
         let mut measured = HashMap::new();
         let mut previous = self.previous.borrow_mut();
+        let mut budget = descriptors_to_spare();
         for &(id, pid, started_at) in instances {
             let totals = match cgroups.get(&id) {
                 Some(cgroup) => {
@@ -53,7 +73,7 @@ impl UsageMeter {
                             found
                         }
                     };
-                    cgroup_totals(cgroup, controller)
+                    self.cgroup_totals(id, cgroup, controller, &mut budget)
                 }
                 None => groups
                     .get_or_insert_with(process_groups)
@@ -80,35 +100,108 @@ impl UsageMeter {
                 },
             );
         }
-        // Only instances measured this time are remembered (a status of one unit forgets the
-        // others' previous measurement; their next CPU % covers a longer time).
-        previous.retain(|id, _| measured.contains_key(id));
         measured
+    }
+
+    /// Forgets a released instance: its previous measurement and its held files.
+    pub(crate) fn forget(&self, id: SpawnId) {
+        self.previous.borrow_mut().remove(&id);
+        self.cgroup_files.borrow_mut().remove(&id);
+    }
+
+    /// CPU seconds and resident bytes of everything in the cgroup, through its held files
+    /// (opened and held, while `budget` lasts, the first time).
+    fn cgroup_totals(
+        &self,
+        id: SpawnId,
+        cgroup: &InstanceCgroup,
+        memory_controller: bool,
+        budget: &mut u64,
+    ) -> Option<(f64, u64)> {
+        let mut held = self.cgroup_files.borrow_mut();
+        let mut opened;
+        let files = match held.get_mut(&id) {
+            Some(files) => files,
+            None => {
+                let memory_file = if memory_controller {
+                    "memory.current"
+                } else {
+                    "cgroup.procs"
+                };
+                opened = HeldFiles {
+                    cpu_stat: File::open(cgroup.file("cpu.stat")).ok()?,
+                    memory: File::open(cgroup.file(memory_file)).ok()?,
+                    statm: HashMap::new(),
+                };
+                if *budget >= 2 {
+                    *budget -= 2;
+                    held.entry(id).or_insert(opened)
+                } else {
+                    &mut opened
+                }
+            }
+        };
+        let usec: u64 = read_held(&files.cpu_stat)?
+            .lines()
+            .find_map(|l| l.strip_prefix("usage_usec "))?
+            .trim()
+            .parse()
+            .ok()?;
+        let memory_text = read_held(&files.memory)?;
+        let memory = if memory_controller {
+            memory_text.trim().parse().ok()?
+        } else {
+            let mut statm = HashMap::new();
+            let mut sum = 0;
+            for pid in memory_text.lines().filter_map(|l| l.trim().parse().ok()) {
+                let (file, new) = match files.statm.remove(&pid) {
+                    Some(file) => (file, false),
+                    None => match File::open(format!("/proc/{pid}/statm")) {
+                        Ok(file) => (file, true),
+                        Err(_) => continue,
+                    },
+                };
+                // Fails once the process is gone (it left the list between the two reads).
+                let Some(bytes) = read_held(&file).as_deref().and_then(statm_bytes) else {
+                    continue;
+                };
+                sum += bytes;
+                if !new {
+                    statm.insert(pid, file);
+                } else if *budget > 0 {
+                    *budget -= 1;
+                    statm.insert(pid, file);
+                }
+            }
+            // Files of processes no longer listed are closed here.
+            files.statm = statm;
+            sum
+        };
+        Some((usec as f64 / 1e6, memory))
     }
 }
 
-/// CPU seconds and resident bytes of everything in the cgroup.
-fn cgroup_totals(cgroup: &InstanceCgroup, memory_controller: bool) -> Option<(f64, u64)> {
-    let stat = read_small(&cgroup.file("cpu.stat"))?;
-    let usec: u64 = stat
-        .lines()
-        .find_map(|l| l.strip_prefix("usage_usec "))?
-        .trim()
-        .parse()
-        .ok()?;
-    let memory = if memory_controller {
-        read_small(&cgroup.file("memory.current"))?
-            .trim()
-            .parse()
-            .ok()?
-    } else {
-        read_small(&cgroup.file("cgroup.procs"))?
-            .lines()
-            .filter_map(|l| l.trim().parse::<i32>().ok())
-            .filter_map(resident_bytes)
-            .sum()
+/// How many more descriptors the meter may hold: it keeps clusterd under half of its
+/// descriptor limit, so that the cache never stands between an instance and its spawn.
+fn descriptors_to_spare() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
     };
-    Some((usec as f64 / 1e6, memory))
+    // SAFETY: getrlimit writes the limit into a valid local.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 0;
+    }
+    open_descriptors().map_or(0, |open| (limit.rlim_cur / 2).saturating_sub(open))
+}
+
+/// How many descriptors clusterd has open. Since Linux 6.2 the size of `/proc/self/fd` is
+/// that count, one `stat`; before, the directory has to be listed.
+fn open_descriptors() -> Option<u64> {
+    match fs::metadata("/proc/self/fd") {
+        Ok(meta) if meta.len() > 0 => Some(meta.len()),
+        _ => fs::read_dir("/proc/self/fd").ok().map(|d| d.count() as u64),
+    }
 }
 
 /// Per process group: CPU seconds (with reaped children's) and resident bytes of its
@@ -152,7 +245,11 @@ fn stat_fields(pid: i32) -> Option<(i32, u64)> {
 }
 
 fn resident_bytes(pid: i32) -> Option<u64> {
-    let statm = read_small(Path::new(&format!("/proc/{pid}/statm")))?;
+    statm_bytes(&read_small(Path::new(&format!("/proc/{pid}/statm")))?)
+}
+
+/// Resident bytes from the text of a statm file (its second field, in pages).
+fn statm_bytes(statm: &str) -> Option<u64> {
     let pages: u64 = statm.split(' ').nth(1)?.parse().ok()?;
     Some(pages * page_size())
 }
@@ -175,7 +272,7 @@ pub(crate) fn own_process() -> Option<DaemonStatus> {
         .trim()
         .parse()
         .ok()?;
-    let open_fds = fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+    let open_fds = open_descriptors().unwrap_or(0);
     Some(DaemonStatus {
         pid,
         cpu_seconds: cpu as f64 / ticks,
@@ -189,12 +286,16 @@ pub(crate) fn own_process() -> Option<DaemonStatus> {
 /// only if the buffer fills), close. `fs::read_to_string` also asks for the file's size,
 /// which these files do not know: with 1000 instances that is 3000 system calls per status.
 fn read_small(path: &Path) -> Option<String> {
-    use std::io::Read;
-    let mut file = fs::File::open(path).ok()?;
+    read_held(&File::open(path).ok()?)
+}
+
+/// The whole text of an open kernel file, read from offset 0 (the kernel regenerates it):
+/// one `pread`, more only if the buffer fills.
+fn read_held(file: &File) -> Option<String> {
     let mut buffer = vec![0u8; 4096];
     let mut filled = 0;
     loop {
-        let n = file.read(&mut buffer[filled..]).ok()?;
+        let n = file.read_at(&mut buffer[filled..], filled as u64).ok()?;
         filled += n;
         if n == 0 || filled < buffer.len() {
             break;
@@ -233,5 +334,20 @@ mod tests {
         let (_, memory) = groups.get(&pgrp).copied().expect("own group");
         assert!(memory >= resident_bytes(me).unwrap_or(0));
         assert!(memory > 0);
+    }
+
+    #[test]
+    fn a_held_kernel_file_reads_whole_again_and_fails_once_its_process_is_gone() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let file = File::open(format!("/proc/{}/statm", child.id())).expect("statm");
+        let first = read_held(&file).expect("first read");
+        let second = read_held(&file).expect("second read");
+        assert!(statm_bytes(&first).is_some() && statm_bytes(&second).is_some());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(read_held(&file).as_deref().and_then(statm_bytes).is_none());
     }
 }
