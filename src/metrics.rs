@@ -100,6 +100,16 @@ pub fn render(report: &StatusReport, now: f64) -> String {
             .collect(),
     );
     family(
+        "clusterd_unit_give_ups_total",
+        "counter",
+        "Times the unit reached its restart limit and gave up.",
+        report
+            .units
+            .iter()
+            .map(|u| (unit_labels(&u.name), f64::from(u.give_ups)))
+            .collect(),
+    );
+    family(
         "clusterd_unit_memory_limit_replacements_total",
         "counter",
         "Instances of the unit replaced for going above its memory_max.",
@@ -215,6 +225,7 @@ mod tests {
                 }],
                 events: Vec::new(),
                 memory_replacements: 0,
+                give_ups: 1,
             }],
             isolation: None,
             daemon: None,
@@ -228,6 +239,7 @@ mod tests {
             "clusterd_instance_start_time_seconds{unit=\"web\",instance=\"0\"} 999990\n"
         ));
         assert!(text.contains("clusterd_unit_restarts_total{unit=\"web\"} 2\n"));
+        assert!(text.contains("clusterd_unit_give_ups_total{unit=\"web\"} 1\n"));
         assert!(!text.contains("42"), "no pid in any label or value: {text}");
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }

@@ -93,6 +93,7 @@ fn metrics_parse_with_a_real_prometheus_parser_from_clusterctl_and_http() {
         "clusterd_instance_start_time_seconds gauge 2",
         "clusterd_unit_restarts counter 2",
         "clusterd_unit_gave_up gauge 2",
+        "clusterd_unit_give_ups counter 2",
         "clusterd_unit_invalid gauge 2",
         "process_cpu_seconds counter 1",
         "process_resident_memory_bytes gauge 1",

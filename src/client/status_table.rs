@@ -228,6 +228,7 @@ mod tests {
                 memory_bytes: Some(12 << 20),
                 events: Vec::new(),
                 memory_replacements: 0,
+                give_ups: 0,
                 instances: vec![InstanceStatus {
                     index: 0,
                     pid: Some(4242),

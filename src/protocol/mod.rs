@@ -212,6 +212,9 @@ pub struct UnitStatus {
     /// Instances replaced for going above `memory_max`, since clusterd started.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub memory_replacements: u32,
+    /// Times the unit gave up, since clusterd started.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub give_ups: u32,
     /// Its last lifecycle events, oldest first (`status UNIT` only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<EventStatus>,

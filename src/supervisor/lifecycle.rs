@@ -276,6 +276,7 @@ impl<P: ProcessControl> Supervisor<P> {
             format!("{reason}; no more automatic restarts"),
         ));
         rt.gave_up = Some(reason.clone());
+        rt.give_ups += 1;
         if let Some(command) = rt.unit.on_giveup.clone() {
             let environment = vec![
                 ("CLUSTERD_UNIT".to_string(), name.to_string()),

@@ -55,6 +55,7 @@ impl<P: ProcessControl> Supervisor<P> {
                     memory_bytes: None,
                     instances: Vec::new(),
                     memory_replacements: 0,
+                    give_ups: 0,
                     events: Vec::new(),
                 });
             }
@@ -169,6 +170,7 @@ impl<P: ProcessControl> Supervisor<P> {
             memory_bytes: sum(instances.iter().filter_map(|i| i.memory_bytes)),
             instances,
             memory_replacements: rt.memory_replacements,
+            give_ups: rt.give_ups,
             events: Vec::new(),
         }
     }

@@ -44,6 +44,8 @@ pub(super) struct UnitRuntime {
     pub memory_check_armed: bool,
     /// Instances replaced for going above `memory_max`, since clusterd started.
     pub memory_replacements: u32,
+    /// Times the unit gave up (reached its restart limit), since clusterd started.
+    pub give_ups: u32,
 }
 
 /// How many lifecycle events a unit keeps for status.
@@ -127,6 +129,7 @@ impl UnitRuntime {
             recent: Default::default(),
             memory_check_armed: false,
             memory_replacements: 0,
+            give_ups: 0,
         }
     }
 
