@@ -11,7 +11,8 @@
 //! * `--quick` / `CLUSTERD_BENCH_QUICK=1`: clusterd only, tiny counts, a few seconds; exits
 //!   non-zero if clusterd itself fails (for CI).
 //! * `--runs N` / `CLUSTERD_BENCH_RUNS`: repetitions per metric (default 3).
-//! * `--only mem,idle,restart,mass,ctl,http,reload,logs,memlimit` / `CLUSTERD_BENCH_ONLY`: pick metrics.
+//! * `--only mem,idle,restart,mass,ctl,http,reload,logs,memlimit,watch` / `CLUSTERD_BENCH_ONLY`:
+//!   pick metrics.
 //! * `--skip pm2,supervisord,node` / `CLUSTERD_BENCH_SKIP`: skip peers.
 //! * `--idle-secs S`, `--kills K`, `--mass N`, `--wrk-secs S`: sizes (defaults 30, 30, 1000, 10).
 //! * `--json PATH`: also write the results as JSON; `--chart PATH`: draw a PNG with
@@ -48,6 +49,7 @@ mod peers;
 mod procfs;
 mod results;
 mod util;
+mod watch;
 mod worker;
 
 use hygiene::*;
@@ -60,6 +62,7 @@ use peers::*;
 use procfs::*;
 use results::*;
 use util::*;
+use watch::*;
 use worker::*;
 
 fn main() -> ExitCode {
@@ -213,6 +216,19 @@ fn measure_all(env: &Env, opts: &Opts, results: &mut Results, started: Instant) 
             match memory_limit_reaction(env, run) {
                 Ok(ms) => results.add("memlimit", Peer::Clusterd, ms),
                 Err(e) => results.fail(Peer::Clusterd, "memory limit reaction", e),
+            }
+            sweep_descendants();
+        }
+    }
+    if opts.wants("watch") {
+        for run in 0..opts.runs {
+            eprintln!(
+                "supervisors: [{:>4.0}s] 200 instances left alone, then watched by top, run {}",
+                started.elapsed().as_secs_f64(),
+                run + 1
+            );
+            if let Err(e) = watch_costs(env, opts, run, results) {
+                results.fail(Peer::Clusterd, "watch costs", e);
             }
             sweep_descendants();
         }

@@ -130,7 +130,8 @@ pub(super) fn start_clusterd(
         stamps,
         ctl: Box::new(move || {
             let mut c = Command::new(&ctl_bin);
-            c.arg("--socket").arg(&sock).arg("status");
+            // The JSON, with every instance's CPU and memory: what `pm2 jlist` answers.
+            c.arg("--socket").arg(&sock).args(["status", "--json"]);
             c
         }),
         started_at_ns: t0,
