@@ -338,6 +338,7 @@ mod tests {
 
     #[test]
     fn a_held_kernel_file_reads_whole_again_and_fails_once_its_process_is_gone() {
+        let _no_fork = crate::FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
