@@ -53,8 +53,51 @@ pub(crate) struct AccessPolicy {
 }
 
 impl AccessPolicy {
-    fn allows(&self, uid: u32, gid: u32) -> bool {
-        uid == 0 || uid == self.owner.as_raw() || self.group.is_some_and(|g| g.as_raw() == gid)
+    /// `groups`: the peer's supplementary groups, asked only when its uid and primary gid do
+    /// not already decide.
+    fn allows(&self, uid: u32, gid: u32, groups: impl FnOnce() -> Vec<u32>) -> bool {
+        if uid == 0 || uid == self.owner.as_raw() {
+            return true;
+        }
+        let Some(group) = self.group.map(Gid::as_raw) else {
+            return false;
+        };
+        // A member of the group usually has it as a supplementary group (`adduser alice
+        // clusterd`), not as the primary one.
+        gid == group || groups().contains(&group)
+    }
+}
+
+/// The supplementary groups the peer had when it connected (SO_PEERGROUPS: the kernel's
+/// record, like SO_PEERCRED's uid and gid, not a look-up in /etc/group).
+fn peer_groups(stream: &UnixStream) -> Vec<u32> {
+    use std::os::fd::AsRawFd;
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut length = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
+        // SAFETY: the kernel writes at most `length` bytes into `groups`, which has that room.
+        let result = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut length,
+            )
+        };
+        let count = length as usize / std::mem::size_of::<libc::gid_t>();
+        if result == 0 {
+            groups.truncate(count);
+            return groups;
+        }
+        // ERANGE: `length` says how much room it needs.
+        if std::io::Error::last_os_error().raw_os_error() == Some(libc::ERANGE)
+            && count > groups.len()
+        {
+            groups.resize(count, 0);
+            continue;
+        }
+        return Vec::new();
     }
 }
 
@@ -215,7 +258,7 @@ fn warn_limited(message: &str) {
 fn handle_connection(stream: UnixStream, routes: Routes, policy: AccessPolicy) {
     let response = match getsockopt(&stream, sockopt::PeerCredentials) {
         Err(e) => Response::failed(format!("cannot identify the client: {e}")),
-        Ok(peer) if !policy.allows(peer.uid(), peer.gid()) => {
+        Ok(peer) if !policy.allows(peer.uid(), peer.gid(), || peer_groups(&stream)) => {
             warn!(
                 "control socket: refused uid {} (pid {})",
                 peer.uid(),
