@@ -7,6 +7,8 @@
 //!   the file, line and column.
 //! - [`protocol`]: the requests and responses clusterd and clusterctl exchange, and where the
 //!   control socket lives — shared by both binaries.
+//! - [`cli`]: both binaries' command lines (clap), which also render the man pages and
+//!   shell completions.
 //! - [`client`]: clusterctl's side — sending a request, rendering the answer.
 //! - [`supervisor`]: the state machine that owns every unit, instance, deadline and restart
 //!   budget. It sees the OS only through its `ProcessControl` trait, so tests drive it with
@@ -21,6 +23,7 @@
 //! - [`printable`] and [`log_limit`]: small helpers several of them share — text safe for a
 //!   terminal, warnings that cannot flood the log.
 
+pub mod cli;
 pub mod client;
 pub mod daemon;
 pub(crate) mod log_limit;

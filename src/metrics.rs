@@ -229,6 +229,7 @@ mod tests {
             }],
             isolation: None,
             daemon: None,
+            stopping: false,
         };
         let text = render(&report, 1_000_000.0);
         assert!(text.contains("# TYPE clusterd_instance_up gauge\n"));

@@ -278,7 +278,7 @@ fn sigterm_to_clusterd_stops_every_unit_leaves_no_process_behind_and_exits_zero(
     assert!(
         d.log()
             .trim_end()
-            .ends_with("every instance has stopped; exiting"),
+            .ends_with("every instance has stopped; exiting with status 0"),
         "{}",
         d.log()
     );

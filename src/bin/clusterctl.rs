@@ -3,92 +3,16 @@
 //! Exit codes: 0 done, 1 the request failed, 2 usage error, 3 clusterd is not reachable.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use clusterd::cli::clusterctl_args::{ClusterctlArgs, ClusterctlCommand as Command};
 use clusterd::client::connection::{open_stream, send_request, ClientError};
 use clusterd::client::status_table::render;
 use clusterd::client::top::{frame, Screen, SortBy};
 use clusterd::printable::{json_for_terminal, printable};
-use clusterd::protocol::socket_path::control_socket_path;
-use clusterd::protocol::{LogStream, Request, ScaleCount};
-
-#[derive(Parser)]
-#[command(version, about = "Control a running clusterd")]
-struct Args {
-    /// Control socket path [default: $CLUSTERD_SOCKET, else the same default as clusterd].
-    #[arg(long, global = true, value_name = "PATH")]
-    socket: Option<PathBuf>,
-
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Show units and their instances.
-    Status {
-        /// Only this unit.
-        unit: Option<String>,
-        /// Print one JSON object instead of tables.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Start a unit's instances (clears a give-up); returns once they are ready.
-    Start { unit: String },
-    /// Stop every instance of a unit gracefully; returns once they are gone.
-    Stop { unit: String },
-    /// Stop, then start every instance (clears a give-up).
-    Restart { unit: String },
-    /// Replace every instance one by one without downtime.
-    Reload { unit: String },
-    /// Change the number of instances: N, +N or -N.
-    Scale {
-        unit: String,
-        #[arg(allow_hyphen_values = true, value_name = "N|+N|-N")]
-        count: ScaleCount,
-    },
-    /// Re-read the units directory (same as SIGHUP to clusterd).
-    DaemonReload,
-    /// Show the last lines of a unit's log, then (with --follow) every new one.
-    Logs {
-        unit: String,
-        /// How many lines of history.
-        #[arg(short = 'n', long, default_value_t = 10)]
-        lines: usize,
-        /// Go on printing new lines as they are written, until Ctrl-C.
-        #[arg(short, long)]
-        follow: bool,
-        /// Only this instance (its index).
-        #[arg(long, value_name = "INDEX")]
-        instance: Option<u32>,
-        /// Only stdout (`out`) or stderr (`err`).
-        #[arg(long, value_enum)]
-        stream: Option<LogStream>,
-        /// Print control characters as they are, even on a terminal.
-        #[arg(long)]
-        raw: bool,
-    },
-    /// Reopen every log file by name, after an external logrotate renamed them (same as
-    /// SIGUSR1 to clusterd).
-    ReopenLogs,
-    /// Print every unit's and instance's metrics in the Prometheus text format (for
-    /// node_exporter's textfile collector).
-    Metrics,
-    /// A live view of every instance's CPU, memory, restarts, uptime and state, refreshed
-    /// every interval, until q or Ctrl-C. Prints one frame when stdout is not a terminal.
-    Top {
-        /// Only this unit.
-        unit: Option<String>,
-        /// Time between frames.
-        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-        interval: std::time::Duration,
-        /// Busiest first by CPU or by memory.
-        #[arg(long, value_enum, default_value = "cpu")]
-        sort: SortBy,
-    },
-}
+use clusterd::protocol::socket_path::client_socket_path;
+use clusterd::protocol::Request;
 
 /// `eprintln!` that cannot panic: stderr may be a closed pipe too.
 macro_rules! complain {
@@ -101,8 +25,8 @@ const EXIT_FAILED: u8 = 1;
 const EXIT_UNREACHABLE: u8 = 3;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let socket = control_socket_path(args.socket);
+    let args = ClusterctlArgs::parse();
+    let socket = client_socket_path(args.socket);
     let mut json = false;
     let mut metrics = false;
     let request = match args.command {
@@ -120,6 +44,8 @@ fn main() -> ExitCode {
         Command::Reload { unit } => Request::Reload { unit },
         Command::Scale { unit, count } => Request::Scale { unit, count },
         Command::DaemonReload => Request::DaemonReload {},
+        Command::Ready { units } => return ready(&socket, &units),
+        Command::Completions { shell } => return completions(shell),
         Command::ReopenLogs => Request::ReopenLogs {},
         Command::Top {
             unit,
@@ -265,6 +191,41 @@ fn top(
             return ExitCode::SUCCESS;
         }
     }
+}
+
+/// `clusterctl ready`: exit 0 when every named unit (default: all) runs every wanted
+/// instance and each is ready, and clusterd is not stopping; else say what is missing, exit 1.
+fn ready(socket: &std::path::Path, units: &[String]) -> ExitCode {
+    let response = match send_request(socket, Request::Status { unit: None }) {
+        Ok(response) => response,
+        Err(e) => return unanswered(&e),
+    };
+    if let Some(code) = refused(&response) {
+        return code;
+    }
+    let Some(report) = response.status else {
+        complain!("clusterctl: clusterd sent no status");
+        return ExitCode::from(EXIT_FAILED);
+    };
+    match clusterd::client::readiness::not_ready(&report, units) {
+        None => ExitCode::SUCCESS,
+        Some(why) => {
+            complain!("clusterctl: not ready: {}", printable(&why));
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+/// `clusterctl completions SHELL`: the script, generated from clusterctl's own definitions.
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    let mut script = Vec::new();
+    clap_complete::generate(
+        shell,
+        &mut clusterd::cli::clusterctl_args::command(),
+        "clusterctl",
+        &mut script,
+    );
+    print_out(&String::from_utf8_lossy(&script))
 }
 
 /// Says why clusterd could not be asked; exit 3 when it is not reachable, else 1.

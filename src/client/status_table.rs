@@ -245,6 +245,7 @@ mod tests {
             }],
             isolation: None,
             daemon: None,
+            stopping: false,
         };
         let text = render(&report);
         assert_eq!(

@@ -26,6 +26,7 @@ use std::time::Instant;
 use log::{info, warn};
 use nix::unistd::Gid;
 
+use crate::cli::clusterd_args::exit_code;
 use crate::daemon::control_server::{bind_control_socket, serve, AccessPolicy, SocketFile};
 use crate::daemon::logs::{LogOptions, Logs};
 use crate::daemon::os::cgroup::{self, CgroupTree};
@@ -34,7 +35,7 @@ use crate::daemon::sd_notify::ServiceNotifier;
 use crate::daemon::worker_io::WorkerIo;
 use crate::protocol::Request;
 use crate::supervisor::event::Event;
-use crate::supervisor::Supervisor;
+use crate::supervisor::{ShutdownPolicy, Supervisor};
 use crate::unit::load_units_dir;
 
 /// How long the loop must have been idle before it does the OS side's idle work.
@@ -50,6 +51,13 @@ pub struct DaemonOptions {
     pub logs: LogOptions,
     /// Serve Prometheus metrics at `http://ADDR/metrics`.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// A container's main process (`--container`, or PID 1): SIGQUIT stops too, and the exit
+    /// status says whether an instance had to be killed.
+    pub container: bool,
+    /// A unit that gives up stops everything; clusterd exits with [`exit_code::GAVE_UP`].
+    pub exit_on_giveup: bool,
+    /// After SIGTERM/SIGINT, go on serving this long before stopping.
+    pub shutdown_delay: std::time::Duration,
 }
 
 /// `--isolation`: how instances are kept together (see [`crate::cgroup`]).
@@ -63,8 +71,9 @@ pub enum Isolation {
     ProcessGroup,
 }
 
-/// Runs until SIGTERM/SIGINT has stopped everything. Errors are start-up failures.
-pub fn run(options: DaemonOptions) -> Result<(), String> {
+/// Runs until SIGTERM/SIGINT (or a give-up, with `exit_on_giveup`) has stopped everything;
+/// returns clusterd's exit status. Errors are start-up failures.
+pub fn run(options: DaemonOptions) -> Result<u8, String> {
     // Orphaned grandchildren of instances are re-parented to clusterd, which reaps them.
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         warn!("cannot become a child subreaper: {e}");
@@ -80,8 +89,8 @@ pub fn run(options: DaemonOptions) -> Result<(), String> {
     crate::daemon::os::fd_limit::raise();
 
     // Before any child exists, so that no SIGCHLD is missed.
-    let (inbox, events) =
-        signals::inbox().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let (inbox, events) = signals::inbox(options.container)
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
 
     let listener = bind_control_socket(&options.socket, options.socket_group)?;
     let _socket_file = SocketFile(options.socket.clone());
@@ -114,6 +123,10 @@ pub fn run(options: DaemonOptions) -> Result<(), String> {
     let os = OsProcessControl::new(io, notify_path, cgroups, logs.clone())
         .map_err(|e| format!("cannot open /dev/null: {e}"))?;
     let mut supervisor = Supervisor::new(os);
+    supervisor.set_shutdown_policy(ShutdownPolicy {
+        delay: options.shutdown_delay,
+        exit_on_giveup: options.exit_on_giveup,
+    });
     supervisor.start_all(files, Instant::now());
 
     serve(
@@ -171,7 +184,7 @@ pub fn run(options: DaemonOptions) -> Result<(), String> {
             supervisor.handle(event, Instant::now());
         }
         supervisor.fire_due_timers(Instant::now());
-        if supervisor.is_shutting_down() && !told_stopping {
+        if supervisor.is_stopping() && !told_stopping {
             told_stopping = true;
             service.notify("STOPPING=1\nSTATUS=stopping every instance");
         }
@@ -183,11 +196,19 @@ pub fn run(options: DaemonOptions) -> Result<(), String> {
     // Every instance is gone: their last lines are in the pipes, or written already.
     log_thread.finish();
     drop(holding);
+    let ending = supervisor.ending();
     // The cgroup tree goes with it: every instance's cgroup was removed once its last
     // process exited, and the spares are removed now.
     drop(supervisor);
-    info!("every instance has stopped; exiting");
-    Ok(())
+    let code = if ending.gave_up {
+        exit_code::GAVE_UP
+    } else if ending.killed && options.container {
+        exit_code::KILLED
+    } else {
+        exit_code::STOPPED
+    };
+    info!("every instance has stopped; exiting with status {code}");
+    Ok(code)
 }
 
 /// SIGHUP and `clusterctl daemon-reload` ask for the units directory to be read again: the

@@ -19,12 +19,25 @@ use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::time::TimeSpec;
-use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
 
 use crate::supervisor::event::Event;
 
 /// The signals clusterd acts on.
 const SIGNALS: [i32; 5] = [SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGUSR1];
+/// And in container mode, where `docker stop` may be configured to send it (and PID 1 would
+/// otherwise ignore it): SIGQUIT stops like SIGTERM.
+const CONTAINER_SIGNALS: [i32; 1] = [SIGQUIT];
+/// In container mode, the catchable signals whose default action would end clusterd are
+/// ignored, as they are for PID 1 (which `--container` need not be). The faults (SIGSEGV,
+/// SIGBUS, ...) keep their defaults. Instances get every disposition reset at spawn.
+const CONTAINER_IGNORED: [nix::sys::signal::Signal; 11] = {
+    use nix::sys::signal::Signal::*;
+    [
+        SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGPWR, SIGXCPU, SIGXFSZ, SIGTSTP, SIGTTIN,
+        SIGTTOU,
+    ]
+};
 
 /// Posts events to the supervisor loop from another thread.
 #[derive(Clone)]
@@ -45,22 +58,29 @@ impl EventSender {
 pub(crate) struct Inbox {
     channel: Receiver<Event>,
     doorbell: Arc<EventFd>,
-    /// The read end of each signal's pipe, in the order of [`SIGNALS`].
-    signal_pipes: Vec<OwnedFd>,
+    /// The read end of each signal's pipe, with its signal.
+    signal_pipes: Vec<(OwnedFd, i32)>,
 }
 
 /// Installs the signal handlers (at once, so no SIGCHLD is missed) and makes the inbox and
 /// the sender the other threads post through.
-pub(crate) fn inbox() -> std::io::Result<(Inbox, EventSender)> {
+pub(crate) fn inbox(container: bool) -> std::io::Result<(Inbox, EventSender)> {
     let (sender, channel) = crossbeam_channel::unbounded();
     let doorbell = Arc::new(EventFd::from_flags(
         EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
     )?);
     let mut signal_pipes = Vec::new();
-    for signal in SIGNALS {
+    let extra: &[i32] = if container { &CONTAINER_SIGNALS } else { &[] };
+    if container {
+        for signal in CONTAINER_IGNORED {
+            // SAFETY: SIG_IGN installs no handler code; nothing else sets these signals.
+            unsafe { nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::SigIgn) }?;
+        }
+    }
+    for &signal in SIGNALS.iter().chain(extra) {
         let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
         signal_hook::low_level::pipe::register(signal, write)?;
-        signal_pipes.push(read);
+        signal_pipes.push((read, signal));
     }
     Ok((
         Inbox {
@@ -88,7 +108,7 @@ impl Inbox {
         let mut fds: Vec<PollFd> = self
             .signal_pipes
             .iter()
-            .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+            .map(|(fd, _)| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
             .collect();
         fds.push(PollFd::new(self.doorbell.as_fd(), PollFlags::POLLIN));
         match nix::poll::ppoll(&mut fds, timeout, None) {
@@ -102,9 +122,9 @@ impl Inbox {
     /// Every signal and event that has arrived, without waiting.
     fn take_arrived(&self) -> Vec<Event> {
         let mut arrived = Vec::new();
-        for (pipe, signal) in self.signal_pipes.iter().zip(SIGNALS) {
+        for (pipe, signal) in &self.signal_pipes {
             if drain(pipe) {
-                arrived.push(Event::Signal(signal));
+                arrived.push(Event::Signal(*signal));
             }
         }
         let _ = self.doorbell.read();

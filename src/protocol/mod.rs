@@ -163,6 +163,9 @@ pub struct StatusReport {
     /// clusterd itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daemon: Option<DaemonStatus>,
+    /// clusterd is stopping (after SIGTERM, during `--shutdown-delay` too): not ready.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopping: bool,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -298,6 +298,11 @@ impl<P: ProcessControl> Supervisor<P> {
             }
         }
         self.fail_waiters(name, now);
+        if self.shutdown_policy.exit_on_giveup && !self.shutting_down {
+            error!("{name} gave up and --exit-on-giveup is set: stopping every unit");
+            self.ending.gave_up = true;
+            self.shutdown(now);
+        }
     }
 
     /// A child was reaped: an instance, a hook, or an orphan clusterd adopted as subreaper.
@@ -563,6 +568,7 @@ impl<P: ProcessControl> Supervisor<P> {
             ),
         ));
         self.os.signal_instance(id, process.pid, Signal::SIGKILL);
+        self.ending.killed |= self.shutting_down;
     }
 
     /// The live processes of a unit.

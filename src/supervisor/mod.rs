@@ -58,11 +58,35 @@ pub(crate) struct Supervisor<P: ProcessControl> {
     next_spawn_id: SpawnId,
     /// Set by SIGTERM/SIGINT: stopping everything, then exit.
     shutting_down: bool,
+    /// Set by SIGTERM/SIGINT while `shutdown_delay` runs: still serving, about to stop.
+    stop_requested: bool,
+    /// What clusterd's flags say about ending: `--shutdown-delay`, `--exit-on-giveup`.
+    shutdown_policy: ShutdownPolicy,
+    /// How the run ended, for clusterd's exit status.
+    ending: Ending,
     /// Warnings about notifications from processes that are no instance.
     stray_notifications: LogLimit,
     /// clusterd's events about units, for their logs, handed to the OS side in order once
     /// the event that caused them is handled.
     unit_events: Vec<UnitEvent>,
+}
+
+/// How clusterd ends, from its flags.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ShutdownPolicy {
+    /// After SIGTERM/SIGINT, go on serving this long before stopping the units.
+    pub(crate) delay: std::time::Duration,
+    /// A unit that gives up stops everything (clusterd then exits with its own status).
+    pub(crate) exit_on_giveup: bool,
+}
+
+/// What happened on the way out, for clusterd's exit status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Ending {
+    /// A unit gave up and `exit_on_giveup` stopped everything.
+    pub(crate) gave_up: bool,
+    /// An instance had to be killed with SIGKILL during the shutdown.
+    pub(crate) killed: bool,
 }
 
 /// clusterd's event about a unit, for its log.
@@ -104,6 +128,9 @@ impl<P: ProcessControl> Supervisor<P> {
             timers: Timers::default(),
             next_spawn_id: 1,
             shutting_down: false,
+            stop_requested: false,
+            shutdown_policy: ShutdownPolicy::default(),
+            ending: Ending::default(),
             stray_notifications: LogLimit::default(),
             unit_events: Vec::new(),
         }
@@ -189,10 +216,11 @@ impl<P: ProcessControl> Supervisor<P> {
                 Timer::ReadyTimeout(id) => self.ready_timed_out(id, now),
                 Timer::RetryStarts(unit) => self.retry_starts(&unit, now),
                 Timer::MemoryCheck(unit) => self.check_memory(&unit, now),
+                Timer::ShutdownDelay => self.shutdown(now),
                 Timer::KillHook(pid) => {
                     // Still in `hooks`: not reaped, so the pid is still that hook's.
                     if let Some(unit) = self.hooks.get(&pid) {
-                        warn!("{unit}: on_giveup hook (pid {pid}) still running {}s after SIGTERM; killing it with SIGKILL", self.hook_grace(unit).as_secs_f32());
+                        warn!("{unit}: on_giveup hook (pid {pid}) still running {}s after clusterd began stopping; killing it with SIGKILL", self.hook_grace(unit).as_secs_f32());
                         self.os.signal_group(pid, Signal::SIGKILL);
                     }
                 }
@@ -214,8 +242,24 @@ impl<P: ProcessControl> Supervisor<P> {
             && self.hooks.is_empty()
     }
 
+    #[cfg(test)]
     pub(crate) fn is_shutting_down(&self) -> bool {
         self.shutting_down
+    }
+
+    /// True from the first SIGTERM/SIGINT on, while `shutdown_delay` runs too: clusterd is
+    /// no longer ready, even if its instances still serve.
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.shutting_down || self.stop_requested
+    }
+
+    pub(crate) fn set_shutdown_policy(&mut self, policy: ShutdownPolicy) {
+        self.shutdown_policy = policy;
+    }
+
+    /// How the run ended (once [`Supervisor::finished`]).
+    pub(crate) fn ending(&self) -> Ending {
+        self.ending
     }
 
     /// How many instance processes are alive (for the service manager's STATUS=).
@@ -246,16 +290,40 @@ impl<P: ProcessControl> Supervisor<P> {
                     }
                 }
             }
-            Ok(Signal::SIGTERM | Signal::SIGINT) => self.shutdown(now),
+            Ok(Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT) => {
+                self.stop_request(signal, now)
+            }
             _ => debug!("ignoring signal {signal}"),
         }
     }
 
+    /// SIGTERM/SIGINT (SIGQUIT in container mode): with a `shutdown_delay`, first go on
+    /// serving that long, not ready (a load balancer takes a moment to stop sending); a
+    /// second signal, or the end of the delay, stops everything.
+    fn stop_request(&mut self, signal: i32, now: Instant) {
+        let name = Signal::try_from(signal).map_or("a signal", Signal::as_str);
+        let delay = self.shutdown_policy.delay;
+        if self.shutting_down || self.stop_requested || delay.is_zero() {
+            if self.stop_requested && !self.shutting_down {
+                info!("{name} again: stopping now, before the end of the shutdown delay");
+            }
+            self.timers.cancel(Timer::ShutdownDelay);
+            return self.shutdown(now);
+        }
+        info!(
+            "{name}: not ready any more; the instances go on serving for {} (--shutdown-delay), then stop",
+            humantime::format_duration(delay)
+        );
+        self.stop_requested = true;
+        self.timers.add_after(now, delay, Timer::ShutdownDelay);
+    }
+
     /// First SIGTERM/SIGINT: stop every unit gracefully, in parallel. A second one: SIGKILL
     /// everything at once.
-    fn shutdown(&mut self, now: Instant) {
+    pub(super) fn shutdown(&mut self, now: Instant) {
         if self.shutting_down {
             warn!("second shutdown signal: killing every instance now");
+            self.ending.killed |= !self.processes.is_empty() || !self.lingering.is_empty();
             let instances: Vec<(SpawnId, Pid)> = self
                 .processes
                 .values()
@@ -282,14 +350,17 @@ impl<P: ProcessControl> Supervisor<P> {
             self.stop_unit(&name, now);
         }
         // Hooks are stopped like instances: SIGTERM, then SIGKILL after the unit's
-        // kill_timeout, so a hook that ignores SIGTERM cannot hold the shutdown forever.
+        // kill_timeout, so a hook that ignores SIGTERM cannot hold the shutdown forever. A
+        // shutdown *because* a unit gave up lets its alarm run (until that SIGKILL).
         let hooks: Vec<(Pid, String)> = self
             .hooks
             .iter()
             .map(|(pid, unit)| (*pid, unit.clone()))
             .collect();
         for (pgid, unit) in hooks {
-            self.os.signal_group(pgid, Signal::SIGTERM);
+            if !self.ending.gave_up {
+                self.os.signal_group(pgid, Signal::SIGTERM);
+            }
             let grace = self.hook_grace(&unit);
             self.timers.add_after(now, grace, Timer::KillHook(pgid));
         }

@@ -65,6 +65,7 @@ impl<P: ProcessControl> Supervisor<P> {
             units,
             isolation: self.os.isolation(),
             daemon: self.os.daemon_status(),
+            stopping: self.is_stopping(),
         }
     }
 

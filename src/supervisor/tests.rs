@@ -8,7 +8,7 @@ use crossbeam_channel::Receiver;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use super::Supervisor;
+use super::{Ending, ShutdownPolicy, Supervisor};
 use crate::protocol::{Request, Response, ScaleCount, UnitStatus};
 use crate::supervisor::event::{Credit, Event, NotifyMessage, WorkerMessage};
 use crate::supervisor::process_control::{
@@ -964,6 +964,87 @@ fn sigterm_stops_every_unit_in_parallel_and_finishes_once_every_child_is_reaped(
         3,
         "something was restarted during shutdown"
     );
+}
+
+#[test]
+fn with_a_shutdown_delay_instances_serve_on_not_ready_until_it_ends_or_a_second_signal() {
+    let mut h = Harness::start(&[("web", "command = \"sleep 100\"\ninstances = 2\n")]);
+    h.sup.set_shutdown_policy(ShutdownPolicy {
+        delay: 5 * SECOND,
+        exit_on_giveup: false,
+    });
+    let web = [h.pid_of("web", 0), h.pid_of("web", 1)];
+    h.signal(libc::SIGTERM);
+    assert!(h.sup.is_stopping() && !h.sup.is_shutting_down());
+    assert!(web.iter().all(|&pid| h.signals_to(pid).is_empty()));
+    assert!(h.sup.status(None, h.now).stopping);
+    // An instance that crashes meanwhile is still replaced: the delay is for serving.
+    h.advance(4 * SECOND);
+    assert!(web.iter().all(|&pid| h.signals_to(pid).is_empty()));
+    h.advance(SECOND);
+    assert!(h.sup.is_shutting_down());
+    for pid in web {
+        assert_eq!(h.signals_to(pid), [Signal::SIGTERM, Signal::SIGCONT]);
+    }
+    h.exit_all(&web.map(|pid| (pid, killed(Signal::SIGTERM))));
+    assert!(h.sup.finished());
+    assert_eq!(h.sup.ending(), Ending::default());
+
+    // A second signal does not wait for the end of the delay.
+    let mut h = Harness::start(&[("web", "command = \"sleep 100\"\n")]);
+    h.sup.set_shutdown_policy(ShutdownPolicy {
+        delay: 60 * SECOND,
+        exit_on_giveup: false,
+    });
+    let pid = h.pid_of("web", 0);
+    h.signal(libc::SIGTERM);
+    h.signal(libc::SIGINT);
+    assert_eq!(h.signals_to(pid), [Signal::SIGTERM, Signal::SIGCONT]);
+}
+
+#[test]
+fn with_exit_on_giveup_a_give_up_stops_everything_and_lets_the_alarm_run() {
+    let crashy = "command = \"false\"\nrestart_limit = { burst = 1 }\non_giveup = \"alarm\"\n";
+    let mut h = Harness::start(&[("crashy", crashy), ("web", "command = \"sleep 100\"\n")]);
+    h.sup.set_shutdown_policy(ShutdownPolicy {
+        delay: 60 * SECOND,
+        exit_on_giveup: true,
+    });
+    let web = h.pid_of("web", 0);
+    h.exit(h.pid_of("crashy", 0), code(1));
+    h.exit(h.pid_of("crashy", 0), code(1));
+    assert!(h.status("crashy").gave_up);
+    // No shutdown delay: nothing is left to serve for.
+    assert!(h.sup.is_shutting_down());
+    assert_eq!(h.signals_to(web), [Signal::SIGTERM, Signal::SIGCONT]);
+    let hook = h.os().hooks[0].pid;
+    assert!(h.signals_to(hook).is_empty(), "the alarm was stopped");
+    h.exit(web, killed(Signal::SIGTERM));
+    assert!(!h.sup.finished(), "finished before the alarm did");
+    h.exit(hook, code(0));
+    assert!(h.sup.finished());
+    assert_eq!(
+        h.sup.ending(),
+        Ending {
+            gave_up: true,
+            killed: false
+        }
+    );
+}
+
+#[test]
+fn an_instance_killed_after_its_kill_timeout_at_shutdown_shows_in_the_ending() {
+    let mut h = Harness::start(&[("web", "command = \"sleep 100\"\nkill_timeout = \"2s\"\n")]);
+    let pid = h.pid_of("web", 0);
+    h.signal(libc::SIGTERM);
+    h.advance(2 * SECOND);
+    assert_eq!(
+        h.signals_to(pid),
+        [Signal::SIGTERM, Signal::SIGCONT, Signal::SIGKILL]
+    );
+    h.exit(pid, killed(Signal::SIGKILL));
+    assert!(h.sup.finished());
+    assert!(h.sup.ending().killed);
 }
 
 #[test]

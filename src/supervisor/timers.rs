@@ -29,6 +29,8 @@ pub(super) enum Timer {
     RetryStarts(String),
     /// Check this unit's instances against its `memory_max`.
     MemoryCheck(String),
+    /// `shutdown_delay` after SIGTERM/SIGINT: stop everything now.
+    ShutdownDelay,
 }
 
 #[derive(Debug, Default)]

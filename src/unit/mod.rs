@@ -2,7 +2,7 @@
 //! supervisor runs, errors that point into the file, and loading a directory of them.
 
 mod every_error;
-mod keys;
+pub mod keys;
 mod load;
 #[allow(clippy::module_inception)]
 mod unit;

@@ -59,6 +59,9 @@ pub(crate) struct Daemon {
     fd_limit: Option<u64>,
     /// More flags for clusterd.
     extra_args: Vec<String>,
+    /// A command clusterd runs under (`unshare --pid --fork ...`): then `child` is that
+    /// command, and clusterd is its child.
+    wrapper: Vec<String>,
 }
 
 impl Daemon {
@@ -72,6 +75,19 @@ impl Daemon {
     pub(crate) fn start_with_args(units: &[(&str, &str)], args: &[&str]) -> Daemon {
         let mut daemon = Self::prepare(units, None);
         daemon.extra_args = args.iter().map(|a| a.to_string()).collect();
+        daemon.launch();
+        daemon
+    }
+
+    /// [`Daemon::start_with_args`] with clusterd as PID 1 of a PID namespace of its own
+    /// (`unshare --pid --fork --mount-proc`), as in a container. The caller checks that
+    /// unshare works here ([`pid_namespaces_work`]).
+    pub(crate) fn start_as_pid_1(units: &[(&str, &str)], args: &[&str]) -> Daemon {
+        let mut daemon = Self::prepare(units, None);
+        daemon.extra_args = args.iter().map(|a| a.to_string()).collect();
+        daemon.wrapper = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
+            .map(String::from)
+            .to_vec();
         daemon.launch();
         daemon
     }
@@ -99,12 +115,20 @@ impl Daemon {
             child: None,
             fd_limit: limit,
             extra_args: Vec::new(),
+            wrapper: Vec::new(),
         }
     }
 
     pub(crate) fn launch(&mut self) {
         let log = fs::File::create(self.log_path()).expect("log file");
-        let mut command = Command::new(CLUSTERD);
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(CLUSTERD);
+                command
+            }
+            None => Command::new(CLUSTERD),
+        };
         if let Some(limit) = self.fd_limit {
             use std::os::unix::process::CommandExt;
             // SAFETY: setrlimit is async-signal-safe and touches only a local struct.
@@ -171,11 +195,21 @@ impl Daemon {
         fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// clusterd's pid (as this test sees it: in a PID namespace of its own, clusterd is 1
+    /// only to itself).
     pub(crate) fn pid(&self) -> u32 {
-        self.child
-            .as_ref()
-            .map(Child::id)
-            .expect("clusterd running")
+        self.clusterd_pid().expect("clusterd running")
+    }
+
+    fn clusterd_pid(&self) -> Option<u32> {
+        let child = self.child.as_ref().map(Child::id)?;
+        if self.wrapper.is_empty() {
+            return Some(child);
+        }
+        // The wrapper's only child; it exists once the control socket answered.
+        fs::read_to_string(format!("/proc/{child}/task/{child}/children"))
+            .ok()
+            .and_then(|text| text.split_whitespace().next()?.parse().ok())
     }
 
     pub(crate) fn write_unit(&self, name: &str, text: &str) {
@@ -285,6 +319,7 @@ impl Daemon {
 
     /// Waits for clusterd to exit on its own (after a signal the test sent).
     pub(crate) fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        // Under a wrapper, the wrapper exits with clusterd's status.
         let mut child = self.child.take().expect("clusterd running");
         let deadline = Instant::now() + timeout;
         loop {
@@ -303,8 +338,11 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // clusterd itself, not its wrapper: the wrapper's SIGTERM would leave clusterd
+        // behind (`--kill-child` then SIGKILLs it).
+        let target = self.clusterd_pid();
         if let Some(mut child) = self.child.take() {
-            send_signal(child.id(), libc::SIGTERM);
+            send_signal(target.unwrap_or(child.id()), libc::SIGTERM);
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {

@@ -1,0 +1,108 @@
+//! `clusterctl`'s arguments: its verbs and their flags.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::client::top::SortBy;
+use crate::protocol::{LogStream, ScaleCount};
+
+#[derive(Parser)]
+#[command(
+    name = "clusterctl",
+    version,
+    about = "Control a running clusterd",
+    after_long_help = "Exit status: 0 done; 1 the request failed (clusterd said why), or for \
+`ready`, a unit is not ready; 2 a wrong argument; 3 clusterd is not reachable (not running, \
+or no permission on its socket)."
+)]
+pub struct ClusterctlArgs {
+    /// Control socket path [default: $CLUSTERD_SOCKET, else the same default as clusterd].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: ClusterctlCommand,
+}
+
+#[derive(Subcommand)]
+pub enum ClusterctlCommand {
+    /// Show units and their instances.
+    Status {
+        /// Only this unit.
+        unit: Option<String>,
+        /// Print one JSON object instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a unit's instances (clears a give-up); returns once they are ready.
+    Start { unit: String },
+    /// Stop every instance of a unit gracefully; returns once they are gone.
+    Stop { unit: String },
+    /// Stop, then start every instance (clears a give-up).
+    Restart { unit: String },
+    /// Replace every instance one by one without downtime.
+    Reload { unit: String },
+    /// Change the number of instances: N, +N or -N.
+    Scale {
+        unit: String,
+        #[arg(allow_hyphen_values = true, value_name = "N|+N|-N")]
+        count: ScaleCount,
+    },
+    /// Re-read the units directory (same as SIGHUP to clusterd).
+    DaemonReload,
+    /// Show the last lines of a unit's log, then (with --follow) every new one.
+    Logs {
+        unit: String,
+        /// How many lines of history.
+        #[arg(short = 'n', long, default_value_t = 10)]
+        lines: usize,
+        /// Go on printing new lines as they are written, until Ctrl-C.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only this instance (its index).
+        #[arg(long, value_name = "INDEX")]
+        instance: Option<u32>,
+        /// Only stdout (`out`) or stderr (`err`).
+        #[arg(long, value_enum)]
+        stream: Option<LogStream>,
+        /// Print control characters as they are, even on a terminal.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Reopen every log file by name, after an external logrotate renamed them (same as
+    /// SIGUSR1 to clusterd).
+    ReopenLogs,
+    /// Print every unit's and instance's metrics in the Prometheus text format (for
+    /// node_exporter's textfile collector).
+    Metrics,
+    /// A live view of every instance's CPU, memory, restarts, uptime and state, refreshed
+    /// every interval, until q or Ctrl-C. Prints one frame when stdout is not a terminal.
+    Top {
+        /// Only this unit.
+        unit: Option<String>,
+        /// Time between frames.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+        /// Busiest first by CPU or by memory.
+        #[arg(long, value_enum, default_value = "cpu")]
+        sort: SortBy,
+    },
+    /// Exit 0 only if every named unit (default: every unit) runs all its wanted instances
+    /// and each is ready, and clusterd is not stopping: for readiness probes.
+    Ready {
+        /// The units to check.
+        units: Vec<String>,
+    },
+    /// Print the completion script for a shell, e.g. `clusterctl completions bash >
+    /// /etc/bash_completion.d/clusterctl`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// The clap command, for man pages and completions.
+pub fn command() -> clap::Command {
+    <ClusterctlArgs as clap::CommandFactory>::command()
+}

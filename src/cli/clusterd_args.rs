@@ -1,0 +1,106 @@
+//! `clusterd`'s flags.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::daemon::Isolation;
+use crate::unit::LogTo;
+
+/// clusterd's exit codes, for the service manager or orchestrator above it.
+pub mod exit_code {
+    /// Every instance stopped cleanly after SIGTERM or SIGINT.
+    pub const STOPPED: u8 = 0;
+    /// clusterd could not start (the control socket is in use, the units directory cannot be
+    /// read, ...), or `--check` found an invalid unit file.
+    pub const FAILED: u8 = 1;
+    /// A flag is wrong.
+    pub const USAGE: u8 = 2;
+    /// A unit gave up and `--exit-on-giveup` is set (sysexits' EX_UNAVAILABLE).
+    pub const GAVE_UP: u8 = 69;
+    /// As a container's main process: an instance had to be killed with SIGKILL after its
+    /// `kill_timeout` (128 + 9, as a shell reports a process SIGKILL ended).
+    pub const KILLED: u8 = 128 + 9;
+}
+
+/// Keeps N copies of any program running: restarts with a limit, suicide replacement,
+/// graceful stops, shared listening sockets, zero-downtime reloads.
+#[derive(Parser)]
+#[command(
+    name = "clusterd",
+    version,
+    about,
+    after_long_help = "Exit status: 0 after SIGTERM or SIGINT stopped every instance; 1 if clusterd \
+could not start or --check found an invalid file; 2 for a wrong flag; 69 when a unit gave up \
+and --exit-on-giveup is set; 137 in container mode when an instance had to be killed with \
+SIGKILL.\n\nSignals: SIGTERM, SIGINT stop every instance gracefully (a second one kills them \
+at once); SIGHUP re-reads the units directory; SIGUSR1 reopens the log files. In container \
+mode SIGQUIT stops like SIGTERM, and the other signals that would end or suspend clusterd \
+(SIGUSR2, SIGALRM, SIGTSTP, ...) are ignored, as they are for a PID 1."
+)]
+pub struct ClusterdArgs {
+    /// Directory of unit files (*.toml); each file is one unit named after its stem.
+    #[arg(long, value_name = "DIR")]
+    pub units: PathBuf,
+
+    /// Control socket path [default: $CLUSTERD_SOCKET, else /run/clusterd/clusterd.sock for
+    /// root, $XDG_RUNTIME_DIR/clusterd.sock or /tmp/clusterd-$UID/clusterd.sock for others].
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Let members of this group use the control socket too (mode 0660 instead of 0600).
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
+
+    /// How instances are kept together: `cgroup` (each in a cgroup of its own; nothing it
+    /// starts can escape a stop), `process-group`, or `auto` (cgroup where clusterd can create
+    /// cgroups, else process-group).
+    #[arg(long, value_enum, default_value_t = Isolation::Auto)]
+    pub isolation: Isolation,
+
+    /// Where `file` logs live [default: /var/log/clusterd for root, else
+    /// $XDG_STATE_HOME/clusterd/log or ~/.local/state/clusterd/log]. Created if missing.
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+
+    /// Where the output of units without their own `[log] to` goes: file, console, journal
+    /// or inherit [default: file; console in container mode].
+    #[arg(long, value_name = "TO", value_parser = parse_log_to)]
+    pub log_default: Option<LogTo>,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 (off by default;
+    /// anyone who can reach the address can read them).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
+    /// Run as a container's main process (implied when clusterd is PID 1): units log to the
+    /// console by default, SIGQUIT stops like SIGTERM, and the exit status says whether an
+    /// instance had to be killed.
+    #[arg(long)]
+    pub container: bool,
+
+    /// When a unit gives up (reaches its restart limit), stop every unit and exit with
+    /// status 69, so that the supervisor above clusterd (systemd, Kubernetes) sees it.
+    #[arg(long)]
+    pub exit_on_giveup: bool,
+
+    /// After SIGTERM or SIGINT, go on serving this long before stopping the units (the
+    /// instances keep running, `clusterctl ready` fails): time for a load balancer to stop
+    /// sending traffic. A second signal stops at once.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub shutdown_delay: Duration,
+
+    /// Validate the unit files, print every error, and exit (1 if any file is invalid).
+    #[arg(long)]
+    pub check: bool,
+}
+
+fn parse_log_to(text: &str) -> Result<LogTo, String> {
+    text.parse()
+}
+
+/// The clap command, for man pages and completions.
+pub fn command() -> clap::Command {
+    <ClusterdArgs as clap::CommandFactory>::command()
+}

@@ -1,0 +1,41 @@
+//! `clusterctl ready`: whether units run every instance they want, each ready — the answer an
+//! orchestrator's readiness probe needs (a TCP probe of a port clusterd holds open would
+//! always pass, even with no instance behind it).
+
+use crate::protocol::StatusReport;
+
+/// Why the named units (every unit when none is named) are not ready, or `None` if they are.
+pub fn not_ready(report: &StatusReport, units: &[String]) -> Option<String> {
+    if report.stopping {
+        return Some("clusterd is stopping".to_string());
+    }
+    let mut problems: Vec<String> = units
+        .iter()
+        .filter(|name| !report.units.iter().any(|u| &&u.name == name))
+        .map(|name| format!("{name}: no such unit"))
+        .collect();
+    for unit in report
+        .units
+        .iter()
+        .filter(|u| units.is_empty() || units.contains(&u.name))
+    {
+        if unit.state == "invalid" {
+            problems.push(format!("{}: its unit file is invalid", unit.name));
+            continue;
+        }
+        let ready = unit
+            .instances
+            .iter()
+            .filter(|i| i.state == "running")
+            .count();
+        if ready < unit.wanted_instances as usize {
+            problems.push(format!(
+                "{}: {ready} of {} instance(s) ready{}",
+                unit.name,
+                unit.wanted_instances,
+                if unit.gave_up { " (gave up)" } else { "" }
+            ));
+        }
+    }
+    (!problems.is_empty()).then(|| problems.join("; "))
+}
