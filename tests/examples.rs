@@ -1,6 +1,7 @@
 //! The examples users copy must work: every unit file in `units/` loads, every ```toml block
-//! in the documentation is a complete, valid unit file, and `packaging/clusterd.service`
-//! passes `systemd-analyze verify` (where that tool exists).
+//! in the documentation is a complete, valid unit file, the example the Debian package puts
+//! in /etc/clusterd serves once copied, and `packaging/clusterd.service` passes
+//! `systemd-analyze verify` (where that tool exists).
 
 mod common;
 
@@ -36,6 +37,44 @@ fn every_example_unit_in_units_is_valid() {
         "invalid example units:\n{}",
         errors.join("\n")
     );
+}
+
+/// packaging/etc/hello.toml.example, copied to a unit as its comments say (on a free port,
+/// and as clusterd's own user where the test cannot switch users), runs and answers.
+#[test]
+fn the_packaged_example_unit_serves_once_copied() {
+    let text = fs::read_to_string(root().join("packaging/etc/hello.toml.example"))
+        .expect("read the packaged example");
+    let port = common::free_port();
+    let mut unit = text.replace("127.0.0.1:8000", &format!("127.0.0.1:{port}"));
+    assert_ne!(
+        unit, text,
+        "the example no longer listens on 127.0.0.1:8000"
+    );
+    // The packaged service finds python3 in /usr/bin; this test's PATH may find one only
+    // its own user can run (pyenv under /root), which `nobody` cannot.
+    let system_python = Path::new("/usr/bin/python3").exists();
+    if common::have_root() && system_python {
+        unit = unit.replace("[\"python3\"", "[\"/usr/bin/python3\"");
+    } else {
+        unit = unit.replace("user = \"nobody\"", "");
+    }
+    let daemon = common::Daemon::start(&[("hello", &unit)]);
+    daemon.wait_running("hello", 2);
+    let mut answers = std::collections::BTreeSet::new();
+    common::wait_for("both instances to answer", common::PATIENCE, || {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let _ = stream.write_all(b"GET / HTTP/1.0\r\n\r\n");
+        let mut reply = String::new();
+        let _ = stream.read_to_string(&mut reply);
+        if let Some(line) = reply.lines().find(|l| l.starts_with("hello from instance")) {
+            answers.insert(line.split(',').next().unwrap_or_default().to_string());
+        }
+        answers.len() == 2
+    });
 }
 
 #[test]
@@ -167,7 +206,8 @@ fn the_systemd_service_passes_systemd_analyze_verify() {
     for required in [
         "Type=notify",
         "NotifyAccess=main",
-        "ExecStart=/usr/bin/clusterd --units /etc/clusterd",
+        "ExecStart=/usr/bin/clusterd --units /etc/clusterd --socket-group clusterd",
+        "Delegate=yes",
         "ExecReload=/usr/bin/clusterctl daemon-reload",
         "KillMode=mixed",
         "RuntimeDirectory=clusterd",

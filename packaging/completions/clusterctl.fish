@@ -1,0 +1,93 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_clusterctl_global_optspecs
+    string join \n socket= h/help V/version
+end
+
+function __fish_clusterctl_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_clusterctl_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_clusterctl_using_subcommand
+    set -l cmd (__fish_clusterctl_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c clusterctl -n "__fish_clusterctl_needs_command" -l socket -d 'Control socket path [default: $CLUSTERD_SOCKET, else the same default as clusterd]' -r -F
+complete -c clusterctl -n "__fish_clusterctl_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c clusterctl -n "__fish_clusterctl_needs_command" -s V -l version -d 'Print version'
+complete -c clusterctl -n "__fish_clusterctl_needs_command" -f -a "status" -d 'Show units and their instances'
+complete -c clusterctl -n "__fish_clusterctl_needs_command" -f -a "start" -d 'Start a unit\'s instances (clears a give-up); returns once they are ready'
+complete -c clusterctl -n "__fish_clusterctl_needs_command" -f -a "stop" -d 'Stop every instance of a unit gracefully; returns once they are gone'
+complete -c clusterctl -n "__fish_clusterctl_needs_command" -f -a "restart" -d 'Stop, then start every instance (clears a give-up)'
+complete -c clusterctl -n "__fish_clusterctl_needs_command" -f -a "reload" -d 'Replace every instance one by one without downtime'
+complete -c clusterctl -n "__fish_clusterctl_needs_command" -f -a "scale" -d 'Change the number of instances: N, +N or -N'
+complete -c clusterctl -n "__fish_clusterctl_needs_command" -f -a "daemon-reload" -d 'Re-read the units directory (same as SIGHUP to clusterd)'
+complete -c clusterctl -n "__fish_clusterctl_needs_command" -f -a "logs" -d 'Show the last lines of a unit\'s log, then (with --follow) every new one'
+complete -c clusterctl -n "__fish_clusterctl_needs_command" -f -a "reopen-logs" -d 'Reopen every log file by name, after an external logrotate renamed them (same as SIGUSR1 to clusterd)'
+complete -c clusterctl -n "__fish_clusterctl_needs_command" -f -a "metrics" -d 'Print every unit\'s and instance\'s metrics in the Prometheus text format (for node_exporter\'s textfile collector)'
+complete -c clusterctl -n "__fish_clusterctl_needs_command" -f -a "top" -d 'A live view of every instance\'s CPU, memory, restarts, uptime and state, refreshed every interval, until q or Ctrl-C. Prints one frame when stdout is not a terminal'
+complete -c clusterctl -n "__fish_clusterctl_needs_command" -f -a "ready" -d 'Exit 0 only if every named unit (default: every unit) runs all its wanted instances and each is ready, and clusterd is not stopping: for readiness probes'
+complete -c clusterctl -n "__fish_clusterctl_needs_command" -f -a "completions" -d 'Print the completion script for a shell, e.g. `clusterctl completions bash > /etc/bash_completion.d/clusterctl`'
+complete -c clusterctl -n "__fish_clusterctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand status" -l socket -d 'Control socket path [default: $CLUSTERD_SOCKET, else the same default as clusterd]' -r -F
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand status" -l json -d 'Print one JSON object instead of tables'
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand status" -s h -l help -d 'Print help'
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand start" -l socket -d 'Control socket path [default: $CLUSTERD_SOCKET, else the same default as clusterd]' -r -F
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand start" -s h -l help -d 'Print help'
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand stop" -l socket -d 'Control socket path [default: $CLUSTERD_SOCKET, else the same default as clusterd]' -r -F
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand stop" -s h -l help -d 'Print help'
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand restart" -l socket -d 'Control socket path [default: $CLUSTERD_SOCKET, else the same default as clusterd]' -r -F
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand restart" -s h -l help -d 'Print help'
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand reload" -l socket -d 'Control socket path [default: $CLUSTERD_SOCKET, else the same default as clusterd]' -r -F
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand reload" -s h -l help -d 'Print help'
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand scale" -l socket -d 'Control socket path [default: $CLUSTERD_SOCKET, else the same default as clusterd]' -r -F
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand scale" -s h -l help -d 'Print help'
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand daemon-reload" -l socket -d 'Control socket path [default: $CLUSTERD_SOCKET, else the same default as clusterd]' -r -F
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand daemon-reload" -s h -l help -d 'Print help'
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand logs" -s n -l lines -d 'How many lines of history' -r
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand logs" -l instance -d 'Only this instance (its index)' -r
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand logs" -l stream -d 'Only stdout (`out`) or stderr (`err`)' -r -f -a "out\t''
+err\t''"
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand logs" -l socket -d 'Control socket path [default: $CLUSTERD_SOCKET, else the same default as clusterd]' -r -F
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand logs" -s f -l follow -d 'Go on printing new lines as they are written, until Ctrl-C'
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand logs" -l raw -d 'Print control characters as they are, even on a terminal'
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand logs" -s h -l help -d 'Print help'
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand reopen-logs" -l socket -d 'Control socket path [default: $CLUSTERD_SOCKET, else the same default as clusterd]' -r -F
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand reopen-logs" -s h -l help -d 'Print help'
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand metrics" -l socket -d 'Control socket path [default: $CLUSTERD_SOCKET, else the same default as clusterd]' -r -F
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand metrics" -s h -l help -d 'Print help'
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand top" -l interval -d 'Time between frames' -r
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand top" -l sort -d 'Busiest first by CPU or by memory' -r -f -a "cpu\t''
+mem\t''"
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand top" -l socket -d 'Control socket path [default: $CLUSTERD_SOCKET, else the same default as clusterd]' -r -F
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand top" -s h -l help -d 'Print help'
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand ready" -l socket -d 'Control socket path [default: $CLUSTERD_SOCKET, else the same default as clusterd]' -r -F
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand ready" -s h -l help -d 'Print help'
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand completions" -l socket -d 'Control socket path [default: $CLUSTERD_SOCKET, else the same default as clusterd]' -r -F
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand help; and not __fish_seen_subcommand_from status start stop restart reload scale daemon-reload logs reopen-logs metrics top ready completions help" -f -a "status" -d 'Show units and their instances'
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand help; and not __fish_seen_subcommand_from status start stop restart reload scale daemon-reload logs reopen-logs metrics top ready completions help" -f -a "start" -d 'Start a unit\'s instances (clears a give-up); returns once they are ready'
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand help; and not __fish_seen_subcommand_from status start stop restart reload scale daemon-reload logs reopen-logs metrics top ready completions help" -f -a "stop" -d 'Stop every instance of a unit gracefully; returns once they are gone'
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand help; and not __fish_seen_subcommand_from status start stop restart reload scale daemon-reload logs reopen-logs metrics top ready completions help" -f -a "restart" -d 'Stop, then start every instance (clears a give-up)'
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand help; and not __fish_seen_subcommand_from status start stop restart reload scale daemon-reload logs reopen-logs metrics top ready completions help" -f -a "reload" -d 'Replace every instance one by one without downtime'
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand help; and not __fish_seen_subcommand_from status start stop restart reload scale daemon-reload logs reopen-logs metrics top ready completions help" -f -a "scale" -d 'Change the number of instances: N, +N or -N'
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand help; and not __fish_seen_subcommand_from status start stop restart reload scale daemon-reload logs reopen-logs metrics top ready completions help" -f -a "daemon-reload" -d 'Re-read the units directory (same as SIGHUP to clusterd)'
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand help; and not __fish_seen_subcommand_from status start stop restart reload scale daemon-reload logs reopen-logs metrics top ready completions help" -f -a "logs" -d 'Show the last lines of a unit\'s log, then (with --follow) every new one'
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand help; and not __fish_seen_subcommand_from status start stop restart reload scale daemon-reload logs reopen-logs metrics top ready completions help" -f -a "reopen-logs" -d 'Reopen every log file by name, after an external logrotate renamed them (same as SIGUSR1 to clusterd)'
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand help; and not __fish_seen_subcommand_from status start stop restart reload scale daemon-reload logs reopen-logs metrics top ready completions help" -f -a "metrics" -d 'Print every unit\'s and instance\'s metrics in the Prometheus text format (for node_exporter\'s textfile collector)'
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand help; and not __fish_seen_subcommand_from status start stop restart reload scale daemon-reload logs reopen-logs metrics top ready completions help" -f -a "top" -d 'A live view of every instance\'s CPU, memory, restarts, uptime and state, refreshed every interval, until q or Ctrl-C. Prints one frame when stdout is not a terminal'
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand help; and not __fish_seen_subcommand_from status start stop restart reload scale daemon-reload logs reopen-logs metrics top ready completions help" -f -a "ready" -d 'Exit 0 only if every named unit (default: every unit) runs all its wanted instances and each is ready, and clusterd is not stopping: for readiness probes'
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand help; and not __fish_seen_subcommand_from status start stop restart reload scale daemon-reload logs reopen-logs metrics top ready completions help" -f -a "completions" -d 'Print the completion script for a shell, e.g. `clusterctl completions bash > /etc/bash_completion.d/clusterctl`'
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand help; and not __fish_seen_subcommand_from status start stop restart reload scale daemon-reload logs reopen-logs metrics top ready completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
