@@ -112,3 +112,24 @@ fn the_man_pages_and_completions_in_packaging_are_generated_from_the_definitions
          run `CLUSTERD_REGENERATE=1 cargo test --test generated_files` and commit the result"
     );
 }
+
+/// clusterd.unit(5) documents exactly the keys the parser accepts (the parser's table is
+/// checked against serde's unit form in the library's own tests).
+#[test]
+fn the_unit_man_page_names_every_key_the_parser_accepts_and_no_other() {
+    let page = clusterd::cli::unit_man_page::render(VERSION);
+    let documented: Vec<String> = page
+        .lines()
+        .filter_map(|line| {
+            line.strip_prefix("\\fB")?
+                .split_once("\\fR = ")
+                .map(|(k, _)| k)
+        })
+        .map(|key| key.replace("\\-", "-"))
+        .collect();
+    let accepted: Vec<String> = clusterd::unit::keys::KEYS
+        .iter()
+        .map(|key| key.name.to_string())
+        .collect();
+    assert_eq!(documented, accepted);
+}
