@@ -164,6 +164,28 @@ fn prepare(opts: &mut Opts, tmp: &Path, worker: Vec<String>, results: &mut Resul
     env
 }
 
+/// `measure` once per run, clusterd alone: a failure is recorded, and whatever a run left
+/// is swept before the next.
+fn clusterd_runs(
+    opts: &Opts,
+    started: Instant,
+    results: &mut Results,
+    what: &str,
+    mut measure: impl FnMut(usize, &mut Results) -> Result<(), String>,
+) {
+    for run in 0..opts.runs {
+        eprintln!(
+            "supervisors: [{:>4.0}s] {what}, run {}",
+            started.elapsed().as_secs_f64(),
+            run + 1
+        );
+        if let Err(e) = measure(run, results) {
+            results.fail(Peer::Clusterd, what, e);
+        }
+        sweep_descendants();
+    }
+}
+
 /// Every metric asked for, peer after peer, run after run.
 fn measure_all(env: &Env, opts: &Opts, results: &mut Results, started: Instant) {
     let sup_peers: Vec<Peer> = [Peer::Clusterd, Peer::Pm2, Peer::Supervisord]
@@ -207,31 +229,25 @@ fn measure_all(env: &Env, opts: &Opts, results: &mut Results, started: Instant) 
         }
     }
     if opts.wants("memlimit") {
-        for run in 0..opts.runs {
-            eprintln!(
-                "supervisors: [{:>4.0}s] memory limit reaction, run {}",
-                started.elapsed().as_secs_f64(),
-                run + 1
-            );
-            match memory_limit_reaction(env, run) {
-                Ok(ms) => results.add("memlimit", Peer::Clusterd, ms),
-                Err(e) => results.fail(Peer::Clusterd, "memory limit reaction", e),
-            }
-            sweep_descendants();
-        }
+        clusterd_runs(
+            opts,
+            started,
+            results,
+            "memory limit reaction",
+            |run, results| {
+                memory_limit_reaction(env, run)
+                    .map(|ms| results.add("memlimit", Peer::Clusterd, ms))
+            },
+        );
     }
     if opts.wants("watch") {
-        for run in 0..opts.runs {
-            eprintln!(
-                "supervisors: [{:>4.0}s] 200 instances left alone, then watched by top, run {}",
-                started.elapsed().as_secs_f64(),
-                run + 1
-            );
-            if let Err(e) = watch_costs(env, opts, run, results) {
-                results.fail(Peer::Clusterd, "watch costs", e);
-            }
-            sweep_descendants();
-        }
+        clusterd_runs(
+            opts,
+            started,
+            results,
+            "200 instances left alone, then watched by top",
+            |run, results| watch_costs(env, opts, run, results),
+        );
     }
     if opts.wants("logs") {
         for run in 0..opts.runs {
