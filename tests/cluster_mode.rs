@@ -4,14 +4,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{ErrorKind, Read, Write};
+use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::http_load::{get, Load};
 use common::*;
 use serde_json::Value;
 
@@ -85,23 +83,6 @@ fn start_web(port: u16, instances: u32, extra: &str) -> Daemon {
     daemon
 }
 
-/// One HTTP GET; returns the pid that answered.
-fn get(port: u16) -> std::io::Result<u32> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
-    if !answer.starts_with("HTTP/1.1 200") {
-        return Err(std::io::Error::other(format!("bad answer: {answer:?}")));
-    }
-    answer
-        .rsplit("\r\n\r\n")
-        .next()
-        .and_then(|body| body.trim().parse().ok())
-        .ok_or_else(|| std::io::Error::other("no pid in answer"))
-}
-
 fn instance_record(daemon: &Daemon, pid: u32) -> Value {
     let path = daemon.path("out").join(format!("{pid}.json"));
     let mut text = String::new();
@@ -110,66 +91,6 @@ fn instance_record(daemon: &Daemon, pid: u32) -> Value {
         serde_json::from_str::<Value>(&text).is_ok()
     });
     serde_json::from_str(&text).expect("record")
-}
-
-/// Requests sent by a background load loop, by outcome.
-#[derive(Debug, Default)]
-struct LoadReport {
-    ok: usize,
-    refused: usize,
-    failed: Vec<String>,
-}
-
-impl LoadReport {
-    /// Requests were answered, and none was refused or failed.
-    fn assert_every_request_served(&self) {
-        assert!(self.ok > 0, "{self:?}");
-        assert_eq!(self.refused, 0, "{self:?}");
-        assert!(self.failed.is_empty(), "{self:?}");
-    }
-}
-
-/// Sends requests one after another until stopped (bounded by `limit` in any case).
-struct Load {
-    stop: Arc<AtomicBool>,
-    handle: Option<thread::JoinHandle<LoadReport>>,
-}
-
-impl Load {
-    fn start(port: u16, limit: Duration) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let handle = thread::spawn(move || {
-            let mut report = LoadReport::default();
-            let end = Instant::now() + limit;
-            while !flag.load(Ordering::Relaxed) && Instant::now() < end {
-                match get(port) {
-                    Ok(_) => report.ok += 1,
-                    Err(e) if e.kind() == ErrorKind::ConnectionRefused => report.refused += 1,
-                    Err(e) => report.failed.push(e.to_string()),
-                }
-            }
-            report
-        });
-        Load {
-            stop,
-            handle: Some(handle),
-        }
-    }
-
-    fn finish(mut self) -> LoadReport {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle
-            .take()
-            .map(|h| h.join().expect("load thread"))
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
 }
 
 #[test]
@@ -448,4 +369,73 @@ fn a_unix_socket_is_created_for_the_unit_and_removed_when_it_stops() {
     assert!(std::os::unix::net::UnixStream::connect(&path).is_ok());
     assert!(daemon.ctl(&["stop", "app"]).status.success());
     assert!(!path.exists(), "socket file left behind");
+}
+
+/// Reports the options of the listening socket it got as fd 3, and of a connection it
+/// accepts from it, as one line of JSON to each client.
+const SOCKET_OPTIONS: &str = r#"
+import json, socket
+listener = socket.socket(fileno=3)
+def options(s):
+    return {"nodelay": s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0,
+            "keepalive": s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0,
+            "rcvbuf": s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)}
+while True:
+    conn, _ = listener.accept()
+    conn.sendall((json.dumps({"listener": options(listener), "accepted": options(conn)}) + "\n").encode())
+    conn.close()
+"#;
+
+fn socket_options(port: u16, extra: &str) -> Value {
+    let daemon = Daemon::start(&[]);
+    std::fs::write(daemon.path("options.py"), SOCKET_OPTIONS).expect("write script");
+    daemon.write_unit(
+        "web",
+        &format!(
+            "command = [\"python3\", \"{}\"]\nlisten = [\"tcp://127.0.0.1:{port}\"]\n{extra}",
+            toml_path(&daemon.path("options.py"))
+        ),
+    );
+    let out = daemon.ctl(&["daemon-reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut answer = String::new();
+    wait_for("the instance to answer", PATIENCE, || {
+        answer.clear();
+        TcpStream::connect(("127.0.0.1", port))
+            .and_then(|mut stream| stream.read_to_string(&mut answer))
+            .is_ok_and(|n| n > 0)
+    });
+    serde_json::from_str(&answer).expect("options JSON")
+}
+
+#[test]
+fn listen_sockets_have_nodelay_by_default_and_the_options_a_unit_asks_for() {
+    // Default: TCP_NODELAY, inherited by every accepted connection (asyncio servers such as
+    // uvicorn set it only on sockets they created themselves).
+    let options = socket_options(free_port(), "");
+    assert_eq!(options["listener"]["nodelay"], true, "{options}");
+    assert_eq!(options["accepted"]["nodelay"], true, "{options}");
+    assert_eq!(options["accepted"]["keepalive"], false, "{options}");
+
+    let options = socket_options(
+        free_port(),
+        "listen_options = { nodelay = false, keepalive = true, receive_buffer = \"256KiB\", backlog = 16, defer_accept = \"0s\" }\n",
+    );
+    assert_eq!(options["listener"]["nodelay"], false, "{options}");
+    assert_eq!(options["accepted"]["nodelay"], false, "{options}");
+    assert_eq!(options["accepted"]["keepalive"], true, "{options}");
+    // The kernel doubles the size it is given (for its bookkeeping), capped by rmem_max.
+    let rmem_max: u64 = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(u64::MAX);
+    assert_eq!(
+        options["listener"]["rcvbuf"].as_u64(),
+        Some(2 * rmem_max.min(256 << 10)),
+        "{options}"
+    );
 }

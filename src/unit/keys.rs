@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use toml::de::{DeValue, ValueDeserializer};
 use toml::Spanned;
 
-use super::unit_file::{LogTable, RestartLimitTable};
+use super::unit_file::{ListenOptionsTable, LogTable, RestartLimitTable};
 use super::values::{
     Balance, ByteSize, CommandLine, HumanDuration, ListenAddress, NodeClusterSetting,
     NodeClusterStop, ReadyMode, RestartPolicy, SignalName,
@@ -127,6 +127,13 @@ pub const KEYS: &[Key] = &[
         default: "`\"shared\"`",
         meaning: "how connections on `listen` sockets are spread",
         check: check::<Balance>,
+    },
+    Key {
+        name: "listen_options",
+        value: "table `{ nodelay, backlog, keepalive, send_buffer, receive_buffer, defer_accept }`",
+        default: "`{ nodelay = true, backlog = 4096, keepalive = false }`, buffers the kernel's, `defer_accept` off",
+        meaning: "how the `listen` sockets are set up, as systemd's socket units: `nodelay` (TCP_NODELAY, inherited by accepted connections: without it a server that writes a response in pieces waits ~40 ms per keep-alive request), `backlog` (connections that wait while no instance accepts), `keepalive` (SO_KEEPALIVE), `send_buffer`/`receive_buffer` (sizes), `defer_accept` (a duration: wake an instance only once a connection has data); the TCP options apply to `tcp://` addresses ([cluster-mode.md](cluster-mode.md#socket-options))",
+        check: check::<ListenOptionsTable>,
     },
     Key {
         name: "ready",

@@ -10,11 +10,11 @@ use nix::unistd::{Gid, Group, Uid, User};
 use toml::Spanned;
 
 use super::unit_error::{UnitError, UnitErrorKind};
-use super::unit_file::UnitFile;
-use super::values::LogTo;
+use super::unit_file::{ListenOptionsTable, UnitFile};
 pub use super::values::{
     Balance, ListenAddress, NodeClusterStop, NodeScheduling, ReadyMode, RestartPolicy,
 };
+use super::values::{ByteSize, LogTo};
 
 /// Default `restart_limit`: at most 10 automatic restarts in any 60 s.
 const DEFAULT_RESTART_BURST: u32 = 10;
@@ -48,6 +48,46 @@ impl Default for LogSettings {
             timestamps: None,
             max_size: DEFAULT_LOG_MAX_SIZE,
             keep: DEFAULT_LOG_KEEP,
+        }
+    }
+}
+
+/// How the `listen` sockets are set up (`listen_options`). The TCP options apply to TCP
+/// sockets only; connections accepted from a socket inherit them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenOptions {
+    /// TCP_NODELAY: small writes go out at once. On by default: servers that write a
+    /// response in pieces (asyncio's, uvicorn) otherwise wait ~40 ms for the client's
+    /// delayed ACK on every keep-alive request, and asyncio sets it only on sockets it
+    /// created itself.
+    pub nodelay: bool,
+    /// Connections that may wait while no instance accepts (the kernel caps it at
+    /// net.core.somaxconn).
+    pub backlog: u32,
+    /// SO_KEEPALIVE: the kernel probes idle connections.
+    pub keepalive: bool,
+    /// SO_SNDBUF and SO_RCVBUF in bytes; `None`: the kernel's.
+    pub send_buffer: Option<u32>,
+    pub receive_buffer: Option<u32>,
+    /// TCP_DEFER_ACCEPT: wake an instance only once a connection has data, waiting at most
+    /// this long; `None`: off.
+    pub defer_accept: Option<Duration>,
+}
+
+/// More than this is a typo (and more than any kernel accepts).
+const MAX_BACKLOG: u32 = 65535;
+/// The default backlog: enough for a burst while every instance restarts.
+const DEFAULT_BACKLOG: u32 = 4096;
+
+impl Default for ListenOptions {
+    fn default() -> Self {
+        ListenOptions {
+            nodelay: true,
+            backlog: DEFAULT_BACKLOG,
+            keepalive: false,
+            send_buffer: None,
+            receive_buffer: None,
+            defer_accept: None,
         }
     }
 }
@@ -94,6 +134,7 @@ pub struct Unit {
     pub credentials: Credentials,
     pub listen: Vec<ListenAddress>,
     pub balance: Balance,
+    pub listen_options: ListenOptions,
     pub ready: ReadyMode,
     pub ready_timeout: Duration,
     /// `node_cluster`: clusterd is the Node cluster primary of the instances, with this
@@ -227,6 +268,18 @@ impl Unit {
             });
         }
 
+        let listen_options =
+            match file.listen_options {
+                None => ListenOptions::default(),
+                Some(table) if listen.is_empty() => return Err(at(
+                    table.span().start,
+                    UnitErrorKind::Conflict,
+                    "listen_options applies to units with listen addresses (add listen = [...])"
+                        .into(),
+                )),
+                Some(table) => listen_options(table.into_inner(), &at)?,
+            };
+
         let node_cluster = file.node_cluster.and_then(|setting| setting.0);
         let node_cluster_stop = match file.node_cluster_stop {
             Some(stop) if node_cluster.is_none() => return Err(at(
@@ -307,6 +360,7 @@ impl Unit {
             credentials,
             listen,
             balance,
+            listen_options,
             ready,
             ready_timeout: file.ready_timeout.map_or(DEFAULT_READY_TIMEOUT, |d| d.0),
             node_cluster,
@@ -324,6 +378,61 @@ impl Unit {
         same.instances = self.instances;
         &same == self
     }
+}
+
+/// `listen_options`, checked: a backlog within 1–65535, buffers the kernel can take.
+fn listen_options(
+    table: ListenOptionsTable,
+    at: &impl Fn(usize, UnitErrorKind, String) -> UnitError,
+) -> Result<ListenOptions, UnitError> {
+    let defaults = ListenOptions::default();
+    let backlog = match table.backlog {
+        Some(backlog) if !(1..=MAX_BACKLOG).contains(backlog.get_ref()) => {
+            return Err(at(
+                backlog.span().start,
+                UnitErrorKind::BadValue,
+                format!(
+                    "listen_options.backlog = {} is outside 1–{MAX_BACKLOG}",
+                    backlog.get_ref()
+                ),
+            ))
+        }
+        Some(backlog) => backlog.into_inner(),
+        None => defaults.backlog,
+    };
+    let buffer = |size: Option<Spanned<ByteSize>>, name: &str| -> Result<Option<u32>, UnitError> {
+        match size {
+            None => Ok(None),
+            Some(size) => match u32::try_from(size.get_ref().0) {
+                Ok(bytes) if bytes > 0 && bytes <= i32::MAX as u32 => Ok(Some(bytes)),
+                _ => Err(at(
+                    size.span().start,
+                    UnitErrorKind::BadValue,
+                    format!("listen_options.{name} must be between 1 byte and 2GiB"),
+                )),
+            },
+        }
+    };
+    let defer_accept = match table.defer_accept {
+        Some(wait) if wait.get_ref().0.is_zero() => None,
+        Some(wait) if wait.get_ref().0 > Duration::from_secs(3600) => {
+            return Err(at(
+                wait.span().start,
+                UnitErrorKind::BadValue,
+                "listen_options.defer_accept is at most 1h".into(),
+            ))
+        }
+        Some(wait) => Some(wait.into_inner().0),
+        None => None,
+    };
+    Ok(ListenOptions {
+        nodelay: table.nodelay.unwrap_or(defaults.nodelay),
+        backlog,
+        keepalive: table.keepalive.unwrap_or(defaults.keepalive),
+        send_buffer: buffer(table.send_buffer, "send_buffer")?,
+        receive_buffer: buffer(table.receive_buffer, "receive_buffer")?,
+        defer_accept,
+    })
 }
 
 fn resolve_credentials(
@@ -503,6 +612,43 @@ ready_timeout = "10s"
             unit.listen[0],
             ListenAddress::Unix("/etc/clusterd/web.sock".into())
         );
+    }
+
+    #[test]
+    fn listen_options_default_to_nodelay_and_point_at_mistakes() {
+        let listen = "command = \"true\"\nlisten = [\"tcp://127.0.0.1:3000\"]\n";
+        assert_eq!(
+            parse(listen).unwrap().listen_options,
+            ListenOptions::default()
+        );
+        assert!(ListenOptions::default().nodelay);
+        let unit = parse(&format!(
+            "{listen}listen_options = {{ nodelay = false, backlog = 128, keepalive = true, send_buffer = \"1MiB\", receive_buffer = \"64KiB\", defer_accept = \"3s\" }}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            unit.listen_options,
+            ListenOptions {
+                nodelay: false,
+                backlog: 128,
+                keepalive: true,
+                send_buffer: Some(1 << 20),
+                receive_buffer: Some(64 << 10),
+                defer_accept: Some(Duration::from_secs(3)),
+            }
+        );
+        let err = parse(&format!("{listen}listen_options = {{ backlog = 0 }}\n")).unwrap_err();
+        assert_eq!(err.position, Some((3, 30)), "{err}");
+        assert!(err.to_string().contains("outside 1–65535"), "{err}");
+        let err = parse(&format!(
+            "{listen}listen_options = {{ nodelay = \"yes\" }}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(err.position.map(|p| p.0), Some(3), "{err}");
+        let err = parse(&format!("{listen}listen_options = {{ no_delay = true }}\n")).unwrap_err();
+        assert!(err.to_string().contains("no_delay"), "{err}");
+        let err = parse("command = \"true\"\nlisten_options = { nodelay = false }\n").unwrap_err();
+        assert!(err.to_string().contains("add listen"), "{err}");
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub struct UnitFile {
     pub group: Option<Spanned<String>>,
     pub listen: Option<Vec<Spanned<ListenAddress>>>,
     pub balance: Option<Balance>,
+    pub listen_options: Option<Spanned<ListenOptionsTable>>,
     pub ready: Option<ReadyMode>,
     pub ready_timeout: Option<HumanDuration>,
     pub node_cluster: Option<NodeClusterSetting>,
@@ -44,6 +45,18 @@ pub struct UnitFile {
 pub struct RestartLimitTable {
     pub burst: Option<u32>,
     pub interval: Option<Spanned<HumanDuration>>,
+}
+
+/// `listen_options = { nodelay = true, backlog = 4096 }`: how the `listen` sockets are set up.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenOptionsTable {
+    pub nodelay: Option<bool>,
+    pub backlog: Option<Spanned<u32>>,
+    pub keepalive: Option<bool>,
+    pub send_buffer: Option<Spanned<ByteSize>>,
+    pub receive_buffer: Option<Spanned<ByteSize>>,
+    pub defer_accept: Option<Spanned<HumanDuration>>,
 }
 
 /// `[log]`: where the instances' output goes and how it is kept.

@@ -16,10 +16,7 @@ use nix::sys::socket::{
     SockaddrIn, SockaddrIn6, UnixAddr,
 };
 
-use crate::unit::{Balance, ListenAddress, Unit};
-
-/// Connections that may wait while no instance accepts (the kernel caps it at somaxconn).
-const LISTEN_BACKLOG: i32 = 4096;
+use crate::unit::{Balance, ListenAddress, ListenOptions, Unit};
 
 #[derive(Default)]
 pub(crate) struct UnitSockets {
@@ -38,8 +35,13 @@ impl UnitSockets {
         let mut sockets = UnitSockets::default();
         if unit.balance == Balance::Shared {
             for address in &unit.listen {
-                let fd = bind_listener(address, false, &mut sockets.unix_paths)
-                    .map_err(|e| format!("{}: cannot listen on {address}: {e}", unit.name))?;
+                let fd = bind_listener(
+                    address,
+                    &unit.listen_options,
+                    false,
+                    &mut sockets.unix_paths,
+                )
+                .map_err(|e| format!("{}: cannot listen on {address}: {e}", unit.name))?;
                 sockets.shared.push(fd);
             }
         }
@@ -61,10 +63,13 @@ impl UnitSockets {
                 if !self.per_index.contains_key(&index) {
                     let mut fds = Vec::new();
                     for address in &unit.listen {
-                        let fd =
-                            bind_listener(address, true, &mut self.unix_paths).map_err(|e| {
-                                format!("{}: cannot listen on {address}: {e}", unit.name)
-                            })?;
+                        let fd = bind_listener(
+                            address,
+                            &unit.listen_options,
+                            true,
+                            &mut self.unix_paths,
+                        )
+                        .map_err(|e| format!("{}: cannot listen on {address}: {e}", unit.name))?;
                         fds.push(fd);
                     }
                     self.per_index.insert(index, fds);
@@ -153,6 +158,7 @@ pub(crate) fn bind_tcp(
 
 fn bind_listener(
     address: &ListenAddress,
+    options: &ListenOptions,
     reuseport: bool,
     unix_paths: &mut Vec<PathBuf>,
 ) -> Result<OwnedFd, String> {
@@ -160,7 +166,10 @@ fn bind_listener(
     let fd = match address {
         // `[::]` means IPv6 only, so that `0.0.0.0` can be listed beside it.
         ListenAddress::Tcp(addr) => {
-            bind_tcp(*addr, reuseport, true, SockFlag::empty()).map_err(|e| e.desc().to_string())?
+            let fd = bind_tcp(*addr, reuseport, true, SockFlag::empty())
+                .map_err(|e| e.desc().to_string())?;
+            set_tcp_options(&fd, options)?;
+            fd
         }
         ListenAddress::Unix(path) => {
             crate::daemon::os::unix_socket_file::clear_stale(path)?;
@@ -177,7 +186,47 @@ fn bind_listener(
             fd
         }
     };
-    let backlog = Backlog::new(LISTEN_BACKLOG).unwrap_or(Backlog::MAXCONN);
+    if let Some(bytes) = options.send_buffer {
+        setsockopt(&fd, sockopt::SndBuf, &(bytes as usize)).map_err(|e| errno("SO_SNDBUF", e))?;
+    }
+    if let Some(bytes) = options.receive_buffer {
+        setsockopt(&fd, sockopt::RcvBuf, &(bytes as usize)).map_err(|e| errno("SO_RCVBUF", e))?;
+    }
+    let backlog = i32::try_from(options.backlog)
+        .ok()
+        .and_then(|b| Backlog::new(b).ok())
+        .unwrap_or(Backlog::MAXCONN);
     listen(&fd, backlog).map_err(|e| errno("listen", e))?;
     Ok(fd)
+}
+
+/// `listen_options` that exist for TCP only. Accepted connections inherit TCP_NODELAY and
+/// SO_KEEPALIVE from the listening socket.
+fn set_tcp_options(fd: &OwnedFd, options: &ListenOptions) -> Result<(), String> {
+    let errno = |what: &str, e: nix::Error| format!("{what}: {}", e.desc());
+    setsockopt(fd, sockopt::TcpNoDelay, &options.nodelay).map_err(|e| errno("TCP_NODELAY", e))?;
+    if options.keepalive {
+        setsockopt(fd, sockopt::KeepAlive, &true).map_err(|e| errno("SO_KEEPALIVE", e))?;
+    }
+    if let Some(wait) = options.defer_accept {
+        // Whole seconds, at least one.
+        let seconds = libc::c_int::try_from(wait.as_secs().max(1)).unwrap_or(libc::c_int::MAX);
+        // SAFETY: setsockopt reads an int from a valid local for the given length.
+        let result = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_DEFER_ACCEPT,
+                (&seconds as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if result != 0 {
+            return Err(format!(
+                "TCP_DEFER_ACCEPT: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
 }
