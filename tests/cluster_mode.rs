@@ -439,3 +439,40 @@ fn listen_sockets_have_nodelay_by_default_and_the_options_a_unit_asks_for() {
         "{options}"
     );
 }
+
+#[test]
+fn a_unit_that_gave_up_refuses_connections_until_it_is_started_again() {
+    let port = free_port();
+    let crashing = format!(
+        "command = [\"sh\", \"-c\", \"exit 1\"]\nlisten = [\"tcp://127.0.0.1:{port}\"]\nrestart_limit = {{ burst = 2, interval = \"1m\" }}\n"
+    );
+    let daemon = Daemon::start(&[("web", &crashing)]);
+    wait_for("web to give up", PATIENCE, || {
+        daemon.unit("web")["gave_up"] == true
+    });
+    // Nobody accepts: refused at once, rather than left waiting in a backlog.
+    wait_for("connections to be refused", PATIENCE, || {
+        TcpStream::connect(("127.0.0.1", port))
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+    });
+    let events = daemon.ctl(&["status", "web"]);
+    assert!(
+        String::from_utf8_lossy(&events.stdout).contains("closed its listening sockets"),
+        "{}",
+        String::from_utf8_lossy(&events.stdout)
+    );
+    // Fixed and started again (daemon-reload restarts a unit that gave up): the sockets are
+    // bound again, and stay bound while an instance runs.
+    daemon.write_unit(
+        "web",
+        &crashing.replace("[\"sh\", \"-c\", \"exit 1\"]", "[\"sleep\", \"100\"]"),
+    );
+    let out = daemon.ctl(&["daemon-reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    daemon.wait_running("web", 1);
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
+}

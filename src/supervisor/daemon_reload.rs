@@ -250,6 +250,7 @@ fn can_roll(rt: &UnitRuntime, new: &Unit) -> bool {
         && matches!(rt.after_stop, AfterStop::Nothing)
         && old.listen == new.listen
         && old.balance == new.balance
+        && old.listen_options == new.listen_options
         && old.node_cluster == new.node_cluster
         && old.instances == new.instances
 }

@@ -611,6 +611,21 @@ impl<P: ProcessControl> Supervisor<P> {
         let Some(rt) = self.units.get_mut(name) else {
             return Carried::Removed;
         };
+        // A unit that gave up and has no instance left would keep its sockets with nobody
+        // accepting: clients would wait in the backlog until their own timeout, and a load
+        // balancer could not fail over. Closed, they are refused at once; `start` or
+        // `restart` binds them again.
+        if alive == 0
+            && rt.gave_up.is_some()
+            && !rt.unit.listen.is_empty()
+            && self.os.sockets_open(name)
+        {
+            info!("{name}: gave up and no instance is left; closing its listening sockets (clients are refused until `clusterctl start {name}`)");
+            self.os.close_sockets(name);
+            let note = "closed its listening sockets: no instance is left to accept".to_string();
+            self.unit_events
+                .push(UnitEvent::note(name.to_string(), None, note));
+        }
         if alive > 0 || rt.active {
             return Carried::Nothing;
         }
@@ -618,7 +633,10 @@ impl<P: ProcessControl> Supervisor<P> {
             AfterStop::Nothing => self.os.release_unit(name),
             AfterStop::Start(new_unit) => {
                 if let Some(unit) = new_unit {
-                    if unit.listen != rt.unit.listen || unit.balance != rt.unit.balance {
+                    if unit.listen != rt.unit.listen
+                        || unit.balance != rt.unit.balance
+                        || unit.listen_options != rt.unit.listen_options
+                    {
                         self.os.close_sockets(name);
                     }
                     rt.set_unit(*unit);

@@ -405,6 +405,34 @@ const LISTENER: &str =
     "command = \"sleep 100\"\ninstances = 2\nlisten = [\"tcp://127.0.0.1:8080\"]\non_giveup = \"alarm\"\n";
 
 #[test]
+fn a_unit_that_gave_up_closes_its_sockets_once_no_instance_is_left_and_start_reopens_them() {
+    let text = "command = \"sleep 100\"\ninstances = 2\nlisten = [\"tcp://127.0.0.1:8080\"]\nrestart_limit = { burst = 1 }\n";
+    let mut h = Harness::start(&[("web", text)]);
+    let survivor = h.pid_of("web", 1);
+    h.exit(h.pid_of("web", 0), code(1));
+    h.exit(h.pid_of("web", 0), code(1));
+    assert!(h.status("web").gave_up);
+    // Instance 1 still accepts: the sockets stay.
+    assert!(h.os().sockets.contains("web"));
+    h.exit(survivor, code(1));
+    assert!(
+        !h.os().sockets.contains("web"),
+        "nobody accepts, yet the sockets are open"
+    );
+    let reply = h.request(Request::Start { unit: unit("web") });
+    assert!(reply.try_recv().is_ok_and(|r| r.ok));
+    assert!(h.os().sockets.contains("web"));
+    assert_eq!(
+        h.os().socket_log,
+        [
+            ("open", unit("web")),
+            ("close", unit("web")),
+            ("open", unit("web"))
+        ]
+    );
+}
+
+#[test]
 fn a_units_sockets_outlive_crashes_and_restarts_and_close_when_it_is_stopped() {
     let mut h = Harness::start(&[("web", LISTENER)]);
     assert!(h.os().sockets.contains("web"));
