@@ -13,7 +13,7 @@ use toml::Spanned;
 
 use super::unit_file::{ListenOptionsTable, LogTable, RestartLimitTable};
 use super::values::{
-    Balance, ByteSize, CommandLine, HumanDuration, ListenAddress, NodeClusterSetting,
+    Balance, ByteSize, CommandLine, EnvValue, HumanDuration, ListenAddress, NodeClusterSetting,
     NodeClusterStop, ReadyMode, RestartPolicy, SignalName,
 };
 
@@ -95,10 +95,10 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         name: "environment",
-        value: "table of strings",
+        value: "table of strings, numbers or booleans",
         default: "none",
-        meaning: "variables added to the instances' environment",
-        check: check::<BTreeMap<String, String>>,
+        meaning: "variables added to the instances' environment; `PORT = 3000` is `\"3000\"`, `DEBUG = true` is `\"true\"`",
+        check: check::<BTreeMap<String, EnvValue>>,
     },
     Key {
         name: "user",

@@ -235,6 +235,7 @@ impl Unit {
         for (key, value) in file.environment.unwrap_or_default() {
             let span = key.span();
             let key = key.into_inner();
+            let value = value.0;
             if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
                 return Err(at(
                     span.start,
@@ -649,6 +650,24 @@ ready_timeout = "10s"
         assert!(err.to_string().contains("no_delay"), "{err}");
         let err = parse("command = \"true\"\nlisten_options = { nodelay = false }\n").unwrap_err();
         assert!(err.to_string().contains("add listen"), "{err}");
+    }
+
+    #[test]
+    fn environment_takes_numbers_and_booleans_as_their_toml_text_and_refuses_arrays() {
+        let unit = parse(
+            "command = \"true\"\nenvironment = { PORT = 3000, DEBUG = true, RATIO = 0.5, NAME = \"web\" }\n",
+        )
+        .unwrap();
+        assert_eq!(unit.environment["PORT"], "3000");
+        assert_eq!(unit.environment["DEBUG"], "true");
+        assert_eq!(unit.environment["RATIO"], "0.5");
+        assert_eq!(unit.environment["NAME"], "web");
+        let err = parse("command = \"true\"\nenvironment = { PATH = [\"/bin\", \"/usr/bin\"] }\n")
+            .unwrap_err();
+        assert_eq!(err.position, Some((2, 24)), "{err}");
+        assert!(err.to_string().contains("not an array"), "{err}");
+        let err = parse("command = \"true\"\n[environment]\nDB = { host = \"x\" }\n").unwrap_err();
+        assert!(err.to_string().contains("not a table"), "{err}");
     }
 
     #[test]

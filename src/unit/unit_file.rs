@@ -8,8 +8,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::values::{
-    Balance, ByteSize, CommandLine, HumanDuration, ListenAddress, LogTo, NodeClusterSetting,
-    NodeClusterStop, ReadyMode, RestartPolicy, SignalName,
+    Balance, ByteSize, CommandLine, EnvValue, HumanDuration, ListenAddress, LogTo,
+    NodeClusterSetting, NodeClusterStop, ReadyMode, RestartPolicy, SignalName,
 };
 
 #[derive(Debug, Deserialize)]
@@ -24,7 +24,7 @@ pub struct UnitFile {
     pub kill_timeout: Option<HumanDuration>,
     pub on_giveup: Option<CommandLine>,
     pub working_directory: Option<Spanned<PathBuf>>,
-    pub environment: Option<BTreeMap<Spanned<String>, String>>,
+    pub environment: Option<BTreeMap<Spanned<String>, EnvValue>>,
     pub user: Option<Spanned<String>>,
     pub group: Option<Spanned<String>>,
     pub listen: Option<Vec<Spanned<ListenAddress>>>,

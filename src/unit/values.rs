@@ -380,6 +380,50 @@ impl<'de> Deserialize<'de> for ListenAddress {
     }
 }
 
+/// The value of an `environment` variable: a string, or a number or boolean written as
+/// TOML writes it (`PORT = 3000` is "3000", `DEBUG = true` is "true"), as PM2 users write
+/// them. Arrays and tables have no single text: an error says so at the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvValue(pub String);
+
+impl<'de> Deserialize<'de> for EnvValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EnvVisitor;
+        impl<'de> Visitor<'de> for EnvVisitor {
+            type Value = EnvValue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, a number or a boolean (an environment variable's value)")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<EnvValue, E> {
+                Ok(EnvValue(value.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<EnvValue, E> {
+                Ok(EnvValue(value.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<EnvValue, E> {
+                Ok(EnvValue(value.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, value: f64) -> Result<EnvValue, E> {
+                Ok(EnvValue(value.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, value: bool) -> Result<EnvValue, E> {
+                Ok(EnvValue(value.to_string()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<EnvValue, A::Error> {
+                Err(de::Error::custom(
+                    "an environment variable's value is one string, number or boolean, not an array (join the items into one string)",
+                ))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<EnvValue, A::Error> {
+                Err(de::Error::custom(
+                    "an environment variable's value is one string, number or boolean, not a table",
+                ))
+            }
+        }
+        deserializer.deserialize_any(EnvVisitor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
 
