@@ -256,3 +256,58 @@ impl Drop for StartedByShell {
         }
     }
 }
+
+/// `environment_file`: read at every start (a changed file applies at the next restart), a
+/// file's variables win over `environment`, a `-` file may be missing, and a missing file
+/// without `-` is a failed start that says which file.
+#[test]
+fn environment_files_are_read_at_every_start() {
+    let daemon = Daemon::start(&[]);
+    std::fs::write(
+        daemon.path("web.env"),
+        "# secrets\nDATABASE_URL=postgres://db/app\nGREETING=\"from the file\"\n",
+    )
+    .expect("write the env file");
+    let unit = probe_unit(
+        daemon.dir.path(),
+        1,
+        &format!(
+            "environment_file = [\"{}\", \"-/no/such/optional.env\"]",
+            toml_path(&daemon.path("web.env"))
+        ),
+    );
+    daemon.write_unit("web", &unit);
+    assert!(daemon.ctl(&["daemon-reload"]).status.success());
+    let env = read_probe(&daemon, 0)["env"].clone();
+    assert_eq!(env["DATABASE_URL"], "postgres://db/app");
+    assert_eq!(
+        env["GREETING"], "from the file",
+        "the file wins over environment"
+    );
+
+    // Changed, then the instance restarted: the new value.
+    std::fs::write(daemon.path("web.env"), "DATABASE_URL=postgres://db2/app\n").expect("rewrite");
+    std::fs::remove_file(daemon.path("out").join("0.json")).expect("remove the old report");
+    assert!(daemon.ctl(&["restart", "web"]).status.success());
+    let env = read_probe(&daemon, 0)["env"].clone();
+    assert_eq!(env["DATABASE_URL"], "postgres://db2/app");
+    assert_eq!(env["GREETING"], "hello world");
+
+    // A required file that is missing: a failed start, with the file named.
+    daemon.write_unit(
+        "lost",
+        "command = \"sleep 300\"\nenvironment_file = \"/no/such/web.env\"\nrestart_limit = { burst = 1 }\n",
+    );
+    let _ = daemon.ctl(&["daemon-reload"]);
+    wait_for("the unit to give up", PATIENCE, || {
+        daemon.unit("lost")["gave_up"] == true
+    });
+    let status = daemon.ctl(&["status", "lost"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains(
+            "cannot read its environment_file /no/such/web.env: No such file or directory"
+        ),
+        "{text}"
+    );
+}

@@ -30,6 +30,8 @@ pub(crate) struct SpawnRequest<'a> {
 pub(crate) enum SpawnStage {
     /// Before anything was created: the program is not in PATH, an argument holds a NUL.
     Program,
+    /// Reading the unit's `environment_file`s.
+    EnvironmentFile,
     /// Binding the unit's `listen` sockets for this instance.
     Sockets,
     /// Creating the worker channel.

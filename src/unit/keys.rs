@@ -14,7 +14,7 @@ use toml::Spanned;
 use super::unit_file::{ListenOptionsTable, LogTable, RestartLimitTable};
 use super::values::{
     Balance, ByteSize, CommandLine, EnvValue, HumanDuration, ListenAddress, NodeClusterSetting,
-    NodeClusterStop, ReadyMode, RestartPolicy, SignalName,
+    NodeClusterStop, PathList, ReadyMode, RestartPolicy, SignalName,
 };
 
 /// One key of a unit file.
@@ -99,6 +99,13 @@ pub const KEYS: &[Key] = &[
         default: "none",
         meaning: "variables added to the instances' environment; `PORT = 3000` is `\"3000\"`, `DEBUG = true` is `\"true\"`",
         check: check::<BTreeMap<String, EnvValue>>,
+    },
+    Key {
+        name: "environment_file",
+        value: "path or array of paths",
+        default: "none",
+        meaning: "files of `KEY=VALUE` lines read at every start (systemd's `EnvironmentFile=`): secrets stay out of the unit file; a path starting with `-` may be missing; a variable from a file wins over `environment`",
+        check: check::<PathList>,
     },
     Key {
         name: "user",

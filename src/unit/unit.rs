@@ -92,6 +92,15 @@ impl Default for ListenOptions {
     }
 }
 
+/// One `environment_file` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvironmentFile {
+    /// Absolute; a relative path is taken relative to the unit file's directory.
+    pub path: PathBuf,
+    /// Written with a leading `-`: a missing file is no error.
+    pub optional: bool,
+}
+
 /// A guard against typing `instances = 10000`: every instance is a process.
 pub const MAX_INSTANCES: u32 = 4096;
 
@@ -131,6 +140,8 @@ pub struct Unit {
     /// Absolute; a relative path in the file is taken relative to the file's directory.
     pub working_directory: Option<PathBuf>,
     pub environment: BTreeMap<String, String>,
+    /// Read at every start, in order; later files and variables win.
+    pub environment_files: Vec<EnvironmentFile>,
     pub credentials: Credentials,
     pub listen: Vec<ListenAddress>,
     pub balance: Balance,
@@ -245,6 +256,27 @@ impl Unit {
             }
             environment.insert(key, value);
         }
+        let mut environment_files = Vec::new();
+        if let Some(paths) = file.environment_file {
+            let start = paths.span().start;
+            for path in paths.into_inner().0 {
+                let (optional, path) = match path.strip_prefix('-') {
+                    Some(rest) => (true, rest),
+                    None => (false, path.as_str()),
+                };
+                if path.is_empty() || path.contains('\0') {
+                    return Err(at(
+                        start,
+                        UnitErrorKind::BadValue,
+                        format!("invalid environment_file path {path:?}"),
+                    ));
+                }
+                environment_files.push(EnvironmentFile {
+                    path: absolute(&base_dir.join(path)),
+                    optional,
+                });
+            }
+        }
 
         let credentials = resolve_credentials(file.user.as_ref(), file.group.as_ref(), &at)?;
 
@@ -358,6 +390,7 @@ impl Unit {
             on_giveup: file.on_giveup.map(|c| c.0),
             working_directory,
             environment,
+            environment_files,
             credentials,
             listen,
             balance,

@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use super::values::{
     Balance, ByteSize, CommandLine, EnvValue, HumanDuration, ListenAddress, LogTo,
-    NodeClusterSetting, NodeClusterStop, ReadyMode, RestartPolicy, SignalName,
+    NodeClusterSetting, NodeClusterStop, PathList, ReadyMode, RestartPolicy, SignalName,
 };
 
 #[derive(Debug, Deserialize)]
@@ -25,6 +25,7 @@ pub struct UnitFile {
     pub on_giveup: Option<CommandLine>,
     pub working_directory: Option<Spanned<PathBuf>>,
     pub environment: Option<BTreeMap<Spanned<String>, EnvValue>>,
+    pub environment_file: Option<Spanned<PathList>>,
     pub user: Option<Spanned<String>>,
     pub group: Option<Spanned<String>>,
     pub listen: Option<Vec<Spanned<ListenAddress>>>,

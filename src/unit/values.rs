@@ -380,6 +380,33 @@ impl<'de> Deserialize<'de> for ListenAddress {
     }
 }
 
+/// `environment_file`: one path or an array of paths, each optional when it starts with `-`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathList(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for PathList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PathsVisitor;
+        impl<'de> Visitor<'de> for PathsVisitor {
+            type Value = PathList;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(r#"a path such as "/etc/default/web" or an array of paths"#)
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<PathList, E> {
+                Ok(PathList(vec![value.to_string()]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PathList, A::Error> {
+                let mut paths = Vec::new();
+                while let Some(path) = seq.next_element::<String>()? {
+                    paths.push(path);
+                }
+                Ok(PathList(paths))
+            }
+        }
+        deserializer.deserialize_any(PathsVisitor)
+    }
+}
+
 /// The value of an `environment` variable: a string, or a number or boolean written as
 /// TOML writes it (`PORT = 3000` is "3000", `DEBUG = true` is "true"), as PM2 users write
 /// them. Arrays and tables have no single text: an error says so at the value.

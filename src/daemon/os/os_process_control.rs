@@ -16,6 +16,7 @@ use nix::unistd::Pid;
 
 use crate::daemon::logs::Logs;
 use crate::daemon::os::cgroup::{CgroupTree, InstanceCgroup};
+use crate::daemon::os::environment_file;
 use crate::daemon::os::listen_sockets::UnitSockets;
 use crate::daemon::os::spawn::{inherited_environment, spawn, ExecRequest, FIRST_PASSED_FD};
 use crate::daemon::os::usage::UsageMeter;
@@ -153,6 +154,34 @@ impl ProcessControl for OsProcessControl {
         let channel_fd = (FIRST_PASSED_FD + listen_fds.len() as i32).to_string();
 
         let mut env = self.environment_for(unit);
+        // Read now, at every start: a changed file applies to the next instance started.
+        for file in &unit.environment_files {
+            match environment_file::read(&file.path) {
+                Ok(variables) => {
+                    for (key, value) in variables {
+                        set(&mut env, &key, &value);
+                    }
+                }
+                Err(environment_file::ReadError::Missing) if file.optional => {}
+                Err(environment_file::ReadError::Missing) => {
+                    return Err(SpawnError::new(
+                        SpawnStage::EnvironmentFile,
+                        program,
+                        format!(
+                            "cannot read its environment_file {}: No such file or directory (write it, or mark it optional with a leading -)",
+                            file.path.display()
+                        ),
+                    ))
+                }
+                Err(environment_file::ReadError::Bad(why)) => {
+                    return Err(SpawnError::new(
+                        SpawnStage::EnvironmentFile,
+                        program,
+                        format!("cannot read its environment_file {}: {why}", file.path.display()),
+                    ))
+                }
+            }
+        }
         set(&mut env, "CLUSTERD_UNIT", &unit.name);
         set(&mut env, "CLUSTERD_INSTANCE", &request.index.to_string());
         set(
