@@ -311,3 +311,35 @@ fn environment_files_are_read_at_every_start() {
         "{text}"
     );
 }
+
+/// `clusterd --environment NAME` adds each unit's `[environments.NAME]` over its
+/// `environment`; without the flag the table is not used; a name no unit has is warned about.
+#[test]
+fn the_environment_clusterd_runs_in_selects_each_units_table() {
+    let production = "[environments.production]\nGREETING = \"hello production\"\nWORKERS = 8";
+    for (args, greeting) in [
+        (&["--environment", "production"][..], "hello production"),
+        (&[][..], "hello world"),
+    ] {
+        let daemon = Daemon::start_with_args(&[], args);
+        daemon.write_unit("web", &probe_unit(daemon.dir.path(), 1, production));
+        assert!(daemon.ctl(&["daemon-reload"]).status.success());
+        let env = read_probe(&daemon, 0)["env"].clone();
+        assert_eq!(env["GREETING"], greeting, "{args:?}");
+        assert_eq!(env["OUT"], daemon.path("out").display().to_string());
+        if !args.is_empty() {
+            assert_eq!(env["WORKERS"], "8");
+        }
+    }
+    let daemon = Daemon::start_with_args(
+        &[("web", "command = \"sleep 300\"\n")],
+        &["--environment", "prodution"],
+    );
+    assert!(
+        daemon
+            .log()
+            .contains("no unit has an [environments.prodution] table"),
+        "{}",
+        daemon.log()
+    );
+}

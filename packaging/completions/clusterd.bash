@@ -23,7 +23,7 @@ _clusterd() {
 
     case "${cmd}" in
         clusterd)
-            opts="-h -V --units --socket --socket-group --isolation --log-dir --log-default --metrics-listen --container --exit-on-giveup --shutdown-delay --check --help --version"
+            opts="-h -V --units --socket --socket-group --isolation --log-dir --log-default --metrics-listen --container --exit-on-giveup --shutdown-delay --environment --check --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -58,6 +58,10 @@ _clusterd() {
                     return 0
                     ;;
                 --shutdown-delay)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --environment)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

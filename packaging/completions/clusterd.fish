@@ -8,6 +8,7 @@ complete -c clusterd -l log-dir -d 'Where `file` logs live [default: /var/log/cl
 complete -c clusterd -l log-default -d 'Where the output of units without their own `[log] to` goes: file, console, journal or inherit [default: file; console in container mode]' -r
 complete -c clusterd -l metrics-listen -d 'Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 (off by default; anyone who can reach the address can read them)' -r
 complete -c clusterd -l shutdown-delay -d 'After SIGTERM or SIGINT, go on serving this long before stopping the units (the instances keep running, `clusterctl ready` fails): time for a load balancer to stop sending traffic. A second signal stops at once' -r
+complete -c clusterd -l environment -d 'Run the units in this environment: each unit\'s `[environments.NAME]` variables are added over its `environment` (PM2\'s `--env production`)' -r
 complete -c clusterd -l container -d 'Run as a container\'s main process (implied when clusterd is PID 1): units log to the console by default, SIGQUIT stops like SIGTERM, and the exit status says whether an instance had to be killed'
 complete -c clusterd -l exit-on-giveup -d 'When a unit gives up (reaches its restart limit), stop every unit and exit with status 69, so that the supervisor above clusterd (systemd, Kubernetes) sees it'
 complete -c clusterd -l check -d 'Validate the unit files, print every error, and exit (1 if any file is invalid)'

@@ -47,6 +47,7 @@ fn main() -> ExitCode {
         container,
         exit_on_giveup: args.exit_on_giveup,
         shutdown_delay: args.shutdown_delay,
+        environment: args.environment,
     };
     match run(options) {
         Ok(code) => ExitCode::from(code),

@@ -91,6 +91,11 @@ pub struct ClusterdArgs {
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
     pub shutdown_delay: Duration,
 
+    /// Run the units in this environment: each unit's `[environments.NAME]` variables are
+    /// added over its `environment` (PM2's `--env production`).
+    #[arg(long, value_name = "NAME")]
+    pub environment: Option<String>,
+
     /// Validate the unit files, print every error, and exit (1 if any file is invalid).
     #[arg(long)]
     pub check: bool,

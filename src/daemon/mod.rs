@@ -58,6 +58,8 @@ pub struct DaemonOptions {
     pub exit_on_giveup: bool,
     /// After SIGTERM/SIGINT, go on serving this long before stopping.
     pub shutdown_delay: std::time::Duration,
+    /// `--environment NAME`: each unit's `[environments.NAME]` applies.
+    pub environment: Option<String>,
 }
 
 /// `--isolation`: how instances are kept together (see [`crate::cgroup`]).
@@ -120,8 +122,15 @@ pub fn run(options: DaemonOptions) -> Result<u8, String> {
         .map_err(|e| format!("cannot start the worker I/O thread: {e}"))?;
     let (logs, log_thread) =
         Logs::start(&options.logs).map_err(|e| format!("cannot start the log thread: {e}"))?;
-    let os = OsProcessControl::new(io, notify_path, cgroups, logs.clone())
-        .map_err(|e| format!("cannot open /dev/null: {e}"))?;
+    warn_if_no_unit_has(&files, options.environment.as_deref());
+    let os = OsProcessControl::new(
+        io,
+        notify_path,
+        cgroups,
+        logs.clone(),
+        options.environment.clone(),
+    )
+    .map_err(|e| format!("cannot open /dev/null: {e}"))?;
     let mut supervisor = Supervisor::new(os);
     supervisor.set_shutdown_policy(ShutdownPolicy {
         delay: options.shutdown_delay,
@@ -181,6 +190,12 @@ pub fn run(options: DaemonOptions) -> Result<u8, String> {
                 continue;
             }
             let event = read_units_for(event, &units_dir);
+            if let Event::Reload {
+                files: Ok(files), ..
+            } = &event
+            {
+                warn_if_no_unit_has(files, options.environment.as_deref());
+            }
             supervisor.handle(event, Instant::now());
         }
         supervisor.fire_due_timers(Instant::now());
@@ -209,6 +224,22 @@ pub fn run(options: DaemonOptions) -> Result<u8, String> {
     };
     info!("every instance has stopped; exiting with status {code}");
     Ok(code)
+}
+
+/// `--environment NAME` that no unit has an `[environments.NAME]` for is likely a typo: say so
+/// (the units run with their plain `environment`).
+fn warn_if_no_unit_has(files: &[crate::unit::LoadedFile], environment: Option<&str>) {
+    let Some(name) = environment else {
+        return;
+    };
+    let units = files.iter().filter_map(|f| f.result.as_ref().ok());
+    if !units
+        .clone()
+        .any(|unit| unit.environments.contains_key(name))
+        && units.count() > 0
+    {
+        warn!("--environment {name}: no unit has an [environments.{name}] table; they run with their plain environment");
+    }
 }
 
 /// SIGHUP and `clusterctl daemon-reload` ask for the units directory to be read again: the

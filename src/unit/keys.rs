@@ -108,6 +108,13 @@ pub const KEYS: &[Key] = &[
         check: check::<PathList>,
     },
     Key {
+        name: "environments",
+        value: "tables of variables, by name (`[environments.production]`)",
+        default: "none",
+        meaning: "variables for one environment, added over `environment` when clusterd runs with `--environment NAME` (PM2's `env_production` with `--env production`)",
+        check: check::<BTreeMap<String, BTreeMap<String, EnvValue>>>,
+    },
+    Key {
         name: "user",
         value: "user name or uid",
         default: "clusterd's",

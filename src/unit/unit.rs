@@ -10,7 +10,7 @@ use nix::unistd::{Gid, Group, Uid, User};
 use toml::Spanned;
 
 use super::unit_error::{UnitError, UnitErrorKind};
-use super::unit_file::{ListenOptionsTable, UnitFile};
+use super::unit_file::{ListenOptionsTable, UnitFile, Variables};
 pub use super::values::{
     Balance, ListenAddress, NodeClusterStop, NodeScheduling, ReadyMode, RestartPolicy,
 };
@@ -142,6 +142,9 @@ pub struct Unit {
     pub environment: BTreeMap<String, String>,
     /// Read at every start, in order; later files and variables win.
     pub environment_files: Vec<EnvironmentFile>,
+    /// `[environments.NAME]`: variables added over `environment` when clusterd runs with
+    /// `--environment NAME`.
+    pub environments: BTreeMap<String, BTreeMap<String, String>>,
     pub credentials: Credentials,
     pub listen: Vec<ListenAddress>,
     pub balance: Balance,
@@ -242,19 +245,20 @@ impl Unit {
             }
         });
 
-        let mut environment = BTreeMap::new();
-        for (key, value) in file.environment.unwrap_or_default() {
-            let span = key.span();
-            let key = key.into_inner();
-            let value = value.0;
-            if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
+        let environment = variables(file.environment.unwrap_or_default(), &at)?;
+        let mut environments = BTreeMap::new();
+        for (name, table) in file.environments.unwrap_or_default() {
+            if !is_valid_unit_name(name.get_ref()) {
                 return Err(at(
-                    span.start,
+                    name.span().start,
                     UnitErrorKind::BadValue,
-                    format!("invalid environment variable name {key:?}"),
+                    format!(
+                        "invalid environment name {:?}: use letters, digits, '-', '_' and '.'",
+                        name.get_ref()
+                    ),
                 ));
             }
-            environment.insert(key, value);
+            environments.insert(name.into_inner(), variables(table, &at)?);
         }
         let mut environment_files = Vec::new();
         if let Some(paths) = file.environment_file {
@@ -391,6 +395,7 @@ impl Unit {
             working_directory,
             environment,
             environment_files,
+            environments,
             credentials,
             listen,
             balance,
@@ -412,6 +417,28 @@ impl Unit {
         same.instances = self.instances;
         &same == self
     }
+}
+
+/// A table of variables, checked: names non-empty without `=`, nothing with a NUL byte.
+fn variables(
+    table: Variables,
+    at: &impl Fn(usize, UnitErrorKind, String) -> UnitError,
+) -> Result<BTreeMap<String, String>, UnitError> {
+    let mut variables = BTreeMap::new();
+    for (key, value) in table {
+        let span = key.span();
+        let key = key.into_inner();
+        let value = value.0;
+        if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
+            return Err(at(
+                span.start,
+                UnitErrorKind::BadValue,
+                format!("invalid environment variable name {key:?}"),
+            ));
+        }
+        variables.insert(key, value);
+    }
+    Ok(variables)
 }
 
 /// `listen_options`, checked: a backlog within 1–65535, buffers the kernel can take.

@@ -24,8 +24,9 @@ pub struct UnitFile {
     pub kill_timeout: Option<HumanDuration>,
     pub on_giveup: Option<CommandLine>,
     pub working_directory: Option<Spanned<PathBuf>>,
-    pub environment: Option<BTreeMap<Spanned<String>, EnvValue>>,
+    pub environment: Option<Variables>,
     pub environment_file: Option<Spanned<PathList>>,
+    pub environments: Option<BTreeMap<Spanned<String>, Variables>>,
     pub user: Option<Spanned<String>>,
     pub group: Option<Spanned<String>>,
     pub listen: Option<Vec<Spanned<ListenAddress>>>,
@@ -39,6 +40,9 @@ pub struct UnitFile {
     pub memory_max: Option<Spanned<ByteSize>>,
     pub memory_check_interval: Option<Spanned<HumanDuration>>,
 }
+
+/// A table of environment variables, each name with its place in the file.
+pub(crate) type Variables = BTreeMap<Spanned<String>, EnvValue>;
 
 /// `restart_limit = { burst = 10, interval = "60s" }`
 #[derive(Debug, Deserialize)]

@@ -46,6 +46,8 @@ pub(crate) struct OsProcessControl {
     notify_socket: Option<PathBuf>,
     /// clusterd's environment as instances inherit it.
     base_environment: Vec<(String, String)>,
+    /// `clusterd --environment NAME`: each unit's `[environments.NAME]` applies.
+    environment_name: Option<String>,
     /// Live Node cluster workers, for graceful stops.
     node_workers: HashMap<SpawnId, NodeClusterStop>,
     /// Instances started since the last idle moment, whose replacement's cgroup is to be
@@ -65,6 +67,7 @@ impl OsProcessControl {
         notify_socket: Option<PathBuf>,
         cgroups: Result<CgroupTree, String>,
         logs: Logs,
+        environment_name: Option<String>,
     ) -> std::io::Result<Self> {
         let dev_null = std::fs::File::open("/dev/null")?.into();
         Ok(OsProcessControl {
@@ -76,6 +79,7 @@ impl OsProcessControl {
             dev_null,
             notify_socket,
             base_environment: inherited_environment(),
+            environment_name,
             node_workers: HashMap::new(),
             spares_wanted: Vec::new(),
             empty_cgroups: Vec::new(),
@@ -84,7 +88,8 @@ impl OsProcessControl {
         })
     }
 
-    /// clusterd's environment, then the account's, then the unit's `environment`.
+    /// clusterd's environment, then the account's, then the unit's `environment`, then its
+    /// `[environments.NAME]` for `--environment NAME`.
     fn environment_for(&self, unit: &Unit) -> Vec<(String, String)> {
         let mut env = self.base_environment.clone();
         let credentials = &unit.credentials;
@@ -96,6 +101,13 @@ impl OsProcessControl {
             set(&mut env, "HOME", &home.to_string_lossy());
         }
         for (key, value) in &unit.environment {
+            set(&mut env, key, value);
+        }
+        let selected = self
+            .environment_name
+            .as_ref()
+            .and_then(|name| unit.environments.get(name));
+        for (key, value) in selected.into_iter().flatten() {
             set(&mut env, key, value);
         }
         env
