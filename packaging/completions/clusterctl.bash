@@ -25,6 +25,9 @@ _clusterctl() {
             clusterctl,help)
                 cmd="clusterctl__subcmd__help"
                 ;;
+            clusterctl,kill)
+                cmd="clusterctl__subcmd__kill"
+                ;;
             clusterctl,logs)
                 cmd="clusterctl__subcmd__logs"
                 ;;
@@ -45,6 +48,9 @@ _clusterctl() {
                 ;;
             clusterctl,scale)
                 cmd="clusterctl__subcmd__scale"
+                ;;
+            clusterctl,send)
+                cmd="clusterctl__subcmd__send"
                 ;;
             clusterctl,start)
                 cmd="clusterctl__subcmd__start"
@@ -67,6 +73,9 @@ _clusterctl() {
             clusterctl__subcmd__help,help)
                 cmd="clusterctl__subcmd__help__subcmd__help"
                 ;;
+            clusterctl__subcmd__help,kill)
+                cmd="clusterctl__subcmd__help__subcmd__kill"
+                ;;
             clusterctl__subcmd__help,logs)
                 cmd="clusterctl__subcmd__help__subcmd__logs"
                 ;;
@@ -88,6 +97,9 @@ _clusterctl() {
             clusterctl__subcmd__help,scale)
                 cmd="clusterctl__subcmd__help__subcmd__scale"
                 ;;
+            clusterctl__subcmd__help,send)
+                cmd="clusterctl__subcmd__help__subcmd__send"
+                ;;
             clusterctl__subcmd__help,start)
                 cmd="clusterctl__subcmd__help__subcmd__start"
                 ;;
@@ -107,7 +119,7 @@ _clusterctl() {
 
     case "${cmd}" in
         clusterctl)
-            opts="-h -V --socket --help --version status start stop restart reload scale daemon-reload logs reopen-logs metrics top ready completions help"
+            opts="-h -V --socket --help --version status start stop restart reload scale kill send daemon-reload logs reopen-logs metrics top ready completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -161,7 +173,7 @@ _clusterctl() {
             return 0
             ;;
         clusterctl__subcmd__help)
-            opts="status start stop restart reload scale daemon-reload logs reopen-logs metrics top ready completions help"
+            opts="status start stop restart reload scale kill send daemon-reload logs reopen-logs metrics top ready completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -203,6 +215,20 @@ _clusterctl() {
             return 0
             ;;
         clusterctl__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        clusterctl__subcmd__help__subcmd__kill)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -314,6 +340,20 @@ _clusterctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        clusterctl__subcmd__help__subcmd__send)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         clusterctl__subcmd__help__subcmd__start)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -363,6 +403,36 @@ _clusterctl() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        clusterctl__subcmd__kill)
+            opts="-s -h --signal --instance --all --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --signal)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -s)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --instance)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -501,6 +571,28 @@ _clusterctl() {
                 return 0
             fi
             case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        clusterctl__subcmd__send)
+            opts="-h --instance --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --instance)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

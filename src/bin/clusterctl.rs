@@ -43,6 +43,31 @@ fn main() -> ExitCode {
         Command::Restart { unit } => Request::Restart { unit },
         Command::Reload { unit } => Request::Reload { unit },
         Command::Scale { unit, count } => Request::Scale { unit, count },
+        Command::Kill {
+            unit,
+            signal,
+            instance,
+            all,
+        } => Request::Kill {
+            unit,
+            instance,
+            signal,
+            all,
+        },
+        Command::Send {
+            unit,
+            message,
+            instance,
+        } => Request::Send {
+            unit,
+            instance,
+            // `clusterctl send web shutdown`: the string "shutdown", as PM2's
+            // shutdown_with_message sends it.
+            message: match serde_json::from_str::<serde_json::Value>(&message) {
+                Ok(_) => message,
+                Err(_) => serde_json::Value::String(message).to_string(),
+            },
+        },
         Command::DaemonReload => Request::DaemonReload {},
         Command::Ready { units } => return ready(&socket, &units),
         Command::Completions { shell } => return completions(shell),

@@ -49,6 +49,30 @@ pub enum ClusterctlCommand {
         #[arg(allow_hyphen_values = true, value_name = "N|+N|-N")]
         count: ScaleCount,
     },
+    /// Send a signal to a unit's running instances: each one's own process (gunicorn's
+    /// `kill -HUP` reload), or with --all every process of each.
+    Kill {
+        unit: String,
+        /// A name (HUP, SIGHUP) or a number.
+        #[arg(short, long, default_value = "SIGTERM")]
+        signal: String,
+        /// Only this instance (its index).
+        #[arg(long, value_name = "INDEX")]
+        instance: Option<u32>,
+        /// Every process of each instance (its cgroup or process group), not only its own.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Send a message on the worker channel of a unit's running instances: one JSON value
+    /// (text that is not JSON is sent as a JSON string). Node apps receive it with
+    /// process.on('message').
+    Send {
+        unit: String,
+        message: String,
+        /// Only this instance (its index).
+        #[arg(long, value_name = "INDEX")]
+        instance: Option<u32>,
+    },
     /// Re-read the units directory (same as SIGHUP to clusterd).
     DaemonReload,
     /// Show the last lines of a unit's log, then (with --follow) every new one.

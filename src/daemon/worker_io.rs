@@ -37,7 +37,7 @@ use crate::daemon::os::cgroup::cgroup_of;
 use crate::daemon::sd_notify::{self, Received};
 use crate::daemon::signals::EventSender;
 use crate::log_limit::{LogLimit, Verdict};
-use crate::node_cluster::outbox::{Flushed, Outbox};
+use crate::node_cluster::outbox::{Flushed, Outbox, Outgoing};
 use crate::node_cluster::primary::{Whose, LISTENER_TOKEN_BASE};
 use crate::node_cluster::{Primary, WorkerInfo};
 use crate::printable::printable;
@@ -73,6 +73,8 @@ enum Command {
     Disconnect(SpawnId),
     /// The unit's last Node worker was stopped: release its sockets.
     ReleaseUnit(String),
+    /// Write this line on the instance's channel (`clusterctl send`).
+    Send(SpawnId, Vec<u8>),
 }
 
 /// One event's worth of a channel's budget ([`MAX_EVENTS_IN_FLIGHT`]). It travels inside the
@@ -229,6 +231,11 @@ impl WorkerIo {
         self.command(Command::Disconnect(id));
     }
 
+    /// Writes `line` on instance `id`'s channel (`clusterctl send`).
+    pub(crate) fn send(&self, id: SpawnId, line: Vec<u8>) {
+        self.command(Command::Send(id, line));
+    }
+
     /// The unit's Node workers were all stopped: close the sockets clusterd holds for them
     /// (shortly, so that a restart finds them open).
     pub(crate) fn release_unit(&self, unit: &str) {
@@ -258,7 +265,7 @@ struct Channel {
     pending: Vec<u8>,
     /// Inside an oversized line: drop bytes until the next newline.
     discarding: bool,
-    /// What clusterd still has to write (Node cluster workers only).
+    /// What clusterd still has to write (Node cluster messages, `clusterctl send`).
     outbox: Outbox,
     /// The outbox is blocked on a full channel: EPOLLOUT is wanted.
     waiting_to_write: bool,
@@ -498,11 +505,29 @@ impl IoThread {
                     self.primary.disconnect(id);
                     self.deliver();
                 }
+                Ok(Command::Send(id, line)) => self.send_line(id, line),
                 Ok(Command::ReleaseUnit(unit)) => self.primary.release_unit(&unit, &self.epoll),
                 Err(crossbeam_channel::TryRecvError::Empty) => return true,
                 Err(crossbeam_channel::TryRecvError::Disconnected) => return false,
             }
         }
+    }
+
+    /// A line for a worker from `clusterctl send`. A worker that leaves that many lines
+    /// unread is not reading its channel: more would only grow clusterd.
+    fn send_line(&mut self, id: SpawnId, line: Vec<u8>) {
+        let Some(channel) = self.channels.get_mut(&id) else {
+            return;
+        };
+        if channel.outbox.len() >= MAX_QUEUED_LINES {
+            warn!(
+                "{}: does not read its channel; a message from clusterctl send was dropped",
+                channel.label
+            );
+            return;
+        }
+        channel.outbox.push(Outgoing { line, fd: None });
+        self.flush(id);
     }
 
     fn close(&mut self, id: SpawnId) {

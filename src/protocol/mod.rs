@@ -42,6 +42,25 @@ pub enum Request {
         unit: String,
         count: ScaleCount,
     },
+    /// Send `signal` to the unit's running instances (or instance `instance`): to each one's
+    /// own process, or with `all` to every process of it.
+    Kill {
+        unit: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instance: Option<u32>,
+        signal: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        all: bool,
+    },
+    /// Write `message`, the text of one JSON value, on the worker channel of the unit's
+    /// running instances (or instance `instance`): a Node app receives it with
+    /// `process.on('message')`.
+    Send {
+        unit: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instance: Option<u32>,
+        message: String,
+    },
     /// A struct variant, not a unit one: serde lets unit variants of a tagged enum through
     /// with any extra fields, and every request must reject fields it does not know.
     DaemonReload {},

@@ -266,6 +266,13 @@ pub(crate) trait ProcessControl {
     /// is not an error worth reporting: the caller learns of exits through `reap`.
     fn signal_group(&mut self, pgid: Pid, signal: Signal);
 
+    /// Sends `signal` to one process (an instance's own, for `clusterctl kill`).
+    fn signal_process(&mut self, pid: Pid, signal: Signal);
+
+    /// Writes `line` (one JSON value and a newline) on instance `id`'s worker channel,
+    /// without waiting: the channel's queue takes it.
+    fn send_message(&mut self, id: SpawnId, line: Vec<u8>);
+
     /// Sends `signal` to every process of instance `id`, whose process group is `pgid`: its
     /// cgroup where it has one, else its process group. Also after the instance's own
     /// process has been released, for what it left behind.

@@ -13,6 +13,7 @@ use super::Supervisor;
 use crate::protocol::{Request, Response, ScaleCount};
 use crate::supervisor::process_control::{ProcessControl, SpawnId};
 use crate::unit::MAX_INSTANCES;
+use nix::unistd::Pid;
 
 impl<P: ProcessControl> Supervisor<P> {
     pub(super) fn on_request(&mut self, request: Request, reply: Sender<Response>, now: Instant) {
@@ -25,7 +26,9 @@ impl<P: ProcessControl> Supervisor<P> {
             | Request::Stop { unit }
             | Request::Restart { unit }
             | Request::Reload { unit }
-            | Request::Scale { unit, .. } => Some(unit.clone()),
+            | Request::Scale { unit, .. }
+            | Request::Kill { unit, .. }
+            | Request::Send { unit, .. } => Some(unit.clone()),
             Request::Status { unit } => unit.clone(),
             Request::DaemonReload {} | Request::Logs { .. } | Request::ReopenLogs {} => None,
         };
@@ -46,6 +49,21 @@ impl<P: ProcessControl> Supervisor<P> {
             Request::Restart { unit } => self.request_restart(&unit, reply, now),
             Request::Reload { unit } => self.request_reload(&unit, reply, now),
             Request::Scale { unit, count } => self.request_scale(&unit, count, reply, now),
+            Request::Kill {
+                unit,
+                instance,
+                signal,
+                all,
+            } => {
+                let _ = reply.send(self.request_kill(&unit, instance, &signal, all));
+            }
+            Request::Send {
+                unit,
+                instance,
+                message,
+            } => {
+                let _ = reply.send(self.request_send(&unit, instance, &message));
+            }
             Request::DaemonReload {} => {
                 // The daemon turns this request into Event::Reload, with the files read.
                 let _ = reply.send(Response::failed(
@@ -57,6 +75,92 @@ impl<P: ProcessControl> Supervisor<P> {
                 let _ = reply.send(Response::failed("log requests are the log thread's"));
             }
         }
+    }
+
+    /// The unit's running processes that `clusterctl kill` and `send` address: every one, or
+    /// the one of `instance`; not those being replaced (draining) or stopped.
+    fn addressed(
+        &self,
+        name: &str,
+        instance: Option<u32>,
+    ) -> Result<Vec<(SpawnId, Pid, u32)>, String> {
+        let mut targets: Vec<(SpawnId, Pid, u32)> = self
+            .processes_of(name)
+            .filter(|p| !p.stopping && !p.announced_exit)
+            .filter(|p| instance.is_none_or(|index| p.index == index))
+            .map(|p| (p.id, p.pid, p.index))
+            .collect();
+        targets.sort_by_key(|&(_, _, index)| index);
+        if targets.is_empty() {
+            return Err(match instance {
+                Some(index) => format!("{name}: instance {index} is not running"),
+                None => format!("{name}: no instance is running"),
+            });
+        }
+        Ok(targets)
+    }
+
+    /// `clusterctl kill`: a signal to instances, as the user asks; an exit it causes is an
+    /// exit like any other (restarted as the unit's `restart` says).
+    fn request_kill(
+        &mut self,
+        name: &str,
+        instance: Option<u32>,
+        signal: &str,
+        all: bool,
+    ) -> Response {
+        let signal = match signal.parse::<crate::unit::SignalName>() {
+            Ok(signal) => signal.0,
+            Err(e) => return Response::failed(e),
+        };
+        let targets = match self.addressed(name, instance) {
+            Ok(targets) => targets,
+            Err(e) => return Response::failed(e),
+        };
+        for &(id, pid, _) in &targets {
+            if all {
+                self.os.signal_instance(id, pid, signal);
+            } else {
+                self.os.signal_process(pid, signal);
+            }
+        }
+        let pids: Vec<String> = targets.iter().map(|(_, pid, _)| pid.to_string()).collect();
+        info!(
+            "{name}: {signal} sent to pid {} (clusterctl kill)",
+            pids.join(", ")
+        );
+        Response::done(format!(
+            "{name}: {signal} sent to {} instance(s) (pid {}){}",
+            targets.len(),
+            pids.join(", "),
+            if all {
+                " and every process of each"
+            } else {
+                ""
+            }
+        ))
+    }
+
+    /// `clusterctl send`: one JSON value on the worker channel of instances.
+    fn request_send(&mut self, name: &str, instance: Option<u32>, message: &str) -> Response {
+        let line = match serde_json::from_str::<serde_json::Value>(message) {
+            // As the user wrote it when it is one line; else written again, compactly.
+            Ok(_) if !message.trim().contains(['\n', '\r']) => format!("{}\n", message.trim()),
+            Ok(value) => format!("{value}\n"),
+            Err(e) => return Response::failed(format!("the message is not JSON: {e}")),
+        }
+        .into_bytes();
+        let targets = match self.addressed(name, instance) {
+            Ok(targets) => targets,
+            Err(e) => return Response::failed(e),
+        };
+        for &(id, _, _) in &targets {
+            self.os.send_message(id, line.clone());
+        }
+        Response::done(format!(
+            "{name}: message sent to {} instance(s)",
+            targets.len()
+        ))
     }
 
     fn check_unit_exists(&self, name: &str) -> Result<(), String> {

@@ -47,6 +47,10 @@ struct FakeOs {
     spawns: Vec<Spawned>,
     hooks: Vec<HookRun>,
     signals: Vec<(Pid, Signal)>,
+    /// `clusterctl kill` without `--all`: one process each.
+    process_signals: Vec<(Pid, Signal)>,
+    /// `clusterctl send`: (instance, line).
+    messages: Vec<(SpawnId, String)>,
     released: Vec<SpawnId>,
     /// Exits the next `reap` returns, as raw wait statuses like the kernel's.
     exits: Vec<(Pid, RawWaitStatus)>,
@@ -68,6 +72,8 @@ impl FakeOs {
             next_pid: 1000,
             spawns: Vec::new(),
             hooks: Vec::new(),
+            process_signals: Vec::new(),
+            messages: Vec::new(),
             signals: Vec::new(),
             released: Vec::new(),
             exits: Vec::new(),
@@ -153,6 +159,15 @@ impl ProcessControl for FakeOs {
 
     fn signal_group(&mut self, pgid: Pid, signal: Signal) {
         self.signals.push((pgid, signal));
+    }
+
+    fn signal_process(&mut self, pid: Pid, signal: Signal) {
+        self.process_signals.push((pid, signal));
+    }
+
+    fn send_message(&mut self, id: SpawnId, line: Vec<u8>) {
+        self.messages
+            .push((id, String::from_utf8_lossy(&line).into_owned()));
     }
 
     fn reap(&mut self) -> Vec<(Pid, RawWaitStatus)> {
@@ -1686,4 +1701,86 @@ fn late_events_for_a_reaped_process_are_ignored() {
     h.exit(Pid::from_raw(7), code(0));
     assert_eq!(h.spawn_count(), 2);
     assert_eq!(h.status("web").state, "running");
+}
+
+// ---- kill and send ----
+
+#[test]
+fn kill_signals_each_running_instance_or_one_and_never_a_draining_one() {
+    let mut h = Harness::start(&[("web", "command = \"sleep 100\"\ninstances = 3\n")]);
+    let pids = [h.pid_of("web", 0), h.pid_of("web", 1), h.pid_of("web", 2)];
+    let reply = h.ask(Request::Kill {
+        unit: unit("web"),
+        instance: None,
+        signal: "HUP".into(),
+        all: false,
+    });
+    assert!(reply.ok, "{reply:?}");
+    assert_eq!(
+        h.os().process_signals,
+        pids.map(|pid| (pid, Signal::SIGHUP)).to_vec()
+    );
+    // One instance, every process of it.
+    let reply = h.ask(Request::Kill {
+        unit: unit("web"),
+        instance: Some(1),
+        signal: "SIGUSR2".into(),
+        all: true,
+    });
+    assert!(reply.ok, "{reply:?}");
+    assert_eq!(h.signals_to(pids[1]), [Signal::SIGUSR2]);
+    // A suicide's draining process is no longer addressed.
+    h.worker(pids[2], WorkerMessage::Suicide);
+    let reply = h.ask(Request::Kill {
+        unit: unit("web"),
+        instance: Some(2),
+        signal: "TERM".into(),
+        all: false,
+    });
+    let replacement = h.pid_of("web", 2);
+    assert!(reply.ok, "{reply:?}");
+    assert_eq!(
+        h.os().process_signals.last(),
+        Some(&(replacement, Signal::SIGTERM))
+    );
+    // Mistakes are refused, and nothing is signalled.
+    let before = h.os().process_signals.len();
+    for (instance, signal) in [(None, "SIGNOPE"), (Some(7), "HUP")] {
+        let reply = h.ask(Request::Kill {
+            unit: unit("web"),
+            instance,
+            signal: signal.into(),
+            all: false,
+        });
+        assert!(!reply.ok, "{reply:?}");
+    }
+    assert_eq!(h.os().process_signals.len(), before);
+}
+
+#[test]
+fn send_writes_one_compact_json_line_to_each_running_instance() {
+    let mut h = Harness::start(&[("web", "command = \"sleep 100\"\ninstances = 2\n")]);
+    let reply = h.ask(Request::Send {
+        unit: unit("web"),
+        instance: None,
+        message: "{ \"topic\": \"reload-config\",\n \"n\": 1 }".into(),
+    });
+    assert!(reply.ok, "{reply:?}");
+    let lines: Vec<&str> = h.os().messages.iter().map(|(_, l)| l.as_str()).collect();
+    assert_eq!(lines, ["{\"n\":1,\"topic\":\"reload-config\"}\n"; 2]);
+    // One line stays as written.
+    let reply = h.ask(Request::Send {
+        unit: unit("web"),
+        instance: Some(1),
+        message: " {\"topic\": \"x\", \"a\": 2} ".into(),
+    });
+    assert!(reply.ok, "{reply:?}");
+    assert_eq!(h.os().messages[2].1, "{\"topic\": \"x\", \"a\": 2}\n");
+    let reply = h.ask(Request::Send {
+        unit: unit("web"),
+        instance: Some(0),
+        message: "not json".into(),
+    });
+    assert!(!reply.ok && reply.error.as_deref().unwrap_or("").contains("not JSON"));
+    assert_eq!(h.os().messages.len(), 3);
 }

@@ -341,6 +341,15 @@ impl ProcessControl for OsProcessControl {
         }
     }
 
+    fn signal_process(&mut self, pid: Pid, signal: Signal) {
+        // Gone already: its exit arrives through reap.
+        let _ = nix::sys::signal::kill(pid, signal);
+    }
+
+    fn send_message(&mut self, id: SpawnId, line: Vec<u8>) {
+        self.io.send(id, line);
+    }
+
     fn signal_instance(&mut self, id: SpawnId, pgid: Pid, signal: Signal) {
         match (self.instance_cgroups.get(&id), &self.cgroups) {
             // Every process of the instance, wherever it moved in the process tree.

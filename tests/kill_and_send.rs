@@ -1,0 +1,114 @@
+//! `clusterctl kill` and `clusterctl send`: a signal to instances as the user asks (gunicorn's
+//! documented `kill -HUP` reload, under clusterd), and a message a Node app receives with
+//! `process.on('message')`.
+
+mod common;
+
+use std::fs;
+
+use common::http_load::get;
+use common::*;
+
+/// A Node app that writes every message it receives, as JSON, to received.log.
+const LISTENER_JS: &str = r#"
+const fs = require('fs');
+process.on('message', (message) => {
+  fs.appendFileSync('received.log', JSON.stringify(message) + '\n');
+});
+fs.writeFileSync('up-' + process.env.CLUSTERD_INSTANCE, '');
+setInterval(() => {}, 1000);
+"#;
+
+#[test]
+fn send_reaches_a_node_app_as_its_message_event() {
+    if !available("node", runs("node", &["--version"])) {
+        return;
+    }
+    let daemon = Daemon::start(&[]);
+    fs::write(daemon.path("app.js"), LISTENER_JS).expect("write app.js");
+    daemon.write_unit(
+        "web",
+        &format!(
+            "command = [\"node\", \"{}\"]\ninstances = 2\n",
+            toml_path(&daemon.path("app.js"))
+        ),
+    );
+    assert!(daemon.ctl(&["daemon-reload"]).status.success());
+    wait_for("both instances to listen for messages", PATIENCE, || {
+        daemon.path("up-0").exists() && daemon.path("up-1").exists()
+    });
+    let out = daemon.ctl(&["send", "web", r#"{"topic": "reload-config", "n": 1}"#]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Text that is not JSON goes as a string: PM2's 'shutdown' message.
+    let out = daemon.ctl(&["send", "web", "--instance", "1", "shutdown"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Sorted, as the lines are compared sorted: the instances write in any order.
+    let expected = [
+        r#""shutdown""#,
+        r#"{"topic":"reload-config","n":1}"#,
+        r#"{"topic":"reload-config","n":1}"#,
+    ];
+    wait_for("the messages to arrive", PATIENCE, || {
+        let text = fs::read_to_string(daemon.path("received.log")).unwrap_or_default();
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.sort();
+        lines == expected
+    });
+    // An instance that does not run: an error, exit 1.
+    let out = daemon.ctl(&["send", "web", "--instance", "5", "{}"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("instance 5 is not running"));
+}
+
+/// gunicorn's docs reload its workers with `kill -HUP <master>`; under clusterd that is
+/// `clusterctl kill api --signal HUP`: new workers, the same master, no restart.
+#[test]
+fn kill_hup_makes_gunicorn_replace_its_workers_without_a_restart() {
+    if !available(
+        "gunicorn (Debian package gunicorn)",
+        runs("gunicorn", &["--version"]),
+    ) {
+        return;
+    }
+    let daemon = Daemon::start(&[]);
+    fs::write(
+        daemon.path("app.py"),
+        "import os\ndef app(environ, start_response):\n    body = b'%d\\n' % os.getpid()\n    start_response('200 OK', [('Content-Length', str(len(body)))])\n    return [body]\n",
+    )
+    .expect("write app.py");
+    let port = free_port();
+    daemon.write_unit(
+        "api",
+        &format!("command = \"gunicorn app:app\"\nlisten = [\"tcp://127.0.0.1:{port}\"]\n"),
+    );
+    assert!(daemon.ctl(&["daemon-reload"]).status.success());
+    let master = daemon.wait_running("api", 1);
+    let mut worker = 0;
+    wait_for("gunicorn to answer", PATIENCE, || {
+        worker = get(port).unwrap_or(0);
+        worker != 0
+    });
+    let out = daemon.ctl(&["kill", "api", "--signal", "HUP"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("a new gunicorn worker to answer", PATIENCE, || {
+        get(port).is_ok_and(|pid| pid != worker)
+    });
+    assert_eq!(
+        daemon.wait_running("api", 1),
+        master,
+        "the instance was restarted"
+    );
+    assert_eq!(daemon.unit("api")["restarts"], 0);
+}
