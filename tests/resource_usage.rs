@@ -81,7 +81,12 @@ fn an_instance_above_memory_max_is_replaced_before_it_is_stopped() {
     wait_for("the first instance to be told to stop", PATIENCE, || {
         files.path().join(format!("term-{first}")).exists()
     });
-    let log = std::fs::read_to_string(daemon.log_dir().join("grow.log")).unwrap_or_default();
+    // The log thread writes clusterd's events a moment after they happen.
+    let mut log = String::new();
+    wait_for("the log to tell of the stop", PATIENCE, || {
+        log = std::fs::read_to_string(daemon.log_dir().join("grow.log")).unwrap_or_default();
+        log.contains(&format!("clusterd | stopping pid {first}"))
+    });
     let over = log.find("above memory_max 100.0 MiB").expect(&log);
     let replacement = log[over..]
         .find("clusterd | started, pid")

@@ -32,11 +32,19 @@ impl<P: ProcessControl> Supervisor<P> {
         if process.ready {
             return None;
         }
+        let rt = self.units.get_mut(&process.unit)?;
+        // Not before it has run `ready_after`: Timer::ReadyAfter comes back for it then.
+        if now.saturating_duration_since(process.started_at) < rt.unit.ready_after {
+            process.ready_pending = true;
+            return None;
+        }
         self.timers.cancel(Timer::ReadyTimeout(id));
+        self.timers.cancel(Timer::ReadyAfter(id));
         process.ready = true;
+        process.ready_pending = false;
         let (name, index) = (process.unit.clone(), process.index);
         let rt = self.units.get_mut(&name)?;
-        if rt.unit.ready == crate::unit::ReadyMode::Notify {
+        if rt.unit.ready == crate::unit::ReadyMode::Notify || !rt.unit.ready_after.is_zero() {
             info!("{name}[{index}]: ready");
         }
         let slot = rt.slot_mut(index);

@@ -168,6 +168,10 @@ impl<P: ProcessControl> Supervisor<P> {
                     self.timers
                         .add_after(now, rt.unit.ready_timeout, Timer::ReadyTimeout(id));
                 }
+                if !rt.unit.ready_after.is_zero() {
+                    self.timers
+                        .add_after(now, rt.unit.ready_after, Timer::ReadyAfter(id));
+                }
                 rt.slot_mut(index).current = Some(id);
                 rt.processes.insert(id);
                 info!("{name}[{index}]: started, pid {pid}");
@@ -185,6 +189,7 @@ impl<P: ProcessControl> Supervisor<P> {
                         pid,
                         started_at: now,
                         ready: false,
+                        ready_pending: false,
                         stopping: false,
                         announced_exit: false,
                         status_text: None,
@@ -322,6 +327,7 @@ impl<P: ProcessControl> Supervisor<P> {
         self.timers.cancel(Timer::Kill(id));
         self.timers.cancel(Timer::KillSignal(id));
         self.timers.cancel(Timer::ReadyTimeout(id));
+        self.timers.cancel(Timer::ReadyAfter(id));
         if process.stopping || process.announced_exit {
             info!("{}: {status}", process.label());
         } else {

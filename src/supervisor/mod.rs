@@ -214,6 +214,11 @@ impl<P: ProcessControl> Supervisor<P> {
                 Timer::Kill(id) => self.kill_after_timeout(id),
                 Timer::KillSignal(id) => self.kill_signal_after_disconnect(id),
                 Timer::ReadyTimeout(id) => self.ready_timed_out(id, now),
+                Timer::ReadyAfter(id) => {
+                    if self.processes.get(&id).is_some_and(|p| p.ready_pending) {
+                        self.mark_ready(id, now);
+                    }
+                }
                 Timer::RetryStarts(unit) => self.retry_starts(&unit, now),
                 Timer::MemoryCheck(unit) => self.check_memory(&unit, now),
                 Timer::ShutdownDelay => self.shutdown(now),

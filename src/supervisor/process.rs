@@ -17,6 +17,9 @@ pub(crate) struct Process {
     pub started_at: Instant,
     /// Ready to serve: at once for `ready = "started"`, on notification for `"notify"`.
     pub ready: bool,
+    /// It would be ready (started, or said so) but has not run `ready_after` yet: it is once
+    /// `Timer::ReadyAfter` fires.
+    pub ready_pending: bool,
     /// `kill_signal` has been sent and a SIGKILL deadline armed.
     pub stopping: bool,
     /// It announced its own exit (suicide): its exit must not trigger a restart.

@@ -1784,3 +1784,65 @@ fn send_writes_one_compact_json_line_to_each_running_instance() {
     assert!(!reply.ok && reply.error.as_deref().unwrap_or("").contains("not JSON"));
     assert_eq!(h.os().messages.len(), 3);
 }
+
+// ---- ready_after ----
+
+#[test]
+fn with_ready_after_a_started_instance_is_ready_only_once_it_has_run_that_long() {
+    let text = "command = \"sleep 100\"\ninstances = 2\nready_after = \"2s\"\n";
+    let mut h = Harness::start(&[("web", text)]);
+    assert!(h
+        .status("web")
+        .instances
+        .iter()
+        .all(|i| i.state == "starting"));
+    h.advance(Duration::from_millis(1999));
+    assert!(h
+        .status("web")
+        .instances
+        .iter()
+        .all(|i| i.state == "starting"));
+    h.advance(Duration::from_millis(1));
+    assert!(h
+        .status("web")
+        .instances
+        .iter()
+        .all(|i| i.state == "running"));
+}
+
+#[test]
+fn with_ready_after_a_rolling_reload_waits_that_long_for_each_new_instance() {
+    let text = "command = \"sleep 100\"\nready_after = \"2s\"\n";
+    let mut h = Harness::start(&[("web", text)]);
+    h.advance(2 * SECOND);
+    let old = h.pid_of("web", 0);
+    let reply = h.request(Request::Reload { unit: unit("web") });
+    h.advance(SECOND);
+    assert!(
+        h.signals_to(old).is_empty(),
+        "the old instance was stopped before its replacement had run ready_after"
+    );
+    h.advance(SECOND);
+    assert_eq!(h.signals_to(old), [Signal::SIGTERM, Signal::SIGCONT]);
+    h.exit(old, killed(Signal::SIGTERM));
+    assert!(reply.try_recv().is_ok_and(|r| r.ok));
+}
+
+#[test]
+fn with_ready_after_a_notify_instance_needs_both_the_message_and_the_time() {
+    let text = "command = \"sleep 100\"\nready = \"notify\"\nready_after = \"1s\"\n";
+    let mut h = Harness::start(&[("web", text)]);
+    let pid = h.pid_of("web", 0);
+    h.worker(pid, WorkerMessage::Ready);
+    assert_eq!(h.status("web").instances[0].state, "starting");
+    h.advance(SECOND);
+    assert_eq!(h.status("web").instances[0].state, "running");
+
+    // The time alone is not enough.
+    let mut h = Harness::start(&[("web", text)]);
+    h.advance(5 * SECOND);
+    assert_eq!(h.status("web").instances[0].state, "starting");
+    let pid = h.pid_of("web", 0);
+    h.worker(pid, WorkerMessage::Ready);
+    assert_eq!(h.status("web").instances[0].state, "running");
+}

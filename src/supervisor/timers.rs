@@ -19,6 +19,8 @@ pub(super) enum Timer {
     KillSignal(SpawnId),
     /// The process was expected to be ready by now.
     ReadyTimeout(SpawnId),
+    /// The process has run its unit's `ready_after`: ready now if it would be.
+    ReadyAfter(SpawnId),
     /// SIGKILL what is left of an instance (spawn id, pid) whose own process has exited.
     KillLeftovers(SpawnId, Pid),
     /// SIGKILL the group of an `on_giveup` hook still running `kill_timeout` after clusterd

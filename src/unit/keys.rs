@@ -164,6 +164,13 @@ pub const KEYS: &[Key] = &[
         check: check::<HumanDuration>,
     },
     Key {
+        name: "ready_after",
+        value: "duration",
+        default: "`\"0s\"`",
+        meaning: "an instance is ready only once it has run this long (and, with `notify`, said so): for servers that never say when they serve, so that a rolling reload waits for each new instance (supervisord's `startsecs`, Kubernetes' `minReadySeconds`)",
+        check: check::<HumanDuration>,
+    },
+    Key {
         name: "node_cluster",
         value: "`true`, `false`, `\"round-robin\"`, `\"shared\"`",
         default: "`false`",

@@ -151,6 +151,8 @@ pub struct Unit {
     pub listen_options: ListenOptions,
     pub ready: ReadyMode,
     pub ready_timeout: Duration,
+    /// Ready only once it has run this long (and, with `notify`, said so).
+    pub ready_after: Duration,
     /// `node_cluster`: clusterd is the Node cluster primary of the instances, with this
     /// scheduling; `None` when off.
     pub node_cluster: Option<NodeScheduling>,
@@ -381,6 +383,23 @@ impl Unit {
             None => DEFAULT_MEMORY_CHECK_INTERVAL,
         };
 
+        let ready_timeout = file.ready_timeout.map_or(DEFAULT_READY_TIMEOUT, |d| d.0);
+        let ready_after = match file.ready_after {
+            Some(after) if ready == ReadyMode::Notify && after.get_ref().0 >= ready_timeout => {
+                return Err(at(
+                    after.span().start,
+                    UnitErrorKind::Conflict,
+                    format!(
+                        "ready_after ({}) must be shorter than ready_timeout ({}): a notify instance would always time out",
+                        humantime::format_duration(after.get_ref().0),
+                        humantime::format_duration(ready_timeout)
+                    ),
+                ))
+            }
+            Some(after) => after.into_inner().0,
+            None => Duration::ZERO,
+        };
+
         Ok(Unit {
             name,
             path: path.to_path_buf(),
@@ -401,7 +420,8 @@ impl Unit {
             balance,
             listen_options,
             ready,
-            ready_timeout: file.ready_timeout.map_or(DEFAULT_READY_TIMEOUT, |d| d.0),
+            ready_timeout,
+            ready_after,
             node_cluster,
             node_cluster_stop,
             log,
@@ -728,6 +748,19 @@ ready_timeout = "10s"
         assert!(err.to_string().contains("not an array"), "{err}");
         let err = parse("command = \"true\"\n[environment]\nDB = { host = \"x\" }\n").unwrap_err();
         assert!(err.to_string().contains("not a table"), "{err}");
+    }
+
+    #[test]
+    fn ready_after_must_be_shorter_than_a_notify_units_ready_timeout() {
+        let unit = parse("command = \"true\"\nready_after = \"5s\"\n").unwrap();
+        assert_eq!(unit.ready_after, Duration::from_secs(5));
+        let err = parse("command = \"true\"\nready = \"notify\"\nready_timeout = \"5s\"\nready_after = \"5s\"\n")
+            .unwrap_err();
+        assert_eq!(err.position, Some((4, 15)), "{err}");
+        assert!(
+            err.to_string().contains("shorter than ready_timeout"),
+            "{err}"
+        );
     }
 
     #[test]
