@@ -535,3 +535,75 @@ server.listen(+process.env.PORT, process.env.HOST);
             && daemon.log().contains("exited with code 3")
     });
 }
+
+/// PM2's `examples/wait-ready`: the app listens, finishes initialising, then calls
+/// `process.send('ready')`. Here it says it listens and then waits for a `go` file.
+const WAIT_READY_APP: &str = r#"
+const http = require('http');
+const fs = require('fs');
+http.createServer((req, res) => res.end(String(process.pid)))
+  .listen(+process.env.PORT, process.env.HOST, () => {
+    fs.writeFileSync('listening-' + process.pid, '');
+    const poll = setInterval(() => {
+      if (fs.existsSync('go')) {
+        clearInterval(poll);
+        process.send('ready');
+      }
+    }, 20);
+  });
+"#;
+
+#[test]
+fn with_ready_notify_a_worker_that_listens_is_ready_only_once_it_sends_ready() {
+    if !node_available() {
+        return;
+    }
+    let port = free_port();
+    let daemon = Daemon::start(&[]);
+    let text = node_unit(
+        daemon.dir.path(),
+        WAIT_READY_APP,
+        port,
+        1,
+        "node_cluster = true\nready = \"notify\"",
+    );
+    daemon.write_unit("web", &text);
+    let _ = daemon.ctl(&["daemon-reload"]);
+    // Instances start in clusterd's directory, where the app writes its files.
+    wait_for("the worker to listen", PATIENCE, || {
+        fs_has_prefix(daemon.dir.path(), "listening-")
+    });
+    assert_eq!(daemon.unit("web")["instances"][0]["state"], "starting");
+    std::fs::write(daemon.path("go"), "").expect("go");
+    daemon.wait_running("web", 1);
+}
+
+#[test]
+fn by_default_a_worker_that_never_listens_counts_as_ready_after_listen_timeout() {
+    if !node_available() {
+        return;
+    }
+    // A queue worker: it never listens.
+    let (daemon, pids) = start(
+        "setInterval(() => {}, 1000);\n",
+        free_port(),
+        2,
+        "node_cluster = true",
+    );
+    assert_eq!(pids.len(), 2);
+    assert!(
+        daemon
+            .log()
+            .contains("did not listen within 3s (listen_timeout); counted as ready"),
+        "{}",
+        daemon.log()
+    );
+}
+
+fn fs_has_prefix(dir: &Path, prefix: &str) -> bool {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with(prefix))
+}

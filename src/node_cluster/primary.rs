@@ -210,7 +210,7 @@ impl Primary {
             FromWorker::Listening => {
                 if !worker.listening {
                     worker.listening = true;
-                    self.events.push((id, WorkerMessage::Ready));
+                    self.events.push((id, WorkerMessage::Listening));
                 }
             }
             FromWorker::Close { key } => {

@@ -53,6 +53,8 @@ pub(crate) enum WorkerMessage {
     Suicide,
     /// `{"act":"ready"}` or `"ready"` (PM2's `process.send('ready')`).
     Ready,
+    /// A Node cluster worker listens (seen by the Node primary).
+    Listening,
 }
 
 /// The fields of one sd_notify datagram that clusterd acts on.

@@ -40,11 +40,12 @@ impl<P: ProcessControl> Supervisor<P> {
         }
         self.timers.cancel(Timer::ReadyTimeout(id));
         self.timers.cancel(Timer::ReadyAfter(id));
+        self.timers.cancel(Timer::ListenTimeout(id));
         process.ready = true;
         process.ready_pending = false;
         let (name, index) = (process.unit.clone(), process.index);
         let rt = self.units.get_mut(&name)?;
-        if rt.unit.ready == crate::unit::ReadyMode::Notify || !rt.unit.ready_after.is_zero() {
+        if rt.unit.ready != crate::unit::ReadyMode::Started || !rt.unit.ready_after.is_zero() {
             info!("{name}[{index}]: ready");
         }
         let slot = rt.slot_mut(index);
@@ -54,6 +55,24 @@ impl<P: ProcessControl> Supervisor<P> {
             }
         }
         Some(name)
+    }
+
+    /// A Node worker that has not listened within `listen_timeout` counts as ready, as PM2
+    /// counts such an app online: an app that never listens (a queue worker) still starts.
+    pub(super) fn listen_timed_out(&mut self, id: SpawnId, now: Instant) {
+        let Some(process) = self.processes.get(&id).filter(|p| !p.ready) else {
+            return;
+        };
+        let timeout = self
+            .units
+            .get(&process.unit)
+            .map(|rt| humantime::format_duration(rt.unit.listen_timeout).to_string())
+            .unwrap_or_default();
+        info!(
+            "{}: did not listen within {timeout} (listen_timeout); counted as ready",
+            process.label()
+        );
+        self.mark_ready(id, now);
     }
 
     /// The process a handover replaced goes: stopped, or (after a suicide) given its

@@ -164,9 +164,16 @@ impl<P: ProcessControl> Supervisor<P> {
             Ok(pid) => {
                 rt.retry_delay = None;
                 let ready = rt.unit.ready == ReadyMode::Started;
-                if !ready {
-                    self.timers
-                        .add_after(now, rt.unit.ready_timeout, Timer::ReadyTimeout(id));
+                match rt.unit.ready {
+                    ReadyMode::Started => {}
+                    ReadyMode::Notify => {
+                        self.timers
+                            .add_after(now, rt.unit.ready_timeout, Timer::ReadyTimeout(id))
+                    }
+                    ReadyMode::Listening => {
+                        self.timers
+                            .add_after(now, rt.unit.listen_timeout, Timer::ListenTimeout(id))
+                    }
                 }
                 if !rt.unit.ready_after.is_zero() {
                     self.timers
@@ -328,6 +335,7 @@ impl<P: ProcessControl> Supervisor<P> {
         self.timers.cancel(Timer::KillSignal(id));
         self.timers.cancel(Timer::ReadyTimeout(id));
         self.timers.cancel(Timer::ReadyAfter(id));
+        self.timers.cancel(Timer::ListenTimeout(id));
         if process.stopping || process.announced_exit {
             info!("{}: {status}", process.label());
         } else {

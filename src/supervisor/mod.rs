@@ -214,6 +214,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 Timer::Kill(id) => self.kill_after_timeout(id),
                 Timer::KillSignal(id) => self.kill_signal_after_disconnect(id),
                 Timer::ReadyTimeout(id) => self.ready_timed_out(id, now),
+                Timer::ListenTimeout(id) => self.listen_timed_out(id, now),
                 Timer::ReadyAfter(id) => {
                     if self.processes.get(&id).is_some_and(|p| p.ready_pending) {
                         self.mark_ready(id, now);
@@ -385,6 +386,17 @@ impl<P: ProcessControl> Supervisor<P> {
         match message {
             WorkerMessage::Suicide => self.on_suicide(id, now),
             WorkerMessage::Ready => self.mark_ready(id, now),
+            WorkerMessage::Listening => {
+                // With `ready = "notify"` (PM2's wait_ready) listening is not enough.
+                let by_listening = self
+                    .processes
+                    .get(&id)
+                    .and_then(|p| self.units.get(&p.unit))
+                    .is_some_and(|rt| rt.unit.ready == crate::unit::ReadyMode::Listening);
+                if by_listening {
+                    self.mark_ready(id, now);
+                }
+            }
         }
     }
 

@@ -21,6 +21,9 @@ pub(super) enum Timer {
     ReadyTimeout(SpawnId),
     /// The process has run its unit's `ready_after`: ready now if it would be.
     ReadyAfter(SpawnId),
+    /// A Node worker of a `ready = "listening"` unit has not listened within
+    /// `listen_timeout`: it counts as ready anyway.
+    ListenTimeout(SpawnId),
     /// SIGKILL what is left of an instance (spawn id, pid) whose own process has exited.
     KillLeftovers(SpawnId, Pid),
     /// SIGKILL the group of an `on_giveup` hook still running `kill_timeout` after clusterd

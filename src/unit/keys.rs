@@ -151,7 +151,7 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         name: "ready",
-        value: "`\"started\"`, `\"notify\"`",
+        value: "`\"started\"`, `\"notify\"`, `\"listening\"`",
         default: "`\"started\"`",
         meaning: "when a new instance counts as ready",
         check: check::<ReadyMode>,
@@ -161,6 +161,13 @@ pub const KEYS: &[Key] = &[
         value: "duration",
         default: "`\"30s\"`",
         meaning: "how long to wait for a `notify` instance to be ready",
+        check: check::<HumanDuration>,
+    },
+    Key {
+        name: "listen_timeout",
+        value: "duration",
+        default: "`\"3s\"`",
+        meaning: "with `ready = \"listening\"`: a Node worker that has not listened by then counts as ready anyway (PM2's `listen_timeout`), for apps that never listen",
         check: check::<HumanDuration>,
     },
     Key {
@@ -174,7 +181,7 @@ pub const KEYS: &[Key] = &[
         name: "node_cluster",
         value: "`true`, `false`, `\"round-robin\"`, `\"shared\"`",
         default: "`false`",
-        meaning: "clusterd is the Node cluster primary of the instances: an unmodified `server.listen(3000)` shares the port ([node-cluster.md](node-cluster.md)); `ready` then defaults to `\"notify\"` (ready once listening)",
+        meaning: "clusterd is the Node cluster primary of the instances: an unmodified `server.listen(3000)` shares the port ([node-cluster.md](node-cluster.md)); `ready` then defaults to `\"listening\"`",
         check: check::<NodeClusterSetting>,
     },
     Key {

@@ -21,6 +21,8 @@ const DEFAULT_RESTART_BURST: u32 = 10;
 const DEFAULT_RESTART_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_KILL_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// PM2's `listen_timeout`.
+const DEFAULT_LISTEN_TIMEOUT: Duration = Duration::from_secs(3);
 const DEFAULT_MEMORY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// `[log]` defaults: rotate at 50 MiB, keep 10 old files (supervisord's defaults).
 const DEFAULT_LOG_MAX_SIZE: u64 = 50 << 20;
@@ -153,6 +155,8 @@ pub struct Unit {
     pub ready_timeout: Duration,
     /// Ready only once it has run this long (and, with `notify`, said so).
     pub ready_after: Duration,
+    /// `ready = "listening"`: a worker that has not listened by then counts as ready.
+    pub listen_timeout: Duration,
     /// `node_cluster`: clusterd is the Node cluster primary of the instances, with this
     /// scheduling; `None` when off.
     pub node_cluster: Option<NodeScheduling>,
@@ -331,12 +335,31 @@ impl Unit {
             None => NodeClusterStop::default(),
         };
         // A Node cluster worker is ready once it listens (its `listening` message), as in
-        // PM2's cluster mode; `ready = "started"` can still be asked for.
+        // PM2's cluster mode, or after `listen_timeout` for an app that never listens;
+        // `ready = "notify"` waits for `process.send('ready')` (PM2's `wait_ready`).
         let ready = file.ready.unwrap_or(if node_cluster.is_some() {
-            ReadyMode::Notify
+            ReadyMode::Listening
         } else {
             ReadyMode::Started
         });
+        if ready == ReadyMode::Listening && node_cluster.is_none() {
+            return Err(UnitError::whole_file(
+                path,
+                UnitErrorKind::Conflict,
+                "ready = \"listening\" is for node_cluster units, whose listen() clusterd sees (set node_cluster = true, or use \"notify\")",
+            ));
+        }
+        let listen_timeout = match file.listen_timeout {
+            Some(timeout) if ready != ReadyMode::Listening => {
+                return Err(at(
+                    timeout.span().start,
+                    UnitErrorKind::Conflict,
+                    "listen_timeout applies with ready = \"listening\" (the default of node_cluster units)".into(),
+                ))
+            }
+            Some(timeout) => timeout.into_inner().0,
+            None => DEFAULT_LISTEN_TIMEOUT,
+        };
 
         let log = match file.log {
             None => LogSettings::default(),
@@ -422,6 +445,7 @@ impl Unit {
             ready,
             ready_timeout,
             ready_after,
+            listen_timeout,
             node_cluster,
             node_cluster_stop,
             log,
@@ -633,7 +657,12 @@ mod tests {
     fn node_cluster_defaults_to_round_robin_and_readiness_by_listening() {
         let unit = parse("command = \"node app.js\"\nnode_cluster = true\n").unwrap();
         assert_eq!(unit.node_cluster, Some(NodeScheduling::RoundRobin));
-        assert_eq!(unit.ready, ReadyMode::Notify);
+        assert_eq!(unit.ready, ReadyMode::Listening);
+        assert_eq!(unit.listen_timeout, Duration::from_secs(3));
+        let err = parse("command = \"node app.js\"\nready = \"listening\"\n").unwrap_err();
+        assert!(err.to_string().contains("node_cluster units"), "{err}");
+        let err = parse("command = \"node app.js\"\nlisten_timeout = \"1s\"\n").unwrap_err();
+        assert_eq!(err.position, Some((2, 18)), "{err}");
         let unit =
             parse("command = \"node app.js\"\nnode_cluster = \"shared\"\nready = \"started\"\n")
                 .unwrap();

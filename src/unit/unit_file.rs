@@ -34,6 +34,7 @@ pub struct UnitFile {
     pub listen_options: Option<Spanned<ListenOptionsTable>>,
     pub ready: Option<ReadyMode>,
     pub ready_timeout: Option<HumanDuration>,
+    pub listen_timeout: Option<Spanned<HumanDuration>>,
     pub ready_after: Option<Spanned<HumanDuration>>,
     pub node_cluster: Option<NodeClusterSetting>,
     pub node_cluster_stop: Option<Spanned<NodeClusterStop>>,

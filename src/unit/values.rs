@@ -262,7 +262,11 @@ pub enum ReadyMode {
     #[default]
     Started,
     /// When it says so: `{"act":"ready"}` on the worker channel or `READY=1` to NOTIFY_SOCKET.
+    /// In a `node_cluster` unit that is PM2's `wait_ready`: listening is not enough.
     Notify,
+    /// `node_cluster` units: when the app listens (or says it is ready), or, for an app that
+    /// does not listen within `listen_timeout`, then, as PM2 counts it online.
+    Listening,
 }
 
 /// How a `node_cluster` unit's connections reach its Node workers (Node's
