@@ -112,3 +112,53 @@ fn kill_hup_makes_gunicorn_replace_its_workers_without_a_restart() {
     );
     assert_eq!(daemon.unit("api")["restarts"], 0);
 }
+
+/// PM2's `shutdown_with_message`: the app shuts down when it receives `'shutdown'`, and
+/// ignores SIGTERM (so only the message can have stopped it in time).
+const SHUTDOWN_JS: &str = r#"
+const fs = require('fs');
+process.on('SIGTERM', () => {});
+process.on('message', (message) => {
+  if (message === 'shutdown') {
+    fs.writeFileSync('got-shutdown', '');
+    process.exit(0);
+  }
+});
+fs.writeFileSync('up', '');
+setInterval(() => {}, 1000);
+"#;
+
+#[test]
+fn stop_message_stops_a_node_app_the_way_pm2_shutdown_with_message_does() {
+    if !available("node", runs("node", &["--version"])) {
+        return;
+    }
+    let daemon = Daemon::start(&[]);
+    fs::write(daemon.path("app.js"), SHUTDOWN_JS).expect("write app.js");
+    daemon.write_unit(
+        "web",
+        &format!(
+            "command = [\"node\", \"{}\"]\nstop_message = \"shutdown\"\nkill_timeout = \"20s\"\n",
+            toml_path(&daemon.path("app.js"))
+        ),
+    );
+    assert!(daemon.ctl(&["daemon-reload"]).status.success());
+    wait_for("the app to listen for messages", PATIENCE, || {
+        daemon.path("up").exists()
+    });
+    let started = std::time::Instant::now();
+    let out = daemon.ctl(&["stop", "web"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(daemon.path("got-shutdown").exists());
+    // Well before kill_signal (10 s) or SIGKILL (20 s) would have come.
+    assert!(started.elapsed() < std::time::Duration::from_secs(9));
+    // The log thread writes clusterd's events a moment after they happen.
+    wait_for("the log to say how it was stopped", PATIENCE, || {
+        fs::read_to_string(daemon.log_dir().join("web.log"))
+            .is_ok_and(|log| log.contains("(the message \"shutdown\")"))
+    });
+}

@@ -501,8 +501,27 @@ impl<P: ProcessControl> Supervisor<P> {
         process.stopping = true;
         self.timers
             .add_after(now, rt.unit.kill_timeout, Timer::Kill(id));
-        if self.os.begin_stop(id, process.pid, rt.unit.kill_signal) == GracefulStop::Disconnecting {
-            info!("{}: stopping (Node cluster disconnect)", process.label());
+        let stop_message = rt
+            .unit
+            .stop_message
+            .as_ref()
+            .map(|text| format!("{}\n", serde_json::Value::String(text.clone())).into_bytes());
+        let asked = stop_message.is_some();
+        if self
+            .os
+            .begin_stop(id, process.pid, rt.unit.kill_signal, stop_message)
+            == GracefulStop::Asked
+        {
+            let how = match &rt.unit.stop_message {
+                Some(text) if asked => format!("the message {text:?}"),
+                _ => "Node cluster disconnect".to_string(),
+            };
+            info!("{}: stopping ({how})", process.label());
+            self.unit_events.push(UnitEvent::note(
+                process.unit.clone(),
+                Some(process.index),
+                format!("stopping pid {} ({how})", process.pid),
+            ));
             self.timers
                 .add_after(now, rt.unit.kill_timeout / 2, Timer::KillSignal(id));
             return;
@@ -540,8 +559,9 @@ impl<P: ProcessControl> Supervisor<P> {
         }
     }
 
-    /// A Node worker asked to disconnect is still running after half its `kill_timeout`.
-    pub(super) fn kill_signal_after_disconnect(&mut self, id: SpawnId) {
+    /// A process asked to leave (a Node worker's disconnect, the unit's `stop_message`) is
+    /// still running after half its `kill_timeout`.
+    pub(super) fn kill_signal_after_asking(&mut self, id: SpawnId) {
         let Some(process) = self.processes.get(&id) else {
             return;
         };
@@ -550,7 +570,7 @@ impl<P: ProcessControl> Supervisor<P> {
         };
         let signal = rt.unit.kill_signal;
         info!(
-            "{}: still running after the disconnect request; sending {}",
+            "{}: still running after it was asked to leave; sending {}",
             process.label(),
             signal.as_str()
         );

@@ -212,10 +212,10 @@ impl fmt::Display for ExitStatus {
 pub(crate) enum GracefulStop {
     /// Send `kill_signal` now (SIGKILL follows after `kill_timeout`).
     SendKillSignal,
-    /// A Node cluster worker that does not handle `kill_signal` itself was asked to
-    /// disconnect (close its servers, finish its requests, exit): send `kill_signal` only if
-    /// it is still running after half of `kill_timeout`.
-    Disconnecting,
+    /// The process was asked to leave — a Node cluster worker to disconnect (close its
+    /// servers, finish its requests, exit), or any instance with its unit's `stop_message`:
+    /// send `kill_signal` only if it is still running after half of `kill_timeout`.
+    Asked,
 }
 
 /// What an instance uses: all of its processes together.
@@ -369,10 +369,24 @@ pub(crate) trait ProcessControl {
     }
 
     /// Process `id` (pid `pid`) is about to be stopped with `kill_signal`. The OS side may
-    /// begin a gentler stop first; see [`GracefulStop`]. The default: nothing special.
-    fn begin_stop(&mut self, id: SpawnId, pid: Pid, kill_signal: Signal) -> GracefulStop {
-        let _ = (id, pid, kill_signal);
-        GracefulStop::SendKillSignal
+    /// begin a gentler stop first; see [`GracefulStop`]. With a `stop_message` (a line for
+    /// its worker channel), that message is the gentler stop. The default: the message if
+    /// there is one, else nothing special.
+    fn begin_stop(
+        &mut self,
+        id: SpawnId,
+        pid: Pid,
+        kill_signal: Signal,
+        stop_message: Option<Vec<u8>>,
+    ) -> GracefulStop {
+        let _ = (pid, kill_signal);
+        match stop_message {
+            Some(line) => {
+                self.send_message(id, line);
+                GracefulStop::Asked
+            }
+            None => GracefulStop::SendKillSignal,
+        }
     }
 }
 

@@ -1846,3 +1846,21 @@ fn with_ready_after_a_notify_instance_needs_both_the_message_and_the_time() {
     h.worker(pid, WorkerMessage::Ready);
     assert_eq!(h.status("web").instances[0].state, "running");
 }
+
+#[test]
+fn a_stop_message_is_sent_first_then_kill_signal_at_half_the_timeout_then_sigkill() {
+    let text = "command = \"sleep 100\"\nstop_message = \"shutdown\"\nkill_timeout = \"4s\"\n";
+    let mut h = Harness::start(&[("web", text)]);
+    let pid = h.pid_of("web", 0);
+    let _reply = h.request(Request::Stop { unit: unit("web") });
+    let lines: Vec<&str> = h.os().messages.iter().map(|(_, l)| l.as_str()).collect();
+    assert_eq!(lines, ["\"shutdown\"\n"]);
+    assert!(h.signals_to(pid).is_empty());
+    h.advance(2 * SECOND);
+    assert_eq!(h.signals_to(pid), [Signal::SIGTERM, Signal::SIGCONT]);
+    h.advance(2 * SECOND);
+    assert_eq!(
+        h.signals_to(pid),
+        [Signal::SIGTERM, Signal::SIGCONT, Signal::SIGKILL]
+    );
+}

@@ -15,7 +15,8 @@ use crate::unit::MAX_DURATION;
 pub(super) enum Timer {
     /// SIGKILL this process's group if it is still alive.
     Kill(SpawnId),
-    /// Send `kill_signal` to a Node worker still running after a disconnect request.
+    /// Send `kill_signal` to a process still running after it was asked to leave (a Node
+    /// worker's disconnect, the unit's `stop_message`).
     KillSignal(SpawnId),
     /// The process was expected to be ready by now.
     ReadyTimeout(SpawnId),

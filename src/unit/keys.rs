@@ -192,6 +192,13 @@ pub const KEYS: &[Key] = &[
         check: check::<NodeClusterStop>,
     },
     Key {
+        name: "stop_message",
+        value: "string",
+        default: "none",
+        meaning: "to stop an instance, send it this message on its worker channel first (PM2's `shutdown_with_message`: `\"shutdown\"` reaches a Node app's `process.on('message')`); `kill_signal` follows after half of `kill_timeout`, SIGKILL after `kill_timeout`",
+        check: check::<String>,
+    },
+    Key {
         name: "log",
         value: "table `{ to, timestamps, max_size, keep }` (or a `[log]` section)",
         default: "`{ to = \"file\", timestamps = true, max_size = \"50MiB\", keep = 10 }`",

@@ -162,6 +162,9 @@ pub struct Unit {
     pub node_cluster: Option<NodeScheduling>,
     /// How its Node workers are stopped gracefully (only with `node_cluster`).
     pub node_cluster_stop: NodeClusterStop,
+    /// Sent (as a JSON string) on an instance's worker channel to stop it, before
+    /// `kill_signal`.
+    pub stop_message: Option<String>,
     pub log: LogSettings,
     /// Replace an instance gracefully once its memory goes above this many bytes.
     pub memory_max: Option<u64>,
@@ -448,6 +451,7 @@ impl Unit {
             listen_timeout,
             node_cluster,
             node_cluster_stop,
+            stop_message: file.stop_message,
             log,
             memory_max,
             memory_check_interval,

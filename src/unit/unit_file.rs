@@ -38,6 +38,7 @@ pub struct UnitFile {
     pub ready_after: Option<Spanned<HumanDuration>>,
     pub node_cluster: Option<NodeClusterSetting>,
     pub node_cluster_stop: Option<Spanned<NodeClusterStop>>,
+    pub stop_message: Option<String>,
     pub log: Option<LogTable>,
     pub memory_max: Option<Spanned<ByteSize>>,
     pub memory_check_interval: Option<Spanned<HumanDuration>>,

@@ -500,16 +500,30 @@ impl ProcessControl for OsProcessControl {
         }
     }
 
-    fn begin_stop(&mut self, id: SpawnId, _pid: Pid, _kill_signal: Signal) -> GracefulStop {
-        match self.node_workers.get(&id) {
-            None => GracefulStop::SendKillSignal,
-            Some(NodeClusterStop::Signal) => {
+    fn begin_stop(
+        &mut self,
+        id: SpawnId,
+        _pid: Pid,
+        _kill_signal: Signal,
+        stop_message: Option<Vec<u8>>,
+    ) -> GracefulStop {
+        match (self.node_workers.get(&id), stop_message) {
+            // The unit's own message first; a Node worker is handed no new connection.
+            (node, Some(line)) => {
+                if node.is_some() {
+                    self.io.withdraw(id);
+                }
+                self.io.send(id, line);
+                GracefulStop::Asked
+            }
+            (None, None) => GracefulStop::SendKillSignal,
+            (Some(NodeClusterStop::Signal), None) => {
                 self.io.withdraw(id);
                 GracefulStop::SendKillSignal
             }
-            Some(NodeClusterStop::Disconnect) => {
+            (Some(NodeClusterStop::Disconnect), None) => {
                 self.io.disconnect(id);
-                GracefulStop::Disconnecting
+                GracefulStop::Asked
             }
         }
     }
