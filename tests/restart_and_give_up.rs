@@ -400,3 +400,28 @@ fn status_of_a_unit_shows_its_last_events() {
     // The status of every unit stays short.
     assert!(daemon.status()["units"][0]["events"].is_null());
 }
+
+/// `restart_backoff`: a crashing program is restarted after growing waits — deadlines in
+/// clusterd's loop, measured here from the program's own start times.
+#[test]
+fn restart_backoff_spaces_the_restarts_of_a_crashing_program_further_and_further() {
+    let d = Daemon::start(&[(
+        "crashy",
+        "command = [\"sh\", \"-c\", \"date +%s.%N >> starts; exit 1\"]\nrestart_limit = { burst = 100, interval = \"1m\" }\nrestart_backoff = { initial = \"200ms\", max = \"400ms\" }\n",
+    )]);
+    let mut starts: Vec<f64> = Vec::new();
+    wait_for("five starts", PATIENCE, || {
+        starts = std::fs::read_to_string(d.path("starts"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect();
+        starts.len() >= 5
+    });
+    let gaps: Vec<f64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+    // Never earlier than the wait (200, 300, 400, 400 ms); later only by a loaded machine.
+    for (gap, wait) in gaps.iter().zip([0.2, 0.3, 0.4, 0.4]) {
+        assert!(*gap >= wait - 0.005, "gaps {gaps:?}");
+    }
+    assert_eq!(d.unit("crashy")["gave_up"], false);
+}

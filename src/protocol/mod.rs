@@ -258,8 +258,8 @@ pub struct EventStatus {
 pub struct InstanceStatus {
     pub index: u32,
     pub pid: Option<u32>,
-    /// `starting`, `running`, `draining` (replaced, finishing its work), `stopping` or
-    /// `stopped`.
+    /// `starting`, `running`, `draining` (replaced, finishing its work), `stopping`,
+    /// `restarting` (waiting out its `restart_delay` or backoff) or `stopped`.
     pub state: String,
     pub restarts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -46,9 +46,13 @@ impl<P: ProcessControl> Supervisor<P> {
             slot.restarts = 0;
         }
         rt.limiter.reset();
-        // A manual start is a fresh try, now.
+        // A manual start is a fresh try, now: no waiting restart, no grown backoff.
         rt.retry_delay = None;
         self.timers.cancel(Timer::RetryStarts(name.to_string()));
+        for slot in &mut rt.slots {
+            slot.next_backoff = None;
+        }
+        self.cancel_waiting_restarts(name);
         let Some(rt) = self.units.get_mut(name) else {
             return;
         };
@@ -130,7 +134,15 @@ impl<P: ProcessControl> Supervisor<P> {
             return;
         };
         let retry = Timer::RetryStarts(name.to_string());
-        for index in rt.missing_indexes() {
+        // An index waiting for its restart delay starts when that is over.
+        let waiting: Vec<u32> = (0..rt.slots.len() as u32)
+            .filter(|&i| rt.slots[i as usize].restart_at.is_some())
+            .collect();
+        for index in rt
+            .missing_indexes()
+            .into_iter()
+            .filter(|i| !waiting.contains(i))
+        {
             self.start_instance(name, index, now);
             if self.timers.is_armed(&retry) {
                 break;
@@ -258,6 +270,7 @@ impl<P: ProcessControl> Supervisor<P> {
     /// The restart budget is spent: no more automatic restarts; instances that still run keep
     /// serving; the alarm hook runs once.
     pub(super) fn give_up(&mut self, name: &str, now: Instant) {
+        self.cancel_waiting_restarts(name);
         let Some(rt) = self.units.get(name) else {
             return;
         };
@@ -453,9 +466,76 @@ impl<P: ProcessControl> Supervisor<P> {
             );
             return;
         }
-        if self.take_restart(name, process.index, now) {
-            self.start_instance(name, process.index, now);
+        if !self.take_restart(name, process.index, now) {
+            return;
         }
+        let wait = self.wait_before_restart(process, now);
+        if wait.is_zero() {
+            self.start_instance(name, process.index, now);
+            return;
+        }
+        let Some(rt) = self.units.get_mut(name) else {
+            return;
+        };
+        rt.slot_mut(process.index).restart_at = Some(now + wait);
+        let text = format!("restarting in {}", humantime::format_duration(wait));
+        info!("{}: {text}", process.label());
+        self.unit_events
+            .push(UnitEvent::note(name.clone(), Some(process.index), text));
+        self.timers
+            .add_after(now, wait, Timer::Restart(name.clone(), process.index));
+    }
+
+    /// How long an instance that exited waits before its restart: `restart_delay`, or the
+    /// next step of `restart_backoff` (back to its start after a run of `reset_after`).
+    fn wait_before_restart(&mut self, process: &Process, now: Instant) -> Duration {
+        let Some(rt) = self.units.get_mut(&process.unit) else {
+            return Duration::ZERO;
+        };
+        let Some(backoff) = rt.unit.restart_backoff else {
+            return rt.unit.restart_delay;
+        };
+        let ran = now.saturating_duration_since(process.started_at);
+        let slot = rt.slot_mut(process.index);
+        let wait = match slot.next_backoff {
+            Some(next) if ran < backoff.reset_after => next,
+            _ => backoff.initial,
+        };
+        slot.next_backoff = Some(backoff.after(wait));
+        wait
+    }
+
+    /// Restarts waiting out a delay will not happen (the unit is stopped, started by hand,
+    /// or gave up): their timers go, and status no longer shows them `restarting`.
+    pub(super) fn cancel_waiting_restarts(&mut self, name: &str) {
+        let Some(rt) = self.units.get_mut(name) else {
+            return;
+        };
+        for (index, slot) in rt.slots.iter_mut().enumerate() {
+            if slot.restart_at.take().is_some() {
+                self.timers
+                    .cancel(Timer::Restart(name.to_string(), index as u32));
+            }
+        }
+    }
+
+    /// `Timer::Restart`: the wait is over; restart the index if it is still wanted and empty.
+    pub(super) fn restart_after_wait(&mut self, name: &str, index: u32, now: Instant) {
+        let shutting_down = self.shutting_down;
+        let Some(rt) = self.units.get_mut(name) else {
+            return;
+        };
+        let Some(slot) = rt.slots.get_mut(index as usize) else {
+            return;
+        };
+        if slot.restart_at.take().is_none() || slot.current.is_some() {
+            return;
+        }
+        if !rt.active || rt.gave_up.is_some() || shutting_down || index >= rt.wanted {
+            return;
+        }
+        self.start_instance(name, index, now);
+        self.settle(name, now);
     }
 
     /// Stops every instance, then starts the unit again once nothing of it runs (with
@@ -469,6 +549,7 @@ impl<P: ProcessControl> Supervisor<P> {
 
     /// Stops every process of a unit gracefully, in parallel.
     pub(super) fn stop_unit(&mut self, name: &str, now: Instant) {
+        self.cancel_waiting_restarts(name);
         let Some(rt) = self.units.get_mut(name) else {
             return;
         };

@@ -222,6 +222,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 }
                 Timer::RetryStarts(unit) => self.retry_starts(&unit, now),
                 Timer::MemoryCheck(unit) => self.check_memory(&unit, now),
+                Timer::Restart(unit, index) => self.restart_after_wait(&unit, index, now),
                 Timer::ShutdownDelay => self.shutdown(now),
                 Timer::KillHook(pid) => {
                     // Still in `hooks`: not reaped, so the pid is still that hook's.

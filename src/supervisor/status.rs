@@ -94,7 +94,12 @@ impl<P: ProcessControl> Supervisor<P> {
                 None => InstanceStatus {
                     index,
                     pid: None,
-                    state: "stopped".into(),
+                    // Waiting out its `restart_delay` or backoff.
+                    state: if slot.restart_at.is_some() {
+                        "restarting".into()
+                    } else {
+                        "stopped".into()
+                    },
                     restarts: slot.restarts,
                     uptime_ms: None,
                     last_exit: slot.last_exit.clone(),

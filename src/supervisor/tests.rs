@@ -1864,3 +1864,60 @@ fn a_stop_message_is_sent_first_then_kill_signal_at_half_the_timeout_then_sigkil
         [Signal::SIGTERM, Signal::SIGCONT, Signal::SIGKILL]
     );
 }
+
+// ---- restart_delay and restart_backoff ----
+
+#[test]
+fn restart_delay_waits_before_each_restart_and_shows_restarting_meanwhile() {
+    let mut h = Harness::start(&[("web", "command = \"sleep 100\"\nrestart_delay = \"2s\"\n")]);
+    h.exit(h.pid_of("web", 0), code(1));
+    assert_eq!(h.spawn_count(), 1);
+    assert_eq!(h.status("web").instances[0].state, "restarting");
+    h.advance(Duration::from_millis(1999));
+    assert_eq!(h.spawn_count(), 1);
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.spawn_count(), 2);
+    assert_eq!(h.status("web").instances[0].state, "running");
+}
+
+#[test]
+fn restart_backoff_grows_by_half_up_to_max_and_resets_after_a_stable_run() {
+    let text = "command = \"sleep 100\"\nrestart_limit = { burst = 100, interval = \"1m\" }\nrestart_backoff = { initial = \"1s\", max = \"2s\", reset_after = \"10s\" }\n";
+    let mut h = Harness::start(&[("web", text)]);
+    let mut waits = Vec::new();
+    for _ in 0..4 {
+        h.exit(h.pid_of("web", 0), code(1));
+        let before = h.spawn_count();
+        let mut waited = Duration::ZERO;
+        while h.spawn_count() == before {
+            h.advance(Duration::from_millis(100));
+            waited += Duration::from_millis(100);
+        }
+        waits.push(waited);
+    }
+    assert_eq!(
+        waits,
+        [1000, 1500, 2000, 2000].map(Duration::from_millis).to_vec()
+    );
+    // A run of reset_after: the next wait is the initial one again.
+    h.advance(10 * SECOND);
+    h.exit(h.pid_of("web", 0), code(1));
+    h.advance(Duration::from_millis(999));
+    assert_eq!(h.status("web").instances[0].state, "restarting");
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.status("web").instances[0].state, "running");
+}
+
+#[test]
+fn a_manual_start_or_stop_cancels_a_waiting_restart() {
+    let mut h = Harness::start(&[("web", "command = \"sleep 100\"\nrestart_delay = \"1m\"\n")]);
+    h.exit(h.pid_of("web", 0), code(1));
+    let reply = h.request(Request::Stop { unit: unit("web") });
+    assert!(reply.try_recv().is_ok_and(|r| r.ok));
+    assert_eq!(h.status("web").instances[0].state, "stopped");
+    h.advance(2 * 60 * SECOND);
+    assert_eq!(h.spawn_count(), 1, "a stopped unit was restarted");
+    let reply = h.request(Request::Start { unit: unit("web") });
+    assert_eq!(h.spawn_count(), 2, "start waited for the delay");
+    assert!(reply.try_recv().is_ok_and(|r| r.ok));
+}

@@ -35,6 +35,8 @@ pub(super) enum Timer {
     RetryStarts(String),
     /// Check this unit's instances against its `memory_max`.
     MemoryCheck(String),
+    /// Restart instance `index` of the unit: its `restart_delay` or backoff has passed.
+    Restart(String, u32),
     /// `shutdown_delay` after SIGTERM/SIGINT: stop everything now.
     ShutdownDelay,
 }

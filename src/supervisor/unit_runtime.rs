@@ -78,6 +78,10 @@ pub(super) struct Slot {
     pub restarts: u32,
     /// How the last process of this index ended, or why it could not start.
     pub last_exit: Option<String>,
+    /// A restart waits until then (`restart_delay`, `restart_backoff`): `Timer::Restart`.
+    pub restart_at: Option<std::time::Instant>,
+    /// `restart_backoff`: the wait before the next restart of this index.
+    pub next_backoff: Option<std::time::Duration>,
 }
 
 /// What happens to a slot's standby process once the new one is ready.

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use toml::de::{DeValue, ValueDeserializer};
 use toml::Spanned;
 
-use super::unit_file::{ListenOptionsTable, LogTable, RestartLimitTable};
+use super::unit_file::{ListenOptionsTable, LogTable, RestartBackoffTable, RestartLimitTable};
 use super::values::{
     Balance, ByteSize, CommandLine, EnvValue, HumanDuration, ListenAddress, NodeClusterSetting,
     NodeClusterStop, PathList, ReadyMode, RestartPolicy, SignalName,
@@ -64,6 +64,20 @@ pub const KEYS: &[Key] = &[
         default: "`{ burst = 10, interval = \"60s\" }`",
         meaning: "at most `burst` automatic restarts in any sliding `interval`, or the unit gives up",
         check: check::<RestartLimitTable>,
+    },
+    Key {
+        name: "restart_delay",
+        value: "duration",
+        default: "`\"0s\"`",
+        meaning: "wait this long before restarting an instance that exited (PM2's `restart_delay`)",
+        check: check::<HumanDuration>,
+    },
+    Key {
+        name: "restart_backoff",
+        value: "table `{ initial, max, reset_after }`",
+        default: "off; `{ initial = \"100ms\", max = \"15s\", reset_after = \"30s\" }` once set",
+        meaning: "wait before each restart, from `initial`, 1.5 times longer after each crash in a row, at most `max`; an instance that ran `reset_after` starts from `initial` again (PM2's `exp_backoff_restart_delay`)",
+        check: check::<RestartBackoffTable>,
     },
     Key {
         name: "kill_signal",

@@ -16,7 +16,7 @@ pub use load::{load_unit_file, load_units_dir, read_unit_text, LoadedFile};
 pub use unit::{
     cpu_count, is_valid_unit_name, resolve_group, Balance, Credentials, EnvironmentFile,
     ListenAddress, ListenOptions, LogSettings, NodeClusterStop, NodeScheduling, ReadyMode,
-    RestartLimit, RestartPolicy, Unit, DEFAULT_KILL_TIMEOUT, MAX_INSTANCES,
+    RestartBackoff, RestartLimit, RestartPolicy, Unit, DEFAULT_KILL_TIMEOUT, MAX_INSTANCES,
 };
 pub use unit_error::{UnitError, UnitErrorKind};
 pub use unit_file::UnitFile;

@@ -106,6 +106,33 @@ pub struct EnvironmentFile {
 /// A guard against typing `instances = 10000`: every instance is a process.
 pub const MAX_INSTANCES: u32 = 4096;
 
+/// `restart_backoff`: growing waits before restarts of an instance that keeps crashing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartBackoff {
+    pub initial: Duration,
+    pub max: Duration,
+    /// An instance that ran this long before it exited starts from `initial` again.
+    pub reset_after: Duration,
+}
+
+/// PM2's `exp_backoff_restart_delay` defaults.
+impl Default for RestartBackoff {
+    fn default() -> Self {
+        RestartBackoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(15),
+            reset_after: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RestartBackoff {
+    /// The wait after `delay`: 1.5 times longer, at most `max`.
+    pub fn after(&self, delay: Duration) -> Duration {
+        delay.mul_f64(1.5).min(self.max)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestartLimit {
     pub burst: u32,
@@ -136,6 +163,10 @@ pub struct Unit {
     pub instances: u32,
     pub restart: RestartPolicy,
     pub restart_limit: RestartLimit,
+    /// Wait before restarting an instance that exited (`restart_delay`).
+    pub restart_delay: Duration,
+    /// Growing waits instead (`restart_backoff`).
+    pub restart_backoff: Option<RestartBackoff>,
     pub kill_signal: Signal,
     pub kill_timeout: Duration,
     pub on_giveup: Option<Vec<String>>,
@@ -426,6 +457,40 @@ impl Unit {
             None => Duration::ZERO,
         };
 
+        let restart_delay = file
+            .restart_delay
+            .as_ref()
+            .map_or(Duration::ZERO, |d| d.get_ref().0);
+        let restart_backoff = match (file.restart_backoff, &file.restart_delay) {
+            (Some(table), Some(_)) => return Err(at(
+                table.span().start,
+                UnitErrorKind::Conflict,
+                "restart_backoff and restart_delay both set the wait before a restart: keep one"
+                    .into(),
+            )),
+            (Some(table), None) => {
+                let defaults = RestartBackoff::default();
+                let table = table.into_inner();
+                let backoff = RestartBackoff {
+                    initial: table
+                        .initial
+                        .as_ref()
+                        .map_or(defaults.initial, |d| d.get_ref().0),
+                    max: table.max.map_or(defaults.max, |d| d.0),
+                    reset_after: table.reset_after.map_or(defaults.reset_after, |d| d.0),
+                };
+                if backoff.initial.is_zero() || backoff.initial > backoff.max {
+                    return Err(at(
+                        table.initial.map_or(0, |d| d.span().start),
+                        UnitErrorKind::BadValue,
+                        "restart_backoff.initial must be longer than 0 and at most max".into(),
+                    ));
+                }
+                Some(backoff)
+            }
+            (None, _) => None,
+        };
+
         Ok(Unit {
             name,
             path: path.to_path_buf(),
@@ -434,6 +499,8 @@ impl Unit {
             instances,
             restart: file.restart.unwrap_or_default(),
             restart_limit,
+            restart_delay,
+            restart_backoff,
             kill_signal: file.kill_signal.map_or(Signal::SIGTERM, |s| s.0),
             kill_timeout: file.kill_timeout.map_or(DEFAULT_KILL_TIMEOUT, |d| d.0),
             on_giveup: file.on_giveup.map(|c| c.0),

@@ -20,6 +20,8 @@ pub struct UnitFile {
     pub instances: Option<Spanned<u32>>,
     pub restart: Option<RestartPolicy>,
     pub restart_limit: Option<RestartLimitTable>,
+    pub restart_delay: Option<Spanned<HumanDuration>>,
+    pub restart_backoff: Option<Spanned<RestartBackoffTable>>,
     pub kill_signal: Option<SignalName>,
     pub kill_timeout: Option<HumanDuration>,
     pub on_giveup: Option<CommandLine>,
@@ -65,6 +67,15 @@ pub struct ListenOptionsTable {
     pub send_buffer: Option<Spanned<ByteSize>>,
     pub receive_buffer: Option<Spanned<ByteSize>>,
     pub defer_accept: Option<Spanned<HumanDuration>>,
+}
+
+/// `restart_backoff = { initial = "100ms", max = "15s", reset_after = "30s" }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestartBackoffTable {
+    pub initial: Option<Spanned<HumanDuration>>,
+    pub max: Option<HumanDuration>,
+    pub reset_after: Option<HumanDuration>,
 }
 
 /// `[log]`: where the instances' output goes and how it is kept.
