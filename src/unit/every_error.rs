@@ -76,7 +76,7 @@ mod tests {
 
     #[test]
     fn every_bad_key_of_a_file_is_reported_with_its_position() {
-        let text = "command = \"true\"\nrestrat = \"always\"\nkill_timeout = \"5 parsecs\"\nrestart = \"sometimes\"\ninstances = -1\n";
+        let text = "command = \"true\"\nrestrat = \"always\"\nkill_timeout = \"5 parsecs\"\nrestart = \"sometimes\"\ninstances = \"two\"\n";
         let errors = every_error(Path::new("/u/web.toml"), text);
         let positions: Vec<_> = errors.iter().map(|e| e.position).collect();
         assert_eq!(

@@ -13,8 +13,8 @@ use toml::Spanned;
 
 use super::unit_file::{ListenOptionsTable, LogTable, RestartBackoffTable, RestartLimitTable};
 use super::values::{
-    Balance, ByteSize, CommandLine, EnvValue, HumanDuration, ListenAddress, NodeClusterSetting,
-    NodeClusterStop, PathList, ReadyMode, RestartPolicy, SignalName,
+    Balance, ByteSize, CommandLine, EnvValue, HumanDuration, InstanceCount, ListenAddress,
+    NodeClusterSetting, NodeClusterStop, PathList, ReadyMode, RestartPolicy, SignalName,
 };
 
 /// One key of a unit file.
@@ -46,10 +46,10 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         name: "instances",
-        value: "integer, 0–4096",
+        value: "integer, 0–4096, `\"max\"` or a negative integer",
         default: "`1`",
-        meaning: "copies to run; `0` means one per CPU",
-        check: check::<u32>,
+        meaning: "copies to run; `0` or `\"max\"` means one per CPU, `-1` one fewer than the CPUs (at least one), as PM2's `instances`",
+        check: check::<InstanceCount>,
     },
     Key {
         name: "restart",

@@ -14,7 +14,7 @@ use super::unit_file::{ListenOptionsTable, UnitFile, Variables};
 pub use super::values::{
     Balance, ListenAddress, NodeClusterStop, NodeScheduling, ReadyMode, RestartPolicy,
 };
-use super::values::{ByteSize, LogTo};
+use super::values::{ByteSize, InstanceCount, LogTo};
 
 /// Default `restart_limit`: at most 10 automatic restarts in any 60 s.
 const DEFAULT_RESTART_BURST: u32 = 10;
@@ -236,20 +236,28 @@ impl Unit {
         };
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
 
-        let instances = match &file.instances {
+        let instances = match file
+            .instances
+            .as_ref()
+            .map(|n| (*n.get_ref(), n.span().start))
+        {
             None => 1,
-            Some(n) if *n.get_ref() == 0 => cpu_count(),
-            Some(n) if *n.get_ref() > MAX_INSTANCES => {
+            Some((InstanceCount::Max | InstanceCount::Count(0), _)) => cpu_count(),
+            Some((InstanceCount::Count(n), start))
+                if n > i64::from(MAX_INSTANCES) || n < -i64::from(MAX_INSTANCES) =>
+            {
                 return Err(at(
-                    n.span().start,
+                    start,
                     UnitErrorKind::BadValue,
-                    format!(
-                        "instances = {} is more than the limit of {MAX_INSTANCES}",
-                        n.get_ref()
-                    ),
+                    format!("instances = {n} is beyond the limit of {MAX_INSTANCES}"),
                 ))
             }
-            Some(n) => *n.get_ref(),
+            // -N: N fewer than the CPUs, at least one (PM2's `instances: -1`).
+            Some((InstanceCount::Count(n), _)) if n < 0 => {
+                let fewer = u32::try_from(n.unsigned_abs()).unwrap_or(MAX_INSTANCES);
+                cpu_count().saturating_sub(fewer).max(1)
+            }
+            Some((InstanceCount::Count(n), _)) => u32::try_from(n).unwrap_or(MAX_INSTANCES),
         };
 
         let restart_limit = match file.restart_limit {
@@ -864,9 +872,20 @@ ready_timeout = "10s"
     }
 
     #[test]
-    fn instances_zero_means_one_per_cpu() {
+    fn instances_zero_or_max_means_one_per_cpu_and_minus_n_that_many_fewer() {
         let unit = parse("command = \"true\"\ninstances = 0").unwrap();
         assert_eq!(unit.instances, cpu_count());
+        let unit = parse("command = \"true\"\ninstances = \"max\"").unwrap();
+        assert_eq!(unit.instances, cpu_count());
+        let unit = parse("command = \"true\"\ninstances = -1").unwrap();
+        assert_eq!(unit.instances, cpu_count().saturating_sub(1).max(1));
+        // Never fewer than one.
+        let unit = parse("command = \"true\"\ninstances = -4000").unwrap();
+        assert_eq!(unit.instances, 1);
+        let err = parse("command = \"true\"\ninstances = \"all\"").unwrap_err();
+        assert!(err.to_string().contains("\"max\" for one per CPU"), "{err}");
+        let err = parse("command = \"true\"\ninstances = 5000").unwrap_err();
+        assert_eq!(err.position, Some((2, 13)), "{err}");
     }
 
     #[test]

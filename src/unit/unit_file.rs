@@ -8,7 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::values::{
-    Balance, ByteSize, CommandLine, EnvValue, HumanDuration, ListenAddress, LogTo,
+    Balance, ByteSize, CommandLine, EnvValue, HumanDuration, InstanceCount, ListenAddress, LogTo,
     NodeClusterSetting, NodeClusterStop, PathList, ReadyMode, RestartPolicy, SignalName,
 };
 
@@ -17,7 +17,7 @@ use super::values::{
 pub struct UnitFile {
     pub command: CommandLine,
     pub description: Option<String>,
-    pub instances: Option<Spanned<u32>>,
+    pub instances: Option<Spanned<InstanceCount>>,
     pub restart: Option<RestartPolicy>,
     pub restart_limit: Option<RestartLimitTable>,
     pub restart_delay: Option<Spanned<HumanDuration>>,

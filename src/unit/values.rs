@@ -384,6 +384,43 @@ impl<'de> Deserialize<'de> for ListenAddress {
     }
 }
 
+/// `instances`: a count, `0` or `"max"` for one per CPU, or `-N` for N fewer than the CPUs
+/// (PM2's `instances: -1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceCount {
+    Count(i64),
+    Max,
+}
+
+impl<'de> Deserialize<'de> for InstanceCount {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CountVisitor;
+        impl<'de> Visitor<'de> for CountVisitor {
+            type Value = InstanceCount;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(r#"a number of instances, 0 or "max" for one per CPU, or -N for N fewer than the CPUs"#)
+            }
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<InstanceCount, E> {
+                Ok(InstanceCount::Count(value))
+            }
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<InstanceCount, E> {
+                Ok(InstanceCount::Count(
+                    i64::try_from(value).unwrap_or(i64::MAX),
+                ))
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<InstanceCount, E> {
+                match value {
+                    "max" => Ok(InstanceCount::Max),
+                    _ => Err(E::custom(format!(
+                        r#"instances = {value:?}: write a number, or "max" for one per CPU"#
+                    ))),
+                }
+            }
+        }
+        deserializer.deserialize_any(CountVisitor)
+    }
+}
+
 /// `environment_file`: one path or an array of paths, each optional when it starts with `-`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathList(pub Vec<String>);
