@@ -55,7 +55,11 @@ impl<P: ProcessControl> Supervisor<P> {
         for file in files {
             let name = file.name;
             match (self.units.contains_key(&name), file.result) {
-                (true, Ok(unit)) => self.apply_changed_file(&name, unit, &mut report, now),
+                (true, Ok(unit)) => {
+                    self.apply_changed_file(&name, unit, &mut report, now);
+                    // The schedule may have changed (or gone).
+                    self.arm_cron(&name, now);
+                }
                 (true, Err(e)) => {
                     error!("{e} (unit {name} keeps running with its previous configuration)");
                     if let Some(rt) = self.units.get_mut(&name) {
@@ -87,7 +91,9 @@ impl<P: ProcessControl> Supervisor<P> {
             info!("{name}: its file is gone; stopping and removing it");
             if let Some(rt) = self.units.get_mut(&name) {
                 rt.after_stop = AfterStop::Remove;
+                rt.unit.cron_restart = None;
             }
+            self.arm_cron(&name, now);
             self.stop_unit(&name, now);
             report.removed.push(name);
         }

@@ -65,6 +65,7 @@ impl<P: ProcessControl> Supervisor<P> {
             }
         }
         self.start_missing(name, now);
+        self.arm_cron(name, now);
         self.settle(name, now);
     }
 

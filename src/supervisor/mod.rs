@@ -7,6 +7,7 @@
 //! `handover` (readiness, suicide, rolling reload), `requests` (clusterctl verbs),
 //! `daemon_reload` (applying a re-read units directory) and `status`.
 
+mod cron_restart;
 mod daemon_reload;
 pub(crate) mod event;
 mod handover;
@@ -223,6 +224,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 Timer::RetryStarts(unit) => self.retry_starts(&unit, now),
                 Timer::MemoryCheck(unit) => self.check_memory(&unit, now),
                 Timer::Restart(unit, index) => self.restart_after_wait(&unit, index, now),
+                Timer::Cron(unit) => self.cron_reload(&unit, now),
                 Timer::ShutdownDelay => self.shutdown(now),
                 Timer::KillHook(pid) => {
                     // Still in `hooks`: not reaped, so the pid is still that hook's.

@@ -266,6 +266,9 @@ pub(crate) trait ProcessControl {
     /// is not an error worth reporting: the caller learns of exits through `reap`.
     fn signal_group(&mut self, pgid: Pid, signal: Signal);
 
+    /// The local date and time now, for `cron_restart` schedules.
+    fn local_time(&self) -> crate::unit::cron::LocalTime;
+
     /// Sends `signal` to one process (an instance's own, for `clusterctl kill`).
     fn signal_process(&mut self, pid: Pid, signal: Signal);
 

@@ -47,6 +47,8 @@ struct FakeOs {
     spawns: Vec<Spawned>,
     hooks: Vec<HookRun>,
     signals: Vec<(Pid, Signal)>,
+    /// What `local_time` answers (cron_restart).
+    local_time: crate::unit::cron::LocalTime,
     /// `clusterctl kill` without `--all`: one process each.
     process_signals: Vec<(Pid, Signal)>,
     /// `clusterctl send`: (instance, line).
@@ -73,6 +75,15 @@ impl FakeOs {
             spawns: Vec::new(),
             hooks: Vec::new(),
             process_signals: Vec::new(),
+            // Sunday 2026-11-29, 02:59:30.
+            local_time: crate::unit::cron::LocalTime {
+                year: 2026,
+                month: 11,
+                day: 29,
+                hour: 2,
+                minute: 59,
+                second: 30,
+            },
             messages: Vec::new(),
             signals: Vec::new(),
             released: Vec::new(),
@@ -159,6 +170,10 @@ impl ProcessControl for FakeOs {
 
     fn signal_group(&mut self, pgid: Pid, signal: Signal) {
         self.signals.push((pgid, signal));
+    }
+
+    fn local_time(&self) -> crate::unit::cron::LocalTime {
+        self.local_time
     }
 
     fn signal_process(&mut self, pid: Pid, signal: Signal) {
@@ -1920,4 +1935,42 @@ fn a_manual_start_or_stop_cancels_a_waiting_restart() {
     let reply = h.request(Request::Start { unit: unit("web") });
     assert_eq!(h.spawn_count(), 2, "start waited for the delay");
     assert!(reply.try_recv().is_ok_and(|r| r.ok));
+}
+
+// ---- cron_restart ----
+
+#[test]
+fn cron_restart_reloads_the_unit_one_by_one_at_its_time_and_waits_for_the_next() {
+    // The fake clock says 02:59:30: 03:00 is 30 s away.
+    let text = "command = \"sleep 100\"\ninstances = 2\ncron_restart = \"0 3 * * *\"\n";
+    let mut h = Harness::start(&[("web", text)]);
+    let old = [h.pid_of("web", 0), h.pid_of("web", 1)];
+    h.advance(29 * SECOND);
+    assert_eq!(h.spawn_count(), 2);
+    h.advance(SECOND);
+    // A rolling reload, as `clusterctl reload`: each old instance goes once its replacement
+    // is ready (here at once: ready = "started").
+    assert_eq!(h.spawn_count(), 4);
+    for pid in old {
+        assert_eq!(h.signals_to(pid), [Signal::SIGTERM, Signal::SIGCONT]);
+    }
+    h.exit_all(&old.map(|pid| (pid, killed(Signal::SIGTERM))));
+    assert_eq!(
+        h.status("web").restarts,
+        0,
+        "a scheduled reload is no restart"
+    );
+    // The next time is a day later (the fake clock stands still: 30 s from its "now").
+    assert!(h.sup.next_deadline().is_some());
+}
+
+#[test]
+fn a_stopped_unit_is_not_reloaded_by_its_schedule() {
+    let text = "command = \"sleep 100\"\ncron_restart = \"* * * * *\"\n";
+    let mut h = Harness::start(&[("web", text)]);
+    let reply = h.request(Request::Stop { unit: unit("web") });
+    h.all_exit_on_sigterm("web", 1);
+    assert!(reply.try_recv().is_ok_and(|r| r.ok));
+    h.advance(60 * SECOND);
+    assert_eq!(h.spawn_count(), 1);
 }

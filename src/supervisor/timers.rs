@@ -37,6 +37,8 @@ pub(super) enum Timer {
     MemoryCheck(String),
     /// Restart instance `index` of the unit: its `restart_delay` or backoff has passed.
     Restart(String, u32),
+    /// The unit's `cron_restart` time: a rolling reload.
+    Cron(String),
     /// `shutdown_delay` after SIGTERM/SIGINT: stop everything now.
     ShutdownDelay,
 }

@@ -233,6 +233,13 @@ pub const KEYS: &[Key] = &[
         meaning: "how often `memory_max` is checked (a timer that exists only for units with a limit)",
         check: check::<HumanDuration>,
     },
+    Key {
+        name: "cron_restart",
+        value: "cron schedule: `\"0 3 * * *\"`",
+        default: "none",
+        meaning: "reload the unit's instances one by one at these times, local time (PM2's `cron_restart`, but rolling: the old instance serves until its replacement is ready)",
+        check: check::<super::cron::CronSchedule>,
+    },
 ];
 
 /// The key named `name`.

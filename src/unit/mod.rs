@@ -1,6 +1,7 @@
 //! Unit files: the raw TOML form ([`UnitFile`]), its typed values, the validated [`Unit`] the
 //! supervisor runs, errors that point into the file, and loading a directory of them.
 
+pub mod cron;
 mod every_error;
 pub mod keys;
 mod load;

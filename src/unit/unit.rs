@@ -201,6 +201,8 @@ pub struct Unit {
     pub memory_max: Option<u64>,
     /// How often `memory_max` is checked.
     pub memory_check_interval: Duration,
+    /// A rolling reload at these (local) times.
+    pub cron_restart: Option<super::cron::CronSchedule>,
 }
 
 /// Unit names end up in environment variables, log lines and the control protocol: keep them
@@ -530,6 +532,7 @@ impl Unit {
             log,
             memory_max,
             memory_check_interval,
+            cron_restart: file.cron_restart,
         })
     }
 

@@ -44,6 +44,7 @@ pub struct UnitFile {
     pub log: Option<LogTable>,
     pub memory_max: Option<Spanned<ByteSize>>,
     pub memory_check_interval: Option<Spanned<HumanDuration>>,
+    pub cron_restart: Option<super::cron::CronSchedule>,
 }
 
 /// A table of environment variables, each name with its place in the file.

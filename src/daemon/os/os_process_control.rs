@@ -341,6 +341,29 @@ impl ProcessControl for OsProcessControl {
         }
     }
 
+    fn local_time(&self) -> crate::unit::cron::LocalTime {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let seconds = libc::time_t::try_from(now).unwrap_or(0);
+        // SAFETY: an all-zero `tm` is a valid value; localtime_r writes only into it.
+        let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+        // SAFETY: both pointers are to valid locals; localtime_r is thread-safe.
+        if unsafe { libc::localtime_r(&seconds, &mut tm) }.is_null() {
+            log::warn!("cannot read the local time; cron_restart uses UTC");
+            // SAFETY: as above; gmtime_r cannot fail for a time_t from the clock.
+            unsafe { libc::gmtime_r(&seconds, &mut tm) };
+        }
+        crate::unit::cron::LocalTime {
+            year: i64::from(tm.tm_year) + 1900,
+            month: u32::try_from(tm.tm_mon + 1).unwrap_or(1),
+            day: u32::try_from(tm.tm_mday).unwrap_or(1),
+            hour: u32::try_from(tm.tm_hour).unwrap_or(0),
+            minute: u32::try_from(tm.tm_min).unwrap_or(0),
+            second: u32::try_from(tm.tm_sec).unwrap_or(0).min(59),
+        }
+    }
+
     fn signal_process(&mut self, pid: Pid, signal: Signal) {
         // Gone already: its exit arrives through reap.
         let _ = nix::sys::signal::kill(pid, signal);
