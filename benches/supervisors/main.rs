@@ -11,7 +11,7 @@
 //! * `--quick` / `CLUSTERD_BENCH_QUICK=1`: clusterd only, tiny counts, a few seconds; exits
 //!   non-zero if clusterd itself fails (for CI).
 //! * `--runs N` / `CLUSTERD_BENCH_RUNS`: repetitions per metric (default 3).
-//! * `--only mem,idle,restart,mass,ctl,http,reload,logs,memlimit,watch` / `CLUSTERD_BENCH_ONLY`:
+//! * `--only mem,idle,restart,mass,ctl,http,reload,logs,memlimit,watch,python` / `CLUSTERD_BENCH_ONLY`:
 //!   pick metrics.
 //! * `--skip pm2,supervisord,node` / `CLUSTERD_BENCH_SKIP`: skip peers.
 //! * `--idle-secs S`, `--kills K`, `--mass N`, `--wrk-secs S`: sizes (defaults 30, 30, 1000, 10).
@@ -47,6 +47,7 @@ mod memory_limit;
 mod options;
 mod peers;
 mod procfs;
+mod python_servers;
 mod results;
 mod util;
 mod watch;
@@ -60,6 +61,7 @@ use memory_limit::*;
 use options::*;
 use peers::*;
 use procfs::*;
+use python_servers::*;
 use results::*;
 use util::*;
 use watch::*;
@@ -248,6 +250,42 @@ fn measure_all(env: &Env, opts: &Opts, results: &mut Results, started: Instant) 
             "200 instances left alone, then watched by top",
             |run, results| watch_costs(env, opts, run, results),
         );
+    }
+    if opts.wants("python") && env.wrk.is_some() {
+        for run in 0..opts.runs {
+            for setup in PythonSetup::ALL {
+                eprintln!(
+                    "supervisors: [{:>4.0}s] Python servers, {}, run {}",
+                    started.elapsed().as_secs_f64(),
+                    setup.key(),
+                    run + 1
+                );
+                match python_throughput(env, opts, setup, run) {
+                    Ok(rps) => results.add(setup.key(), Peer::Clusterd, rps),
+                    Err(e) => results.notes.push(format!("{}: {e}", setup.key())),
+                }
+                sweep_descendants();
+            }
+            for (ours, theirs, ratio) in [
+                ("py_uvicorn_clusterd", "py_uvicorn_own", "py_uvicorn_ratio"),
+                (
+                    "py_gunicorn_clusterd",
+                    "py_gunicorn_own",
+                    "py_gunicorn_ratio",
+                ),
+            ] {
+                let last = |key: &str| {
+                    results
+                        .values
+                        .get(key)
+                        .and_then(|v| v.get(&Peer::Clusterd))
+                        .and_then(|v| v.last().copied())
+                };
+                if let (Some(a), Some(b)) = (last(ours), last(theirs)) {
+                    results.add(ratio, Peer::Clusterd, a / b);
+                }
+            }
+        }
     }
     if opts.wants("logs") {
         for run in 0..opts.runs {
