@@ -607,3 +607,57 @@ fn fs_has_prefix(dir: &Path, prefix: &str) -> bool {
         .flatten()
         .any(|e| e.file_name().to_string_lossy().starts_with(prefix))
 }
+
+/// Express from npm (`.ci/run` installs it into target/test-npm), its hello-world as its
+/// docs show it, under `node_cluster = true`.
+const EXPRESS_APP: &str = r#"
+const express = require('express');
+const app = express();
+app.get('/', (req, res) => res.send(String(process.pid)));
+app.listen(+process.env.PORT, process.env.HOST);
+"#;
+
+#[test]
+fn express_from_npm_serves_from_four_workers_in_turn_and_reloads_under_load() {
+    let modules = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-npm/node_modules");
+    if !node_available()
+        || !available(
+            "express in target/test-npm (npm install --prefix target/test-npm express@4)",
+            modules.join("express").exists(),
+        )
+    {
+        return;
+    }
+    let env_file = tempfile::NamedTempFile::new().expect("env file");
+    std::fs::write(
+        env_file.path(),
+        format!("NODE_PATH={}\n", modules.display()),
+    )
+    .expect("write");
+    let port = free_port();
+    let extra = format!(
+        "node_cluster = true\nenvironment_file = \"{}\"",
+        toml_path(env_file.path())
+    );
+    let (daemon, old) = start(EXPRESS_APP, port, 4, &extra);
+    wait_all_serve(&daemon, port, &old);
+    // Round-robin: 100 requests in a row, 25 to each worker.
+    let mut counts: BTreeMap<u32, usize> = BTreeMap::new();
+    for _ in 0..100 {
+        *counts.entry(get_pid(port).expect("served")).or_default() += 1;
+    }
+    assert!(counts.values().all(|&n| n == 25), "{counts:?}");
+
+    let load = Load::start(port, 2);
+    let out = daemon.ctl(&["reload", "web"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = load.finish();
+    assert_eq!(report.refused, 0, "{report:?}");
+    assert!(report.other_errors.is_empty(), "{report:?}");
+    let new = daemon.wait_running("web", 4);
+    assert!(new.iter().all(|p| !old.contains(p)), "{old:?} {new:?}");
+}
