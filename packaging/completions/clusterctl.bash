@@ -25,6 +25,9 @@ _clusterctl() {
             clusterctl,help)
                 cmd="clusterctl__subcmd__help"
                 ;;
+            clusterctl,import)
+                cmd="clusterctl__subcmd__import"
+                ;;
             clusterctl,kill)
                 cmd="clusterctl__subcmd__kill"
                 ;;
@@ -73,6 +76,9 @@ _clusterctl() {
             clusterctl__subcmd__help,help)
                 cmd="clusterctl__subcmd__help__subcmd__help"
                 ;;
+            clusterctl__subcmd__help,import)
+                cmd="clusterctl__subcmd__help__subcmd__import"
+                ;;
             clusterctl__subcmd__help,kill)
                 cmd="clusterctl__subcmd__help__subcmd__kill"
                 ;;
@@ -119,7 +125,7 @@ _clusterctl() {
 
     case "${cmd}" in
         clusterctl)
-            opts="-h -V --socket --help --version status start stop restart reload scale kill send daemon-reload logs reopen-logs metrics top ready completions help"
+            opts="-h -V --socket --help --version status start stop restart reload scale kill send daemon-reload logs reopen-logs metrics top ready import completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -173,7 +179,7 @@ _clusterctl() {
             return 0
             ;;
         clusterctl__subcmd__help)
-            opts="status start stop restart reload scale kill send daemon-reload logs reopen-logs metrics top ready completions help"
+            opts="status start stop restart reload scale kill send daemon-reload logs reopen-logs metrics top ready import completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -215,6 +221,20 @@ _clusterctl() {
             return 0
             ;;
         clusterctl__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        clusterctl__subcmd__help__subcmd__import)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -403,6 +423,32 @@ _clusterctl() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        clusterctl__subcmd__import)
+            opts="-h --env --out --force --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --env)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

@@ -71,6 +71,12 @@ fn main() -> ExitCode {
         Command::DaemonReload => Request::DaemonReload {},
         Command::Ready { units } => return ready(&socket, &units),
         Command::Completions { shell } => return completions(shell),
+        Command::Import {
+            file,
+            env,
+            out,
+            force,
+        } => return import(&file, env.as_deref(), out.as_deref(), force),
         Command::ReopenLogs => Request::ReopenLogs {},
         Command::Top {
             unit,
@@ -239,6 +245,74 @@ fn ready(socket: &std::path::Path, units: &[String]) -> ExitCode {
             ExitCode::from(EXIT_FAILED)
         }
     }
+}
+
+/// `clusterctl import`: the units of a PM2 ecosystem file, printed or written into a directory.
+fn import(
+    file: &std::path::Path,
+    env: Option<&str>,
+    out: Option<&std::path::Path>,
+    force: bool,
+) -> ExitCode {
+    use clusterd::client::import::{import, read_ecosystem};
+    // PM2 starts an app without a `cwd` in the ecosystem file's directory.
+    let base = std::path::absolute(file)
+        .ok()
+        .and_then(|f| f.parent().map(std::path::Path::to_path_buf))
+        .unwrap_or_default();
+    let units = match read_ecosystem(file)
+        .and_then(|ecosystem| import(&ecosystem, &file.display().to_string(), env, &base))
+    {
+        Ok(units) => units,
+        Err(e) => {
+            complain!("clusterctl: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let Some(dir) = out else {
+        let text: Vec<String> = units
+            .iter()
+            .map(|u| format!("# ---- {}.toml ----\n{}", u.name, u.text))
+            .collect();
+        return print_out(&text.join("\n"));
+    };
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        complain!("clusterctl: cannot create {}: {e}", dir.display());
+        return ExitCode::from(EXIT_FAILED);
+    }
+    let mut summary = String::new();
+    for unit in &units {
+        let path = dir.join(format!("{}.toml", unit.name));
+        if path.exists() && !force {
+            complain!(
+                "clusterctl: {} exists; nothing written (--force overwrites)",
+                path.display()
+            );
+            return ExitCode::from(EXIT_FAILED);
+        }
+    }
+    for unit in &units {
+        let path = dir.join(format!("{}.toml", unit.name));
+        if let Err(e) = std::fs::write(&path, &unit.text) {
+            complain!("clusterctl: cannot write {}: {e}", path.display());
+            return ExitCode::from(EXIT_FAILED);
+        }
+        summary.push_str(&format!("wrote {}", path.display()));
+        if unit.not_mapped.is_empty() {
+            summary.push('\n');
+        } else {
+            summary.push_str(&format!(
+                "; not carried over (see the file's header): {}\n",
+                unit.not_mapped
+                    .iter()
+                    .map(|l| l.split(':').next().unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    summary.push_str("check them with `clusterd --check --units DIR`; `clusterctl daemon-reload` starts them in clusterd's units directory\n");
+    print_out(&summary)
 }
 
 /// `clusterctl completions SHELL`: the script, generated from clusterctl's own definitions.

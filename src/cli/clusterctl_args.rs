@@ -118,6 +118,22 @@ pub enum ClusterctlCommand {
         /// The units to check.
         units: Vec<String>,
     },
+    /// Turn a PM2 ecosystem file (.js, .cjs or .json) into unit files, one per app, saying
+    /// what could not be carried over. Does not need clusterd running.
+    Import {
+        /// The ecosystem file.
+        file: PathBuf,
+        /// Merge each app's env_<NAME> into its environment (pm2 start --env NAME); without
+        /// it, each env_<NAME> becomes an [environments.NAME] table.
+        #[arg(long, value_name = "NAME")]
+        env: Option<String>,
+        /// Write the units into this directory (else print them).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Overwrite unit files that exist.
+        #[arg(long)]
+        force: bool,
+    },
     /// Print the completion script for a shell, e.g. `clusterctl completions bash >
     /// /etc/bash_completion.d/clusterctl`.
     Completions {

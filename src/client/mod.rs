@@ -2,6 +2,7 @@
 //! answer; [`status_table`] renders a status report for people; [`top`] is the live view.
 
 pub mod connection;
+pub mod import;
 pub mod readiness;
 pub mod status_table;
 pub mod top;

@@ -1,0 +1,164 @@
+//! `clusterctl import`: a PM2 ecosystem file, written the way PM2's docs write them, becomes
+//! unit files that `clusterd --check` accepts and clusterd runs.
+
+mod common;
+
+use std::fs;
+use std::process::Command;
+
+use common::*;
+
+/// Three apps as PM2's ecosystem documentation shows them: a Node server in cluster mode, a
+/// Python worker, and a shell script run as is.
+const ECOSYSTEM: &str = r#"
+module.exports = {
+  apps: [
+    {
+      name: "api",
+      script: "./server.js",
+      instances: 2,
+      exec_mode: "cluster",
+      env: { NODE_ENV: "development", PORT: process.env.TEST_PORT },
+      env_production: { NODE_ENV: "production" },
+      max_memory_restart: "300M",
+      watch: true,
+    },
+    {
+      name: "worker",
+      script: "worker.py",
+      args: ["--queue", "mail"],
+      exp_backoff_restart_delay: 100,
+      kill_timeout: 3000,
+    },
+    {
+      name: "ticker",
+      script: "sh",
+      args: "-c 'while :; do sleep 1; done'",
+      interpreter: "none",
+      cron_restart: "0 3 * * *",
+    },
+  ],
+};
+"#;
+
+const SERVER_JS: &str = r#"
+require('http').createServer((req, res) => res.end(process.env.NODE_ENV))
+  .listen(+process.env.PORT, '127.0.0.1');
+"#;
+
+#[test]
+fn a_pm2_ecosystem_file_becomes_units_that_check_and_run() {
+    if !available("node", runs("node", &["--version"])) {
+        return;
+    }
+    let daemon = Daemon::start(&[]);
+    let port = free_port();
+    let ecosystem = daemon.path("ecosystem.config.js");
+    fs::write(&ecosystem, ECOSYSTEM).expect("write the ecosystem file");
+    fs::write(daemon.path("server.js"), SERVER_JS).expect("server.js");
+    fs::write(
+        daemon.path("worker.py"),
+        "import time\nwhile True:\n    time.sleep(1)\n",
+    )
+    .expect("worker.py");
+
+    let out = Command::new(CLUSTERCTL)
+        .args(["import", "--env", "production", "--out"])
+        .arg(daemon.units_dir())
+        .arg(&ecosystem)
+        .env("TEST_PORT", port.to_string())
+        .output()
+        .expect("run clusterctl import");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("api.toml; not carried over (see the file's header): watch"),
+        "{stdout}"
+    );
+    let api = fs::read_to_string(daemon.units_dir().join("api.toml")).expect("api.toml");
+    assert!(
+        api.contains("#   watch: file watching is not in clusterd yet"),
+        "{api}"
+    );
+
+    let check = Command::new(CLUSTERD)
+        .args(["--check", "--units"])
+        .arg(daemon.units_dir())
+        .output()
+        .expect("clusterd --check");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    // The units run: the Node app in cluster mode, with env_production merged.
+    let reload = daemon.ctl(&["daemon-reload"]);
+    assert!(
+        reload.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reload.stderr)
+    );
+    daemon.wait_running("api", 2);
+    daemon.wait_running("worker", 1);
+    daemon.wait_running("ticker", 1);
+    let mut body = String::new();
+    wait_for("the api to answer", PATIENCE, || {
+        use std::io::{Read, Write};
+        body.clear();
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .and_then(|mut s| {
+                s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+                s.read_to_string(&mut body)
+            })
+            .is_ok()
+            && body.ends_with("production")
+    });
+
+    // A second import does not overwrite without --force.
+    let again = Command::new(CLUSTERCTL)
+        .args(["import", "--out"])
+        .arg(daemon.units_dir())
+        .arg(&ecosystem)
+        .output()
+        .expect("run clusterctl import");
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists; nothing written"));
+}
+
+/// PM2 reads its `.json` files leniently, and its own examples use that: unquoted keys,
+/// comments, trailing commas, and the older `pm2` list instead of `apps`.
+#[test]
+fn a_lenient_json_ecosystem_file_as_pm2_writes_them_is_read() {
+    if !available("node", runs("node", &["--version"])) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("process.json");
+    fs::write(
+        &file,
+        "{\n  // the old form\n  pm2: [\n    { name: 'echo', script: './echo.js', instances: 2, },\n  ],\n}\n",
+    )
+    .expect("write");
+    let out = Command::new(CLUSTERCTL)
+        .arg("import")
+        .arg(&file)
+        .output()
+        .expect("run clusterctl import");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("# ---- echo.toml ----"), "{stdout}");
+    assert!(
+        stdout.contains("command = [\"node\", \"./echo.js\"]"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("instances = 2"), "{stdout}");
+}
