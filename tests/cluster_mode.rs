@@ -509,3 +509,55 @@ fn ready_after_makes_a_rolling_reload_wait_for_each_new_instance() {
     let after = daemon.wait_running("web", 2);
     assert!(after.iter().all(|pid| !before.contains(pid)));
 }
+
+/// `watch`: a file written under a watched directory (a new subdirectory included) reloads
+/// the unit, instance by instance; a change in an ignored directory does not.
+#[test]
+fn a_change_under_a_watched_directory_reloads_the_unit_and_an_ignored_one_does_not() {
+    let daemon = Daemon::start(&[]);
+    let src = daemon.path("src");
+    std::fs::create_dir_all(src.join("node_modules")).expect("dirs");
+    daemon.write_unit(
+        "web",
+        &format!(
+            "command = \"sleep 300\"\ninstances = 2\nwatch = [\"{}\"]\nwatch_delay = \"200ms\"\n",
+            toml_path(&src)
+        ),
+    );
+    assert!(daemon.ctl(&["daemon-reload"]).status.success());
+    let first = daemon.wait_running("web", 2);
+    let reloads = || {
+        let out = daemon.ctl(&["status", "web", "--json"]);
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        status["units"][0]["events"]
+            .as_array()
+            .map(|events| {
+                events
+                    .iter()
+                    .filter(|e| e["text"] == "watched files changed; reloading")
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    // Ignored: node_modules (a default of watch_ignore): never reported.
+    std::fs::write(src.join("node_modules").join("dep.js"), "x").expect("write");
+    // Watched: a new directory (a change itself, and watched from then on)...
+    std::fs::create_dir(src.join("lib")).expect("mkdir");
+    wait_for("the reload for the new directory", PATIENCE, || {
+        reloads() == 1
+    });
+    let second = daemon.wait_running("web", 2);
+    assert!(
+        second.iter().all(|pid| !first.contains(pid)),
+        "{first:?} {second:?}"
+    );
+    // ...and a file written in it.
+    std::fs::write(src.join("lib").join("app.py"), "print(1)").expect("write");
+    wait_for("the reload for the file", PATIENCE, || reloads() == 2);
+    let log = daemon.log();
+    assert!(log.contains("lib/app.py changed"), "{log}");
+    assert!(
+        !log.contains("dep.js"),
+        "an ignored file was reported:\n{log}"
+    );
+}

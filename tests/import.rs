@@ -21,7 +21,8 @@ module.exports = {
       env: { NODE_ENV: "development", PORT: process.env.TEST_PORT },
       env_production: { NODE_ENV: "production" },
       max_memory_restart: "300M",
-      watch: true,
+      watch: ["lib"],
+      instance_var: "APP_ID",
     },
     {
       name: "worker",
@@ -76,14 +77,15 @@ fn a_pm2_ecosystem_file_becomes_units_that_check_and_run() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("api.toml; not carried over (see the file's header): watch"),
+        stdout.contains("api.toml; not carried over (see the file's header): instance_var"),
         "{stdout}"
     );
     let api = fs::read_to_string(daemon.units_dir().join("api.toml")).expect("api.toml");
     assert!(
-        api.contains("#   watch: file watching is not in clusterd yet"),
+        api.contains("#   instance_var: each instance gets CLUSTERD_INSTANCE"),
         "{api}"
     );
+    assert!(api.contains("watch = [\"lib\"]   # pm2: watch"), "{api}");
 
     let check = Command::new(CLUSTERD)
         .args(["--check", "--units"])

@@ -469,7 +469,35 @@ fn import_app(
                 t.skip(key, "clusterd keeps one log file per unit, each line with its instance and stream: `clusterctl logs UNIT` ([log] in the unit)")
             }
             "log_date_format" => t.skip(key, "clusterd's log lines carry RFC 3339 UTC timestamps"),
-            "watch" | "ignore_watch" | "watch_options" => t.skip(key, "file watching is not in clusterd yet; `clusterctl reload UNIT` after a deploy"),
+            "watch" => match value {
+                Value::Bool(true) => t.set("watch", "true".into(), "watch (a rolling reload)"),
+                Value::Bool(false) => {}
+                Value::String(path) => t.set("watch", toml_strings(std::slice::from_ref(path)), "watch (a rolling reload)"),
+                Value::Array(_) => match words(value) {
+                    Ok(paths) => t.set("watch", toml_strings(&paths), "watch (a rolling reload)"),
+                    Err(e) => t.skip(key, &e),
+                },
+                _ => t.skip(key, "not true, a path or a list of paths"),
+            },
+            "ignore_watch" => {
+                // clusterd matches names (`*`, `?`); PM2 also takes paths and regular
+                // expressions, which have no counterpart.
+                let patterns = words(value).unwrap_or_default();
+                let (names, others): (Vec<String>, Vec<String>) = patterns
+                    .into_iter()
+                    .partition(|p| !p.contains('/') && !p.contains(['[', '(', '^', '$', '\\', '+']));
+                if !names.is_empty() {
+                    t.set("watch_ignore", toml_strings(&names), "ignore_watch");
+                }
+                if !others.is_empty() {
+                    t.skip(key, &format!("{others:?}: clusterd ignores by name pattern (`*`, `?`), not by path or regular expression"));
+                }
+            }
+            "watch_delay" => match millis(value) {
+                Some(ms) => t.set("watch_delay", toml_string(&format!("{ms}ms")), "watch_delay"),
+                None => t.skip(key, "not milliseconds"),
+            },
+            "watch_options" => t.skip(key, "chokidar's options have no counterpart: clusterd uses inotify"),
             "instance_var" => t.skip(key, "each instance gets CLUSTERD_INSTANCE (and NODE_APP_INSTANCE in node_cluster units)"),
             "increment_var" => t.skip(key, "not supported: derive it from CLUSTERD_INSTANCE"),
             "pid_file" => t.skip(key, "clusterctl status --json has every pid"),
@@ -610,7 +638,8 @@ mod tests {
             "env": {"NODE_ENV": "development", "PORT": 3000},
             "env_production": {"NODE_ENV": "production"},
             "max_memory_restart": "300M", "wait_ready": true, "listen_timeout": 10000,
-            "exp_backoff_restart_delay": 100, "watch": true, "log_date_format": "YYYY"
+            "exp_backoff_restart_delay": 100, "watch": ["src"], "ignore_watch": ["node_modules", "^logs/"],
+            "watch_options": {}, "log_date_format": "YYYY"
         }));
         assert_eq!(unit.name, "api");
         let parsed = parses(&unit);
@@ -627,7 +656,16 @@ mod tests {
         assert_eq!(parsed.kill_timeout, std::time::Duration::from_millis(1600));
         assert_eq!(parsed.environment["PORT"], "3000");
         assert_eq!(parsed.environments["production"]["NODE_ENV"], "production");
-        assert!(unit.not_mapped.iter().any(|l| l.starts_with("watch:")));
+        assert_eq!(parsed.watch, [std::path::PathBuf::from("/srv/api/src")]);
+        assert_eq!(parsed.watch_ignore, ["node_modules"]);
+        assert!(unit
+            .not_mapped
+            .iter()
+            .any(|l| l.starts_with("ignore_watch:") && l.contains("^logs/")));
+        assert!(unit
+            .not_mapped
+            .iter()
+            .any(|l| l.starts_with("watch_options:")));
         assert!(unit
             .not_mapped
             .iter()

@@ -129,6 +129,7 @@ pub fn run(options: DaemonOptions) -> Result<u8, String> {
         cgroups,
         logs.clone(),
         options.environment.clone(),
+        events.clone(),
     )
     .map_err(|e| format!("cannot open /dev/null: {e}"))?;
     let mut supervisor = Supervisor::new(os);

@@ -57,8 +57,9 @@ impl<P: ProcessControl> Supervisor<P> {
             match (self.units.contains_key(&name), file.result) {
                 (true, Ok(unit)) => {
                     self.apply_changed_file(&name, unit, &mut report, now);
-                    // The schedule may have changed (or gone).
+                    // The schedule and the watched paths may have changed (or gone).
                     self.arm_cron(&name, now);
+                    self.watch_unit_files(&name);
                 }
                 (true, Err(e)) => {
                     error!("{e} (unit {name} keeps running with its previous configuration)");
@@ -92,8 +93,10 @@ impl<P: ProcessControl> Supervisor<P> {
             if let Some(rt) = self.units.get_mut(&name) {
                 rt.after_stop = AfterStop::Remove;
                 rt.unit.cron_restart = None;
+                rt.unit.watch.clear();
             }
             self.arm_cron(&name, now);
+            self.watch_unit_files(&name);
             self.stop_unit(&name, now);
             report.removed.push(name);
         }

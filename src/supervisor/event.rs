@@ -44,6 +44,8 @@ pub(crate) enum Event {
         #[allow(dead_code, reason = "held for its Drop")]
         credit: Credit,
     },
+    /// Files changed under a path the unit watches (`watch`).
+    FilesChanged(String),
 }
 
 /// A message on the worker channel, already parsed from its JSON line.

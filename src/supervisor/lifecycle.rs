@@ -66,6 +66,7 @@ impl<P: ProcessControl> Supervisor<P> {
         }
         self.start_missing(name, now);
         self.arm_cron(name, now);
+        self.watch_unit_files(name);
         self.settle(name, now);
     }
 

@@ -10,6 +10,7 @@
 mod cron_restart;
 mod daemon_reload;
 pub(crate) mod event;
+mod file_changes;
 mod handover;
 mod lifecycle;
 mod memory_limit;
@@ -190,6 +191,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 message,
                 ..
             } => self.on_notify(pid, pgid, instance, message, now),
+            Event::FilesChanged(unit) => self.on_files_changed(&unit, now),
         }
         self.pass_on_unit_events(now);
     }
@@ -225,6 +227,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 Timer::MemoryCheck(unit) => self.check_memory(&unit, now),
                 Timer::Restart(unit, index) => self.restart_after_wait(&unit, index, now),
                 Timer::Cron(unit) => self.cron_reload(&unit, now),
+                Timer::WatchReload(unit) => self.reload_after_changes(&unit, now),
                 Timer::ShutdownDelay => self.shutdown(now),
                 Timer::KillHook(pid) => {
                     // Still in `hooks`: not reaped, so the pid is still that hook's.

@@ -266,6 +266,13 @@ pub(crate) trait ProcessControl {
     /// is not an error worth reporting: the caller learns of exits through `reap`.
     fn signal_group(&mut self, pgid: Pid, signal: Signal);
 
+    /// Watches the files `unit` asks to (`watch`) instead of what unit `name` watched before;
+    /// `None` (a unit that is gone) watches nothing. Changes come back as
+    /// `Event::FilesChanged`. The default watches nothing.
+    fn watch_files(&mut self, name: &str, unit: Option<&Unit>) {
+        let _ = (name, unit);
+    }
+
     /// The local date and time now, for `cron_restart` schedules.
     fn local_time(&self) -> crate::unit::cron::LocalTime;
 

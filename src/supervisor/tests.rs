@@ -1974,3 +1974,28 @@ fn a_stopped_unit_is_not_reloaded_by_its_schedule() {
     h.advance(60 * SECOND);
     assert_eq!(h.spawn_count(), 1);
 }
+
+// ---- watch ----
+
+#[test]
+fn changed_files_reload_the_unit_once_they_have_been_quiet_for_watch_delay() {
+    let text = "command = \"sleep 100\"\ninstances = 2\nwatch = [\"src\"]\nwatch_delay = \"1s\"\n";
+    let mut h = Harness::start(&[("web", text)]);
+    let old = [h.pid_of("web", 0), h.pid_of("web", 1)];
+    // A burst of changes, each within the delay of the previous one: one reload, after it.
+    for _ in 0..3 {
+        h.handle(Event::FilesChanged(unit("web")));
+        h.advance(Duration::from_millis(500));
+    }
+    assert_eq!(h.spawn_count(), 2);
+    h.advance(Duration::from_millis(500));
+    assert_eq!(h.spawn_count(), 4, "one rolling reload of both instances");
+    for pid in old {
+        assert_eq!(h.signals_to(pid), [Signal::SIGTERM, Signal::SIGCONT]);
+    }
+    // A unit that does not watch ignores the event (it cannot come from the OS side anyway).
+    let mut h = Harness::start(&[("web", "command = \"sleep 100\"\n")]);
+    h.handle(Event::FilesChanged(unit("web")));
+    h.advance(10 * SECOND);
+    assert_eq!(h.spawn_count(), 1);
+}

@@ -15,6 +15,7 @@ use super::unit_file::{ListenOptionsTable, LogTable, RestartBackoffTable, Restar
 use super::values::{
     Balance, ByteSize, CommandLine, EnvValue, HumanDuration, InstanceCount, ListenAddress,
     NodeClusterSetting, NodeClusterStop, PathList, ReadyMode, RestartPolicy, SignalName,
+    WatchSetting,
 };
 
 /// One key of a unit file.
@@ -239,6 +240,27 @@ pub const KEYS: &[Key] = &[
         default: "none",
         meaning: "reload the unit's instances one by one at these times, local time (PM2's `cron_restart`, but rolling: the old instance serves until its replacement is ready)",
         check: check::<super::cron::CronSchedule>,
+    },
+    Key {
+        name: "watch",
+        value: "`true` or array of paths",
+        default: "`false`",
+        meaning: "reload the unit's instances one by one when files change under these paths (`true`: its working directory), relative to `working_directory` (PM2's `watch`, but rolling: the old instances serve on if the new code does not come up)",
+        check: check::<WatchSetting>,
+    },
+    Key {
+        name: "watch_ignore",
+        value: "array of name patterns (`*`, `?`)",
+        default: "`[\".*\", \"node_modules\"]`",
+        meaning: "files and directories whose name matches are not watched (PM2's `ignore_watch`)",
+        check: check::<Vec<String>>,
+    },
+    Key {
+        name: "watch_delay",
+        value: "duration",
+        default: "`\"1s\"`",
+        meaning: "reload once the files have been quiet this long (PM2's `watch_delay`): a deploy that writes many files makes one reload",
+        check: check::<HumanDuration>,
     },
 ];
 

@@ -14,7 +14,7 @@ use super::unit_file::{ListenOptionsTable, UnitFile, Variables};
 pub use super::values::{
     Balance, ListenAddress, NodeClusterStop, NodeScheduling, ReadyMode, RestartPolicy,
 };
-use super::values::{ByteSize, InstanceCount, LogTo};
+use super::values::{ByteSize, InstanceCount, LogTo, WatchSetting};
 
 /// Default `restart_limit`: at most 10 automatic restarts in any 60 s.
 const DEFAULT_RESTART_BURST: u32 = 10;
@@ -203,6 +203,12 @@ pub struct Unit {
     pub memory_check_interval: Duration,
     /// A rolling reload at these (local) times.
     pub cron_restart: Option<super::cron::CronSchedule>,
+    /// Reload when files change under these (absolute) paths.
+    pub watch: Vec<PathBuf>,
+    /// Names not watched (`*` and `?` patterns).
+    pub watch_ignore: Vec<String>,
+    /// Reload once the files have been quiet this long.
+    pub watch_delay: Duration,
 }
 
 /// Unit names end up in environment variables, log lines and the control protocol: keep them
@@ -501,6 +507,19 @@ impl Unit {
             (None, _) => None,
         };
 
+        // Relative to where the instances run: their working directory, else the file's.
+        let watch_base = working_directory
+            .clone()
+            .unwrap_or_else(|| base_dir.clone());
+        let watch = match file.watch.map(Spanned::into_inner) {
+            None | Some(WatchSetting::Off) => Vec::new(),
+            Some(WatchSetting::WorkingDirectory) => vec![watch_base.clone()],
+            Some(WatchSetting::Paths(paths)) => paths
+                .iter()
+                .map(|p| absolute(&watch_base.join(p)))
+                .collect(),
+        };
+
         Ok(Unit {
             name,
             path: path.to_path_buf(),
@@ -533,6 +552,11 @@ impl Unit {
             memory_max,
             memory_check_interval,
             cron_restart: file.cron_restart,
+            watch,
+            watch_ignore: file
+                .watch_ignore
+                .unwrap_or_else(|| vec![".*".to_string(), "node_modules".to_string()]),
+            watch_delay: file.watch_delay.map_or(Duration::from_secs(1), |d| d.0),
         })
     }
 

@@ -10,6 +10,7 @@ use toml::Spanned;
 use super::values::{
     Balance, ByteSize, CommandLine, EnvValue, HumanDuration, InstanceCount, ListenAddress, LogTo,
     NodeClusterSetting, NodeClusterStop, PathList, ReadyMode, RestartPolicy, SignalName,
+    WatchSetting,
 };
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +46,9 @@ pub struct UnitFile {
     pub memory_max: Option<Spanned<ByteSize>>,
     pub memory_check_interval: Option<Spanned<HumanDuration>>,
     pub cron_restart: Option<super::cron::CronSchedule>,
+    pub watch: Option<Spanned<WatchSetting>>,
+    pub watch_ignore: Option<Vec<String>>,
+    pub watch_delay: Option<HumanDuration>,
 }
 
 /// A table of environment variables, each name with its place in the file.

@@ -421,6 +421,41 @@ impl<'de> Deserialize<'de> for InstanceCount {
     }
 }
 
+/// `watch = true` (the working directory) or `watch = ["src", "config"]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchSetting {
+    Off,
+    WorkingDirectory,
+    Paths(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for WatchSetting {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct WatchVisitor;
+        impl<'de> Visitor<'de> for WatchVisitor {
+            type Value = WatchSetting;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(r#"true, false, or an array of paths such as ["src", "config"]"#)
+            }
+            fn visit_bool<E: de::Error>(self, value: bool) -> Result<WatchSetting, E> {
+                Ok(if value {
+                    WatchSetting::WorkingDirectory
+                } else {
+                    WatchSetting::Off
+                })
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<WatchSetting, A::Error> {
+                let mut paths = Vec::new();
+                while let Some(path) = seq.next_element::<String>()? {
+                    paths.push(path);
+                }
+                Ok(WatchSetting::Paths(paths))
+            }
+        }
+        deserializer.deserialize_any(WatchVisitor)
+    }
+}
+
 /// `environment_file`: one path or an array of paths, each optional when it starts with `-`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathList(pub Vec<String>);

@@ -2,12 +2,13 @@
 //! `ProcessControl`) built on [`spawn`] (fork/exec from a threaded process), [`cgroup`]
 //! (instances in cgroups of their own), [`listen_sockets`] (the sockets units share),
 //! [`unix_socket_file`] (is a socket file stale?), [`environment_file`] (variables read at
-//! every start), [`fd_limit`] (clusterd's own, and its
+//! every start), [`file_watch`] (inotify for `watch`), [`fd_limit`] (clusterd's own, and its
 //! instances') and [`usage`] (what each instance uses).
 
 pub(crate) mod cgroup;
 pub(crate) mod environment_file;
 pub(crate) mod fd_limit;
+pub(crate) mod file_watch;
 pub(crate) mod listen_sockets;
 pub(crate) mod os_process_control;
 pub(crate) mod spawn;

@@ -17,9 +17,11 @@ use nix::unistd::Pid;
 use crate::daemon::logs::Logs;
 use crate::daemon::os::cgroup::{CgroupTree, InstanceCgroup};
 use crate::daemon::os::environment_file;
+use crate::daemon::os::file_watch::FileWatch;
 use crate::daemon::os::listen_sockets::UnitSockets;
 use crate::daemon::os::spawn::{inherited_environment, spawn, ExecRequest, FIRST_PASSED_FD};
 use crate::daemon::os::usage::UsageMeter;
+use crate::daemon::signals::EventSender;
 use crate::daemon::worker_io::WorkerIo;
 use crate::node_cluster::{WorkerInfo, WorkerRights};
 use crate::supervisor::process_control::{
@@ -48,6 +50,10 @@ pub(crate) struct OsProcessControl {
     base_environment: Vec<(String, String)>,
     /// `clusterd --environment NAME`: each unit's `[environments.NAME]` applies.
     environment_name: Option<String>,
+    /// Where `Event::FilesChanged` goes; the watcher starts with the first unit that
+    /// watches files.
+    events: EventSender,
+    file_watch: Option<FileWatch>,
     /// Live Node cluster workers, for graceful stops.
     node_workers: HashMap<SpawnId, NodeClusterStop>,
     /// Instances started since the last idle moment, whose replacement's cgroup is to be
@@ -68,6 +74,7 @@ impl OsProcessControl {
         cgroups: Result<CgroupTree, String>,
         logs: Logs,
         environment_name: Option<String>,
+        events: EventSender,
     ) -> std::io::Result<Self> {
         let dev_null = std::fs::File::open("/dev/null")?.into();
         Ok(OsProcessControl {
@@ -80,6 +87,8 @@ impl OsProcessControl {
             notify_socket,
             base_environment: inherited_environment(),
             environment_name,
+            events,
+            file_watch: None,
             node_workers: HashMap::new(),
             spares_wanted: Vec::new(),
             empty_cgroups: Vec::new(),
@@ -338,6 +347,22 @@ impl ProcessControl for OsProcessControl {
         match killpg(pgid, signal) {
             Ok(()) | Err(Errno::ESRCH) => {}
             Err(e) => debug!("killpg({pgid}, {}) failed: {e}", signal.as_str()),
+        }
+    }
+
+    fn watch_files(&mut self, name: &str, unit: Option<&Unit>) {
+        let wants = unit.is_some_and(|u| !u.watch.is_empty());
+        if self.file_watch.is_none() && wants {
+            match FileWatch::start(self.events.clone()) {
+                Ok(watch) => self.file_watch = Some(watch),
+                Err(e) => {
+                    log::error!("{name}: cannot watch files: {e}");
+                    return;
+                }
+            }
+        }
+        if let Some(watch) = &self.file_watch {
+            watch.set(name, unit);
         }
     }
 
