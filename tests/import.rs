@@ -164,3 +164,63 @@ fn a_lenient_json_ecosystem_file_as_pm2_writes_them_is_read() {
     );
     assert!(stdout.contains("instances = 2"), "{stdout}");
 }
+
+/// PM2's own ecosystem files: the templates `pm2 init` writes and its sample apps, from its
+/// npm package (`.ci/run` unpacks pm2 into target/test-npm/pm2). Each imports, and every
+/// unit passes `clusterd --check`.
+#[test]
+fn pm2s_own_ecosystem_templates_and_sample_apps_import_and_check() {
+    let templates =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-npm/pm2/lib/templates");
+    if !available("node", runs("node", &["--version"]))
+        || !available(
+            "PM2's package in target/test-npm/pm2 (npm pack pm2, unpacked)",
+            templates.is_dir(),
+        )
+    {
+        return;
+    }
+    let mut files: Vec<std::path::PathBuf> = fs::read_dir(&templates)
+        .expect("templates")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "tpl"))
+        .collect();
+    for app in fs::read_dir(templates.join("sample-apps"))
+        .expect("sample apps")
+        .flatten()
+    {
+        files.push(app.path().join("ecosystem.config.js"));
+    }
+    assert!(files.len() >= 7, "{files:?}");
+    for file in files {
+        // `pm2 init` writes a template out as ecosystem.config.js.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let copy = dir.path().join("ecosystem.config.js");
+        fs::copy(&file, &copy).expect("copy");
+        let units = dir.path().join("units");
+        let out = Command::new(CLUSTERCTL)
+            .args(["import", "--out"])
+            .arg(&units)
+            .arg(&copy)
+            .output()
+            .expect("run clusterctl import");
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let check = Command::new(CLUSTERD)
+            .args(["--check", "--units"])
+            .arg(&units)
+            .output()
+            .expect("clusterd --check");
+        assert!(
+            check.status.success(),
+            "{}: {}",
+            file.display(),
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+}

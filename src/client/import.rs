@@ -218,6 +218,11 @@ fn toml_key(key: &str) -> String {
     }
 }
 
+/// The app's `cwd`, or "" (its scripts are then relative to the ecosystem file's directory).
+fn app_dir(app: &Map<String, Value>) -> &str {
+    app.get("cwd").and_then(Value::as_str).unwrap_or("")
+}
+
 /// PM2's interpreter for a script, by its extension, as PM2 picks it.
 fn interpreter_for(script: &str) -> Option<&'static str> {
     let extension = Path::new(script).extension().and_then(|e| e.to_str())?;
@@ -323,6 +328,8 @@ fn import_app(
     {
         Some(Value::String(i)) if i == "none" => None,
         Some(Value::String(i)) => Some(i.clone()),
+        // A directory is a Node package (node runs its main file), as PM2 runs it.
+        _ if base.join(app_dir(app)).join(&script).is_dir() => Some("node".to_string()),
         _ => interpreter_for(&script).map(str::to_string),
     };
     let mut command = Vec::new();
