@@ -514,13 +514,17 @@ fn ready_after_makes_a_rolling_reload_wait_for_each_new_instance() {
 /// the unit, instance by instance; a change in an ignored directory does not.
 #[test]
 fn a_change_under_a_watched_directory_reloads_the_unit_and_an_ignored_one_does_not() {
+    if !available("node", runs("node", &["--version"])) {
+        return;
+    }
     let daemon = Daemon::start(&[]);
     let src = daemon.path("src");
     std::fs::create_dir_all(src.join("node_modules")).expect("dirs");
+    // A Node app, as PM2's `watch` users run.
     daemon.write_unit(
         "web",
         &format!(
-            "command = \"sleep 300\"\ninstances = 2\nwatch = [\"{}\"]\nwatch_delay = \"200ms\"\n",
+            "command = [\"node\", \"-e\", \"setInterval(() => {{}}, 1000)\"]\ninstances = 2\nwatch = [\"{}\"]\nwatch_delay = \"200ms\"\n",
             toml_path(&src)
         ),
     );
@@ -559,5 +563,29 @@ fn a_change_under_a_watched_directory_reloads_the_unit_and_an_ignored_one_does_n
     assert!(
         !log.contains("dep.js"),
         "an ignored file was reported:\n{log}"
+    );
+}
+
+/// `cron_restart` (PM2's), on the real clock: every minute, a rolling reload of a Node app.
+/// The first one comes at the next minute boundary, so this test waits up to a minute.
+#[test]
+fn cron_restart_reloads_a_node_app_at_the_next_minute() {
+    if !available("node", runs("node", &["--version"])) {
+        return;
+    }
+    let daemon = Daemon::start(&[(
+        "web",
+        "command = [\"node\", \"-e\", \"setInterval(() => {}, 1000)\"]\ninstances = 2\ncron_restart = \"* * * * *\"\n",
+    )]);
+    let before = daemon.wait_running("web", 2);
+    wait_for("the scheduled reload", Duration::from_secs(90), || {
+        let now = daemon.pids("web");
+        now.len() == 2 && now.iter().all(|pid| !before.contains(pid))
+    });
+    let out = daemon.ctl(&["status", "web"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("cron_restart: reloading"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
     );
 }

@@ -401,13 +401,17 @@ fn status_of_a_unit_shows_its_last_events() {
     assert!(daemon.status()["units"][0]["events"].is_null());
 }
 
-/// `restart_backoff`: a crashing program is restarted after growing waits — deadlines in
-/// clusterd's loop, measured here from the program's own start times.
+/// `restart_backoff` (PM2's `exp_backoff_restart_delay`): a crashing Node app is restarted
+/// after growing waits — deadlines in clusterd's loop, measured here from the app's own start
+/// times.
 #[test]
 fn restart_backoff_spaces_the_restarts_of_a_crashing_program_further_and_further() {
+    if !available("node", runs("node", &["--version"])) {
+        return;
+    }
     let d = Daemon::start(&[(
         "crashy",
-        "command = [\"sh\", \"-c\", \"date +%s.%N >> starts; exit 1\"]\nrestart_limit = { burst = 100, interval = \"1m\" }\nrestart_backoff = { initial = \"200ms\", max = \"400ms\" }\n",
+        "command = [\"node\", \"-e\", \"require('fs').appendFileSync('starts', Date.now() / 1000 + '\\\\n'); process.exit(1)\"]\nrestart_limit = { burst = 100, interval = \"1m\" }\nrestart_backoff = { initial = \"200ms\", max = \"400ms\" }\n",
     )]);
     let mut starts: Vec<f64> = Vec::new();
     wait_for("five starts", PATIENCE, || {
