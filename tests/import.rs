@@ -224,3 +224,48 @@ fn pm2s_own_ecosystem_templates_and_sample_apps_import_and_check() {
         );
     }
 }
+
+/// PM2's `process.yml` form, read without a YAML library: the subset those files use.
+#[test]
+fn a_process_yml_as_pm2s_examples_write_it_is_read() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("process.yml");
+    fs::write(
+        &file,
+        "apps:\n  - name : 'HTTP-API'\n    script: 'apps/http.js'\n    instances: 'max'\n    max_memory_restart: '260M'\n    ignore_watch : ['node_modules']\n    env:\n      NODE_ENV : 'development'\n    env_production:\n      NODE_ENV : 'production'\n  - name : 'Checks'\n    script : 'apps/connection_check.sh'\n",
+    )
+    .expect("write");
+    let units = dir.path().join("units");
+    let out = Command::new(CLUSTERCTL)
+        .args(["import", "--out"])
+        .arg(&units)
+        .arg(&file)
+        .output()
+        .expect("run clusterctl import");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let api = fs::read_to_string(units.join("HTTP-API.toml")).expect("HTTP-API.toml");
+    assert!(api.contains("memory_max = \"260MiB\""), "{api}");
+    assert!(
+        api.contains("[environments.production]\nNODE_ENV = \"production\""),
+        "{api}"
+    );
+    let checks = fs::read_to_string(units.join("Checks.toml")).expect("Checks.toml");
+    assert!(
+        checks.contains("command = [\"bash\", \"apps/connection_check.sh\"]"),
+        "{checks}"
+    );
+    let check = Command::new(CLUSTERD)
+        .args(["--check", "--units"])
+        .arg(&units)
+        .output()
+        .expect("clusterd --check");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}

@@ -1,4 +1,4 @@
-//! `clusterctl import`: a PM2 ecosystem file (`ecosystem.config.js`, `.cjs`, `.json`) becomes
+//! `clusterctl import`: a PM2 ecosystem file (`ecosystem.config.js`, `.cjs`, `.json`, `.yml`) becomes
 //! one unit file per app, each key mapped to its clusterd counterpart with a comment saying
 //! where it came from, and every key that has none listed with the reason
 //! (docs/migrating-from-pm2.md is the same table for people).
@@ -47,15 +47,16 @@ pub fn read_ecosystem(path: &Path) -> Result<Value, String> {
             path,
             "const m = require(process.argv[1]); process.stdout.write(JSON.stringify(m && m.default ? m.default : m))",
         )?,
+        // PM2's process.yml: the subset of YAML those files use.
         "yaml" | "yml" => {
-            return Err(format!(
-                "{}: YAML ecosystem files are not read; convert it to JSON first (e.g. with yq -o json)",
-                path.display()
-            ))
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            return super::yaml_subset::parse(&text)
+                .map_err(|e| format!("{}: {e}", path.display()));
         }
         _ => {
             return Err(format!(
-                "{}: an ecosystem file is .js, .cjs or .json",
+                "{}: an ecosystem file is .js, .cjs, .json or .yml",
                 path.display()
             ))
         }

@@ -6,3 +6,4 @@ pub mod import;
 pub mod readiness;
 pub mod status_table;
 pub mod top;
+pub mod yaml_subset;
