@@ -344,13 +344,20 @@ impl Drop for Daemon {
         // behind (`--kill-child` then SIGKILLs it).
         let target = self.clusterd_pid();
         if let Some(mut child) = self.child.take() {
-            send_signal(target.unwrap_or(child.id()), libc::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
+            let pid = target.unwrap_or(child.id());
+            // SIGTERM stops every instance gracefully; a second SIGTERM, if that takes longer
+            // than 10 s (a unit with a long kill_timeout), kills them at once. Either way
+            // clusterd removes its cgroups on the way out, which a SIGKILL of clusterd
+            // itself would leave behind.
+            for _ in 0..2 {
+                send_signal(pid, libc::SIGTERM);
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
                 }
-                std::thread::sleep(Duration::from_millis(10));
             }
             // Instances die with clusterd (PR_SET_PDEATHSIG).
             let _ = child.kill();
