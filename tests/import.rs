@@ -4,9 +4,38 @@
 mod common;
 
 use std::fs;
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
 
 use common::*;
+
+/// `clusterctl import [EXTRA...] [--out OUT] FILE`, with one more variable in its environment
+/// if given (the ecosystem file below reads TEST_PORT).
+fn import(file: &Path, out: Option<&Path>, extra: &[&str], env: Option<(&str, &str)>) -> Output {
+    let mut command = Command::new(CLUSTERCTL);
+    command.arg("import").args(extra);
+    if let Some(out) = out {
+        command.arg("--out").arg(out);
+    }
+    if let Some((key, value)) = env {
+        command.env(key, value);
+    }
+    command.arg(file).output().expect("run clusterctl import")
+}
+
+/// `clusterd --check --units UNITS` accepts every file (`context` names what they came from).
+fn assert_units_check(units: &Path, context: &str) {
+    let check = Command::new(CLUSTERD)
+        .args(["--check", "--units"])
+        .arg(units)
+        .output()
+        .expect("clusterd --check");
+    assert!(
+        check.status.success(),
+        "{context}: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
 
 /// Three apps as PM2's ecosystem documentation shows them: a Node server in cluster mode, a
 /// Python worker, and a shell script run as is.
@@ -63,13 +92,12 @@ fn a_pm2_ecosystem_file_becomes_units_that_check_and_run() {
     )
     .expect("worker.py");
 
-    let out = Command::new(CLUSTERCTL)
-        .args(["import", "--env", "production", "--out"])
-        .arg(daemon.units_dir())
-        .arg(&ecosystem)
-        .env("TEST_PORT", port.to_string())
-        .output()
-        .expect("run clusterctl import");
+    let out = import(
+        &ecosystem,
+        Some(&daemon.units_dir()),
+        &["--env", "production"],
+        Some(("TEST_PORT", &port.to_string())),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -87,16 +115,7 @@ fn a_pm2_ecosystem_file_becomes_units_that_check_and_run() {
     );
     assert!(api.contains("watch = [\"lib\"]   # pm2: watch"), "{api}");
 
-    let check = Command::new(CLUSTERD)
-        .args(["--check", "--units"])
-        .arg(daemon.units_dir())
-        .output()
-        .expect("clusterd --check");
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    assert_units_check(&daemon.units_dir(), "ecosystem.config.js");
 
     // The units run: the Node app in cluster mode, with env_production merged.
     let reload = daemon.ctl(&["daemon-reload"]);
@@ -122,12 +141,7 @@ fn a_pm2_ecosystem_file_becomes_units_that_check_and_run() {
     });
 
     // A second import does not overwrite without --force.
-    let again = Command::new(CLUSTERCTL)
-        .args(["import", "--out"])
-        .arg(daemon.units_dir())
-        .arg(&ecosystem)
-        .output()
-        .expect("run clusterctl import");
+    let again = import(&ecosystem, Some(&daemon.units_dir()), &[], None);
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists; nothing written"));
 }
@@ -146,11 +160,7 @@ fn a_lenient_json_ecosystem_file_as_pm2_writes_them_is_read() {
         "{\n  // the old form\n  pm2: [\n    { name: 'echo', script: './echo.js', instances: 2, },\n  ],\n}\n",
     )
     .expect("write");
-    let out = Command::new(CLUSTERCTL)
-        .arg("import")
-        .arg(&file)
-        .output()
-        .expect("run clusterctl import");
+    let out = import(&file, None, &[], None);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -199,29 +209,14 @@ fn pm2s_own_ecosystem_templates_and_sample_apps_import_and_check() {
         let copy = dir.path().join("ecosystem.config.js");
         fs::copy(&file, &copy).expect("copy");
         let units = dir.path().join("units");
-        let out = Command::new(CLUSTERCTL)
-            .args(["import", "--out"])
-            .arg(&units)
-            .arg(&copy)
-            .output()
-            .expect("run clusterctl import");
+        let out = import(&copy, Some(&units), &[], None);
         assert!(
             out.status.success(),
             "{}: {}",
             file.display(),
             String::from_utf8_lossy(&out.stderr)
         );
-        let check = Command::new(CLUSTERD)
-            .args(["--check", "--units"])
-            .arg(&units)
-            .output()
-            .expect("clusterd --check");
-        assert!(
-            check.status.success(),
-            "{}: {}",
-            file.display(),
-            String::from_utf8_lossy(&check.stderr)
-        );
+        assert_units_check(&units, &file.display().to_string());
     }
 }
 
@@ -236,12 +231,7 @@ fn a_process_yml_as_pm2s_examples_write_it_is_read() {
     )
     .expect("write");
     let units = dir.path().join("units");
-    let out = Command::new(CLUSTERCTL)
-        .args(["import", "--out"])
-        .arg(&units)
-        .arg(&file)
-        .output()
-        .expect("run clusterctl import");
+    let out = import(&file, Some(&units), &[], None);
     assert!(
         out.status.success(),
         "{}",
@@ -258,14 +248,5 @@ fn a_process_yml_as_pm2s_examples_write_it_is_read() {
         checks.contains("command = [\"bash\", \"apps/connection_check.sh\"]"),
         "{checks}"
     );
-    let check = Command::new(CLUSTERD)
-        .args(["--check", "--units"])
-        .arg(&units)
-        .output()
-        .expect("clusterd --check");
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    assert_units_check(&units, "process.yml");
 }

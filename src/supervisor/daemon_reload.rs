@@ -58,8 +58,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 (true, Ok(unit)) => {
                     self.apply_changed_file(&name, unit, &mut report, now);
                     // The schedule and the watched paths may have changed (or gone).
-                    self.arm_cron(&name, now);
-                    self.watch_unit_files(&name);
+                    self.follow_configuration(&name, now);
                 }
                 (true, Err(e)) => {
                     error!("{e} (unit {name} keeps running with its previous configuration)");
@@ -92,11 +91,8 @@ impl<P: ProcessControl> Supervisor<P> {
             info!("{name}: its file is gone; stopping and removing it");
             if let Some(rt) = self.units.get_mut(&name) {
                 rt.after_stop = AfterStop::Remove;
-                rt.unit.cron_restart = None;
-                rt.unit.watch.clear();
             }
-            self.arm_cron(&name, now);
-            self.watch_unit_files(&name);
+            self.follow_configuration(&name, now);
             self.stop_unit(&name, now);
             report.removed.push(name);
         }

@@ -4,16 +4,17 @@
 
 use std::time::Instant;
 
-use log::{debug, info};
+use log::debug;
 
+use super::handover::OwnReload;
 use super::timers::Timer;
-use super::{Supervisor, UnitEvent};
+use super::Supervisor;
 use crate::supervisor::process_control::ProcessControl;
 
 impl<P: ProcessControl> Supervisor<P> {
     /// Tells the OS side what the unit watches now (nothing, if it is gone).
     pub(super) fn watch_unit_files(&mut self, name: &str) {
-        let unit = self.units.get(name).map(|rt| &rt.unit);
+        let unit = super::cron_restart::followed_unit(&self.units, name);
         self.os.watch_files(name, unit);
     }
 
@@ -34,24 +35,13 @@ impl<P: ProcessControl> Supervisor<P> {
     /// The files have been quiet for `watch_delay`: reload, if the unit runs. A reload
     /// already under way is let finish, and the change reloads again after it.
     pub(super) fn reload_after_changes(&mut self, name: &str, now: Instant) {
-        let Some(rt) = self.units.get(name) else {
-            return;
-        };
-        if !rt.active || rt.gave_up.is_some() || self.shutting_down {
-            return;
+        let why = "watched files changed; reloading";
+        if self.reload_on_own_initiative(name, why, now) == OwnReload::Busy {
+            if let Some(rt) = self.units.get(name) {
+                let delay = rt.unit.watch_delay;
+                self.timers
+                    .add_after(now, delay, Timer::WatchReload(name.to_string()));
+            }
         }
-        if rt.rollout.is_some() {
-            let delay = rt.unit.watch_delay;
-            self.timers
-                .add_after(now, delay, Timer::WatchReload(name.to_string()));
-            return;
-        }
-        info!("{name}: watched files changed; reloading");
-        self.unit_events.push(UnitEvent::note(
-            name.to_string(),
-            None,
-            "watched files changed; reloading".to_string(),
-        ));
-        self.begin_rollout(name, None, None, now);
     }
 }

@@ -240,6 +240,30 @@ impl<P: ProcessControl> Supervisor<P> {
         }
     }
 
+    /// A rolling reload clusterd starts itself (`cron_restart`, `watch`), for `why`: only for
+    /// a unit that runs, and not over a reload already under way.
+    pub(super) fn reload_on_own_initiative(
+        &mut self,
+        name: &str,
+        why: &str,
+        now: Instant,
+    ) -> OwnReload {
+        let Some(rt) = self.units.get(name) else {
+            return OwnReload::NotRunning;
+        };
+        if !rt.active || rt.gave_up.is_some() || self.shutting_down {
+            return OwnReload::NotRunning;
+        }
+        if rt.rollout.is_some() {
+            return OwnReload::Busy;
+        }
+        info!("{name}: {why}");
+        self.unit_events
+            .push(UnitEvent::note(name.to_string(), None, why.to_string()));
+        self.begin_rollout(name, None, None, now);
+        OwnReload::Started
+    }
+
     /// Moves a reload forward as far as it can go without waiting.
     pub(super) fn advance_rollout(&mut self, name: &str, now: Instant) {
         loop {
@@ -352,4 +376,14 @@ impl<P: ProcessControl> Supervisor<P> {
             }
         }
     }
+}
+
+/// What [`Supervisor::reload_on_own_initiative`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OwnReload {
+    Started,
+    /// A reload is already under way.
+    Busy,
+    /// The unit is gone, stopped, gave up, or clusterd is shutting down.
+    NotRunning,
 }

@@ -65,8 +65,7 @@ impl<P: ProcessControl> Supervisor<P> {
             }
         }
         self.start_missing(name, now);
-        self.arm_cron(name, now);
-        self.watch_unit_files(name);
+        self.follow_configuration(name, now);
         self.settle(name, now);
     }
 
@@ -589,14 +588,13 @@ impl<P: ProcessControl> Supervisor<P> {
             .stop_message
             .as_ref()
             .map(|text| format!("{}\n", serde_json::Value::String(text.clone())).into_bytes());
-        let asked = stop_message.is_some();
         if self
             .os
             .begin_stop(id, process.pid, rt.unit.kill_signal, stop_message)
             == GracefulStop::Asked
         {
             let how = match &rt.unit.stop_message {
-                Some(text) if asked => format!("the message {text:?}"),
+                Some(text) => format!("the message {text:?}"),
                 _ => "Node cluster disconnect".to_string(),
             };
             info!("{}: stopping ({how})", process.label());
