@@ -120,8 +120,7 @@ pub fn run(options: DaemonOptions) -> Result<u8, String> {
 
     let io = WorkerIo::start(events.clone(), notify)
         .map_err(|e| format!("cannot start the worker I/O thread: {e}"))?;
-    let (logs, log_thread) =
-        Logs::start(&options.logs).map_err(|e| format!("cannot start the log thread: {e}"))?;
+    let (logs, log_thread) = Logs::start(&options.logs)?;
     warn_if_no_unit_has(&files, options.environment.as_deref());
     let os = OsProcessControl::new(
         io,
