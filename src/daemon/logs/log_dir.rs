@@ -363,8 +363,19 @@ fn walk(path: &Path, create: bool) -> Result<OwnedFd, WalkError> {
         };
         match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
             SFlag::S_IFLNK => {
-                // The link lies in a directory that passed the checks: whoever made it could
-                // have put a directory there as well.
+                // The link lies in a directory that passed the checks; in a sticky one,
+                // others may have made it: only root's and clusterd's user's are followed.
+                let me = geteuid().as_raw();
+                if st.st_uid != 0 && st.st_uid != me {
+                    return Err(WalkError::Unsafe(format!(
+                        "{}, on the way to the log directory {}, is a symbolic link that \
+                         belongs to {}: its owner chooses where it leads. Give the real path \
+                         as --log-dir",
+                        here.display(),
+                        path.display(),
+                        user_name(st.st_uid)
+                    )));
+                }
                 links += 1;
                 if links > MAX_SYMLINKS {
                     return Err(WalkError::Failed(at_path(&here, Errno::ELOOP)));
