@@ -129,7 +129,12 @@ fn a_log_directory_another_user_could_write_is_refused_at_start_up() {
     refused(
         "theirs",
         &theirs,
-        &[&shown, "belongs to nobody (uid 65534)", "chown root"],
+        &[
+            &shown,
+            "owner nobody (uid 65534)",
+            "does not belong to root",
+            "chown root",
+        ],
     );
 
     // Writable by a group.

@@ -436,11 +436,10 @@ fn check(st: &FileStat, here: &Path, target: &Path, last: bool) -> Result<(), Wa
     );
     let why = if last && st.st_uid != me {
         format!(
-            "the log directory {} belongs to {} ({found}), not to {who}: its owner could \
+            "the log directory {} ({found}) does not belong to {who}: its owner could \
              plant links there that clusterd, writing and reading log files, would follow. \
              Give it to clusterd's user (chown {} {}) or choose another --log-dir",
             here.display(),
-            user_name(st.st_uid),
             bare_user_name(me),
             here.display()
         )
@@ -454,12 +453,11 @@ fn check(st: &FileStat, here: &Path, target: &Path, last: bool) -> Result<(), Wa
         )
     } else if !last && st.st_uid != 0 && st.st_uid != me {
         format!(
-            "{}, on the way to the log directory {}, belongs to {} ({found}): its owner \
-             could put another directory in the log directory's place. Every directory on \
-             the way must belong to root or to {who}: choose another --log-dir",
+            "{} ({found}), on the way to the log directory {}, belongs to neither root nor \
+             {who}: its owner could put another directory in the log directory's place. \
+             Choose a --log-dir whose every parent belongs to root or to clusterd's user",
             here.display(),
             target.display(),
-            user_name(st.st_uid)
         )
     } else if !last && writable_by_others && !sticky {
         format!(
