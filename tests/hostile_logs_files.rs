@@ -256,7 +256,7 @@ fn history_shows_only_files_clusterd_wrote_never_what_another_user_planted() {
         let log = daemon.log();
         log.contains("a symbolic link")
             && log.contains("2 names")
-            && log.contains("owned by nobody")
+            && log.contains("owned by uid 65534")
     });
     // Still the same clusterd, still writing.
     let before = fs::metadata(logs.join("web.log")).unwrap().len();

@@ -111,9 +111,19 @@ impl LogDir {
         self.inner.fd.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The directory's descriptor: walked to (and created) when none is open, or when the
-    /// one open was removed (`rm -rf` of the directory, then `clusterctl reopen-logs`).
+    /// The directory's descriptor: walked to when none is open, or when the one open was
+    /// removed (`rm -rf` of the directory). Only a
+    /// file to write creates it ([`LogDir::create`]): reading history or asking for a unit
+    /// that has no file leaves a missing directory missing.
     fn fd(&self) -> io::Result<Arc<OwnedFd>> {
+        self.open_dir(false)
+    }
+
+    fn create(&self) -> io::Result<Arc<OwnedFd>> {
+        self.open_dir(true)
+    }
+
+    fn open_dir(&self, create: bool) -> io::Result<Arc<OwnedFd>> {
         let mut slot = self.lock_fd();
         if let Some(fd) = slot.as_ref() {
             if fstat(fd.as_fd()).is_ok_and(|st| st.st_nlink > 0) {
@@ -121,12 +131,17 @@ impl LogDir {
             }
         }
         *slot = None;
-        let fd = match walk(&self.inner.path, true) {
+        let fd = match walk(&self.inner.path, create) {
             Ok(fd) => Arc::new(fd),
             Err(WalkError::Unsafe(why)) => {
                 return Err(io::Error::new(io::ErrorKind::PermissionDenied, why))
             }
-            Err(WalkError::Missing) => return Err(io::ErrorKind::NotFound.into()),
+            Err(WalkError::Missing) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    self.error(None, "no such directory"),
+                ))
+            }
             Err(WalkError::Failed(e)) => return Err(self.error(None, e)),
         };
         *slot = Some(Arc::clone(&fd));
@@ -153,7 +168,7 @@ impl LogDir {
         let flags = FILE_FLAGS | OFlag::O_WRONLY | OFlag::O_APPEND;
         // Twice at most: a name created between the two opens, a directory removed under us.
         for _ in 0..2 {
-            let dir = self.fd()?;
+            let dir = self.create()?;
             let opened = match openat(dir.as_fd(), name, flags, Mode::empty()) {
                 Err(Errno::ENOENT) => {
                     let create = flags | OFlag::O_CREAT | OFlag::O_EXCL;
@@ -213,10 +228,11 @@ impl LogDir {
         let why = if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
             "not a regular file".to_string()
         } else if st.st_uid != geteuid().as_raw() {
+            // Numbers: a name would ask NSS (LDAP…) on the log thread.
             format!(
-                "owned by {}, not by {}, the user clusterd runs as",
-                user_name(st.st_uid),
-                user_name(geteuid().as_raw())
+                "owned by uid {}, not by uid {}, the user clusterd runs as",
+                st.st_uid,
+                geteuid().as_raw()
             )
         } else if st.st_nlink != 1 {
             format!("a file with {} names (hard links)", st.st_nlink)
@@ -501,5 +517,42 @@ fn group_name(gid: u32) -> String {
     match Group::from_gid(Gid::from_raw(gid)) {
         Ok(Some(group)) => group.name,
         _ => format!("gid {gid}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn only_a_file_to_write_creates_the_directory_and_a_removed_one_is_made_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("logs");
+        let dir = LogDir::new(&path);
+        dir.check_at_start().unwrap();
+        assert!(!dir.contains("web.log"));
+        assert!(dir.open_read("web.log").is_err());
+        assert!(!path.exists(), "reading created the directory");
+
+        dir.open_append("web.log").unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&path) & !0o022, 0o750);
+        fs::remove_dir_all(&path).unwrap();
+        dir.open_append("web.log").unwrap();
+        assert!(path.join("web.log").is_file());
+        assert_eq!(mode(&path.join("web.log")) & !0o022, 0o640);
+    }
+
+    #[test]
+    fn a_path_with_dots_and_a_link_root_made_is_walked_as_the_kernel_would() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir(tmp.path().join("real")).unwrap();
+        std::os::unix::fs::symlink("real", tmp.path().join("link")).unwrap();
+        let dir = LogDir::new(&tmp.path().join("link/../link/./logs"));
+        dir.open_append("web.log").unwrap();
+        assert!(tmp.path().join("real/logs/web.log").is_file());
     }
 }
