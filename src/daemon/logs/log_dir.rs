@@ -443,59 +443,66 @@ fn check(st: &FileStat, here: &Path, target: &Path, last: bool) -> Result<(), Wa
     let mode = st.st_mode & 0o7777;
     let writable_by_others = mode & 0o022 != 0;
     let sticky = mode & 0o1000 != 0;
-    let who = format!("{}, the user clusterd runs as", user_name(me));
-    let by = writable_by(st, mode);
+    let problem = if last && st.st_uid != me {
+        Problem::NotMine
+    } else if last && writable_by_others {
+        Problem::Writable
+    } else if !last && st.st_uid != 0 && st.st_uid != me {
+        Problem::NotMine
+    } else if !last && writable_by_others && !sticky {
+        Problem::Writable
+    } else {
+        return Ok(());
+    };
+    // Names only now: looking them up may ask NSS.
     let found = format!(
         "mode {mode:04o}, owner {}, group {}",
         user_name(st.st_uid),
         group_name(st.st_gid)
     );
-    let why = if last && st.st_uid != me {
-        format!(
-            "the log directory {} ({found}) does not belong to {who}: its owner could \
-             plant links there that clusterd, writing and reading log files, would follow. \
-             Give it to clusterd's user (chown {} {}) or choose another --log-dir",
-            here.display(),
-            bare_user_name(me),
-            here.display()
-        )
-    } else if last && writable_by_others {
-        format!(
-            "the log directory {} is writable by {by} ({found}): they could plant links \
-             there that clusterd, writing and reading log files, would follow. Make it \
-             writable by its owner alone (chmod go-w {}) or choose another --log-dir",
-            here.display(),
-            here.display()
-        )
-    } else if !last && st.st_uid != 0 && st.st_uid != me {
-        format!(
-            "{} ({found}), on the way to the log directory {}, belongs to neither root nor \
-             {who}: its owner could put another directory in the log directory's place. \
-             Choose a --log-dir whose every parent belongs to root or to clusterd's user",
-            here.display(),
-            target.display(),
-        )
-    } else if !last && writable_by_others && !sticky {
-        format!(
-            "{}, on the way to the log directory {}, is writable by {by} ({found}): they \
-             could put another directory in the log directory's place. Make it writable by \
-             its owner alone (chmod go-w {}), or sticky (chmod +t), or choose another \
-             --log-dir",
-            here.display(),
-            target.display(),
-            here.display()
-        )
+    let by = if mode & 0o002 != 0 {
+        "every user".to_string()
     } else {
-        return Ok(());
+        format!("the members of group {}", group_name(st.st_gid))
+    };
+    let (here, target) = (here.display(), target.display());
+    let why = match (last, problem) {
+        (true, Problem::NotMine) => format!(
+            "the log directory {here} ({found}) does not belong to {}, the user clusterd \
+             runs as: its owner could plant links there that clusterd, writing and reading \
+             log files, would follow. Give it to clusterd's user (chown {} {here}) or choose \
+             another --log-dir",
+            user_name(me),
+            bare_user_name(me),
+        ),
+        (true, Problem::Writable) => format!(
+            "the log directory {here} is writable by {by} ({found}): they could plant links \
+             there that clusterd, writing and reading log files, would follow. Make it \
+             writable by its owner alone (chmod go-w {here}) or choose another --log-dir"
+        ),
+        (false, Problem::NotMine) => format!(
+            "{here} ({found}), on the way to the log directory {target}, belongs to neither \
+             root nor {}, the user clusterd runs as: its owner could put another directory \
+             in the log directory's place. Choose a --log-dir whose every parent belongs to \
+             root or to clusterd's user",
+            user_name(me),
+        ),
+        (false, Problem::Writable) => format!(
+            "{here}, on the way to the log directory {target}, is writable by {by} ({found}): \
+             they could put another directory in the log directory's place. Make it writable \
+             by its owner alone (chmod go-w {here}), or sticky (chmod +t), or choose another \
+             --log-dir"
+        ),
     };
     Err(WalkError::Unsafe(why))
 }
 
-fn writable_by(st: &FileStat, mode: u32) -> String {
-    match (mode & 0o020 != 0, mode & 0o002 != 0) {
-        (_, true) => "every user".to_string(),
-        _ => format!("the members of group {}", group_name(st.st_gid)),
-    }
+/// What is wrong with a directory on the way.
+enum Problem {
+    /// Another user owns it.
+    NotMine,
+    /// Others may write it (and, above the log directory, it is not sticky).
+    Writable,
 }
 
 fn user_name(uid: u32) -> String {
