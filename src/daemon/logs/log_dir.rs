@@ -36,8 +36,7 @@ const DIR_FLAGS: OFlag = OFlag::O_RDONLY
     .union(OFlag::O_NOFOLLOW)
     .union(OFlag::O_CLOEXEC);
 /// Every log file is opened with these: a link is never followed, a FIFO planted at the name
-/// cannot block the open (`O_NONBLOCK` means nothing to the regular file that passes the
-/// checks), and a terminal never becomes clusterd's.
+/// cannot block the open, and a terminal never becomes clusterd's.
 const FILE_FLAGS: OFlag = OFlag::O_NOFOLLOW
     .union(OFlag::O_CLOEXEC)
     .union(OFlag::O_NONBLOCK)
@@ -190,6 +189,9 @@ impl LogDir {
             };
             let file = File::from(opened.map_err(|e| self.open_error(name, e))?);
             self.check_own_file(&file, name)?;
+            // Writes as before: O_NONBLOCK was for the open.
+            nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_APPEND))
+                .map_err(|e| self.errno(name, e))?;
             return Ok(file);
         }
         Err(self.error(Some(name), "created and removed again while opening it"))
@@ -343,7 +345,7 @@ pub(crate) fn is_refusal(error: &io::Error) -> bool {
 
 /// Opens `path` (absolute) from `/` down, never following a link found in a directory that
 /// fails [`check`]: the directories on the way must be owned by root or by clusterd's user
-/// and not writable by others (unless sticky: then others cannot rename what they do not
+/// and not writable by every user (unless sticky: then others cannot rename what they do not
 /// own), the last must be clusterd's own and writable by it alone. Missing ones are created
 /// (0755 on the way, 0750 the last, less the umask) when `create`.
 fn walk(path: &Path, create: bool) -> Result<OwnedFd, WalkError> {
@@ -449,7 +451,10 @@ fn check(st: &FileStat, here: &Path, target: &Path, last: bool) -> Result<(), Wa
         Problem::Writable
     } else if !last && st.st_uid != 0 && st.st_uid != me {
         Problem::NotMine
-    } else if !last && writable_by_others && !sticky {
+    } else if !last && mode & 0o002 != 0 && !sticky {
+        // Writable by its group is accepted above the log directory: Ubuntu's /var/log is
+        // root:syslog 0775. Every directory is opened by descriptor and checked, so that
+        // group could at most swap in another directory of root's from the same parent.
         Problem::Writable
     } else {
         return Ok(());
@@ -501,7 +506,7 @@ fn check(st: &FileStat, here: &Path, target: &Path, last: bool) -> Result<(), Wa
 enum Problem {
     /// Another user owns it.
     NotMine,
-    /// Others may write it (and, above the log directory, it is not sticky).
+    /// Others may write it (above the log directory: every user, and it is not sticky).
     Writable,
 }
 
@@ -551,6 +556,18 @@ mod tests {
         dir.open_append("web.log").unwrap();
         assert!(path.join("web.log").is_file());
         assert_eq!(mode(&path.join("web.log")) & !0o022, 0o640);
+    }
+
+    #[test]
+    fn a_parent_its_group_may_write_is_accepted_one_everyone_may_write_is_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (name, mode, accepted) in [("group", 0o775, true), ("all", 0o777, false)] {
+            let parent = tmp.path().join(name);
+            fs::create_dir(&parent).unwrap();
+            fs::set_permissions(&parent, fs::Permissions::from_mode(mode)).unwrap();
+            let dir = LogDir::new(&parent.join("logs"));
+            assert_eq!(dir.open_append("web.log").is_ok(), accepted, "{name}");
+        }
     }
 
     #[test]
