@@ -325,7 +325,9 @@ fn a_full_disk_stalls_only_the_writer_and_loses_nothing() {
     let small = files.path().join("small");
     fs::create_dir(&small).expect("dir");
     let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        // mode: a tmpfs root is 1777 by default, and clusterd refuses a log directory
+        // others can write.
+        .args(["-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs"])
         .arg(&small)
         .status()
         .is_ok_and(|s| s.success());

@@ -4,7 +4,7 @@ complete -c clusterd -l socket-group -d 'Let members of this group use the contr
 complete -c clusterd -l isolation -d 'How instances are kept together: `cgroup` (each in a cgroup of its own; nothing it starts can escape a stop), `process-group`, or `auto` (cgroup where clusterd can create cgroups, else process-group)' -r -f -a "auto\t'A cgroup per instance where clusterd can create cgroups, else process groups'
 cgroup\t'A cgroup per instance, or clusterd does not start'
 process-group\t'Process groups only'"
-complete -c clusterd -l log-dir -d 'Where `file` logs live [default: /var/log/clusterd for root, else $XDG_STATE_HOME/clusterd/log or ~/.local/state/clusterd/log]. Created if missing' -r -F
+complete -c clusterd -l log-dir -d 'Where `file` logs live [default: /var/log/clusterd for root, else $XDG_STATE_HOME/clusterd/log or ~/.local/state/clusterd/log]. Created if missing (0750); must belong to clusterd\'s user and be writable by it alone' -r -F
 complete -c clusterd -l log-default -d 'Where the output of units without their own `[log] to` goes: file, console, journal or inherit [default: file; console in container mode]' -r
 complete -c clusterd -l metrics-listen -d 'Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 (off by default; anyone who can reach the address can read them)' -r
 complete -c clusterd -l shutdown-delay -d 'After SIGTERM or SIGINT, go on serving this long before stopping the units (the instances keep running, `clusterctl ready` fails): time for a load balancer to stop sending traffic. A second signal stops at once' -r

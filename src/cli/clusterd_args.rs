@@ -60,7 +60,8 @@ pub struct ClusterdArgs {
     pub isolation: Isolation,
 
     /// Where `file` logs live [default: /var/log/clusterd for root, else
-    /// $XDG_STATE_HOME/clusterd/log or ~/.local/state/clusterd/log]. Created if missing.
+    /// $XDG_STATE_HOME/clusterd/log or ~/.local/state/clusterd/log]. Created if missing (0750);
+    /// must belong to clusterd's user and be writable by it alone.
     #[arg(long, value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
 

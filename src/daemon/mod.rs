@@ -94,6 +94,8 @@ pub fn run(options: DaemonOptions) -> Result<u8, String> {
     let (inbox, events) = signals::inbox(options.container)
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
 
+    // An unsafe log directory is refused before anything else is touched.
+    let (logs, log_thread) = Logs::start(&options.logs)?;
     let listener = bind_control_socket(&options.socket, options.socket_group)?;
     let _socket_file = SocketFile(options.socket.clone());
     let notify_path = sd_notify::instance_socket_path(&options.socket);
@@ -120,8 +122,6 @@ pub fn run(options: DaemonOptions) -> Result<u8, String> {
 
     let io = WorkerIo::start(events.clone(), notify)
         .map_err(|e| format!("cannot start the worker I/O thread: {e}"))?;
-    let (logs, log_thread) =
-        Logs::start(&options.logs).map_err(|e| format!("cannot start the log thread: {e}"))?;
     warn_if_no_unit_has(&files, options.environment.as_deref());
     let os = OsProcessControl::new(
         io,

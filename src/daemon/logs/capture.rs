@@ -20,7 +20,6 @@ use std::fs::File;
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -31,6 +30,7 @@ use nix::sys::eventfd::EventFd;
 
 use super::history::{last_lines, LineFilter};
 use super::line_format::{push_prefix, timestamp, Stream, TIMESTAMP_LEN};
+use super::log_dir::LogDir;
 use super::unit_log_file::{written_before, UnitLogFile};
 use super::{CaptureSettings, Command, LogsQuery, Shared};
 use crate::protocol::Response;
@@ -704,7 +704,6 @@ impl CaptureThread {
     fn serve(&mut self, query: LogsQuery, socket: UnixStream) {
         let _ = socket.set_write_timeout(Some(Duration::from_secs(5)));
         let to = self.units.get(&query.unit).map(|u| u.settings.to);
-        let path = UnitLogFile::path_of(&self.shared.dir, &query.unit);
         let refusal = match to {
             Some(LogTo::Journal) => Some(format!(
                 "{unit} logs to the journal: use `journalctl -t {unit}` (add -f to follow)",
@@ -719,7 +718,7 @@ impl CaptureThread {
                 query.unit
             )),
             Some(LogTo::File) => None,
-            None if path.exists() => None,
+            None if UnitLogFile::exists(&self.shared.dir, &query.unit) => None,
             None => Some(format!("no logs for {:?}", query.unit)),
         };
         if query.follow && refusal.is_none() && self.followers.len() >= MAX_FOLLOWERS {
@@ -739,7 +738,7 @@ impl CaptureThread {
             label: query.instance.map(|i| format!("{}[{i}]", query.unit)),
             stream: query.stream.clone(),
         };
-        let lines = last_lines(&path, query.lines, &filter);
+        let lines = last_lines(&self.shared.dir, &query.unit, query.lines, &filter);
         let mut text = Vec::new();
         let mut header = serde_json::to_vec(&Response::done("logs")).unwrap_or_default();
         header.push(b'\n');
@@ -879,11 +878,10 @@ impl CaptureThread {
 
 /// Writes the unit's pending lines to its file, opening it first if needed. The error says
 /// why, for status and the log.
-fn write_pending(dir: &PathBuf, unit: &str, log: &mut UnitLog) -> Result<(), String> {
+fn write_pending(dir: &LogDir, unit: &str, log: &mut UnitLog) -> Result<(), String> {
     if log.file.is_none() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let file = UnitLogFile::open(dir, unit, log.settings.max_size, log.settings.keep)
-            .map_err(|e| format!("{}: {e}", UnitLogFile::path_of(dir, unit).display()))?;
+            .map_err(|e| e.to_string())?;
         log.file = Some(file);
     }
     let Some(file) = &mut log.file else {

@@ -1,14 +1,18 @@
 //! The last lines of a unit's log, for `clusterctl logs`: read backwards from the end of the
 //! current file, then of the rotated ones, newest first, in 64 KiB blocks — so asking for the
-//! last 10 lines of a 1 GiB log reads a few kilobytes.
+//! last 10 lines of a 1 GiB log reads a few kilobytes. Only files clusterd created are read
+//! ([`LogDir::open_read`]): clusterd reads as root for whoever may ask, and a link planted
+//! at a rotated name (`web.log.19700101T000000.000000Z -> /etc/shadow`) is left out, with a
+//! warning in clusterd's log. Each file is read through the descriptor that was checked, up
+//! to the size it had then: a file renamed or replaced meanwhile is read as it was opened.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 
 use super::line_format::label_and_stream;
-use super::unit_log_file::rotated_files;
+use super::log_dir::{is_refusal, LogDir};
+use super::unit_log_file::{rotated_names, UnitLogFile};
 
 const BLOCK: u64 = 64 * 1024;
 
@@ -34,18 +38,28 @@ impl LineFilter {
     }
 }
 
-/// The last `count` lines of `path` and its rotated files that `filter` accepts, oldest first,
-/// each with its newline.
-pub(crate) fn last_lines(path: &Path, count: usize, filter: &LineFilter) -> Vec<Vec<u8>> {
+/// The last `count` lines of `unit`'s file and its rotated files in `dir` that `filter`
+/// accepts, oldest first, each with its newline.
+pub(crate) fn last_lines(
+    dir: &LogDir,
+    unit: &str,
+    count: usize,
+    filter: &LineFilter,
+) -> Vec<Vec<u8>> {
     let mut newest_first: Vec<Vec<u8>> = Vec::new();
     if count == 0 {
         return newest_first;
     }
-    let mut files = rotated_files(path);
-    files.push(path.to_path_buf());
-    for file in files.iter().rev() {
-        if let Ok(file) = File::open(file) {
-            let _ = collect_backwards(&file, count, filter, &mut newest_first);
+    let name = UnitLogFile::name_of(unit);
+    let mut files = rotated_names(dir, &name);
+    files.push(name);
+    for name in files.iter().rev() {
+        match dir.open_read(name) {
+            Ok(file) => {
+                let _ = collect_backwards(&file, count, filter, &mut newest_first);
+            }
+            Err(e) if is_refusal(&e) => dir.warn_refused(&e),
+            Err(_) => {}
         }
         if newest_first.len() >= count {
             break;
@@ -106,20 +120,20 @@ mod tests {
 
     #[test]
     fn the_last_lines_come_from_the_end_across_blocks_and_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("web.log");
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = LogDir::new(tmp.path());
         let mut old = String::new();
         for i in 0..5000 {
             old.push_str(&format!("web[{}] out | old line {i}\n", i % 2));
         }
-        std::fs::write(dir.path().join("web.log.20260101T000000.000000Z"), &old).unwrap();
+        std::fs::write(tmp.path().join("web.log.20260101T000000.000000Z"), &old).unwrap();
         let mut current = String::new();
         for i in 0..3 {
             current.push_str(&format!("web[0] err | new line {i}\n"));
         }
-        std::fs::write(&path, &current).unwrap();
+        std::fs::write(tmp.path().join("web.log"), &current).unwrap();
 
-        let lines = last_lines(&path, 5, &LineFilter::default());
+        let lines = last_lines(&dir, "web", 5, &LineFilter::default());
         let text: Vec<String> = lines
             .iter()
             .map(|l| String::from_utf8_lossy(l).into_owned())
@@ -134,13 +148,13 @@ mod tests {
                 "web[0] err | new line 2\n",
             ]
         );
-        let all = last_lines(&path, 100_000, &LineFilter::default());
+        let all = last_lines(&dir, "web", 100_000, &LineFilter::default());
         assert_eq!(all.len(), 5003);
         let only = LineFilter {
             label: Some("web[1]".into()),
             stream: Some("out".into()),
         };
-        let odd = last_lines(&path, 2, &only);
+        let odd = last_lines(&dir, "web", 2, &only);
         assert_eq!(
             odd,
             [

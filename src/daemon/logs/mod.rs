@@ -10,12 +10,15 @@
 //! - `inherit`: clusterd's own stdout and stderr, as they are.
 //!
 //! Captured output is read by a thread of its own ([`capture`]): a slow disk never holds up
-//! the supervisor loop, the control socket or the worker I/O thread.
+//! the supervisor loop, the control socket or the worker I/O thread. Files are created,
+//! opened, rotated and read only inside a log directory clusterd checked ([`log_dir`]): an
+//! unsafe one is refused at start-up.
 
 pub(crate) mod capture;
 pub(crate) mod history;
 pub(crate) mod journal;
 pub(crate) mod line_format;
+pub(crate) mod log_dir;
 pub(crate) mod unit_log_file;
 
 use std::collections::HashMap;
@@ -34,6 +37,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::unit::{LogTo, Unit};
 use capture::CaptureThread;
+use log_dir::LogDir;
 use unit_log_file::UnitLogFile;
 
 /// Where logs go unless a unit says otherwise, and where files live.
@@ -121,7 +125,7 @@ pub(crate) enum Command {
 
 /// What the log thread and the others share: problems to show in status.
 pub(crate) struct Shared {
-    dir: PathBuf,
+    dir: LogDir,
     /// Per unit: why its log is not where it should be (disk full, journald missing).
     problems: Mutex<HashMap<String, String>>,
 }
@@ -177,7 +181,15 @@ impl LogThread {
 }
 
 impl Logs {
-    pub(crate) fn start(options: &LogOptions) -> io::Result<(Logs, LogThread)> {
+    /// Checks the log directory (an unsafe one is refused: the error says why and what to
+    /// do) and starts the log thread.
+    pub(crate) fn start(options: &LogOptions) -> Result<(Logs, LogThread), String> {
+        let dir = LogDir::new(&options.dir);
+        dir.check_at_start()?;
+        Self::start_thread(options, dir).map_err(|e| format!("cannot start the log thread: {e}"))
+    }
+
+    fn start_thread(options: &LogOptions, dir: LogDir) -> io::Result<(Logs, LogThread)> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         let wake = Arc::new(EventFd::from_flags(
             EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
@@ -185,7 +197,7 @@ impl Logs {
         epoll.add(wake.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 0))?;
         let (commands, receiver) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
-            dir: options.dir.clone(),
+            dir,
             problems: Mutex::new(HashMap::new()),
         });
         let thread = CaptureThread::new(epoll, Arc::clone(&wake), receiver, Arc::clone(&shared));
@@ -246,7 +258,7 @@ impl Logs {
                     let problem = format!(
                         "journald is not reachable at {} ({e}); writing to {} instead",
                         self.journal_socket.display(),
-                        UnitLogFile::path_of(&self.shared.dir, &unit.name).display()
+                        UnitLogFile::path_of(self.shared.dir.path(), &unit.name).display()
                     );
                     if self.shared.problem(&unit.name).as_deref() != Some(problem.as_str()) {
                         warn!("{}: {problem}", unit.name);
@@ -341,7 +353,7 @@ impl Logs {
         let where_to = match self.destination(unit) {
             LogTo::File => format!(
                 "file {}",
-                UnitLogFile::path_of(&self.shared.dir, &unit.name).display()
+                UnitLogFile::path_of(self.shared.dir.path(), &unit.name).display()
             ),
             other => other.name().to_string(),
         };

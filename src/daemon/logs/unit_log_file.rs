@@ -3,18 +3,22 @@
 //! follow files by inode keep the right one; the name sorts by age) and a new one is opened;
 //! old files beyond `keep` are deleted. Rotation happens between lines, and clusterd is the
 //! only writer, so no line is lost or split (copy-and-truncate loses what is written between
-//! the copy and the truncate). A unit's files take at most `max_size × (keep + 1)`.
+//! the copy and the truncate). A unit's files take at most `max_size × (keep + 1)`. Every
+//! open, rename and removal goes through the [`LogDir`]: no link is followed, and only files
+//! clusterd created are written, kept or deleted.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-/// Log files may hold what programs print, secrets included: owner and group only.
-const FILE_MODE: u32 = 0o640;
+use super::log_dir::LogDir;
 
 pub(crate) struct UnitLogFile {
+    dir: LogDir,
+    /// `<unit>.log`, in `dir`.
+    name: String,
+    /// For messages.
     path: PathBuf,
     file: File,
     size: u64,
@@ -24,16 +28,30 @@ pub(crate) struct UnitLogFile {
 }
 
 impl UnitLogFile {
-    pub(crate) fn path_of(dir: &Path, unit: &str) -> PathBuf {
-        dir.join(format!("{unit}.log"))
+    /// `<unit>.log`: the unit's file in the log directory.
+    pub(crate) fn name_of(unit: &str) -> String {
+        format!("{unit}.log")
     }
 
-    pub(crate) fn open(dir: &Path, unit: &str, max_size: u64, keep: u32) -> io::Result<Self> {
-        let path = Self::path_of(dir, unit);
-        let file = open_append(&path)?;
+    pub(crate) fn path_of(dir: &Path, unit: &str) -> PathBuf {
+        dir.join(Self::name_of(unit))
+    }
+
+    /// Whether the unit has a log file (a link at its name counts: history says why it is
+    /// left out).
+    pub(crate) fn exists(dir: &LogDir, unit: &str) -> bool {
+        dir.contains(&Self::name_of(unit))
+    }
+
+    /// Opens (or creates) the unit's file. The error names the file.
+    pub(crate) fn open(dir: &LogDir, unit: &str, max_size: u64, keep: u32) -> io::Result<Self> {
+        let name = Self::name_of(unit);
+        let file = dir.open_append(&name)?;
         let size = file.metadata()?.len();
         Ok(UnitLogFile {
-            path,
+            path: dir.path_of(&name),
+            dir: dir.clone(),
+            name,
             file,
             size,
             max_size,
@@ -77,7 +95,8 @@ impl UnitLogFile {
         Ok(())
     }
 
-    /// Renames the file aside, opens a new one, and deletes the oldest beyond `keep`.
+    /// Renames the file aside (never over an existing name), opens a new one, and deletes
+    /// the oldest beyond `keep`.
     pub(crate) fn rotate(&mut self) -> io::Result<()> {
         let stamp = super::line_format::timestamp(SystemTime::now());
         // `2026-11-29T21:05:03.123456Z` → `20261129T210503.123456Z`: no colons in names.
@@ -85,13 +104,8 @@ impl UnitLogFile {
             .chars()
             .filter(|c| *c != '-' && *c != ':')
             .collect();
-        let mut aside = PathBuf::from(format!("{}.{compact}", self.path.display()));
-        let mut n = 1;
-        while aside.exists() {
-            aside = PathBuf::from(format!("{}.{compact}-{n}", self.path.display()));
-            n += 1;
-        }
-        fs::rename(&self.path, &aside)?;
+        self.dir
+            .rename_aside(&self.name, &format!("{}.{compact}", self.name))?;
         self.reopen()?;
         self.prune();
         Ok(())
@@ -99,54 +113,69 @@ impl UnitLogFile {
 
     /// Opens the file by its name again (after an external logrotate renamed it).
     pub(crate) fn reopen(&mut self) -> io::Result<()> {
-        self.file = open_append(&self.path)?;
+        self.file = self.dir.open_append(&self.name)?;
         self.size = self.file.metadata()?.len();
         Ok(())
     }
 
+    /// Deletes the oldest rotated files beyond `keep` — clusterd's own only: a file someone
+    /// else put there is neither counted nor deleted.
     fn prune(&self) {
-        let rotated = rotated_files(&self.path);
+        let rotated: Vec<String> = rotated_names(&self.dir, &self.name)
+            .into_iter()
+            .filter(|name| self.dir.is_own_file(name))
+            .collect();
         let excess = rotated.len().saturating_sub(self.keep as usize);
-        for old in &rotated[..excess] {
-            if let Err(e) = fs::remove_file(old) {
-                log::warn!("cannot delete the old log file {}: {e}", old.display());
+        for old in rotated.iter().take(excess) {
+            if let Err(e) = self.dir.remove(old) {
+                log::warn!("cannot delete the old log file: {e}");
             }
         }
     }
 }
 
-/// The rotated files of the log file `path`, oldest first.
-pub(crate) fn rotated_files(path: &Path) -> Vec<PathBuf> {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return Vec::new();
-    };
-    let prefix = format!("{}.", name.to_string_lossy());
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut found: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .filter(|e| {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            // `<unit>.log.20261129T210503.123456Z[-n]`: a digit after the dot, so that unit
-            // `web`'s files are never confused with unit `web.log`'s.
-            name.strip_prefix(&prefix)
-                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+/// The rotated names of the log file `name` in `dir`, oldest first: clusterd's own
+/// `<name>.<UTC time>[-n]`, and an external logrotate's `<name>.<n>` (the larger, the older).
+/// Nothing else: unit `web.log.1`'s file `web.log.1.log` is not unit `web`'s.
+pub(crate) fn rotated_names(dir: &LogDir, name: &str) -> Vec<String> {
+    let prefix = format!("{name}.");
+    let mut found: Vec<(Option<u64>, String)> = dir
+        .names()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|entry| {
+            let rest = entry.strip_prefix(&prefix)?;
+            if is_rotation_stamp(rest) {
+                Some((None, entry))
+            } else if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) {
+                Some((Some(rest.parse().unwrap_or(u64::MAX)), entry))
+            } else {
+                None
+            }
         })
-        .map(|e| e.path())
         .collect();
-    found.sort();
-    found
+    // logrotate's before clusterd's, each oldest first.
+    found.sort_by(|(a_n, a), (b_n, b)| match (a_n, b_n) {
+        (Some(a_n), Some(b_n)) => b_n.cmp(a_n),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.cmp(b),
+    });
+    found.into_iter().map(|(_, entry)| entry).collect()
 }
 
-fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(FILE_MODE)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
+/// `20261129T210503.123456Z`, maybe followed by `-<n>` (a second rotation in the same
+/// microsecond).
+fn is_rotation_stamp(rest: &str) -> bool {
+    let (stamp, n) = rest.split_once('-').unwrap_or((rest, "1"));
+    let shape = "ddddddddTdddddd.ddddddZ";
+    stamp.len() == shape.len()
+        && stamp.bytes().zip(shape.bytes()).all(|(c, s)| match s {
+            b'd' => c.is_ascii_digit(),
+            s => c == s,
+        })
+        && !n.is_empty()
+        && n.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// A write that failed after `written` bytes had gone out.
@@ -174,12 +203,15 @@ pub(crate) fn written_before(error: &io::Error) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     #[test]
     fn rotation_keeps_the_newest_files_and_the_size_bound() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = UnitLogFile::open(dir.path(), "web", 100, 2).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = LogDir::new(tmp.path());
+        let mut log = UnitLogFile::open(&dir, "web", 100, 2).unwrap();
         for i in 0..50 {
             let line = format!("line {i:03} of a unit that writes\n");
             if log.is_full_for(line.len()) {
@@ -187,12 +219,12 @@ mod tests {
             }
             log.write_all(line.as_bytes()).unwrap();
         }
-        let rotated = rotated_files(log.path());
+        let rotated = rotated_names(&dir, "web.log");
         assert_eq!(rotated.len(), 2, "{rotated:?}");
         let mut all = String::new();
-        for path in rotated.iter().chain([log.path().to_path_buf()].iter()) {
-            let text = fs::read_to_string(path).unwrap();
-            assert!(text.len() <= 100, "{path:?}: {} bytes", text.len());
+        for name in rotated.iter().chain(["web.log".to_string()].iter()) {
+            let text = fs::read_to_string(tmp.path().join(name)).unwrap();
+            assert!(text.len() <= 100, "{name}: {} bytes", text.len());
             assert!(text.ends_with('\n'));
             all.push_str(&text);
         }
@@ -200,8 +232,55 @@ mod tests {
         assert!(all.ends_with("line 049 of a unit that writes\n"));
         let numbers: Vec<u32> = all.lines().map(|l| l[5..8].parse().unwrap()).collect();
         assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
-        // A unit named `web.log` has files of its own.
-        fs::write(dir.path().join("web.log.log"), "x").unwrap();
-        assert_eq!(rotated_files(log.path()).len(), 2);
+        // Units named `web.log` and `web.log.1` have files of their own.
+        fs::write(tmp.path().join("web.log.log"), "x").unwrap();
+        fs::write(tmp.path().join("web.log.1.log"), "x").unwrap();
+        assert_eq!(rotated_names(&dir, "web.log").len(), 2);
+    }
+
+    #[test]
+    fn rotated_names_are_clusterds_by_time_after_logrotates_by_number() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = LogDir::new(tmp.path());
+        for name in [
+            "web.log.20261129T210503.123456Z-1",
+            "web.log.20261129T210503.123456Z",
+            "web.log.20251129T210503.123456Z",
+            "web.log.1",
+            "web.log.2",
+            "web.log.2.gz",
+            "web.log.1x",
+            "web.log.20261129T210503.123456Z.log",
+        ] {
+            fs::write(tmp.path().join(name), "x").unwrap();
+        }
+        assert_eq!(
+            rotated_names(&dir, "web.log"),
+            [
+                "web.log.2",
+                "web.log.1",
+                "web.log.20251129T210503.123456Z",
+                "web.log.20261129T210503.123456Z",
+                "web.log.20261129T210503.123456Z-1",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_link_or_a_second_name_at_the_files_name_is_never_written_through() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = LogDir::new(&tmp.path().join("logs"));
+        let victim = tmp.path().join("victim");
+        fs::write(&victim, "untouched").unwrap();
+        // The directory is created (0750) when the first file is needed.
+        let mut first = UnitLogFile::open(&dir, "first", 0, 1).unwrap();
+        first.write_all(b"line\n").unwrap();
+        std::os::unix::fs::symlink(&victim, tmp.path().join("logs/web.log")).unwrap();
+        let error = UnitLogFile::open(&dir, "web", 0, 1).err().unwrap();
+        assert!(error.to_string().contains("symbolic link"), "{error}");
+        fs::hard_link(&victim, tmp.path().join("logs/api.log")).unwrap();
+        let error = UnitLogFile::open(&dir, "api", 0, 1).err().unwrap();
+        assert!(error.to_string().contains("2 names"), "{error}");
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "untouched");
     }
 }
