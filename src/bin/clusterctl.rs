@@ -267,7 +267,9 @@ fn import(
     {
         Ok(units) => units,
         Err(e) => {
-            complain!("clusterctl: {}", printable(&e));
+            // node's error is several lines: each shown safely.
+            let lines: Vec<_> = e.lines().map(printable).collect();
+            complain!("clusterctl: {}", lines.join("\n"));
             return ExitCode::from(EXIT_FAILED);
         }
     };

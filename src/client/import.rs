@@ -388,9 +388,10 @@ impl UnitDraft {
         table
     }
 
-    /// The unit file's text: every key and value written by the TOML serializer, every
-    /// comment on lines of its own making ([`comment`]). The text is read back and must be
-    /// exactly [`UnitDraft::table`]: nothing in an app can add, drop or change a key.
+    /// The unit file's text: every string escaped completely ([`basic_string`]), every
+    /// comment kept to its line ([`comment`]). The text is then read back by the TOML parser
+    /// and must be exactly [`UnitDraft::table`]: nothing in an app can add, drop or change
+    /// a key.
     fn render(&self, name: &str, source: &str) -> Result<String, String> {
         let mut text = format!("# {name}");
         if name != self.name {
@@ -412,22 +413,23 @@ impl UnitDraft {
         text.push('\n');
         for (key, value, from) in &self.keys {
             text.push_str(&format!(
-                "{} = {value}   # pm2: {}\n",
-                toml_key(key)?,
+                "{} = {}   # pm2: {}\n",
+                toml_key(key),
+                toml_value(value),
                 comment(from)
             ));
         }
         if !self.environment.is_empty() {
             text.push_str("\n[environment]\n");
-            text.push_str(&table_lines(&self.environment)?);
+            text.push_str(&table_lines(&self.environment));
         }
         for (env_name, vars) in &self.environments {
             text.push_str(&format!(
                 "\n# clusterd --environment {}\n[environments.{}]\n",
                 comment(env_name),
-                toml_key(env_name)?
+                toml_key(env_name)
             ));
-            text.push_str(&table_lines(vars)?);
+            text.push_str(&table_lines(vars));
         }
         match toml::from_str::<toml::Table>(&text) {
             Ok(read) if read == self.table() => Ok(text),
@@ -439,12 +441,29 @@ impl UnitDraft {
     }
 }
 
-/// Text made safe for a TOML comment: it stays on its line and shows what it is. TOML ends
-/// a comment at a line feed and allows no control character in it but tab (U+0000–U+0008,
-/// U+000A–U+001F, U+007F: TOML 1.0 and 1.1); those are escaped, as are the C1 controls,
-/// U+2028 and U+2029 (line breaks to editors though not to TOML) and the bidirectional
-/// controls, which can make a comment look like other text. A backslash is doubled, so an
-/// escape cannot be forged.
+/// Whether `c` is written as an escape, in strings and comments alike: a control character
+/// (C0, DEL, C1: TOML allows none but tab in a comment, and a terminal obeys them), U+2028
+/// and U+2029 (line breaks to editors though not to TOML), a byte-order mark, or a
+/// bidirectional control (which can make text look like other text).
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{61c}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{feff}'
+        )
+}
+
+/// Text for a TOML comment: it stays on its line and shows what it is. TOML ends a comment
+/// at a line feed and allows no control character in it but tab (TOML 1.0 and 1.1); every
+/// [`hidden`] character but tab is escaped, and a backslash doubled so that no escape can
+/// be forged.
 fn comment(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -453,25 +472,69 @@ fn comment(text: &str) -> String {
             '\t' => out.push('\t'),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
-            c if c.is_control()
-                || matches!(
-                    c,
-                    '\u{61c}'
-                        | '\u{200e}'
-                        | '\u{200f}'
-                        | '\u{2028}'
-                        | '\u{2029}'
-                        | '\u{202a}'..='\u{202e}'
-                        | '\u{2066}'..='\u{2069}'
-                        | '\u{feff}'
-                ) =>
-            {
-                out.push_str(&format!("\\u{{{:x}}}", c as u32));
-            }
+            c if hidden(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
             c => out.push(c),
         }
     }
     out
+}
+
+/// A TOML basic string holding exactly `text`. Complete by construction: TOML's basic
+/// string takes every character but `"`, `\` and the controls other than tab as it is, and
+/// here `"` and `\` are escaped and every [`hidden`] character (tab too) is an escape (`\n`,
+/// `\r`, `\t`, else `\uXXXX`: all of them are below U+10000). So a value can end neither its string nor its line,
+/// and shows on a terminal as what it is.
+fn basic_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if hidden(c) => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A TOML key: bare when it can be, else a [`basic_string`].
+fn toml_key(key: &str) -> String {
+    if !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        key.to_string()
+    } else {
+        basic_string(key)
+    }
+}
+
+/// A value as TOML text. Strings, integers, booleans, arrays and inline tables are all
+/// import makes; anything else is left to the toml crate's serializer.
+fn toml_value(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => basic_string(s),
+        toml::Value::Integer(n) => n.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(toml_value).collect();
+            format!("[{}]", items.join(", "))
+        }
+        toml::Value::Table(table) => {
+            let pairs: Vec<String> = table
+                .iter()
+                .map(|(k, v)| format!("{} = {}", toml_key(k), toml_value(v)))
+                .collect();
+            format!("{{ {} }}", pairs.join(", "))
+        }
+        other => other.to_string(),
+    }
 }
 
 fn toml_string(text: &str) -> toml::Value {
@@ -533,22 +596,11 @@ fn env_table(vars: &Map<String, Value>, t: &mut UnitDraft, from: &str) -> toml::
 }
 
 /// `key = value` lines of a table of variables.
-fn table_lines(table: &toml::Table) -> Result<String, String> {
-    let mut text = String::new();
-    for (key, value) in table {
-        text.push_str(&format!("{} = {value}\n", toml_key(key)?));
-    }
-    Ok(text)
-}
-
-/// A TOML key as the TOML serializer writes it: bare when it can be, quoted otherwise.
-fn toml_key(key: &str) -> Result<String, String> {
-    let mut one = toml::Table::new();
-    one.insert(key.to_string(), toml::Value::Boolean(true));
-    toml::to_string(&one)
-        .ok()
-        .and_then(|line| line.strip_suffix(" = true\n").map(str::to_string))
-        .ok_or_else(|| format!("{}: a key TOML cannot write", comment(key)))
+fn table_lines(table: &toml::Table) -> String {
+    table
+        .iter()
+        .map(|(key, value)| format!("{} = {}\n", toml_key(key), toml_value(value)))
+        .collect()
 }
 
 /// The app's `cwd`, or "" (its scripts are then relative to the ecosystem file's directory).
@@ -1058,6 +1110,43 @@ mod tests {
     fn parses(unit: &ImportedUnit) -> crate::unit::Unit {
         let path = std::path::PathBuf::from(format!("/etc/clusterd/{}.toml", unit.name));
         crate::unit::Unit::parse(&path, &unit.text).unwrap_or_else(|e| panic!("{e}\n{}", unit.text))
+    }
+
+    /// Every character of the Basic Multilingual Plane (where every hidden one is) and some
+    /// beyond it, in a string, a key and a comment: the string and the key read back as
+    /// exactly the text, the comment stays one line and adds nothing.
+    #[test]
+    fn every_character_is_escaped_completely_in_strings_keys_and_comments() {
+        let all: String = (0..=0xffff)
+            .chain(0x1_0000..0x1_0400)
+            .chain(0x10_fc00..=0x10_ffff)
+            .filter_map(char::from_u32)
+            .collect();
+        let text = format!(
+            "# {}\n{} = {}   # {}\n",
+            comment(&all),
+            toml_key(&all),
+            basic_string(&all),
+            comment(&all)
+        );
+        let table: toml::Table = toml::from_str(&text).expect("reads back");
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.get(&all), Some(&toml::Value::String(all.clone())));
+        assert_eq!(text.lines().count(), 2);
+        assert!(!text.chars().any(|c| hidden(c) && c != '\n' && c != '\t'));
+    }
+
+    #[test]
+    fn twins_get_the_first_free_number_in_linear_time() {
+        let mut names = UniqueNames::default();
+        let got: Vec<String> = ["a", "a-2", "a", "a", "a-3", "b", "a-2"]
+            .iter()
+            .map(|n| names.claim(n))
+            .collect();
+        assert_eq!(got, ["a", "a-2", "a-3", "a-4", "a-3-2", "b", "a-2-2"]);
+        assert_eq!(unit_name("../../etc/x"), "-..-etc-x");
+        assert_eq!(unit_name("..."), "");
+        assert_eq!(unit_name(&"é".repeat(300)).len(), NAME_MAX);
     }
 
     #[test]
