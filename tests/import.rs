@@ -326,6 +326,16 @@ fn data_files_never_run_and_javascript_runs_as_root_only_with_allow_exec() {
     assert!(allowed.status.success(), "{}", stderr_of(&allowed));
     assert!(String::from_utf8_lossy(&allowed.stdout).contains("# ---- uid-0.toml ----"));
     assert!(marker.exists());
+    // An ES module too; a timer the file leaves behind does not keep node from finishing.
+    let mjs = dir.path().join("ecosystem.config.mjs");
+    fs::write(
+        &mjs,
+        "setInterval(() => {}, 1000);\nexport default { apps: [{ name: 'm', script: 'm.js' }] };\n",
+    )
+    .expect("write");
+    let out = import(&mjs, None, &["--allow-exec"], None);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("# ---- m.toml ----"));
 
     // Another user runs it as itself, without the flag.
     let js = dir.path().join("mine.config.js");

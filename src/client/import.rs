@@ -1043,7 +1043,7 @@ pub fn write_units(
             OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::from_bits_truncate(0o644),
         )
-        .map_err(|e| format!("cannot create a file in {shown}: {e}"))?;
+        .map_err(|e| format!("cannot create {}: {e}", dir.join(&temporary).display()))?;
         let mut file = std::fs::File::from(file);
         let renamed = std::io::Write::write_all(&mut file, unit.text.as_bytes())
             .map_err(|e| format!("cannot write {}: {e}", path.display()))
