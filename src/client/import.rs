@@ -1,7 +1,10 @@
-//! `clusterctl import`: a PM2 ecosystem file (`ecosystem.config.js`, `.cjs`, `.json`, `.yml`) becomes
-//! one unit file per app, each key mapped to its clusterd counterpart with a comment saying
-//! where it came from, and every key that has none listed with the reason
-//! (docs/migrating-from-pm2.md is the same table for people).
+//! `clusterctl import`: a PM2 ecosystem file (`ecosystem.config.js`, `.cjs`, `.mjs`, `.json`,
+//! `.json5`, `.yml`) becomes one unit file per app, each key mapped to its clusterd
+//! counterpart with a comment saying where it came from, and every key that has none listed
+//! with the reason (docs/migrating-from-pm2.md is the same table for people). The file is
+//! hostile input: only JavaScript runs (bounded, as root only when allowed), data is parsed
+//! with limits, every unit is escaped completely and read back before it is written, and
+//! files are written without following symlinks.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
