@@ -431,7 +431,7 @@ _clusterctl() {
             return 0
             ;;
         clusterctl__subcmd__import)
-            opts="-h --env --out --force --socket --help"
+            opts="-h --env --out --force --allow-exec --socket --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

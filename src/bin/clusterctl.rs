@@ -76,7 +76,8 @@ fn main() -> ExitCode {
             env,
             out,
             force,
-        } => return import(&file, env.as_deref(), out.as_deref(), force),
+            allow_exec,
+        } => return import(&file, env.as_deref(), out.as_deref(), force, allow_exec),
         Command::ReopenLogs => Request::ReopenLogs {},
         Command::Top {
             unit,
@@ -253,19 +254,22 @@ fn import(
     env: Option<&str>,
     out: Option<&std::path::Path>,
     force: bool,
+    allow_exec: bool,
 ) -> ExitCode {
-    use clusterd::client::import::{import, read_ecosystem};
+    use clusterd::client::import::{import, read_ecosystem, write_units};
     // PM2 starts an app without a `cwd` in the ecosystem file's directory.
     let base = std::path::absolute(file)
         .ok()
         .and_then(|f| f.parent().map(std::path::Path::to_path_buf))
         .unwrap_or_default();
-    let units = match read_ecosystem(file)
+    let units = match read_ecosystem(file, allow_exec)
         .and_then(|ecosystem| import(&ecosystem, &file.display().to_string(), env, &base))
     {
         Ok(units) => units,
         Err(e) => {
-            complain!("clusterctl: {e}");
+            // node's error is several lines: each shown safely.
+            let lines: Vec<_> = e.lines().map(printable).collect();
+            complain!("clusterctl: {}", lines.join("\n"));
             return ExitCode::from(EXIT_FAILED);
         }
     };
@@ -276,38 +280,29 @@ fn import(
             .collect();
         return print_out(&text.join("\n"));
     };
-    if let Err(e) = std::fs::create_dir_all(dir) {
-        complain!("clusterctl: cannot create {}: {e}", dir.display());
-        return ExitCode::from(EXIT_FAILED);
-    }
+    let written = match write_units(dir, &units, force) {
+        Ok(written) => written,
+        Err(e) => {
+            complain!("clusterctl: {}", printable(&e));
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
     let mut summary = String::new();
-    for unit in &units {
-        let path = dir.join(format!("{}.toml", unit.name));
-        if path.exists() && !force {
-            complain!(
-                "clusterctl: {} exists; nothing written (--force overwrites)",
-                path.display()
-            );
-            return ExitCode::from(EXIT_FAILED);
-        }
-    }
-    for unit in &units {
-        let path = dir.join(format!("{}.toml", unit.name));
-        if let Err(e) = std::fs::write(&path, &unit.text) {
-            complain!("clusterctl: cannot write {}: {e}", path.display());
-            return ExitCode::from(EXIT_FAILED);
-        }
+    for (unit, path) in units.iter().zip(&written) {
         summary.push_str(&format!("wrote {}", path.display()));
         if unit.not_mapped.is_empty() {
             summary.push('\n');
         } else {
             summary.push_str(&format!(
                 "; not carried over (see the file's header): {}\n",
-                unit.not_mapped
-                    .iter()
-                    .map(|l| l.split(':').next().unwrap_or_default())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                printable(
+                    &unit
+                        .not_mapped
+                        .iter()
+                        .map(|l| l.split(':').next().unwrap_or_default())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             ));
         }
     }

@@ -118,10 +118,15 @@ pub enum ClusterctlCommand {
         /// The units to check.
         units: Vec<String>,
     },
-    /// Turn a PM2 ecosystem file (.js, .cjs or .json) into unit files, one per app, saying
-    /// what could not be carried over. Does not need clusterd running.
+    /// Turn a PM2 ecosystem file into unit files, one per app, saying what could not be
+    /// carried over. Does not need clusterd running.
+    ///
+    /// A .js, .cjs or .mjs file is JavaScript: it is RUN by node, as the user running
+    /// clusterctl and with its environment, as PM2 does (at most 20 s and 16 MiB of output).
+    /// As root that needs --allow-exec. Every other file (.json, .json5, .yml, .yaml, any
+    /// other name) is data: read as JSON5 or YAML, never run.
     Import {
-        /// The ecosystem file.
+        /// The ecosystem file (at most 16 MiB).
         file: PathBuf,
         /// Merge each app's env_<NAME> into its environment (pm2 start --env NAME); without
         /// it, each env_<NAME> becomes an [environments.NAME] table.
@@ -130,9 +135,13 @@ pub enum ClusterctlCommand {
         /// Write the units into this directory (else print them).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
-        /// Overwrite unit files that exist.
+        /// Overwrite unit files that exist (never through a symlink: a symlink is replaced).
         #[arg(long)]
         force: bool,
+        /// Run a JavaScript ecosystem file with node even as root (it runs as root then:
+        /// read it first). Not needed for data files, nor for users other than root.
+        #[arg(long)]
+        allow_exec: bool,
     },
     /// Print the completion script for a shell, e.g. `clusterctl completions bash >
     /// /etc/bash_completion.d/clusterctl`.

@@ -1,15 +1,37 @@
-//! `clusterctl import`: a PM2 ecosystem file (`ecosystem.config.js`, `.cjs`, `.json`, `.yml`) becomes
-//! one unit file per app, each key mapped to its clusterd counterpart with a comment saying
-//! where it came from, and every key that has none listed with the reason
-//! (docs/migrating-from-pm2.md is the same table for people).
+//! `clusterctl import`: a PM2 ecosystem file (`ecosystem.config.js`, `.cjs`, `.mjs`, `.json`,
+//! `.json5`, `.yml`) becomes one unit file per app, each key mapped to its clusterd
+//! counterpart with a comment saying where it came from, and every key that has none listed
+//! with the reason (docs/migrating-from-pm2.md is the same table for people). The file is
+//! hostile input: only JavaScript runs (bounded, as root only when allowed), data is parsed
+//! with limits, every unit is escaped completely and read back before it is written, and
+//! files are written without following symlinks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
+use crate::printable::printable;
 use crate::unit::cron::CronSchedule;
+use crate::unit::is_valid_unit_name;
+
+/// The largest ecosystem file read (PM2's are a few KiB): a bigger one is an error, not a
+/// stall or an out-of-memory.
+pub const MAX_FILE_SIZE: u64 = 16 << 20;
+/// How long node may take to evaluate a JavaScript ecosystem file before it is killed.
+pub const NODE_TIMEOUT: Duration = Duration::from_secs(20);
+/// The most JSON node may print for an ecosystem file before it is killed.
+const NODE_OUTPUT_MAX: u64 = MAX_FILE_SIZE;
+/// How much of node's error output an error message shows.
+const NODE_STDERR_SHOWN: usize = 4096;
+/// Longest unit name made from an app's name, leaving room for a `-N` of a renamed twin
+/// within clusterd's 128.
+const NAME_MAX: usize = 100;
 
 /// One unit made from one app.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,72 +44,231 @@ pub struct ImportedUnit {
     pub not_mapped: Vec<String>,
 }
 
-/// Reads the ecosystem file: JSON as it is; JavaScript evaluated by `node`, as PM2 does.
-pub fn read_ecosystem(path: &Path) -> Result<Value, String> {
-    let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    let text = match extension {
-        // PM2 reads its .json files leniently (unquoted keys, comments, trailing commas, as
-        // its own examples have them): strict JSON first, else node evaluates the object.
-        "json" | "json5" => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            if text.trim().is_empty() {
-                return Err(format!("{}: the file is empty", path.display()));
-            }
-            if serde_json::from_str::<Value>(&text).is_ok() {
-                text
-            } else {
-                node_json(
-                    path,
-                    "const t = require('fs').readFileSync(process.argv[1], 'utf8'); process.stdout.write(JSON.stringify((new Function('return (' + t + '\\n)'))()))",
-                )?
-            }
-        }
-        "js" | "cjs" => node_json(
-            path,
-            "const m = require(process.argv[1]); process.stdout.write(JSON.stringify(m && m.default ? m.default : m))",
-        )?,
-        // PM2's process.yml: the subset of YAML those files use.
-        "yaml" | "yml" => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            return super::yaml_subset::parse(&text)
-                .map_err(|e| format!("{}: {e}", path.display()));
-        }
-        _ => {
+/// Whether a file runs as code: JavaScript does (node evaluates it, as PM2 does); every
+/// other file is data and is parsed, never evaluated.
+pub fn is_javascript(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("js" | "cjs" | "mjs")
+    )
+}
+
+/// Reads the ecosystem file. `.js`, `.cjs` and `.mjs` are evaluated by node as the user
+/// running clusterctl, with its environment (ecosystem files read `process.env`); as root
+/// only with `allow_exec`. `.yml`/`.yaml` are read as PM2's YAML, and every other file
+/// (`.json`, `.json5`, anything else) as JSON5: data, never code.
+pub fn read_ecosystem(path: &Path, allow_exec: bool) -> Result<Value, String> {
+    let shown = path.display();
+    if is_javascript(path) {
+        if nix::unistd::geteuid().is_root() && !allow_exec {
             return Err(format!(
-                "{}: an ecosystem file is .js, .cjs, .json or .yml",
-                path.display()
-            ))
+                "{shown} is JavaScript: importing it runs it with node, as root. Read it, then \
+                 pass --allow-exec to run it; or export its apps as JSON \
+                 (node -p 'JSON.stringify(require(\"./{}\"))' > ecosystem.json, as an \
+                 unprivileged user) and import that, which is only read",
+                path.file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default()
+            ));
+        }
+        // Node exits once the answer is out, even if the file left timers or sockets behind
+        // (PM2 evaluates it inside its own long-running process, where they do no harm).
+        let script = if path.extension().is_some_and(|e| e == "mjs") {
+            "import(require('url').pathToFileURL(process.argv[1]).href).then(m => done(m.default === undefined ? m : m.default))"
+        } else {
+            "const m = require(process.argv[1]); done(m && m.default ? m.default : m)"
+        };
+        let output = run_node(path, script)?;
+        if output.is_empty() {
+            return Err(format!("{shown}: exports nothing"));
+        }
+        return serde_json::from_slice(&output)
+            .map_err(|e| format!("{shown}: not an ecosystem file: {e}"));
+    }
+    let text = read_capped(path)?;
+    if text.trim().is_empty() {
+        return Err(format!("{shown}: the file is empty"));
+    }
+    let yaml = match path.extension().and_then(|e| e.to_str()) {
+        Some("yaml" | "yml") => true,
+        Some("json" | "json5") => false,
+        // Neither: JSON5 if it starts as JSON5 does, else YAML (which reads a file that
+        // starts with `{` or `[` as JSON5 too).
+        _ => !text.trim_start().starts_with('/'),
+    };
+    let parsed = if yaml {
+        super::yaml_subset::parse(&text)
+    } else {
+        super::json5::parse(&text)
+    };
+    parsed.map_err(|e| format!("{shown}: {e}"))
+}
+
+/// The text of `path`, at most [`MAX_FILE_SIZE`] bytes of UTF-8.
+fn read_capped(path: &Path) -> Result<String, String> {
+    let shown = path.display();
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if bytes.len() as u64 > MAX_FILE_SIZE {
+        return Err(format!(
+            "{shown}: larger than {} MiB, which no ecosystem file is",
+            MAX_FILE_SIZE >> 20
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| format!("{shown}: not UTF-8 text"))
+}
+
+/// The JSON that `script`, run by node with the file's absolute path, prints. Node runs in a
+/// process group of its own with no input; it is killed (with anything it started in its
+/// group) after [`NODE_TIMEOUT`] or once it has printed more than [`NODE_OUTPUT_MAX`].
+fn run_node(path: &Path, script: &str) -> Result<Vec<u8>, String> {
+    use nix::sys::signal::{killpg, Signal};
+    use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+    use nix::unistd::Pid;
+
+    let shown = path.display();
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    // What the file logs goes to stderr: stdout carries the answer alone.
+    let script = format!(
+        "console.log = console.info = console.debug = console.error; \
+         const done = v => process.stdout.write(JSON.stringify(v), () => process.exit(0)); {script}"
+    );
+    let mut child = Command::new("node")
+        .arg("-e")
+        .arg(script)
+        .arg(&absolute)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot run node to evaluate {shown}: {e}"))?;
+    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+    // Each pipe is read by a thread: (true, stdout) or (false, stderr) once it ends.
+    let (sender, receiver) = mpsc::channel::<(bool, Vec<u8>)>();
+    if let Some(pipe) = child.stdout.take() {
+        let sender = sender.clone();
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.take(NODE_OUTPUT_MAX + 1).read_to_end(&mut bytes);
+            let _ = sender.send((true, bytes));
+        });
+    }
+    if let Some(mut pipe) = child.stderr.take() {
+        std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            let mut buffer = [0u8; 8192];
+            while let Ok(n @ 1..) = pipe.read(&mut buffer) {
+                let room = NODE_STDERR_SHOWN.saturating_sub(kept.len());
+                kept.extend_from_slice(buffer.get(..n.min(room)).unwrap_or_default());
+            }
+            let _ = sender.send((false, kept));
+        });
+    }
+    // (stdout, stderr), each once its pipe has ended.
+    let mut outputs: (Option<Vec<u8>>, Option<Vec<u8>>) = (None, None);
+    fn store(
+        outputs: &mut (Option<Vec<u8>>, Option<Vec<u8>>),
+        (is_stdout, bytes): (bool, Vec<u8>),
+    ) {
+        if is_stdout {
+            outputs.0 = Some(bytes);
+        } else {
+            outputs.1 = Some(bytes);
+        }
+    }
+    enum End {
+        Exited,
+        TimedOut,
+        Flooded,
+    }
+    let deadline = Instant::now() + NODE_TIMEOUT;
+    // Waits without reaping node, so that its process group stays its own until killed.
+    let end = loop {
+        let flooded = match receiver.recv_timeout(Duration::from_millis(10)) {
+            Ok((true, bytes)) => {
+                let flooded = bytes.len() as u64 > NODE_OUTPUT_MAX;
+                store(&mut outputs, (true, bytes));
+                flooded
+            }
+            Ok(other) => {
+                store(&mut outputs, other);
+                false
+            }
+            Err(_) => false,
+        };
+        if flooded {
+            break End::Flooded;
+        }
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        match waitid(Id::Pid(pid), flags) {
+            Ok(WaitStatus::StillAlive) => {}
+            _ => break End::Exited,
+        }
+        if Instant::now() >= deadline {
+            break End::TimedOut;
         }
     };
-    serde_json::from_str(&text)
-        .map_err(|e| format!("{}: not an ecosystem file: {e}", path.display()))
+    let _ = killpg(pid, Signal::SIGKILL);
+    let status = child.wait();
+    // The pipes close now that the group is gone; a process that left the group and keeps
+    // them open is not waited for long.
+    let drained = Instant::now() + Duration::from_secs(2);
+    while outputs.0.is_none() || outputs.1.is_none() {
+        let left = drained.saturating_duration_since(Instant::now());
+        match receiver.recv_timeout(left) {
+            Ok(message) => store(&mut outputs, message),
+            Err(_) => break,
+        }
+    }
+    let (stdout, stderr) = outputs;
+    let errors = || node_errors(stderr.as_deref().unwrap_or_default());
+    match end {
+        End::TimedOut => Err(format!(
+            "{shown}: node did not finish evaluating it within {} s, and was killed{}",
+            NODE_TIMEOUT.as_secs(),
+            errors()
+        )),
+        End::Flooded => Err(format!(
+            "{shown}: node printed more than {} MiB evaluating it, and was killed",
+            NODE_OUTPUT_MAX >> 20
+        )),
+        End::Exited => match (status, stdout) {
+            (Ok(status), Some(stdout)) if status.success() => Ok(stdout),
+            (Ok(status), _) if !status.success() => Err(format!(
+                "node could not evaluate {shown} ({status}){}",
+                errors()
+            )),
+            _ => Err(format!(
+                "{shown}: a process that node started keeps node's output open"
+            )),
+        },
+    }
+}
+
+/// What node wrote to stderr, shown safely: the start of it, its control characters
+/// escaped, one line of the message per line.
+fn node_errors(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let lines: Vec<String> = text
+        .trim()
+        .lines()
+        .map(|line| printable(line).into_owned())
+        .collect();
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!(":\n  {}", lines.join("\n  "))
+    }
 }
 
 /// The units of every app of `ecosystem` (`{apps: [...]}`, an array of apps, or one app).
 /// With `environment`, the app's `env_<environment>` is merged into its `env`, as
 /// `pm2 start --env <environment>` does; without, each `env_<name>` becomes an
 /// `[environments.<name>]` table for `clusterd --environment <name>`.
-/// The JSON that `script`, run by node with the file's absolute path, prints.
-fn node_json(path: &Path, script: &str) -> Result<String, String> {
-    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let output = Command::new("node")
-        .arg("-e")
-        .arg(script)
-        .arg(&absolute)
-        .output()
-        .map_err(|e| format!("cannot run node to read {}: {e}", path.display()))?;
-    if !output.status.success() {
-        return Err(format!(
-            "node could not read {}: {}",
-            path.display(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
 /// `base`: the ecosystem file's directory, where PM2 starts an app without a `cwd` (and
 /// what a relative `cwd` is relative to).
 pub fn import(
@@ -114,55 +295,262 @@ pub fn import(
             )
         }
     };
-    let mut units: Vec<ImportedUnit> = Vec::new();
+    let mut names = UniqueNames::default();
+    let mut units = Vec::with_capacity(apps.len());
     for (position, app) in apps.into_iter().enumerate() {
         let Value::Object(app) = app else {
             return Err(format!("app {} is not an object", position + 1));
         };
-        let mut unit = import_app(app, source, environment, base)?;
+        let draft = import_app(app, environment, base)?;
         // PM2 allows two apps of one name; unit names are file names.
-        if units.iter().any(|u| u.name == unit.name) {
-            let taken = |name: &str| units.iter().any(|u| u.name == name);
-            let renamed = (2..)
-                .map(|n| format!("{}-{n}", unit.name))
-                .find(|name| !taken(name))
-                .unwrap_or_default();
-            unit.text = unit.text.replacen(
-                &format!("# {}: imported", unit.name),
-                &format!("# {renamed} (another app is named {}): imported", unit.name),
-                1,
-            );
-            unit.name = renamed;
-        }
-        units.push(unit);
+        let name = names.claim(&draft.name);
+        let text = draft.render(&name, source)?;
+        units.push(ImportedUnit {
+            name,
+            text,
+            not_mapped: draft.not_mapped,
+        });
     }
     Ok(units)
 }
 
-/// Lines of a unit being written: `key = value` with the PM2 key it came from.
+/// Unit names handed out so far: a name taken again gets the first free `-2`, `-3`, ...
+/// Linear in the number of apps: each name remembers where its count stopped.
 #[derive(Default)]
-struct UnitText {
-    lines: Vec<String>,
-    tables: Vec<String>,
+struct UniqueNames {
+    taken: HashSet<String>,
+    next: HashMap<String, usize>,
+}
+
+impl UniqueNames {
+    fn claim(&mut self, name: &str) -> String {
+        if self.taken.insert(name.to_string()) {
+            return name.to_string();
+        }
+        let n = self.next.entry(name.to_string()).or_insert(2);
+        loop {
+            let candidate = format!("{name}-{n}");
+            *n += 1;
+            if self.taken.insert(candidate.clone()) {
+                return candidate;
+            }
+        }
+    }
+}
+
+/// A unit made from one app, before it has its final name: its keys in the order they are
+/// written, each with the PM2 key it came from, and its tables of variables.
+#[derive(Default)]
+struct UnitDraft {
+    /// The name the app asks for, made valid.
+    name: String,
+    /// The app's own `name`, when the unit could not take it as it is.
+    pm2_name: Option<String>,
+    keys: Vec<(String, toml::Value, String)>,
+    environment: toml::Table,
+    environments: BTreeMap<String, toml::Table>,
     not_mapped: Vec<String>,
 }
 
-impl UnitText {
-    fn set(&mut self, key: &str, value: String, from: &str) {
-        self.lines.push(format!("{key} = {value}   # pm2: {from}"));
+impl UnitDraft {
+    /// `key = value`, from the PM2 key `from`; a key set already keeps its first value.
+    fn set(&mut self, key: &str, value: toml::Value, from: &str) {
+        if let Some((_, _, first)) = self.keys.iter().find(|(k, _, _)| k == key) {
+            let why = format!("`{key}` is set already, from {first}");
+            self.skip(from, &why);
+            return;
+        }
+        self.keys.push((key.to_string(), value, from.to_string()));
     }
+
     fn skip(&mut self, key: &str, why: &str) {
         self.not_mapped.push(format!("{key}: {why}"));
     }
+
+    /// What the unit's text must read back as.
+    fn table(&self) -> toml::Table {
+        let mut table: toml::Table = self
+            .keys
+            .iter()
+            .map(|(key, value, _)| (key.clone(), value.clone()))
+            .collect();
+        if !self.environment.is_empty() {
+            table.insert(
+                "environment".into(),
+                toml::Value::Table(self.environment.clone()),
+            );
+        }
+        if !self.environments.is_empty() {
+            let environments = self
+                .environments
+                .iter()
+                .map(|(name, vars)| (name.clone(), toml::Value::Table(vars.clone())))
+                .collect();
+            table.insert("environments".into(), toml::Value::Table(environments));
+        }
+        table
+    }
+
+    /// The unit file's text: every string escaped completely ([`basic_string`]), every
+    /// comment kept to its line ([`comment`]). The text is then read back by the TOML parser
+    /// and must be exactly [`UnitDraft::table`]: nothing in an app can add, drop or change
+    /// a key.
+    fn render(&self, name: &str, source: &str) -> Result<String, String> {
+        let mut text = format!("# {name}");
+        if name != self.name {
+            text.push_str(&format!(" (another app is named {})", self.name));
+        }
+        if let Some(pm2_name) = &self.pm2_name {
+            text.push_str(&format!(" (PM2's name: {})", comment(pm2_name)));
+        }
+        text.push_str(&format!(
+            ": imported from {} by clusterctl import.\n",
+            comment(source)
+        ));
+        if !self.not_mapped.is_empty() {
+            text.push_str("#\n# Not carried over:\n");
+            for line in &self.not_mapped {
+                text.push_str(&format!("#   {}\n", comment(line)));
+            }
+        }
+        text.push('\n');
+        for (key, value, from) in &self.keys {
+            text.push_str(&format!(
+                "{} = {}   # pm2: {}\n",
+                toml_key(key),
+                toml_value(value),
+                comment(from)
+            ));
+        }
+        if !self.environment.is_empty() {
+            text.push_str("\n[environment]\n");
+            text.push_str(&table_lines(&self.environment));
+        }
+        for (env_name, vars) in &self.environments {
+            text.push_str(&format!(
+                "\n# clusterd --environment {}\n[environments.{}]\n",
+                comment(env_name),
+                toml_key(env_name)
+            ));
+            text.push_str(&table_lines(vars));
+        }
+        match toml::from_str::<toml::Table>(&text) {
+            Ok(read) if read == self.table() => Ok(text),
+            _ => Err(format!(
+                "{name}: the unit made of this app does not read back as written (a bug in \
+                 clusterctl import): nothing written"
+            )),
+        }
+    }
 }
 
-fn toml_string(text: &str) -> String {
-    toml::Value::String(text.to_string()).to_string()
+/// Whether `c` is written as an escape, in strings and comments alike: a control character
+/// (C0, DEL, C1: TOML allows none but tab in a comment, and a terminal obeys them), U+2028
+/// and U+2029 (line breaks to editors though not to TOML), a byte-order mark, or a
+/// bidirectional control (which can make text look like other text).
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{61c}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{feff}'
+        )
 }
 
-fn toml_strings(items: &[String]) -> String {
-    let items: Vec<String> = items.iter().map(|s| toml_string(s)).collect();
-    format!("[{}]", items.join(", "))
+/// Text for a TOML comment: it stays on its line and shows what it is. TOML ends a comment
+/// at a line feed and allows no control character in it but tab (TOML 1.0 and 1.1); every
+/// [`hidden`] character but tab is escaped, and a backslash doubled so that no escape can
+/// be forged.
+fn comment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push('\t'),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if hidden(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A TOML basic string holding exactly `text`. Complete by construction: TOML's basic
+/// string takes every character but `"`, `\` and the controls other than tab as it is, and
+/// here `"` and `\` are escaped and every [`hidden`] character (tab too) is an escape (`\n`,
+/// `\r`, `\t`, else `\uXXXX`: all of them are below U+10000). So a value can end neither its string nor its line,
+/// and shows on a terminal as what it is.
+fn basic_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if hidden(c) => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A TOML key: bare when it can be, else a [`basic_string`].
+fn toml_key(key: &str) -> String {
+    if !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        key.to_string()
+    } else {
+        basic_string(key)
+    }
+}
+
+/// A value as TOML text. Strings, integers, booleans, arrays and inline tables are all
+/// import makes; anything else is left to the toml crate's serializer.
+fn toml_value(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => basic_string(s),
+        toml::Value::Integer(n) => n.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(toml_value).collect();
+            format!("[{}]", items.join(", "))
+        }
+        toml::Value::Table(table) => {
+            let pairs: Vec<String> = table
+                .iter()
+                .map(|(k, v)| format!("{} = {}", toml_key(k), toml_value(v)))
+                .collect();
+            format!("{{ {} }}", pairs.join(", "))
+        }
+        other => other.to_string(),
+    }
+}
+
+fn toml_string(text: &str) -> toml::Value {
+    toml::Value::String(text.to_string())
+}
+
+fn toml_strings(items: &[String]) -> toml::Value {
+    toml::Value::Array(items.iter().map(|s| toml_string(s)).collect())
+}
+
+/// A duration in milliseconds, as a unit writes it.
+fn toml_millis(ms: u64) -> toml::Value {
+    toml_string(&format!("{ms}ms"))
 }
 
 /// PM2 times are milliseconds (a number, or a string of digits).
@@ -174,49 +562,48 @@ fn millis(value: &Value) -> Option<u64> {
     }
 }
 
-/// A variable value as TOML: strings quoted, numbers and booleans as they are.
-fn env_value(value: &Value) -> Option<String> {
+/// A variable's value: strings as they are, integers and booleans as TOML's (a unit takes
+/// their text), other numbers as their JSON text.
+fn env_value(value: &Value) -> Option<toml::Value> {
     match value {
         Value::String(s) => Some(toml_string(s)),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(
+            n.as_i64()
+                .map_or_else(|| toml_string(&n.to_string()), toml::Value::Integer),
+        ),
+        Value::Bool(b) => Some(toml::Value::Boolean(*b)),
         _ => None,
     }
 }
 
-/// The variables of an `env` object, as TOML values by name.
-fn env_table(vars: &Map<String, Value>, t: &mut UnitText, from: &str) -> BTreeMap<String, String> {
-    let mut table = BTreeMap::new();
+/// The variables of an `env` object that a unit can hold (a name without `=` or NUL, a
+/// value without NUL); the others are listed as not carried over.
+fn env_table(vars: &Map<String, Value>, t: &mut UnitDraft, from: &str) -> toml::Table {
+    let mut table = toml::Table::new();
     for (key, value) in vars {
+        let what = format!("{from}.{key}");
         match env_value(value) {
+            _ if key.is_empty() || key.contains(['=', '\0']) => {
+                t.skip(&what, "not a variable name")
+            }
+            Some(toml::Value::String(s)) if s.contains('\0') => {
+                t.skip(&what, "a NUL byte, which no variable can hold")
+            }
             Some(v) => {
                 table.insert(key.clone(), v);
             }
-            None => t.skip(&format!("{from}.{key}"), "not a string, number or boolean"),
+            None => t.skip(&what, "not a string, number or boolean"),
         }
     }
     table
 }
 
-fn table_lines(table: &BTreeMap<String, String>) -> String {
+/// `key = value` lines of a table of variables.
+fn table_lines(table: &toml::Table) -> String {
     table
         .iter()
-        .map(|(key, value)| format!("{} = {value}", toml_key(key)))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// A TOML key: bare when it can be, quoted otherwise.
-fn toml_key(key: &str) -> String {
-    if !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        key.to_string()
-    } else {
-        toml_string(key)
-    }
+        .map(|(key, value)| format!("{} = {}\n", toml_key(key), toml_value(value)))
+        .collect()
 }
 
 /// The app's `cwd`, or "" (its scripts are then relative to the ecosystem file's directory).
@@ -256,7 +643,7 @@ fn words(value: &Value) -> Result<Vec<String>, String> {
 }
 
 /// `max_memory_restart`: "200M", "1G", "300K" (binary multiples, as PM2 reads them) or bytes.
-fn memory(value: &Value) -> Option<String> {
+fn memory(value: &Value) -> Option<toml::Value> {
     let text = match value {
         Value::Number(n) => return n.as_u64().map(|b| toml_string(&b.to_string())),
         Value::String(s) => s.trim().to_string(),
@@ -277,7 +664,10 @@ fn memory(value: &Value) -> Option<String> {
     Some(toml_string(&format!("{n}{unit}")))
 }
 
-/// A unit name from an app's name: letters, digits, '-', '_', '.' and '@'; the rest '-'.
+/// A unit name from an app's name: letters, digits, '-', '_', '.' and '@'; the rest '-';
+/// no leading dot, at most [`NAME_MAX`] characters. So no name can leave the directory
+/// (`..`, `/`) or be a hidden file, and every name is one `is_valid_unit_name` accepts or
+/// empty.
 fn unit_name(name: &str) -> String {
     let cleaned: String = name
         .chars()
@@ -289,37 +679,51 @@ fn unit_name(name: &str) -> String {
             }
         })
         .collect();
-    cleaned.trim_start_matches('.').to_string()
+    cleaned
+        .trim_start_matches('.')
+        .chars()
+        .take(NAME_MAX)
+        .collect()
 }
 
 fn import_app(
     app: &Map<String, Value>,
-    source: &str,
     environment: Option<&str>,
     base: &Path,
-) -> Result<ImportedUnit, String> {
+) -> Result<UnitDraft, String> {
     let script = match app.get("script") {
         Some(Value::String(s)) => s.clone(),
         _ => {
+            let name = app.get("name").map(|n| n.to_string()).unwrap_or_default();
             return Err(format!(
-                "an app without a `script`: {}",
-                Value::Object(app.clone())
-            ))
+                "an app without a `script`{}",
+                if name.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", shorten(&name))
+                }
+            ));
         }
     };
-    let name = match app.get("name") {
-        Some(Value::String(n)) => unit_name(n),
-        _ => unit_name(
-            Path::new(&script)
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or("app"),
-        ),
-    };
-    if name.is_empty() {
-        return Err(format!("app {script:?}: no usable name"));
+    let mut t = UnitDraft::default();
+    // The app's name, else its script's, else "app": the first that makes a file name.
+    let script_name = Path::new(&script)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    let pm2_name = app.get("name").and_then(Value::as_str);
+    t.name = [pm2_name.unwrap_or_default(), script_name, "app"]
+        .into_iter()
+        .map(unit_name)
+        .find(|n| is_valid_unit_name(n))
+        .unwrap_or_else(|| "app".into());
+    if let Some(pm2_name) = pm2_name.filter(|n| *n != t.name) {
+        t.pm2_name = Some(pm2_name.to_string());
     }
-    let mut t = UnitText::default();
+    let name = shorten(&t.name);
+    if script.contains('\0') {
+        return Err(format!("{name}: a NUL byte in `script`"));
+    }
 
     // The command: interpreter, its arguments, the script (itself maybe a command line),
     // the script's arguments.
@@ -351,6 +755,9 @@ fn import_app(
     if let Some(args) = app.get("args") {
         command.extend(words(args).map_err(|e| format!("{name}: args: {e}"))?);
     }
+    if command.iter().any(|word| word.contains('\0')) {
+        return Err(format!("{name}: a NUL byte in the command"));
+    }
     t.set(
         "command",
         toml_strings(&command),
@@ -358,10 +765,10 @@ fn import_app(
     );
 
     let node = interpreter.as_deref() == Some("node");
-    let mut env_tables: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut env_tables: BTreeMap<String, toml::Table> = BTreeMap::new();
     // `env`, then the chosen `env_<name>` over it (serde_json's map is sorted: "env" comes
     // before every "env_...").
-    let mut env_lines: BTreeMap<String, String> = BTreeMap::new();
+    let mut env_lines = toml::Table::new();
     let mut wait_ready = false;
     let mut listen_timeout = None;
     let mut cluster = false;
@@ -378,10 +785,11 @@ fn import_app(
                 _ => t.skip(key, "not a path"),
             },
             "instances" => match value {
-                Value::Number(n) if n.is_i64() => t.set("instances", n.to_string(), "instances"),
                 Value::String(s) if s == "max" => t.set("instances", toml_string("max"), "instances"),
-                Value::String(s) if s.parse::<i64>().is_ok() => t.set("instances", s.clone(), "instances"),
-                _ => t.skip(key, "not a number or \"max\""),
+                _ => match value.as_i64().or_else(|| value.as_str().and_then(|s| s.parse().ok())) {
+                    Some(n) => t.set("instances", toml::Value::Integer(n), "instances"),
+                    None => t.skip(key, "not a number or \"max\""),
+                },
             },
             "exec_mode" => match value.as_str() {
                 Some("cluster" | "cluster_mode") if node => cluster = true,
@@ -404,6 +812,8 @@ fn import_app(
                 let lines = env_table(vars, &mut t, other);
                 if environment == Some(env_name) {
                     env_lines.extend(lines);
+                } else if !is_valid_unit_name(env_name) {
+                    t.skip(key, "not an environment name clusterd takes (letters, digits, '-', '_', '.')");
                 } else {
                     env_tables.insert(env_name.to_string(), lines);
                 }
@@ -417,23 +827,26 @@ fn import_app(
                     t.set("restart", toml_string("never"), "autorestart: false");
                 }
             }
-            "max_restarts" => match value.as_u64() {
+            "max_restarts" => match value.as_i64().filter(|n| *n >= 0) {
                 Some(n) => t.set(
                     "restart_limit",
-                    format!("{{ burst = {n}, interval = \"60s\" }}"),
+                    toml::Value::Table(toml::Table::from_iter([
+                        ("burst".to_string(), toml::Value::Integer(n)),
+                        ("interval".to_string(), toml_string("60s")),
+                    ])),
                     "max_restarts (PM2 counts restarts shorter than min_uptime; clusterd counts restarts within a sliding minute)",
                 ),
                 None => t.skip(key, "not a number"),
             },
             "min_uptime" => t.skip(key, "clusterd counts every restart within restart_limit's window; see ready_after and restart_backoff.reset_after"),
             "restart_delay" => match millis(value) {
-                Some(ms) => t.set("restart_delay", toml_string(&format!("{ms}ms")), "restart_delay"),
+                Some(ms) => t.set("restart_delay", toml_millis(ms), "restart_delay"),
                 None => t.skip(key, "not milliseconds"),
             },
             "exp_backoff_restart_delay" => match millis(value) {
                 Some(ms) if ms > 0 => t.set(
                     "restart_backoff",
-                    format!("{{ initial = {} }}", toml_string(&format!("{ms}ms"))),
+                    toml::Value::Table(toml::Table::from_iter([("initial".to_string(), toml_millis(ms))])),
                     "exp_backoff_restart_delay",
                 ),
                 _ => t.skip(key, "not milliseconds"),
@@ -478,7 +891,7 @@ fn import_app(
             }
             "log_date_format" => t.skip(key, "clusterd's log lines carry RFC 3339 UTC timestamps"),
             "watch" => match value {
-                Value::Bool(true) => t.set("watch", "true".into(), "watch (a rolling reload)"),
+                Value::Bool(true) => t.set("watch", toml::Value::Boolean(true), "watch (a rolling reload)"),
                 Value::Bool(false) => {}
                 Value::String(path) => t.set("watch", toml_strings(std::slice::from_ref(path)), "watch (a rolling reload)"),
                 Value::Array(_) => match words(value) {
@@ -502,7 +915,7 @@ fn import_app(
                 }
             }
             "watch_delay" => match millis(value) {
-                Some(ms) => t.set("watch_delay", toml_string(&format!("{ms}ms")), "watch_delay"),
+                Some(ms) => t.set("watch_delay", toml_millis(ms), "watch_delay"),
                 None => t.skip(key, "not milliseconds"),
             },
             "watch_options" => t.skip(key, "chokidar's options have no counterpart: clusterd uses inotify"),
@@ -524,25 +937,21 @@ fn import_app(
         );
     }
     if cluster {
-        t.set("node_cluster", "true".into(), "exec_mode: cluster");
+        t.set(
+            "node_cluster",
+            toml::Value::Boolean(true),
+            "exec_mode: cluster",
+        );
     }
     // Readiness: wait_ready waits for process.send('ready'); listen_timeout bounds it.
     if wait_ready {
         t.set("ready", toml_string("notify"), "wait_ready");
         if let Some(ms) = listen_timeout {
-            t.set(
-                "ready_timeout",
-                toml_string(&format!("{ms}ms")),
-                "listen_timeout",
-            );
+            t.set("ready_timeout", toml_millis(ms), "listen_timeout");
         }
     } else if let Some(ms) = listen_timeout {
         if cluster {
-            t.set(
-                "listen_timeout",
-                toml_string(&format!("{ms}ms")),
-                "listen_timeout",
-            );
+            t.set("listen_timeout", toml_millis(ms), "listen_timeout");
         } else {
             t.skip(
                 "listen_timeout",
@@ -558,47 +967,115 @@ fn import_app(
     );
     t.set(
         "kill_timeout",
-        toml_string(&format!("{}ms", kill_timeout.unwrap_or(1600))),
+        toml_millis(kill_timeout.unwrap_or(1600)),
         if kill_timeout.is_some() {
             "kill_timeout"
         } else {
             "PM2's default kill_timeout"
         },
     );
-    if !env_lines.is_empty() {
-        t.tables
-            .push(format!("[environment]\n{}", table_lines(&env_lines)));
-    }
-    for (env_name, table) in env_tables {
-        t.tables.push(format!(
-            "# clusterd --environment {env_name}\n[environments.{}]\n{}",
-            toml_key(&env_name),
-            table_lines(&table)
-        ));
-    }
+    t.environment = env_lines;
+    t.environments = env_tables;
+    Ok(t)
+}
 
-    let mut text = format!("# {name}: imported from {source} by clusterctl import.\n");
-    if !t.not_mapped.is_empty() {
-        text.push_str("#\n# Not carried over:\n");
-        for line in &t.not_mapped {
-            text.push_str(&format!("#   {line}\n"));
+/// At most 200 characters of `text`, for a message.
+fn shorten(text: &str) -> String {
+    let mut short: String = text.chars().take(200).collect();
+    if short.len() < text.len() {
+        short.push_str("...");
+    }
+    short
+}
+
+/// Writes each unit as `DIR/NAME.toml`, never through a symlink and never over a file
+/// unless `force`: each is written to a new temporary file in DIR (`O_EXCL`, `O_NOFOLLOW`)
+/// and renamed onto its name, which replaces a symlink there rather than the file it points
+/// to, and without `force` fails if anything at all (a dangling symlink too) has that name.
+/// Without `force`, nothing is written if any name is taken. Returns the paths written.
+pub fn write_units(
+    dir: &Path,
+    units: &[ImportedUnit],
+    force: bool,
+) -> Result<Vec<std::path::PathBuf>, String> {
+    use nix::fcntl::{open, openat, renameat, renameat2, OFlag, RenameFlags};
+    use nix::sys::stat::{fstatat, Mode};
+    use nix::unistd::{unlinkat, UnlinkatFlags};
+
+    let shown = dir.display();
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {shown}: {e}"))?;
+    let dirfd = open(
+        dir,
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("cannot open {shown}: {e}"))?;
+    let file_name = |unit: &ImportedUnit| {
+        // Unit names are made by `unit_name`: checked again, as they become file names.
+        if is_valid_unit_name(&unit.name) {
+            Ok(format!("{}.toml", unit.name))
+        } else {
+            Err(format!("{:?}: not a unit name; nothing written", unit.name))
+        }
+    };
+    if !force {
+        for unit in units {
+            let name = file_name(unit)?;
+            if fstatat(
+                &dirfd,
+                name.as_str(),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .is_ok()
+            {
+                return Err(format!(
+                    "{} exists; nothing written (--force overwrites)",
+                    dir.join(&name).display()
+                ));
+            }
         }
     }
-    text.push('\n');
-    for line in &t.lines {
-        text.push_str(line);
-        text.push('\n');
+    let mut written = Vec::with_capacity(units.len());
+    for unit in units {
+        let name = file_name(unit)?;
+        let path = dir.join(&name);
+        let temporary = format!(".{name}.import-{}", std::process::id());
+        let file = openat(
+            &dirfd,
+            temporary.as_str(),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .map_err(|e| format!("cannot create {}: {e}", dir.join(&temporary).display()))?;
+        let mut file = std::fs::File::from(file);
+        let renamed = std::io::Write::write_all(&mut file, unit.text.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+            .and_then(|()| {
+                let result = if force {
+                    renameat(&dirfd, temporary.as_str(), &dirfd, name.as_str())
+                } else {
+                    renameat2(
+                        &dirfd,
+                        temporary.as_str(),
+                        &dirfd,
+                        name.as_str(),
+                        RenameFlags::RENAME_NOREPLACE,
+                    )
+                };
+                result.map_err(|e| match e {
+                    nix::errno::Errno::EEXIST => {
+                        format!("{} exists (it appeared meanwhile)", path.display())
+                    }
+                    e => format!("cannot write {}: {e}", path.display()),
+                })
+            });
+        if let Err(e) = renamed {
+            let _ = unlinkat(&dirfd, temporary.as_str(), UnlinkatFlags::NoRemoveDir);
+            return Err(e);
+        }
+        written.push(path);
     }
-    for table in &t.tables {
-        text.push('\n');
-        text.push_str(table);
-        text.push('\n');
-    }
-    Ok(ImportedUnit {
-        name,
-        text,
-        not_mapped: t.not_mapped,
-    })
+    Ok(written)
 }
 
 /// PM2 takes a six-field schedule with seconds too; clusterd's is minute-grained.
@@ -636,6 +1113,43 @@ mod tests {
     fn parses(unit: &ImportedUnit) -> crate::unit::Unit {
         let path = std::path::PathBuf::from(format!("/etc/clusterd/{}.toml", unit.name));
         crate::unit::Unit::parse(&path, &unit.text).unwrap_or_else(|e| panic!("{e}\n{}", unit.text))
+    }
+
+    /// Every character of the Basic Multilingual Plane (where every hidden one is) and some
+    /// beyond it, in a string, a key and a comment: the string and the key read back as
+    /// exactly the text, the comment stays one line and adds nothing.
+    #[test]
+    fn every_character_is_escaped_completely_in_strings_keys_and_comments() {
+        let all: String = (0..=0xffff)
+            .chain(0x1_0000..0x1_0400)
+            .chain(0x10_fc00..=0x10_ffff)
+            .filter_map(char::from_u32)
+            .collect();
+        let text = format!(
+            "# {}\n{} = {}   # {}\n",
+            comment(&all),
+            toml_key(&all),
+            basic_string(&all),
+            comment(&all)
+        );
+        let table: toml::Table = toml::from_str(&text).expect("reads back");
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.get(&all), Some(&toml::Value::String(all.clone())));
+        assert_eq!(text.lines().count(), 2);
+        assert!(!text.chars().any(|c| hidden(c) && c != '\n' && c != '\t'));
+    }
+
+    #[test]
+    fn twins_get_the_first_free_number_in_linear_time() {
+        let mut names = UniqueNames::default();
+        let got: Vec<String> = ["a", "a-2", "a", "a", "a-3", "b", "a-2"]
+            .iter()
+            .map(|n| names.claim(n))
+            .collect();
+        assert_eq!(got, ["a", "a-2", "a-3", "a-4", "a-3-2", "b", "a-2-2"]);
+        assert_eq!(unit_name("../../etc/x"), "-..-etc-x");
+        assert_eq!(unit_name("..."), "");
+        assert_eq!(unit_name(&"é".repeat(300)).len(), NAME_MAX);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod connection;
 pub mod import;
+pub mod json5;
 pub mod readiness;
 pub mod status_table;
 pub mod top;

@@ -1,10 +1,14 @@
 //! The part of YAML that PM2's `process.yml` files use, read into JSON values for
 //! `clusterctl import`: block mappings and sequences by indentation, `- key: value` items,
 //! quoted and plain scalars (numbers, booleans, null), one-line flow lists `['a', 'b']`, and
-//! comments. A file that is JSON (YAML's flow style) is read as JSON. Anything else — anchors,
-//! multi-line strings, tabs — is refused with a message naming the line, rather than guessed.
+//! comments. A file in YAML's flow style (it starts with `{` or `[`) is read as JSON5. Anything
+//! else — anchors, multi-line strings, tabs — is refused with a message naming the line,
+//! rather than guessed. Nesting is limited to [`MAX_DEPTH`] levels, as in the JSON5 reader:
+//! the parser recurses, and a hostile file must not exhaust the stack.
 
 use serde_json::{Map, Value};
+
+use super::json5::MAX_DEPTH;
 
 /// One meaningful line: its indentation and its text without the comment.
 struct Line {
@@ -14,8 +18,23 @@ struct Line {
 }
 
 pub fn parse(text: &str) -> Result<Value, String> {
-    if let Ok(value) = serde_json::from_str::<Value>(text) {
-        return Ok(value);
+    let flow = text
+        .lines()
+        .map(|line| strip_comment(line).trim())
+        .find(|line| !line.is_empty() && *line != "---");
+    if flow.is_some_and(|line| line.starts_with(['{', '['])) {
+        // YAML's comment lines blanked (JSON5 has other comments), so lines keep their numbers.
+        let json5: Vec<&str> = text
+            .lines()
+            .map(|line| {
+                if line.trim_start().starts_with('#') {
+                    ""
+                } else {
+                    line
+                }
+            })
+            .collect();
+        return super::json5::parse(&json5.join("\n"));
     }
     let mut lines = Vec::new();
     for (index, raw) in text.lines().enumerate() {
@@ -39,7 +58,7 @@ pub fn parse(text: &str) -> Result<Value, String> {
     }
     let mut at = 0;
     let indent = lines[0].indent;
-    let value = block(&mut lines, &mut at, indent)?;
+    let value = block(&mut lines, &mut at, indent, 0)?;
     if let Some(line) = lines.get(at) {
         return Err(format!("line {}: unexpected indentation", line.number));
     }
@@ -62,16 +81,36 @@ fn strip_comment(line: &str) -> &str {
     line
 }
 
-/// The block (a mapping or a sequence) whose lines start at `indent`.
-fn block(lines: &mut [Line], at: &mut usize, indent: usize) -> Result<Value, String> {
-    if lines[*at].text == "-" || lines[*at].text.starts_with("- ") {
-        sequence(lines, at, indent)
+/// The block (a mapping or a sequence) whose lines start at `indent`, `depth` levels down.
+fn block(lines: &mut [Line], at: &mut usize, indent: usize, depth: usize) -> Result<Value, String> {
+    let Some(line) = lines.get(*at) else {
+        return Ok(Value::Null);
+    };
+    if line.text == "-" || line.text.starts_with("- ") {
+        sequence(lines, at, indent, depth)
     } else {
-        mapping(lines, at, indent)
+        mapping(lines, at, indent, depth)
     }
 }
 
-fn sequence(lines: &mut [Line], at: &mut usize, indent: usize) -> Result<Value, String> {
+/// The error of a block or list nested deeper than [`MAX_DEPTH`], else nothing.
+fn too_deep(depth: usize, number: usize) -> Result<(), String> {
+    if depth >= MAX_DEPTH {
+        return Err(format!(
+            "line {number}: nested deeper than {MAX_DEPTH} levels"
+        ));
+    }
+    Ok(())
+}
+
+fn sequence(
+    lines: &mut [Line],
+    at: &mut usize,
+    indent: usize,
+    depth: usize,
+) -> Result<Value, String> {
+    too_deep(depth, lines.get(*at).map_or(0, |l| l.number))?;
+    let depth = depth + 1;
     let mut items = Vec::new();
     while *at < lines.len() && lines[*at].indent == indent {
         let (number, text) = (lines[*at].number, lines[*at].text.clone());
@@ -83,7 +122,7 @@ fn sequence(lines: &mut [Line], at: &mut usize, indent: usize) -> Result<Value, 
             match lines.get(*at) {
                 Some(next) if next.indent > indent => {
                     let deeper = next.indent;
-                    items.push(block(lines, at, deeper)?);
+                    items.push(block(lines, at, deeper, depth)?);
                 }
                 _ => items.push(Value::Null),
             }
@@ -93,16 +132,23 @@ fn sequence(lines: &mut [Line], at: &mut usize, indent: usize) -> Result<Value, 
             let inner = indent + (text.len() - rest.len());
             lines[*at].indent = inner;
             lines[*at].text = rest.to_string();
-            items.push(mapping(lines, at, inner)?);
+            items.push(mapping(lines, at, inner, depth)?);
         } else {
-            items.push(scalar(rest, number)?);
+            items.push(scalar(rest, number, depth)?);
             *at += 1;
         }
     }
     Ok(Value::Array(items))
 }
 
-fn mapping(lines: &mut [Line], at: &mut usize, indent: usize) -> Result<Value, String> {
+fn mapping(
+    lines: &mut [Line],
+    at: &mut usize,
+    indent: usize,
+    depth: usize,
+) -> Result<Value, String> {
+    too_deep(depth, lines.get(*at).map_or(0, |l| l.number))?;
+    let depth = depth + 1;
     let mut map = Map::new();
     while *at < lines.len() && lines[*at].indent == indent {
         let number = lines[*at].number;
@@ -114,16 +160,16 @@ fn mapping(lines: &mut [Line], at: &mut usize, indent: usize) -> Result<Value, S
             match lines.get(*at) {
                 Some(next) if next.indent > indent => {
                     let deeper = next.indent;
-                    block(lines, at, deeper)?
+                    block(lines, at, deeper, depth)?
                 }
                 // A sequence may sit at the key's own indentation.
                 Some(next) if next.indent == indent && next.text.starts_with('-') => {
-                    sequence(lines, at, indent)?
+                    sequence(lines, at, indent, depth)?
                 }
                 _ => Value::Null,
             }
         } else {
-            scalar(&rest, number)?
+            scalar(&rest, number, depth)?
         };
         map.insert(key, value);
     }
@@ -147,8 +193,8 @@ fn split_key(text: &str) -> Option<(String, String)> {
     Some((key, rest.trim().to_string()))
 }
 
-/// One value on one line.
-fn scalar(text: &str, number: usize) -> Result<Value, String> {
+/// One value on one line, `depth` levels down.
+fn scalar(text: &str, number: usize, depth: usize) -> Result<Value, String> {
     let unsupported = |what: &str| {
         Err(format!(
             "line {number}: {what} is not read by clusterctl import; convert the file to JSON"
@@ -172,6 +218,7 @@ fn scalar(text: &str, number: usize) -> Result<Value, String> {
             .map_err(|_| format!("line {number}: a quoted string that cannot be read"));
     }
     if let Some(inner) = text.strip_prefix('[') {
+        too_deep(depth, number)?;
         let inner = inner.strip_suffix(']').ok_or(format!(
             "line {number}: a list that does not end on its line"
         ))?;
@@ -179,11 +226,12 @@ fn scalar(text: &str, number: usize) -> Result<Value, String> {
             .split(',')
             .map(str::trim)
             .filter(|item| !item.is_empty())
-            .map(|item| scalar(item, number))
+            .map(|item| scalar(item, number, depth + 1))
             .collect::<Result<Vec<_>, _>>()
             .map(Value::Array);
     }
     if text.starts_with('{') {
+        // serde_json stops at its own depth limit (128) with an error.
         return serde_json::from_str(text)
             .or_else(|_| unsupported("a flow mapping that is not JSON"));
     }
@@ -232,5 +280,30 @@ mod tests {
             .unwrap_err()
             .contains("multi-line"));
         assert!(parse("").unwrap_err().contains("empty"));
+    }
+
+    #[test]
+    fn nesting_is_limited_by_indentation_by_flow_lists_and_in_flow_style() {
+        let nested = |levels: usize| {
+            (0..levels)
+                .map(|i| format!("{}k:\n", " ".repeat(i)))
+                .collect::<String>()
+        };
+        assert!(parse(&nested(MAX_DEPTH)).is_ok());
+        let err = parse(&nested(MAX_DEPTH + 1)).unwrap_err();
+        assert_eq!(err, "line 129: nested deeper than 128 levels");
+        let lists = format!(
+            "apps:\n  - {}{}",
+            "[".repeat(1_000_000),
+            "]".repeat(1_000_000)
+        );
+        assert_eq!(
+            parse(&lists).unwrap_err(),
+            "line 2: nested deeper than 128 levels"
+        );
+        let flow = format!("# flow\n{}", "[".repeat(1_000_000));
+        assert!(parse(&flow)
+            .unwrap_err()
+            .starts_with("line 2, column 129: nested deeper"));
     }
 }
