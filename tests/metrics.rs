@@ -1,7 +1,8 @@
 //! Prometheus metrics: `clusterctl metrics` and `clusterd --metrics-listen` give the same
 //! families, and a real parser (the `prometheus_client` Python package; Debian's
 //! python3-prometheus-client) reads them. The endpoint holds against hostile clients on real
-//! sockets (slow, silent, flooding, never reading, by the thousand).
+//! sockets (slow, silent, flooding, never reading, by the thousand), and the memory-limit
+//! counter counts replacements of a real instance.
 
 mod common;
 
@@ -434,4 +435,49 @@ fn the_address_may_be_a_host_name_and_port_0_is_logged_as_the_port_chosen() {
         assert_eq!(out.status.code(), Some(2), "{address}: {stderr}");
         assert!(stderr.contains(says), "{address}: {stderr}");
     }
+}
+
+/// Takes 200 MiB in its first three runs (counted in `runs`), not in the fourth; says it is
+/// ready only after a second, so that a replacement over the limit is checked several times
+/// before it can itself be replaced.
+const HOG: &str = r#"
+import os, socket, time
+runs = int(open("runs").read()) + 1 if os.path.exists("runs") else 1
+with open("runs.tmp", "w") as f:
+    f.write(str(runs))
+os.rename("runs.tmp", "runs")
+if runs <= 3:
+    hoard = bytearray(200 << 20)
+    hoard[::4096] = b"x" * len(hoard[::4096])
+time.sleep(1)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.connect(os.environ["NOTIFY_SOCKET"])
+s.send(b"READY=1")
+while True:
+    time.sleep(1)
+"#;
+
+#[test]
+fn memory_limit_replacements_count_replacements_not_checks() {
+    let files = tempfile::tempdir().expect("tmp");
+    std::fs::write(files.path().join("hog.py"), HOG).expect("script");
+    let unit = format!(
+        "command = [\"python3\", \"hog.py\"]\nworking_directory = \"{}\"\nready = \"notify\"\nmemory_max = \"100MiB\"\nmemory_check_interval = \"100ms\"\nrestart_limit = {{ burst = 100, interval = \"1m\" }}\n",
+        toml_path(files.path())
+    );
+    let (daemon, at) = with_metrics(&[("hog", &unit)], "127.0.0.1:0");
+    let runs = || std::fs::read_to_string(files.path().join("runs")).unwrap_or_default();
+    // The fourth run is small; once it is the only instance and ready, nothing else happens.
+    wait_for("the fourth run to serve alone", PATIENCE, || {
+        let unit = daemon.unit("hog");
+        let instances = unit["instances"].as_array().cloned().unwrap_or_default();
+        runs() == "4" && instances.len() == 1 && instances[0]["state"] == "running"
+    });
+    let (answer, _) = scrape(at);
+    assert!(
+        answer.contains("clusterd_unit_memory_limit_replacements_total{unit=\"hog\"} 3\n"),
+        "three replacements happened:\n{answer}\n{}",
+        daemon.log()
+    );
+    assert_eq!(daemon.unit("hog")["memory_replacements"], 3);
 }
