@@ -138,6 +138,12 @@ const SCRAPE_BOUND: Duration = Duration::from_secs(4);
 /// clusterd serving metrics at `address`, and the address its log says it listens on.
 fn with_metrics(units: &[(&str, &str)], address: &str) -> (Daemon, SocketAddr) {
     let daemon = Daemon::start_with_args(units, &["--metrics-listen", address]);
+    let at = metrics_address(&daemon);
+    (daemon, at)
+}
+
+/// Where clusterd's log says it serves metrics.
+fn metrics_address(daemon: &Daemon) -> SocketAddr {
     let mut at = None;
     wait_for("the metrics address in clusterd's log", PATIENCE, || {
         at = daemon
@@ -148,7 +154,7 @@ fn with_metrics(units: &[(&str, &str)], address: &str) -> (Daemon, SocketAddr) {
             .and_then(|a| a.parse().ok());
         at.is_some()
     });
-    (daemon, at.expect("address"))
+    at.expect("address")
 }
 
 /// clusterd with metrics at `address` and one unit, `web`, running.
@@ -374,6 +380,42 @@ fn a_thousand_connections_take_no_more_than_sixteen_descriptors_of_clusterd() {
     );
     let out = daemon.ctl(&["status"]);
     assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn near_its_descriptor_limit_clusterd_answers_status_and_scrapes_while_connections_pile_up() {
+    const LIMIT: u64 = 64;
+    // Instances take clusterd close to the limit (a few descriptors each).
+    let daemon = Daemon::start_with_fd_limit_and_args(
+        &[
+            ("web", "command = \"sleep 300\"\n"),
+            ("crowd", "command = \"sleep 300\"\ninstances = 4\n"),
+        ],
+        LIMIT,
+        &["--metrics-listen", "127.0.0.1:0"],
+    );
+    daemon.wait_running("crowd", 4);
+    let at = metrics_address(&daemon);
+    let before = open_fds(daemon.pid());
+    let mut held = Vec::new();
+    let mut most = 0;
+    for _ in 0..100 {
+        if let Ok(stream) = TcpStream::connect_timeout(&at, Duration::from_secs(2)) {
+            held.push(stream);
+        }
+        most = most.max(open_fds(daemon.pid()));
+    }
+    let out = daemon.ctl(&["status"]);
+    assert!(out.status.success(), "{out:?}\n{}", daemon.log());
+    let took = scrapes_answered(at, 3, "web");
+    most = most.max(open_fds(daemon.pid()));
+    eprintln!(
+        "limit {LIMIT}: {before} descriptors before, at most {most} with {} connections; scrapes {took:?}",
+        held.len()
+    );
+    // Connections never take one of the last 16 descriptors for themselves (one may be there
+    // for the moment it takes to close another).
+    assert!(most as u64 <= LIMIT - 16 + 1, "{most} descriptors open");
 }
 
 #[test]

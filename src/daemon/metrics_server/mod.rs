@@ -13,9 +13,10 @@
 //! - the report is asked of the supervisor loop by a second thread ([`report`]) and reused
 //!   for every scrape within [`REPORT_REUSE`] of it, so a flood of scrapes costs the loop at
 //!   most about one status report a second;
-//! - an accepted connection whose descriptor is among the last [`FD_HEADROOM`] of clusterd's
-//!   limit is closed at once, and accept errors (EMFILE) back off: descriptors clusterd needs
-//!   for its control socket and instances are not taken by scrapers.
+//! - when an accepted connection's descriptor is among the last [`FD_HEADROOM`] of clusterd's
+//!   limit, it only takes the place of one this thread holds (else it is closed at once), and
+//!   accept errors (EMFILE) back off: descriptors clusterd needs for its control socket and
+//!   its instances are not taken by scrapers.
 
 mod connection;
 mod http;
@@ -43,9 +44,9 @@ pub(crate) const MAX_CONNECTIONS: usize = 16;
 const REPORT_REUSE: Duration = Duration::from_secs(1);
 /// Connections taken from the listen queue in one round, before the others are served again.
 const ACCEPT_BATCH: usize = 64;
-/// A connection whose descriptor number is this close to clusterd's limit is closed at once
-/// (descriptors are handed out lowest first, so every lower one is in use).
-const FD_HEADROOM: u64 = 16;
+/// A connection whose descriptor number is this close to clusterd's limit only takes the place
+/// of another (descriptors are handed out lowest first, so every lower one is in use).
+const FD_HEADROOM: libc::rlim_t = 16;
 /// After an accept error (out of descriptors, of memory), accepting waits this long, doubling
 /// up to [`MAX_ACCEPT_BACKOFF`].
 const FIRST_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
@@ -341,7 +342,16 @@ impl Server {
     }
 
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
-        if near_fd_limit(stream.as_raw_fd()) {
+        // Near the limit, a new connection may only take the place of one this thread holds:
+        // there, it never holds more descriptors than it did. Near means the new descriptor
+        // or one it holds is among the last ones: a new one may have reused the lower one
+        // that the last replacement freed.
+        let near_limit = first_of_the_last_descriptors().is_some_and(|first| {
+            stream.as_raw_fd() >= first
+                || self.connections.iter().any(|c| c.fd().as_raw_fd() >= first)
+        });
+        let full = near_limit || self.connections.len() >= MAX_CONNECTIONS;
+        if full && !self.evict(now) && near_limit {
             self.warn(
                 now,
                 "metrics: clusterd is near its file descriptor limit; closing a new connection",
@@ -352,9 +362,6 @@ impl Server {
             return;
         }
         let _ = stream.set_nodelay(true);
-        if self.connections.len() >= MAX_CONNECTIONS {
-            self.evict(now);
-        }
         let mut connection = Connection::new(stream, peer, now);
         // A scraper sends its request right after connecting: it is likely here already.
         if connection.read_some(now) == Next::Keep {
@@ -362,27 +369,29 @@ impl Server {
         }
     }
 
-    /// Closes the oldest connection still sending its request, else the oldest.
-    fn evict(&mut self, now: Instant) {
+    /// Closes the oldest connection still sending its request, else the oldest, to make room
+    /// for a new one; false if there is none.
+    fn evict(&mut self, now: Instant) -> bool {
         let oldest = self
             .connections
             .iter()
             .enumerate()
             .min_by_key(|(_, c)| (!c.is_reading(), c.accepted))
             .map(|(index, _)| index);
-        if let Some(index) = oldest {
-            let gone = self.connections.swap_remove(index);
-            debug!(
-                "metrics: closing the connection from {} for a new one",
-                gone.peer
-            );
-            self.warn(
-                now,
-                &format!(
-                    "metrics: {MAX_CONNECTIONS} connections open; closing the oldest for a new one"
-                ),
-            );
-        }
+        let Some(index) = oldest else {
+            return false;
+        };
+        let gone = self.connections.swap_remove(index);
+        debug!(
+            "metrics: closing the connection from {} for a new one",
+            gone.peer
+        );
+        let open = self.connections.len() + 1;
+        self.warn(
+            now,
+            &format!("metrics: {open} connections open; closing the oldest for a new one"),
+        );
+        true
     }
 
     fn warn(&mut self, now: Instant, message: &str) {
@@ -392,8 +401,9 @@ impl Server {
     }
 }
 
-/// Whether `fd` is among the last [`FD_HEADROOM`] descriptors clusterd may open.
-fn near_fd_limit(fd: std::os::fd::RawFd) -> bool {
+/// The first of the last [`FD_HEADROOM`] descriptors clusterd may open (None without a
+/// limit).
+fn first_of_the_last_descriptors() -> Option<std::os::fd::RawFd> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -402,10 +412,8 @@ fn near_fd_limit(fd: std::os::fd::RawFd) -> bool {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0
         || limit.rlim_cur == libc::RLIM_INFINITY
     {
-        return false;
+        return None;
     }
-    u64::try_from(fd)
-        .unwrap_or(u64::MAX)
-        .saturating_add(FD_HEADROOM)
-        >= limit.rlim_cur
+    let first = limit.rlim_cur.saturating_sub(FD_HEADROOM);
+    Some(std::os::fd::RawFd::try_from(first).unwrap_or(std::os::fd::RawFd::MAX))
 }
