@@ -42,8 +42,10 @@ use report::Reporter;
 pub(crate) const MAX_CONNECTIONS: usize = 16;
 /// A report answers every scrape that comes within this long after it arrived.
 const REPORT_REUSE: Duration = Duration::from_secs(1);
-/// Connections taken from the listen queue in one round, before the others are served again.
-const ACCEPT_BATCH: usize = 64;
+/// Connections taken from the listen queue in one round, before the others are served again:
+/// a quarter of the slots, so that however fast others connect, a new connection is still
+/// there for three more rounds, in which its request (sent right after connecting) is read.
+const ACCEPT_BATCH: usize = MAX_CONNECTIONS / 4;
 /// A connection whose descriptor number is this close to clusterd's limit only takes the place
 /// of another (descriptors are handed out lowest first, so every lower one is in use).
 const FD_HEADROOM: libc::rlim_t = 16;
