@@ -39,7 +39,7 @@ use connection::{Connection, Next, Stage};
 use report::Reporter;
 
 /// Connections served at once.
-pub(crate) const MAX_CONNECTIONS: usize = 16;
+const MAX_CONNECTIONS: usize = 16;
 /// A report answers every scrape that comes within this long after it arrived.
 const REPORT_REUSE: Duration = Duration::from_secs(1);
 /// Connections taken from the listen queue in one round, before the others are served again:
@@ -71,7 +71,7 @@ pub(crate) fn serve(address: &ListenAddress, events: EventSender) -> Result<(), 
         reporter,
         connections: Vec::new(),
         last_report: None,
-        asked: false,
+        asked: None,
         accept_paused_until: None,
         backoff: FIRST_ACCEPT_BACKOFF,
         warnings: LogLimit::default(),
@@ -128,8 +128,8 @@ struct Server {
     connections: Vec<Connection>,
     /// The last response to a scrape, and when it arrived.
     last_report: Option<(Instant, Arc<[u8]>)>,
-    /// A report is on its way.
-    asked: bool,
+    /// A report is on its way since then.
+    asked: Option<Instant>,
     /// Accepting waits after an error until then.
     accept_paused_until: Option<Instant>,
     backoff: Duration,
@@ -196,7 +196,7 @@ impl Server {
             });
             if bell {
                 if let Some(response) = self.reporter.take() {
-                    self.asked = false;
+                    self.asked = None;
                     self.answer_waiting(&response, now);
                     self.last_report = Some((now, response));
                 }
@@ -290,11 +290,16 @@ impl Server {
                 return;
             }
         }
-        if self.asked {
+        // The report thread answers within REPORT_DEADLINE; past twice that, it is asked again
+        // rather than trusted for ever.
+        if self
+            .asked
+            .is_some_and(|at| now.saturating_duration_since(at) < 2 * report::REPORT_DEADLINE)
+        {
             return;
         }
         if self.reporter.ask() {
-            self.asked = true;
+            self.asked = Some(now);
         } else {
             let gone: Arc<[u8]> = http::response(
                 "503 Service Unavailable",
