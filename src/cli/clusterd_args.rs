@@ -115,8 +115,9 @@ pub struct ListenAddress {
     pub addresses: Vec<SocketAddr>,
 }
 
-/// Resolves `HOST:PORT` with std's resolver (`/etc/hosts` first, as configured in
-/// nsswitch.conf), once, at start-up.
+/// Resolves `HOST:PORT` with the system's resolver (getaddrinfo, through std's
+/// `ToSocketAddrs`: `/etc/hosts`, then DNS as nsswitch.conf says), once, at start-up. An IP
+/// address, or a port that is not a number, needs no look-up.
 fn parse_listen_address(text: &str) -> Result<ListenAddress, String> {
     let addresses: Vec<SocketAddr> = text
         .to_socket_addrs()
