@@ -6,7 +6,7 @@ cgroup\t'A cgroup per instance, or clusterd does not start'
 process-group\t'Process groups only'"
 complete -c clusterd -l log-dir -d 'Where `file` logs live [default: /var/log/clusterd for root, else $XDG_STATE_HOME/clusterd/log or ~/.local/state/clusterd/log]. Created if missing (0750); must belong to clusterd\'s user and be writable by it alone' -r -F
 complete -c clusterd -l log-default -d 'Where the output of units without their own `[log] to` goes: file, console, journal or inherit [default: file; console in container mode]' -r
-complete -c clusterd -l metrics-listen -d 'Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 (off by default; anyone who can reach the address can read them)' -r
+complete -c clusterd -l metrics-listen -d 'Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 or localhost:9464 (HOST:PORT; a host name is served on every address it resolves to; off by default; anyone who can reach the address can read them)' -r
 complete -c clusterd -l shutdown-delay -d 'After SIGTERM or SIGINT, go on serving this long before stopping the units (the instances keep running, `clusterctl ready` fails): time for a load balancer to stop sending traffic. A second signal stops at once' -r
 complete -c clusterd -l environment -d 'Run the units in this environment: each unit\'s `[environments.NAME]` variables are added over its `environment` (PM2\'s `--env production`)' -r
 complete -c clusterd -l container -d 'Run as a container\'s main process (implied when clusterd is PID 1): units log to the console by default, SIGQUIT stops like SIGTERM, and the exit status says whether an instance had to be killed'

@@ -1,5 +1,6 @@
 //! `clusterd`'s flags.
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -70,10 +71,11 @@ pub struct ClusterdArgs {
     #[arg(long, value_name = "TO", value_parser = parse_log_to)]
     pub log_default: Option<LogTo>,
 
-    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 (off by default;
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 or localhost:9464
+    /// (HOST:PORT; a host name is served on every address it resolves to; off by default;
     /// anyone who can reach the address can read them).
-    #[arg(long, value_name = "ADDR")]
-    pub metrics_listen: Option<std::net::SocketAddr>,
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen_address)]
+    pub metrics_listen: Option<ListenAddress>,
 
     /// Run as a container's main process (implied when clusterd is PID 1): units log to the
     /// console by default, SIGQUIT stops like SIGTERM, and the exit status says whether an
@@ -106,7 +108,61 @@ fn parse_log_to(text: &str) -> Result<LogTo, String> {
     text.parse()
 }
 
+/// A TCP address to listen on as the operator wrote it (`127.0.0.1:9464`, `[::1]:9464`,
+/// `localhost:9464`) and every address it resolves to, in the resolver's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenAddress {
+    pub text: String,
+    pub addresses: Vec<SocketAddr>,
+}
+
+/// Resolves `HOST:PORT` with the system's resolver (getaddrinfo, through std's
+/// `ToSocketAddrs`: `/etc/hosts`, then DNS as nsswitch.conf says), once, at start-up. An IP
+/// address, or a port that is not a number, needs no look-up.
+fn parse_listen_address(text: &str) -> Result<ListenAddress, String> {
+    let addresses: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| format!("{text:?} is not HOST:PORT with a host that resolves: {e}"))?
+        .collect();
+    if addresses.is_empty() {
+        return Err(format!("{text:?} resolves to no address"));
+    }
+    Ok(ListenAddress {
+        text: text.to_string(),
+        addresses,
+    })
+}
+
 /// The clap command, for man pages and completions.
 pub fn command() -> clap::Command {
     <ClusterdArgs as clap::CommandFactory>::command()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listen_address_may_name_a_host_that_resolves() {
+        let at = parse_listen_address("localhost:9464").expect("localhost");
+        assert!(
+            at.addresses
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() == 9464),
+            "{at:?}"
+        );
+        assert!(!at.addresses.is_empty());
+        let at = parse_listen_address("[::1]:0").expect("IPv6");
+        assert_eq!(at.addresses, vec!["[::1]:0".parse().expect("address")]);
+        for wrong in [
+            "localhost",
+            "127.0.0.1",
+            "localhost:x",
+            "127.0.0.1:65536",
+            "",
+        ] {
+            let error = parse_listen_address(wrong).expect_err(wrong);
+            assert!(error.contains("HOST:PORT"), "{wrong}: {error}");
+        }
+    }
 }

@@ -50,7 +50,7 @@ pub struct DaemonOptions {
     /// Where instances' output goes by default, and where log files live.
     pub logs: LogOptions,
     /// Serve Prometheus metrics at `http://ADDR/metrics`.
-    pub metrics_listen: Option<std::net::SocketAddr>,
+    pub metrics_listen: Option<crate::cli::clusterd_args::ListenAddress>,
     /// A container's main process (`--container`, or PID 1): SIGQUIT stops too, and the exit
     /// status says whether an instance had to be killed.
     pub container: bool,
@@ -149,7 +149,7 @@ pub fn run(options: DaemonOptions) -> Result<u8, String> {
         logs.clone(),
     )
     .map_err(|e| format!("cannot serve the control socket: {e}"))?;
-    if let Some(address) = options.metrics_listen {
+    if let Some(address) = &options.metrics_listen {
         metrics_server::serve(address, events.clone())?;
     }
     info!(

@@ -95,17 +95,24 @@ impl<P: ProcessControl> Supervisor<P> {
     /// (within the restart budget), and once the replacement is ready the old one is let go
     /// as `kind` says ([`Handover::Suicide`]: `kill_timeout` to leave on its own;
     /// [`Handover::Replace`]: `kill_signal`, then `kill_timeout`). Its own exit will not
-    /// trigger a restart.
-    pub(super) fn hand_over(&mut self, id: SpawnId, kind: Handover, why: &str, now: Instant) {
+    /// trigger a restart. Returns whether a replacement was started (what
+    /// `memory_limit_replacements_total` counts).
+    pub(super) fn hand_over(
+        &mut self,
+        id: SpawnId,
+        kind: Handover,
+        why: &str,
+        now: Instant,
+    ) -> bool {
         let Some(process) = self.processes.get(&id) else {
-            return;
+            return false;
         };
         if process.announced_exit || process.stopping {
-            return;
+            return false;
         }
         let (name, index, label) = (process.unit.clone(), process.index, process.label());
         let Some(rt) = self.units.get_mut(&name) else {
-            return;
+            return false;
         };
         let slot = rt.slot_mut(index);
         let is_current = slot.current == Some(id);
@@ -115,14 +122,14 @@ impl<P: ProcessControl> Supervisor<P> {
             // count as a crash (restarted within the budget): marking it as announced would
             // suppress that restart and leave the index empty for good.
             info!("{label}: announced its exit before it was ready; it will be restarted once it exits");
-            return;
+            return false;
         }
         if let Some(process) = self.processes.get_mut(&id) {
             process.announced_exit = true;
         }
         if !is_current {
             // Already being replaced: it is the standby of a reload in progress.
-            return;
+            return false;
         }
         let replace = rt.active
             && !self.shutting_down
@@ -132,7 +139,7 @@ impl<P: ProcessControl> Supervisor<P> {
         if !replace {
             info!("{label}: {why}; not replacing it");
             self.let_go(id, kind, now);
-            return;
+            return false;
         }
         info!("{label}: {why}; starting its replacement");
         self.unit_events.push(UnitEvent::note(
@@ -142,10 +149,10 @@ impl<P: ProcessControl> Supervisor<P> {
         ));
         if !self.take_restart(&name, index, now) {
             self.let_go(id, kind, now);
-            return;
+            return false;
         }
         let Some(rt) = self.units.get_mut(&name) else {
-            return;
+            return false;
         };
         let slot = rt.slot_mut(index);
         slot.current = None;
@@ -154,15 +161,17 @@ impl<P: ProcessControl> Supervisor<P> {
         self.start_instance(&name, index, now);
         // If no replacement could be started, the old process still gets its deadline.
         let Some(rt) = self.units.get_mut(&name) else {
-            return;
+            return false;
         };
         let slot = rt.slot_mut(index);
-        if slot.current.is_none_or(|c| c < before) {
+        let started = slot.current.is_some_and(|c| c >= before);
+        if !started {
             if let Some((old, kind)) = slot.standby.take() {
                 self.let_go(old, kind, now);
             }
         }
         self.settle(&name, now);
+        started
     }
 
     /// A process with `ready = "notify"` did not say it was ready in `ready_timeout`.

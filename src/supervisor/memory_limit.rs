@@ -34,13 +34,25 @@ impl<P: ProcessControl> Supervisor<P> {
         let Some(limit) = rt.unit.memory_max else {
             return;
         };
-        // Processes already leaving (stopping, replaced) are not measured again.
+        // Processes already leaving (stopping, replaced) are not measured again, nor is a
+        // replacement that is not ready yet: its index already has a process on its way out,
+        // so it cannot be replaced before it is ready (it is measured from then on).
+        let replacing: Vec<_> = rt
+            .slots
+            .iter()
+            .filter(|slot| slot.standby.is_some())
+            .filter_map(|slot| slot.current)
+            .collect();
         let serving: Vec<_> = self
             .processes_of(name)
-            .filter(|p| !p.stopping && !p.announced_exit)
+            .filter(|p| !p.stopping && !p.announced_exit && !replacing.contains(&p.id))
             .map(|p| (p.id, p.pid, p.started_at))
             .collect();
         if serving.is_empty() {
+            // A replacement that is not ready yet is measured once it is.
+            if !replacing.is_empty() {
+                self.arm_memory_check(name, now);
+            }
             return;
         }
         let usage = self.os.usage(&serving);
@@ -52,16 +64,19 @@ impl<P: ProcessControl> Supervisor<P> {
                 continue;
             }
             let index = self.processes.get(id).map(|p| p.index);
-            if let Some(rt) = self.units.get_mut(name) {
-                rt.memory_replacements += 1;
-            }
             let why = format!(
                 "memory {} above memory_max {}",
                 mebibytes(memory),
                 mebibytes(limit)
             );
             log::warn!("{name}[{}]: {why}", index.unwrap_or_default());
-            self.hand_over(*id, Handover::Replace, &why, now);
+            // Counted only when a replacement starts: not when the unit is stopping or out
+            // of its restart budget.
+            if self.hand_over(*id, Handover::Replace, &why, now) {
+                if let Some(rt) = self.units.get_mut(name) {
+                    rt.memory_replacements += 1;
+                }
+            }
         }
         self.arm_memory_check(name, now);
     }

@@ -435,3 +435,18 @@ pub(crate) fn toml_path(path: &Path) -> String {
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
 }
+
+impl Daemon {
+    /// [`Daemon::start_with_args`] with clusterd's file-descriptor limit (soft and hard) set
+    /// to `limit`.
+    pub(crate) fn start_with_fd_limit_and_args(
+        units: &[(&str, &str)],
+        limit: u64,
+        args: &[&str],
+    ) -> Daemon {
+        let mut daemon = Self::prepare(units, Some(limit));
+        daemon.extra_args = args.iter().map(|a| a.to_string()).collect();
+        daemon.launch();
+        daemon
+    }
+}

@@ -1,0 +1,426 @@
+//! `clusterd --metrics-listen ADDR`: Prometheus scrapes `GET /metrics` here. Anyone who can
+//! reach the address can connect, so no client may hold it, grow clusterd or reach the
+//! supervisor loop more than a scrape does:
+//!
+//! - one thread ("metrics") serves every connection from one `poll` loop, all sockets
+//!   non-blocking: a client that sends slowly or never reads holds nothing but its slot;
+//! - at most [`MAX_CONNECTIONS`] at once; when they are full, a new connection takes the slot
+//!   of the oldest one still sending its request (else the oldest), so hostile connections
+//!   cannot keep a scrape out (a scrape sends its request at once and is answered at once);
+//! - each connection has one deadline for its whole request head (5 s, not per read) and one
+//!   for taking its whole answer (5 s), and a head is at most 8 KiB ([`connection`],
+//!   [`http`]);
+//! - the report is asked of the supervisor loop by a second thread ([`report`]) and reused
+//!   for every scrape within [`REPORT_REUSE`] of it, so a flood of scrapes costs the loop at
+//!   most about one status report a second;
+//! - when an accepted connection's descriptor is among the last [`FD_HEADROOM`] of clusterd's
+//!   limit, it only takes the place of one this thread holds (else it is closed at once), and
+//!   accept errors (EMFILE) back off: descriptors clusterd needs for its control socket and
+//!   its instances are not taken by scrapers.
+
+mod connection;
+mod http;
+mod report;
+
+use std::io::ErrorKind;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+
+use crate::cli::clusterd_args::ListenAddress;
+use crate::daemon::signals::EventSender;
+use crate::log_limit::{LogLimit, Verdict};
+use connection::{Connection, Next, Stage};
+use report::Reporter;
+
+/// Connections served at once.
+const MAX_CONNECTIONS: usize = 16;
+/// A report answers every scrape that comes within this long after it arrived.
+const REPORT_REUSE: Duration = Duration::from_secs(1);
+/// Connections taken from the listen queue in one round, before the others are served again:
+/// a quarter of the slots, so that however fast others connect, a new connection is still
+/// there for three more rounds, in which its request (sent right after connecting) is read.
+const ACCEPT_BATCH: usize = MAX_CONNECTIONS / 4;
+/// A connection whose descriptor number is this close to clusterd's limit only takes the place
+/// of another (descriptors are handed out lowest first, so every lower one is in use).
+const FD_HEADROOM: libc::rlim_t = 16;
+/// After an accept error (out of descriptors, of memory), accepting waits this long, doubling
+/// up to [`MAX_ACCEPT_BACKOFF`].
+const FIRST_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Binds every address `address` resolves to and serves `/metrics` there on a thread of its
+/// own. With port 0, the first address gets a free port and the others the same one.
+pub(crate) fn serve(address: &ListenAddress, events: EventSender) -> Result<(), String> {
+    let listeners = bind(address)?;
+    let urls: Vec<String> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .map(|a| format!("http://{a}/metrics"))
+        .collect();
+    info!("metrics at {}", urls.join(" and "));
+    let reporter =
+        Reporter::start(events).map_err(|e| format!("cannot start the metrics thread: {e}"))?;
+    let server = Server {
+        listeners,
+        reporter,
+        connections: Vec::new(),
+        last_report: None,
+        asked: None,
+        accept_paused_until: None,
+        backoff: FIRST_ACCEPT_BACKOFF,
+        warnings: LogLimit::default(),
+    };
+    thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || server.run())
+        .map_err(|e| format!("cannot start the metrics thread: {e}"))?;
+    Ok(())
+}
+
+fn bind(address: &ListenAddress) -> Result<Vec<TcpListener>, String> {
+    let mut listeners: Vec<TcpListener> = Vec::new();
+    let mut failures = Vec::new();
+    let mut chosen_port = None;
+    let mut seen = Vec::new();
+    for &resolved in &address.addresses {
+        if seen.contains(&resolved) {
+            continue;
+        }
+        seen.push(resolved);
+        let mut at = resolved;
+        if let (0, Some(port)) = (at.port(), chosen_port) {
+            at.set_port(port);
+        }
+        match TcpListener::bind(at).and_then(|l| l.set_nonblocking(true).map(|()| l)) {
+            Ok(listener) => {
+                chosen_port = chosen_port.or(listener.local_addr().ok().map(|a| a.port()));
+                listeners.push(listener);
+            }
+            Err(e) => failures.push(format!("{at}: {e}")),
+        }
+    }
+    if listeners.is_empty() {
+        return Err(format!(
+            "cannot listen for metrics on {}: {}",
+            address.text,
+            failures.join("; ")
+        ));
+    }
+    for failure in failures {
+        warn!(
+            "--metrics-listen {}: cannot listen on {failure}; serving the other address(es)",
+            address.text
+        );
+    }
+    Ok(listeners)
+}
+
+struct Server {
+    listeners: Vec<TcpListener>,
+    reporter: Reporter,
+    /// At most [`MAX_CONNECTIONS`].
+    connections: Vec<Connection>,
+    /// The last response to a scrape, and when it arrived.
+    last_report: Option<(Instant, Arc<[u8]>)>,
+    /// A report is on its way since then.
+    asked: Option<Instant>,
+    /// Accepting waits after an error until then.
+    accept_paused_until: Option<Instant>,
+    backoff: Duration,
+    /// Hostile clients must not fill clusterd's log either.
+    warnings: LogLimit,
+}
+
+/// What each polled descriptor stands for.
+#[derive(Clone, Copy)]
+enum Polled {
+    Listener(usize),
+    Bell,
+    Connection(usize),
+}
+
+impl Server {
+    fn run(mut self) {
+        loop {
+            let now = Instant::now();
+            self.drop_expired(now);
+            self.serve_waiting(now);
+            let ready = match self.poll(now) {
+                Ok(ready) => ready,
+                Err(e) => {
+                    // Only the kernel's memory can make poll fail here: wait, do not spin.
+                    self.warn(now, &format!("metrics: poll failed: {e}"));
+                    thread::sleep(FIRST_ACCEPT_BACKOFF);
+                    continue;
+                }
+            };
+            let now = Instant::now();
+            // Connections first (their indices are those polled), then the report, then new
+            // connections.
+            let mut closed = vec![false; self.connections.len()];
+            let mut accept_from = Vec::new();
+            let mut bell = false;
+            for (what, flags) in ready {
+                match what {
+                    Polled::Listener(index) => accept_from.push(index),
+                    Polled::Bell => bell = true,
+                    Polled::Connection(index) => {
+                        let Some(connection) = self.connections.get_mut(index) else {
+                            continue;
+                        };
+                        let next = match connection.stage {
+                            Stage::Reading(_) => connection.read_some(now),
+                            Stage::Writing { .. } => connection.write_some(),
+                            // Only an error or a hang-up is polled for.
+                            Stage::Waiting => Next::Close,
+                        };
+                        if next == Next::Close || flags.contains(PollFlags::POLLNVAL) {
+                            if let Some(slot) = closed.get_mut(index) {
+                                *slot = true;
+                            }
+                        }
+                    }
+                }
+            }
+            let mut index = 0;
+            self.connections.retain(|_| {
+                let keep = !closed.get(index).copied().unwrap_or(false);
+                index += 1;
+                keep
+            });
+            if bell {
+                if let Some(response) = self.reporter.take() {
+                    self.asked = None;
+                    self.answer_waiting(&response, now);
+                    self.last_report = Some((now, response));
+                }
+            }
+            for index in accept_from {
+                self.accept(index, now);
+            }
+        }
+    }
+
+    /// Waits until a descriptor is ready or the nearest deadline passes; returns what is ready.
+    fn poll(&self, now: Instant) -> nix::Result<Vec<(Polled, PollFlags)>> {
+        let accepting = self.accept_paused_until.is_none_or(|until| until <= now);
+        let mut what = Vec::new();
+        let mut fds = Vec::new();
+        if accepting {
+            for (index, listener) in self.listeners.iter().enumerate() {
+                what.push(Polled::Listener(index));
+                fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
+            }
+        }
+        what.push(Polled::Bell);
+        fds.push(PollFd::new(self.reporter.bell(), PollFlags::POLLIN));
+        for (index, connection) in self.connections.iter().enumerate() {
+            let interest = match connection.stage {
+                Stage::Reading(_) => PollFlags::POLLIN,
+                Stage::Writing { .. } => PollFlags::POLLOUT,
+                Stage::Waiting => PollFlags::empty(),
+            };
+            what.push(Polled::Connection(index));
+            fds.push(PollFd::new(connection.fd(), interest));
+        }
+        let wake_at = self
+            .connections
+            .iter()
+            .map(|c| c.deadline)
+            .chain(self.accept_paused_until.filter(|_| !accepting))
+            .min();
+        let timeout = wake_at.map_or(PollTimeout::NONE, |at| {
+            // Rounded up: a deadline 0.4 ms away is not polled for 0 ms until it passes.
+            let millis = at.saturating_duration_since(now).as_micros().div_ceil(1000);
+            PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX)
+        });
+        match nix::poll::poll(&mut fds, timeout) {
+            Ok(_) => Ok(what
+                .into_iter()
+                .zip(&fds)
+                .filter_map(|(what, fd)| Some((what, fd.revents().filter(|r| !r.is_empty())?)))
+                .collect()),
+            Err(nix::errno::Errno::EINTR) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn drop_expired(&mut self, now: Instant) {
+        let before = self.connections.len();
+        self.connections.retain_mut(|c| {
+            let keep = c.deadline > now;
+            if !keep {
+                debug!(
+                    "metrics: closing the connection from {}: {}",
+                    c.peer,
+                    if c.is_reading() {
+                        "its request did not arrive in time"
+                    } else {
+                        "it did not take its answer in time"
+                    }
+                );
+                c.time_out();
+            }
+            keep
+        });
+        let expired = before - self.connections.len();
+        if expired > 0 {
+            self.warn(
+                now,
+                &format!("metrics: closed {expired} connection(s) that missed their deadline"),
+            );
+        }
+    }
+
+    /// Scrapes whose request is whole get the last report if it is fresh, else one is asked.
+    fn serve_waiting(&mut self, now: Instant) {
+        if !self.connections.iter().any(Connection::is_waiting) {
+            return;
+        }
+        if let Some((at, response)) = &self.last_report {
+            if now.saturating_duration_since(*at) < REPORT_REUSE {
+                let response = Arc::clone(response);
+                self.answer_waiting(&response, now);
+                return;
+            }
+        }
+        // The report thread answers within REPORT_DEADLINE; past twice that, it is asked again
+        // rather than trusted for ever.
+        if self
+            .asked
+            .is_some_and(|at| now.saturating_duration_since(at) < 2 * report::REPORT_DEADLINE)
+        {
+            return;
+        }
+        if self.reporter.ask() {
+            self.asked = Some(now);
+        } else {
+            let gone: Arc<[u8]> = http::response(
+                "503 Service Unavailable",
+                http::TEXT,
+                "",
+                b"clusterd is shutting down\n",
+            )
+            .into();
+            self.answer_waiting(&gone, now);
+        }
+    }
+
+    fn answer_waiting(&mut self, response: &Arc<[u8]>, now: Instant) {
+        self.connections
+            .retain_mut(|c| !c.is_waiting() || c.answer(Arc::clone(response), now) == Next::Keep);
+    }
+
+    /// Takes waiting connections from one listener, a batch at most.
+    fn accept(&mut self, index: usize, now: Instant) {
+        for _ in 0..ACCEPT_BATCH {
+            let Some(listener) = self.listeners.get(index) else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    self.backoff = FIRST_ACCEPT_BACKOFF;
+                    self.admit(stream, peer, now);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
+                Err(e) => {
+                    // Out of descriptors or memory: the connection waits in the listen queue.
+                    self.warn(
+                        now,
+                        &format!(
+                            "metrics: cannot accept a connection: {e}; waiting {} ms",
+                            self.backoff.as_millis()
+                        ),
+                    );
+                    self.accept_paused_until = Some(now + self.backoff);
+                    self.backoff = (self.backoff * 2).min(MAX_ACCEPT_BACKOFF);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
+        // Near the limit, a new connection may only take the place of one this thread holds:
+        // there, it never holds more descriptors than it did. Near means the new descriptor
+        // or one it holds is among the last ones: a new one may have reused the lower one
+        // that the last replacement freed.
+        let near_limit = first_of_the_last_descriptors().is_some_and(|first| {
+            stream.as_raw_fd() >= first
+                || self.connections.iter().any(|c| c.fd().as_raw_fd() >= first)
+        });
+        let full = near_limit || self.connections.len() >= MAX_CONNECTIONS;
+        if full && !self.evict(now) && near_limit {
+            self.warn(
+                now,
+                "metrics: clusterd is near its file descriptor limit; closing a new connection",
+            );
+            return;
+        }
+        if stream.set_nonblocking(true).is_err() {
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let mut connection = Connection::new(stream, peer, now);
+        // A scraper sends its request right after connecting: it is likely here already.
+        if connection.read_some(now) == Next::Keep {
+            self.connections.push(connection);
+        }
+    }
+
+    /// Closes the oldest connection still sending its request, else the oldest, to make room
+    /// for a new one; false if there is none.
+    fn evict(&mut self, now: Instant) -> bool {
+        let oldest = self
+            .connections
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, c)| (!c.is_reading(), c.accepted))
+            .map(|(index, _)| index);
+        let Some(index) = oldest else {
+            return false;
+        };
+        let gone = self.connections.swap_remove(index);
+        debug!(
+            "metrics: closing the connection from {} for a new one",
+            gone.peer
+        );
+        let open = self.connections.len() + 1;
+        self.warn(
+            now,
+            &format!("metrics: {open} connections open; closing the oldest for a new one"),
+        );
+        true
+    }
+
+    fn warn(&mut self, now: Instant, message: &str) {
+        if let Verdict::Show { suppressed, last } = self.warnings.check(now) {
+            warn!("{message}{}", LogLimit::note(suppressed, last));
+        }
+    }
+}
+
+/// The first of the last [`FD_HEADROOM`] descriptors clusterd may open (None without a
+/// limit).
+fn first_of_the_last_descriptors() -> Option<std::os::fd::RawFd> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the limit into a valid local.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0
+        || limit.rlim_cur == libc::RLIM_INFINITY
+    {
+        return None;
+    }
+    let first = limit.rlim_cur.saturating_sub(FD_HEADROOM);
+    Some(std::os::fd::RawFd::try_from(first).unwrap_or(std::os::fd::RawFd::MAX))
+}
