@@ -426,6 +426,13 @@ impl<P: ProcessControl> Supervisor<P> {
         }
         if process.stopping {
             self.os.signal_instance(id, process.pid, Signal::SIGKILL);
+            if self.lingering.contains_key(&id) {
+                self.timers.add_after(
+                    now,
+                    super::AFTER_SIGKILL,
+                    Timer::GiveUpOnLeftovers(id, process.pid),
+                );
+            }
             return;
         }
         let (kill_signal, kill_timeout) = self
@@ -661,7 +668,7 @@ impl<P: ProcessControl> Supervisor<P> {
         }
     }
 
-    pub(super) fn kill_after_timeout(&mut self, id: SpawnId) {
+    pub(super) fn kill_after_timeout(&mut self, id: SpawnId, now: Instant) {
         let Some(process) = self.processes.get(&id) else {
             return;
         };
@@ -684,6 +691,11 @@ impl<P: ProcessControl> Supervisor<P> {
         ));
         self.os.signal_instance(id, process.pid, Signal::SIGKILL);
         self.ending.killed |= self.shutting_down;
+        if self.shutting_down {
+            // The shutdown ends even if this process cannot.
+            self.timers
+                .add_after(now, super::AFTER_SIGKILL, Timer::ShutdownDeadline);
+        }
     }
 
     /// The live processes of a unit.
