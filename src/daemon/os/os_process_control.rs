@@ -3,7 +3,7 @@
 //! units also get Node's cluster-worker environment, and the I/O thread becomes their
 //! cluster primary ([`crate::node_cluster`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -34,6 +34,10 @@ use crate::unit::{NodeClusterStop, Unit};
 /// the loop is idle only until the next event, which must not wait behind a hostile
 /// instance's ten thousand cgroups.
 const IDLE_SLICE: Duration = Duration::from_millis(2);
+
+/// The most children reaped in one go: a flood of orphans (re-parented to clusterd as PID 1
+/// or subreaper) must not keep the loop from everything else.
+const REAP_BATCH: usize = 1024;
 
 /// How long clusterd, on its way out, goes on removing the cgroups of instances that are over.
 const EXIT_REMOVAL_DEADLINE: Duration = Duration::from_secs(5);
@@ -70,7 +74,7 @@ pub(crate) struct OsProcessControl {
     /// Instances started since the last idle moment, whose replacement's cgroup is to be
     /// created ahead (creating a cgroup takes tens of microseconds, which a restart should
     /// not wait for).
-    spares_wanted: Vec<(String, u32)>,
+    spares_wanted: BTreeSet<(String, u32)>,
     /// Cgroups of instances that are over (no process left), with whatever the instance made
     /// below them: removed when the loop is idle, [`IDLE_SLICE`] at a time.
     removals: VecDeque<Removal>,
@@ -103,7 +107,7 @@ impl OsProcessControl {
             events,
             file_watch: None,
             node_workers: HashMap::new(),
-            spares_wanted: Vec::new(),
+            spares_wanted: BTreeSet::new(),
             removals: VecDeque::new(),
             logs,
             usage: UsageMeter::default(),
@@ -208,6 +212,7 @@ impl ProcessControl for OsProcessControl {
         if let Ok(tree) = &mut self.cgroups {
             tree.remove_spares(unit, index);
         }
+        self.spares_wanted.retain(|(u, i)| u != unit || *i < index);
     }
 
     fn spawn(&mut self, request: &SpawnRequest) -> Result<Pid, SpawnError> {
@@ -374,7 +379,8 @@ impl ProcessControl for OsProcessControl {
         self.io
             .watch(request.id, ours.into(), label, cgroup_name, node);
         // Later, when the loop is idle: what the next spawn needs.
-        self.spares_wanted.push((unit.name.clone(), request.index));
+        self.spares_wanted
+            .insert((unit.name.clone(), request.index));
         Ok(pid)
     }
 
@@ -572,14 +578,13 @@ impl ProcessControl for OsProcessControl {
     fn do_idle_work(&mut self) {
         let mut budget = Budget::until(Instant::now() + IDLE_SLICE);
         // Spares first: they are what a restart waits for.
-        while let Some((unit, index)) = self.spares_wanted.last() {
-            if !budget.take() {
-                return;
-            }
+        while budget.take() {
+            let Some((unit, index)) = self.spares_wanted.pop_first() else {
+                break;
+            };
             if let Ok(tree) = &mut self.cgroups {
-                tree.prepare_spare(unit, *index);
+                tree.prepare_spare(&unit, index);
             }
-            self.spares_wanted.pop();
         }
         self.remove_cgroups(&mut budget);
     }
@@ -594,6 +599,12 @@ impl ProcessControl for OsProcessControl {
     fn reap(&mut self) -> Vec<(Pid, RawWaitStatus)> {
         let mut exited = Vec::new();
         loop {
+            // More may have exited (a flood of orphans): the rest after the loop's other
+            // events. No new SIGCHLD would come for children that exited already, so clusterd
+            // sends itself one (if it cannot, it reaps on now).
+            if exited.len() == REAP_BATCH && nix::sys::signal::raise(Signal::SIGCHLD).is_ok() {
+                break;
+            }
             let mut status: libc::c_int = 0;
             // SAFETY: waitpid writes only to `status`, a valid local. libc's waitpid, not nix's:
             // nix rejects signal numbers it has no name for (real-time signals) with EINVAL
@@ -635,6 +646,7 @@ impl ProcessControl for OsProcessControl {
         if let Ok(tree) = &mut self.cgroups {
             tree.remove_spares(unit, 0);
         }
+        self.spares_wanted.retain(|(u, _)| u != unit);
     }
 
     fn begin_stop(
