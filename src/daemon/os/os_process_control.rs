@@ -528,16 +528,17 @@ impl ProcessControl for OsProcessControl {
             cleared.push(*id);
             false
         });
-        self.abandoned.retain(|cgroup| {
-            let populated = cgroup.populated();
-            if !populated {
+        for cgroup in std::mem::take(&mut self.abandoned) {
+            if cgroup.populated() {
+                self.abandoned.push(cgroup);
+            } else {
                 info!(
                     "the processes left in cgroup {:?} are gone at last",
                     cgroup.name()
                 );
+                self.removals.push_back(Removal::new(cgroup));
             }
-            populated
-        });
+        }
         cleared
     }
 
