@@ -351,3 +351,47 @@ fn an_instance_running_as_nobody_cannot_make_or_freeze_cgroups() {
     assert!(!text.contains(" ok"), "{text}");
     shut_down_and_check(d, &root);
 }
+
+/// A clusterd that was SIGKILLed leaves a nested instance's child running in its
+/// sub-cgroup: the next clusterd on the same socket kills it and removes the whole subtree
+/// before it starts anything (the rmdir of the instance's cgroup alone used to fail there).
+#[test]
+fn a_restarted_clusterd_clears_the_sub_cgroups_a_killed_one_left() {
+    let (dir, script) = scratch();
+    let notes = dir.path();
+    let mut d = Daemon::start(&[(
+        "nest",
+        &unit(&script, notes, "sub", "kill_timeout = \"30s\"\n"),
+    )]);
+    let Some(root) = cgroup_root(&d) else {
+        return;
+    };
+    let (_, child) = wait_ready(notes);
+    send_signal(d.pid(), libc::SIGKILL);
+    d.wait_exit(PATIENCE);
+    // The instance died with clusterd (PR_SET_PDEATHSIG); its child lives on in sub/inner.
+    assert!(
+        alive(child),
+        "the child should outlive a SIGKILLed clusterd"
+    );
+
+    fs::remove_file(notes.join("notes.log")).expect("rm notes");
+    d.launch();
+    assert!(
+        !alive(child),
+        "the leftover child was not killed\n{}",
+        d.log()
+    );
+    let (instance, new_child) = wait_ready(notes);
+    // Only the new instance's cgroups are there: its own, sub, sub/inner, and a spare.
+    wait_for("the old cgroups to be gone", PATIENCE, || {
+        cgroups_below(&root) <= 4
+    });
+    assert!(
+        !d.log().contains("cannot remove the leftover cgroup"),
+        "{}",
+        d.log()
+    );
+    shut_down_and_check(d, &root);
+    assert!(!alive(instance) && !alive(new_child));
+}
