@@ -279,6 +279,29 @@ fn a_stop_thaws_a_frozen_sub_cgroup_so_its_process_gets_the_sigterm() {
     shut_down_and_check(d, &root);
 }
 
+/// SIGKILL needs no thaw: `cgroup.kill` ends a frozen process at once (`clusterctl kill
+/// --all --signal KILL`, as the SIGKILL after `kill_timeout` and a second SIGTERM do).
+#[test]
+fn cgroup_kill_ends_a_process_in_a_frozen_sub_cgroup() {
+    let (dir, script) = scratch();
+    let notes = dir.path();
+    let d = Daemon::start(&[(
+        "frozen",
+        &unit(&script, notes, "frozen", "restart = \"never\"\n"),
+    )]);
+    let Some(root) = cgroup_root(&d) else {
+        return;
+    };
+    let (instance, child) = wait_ready(notes);
+    let out = d.ctl(&["kill", "frozen", "--all", "--signal", "KILL"]);
+    assert!(out.status.success(), "{out:?}");
+    wait_for("both processes to be gone", PATIENCE, || {
+        !alive(instance) && !alive(child)
+    });
+    assert!(noted(notes, "sigterm").is_empty(), "{}", notes_text(notes));
+    shut_down_and_check(d, &root);
+}
+
 /// Thousands of cgroups and a chain deeper than a path can name: the stop answers, the
 /// removal goes on a slice at a time while clusterd keeps answering, and nothing is left.
 #[test]

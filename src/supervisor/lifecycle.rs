@@ -668,7 +668,7 @@ impl<P: ProcessControl> Supervisor<P> {
         }
     }
 
-    pub(super) fn kill_after_timeout(&mut self, id: SpawnId, now: Instant) {
+    pub(super) fn kill_after_timeout(&mut self, id: SpawnId) {
         let Some(process) = self.processes.get(&id) else {
             return;
         };
@@ -691,11 +691,6 @@ impl<P: ProcessControl> Supervisor<P> {
         ));
         self.os.signal_instance(id, process.pid, Signal::SIGKILL);
         self.ending.killed |= self.shutting_down;
-        if self.shutting_down {
-            // The shutdown ends even if this process cannot.
-            self.timers
-                .add_after(now, super::AFTER_SIGKILL, Timer::ShutdownDeadline);
-        }
     }
 
     /// The live processes of a unit.

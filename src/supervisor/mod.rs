@@ -224,7 +224,7 @@ impl<P: ProcessControl> Supervisor<P> {
     pub(crate) fn fire_due_timers(&mut self, now: Instant) {
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
-                Timer::Kill(id) => self.kill_after_timeout(id, now),
+                Timer::Kill(id) => self.kill_after_timeout(id),
                 Timer::KillSignal(id) => self.kill_signal_after_asking(id),
                 Timer::ReadyTimeout(id) => self.ready_timed_out(id, now),
                 Timer::ListenTimeout(id) => self.listen_timed_out(id, now),

@@ -1207,14 +1207,20 @@ fn a_second_sigterm_ends_clusterd_even_if_a_process_outlives_sigkill() {
     assert_eq!(h.signals_to(stuck).last(), Some(&Signal::SIGKILL));
 }
 
-/// The same for a first SIGTERM: after `kill_timeout` comes SIGKILL, and after the deadline
-/// clusterd ends without what SIGKILL could not end.
+/// A first SIGTERM's deadline is each unit's own: a unit whose process outlives its SIGKILL
+/// does not cut short another's longer `kill_timeout` (only a second signal ends clusterd).
 #[test]
-fn a_shutdown_ends_after_the_deadline_that_follows_the_kill_timeout_sigkill() {
-    let mut h = Harness::start(&[("web", "command = \"sleep 100\"\nkill_timeout = \"3s\"\n")]);
+fn a_process_that_outlives_sigkill_does_not_cut_another_units_kill_timeout_short() {
+    let mut h = Harness::start(&[
+        ("stuck", "command = \"sleep 100\"\nkill_timeout = \"1s\"\n"),
+        ("slow", "command = \"sleep 100\"\nkill_timeout = \"60s\"\n"),
+    ]);
+    let slow = h.pid_of("slow", 0);
     h.signal(libc::SIGTERM);
-    h.advance(3 * SECOND);
+    h.advance(SECOND + super::AFTER_SIGKILL + SECOND);
     assert!(!h.sup.finished());
+    assert_eq!(h.signals_to(slow), [Signal::SIGTERM, Signal::SIGCONT]);
+    h.signal(libc::SIGTERM);
     h.advance(super::AFTER_SIGKILL);
     assert!(h.sup.finished());
 }

@@ -46,7 +46,8 @@ pub(super) enum Timer {
     WatchReload(String),
     /// `shutdown_delay` after SIGTERM/SIGINT: stop everything now.
     ShutdownDelay,
-    /// The shutdown sent SIGKILL `AFTER_SIGKILL` ago: end without what is still running.
+    /// A second shutdown signal sent SIGKILL to everything `AFTER_SIGKILL` ago: end without
+    /// what is still running.
     ShutdownDeadline,
 }
 

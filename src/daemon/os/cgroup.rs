@@ -138,8 +138,9 @@ impl CgroupTree {
             .collect();
         for path in &leftovers {
             let pids = pids_below(path);
-            if !pids.is_empty() {
-                killed += pids.len();
+            // `populated` too: the pids listed are those of at most SIGNAL_WALK_LIMIT cgroups.
+            if !pids.is_empty() || populated(path) {
+                killed += pids.len().max(1);
                 warn!(
                     "killing {} process(es) a previous clusterd left in {}: {:?}",
                     pids.len(),
