@@ -404,7 +404,8 @@ impl Removal {
                 match fs::remove_dir(&self.path) {
                     Ok(()) => return Ok(true),
                     Err(e) if e.kind() == ErrorKind::NotFound => return Ok(true),
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+                    // Cgroups below (EBUSY; ENOTEMPTY in any other file system).
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::ENOTEMPTY)) => {}
                     Err(e) => return Err(format!("cannot remove {}: {e}", self.path.display())),
                 }
                 match Walk::new(&self.path) {
@@ -522,8 +523,10 @@ impl Walk {
         while budget.take() {
             if !self.started {
                 self.started = true;
-                self.to_enter.push(subdirectories(self.at.as_fd())?);
+                // Visited before it is listed: the top's own processes are signalled even
+                // if its subdirectories cannot be read.
                 visit(Visit::Enter(self.at.as_fd()))?;
+                self.to_enter.push(subdirectories(self.at.as_fd())?);
                 continue;
             }
             let Some((names, truncated)) = self.to_enter.last_mut() else {
@@ -539,11 +542,11 @@ impl Walk {
                     Err(Errno::ENOENT) => continue,
                     Err(e) => return Err(e.into()),
                 };
-                let listing = subdirectories(directory.as_fd())?;
                 self.at = directory;
                 self.entered.push(name);
-                self.to_enter.push(listing);
                 visit(Visit::Enter(self.at.as_fd()))?;
+                let listing = subdirectories(self.at.as_fd())?;
+                self.to_enter.push(listing);
                 continue;
             }
             if truncated {
@@ -731,6 +734,71 @@ mod tests {
     fn mount_paths_are_unescaped() {
         assert_eq!(unescape_mount_path("/sys/fs/cgroup"), "/sys/fs/cgroup");
         assert_eq!(unescape_mount_path("/mnt/a\\040b"), "/mnt/a b");
+    }
+
+    /// A tree `wide` children wide under `top/wide`, and a chain `depth` deep of long names
+    /// (far past PATH_MAX), made by fd.
+    fn make_tree(top: &Path, wide: usize, depth: usize) {
+        fs::create_dir(top.join("wide")).unwrap();
+        for i in 0..wide {
+            fs::create_dir(top.join("wide").join(i.to_string())).unwrap();
+        }
+        let name = "d".repeat(200);
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let mut at: OwnedFd = fs::File::open(top).unwrap().into();
+        for _ in 0..depth {
+            nix::sys::stat::mkdirat(&at, name.as_str(), Mode::from_bits_truncate(0o755)).unwrap();
+            at = openat(&at, name.as_str(), flags, Mode::empty()).unwrap();
+        }
+    }
+
+    /// In memory where there is a tmpfs: thousands of directories on a busy disk are slow.
+    fn scratch() -> tempfile::TempDir {
+        tempfile::tempdir_in("/dev/shm")
+            .or_else(|_| tempfile::tempdir())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_removal_goes_on_a_budget_at_a_time_through_any_width_and_depth() {
+        let scratch = scratch();
+        let top = scratch.path().join("instance");
+        fs::create_dir(&top).unwrap();
+        make_tree(&top, LIST_LIMIT + 10, 100);
+        let mut removal = Removal::of(top.clone());
+        let mut calls = 0;
+        while !removal.go_on(&mut Budget::steps(50)).unwrap() {
+            calls += 1;
+            assert!(calls < 10_000, "the removal does not end");
+        }
+        assert!(calls > 10, "{calls} calls: the budget was not kept");
+        assert!(!top.exists());
+    }
+
+    #[test]
+    fn a_walk_enters_parents_before_children_and_leaves_children_first() {
+        let scratch = scratch();
+        let top = scratch.path();
+        fs::create_dir_all(top.join("a/b")).unwrap();
+        fs::create_dir(top.join("c")).unwrap();
+        let mut walk = Walk::new(top).unwrap();
+        let mut seen = Vec::new();
+        let complete = walk
+            .run(&mut Budget::steps(100), &mut |visit| {
+                seen.push(match visit {
+                    Visit::Enter(_) => "enter".to_string(),
+                    Visit::Leave { name, .. } => format!("leave {}", name.to_string_lossy()),
+                });
+                Ok(())
+            })
+            .unwrap();
+        assert!(complete);
+        assert_eq!(seen.iter().filter(|s| *s == "enter").count(), 4);
+        let leaves: Vec<&String> = seen.iter().filter(|s| s.starts_with("leave")).collect();
+        assert_eq!(leaves.len(), 3);
+        let b = seen.iter().position(|s| s == "leave b").unwrap();
+        let a = seen.iter().position(|s| s == "leave a").unwrap();
+        assert!(b < a, "{seen:?}");
     }
 
     #[test]
