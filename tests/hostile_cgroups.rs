@@ -418,3 +418,45 @@ fn a_restarted_clusterd_clears_the_sub_cgroups_a_killed_one_left() {
     shut_down_and_check(d, &root);
     assert!(!alive(instance) && !alive(new_child));
 }
+
+/// Instances crash-looping by the hundred keep the loop from ever being idle, and the
+/// cgroups of the instances that are over piled up (their removal waited for an idle
+/// moment): thousands within seconds. Past a backlog of 256 they are now removed as
+/// instances are released, so the tree stays bounded.
+#[test]
+fn cgroups_of_crash_looping_instances_do_not_pile_up() {
+    const INSTANCES: usize = 200;
+    let d = Daemon::start(&[(
+        "crashy",
+        &format!(
+            "command = [\"sh\", \"-c\", \"sleep 0.05; exit 1\"]\ninstances = {INSTANCES}\nrestart_limit = {{ burst = 1000000, interval = \"1s\" }}\n"
+        ),
+    )]);
+    let Some(root) = cgroup_root(&d) else {
+        return;
+    };
+    // Each instance's cgroup and its spare, the backlog, and a margin for the moment.
+    let bound = 2 * INSTANCES + 256 + 100;
+    let started = Instant::now();
+    let mut most = 0;
+    while started.elapsed() < Duration::from_secs(8) {
+        let now = fs::read_dir(&root)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.path().is_dir())
+                    .count()
+            })
+            .unwrap_or(0);
+        most = most.max(now);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let restarts = d.unit("crashy")["restarts"].as_u64().unwrap_or(0);
+    eprintln!("{restarts} restarts in 8 s; at most {most} cgroups in the tree");
+    assert!(
+        restarts > INSTANCES as u64,
+        "the instances did not crash-loop"
+    );
+    assert!(most <= bound, "{most} cgroups in the tree (bound {bound})");
+    shut_down_and_check(d, &root);
+}

@@ -39,6 +39,10 @@ const IDLE_SLICE: Duration = Duration::from_millis(2);
 /// or subreaper) must not keep the loop from everything else.
 const REAP_BATCH: usize = 1024;
 
+/// How many cgroups of instances that are over may wait for an idle moment; past it they are
+/// removed as instances are released.
+const REMOVAL_BACKLOG: usize = 256;
+
 /// How long clusterd, on its way out, goes on removing the cgroups of instances that are over.
 const EXIT_REMOVAL_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -638,6 +642,11 @@ impl ProcessControl for OsProcessControl {
                 // Removed when the loop is idle: a restart's child may be exec'ing now.
                 self.removals.push_back(Removal::new(empty));
             }
+        }
+        // A loop that is never idle (instances crash-looping by the hundred) would let them
+        // pile up: past the backlog, each release removes two steps' worth itself.
+        if self.removals.len() > REMOVAL_BACKLOG {
+            self.remove_cgroups(&mut Budget::steps(2));
         }
     }
 
