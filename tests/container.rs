@@ -209,3 +209,94 @@ ready = "notify"
     }
     assert!(started.elapsed() < Duration::from_secs(30));
 }
+
+/// A flood of orphans (500 processes whose parent exits at once, each re-parented to PID 1
+/// and exiting): clusterd reaps them a batch at a time between its other work, so status
+/// answers meanwhile, and no zombie is left.
+#[test]
+fn as_pid_1_a_flood_of_orphans_is_reaped_while_status_answers() {
+    if !pid_namespaces_work() {
+        return;
+    }
+    let flood = r#"command = ["python3", "-c", """
+import os, time
+for i in range(500):
+    child = os.fork()
+    if child == 0:
+        if os.fork() == 0:
+            os._exit(0)
+        os._exit(0)
+    os.waitpid(child, 0)
+open('flood-done', 'w').close()
+while True:
+    time.sleep(1)
+"""]
+"#;
+    let mut daemon = Daemon::start_as_pid_1(&[("flood", flood)], &[]);
+    let clusterd = daemon.pid();
+    daemon.wait_running("flood", 1);
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    while !daemon.path("flood-done").exists() {
+        assert!(started.elapsed() < CTL_DEADLINE, "the flood did not end");
+        let asked = Instant::now();
+        daemon.status();
+        slowest = slowest.max(asked.elapsed());
+    }
+    eprintln!(
+        "500 orphans in {:?}; slowest status meanwhile {slowest:?}",
+        started.elapsed()
+    );
+    assert!(slowest < Duration::from_secs(2), "status took {slowest:?}");
+    wait_for("no zombie in the namespace", PATIENCE, || {
+        namespace_processes(clusterd)
+            .iter()
+            .all(|&(_, state)| state != 'Z')
+    });
+    let status = daemon.terminate();
+    assert_eq!(status.code(), Some(0), "{}", daemon.log());
+}
+
+/// Signals to PID 1 from an instance are signals like any other (as under tini or
+/// dumb-init): `kill -TERM 1` from an instance running as root stops the container, while
+/// one running as `nobody` is refused by the kernel and changes nothing.
+#[test]
+fn as_pid_1_kill_term_1_from_a_root_instance_stops_everything_and_from_nobody_is_refused() {
+    if !pid_namespaces_work() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mut daemon = Daemon::start_as_pid_1(&[], &[]);
+    let out = daemon.path("out");
+    fs::create_dir_all(&out).expect("out");
+    fs::set_permissions(daemon.dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    fs::set_permissions(&out, fs::Permissions::from_mode(0o777)).expect("chmod");
+    daemon.write_unit(
+        "unprivileged",
+        &format!(
+            "command = [\"/bin/sh\", \"-c\", \"kill -TERM 1 2> /dev/null; echo $? > {}; exec sleep 300\"]\nuser = \"nobody\"\nworking_directory = \"/\"\n",
+            toml_path(&out.join("nobody.txt"))
+        ),
+    );
+    assert!(daemon.ctl(&["daemon-reload"]).status.success());
+    wait_for("the nobody instance to try", PATIENCE, || {
+        fs::read_to_string(out.join("nobody.txt")).is_ok_and(|t| t.ends_with('\n'))
+    });
+    assert_eq!(
+        fs::read_to_string(out.join("nobody.txt"))
+            .unwrap_or_default()
+            .trim(),
+        "1",
+        "kill -TERM 1 as nobody should fail"
+    );
+    assert_eq!(daemon.unit("unprivileged")["state"], "running");
+
+    daemon.write_unit(
+        "privileged",
+        "command = [\"sh\", \"-c\", \"kill -TERM 1; exec sleep 300\"]\n",
+    );
+    assert!(daemon.ctl(&["daemon-reload"]).status.success());
+    let status = daemon.wait_exit(PATIENCE);
+    assert_eq!(status.code(), Some(0), "{}", daemon.log());
+    assert!(daemon.log().contains("shutting down"), "{}", daemon.log());
+}

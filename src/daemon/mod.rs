@@ -40,6 +40,9 @@ use crate::unit::load_units_dir;
 
 /// How long the loop must have been idle before it does the OS side's idle work.
 const IDLE_WORK_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
+/// A loop that is never idle (a thousand instances crash-looping) still does a slice of its
+/// idle work this often, or old cgroups would pile up without bound.
+const IDLE_WORK_STARVED: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub struct DaemonOptions {
     pub units_dir: PathBuf,
@@ -168,6 +171,8 @@ pub fn run(options: DaemonOptions) -> Result<u8, String> {
     ));
 
     let mut told_stopping = false;
+    // Since when idle work has been waiting for an idle moment.
+    let mut idle_work_since: Option<Instant> = None;
     let holding = log_output::hold_on_this_thread();
     loop {
         log_output::write_held();
@@ -181,9 +186,15 @@ pub fn run(options: DaemonOptions) -> Result<u8, String> {
             (deadline, idle) => deadline.or(idle),
         };
         let events = inbox.wait(wake_at);
-        if events.is_empty() && idle_work_at.is_some_and(|at| Instant::now() >= at) {
+        let now = Instant::now();
+        let starved = idle_work_since.is_some_and(|since| now - since >= IDLE_WORK_STARVED);
+        if (events.is_empty() && idle_work_at.is_some_and(|at| now >= at)) || starved {
             supervisor.do_idle_work();
+            idle_work_since = None;
         }
+        idle_work_since = supervisor
+            .has_idle_work()
+            .then(|| idle_work_since.unwrap_or(now));
         for event in events {
             if let Event::Signal(libc::SIGUSR1) = event {
                 info!("SIGUSR1: reopening the log files");

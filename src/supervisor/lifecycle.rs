@@ -426,6 +426,13 @@ impl<P: ProcessControl> Supervisor<P> {
         }
         if process.stopping {
             self.os.signal_instance(id, process.pid, Signal::SIGKILL);
+            if self.lingering.contains_key(&id) {
+                self.timers.add_after(
+                    now,
+                    super::AFTER_SIGKILL,
+                    Timer::GiveUpOnLeftovers(id, process.pid),
+                );
+            }
             return;
         }
         let (kill_signal, kill_timeout) = self

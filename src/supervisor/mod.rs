@@ -42,6 +42,12 @@ pub(crate) use process::Process;
 use timers::{Timer, Timers};
 use unit_runtime::UnitRuntime;
 
+/// How long clusterd waits for processes to be gone after it sent them SIGKILL. A process
+/// dies at once unless it is stuck in the kernel (an unresponsive NFS server, a frozen v1
+/// cgroup): then nothing clusterd does can end it, and a `stop` or the shutdown must not
+/// wait for it forever. Past it, clusterd says what is left and carries on without it.
+pub(crate) const AFTER_SIGKILL: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub(crate) struct Supervisor<P: ProcessControl> {
     os: P,
     /// Units whose file parsed, by name (sorted, so status is stable).
@@ -62,6 +68,9 @@ pub(crate) struct Supervisor<P: ProcessControl> {
     shutting_down: bool,
     /// Set by SIGTERM/SIGINT while `shutdown_delay` runs: still serving, about to stop.
     stop_requested: bool,
+    /// The shutdown stopped waiting for processes that outlived SIGKILL by
+    /// [`AFTER_SIGKILL`]: clusterd ends without them.
+    stopped_waiting: bool,
     /// What clusterd's flags say about ending: `--shutdown-delay`, `--exit-on-giveup`.
     shutdown_policy: ShutdownPolicy,
     /// How the run ended, for clusterd's exit status.
@@ -131,6 +140,7 @@ impl<P: ProcessControl> Supervisor<P> {
             next_spawn_id: 1,
             shutting_down: false,
             stop_requested: false,
+            stopped_waiting: false,
             shutdown_policy: ShutdownPolicy::default(),
             ending: Ending::default(),
             stray_notifications: LogLimit::default(),
@@ -240,7 +250,16 @@ impl<P: ProcessControl> Supervisor<P> {
                     // The pid may have been reused by a new instance leading its own group.
                     let pid_reused = self.by_pid.contains_key(&pgid);
                     self.os.kill_leftovers(id, pgid, pid_reused);
+                    if self.lingering.contains_key(&id) {
+                        self.timers.add_after(
+                            now,
+                            AFTER_SIGKILL,
+                            Timer::GiveUpOnLeftovers(id, pgid),
+                        );
+                    }
                 }
+                Timer::GiveUpOnLeftovers(id, _) => self.give_up_on_leftovers(id, now),
+                Timer::ShutdownDeadline => self.stop_waiting(),
             }
         }
         self.pass_on_unit_events(now);
@@ -249,9 +268,10 @@ impl<P: ProcessControl> Supervisor<P> {
     /// True once a shutdown has stopped every child clusterd started.
     pub(crate) fn finished(&self) -> bool {
         self.shutting_down
-            && self.processes.is_empty()
-            && self.lingering.is_empty()
-            && self.hooks.is_empty()
+            && (self.stopped_waiting
+                || (self.processes.is_empty()
+                    && self.lingering.is_empty()
+                    && self.hooks.is_empty()))
     }
 
     #[cfg(test)]
@@ -298,6 +318,7 @@ impl<P: ProcessControl> Supervisor<P> {
                     if let Some((unit, pid)) = self.lingering.remove(&id) {
                         debug!("{unit}: everything instance pid {pid} left has exited");
                         self.timers.cancel(Timer::KillLeftovers(id, pid));
+                        self.timers.cancel(Timer::GiveUpOnLeftovers(id, pid));
                         self.settle(&unit, now);
                     }
                 }
@@ -349,6 +370,9 @@ impl<P: ProcessControl> Supervisor<P> {
             for pgid in hooks {
                 self.os.signal_group(pgid, Signal::SIGKILL);
             }
+            // A second signal ends clusterd: what SIGKILL cannot end is not waited for.
+            self.timers
+                .add_after(now, AFTER_SIGKILL, Timer::ShutdownDeadline);
             return;
         }
         info!(
@@ -376,6 +400,54 @@ impl<P: ProcessControl> Supervisor<P> {
             let grace = self.hook_grace(&unit);
             self.timers.add_after(now, grace, Timer::KillHook(pgid));
         }
+    }
+
+    /// What instance `id` left (its own process has exited) outlived the SIGKILL sent to it by
+    /// [`AFTER_SIGKILL`]: say what is left, and count the instance as gone, so that a `stop`
+    /// is answered and a restart or the shutdown goes on.
+    fn give_up_on_leftovers(&mut self, id: SpawnId, now: Instant) {
+        let Some((unit, pid)) = self.lingering.remove(&id) else {
+            return;
+        };
+        let left = self.os.give_up_on_leftovers(id);
+        let text = format!(
+            "what instance pid {pid} left is still running {}s after SIGKILL ({left}); no longer waiting for it",
+            AFTER_SIGKILL.as_secs()
+        );
+        warn!("{unit}: {text}");
+        self.unit_events
+            .push(UnitEvent::note(unit.clone(), None, text));
+        self.settle(&unit, now);
+    }
+
+    /// The shutdown's deadline after SIGKILL ([`Timer::ShutdownDeadline`]): what is still
+    /// running is named, and clusterd ends without it.
+    fn stop_waiting(&mut self) {
+        if self.finished() {
+            return;
+        }
+        let lingering: Vec<(SpawnId, String, Pid)> = self
+            .lingering
+            .iter()
+            .map(|(id, (unit, pid))| (*id, unit.clone(), *pid))
+            .collect();
+        let mut instances: Vec<String> = self.processes.values().map(Process::label).collect();
+        for (id, unit, pid) in lingering {
+            let left = self.os.give_up_on_leftovers(id);
+            instances.push(format!("{unit}: what pid {pid} left ({left})"));
+        }
+        instances.extend(
+            self.hooks
+                .iter()
+                .map(|(pid, unit)| format!("{unit}: on_giveup hook, pid {pid}")),
+        );
+        warn!(
+            "still running {}s after SIGKILL, and no longer waited for: {}",
+            AFTER_SIGKILL.as_secs(),
+            instances.join("; ")
+        );
+        self.ending.killed = true;
+        self.stopped_waiting = true;
     }
 
     /// How long a unit's hook may take to stop: the unit's `kill_timeout`.

@@ -315,6 +315,14 @@ pub(crate) trait ProcessControl {
         Vec::new()
     }
 
+    /// The supervisor stops waiting for what released instance `id` left (it outlived a
+    /// SIGKILL by a deadline): it is no longer named by [`ProcessControl::collect_cleared`].
+    /// Returns what is left, for the log.
+    fn give_up_on_leftovers(&mut self, id: SpawnId) -> String {
+        let _ = id;
+        String::new()
+    }
+
     /// clusterd's own event about `unit` (an instance of it when `index` is given): it goes
     /// into the unit's log among its instances' lines, so the log alone tells why an
     /// instance restarted.

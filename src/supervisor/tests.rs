@@ -66,6 +66,13 @@ struct FakeOs {
     socket_log: Vec<(&'static str, String)>,
     /// Binding fails (the address is in use).
     port_taken: bool,
+    /// Released instances whose processes are still running (their cgroup is not empty):
+    /// they stay so until the test clears them, or for good (stuck in the kernel).
+    leftovers: std::collections::BTreeSet<SpawnId>,
+    /// Instances the supervisor stopped waiting for.
+    given_up: Vec<SpawnId>,
+    /// Every instance released from now on leaves processes behind.
+    leave_processes: bool,
 }
 
 impl FakeOs {
@@ -93,6 +100,9 @@ impl FakeOs {
             sockets: Default::default(),
             socket_log: Vec::new(),
             port_taken: false,
+            leftovers: Default::default(),
+            given_up: Vec::new(),
+            leave_processes: false,
         }
     }
 
@@ -191,6 +201,19 @@ impl ProcessControl for FakeOs {
 
     fn release(&mut self, id: SpawnId) {
         self.released.push(id);
+        if self.leave_processes {
+            self.leftovers.insert(id);
+        }
+    }
+
+    fn has_leftovers(&mut self, id: SpawnId) -> bool {
+        self.leftovers.contains(&id)
+    }
+
+    fn give_up_on_leftovers(&mut self, id: SpawnId) -> String {
+        self.leftovers.remove(&id);
+        self.given_up.push(id);
+        format!("the processes of instance {id}")
     }
 }
 
@@ -1144,6 +1167,61 @@ fn a_second_sigterm_kills_every_group_at_once() {
         );
     }
     h.exit_all(&pids.map(|pid| (pid, killed(Signal::SIGKILL))));
+    assert!(h.sup.finished());
+}
+
+/// What an instance left in its cgroup, stuck in the kernel, outlives SIGKILL: a stop waits
+/// for it only so long, then says what is left and answers.
+#[test]
+fn a_stop_answers_when_what_an_instance_left_outlives_sigkill_by_the_deadline() {
+    let mut h = Harness::start(&[("web", "command = \"sleep 100\"\n")]);
+    let pid = h.pid_of("web", 0);
+    h.os_mut().leave_processes = true;
+    let reply = h.request(Request::Stop { unit: unit("web") });
+    h.exit(pid, killed(Signal::SIGTERM));
+    // The instance's own process is gone; what it left got SIGKILL, and is waited for.
+    assert_eq!(h.signals_to(pid).last(), Some(&Signal::SIGKILL));
+    assert!(reply.try_recv().is_err());
+    h.advance(super::AFTER_SIGKILL - MS);
+    assert!(reply.try_recv().is_err());
+    h.advance(MS);
+    assert!(reply.try_recv().expect("stop answered").ok);
+    assert_eq!(h.os().given_up.len(), 1);
+    assert_eq!(h.status("web").state, "stopped");
+}
+
+/// A second SIGTERM ends clusterd even if what it killed cannot die: past the deadline the
+/// supervisor is finished, and the exit says an instance had to be killed.
+#[test]
+fn a_second_sigterm_ends_clusterd_even_if_a_process_outlives_sigkill() {
+    let mut h = Harness::start(&[("web", "command = \"sleep 100\"\ninstances = 2\n")]);
+    let stuck = h.pid_of("web", 0);
+    let fine = h.pid_of("web", 1);
+    h.signal(libc::SIGTERM);
+    h.signal(libc::SIGTERM);
+    h.exit(fine, killed(Signal::SIGKILL));
+    assert!(!h.sup.finished());
+    h.advance(super::AFTER_SIGKILL);
+    assert!(h.sup.finished());
+    assert!(h.sup.ending().killed);
+    assert_eq!(h.signals_to(stuck).last(), Some(&Signal::SIGKILL));
+}
+
+/// A first SIGTERM's deadline is each unit's own: a unit whose process outlives its SIGKILL
+/// does not cut short another's longer `kill_timeout` (only a second signal ends clusterd).
+#[test]
+fn a_process_that_outlives_sigkill_does_not_cut_another_units_kill_timeout_short() {
+    let mut h = Harness::start(&[
+        ("stuck", "command = \"sleep 100\"\nkill_timeout = \"1s\"\n"),
+        ("slow", "command = \"sleep 100\"\nkill_timeout = \"60s\"\n"),
+    ]);
+    let slow = h.pid_of("slow", 0);
+    h.signal(libc::SIGTERM);
+    h.advance(SECOND + super::AFTER_SIGKILL + SECOND);
+    assert!(!h.sup.finished());
+    assert_eq!(h.signals_to(slow), [Signal::SIGTERM, Signal::SIGCONT]);
+    h.signal(libc::SIGTERM);
+    h.advance(super::AFTER_SIGKILL);
     assert!(h.sup.finished());
 }
 

@@ -27,6 +27,9 @@ pub(super) enum Timer {
     ListenTimeout(SpawnId),
     /// SIGKILL what is left of an instance (spawn id, pid) whose own process has exited.
     KillLeftovers(SpawnId, Pid),
+    /// What is left of an instance (spawn id, pid) got SIGKILL `AFTER_SIGKILL` ago: stop
+    /// waiting for it.
+    GiveUpOnLeftovers(SpawnId, Pid),
     /// SIGKILL the group of an `on_giveup` hook still running `kill_timeout` after clusterd
     /// asked it to stop (at shutdown).
     KillHook(Pid),
@@ -43,6 +46,9 @@ pub(super) enum Timer {
     WatchReload(String),
     /// `shutdown_delay` after SIGTERM/SIGINT: stop everything now.
     ShutdownDelay,
+    /// A second shutdown signal sent SIGKILL to everything `AFTER_SIGKILL` ago: end without
+    /// what is still running.
+    ShutdownDeadline,
 }
 
 #[derive(Debug, Default)]

@@ -3,19 +3,19 @@
 //! units also get Node's cluster-worker environment, and the I/O thread becomes their
 //! cluster primary ([`crate::node_cluster`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use log::{debug, warn};
+use log::{debug, info, warn};
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
 use crate::daemon::logs::Logs;
-use crate::daemon::os::cgroup::{CgroupTree, InstanceCgroup};
+use crate::daemon::os::cgroup::{Budget, CgroupTree, InstanceCgroup, Removal};
 use crate::daemon::os::environment_file;
 use crate::daemon::os::file_watch::FileWatch;
 use crate::daemon::os::listen_sockets::UnitSockets;
@@ -30,6 +30,22 @@ use crate::supervisor::process_control::{
 };
 use crate::unit::{NodeClusterStop, Unit};
 
+/// The most one idle moment of the loop spends creating spare cgroups and removing old ones:
+/// the loop is idle only until the next event, which must not wait behind a hostile
+/// instance's ten thousand cgroups.
+const IDLE_SLICE: Duration = Duration::from_millis(2);
+
+/// The most children reaped in one go: a flood of orphans (re-parented to clusterd as PID 1
+/// or subreaper) must not keep the loop from everything else.
+const REAP_BATCH: usize = 1024;
+
+/// How many cgroups of instances that are over may wait for an idle moment; past it they are
+/// removed as instances are released.
+const REMOVAL_BACKLOG: usize = 256;
+
+/// How long clusterd, on its way out, goes on removing the cgroups of instances that are over.
+const EXIT_REMOVAL_DEADLINE: Duration = Duration::from_secs(5);
+
 pub(crate) struct OsProcessControl {
     io: WorkerIo,
     /// Where instances get cgroups of their own; `Err` says why they cannot (process groups
@@ -40,6 +56,9 @@ pub(crate) struct OsProcessControl {
     instance_cgroups: HashMap<SpawnId, InstanceCgroup>,
     /// Released instances whose cgroup still has processes.
     draining: Vec<SpawnId>,
+    /// Cgroups of released instances the supervisor stopped waiting for: processes that
+    /// outlived a SIGKILL by its deadline (stuck in the kernel, say). Removed once empty.
+    abandoned: Vec<InstanceCgroup>,
     /// Every unit's listening sockets, by unit name: they outlive its instances.
     sockets: HashMap<String, UnitSockets>,
     /// Opened once: every instance's stdin.
@@ -59,9 +78,10 @@ pub(crate) struct OsProcessControl {
     /// Instances started since the last idle moment, whose replacement's cgroup is to be
     /// created ahead (creating a cgroup takes tens of microseconds, which a restart should
     /// not wait for).
-    spares_wanted: Vec<(String, u32)>,
-    /// Cgroups of instances that are over, to remove when the loop is idle.
-    empty_cgroups: Vec<InstanceCgroup>,
+    spares_wanted: BTreeSet<(String, u32)>,
+    /// Cgroups of instances that are over (no process left), with whatever the instance made
+    /// below them: removed when the loop is idle, [`IDLE_SLICE`] at a time.
+    removals: VecDeque<Removal>,
     /// Where the instances' output goes.
     logs: Logs,
     usage: UsageMeter,
@@ -82,6 +102,7 @@ impl OsProcessControl {
             cgroups,
             instance_cgroups: HashMap::new(),
             draining: Vec::new(),
+            abandoned: Vec::new(),
             sockets: HashMap::new(),
             dev_null,
             notify_socket,
@@ -90,8 +111,8 @@ impl OsProcessControl {
             events,
             file_watch: None,
             node_workers: HashMap::new(),
-            spares_wanted: Vec::new(),
-            empty_cgroups: Vec::new(),
+            spares_wanted: BTreeSet::new(),
+            removals: VecDeque::new(),
             logs,
             usage: UsageMeter::default(),
         })
@@ -123,6 +144,50 @@ impl OsProcessControl {
     }
 }
 
+impl OsProcessControl {
+    /// Removes the cgroups of instances that are over, oldest first, within `budget`. One
+    /// that cannot be removed is left, with a warning (the next clusterd on this control
+    /// socket clears it at start-up).
+    fn remove_cgroups(&mut self, budget: &mut Budget) {
+        while let Some(removal) = self.removals.front_mut() {
+            match removal.go_on(budget) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => warn!("{e}; the cgroup is left"),
+            }
+            self.removals.pop_front();
+        }
+    }
+}
+
+impl Drop for OsProcessControl {
+    /// On the way out: the cgroups of instances that are over go (within
+    /// [`EXIT_REMOVAL_DEADLINE`]), and what could not be waited for is named.
+    fn drop(&mut self) {
+        self.spares_wanted.clear();
+        let cgroups = self.instance_cgroups.drain().map(|(_, cgroup)| cgroup);
+        for cgroup in cgroups.chain(self.abandoned.drain(..)) {
+            if cgroup.populated() {
+                warn!(
+                    "exiting with processes left in cgroup {:?}: pid(s) {:?}",
+                    cgroup.name(),
+                    cgroup.pids()
+                );
+            } else {
+                self.removals.push_back(Removal::new(cgroup));
+            }
+        }
+        let mut budget = Budget::until(Instant::now() + EXIT_REMOVAL_DEADLINE);
+        self.remove_cgroups(&mut budget);
+        for removal in &self.removals {
+            warn!(
+                "exiting before the cgroup {:?} and those below it could be removed",
+                removal.name()
+            );
+        }
+    }
+}
+
 fn set(env: &mut Vec<(String, String)>, key: &str, value: &str) {
     env.retain(|(k, _)| k != key);
     env.push((key.to_string(), value.to_string()));
@@ -151,6 +216,7 @@ impl ProcessControl for OsProcessControl {
         if let Ok(tree) = &mut self.cgroups {
             tree.remove_spares(unit, index);
         }
+        self.spares_wanted.retain(|(u, i)| u != unit || *i < index);
     }
 
     fn spawn(&mut self, request: &SpawnRequest) -> Result<Pid, SpawnError> {
@@ -259,7 +325,7 @@ impl ProcessControl for OsProcessControl {
             Ok(output) => output,
             Err(e) => {
                 if let Some((cgroup, _)) = cgroup {
-                    self.empty_cgroups.push(cgroup);
+                    self.removals.push_back(Removal::new(cgroup));
                 }
                 return Err(e);
             }
@@ -317,7 +383,8 @@ impl ProcessControl for OsProcessControl {
         self.io
             .watch(request.id, ours.into(), label, cgroup_name, node);
         // Later, when the loop is idle: what the next spawn needs.
-        self.spares_wanted.push((unit.name.clone(), request.index));
+        self.spares_wanted
+            .insert((unit.name.clone(), request.index));
         Ok(pid)
     }
 
@@ -447,15 +514,46 @@ impl ProcessControl for OsProcessControl {
     fn collect_cleared(&mut self) -> Vec<SpawnId> {
         let mut cleared = Vec::new();
         let cgroups = &mut self.instance_cgroups;
+        let removals = &mut self.removals;
         self.draining.retain(|id| {
-            let empty = cgroups.get(id).is_none_or(InstanceCgroup::remove);
-            if empty {
-                cgroups.remove(id);
+            let Some(cgroup) = cgroups.get(id) else {
                 cleared.push(*id);
+                return false;
+            };
+            // One rmdir, which needs no fd, in the common case; `populated` covers the
+            // cgroups the instance made below its own, which the rmdir finds in the way.
+            if cgroup.remove() {
+                cgroups.remove(id);
+            } else if cgroup.populated() {
+                return true;
+            } else if let Some(cgroup) = cgroups.remove(id) {
+                removals.push_back(Removal::new(cgroup));
             }
-            !empty
+            cleared.push(*id);
+            false
         });
+        for cgroup in std::mem::take(&mut self.abandoned) {
+            if cgroup.populated() {
+                self.abandoned.push(cgroup);
+            } else {
+                info!(
+                    "the processes left in cgroup {:?} are gone at last",
+                    cgroup.name()
+                );
+                self.removals.push_back(Removal::new(cgroup));
+            }
+        }
         cleared
+    }
+
+    fn give_up_on_leftovers(&mut self, id: SpawnId) -> String {
+        self.draining.retain(|d| *d != id);
+        let Some(cgroup) = self.instance_cgroups.remove(&id) else {
+            return String::new();
+        };
+        let left = format!("pid(s) {:?} in cgroup {:?}", cgroup.pids(), cgroup.name());
+        self.abandoned.push(cgroup);
+        left
     }
 
     fn daemon_status(&self) -> Option<crate::protocol::DaemonStatus> {
@@ -479,20 +577,21 @@ impl ProcessControl for OsProcessControl {
     }
 
     fn has_idle_work(&self) -> bool {
-        !self.spares_wanted.is_empty() || !self.empty_cgroups.is_empty()
+        !self.spares_wanted.is_empty() || !self.removals.is_empty()
     }
 
     fn do_idle_work(&mut self) {
-        for cgroup in self.empty_cgroups.drain(..) {
-            if !cgroup.remove() {
-                debug!("cannot remove the empty cgroup {:?}", cgroup.name());
-            }
-        }
-        for (unit, index) in std::mem::take(&mut self.spares_wanted) {
+        let mut budget = Budget::until(Instant::now() + IDLE_SLICE);
+        // Spares first: they are what a restart waits for.
+        while budget.take() {
+            let Some((unit, index)) = self.spares_wanted.pop_first() else {
+                break;
+            };
             if let Ok(tree) = &mut self.cgroups {
                 tree.prepare_spare(&unit, index);
             }
         }
+        self.remove_cgroups(&mut budget);
     }
 
     fn isolation(&self) -> Option<String> {
@@ -505,6 +604,12 @@ impl ProcessControl for OsProcessControl {
     fn reap(&mut self) -> Vec<(Pid, RawWaitStatus)> {
         let mut exited = Vec::new();
         loop {
+            // More may have exited (a flood of orphans): the rest after the loop's other
+            // events. No new SIGCHLD would come for children that exited already, so clusterd
+            // sends itself one (if it cannot, it reaps on now).
+            if exited.len() == REAP_BATCH && nix::sys::signal::raise(Signal::SIGCHLD).is_ok() {
+                break;
+            }
             let mut status: libc::c_int = 0;
             // SAFETY: waitpid writes only to `status`, a valid local. libc's waitpid, not nix's:
             // nix rejects signal numbers it has no name for (real-time signals) with EINVAL
@@ -535,8 +640,13 @@ impl ProcessControl for OsProcessControl {
                 self.draining.push(id);
             } else if let Some(empty) = self.instance_cgroups.remove(&id) {
                 // Removed when the loop is idle: a restart's child may be exec'ing now.
-                self.empty_cgroups.push(empty);
+                self.removals.push_back(Removal::new(empty));
             }
+        }
+        // A loop that is never idle (instances crash-looping by the hundred) would let them
+        // pile up: past the backlog, each release removes two steps' worth itself.
+        if self.removals.len() > REMOVAL_BACKLOG {
+            self.remove_cgroups(&mut Budget::steps(2));
         }
     }
 
@@ -546,6 +656,7 @@ impl ProcessControl for OsProcessControl {
         if let Ok(tree) = &mut self.cgroups {
             tree.remove_spares(unit, 0);
         }
+        self.spares_wanted.retain(|(u, _)| u != unit);
     }
 
     fn begin_stop(
