@@ -8,6 +8,7 @@ mod common;
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -207,4 +208,198 @@ fn a_fifo_as_environment_file_fails_the_start_without_holding_clusterd() {
     assert!(daemon.ctl(&["daemon-reload"]).status.success());
     let text = gave_up_with(&daemon, "fifo");
     assert!(text.contains("not a regular file"), "{text}");
+}
+
+/// Waits until `go` exists, then reads its worker channel and writes how many lines it has
+/// received to `count` (the last number written is the total once the channel is quiet).
+const LATE_READER: &str = r#"
+import os, sys, time
+go, count = sys.argv[1], sys.argv[2]
+while not os.path.exists(go):
+    time.sleep(0.02)
+fd = int(os.environ["CLUSTERD_CHANNEL_FD"])
+lines = 0
+while True:
+    data = os.read(fd, 1 << 16)
+    if not data:
+        break
+    lines += data.count(b"\n")
+    with open(count + ".tmp", "w") as f:
+        f.write(str(lines))
+    os.rename(count + ".tmp", count)
+"#;
+
+/// Runs [`LATE_READER`] as unit `deaf`; returns the paths of its `go` and `count` files.
+fn start_late_reader(daemon: &Daemon) -> (PathBuf, PathBuf) {
+    fs::write(daemon.path("reader.py"), LATE_READER).expect("reader");
+    let (go, count) = (daemon.path("go"), daemon.path("count"));
+    daemon.write_unit(
+        "deaf",
+        &format!(
+            "command = [\"python3\", \"{}\", \"{}\", \"{}\"]\n",
+            toml_path(&daemon.path("reader.py")),
+            toml_path(&go),
+            toml_path(&count)
+        ),
+    );
+    assert!(daemon.ctl(&["daemon-reload"]).status.success());
+    daemon.wait_running("deaf", 1);
+    (go, count)
+}
+
+fn send(daemon: &Daemon, message: &str) -> clusterd::protocol::Response {
+    let request = clusterd::protocol::Request::Send {
+        unit: "deaf".into(),
+        instance: None,
+        message: message.into(),
+    };
+    clusterd::client::connection::send_request_within(&daemon.socket, request, CTL_DEADLINE)
+        .unwrap_or_else(|e| panic!("send failed: {e:?}\n{}", daemon.log()))
+}
+
+fn resident_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_string();
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// `clusterctl send` to an instance that does not read its channel: once its queue is full
+/// the sender gets a clear error at once (not a silent drop), clusterd's memory stays
+/// bounded, `status` answers promptly throughout, and when the instance reads again every
+/// accepted message arrives and sends are accepted again.
+#[test]
+fn a_send_flood_to_an_instance_that_never_reads_is_refused_not_buffered() {
+    if !available("python3", runs("python3", &["--version"])) {
+        return;
+    }
+    let daemon = Daemon::start(&[]);
+    let (go, count) = start_late_reader(&daemon);
+    let before = resident_kib(daemon.pid());
+
+    // Large messages, as large as a request may carry, from the real client.
+    let big = format!("\"{}\"", "x".repeat(60_000));
+    let mut accepted = 0u64;
+    let mut refusal = None;
+    for _ in 0..40 {
+        let out = daemon.ctl(&["send", "deaf", &big]);
+        if out.status.success() {
+            accepted += 1;
+        } else {
+            refusal = Some(String::from_utf8_lossy(&out.stderr).into_owned());
+            break;
+        }
+    }
+    let refusal = refusal.expect("the queue never filled: sends are buffered without bound");
+    assert!(
+        refusal.contains("deaf[0]: ")
+            && refusal
+                .contains("still queued, unread (the instance does not read its worker channel)"),
+        "{refusal}"
+    );
+
+    // A flood of small ones from clients in parallel: refused too, status answers meanwhile.
+    let flood_ends = Instant::now() + Duration::from_secs(3);
+    let (small_accepted, slowest_status) = std::thread::scope(|scope| {
+        let senders: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut n = 0u64;
+                    while Instant::now() < flood_ends {
+                        if send(&daemon, "1").ok {
+                            n += 1;
+                        }
+                    }
+                    n
+                })
+            })
+            .collect();
+        let mut slowest = Duration::ZERO;
+        while Instant::now() < flood_ends {
+            let asked = Instant::now();
+            daemon.status();
+            slowest = slowest.max(asked.elapsed());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let sent: u64 = senders.into_iter().map(|s| s.join().expect("sender")).sum();
+        (sent, slowest)
+    });
+    eprintln!(
+        "accepted {accepted} large and {small_accepted} small messages; slowest status {slowest_status:?}; clusterd RSS {before} KiB before, {} KiB after",
+        resident_kib(daemon.pid())
+    );
+    assert!(
+        slowest_status < Duration::from_secs(5),
+        "status took {slowest_status:?} during the flood"
+    );
+    let grown = resident_kib(daemon.pid()).saturating_sub(before);
+    assert!(grown < 64 * 1024, "clusterd grew by {grown} KiB");
+
+    // The instance reads: every accepted message arrives, none lost, and sends work again.
+    fs::write(&go, "").expect("go");
+    let total = accepted + small_accepted;
+    let received = || -> u64 {
+        fs::read_to_string(&count)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    };
+    wait_for("every accepted message to arrive", PATIENCE, || {
+        received() >= total
+    });
+    assert_eq!(received(), total, "more arrived than was accepted");
+    wait_for("a send to be accepted again", PATIENCE, || {
+        send(&daemon, "2").ok
+    });
+    wait_for("that message too", PATIENCE, || received() == total + 1);
+}
+
+/// What a hostile client may put in a message: deep nesting, NUL, a request at the size
+/// limit, non-UTF-8 from the command line. Each is a clear refusal or reaches the instance as
+/// one line; clusterd answers on.
+#[test]
+fn hostile_messages_are_refused_or_sent_as_one_line() {
+    if !available("python3", runs("python3", &["--version"])) {
+        return;
+    }
+    let daemon = Daemon::start(&[]);
+    let (go, count) = start_late_reader(&daemon);
+    fs::write(&go, "").expect("go");
+
+    // Nested past serde_json's recursion limit: refused, no stack overflow.
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let response = send(&daemon, &deep);
+    assert!(!response.ok, "{response:?}");
+    assert!(
+        response
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("the message is not JSON") && e.contains("recursion")),
+        "{response:?}"
+    );
+    // A raw NUL or a newline inside a string is not JSON; an escaped one is one line.
+    assert!(!send(&daemon, "\"a\0b\"").ok);
+    assert!(!send(&daemon, "\"a\nb\"").ok);
+    assert!(send(&daemon, "{\"a\":\"\\u0000\",\n\"b\":[1,\n2]}").ok);
+    // Non-UTF-8 on clusterctl's command line: an error from clusterctl, no panic.
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let out = std::process::Command::new(CLUSTERCTL)
+            .arg("--socket")
+            .arg(&daemon.socket)
+            .arg("send")
+            .arg("deaf")
+            .arg(std::ffi::OsStr::from_bytes(b"\"\xff\""))
+            .output()
+            .expect("clusterctl");
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+    }
+    wait_for("the one valid message to arrive", PATIENCE, || {
+        fs::read_to_string(&count).is_ok_and(|s| s == "1")
+    });
+    assert!(daemon.unit("deaf")["instances"][0]["state"] == "running");
 }

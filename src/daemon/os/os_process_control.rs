@@ -395,8 +395,8 @@ impl ProcessControl for OsProcessControl {
         let _ = nix::sys::signal::kill(pid, signal);
     }
 
-    fn send_message(&mut self, id: SpawnId, line: Vec<u8>) {
-        self.io.send(id, line);
+    fn send_message(&mut self, id: SpawnId, line: Vec<u8>) -> Result<(), String> {
+        self.io.send_from_client(id, line)
     }
 
     fn signal_instance(&mut self, id: SpawnId, pgid: Pid, signal: Signal) {
