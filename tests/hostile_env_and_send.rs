@@ -136,7 +136,25 @@ fn a_planted_link_does_not_carry_a_root_only_file_into_a_users_environment() {
     symlink(&db_env, &planted_below_root).expect("symlink");
     chown(&planted_below_root, NOBODY);
 
+    // An optional file that is missing, in a directory nobody may not enter: still missing
+    // (not "may not read it"), so the unit starts.
+    let private = daemon.path("private");
+    fs::create_dir(&private).expect("private dir");
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).expect("chmod");
+    let optional_missing = PathBuf::from(format!("-{}", private.join("none.env").display()));
+
+    // Links into /proc: clusterd's own environment and descriptors.
+    let proc_environ = home.join("environ.env");
+    symlink(format!("/proc/{}/environ", daemon.pid()), &proc_environ).expect("symlink");
+    chown(&proc_environ, NOBODY);
+    let proc_fd = home.join("fd.env");
+    symlink(format!("/proc/{}/fd/0", daemon.pid()), &proc_fd).expect("symlink");
+    chown(&proc_fd, NOBODY);
+
     let cases = [
+        ("procenviron", &proc_environ),
+        ("procfd", &proc_fd),
+        ("optional", &optional_missing),
         ("below", &planted_below_root),
         ("symlink", &planted_symlink),
         ("hardlink", &planted_hardlink),
@@ -155,6 +173,7 @@ fn a_planted_link_does_not_carry_a_root_only_file_into_a_users_environment() {
     assert!(reported(&out, "rootonly").contains("FROM_ROOT=granted\n"));
     assert!(reported(&out, "own").contains("FROM_NOBODY=mine\n"));
     assert!(reported(&out, "deploy").contains("RELEASE=1\n"));
+    assert!(reported(&out, "optional").contains("USER=nobody\n"));
 
     // The planted ones: refused, named, and why.
     for (name, file) in [
@@ -168,6 +187,14 @@ fn a_planted_link_does_not_carry_a_root_only_file_into_a_users_environment() {
                 "cannot read its environment_file {}: the unit's user (uid 65534) may not read it itself (Permission denied)",
                 file.display()
             )) && text.contains("so clusterd does not read it for the unit either"),
+            "{name}: {text}"
+        );
+        assert!(!out.join(format!("{name}.txt")).exists(), "{name} started");
+    }
+    for name in ["procenviron", "procfd"] {
+        let text = gave_up_with(&daemon, name);
+        assert!(
+            text.contains("so clusterd does not read it for the unit either"),
             "{name}: {text}"
         );
         assert!(!out.join(format!("{name}.txt")).exists(), "{name} started");

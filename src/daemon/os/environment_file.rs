@@ -188,8 +188,12 @@ fn open_no_magic(path: &Path) -> Result<File, Errno> {
         .resolve(ResolveFlag::RESOLVE_NO_MAGICLINKS);
     match openat2(AT_FDCWD, path, how) {
         Ok(fd) => Ok(File::from(fd)),
-        // Before Linux 5.6; an ordinary open, with what O_NOFOLLOW-free opening allows.
-        Err(Errno::ENOSYS) => nix::fcntl::open(path, flags, Mode::empty()).map(File::from),
+        // Before Linux 5.6, or a container's seccomp filter that answers EPERM for system
+        // calls it does not know: an ordinary open. The user's open then still checks the
+        // file's own mode, and the root-owned path is walked without it.
+        Err(Errno::ENOSYS | Errno::EPERM) => {
+            nix::fcntl::open(path, flags, Mode::empty()).map(File::from)
+        }
         Err(e) => Err(e),
     }
 }
@@ -241,7 +245,9 @@ fn trusted_path(path: &Path) -> Result<PathBuf, Walk> {
     let mut pending: Vec<OsString> = Vec::new();
     push_components(&mut pending, path);
     let mut current = PathBuf::from("/");
-    check_trusted(&current, &lstat(&current)?)?;
+    // The walk goes on past the first component that is not root's, to tell a missing file
+    // (fine for an optional one) from one the unit's user may or may not read.
+    let mut untrusted = check_trusted(&current, &lstat(&current)?).err();
     let mut links = 0;
     while let Some(name) = pending.pop() {
         if name == ".." {
@@ -250,7 +256,9 @@ fn trusted_path(path: &Path) -> Result<PathBuf, Walk> {
         }
         let next = current.join(&name);
         let meta = lstat(&next)?;
-        check_trusted(&next, &meta)?;
+        if untrusted.is_none() {
+            untrusted = check_trusted(&next, &meta).err();
+        }
         if meta.file_type().is_symlink() {
             links += 1;
             if links > MAX_LINKS {
@@ -271,7 +279,10 @@ fn trusted_path(path: &Path) -> Result<PathBuf, Walk> {
             )));
         }
     }
-    Ok(current)
+    match untrusted {
+        None => Ok(current),
+        Some(why) => Err(Walk::Untrusted(why)),
+    }
 }
 
 /// Puts the components of `path` on the stack so that the first is popped first.
@@ -294,30 +305,24 @@ fn lstat(path: &Path) -> Result<std::fs::Metadata, Walk> {
     })
 }
 
-fn check_trusted(path: &Path, meta: &std::fs::Metadata) -> Result<(), Walk> {
+/// `Err` says why the component is not root's alone.
+fn check_trusted(path: &Path, meta: &std::fs::Metadata) -> Result<(), String> {
     if !trusted_owner(meta.uid()) {
-        return Err(Walk::Untrusted(format!(
-            "{} belongs to uid {}",
-            path.display(),
-            meta.uid()
-        )));
+        return Err(format!("{} belongs to uid {}", path.display(), meta.uid()));
     }
     // A link's own mode means nothing; its directory decides who may replace it.
     if meta.file_type().is_symlink() {
         return Ok(());
     }
     if meta.mode() & 0o002 != 0 {
-        return Err(Walk::Untrusted(format!(
-            "{} is writable by everyone",
-            path.display()
-        )));
+        return Err(format!("{} is writable by everyone", path.display()));
     }
     if meta.mode() & 0o020 != 0 {
-        return Err(Walk::Untrusted(format!(
+        return Err(format!(
             "{} is writable by group {}",
             path.display(),
             meta.gid()
-        )));
+        ));
     }
     Ok(())
 }
@@ -374,8 +379,9 @@ fn open_as(path: &Path, reader: &Reader) -> Result<File, Errno> {
     open_no_magic(path)
 }
 
-/// Clears this thread's effective capabilities: a root thread with another fsuid keeps
-/// CAP_SYS_PTRACE and others, which would let it read `/proc/<pid>/environ` of any process.
+/// Clears this thread's effective capabilities: a new fsuid drops only the file capabilities
+/// (CAP_DAC_OVERRIDE, ...); the others (CAP_SYS_PTRACE, CAP_SYS_ADMIN) are what /proc and
+/// some other file systems check instead of a mode, and the user has none of them.
 fn drop_effective_capabilities() -> Result<(), Errno> {
     #[repr(C)]
     struct Header {
