@@ -430,3 +430,113 @@ fn hostile_messages_are_refused_or_sent_as_one_line() {
     });
     assert!(daemon.unit("deaf")["instances"][0]["state"] == "running");
 }
+
+/// Mounts a FUSE file system whose server never answers (as a dead network mount): every
+/// access to it blocks. Unmounted, and its server killed, when dropped.
+const HUNG_FUSE: &str = r#"
+import os, ctypes, sys, time
+mnt, ready = sys.argv[1], sys.argv[2]
+fd = os.open("/dev/fuse", os.O_RDWR)
+libc = ctypes.CDLL(None, use_errno=True)
+opts = ("fd=%d,rootmode=40000,user_id=0,group_id=0" % fd).encode()
+if libc.mount(b"clusterd-test-hung", mnt.encode(), b"fuse", 0, opts) != 0:
+    sys.stderr.write("mount failed: %s\n" % os.strerror(ctypes.get_errno()))
+    sys.exit(1)
+open(ready, "w").close()
+time.sleep(3600)
+"#;
+
+struct HungMount {
+    server: std::process::Child,
+    mountpoint: PathBuf,
+}
+
+impl HungMount {
+    fn mount(dir: &Path) -> Option<HungMount> {
+        let mountpoint = dir.join("hung");
+        let ready = dir.join("hung.ready");
+        fs::create_dir(&mountpoint).ok()?;
+        fs::write(dir.join("hung.py"), HUNG_FUSE).ok()?;
+        let server = std::process::Command::new("python3")
+            .arg(dir.join("hung.py"))
+            .arg(&mountpoint)
+            .arg(&ready)
+            .spawn()
+            .ok()?;
+        let mut mount = HungMount { server, mountpoint };
+        let deadline = Instant::now() + PATIENCE;
+        while !ready.exists() {
+            if Instant::now() > deadline || !matches!(mount.server.try_wait(), Ok(None)) {
+                return None; // dropped: killed and unmounted
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Some(mount)
+    }
+}
+
+impl Drop for HungMount {
+    fn drop(&mut self) {
+        // Its device closed, the kernel fails every waiting access (ENOTCONN).
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        use std::os::unix::ffi::OsStrExt;
+        if let Ok(path) = std::ffi::CString::new(self.mountpoint.as_os_str().as_bytes()) {
+            // SAFETY: umount2 with a valid NUL-terminated path.
+            unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+/// An environment file on a file system that never answers fails the start after the read
+/// deadline, with the reason, and clusterd answers `status` meanwhile (within the deadline,
+/// not never).
+#[test]
+fn an_environment_file_on_a_hung_mount_fails_the_start_and_clusterd_answers() {
+    if !have_root() || !available("python3", runs("python3", &["--version"])) {
+        return;
+    }
+    let daemon = Daemon::start(&[("fine", "command = \"sleep 300\"\n")]);
+    let mount = HungMount::mount(daemon.dir.path());
+    if !available("a FUSE mount (/dev/fuse)", mount.is_some()) {
+        return;
+    }
+    let mountpoint = mount
+        .as_ref()
+        .map(|m| m.mountpoint.clone())
+        .unwrap_or_default();
+    daemon.wait_running("fine", 1);
+    daemon.write_unit(
+        "hung",
+        &format!(
+            "command = \"sleep 300\"\nenvironment_file = \"{}\"\nrestart_limit = {{ burst = 1 }}\n",
+            toml_path(&mountpoint.join("app.env"))
+        ),
+    );
+    // `status` asked all along, from before the reload until the unit gives up.
+    let (slowest, reload_took) = std::thread::scope(|scope| {
+        let poller = scope.spawn(|| {
+            let mut slowest = Duration::ZERO;
+            wait_for("hung to give up", PATIENCE, || {
+                let asked = Instant::now();
+                let gave_up = daemon.unit("hung")["gave_up"] == true;
+                slowest = slowest.max(asked.elapsed());
+                gave_up
+            });
+            slowest
+        });
+        let asked = Instant::now();
+        assert!(daemon.ctl(&["daemon-reload"]).status.success());
+        let reload_took = asked.elapsed();
+        (poller.join().expect("poller"), reload_took)
+    });
+    eprintln!("while the mount hung: slowest status {slowest:?}, daemon-reload {reload_took:?}");
+    assert!(slowest < Duration::from_secs(10), "status took {slowest:?}");
+    let text = gave_up_with(&daemon, "hung");
+    assert!(
+        text.contains("its file system did not answer within 2 s"),
+        "{text}"
+    );
+    assert_eq!(daemon.pids("fine").len(), 1);
+    drop(mount);
+}

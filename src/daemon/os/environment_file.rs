@@ -24,8 +24,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex, PoisonError};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -41,14 +40,14 @@ const MAX_BYTES: u64 = 1 << 20;
 /// How long a start waits for its environment files: far more than a local file takes.
 pub(crate) const READ_DEADLINE: Duration = Duration::from_secs(2);
 
-/// Reads still running after their deadline (a hung file system); beyond this many, no new
-/// one is started, so that a hung mount costs clusterd a few threads, not one per restart.
+/// Reads still running after their deadline (hung file systems); beyond this many, no new
+/// one is started. A path whose read is stuck is not read again until that read ends, so a
+/// hung mount costs the supervisor loop one deadline and clusterd one thread, not one of
+/// each per restart.
 const MAX_STUCK_READS: usize = 4;
 
 /// Symbolic links followed on one path, as the kernel's limit (ELOOP).
 const MAX_LINKS: usize = 40;
-
-static READS_RUNNING: AtomicUsize = AtomicUsize::new(0);
 
 /// Why a file gave no variables: it is missing (fine for an optional one), or anything else.
 #[derive(Debug, PartialEq, Eq)]
@@ -101,25 +100,21 @@ pub(crate) fn read(
     path: &Path,
     credentials: &Credentials,
 ) -> Result<Vec<(String, String)>, ReadError> {
-    let running = READS_RUNNING.load(Ordering::SeqCst);
-    if running >= MAX_STUCK_READS {
-        return Err(ReadError::Bad(format!(
-            "{running} earlier reads of environment files have not finished (a hung file system?); not starting another"
-        )));
-    }
+    let running = Running::start(path)?;
     let reader = Reader::of(credentials);
     let owned_path = path.to_path_buf();
     let (done, result) = mpsc::sync_channel(1);
-    READS_RUNNING.fetch_add(1, Ordering::SeqCst);
     let spawned = std::thread::Builder::new()
         .name("environment-file".into())
         .spawn(move || {
-            let _running = Running;
+            let variables = read_here(&owned_path, reader.as_ref());
+            // No longer running before the answer goes: a read that follows it at once is
+            // never refused as "not finished".
+            drop(running);
             // The receiver may have given up waiting: nothing to do then.
-            let _ = done.send(read_here(&owned_path, reader.as_ref()));
+            let _ = done.send(variables);
         });
     if let Err(e) = spawned {
-        READS_RUNNING.fetch_sub(1, Ordering::SeqCst);
         return Err(ReadError::Bad(format!(
             "cannot start a thread to read it: {e}"
         )));
@@ -136,12 +131,41 @@ pub(crate) fn read(
     }
 }
 
-/// Counts a reader thread as running until it ends, however it ends.
-struct Running;
+/// Paths being read now. Reads are made one at a time, so any other entry is a read that
+/// outlived its deadline and still waits on its file system.
+static RUNNING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// One entry of [`RUNNING`], removed when dropped (however the reader thread ends).
+struct Running(PathBuf);
+
+impl Running {
+    /// Refuses a path whose earlier read is still stuck (its next start would only wait the
+    /// whole deadline again) and, past [`MAX_STUCK_READS`], any path.
+    fn start(path: &Path) -> Result<Running, ReadError> {
+        let mut running = RUNNING.lock().unwrap_or_else(PoisonError::into_inner);
+        if running.iter().any(|p| p == path) {
+            return Err(ReadError::Bad(format!(
+                "an earlier read of it has not finished after more than {} s (a hung file system?)",
+                READ_DEADLINE.as_secs()
+            )));
+        }
+        if running.len() >= MAX_STUCK_READS {
+            return Err(ReadError::Bad(format!(
+                "{} earlier reads of environment files have not finished (hung file systems?); not starting another",
+                running.len()
+            )));
+        }
+        running.push(path.to_path_buf());
+        Ok(Running(path.to_path_buf()))
+    }
+}
 
 impl Drop for Running {
     fn drop(&mut self) {
-        READS_RUNNING.fetch_sub(1, Ordering::SeqCst);
+        let mut running = RUNNING.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(at) = running.iter().position(|p| *p == self.0) {
+            running.swap_remove(at);
+        }
     }
 }
 
