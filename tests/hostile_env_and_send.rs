@@ -425,6 +425,17 @@ fn hostile_messages_are_refused_or_sent_as_one_line() {
         assert_eq!(out.status.code(), Some(2), "{out:?}");
         assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
     }
+    // Larger than a request may be, and nested past any limit, from the real client: a
+    // clear error, no panic, nothing sent.
+    for message in ["x".repeat(100_000), "[".repeat(100_000)] {
+        let out = daemon.ctl(&["send", "deaf", &message]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("longer than 65536 bytes") && !stderr.contains("panicked"),
+            "{stderr}"
+        );
+    }
     wait_for("the one valid message to arrive", PATIENCE, || {
         fs::read_to_string(&count).is_ok_and(|s| s == "1")
     });
@@ -539,4 +550,92 @@ fn an_environment_file_on_a_hung_mount_fails_the_start_and_clusterd_answers() {
     );
     assert_eq!(daemon.pids("fine").len(), 1);
     drop(mount);
+}
+
+/// The state letter of a process (`T` when stopped), from /proc.
+fn process_state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// `clusterctl kill` and `send` from a member of the socket group who is not root (uid 65534
+/// with the group as a supplementary one) reach the unit's instances and nothing else: not
+/// a process of the caller's choosing, not clusterd. A SIGSTOP is the operator's call, and a
+/// later `stop` still ends the stopped instance.
+#[test]
+fn a_socket_group_member_signals_and_messages_only_the_units_instances() {
+    let Some(gid) = socket_group_for_tests() else {
+        return;
+    };
+    let daemon = Daemon::start_with_args(
+        &[(
+            "web",
+            "command = [\"sleep\", \"300\"]\nkill_timeout = \"20s\"\n",
+        )],
+        &["--socket-group", "daemon"],
+    );
+    fs::set_permissions(daemon.dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let web = daemon.wait_running("web", 1)[0];
+    let mut outsider = KillOnDrop(
+        std::process::Command::new("sleep")
+            .arg("300")
+            .spawn()
+            .expect("sleep"),
+    );
+    let clusterctl = copy_for_everyone(CLUSTERCTL, daemon.dir.path());
+    let as_member =
+        |args: &[&str]| clusterctl_as_nobody_in(&clusterctl, &daemon.socket, &[gid], args);
+    let outsider_pid = outsider.0.id().to_string();
+    let clusterd_pid = daemon.pid().to_string();
+    // Names that are not instances of a unit: refused.
+    for args in [
+        &["kill", "web", "--instance", "1"][..],
+        &["kill", &outsider_pid],
+        &["kill", &clusterd_pid, "--signal", "STOP"],
+        &["send", "web", "\"x\"", "--instance", "3"],
+    ] {
+        let out = as_member(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+    }
+    let out = as_member(&["send", "web", "\"x\""]);
+    assert!(out.status.success(), "{out:?}");
+    let out = as_member(&["kill", "web", "--signal", "STOP", "--all"]);
+    assert!(out.status.success(), "{out:?}");
+    wait_for("the instance to stop", PATIENCE, || {
+        process_state(web) == Some('T')
+    });
+    assert_ne!(
+        process_state(outsider.0.id()),
+        Some('T'),
+        "the outsider was stopped"
+    );
+    assert_ne!(
+        process_state(daemon.pid()),
+        Some('T'),
+        "clusterd was stopped"
+    );
+    // A stop ends the stopped instance (SIGTERM, then SIGCONT), well before kill_timeout.
+    let asked = Instant::now();
+    let out = as_member(&["stop", "web"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert!(!alive(web));
+    assert!(
+        matches!(outsider.0.try_wait(), Ok(None)),
+        "the outsider is gone"
+    );
+}
+
+/// A process of the test's own, killed and reaped however the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
