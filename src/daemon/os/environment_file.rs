@@ -348,7 +348,51 @@ fn check_trusted(path: &Path, meta: &std::fs::Metadata) -> Result<(), String> {
             meta.gid()
         ));
     }
+    // A FUSE file system shows whatever owners its server reports: trusted only if root (or
+    // clusterd's user) mounted it, not a user with `allow_other`.
+    let fuse = nix::sys::statfs::statfs(path)
+        .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::FUSE_SUPER_MAGIC);
+    if fuse {
+        match fuse_mounted_by(meta.dev()) {
+            Some(uid) if trusted_owner(uid) => {}
+            Some(uid) => {
+                return Err(format!(
+                    "{} is on a FUSE file system mounted by uid {uid}",
+                    path.display()
+                ))
+            }
+            None => {
+                return Err(format!(
+                    "{} is on a FUSE file system whose owner is unknown",
+                    path.display()
+                ))
+            }
+        }
+    }
     Ok(())
+}
+
+/// Who mounted the FUSE file system of device `dev`: its `user_id=` in /proc/self/mountinfo.
+fn fuse_mounted_by(dev: u64) -> Option<u32> {
+    let device = format!("{}:{}", libc::major(dev), libc::minor(dev));
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mount_user_id(&mountinfo, &device)
+}
+
+/// The `user_id=` super option of the mount of `device` (`major:minor`) in `mountinfo`.
+fn mount_user_id(mountinfo: &str, device: &str) -> Option<u32> {
+    mountinfo
+        .lines()
+        .filter(|line| line.split(' ').nth(2) == Some(device))
+        .find_map(|line| {
+            // Super options come last, after " - fstype source ".
+            let (_, after) = line.split_once(" - ")?;
+            after
+                .split(' ')
+                .nth(2)?
+                .split(',')
+                .find_map(|option| option.strip_prefix("user_id=")?.parse().ok())
+        })
 }
 
 /// Opens the resolved, checked path (no link left in it) and makes sure it is the file that
@@ -573,5 +617,16 @@ mod tests {
             read(Path::new("/proc/self/environ"), &own),
             Err(ReadError::Bad(_))
         ));
+    }
+
+    #[test]
+    fn the_user_who_mounted_a_fuse_file_system_is_read_from_mountinfo() {
+        let mountinfo = "22 1 0:21 / /proc rw,nosuid - proc proc rw\n\
+            90 30 0:52 / /srv/app rw,nosuid,nodev - fuse.sshfs app@host: rw,user_id=1001,group_id=1001,allow_other\n\
+            91 30 0:53 / /mnt/root rw - fuse rootfs rw,user_id=0,group_id=0\n";
+        assert_eq!(mount_user_id(mountinfo, "0:52"), Some(1001));
+        assert_eq!(mount_user_id(mountinfo, "0:53"), Some(0));
+        assert_eq!(mount_user_id(mountinfo, "0:21"), None);
+        assert_eq!(mount_user_id(mountinfo, "0:99"), None);
     }
 }
