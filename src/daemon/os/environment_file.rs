@@ -174,7 +174,7 @@ fn read_here(path: &Path, reader: Option<&Reader>) -> Result<Vec<(String, String
     let file = match reader {
         None => open_no_magic(path).map_err(io_error)?,
         Some(reader) => match trusted_path(path) {
-            Ok(resolved) => open_resolved(&resolved)?,
+            Ok((resolved, checked)) => open_resolved(&resolved, &checked)?,
             Err(Walk::Missing) => return Err(ReadError::Missing),
             Err(Walk::Failed(e)) => return Err(ReadError::Bad(e)),
             Err(Walk::Untrusted(why)) => match open_as(path, reader) {
@@ -263,15 +263,17 @@ fn trusted_owner(uid: u32) -> bool {
 
 /// Follows `path` one component at a time with `lstat` (links resolved by hand), checking
 /// that each directory, link and the file itself is root's and writable by no one else.
-/// Returns the path with every link resolved. What such a path names can change only by
-/// root's hand, so opening the result afterwards opens what was checked.
-fn trusted_path(path: &Path) -> Result<PathBuf, Walk> {
+/// Returns the path with every link resolved, and what `lstat` said of its last component.
+/// What such a path names can change only by root's hand; opening it afterwards is checked
+/// against that all the same.
+fn trusted_path(path: &Path) -> Result<(PathBuf, std::fs::Metadata), Walk> {
     let mut pending: Vec<OsString> = Vec::new();
     push_components(&mut pending, path);
     let mut current = PathBuf::from("/");
     // The walk goes on past the first component that is not root's, to tell a missing file
     // (fine for an optional one) from one the unit's user may or may not read.
-    let mut untrusted = check_trusted(&current, &lstat(&current)?).err();
+    let mut last = lstat(&current)?;
+    let mut untrusted = check_trusted(&current, &last).err();
     let mut links = 0;
     while let Some(name) = pending.pop() {
         if name == ".." {
@@ -295,6 +297,7 @@ fn trusted_path(path: &Path) -> Result<PathBuf, Walk> {
             push_components(&mut pending, &target);
         } else if meta.is_dir() || pending.is_empty() {
             current = next;
+            last = meta;
         } else {
             // A file with more path after it.
             return Err(Walk::Failed(format!(
@@ -304,7 +307,7 @@ fn trusted_path(path: &Path) -> Result<PathBuf, Walk> {
         }
     }
     match untrusted {
-        None => Ok(current),
+        None => Ok((current, last)),
         Some(why) => Err(Walk::Untrusted(why)),
     }
 }
@@ -397,10 +400,9 @@ fn mount_user_id(mountinfo: &str, device: &str) -> Option<u32> {
 
 /// Opens the resolved, checked path (no link left in it) and makes sure it is the file that
 /// was checked.
-fn open_resolved(path: &Path) -> Result<File, ReadError> {
+fn open_resolved(path: &Path, checked: &std::fs::Metadata) -> Result<File, ReadError> {
     let file = open_no_magic_nofollow(path).map_err(io_error)?;
     let opened = file.metadata().map_err(|e| ReadError::Bad(e.to_string()))?;
-    let checked = std::fs::symlink_metadata(path).map_err(|e| ReadError::Bad(e.to_string()))?;
     if (opened.dev(), opened.ino()) != (checked.dev(), checked.ino()) {
         return Err(ReadError::Bad(
             "it changed while it was being opened".into(),
