@@ -238,43 +238,15 @@ fn another_user_is_told_permission_denied() {
 /// as after `adduser alice clusterd`, a supplementary one; a user outside it is refused.
 #[test]
 fn a_member_of_the_socket_group_is_served_through_a_supplementary_group() {
-    if !have_root() {
+    let Some(gid) = socket_group_for_tests() else {
         return;
-    }
-    // Any existing group other than nobody's will do; `daemon` is in every Debian base.
-    let group = nix::unistd::Group::from_name("daemon").ok().flatten();
-    if !available("the group daemon", group.is_some()) {
-        return;
-    }
-    let gid = group.map_or(1, |g| g.gid.as_raw());
+    };
     let d = Daemon::start_with_args(&[("web", SLEEPER)], &["--socket-group", "daemon"]);
     fs::set_permissions(d.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     d.wait_running("web", 1);
     let clusterctl = copy_for_everyone(CLUSTERCTL, d.dir.path());
     let as_nobody_with = |groups: Vec<libc::gid_t>| {
-        let mut command = Command::new(&clusterctl);
-        command
-            .env_remove("CLUSTERD_SOCKET")
-            .arg("--socket")
-            .arg(&d.socket)
-            .arg("status")
-            .current_dir("/");
-        // By hand, in this order: std's uid() would drop the supplementary groups, and its
-        // pre_exec runs after the uid change, when setgroups is no longer allowed.
-        // SAFETY: setgroups, setgid and setuid are async-signal-safe; the closure reads only
-        // the moved-in vector.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                    || libc::setgid(65534) != 0
-                    || libc::setuid(65534) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        command.output().expect("run clusterctl as uid 65534")
+        clusterctl_as_nobody_in(&clusterctl, &d.socket, &groups, &["status"])
     };
     let member = as_nobody_with(vec![gid]);
     assert_eq!(member.status.code(), Some(0), "{}", stderr(&member));

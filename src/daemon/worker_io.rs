@@ -18,13 +18,17 @@
 //! clusterd's pace by its own full socket buffer and costs clusterd no memory. NOTIFY_SOCKET,
 //! which anyone may write to, has a budget of its own. Warnings about bad lines are limited
 //! per channel ([`LogLimit`]); messages that mean nothing to clusterd are not sent at all.
+//!
+//! The other way, `clusterctl send` queues at most [`MAX_SEND_QUEUE_BYTES`] for one instance
+//! and [`MAX_SEND_QUEUE_TOTAL`] for all: past that the request is refused with the reason
+//! (the instance does not read its channel), at once, before anything is queued.
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Instant;
 
@@ -37,7 +41,7 @@ use crate::daemon::os::cgroup::cgroup_of;
 use crate::daemon::sd_notify::{self, Received};
 use crate::daemon::signals::EventSender;
 use crate::log_limit::{LogLimit, Verdict};
-use crate::node_cluster::outbox::{Flushed, Outbox, Outgoing};
+use crate::node_cluster::outbox::{Charge, Flushed, Outbox, Outgoing};
 use crate::node_cluster::primary::{Whose, LISTENER_TOKEN_BASE};
 use crate::node_cluster::{Primary, WorkerInfo};
 use crate::printable::printable;
@@ -56,6 +60,18 @@ pub(crate) const MAX_EVENTS_IN_FLIGHT: usize = 64;
 /// read either (its requests would only queue more answers).
 const MAX_QUEUED_LINES: usize = 1024;
 
+/// Bytes of `clusterctl send` messages clusterd holds for one instance that has not read
+/// them (beyond what its socket buffer already holds): four messages of the largest size.
+pub(crate) const MAX_SEND_QUEUE_BYTES: usize = 256 * 1024;
+
+/// The same for all instances together, so that a message to 4096 instances that read
+/// nothing cannot cost clusterd a gigabyte.
+pub(crate) const MAX_SEND_QUEUE_TOTAL: usize = 16 * 1024 * 1024;
+
+/// What one queued line costs besides its bytes (its vector, its queue slot), counted so
+/// that a flood of one-byte messages is bounded too.
+const QUEUED_LINE_OVERHEAD: usize = 64;
+
 const WAKE_TOKEN: u64 = u64::MAX;
 const NOTIFY_TOKEN: u64 = u64::MAX - 1;
 
@@ -73,8 +89,9 @@ enum Command {
     Disconnect(SpawnId),
     /// The unit's last Node worker was stopped: release its sockets.
     ReleaseUnit(String),
-    /// Write this line on the instance's channel (`clusterctl send`).
-    Send(SpawnId, Vec<u8>),
+    /// Write this line on the instance's channel (the unit's `stop_message`, or a
+    /// `clusterctl send` message with its charge).
+    Send(SpawnId, Vec<u8>, Option<Charge>),
 }
 
 /// One event's worth of a channel's budget ([`MAX_EVENTS_IN_FLIGHT`]). It travels inside the
@@ -140,6 +157,9 @@ impl Budget {
 pub(crate) struct WorkerIo {
     commands: Sender<Command>,
     wake: Arc<EventFd>,
+    /// Bytes of `clusterctl send` messages queued for each instance, and for all of them.
+    send_queues: Arc<Mutex<HashMap<SpawnId, Arc<AtomicUsize>>>>,
+    send_total: Arc<AtomicUsize>,
 }
 
 impl WorkerIo {
@@ -196,7 +216,12 @@ impl WorkerIo {
                 }
                 .run()
             })?;
-        Ok(WorkerIo { commands, wake })
+        Ok(WorkerIo {
+            commands,
+            wake,
+            send_queues: Arc::default(),
+            send_total: Arc::default(),
+        })
     }
 
     /// Starts reading clusterd's end of a new instance's worker channel; `node` makes
@@ -209,11 +234,17 @@ impl WorkerIo {
         cgroup: Option<String>,
         node: Option<WorkerInfo>,
     ) {
+        if let Ok(mut queues) = self.send_queues.lock() {
+            queues.insert(id, Arc::default());
+        }
         self.command(Command::Watch(id, channel, label, cgroup, node));
     }
 
     /// The instance is gone: close its channel.
     pub(crate) fn forget(&self, id: SpawnId) {
+        if let Ok(mut queues) = self.send_queues.lock() {
+            queues.remove(&id);
+        }
         self.command(Command::Forget(id));
     }
 
@@ -231,9 +262,42 @@ impl WorkerIo {
         self.command(Command::Disconnect(id));
     }
 
-    /// Writes `line` on instance `id`'s channel (`clusterctl send`).
+    /// Writes `line` on instance `id`'s channel (its `stop_message`: one per stop, always
+    /// queued).
     pub(crate) fn send(&self, id: SpawnId, line: Vec<u8>) {
-        self.command(Command::Send(id, line));
+        self.command(Command::Send(id, line, None));
+    }
+
+    /// Queues `line` from `clusterctl send` for instance `id`, or says why not: an instance
+    /// that leaves [`MAX_SEND_QUEUE_BYTES`] unread (or all of them [`MAX_SEND_QUEUE_TOTAL`])
+    /// gets no more, and the client is told at once.
+    pub(crate) fn send_from_client(&self, id: SpawnId, line: Vec<u8>) -> Result<(), String> {
+        let queue = self
+            .send_queues
+            .lock()
+            .ok()
+            .and_then(|queues| queues.get(&id).cloned())
+            .ok_or_else(|| "its worker channel is closed".to_string())?;
+        let cost = line.len() + QUEUED_LINE_OVERHEAD;
+        let charge = Charge::take(
+            &[
+                (&queue, MAX_SEND_QUEUE_BYTES),
+                (&self.send_total, MAX_SEND_QUEUE_TOTAL),
+            ],
+            cost,
+        )
+        .map_err(|which| match which {
+            0 => format!(
+                "{} bytes of earlier messages are still queued, unread (the instance does not read its worker channel); not sent",
+                queue.load(Ordering::SeqCst)
+            ),
+            _ => format!(
+                "clusterd already holds {} bytes of messages that instances have not read; not sent",
+                self.send_total.load(Ordering::SeqCst)
+            ),
+        })?;
+        self.command(Command::Send(id, line, Some(charge)));
+        Ok(())
     }
 
     /// The unit's Node workers were all stopped: close the sockets clusterd holds for them
@@ -505,7 +569,7 @@ impl IoThread {
                     self.primary.disconnect(id);
                     self.deliver();
                 }
-                Ok(Command::Send(id, line)) => self.send_line(id, line),
+                Ok(Command::Send(id, line, charge)) => self.send_line(id, line, charge),
                 Ok(Command::ReleaseUnit(unit)) => self.primary.release_unit(&unit, &self.epoll),
                 Err(crossbeam_channel::TryRecvError::Empty) => return true,
                 Err(crossbeam_channel::TryRecvError::Disconnected) => return false,
@@ -513,20 +577,18 @@ impl IoThread {
         }
     }
 
-    /// A line for a worker from `clusterctl send`. A worker that leaves that many lines
-    /// unread is not reading its channel: more would only grow clusterd.
-    fn send_line(&mut self, id: SpawnId, line: Vec<u8>) {
+    /// A line for a worker: its `stop_message`, or one from `clusterctl send`, whose
+    /// charge bounds what is queued (and is given back once the line is written or the
+    /// channel closes).
+    fn send_line(&mut self, id: SpawnId, line: Vec<u8>, charge: Option<Charge>) {
         let Some(channel) = self.channels.get_mut(&id) else {
             return;
         };
-        if channel.outbox.len() >= MAX_QUEUED_LINES {
-            warn!(
-                "{}: does not read its channel; a message from clusterctl send was dropped",
-                channel.label
-            );
-            return;
-        }
-        channel.outbox.push(Outgoing { line, fd: None });
+        channel.outbox.push(Outgoing {
+            line,
+            fd: None,
+            charge,
+        });
         self.flush(id);
     }
 

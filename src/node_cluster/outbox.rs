@@ -7,10 +7,16 @@
 //! (`_handleQueue`): Node attaches a received fd to the first `NODE_HANDLE` message of the
 //! chunk it read, so only one may be in flight. On `NODE_HANDLE_NACK` the message is sent
 //! again, at most [`MAX_RETRANSMISSIONS`] times.
+//!
+//! Lines from `clusterctl send` carry a [`Charge`]: their bytes count against the instance's
+//! allowance and clusterd's until they are written (or dropped with the channel), so that an
+//! instance that never reads its channel costs clusterd a bounded amount of memory.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
@@ -22,6 +28,47 @@ pub(crate) const MAX_RETRANSMISSIONS: u32 = 3;
 pub(crate) struct Outgoing {
     pub line: Vec<u8>,
     pub fd: Option<OwnedFd>,
+    /// For a line from `clusterctl send`: its bytes, given back when it is dropped.
+    pub charge: Option<Charge>,
+}
+
+/// Bytes counted against some allowances (an instance's, clusterd's) for as long as it
+/// lives: dropping it (the line was written, or its channel closed) gives them back.
+pub(crate) struct Charge {
+    counters: Vec<Arc<AtomicUsize>>,
+    bytes: usize,
+}
+
+impl Charge {
+    /// Counts `bytes` against each `(counter, limit)`; `Err(i)` if counter `i` would go past
+    /// its limit (nothing is counted then).
+    pub(crate) fn take(
+        allowances: &[(&Arc<AtomicUsize>, usize)],
+        bytes: usize,
+    ) -> Result<Charge, usize> {
+        let mut charge = Charge {
+            counters: Vec::with_capacity(allowances.len()),
+            bytes,
+        };
+        for (i, (counter, limit)) in allowances.iter().enumerate() {
+            let before = counter.fetch_add(bytes, Ordering::SeqCst);
+            if before.saturating_add(bytes) > *limit {
+                counter.fetch_sub(bytes, Ordering::SeqCst);
+                // `charge` gives back what the earlier counters took.
+                return Err(i);
+            }
+            charge.counters.push(Arc::clone(counter));
+        }
+        Ok(charge)
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        for counter in &self.counters {
+            counter.fetch_sub(self.bytes, Ordering::SeqCst);
+        }
+    }
 }
 
 /// What a flush achieved.
@@ -43,16 +90,24 @@ pub(crate) struct Outbox {
     /// The handle message written last, kept until the worker acknowledges it.
     awaiting_ack: Option<Outgoing>,
     retransmissions: u32,
+    /// Lines in `queue` from `clusterctl send` (bounded by their [`Charge`]s).
+    charged: usize,
 }
 
 impl Outbox {
     pub(crate) fn push(&mut self, message: Outgoing) {
+        if message.charge.is_some() {
+            self.charged += 1;
+        }
         self.queue.push_back(message);
     }
 
-    /// Lines still to write.
+    /// Lines clusterd itself still has to write (answers to a Node worker), not counting
+    /// those of `clusterctl send`: a worker whose answers pile up is not read (its requests
+    /// would only queue more), but an operator's messages must not stop clusterd from
+    /// hearing an instance.
     pub(crate) fn len(&self) -> usize {
-        self.queue.len()
+        self.queue.len().saturating_sub(self.charged)
     }
 
     #[cfg(test)]
@@ -89,6 +144,9 @@ impl Outbox {
                     if self.written >= front.line.len() {
                         self.written = 0;
                         if let Some(sent) = self.queue.pop_front() {
+                            if sent.charge.is_some() {
+                                self.charged = self.charged.saturating_sub(1);
+                            }
                             if sent.fd.is_some() {
                                 self.awaiting_ack = Some(sent);
                             }
@@ -167,10 +225,12 @@ mod tests {
         outbox.push(Outgoing {
             line: b"{\"a\":1}\n".to_vec(),
             fd: Some(socket.into()),
+            charge: None,
         });
         outbox.push(Outgoing {
             line: b"{\"b\":2}\n".to_vec(),
             fd: None,
+            charge: None,
         });
         assert_eq!(outbox.flush(ours.as_fd()), Flushed::Idle);
         assert!(outbox.awaiting_ack());
@@ -201,6 +261,7 @@ mod tests {
         outbox.push(Outgoing {
             line: line.clone(),
             fd: None,
+            charge: None,
         });
         assert_eq!(outbox.flush(ours.as_fd()), Flushed::Blocked);
         let mut received = Vec::new();
@@ -223,7 +284,54 @@ mod tests {
         outbox.push(Outgoing {
             line: b"{}\n".to_vec(),
             fd: None,
+            charge: None,
         });
         assert_eq!(outbox.flush(ours.as_fd()), Flushed::Broken);
+    }
+
+    #[test]
+    fn a_charge_is_refused_past_a_limit_and_given_back_when_written_or_dropped() {
+        let (instance, total) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let take = |bytes| Charge::take(&[(&instance, 100), (&total, 150)], bytes);
+        let first = take(60).expect("fits");
+        assert_eq!(take(60).err(), Some(0), "past the instance's limit");
+        assert_eq!(
+            total.load(Ordering::SeqCst),
+            60,
+            "nothing counted for a refusal"
+        );
+
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut outbox = Outbox::default();
+        outbox.push(Outgoing {
+            line: b"1\n".to_vec(),
+            fd: None,
+            charge: Some(first),
+        });
+        assert_eq!(outbox.len(), 0, "a client's line is not clusterd's own");
+        assert_eq!(outbox.flush(ours.as_fd()), Flushed::Idle);
+        assert_eq!(
+            instance.load(Ordering::SeqCst),
+            0,
+            "given back once written"
+        );
+
+        let queued = take(90).expect("fits again");
+        drop(theirs);
+        outbox.push(Outgoing {
+            line: b"2\n".to_vec(),
+            fd: None,
+            charge: Some(queued),
+        });
+        drop(outbox);
+        assert_eq!(
+            (
+                instance.load(Ordering::SeqCst),
+                total.load(Ordering::SeqCst)
+            ),
+            (0, 0),
+            "given back when the channel's queue is dropped"
+        );
     }
 }

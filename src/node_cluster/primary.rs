@@ -393,6 +393,7 @@ impl Primary {
             Outgoing {
                 line: message::to_line(message),
                 fd,
+                charge: None,
             },
         ));
     }
@@ -447,6 +448,7 @@ impl Primary {
                 Outgoing {
                     line,
                     fd: Some(copy),
+                    charge: None,
                 },
             ));
         }

@@ -280,8 +280,9 @@ pub(crate) trait ProcessControl {
     fn signal_process(&mut self, pid: Pid, signal: Signal);
 
     /// Writes `line` (one JSON value and a newline) on instance `id`'s worker channel,
-    /// without waiting: the channel's queue takes it.
-    fn send_message(&mut self, id: SpawnId, line: Vec<u8>);
+    /// without waiting: the channel's queue takes it, or the error says why it cannot (the
+    /// instance leaves too much unread).
+    fn send_message(&mut self, id: SpawnId, line: Vec<u8>) -> Result<(), String>;
 
     /// Sends `signal` to every process of instance `id`, whose process group is `pgid`: its
     /// cgroup where it has one, else its process group. Also after the instance's own
@@ -399,10 +400,10 @@ pub(crate) trait ProcessControl {
     ) -> GracefulStop {
         let _ = (pid, kill_signal);
         match stop_message {
-            Some(line) => {
-                self.send_message(id, line);
-                GracefulStop::Asked
-            }
+            Some(line) => match self.send_message(id, line) {
+                Ok(()) => GracefulStop::Asked,
+                Err(_) => GracefulStop::SendKillSignal,
+            },
             None => GracefulStop::SendKillSignal,
         }
     }

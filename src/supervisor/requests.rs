@@ -141,7 +141,8 @@ impl<P: ProcessControl> Supervisor<P> {
         ))
     }
 
-    /// `clusterctl send`: one JSON value on the worker channel of instances.
+    /// `clusterctl send`: one JSON value on the worker channel of instances. An instance
+    /// that leaves too much unread gets no more, and the reply says which.
     fn request_send(&mut self, name: &str, instance: Option<u32>, message: &str) -> Response {
         let line = match serde_json::from_str::<serde_json::Value>(message) {
             // As the user wrote it when it is one line; else written again, compactly.
@@ -154,12 +155,24 @@ impl<P: ProcessControl> Supervisor<P> {
             Ok(targets) => targets,
             Err(e) => return Response::failed(e),
         };
-        for &(id, _, _) in &targets {
-            self.os.send_message(id, line.clone());
+        let mut refused = Vec::new();
+        for &(id, _, index) in &targets {
+            if let Err(why) = self.os.send_message(id, line.clone()) {
+                refused.push(format!("{name}[{index}]: {why}"));
+            }
         }
-        Response::done(format!(
-            "{name}: message sent to {} instance(s)",
-            targets.len()
+        if refused.is_empty() {
+            return Response::done(format!(
+                "{name}: message sent to {} instance(s)",
+                targets.len()
+            ));
+        }
+        // Not every instance got it: an error, saying which did not and why.
+        Response::failed(format!(
+            "{name}: message sent to {} of {} instance(s); not to {}",
+            targets.len() - refused.len(),
+            targets.len(),
+            refused.join("; ")
         ))
     }
 

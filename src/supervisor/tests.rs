@@ -190,9 +190,10 @@ impl ProcessControl for FakeOs {
         self.process_signals.push((pid, signal));
     }
 
-    fn send_message(&mut self, id: SpawnId, line: Vec<u8>) {
+    fn send_message(&mut self, id: SpawnId, line: Vec<u8>) -> Result<(), String> {
         self.messages
             .push((id, String::from_utf8_lossy(&line).into_owned()));
+        Ok(())
     }
 
     fn reap(&mut self) -> Vec<(Pid, RawWaitStatus)> {

@@ -450,3 +450,53 @@ impl Daemon {
         daemon
     }
 }
+
+/// Runs `clusterctl` (a copy nobody may execute, see [`copy_for_everyone`]) on `socket` as
+/// uid 65534 with `groups` as its supplementary groups: a socket-group member that is not
+/// root (or, without groups, an outsider).
+pub(crate) fn clusterctl_as_nobody_in(
+    clusterctl: &Path,
+    socket: &Path,
+    groups: &[libc::gid_t],
+    args: &[&str],
+) -> Output {
+    use std::os::unix::process::CommandExt;
+    let groups = groups.to_vec();
+    let mut command = Command::new(clusterctl);
+    command
+        .env_remove("CLUSTERD_SOCKET")
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .current_dir("/");
+    // By hand, in this order: std's uid() would drop the supplementary groups, and its
+    // pre_exec runs after the uid change, when setgroups is no longer allowed.
+    // SAFETY: setgroups, setgid and setuid are async-signal-safe; the closure reads only
+    // the moved-in vector.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setgid(65534) != 0
+                || libc::setuid(65534) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.output().expect("run clusterctl as uid 65534")
+}
+
+/// The gid of `daemon`, the group tests hand `--socket-group` (any group other than nobody's
+/// would do; `daemon` is in every Debian base), when the test can run as root; `None` (after
+/// [`available`] said why) when it cannot.
+pub(crate) fn socket_group_for_tests() -> Option<libc::gid_t> {
+    if !have_root() {
+        return None;
+    }
+    let group = nix::unistd::Group::from_name("daemon").ok().flatten();
+    if !available("the group daemon", group.is_some()) {
+        return None;
+    }
+    group.map(|g| g.gid.as_raw())
+}

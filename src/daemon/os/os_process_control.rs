@@ -241,9 +241,10 @@ impl ProcessControl for OsProcessControl {
         let channel_fd = (FIRST_PASSED_FD + listen_fds.len() as i32).to_string();
 
         let mut env = self.environment_for(unit);
-        // Read now, at every start: a changed file applies to the next instance started.
+        // Read now, at every start: a changed file applies to the next instance started. Read
+        // for the unit's user: only what it could read itself, or what root put there for it.
         for file in &unit.environment_files {
-            match environment_file::read(&file.path) {
+            match environment_file::read(&file.path, &unit.credentials) {
                 Ok(variables) => {
                     for (key, value) in variables {
                         set(&mut env, &key, &value);
@@ -461,8 +462,8 @@ impl ProcessControl for OsProcessControl {
         let _ = nix::sys::signal::kill(pid, signal);
     }
 
-    fn send_message(&mut self, id: SpawnId, line: Vec<u8>) {
-        self.io.send(id, line);
+    fn send_message(&mut self, id: SpawnId, line: Vec<u8>) -> Result<(), String> {
+        self.io.send_from_client(id, line)
     }
 
     fn signal_instance(&mut self, id: SpawnId, pgid: Pid, signal: Signal) {
