@@ -51,7 +51,8 @@ fn main() -> ExitCode {
         } => Request::Kill {
             unit,
             instance,
-            signal,
+            // By number: kill(1)'s names and numbers are both already checked.
+            signal: signal.number().to_string(),
             all,
         },
         Command::Send {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::client::top::SortBy;
+use crate::protocol::signal::KillSignal;
 use crate::protocol::{LogStream, ScaleCount};
 
 #[derive(Parser)]
@@ -53,9 +54,10 @@ pub enum ClusterctlCommand {
     /// `kill -HUP` reload), or with --all every process of each.
     Kill {
         unit: String,
-        /// A name (HUP, SIGHUP) or a number.
+        /// A name with or without SIG (HUP, SIGHUP, RTMIN+1) or a number from 1 to 64 (15,
+        /// 1, 10), as kill(1) takes them.
         #[arg(short, long, default_value = "SIGTERM")]
-        signal: String,
+        signal: KillSignal,
         /// Only this instance (its index).
         #[arg(long, value_name = "INDEX")]
         instance: Option<u32>,

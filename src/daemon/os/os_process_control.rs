@@ -394,6 +394,24 @@ impl ProcessControl for OsProcessControl {
         let _ = nix::sys::signal::kill(pid, signal);
     }
 
+    fn signal_number(&mut self, id: SpawnId, pid: Pid, number: i32, all: bool) {
+        let processes = match (all, self.instance_cgroups.get(&id)) {
+            (false, _) => vec![pid.as_raw()],
+            // Every process of the instance's cgroup (`Signal` cannot carry the number to
+            // `Cgroup::signal`).
+            (true, Some(cgroup)) => std::fs::read_to_string(cgroup.file("cgroup.procs"))
+                .map(|text| text.lines().filter_map(|l| l.parse().ok()).collect())
+                .unwrap_or_else(|_| vec![-pid.as_raw()]),
+            // Its process group.
+            (true, None) => vec![-pid.as_raw()],
+        };
+        for target in processes {
+            // SAFETY: kill has no memory-safety preconditions. A process that is gone already
+            // (ESRCH) has its exit coming through reap.
+            unsafe { libc::kill(target, number) };
+        }
+    }
+
     fn send_message(&mut self, id: SpawnId, line: Vec<u8>) {
         self.io.send(id, line);
     }
