@@ -327,3 +327,63 @@ fn clients_that_never_read_their_answer_hold_nothing() {
     }
     assert!(alive(d.pid()));
 }
+
+/// Issue 18: `clusterctl logs -f` ended with exit 0 and no word when clusterd died, as if the
+/// log had simply ended. Now it says the connection was lost and exits 3.
+#[test]
+fn logs_follow_says_the_connection_was_lost_when_clusterd_goes_away() {
+    let mut d = Daemon::start(&[(
+        "ticker",
+        "command = [\"sh\", \"-c\", \"while :; do echo tick; sleep 0.2; done\"]\n",
+    )]);
+    d.wait_running("ticker", 1);
+    let mut follower = KillOnDrop(
+        Command::new(CLUSTERCTL)
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(["logs", "-f", "ticker"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run clusterctl logs -f"),
+    );
+    let stdout = follower.0.stdout.take().expect("stdout");
+    let (lines, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(line);
+        }
+    });
+    let line = seen.recv_timeout(PATIENCE).expect("a line followed");
+    assert!(line.contains("tick"), "{line}");
+    // clusterd stops (SIGTERM: it takes its instances and cgroups with it).
+    assert!(d.terminate().success());
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = follower.0.try_wait().expect("wait for clusterctl") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "logs -f still running after clusterd stopped"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    follower
+        .0
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("lost the connection to clusterd"),
+        "{stderr}"
+    );
+}

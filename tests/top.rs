@@ -110,3 +110,28 @@ fn top_shows_the_busiest_first_quits_on_q_and_restores_the_terminal() {
         "{text}"
     );
 }
+
+/// Issue 18: when clusterd went away under `top`, its error was written on the alternate
+/// screen and vanished with it; top exited and the operator saw nothing. Now the error is
+/// printed once the terminal is back, and the exit code says clusterd is not reachable (3).
+#[test]
+fn top_says_why_it_ended_after_leaving_the_alternate_screen() {
+    if !available("tmux", runs("tmux", &["-V"])) {
+        return;
+    }
+    // No units: nothing is left behind when clusterd is killed.
+    let mut daemon = Daemon::start(&[]);
+    let tmux = Tmux::start(&format!("clusterd-top-gone-{}", std::process::id()));
+    tmux.type_line(&format!(
+        "{CLUSTERCTL} --socket {} top --interval 200ms; echo \"top exited with $?\"",
+        daemon.path("ctl.sock").display()
+    ));
+    wait_for("a frame", PATIENCE, || tmux.screen().contains("q to quit"));
+    send_signal(daemon.pid(), libc::SIGKILL);
+    daemon.wait_exit(PATIENCE);
+    wait_for("top to exit and say why", PATIENCE, || {
+        let screen = tmux.screen();
+        screen.contains("top exited with 3") && screen.contains("cannot connect to clusterd")
+    });
+    assert!(!tmux.screen().contains("q to quit"), "{}", tmux.screen());
+}
