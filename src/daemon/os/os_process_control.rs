@@ -30,6 +30,12 @@ use crate::supervisor::process_control::{
 };
 use crate::unit::{NodeClusterStop, Unit};
 
+/// Children reaped per SIGCHLD event. Each exit may restart its instance, a fork and exec in
+/// the loop: with 1,000 instances crash-looping, reaping them all in one event held the loop
+/// (and every `clusterctl status` behind it) for 10–25 s. A batch at a time, with the events
+/// that arrived meanwhile handled in between, bounds that wait to one batch.
+const REAP_BATCH: usize = 32;
+
 pub(crate) struct OsProcessControl {
     io: WorkerIo,
     /// Where instances get cgroups of their own; `Err` says why they cannot (process groups
@@ -523,6 +529,14 @@ impl ProcessControl for OsProcessControl {
     fn reap(&mut self) -> Vec<(Pid, RawWaitStatus)> {
         let mut exited = Vec::new();
         loop {
+            if exited.len() >= REAP_BATCH {
+                // The rest stay zombies a moment longer: a SIGCHLD of our own, queued behind
+                // what arrived meanwhile (a `clusterctl status`), comes back for them.
+                let _ = self
+                    .events
+                    .send(crate::supervisor::event::Event::Signal(libc::SIGCHLD));
+                break;
+            }
             let mut status: libc::c_int = 0;
             // SAFETY: waitpid writes only to `status`, a valid local. libc's waitpid, not nix's:
             // nix rejects signal numbers it has no name for (real-time signals) with EINVAL
