@@ -168,7 +168,11 @@ fn status_stays_quick_while_a_thousand_instances_crash_loop_under_top_and_logs_f
         .expect("run clusterctl logs -f");
     let started = std::time::Instant::now();
     while !tmux.screen().contains("q to quit") {
-        assert!(started.elapsed() < PATIENCE, "no frame from top:\n{}", tmux.screen());
+        assert!(
+            started.elapsed() < PATIENCE,
+            "no frame from top:\n{}",
+            tmux.screen()
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     wait_for("the crash loop to be under way", PATIENCE, || {

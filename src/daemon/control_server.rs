@@ -212,9 +212,9 @@ fn accept_loop(listener: UnixListener, routes: Routes, policy: AccessPolicy) {
 
 /// The control thread's own file descriptor, for answering at the fd limit. Only the control
 /// thread ever gives it up, and only for the instant between closing it and `accept()`, which
-/// then gets that same number back (the lowest free one); once the connection is answered,
-/// its descriptor is kept, shut down, as the new reserve: it is never closed, so no other
-/// thread (a spawn retrying, the log thread) can take it meanwhile. An fd that was closed
+/// claims a descriptor before it waits for a connection; once the connection is answered, its
+/// descriptor is kept, shut down, as the new reserve: it is never closed, so no other thread
+/// (a spawn retrying, the log thread) can take it meanwhile. A reserve closed after the answer
 /// and reopened later, as before, went to whichever thread asked first.
 struct Reserve(Option<OwnedFd>);
 
