@@ -75,11 +75,6 @@ fn at_the_fd_limit_with_spawns_retrying_status_is_answered_every_time() {
         std::thread::sleep(Duration::from_millis(100));
     }
     eprintln!("{asked} status answered at the fd limit, the slowest in {slowest:?}");
-    assert!(
-        !d.log().contains("waiting before accepting again"),
-        "the control socket lost its reserve:\n{}",
-        d.log()
-    );
 }
 
 /// A runaway script of an admitted user (uid 65534 in the socket group): it keeps `count`
