@@ -162,3 +162,91 @@ fn stop_message_stops_a_node_app_the_way_pm2_shutdown_with_message_does() {
             .is_ok_and(|log| log.contains("(the message \"shutdown\")"))
     });
 }
+
+/// Records each signal it gets, by number, in got.log; traps 1, 10, 12, 15 and three
+/// real-time signals.
+const TRAPS_PY: &str = r#"
+import os, signal, time
+def record(number, frame):
+    with open('got.log', 'a') as f:
+        f.write('%d\n' % number)
+for number in [1, 10, 12, 15, signal.SIGRTMIN, signal.SIGRTMIN + 2, signal.SIGRTMAX - 1]:
+    signal.signal(number, record)
+open('up', 'w').close()
+while True:
+    time.sleep(1)
+"#;
+
+/// Issue 18: `clusterctl kill --signal 15` (a number, as `kill -15` takes it) was refused.
+/// Numbers from 1 to 64 (real-time signals too) and names with or without SIG are taken;
+/// anything else is a usage error that says what to give, and nothing is signalled.
+#[test]
+fn kill_takes_signal_numbers_and_real_time_signals_as_kill_does() {
+    if !available("python3", runs("python3", &["--version"])) {
+        return;
+    }
+    let daemon = Daemon::start(&[]);
+    fs::write(daemon.path("traps.py"), TRAPS_PY).expect("write traps.py");
+    daemon.write_unit(
+        "traps",
+        &format!(
+            "command = [\"python3\", \"{}\"]\n",
+            toml_path(&daemon.path("traps.py"))
+        ),
+    );
+    assert!(daemon.ctl(&["daemon-reload"]).status.success());
+    let pid = daemon.wait_running("traps", 1)[0];
+    wait_for("the traps to be set", PATIENCE, || {
+        daemon.path("up").exists()
+    });
+    // SIGRTMIN is 34 under glibc: RTMIN+2 is 36, RTMAX-1 is 63.
+    let mut expected = Vec::new();
+    for (given, number, all) in [
+        ("15", 15, false),
+        ("1", 1, false),
+        ("10", 10, true),
+        ("sigusr2", 12, false),
+        ("TERM", 15, false),
+        ("34", 34, false),
+        ("RTMIN+2", 36, true),
+        ("SIGRTMAX-1", 63, false),
+    ] {
+        let mut args = vec!["kill", "traps", "--signal", given];
+        if all {
+            args.push("--all");
+        }
+        let out = daemon.ctl(&args);
+        assert!(
+            out.status.success(),
+            "{given}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        expected.push(number.to_string());
+        // One at a time: signals of one kind that are pending at once are delivered once.
+        wait_for(&format!("signal {given} to arrive"), PATIENCE, || {
+            fs::read_to_string(daemon.path("got.log"))
+                .unwrap_or_default()
+                .lines()
+                .collect::<Vec<_>>()
+                == expected
+        });
+    }
+    for given in ["0", "65", "-15", "SIGNOPE", "RTMIN+99"] {
+        let out = daemon.ctl(&["kill", "traps", "--signal", given]);
+        assert_eq!(out.status.code(), Some(2), "{given}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("unknown signal") || given == "-15",
+            "{given}: {stderr}"
+        );
+    }
+    // The same instance, never restarted, and nothing more signalled.
+    assert_eq!(daemon.pids("traps"), [pid]);
+    assert_eq!(
+        fs::read_to_string(daemon.path("got.log"))
+            .unwrap_or_default()
+            .lines()
+            .count(),
+        expected.len()
+    );
+}

@@ -57,7 +57,7 @@ complete -c clusterctl -n "__fish_clusterctl_using_subcommand reload" -l socket 
 complete -c clusterctl -n "__fish_clusterctl_using_subcommand reload" -s h -l help -d 'Print help'
 complete -c clusterctl -n "__fish_clusterctl_using_subcommand scale" -l socket -d 'Control socket path [default: $CLUSTERD_SOCKET, else the same default as clusterd]' -r -F
 complete -c clusterctl -n "__fish_clusterctl_using_subcommand scale" -s h -l help -d 'Print help'
-complete -c clusterctl -n "__fish_clusterctl_using_subcommand kill" -s s -l signal -d 'A name (HUP, SIGHUP) or a number' -r
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand kill" -s s -l signal -d 'A name with or without SIG (HUP, SIGHUP, RTMIN+1) or a number from 1 to 64 (15, 1, 10), as kill(1) takes them' -r
 complete -c clusterctl -n "__fish_clusterctl_using_subcommand kill" -l instance -d 'Only this instance (its index)' -r
 complete -c clusterctl -n "__fish_clusterctl_using_subcommand kill" -l socket -d 'Control socket path [default: $CLUSTERD_SOCKET, else the same default as clusterd]' -r -F
 complete -c clusterctl -n "__fish_clusterctl_using_subcommand kill" -l all -d 'Every process of each instance (its cgroup or process group), not only its own'

@@ -1,6 +1,7 @@
 //! `clusterctl`: controls a running clusterd over its Unix socket.
 //!
-//! Exit codes: 0 done, 1 the request failed, 2 usage error, 3 clusterd is not reachable.
+//! Exit codes: 0 done, 1 the request failed, 2 usage error, 3 clusterd is not reachable (or,
+//! for `logs -f` and `top`, went away).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -51,7 +52,8 @@ fn main() -> ExitCode {
         } => Request::Kill {
             unit,
             instance,
-            signal,
+            // By number: kill(1)'s names and numbers are both already checked.
+            signal: signal.number().to_string(),
             all,
         },
         Command::Send {
@@ -99,7 +101,7 @@ fn main() -> ExitCode {
                 instance,
                 stream,
             };
-            return logs(&socket, request, raw);
+            return logs(&socket, request, follow, raw);
         }
     };
     let response = match send_request(&socket, request) {
@@ -136,8 +138,9 @@ fn main() -> ExitCode {
 
 /// `clusterctl logs`: the response, then the lines as clusterd sends them. On a terminal,
 /// control characters a program wrote are shown escaped (they could drive the terminal),
-/// unless `--raw`.
-fn logs(socket: &std::path::Path, request: Request, raw: bool) -> ExitCode {
+/// unless `--raw`. A follower's connection ends only when clusterd goes away (or drops it):
+/// that is said, with exit 3, so a script does not take it for a clean end.
+fn logs(socket: &std::path::Path, request: Request, follow: bool, raw: bool) -> ExitCode {
     use std::io::{BufRead, IsTerminal};
     let (response, mut reader) = match open_stream(socket, request) {
         Ok(opened) => opened,
@@ -152,11 +155,15 @@ fn logs(socket: &std::path::Path, request: Request, raw: bool) -> ExitCode {
     loop {
         line.clear();
         match reader.read_until(b'\n', &mut line) {
-            Ok(0) => return ExitCode::SUCCESS,
+            Ok(0) if !follow => return ExitCode::SUCCESS,
+            Ok(0) => {
+                complain!("clusterctl: lost the connection to clusterd (it stopped, or dropped this follower); no more lines");
+                return ExitCode::from(EXIT_UNREACHABLE);
+            }
             Ok(_) => {}
             Err(e) => {
-                complain!("clusterctl: the connection to clusterd broke: {e}");
-                return ExitCode::from(EXIT_FAILED);
+                complain!("clusterctl: lost the connection to clusterd: {e}");
+                return ExitCode::from(EXIT_UNREACHABLE);
             }
         }
         let written = if escape {
@@ -179,7 +186,8 @@ fn logs(socket: &std::path::Path, request: Request, raw: bool) -> ExitCode {
 }
 
 /// `clusterctl top`: a frame per interval on the alternate screen, or one frame when stdout
-/// is not a terminal.
+/// is not a terminal. An error is printed once the alternate screen is left: printed on it,
+/// it would vanish with it.
 fn top(
     socket: &std::path::Path,
     unit: Option<String>,
@@ -187,18 +195,21 @@ fn top(
     sort: SortBy,
 ) -> ExitCode {
     use std::io::IsTerminal;
-    let status = || -> Result<clusterd::protocol::StatusReport, ExitCode> {
+    let status = || -> Result<clusterd::protocol::StatusReport, Failure> {
         let response = send_request(socket, Request::Status { unit: unit.clone() })
-            .map_err(|e| unanswered(&e))?;
-        if let Some(code) = refused(&response) {
-            return Err(code);
+            .map_err(|e| Failure::from(&e))?;
+        if !response.ok {
+            return Err(Failure::refused(&response));
         }
-        response.status.ok_or(ExitCode::from(EXIT_FAILED))
+        response.status.ok_or(Failure {
+            message: "clusterd sent no status".into(),
+            code: EXIT_FAILED,
+        })
     };
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
         return match status() {
             Ok(report) => print_out(&frame(&report, sort, usize::MAX)),
-            Err(code) => code,
+            Err(failure) => failure.report(),
         };
     }
     let screen = match Screen::enter() {
@@ -211,9 +222,9 @@ fn top(
     loop {
         let report = match status() {
             Ok(report) => report,
-            Err(code) => {
+            Err(failure) => {
                 drop(screen);
-                return code;
+                return failure.report();
             }
         };
         if screen.show(&frame(&report, sort, screen.rows())).is_err() {
@@ -322,30 +333,53 @@ fn completions(shell: clap_complete::Shell) -> ExitCode {
     print_out(&String::from_utf8_lossy(&script))
 }
 
-/// Says why clusterd could not be asked; exit 3 when it is not reachable, else 1.
-fn unanswered(error: &ClientError) -> ExitCode {
-    match error {
-        ClientError::Unreachable(e) => {
-            complain!("clusterctl: {e}");
-            ExitCode::from(EXIT_UNREACHABLE)
+/// Why clusterctl ends without its answer, and the exit code that says so; told on stderr
+/// by [`Failure::report`], when the terminal can show it.
+struct Failure {
+    message: String,
+    code: u8,
+}
+
+impl Failure {
+    /// clusterd refused (exit 1).
+    fn refused(response: &clusterd::protocol::Response) -> Failure {
+        Failure {
+            message: printable(response.error.as_deref().unwrap_or("the request failed"))
+                .into_owned(),
+            code: EXIT_FAILED,
         }
-        ClientError::Protocol(e) => {
-            complain!("clusterctl: {e}");
-            ExitCode::from(EXIT_FAILED)
+    }
+
+    fn report(self) -> ExitCode {
+        complain!("clusterctl: {}", self.message);
+        ExitCode::from(self.code)
+    }
+}
+
+/// clusterd could not be asked: exit 3 when it is not reachable, else 1.
+impl From<&ClientError> for Failure {
+    fn from(error: &ClientError) -> Failure {
+        match error {
+            ClientError::Unreachable(message) => Failure {
+                message: message.clone(),
+                code: EXIT_UNREACHABLE,
+            },
+            ClientError::Protocol(message) => Failure {
+                message: message.clone(),
+                code: EXIT_FAILED,
+            },
         }
     }
 }
 
+/// Says why clusterd could not be asked; exit 3 when it is not reachable, else 1.
+fn unanswered(error: &ClientError) -> ExitCode {
+    Failure::from(error).report()
+}
+
 /// Says why clusterd refused, if it did (exit 1).
 fn refused(response: &clusterd::protocol::Response) -> Option<ExitCode> {
-    if response.ok {
-        return None;
-    }
-    complain!(
-        "clusterctl: {}",
-        printable(response.error.as_deref().unwrap_or("the request failed"))
-    );
-    Some(ExitCode::from(EXIT_FAILED))
+    (!response.ok).then(|| Failure::refused(response).report())
 }
 
 /// Writes the answer to stdout. A reader that went away (`clusterctl status | head -1`) is

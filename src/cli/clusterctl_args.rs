@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::client::top::SortBy;
+use crate::protocol::signal::KillSignal;
 use crate::protocol::{LogStream, ScaleCount};
 
 #[derive(Parser)]
@@ -14,7 +15,7 @@ use crate::protocol::{LogStream, ScaleCount};
     about = "Control a running clusterd",
     after_long_help = "Exit status: 0 done; 1 the request failed (clusterd said why), or for \
 `ready`, a unit is not ready; 2 a wrong argument; 3 clusterd is not reachable (not running, \
-or no permission on its socket)."
+or no permission on its socket), or went away under `logs -f` or `top`."
 )]
 pub struct ClusterctlArgs {
     /// Control socket path [default: $CLUSTERD_SOCKET, else the same default as clusterd].
@@ -53,9 +54,10 @@ pub enum ClusterctlCommand {
     /// `kill -HUP` reload), or with --all every process of each.
     Kill {
         unit: String,
-        /// A name (HUP, SIGHUP) or a number.
+        /// A name with or without SIG (HUP, SIGHUP, RTMIN+1) or a number from 1 to 64 (15,
+        /// 1, 10), as kill(1) takes them.
         #[arg(short, long, default_value = "SIGTERM")]
-        signal: String,
+        signal: KillSignal,
         /// Only this instance (its index).
         #[arg(long, value_name = "INDEX")]
         instance: Option<u32>,

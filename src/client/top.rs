@@ -111,12 +111,18 @@ impl Screen {
         Ok(Screen { saved })
     }
 
-    /// Replaces what is shown with `text`.
+    /// Replaces what is shown with `text`, each line cut to the terminal's width: a line
+    /// that wrapped, or a newline after the last row, would scroll the header off the screen.
     pub fn show(&self, text: &str) -> io::Result<()> {
+        let columns = self.size().1;
+        let lines: Vec<String> = text
+            .lines()
+            .map(|line| line.chars().take(columns).collect())
+            .collect();
         let mut out = io::stdout().lock();
         out.write_all(b"\x1b[H\x1b[2J")?;
         // Raw mode: a newline alone does not return the carriage.
-        out.write_all(text.replace('\n', "\r\n").as_bytes())?;
+        out.write_all(lines.join("\r\n").as_bytes())?;
         out.flush()
     }
 
@@ -139,6 +145,11 @@ impl Screen {
 
     /// Rows of the terminal (24 if it does not say).
     pub fn rows(&self) -> usize {
+        self.size().0
+    }
+
+    /// Rows and columns of the terminal (24 by 80 if it does not say).
+    fn size(&self) -> (usize, usize) {
         let mut size: libc::winsize = libc::winsize {
             ws_row: 0,
             ws_col: 0,
@@ -147,10 +158,11 @@ impl Screen {
         };
         // SAFETY: TIOCGWINSZ writes a winsize into a valid local.
         let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
-        if ok && size.ws_row > 0 {
-            usize::from(size.ws_row)
-        } else {
-            24
+        match (ok, size.ws_row, size.ws_col) {
+            (true, rows, columns) if rows > 0 && columns > 0 => {
+                (usize::from(rows), usize::from(columns))
+            }
+            _ => (24, 80),
         }
     }
 }

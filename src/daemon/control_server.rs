@@ -3,20 +3,27 @@
 //! to the supervisor loop and writes the answer back. A bad request gets an error reply and
 //! never reaches the supervisor.
 //!
-//! Clients cannot hold clusterd: at most [`MAX_CONNECTIONS`] are served at once (the others
-//! get an error at once), a request must arrive whole within [`REQUEST_DEADLINE`], and an
-//! answer must be taken within [`ANSWER_DEADLINE`]. At the file-descriptor limit the accept
-//! loop gives up a reserve fd to take one connection in, so clusterctl still gets an answer,
-//! and otherwise backs off instead of spinning on EMFILE.
+//! Clients cannot hold clusterd, nor lock the operator out:
+//! - at most [`MAX_CONNECTIONS`] are served at once, of which [`PRIVILEGED_SLOTS`] only root
+//!   and clusterd's own user may take, and any other uid at most [`MAX_PER_UID`]: a runaway
+//!   script of a socket-group member cannot take every slot (the others get an error at once);
+//! - a request must arrive whole within [`REQUEST_DEADLINE`] of connecting, and the whole
+//!   answer must be taken within [`ANSWER_DEADLINE`] (deadlines, not idle timeouts: a byte
+//!   every few seconds extends neither). The supervisor loop never writes to a client.
+//! - At the file-descriptor limit, the control thread answers from a descriptor of its own
+//!   (see [`Reserve`]) that no other thread can take, one connection at a time, root's and
+//!   clusterd's user's only; and otherwise backs off instead of spinning on EMFILE.
 
+use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 use nix::sys::socket::{getsockopt, sockopt};
@@ -36,10 +43,14 @@ use crate::unit::is_valid_unit_name;
 pub(crate) const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 /// A client refused for its uid gets this long to finish sending (so it can read the refusal).
 const REFUSED_DEADLINE: Duration = Duration::from_secs(1);
-/// A client must take its answer within this long.
+/// A client must have taken its whole answer this long after it was ready.
 pub(crate) const ANSWER_DEADLINE: Duration = Duration::from_secs(5);
 /// Connections served at once; one more is answered with an error and closed.
 pub(crate) const MAX_CONNECTIONS: usize = 64;
+/// Of [`MAX_CONNECTIONS`], the slots only root and clusterd's own user may take.
+pub(crate) const PRIVILEGED_SLOTS: usize = 8;
+/// Connections one uid other than root and clusterd's own may have served at once.
+pub(crate) const MAX_PER_UID: usize = 16;
 /// After an accept error that leaves nothing to accept (EMFILE without a reserve fd, ENOMEM),
 /// the accept loop waits this long, doubling up to [`MAX_ACCEPT_BACKOFF`].
 const FIRST_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
@@ -53,10 +64,15 @@ pub(crate) struct AccessPolicy {
 }
 
 impl AccessPolicy {
+    /// Root and clusterd's own user: the operator, who keeps slots of its own.
+    fn privileged(&self, uid: u32) -> bool {
+        uid == 0 || uid == self.owner.as_raw()
+    }
+
     /// `groups`: the peer's supplementary groups, asked only when its uid and primary gid do
     /// not already decide.
     fn allows(&self, uid: u32, gid: u32, groups: impl FnOnce() -> Vec<u32>) -> bool {
-        if uid == 0 || uid == self.owner.as_raw() {
+        if self.privileged(uid) {
             return true;
         }
         let Some(group) = self.group.map(Gid::as_raw) else {
@@ -159,10 +175,9 @@ struct Routes {
     logs: Logs,
 }
 
-fn accept_loop(listener: UnixListener, events: Routes, policy: AccessPolicy) {
-    let active = Arc::new(AtomicUsize::new(0));
-    // Given up to accept one connection when clusterd is out of file descriptors.
-    let mut reserve = open_reserve();
+fn accept_loop(listener: UnixListener, routes: Routes, policy: AccessPolicy) {
+    let slots = Arc::new(Slots::default());
+    let mut reserve = Reserve::open();
     let mut backoff = FIRST_ACCEPT_BACKOFF;
     loop {
         let stream = match listener.accept() {
@@ -170,18 +185,15 @@ fn accept_loop(listener: UnixListener, events: Routes, policy: AccessPolicy) {
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => continue,
             Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                if reserve.take().is_some() {
-                    // One fd is free now: take the waiting connection in and answer it.
-                    warn_limited("control socket: clusterd is out of file descriptors; using its reserve to answer");
-                    if let Ok((stream, _)) = listener.accept() {
-                        dispatch(stream, &events, policy, &active);
-                    }
-                    reserve = open_reserve();
+                if reserve.accept_with(&listener, |stream| {
+                    serve_from_reserve(stream, &routes, policy);
+                }) {
+                    backoff = FIRST_ACCEPT_BACKOFF;
                 } else {
                     warn_limited("control socket: clusterd is out of file descriptors; waiting before accepting again");
                     thread::sleep(backoff);
                     backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
-                    reserve = open_reserve();
+                    reserve.refill();
                 }
                 continue;
             }
@@ -193,54 +205,186 @@ fn accept_loop(listener: UnixListener, events: Routes, policy: AccessPolicy) {
             }
         };
         backoff = FIRST_ACCEPT_BACKOFF;
-        if reserve.is_none() {
-            reserve = open_reserve();
-        }
-        dispatch(stream, &events, policy, &active);
+        reserve.refill();
+        dispatch(stream, &routes, policy, &slots);
     }
 }
 
-/// Serves one connection on a thread of its own, unless [`MAX_CONNECTIONS`] are served
-/// already: then it gets an error at once.
-fn dispatch(stream: UnixStream, events: &Routes, policy: AccessPolicy, active: &Arc<AtomicUsize>) {
-    if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-        active.fetch_sub(1, Ordering::SeqCst);
-        warn_limited("control socket: too many connections; refusing one");
+/// The control thread's own file descriptor, for answering at the fd limit. Only the control
+/// thread ever gives it up, and only for the instant between closing it and `accept()`, which
+/// claims a descriptor before it waits for a connection; once the connection is answered, its
+/// descriptor is kept, shut down, as the new reserve: it is never closed, so no other thread
+/// (a spawn retrying, the log thread) can take it meanwhile. A reserve closed after the answer
+/// and reopened later, as before, went to whichever thread asked first.
+struct Reserve(Option<OwnedFd>);
+
+impl Reserve {
+    fn open() -> Reserve {
+        Reserve(std::fs::File::open("/dev/null").ok().map(OwnedFd::from))
+    }
+
+    /// After losing the reserve (it can only be lost to the instant above): a new one, if a
+    /// descriptor is free.
+    fn refill(&mut self) {
+        if self.0.is_none() {
+            *self = Reserve::open();
+        }
+    }
+
+    /// At the fd limit: gives the reserve up to accept one connection, lets `serve` answer it
+    /// on this thread, and keeps the connection's descriptor as the reserve. False when there
+    /// is no reserve to give.
+    fn accept_with(&mut self, listener: &UnixListener, serve: impl FnOnce(&UnixStream)) -> bool {
+        let Some(spare) = self.0.take() else {
+            return false;
+        };
+        drop(spare);
+        match listener.accept() {
+            Ok((stream, _)) => {
+                serve(&stream);
+                let _ = stream.shutdown(Shutdown::Both);
+                self.0 = Some(OwnedFd::from(stream));
+            }
+            // Nothing to accept after all: take the descriptor back at once.
+            Err(_) => *self = Reserve::open(),
+        }
+        true
+    }
+}
+
+/// Answers one connection accepted with the reserve, on the control thread: the operator's
+/// (root's or clusterd's user's) only, since nothing else can be accepted meanwhile; others
+/// are told why at once, without reading their request.
+fn serve_from_reserve(stream: &UnixStream, routes: &Routes, policy: AccessPolicy) {
+    warn_limited(
+        "control socket: clusterd is out of file descriptors; answering root from its reserve",
+    );
+    let peer = getsockopt(stream, sockopt::PeerCredentials);
+    if !peer.is_ok_and(|p| policy.privileged(p.uid())) {
         // Never block on a client that is not reading.
         let _ = stream.set_nonblocking(true);
         write_response(
-            &stream,
-            &Response::failed(format!(
-                "clusterd is serving {MAX_CONNECTIONS} connections already; try again"
-            )),
+            stream,
+            &Response::failed(
+                "clusterd is out of file descriptors and answers only root (and its own user) until some are free; try again",
+            ),
+            ANSWER_DEADLINE,
         );
         return;
     }
-    let events = events.clone();
-    let guard = ActiveConnection(Arc::clone(active));
+    let response = match answer(stream, routes, policy) {
+        Outcome::Answer(response) => response,
+        Outcome::Logs(_) => Response::failed(
+            "clusterd is out of file descriptors: it cannot show logs until some are free (status and the other requests work)",
+        ),
+    };
+    write_response(stream, &response, ANSWER_DEADLINE);
+}
+
+/// Serves one connection on a thread of its own, if a slot is free for its peer (see
+/// [`Slots`]); if not, it gets an error at once.
+fn dispatch(stream: UnixStream, routes: &Routes, policy: AccessPolicy, slots: &Arc<Slots>) {
+    // The kernel's record of the peer: a syscall that never blocks. A peer that cannot be
+    // identified is counted as an unprivileged uid (and refused in `answer`).
+    let uid = getsockopt(&stream, sockopt::PeerCredentials).map_or(u32::MAX, |p| p.uid());
+    let slot = match Slots::take(slots, uid, policy.privileged(uid)) {
+        Ok(slot) => slot,
+        Err(why) => {
+            warn_limited(&format!("control socket: {why}; refusing a connection"));
+            // Never block on a client that is not reading.
+            let _ = stream.set_nonblocking(true);
+            write_response(
+                &stream,
+                &Response::failed(format!("{why}; try again")),
+                ANSWER_DEADLINE,
+            );
+            return;
+        }
+    };
+    let routes = routes.clone();
     let spawned = thread::Builder::new()
         .name("control-conn".into())
         .spawn(move || {
-            let _guard = guard;
-            handle_connection(stream, events, policy);
+            let _slot = slot;
+            match answer(&stream, &routes, policy) {
+                Outcome::Logs(query) => routes.logs.serve(query, stream),
+                Outcome::Answer(response) => write_response(&stream, &response, ANSWER_DEADLINE),
+            }
         });
     if let Err(e) = spawned {
-        // The closure (and with it the guard and the stream) was dropped.
+        // The closure (and with it the slot and the stream) was dropped.
         warn_limited(&format!("control socket: cannot serve a connection: {e}"));
     }
 }
 
-/// Counts a connection being served until it is dropped.
-struct ActiveConnection(Arc<AtomicUsize>);
+/// The connections being served, counted by who holds them. [`MAX_CONNECTIONS`] in all;
+/// unprivileged uids together at most [`MAX_CONNECTIONS`] − [`PRIVILEGED_SLOTS`], each at
+/// most [`MAX_PER_UID`]. So one admitted user's script that opens connections and sends
+/// nothing holds at most [`MAX_PER_UID`] slots for [`REQUEST_DEADLINE`], and root always finds
+/// one.
+#[derive(Default)]
+struct Slots(Mutex<SlotCounts>);
 
-impl Drop for ActiveConnection {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+#[derive(Default)]
+struct SlotCounts {
+    total: usize,
+    unprivileged: usize,
+    per_uid: HashMap<u32, usize>,
+}
+
+impl Slots {
+    fn take(slots: &Arc<Slots>, uid: u32, privileged: bool) -> Result<Slot, String> {
+        let mut counts = slots.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if counts.total >= MAX_CONNECTIONS {
+            return Err(format!(
+                "clusterd is serving {MAX_CONNECTIONS} connections already"
+            ));
+        }
+        if !privileged {
+            if counts.unprivileged >= MAX_CONNECTIONS - PRIVILEGED_SLOTS {
+                return Err(format!(
+                    "clusterd is serving {} connections of users other than root already",
+                    MAX_CONNECTIONS - PRIVILEGED_SLOTS
+                ));
+            }
+            let mine = counts.per_uid.entry(uid).or_insert(0);
+            if *mine >= MAX_PER_UID {
+                return Err(format!(
+                    "clusterd is serving {MAX_PER_UID} connections of uid {uid} already"
+                ));
+            }
+            *mine += 1;
+            counts.unprivileged += 1;
+        }
+        counts.total += 1;
+        Ok(Slot {
+            slots: Arc::clone(slots),
+            uid: (!privileged).then_some(uid),
+        })
     }
 }
 
-fn open_reserve() -> Option<std::fs::File> {
-    std::fs::File::open("/dev/null").ok()
+/// A slot taken, given back when dropped (when the connection's thread ends).
+struct Slot {
+    slots: Arc<Slots>,
+    /// The unprivileged uid it counts for; None for root and clusterd's own user.
+    uid: Option<u32>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.slots.0.lock().unwrap_or_else(PoisonError::into_inner);
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(uid) = self.uid {
+            counts.unprivileged = counts.unprivileged.saturating_sub(1);
+            if let Some(mine) = counts.per_uid.get_mut(&uid) {
+                *mine = mine.saturating_sub(1);
+                if *mine == 0 {
+                    counts.per_uid.remove(&uid);
+                }
+            }
+        }
+    }
 }
 
 /// A warning at most once a second from the control thread, so that a client that keeps
@@ -255,10 +399,18 @@ fn warn_limited(message: &str) {
     }
 }
 
-fn handle_connection(stream: UnixStream, routes: Routes, policy: AccessPolicy) {
-    let response = match getsockopt(&stream, sockopt::PeerCredentials) {
+/// What a connection gets: an answer, or (`logs`) to be handed to the log thread.
+enum Outcome {
+    Answer(Response),
+    Logs(LogsQuery),
+}
+
+/// Checks the peer, reads its request and has it answered (by the supervisor loop, which
+/// answers through a channel and never touches the connection).
+fn answer(stream: &UnixStream, routes: &Routes, policy: AccessPolicy) -> Outcome {
+    let response = match getsockopt(stream, sockopt::PeerCredentials) {
         Err(e) => Response::failed(format!("cannot identify the client: {e}")),
-        Ok(peer) if !policy.allows(peer.uid(), peer.gid(), || peer_groups(&stream)) => {
+        Ok(peer) if !policy.allows(peer.uid(), peer.gid(), || peer_groups(stream)) => {
             warn!(
                 "control socket: refused uid {} (pid {})",
                 peer.uid(),
@@ -266,7 +418,7 @@ fn handle_connection(stream: UnixStream, routes: Routes, policy: AccessPolicy) {
             );
             // Read (and drop) the request first: hanging up on an unread request would make
             // the client's write fail, and it would never see this answer.
-            let _ = read_request(&stream, REFUSED_DEADLINE);
+            let _ = read_request(stream, REFUSED_DEADLINE);
             Response::failed(format!(
                 "permission denied: uid {} may not control clusterd (allowed: root, uid {}{})",
                 peer.uid(),
@@ -277,7 +429,7 @@ fn handle_connection(stream: UnixStream, routes: Routes, policy: AccessPolicy) {
                     .unwrap_or_default()
             ))
         }
-        Ok(_) => match read_request(&stream, REQUEST_DEADLINE) {
+        Ok(_) => match read_request(stream, REQUEST_DEADLINE) {
             Err(error) => Response::failed(error),
             Ok(RequestEnvelope {
                 request:
@@ -294,15 +446,13 @@ fn handle_connection(stream: UnixStream, routes: Routes, policy: AccessPolicy) {
                     Response::failed(format!("invalid unit name {unit:?}"))
                 } else {
                     // The log thread answers, and keeps the connection to follow.
-                    let query = LogsQuery {
+                    return Outcome::Logs(LogsQuery {
                         unit,
                         lines: lines.min(MAX_LOG_LINES),
                         follow,
                         instance,
                         stream: which.map(|s| s.name().to_string()),
-                    };
-                    routes.logs.serve(query, stream);
-                    return;
+                    });
                 }
             }
             Ok(RequestEnvelope {
@@ -325,15 +475,32 @@ fn handle_connection(stream: UnixStream, routes: Routes, policy: AccessPolicy) {
             }
         },
     };
-    let _ = stream.set_write_timeout(Some(ANSWER_DEADLINE));
-    write_response(&stream, &response);
+    Outcome::Answer(response)
 }
 
-fn write_response(mut stream: &UnixStream, response: &Response) {
+/// Writes the answer line, which the client must take whole within `deadline` (each write
+/// waits only for what is left of it: a client reading a byte now and then cannot stretch it).
+fn write_response(mut stream: &UnixStream, response: &Response, deadline: Duration) {
     let mut line = serde_json::to_vec(response).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
     line.push(b'\n');
-    if let Err(e) = stream.write_all(&line) {
-        debug!("control socket: client went away before the answer: {e}");
+    let give_up_at = Instant::now() + deadline;
+    let mut rest = &line[..];
+    while !rest.is_empty() {
+        let left = give_up_at.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            debug!("control socket: client did not take its answer within {deadline:?}");
+            return;
+        }
+        let _ = stream.set_write_timeout(Some(left));
+        match stream.write(rest) {
+            Ok(0) => return,
+            Ok(n) => rest = rest.get(n..).unwrap_or_default(),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => {
+                debug!("control socket: client went away before the answer: {e}");
+                return;
+            }
+        }
     }
 }
 

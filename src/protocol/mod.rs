@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod signal;
 pub mod socket_path;
 
 /// Bumped when a request or response changes incompatibly.

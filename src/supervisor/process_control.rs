@@ -279,6 +279,13 @@ pub(crate) trait ProcessControl {
     /// Sends `signal` to one process (an instance's own, for `clusterctl kill`).
     fn signal_process(&mut self, pid: Pid, signal: Signal);
 
+    /// Sends signal `number`, one `Signal` has no name for (a real-time one, for `clusterctl
+    /// kill`), to instance `id`'s own process `pid`, or with `all` to every process of it as
+    /// [`ProcessControl::signal_instance`] does. The default sends nothing.
+    fn signal_number(&mut self, id: SpawnId, pid: Pid, number: i32, all: bool) {
+        let _ = (id, pid, number, all);
+    }
+
     /// Writes `line` (one JSON value and a newline) on instance `id`'s worker channel,
     /// without waiting: the channel's queue takes it, or the error says why it cannot (the
     /// instance leaves too much unread).

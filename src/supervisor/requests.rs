@@ -109,8 +109,9 @@ impl<P: ProcessControl> Supervisor<P> {
         signal: &str,
         all: bool,
     ) -> Response {
-        let signal = match signal.parse::<crate::unit::SignalName>() {
-            Ok(signal) => signal.0,
+        use crate::protocol::signal::KillSignal;
+        let signal = match signal.parse::<KillSignal>() {
+            Ok(signal) => signal,
             Err(e) => return Response::failed(e),
         };
         let targets = match self.addressed(name, instance) {
@@ -118,10 +119,10 @@ impl<P: ProcessControl> Supervisor<P> {
             Err(e) => return Response::failed(e),
         };
         for &(id, pid, _) in &targets {
-            if all {
-                self.os.signal_instance(id, pid, signal);
-            } else {
-                self.os.signal_process(pid, signal);
+            match (signal, all) {
+                (KillSignal::Named(signal), true) => self.os.signal_instance(id, pid, signal),
+                (KillSignal::Named(signal), false) => self.os.signal_process(pid, signal),
+                (KillSignal::Number(number), all) => self.os.signal_number(id, pid, number, all),
             }
         }
         let pids: Vec<String> = targets.iter().map(|(_, pid, _)| pid.to_string()).collect();

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::Signal;
 use nix::sys::stat::Mode;
 use nix::unistd::{unlinkat, Pid, UnlinkatFlags};
 
@@ -284,7 +284,13 @@ impl InstanceCgroup {
     /// otherwise never see. The error says the cgroup's files could not be used (at clusterd's
     /// fd limit, say): the caller then signals the instance's process group instead.
     pub(crate) fn signal(&self, signal: Signal) -> std::io::Result<()> {
-        if signal == Signal::SIGKILL {
+        self.signal_number(signal as i32)
+    }
+
+    /// [`InstanceCgroup::signal`] by number, for the signals `Signal` has no name for
+    /// (`clusterctl kill --signal 34`, the real-time ones).
+    pub(crate) fn signal_number(&self, number: i32) -> std::io::Result<()> {
+        if number == libc::SIGKILL {
             return OpenOptions::new()
                 .write(true)
                 .open(self.path.join("cgroup.kill"))
@@ -301,7 +307,7 @@ impl InstanceCgroup {
             let Visit::Enter(directory) = visit else {
                 return Ok(());
             };
-            if signal == Signal::SIGCONT {
+            if number == libc::SIGCONT {
                 thaw(directory);
             }
             // The instance's own cgroup must be readable; one below that is not (removed
@@ -319,18 +325,20 @@ impl InstanceCgroup {
             };
             top = false;
             for pid in pids {
-                match kill(pid, signal) {
-                    Ok(()) | Err(Errno::ESRCH) => {}
-                    Err(e) => debug!("kill({pid}, {}) failed: {e}", signal.as_str()),
+                // SAFETY: kill has no memory-safety preconditions.
+                if unsafe { libc::kill(pid.as_raw(), number) } != 0 {
+                    let e = Errno::last();
+                    if e != Errno::ESRCH {
+                        debug!("kill({pid}, {number}) failed: {e}");
+                    }
                 }
             }
             Ok(())
         })?;
         if !complete {
             warn!(
-                "cgroup {:?} has more than {SIGNAL_WALK_LIMIT} cgroups below it: {} went to the processes of the first ones only (cgroup.kill reaches them all)",
+                "cgroup {:?} has more than {SIGNAL_WALK_LIMIT} cgroups below it: signal {number} went to the processes of the first ones only (cgroup.kill reaches them all)",
                 self.name(),
-                signal.as_str()
             );
         }
         Ok(())

@@ -35,16 +35,19 @@ use crate::unit::{NodeClusterStop, Unit};
 /// instance's ten thousand cgroups.
 const IDLE_SLICE: Duration = Duration::from_millis(2);
 
-/// The most children reaped in one go: a flood of orphans (re-parented to clusterd as PID 1
-/// or subreaper) must not keep the loop from everything else.
-const REAP_BATCH: usize = 1024;
-
 /// How many cgroups of instances that are over may wait for an idle moment; past it they are
 /// removed as instances are released.
 const REMOVAL_BACKLOG: usize = 256;
 
 /// How long clusterd, on its way out, goes on removing the cgroups of instances that are over.
 const EXIT_REMOVAL_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Children reaped per SIGCHLD event (a crash loop of 1,000 instances, or a flood of orphans
+/// re-parented to clusterd as PID 1 or subreaper). Each exit may restart its instance, a fork and exec in
+/// the loop: with 1,000 instances crash-looping, reaping them all in one event held the loop
+/// (and every `clusterctl status` behind it) for 10–25 s. A batch at a time, with the events
+/// that arrived meanwhile handled in between, bounds that wait to one batch.
+const REAP_BATCH: usize = 32;
 
 pub(crate) struct OsProcessControl {
     io: WorkerIo,
@@ -462,6 +465,29 @@ impl ProcessControl for OsProcessControl {
         let _ = nix::sys::signal::kill(pid, signal);
     }
 
+    fn signal_number(&mut self, id: SpawnId, pid: Pid, number: i32, all: bool) {
+        let target = match (all, self.instance_cgroups.get(&id)) {
+            (false, _) => pid.as_raw(),
+            // Every process of the instance's cgroup and of those it made below it, as for
+            // the named signals; its process group if the cgroup's files cannot be used.
+            (true, Some(cgroup)) => match cgroup.signal_number(number) {
+                Ok(()) => return,
+                Err(e) => {
+                    warn!(
+                        "cannot signal the processes of cgroup {:?} ({e}); signalling process group {pid}",
+                        cgroup.name()
+                    );
+                    -pid.as_raw()
+                }
+            },
+            // Its process group.
+            (true, None) => -pid.as_raw(),
+        };
+        // SAFETY: kill has no memory-safety preconditions. A process that is gone already
+        // (ESRCH) has its exit coming through reap.
+        unsafe { libc::kill(target, number) };
+    }
+
     fn send_message(&mut self, id: SpawnId, line: Vec<u8>) -> Result<(), String> {
         self.io.send_from_client(id, line)
     }
@@ -605,10 +631,15 @@ impl ProcessControl for OsProcessControl {
     fn reap(&mut self) -> Vec<(Pid, RawWaitStatus)> {
         let mut exited = Vec::new();
         loop {
-            // More may have exited (a flood of orphans): the rest after the loop's other
-            // events. No new SIGCHLD would come for children that exited already, so clusterd
-            // sends itself one (if it cannot, it reaps on now).
-            if exited.len() == REAP_BATCH && nix::sys::signal::raise(Signal::SIGCHLD).is_ok() {
+            // The rest stay zombies a moment longer: a SIGCHLD of our own, queued behind what
+            // arrived meanwhile (a `clusterctl status`), comes back for them. No new SIGCHLD
+            // would come for children that exited already; if none can be queued, reap on now.
+            if exited.len() >= REAP_BATCH
+                && self
+                    .events
+                    .send(crate::supervisor::event::Event::Signal(libc::SIGCHLD))
+                    .is_ok()
+            {
                 break;
             }
             let mut status: libc::c_int = 0;
