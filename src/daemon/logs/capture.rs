@@ -20,7 +20,7 @@ use std::fs::File;
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -33,6 +33,7 @@ use super::history::{last_lines, LineFilter};
 use super::line_format::{push_prefix, timestamp, Stream, TIMESTAMP_LEN};
 use super::unit_log_file::{written_before, UnitLogFile};
 use super::{CaptureSettings, Command, LogsQuery, Shared};
+use crate::log_limit::{LogLimit, Verdict};
 use crate::protocol::Response;
 use crate::unit::LogTo;
 
@@ -87,6 +88,8 @@ struct UnitLog {
     pending: Vec<u8>,
     /// Why the file cannot be written, and when to try again.
     stalled: Option<(String, Instant)>,
+    /// A rotation that fails would be tried (and warned about) at every line.
+    rotate_warnings: LogLimit,
 }
 
 pub(super) struct CaptureThread {
@@ -146,7 +149,7 @@ impl CaptureThread {
                 }
             };
             // Commands first: a line for a new source may come with the same wake-up.
-            for event in &ready[..count] {
+            for event in ready.iter().take(count) {
                 if event.data() == WAKE_TOKEN {
                     let _ = self.wake.read();
                 }
@@ -155,7 +158,7 @@ impl CaptureThread {
                 self.finish();
                 return;
             }
-            for event in &ready[..count] {
+            for event in ready.iter().take(count) {
                 let token = event.data();
                 if token == WAKE_TOKEN {
                     continue;
@@ -291,6 +294,7 @@ impl CaptureThread {
                         file: None,
                         pending: Vec::new(),
                         stalled: None,
+                        rotate_warnings: LogLimit::default(),
                     },
                 );
             }
@@ -362,6 +366,10 @@ impl CaptureThread {
 
     /// Reads once from the source; false when there was nothing to read (or it closed).
     fn read_source(&mut self, token: u64) -> bool {
+        if self.buffer.len() != READ_SIZE {
+            // Taken by a read that panicked: an empty buffer would read as end-of-file.
+            self.buffer = vec![0; READ_SIZE];
+        }
         let Some(source) = self.sources.get_mut(&token) else {
             return false;
         };
@@ -395,21 +403,45 @@ impl CaptureThread {
             unsafe { libc::fcntl(source.pipe.as_raw_fd(), libc::F_SETPIPE_SZ, GROWN_PIPE) };
         }
         let data = std::mem::take(&mut self.buffer);
-        let mut start = 0;
-        let mut newlines = memchr::memchr_iter(b'\n', &data[..n]);
-        // A line begun in an earlier read ends at the first newline.
+        self.take_lines(
+            token,
+            &label,
+            stream,
+            &stamp,
+            data.get(..n).unwrap_or_default(),
+        );
+        self.buffer = data;
+        self.flush_unit(&unit);
+        true
+    }
+
+    /// Frames what was read from the source `token`: the line carried over from the last
+    /// read ends at the first newline, whole lines go out, and the rest waits as the partial
+    /// line (written in [`MAX_LINE`] pieces when it grows that long).
+    fn take_lines(
+        &mut self,
+        token: u64,
+        label: &str,
+        stream: Stream,
+        stamp: &[u8; TIMESTAMP_LEN],
+        read: &[u8],
+    ) {
+        let Some(unit) = self.sources.get(&token).map(|s| s.unit.clone()) else {
+            return;
+        };
+        let mut rest = read;
         let carried = self
             .sources
             .get_mut(&token)
             .map(|s| std::mem::take(&mut s.partial))
             .unwrap_or_default();
         if !carried.is_empty() {
-            match newlines.next() {
-                Some(first) => {
+            match first_line(rest) {
+                Some((end, after)) => {
                     let mut line = carried;
-                    line.extend_from_slice(&data[..first]);
-                    self.emit(&unit, &label, stream, &line, false, &stamp);
-                    start = first + 1;
+                    line.extend_from_slice(end);
+                    self.emit(&unit, label, stream, &line, false, stamp);
+                    rest = after;
                 }
                 None => {
                     if let Some(source) = self.sources.get_mut(&token) {
@@ -418,41 +450,32 @@ impl CaptureThread {
                 }
             }
         }
-        let end = data[..n]
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(start, |i| i + 1);
-        if start < end && self.append_whole_lines(&unit, &label, stream, &stamp, &data[start..end])
-        {
-            start = end;
-        } else {
-            for newline in newlines {
-                self.emit(&unit, &label, stream, &data[start..newline], false, &stamp);
-                start = newline + 1;
+        let whole_end = memchr::memrchr(b'\n', rest).map_or(0, |i| i + 1);
+        let (whole, tail) = rest.split_at_checked(whole_end).unwrap_or((&[], rest));
+        if !whole.is_empty() && !self.append_whole_lines(&unit, label, stream, stamp, whole) {
+            let mut lines = whole;
+            while let Some((line, after)) = first_line(lines) {
+                self.emit(&unit, label, stream, line, false, stamp);
+                lines = after;
             }
         }
-        if start < n {
-            let rest = &data[start..n];
-            let mut pieces = Vec::new();
-            if let Some(source) = self.sources.get_mut(&token) {
-                source.partial.extend_from_slice(rest);
+        let mut pieces = Vec::new();
+        if let Some(source) = self.sources.get_mut(&token) {
+            if !tail.is_empty() {
+                source.partial.extend_from_slice(tail);
                 source.partial_since.get_or_insert_with(Instant::now);
                 while source.partial.len() > MAX_LINE {
-                    pieces.push(source.partial.drain(..MAX_LINE).collect::<Vec<u8>>());
+                    let after = source.partial.split_off(MAX_LINE);
+                    pieces.push(std::mem::replace(&mut source.partial, after));
                 }
             }
-            for piece in pieces {
-                self.emit(&unit, &label, stream, &piece, true, &stamp);
-            }
-        }
-        if let Some(source) = self.sources.get_mut(&token) {
             if source.partial.is_empty() {
                 source.partial_since = None;
             }
         }
-        self.buffer = data;
-        self.flush_unit(&unit);
-        true
+        for piece in pieces {
+            self.emit(&unit, label, stream, &piece, true, stamp);
+        }
     }
 
     /// The common case, without a look-up per line: whole lines (`lines` ends with a newline)
@@ -493,11 +516,12 @@ impl CaptureThread {
             return false;
         }
         log.pending.reserve(size);
-        let mut start = 0;
-        for newline in memchr::memchr_iter(b'\n', lines) {
+        let mut rest = lines;
+        while let Some((line, after)) = first_line(rest) {
             log.pending.extend_from_slice(&prefix);
-            log.pending.extend_from_slice(&lines[start..=newline]);
-            start = newline + 1;
+            log.pending.extend_from_slice(line);
+            log.pending.push(b'\n');
+            rest = after;
         }
         true
     }
@@ -522,28 +546,32 @@ impl CaptureThread {
                 push_prefix(&mut log.pending, stamp, label, stream, continued);
                 log.pending.extend_from_slice(bytes);
                 log.pending.push(b'\n');
-                if let Some(file) = &mut log.file {
-                    let line_len = log.pending.len() - start;
-                    if log.stalled.is_none() && file.is_full_for(start + line_len) {
-                        // Rotate between lines: what is pending goes into the old file.
-                        let line = log.pending.split_off(start);
-                        match file.write_all(&log.pending) {
-                            Ok(()) => {
-                                log.pending.clear();
-                                if let Err(e) = file.rotate() {
-                                    warn!("{unit}: cannot rotate {}: {e}", file.path().display());
-                                }
-                            }
-                            Err(e) => {
-                                let written = written_before(&e);
-                                log.pending.drain(..written);
-                            }
-                        }
-                        log.pending.extend_from_slice(&line);
+                // The line is the last `line_len` bytes of `pending`, whatever a rotation
+                // writes and drains before it.
+                let line_len = log.pending.len() - start;
+                if log.stalled.is_none() && log.file.is_none() {
+                    // Opened now, so that the first batch is rotated like any other; a
+                    // failure stalls the unit at the next flush.
+                    let _ = open_file(&self.shared.dir, unit, log);
+                }
+                if let (None, Some(file)) = (&log.stalled, &mut log.file) {
+                    // Rotate between lines, counting what is pending as part of the file: the
+                    // file stays within `max_size`, or holds a single longer line.
+                    let rotate = file.is_full_for(start + line_len)
+                        || (start > 0 && !file.fits(start + line_len));
+                    if rotate {
+                        rotate_before_last_line(
+                            unit,
+                            file,
+                            &mut log.pending,
+                            start,
+                            &mut log.rotate_warnings,
+                        );
                     }
                 }
                 if !self.followers.is_empty() {
-                    let line = log.pending[start..].to_vec();
+                    let from = log.pending.len().saturating_sub(line_len);
+                    let line = log.pending.get(from..).unwrap_or_default().to_vec();
                     self.offer_followers(unit, label, stream, &line);
                 }
             }
@@ -877,15 +905,21 @@ impl CaptureThread {
     }
 }
 
-/// Writes the unit's pending lines to its file, opening it first if needed. The error says
-/// why, for status and the log.
-fn write_pending(dir: &PathBuf, unit: &str, log: &mut UnitLog) -> Result<(), String> {
+/// Opens the unit's file if it is not open yet. The error says why, for status and the log.
+fn open_file(dir: &Path, unit: &str, log: &mut UnitLog) -> Result<(), String> {
     if log.file.is_none() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let file = UnitLogFile::open(dir, unit, log.settings.max_size, log.settings.keep)
             .map_err(|e| format!("{}: {e}", UnitLogFile::path_of(dir, unit).display()))?;
         log.file = Some(file);
     }
+    Ok(())
+}
+
+/// Writes the unit's pending lines to its file, opening it first if needed. The error says
+/// why, for status and the log.
+fn write_pending(dir: &Path, unit: &str, log: &mut UnitLog) -> Result<(), String> {
+    open_file(dir, unit, log)?;
     let Some(file) = &mut log.file else {
         return Ok(());
     };
@@ -895,10 +929,50 @@ fn write_pending(dir: &PathBuf, unit: &str, log: &mut UnitLog) -> Result<(), Str
             Ok(())
         }
         Err(e) => {
-            log.pending.drain(..written_before(&e));
+            let written = written_before(&e).min(log.pending.len());
+            log.pending.drain(..written);
             Err(format!("{}: {e}", file.path().display()))
         }
     }
+}
+
+/// Writes `pending[..before]` (the lines before the last one) into the current file, then
+/// rotates it, so that the last line starts the new file. If the write fails, what was not
+/// written stays pending (the next flush stalls the unit) and nothing is rotated.
+fn rotate_before_last_line(
+    unit: &str,
+    file: &mut UnitLogFile,
+    pending: &mut Vec<u8>,
+    before: usize,
+    warnings: &mut LogLimit,
+) {
+    let before = before.min(pending.len());
+    let result = file.write_all(pending.get(..before).unwrap_or_default());
+    match result {
+        Ok(()) => {
+            pending.drain(..before);
+            if let Err(e) = file.rotate() {
+                if let Verdict::Show { suppressed, last } = warnings.check(Instant::now()) {
+                    warn!(
+                        "{unit}: cannot rotate {}: {e}{}",
+                        file.path().display(),
+                        LogLimit::note(suppressed, last)
+                    );
+                }
+            }
+        }
+        Err(e) => {
+            let written = written_before(&e).min(before);
+            pending.drain(..written);
+        }
+    }
+}
+
+/// `bytes` cut at its first newline: the line before it and what follows it.
+fn first_line(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let newline = memchr::memchr(b'\n', bytes)?;
+    let (line, rest) = bytes.split_at_checked(newline)?;
+    Some((line, rest.get(1..).unwrap_or_default()))
 }
 
 fn answer(mut socket: &UnixStream, response: &Response) {

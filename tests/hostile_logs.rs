@@ -1,0 +1,151 @@
+//! Logs under hostile load: a follower attached while a flood rotates a tiny log (the panic
+//! that took clusterd down), files that stay within `max_size`, clients that ask for history
+//! and never read, and journald killed under journal units.
+
+mod common;
+
+use std::fs;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A child killed and reaped when the test ends, however it ends.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `clusterctl logs UNIT ARGS...` with its stdout read on a thread into a shared buffer.
+fn follow(daemon: &Daemon, unit: &str, args: &[&str]) -> (KillOnDrop, Arc<Mutex<Vec<u8>>>) {
+    let mut child = Command::new(CLUSTERCTL)
+        .arg("--socket")
+        .arg(daemon.path("ctl.sock"))
+        .args(["logs", unit])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("clusterctl logs");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let sink = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 65536];
+        while let Ok(n) = stdout.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().expect("lock").extend_from_slice(&buffer[..n]);
+        }
+    });
+    (KillOnDrop(child), seen)
+}
+
+/// `unit`'s files: the current one and the rotated ones.
+fn log_files(daemon: &Daemon, unit: &str) -> Vec<PathBuf> {
+    let prefix = format!("{unit}.log");
+    let mut files: Vec<PathBuf> = fs::read_dir(daemon.log_dir())
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// Prints numbered lines as fast as it can, forever.
+const FLOOD: &str = "command = [\"python3\", \"-c\", \"import sys\\ni = 0\\nwhile True:\\n    sys.stdout.write(f'flood line {i} ' + 'x' * (i % 50) + '\\\\n')\\n    i += 1\\n\"]\n";
+
+/// A unit that writes a numbered line every 20 ms, to see other units' lines go on.
+const TICK: &str = "command = [\"sh\", \"-c\", \"n=0; while true; do n=$((n+1)); echo tick $n; sleep 0.02; done\"]\n";
+
+fn clusterd_alive(daemon: &Daemon) -> bool {
+    alive(daemon.pid())
+}
+
+#[test]
+fn a_follower_during_rotation_under_a_flood_does_not_take_clusterd_down() {
+    let flood = format!("{FLOOD}instances = 2\n[log]\nmax_size = \"4KiB\"\nkeep = 2\n");
+    let daemon = Daemon::start(&[("flood", &flood), ("calm", TICK)]);
+    let calm = daemon.wait_running("calm", 1);
+    let flooders = daemon.wait_running("flood", 2);
+    let mut followers = Vec::new();
+    for args in [
+        &["-f", "-n", "0"][..],
+        &["-f", "-n", "5"][..],
+        &["-f", "--instance", "1"][..],
+        &["-f", "--stream", "out"][..],
+    ] {
+        followers.push(follow(&daemon, "flood", args));
+    }
+    // Rotations by the thousand while four followers are attached.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        assert!(clusterd_alive(&daemon), "clusterd died:\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_for("lines at every follower", PATIENCE, || {
+        followers
+            .iter()
+            .all(|(_, seen)| seen.lock().expect("lock").len() > 1000)
+    });
+    assert!(clusterd_alive(&daemon), "clusterd died:\n{}", daemon.log());
+    // Every follower got whole lines of the flood, each with its prefix.
+    for (_, seen) in &followers {
+        let text = String::from_utf8_lossy(&seen.lock().expect("lock")).into_owned();
+        let whole = text.rsplit_once('\n').map_or("", |(whole, _)| whole);
+        for line in whole.lines() {
+            assert!(
+                line.contains("flood[") && line.contains(" | flood line ")
+                    || line.starts_with("[clusterctl: ")
+                    || line.contains(" clusterd | "),
+                "a mangled line at a follower: {line:?}"
+            );
+        }
+    }
+    // The instances were not touched, and the log thread goes on.
+    assert_eq!(daemon.pids("calm"), calm, "{}", daemon.log());
+    assert_eq!(daemon.pids("flood"), flooders, "{}", daemon.log());
+    assert!(!daemon.log().contains("panick"), "{}", daemon.log());
+    let out = daemon.ctl(&["logs", "calm", "-n", "1"]);
+    assert!(out.status.success(), "{out:?}");
+    // Files stay within max_size plus one line.
+    for path in log_files(&daemon, "flood") {
+        let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        assert!(size <= 4096 + 200, "{path:?} holds {size} bytes");
+    }
+}
+
+#[test]
+fn a_tiny_max_size_under_a_flood_is_kept_to_one_line() {
+    let flood = format!("{FLOOD}[log]\nmax_size = \"2KiB\"\nkeep = 3\n");
+    let daemon = Daemon::start(&[("flood", &flood)]);
+    daemon.wait_running("flood", 1);
+    wait_for("rotations", PATIENCE, || {
+        log_files(&daemon, "flood").len() >= 4
+    });
+    // Sampled while the flood goes on: no file, current or rotated, holds a read batch.
+    let start = Instant::now();
+    let mut largest = 0;
+    while start.elapsed() < Duration::from_secs(2) {
+        for path in log_files(&daemon, "flood") {
+            let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            largest = largest.max(size);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // max_size plus one line (the longest flood line is under 120 bytes with its prefix).
+    assert!(largest <= 2048 + 120, "a file of {largest} bytes");
+}
