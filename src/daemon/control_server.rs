@@ -26,6 +26,7 @@ use nix::unistd::{Gid, Uid};
 use crate::daemon::logs::{Logs, LogsQuery};
 use crate::daemon::os::unix_socket_file::{self, SocketFileState};
 use crate::daemon::signals::EventSender;
+use crate::daemon::thread_guard::ThreadGuard;
 use crate::protocol::{
     Request, RequestEnvelope, Response, MAX_LOG_LINES, MAX_REQUEST_BYTES, PROTOCOL_VERSION,
 };
@@ -164,6 +165,7 @@ fn accept_loop(listener: UnixListener, events: Routes, policy: AccessPolicy) {
     // Given up to accept one connection when clusterd is out of file descriptors.
     let mut reserve = open_reserve();
     let mut backoff = FIRST_ACCEPT_BACKOFF;
+    let mut guard = ThreadGuard::new("control");
     loop {
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
@@ -196,7 +198,14 @@ fn accept_loop(listener: UnixListener, events: Routes, policy: AccessPolicy) {
         if reserve.is_none() {
             reserve = open_reserve();
         }
-        dispatch(stream, &events, policy, &active);
+        // A panic costs only that connection, never the accept loop (see thread_guard).
+        if let Err(caught) = guard.run(|| dispatch(stream, &events, policy, &active)) {
+            guard.report(
+                caught,
+                "dispatching a connection",
+                "that connection is closed",
+            );
+        }
     }
 }
 
@@ -222,7 +231,10 @@ fn dispatch(stream: UnixStream, events: &Routes, policy: AccessPolicy, active: &
         .name("control-conn".into())
         .spawn(move || {
             let _guard = guard;
-            handle_connection(stream, events, policy);
+            let mut thread_guard = ThreadGuard::new("control-conn");
+            if let Err(caught) = thread_guard.run(|| handle_connection(stream, events, policy)) {
+                thread_guard.report(caught, "serving a connection", "that connection is closed");
+            }
         });
     if let Err(e) = spawned {
         // The closure (and with it the guard and the stream) was dropped.

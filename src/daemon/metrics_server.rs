@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use log::{info, warn};
 
 use crate::daemon::signals::EventSender;
+use crate::daemon::thread_guard::ThreadGuard;
 use crate::protocol::{Request, Response};
 use crate::supervisor::event::Event;
 
@@ -27,9 +28,15 @@ pub(crate) fn serve(address: SocketAddr, events: EventSender) -> Result<(), Stri
     thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
+            let mut guard = ThreadGuard::new("metrics");
             for stream in listener.incoming() {
                 match stream {
-                    Ok(stream) => answer(stream, &events),
+                    // A panic costs only that scrape (see thread_guard).
+                    Ok(stream) => {
+                        if let Err(caught) = guard.run(|| answer(stream, &events)) {
+                            guard.report(caught, "answering a scrape", "that connection is closed");
+                        }
+                    }
                     Err(e) => {
                         warn!("metrics: accept failed: {e}");
                         thread::sleep(Duration::from_millis(100));

@@ -33,6 +33,7 @@ use super::history::{last_lines, LineFilter};
 use super::line_format::{push_prefix, timestamp, Stream, TIMESTAMP_LEN};
 use super::unit_log_file::{written_before, UnitLogFile};
 use super::{CaptureSettings, Command, LogsQuery, Shared};
+use crate::daemon::thread_guard::ThreadGuard;
 use crate::log_limit::{LogLimit, Verdict};
 use crate::protocol::Response;
 use crate::unit::LogTo;
@@ -132,6 +133,7 @@ impl CaptureThread {
 
     pub(super) fn run(mut self) {
         let mut ready = vec![EpollEvent::empty(); 64];
+        let mut guard = ThreadGuard::new("logs");
         loop {
             if let Some(deadline) = self.finish_by {
                 if self.sources.is_empty() || Instant::now() >= deadline {
@@ -154,7 +156,7 @@ impl CaptureThread {
                     let _ = self.wake.read();
                 }
             }
-            if !self.apply_commands() {
+            if !self.apply_commands(&mut guard) {
                 self.finish();
                 return;
             }
@@ -164,25 +166,55 @@ impl CaptureThread {
                     continue;
                 }
                 if self.sources.contains_key(&token) {
-                    self.read_source(token);
+                    if let Err(caught) = guard.run(|| self.read_source(token)) {
+                        let what = self.drop_source(token);
+                        guard.report(caught, &format!("reading {what}"), "that pipe is closed");
+                    }
                 } else if self.followers.contains_key(&token) {
                     let flags = event.events();
-                    if flags.intersects(
-                        EpollFlags::EPOLLIN
-                            | EpollFlags::EPOLLRDHUP
-                            | EpollFlags::EPOLLHUP
-                            | EpollFlags::EPOLLERR,
-                    ) {
-                        // A follower sends nothing after its request: this is its goodbye.
+                    let result = guard.run(|| {
+                        if flags.intersects(
+                            EpollFlags::EPOLLIN
+                                | EpollFlags::EPOLLRDHUP
+                                | EpollFlags::EPOLLHUP
+                                | EpollFlags::EPOLLERR,
+                        ) {
+                            // A follower sends nothing after its request: this is its goodbye.
+                            self.drop_follower(token);
+                        } else if flags.contains(EpollFlags::EPOLLOUT) {
+                            self.flush_follower(token);
+                        }
+                    });
+                    if let Err(caught) = result {
                         self.drop_follower(token);
-                    } else if flags.contains(EpollFlags::EPOLLOUT) {
-                        self.flush_follower(token);
+                        guard.report(caught, "writing to a log client", "that client is dropped");
                     }
                 }
             }
-            self.flush_old_partials();
-            self.retry_stalled();
-            self.write_console();
+            let housekeeping = guard.run(|| {
+                self.flush_old_partials();
+                self.retry_stalled();
+                self.write_console();
+            });
+            if let Err(caught) = housekeeping {
+                guard.report(
+                    caught,
+                    "flushing partial lines, retrying stalled units or writing the console",
+                    "nothing is dropped",
+                );
+            }
+        }
+    }
+
+    /// Takes the source out (after a panic while reading it): its instance's output is lost
+    /// from now on (it gets EPIPE or SIGPIPE), every other source goes on. Says which it was.
+    fn drop_source(&mut self, token: u64) -> String {
+        match self.sources.remove(&token) {
+            Some(source) => {
+                let _ = self.epoll.delete(source.pipe.as_fd());
+                format!("{}'s {}", source.label, source.stream.name())
+            }
+            None => "a pipe".to_string(),
         }
     }
 
@@ -208,54 +240,71 @@ impl CaptureThread {
         }
     }
 
-    /// Returns false when clusterd has gone away without saying so.
-    fn apply_commands(&mut self) -> bool {
+    /// Applies every waiting command, each under `guard`: a command whose handling panics is
+    /// dropped (with the pipes or the client it carried). Returns false when clusterd has
+    /// gone away without saying so.
+    fn apply_commands(&mut self, guard: &mut ThreadGuard) -> bool {
         loop {
             match self.commands.try_recv() {
-                Ok(Command::Capture {
-                    unit,
-                    label,
-                    settings,
-                    out,
-                    err,
-                }) => {
-                    self.configure(&unit, settings);
-                    self.add_source(&unit, &label, Stream::Out, out);
-                    self.add_source(&unit, &label, Stream::Err, err);
-                }
-                Ok(Command::Configure { unit, settings }) => self.configure(&unit, settings),
-                Ok(Command::Started { unit, label, text }) => {
-                    let to_file = self
-                        .units
-                        .get(&unit)
-                        .is_some_and(|u| u.settings.to == LogTo::File);
-                    if to_file {
-                        self.write_event(&unit, &label, &text);
+                Ok(command) => {
+                    let what = command.name();
+                    if let Err(caught) = guard.run(|| self.apply(command)) {
+                        guard.report(
+                            caught,
+                            &format!("handling {what}"),
+                            "that command is dropped",
+                        );
                     }
-                    self.ungate(&label);
-                }
-                Ok(Command::Abandon { label }) => {
-                    self.sources.retain(|_, s| s.label != label);
-                }
-                Ok(Command::Event {
-                    unit,
-                    label,
-                    settings,
-                    text,
-                }) => {
-                    self.configure(&unit, settings);
-                    // What the instance wrote before (its last words before it exited, say)
-                    // goes first.
-                    self.drain_instance(&label);
-                    self.write_event(&unit, &label, &text);
-                }
-                Ok(Command::Serve { query, socket }) => self.serve(query, socket),
-                Ok(Command::Reopen) => self.reopen_all(),
-                Ok(Command::Finish) => {
-                    self.finish_by = Some(Instant::now() + FINISH_DEADLINE);
                 }
                 Err(TryRecvError::Empty) => return true,
                 Err(TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    fn apply(&mut self, command: Command) {
+        match command {
+            Command::Capture {
+                unit,
+                label,
+                settings,
+                out,
+                err,
+            } => {
+                self.configure(&unit, settings);
+                self.add_source(&unit, &label, Stream::Out, out);
+                self.add_source(&unit, &label, Stream::Err, err);
+            }
+            Command::Configure { unit, settings } => self.configure(&unit, settings),
+            Command::Started { unit, label, text } => {
+                let to_file = self
+                    .units
+                    .get(&unit)
+                    .is_some_and(|u| u.settings.to == LogTo::File);
+                if to_file {
+                    self.write_event(&unit, &label, &text);
+                }
+                self.ungate(&label);
+            }
+            Command::Abandon { label } => {
+                self.sources.retain(|_, s| s.label != label);
+            }
+            Command::Event {
+                unit,
+                label,
+                settings,
+                text,
+            } => {
+                self.configure(&unit, settings);
+                // What the instance wrote before (its last words before it exited, say)
+                // goes first.
+                self.drain_instance(&label);
+                self.write_event(&unit, &label, &text);
+            }
+            Command::Serve { query, socket } => self.serve(query, socket),
+            Command::Reopen => self.reopen_all(),
+            Command::Finish => {
+                self.finish_by = Some(Instant::now() + FINISH_DEADLINE);
             }
         }
     }

@@ -23,7 +23,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 
 use crossbeam_channel::Sender;
@@ -119,6 +119,22 @@ pub(crate) enum Command {
     Finish,
 }
 
+impl Command {
+    /// What it is, for a log line.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Command::Configure { .. } => "a unit's settings",
+            Command::Capture { .. } => "an instance's new pipes",
+            Command::Event { .. } => "an event for a unit's file",
+            Command::Started { .. } => "an instance's start",
+            Command::Abandon { .. } => "a failed spawn's pipes",
+            Command::Serve { .. } => "a `clusterctl logs` client",
+            Command::Reopen => "reopen-logs",
+            Command::Finish => "the finish at exit",
+        }
+    }
+}
+
 /// What the log thread and the others share: problems to show in status.
 pub(crate) struct Shared {
     dir: PathBuf,
@@ -128,7 +144,9 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn set_problem(&self, unit: &str, problem: Option<String>) {
-        if let Ok(mut problems) = self.problems.lock() {
+        // A panic caught while the lock was held leaves it poisoned; the map is still whole.
+        let mut problems = self.problems.lock().unwrap_or_else(PoisonError::into_inner);
+        {
             match problem {
                 Some(p) => problems.insert(unit.to_string(), p),
                 None => problems.remove(unit),
@@ -137,7 +155,11 @@ impl Shared {
     }
 
     fn problem(&self, unit: &str) -> Option<String> {
-        self.problems.lock().ok()?.get(unit).cloned()
+        self.problems
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(unit)
+            .cloned()
     }
 }
 
