@@ -149,3 +149,104 @@ fn a_tiny_max_size_under_a_flood_is_kept_to_one_line() {
     // max_size plus one line (the longest flood line is under 120 bytes with its prefix).
     assert!(largest <= 2048 + 120, "a file of {largest} bytes");
 }
+
+/// Writes `count` lines of 100 bytes once, then `done`, then waits.
+const BIG: &str = "command = [\"python3\", \"-c\", \"import sys, time\\nfor i in range(int(sys.argv[1])):\\n    sys.stdout.write(f'{i:08} ' + 'b' * 91 + '\\\\n')\\nprint('done', flush=True)\\ntime.sleep(300)\\n\", \"30000\"]\n";
+
+/// The number of the last `tick N` line in `unit`'s file.
+fn last_tick(daemon: &Daemon, unit: &str) -> u64 {
+    fs::read_to_string(daemon.log_dir().join(format!("{unit}.log")))
+        .unwrap_or_default()
+        .lines()
+        .rev()
+        .find_map(|l| l.rsplit_once("| tick ").and_then(|(_, n)| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+#[test]
+fn clients_that_never_read_stall_neither_instances_nor_other_clients() {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    let daemon = Daemon::start(&[("big", BIG), ("tick", TICK)]);
+    wait_for("big's 3 MB", PATIENCE * 3, || {
+        fs::read_to_string(daemon.log_dir().join("big.log"))
+            .map(|t| t.ends_with("| done\n"))
+            .unwrap_or(false)
+    });
+    let ticks = daemon.wait_running("tick", 1);
+    // Twelve clients ask for everything and never read a byte.
+    let request = "{\"version\":1,\"command\":\"logs\",\"unit\":\"big\",\"lines\":1000000,\"follow\":false}\n";
+    let mut hung: Vec<UnixStream> = (0..12)
+        .map(|_| {
+            let mut s = UnixStream::connect(daemon.path("ctl.sock")).expect("connect");
+            s.write_all(request.as_bytes()).expect("request");
+            s
+        })
+        .collect();
+    // And a follower whose stdout is a pipe nobody reads.
+    let mut unread = KillOnDrop(
+        Command::new(CLUSTERCTL)
+            .arg("--socket")
+            .arg(daemon.path("ctl.sock"))
+            .args(["logs", "big", "-n", "1000000", "-f"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("clusterctl logs -f"),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Another unit's lines reach its file promptly.
+    let before = last_tick(&daemon, "tick");
+    let start = Instant::now();
+    wait_for("new ticks in tick.log", PATIENCE, || {
+        last_tick(&daemon, "tick") >= before + 5
+    });
+    let tick_delay = start.elapsed();
+    // Another unit's history is answered promptly.
+    let start = Instant::now();
+    let out = daemon.ctl(&["logs", "tick", "-n", "1"]);
+    let answer_delay = start.elapsed();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("| tick "),
+        "{out:?}"
+    );
+    eprintln!("while 13 clients hang: 5 ticks in {tick_delay:?}, logs -n 1 in {answer_delay:?}");
+    // Generous: before, each client held the log thread for 5 s (a minute for twelve).
+    assert!(
+        tick_delay < Duration::from_secs(10),
+        "ticks {tick_delay:?} late"
+    );
+    assert!(
+        answer_delay < Duration::from_secs(10),
+        "logs -n 1 took {answer_delay:?}"
+    );
+
+    // The clients that never read are dropped, never waited for: all thirteen are cut off,
+    // and each hung socket then reads end-of-file after part of its answer.
+    wait_for(
+        "the clients that never read to be cut off",
+        PATIENCE,
+        || daemon.log().matches("a client read nothing").count() >= 13,
+    );
+    let mut got = 0;
+    for socket in &mut hung {
+        socket
+            .set_read_timeout(Some(PATIENCE))
+            .expect("read timeout");
+        let mut all = Vec::new();
+        let _ = socket.read_to_end(&mut all);
+        got += all.len();
+        let text = String::from_utf8_lossy(&all);
+        assert!(
+            !text.contains("| done\n"),
+            "a client that never read got everything"
+        );
+    }
+    eprintln!("{got} bytes reached the 12 hung clients before they were dropped");
+    let _ = unread.0.kill();
+    assert_eq!(daemon.pids("tick"), ticks, "{}", daemon.log());
+    assert!(!daemon.log().contains("panick"), "{}", daemon.log());
+}

@@ -10,8 +10,13 @@
 //!   control socket or the worker I/O thread). When a unit's file cannot be written (disk
 //!   full, read-only), its pipes are not read until a retry (every [`RETRY_EVERY`]) succeeds:
 //!   its instances block in `write()`, other units go on, and clusterd's memory stays bounded.
-//! - **Followers never slow capture**: each has a bounded queue; when it is full, lines are
-//!   skipped and counted, and the follower is told how many.
+//! - **Clients never slow capture** ([`super::log_client`]): `clusterctl logs` sockets are
+//!   non-blocking, new lines wait in a bounded queue (skipped and counted beyond it), and a
+//!   client that takes nothing for a while is dropped. A history is read on a thread of its
+//!   own while its unit's file is left alone (its pipes wait), so it ends exactly where the
+//!   new lines begin and a large one never holds up other units.
+//! - **No panic takes it down**: every slice is checked, and each event is handled under a
+//!   [`ThreadGuard`] that drops only the source, client or command that panicked.
 //! - **Idle stays idle**: the thread sleeps in `epoll_wait` without a timeout unless a partial
 //!   line or a stalled unit is waiting.
 
@@ -24,13 +29,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, TryRecvError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use log::{info, warn};
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::EventFd;
 
 use super::history::{last_lines, LineFilter};
 use super::line_format::{push_prefix, timestamp, Stream, TIMESTAMP_LEN};
+use super::log_client::{Flushed, LogClient, CUT_OFF};
 use super::unit_log_file::{written_before, UnitLogFile};
 use super::{CaptureSettings, Command, LogsQuery, Shared};
 use crate::daemon::thread_guard::ThreadGuard;
@@ -50,9 +56,12 @@ const GROWN_PIPE: libc::c_int = 1 << 20;
 const PARTIAL_FLUSH: Duration = Duration::from_secs(1);
 /// How often a unit whose file cannot be written is retried.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
-/// What a follower may have queued before lines are skipped.
-const FOLLOWER_QUEUE: usize = 256 * 1024;
-const MAX_FOLLOWERS: usize = 64;
+/// `clusterctl logs` clients served at once (following, or still taking their history).
+const MAX_CLIENTS: usize = 64;
+/// History one answer may hold in clusterd's memory until the client has taken it, and all
+/// answers together: beyond, the oldest lines are left out (and the client is told).
+const HISTORY_PER_CLIENT: usize = 32 * 1024 * 1024;
+const HISTORY_BUDGET: usize = 64 * 1024 * 1024;
 /// How long clusterd waits at exit for pipes still held open (by leftovers of instances).
 const FINISH_DEADLINE: Duration = Duration::from_secs(3);
 
@@ -73,15 +82,6 @@ struct Source {
     gated: bool,
 }
 
-struct Follower {
-    socket: UnixStream,
-    unit: String,
-    filter: LineFilter,
-    queued: Vec<u8>,
-    skipped: u64,
-    waiting_for_writable: bool,
-}
-
 struct UnitLog {
     settings: CaptureSettings,
     file: Option<UnitLogFile>,
@@ -89,6 +89,10 @@ struct UnitLog {
     pending: Vec<u8>,
     /// Why the file cannot be written, and when to try again.
     stalled: Option<(String, Instant)>,
+    /// History reads of this file under way (on threads of their own): until they end, the
+    /// file is not written (its lines wait in `pending`, its pipes are not read), so that a
+    /// history ends exactly where the new lines its client follows begin.
+    history_reads: usize,
     /// A rotation that fails would be tried (and warned about) at every line.
     rotate_warnings: LogLimit,
 }
@@ -97,9 +101,12 @@ pub(super) struct CaptureThread {
     epoll: Epoll,
     wake: Arc<EventFd>,
     commands: Receiver<Command>,
+    /// For the history threads to hand their result back.
+    own_commands: Sender<Command>,
     shared: Arc<Shared>,
     sources: HashMap<u64, Source>,
-    followers: HashMap<u64, Follower>,
+    /// `clusterctl logs` clients: history still going out, or following.
+    clients: HashMap<u64, LogClient>,
     units: HashMap<String, UnitLog>,
     next_token: u64,
     buffer: Vec<u8>,
@@ -112,16 +119,17 @@ impl CaptureThread {
     pub(super) fn new(
         epoll: Epoll,
         wake: Arc<EventFd>,
-        commands: Receiver<Command>,
+        (own_commands, commands): (Sender<Command>, Receiver<Command>),
         shared: Arc<Shared>,
     ) -> Self {
         CaptureThread {
             epoll,
             wake,
+            own_commands,
             commands,
             shared,
             sources: HashMap::new(),
-            followers: HashMap::new(),
+            clients: HashMap::new(),
             units: HashMap::new(),
             next_token: WAKE_TOKEN + 1,
             buffer: vec![0; READ_SIZE],
@@ -170,7 +178,7 @@ impl CaptureThread {
                         let what = self.drop_source(token);
                         guard.report(caught, &format!("reading {what}"), "that pipe is closed");
                     }
-                } else if self.followers.contains_key(&token) {
+                } else if self.clients.contains_key(&token) {
                     let flags = event.events();
                     let result = guard.run(|| {
                         if flags.intersects(
@@ -179,19 +187,20 @@ impl CaptureThread {
                                 | EpollFlags::EPOLLHUP
                                 | EpollFlags::EPOLLERR,
                         ) {
-                            // A follower sends nothing after its request: this is its goodbye.
-                            self.drop_follower(token);
+                            // A client sends nothing after its request: this is its goodbye.
+                            self.drop_client(token);
                         } else if flags.contains(EpollFlags::EPOLLOUT) {
-                            self.flush_follower(token);
+                            self.flush_client(token);
                         }
                     });
                     if let Err(caught) = result {
-                        self.drop_follower(token);
+                        self.drop_client(token);
                         guard.report(caught, "writing to a log client", "that client is dropped");
                     }
                 }
             }
             let housekeeping = guard.run(|| {
+                self.cut_off_clients();
                 self.flush_old_partials();
                 self.retry_stalled();
                 self.write_console();
@@ -230,7 +239,12 @@ impl CaptureThread {
             .units
             .values()
             .filter_map(|u| u.stalled.as_ref().map(|(_, at)| *at));
-        let next = partial.chain(stalled).chain(self.finish_by).min();
+        let clients = self.clients.values().filter_map(LogClient::deadline);
+        let next = partial
+            .chain(stalled)
+            .chain(clients)
+            .chain(self.finish_by)
+            .min();
         match next {
             None => EpollTimeout::NONE,
             Some(at) => {
@@ -302,6 +316,11 @@ impl CaptureThread {
                 self.write_event(&unit, &label, &text);
             }
             Command::Serve { query, socket } => self.serve(query, socket),
+            Command::History {
+                unit,
+                client,
+                lines,
+            } => self.history_read(&unit, client, lines),
             Command::Reopen => self.reopen_all(),
             Command::Finish => {
                 self.finish_by = Some(Instant::now() + FINISH_DEADLINE);
@@ -343,6 +362,7 @@ impl CaptureThread {
                         file: None,
                         pending: Vec::new(),
                         stalled: None,
+                        history_reads: 0,
                         rotate_warnings: LogLimit::default(),
                     },
                 );
@@ -383,7 +403,7 @@ impl CaptureThread {
             let stalled = self
                 .units
                 .get(&source.unit)
-                .is_some_and(|u| u.stalled.is_some());
+                .is_some_and(|u| u.stalled.is_some() || u.history_reads > 0);
             if stalled {
                 source.paused = true;
                 continue;
@@ -538,7 +558,7 @@ impl CaptureThread {
         stamp: &[u8; TIMESTAMP_LEN],
         lines: &[u8],
     ) -> bool {
-        if self.followers.values().any(|f| f.unit == unit) {
+        if self.clients.values().any(|c| c.follow && c.unit == unit) {
             return false;
         }
         let Some(log) = self.units.get_mut(unit) else {
@@ -603,7 +623,8 @@ impl CaptureThread {
                     // failure stalls the unit at the next flush.
                     let _ = open_file(&self.shared.dir, unit, log);
                 }
-                if let (None, Some(file)) = (&log.stalled, &mut log.file) {
+                let writable = log.stalled.is_none() && log.history_reads == 0;
+                if let (true, Some(file)) = (writable, &mut log.file) {
                     // Rotate between lines, counting what is pending as part of the file: the
                     // file stays within `max_size`, or holds a single longer line.
                     let rotate = file.is_full_for(start + line_len)
@@ -618,7 +639,7 @@ impl CaptureThread {
                         );
                     }
                 }
-                if !self.followers.is_empty() {
+                if !self.clients.is_empty() {
                     let from = log.pending.len().saturating_sub(line_len);
                     let line = log.pending.get(from..).unwrap_or_default().to_vec();
                     self.offer_followers(unit, label, stream, &line);
@@ -649,7 +670,11 @@ impl CaptureThread {
         let Some(log) = self.units.get_mut(unit) else {
             return;
         };
-        if log.settings.to != LogTo::File || log.pending.is_empty() || log.stalled.is_some() {
+        if log.settings.to != LogTo::File
+            || log.pending.is_empty()
+            || log.stalled.is_some()
+            || log.history_reads > 0
+        {
             return;
         }
         if let Err(problem) = write_pending(&self.shared.dir, unit, log) {
@@ -665,6 +690,11 @@ impl CaptureThread {
         log.stalled = Some((problem.clone(), Instant::now() + RETRY_EVERY));
         self.shared
             .set_problem(unit, Some(format!("cannot write: {problem}")));
+        self.pause_sources(unit);
+    }
+
+    /// The unit's pipes are not read until [`Self::resume_sources`].
+    fn pause_sources(&mut self, unit: &str) {
         let tokens: Vec<u64> = self
             .sources
             .iter()
@@ -690,6 +720,7 @@ impl CaptureThread {
         let due: Vec<String> = self
             .units
             .iter()
+            .filter(|(_, u)| u.history_reads == 0)
             .filter(|(_, u)| u.stalled.as_ref().is_some_and(|(_, at)| *at <= now))
             .map(|(name, _)| name.clone())
             .collect();
@@ -702,13 +733,7 @@ impl CaptureThread {
                     log.stalled = None;
                     info!("{unit}: its log is written again");
                     self.shared.set_problem(&unit, None);
-                    for (&token, source) in self.sources.iter_mut() {
-                        if source.unit == unit && source.paused {
-                            source.paused = false;
-                            let event = EpollEvent::new(EpollFlags::EPOLLIN, token);
-                            let _ = self.epoll.add(source.pipe.as_fd(), event);
-                        }
-                    }
+                    self.resume_sources(&unit);
                 }
                 Err(problem) => {
                     log.stalled = Some((problem, now + RETRY_EVERY));
@@ -778,8 +803,12 @@ impl CaptureThread {
         }
     }
 
+    /// Answers a `clusterctl logs` request. Nothing here waits for the client: the socket is
+    /// non-blocking, and what it does not take at once goes out as it reads.
     fn serve(&mut self, query: LogsQuery, socket: UnixStream) {
-        let _ = socket.set_write_timeout(Some(Duration::from_secs(5)));
+        if socket.set_nonblocking(true).is_err() {
+            return;
+        }
         let to = self.units.get(&query.unit).map(|u| u.settings.to);
         let path = UnitLogFile::path_of(&self.shared.dir, &query.unit);
         let refusal = match to {
@@ -799,16 +828,16 @@ impl CaptureThread {
             None if path.exists() => None,
             None => Some(format!("no logs for {:?}", query.unit)),
         };
-        if query.follow && refusal.is_none() && self.followers.len() >= MAX_FOLLOWERS {
+        if let Some(refusal) = refusal {
+            return answer(&socket, &Response::failed(refusal));
+        }
+        if self.clients.len() >= MAX_CLIENTS {
             return answer(
                 &socket,
                 &Response::failed(format!(
-                    "{MAX_FOLLOWERS} clients follow logs already; try again later"
+                    "{MAX_CLIENTS} clients are reading logs already; try again later"
                 )),
             );
-        }
-        if let Some(refusal) = refusal {
-            return answer(&socket, &Response::failed(refusal));
         }
         // What is pending is part of the history.
         self.flush_unit(&query.unit);
@@ -816,22 +845,9 @@ impl CaptureThread {
             label: query.instance.map(|i| format!("{}[{i}]", query.unit)),
             stream: query.stream.clone(),
         };
-        let lines = last_lines(&path, query.lines, &filter);
-        let mut text = Vec::new();
-        let mut header = serde_json::to_vec(&Response::done("logs")).unwrap_or_default();
-        header.push(b'\n');
-        text.extend_from_slice(&header);
-        for line in lines {
-            text.extend_from_slice(&line);
-        }
-        if (&socket).write_all(&text).is_err() || !query.follow {
-            return;
-        }
-        // From here on, every new line — nothing written in between, as this thread is the
-        // only writer.
-        if socket.set_nonblocking(true).is_err() {
-            return;
-        }
+        // From here on, every new line follows the history: the file is left alone until
+        // the history has been read (on a thread of its own: a large history never holds up
+        // the pipes of other units), and the new lines wait in the client's queue.
         let token = self.next_token;
         self.next_token += 1;
         let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
@@ -842,84 +858,158 @@ impl CaptureThread {
         {
             return;
         }
-        self.followers.insert(
-            token,
-            Follower {
-                socket,
-                unit: query.unit,
-                filter,
-                queued: Vec::new(),
-                skipped: 0,
-                waiting_for_writable: false,
-            },
-        );
+        let unit = query.unit.clone();
+        let for_thread = unit.clone();
+        let client = LogClient::new(socket, query.unit, filter.clone(), query.follow);
+        self.clients.insert(token, client);
+        self.hold_for_history(&unit);
+        let commands = self.own_commands.clone();
+        let wake = Arc::clone(&self.wake);
+        let count = query.lines;
+        let read = move || {
+            let guard = ThreadGuard::new("logs-history");
+            let lines = match guard.run(|| last_lines(&path, count, &filter)) {
+                Ok(lines) => lines,
+                Err(caught) => {
+                    let mut guard = guard;
+                    guard.report(caught, "reading history", "that client gets none");
+                    Vec::new()
+                }
+            };
+            let history = Command::History {
+                unit: for_thread,
+                client: token,
+                lines,
+            };
+            if commands.send(history).is_ok() {
+                let _ = wake.write(1);
+            }
+        };
+        let spawned = std::thread::Builder::new()
+            .name("logs-history".into())
+            .spawn(read);
+        if let Err(e) = spawned {
+            warn!("{unit}: cannot read its history for a client: {e}");
+            self.history_read(&unit, token, Vec::new());
+        }
+    }
+
+    /// While a history is read, the unit's file is not written and its pipes are not read.
+    fn hold_for_history(&mut self, unit: &str) {
+        let Some(log) = self.units.get_mut(unit) else {
+            return;
+        };
+        log.history_reads += 1;
+        self.pause_sources(unit);
+    }
+
+    /// A client's history has been read: it goes out (within the history budget), and the
+    /// unit's file and pipes go on when no other history is being read.
+    fn history_read(&mut self, unit: &str, token: u64, mut lines: Vec<Vec<u8>>) {
+        let held: usize = self.clients.values().map(LogClient::held).sum();
+        let room = HISTORY_PER_CLIENT.min(HISTORY_BUDGET.saturating_sub(held));
+        let left_out = keep_newest_within(&mut lines, room);
+        if left_out > 0 {
+            let note = format!(
+                "[clusterd: {left_out} earlier lines left out: clusterd holds at most {} MiB of history for its clients at a time; the files are in {}]\n",
+                room / (1024 * 1024),
+                self.shared.dir.display()
+            );
+            lines.insert(0, note.into_bytes());
+        }
+        let mut header = serde_json::to_vec(&Response::done("logs")).unwrap_or_default();
+        header.push(b'\n');
+        if let Some(client) = self.clients.get_mut(&token) {
+            client.set_history(header, lines);
+        }
+        self.flush_client(token);
+        let Some(log) = self.units.get_mut(unit) else {
+            return;
+        };
+        log.history_reads = log.history_reads.saturating_sub(1);
+        if log.history_reads > 0 || log.stalled.is_some() {
+            return;
+        }
+        self.resume_sources(unit);
+        self.flush_unit(unit);
+    }
+
+    /// The unit's paused pipes are read again.
+    fn resume_sources(&mut self, unit: &str) {
+        for (&token, source) in self.sources.iter_mut() {
+            if source.unit == unit && source.paused {
+                source.paused = false;
+                let event = EpollEvent::new(EpollFlags::EPOLLIN, token);
+                let _ = self.epoll.add(source.pipe.as_fd(), event);
+            }
+        }
     }
 
     fn offer_followers(&mut self, unit: &str, label: &str, stream: Stream, line: &[u8]) {
         let tokens: Vec<u64> = self
-            .followers
+            .clients
             .iter()
-            .filter(|(_, f)| {
-                f.unit == unit
-                    && f.filter.label.as_deref().is_none_or(|l| l == label)
-                    && f.filter
-                        .stream
-                        .as_deref()
-                        .is_none_or(|s| s == stream.name())
-            })
+            .filter(|(_, c)| c.wants(unit, label, stream))
             .map(|(t, _)| *t)
             .collect();
         for token in tokens {
-            if let Some(follower) = self.followers.get_mut(&token) {
-                if follower.queued.len() + line.len() > FOLLOWER_QUEUE {
-                    follower.skipped += 1;
-                    continue;
-                }
-                follower.queued.extend_from_slice(line);
+            if let Some(client) = self.clients.get_mut(&token) {
+                client.offer(line);
             }
-            self.flush_follower(token);
+            self.flush_client(token);
         }
     }
 
-    fn flush_follower(&mut self, token: u64) {
-        let Some(follower) = self.followers.get_mut(&token) else {
+    /// Writes what the client can take now; closes it when it is done or gone, and asks for
+    /// EPOLLOUT while something waits.
+    fn flush_client(&mut self, token: u64) {
+        let Some(client) = self.clients.get_mut(&token) else {
             return;
         };
-        loop {
-            if follower.queued.is_empty() {
-                if follower.skipped > 0 {
-                    let mark = format!("[clusterctl: {} lines skipped]\n", follower.skipped);
-                    follower.skipped = 0;
-                    follower.queued.extend_from_slice(mark.as_bytes());
-                } else {
-                    break;
-                }
-            }
-            match (&follower.socket).write(&follower.queued) {
-                Ok(0) => return self.drop_follower(token),
-                Ok(n) => {
-                    follower.queued.drain(..n);
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(_) => return self.drop_follower(token),
-            }
+        if client.flush(Instant::now()) == Flushed::Done {
+            return self.drop_client(token);
         }
-        let want_writable = !follower.queued.is_empty();
-        if want_writable != follower.waiting_for_writable {
-            follower.waiting_for_writable = want_writable;
+        let want_writable = client.has_output();
+        if want_writable != client.waiting_for_writable {
+            client.waiting_for_writable = want_writable;
             let mut interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
             if want_writable {
                 interest |= EpollFlags::EPOLLOUT;
             }
             let mut event = EpollEvent::new(interest, token);
-            let _ = self.epoll.modify(follower.socket.as_fd(), &mut event);
+            let _ = self.epoll.modify(client.socket.as_fd(), &mut event);
         }
     }
 
-    fn drop_follower(&mut self, token: u64) {
-        if let Some(follower) = self.followers.remove(&token) {
-            let _ = self.epoll.delete(follower.socket.as_fd());
+    /// Drops the clients that took nothing for [`CUT_OFF`] while something waited for them.
+    fn cut_off_clients(&mut self) {
+        let now = Instant::now();
+        let overdue: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.deadline().is_some_and(|at| at <= now))
+            .map(|(t, _)| *t)
+            .collect();
+        for token in overdue {
+            if let Some(client) = self.clients.get_mut(&token) {
+                let why = format!(
+                    "this client read nothing for {}s; it is disconnected",
+                    CUT_OFF.as_secs()
+                );
+                info!(
+                    "logs of {}: a client read nothing for {}s; disconnected",
+                    client.unit,
+                    CUT_OFF.as_secs()
+                );
+                client.goodbye(&why);
+            }
+            self.drop_client(token);
+        }
+    }
+
+    fn drop_client(&mut self, token: u64) {
+        if let Some(client) = self.clients.remove(&token) {
+            let _ = self.epoll.delete(client.socket.as_fd());
         }
     }
 
@@ -1015,6 +1105,23 @@ fn rotate_before_last_line(
             pending.drain(..written);
         }
     }
+}
+
+/// Keeps the newest of `lines` (oldest first) whose sizes add up to at most `room`; returns
+/// how many older ones were left out.
+fn keep_newest_within(lines: &mut Vec<Vec<u8>>, room: usize) -> usize {
+    let mut total = 0usize;
+    let kept = lines
+        .iter()
+        .rev()
+        .take_while(|line| {
+            total = total.saturating_add(line.len());
+            total <= room
+        })
+        .count();
+    let left_out = lines.len().saturating_sub(kept);
+    lines.drain(..left_out);
+    left_out
 }
 
 /// `bytes` cut at its first newline: the line before it and what follows it.

@@ -16,6 +16,7 @@ pub(crate) mod capture;
 pub(crate) mod history;
 pub(crate) mod journal;
 pub(crate) mod line_format;
+pub(crate) mod log_client;
 pub(crate) mod unit_log_file;
 
 use std::collections::HashMap;
@@ -115,6 +116,12 @@ pub(crate) enum Command {
         query: LogsQuery,
         socket: UnixStream,
     },
+    /// The history a `clusterctl logs` client asked for, read on a thread of its own.
+    History {
+        unit: String,
+        client: u64,
+        lines: Vec<Vec<u8>>,
+    },
     Reopen,
     Finish,
 }
@@ -129,6 +136,7 @@ impl Command {
             Command::Started { .. } => "an instance's start",
             Command::Abandon { .. } => "a failed spawn's pipes",
             Command::Serve { .. } => "a `clusterctl logs` client",
+            Command::History { .. } => "a client's history",
             Command::Reopen => "reopen-logs",
             Command::Finish => "the finish at exit",
         }
@@ -210,7 +218,12 @@ impl Logs {
             dir: options.dir.clone(),
             problems: Mutex::new(HashMap::new()),
         });
-        let thread = CaptureThread::new(epoll, Arc::clone(&wake), receiver, Arc::clone(&shared));
+        let thread = CaptureThread::new(
+            epoll,
+            Arc::clone(&wake),
+            (commands.clone(), receiver),
+            Arc::clone(&shared),
+        );
         let handle = thread::Builder::new()
             .name("logs".into())
             .spawn(move || thread.run())?;
