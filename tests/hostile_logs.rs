@@ -6,7 +6,7 @@ mod common;
 
 use std::fs;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -249,4 +249,108 @@ fn clients_that_never_read_stall_neither_instances_nor_other_clients() {
     let _ = unread.0.kill();
     assert_eq!(daemon.pids("tick"), ticks, "{}", daemon.log());
     assert!(!daemon.log().contains("panick"), "{}", daemon.log());
+}
+
+/// A systemd-journald of the test's own (killed and restarted by it).
+fn start_journald() -> Option<KillOnDrop> {
+    let binary = [
+        "/lib/systemd/systemd-journald",
+        "/usr/lib/systemd/systemd-journald",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())?;
+    let child = Command::new(binary)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let journald = KillOnDrop(child);
+    wait_for("journald's socket", PATIENCE, || {
+        std::os::unix::net::UnixDatagram::unbound()
+            .and_then(|s| s.connect("/run/systemd/journal/socket"))
+            .is_ok()
+    });
+    Some(journald)
+}
+
+/// The numbers of the `jline N` lines of `identifier` in the journal.
+fn journal_numbers(identifier: &str) -> Vec<u64> {
+    let out = Command::new("journalctl")
+        .args(["-t", identifier, "-o", "cat", "--no-pager"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    out.lines()
+        .filter_map(|l| l.strip_prefix("jline ").and_then(|n| n.parse().ok()))
+        .collect()
+}
+
+#[test]
+fn journal_units_survive_journald_being_killed_and_lose_no_line() {
+    if !have_root() {
+        return;
+    }
+    let running = std::os::unix::net::UnixDatagram::unbound()
+        .and_then(|s| s.connect("/run/systemd/journal/socket"))
+        .is_ok();
+    if !available(
+        "no systemd-journald running already (the test kills one of its own)",
+        !running,
+    ) {
+        return;
+    }
+    let journald = start_journald();
+    if !available("systemd-journald (the systemd package)", journald.is_some()) {
+        return;
+    }
+    let identifier = format!("clusterd-jkill-{}", std::process::id());
+    // sh dies of SIGPIPE if its stdout breaks: a restart would show in its pids.
+    let unit = "command = [\"sh\", \"-c\", \"n=0; while true; do n=$((n+1)); echo jline $n; sleep 0.01; done\"]\nrestart = \"on-failure\"\n[log]\nto = \"journal\"\n";
+    let daemon = Daemon::start(&[(&identifier, unit)]);
+    let pids = daemon.wait_running(&identifier, 1);
+    wait_for("lines in the journal", PATIENCE, || {
+        journal_numbers(&identifier).len() > 20
+    });
+    // Killed twice: once for less than the grace period (the backlog holds the lines), once
+    // for longer (they go to the unit's file until journald is back).
+    let mut journald = journald;
+    for down in [Duration::from_secs(2), Duration::from_secs(13)] {
+        drop(journald.take());
+        std::thread::sleep(down);
+        journald = start_journald();
+        assert!(journald.is_some(), "journald restarts");
+        let seen = journal_numbers(&identifier).last().copied().unwrap_or(0);
+        wait_for("new lines in the journal", PATIENCE, || {
+            journal_numbers(&identifier)
+                .last()
+                .is_some_and(|&n| n > seen + 20)
+        });
+    }
+    assert_eq!(daemon.pids(&identifier), pids, "{}", daemon.log());
+    // Every line, from the first to the last in the journal, is in the journal or the file.
+    let mut all = journal_numbers(&identifier);
+    let file =
+        fs::read_to_string(daemon.log_dir().join(format!("{identifier}.log"))).unwrap_or_default();
+    assert!(
+        !file.is_empty(),
+        "nothing went to the file\n{}",
+        daemon.log()
+    );
+    all.extend(file.lines().filter_map(|l| {
+        l.rsplit_once("| jline ")
+            .and_then(|(_, n)| n.parse::<u64>().ok())
+    }));
+    all.sort_unstable();
+    all.dedup();
+    let last = *all.last().expect("lines");
+    let missing: Vec<u64> = (1..=last)
+        .filter(|n| all.binary_search(n).is_err())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "lost lines: {missing:?}\n{}",
+        daemon.log()
+    );
+    drop(daemon);
+    drop(journald);
 }

@@ -35,6 +35,7 @@ use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::EventFd;
 
 use super::history::{last_lines, LineFilter};
+use super::journal::{self, JournalLink, NotSent};
 use super::line_format::{push_prefix, timestamp, Stream, TIMESTAMP_LEN};
 use super::log_client::{Flushed, LogClient, CUT_OFF};
 use super::unit_log_file::{written_before, UnitLogFile};
@@ -54,6 +55,11 @@ const READ_SIZE: usize = 256 * 1024;
 const GROWN_PIPE: libc::c_int = 1 << 20;
 /// A partial line (no newline yet) is written after this.
 const PARTIAL_FLUSH: Duration = Duration::from_secs(1);
+/// How long journal units' lines wait for journald (within the backlog) before they go to
+/// their files, and how often journald is tried while they wait or go to files.
+const JOURNAL_GRACE: Duration = Duration::from_secs(10);
+const JOURNAL_RETRY_WAITING: Duration = Duration::from_millis(100);
+const JOURNAL_RETRY_FALLBACK: Duration = Duration::from_secs(1);
 /// How often a unit whose file cannot be written is retried.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// `clusterctl logs` clients served at once (following, or still taking their history).
@@ -82,6 +88,17 @@ struct Source {
     gated: bool,
 }
 
+/// A journal unit's line that journald has not taken yet: enough to write it to the unit's
+/// file instead.
+struct Waiting {
+    unit: String,
+    label: String,
+    stream: Stream,
+    continued: bool,
+    stamp: [u8; TIMESTAMP_LEN],
+    bytes: Vec<u8>,
+}
+
 struct UnitLog {
     settings: CaptureSettings,
     file: Option<UnitLogFile>,
@@ -105,6 +122,16 @@ pub(super) struct CaptureThread {
     own_commands: Sender<Command>,
     shared: Arc<Shared>,
     sources: HashMap<u64, Source>,
+    /// Journal units' entries, and those journald has not taken yet.
+    journal: JournalLink<Waiting>,
+    /// Since when journald takes no entries.
+    journal_down: Option<Instant>,
+    /// Journal units write to their files until journald is back.
+    journal_fallback: bool,
+    /// When to try journald again.
+    journal_retry: Option<Instant>,
+    /// Each instance's pid (for its journal entries), by label.
+    pids: HashMap<String, i32>,
     /// `clusterctl logs` clients: history still going out, or following.
     clients: HashMap<u64, LogClient>,
     units: HashMap<String, UnitLog>,
@@ -130,6 +157,11 @@ impl CaptureThread {
             shared,
             sources: HashMap::new(),
             clients: HashMap::new(),
+            journal: JournalLink::new(Path::new(journal::JOURNAL_SOCKET)),
+            journal_down: None,
+            journal_fallback: false,
+            journal_retry: None,
+            pids: HashMap::new(),
             units: HashMap::new(),
             next_token: WAKE_TOKEN + 1,
             buffer: vec![0; READ_SIZE],
@@ -200,6 +232,7 @@ impl CaptureThread {
                 }
             }
             let housekeeping = guard.run(|| {
+                self.retry_journal();
                 self.cut_off_clients();
                 self.flush_old_partials();
                 self.retry_stalled();
@@ -240,8 +273,13 @@ impl CaptureThread {
             .values()
             .filter_map(|u| u.stalled.as_ref().map(|(_, at)| *at));
         let clients = self.clients.values().filter_map(LogClient::deadline);
+        let journal = self.journal_down.map(|_| {
+            self.journal_retry
+                .unwrap_or_else(|| now + JOURNAL_RETRY_WAITING)
+        });
         let next = partial
             .chain(stalled)
+            .chain(journal)
             .chain(clients)
             .chain(self.finish_by)
             .min();
@@ -290,7 +328,13 @@ impl CaptureThread {
                 self.add_source(&unit, &label, Stream::Err, err);
             }
             Command::Configure { unit, settings } => self.configure(&unit, settings),
-            Command::Started { unit, label, text } => {
+            Command::Started {
+                unit,
+                label,
+                pid,
+                text,
+            } => {
+                self.pids.insert(label.clone(), pid);
                 let to_file = self
                     .units
                     .get(&unit)
@@ -349,7 +393,7 @@ impl CaptureThread {
                     file.max_size = settings.max_size;
                     file.keep = settings.keep;
                 }
-                if settings.to != LogTo::File {
+                if !matches!(settings.to, LogTo::File | LogTo::Journal) {
                     log.file = None;
                 }
                 log.settings = settings;
@@ -608,8 +652,10 @@ impl CaptureThread {
         let Some(log) = self.units.get_mut(unit) else {
             return;
         };
-        let stamp = log.settings.timestamps.then_some(stamp);
-        match log.settings.to {
+        let to = destination(log.settings.to, self.journal_fallback);
+        // A journal unit's lines in its file (journald gone) are timestamped, as file lines.
+        let stamp = (log.settings.timestamps || to != log.settings.to).then_some(stamp);
+        match to {
             LogTo::File => {
                 let start = log.pending.len();
                 push_prefix(&mut log.pending, stamp, label, stream, continued);
@@ -660,7 +706,49 @@ impl CaptureThread {
                 out.extend_from_slice(bytes);
                 out.push(b'\n');
             }
-            LogTo::Journal | LogTo::Inherit => {}
+            LogTo::Journal => {
+                let priority = if stream == Stream::Err {
+                    journal::PRIORITY_ERR
+                } else {
+                    journal::PRIORITY_INFO
+                };
+                let pid = self.pids.get(label).copied();
+                let entry = journal::entry(unit, pid, label, priority, bytes);
+                let waiting = Waiting {
+                    unit: unit.to_string(),
+                    label: label.to_string(),
+                    stream,
+                    continued,
+                    stamp: *stamp.unwrap_or(&[b'0'; TIMESTAMP_LEN]),
+                    bytes: bytes.to_vec(),
+                };
+                match self.journal.send(entry, waiting) {
+                    Ok(()) => {}
+                    Err(NotSent::Queued(e)) => {
+                        if self.journal_down.is_none() {
+                            warn!(
+                                "journald does not take entries at {} ({e}); journal units' lines wait (up to {} MiB, {}s) and then go to their files",
+                                self.journal.path().display(),
+                                journal::BACKLOG_BYTES / (1024 * 1024),
+                                JOURNAL_GRACE.as_secs()
+                            );
+                            self.journal_down = Some(Instant::now());
+                        }
+                    }
+                    Err(NotSent::Full) => {
+                        self.fall_back_to_files();
+                        self.emit(
+                            unit,
+                            label,
+                            stream,
+                            bytes,
+                            continued,
+                            &timestamp(SystemTime::now()),
+                        );
+                    }
+                }
+            }
+            LogTo::Inherit => {}
         }
     }
 
@@ -670,7 +758,7 @@ impl CaptureThread {
         let Some(log) = self.units.get_mut(unit) else {
             return;
         };
-        if log.settings.to != LogTo::File
+        if destination(log.settings.to, self.journal_fallback) != LogTo::File
             || log.pending.is_empty()
             || log.stalled.is_some()
             || log.history_reads > 0
@@ -739,6 +827,90 @@ impl CaptureThread {
                     log.stalled = Some((problem, now + RETRY_EVERY));
                 }
             }
+        }
+    }
+
+    /// While journald takes no entries: send what waits when it does again; after
+    /// [`JOURNAL_GRACE`], write what waits to the units' files, and go on writing there until
+    /// journald is back.
+    fn retry_journal(&mut self) {
+        let Some(since) = self.journal_down else {
+            return;
+        };
+        let now = Instant::now();
+        if self.journal_retry.is_some_and(|at| now < at) {
+            return;
+        }
+        let back = if self.journal_fallback {
+            journal_listens(self.journal.path())
+        } else {
+            self.journal.retry().is_ok()
+        };
+        if back {
+            info!("journald takes entries again; journal units' lines go there again");
+            self.journal_down = None;
+            self.journal_retry = None;
+            if self.journal_fallback {
+                self.journal_fallback = false;
+                for (name, log) in &self.units {
+                    if log.settings.to == LogTo::Journal {
+                        self.shared.set_problem(name, None);
+                    }
+                }
+            }
+            return;
+        }
+        if !self.journal_fallback && now.saturating_duration_since(since) >= JOURNAL_GRACE {
+            self.fall_back_to_files();
+        }
+        let every = if self.journal_fallback {
+            JOURNAL_RETRY_FALLBACK
+        } else {
+            JOURNAL_RETRY_WAITING
+        };
+        self.journal_retry = Some(now + every);
+    }
+
+    /// journald is gone too long (or its backlog is full): what waits for it goes to the
+    /// units' files, in order, and so do their next lines until it is back.
+    fn fall_back_to_files(&mut self) {
+        if self.journal_fallback {
+            return;
+        }
+        self.journal_fallback = true;
+        self.journal_down.get_or_insert_with(Instant::now);
+        self.journal_retry = Some(Instant::now() + JOURNAL_RETRY_FALLBACK);
+        warn!(
+            "journald has not taken entries for a while: journal units' lines go to their files in {} until it is back",
+            self.shared.dir.display()
+        );
+        for waiting in self.journal.take_backlog() {
+            self.emit(
+                &waiting.unit,
+                &waiting.label,
+                waiting.stream,
+                &waiting.bytes,
+                waiting.continued,
+                &waiting.stamp,
+            );
+        }
+        let journal_units: Vec<String> = self
+            .units
+            .iter()
+            .filter(|(_, u)| u.settings.to == LogTo::Journal)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for unit in journal_units {
+            let path = UnitLogFile::path_of(&self.shared.dir, &unit);
+            self.shared.set_problem(
+                &unit,
+                Some(format!(
+                    "journald is not reachable at {}; writing to {} until it is back",
+                    self.journal.path().display(),
+                    path.display()
+                )),
+            );
+            self.flush_unit(&unit);
         }
     }
 
@@ -1015,6 +1187,9 @@ impl CaptureThread {
 
     /// At clusterd's exit: what is left goes out.
     fn finish(&mut self) {
+        if self.journal.has_backlog() && self.journal.retry().is_err() {
+            self.fall_back_to_files();
+        }
         let stamp = timestamp(SystemTime::now());
         let tokens: Vec<u64> = self.sources.keys().copied().collect();
         for token in tokens {
@@ -1105,6 +1280,21 @@ fn rotate_before_last_line(
             pending.drain(..written);
         }
     }
+}
+
+/// Where a unit's lines go now: a journal unit's go to its file while journald is gone.
+fn destination(to: LogTo, journal_fallback: bool) -> LogTo {
+    match to {
+        LogTo::Journal if journal_fallback => LogTo::File,
+        other => other,
+    }
+}
+
+/// Whether journald listens at `path` (a connect to a datagram socket sends nothing).
+fn journal_listens(path: &Path) -> bool {
+    std::os::unix::net::UnixDatagram::unbound()
+        .and_then(|socket| socket.connect(path))
+        .is_ok()
 }
 
 /// Keeps the newest of `lines` (oldest first) whose sizes add up to at most `room`; returns
