@@ -6,7 +6,7 @@ mod common;
 
 use std::fs;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -253,24 +253,7 @@ fn clients_that_never_read_stall_neither_instances_nor_other_clients() {
 
 /// A systemd-journald of the test's own (killed and restarted by it).
 fn start_journald() -> Option<KillOnDrop> {
-    let binary = [
-        "/lib/systemd/systemd-journald",
-        "/usr/lib/systemd/systemd-journald",
-    ]
-    .into_iter()
-    .find(|p| Path::new(p).exists())?;
-    let child = Command::new(binary)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let journald = KillOnDrop(child);
-    wait_for("journald's socket", PATIENCE, || {
-        std::os::unix::net::UnixDatagram::unbound()
-            .and_then(|s| s.connect("/run/systemd/journal/socket"))
-            .is_ok()
-    });
-    Some(journald)
+    spawn_journald().map(KillOnDrop)
 }
 
 /// The numbers of the `jline N` lines of `identifier` in the journal.
@@ -290,12 +273,9 @@ fn journal_units_survive_journald_being_killed_and_lose_no_line() {
     if !have_root() {
         return;
     }
-    let running = std::os::unix::net::UnixDatagram::unbound()
-        .and_then(|s| s.connect("/run/systemd/journal/socket"))
-        .is_ok();
     if !available(
         "no systemd-journald running already (the test kills one of its own)",
-        !running,
+        !journald_listens(),
     ) {
         return;
     }
