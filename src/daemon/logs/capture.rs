@@ -1078,6 +1078,8 @@ impl CaptureThread {
     /// A client's history has been read: it goes out (within the history budget), and the
     /// unit's file and pipes go on when no other history is being read.
     fn history_read(&mut self, unit: &str, token: u64, mut lines: Vec<Vec<u8>>) {
+        // The unit goes on first, whatever happens to this client.
+        self.end_history_hold(unit);
         let held: usize = self.clients.values().map(LogClient::held).sum();
         let room = HISTORY_PER_CLIENT.min(HISTORY_BUDGET.saturating_sub(held));
         let left_out = keep_newest_within(&mut lines, room);
@@ -1095,6 +1097,10 @@ impl CaptureThread {
             client.set_history(header, lines);
         }
         self.flush_client(token);
+    }
+
+    /// One history read of `unit` is over: its file and pipes go on when no other is.
+    fn end_history_hold(&mut self, unit: &str) {
         let Some(log) = self.units.get_mut(unit) else {
             return;
         };
