@@ -391,26 +391,10 @@ struct Journald(Option<Child>);
 
 impl Journald {
     fn start() -> Option<Journald> {
-        let socket = Path::new("/run/systemd/journal/stdout");
-        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+        if journald_listens() {
             return Some(Journald(None));
         }
-        let binary = [
-            "/lib/systemd/systemd-journald",
-            "/usr/lib/systemd/systemd-journald",
-        ]
-        .into_iter()
-        .find(|p| Path::new(p).exists())?;
-        let child = Command::new(binary)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
-        let journald = Journald(Some(child));
-        wait_for("journald's stream socket", PATIENCE, || {
-            std::os::unix::net::UnixStream::connect(socket).is_ok()
-        });
-        Some(journald)
+        spawn_journald().map(|child| Journald(Some(child)))
     }
 }
 

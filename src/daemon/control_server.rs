@@ -33,6 +33,7 @@ use nix::unistd::{Gid, Uid};
 use crate::daemon::logs::{Logs, LogsQuery};
 use crate::daemon::os::unix_socket_file::{self, SocketFileState};
 use crate::daemon::signals::EventSender;
+use crate::daemon::thread_guard::ThreadGuard;
 use crate::protocol::{
     Request, RequestEnvelope, Response, MAX_LOG_LINES, MAX_REQUEST_BYTES, PROTOCOL_VERSION,
 };
@@ -179,6 +180,7 @@ fn accept_loop(listener: UnixListener, routes: Routes, policy: AccessPolicy) {
     let slots = Arc::new(Slots::default());
     let mut reserve = Reserve::open();
     let mut backoff = FIRST_ACCEPT_BACKOFF;
+    let mut guard = ThreadGuard::new("control");
     loop {
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
@@ -186,7 +188,13 @@ fn accept_loop(listener: UnixListener, routes: Routes, policy: AccessPolicy) {
             Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => continue,
             Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
                 if reserve.accept_with(&listener, |stream| {
-                    serve_from_reserve(stream, &routes, policy);
+                    if let Err(caught) = guard.run(|| serve_from_reserve(stream, &routes, policy)) {
+                        guard.report(
+                            caught,
+                            "answering from the reserve",
+                            "that connection is closed",
+                        );
+                    }
                 }) {
                     backoff = FIRST_ACCEPT_BACKOFF;
                 } else {
@@ -206,7 +214,14 @@ fn accept_loop(listener: UnixListener, routes: Routes, policy: AccessPolicy) {
         };
         backoff = FIRST_ACCEPT_BACKOFF;
         reserve.refill();
-        dispatch(stream, &routes, policy, &slots);
+        // A panic costs only that connection, never the accept loop (see thread_guard).
+        if let Err(caught) = guard.run(|| dispatch(stream, &routes, policy, &slots)) {
+            guard.report(
+                caught,
+                "dispatching a connection",
+                "that connection is closed",
+            );
+        }
     }
 }
 
@@ -306,9 +321,13 @@ fn dispatch(stream: UnixStream, routes: &Routes, policy: AccessPolicy, slots: &A
         .name("control-conn".into())
         .spawn(move || {
             let _slot = slot;
-            match answer(&stream, &routes, policy) {
+            let mut thread_guard = ThreadGuard::new("control-conn");
+            let served = thread_guard.run(|| match answer(&stream, &routes, policy) {
                 Outcome::Logs(query) => routes.logs.serve(query, stream),
                 Outcome::Answer(response) => write_response(&stream, &response, ANSWER_DEADLINE),
+            });
+            if let Err(caught) = served {
+                thread_guard.report(caught, "serving a connection", "that connection is closed");
             }
         });
     if let Err(e) = spawned {

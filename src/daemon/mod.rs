@@ -4,6 +4,7 @@
 //! - [`signals`]: how events reach the loop (signal pipes, a doorbell, one channel);
 //!   [`control_server`]: the control socket's threads;
 //!   [`worker_io`]: the I/O thread (worker channels, NOTIFY_SOCKET, the Node cluster primary);
+//!   [`thread_guard`]: a panic in a helper thread is caught and costs only what it was on;
 //!   [`sd_notify`]: the sd_notify protocol both ways (instances to clusterd, clusterd to its
 //!   service manager);
 //! - [`log_output`]: clusterd's own log lines, held back while the loop reacts;
@@ -18,6 +19,7 @@ pub(crate) mod metrics_server;
 pub(crate) mod os;
 pub(crate) mod sd_notify;
 pub(crate) mod signals;
+pub(crate) mod thread_guard;
 pub(crate) mod worker_io;
 
 use std::path::{Path, PathBuf};

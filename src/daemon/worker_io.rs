@@ -40,6 +40,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use crate::daemon::os::cgroup::cgroup_of;
 use crate::daemon::sd_notify::{self, Received};
 use crate::daemon::signals::EventSender;
+use crate::daemon::thread_guard::ThreadGuard;
 use crate::log_limit::{LogLimit, Verdict};
 use crate::node_cluster::outbox::{Charge, Flushed, Outbox, Outgoing};
 use crate::node_cluster::primary::{Whose, LISTENER_TOKEN_BASE};
@@ -376,6 +377,7 @@ struct IoThread {
 impl IoThread {
     fn run(mut self) {
         let mut ready = vec![EpollEvent::empty(); 64];
+        let mut guard = ThreadGuard::new("worker-io");
         loop {
             let count = match self.epoll.wait(&mut ready, EpollTimeout::NONE) {
                 Ok(n) => n,
@@ -386,43 +388,63 @@ impl IoThread {
                 }
             };
             for event in &ready[..count] {
-                match event.data() {
-                    WAKE_TOKEN => {
-                        let _ = self.wake.read();
-                        if !self.apply_commands() {
-                            return;
-                        }
-                    }
-                    NOTIFY_TOKEN => self.read_notify(),
-                    token if token >= LISTENER_TOKEN_BASE => {
-                        self.primary.on_listener_ready(token);
-                        self.deliver();
-                    }
-                    id => {
-                        let flags = event.events();
-                        if flags.contains(EpollFlags::EPOLLOUT) {
-                            self.flush(id);
-                        }
-                        let paused = self.channels.get(&id).is_some_and(|c| c.paused);
-                        if paused {
-                            // Not read while paused; a hang-up (reported whatever the
-                            // interest) means the instance and its children are gone.
-                            if flags.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR) {
-                                self.close(id);
-                            }
-                        } else if flags.intersects(
-                            EpollFlags::EPOLLIN
-                                | EpollFlags::EPOLLRDHUP
-                                | EpollFlags::EPOLLHUP
-                                | EpollFlags::EPOLLERR,
-                        ) {
-                            self.read_channel(id);
-                        }
+                let token = event.data();
+                // A panic while handling one event costs only that channel (see thread_guard).
+                let handled = guard.run(|| self.handle_event(token, event.events()));
+                match handled {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(caught) => {
+                        let consequence = if self.channels.contains_key(&token) {
+                            self.close(token);
+                            "that instance's channel is closed"
+                        } else {
+                            "nothing is dropped"
+                        };
+                        guard.report(caught, "handling an event", consequence);
                     }
                 }
             }
             self.deliver();
         }
+    }
+
+    /// Handles one epoll event; false when clusterd has gone away.
+    fn handle_event(&mut self, token: u64, flags: EpollFlags) -> bool {
+        match token {
+            WAKE_TOKEN => {
+                let _ = self.wake.read();
+                if !self.apply_commands() {
+                    return false;
+                }
+            }
+            NOTIFY_TOKEN => self.read_notify(),
+            token if token >= LISTENER_TOKEN_BASE => {
+                self.primary.on_listener_ready(token);
+                self.deliver();
+            }
+            id => {
+                if flags.contains(EpollFlags::EPOLLOUT) {
+                    self.flush(id);
+                }
+                let paused = self.channels.get(&id).is_some_and(|c| c.paused);
+                if paused {
+                    // Not read while paused; a hang-up (reported whatever the
+                    // interest) means the instance and its children are gone.
+                    if flags.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR) {
+                        self.close(id);
+                    }
+                } else if flags.intersects(
+                    EpollFlags::EPOLLIN
+                        | EpollFlags::EPOLLRDHUP
+                        | EpollFlags::EPOLLHUP
+                        | EpollFlags::EPOLLERR,
+                ) {
+                    self.read_channel(id);
+                }
+            }
+        }
+        true
     }
 
     /// Passes what the primary produced on: lines to their channels, events to the

@@ -97,7 +97,7 @@ pub enum LogTo {
     File,
     /// clusterd's own stdout/stderr, each line prefixed with its instance.
     Console,
-    /// journald's stream socket, as systemd does for services.
+    /// journald: each line an entry, sent by clusterd (src/daemon/logs/journal.rs).
     Journal,
     /// clusterd's own stdout/stderr, unchanged (no capture).
     Inherit,

@@ -500,3 +500,37 @@ pub(crate) fn socket_group_for_tests() -> Option<libc::gid_t> {
     }
     group.map(|g| g.gid.as_raw())
 }
+
+/// Starts systemd-journald (it runs without systemd as PID 1 when started as root) and waits
+/// until it takes entries; `None` without the systemd package. The caller kills it.
+pub(crate) fn spawn_journald() -> Option<Child> {
+    let binary = [
+        "/lib/systemd/systemd-journald",
+        "/usr/lib/systemd/systemd-journald",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())?;
+    let mut child = Command::new(binary)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + PATIENCE;
+    while !journald_listens() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("journald did not open its sockets within {PATIENCE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(child)
+}
+
+/// Whether a journald takes native entries (and stream connections).
+pub(crate) fn journald_listens() -> bool {
+    std::os::unix::net::UnixDatagram::unbound()
+        .and_then(|s| s.connect("/run/systemd/journal/socket"))
+        .is_ok()
+        && std::os::unix::net::UnixStream::connect("/run/systemd/journal/stdout").is_ok()
+}

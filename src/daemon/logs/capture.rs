@@ -10,8 +10,13 @@
 //!   control socket or the worker I/O thread). When a unit's file cannot be written (disk
 //!   full, read-only), its pipes are not read until a retry (every [`RETRY_EVERY`]) succeeds:
 //!   its instances block in `write()`, other units go on, and clusterd's memory stays bounded.
-//! - **Followers never slow capture**: each has a bounded queue; when it is full, lines are
-//!   skipped and counted, and the follower is told how many.
+//! - **Clients never slow capture** ([`super::log_client`]): `clusterctl logs` sockets are
+//!   non-blocking, new lines wait in a bounded queue (skipped and counted beyond it), and a
+//!   client that takes nothing for a while is dropped. A history is read on a thread of its
+//!   own while its unit's file is left alone (its pipes wait), so it ends exactly where the
+//!   new lines begin and a large one never holds up other units.
+//! - **No panic takes it down**: every slice is checked, and each event is handled under a
+//!   [`ThreadGuard`] that drops only the source, client or command that panicked.
 //! - **Idle stays idle**: the thread sleeps in `epoll_wait` without a timeout unless a partial
 //!   line or a stalled unit is waiting.
 
@@ -20,19 +25,24 @@ use std::fs::File;
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, TryRecvError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use log::{info, warn};
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::EventFd;
 
 use super::history::{last_lines, LineFilter};
+use super::journal::{self, JournalLink, NotSent};
 use super::line_format::{push_prefix, timestamp, Stream, TIMESTAMP_LEN};
+use super::log_client::{Flushed, LogClient, CUT_OFF};
 use super::log_dir::LogDir;
 use super::unit_log_file::{written_before, UnitLogFile};
 use super::{CaptureSettings, Command, LogsQuery, Shared};
+use crate::daemon::thread_guard::ThreadGuard;
+use crate::log_limit::{LogLimit, Verdict};
 use crate::protocol::Response;
 use crate::unit::LogTo;
 
@@ -46,11 +56,19 @@ const READ_SIZE: usize = 256 * 1024;
 const GROWN_PIPE: libc::c_int = 1 << 20;
 /// A partial line (no newline yet) is written after this.
 const PARTIAL_FLUSH: Duration = Duration::from_secs(1);
+/// How long journal units' lines wait for journald (within the backlog) before they go to
+/// their files, and how often journald is tried while they wait or go to files.
+const JOURNAL_GRACE: Duration = Duration::from_secs(10);
+const JOURNAL_RETRY_WAITING: Duration = Duration::from_millis(100);
+const JOURNAL_RETRY_FALLBACK: Duration = Duration::from_secs(1);
 /// How often a unit whose file cannot be written is retried.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
-/// What a follower may have queued before lines are skipped.
-const FOLLOWER_QUEUE: usize = 256 * 1024;
-const MAX_FOLLOWERS: usize = 64;
+/// `clusterctl logs` clients served at once (following, or still taking their history).
+const MAX_CLIENTS: usize = 64;
+/// History one answer may hold in clusterd's memory until the client has taken it, and all
+/// answers together: beyond, the oldest lines are left out (and the client is told).
+const HISTORY_PER_CLIENT: usize = 32 * 1024 * 1024;
+const HISTORY_BUDGET: usize = 64 * 1024 * 1024;
 /// How long clusterd waits at exit for pipes still held open (by leftovers of instances).
 const FINISH_DEADLINE: Duration = Duration::from_secs(3);
 
@@ -71,13 +89,15 @@ struct Source {
     gated: bool,
 }
 
-struct Follower {
-    socket: UnixStream,
+/// A journal unit's line that journald has not taken yet: enough to write it to the unit's
+/// file instead.
+struct Waiting {
     unit: String,
-    filter: LineFilter,
-    queued: Vec<u8>,
-    skipped: u64,
-    waiting_for_writable: bool,
+    label: String,
+    stream: Stream,
+    continued: bool,
+    stamp: [u8; TIMESTAMP_LEN],
+    bytes: Vec<u8>,
 }
 
 struct UnitLog {
@@ -87,15 +107,34 @@ struct UnitLog {
     pending: Vec<u8>,
     /// Why the file cannot be written, and when to try again.
     stalled: Option<(String, Instant)>,
+    /// History reads of this file under way (on threads of their own): until they end, the
+    /// file is not written (its lines wait in `pending`, its pipes are not read), so that a
+    /// history ends exactly where the new lines its client follows begin.
+    history_reads: usize,
+    /// A rotation that fails would be tried (and warned about) at every line.
+    rotate_warnings: LogLimit,
 }
 
 pub(super) struct CaptureThread {
     epoll: Epoll,
     wake: Arc<EventFd>,
     commands: Receiver<Command>,
+    /// For the history threads to hand their result back.
+    own_commands: Sender<Command>,
     shared: Arc<Shared>,
     sources: HashMap<u64, Source>,
-    followers: HashMap<u64, Follower>,
+    /// Journal units' entries, and those journald has not taken yet.
+    journal: JournalLink<Waiting>,
+    /// Since when journald takes no entries.
+    journal_down: Option<Instant>,
+    /// Journal units write to their files until journald is back.
+    journal_fallback: bool,
+    /// When to try journald again.
+    journal_retry: Option<Instant>,
+    /// Each instance's pid (for its journal entries), by label.
+    pids: HashMap<String, i32>,
+    /// `clusterctl logs` clients: history still going out, or following.
+    clients: HashMap<u64, LogClient>,
     units: HashMap<String, UnitLog>,
     next_token: u64,
     buffer: Vec<u8>,
@@ -108,16 +147,22 @@ impl CaptureThread {
     pub(super) fn new(
         epoll: Epoll,
         wake: Arc<EventFd>,
-        commands: Receiver<Command>,
+        (own_commands, commands): (Sender<Command>, Receiver<Command>),
         shared: Arc<Shared>,
     ) -> Self {
         CaptureThread {
             epoll,
             wake,
+            own_commands,
             commands,
             shared,
             sources: HashMap::new(),
-            followers: HashMap::new(),
+            clients: HashMap::new(),
+            journal: JournalLink::new(Path::new(journal::JOURNAL_SOCKET)),
+            journal_down: None,
+            journal_fallback: false,
+            journal_retry: None,
+            pids: HashMap::new(),
             units: HashMap::new(),
             next_token: WAKE_TOKEN + 1,
             buffer: vec![0; READ_SIZE],
@@ -129,6 +174,7 @@ impl CaptureThread {
 
     pub(super) fn run(mut self) {
         let mut ready = vec![EpollEvent::empty(); 64];
+        let mut guard = ThreadGuard::new("logs");
         loop {
             if let Some(deadline) = self.finish_by {
                 if self.sources.is_empty() || Instant::now() >= deadline {
@@ -146,40 +192,72 @@ impl CaptureThread {
                 }
             };
             // Commands first: a line for a new source may come with the same wake-up.
-            for event in &ready[..count] {
+            for event in ready.iter().take(count) {
                 if event.data() == WAKE_TOKEN {
                     let _ = self.wake.read();
                 }
             }
-            if !self.apply_commands() {
+            if !self.apply_commands(&mut guard) {
                 self.finish();
                 return;
             }
-            for event in &ready[..count] {
+            for event in ready.iter().take(count) {
                 let token = event.data();
                 if token == WAKE_TOKEN {
                     continue;
                 }
                 if self.sources.contains_key(&token) {
-                    self.read_source(token);
-                } else if self.followers.contains_key(&token) {
+                    if let Err(caught) = guard.run(|| self.read_source(token)) {
+                        let what = self.drop_source(token);
+                        guard.report(caught, &format!("reading {what}"), "that pipe is closed");
+                    }
+                } else if self.clients.contains_key(&token) {
                     let flags = event.events();
-                    if flags.intersects(
-                        EpollFlags::EPOLLIN
-                            | EpollFlags::EPOLLRDHUP
-                            | EpollFlags::EPOLLHUP
-                            | EpollFlags::EPOLLERR,
-                    ) {
-                        // A follower sends nothing after its request: this is its goodbye.
-                        self.drop_follower(token);
-                    } else if flags.contains(EpollFlags::EPOLLOUT) {
-                        self.flush_follower(token);
+                    let result = guard.run(|| {
+                        if flags.intersects(
+                            EpollFlags::EPOLLIN
+                                | EpollFlags::EPOLLRDHUP
+                                | EpollFlags::EPOLLHUP
+                                | EpollFlags::EPOLLERR,
+                        ) {
+                            // A client sends nothing after its request: this is its goodbye.
+                            self.drop_client(token);
+                        } else if flags.contains(EpollFlags::EPOLLOUT) {
+                            self.flush_client(token);
+                        }
+                    });
+                    if let Err(caught) = result {
+                        self.drop_client(token);
+                        guard.report(caught, "writing to a log client", "that client is dropped");
                     }
                 }
             }
-            self.flush_old_partials();
-            self.retry_stalled();
-            self.write_console();
+            let housekeeping = guard.run(|| {
+                self.retry_journal();
+                self.cut_off_clients();
+                self.flush_old_partials();
+                self.retry_stalled();
+                self.write_console();
+            });
+            if let Err(caught) = housekeeping {
+                guard.report(
+                    caught,
+                    "flushing partial lines, retrying stalled units or writing the console",
+                    "nothing is dropped",
+                );
+            }
+        }
+    }
+
+    /// Takes the source out (after a panic while reading it): its instance's output is lost
+    /// from now on (it gets EPIPE or SIGPIPE), every other source goes on. Says which it was.
+    fn drop_source(&mut self, token: u64) -> String {
+        match self.sources.remove(&token) {
+            Some(source) => {
+                let _ = self.epoll.delete(source.pipe.as_fd());
+                format!("{}'s {}", source.label, source.stream.name())
+            }
+            None => "a pipe".to_string(),
         }
     }
 
@@ -195,7 +273,17 @@ impl CaptureThread {
             .units
             .values()
             .filter_map(|u| u.stalled.as_ref().map(|(_, at)| *at));
-        let next = partial.chain(stalled).chain(self.finish_by).min();
+        let clients = self.clients.values().filter_map(LogClient::deadline);
+        let journal = self.journal_down.map(|_| {
+            self.journal_retry
+                .unwrap_or_else(|| now + JOURNAL_RETRY_WAITING)
+        });
+        let next = partial
+            .chain(stalled)
+            .chain(journal)
+            .chain(clients)
+            .chain(self.finish_by)
+            .min();
         match next {
             None => EpollTimeout::NONE,
             Some(at) => {
@@ -205,54 +293,82 @@ impl CaptureThread {
         }
     }
 
-    /// Returns false when clusterd has gone away without saying so.
-    fn apply_commands(&mut self) -> bool {
+    /// Applies every waiting command, each under `guard`: a command whose handling panics is
+    /// dropped (with the pipes or the client it carried). Returns false when clusterd has
+    /// gone away without saying so.
+    fn apply_commands(&mut self, guard: &mut ThreadGuard) -> bool {
         loop {
             match self.commands.try_recv() {
-                Ok(Command::Capture {
-                    unit,
-                    label,
-                    settings,
-                    out,
-                    err,
-                }) => {
-                    self.configure(&unit, settings);
-                    self.add_source(&unit, &label, Stream::Out, out);
-                    self.add_source(&unit, &label, Stream::Err, err);
-                }
-                Ok(Command::Configure { unit, settings }) => self.configure(&unit, settings),
-                Ok(Command::Started { unit, label, text }) => {
-                    let to_file = self
-                        .units
-                        .get(&unit)
-                        .is_some_and(|u| u.settings.to == LogTo::File);
-                    if to_file {
-                        self.write_event(&unit, &label, &text);
+                Ok(command) => {
+                    let what = command.name();
+                    if let Err(caught) = guard.run(|| self.apply(command)) {
+                        guard.report(
+                            caught,
+                            &format!("handling {what}"),
+                            "that command is dropped",
+                        );
                     }
-                    self.ungate(&label);
-                }
-                Ok(Command::Abandon { label }) => {
-                    self.sources.retain(|_, s| s.label != label);
-                }
-                Ok(Command::Event {
-                    unit,
-                    label,
-                    settings,
-                    text,
-                }) => {
-                    self.configure(&unit, settings);
-                    // What the instance wrote before (its last words before it exited, say)
-                    // goes first.
-                    self.drain_instance(&label);
-                    self.write_event(&unit, &label, &text);
-                }
-                Ok(Command::Serve { query, socket }) => self.serve(query, socket),
-                Ok(Command::Reopen) => self.reopen_all(),
-                Ok(Command::Finish) => {
-                    self.finish_by = Some(Instant::now() + FINISH_DEADLINE);
                 }
                 Err(TryRecvError::Empty) => return true,
                 Err(TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    fn apply(&mut self, command: Command) {
+        match command {
+            Command::Capture {
+                unit,
+                label,
+                settings,
+                out,
+                err,
+            } => {
+                self.configure(&unit, settings);
+                self.add_source(&unit, &label, Stream::Out, out);
+                self.add_source(&unit, &label, Stream::Err, err);
+            }
+            Command::Configure { unit, settings } => self.configure(&unit, settings),
+            Command::Started {
+                unit,
+                label,
+                pid,
+                text,
+            } => {
+                self.pids.insert(label.clone(), pid);
+                let to_file = self
+                    .units
+                    .get(&unit)
+                    .is_some_and(|u| u.settings.to == LogTo::File);
+                if to_file {
+                    self.write_event(&unit, &label, &text);
+                }
+                self.ungate(&label);
+            }
+            Command::Abandon { label } => {
+                self.sources.retain(|_, s| s.label != label);
+            }
+            Command::Event {
+                unit,
+                label,
+                settings,
+                text,
+            } => {
+                self.configure(&unit, settings);
+                // What the instance wrote before (its last words before it exited, say)
+                // goes first.
+                self.drain_instance(&label);
+                self.write_event(&unit, &label, &text);
+            }
+            Command::Serve { query, socket } => self.serve(query, socket),
+            Command::History {
+                unit,
+                client,
+                lines,
+            } => self.history_read(&unit, client, lines),
+            Command::Reopen => self.reopen_all(),
+            Command::Finish => {
+                self.finish_by = Some(Instant::now() + FINISH_DEADLINE);
             }
         }
     }
@@ -278,7 +394,7 @@ impl CaptureThread {
                     file.max_size = settings.max_size;
                     file.keep = settings.keep;
                 }
-                if settings.to != LogTo::File {
+                if !matches!(settings.to, LogTo::File | LogTo::Journal) {
                     log.file = None;
                 }
                 log.settings = settings;
@@ -291,6 +407,8 @@ impl CaptureThread {
                         file: None,
                         pending: Vec::new(),
                         stalled: None,
+                        history_reads: 0,
+                        rotate_warnings: LogLimit::default(),
                     },
                 );
             }
@@ -330,7 +448,7 @@ impl CaptureThread {
             let stalled = self
                 .units
                 .get(&source.unit)
-                .is_some_and(|u| u.stalled.is_some());
+                .is_some_and(|u| u.stalled.is_some() || u.history_reads > 0);
             if stalled {
                 source.paused = true;
                 continue;
@@ -362,6 +480,10 @@ impl CaptureThread {
 
     /// Reads once from the source; false when there was nothing to read (or it closed).
     fn read_source(&mut self, token: u64) -> bool {
+        if self.buffer.len() != READ_SIZE {
+            // Taken by a read that panicked: an empty buffer would read as end-of-file.
+            self.buffer = vec![0; READ_SIZE];
+        }
         let Some(source) = self.sources.get_mut(&token) else {
             return false;
         };
@@ -395,21 +517,45 @@ impl CaptureThread {
             unsafe { libc::fcntl(source.pipe.as_raw_fd(), libc::F_SETPIPE_SZ, GROWN_PIPE) };
         }
         let data = std::mem::take(&mut self.buffer);
-        let mut start = 0;
-        let mut newlines = memchr::memchr_iter(b'\n', &data[..n]);
-        // A line begun in an earlier read ends at the first newline.
+        self.take_lines(
+            token,
+            &label,
+            stream,
+            &stamp,
+            data.get(..n).unwrap_or_default(),
+        );
+        self.buffer = data;
+        self.flush_unit(&unit);
+        true
+    }
+
+    /// Frames what was read from the source `token`: the line carried over from the last
+    /// read ends at the first newline, whole lines go out, and the rest waits as the partial
+    /// line (written in [`MAX_LINE`] pieces when it grows that long).
+    fn take_lines(
+        &mut self,
+        token: u64,
+        label: &str,
+        stream: Stream,
+        stamp: &[u8; TIMESTAMP_LEN],
+        read: &[u8],
+    ) {
+        let Some(unit) = self.sources.get(&token).map(|s| s.unit.clone()) else {
+            return;
+        };
+        let mut rest = read;
         let carried = self
             .sources
             .get_mut(&token)
             .map(|s| std::mem::take(&mut s.partial))
             .unwrap_or_default();
         if !carried.is_empty() {
-            match newlines.next() {
-                Some(first) => {
+            match first_line(rest) {
+                Some((end, after)) => {
                     let mut line = carried;
-                    line.extend_from_slice(&data[..first]);
-                    self.emit(&unit, &label, stream, &line, false, &stamp);
-                    start = first + 1;
+                    line.extend_from_slice(end);
+                    self.emit(&unit, label, stream, &line, false, stamp);
+                    rest = after;
                 }
                 None => {
                     if let Some(source) = self.sources.get_mut(&token) {
@@ -418,41 +564,32 @@ impl CaptureThread {
                 }
             }
         }
-        let end = data[..n]
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(start, |i| i + 1);
-        if start < end && self.append_whole_lines(&unit, &label, stream, &stamp, &data[start..end])
-        {
-            start = end;
-        } else {
-            for newline in newlines {
-                self.emit(&unit, &label, stream, &data[start..newline], false, &stamp);
-                start = newline + 1;
+        let whole_end = memchr::memrchr(b'\n', rest).map_or(0, |i| i + 1);
+        let (whole, tail) = rest.split_at_checked(whole_end).unwrap_or((&[], rest));
+        if !whole.is_empty() && !self.append_whole_lines(&unit, label, stream, stamp, whole) {
+            let mut lines = whole;
+            while let Some((line, after)) = first_line(lines) {
+                self.emit(&unit, label, stream, line, false, stamp);
+                lines = after;
             }
         }
-        if start < n {
-            let rest = &data[start..n];
-            let mut pieces = Vec::new();
-            if let Some(source) = self.sources.get_mut(&token) {
-                source.partial.extend_from_slice(rest);
+        let mut pieces = Vec::new();
+        if let Some(source) = self.sources.get_mut(&token) {
+            if !tail.is_empty() {
+                source.partial.extend_from_slice(tail);
                 source.partial_since.get_or_insert_with(Instant::now);
                 while source.partial.len() > MAX_LINE {
-                    pieces.push(source.partial.drain(..MAX_LINE).collect::<Vec<u8>>());
+                    let after = source.partial.split_off(MAX_LINE);
+                    pieces.push(std::mem::replace(&mut source.partial, after));
                 }
             }
-            for piece in pieces {
-                self.emit(&unit, &label, stream, &piece, true, &stamp);
-            }
-        }
-        if let Some(source) = self.sources.get_mut(&token) {
             if source.partial.is_empty() {
                 source.partial_since = None;
             }
         }
-        self.buffer = data;
-        self.flush_unit(&unit);
-        true
+        for piece in pieces {
+            self.emit(&unit, label, stream, &piece, true, stamp);
+        }
     }
 
     /// The common case, without a look-up per line: whole lines (`lines` ends with a newline)
@@ -466,7 +603,7 @@ impl CaptureThread {
         stamp: &[u8; TIMESTAMP_LEN],
         lines: &[u8],
     ) -> bool {
-        if self.followers.values().any(|f| f.unit == unit) {
+        if self.clients.values().any(|c| c.follow && c.unit == unit) {
             return false;
         }
         let Some(log) = self.units.get_mut(unit) else {
@@ -493,11 +630,12 @@ impl CaptureThread {
             return false;
         }
         log.pending.reserve(size);
-        let mut start = 0;
-        for newline in memchr::memchr_iter(b'\n', lines) {
+        let mut rest = lines;
+        while let Some((line, after)) = first_line(rest) {
             log.pending.extend_from_slice(&prefix);
-            log.pending.extend_from_slice(&lines[start..=newline]);
-            start = newline + 1;
+            log.pending.extend_from_slice(line);
+            log.pending.push(b'\n');
+            rest = after;
         }
         true
     }
@@ -515,35 +653,42 @@ impl CaptureThread {
         let Some(log) = self.units.get_mut(unit) else {
             return;
         };
-        let stamp = log.settings.timestamps.then_some(stamp);
-        match log.settings.to {
+        let to = destination(log.settings.to, self.journal_fallback);
+        // A journal unit's lines in its file (journald gone) are timestamped, as file lines.
+        let stamp = (log.settings.timestamps || to != log.settings.to).then_some(stamp);
+        match to {
             LogTo::File => {
                 let start = log.pending.len();
                 push_prefix(&mut log.pending, stamp, label, stream, continued);
                 log.pending.extend_from_slice(bytes);
                 log.pending.push(b'\n');
-                if let Some(file) = &mut log.file {
-                    let line_len = log.pending.len() - start;
-                    if log.stalled.is_none() && file.is_full_for(start + line_len) {
-                        // Rotate between lines: what is pending goes into the old file.
-                        let line = log.pending.split_off(start);
-                        match file.write_all(&log.pending) {
-                            Ok(()) => {
-                                log.pending.clear();
-                                if let Err(e) = file.rotate() {
-                                    warn!("{unit}: cannot rotate {}: {e}", file.path().display());
-                                }
-                            }
-                            Err(e) => {
-                                let written = written_before(&e);
-                                log.pending.drain(..written);
-                            }
-                        }
-                        log.pending.extend_from_slice(&line);
+                // The line is the last `line_len` bytes of `pending`, whatever a rotation
+                // writes and drains before it.
+                let line_len = log.pending.len() - start;
+                if log.stalled.is_none() && log.file.is_none() {
+                    // Opened now, so that the first batch is rotated like any other; a
+                    // failure stalls the unit at the next flush.
+                    let _ = open_file(&self.shared.dir, unit, log);
+                }
+                let writable = log.stalled.is_none() && log.history_reads == 0;
+                if let (true, Some(file)) = (writable, &mut log.file) {
+                    // Rotate between lines, counting what is pending as part of the file: the
+                    // file stays within `max_size`, or holds a single longer line.
+                    let rotate = file.is_full_for(start + line_len)
+                        || (start > 0 && !file.fits(start + line_len));
+                    if rotate {
+                        rotate_before_last_line(
+                            unit,
+                            file,
+                            &mut log.pending,
+                            start,
+                            &mut log.rotate_warnings,
+                        );
                     }
                 }
-                if !self.followers.is_empty() {
-                    let line = log.pending[start..].to_vec();
+                if !self.clients.is_empty() {
+                    let from = log.pending.len().saturating_sub(line_len);
+                    let line = log.pending.get(from..).unwrap_or_default().to_vec();
                     self.offer_followers(unit, label, stream, &line);
                 }
             }
@@ -562,7 +707,49 @@ impl CaptureThread {
                 out.extend_from_slice(bytes);
                 out.push(b'\n');
             }
-            LogTo::Journal | LogTo::Inherit => {}
+            LogTo::Journal => {
+                let priority = if stream == Stream::Err {
+                    journal::PRIORITY_ERR
+                } else {
+                    journal::PRIORITY_INFO
+                };
+                let pid = self.pids.get(label).copied();
+                let entry = journal::entry(unit, pid, label, priority, bytes);
+                let waiting = Waiting {
+                    unit: unit.to_string(),
+                    label: label.to_string(),
+                    stream,
+                    continued,
+                    stamp: *stamp.unwrap_or(&[b'0'; TIMESTAMP_LEN]),
+                    bytes: bytes.to_vec(),
+                };
+                match self.journal.send(entry, waiting) {
+                    Ok(()) => {}
+                    Err(NotSent::Queued(e)) => {
+                        if self.journal_down.is_none() {
+                            warn!(
+                                "journald does not take entries at {} ({e}); journal units' lines wait (up to {} MiB, {}s) and then go to their files",
+                                self.journal.path().display(),
+                                journal::BACKLOG_BYTES / (1024 * 1024),
+                                JOURNAL_GRACE.as_secs()
+                            );
+                            self.journal_down = Some(Instant::now());
+                        }
+                    }
+                    Err(NotSent::Full) => {
+                        self.fall_back_to_files();
+                        self.emit(
+                            unit,
+                            label,
+                            stream,
+                            bytes,
+                            continued,
+                            &timestamp(SystemTime::now()),
+                        );
+                    }
+                }
+            }
+            LogTo::Inherit => {}
         }
     }
 
@@ -572,7 +759,11 @@ impl CaptureThread {
         let Some(log) = self.units.get_mut(unit) else {
             return;
         };
-        if log.settings.to != LogTo::File || log.pending.is_empty() || log.stalled.is_some() {
+        if destination(log.settings.to, self.journal_fallback) != LogTo::File
+            || log.pending.is_empty()
+            || log.stalled.is_some()
+            || log.history_reads > 0
+        {
             return;
         }
         if let Err(problem) = write_pending(&self.shared.dir, unit, log) {
@@ -588,6 +779,11 @@ impl CaptureThread {
         log.stalled = Some((problem.clone(), Instant::now() + RETRY_EVERY));
         self.shared
             .set_problem(unit, Some(format!("cannot write: {problem}")));
+        self.pause_sources(unit);
+    }
+
+    /// The unit's pipes are not read until [`Self::resume_sources`].
+    fn pause_sources(&mut self, unit: &str) {
         let tokens: Vec<u64> = self
             .sources
             .iter()
@@ -613,6 +809,7 @@ impl CaptureThread {
         let due: Vec<String> = self
             .units
             .iter()
+            .filter(|(_, u)| u.history_reads == 0)
             .filter(|(_, u)| u.stalled.as_ref().is_some_and(|(_, at)| *at <= now))
             .map(|(name, _)| name.clone())
             .collect();
@@ -625,18 +822,96 @@ impl CaptureThread {
                     log.stalled = None;
                     info!("{unit}: its log is written again");
                     self.shared.set_problem(&unit, None);
-                    for (&token, source) in self.sources.iter_mut() {
-                        if source.unit == unit && source.paused {
-                            source.paused = false;
-                            let event = EpollEvent::new(EpollFlags::EPOLLIN, token);
-                            let _ = self.epoll.add(source.pipe.as_fd(), event);
-                        }
-                    }
+                    self.resume_sources(&unit);
                 }
                 Err(problem) => {
                     log.stalled = Some((problem, now + RETRY_EVERY));
                 }
             }
+        }
+    }
+
+    /// While journald takes no entries: send what waits when it does again; after
+    /// [`JOURNAL_GRACE`], write what waits to the units' files, and go on writing there until
+    /// journald is back.
+    fn retry_journal(&mut self) {
+        let Some(since) = self.journal_down else {
+            return;
+        };
+        let now = Instant::now();
+        if self.journal_retry.is_some_and(|at| now < at) {
+            return;
+        }
+        let back = if self.journal_fallback {
+            journal_listens(self.journal.path())
+        } else {
+            self.journal.retry().is_ok()
+        };
+        if back {
+            info!("journald takes entries again; journal units' lines go there again");
+            self.journal_down = None;
+            self.journal_retry = None;
+            if self.journal_fallback {
+                self.journal_fallback = false;
+                for (name, log) in &self.units {
+                    if log.settings.to == LogTo::Journal {
+                        self.shared.set_problem(name, None);
+                    }
+                }
+            }
+            return;
+        }
+        if !self.journal_fallback && now.saturating_duration_since(since) >= JOURNAL_GRACE {
+            self.fall_back_to_files();
+        }
+        let every = if self.journal_fallback {
+            JOURNAL_RETRY_FALLBACK
+        } else {
+            JOURNAL_RETRY_WAITING
+        };
+        self.journal_retry = Some(now + every);
+    }
+
+    /// journald is gone too long (or its backlog is full): what waits for it goes to the
+    /// units' files, in order, and so do their next lines until it is back.
+    fn fall_back_to_files(&mut self) {
+        if self.journal_fallback {
+            return;
+        }
+        self.journal_fallback = true;
+        self.journal_down.get_or_insert_with(Instant::now);
+        self.journal_retry = Some(Instant::now() + JOURNAL_RETRY_FALLBACK);
+        warn!(
+            "journald has not taken entries for a while: journal units' lines go to their files in {} until it is back",
+            self.shared.dir.path().display()
+        );
+        for waiting in self.journal.take_backlog() {
+            self.emit(
+                &waiting.unit,
+                &waiting.label,
+                waiting.stream,
+                &waiting.bytes,
+                waiting.continued,
+                &waiting.stamp,
+            );
+        }
+        let journal_units: Vec<String> = self
+            .units
+            .iter()
+            .filter(|(_, u)| u.settings.to == LogTo::Journal)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for unit in journal_units {
+            let path = UnitLogFile::path_of(self.shared.dir.path(), &unit);
+            self.shared.set_problem(
+                &unit,
+                Some(format!(
+                    "journald is not reachable at {}; writing to {} until it is back",
+                    self.journal.path().display(),
+                    path.display()
+                )),
+            );
+            self.flush_unit(&unit);
         }
     }
 
@@ -701,8 +976,12 @@ impl CaptureThread {
         }
     }
 
+    /// Answers a `clusterctl logs` request. Nothing here waits for the client: the socket is
+    /// non-blocking, and what it does not take at once goes out as it reads.
     fn serve(&mut self, query: LogsQuery, socket: UnixStream) {
-        let _ = socket.set_write_timeout(Some(Duration::from_secs(5)));
+        if socket.set_nonblocking(true).is_err() {
+            return;
+        }
         let to = self.units.get(&query.unit).map(|u| u.settings.to);
         let refusal = match to {
             Some(LogTo::Journal) => Some(format!(
@@ -721,16 +1000,16 @@ impl CaptureThread {
             None if UnitLogFile::exists(&self.shared.dir, &query.unit) => None,
             None => Some(format!("no logs for {:?}", query.unit)),
         };
-        if query.follow && refusal.is_none() && self.followers.len() >= MAX_FOLLOWERS {
+        if let Some(refusal) = refusal {
+            return answer(&socket, &Response::failed(refusal));
+        }
+        if self.clients.len() >= MAX_CLIENTS {
             return answer(
                 &socket,
                 &Response::failed(format!(
-                    "{MAX_FOLLOWERS} clients follow logs already; try again later"
+                    "{MAX_CLIENTS} clients are reading logs already; try again later"
                 )),
             );
-        }
-        if let Some(refusal) = refusal {
-            return answer(&socket, &Response::failed(refusal));
         }
         // What is pending is part of the history.
         self.flush_unit(&query.unit);
@@ -738,22 +1017,9 @@ impl CaptureThread {
             label: query.instance.map(|i| format!("{}[{i}]", query.unit)),
             stream: query.stream.clone(),
         };
-        let lines = last_lines(&self.shared.dir, &query.unit, query.lines, &filter);
-        let mut text = Vec::new();
-        let mut header = serde_json::to_vec(&Response::done("logs")).unwrap_or_default();
-        header.push(b'\n');
-        text.extend_from_slice(&header);
-        for line in lines {
-            text.extend_from_slice(&line);
-        }
-        if (&socket).write_all(&text).is_err() || !query.follow {
-            return;
-        }
-        // From here on, every new line — nothing written in between, as this thread is the
-        // only writer.
-        if socket.set_nonblocking(true).is_err() {
-            return;
-        }
+        // From here on, every new line follows the history: the file is left alone until
+        // the history has been read (on a thread of its own: a large history never holds up
+        // the pipes of other units), and the new lines wait in the client's queue.
         let token = self.next_token;
         self.next_token += 1;
         let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
@@ -764,89 +1030,173 @@ impl CaptureThread {
         {
             return;
         }
-        self.followers.insert(
-            token,
-            Follower {
-                socket,
-                unit: query.unit,
-                filter,
-                queued: Vec::new(),
-                skipped: 0,
-                waiting_for_writable: false,
-            },
-        );
+        let unit = query.unit.clone();
+        let for_thread = unit.clone();
+        let client = LogClient::new(socket, query.unit, filter.clone(), query.follow);
+        self.clients.insert(token, client);
+        self.hold_for_history(&unit);
+        let commands = self.own_commands.clone();
+        let wake = Arc::clone(&self.wake);
+        let count = query.lines;
+        let dir = self.shared.dir.clone();
+        let read = move || {
+            let guard = ThreadGuard::new("logs-history");
+            let lines = match guard.run(|| last_lines(&dir, &for_thread, count, &filter)) {
+                Ok(lines) => lines,
+                Err(caught) => {
+                    let mut guard = guard;
+                    guard.report(caught, "reading history", "that client gets none");
+                    Vec::new()
+                }
+            };
+            let history = Command::History {
+                unit: for_thread,
+                client: token,
+                lines,
+            };
+            if commands.send(history).is_ok() {
+                let _ = wake.write(1);
+            }
+        };
+        let spawned = std::thread::Builder::new()
+            .name("logs-history".into())
+            .spawn(read);
+        if let Err(e) = spawned {
+            warn!("{unit}: cannot read its history for a client: {e}");
+            self.history_read(&unit, token, Vec::new());
+        }
+    }
+
+    /// While a history is read, the unit's file is not written and its pipes are not read.
+    fn hold_for_history(&mut self, unit: &str) {
+        let Some(log) = self.units.get_mut(unit) else {
+            return;
+        };
+        log.history_reads += 1;
+        self.pause_sources(unit);
+    }
+
+    /// A client's history has been read: it goes out (within the history budget), and the
+    /// unit's file and pipes go on when no other history is being read.
+    fn history_read(&mut self, unit: &str, token: u64, mut lines: Vec<Vec<u8>>) {
+        // The unit goes on first, whatever happens to this client.
+        self.end_history_hold(unit);
+        let held: usize = self.clients.values().map(LogClient::held).sum();
+        let room = HISTORY_PER_CLIENT.min(HISTORY_BUDGET.saturating_sub(held));
+        let left_out = keep_newest_within(&mut lines, room);
+        if left_out > 0 {
+            let note = format!(
+                "[clusterd: {left_out} earlier lines left out: clusterd holds at most {} MiB of history for its clients at a time; the files are in {}]\n",
+                room / (1024 * 1024),
+                self.shared.dir.path().display()
+            );
+            lines.insert(0, note.into_bytes());
+        }
+        let mut header = serde_json::to_vec(&Response::done("logs")).unwrap_or_default();
+        header.push(b'\n');
+        if let Some(client) = self.clients.get_mut(&token) {
+            client.set_history(header, lines);
+        }
+        self.flush_client(token);
+    }
+
+    /// One history read of `unit` is over: its file and pipes go on when no other is.
+    fn end_history_hold(&mut self, unit: &str) {
+        let Some(log) = self.units.get_mut(unit) else {
+            return;
+        };
+        log.history_reads = log.history_reads.saturating_sub(1);
+        if log.history_reads > 0 || log.stalled.is_some() {
+            return;
+        }
+        self.resume_sources(unit);
+        self.flush_unit(unit);
+    }
+
+    /// The unit's paused pipes are read again.
+    fn resume_sources(&mut self, unit: &str) {
+        for (&token, source) in self.sources.iter_mut() {
+            if source.unit == unit && source.paused {
+                source.paused = false;
+                let event = EpollEvent::new(EpollFlags::EPOLLIN, token);
+                let _ = self.epoll.add(source.pipe.as_fd(), event);
+            }
+        }
     }
 
     fn offer_followers(&mut self, unit: &str, label: &str, stream: Stream, line: &[u8]) {
         let tokens: Vec<u64> = self
-            .followers
+            .clients
             .iter()
-            .filter(|(_, f)| {
-                f.unit == unit
-                    && f.filter.label.as_deref().is_none_or(|l| l == label)
-                    && f.filter
-                        .stream
-                        .as_deref()
-                        .is_none_or(|s| s == stream.name())
-            })
+            .filter(|(_, c)| c.wants(unit, label, stream))
             .map(|(t, _)| *t)
             .collect();
         for token in tokens {
-            if let Some(follower) = self.followers.get_mut(&token) {
-                if follower.queued.len() + line.len() > FOLLOWER_QUEUE {
-                    follower.skipped += 1;
-                    continue;
-                }
-                follower.queued.extend_from_slice(line);
+            if let Some(client) = self.clients.get_mut(&token) {
+                client.offer(line);
             }
-            self.flush_follower(token);
+            self.flush_client(token);
         }
     }
 
-    fn flush_follower(&mut self, token: u64) {
-        let Some(follower) = self.followers.get_mut(&token) else {
+    /// Writes what the client can take now; closes it when it is done or gone, and asks for
+    /// EPOLLOUT while something waits.
+    fn flush_client(&mut self, token: u64) {
+        let Some(client) = self.clients.get_mut(&token) else {
             return;
         };
-        loop {
-            if follower.queued.is_empty() {
-                if follower.skipped > 0 {
-                    let mark = format!("[clusterctl: {} lines skipped]\n", follower.skipped);
-                    follower.skipped = 0;
-                    follower.queued.extend_from_slice(mark.as_bytes());
-                } else {
-                    break;
-                }
-            }
-            match (&follower.socket).write(&follower.queued) {
-                Ok(0) => return self.drop_follower(token),
-                Ok(n) => {
-                    follower.queued.drain(..n);
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(_) => return self.drop_follower(token),
-            }
+        if client.flush(Instant::now()) == Flushed::Done {
+            return self.drop_client(token);
         }
-        let want_writable = !follower.queued.is_empty();
-        if want_writable != follower.waiting_for_writable {
-            follower.waiting_for_writable = want_writable;
+        let want_writable = client.has_output();
+        if want_writable != client.waiting_for_writable {
+            client.waiting_for_writable = want_writable;
             let mut interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
             if want_writable {
                 interest |= EpollFlags::EPOLLOUT;
             }
             let mut event = EpollEvent::new(interest, token);
-            let _ = self.epoll.modify(follower.socket.as_fd(), &mut event);
+            let _ = self.epoll.modify(client.socket.as_fd(), &mut event);
         }
     }
 
-    fn drop_follower(&mut self, token: u64) {
-        if let Some(follower) = self.followers.remove(&token) {
-            let _ = self.epoll.delete(follower.socket.as_fd());
+    /// Drops the clients that took nothing for [`CUT_OFF`] while something waited for them.
+    fn cut_off_clients(&mut self) {
+        let now = Instant::now();
+        let overdue: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.deadline().is_some_and(|at| at <= now))
+            .map(|(t, _)| *t)
+            .collect();
+        for token in overdue {
+            if let Some(client) = self.clients.get_mut(&token) {
+                let why = format!(
+                    "this client read nothing for {}s; it is disconnected",
+                    CUT_OFF.as_secs()
+                );
+                info!(
+                    "logs of {}: a client read nothing for {}s; disconnected",
+                    client.unit,
+                    CUT_OFF.as_secs()
+                );
+                client.goodbye(&why);
+            }
+            self.drop_client(token);
+        }
+    }
+
+    fn drop_client(&mut self, token: u64) {
+        if let Some(client) = self.clients.remove(&token) {
+            let _ = self.epoll.delete(client.socket.as_fd());
         }
     }
 
     /// At clusterd's exit: what is left goes out.
     fn finish(&mut self) {
+        if self.journal.has_backlog() && self.journal.retry().is_err() {
+            self.fall_back_to_files();
+        }
         let stamp = timestamp(SystemTime::now());
         let tokens: Vec<u64> = self.sources.keys().copied().collect();
         for token in tokens {
@@ -876,14 +1226,20 @@ impl CaptureThread {
     }
 }
 
-/// Writes the unit's pending lines to its file, opening it first if needed. The error says
-/// why, for status and the log.
-fn write_pending(dir: &LogDir, unit: &str, log: &mut UnitLog) -> Result<(), String> {
+/// Opens the unit's file if it is not open yet. The error says why, for status and the log.
+fn open_file(dir: &LogDir, unit: &str, log: &mut UnitLog) -> Result<(), String> {
     if log.file.is_none() {
         let file = UnitLogFile::open(dir, unit, log.settings.max_size, log.settings.keep)
             .map_err(|e| e.to_string())?;
         log.file = Some(file);
     }
+    Ok(())
+}
+
+/// Writes the unit's pending lines to its file, opening it first if needed. The error says
+/// why, for status and the log.
+fn write_pending(dir: &LogDir, unit: &str, log: &mut UnitLog) -> Result<(), String> {
+    open_file(dir, unit, log)?;
     let Some(file) = &mut log.file else {
         return Ok(());
     };
@@ -893,10 +1249,82 @@ fn write_pending(dir: &LogDir, unit: &str, log: &mut UnitLog) -> Result<(), Stri
             Ok(())
         }
         Err(e) => {
-            log.pending.drain(..written_before(&e));
+            let written = written_before(&e).min(log.pending.len());
+            log.pending.drain(..written);
             Err(format!("{}: {e}", file.path().display()))
         }
     }
+}
+
+/// Writes `pending[..before]` (the lines before the last one) into the current file, then
+/// rotates it, so that the last line starts the new file. If the write fails, what was not
+/// written stays pending (the next flush stalls the unit) and nothing is rotated.
+fn rotate_before_last_line(
+    unit: &str,
+    file: &mut UnitLogFile,
+    pending: &mut Vec<u8>,
+    before: usize,
+    warnings: &mut LogLimit,
+) {
+    let before = before.min(pending.len());
+    let result = file.write_all(pending.get(..before).unwrap_or_default());
+    match result {
+        Ok(()) => {
+            pending.drain(..before);
+            if let Err(e) = file.rotate() {
+                if let Verdict::Show { suppressed, last } = warnings.check(Instant::now()) {
+                    warn!(
+                        "{unit}: cannot rotate {}: {e}{}",
+                        file.path().display(),
+                        LogLimit::note(suppressed, last)
+                    );
+                }
+            }
+        }
+        Err(e) => {
+            let written = written_before(&e).min(before);
+            pending.drain(..written);
+        }
+    }
+}
+
+/// Where a unit's lines go now: a journal unit's go to its file while journald is gone.
+fn destination(to: LogTo, journal_fallback: bool) -> LogTo {
+    match to {
+        LogTo::Journal if journal_fallback => LogTo::File,
+        other => other,
+    }
+}
+
+/// Whether journald listens at `path` (a connect to a datagram socket sends nothing).
+fn journal_listens(path: &Path) -> bool {
+    std::os::unix::net::UnixDatagram::unbound()
+        .and_then(|socket| socket.connect(path))
+        .is_ok()
+}
+
+/// Keeps the newest of `lines` (oldest first) whose sizes add up to at most `room`; returns
+/// how many older ones were left out.
+fn keep_newest_within(lines: &mut Vec<Vec<u8>>, room: usize) -> usize {
+    let mut total = 0usize;
+    let kept = lines
+        .iter()
+        .rev()
+        .take_while(|line| {
+            total = total.saturating_add(line.len());
+            total <= room
+        })
+        .count();
+    let left_out = lines.len().saturating_sub(kept);
+    lines.drain(..left_out);
+    left_out
+}
+
+/// `bytes` cut at its first newline: the line before it and what follows it.
+fn first_line(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let newline = memchr::memchr(b'\n', bytes)?;
+    let (line, rest) = bytes.split_at_checked(newline)?;
+    Some((line, rest.get(1..).unwrap_or_default()))
 }
 
 fn answer(mut socket: &UnixStream, response: &Response) {

@@ -5,8 +5,8 @@
 //!   size ([`unit_log_file`]), with clusterd's own events about the unit in between; served
 //!   to `clusterctl logs` ([`history`] for the last lines, then live).
 //! - `console`: the same lines on clusterd's own stdout/stderr, `web[3] | ` before each.
-//! - `journal`: the instance's stdout and stderr are journald stream sockets ([`journal`]);
-//!   clusterd is not on the data path.
+//! - `journal`: captured as for `file`, each line sent to journald as an entry of its own
+//!   ([`journal`]), with a backlog and the unit's file as a fallback while journald is gone.
 //! - `inherit`: clusterd's own stdout and stderr, as they are.
 //!
 //! Captured output is read by a thread of its own ([`capture`]): a slow disk never holds up
@@ -18,6 +18,7 @@ pub(crate) mod capture;
 pub(crate) mod history;
 pub(crate) mod journal;
 pub(crate) mod line_format;
+pub(crate) mod log_client;
 pub(crate) mod log_dir;
 pub(crate) mod unit_log_file;
 
@@ -26,11 +27,10 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 
 use crossbeam_channel::Sender;
-use log::warn;
 use nix::fcntl::OFlag;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -109,6 +109,7 @@ pub(crate) enum Command {
     Started {
         unit: String,
         label: String,
+        pid: i32,
         text: String,
     },
     /// The spawn of instance `label` failed: its pipes go.
@@ -119,8 +120,31 @@ pub(crate) enum Command {
         query: LogsQuery,
         socket: UnixStream,
     },
+    /// The history a `clusterctl logs` client asked for, read on a thread of its own.
+    History {
+        unit: String,
+        client: u64,
+        lines: Vec<Vec<u8>>,
+    },
     Reopen,
     Finish,
+}
+
+impl Command {
+    /// What it is, for a log line.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Command::Configure { .. } => "a unit's settings",
+            Command::Capture { .. } => "an instance's new pipes",
+            Command::Event { .. } => "an event for a unit's file",
+            Command::Started { .. } => "an instance's start",
+            Command::Abandon { .. } => "a failed spawn's pipes",
+            Command::Serve { .. } => "a `clusterctl logs` client",
+            Command::History { .. } => "a client's history",
+            Command::Reopen => "reopen-logs",
+            Command::Finish => "the finish at exit",
+        }
+    }
 }
 
 /// What the log thread and the others share: problems to show in status.
@@ -132,7 +156,9 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn set_problem(&self, unit: &str, problem: Option<String>) {
-        if let Ok(mut problems) = self.problems.lock() {
+        // A panic caught while the lock was held leaves it poisoned; the map is still whole.
+        let mut problems = self.problems.lock().unwrap_or_else(PoisonError::into_inner);
+        {
             match problem {
                 Some(p) => problems.insert(unit.to_string(), p),
                 None => problems.remove(unit),
@@ -141,7 +167,11 @@ impl Shared {
     }
 
     fn problem(&self, unit: &str) -> Option<String> {
-        self.problems.lock().ok()?.get(unit).cloned()
+        self.problems
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(unit)
+            .cloned()
     }
 }
 
@@ -160,7 +190,6 @@ pub(crate) struct Logs {
     wake: Arc<EventFd>,
     shared: Arc<Shared>,
     default_to: LogTo,
-    journal_socket: PathBuf,
 }
 
 /// The log thread itself, joined at exit once every pipe is drained.
@@ -200,7 +229,12 @@ impl Logs {
             dir,
             problems: Mutex::new(HashMap::new()),
         });
-        let thread = CaptureThread::new(epoll, Arc::clone(&wake), receiver, Arc::clone(&shared));
+        let thread = CaptureThread::new(
+            epoll,
+            Arc::clone(&wake),
+            (commands.clone(), receiver),
+            Arc::clone(&shared),
+        );
         let handle = thread::Builder::new()
             .name("logs".into())
             .spawn(move || thread.run())?;
@@ -209,7 +243,6 @@ impl Logs {
             wake,
             shared,
             default_to: options.default_to,
-            journal_socket: PathBuf::from(journal::JOURNAL_STDOUT),
         };
         Ok((
             logs.clone(),
@@ -243,31 +276,8 @@ impl Logs {
     /// The stdout and stderr of a new instance of `unit`: pipes to the log thread, journald
     /// streams, or nothing (clusterd's own).
     pub(crate) fn output_for(&self, unit: &Unit, index: u32) -> io::Result<ChildOutput> {
-        let mut to = self.destination(unit);
-        if to == LogTo::Journal {
-            match self.journal_streams(&unit.name) {
-                Ok(output) => {
-                    self.shared.set_problem(&unit.name, None);
-                    self.command(Command::Configure {
-                        unit: unit.name.clone(),
-                        settings: self.settings(unit, to),
-                    });
-                    return Ok(output);
-                }
-                Err(e) => {
-                    let problem = format!(
-                        "journald is not reachable at {} ({e}); writing to {} instead",
-                        self.journal_socket.display(),
-                        UnitLogFile::path_of(self.shared.dir.path(), &unit.name).display()
-                    );
-                    if self.shared.problem(&unit.name).as_deref() != Some(problem.as_str()) {
-                        warn!("{}: {problem}", unit.name);
-                    }
-                    self.shared.set_problem(&unit.name, Some(problem));
-                    to = LogTo::File;
-                }
-            }
-        }
+        // Journal units too: clusterd writes their lines to journald (see `journal`).
+        let to = self.destination(unit);
         if to == LogTo::Inherit {
             self.command(Command::Configure {
                 unit: unit.name.clone(),
@@ -290,19 +300,13 @@ impl Logs {
         })
     }
 
-    fn journal_streams(&self, identifier: &str) -> io::Result<ChildOutput> {
-        Ok(ChildOutput {
-            stdout: Some(journal::connect(&self.journal_socket, identifier, false)?),
-            stderr: Some(journal::connect(&self.journal_socket, identifier, true)?),
-        })
-    }
-
     /// The instance `index` of `unit` runs as `pid`: noted in its file, and its output is
     /// read from now on.
     pub(crate) fn started(&self, unit: &Unit, index: u32, pid: i32) {
         self.command(Command::Started {
             unit: unit.name.clone(),
             label: format!("{}[{index}]", unit.name),
+            pid,
             text: format!("started, pid {pid}"),
         });
     }
@@ -319,10 +323,7 @@ impl Logs {
     /// into the unit's file among its lines — for `file` units (the others have clusterd's
     /// own log beside theirs).
     pub(crate) fn event(&self, unit: &Unit, index: Option<u32>, text: &str) {
-        let to = match self.destination(unit) {
-            LogTo::Journal if self.shared.problem(&unit.name).is_some() => LogTo::File,
-            other => other,
-        };
+        let to = self.destination(unit);
         if to != LogTo::File {
             return;
         }

@@ -34,6 +34,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use crate::cli::clusterd_args::ListenAddress;
 use crate::daemon::signals::EventSender;
+use crate::daemon::thread_guard::ThreadGuard;
 use crate::log_limit::{LogLimit, Verdict};
 use connection::{Connection, Next, Stage};
 use report::Reporter;
@@ -147,7 +148,20 @@ enum Polled {
 
 impl Server {
     fn run(mut self) {
+        // A panic costs the connections in flight, never the endpoint (see thread_guard):
+        // scrapers ask again at their next interval.
+        let mut guard = ThreadGuard::new("metrics");
         loop {
+            if let Err(caught) = guard.run(|| self.turn()) {
+                guard.report(caught, "serving scrapes", "its connections are closed");
+                self.connections.clear();
+            }
+        }
+    }
+
+    /// One round: drop what is overdue, answer what waits, poll, then read, write and accept.
+    fn turn(&mut self) {
+        {
             let now = Instant::now();
             self.drop_expired(now);
             self.serve_waiting(now);
@@ -157,7 +171,7 @@ impl Server {
                     // Only the kernel's memory can make poll fail here: wait, do not spin.
                     self.warn(now, &format!("metrics: poll failed: {e}"));
                     thread::sleep(FIRST_ACCEPT_BACKOFF);
-                    continue;
+                    return;
                 }
             };
             let now = Instant::now();

@@ -245,8 +245,14 @@ pub(crate) fn spawn(request: &ExecRequest) -> Result<Pid, SpawnError> {
         None => unsafe { libc::fork() },
     };
     if pid == 0 {
-        // SAFETY: we are the freshly forked child; see `child_after_fork`.
-        unsafe { child_after_fork(&mut plan, FailureReport::Pipe(error_write.as_raw_fd())) }
+        // We are the freshly forked child; see `child_after_fork`. Entered through the
+        // `extern "C"` entry point, so that a panic aborts the child rather than unwinding
+        // (clusterd unwinds panics, thread_guard.rs) through the stack it copied from clusterd.
+        let mut start = ChildStart {
+            plan: &mut plan,
+            report: FailureReport::Pipe(error_write.as_raw_fd()),
+        };
+        child_entry(std::ptr::addr_of_mut!(start).cast())
     }
     let fork_errno = Errno::last();
     restore_mask();
