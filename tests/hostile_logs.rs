@@ -341,3 +341,88 @@ fn journal_units_survive_journald_being_killed_and_lose_no_line() {
     drop(daemon);
     drop(journald);
 }
+
+/// clusterd's peak resident memory (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn histories_of_a_huge_log_asked_for_at_once_are_read_within_the_budget() {
+    // A 200 MB log (max_size = "0": rotated by someone else, so it can grow this large),
+    // written before clusterd starts, as clusterd's own file would be.
+    let daemon = Daemon::start(&[]);
+    let line = format!("huge[0] out | {}\n", "h".repeat(86));
+    let mut text = String::with_capacity(200 * 1024 * 1024 + 100);
+    let mut count = 0usize;
+    while text.len() < 200 * 1024 * 1024 {
+        text.push_str(&line);
+        count += 1;
+    }
+    text.push_str("huge[0] out | the newest line\n");
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        let _ = fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(daemon.log_dir());
+    }
+    fs::write(daemon.log_dir().join("huge.log"), &text).expect("write huge.log");
+    drop(text);
+    daemon.write_unit(
+        "huge",
+        "command = [\"sleep\", \"300\"]\n[log]\nmax_size = \"0\"\n",
+    );
+    let out = daemon.ctl(&["daemon-reload"]);
+    assert!(out.status.success(), "{out:?}");
+    daemon.wait_running("huge", 1);
+    let before = peak_rss_kib(daemon.pid());
+
+    // Six clients at once ask for every line, and read all they are sent.
+    let readers: Vec<_> = (0..6)
+        .map(|_| {
+            Command::new(CLUSTERCTL)
+                .arg("--socket")
+                .arg(daemon.path("ctl.sock"))
+                .args(["logs", "huge", "-n", "100000000"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map(KillOnDrop)
+                .expect("clusterctl logs")
+        })
+        .collect();
+    for mut reader in readers {
+        let mut out = Vec::new();
+        reader
+            .0
+            .stdout
+            .take()
+            .expect("stdout")
+            .read_to_end(&mut out)
+            .expect("read");
+        let status = reader.0.wait().expect("wait");
+        assert!(status.success(), "{status:?}");
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.starts_with("[clusterd: earlier lines left out"),
+            "{}",
+            &text[..text.len().min(300)]
+        );
+        // Then clusterd's own lines about the start.
+        assert!(text.contains("| the newest line\n"));
+        assert!(text.lines().count() < count, "the whole log was sent");
+    }
+    let after = peak_rss_kib(daemon.pid());
+    eprintln!(
+        "clusterd's peak RSS: {before} KiB before, {after} KiB after six histories of a 200 MB log"
+    );
+    // Two reads of at most 32 MiB each and 64 MiB held for clients, with each line's
+    // allocation: well under what one read of the whole log would take (~300 MB).
+    assert!(after < 220 * 1024, "peak RSS {after} KiB");
+}

@@ -20,7 +20,7 @@
 //! - **Idle stays idle**: the thread sleeps in `epoll_wait` without a timeout unless a partial
 //!   line or a stalled unit is waiting.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -69,6 +69,16 @@ const MAX_CLIENTS: usize = 64;
 /// answers together: beyond, the oldest lines are left out (and the client is told).
 const HISTORY_PER_CLIENT: usize = 32 * 1024 * 1024;
 const HISTORY_BUDGET: usize = 64 * 1024 * 1024;
+/// History reads under way at once; the others wait their turn.
+const HISTORY_READS: usize = 2;
+
+/// A `clusterctl logs` client's history, to be read on a thread of its own.
+struct HistoryRead {
+    unit: String,
+    client: u64,
+    count: usize,
+    filter: LineFilter,
+}
 /// How long clusterd waits at exit for pipes still held open (by leftovers of instances).
 const FINISH_DEADLINE: Duration = Duration::from_secs(3);
 
@@ -135,6 +145,12 @@ pub(super) struct CaptureThread {
     pids: HashMap<String, i32>,
     /// `clusterctl logs` clients: history still going out, or following.
     clients: HashMap<u64, LogClient>,
+    /// Bytes of history the reads under way may hold (each read's share, taken when it
+    /// starts, given back when it is handed over): part of [`HISTORY_BUDGET`].
+    history_reserved: usize,
+    /// History reads not started yet, and how many run.
+    waiting_reads: VecDeque<HistoryRead>,
+    running_reads: usize,
     units: HashMap<String, UnitLog>,
     next_token: u64,
     buffer: Vec<u8>,
@@ -158,6 +174,9 @@ impl CaptureThread {
             shared,
             sources: HashMap::new(),
             clients: HashMap::new(),
+            history_reserved: 0,
+            waiting_reads: VecDeque::new(),
+            running_reads: 0,
             journal: JournalLink::new(Path::new(journal::JOURNAL_SOCKET)),
             journal_down: None,
             journal_fallback: false,
@@ -365,7 +384,9 @@ impl CaptureThread {
                 unit,
                 client,
                 lines,
-            } => self.history_read(&unit, client, lines),
+                budget,
+                cut_short,
+            } => self.history_read(&unit, client, (lines, budget), cut_short),
             Command::Reopen => self.reopen_all(),
             Command::Finish => {
                 self.finish_by = Some(Instant::now() + FINISH_DEADLINE);
@@ -1031,39 +1052,72 @@ impl CaptureThread {
             return;
         }
         let unit = query.unit.clone();
-        let for_thread = unit.clone();
         let client = LogClient::new(socket, query.unit, filter.clone(), query.follow);
         self.clients.insert(token, client);
         self.hold_for_history(&unit);
-        let commands = self.own_commands.clone();
-        let wake = Arc::clone(&self.wake);
-        let count = query.lines;
-        let dir = self.shared.dir.clone();
-        let read = move || {
-            let guard = ThreadGuard::new("logs-history");
-            let lines = match guard.run(|| last_lines(&dir, &for_thread, count, &filter)) {
-                Ok(lines) => lines,
-                Err(caught) => {
-                    let mut guard = guard;
-                    guard.report(caught, "reading history", "that client gets none");
-                    Vec::new()
+        self.waiting_reads.push_back(HistoryRead {
+            unit,
+            client: token,
+            count: query.lines,
+            filter,
+        });
+        self.start_history_reads();
+    }
+
+    /// Starts the waiting history reads that may run now: at most [`HISTORY_READS`] at a
+    /// time, each holding at most its share of [`HISTORY_BUDGET`] (taken when it starts,
+    /// given back when it is handed over), so that 64 clients asking at once never make
+    /// clusterd read 64 large histories into memory together.
+    fn start_history_reads(&mut self) {
+        while self.running_reads < HISTORY_READS {
+            let Some(read) = self.waiting_reads.pop_front() else {
+                return;
+            };
+            if !self.clients.contains_key(&read.client) {
+                // Gone while it waited.
+                self.end_history_hold(&read.unit);
+                continue;
+            }
+            let held: usize = self.clients.values().map(LogClient::held).sum();
+            let budget = HISTORY_PER_CLIENT
+                .min(HISTORY_BUDGET.saturating_sub(held.saturating_add(self.history_reserved)));
+            self.history_reserved += budget;
+            self.running_reads += 1;
+            let commands = self.own_commands.clone();
+            let wake = Arc::clone(&self.wake);
+            let dir = self.shared.dir.clone();
+            let (unit, client) = (read.unit.clone(), read.client);
+            let work = move || {
+                let guard = ThreadGuard::new("logs-history");
+                let found =
+                    guard.run(|| last_lines(&dir, &read.unit, read.count, budget, &read.filter));
+                let (lines, cut_short) = match found {
+                    Ok(found) => found,
+                    Err(caught) => {
+                        let mut guard = guard;
+                        guard.report(caught, "reading history", "that client gets none");
+                        (Vec::new(), false)
+                    }
+                };
+                let history = Command::History {
+                    unit: read.unit,
+                    client: read.client,
+                    lines,
+                    budget,
+                    cut_short,
+                };
+                if commands.send(history).is_ok() {
+                    let _ = wake.write(1);
                 }
             };
-            let history = Command::History {
-                unit: for_thread,
-                client: token,
-                lines,
-            };
-            if commands.send(history).is_ok() {
-                let _ = wake.write(1);
+            let spawned = std::thread::Builder::new()
+                .name("logs-history".into())
+                .spawn(work);
+            if let Err(e) = spawned {
+                // The closure, and the read with it, was dropped: the client gets none.
+                warn!("{unit}: cannot read its history for a client: {e}");
+                self.history_read(&unit, client, (Vec::new(), budget), false);
             }
-        };
-        let spawned = std::thread::Builder::new()
-            .name("logs-history".into())
-            .spawn(read);
-        if let Err(e) = spawned {
-            warn!("{unit}: cannot read its history for a client: {e}");
-            self.history_read(&unit, token, Vec::new());
         }
     }
 
@@ -1078,16 +1132,27 @@ impl CaptureThread {
 
     /// A client's history has been read: it goes out (within the history budget), and the
     /// unit's file and pipes go on when no other history is being read.
-    fn history_read(&mut self, unit: &str, token: u64, mut lines: Vec<Vec<u8>>) {
+    ///
+    /// `budget` is the share the read held (given back now); `cut_short`, that it stopped
+    /// at that share before it had the lines asked for.
+    fn history_read(
+        &mut self,
+        unit: &str,
+        token: u64,
+        (mut lines, budget): (Vec<Vec<u8>>, usize),
+        cut_short: bool,
+    ) {
         // The unit goes on first, whatever happens to this client.
         self.end_history_hold(unit);
+        self.history_reserved = self.history_reserved.saturating_sub(budget);
+        self.running_reads = self.running_reads.saturating_sub(1);
         let held: usize = self.clients.values().map(LogClient::held).sum();
         let room = HISTORY_PER_CLIENT.min(HISTORY_BUDGET.saturating_sub(held));
         let left_out = keep_newest_within(&mut lines, room);
-        if left_out > 0 {
+        if left_out > 0 || cut_short {
             let note = format!(
-                "[clusterd: {left_out} earlier lines left out: clusterd holds at most {} MiB of history for its clients at a time; the files are in {}]\n",
-                room / (1024 * 1024),
+                "[clusterd: earlier lines left out: clusterd holds at most {} MiB of history for a client, and 64 MiB for all at a time; the files are in {}]\n",
+                HISTORY_PER_CLIENT / (1024 * 1024),
                 self.shared.dir.path().display()
             );
             lines.insert(0, note.into_bytes());
@@ -1098,6 +1163,7 @@ impl CaptureThread {
             client.set_history(header, lines);
         }
         self.flush_client(token);
+        self.start_history_reads();
     }
 
     /// One history read of `unit` is over: its file and pipes go on when no other is.

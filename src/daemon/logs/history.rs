@@ -38,17 +38,30 @@ impl LineFilter {
     }
 }
 
+/// A partial line longer than this (no newline for a megabyte: not a line clusterd wrote) is
+/// cut there, so reading backwards never holds more than a block and this much.
+const MAX_TAIL: usize = 1024 * 1024;
+
 /// The last `count` lines of `unit`'s file and its rotated files in `dir` that `filter`
-/// accepts, oldest first, each with its newline.
+/// accepts, oldest first, each with its newline, holding at most about `max_bytes` of them
+/// (a socket-group member's `-n 100000000` on a large log must not make clusterd read the
+/// whole log into memory). The flag says the bytes, not the count, ended the read.
 pub(crate) fn last_lines(
     dir: &LogDir,
     unit: &str,
     count: usize,
+    max_bytes: usize,
     filter: &LineFilter,
-) -> Vec<Vec<u8>> {
-    let mut newest_first: Vec<Vec<u8>> = Vec::new();
+) -> (Vec<Vec<u8>>, bool) {
+    let mut found = Found {
+        newest_first: Vec::new(),
+        count,
+        bytes: 0,
+        max_bytes,
+        cut_short: false,
+    };
     if count == 0 {
-        return newest_first;
+        return (found.newest_first, false);
     }
     let name = UnitLogFile::name_of(unit);
     let mut files = rotated_names(dir, &name);
@@ -56,52 +69,86 @@ pub(crate) fn last_lines(
     for name in files.iter().rev() {
         match dir.open_read(name) {
             Ok(file) => {
-                let _ = collect_backwards(&file, count, filter, &mut newest_first);
+                let _ = collect_backwards(&file, filter, &mut found);
             }
             Err(e) if is_refusal(&e) => dir.warn_refused(&e),
             Err(_) => {}
         }
-        if newest_first.len() >= count {
+        if found.full() {
             break;
         }
     }
-    newest_first.reverse();
-    newest_first
+    found.newest_first.reverse();
+    (found.newest_first, found.cut_short)
 }
 
-fn collect_backwards(
-    file: &File,
+/// The lines found so far, newest first, and what ends the search.
+struct Found {
+    newest_first: Vec<Vec<u8>>,
     count: usize,
-    filter: &LineFilter,
-    newest_first: &mut Vec<Vec<u8>>,
-) -> io::Result<()> {
+    bytes: usize,
+    max_bytes: usize,
+    cut_short: bool,
+}
+
+impl Found {
+    fn full(&self) -> bool {
+        self.cut_short || self.newest_first.len() >= self.count
+    }
+
+    /// Takes `line` unless it would go past the byte budget (which ends the search).
+    fn push(&mut self, line: &[u8]) {
+        let len = line.len() + 1;
+        if self.bytes.saturating_add(len) > self.max_bytes {
+            self.cut_short = true;
+            return;
+        }
+        self.bytes += len;
+        self.newest_first.push(with_newline(line));
+    }
+}
+
+fn collect_backwards(file: &File, filter: &LineFilter, found: &mut Found) -> io::Result<()> {
     let mut end = file.metadata()?.len();
     // Bytes of a line whose start lies in an earlier block.
     let mut tail: Vec<u8> = Vec::new();
     let mut block = vec![0u8; BLOCK as usize];
-    while end > 0 && newest_first.len() < count {
+    while end > 0 && !found.full() {
         let start = end.saturating_sub(BLOCK);
         let len = (end - start) as usize;
-        file.read_exact_at(&mut block[..len], start)?;
-        let mut chunk = block[..len].to_vec();
+        let read = block.get_mut(..len).unwrap_or_default();
+        file.read_exact_at(read, start)?;
+        let mut chunk = read.to_vec();
         chunk.extend_from_slice(&tail);
         // Every line but the first of the chunk is whole (the first may start earlier).
         let mut line_end = chunk.len();
-        for newline in memchr::memrchr_iter(b'\n', &chunk[..chunk.len().saturating_sub(1)]) {
-            let line = &chunk[newline + 1..line_end];
+        let searched = chunk
+            .get(..chunk.len().saturating_sub(1))
+            .unwrap_or_default();
+        for newline in memchr::memrchr_iter(b'\n', searched) {
+            let line = chunk.get(newline + 1..line_end).unwrap_or_default();
             line_end = newline + 1;
             if !line.is_empty() && filter.accepts(line) {
-                newest_first.push(with_newline(line));
-                if newest_first.len() >= count {
+                found.push(line);
+                if found.full() {
                     return Ok(());
                 }
             }
         }
-        tail = chunk[..line_end].to_vec();
+        chunk.truncate(line_end);
+        tail = chunk;
+        if tail.len() > MAX_TAIL {
+            // Its newest megabyte stands for it.
+            let cut = tail.split_off(tail.len() - MAX_TAIL);
+            if filter.accepts(&cut) {
+                found.push(&cut);
+            }
+            tail.clear();
+        }
         end = start;
     }
-    if end == 0 && !tail.is_empty() && newest_first.len() < count && filter.accepts(&tail) {
-        newest_first.push(with_newline(&tail));
+    if end == 0 && !tail.is_empty() && !found.full() && filter.accepts(&tail) {
+        found.push(&tail);
     }
     Ok(())
 }
@@ -133,7 +180,7 @@ mod tests {
         }
         std::fs::write(tmp.path().join("web.log"), &current).unwrap();
 
-        let lines = last_lines(&dir, "web", 5, &LineFilter::default());
+        let lines = last_lines(&dir, "web", 5, usize::MAX, &LineFilter::default()).0;
         let text: Vec<String> = lines
             .iter()
             .map(|l| String::from_utf8_lossy(l).into_owned())
@@ -148,13 +195,13 @@ mod tests {
                 "web[0] err | new line 2\n",
             ]
         );
-        let all = last_lines(&dir, "web", 100_000, &LineFilter::default());
+        let all = last_lines(&dir, "web", 100_000, usize::MAX, &LineFilter::default()).0;
         assert_eq!(all.len(), 5003);
         let only = LineFilter {
             label: Some("web[1]".into()),
             stream: Some("out".into()),
         };
-        let odd = last_lines(&dir, "web", 2, &only);
+        let odd = last_lines(&dir, "web", 2, usize::MAX, &only).0;
         assert_eq!(
             odd,
             [
@@ -162,5 +209,37 @@ mod tests {
                 b"web[1] out | old line 4999\n".to_vec()
             ]
         );
+    }
+
+    #[test]
+    fn a_read_holds_no_more_than_its_budget_and_says_it_was_cut_short() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = LogDir::new(tmp.path());
+        let mut text = String::new();
+        for i in 0..10_000 {
+            text.push_str(&format!("web[0] out | line {i:05}\n"));
+        }
+        std::fs::write(tmp.path().join("web.log"), &text).unwrap();
+        let (lines, cut_short) =
+            last_lines(&dir, "web", usize::MAX, 10_000, &LineFilter::default());
+        assert!(cut_short);
+        let bytes: usize = lines.iter().map(Vec::len).sum();
+        assert!(bytes <= 10_000 && bytes > 9_000, "{bytes}");
+        assert!(lines.last().unwrap().ends_with(b"line 09999\n"));
+        let (all, cut_short) = last_lines(&dir, "web", 10_000, usize::MAX, &LineFilter::default());
+        assert!(!cut_short);
+        assert_eq!(all.len(), 10_000);
+    }
+
+    #[test]
+    fn a_file_without_newlines_is_read_in_bounded_pieces() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = LogDir::new(tmp.path());
+        std::fs::write(tmp.path().join("web.log"), vec![b'x'; 3 * MAX_TAIL + 10]).unwrap();
+        let (lines, _) = last_lines(&dir, "web", 2, usize::MAX, &LineFilter::default());
+        assert_eq!(lines.len(), 2);
+        assert!(lines
+            .iter()
+            .all(|l| l.len() <= MAX_TAIL + BLOCK as usize + 1));
     }
 }

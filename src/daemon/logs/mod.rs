@@ -125,6 +125,10 @@ pub(crate) enum Command {
         unit: String,
         client: u64,
         lines: Vec<Vec<u8>>,
+        /// The share of the history budget the read held.
+        budget: usize,
+        /// The read stopped at that share before it had the lines asked for.
+        cut_short: bool,
     },
     Reopen,
     Finish,
