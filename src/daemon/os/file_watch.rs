@@ -288,7 +288,7 @@ impl Watcher {
     /// path that was missing is looked for again).
     fn set(&mut self, unit: &str, spec: Option<WatchSpec>) {
         let Some(spec) = spec else {
-            self.release(|o| o.unit == unit);
+            self.release(|_, o| o.unit == unit);
             self.units.remove(unit);
             self.pending.remove(unit);
             self.posted.remove(unit);
@@ -305,7 +305,7 @@ impl Watcher {
             self.publish(unit);
             return;
         }
-        self.release(|o| o.unit == unit);
+        self.release(|_, o| o.unit == unit);
         let roots = spec.roots.len();
         self.units.insert(
             unit.to_string(),
@@ -325,11 +325,11 @@ impl Watcher {
 
     /// Drops every watch `drop` says the units no longer want; a watch nobody wants any
     /// more is removed from the kernel.
-    fn release(&mut self, drop: impl Fn(&Owner) -> bool) {
+    fn release(&mut self, drop: impl Fn(WatchDescriptor, &Owner) -> bool) {
         let mut emptied = Vec::new();
         for (wd, owners) in &mut self.owners {
             owners.retain(|o| {
-                if !drop(o) {
+                if !drop(*wd, o) {
                     return true;
                 }
                 if matches!(o.role, Role::Tree(_)) {
@@ -350,9 +350,11 @@ impl Watcher {
     }
 
     /// (Re)resolves a unit's `root`-th path: the old watches of its tree are dropped, its
-    /// parent is watched for its name, and the tree found at the path now is walked.
+    /// parent is watched for its name (the same watch kept if it is the same directory, so
+    /// that no event falls between two watches), and the tree found at the path now is
+    /// walked.
     fn resolve(&mut self, unit: &str, root: usize) {
-        self.release(|o| o.unit == unit && o.root == root);
+        self.release(|_, o| o.unit == unit && o.root == root && matches!(o.role, Role::Tree(_)));
         let Some(w) = self.units.get_mut(unit) else {
             return;
         };
@@ -367,17 +369,26 @@ impl Watcher {
             w.limit = None;
         }
         if let (Some(parent), Some(_)) = (path.parent(), path.file_name()) {
-            let mask = interesting() | AddWatchFlags::IN_ONLYDIR;
-            if self.owners.len() >= self.limit {
+            let parent_owner = Owner {
+                unit: unit.to_string(),
+                root,
+                role: Role::Parent,
+            };
+            let added = if self.owners.len() >= self.limit {
                 self.note_limit(unit, 1, self.clusterd_limit());
+                None
             } else {
-                match self.inotify.add_watch(parent, mask) {
-                    Ok(wd) => self.owners.entry(wd).or_default().push(Owner {
-                        unit: unit.to_string(),
-                        root,
-                        role: Role::Parent,
-                    }),
-                    Err(e) => debug!("{unit}: cannot watch {}: {e}", parent.display()),
+                self.inotify
+                    .add_watch(parent, interesting())
+                    .inspect_err(|e| debug!("{unit}: cannot watch {}: {e}", parent.display()))
+                    .ok()
+            };
+            // A parent that is another directory now (it was renamed or made again).
+            self.release(|wd, o| *o == parent_owner && Some(wd) != added);
+            if let Some(wd) = added {
+                let owners = self.owners.entry(wd).or_default();
+                if !owners.contains(&parent_owner) {
+                    owners.push(parent_owner);
                 }
             }
         }
@@ -603,7 +614,7 @@ impl Watcher {
     fn directory_moved(&mut self, owner: &Owner, path: &Path, mask: AddWatchFlags) {
         if mask.intersects(AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM) {
             let before = self.units.get(&owner.unit).map_or(0, |w| w.directories);
-            self.release(|o| {
+            self.release(|_, o| {
                 o.unit == owner.unit
                     && o.root == owner.root
                     && matches!(&o.role, Role::Tree(p) if p.starts_with(path))
