@@ -229,7 +229,11 @@ fn days_in_month(year: i64, month: u32) -> u32 {
 fn weekday(year: i64, month: u32, day: u32) -> u32 {
     const OFFSETS: [i64; 12] = [0, 3, 2, 5, 0, 3, 5, 1, 4, 6, 2, 4];
     let y = if month < 3 { year - 1 } else { year };
-    let w = (y + y / 4 - y / 100 + y / 400 + OFFSETS[(month - 1) as usize] + i64::from(day)) % 7;
+    let offset = OFFSETS
+        .get((month as usize).wrapping_sub(1))
+        .copied()
+        .unwrap_or(0);
+    let w = (y + y / 4 - y / 100 + y / 400 + offset + i64::from(day)).rem_euclid(7);
     w as u32
 }
 

@@ -254,9 +254,10 @@ impl Watcher {
         self.pending
             .iter()
             .map(|unit| {
-                self.posted.get(unit).map_or(Duration::ZERO, |at| {
-                    (*at + POST_INTERVAL).saturating_duration_since(now)
-                })
+                self.posted
+                    .get(unit)
+                    .and_then(|at| at.checked_add(POST_INTERVAL))
+                    .map_or(Duration::ZERO, |next| next.saturating_duration_since(now))
             })
             .min()
     }
