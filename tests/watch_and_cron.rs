@@ -205,6 +205,32 @@ fn symlinks_in_a_watched_tree_are_not_followed_out_of_it_or_into_loops() {
     assert!(daemon.unit("web")["watch_problem"].is_null());
 }
 
+/// A chain of directories made one inside the other, one at a time (each a new tree to walk
+/// from where it appears), stops at the depth limit as a walk of the whole chain does.
+#[test]
+fn a_deep_chain_made_one_directory_at_a_time_stops_at_the_depth_limit() {
+    let daemon = Daemon::start(&[]);
+    let tree = daemon.path("tree");
+    fs::create_dir(&tree).expect("mkdir");
+    daemon.write_unit("web", &watching_unit(&tree, "1d"));
+    assert!(daemon.ctl(&["daemon-reload"]).status.success());
+    wait_for("the tree to be watched", PATIENCE, || {
+        daemon.unit("web")["watched_directories"] == 1
+    });
+    let mut dir = tree.clone();
+    for _ in 0..200 {
+        dir.push("d");
+        fs::create_dir(&dir).expect("mkdir");
+    }
+    wait_for("the depth limit", PATIENCE, || {
+        let unit = daemon.unit("web");
+        unit["watched_directories"] == 1 + 128
+            && unit["watch_problem"]
+                .as_str()
+                .is_some_and(|p| p.contains("deeper than 128 directories"))
+    });
+}
+
 /// A watched path that is a file: written in place, replaced by rename (as editors and
 /// deploy tools do), then written again: each is a reload.
 #[test]

@@ -13,7 +13,8 @@
 //!
 //! Bounds, since another user may write in a watched tree: trees are walked through
 //! directory fds, never following a symlink (out of the tree, or into a loop), at most
-//! [`MAX_DEPTH`] deep; a unit gets at most [`MAX_DIRECTORIES_PER_UNIT`] watches and clusterd
+//! [`MAX_DEPTH`] deep (also when made one directory at a time), their paths together at most
+//! [`MAX_PATH_BYTES_PER_UNIT`]; a unit gets at most [`MAX_DIRECTORIES_PER_UNIT`] watches and clusterd
 //! at most half the system's `fs.inotify.max_user_watches` (they are counted per user, and
 //! root's other programs need theirs); what is left unwatched is counted and shown in status.
 //! An overflowed event queue counts as a change of every unit, whose trees are walked again.
@@ -46,6 +47,10 @@ pub(crate) const MAX_DIRECTORIES_PER_UNIT: usize = 8192;
 
 /// Directories deeper than this below a watched path are not watched.
 const MAX_DEPTH: usize = 128;
+
+/// The most bytes of path names one unit's watches keep (a tree of long names, deep, would
+/// otherwise make each of its 8192 paths kilobytes long).
+const MAX_PATH_BYTES_PER_UNIT: usize = 2 << 20;
 
 /// A unit's changes are posted to the loop at most this often; the last one always is.
 const POST_INTERVAL: Duration = Duration::from_millis(100);
@@ -153,12 +158,22 @@ struct UnitWatch {
     spec: WatchSpec,
     /// Directories of its trees watched.
     directories: usize,
+    /// The length of their paths, together.
+    path_bytes: usize,
     /// Directories met but not watched for a limit (at least this many).
     not_watched: usize,
     /// Which limit that was.
     limit: Option<String>,
     /// Per path: why it is not watched (missing, unreadable), if it is not.
     missing: Vec<Option<String>>,
+}
+
+impl UnitWatch {
+    /// One of its directories is no longer watched.
+    fn forget(&mut self, path: &Path) {
+        self.directories = self.directories.saturating_sub(1);
+        self.path_bytes = self.path_bytes.saturating_sub(path.as_os_str().len());
+    }
 }
 
 /// Whether a directory was watched by [`Watcher::watch_dir`].
@@ -313,6 +328,7 @@ impl Watcher {
             UnitWatch {
                 spec,
                 directories: 0,
+                path_bytes: 0,
                 not_watched: 0,
                 limit: None,
                 missing: vec![None; roots],
@@ -333,10 +349,8 @@ impl Watcher {
                 if !drop(*wd, o) {
                     return true;
                 }
-                if matches!(o.role, Role::Tree(_)) {
-                    if let Some(w) = self.units.get_mut(&o.unit) {
-                        w.directories = w.directories.saturating_sub(1);
-                    }
+                if let (Role::Tree(path), Some(w)) = (&o.role, self.units.get_mut(&o.unit)) {
+                    w.forget(path);
                 }
                 false
             });
@@ -418,6 +432,10 @@ impl Watcher {
         let Some(ignore) = self.units.get(unit).map(|w| w.spec.ignore.clone()) else {
             return;
         };
+        if depth > MAX_DEPTH {
+            self.note_limit(unit, 1, format!("deeper than {MAX_DEPTH} directories"));
+            return;
+        }
         if !matches!(self.watch_dir(unit, root, dir, &fd), Added::New) {
             return;
         }
@@ -469,6 +487,12 @@ impl Watcher {
             self.note_limit(unit, 1, why);
             return Added::Refused;
         }
+        if w.path_bytes + path.as_os_str().len() > MAX_PATH_BYTES_PER_UNIT {
+            let why =
+                format!("a unit's watched paths take at most {MAX_PATH_BYTES_PER_UNIT} bytes");
+            self.note_limit(unit, 1, why);
+            return Added::Refused;
+        }
         if self.owners.len() >= self.limit {
             self.note_limit(unit, 1, self.clusterd_limit());
             return Added::Refused;
@@ -507,6 +531,7 @@ impl Watcher {
         });
         if let Some(w) = self.units.get_mut(unit) {
             w.directories += 1;
+            w.path_bytes += path.as_os_str().len();
         }
         Added::New
     }
@@ -595,8 +620,9 @@ impl Watcher {
                 // The kernel dropped the watch (its directory is gone).
                 if let Some(owners) = self.owners.remove(&event.wd) {
                     for o in owners {
-                        if let (Role::Tree(_), Some(w)) = (&o.role, self.units.get_mut(&o.unit)) {
-                            w.directories = w.directories.saturating_sub(1);
+                        if let (Role::Tree(path), Some(w)) = (&o.role, self.units.get_mut(&o.unit))
+                        {
+                            w.forget(path);
                         }
                     }
                 }
