@@ -7,7 +7,7 @@
 //! instead of reloading early or twice.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 
@@ -95,7 +95,13 @@ impl<P: ProcessControl> Supervisor<P> {
                 "{name}: cron_restart: woke at {local:?}, before {:?}",
                 next.at
             );
-            let delay = self.os.until_local(next.at);
+            // At least the calendar's count, and a second: where the C library places the
+            // minute earlier than the wall clock says (an hour that comes twice when daylight
+            // saving time ends), the timer must not fire again at once, over and over.
+            let calendar = u64::try_from(local.seconds_until(next.at)).unwrap_or(0);
+            let delay = (self.os.until_local(next.at))
+                .max(Duration::from_secs(calendar))
+                .max(Duration::from_secs(1));
             self.timers
                 .add_after(now, delay, Timer::Cron(name.to_string()));
             return;

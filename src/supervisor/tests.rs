@@ -66,6 +66,9 @@ struct FakeOs {
     socket_log: Vec<(&'static str, String)>,
     /// Binding fails (the address is in use).
     port_taken: bool,
+    /// `until_local` says every local time has passed (as mktime may for an hour that
+    /// comes twice).
+    until_local_is_zero: bool,
 }
 
 impl FakeOs {
@@ -93,6 +96,7 @@ impl FakeOs {
             sockets: Default::default(),
             socket_log: Vec::new(),
             port_taken: false,
+            until_local_is_zero: false,
         }
     }
 
@@ -174,6 +178,14 @@ impl ProcessControl for FakeOs {
 
     fn local_time(&self) -> crate::unit::cron::LocalTime {
         self.local_time
+    }
+
+    fn until_local(&self, then: crate::unit::cron::LocalTime) -> Duration {
+        if self.until_local_is_zero {
+            return Duration::ZERO;
+        }
+        let seconds = self.local_time.seconds_until(then);
+        Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
     }
 
     fn signal_process(&mut self, pid: Pid, signal: Signal) {
@@ -2140,6 +2152,20 @@ fn clock_jumps_neither_reload_early_nor_twice_nor_lose_a_restart() {
         Duration::from_secs(22 * 3600),
         "next: 03:00 the next day"
     );
+}
+
+/// An hour that comes twice (daylight saving time ends): where the OS side places the due
+/// minute before the wall clock's, the early timer waits by the calendar, and the loop does
+/// not spin on a timer due again at once.
+#[test]
+fn an_early_timer_never_spins_when_the_os_places_its_minute_in_the_past() {
+    let mut h = Harness::start(&[("web", CRON_AT_THREE)]);
+    h.os_mut().until_local_is_zero = true;
+    // Fired 30 s later, the wall clock an hour back: early.
+    h.advance_to_local(30 * SECOND, THREE - 3600);
+    assert_eq!(h.spawn_count(), 1);
+    let deadline = h.sup.next_deadline().expect("waits for 03:00");
+    assert_eq!(deadline - h.now, Duration::from_secs(3600));
 }
 
 /// Schedules that never come (February 30th) arm nothing; one that matches every minute
