@@ -98,9 +98,8 @@ impl<P: ProcessControl> Supervisor<P> {
             // At least the calendar's count, and a second: where the C library places the
             // minute earlier than the wall clock says (an hour that comes twice when daylight
             // saving time ends), the timer must not fire again at once, over and over.
-            let calendar = u64::try_from(local.seconds_until(next.at)).unwrap_or(0);
             let delay = (self.os.until_local(next.at))
-                .max(Duration::from_secs(calendar))
+                .max(local.duration_until(next.at))
                 .max(Duration::from_secs(1));
             self.timers
                 .add_after(now, delay, Timer::Cron(name.to_string()));

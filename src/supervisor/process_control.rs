@@ -287,8 +287,7 @@ pub(crate) trait ProcessControl {
     /// calendar; the daemon asks the C library, which knows when daylight saving time
     /// changes.
     fn until_local(&self, then: crate::unit::cron::LocalTime) -> std::time::Duration {
-        let seconds = self.local_time().seconds_until(then);
-        std::time::Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
+        self.local_time().duration_until(then)
     }
 
     /// Sends `signal` to one process (an instance's own, for `clusterctl kill`).

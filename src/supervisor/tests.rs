@@ -184,8 +184,7 @@ impl ProcessControl for FakeOs {
         if self.until_local_is_zero {
             return Duration::ZERO;
         }
-        let seconds = self.local_time.seconds_until(then);
-        Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
+        self.local_time.duration_until(then)
     }
 
     fn signal_process(&mut self, pid: Pid, signal: Signal) {

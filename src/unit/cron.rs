@@ -194,6 +194,11 @@ impl LocalTime {
         seconds(&then) - seconds(self)
     }
 
+    /// [`LocalTime::seconds_until`] as a duration: zero if `then` has passed.
+    pub fn duration_until(&self, then: LocalTime) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::try_from(self.seconds_until(then)).unwrap_or(0))
+    }
+
     /// The same minute, at its first second.
     pub fn minute(self) -> LocalTime {
         LocalTime { second: 0, ..self }

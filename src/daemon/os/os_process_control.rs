@@ -412,13 +412,10 @@ impl ProcessControl for OsProcessControl {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        let calendar = || {
-            let seconds = self.local_time().seconds_until(then);
-            std::time::Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
-        };
         match u64::try_from(at) {
             Ok(at) => std::time::Duration::from_secs(at).saturating_sub(now),
-            _ => calendar(),
+            // mktime could not place it (-1): count on the calendar.
+            Err(_) => self.local_time().duration_until(then),
         }
     }
 
