@@ -96,7 +96,7 @@ fn a_directory_swapped_by_mv_or_recreated_is_followed_and_its_old_inode_is_not()
     let app = daemon.path("site/app");
     fs::create_dir_all(&app).expect("mkdir app");
     fs::write(app.join("index.js"), "v1").expect("write");
-    daemon.write_unit("web", &watching_unit(&app, "300ms"));
+    daemon.write_unit("web", &watching_unit(&app, "1s"));
     assert!(daemon.ctl(&["daemon-reload"]).status.success());
     let mut pids = daemon.wait_running("web", 1);
     wait_for("the tree to be watched", PATIENCE, || {
@@ -115,7 +115,8 @@ fn a_directory_swapped_by_mv_or_recreated_is_followed_and_its_old_inode_is_not()
         *pids = daemon.pids("web");
     };
 
-    // The swap, and an edit of the new tree: one reload.
+    // The swap, and an edit of the new tree: one reload (a second of quiet first, so that a
+    // slow machine does not split the steps of one deploy into two reloads).
     fs::create_dir(site.join("app.new")).expect("mkdir app.new");
     fs::write(site.join("app.new/index.js"), "v2").expect("write");
     fs::rename(&app, site.join("app.old")).expect("mv app app.old");
