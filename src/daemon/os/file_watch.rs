@@ -497,12 +497,19 @@ impl Watcher {
             self.note_limit(unit, 1, self.clusterd_limit());
             return Added::Refused;
         }
-        let added = if self.proc_fds {
-            let by_fd = format!("/proc/self/fd/{}", fd.as_raw_fd());
-            self.inotify.add_watch(by_fd.as_str(), interesting())
-        } else {
+        let by_path = || {
             let flags = interesting() | AddWatchFlags::IN_DONT_FOLLOW;
             self.inotify.add_watch(path, flags)
+        };
+        let added = if self.proc_fds {
+            let by_fd = format!("/proc/self/fd/{}", fd.as_raw_fd());
+            match self.inotify.add_watch(by_fd.as_str(), interesting()) {
+                // A /proc of another PID namespace has no `self` for clusterd.
+                Err(Errno::ENOENT) => by_path(),
+                other => other,
+            }
+        } else {
+            by_path()
         };
         let wd = match added {
             Ok(wd) => wd,
