@@ -208,6 +208,8 @@ mod tests {
                 error: None,
                 log: None,
                 log_problem: None,
+                watched_directories: None,
+                watch_problem: None,
                 cpu_percent: None,
                 memory_bytes: None,
                 instances: vec![InstanceStatus {

@@ -72,6 +72,9 @@ pub fn render(report: &StatusReport) -> String {
         if let Some(problem) = &unit.log_problem {
             notes.push(format!("{}: log: {problem}", unit.name));
         }
+        if let Some(problem) = &unit.watch_problem {
+            notes.push(format!("{}: watch: {problem}", unit.name));
+        }
         for instance in &unit.instances {
             let mut state = instance.state.clone();
             if instance.draining && instance.state != "draining" {
@@ -224,6 +227,8 @@ mod tests {
                 error: None,
                 log: Some("file /var/log/clusterd/web.log".into()),
                 log_problem: None,
+                watched_directories: None,
+                watch_problem: None,
                 cpu_percent: Some(2.5),
                 memory_bytes: Some(12 << 20),
                 events: Vec::new(),

@@ -226,6 +226,13 @@ pub struct UnitStatus {
     /// journald cannot be reached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_problem: Option<String>,
+    /// How many directories its `watch` paths make clusterd watch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watched_directories: Option<u64>,
+    /// Why some of what `watch` names is not watched: a limit reached (`watch limit
+    /// reached: N directories not watched`), a path that does not exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch_problem: Option<String>,
     /// The sums over its instances of `cpu_percent` and `memory_bytes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_percent: Option<f64>,

@@ -273,8 +273,22 @@ pub(crate) trait ProcessControl {
         let _ = (name, unit);
     }
 
+    /// How many directories unit `name` watches, and why some of what it asks for is not
+    /// watched, for status; `None` if it watches nothing.
+    fn watch_report(&self, name: &str) -> Option<(u64, Option<String>)> {
+        let _ = name;
+        None
+    }
+
     /// The local date and time now, for `cron_restart` schedules.
     fn local_time(&self) -> crate::unit::cron::LocalTime;
+
+    /// How long until local time `then` (zero if it has passed). The default counts on the
+    /// calendar; the daemon asks the C library, which knows when daylight saving time
+    /// changes.
+    fn until_local(&self, then: crate::unit::cron::LocalTime) -> std::time::Duration {
+        self.local_time().duration_until(then)
+    }
 
     /// Sends `signal` to one process (an instance's own, for `clusterctl kill`).
     fn signal_process(&mut self, pid: Pid, signal: Signal);

@@ -51,6 +51,8 @@ impl<P: ProcessControl> Supervisor<P> {
                     error: Some(error.to_string()),
                     log: None,
                     log_problem: None,
+                    watched_directories: None,
+                    watch_problem: None,
                     cpu_percent: None,
                     memory_bytes: None,
                     instances: Vec::new(),
@@ -158,6 +160,10 @@ impl<P: ProcessControl> Supervisor<P> {
             .os
             .log_destination(&rt.unit)
             .map_or((None, None), |(to, problem)| (Some(to), problem));
+        let (watched_directories, watch_problem) = self
+            .os
+            .watch_report(name)
+            .map_or((None, None), |(count, problem)| (Some(count), problem));
         UnitStatus {
             name: name.to_string(),
             state: state.into(),
@@ -172,6 +178,8 @@ impl<P: ProcessControl> Supervisor<P> {
             }),
             log,
             log_problem,
+            watched_directories,
+            watch_problem,
             cpu_percent: sum(instances.iter().filter_map(|i| i.cpu_percent)),
             memory_bytes: sum(instances.iter().filter_map(|i| i.memory_bytes)),
             instances,

@@ -73,6 +73,9 @@ struct FakeOs {
     given_up: Vec<SpawnId>,
     /// Every instance released from now on leaves processes behind.
     leave_processes: bool,
+    /// `until_local` says every local time has passed (as mktime may for an hour that
+    /// comes twice).
+    until_local_is_zero: bool,
 }
 
 impl FakeOs {
@@ -103,6 +106,7 @@ impl FakeOs {
             leftovers: Default::default(),
             given_up: Vec::new(),
             leave_processes: false,
+            until_local_is_zero: false,
         }
     }
 
@@ -184,6 +188,13 @@ impl ProcessControl for FakeOs {
 
     fn local_time(&self) -> crate::unit::cron::LocalTime {
         self.local_time
+    }
+
+    fn until_local(&self, then: crate::unit::cron::LocalTime) -> Duration {
+        if self.until_local_is_zero {
+            return Duration::ZERO;
+        }
+        self.local_time.duration_until(then)
     }
 
     fn signal_process(&mut self, pid: Pid, signal: Signal) {
@@ -2026,7 +2037,7 @@ fn cron_restart_reloads_the_unit_one_by_one_at_its_time_and_waits_for_the_next()
     let old = [h.pid_of("web", 0), h.pid_of("web", 1)];
     h.advance(29 * SECOND);
     assert_eq!(h.spawn_count(), 2);
-    h.advance(SECOND);
+    h.advance_to_local(SECOND, THREE);
     // A rolling reload, as `clusterctl reload`: each old instance goes once its replacement
     // is ready (here at once: ready = "started").
     assert_eq!(h.spawn_count(), 4);
@@ -2039,7 +2050,7 @@ fn cron_restart_reloads_the_unit_one_by_one_at_its_time_and_waits_for_the_next()
         0,
         "a scheduled reload is no restart"
     );
-    // The next time is a day later (the fake clock stands still: 30 s from its "now").
+    // The next time is a day later.
     assert!(h.sup.next_deadline().is_some());
 }
 
@@ -2052,6 +2063,207 @@ fn a_stopped_unit_is_not_reloaded_by_its_schedule() {
     assert!(reply.try_recv().is_ok_and(|r| r.ok));
     h.advance(60 * SECOND);
     assert_eq!(h.spawn_count(), 1);
+}
+
+/// The fake's local time: 2026-11-29 at `seconds` after midnight.
+fn local_at(seconds: u32) -> crate::unit::cron::LocalTime {
+    crate::unit::cron::LocalTime {
+        year: 2026,
+        month: 11,
+        day: 29,
+        hour: seconds / 3600,
+        minute: seconds / 60 % 60,
+        second: seconds % 60,
+    }
+}
+
+/// 03:00:00 on the fake's local clock.
+const THREE: u32 = 3 * 3600;
+
+impl Harness {
+    /// Moves the monotonic clock and sets the wall clock (as the OS side reads it, to the
+    /// second): the two are independent, as on a real machine.
+    fn advance_to_local(&mut self, by: Duration, local_seconds: u32) {
+        self.os_mut().local_time = local_at(local_seconds);
+        self.advance(by);
+    }
+
+    /// The running instance exits on the SIGTERM a reload sent it.
+    fn replaced_exits(&mut self, pid: Pid) {
+        if self.signals_to(pid).first() == Some(&Signal::SIGTERM) {
+            self.exit(pid, killed(Signal::SIGTERM));
+        }
+    }
+}
+
+const CRON_AT_THREE: &str = "command = \"sleep 100\"\ncron_restart = \"0 3 * * *\"\n";
+
+/// Issue 18: a no-op daemon-reload in the first second of the minute a `cron_restart` is
+/// due used to re-arm the timer for the next day (the timer fires up to a second into the
+/// minute, since the wall clock is read to the second), so the restart never happened.
+#[test]
+fn a_no_op_daemon_reload_in_the_first_second_of_the_due_minute_keeps_the_restart() {
+    // 02:59:30: the timer is 30 s away, and fires at 03:00:00 and a fraction, really.
+    let mut h = Harness::start(&[("web", CRON_AT_THREE)]);
+    let old = h.pid_of("web", 0);
+    h.advance_to_local(Duration::from_millis(29_999), THREE);
+    assert_eq!(h.spawn_count(), 1);
+    // 03:00:00 on the wall clock, the timer not fired yet: a daemon-reload (or SIGHUP).
+    h.apply(&[("web", CRON_AT_THREE)]);
+    h.advance_to_local(MS, THREE);
+    assert_eq!(h.spawn_count(), 2, "the 03:00 restart was skipped");
+    h.replaced_exits(old);
+    // Once: not again in the same minute, and next at 03:00 tomorrow.
+    h.advance_to_local(50 * SECOND, THREE + 50);
+    assert_eq!(h.spawn_count(), 2);
+    let deadline = h.sup.next_deadline().expect("the next restart is armed");
+    assert_eq!(deadline - h.now, Duration::from_secs(86_400 - 50));
+}
+
+/// A storm of reloads across the due minute (every 10 ms from 02:59:59 to 03:00:02) loses
+/// no restart and makes none twice.
+#[test]
+fn a_storm_of_reloads_across_the_due_minute_restarts_exactly_once() {
+    let mut h = Harness::start(&[("web", CRON_AT_THREE)]);
+    let old = h.pid_of("web", 0);
+    h.advance_to_local(29 * SECOND, THREE - 1);
+    for step in 0..300u32 {
+        h.apply(&[("web", CRON_AT_THREE)]);
+        // The wall clock runs a little ahead of the timer, as it may.
+        h.advance_to_local(10 * MS, THREE - 1 + (step + 10) / 100);
+    }
+    assert_eq!(
+        h.spawn_count(),
+        2,
+        "one restart at 03:00, not zero, not two"
+    );
+    h.replaced_exits(old);
+    assert!(h
+        .status("web")
+        .events
+        .iter()
+        .any(|e| e.text == "cron_restart: reloading"));
+}
+
+/// A changed schedule is armed anew; an unchanged unit's next time stays what it was.
+#[test]
+fn a_changed_schedule_takes_effect_and_an_unchanged_one_keeps_its_time() {
+    let other = "command = \"sleep 100\"\ncron_restart = \"30 3 * * *\"\n";
+    let mut h = Harness::start(&[("web", CRON_AT_THREE), ("api", CRON_AT_THREE)]);
+    let web = h.pid_of("web", 0);
+    h.advance_to_local(10 * SECOND, THREE - 20);
+    // The changed file rolls web's instances (any change of its configuration does).
+    h.apply(&[("web", other), ("api", CRON_AT_THREE)]);
+    h.replaced_exits(web);
+    let web = h.pid_of("web", 0);
+    let before = h.spawn_count();
+    h.advance_to_local(20 * SECOND, THREE);
+    let reloaded: Vec<String> = h.os().spawns[before..]
+        .iter()
+        .map(|s| s.unit.clone())
+        .collect();
+    assert_eq!(
+        reloaded,
+        ["api"],
+        "only the unchanged schedule fires at 03:00"
+    );
+    h.advance_to_local(30 * 60 * SECOND, THREE + 30 * 60);
+    assert_eq!(h.os().spawns.last().map(|s| s.unit.as_str()), Some("web"));
+    assert_eq!(h.spawn_count(), before + 2);
+    h.replaced_exits(web);
+}
+
+/// A schedule changed while its minute has come and the timer not fired: the due restart
+/// still happens, and the new schedule follows it.
+#[test]
+fn a_schedule_changed_in_its_due_second_does_not_lose_the_due_restart() {
+    let every_hour = "command = \"sleep 100\"\ncron_restart = \"0 * * * *\"\n";
+    let mut h = Harness::start(&[("web", CRON_AT_THREE)]);
+    h.advance_to_local(Duration::from_millis(29_999), THREE);
+    // The changed file rolls the instance at once; the due restart comes on top of it.
+    let old = h.pid_of("web", 0);
+    h.apply(&[("web", every_hour)]);
+    h.replaced_exits(old);
+    let rolled = h.spawn_count();
+    let pid = h.pid_of("web", 0);
+    h.advance_to_local(MS, THREE);
+    assert_eq!(h.spawn_count(), rolled + 1, "the due restart was lost");
+    h.replaced_exits(pid);
+    let deadline = h.sup.next_deadline().expect("the next restart is armed");
+    assert_eq!(
+        deadline - h.now,
+        Duration::from_secs(3600),
+        "the new schedule: 04:00"
+    );
+}
+
+/// The wall clock went back (daylight saving time ended, or an operator set it): a timer
+/// that fires before its minute waits for it, and reloads once then; a clock that jumped
+/// forward past the minute reloads once, late, not never.
+#[test]
+fn clock_jumps_neither_reload_early_nor_twice_nor_lose_a_restart() {
+    let mut h = Harness::start(&[("web", CRON_AT_THREE)]);
+    // 30 s later, the wall clock says 02:00:00: an hour back.
+    h.advance_to_local(30 * SECOND, THREE - 3600);
+    assert_eq!(h.spawn_count(), 1, "reloaded before its time");
+    let deadline = h.sup.next_deadline().expect("waits for 03:00 again");
+    assert_eq!(deadline - h.now, Duration::from_secs(3600));
+    h.advance_to_local(3600 * SECOND, THREE);
+    assert_eq!(h.spawn_count(), 2);
+
+    // Forward: armed for 03:00 tomorrow, woken when the clock says 05:00 the day after.
+    let mut h = Harness::start(&[("web", CRON_AT_THREE)]);
+    h.os_mut().local_time = crate::unit::cron::LocalTime {
+        day: 30,
+        hour: 5,
+        minute: 0,
+        second: 0,
+        ..local_at(0)
+    };
+    let pid = h.pid_of("web", 0);
+    h.advance(30 * SECOND);
+    assert_eq!(h.spawn_count(), 2, "a restart lost to a clock that jumped");
+    h.replaced_exits(pid);
+    let deadline = h.sup.next_deadline().expect("armed again");
+    assert_eq!(
+        deadline - h.now,
+        Duration::from_secs(22 * 3600),
+        "next: 03:00 the next day"
+    );
+}
+
+/// An hour that comes twice (daylight saving time ends): where the OS side places the due
+/// minute before the wall clock's, the early timer waits by the calendar, and the loop does
+/// not spin on a timer due again at once.
+#[test]
+fn an_early_timer_never_spins_when_the_os_places_its_minute_in_the_past() {
+    let mut h = Harness::start(&[("web", CRON_AT_THREE)]);
+    h.os_mut().until_local_is_zero = true;
+    // Fired 30 s later, the wall clock an hour back: early.
+    h.advance_to_local(30 * SECOND, THREE - 3600);
+    assert_eq!(h.spawn_count(), 1);
+    let deadline = h.sup.next_deadline().expect("waits for 03:00");
+    assert_eq!(deadline - h.now, Duration::from_secs(3600));
+}
+
+/// Schedules that never come (February 30th) arm nothing; one that matches every minute
+/// reloads once a minute.
+#[test]
+fn a_schedule_that_never_comes_arms_nothing_and_every_minute_reloads_each_minute() {
+    let never = "command = \"sleep 100\"\ncron_restart = \"0 0 30 2 *\"\n";
+    let h = Harness::start(&[("web", never)]);
+    assert_eq!(h.sup.next_deadline(), None);
+    let every = "command = \"sleep 100\"\ncron_restart = \"* * * * *\"\n";
+    let mut h = Harness::start(&[("web", every)]);
+    for minute in 0..3 {
+        let pid = h.pid_of("web", 0);
+        h.advance_to_local(
+            Duration::from_secs(if minute == 0 { 30 } else { 60 }),
+            THREE + minute * 60,
+        );
+        assert_eq!(h.spawn_count(), 2 + minute as usize);
+        h.replaced_exits(pid);
+    }
 }
 
 // ---- watch ----

@@ -46,6 +46,8 @@ pub(super) struct UnitRuntime {
     pub memory_replacements: u32,
     /// Times the unit gave up (reached its restart limit), since clusterd started.
     pub give_ups: u32,
+    /// The minute its `cron_restart` timer is armed for, and the schedule it follows.
+    pub cron_next: Option<super::cron_restart::CronNext>,
 }
 
 /// How many lifecycle events a unit keeps for status.
@@ -134,6 +136,7 @@ impl UnitRuntime {
             memory_check_armed: false,
             memory_replacements: 0,
             give_ups: 0,
+            cron_next: None,
         }
     }
 

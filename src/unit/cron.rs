@@ -27,8 +27,9 @@ pub struct CronSchedule {
     any_day_of_week: bool,
 }
 
-/// A local date and time, to the minute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A local date and time, to the second. The fields' order makes the derived order the
+/// calendar's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct LocalTime {
     pub year: i64,
     /// 1–12.
@@ -137,27 +138,30 @@ impl CronSchedule {
         }
     }
 
-    /// Seconds from `now` to the start of the next minute the schedule allows (never `now`'s
-    /// own minute: a run at 03:00:00 is not due again at 03:00:30). `None` if no minute in
-    /// the next eight years matches (`0 0 31 2 *`: February 31st).
-    pub fn seconds_until_next(&self, now: LocalTime) -> Option<u64> {
-        let mut days_ahead = 0i64;
+    /// The start of the next minute the schedule allows after `now`'s own minute (a run at
+    /// 03:00:00 is not due again at 03:00:30). `None` if no minute in the next eight years
+    /// matches (`0 0 31 2 *`: February 31st).
+    pub fn next_after(&self, now: LocalTime) -> Option<LocalTime> {
         let (mut year, mut month, mut day) = (now.year, now.month, now.day);
-        // Minutes of `now` already passed today count from the next one.
+        // Minutes of `now`'s day already passed count from the next one.
         let mut first_minute = now.hour * 60 + now.minute + 1;
-        while days_ahead < 366 * 8 {
+        for _ in 0..366 * 8 {
             if self.months & (1 << month) != 0 && self.day_matches(year, month, day) {
                 for minute_of_day in first_minute..24 * 60 {
                     let (hour, minute) = (minute_of_day / 60, minute_of_day % 60);
                     if self.hours & (1 << hour) != 0 && self.minutes & (1 << minute) != 0 {
-                        let now_seconds = i64::from(now.hour * 3600 + now.minute * 60 + now.second);
-                        let then = days_ahead * 86_400 + i64::from(minute_of_day) * 60;
-                        return u64::try_from(then - now_seconds).ok();
+                        return Some(LocalTime {
+                            year,
+                            month,
+                            day,
+                            hour,
+                            minute,
+                            second: 0,
+                        });
                     }
                 }
             }
             first_minute = 0;
-            days_ahead += 1;
             day += 1;
             if day > days_in_month(year, month) {
                 day = 1;
@@ -170,6 +174,47 @@ impl CronSchedule {
         }
         None
     }
+
+    /// Seconds from `now` to the start of the next minute the schedule allows, counted on
+    /// the calendar (see [`LocalTime::seconds_until`]).
+    pub fn seconds_until_next(&self, now: LocalTime) -> Option<u64> {
+        u64::try_from(now.seconds_until(self.next_after(now)?)).ok()
+    }
+}
+
+impl LocalTime {
+    /// Seconds from `self` to `then` on the calendar, as if no daylight-saving change came
+    /// between (the daemon asks the C library for the real interval); negative if `then` is
+    /// earlier.
+    pub fn seconds_until(&self, then: LocalTime) -> i64 {
+        let seconds = |t: &LocalTime| {
+            days_from_civil(t.year, t.month, t.day) * 86_400
+                + i64::from(t.hour * 3600 + t.minute * 60 + t.second)
+        };
+        seconds(&then) - seconds(self)
+    }
+
+    /// [`LocalTime::seconds_until`] as a duration: zero if `then` has passed.
+    pub fn duration_until(&self, then: LocalTime) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::try_from(self.seconds_until(then)).unwrap_or(0))
+    }
+
+    /// The same minute, at its first second.
+    pub fn minute(self) -> LocalTime {
+        LocalTime { second: 0, ..self }
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month = i64::from(month);
+    let day_of_year =
+        (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
 }
 
 fn is_leap(year: i64) -> bool {
@@ -189,7 +234,11 @@ fn days_in_month(year: i64, month: u32) -> u32 {
 fn weekday(year: i64, month: u32, day: u32) -> u32 {
     const OFFSETS: [i64; 12] = [0, 3, 2, 5, 0, 3, 5, 1, 4, 6, 2, 4];
     let y = if month < 3 { year - 1 } else { year };
-    let w = (y + y / 4 - y / 100 + y / 400 + OFFSETS[(month - 1) as usize] + i64::from(day)) % 7;
+    let offset = OFFSETS
+        .get((month as usize).wrapping_sub(1))
+        .copied()
+        .unwrap_or(0);
+    let w = (y + y / 4 - y / 100 + y / 400 + offset + i64::from(day)).rem_euclid(7);
     w as u32
 }
 
@@ -215,6 +264,13 @@ mod tests {
             .seconds_until_next(now)
     }
 
+    fn next_after(schedule: &str, now: LocalTime) -> Option<LocalTime> {
+        schedule
+            .parse::<CronSchedule>()
+            .expect("parses")
+            .next_after(now)
+    }
+
     #[test]
     fn the_next_minute_is_found_across_hours_days_months_and_years() {
         // 2026-11-29 is a Sunday.
@@ -236,6 +292,26 @@ mod tests {
         // February 29th: in 2028.
         assert!(next("0 0 29 2 *", now).is_some_and(|s| s > 400 * 86_400));
         assert_eq!(next("0 0 31 2 *", now), None);
+    }
+
+    #[test]
+    fn calendar_seconds_count_across_months_years_and_leap_days() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        let before = at(2027, 12, 31, 23, 59, 59);
+        assert_eq!(before.seconds_until(at(2028, 1, 1, 0, 0, 0)), 1);
+        assert_eq!(
+            at(2028, 2, 28, 0, 0, 0).seconds_until(at(2028, 3, 1, 0, 0, 0)),
+            2 * 86_400
+        );
+        assert_eq!(
+            at(2028, 3, 1, 0, 0, 0).seconds_until(before),
+            -(60 * 86_400 + 1)
+        );
+        // Every minute: the next one; the first second of a minute is still that minute.
+        let next = next_after("* * * * *", at(2026, 11, 29, 3, 0, 0));
+        assert_eq!(next, Some(at(2026, 11, 29, 3, 1, 0)));
+        assert_eq!(next_after("0 0 30 2 *", at(2026, 11, 29, 3, 0, 0)), None);
     }
 
     #[test]

@@ -437,6 +437,11 @@ impl ProcessControl for OsProcessControl {
         }
     }
 
+    fn watch_report(&self, name: &str) -> Option<(u64, Option<String>)> {
+        let report = self.file_watch.as_ref()?.report(name)?;
+        Some((report.directories, report.problem))
+    }
+
     fn local_time(&self) -> crate::unit::cron::LocalTime {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -457,6 +462,31 @@ impl ProcessControl for OsProcessControl {
             hour: u32::try_from(tm.tm_hour).unwrap_or(0),
             minute: u32::try_from(tm.tm_min).unwrap_or(0),
             second: u32::try_from(tm.tm_sec).unwrap_or(0).min(59),
+        }
+    }
+
+    fn until_local(&self, then: crate::unit::cron::LocalTime) -> std::time::Duration {
+        // SAFETY: an all-zero `tm` is a valid value.
+        let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+        tm.tm_year = i32::try_from(then.year - 1900).unwrap_or(i32::MAX);
+        tm.tm_mon = i32::try_from(then.month).unwrap_or(1) - 1;
+        tm.tm_mday = i32::try_from(then.day).unwrap_or(1);
+        tm.tm_hour = i32::try_from(then.hour).unwrap_or(0);
+        tm.tm_min = i32::try_from(then.minute).unwrap_or(0);
+        tm.tm_sec = i32::try_from(then.second).unwrap_or(0);
+        // Whether daylight saving time is in effect then: the C library knows.
+        tm.tm_isdst = -1;
+        // SAFETY: `tm` is a valid local; mktime only reads and normalizes it. A minute that
+        // does not exist (skipped by daylight saving time) comes out as the one after the
+        // change.
+        let at = unsafe { libc::mktime(&mut tm) };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        match u64::try_from(at) {
+            Ok(at) => std::time::Duration::from_secs(at).saturating_sub(now),
+            // mktime could not place it (-1): count on the calendar.
+            Err(_) => self.local_time().duration_until(then),
         }
     }
 
