@@ -37,6 +37,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, InotifyEvent, WatchDescriptor};
 
 use crate::daemon::signals::EventSender;
+use crate::daemon::thread_guard::ThreadGuard;
 use crate::supervisor::event::Event;
 use crate::unit::Unit;
 
@@ -225,6 +226,9 @@ impl Watcher {
 
     /// Waits for commands and events; ends when clusterd's loop is gone.
     fn run(mut self, inbox: &Receiver<(String, Option<WatchSpec>)>, wake: &EventFd) {
+        // A panic costs one unit's setup or one batch of events, never the thread (see
+        // thread_guard); a lost batch counts as a change of every watching unit.
+        let mut guard = ThreadGuard::new("file-watch");
         loop {
             let timeout = self
                 .next_post(Instant::now())
@@ -245,11 +249,27 @@ impl Watcher {
             }
             let _ = wake.read();
             while let Ok((unit, spec)) = inbox.try_recv() {
-                self.set(&unit, spec);
+                if let Err(caught) = guard.run(|| self.set(&unit, spec)) {
+                    guard.report(
+                        caught,
+                        "setting up a unit's watches",
+                        "that unit's watches may be incomplete",
+                    );
+                }
             }
             for _ in 0..BATCHES_PER_ROUND {
                 match self.inotify.read_events() {
-                    Ok(batch) if !batch.is_empty() => self.on_batch(batch),
+                    Ok(batch) if !batch.is_empty() => {
+                        if let Err(caught) = guard.run(|| self.on_batch(batch)) {
+                            guard.report(
+                                caught,
+                                "reading watch events",
+                                "every watching unit counts as changed",
+                            );
+                            let units: Vec<String> = self.units.keys().cloned().collect();
+                            self.pending.extend(units);
+                        }
+                    }
                     Ok(_) | Err(Errno::EAGAIN) => break,
                     Err(Errno::EINTR) => continue,
                     Err(e) => {
