@@ -426,3 +426,56 @@ fn histories_of_a_huge_log_asked_for_at_once_are_read_within_the_budget() {
     // allocation: well under what one read of the whole log would take (~300 MB).
     assert!(after < 220 * 1024, "peak RSS {after} KiB");
 }
+
+/// Writes 3 MB, then a 2 KB tick every 10 ms (a 64 KiB pipe fills in a third of a second if
+/// nobody reads it), saying so when a write blocked for over a second.
+const CHATTY: &str = "command = [\"python3\", \"-c\", \"import sys, time\\nfor i in range(30000):\\n    sys.stdout.write(f'{i:08} ' + 'c' * 91 + '\\\\n')\\nsys.stdout.flush()\\nn = 0\\nwhile True:\\n    n += 1\\n    t = time.monotonic()\\n    sys.stdout.write('p' * 2000 + f'\\\\ntick {n}\\\\n')\\n    sys.stdout.flush()\\n    d = time.monotonic() - t\\n    if d > 1:\\n        print(f'write blocked {d:.2f}s', flush=True)\\n    time.sleep(0.01)\\n\"]\n";
+
+#[test]
+fn a_churn_of_history_requests_never_holds_the_units_instances() {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    let daemon = Daemon::start(&[("chatty", CHATTY)]);
+    let pids = daemon.wait_running("chatty", 1);
+    wait_for("chatty's ticks", PATIENCE, || {
+        last_tick(&daemon, "chatty") > 10
+    });
+    // For 5 s, clients ask for chatty's whole history and hang up after 20 ms, as fast as
+    // they can, from four threads.
+    let request = "{\"version\":1,\"command\":\"logs\",\"unit\":\"chatty\",\"lines\":1000000,\"follow\":false}\n";
+    let until = Instant::now() + Duration::from_secs(5);
+    let socket = daemon.path("ctl.sock");
+    let churners: Vec<_> = (0..4)
+        .map(|_| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                let mut asked = 0;
+                while Instant::now() < until {
+                    if let Ok(mut s) = UnixStream::connect(&socket) {
+                        let _ = s.write_all(request.as_bytes());
+                        std::thread::sleep(Duration::from_millis(20));
+                        asked += 1;
+                    }
+                }
+                asked
+            })
+        })
+        .collect();
+    let asked: usize = churners.into_iter().map(|t| t.join().unwrap_or(0)).sum();
+    let before = last_tick(&daemon, "chatty");
+    wait_for("more ticks after the churn", PATIENCE, || {
+        last_tick(&daemon, "chatty") > before + 10
+    });
+    let log = fs::read_to_string(daemon.log_dir().join("chatty.log")).unwrap_or_default();
+    eprintln!("{asked} history requests churned");
+    assert!(
+        !log.contains("write blocked"),
+        "an instance waited for histories: {}",
+        log.lines()
+            .filter(|l| l.contains("blocked"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(daemon.pids("chatty"), pids);
+}

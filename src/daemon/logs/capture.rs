@@ -13,8 +13,9 @@
 //! - **Clients never slow capture** ([`super::log_client`]): `clusterctl logs` sockets are
 //!   non-blocking, new lines wait in a bounded queue (skipped and counted beyond it), and a
 //!   client that takes nothing for a while is dropped. A history is read on a thread of its
-//!   own while its unit's file is left alone (its pipes wait), so it ends exactly where the
-//!   new lines begin and a large one never holds up other units.
+//!   own (two at a time, each within its share of a memory budget) up to where the unit's
+//!   file stood when the client asked, and every later line is offered to the client as it
+//!   comes: the two meet exactly, and no unit's pipes ever wait for a history.
 //! - **No panic takes it down**: every slice is checked, and each event is handled under a
 //!   [`ThreadGuard`] that drops only the source, client or command that panicked.
 //! - **Idle stays idle**: the thread sleeps in `epoll_wait` without a timeout unless a partial
@@ -39,7 +40,7 @@ use super::journal::{self, JournalLink, NotSent};
 use super::line_format::{push_prefix, timestamp, Stream, TIMESTAMP_LEN};
 use super::log_client::{Flushed, LogClient, CUT_OFF};
 use super::log_dir::LogDir;
-use super::unit_log_file::{written_before, UnitLogFile};
+use super::unit_log_file::{written_before, Boundary, UnitLogFile};
 use super::{CaptureSettings, Command, LogsQuery, Shared};
 use crate::daemon::thread_guard::ThreadGuard;
 use crate::log_limit::{LogLimit, Verdict};
@@ -77,6 +78,8 @@ struct HistoryRead {
     unit: String,
     client: u64,
     count: usize,
+    /// Where the unit's file stood when the client asked.
+    boundary: Option<Boundary>,
     filter: LineFilter,
 }
 /// How long clusterd waits at exit for pipes still held open (by leftovers of instances).
@@ -117,10 +120,6 @@ struct UnitLog {
     pending: Vec<u8>,
     /// Why the file cannot be written, and when to try again.
     stalled: Option<(String, Instant)>,
-    /// History reads of this file under way (on threads of their own): until they end, the
-    /// file is not written (its lines wait in `pending`, its pipes are not read), so that a
-    /// history ends exactly where the new lines its client follows begin.
-    history_reads: usize,
     /// A rotation that fails would be tried (and warned about) at every line.
     rotate_warnings: LogLimit,
 }
@@ -381,12 +380,11 @@ impl CaptureThread {
             }
             Command::Serve { query, socket } => self.serve(query, socket),
             Command::History {
-                unit,
                 client,
                 lines,
                 budget,
                 cut_short,
-            } => self.history_read(&unit, client, (lines, budget), cut_short),
+            } => self.history_read(client, (lines, budget), cut_short),
             Command::Reopen => self.reopen_all(),
             Command::Finish => {
                 self.finish_by = Some(Instant::now() + FINISH_DEADLINE);
@@ -428,7 +426,6 @@ impl CaptureThread {
                         file: None,
                         pending: Vec::new(),
                         stalled: None,
-                        history_reads: 0,
                         rotate_warnings: LogLimit::default(),
                     },
                 );
@@ -469,7 +466,7 @@ impl CaptureThread {
             let stalled = self
                 .units
                 .get(&source.unit)
-                .is_some_and(|u| u.stalled.is_some() || u.history_reads > 0);
+                .is_some_and(|u| u.stalled.is_some());
             if stalled {
                 source.paused = true;
                 continue;
@@ -691,7 +688,7 @@ impl CaptureThread {
                     // failure stalls the unit at the next flush.
                     let _ = open_file(&self.shared.dir, unit, log);
                 }
-                let writable = log.stalled.is_none() && log.history_reads == 0;
+                let writable = log.stalled.is_none();
                 if let (true, Some(file)) = (writable, &mut log.file) {
                     // Rotate between lines, counting what is pending as part of the file: the
                     // file stays within `max_size`, or holds a single longer line.
@@ -783,7 +780,6 @@ impl CaptureThread {
         if destination(log.settings.to, self.journal_fallback) != LogTo::File
             || log.pending.is_empty()
             || log.stalled.is_some()
-            || log.history_reads > 0
         {
             return;
         }
@@ -830,7 +826,6 @@ impl CaptureThread {
         let due: Vec<String> = self
             .units
             .iter()
-            .filter(|(_, u)| u.history_reads == 0)
             .filter(|(_, u)| u.stalled.as_ref().is_some_and(|(_, at)| *at <= now))
             .map(|(name, _)| name.clone())
             .collect();
@@ -1038,9 +1033,8 @@ impl CaptureThread {
             label: query.instance.map(|i| format!("{}[{i}]", query.unit)),
             stream: query.stream.clone(),
         };
-        // From here on, every new line follows the history: the file is left alone until
-        // the history has been read (on a thread of its own: a large history never holds up
-        // the pipes of other units), and the new lines wait in the client's queue.
+        // From here on, every new line follows the history, waiting in the client's queue
+        // until the history (read on a thread of its own) has gone out.
         let token = self.next_token;
         self.next_token += 1;
         let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
@@ -1054,11 +1048,19 @@ impl CaptureThread {
         let unit = query.unit.clone();
         let client = LogClient::new(socket, query.unit, filter.clone(), query.follow);
         self.clients.insert(token, client);
-        self.hold_for_history(&unit);
+        // The history ends where the file stands now; every line from here on is offered
+        // to the client as it comes (see `offer_followers`), so nothing is missed or shown
+        // twice, and the unit is never held while the history is read.
+        let boundary = self
+            .units
+            .get(&unit)
+            .and_then(|log| log.file.as_ref())
+            .and_then(UnitLogFile::boundary);
         self.waiting_reads.push_back(HistoryRead {
             unit,
             client: token,
             count: query.lines,
+            boundary,
             filter,
         });
         self.start_history_reads();
@@ -1075,7 +1077,6 @@ impl CaptureThread {
             };
             if !self.clients.contains_key(&read.client) {
                 // Gone while it waited.
-                self.end_history_hold(&read.unit);
                 continue;
             }
             let held: usize = self.clients.values().map(LogClient::held).sum();
@@ -1089,8 +1090,15 @@ impl CaptureThread {
             let (unit, client) = (read.unit.clone(), read.client);
             let work = move || {
                 let guard = ThreadGuard::new("logs-history");
-                let found =
-                    guard.run(|| last_lines(&dir, &read.unit, read.count, budget, &read.filter));
+                let found = guard.run(|| {
+                    last_lines(
+                        &dir,
+                        &read.unit,
+                        (read.count, budget),
+                        read.boundary,
+                        &read.filter,
+                    )
+                });
                 let (lines, cut_short) = match found {
                     Ok(found) => found,
                     Err(caught) => {
@@ -1100,7 +1108,6 @@ impl CaptureThread {
                     }
                 };
                 let history = Command::History {
-                    unit: read.unit,
                     client: read.client,
                     lines,
                     budget,
@@ -1116,34 +1123,22 @@ impl CaptureThread {
             if let Err(e) = spawned {
                 // The closure, and the read with it, was dropped: the client gets none.
                 warn!("{unit}: cannot read its history for a client: {e}");
-                self.history_read(&unit, client, (Vec::new(), budget), false);
+                self.history_read(client, (Vec::new(), budget), false);
             }
         }
     }
 
-    /// While a history is read, the unit's file is not written and its pipes are not read.
-    fn hold_for_history(&mut self, unit: &str) {
-        let Some(log) = self.units.get_mut(unit) else {
-            return;
-        };
-        log.history_reads += 1;
-        self.pause_sources(unit);
-    }
-
     /// A client's history has been read: it goes out (within the history budget), and the
-    /// unit's file and pipes go on when no other history is being read.
+    /// next waiting read may start.
     ///
     /// `budget` is the share the read held (given back now); `cut_short`, that it stopped
     /// at that share before it had the lines asked for.
     fn history_read(
         &mut self,
-        unit: &str,
         token: u64,
         (mut lines, budget): (Vec<Vec<u8>>, usize),
         cut_short: bool,
     ) {
-        // The unit goes on first, whatever happens to this client.
-        self.end_history_hold(unit);
         self.history_reserved = self.history_reserved.saturating_sub(budget);
         self.running_reads = self.running_reads.saturating_sub(1);
         let held: usize = self.clients.values().map(LogClient::held).sum();
@@ -1164,19 +1159,6 @@ impl CaptureThread {
         }
         self.flush_client(token);
         self.start_history_reads();
-    }
-
-    /// One history read of `unit` is over: its file and pipes go on when no other is.
-    fn end_history_hold(&mut self, unit: &str) {
-        let Some(log) = self.units.get_mut(unit) else {
-            return;
-        };
-        log.history_reads = log.history_reads.saturating_sub(1);
-        if log.history_reads > 0 || log.stalled.is_some() {
-            return;
-        }
-        self.resume_sources(unit);
-        self.flush_unit(unit);
     }
 
     /// The unit's paused pipes are read again.

@@ -8,11 +8,11 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 
 use super::line_format::label_and_stream;
 use super::log_dir::{is_refusal, LogDir};
-use super::unit_log_file::{rotated_names, UnitLogFile};
+use super::unit_log_file::{rotated_names, Boundary, UnitLogFile};
 
 const BLOCK: u64 = 64 * 1024;
 
@@ -46,11 +46,15 @@ const MAX_TAIL: usize = 1024 * 1024;
 /// accepts, oldest first, each with its newline, holding at most about `max_bytes` of them
 /// (a socket-group member's `-n 100000000` on a large log must not make clusterd read the
 /// whole log into memory). The flag says the bytes, not the count, ended the read.
+///
+/// With a `boundary` (where the current file stood when the client asked), the history ends
+/// there: files newer than it (a rotation since) and what was appended to it since are left
+/// to the lines the client is sent as they come, so none is shown twice or missed.
 pub(crate) fn last_lines(
     dir: &LogDir,
     unit: &str,
-    count: usize,
-    max_bytes: usize,
+    (count, max_bytes): (usize, usize),
+    boundary: Option<Boundary>,
     filter: &LineFilter,
 ) -> (Vec<Vec<u8>>, bool) {
     let mut found = Found {
@@ -66,10 +70,21 @@ pub(crate) fn last_lines(
     let name = UnitLogFile::name_of(unit);
     let mut files = rotated_names(dir, &name);
     files.push(name);
+    let mut before_boundary = boundary.is_none();
     for name in files.iter().rev() {
         match dir.open_read(name) {
             Ok(file) => {
-                let _ = collect_backwards(&file, filter, &mut found);
+                let Ok(meta) = file.metadata() else { continue };
+                let mut end = meta.len();
+                if let Some(b) = boundary.filter(|_| !before_boundary) {
+                    if (meta.dev(), meta.ino()) != (b.dev, b.ino) {
+                        // Newer than the boundary: its lines reach the client as they come.
+                        continue;
+                    }
+                    before_boundary = true;
+                    end = end.min(b.len);
+                }
+                let _ = collect_backwards(&file, end, filter, &mut found);
             }
             Err(e) if is_refusal(&e) => dir.warn_refused(&e),
             Err(_) => {}
@@ -108,8 +123,12 @@ impl Found {
     }
 }
 
-fn collect_backwards(file: &File, filter: &LineFilter, found: &mut Found) -> io::Result<()> {
-    let mut end = file.metadata()?.len();
+fn collect_backwards(
+    file: &File,
+    mut end: u64,
+    filter: &LineFilter,
+    found: &mut Found,
+) -> io::Result<()> {
     // Bytes of a line whose start lies in an earlier block.
     let mut tail: Vec<u8> = Vec::new();
     let mut block = vec![0u8; BLOCK as usize];
@@ -180,7 +199,7 @@ mod tests {
         }
         std::fs::write(tmp.path().join("web.log"), &current).unwrap();
 
-        let lines = last_lines(&dir, "web", 5, usize::MAX, &LineFilter::default()).0;
+        let lines = last_lines(&dir, "web", (5, usize::MAX), None, &LineFilter::default()).0;
         let text: Vec<String> = lines
             .iter()
             .map(|l| String::from_utf8_lossy(l).into_owned())
@@ -195,13 +214,20 @@ mod tests {
                 "web[0] err | new line 2\n",
             ]
         );
-        let all = last_lines(&dir, "web", 100_000, usize::MAX, &LineFilter::default()).0;
+        let all = last_lines(
+            &dir,
+            "web",
+            (100_000, usize::MAX),
+            None,
+            &LineFilter::default(),
+        )
+        .0;
         assert_eq!(all.len(), 5003);
         let only = LineFilter {
             label: Some("web[1]".into()),
             stream: Some("out".into()),
         };
-        let odd = last_lines(&dir, "web", 2, usize::MAX, &only).0;
+        let odd = last_lines(&dir, "web", (2, usize::MAX), None, &only).0;
         assert_eq!(
             odd,
             [
@@ -220,13 +246,24 @@ mod tests {
             text.push_str(&format!("web[0] out | line {i:05}\n"));
         }
         std::fs::write(tmp.path().join("web.log"), &text).unwrap();
-        let (lines, cut_short) =
-            last_lines(&dir, "web", usize::MAX, 10_000, &LineFilter::default());
+        let (lines, cut_short) = last_lines(
+            &dir,
+            "web",
+            (usize::MAX, 10_000),
+            None,
+            &LineFilter::default(),
+        );
         assert!(cut_short);
         let bytes: usize = lines.iter().map(Vec::len).sum();
         assert!(bytes <= 10_000 && bytes > 9_000, "{bytes}");
         assert!(lines.last().unwrap().ends_with(b"line 09999\n"));
-        let (all, cut_short) = last_lines(&dir, "web", 10_000, usize::MAX, &LineFilter::default());
+        let (all, cut_short) = last_lines(
+            &dir,
+            "web",
+            (10_000, usize::MAX),
+            None,
+            &LineFilter::default(),
+        );
         assert!(!cut_short);
         assert_eq!(all.len(), 10_000);
     }
@@ -236,10 +273,53 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = LogDir::new(tmp.path());
         std::fs::write(tmp.path().join("web.log"), vec![b'x'; 3 * MAX_TAIL + 10]).unwrap();
-        let (lines, _) = last_lines(&dir, "web", 2, usize::MAX, &LineFilter::default());
+        let (lines, _) = last_lines(&dir, "web", (2, usize::MAX), None, &LineFilter::default());
         assert_eq!(lines.len(), 2);
         assert!(lines
             .iter()
             .all(|l| l.len() <= MAX_TAIL + BLOCK as usize + 1));
+    }
+
+    #[test]
+    fn a_history_ends_at_its_boundary_whatever_was_appended_or_rotated_since() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = LogDir::new(tmp.path());
+        let current = tmp.path().join("web.log");
+        std::fs::write(
+            tmp.path().join("web.log.20260101T000000.000000Z"),
+            "web[0] out | old\n",
+        )
+        .unwrap();
+        std::fs::write(&current, "web[0] out | before\n").unwrap();
+        let meta = std::fs::metadata(&current).unwrap();
+        let boundary = Boundary {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+        };
+        // After the client asked: a line appended, the file rotated, a new file begun.
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&current)
+            .unwrap();
+        std::io::Write::write_all(&mut file, b"web[0] out | after\n").unwrap();
+        std::fs::rename(&current, tmp.path().join("web.log.20260102T000000.000000Z")).unwrap();
+        std::fs::write(&current, "web[0] out | newer\n").unwrap();
+
+        let (lines, _) = last_lines(
+            &dir,
+            "web",
+            (10, usize::MAX),
+            Some(boundary),
+            &LineFilter::default(),
+        );
+        assert_eq!(
+            lines,
+            [
+                b"web[0] out | old\n".to_vec(),
+                b"web[0] out | before\n".to_vec()
+            ]
+        );
     }
 }

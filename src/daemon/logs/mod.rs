@@ -122,7 +122,6 @@ pub(crate) enum Command {
     },
     /// The history a `clusterctl logs` client asked for, read on a thread of its own.
     History {
-        unit: String,
         client: u64,
         lines: Vec<Vec<u8>>,
         /// The share of the history budget the read held.

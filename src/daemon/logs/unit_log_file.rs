@@ -14,6 +14,15 @@ use std::time::SystemTime;
 
 use super::log_dir::LogDir;
 
+/// A point in a unit's log: the file (by device and inode, as rotation renames it) and its
+/// length then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Boundary {
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
+    pub(crate) len: u64,
+}
+
 pub(crate) struct UnitLogFile {
     dir: LogDir,
     /// `<unit>.log`, in `dir`.
@@ -56,6 +65,18 @@ impl UnitLogFile {
             size,
             max_size,
             keep,
+        })
+    }
+
+    /// Where the file stands now: a history read up to here and the lines offered to a
+    /// follower from now on meet exactly, whatever is written or rotated meanwhile.
+    pub(crate) fn boundary(&self) -> Option<Boundary> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = self.file.metadata().ok()?;
+        Some(Boundary {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
         })
     }
 
