@@ -390,14 +390,24 @@ impl Server {
         }
     }
 
-    /// Closes the oldest connection still sending its request, else the oldest, to make room
-    /// for a new one; false if there is none.
+    /// Closes the oldest connection still sending its request, else the oldest one being
+    /// answered, else the oldest waiting for the report, to make room for a new one; false
+    /// if there is none. What arrived since the last round is read first, so a scraper whose
+    /// request came in the meantime is no longer taken for a silent connection.
     fn evict(&mut self, now: Instant) -> bool {
+        // First, what arrived since the last round: a scraper's request, sent right after it
+        // connected, makes it a connection that waits for its answer, which is not closed.
+        let before = self.connections.len();
+        self.connections
+            .retain_mut(|c| !c.is_reading() || c.read_some(now) == Next::Keep);
+        if self.connections.len() < before {
+            return true;
+        }
         let oldest = self
             .connections
             .iter()
             .enumerate()
-            .min_by_key(|(_, c)| (!c.is_reading(), c.accepted))
+            .min_by_key(|(_, c)| (!c.is_reading(), c.is_waiting(), c.accepted))
             .map(|(index, _)| index);
         let Some(index) = oldest else {
             return false;
