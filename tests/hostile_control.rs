@@ -382,3 +382,74 @@ fn logs_follow_says_the_connection_was_lost_when_clusterd_goes_away() {
         "{stderr}"
     );
 }
+
+/// Opens `count` `logs -f` clients of a quiet unit (nothing ever waits for them, so no
+/// cut-off applies) and keeps them; prints how many were taken and how many refused.
+const FOLLOWERS_PY: &str = r#"
+import socket, sys, time
+path, unit, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+request = ('{"version":1,"command":"logs","unit":"%s","lines":0,"follow":true}\n' % unit).encode()
+held, refused = [], 0
+for _ in range(count):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    s.sendall(request)
+    s.settimeout(10)
+    header = b""
+    while not header.endswith(b"\n"):
+        chunk = s.recv(1)
+        if not chunk:
+            break
+        header += chunk
+    if b'"ok":true' in header:
+        held.append(s)
+    else:
+        refused += 1
+        s.close()
+print("held", len(held), "refused", refused, flush=True)
+time.sleep(120)
+"#;
+
+/// Issue 18's review: 64 `logs -f` clients of one socket-group member took every place the
+/// log thread has, and root's `clusterctl logs` was refused for as long as they stayed.
+#[test]
+fn a_socket_group_member_following_every_unit_does_not_lock_root_out_of_logs() {
+    if !have_root() || !available("python3", runs("python3", &["--version"])) {
+        return;
+    }
+    let Some(gid) = socket_group_for_tests() else {
+        return;
+    };
+    let d = Daemon::start_with_args(
+        &[
+            ("quiet", "command = \"sleep 300\"\n"),
+            (
+                "web",
+                "command = [\"sh\", \"-c\", \"echo hello; exec sleep 300\"]\n",
+            ),
+        ],
+        &["--socket-group", "daemon"],
+    );
+    d.wait_running("quiet", 1);
+    let socket = d.socket.display().to_string();
+    let mut hog = KillOnDrop(python_as_nobody_in_group(
+        &d,
+        FOLLOWERS_PY,
+        &[&socket, "quiet", "64"],
+        gid,
+    ));
+    let mut first = String::new();
+    let stdout = hog.0.stdout.take().expect("the script's stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first)
+        .expect("the script's first line");
+    assert_eq!(first.trim(), "held 16 refused 48", "{}", d.log());
+    wait_for("web's line", PATIENCE, || {
+        fs::read_to_string(d.log_dir().join("web.log")).is_ok_and(|t| t.contains("hello"))
+    });
+    let out = ctl_within(&d, &["logs", "web", "-n", "1"], PATIENCE).expect("logs answered");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("hello"),
+        "{out:?}"
+    );
+}

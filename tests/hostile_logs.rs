@@ -318,6 +318,13 @@ fn journal_units_survive_journald_being_killed_and_lose_no_line() {
         "nothing went to the file\n{}",
         daemon.log()
     );
+    // Timestamped as file lines are, with the time each line was read.
+    assert!(
+        file.lines()
+            .filter(|l| l.contains("| jline "))
+            .all(|l| l.starts_with("20")),
+        "a line went to the file without its time:\n{file}"
+    );
     all.extend(file.lines().filter_map(|l| {
         l.rsplit_once("| jline ")
             .and_then(|(_, n)| n.parse::<u64>().ok())
@@ -478,4 +485,39 @@ fn a_churn_of_history_requests_never_holds_the_units_instances() {
             .join("\n")
     );
     assert_eq!(daemon.pids("chatty"), pids);
+}
+
+/// Writes one line each of these many bytes (of `x`), in one write each, then `done`.
+const EXACT: &str = "command = [\"python3\", \"-c\", \"import os, time\\nfor n in (65535, 65536, 65537, 131072, 131073):\\n    os.write(1, b'x' * n + b'\\\\n')\\nos.write(1, b'done\\\\n')\\ntime.sleep(300)\\n\"]\n[log]\ntimestamps = false\n";
+
+#[test]
+fn a_line_longer_than_64_kib_is_written_in_64_kib_pieces_however_it_arrives() {
+    let daemon = Daemon::start(&[("exact", EXACT)]);
+    let path = daemon.log_dir().join("exact.log");
+    wait_for("exact's lines", PATIENCE, || {
+        fs::read_to_string(&path).is_ok_and(|t| t.contains("| done\n"))
+    });
+    let text = fs::read_to_string(&path).expect("exact.log");
+    // Each line as (marker, length): `+` for a piece that the next line continues.
+    let lines: Vec<(char, usize)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("exact[0] out "))
+        .map(|l| (l.chars().next().unwrap_or(' '), l.len().saturating_sub(2)))
+        .collect();
+    let k = 65536;
+    assert_eq!(
+        lines,
+        [
+            ('|', k - 1),
+            ('|', k),
+            ('+', k),
+            ('|', 1),
+            ('+', k),
+            ('|', k),
+            ('+', k),
+            ('+', k),
+            ('|', 1),
+            ('|', 4),
+        ]
+    );
 }

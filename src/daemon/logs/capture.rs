@@ -66,6 +66,12 @@ const JOURNAL_RETRY_FALLBACK: Duration = Duration::from_secs(1);
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// `clusterctl logs` clients served at once (following, or still taking their history).
 const MAX_CLIENTS: usize = 64;
+/// Of [`MAX_CLIENTS`], the places only root and clusterd's own user may take, and the most
+/// any other user may hold: one user's script that follows every unit cannot lock the
+/// operator out of `clusterctl logs` (as [`crate::daemon::control_server`] keeps control
+/// slots).
+const PRIVILEGED_CLIENTS: usize = 8;
+const MAX_CLIENTS_PER_UID: usize = 16;
 /// History one answer may hold in clusterd's memory until the client has taken it, and all
 /// answers together: beyond, the oldest lines are left out (and the client is told).
 const HISTORY_PER_CLIENT: usize = 32 * 1024 * 1024;
@@ -638,7 +644,16 @@ impl CaptureThread {
             stream,
             false,
         );
-        let count = memchr::memchr_iter(b'\n', lines).count();
+        // Counted in the same pass: a line longer than MAX_LINE goes in pieces, by `emit`.
+        let (mut count, mut line_start, mut longest) = (0usize, 0usize, 0usize);
+        for newline in memchr::memchr_iter(b'\n', lines) {
+            count += 1;
+            longest = longest.max(newline - line_start);
+            line_start = newline + 1;
+        }
+        if longest > MAX_LINE {
+            return false;
+        }
         let size = lines.len() + count * prefix.len();
         let fits = log
             .file
@@ -658,8 +673,30 @@ impl CaptureThread {
         true
     }
 
-    /// Adds one line (without its newline) of `unit` to where it goes.
+    /// Adds one line (without its newline) of `unit` to where it goes; one longer than
+    /// [`MAX_LINE`] goes in pieces of that size, each but the last marked as continued.
     fn emit(
+        &mut self,
+        unit: &str,
+        label: &str,
+        stream: Stream,
+        bytes: &[u8],
+        continued: bool,
+        stamp: &[u8; TIMESTAMP_LEN],
+    ) {
+        let mut bytes = bytes;
+        while let Some((piece, after)) = bytes
+            .split_at_checked(MAX_LINE)
+            .filter(|(_, a)| !a.is_empty())
+        {
+            self.emit_piece(unit, label, stream, piece, true, stamp);
+            bytes = after;
+        }
+        self.emit_piece(unit, label, stream, bytes, continued, stamp);
+    }
+
+    /// [`Self::emit`] for a line or piece of at most [`MAX_LINE`] bytes.
+    fn emit_piece(
         &mut self,
         unit: &str,
         label: &str,
@@ -671,6 +708,9 @@ impl CaptureThread {
         let Some(log) = self.units.get_mut(unit) else {
             return;
         };
+        // Kept for a journal unit's entries: they go to its file, timestamped, if journald
+        // stays away.
+        let when = *stamp;
         let to = destination(log.settings.to, self.journal_fallback);
         // A journal unit's lines in its file (journald gone) are timestamped, as file lines.
         let stamp = (log.settings.timestamps || to != log.settings.to).then_some(stamp);
@@ -738,7 +778,7 @@ impl CaptureThread {
                     label: label.to_string(),
                     stream,
                     continued,
-                    stamp: *stamp.unwrap_or(&[b'0'; TIMESTAMP_LEN]),
+                    stamp: when,
                     bytes: bytes.to_vec(),
                 };
                 match self.journal.send(entry, waiting) {
@@ -1019,12 +1059,12 @@ impl CaptureThread {
         if let Some(refusal) = refusal {
             return answer(&socket, &Response::failed(refusal));
         }
-        if self.clients.len() >= MAX_CLIENTS {
+        let uid = nix::sys::socket::getsockopt(&socket, nix::sys::socket::sockopt::PeerCredentials)
+            .map_or(u32::MAX, |peer| peer.uid());
+        if let Some(why) = self.no_place_for(uid) {
             return answer(
                 &socket,
-                &Response::failed(format!(
-                    "{MAX_CLIENTS} clients are reading logs already; try again later"
-                )),
+                &Response::failed(format!("{why}; try again later")),
             );
         }
         // What is pending is part of the history.
@@ -1046,7 +1086,7 @@ impl CaptureThread {
             return;
         }
         let unit = query.unit.clone();
-        let client = LogClient::new(socket, query.unit, filter.clone(), query.follow);
+        let client = LogClient::new(socket, (query.unit, uid), filter.clone(), query.follow);
         self.clients.insert(token, client);
         // The history ends where the file stands now; every line from here on is offered
         // to the client as it comes (see `offer_followers`), so nothing is missed or shown
@@ -1064,6 +1104,28 @@ impl CaptureThread {
             filter,
         });
         self.start_history_reads();
+    }
+
+    /// Why a new client of `uid` gets no place, if it does not: [`MAX_CLIENTS`] in all,
+    /// [`PRIVILEGED_CLIENTS`] of them kept for root and clusterd's user, at most
+    /// [`MAX_CLIENTS_PER_UID`] for any other user.
+    fn no_place_for(&self, uid: u32) -> Option<String> {
+        let privileged = |uid: u32| uid == 0 || uid == nix::unistd::geteuid().as_raw();
+        if self.clients.len() >= MAX_CLIENTS {
+            return Some(format!("{MAX_CLIENTS} clients are reading logs already"));
+        }
+        if privileged(uid) {
+            return None;
+        }
+        let others = self.clients.values().filter(|c| !privileged(c.uid)).count();
+        if others >= MAX_CLIENTS - PRIVILEGED_CLIENTS {
+            return Some(format!(
+                "{others} clients of users other than root are reading logs already"
+            ));
+        }
+        let own = self.clients.values().filter(|c| c.uid == uid).count();
+        (own >= MAX_CLIENTS_PER_UID)
+            .then(|| format!("uid {uid} has {own} clients reading logs already"))
     }
 
     /// Starts the waiting history reads that may run now: at most [`HISTORY_READS`] at a

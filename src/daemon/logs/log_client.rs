@@ -28,6 +28,8 @@ pub(super) const CUT_OFF: Duration = Duration::from_secs(10);
 pub(super) struct LogClient {
     pub(super) socket: UnixStream,
     pub(super) unit: String,
+    /// Who asked (the kernel's word, `SO_PEERCRED`), for the per-user share of clients.
+    pub(super) uid: u32,
     filter: LineFilter,
     /// `--follow`: new lines after the history; without it, the client is done (closed)
     /// once the history is out.
@@ -63,13 +65,14 @@ pub(super) enum Flushed {
 impl LogClient {
     pub(super) fn new(
         socket: UnixStream,
-        unit: String,
+        (unit, uid): (String, u32),
         filter: LineFilter,
         follow: bool,
     ) -> LogClient {
         LogClient {
             socket,
             unit,
+            uid,
             filter,
             follow,
             history_ready: false,
