@@ -1,7 +1,8 @@
 //! `clusterctl import`: a PM2 ecosystem file (`ecosystem.config.js`, `.cjs`, `.mjs`, `.json`,
 //! `.json5`, `.yml`) becomes one unit file per app, each key mapped to its clusterd
 //! counterpart with a comment saying where it came from, and every key that has none listed
-//! with the reason (docs/migrating-from-pm2.md is the same table for people). The file is
+//! with the reason ([`super::pm2_keys`] is the table; docs/migrating-from-pm2.md is the same
+//! table for people, and a test holds the keys it names to it). The file is
 //! hostile input: only JavaScript runs (bounded, as root only when allowed), data is parsed
 //! with limits, every unit is escaped completely and read back before it is written, and
 //! files are written without following symlinks.
@@ -17,7 +18,6 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 
 use crate::printable::printable;
-use crate::unit::cron::CronSchedule;
 use crate::unit::is_valid_unit_name;
 
 /// The largest ecosystem file read (PM2's are a few KiB): a bigger one is an error, not a
@@ -341,20 +341,40 @@ impl UniqueNames {
 /// A unit made from one app, before it has its final name: its keys in the order they are
 /// written, each with the PM2 key it came from, and its tables of variables.
 #[derive(Default)]
-struct UnitDraft {
+pub(super) struct UnitDraft {
     /// The name the app asks for, made valid.
     name: String,
     /// The app's own `name`, when the unit could not take it as it is.
     pm2_name: Option<String>,
     keys: Vec<(String, toml::Value, String)>,
-    environment: toml::Table,
-    environments: BTreeMap<String, toml::Table>,
+    pub(super) environment: toml::Table,
+    pub(super) environments: BTreeMap<String, toml::Table>,
     not_mapped: Vec<String>,
 }
 
 impl UnitDraft {
+    /// A draft named after the app's name, else its script's, else "app": the first that
+    /// makes a file name.
+    fn named(app: &Map<String, Value>, script: &str) -> UnitDraft {
+        let mut t = UnitDraft::default();
+        let script_name = Path::new(script)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        let pm2_name = app.get("name").and_then(Value::as_str);
+        t.name = [pm2_name.unwrap_or_default(), script_name, "app"]
+            .into_iter()
+            .map(unit_name)
+            .find(|n| is_valid_unit_name(n))
+            .unwrap_or_else(|| "app".into());
+        if let Some(pm2_name) = pm2_name.filter(|n| *n != t.name) {
+            t.pm2_name = Some(pm2_name.to_string());
+        }
+        t
+    }
+
     /// `key = value`, from the PM2 key `from`; a key set already keeps its first value.
-    fn set(&mut self, key: &str, value: toml::Value, from: &str) {
+    pub(super) fn set(&mut self, key: &str, value: toml::Value, from: &str) {
         if let Some((_, _, first)) = self.keys.iter().find(|(k, _, _)| k == key) {
             let why = format!("`{key}` is set already, from {first}");
             self.skip(from, &why);
@@ -363,7 +383,7 @@ impl UnitDraft {
         self.keys.push((key.to_string(), value, from.to_string()));
     }
 
-    fn skip(&mut self, key: &str, why: &str) {
+    pub(super) fn skip(&mut self, key: &str, why: &str) {
         self.not_mapped.push(format!("{key}: {why}"));
     }
 
@@ -540,62 +560,12 @@ fn toml_value(value: &toml::Value) -> String {
     }
 }
 
-fn toml_string(text: &str) -> toml::Value {
+pub(super) fn toml_string(text: &str) -> toml::Value {
     toml::Value::String(text.to_string())
 }
 
-fn toml_strings(items: &[String]) -> toml::Value {
+pub(super) fn toml_strings(items: &[String]) -> toml::Value {
     toml::Value::Array(items.iter().map(|s| toml_string(s)).collect())
-}
-
-/// A duration in milliseconds, as a unit writes it.
-fn toml_millis(ms: u64) -> toml::Value {
-    toml_string(&format!("{ms}ms"))
-}
-
-/// PM2 times are milliseconds (a number, or a string of digits).
-fn millis(value: &Value) -> Option<u64> {
-    match value {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
-/// A variable's value: strings as they are, integers and booleans as TOML's (a unit takes
-/// their text), other numbers as their JSON text.
-fn env_value(value: &Value) -> Option<toml::Value> {
-    match value {
-        Value::String(s) => Some(toml_string(s)),
-        Value::Number(n) => Some(
-            n.as_i64()
-                .map_or_else(|| toml_string(&n.to_string()), toml::Value::Integer),
-        ),
-        Value::Bool(b) => Some(toml::Value::Boolean(*b)),
-        _ => None,
-    }
-}
-
-/// The variables of an `env` object that a unit can hold (a name without `=` or NUL, a
-/// value without NUL); the others are listed as not carried over.
-fn env_table(vars: &Map<String, Value>, t: &mut UnitDraft, from: &str) -> toml::Table {
-    let mut table = toml::Table::new();
-    for (key, value) in vars {
-        let what = format!("{from}.{key}");
-        match env_value(value) {
-            _ if key.is_empty() || key.contains(['=', '\0']) => {
-                t.skip(&what, "not a variable name")
-            }
-            Some(toml::Value::String(s)) if s.contains('\0') => {
-                t.skip(&what, "a NUL byte, which no variable can hold")
-            }
-            Some(v) => {
-                table.insert(key.clone(), v);
-            }
-            None => t.skip(&what, "not a string, number or boolean"),
-        }
-    }
-    table
 }
 
 /// `key = value` lines of a table of variables.
@@ -626,7 +596,7 @@ fn interpreter_for(script: &str) -> Option<&'static str> {
     })
 }
 
-fn words(value: &Value) -> Result<Vec<String>, String> {
+pub(super) fn words(value: &Value) -> Result<Vec<String>, String> {
     match value {
         Value::String(s) => {
             shell_words::split(s).map_err(|_| format!("unterminated quote in {s:?}"))
@@ -640,28 +610,6 @@ fn words(value: &Value) -> Result<Vec<String>, String> {
             .collect()),
         _ => Err("neither a string nor a list".into()),
     }
-}
-
-/// `max_memory_restart`: "200M", "1G", "300K" (binary multiples, as PM2 reads them) or bytes.
-fn memory(value: &Value) -> Option<toml::Value> {
-    let text = match value {
-        Value::Number(n) => return n.as_u64().map(|b| toml_string(&b.to_string())),
-        Value::String(s) => s.trim().to_string(),
-        _ => return None,
-    };
-    let (digits, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let n: u64 = digits.parse().ok()?;
-    let unit = match unit.trim().to_ascii_uppercase().as_str() {
-        "" => return Some(toml_string(&n.to_string())),
-        "K" | "KB" => "KiB",
-        "M" | "MB" => "MiB",
-        "G" | "GB" => "GiB",
-        _ => return None,
-    };
-    Some(toml_string(&format!("{n}{unit}")))
 }
 
 /// A unit name from an app's name: letters, digits, '-', '_', '.' and '@'; the rest '-';
@@ -686,47 +634,55 @@ fn unit_name(name: &str) -> String {
         .collect()
 }
 
+/// The unit of one app: its name and command here, every other key by [`super::pm2_keys`].
 fn import_app(
     app: &Map<String, Value>,
     environment: Option<&str>,
     base: &Path,
 ) -> Result<UnitDraft, String> {
-    let script = match app.get("script") {
-        Some(Value::String(s)) => s.clone(),
+    let script = script_of(app)?;
+    let mut t = UnitDraft::named(app, &script);
+    let name = shorten(&t.name);
+    if script.contains('\0') {
+        return Err(format!("{name}: a NUL byte in `script`"));
+    }
+    let (command, interpreter) = command_line(app, &script, base, &name)?;
+    t.set(
+        "command",
+        toml_strings(&command),
+        "script, interpreter, args",
+    );
+    let node = interpreter.as_deref() == Some("node");
+    super::pm2_keys::map_keys(app, &mut t, environment, base, node);
+    Ok(t)
+}
+
+/// The app's `script`, which every app has.
+fn script_of(app: &Map<String, Value>) -> Result<String, String> {
+    match app.get("script") {
+        Some(Value::String(s)) => Ok(s.clone()),
         _ => {
             let name = app.get("name").map(|n| n.to_string()).unwrap_or_default();
-            return Err(format!(
+            Err(format!(
                 "an app without a `script`{}",
                 if name.is_empty() {
                     String::new()
                 } else {
                     format!(": {}", shorten(&name))
                 }
-            ));
+            ))
         }
-    };
-    let mut t = UnitDraft::default();
-    // The app's name, else its script's, else "app": the first that makes a file name.
-    let script_name = Path::new(&script)
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or_default();
-    let pm2_name = app.get("name").and_then(Value::as_str);
-    t.name = [pm2_name.unwrap_or_default(), script_name, "app"]
-        .into_iter()
-        .map(unit_name)
-        .find(|n| is_valid_unit_name(n))
-        .unwrap_or_else(|| "app".into());
-    if let Some(pm2_name) = pm2_name.filter(|n| *n != t.name) {
-        t.pm2_name = Some(pm2_name.to_string());
     }
-    let name = shorten(&t.name);
-    if script.contains('\0') {
-        return Err(format!("{name}: a NUL byte in `script`"));
-    }
+}
 
-    // The command: interpreter, its arguments, the script (itself maybe a command line),
-    // the script's arguments.
+/// The command: interpreter, its arguments, the script (itself maybe a command line), the
+/// script's arguments; and the interpreter. `name` is the unit's, for messages.
+fn command_line(
+    app: &Map<String, Value>,
+    script: &str,
+    base: &Path,
+    name: &str,
+) -> Result<(Vec<String>, Option<String>), String> {
     let interpreter = match app
         .get("interpreter")
         .or_else(|| app.get("exec_interpreter"))
@@ -734,8 +690,8 @@ fn import_app(
         Some(Value::String(i)) if i == "none" => None,
         Some(Value::String(i)) => Some(i.clone()),
         // A directory is a Node package (node runs its main file), as PM2 runs it.
-        _ if base.join(app_dir(app)).join(&script).is_dir() => Some("node".to_string()),
-        _ => interpreter_for(&script).map(str::to_string),
+        _ if base.join(app_dir(app)).join(script).is_dir() => Some("node".to_string()),
+        _ => interpreter_for(script).map(str::to_string),
     };
     let mut command = Vec::new();
     if let Some(interpreter) = &interpreter {
@@ -745,10 +701,10 @@ fn import_app(
                 command.extend(words(args).map_err(|e| format!("{name}: {key}: {e}"))?);
             }
         }
-        command.push(script.clone());
+        command.push(script.to_string());
     } else {
         command.extend(
-            shell_words::split(&script)
+            shell_words::split(script)
                 .map_err(|_| format!("{name}: script: unterminated quote"))?,
         );
     }
@@ -758,225 +714,7 @@ fn import_app(
     if command.iter().any(|word| word.contains('\0')) {
         return Err(format!("{name}: a NUL byte in the command"));
     }
-    t.set(
-        "command",
-        toml_strings(&command),
-        "script, interpreter, args",
-    );
-
-    let node = interpreter.as_deref() == Some("node");
-    let mut env_tables: BTreeMap<String, toml::Table> = BTreeMap::new();
-    // `env`, then the chosen `env_<name>` over it (serde_json's map is sorted: "env" comes
-    // before every "env_...").
-    let mut env_lines = toml::Table::new();
-    let mut wait_ready = false;
-    let mut listen_timeout = None;
-    let mut cluster = false;
-    let mut kill_timeout = None;
-    for (key, value) in app {
-        match key.as_str() {
-            "name" | "script" | "args" | "interpreter" | "exec_interpreter" | "interpreter_args" | "node_args" => {}
-            "cwd" => match value {
-                Value::String(dir) => t.set(
-                    "working_directory",
-                    toml_string(&base.join(dir).display().to_string()),
-                    "cwd",
-                ),
-                _ => t.skip(key, "not a path"),
-            },
-            "instances" => match value {
-                Value::String(s) if s == "max" => t.set("instances", toml_string("max"), "instances"),
-                _ => match value.as_i64().or_else(|| value.as_str().and_then(|s| s.parse().ok())) {
-                    Some(n) => t.set("instances", toml::Value::Integer(n), "instances"),
-                    None => t.skip(key, "not a number or \"max\""),
-                },
-            },
-            "exec_mode" => match value.as_str() {
-                Some("cluster" | "cluster_mode") if node => cluster = true,
-                Some("cluster" | "cluster_mode") => t.skip(
-                    key,
-                    "PM2's cluster mode is for Node apps; for this program give the unit `listen = [\"tcp://...\"]` and make it accept from fd 3",
-                ),
-                _ => {}
-            },
-            "env" => match value {
-                Value::Object(vars) => env_lines.extend(env_table(vars, &mut t, "env")),
-                _ => t.skip(key, "not an object"),
-            },
-            other if other.starts_with("env_") => {
-                let env_name = &other["env_".len()..];
-                let Value::Object(vars) = value else {
-                    t.skip(key, "not an object");
-                    continue;
-                };
-                let lines = env_table(vars, &mut t, other);
-                if environment == Some(env_name) {
-                    env_lines.extend(lines);
-                } else if !is_valid_unit_name(env_name) {
-                    t.skip(key, "not an environment name clusterd takes (letters, digits, '-', '_', '.')");
-                } else {
-                    env_tables.insert(env_name.to_string(), lines);
-                }
-            }
-            "max_memory_restart" => match memory(value) {
-                Some(size) => t.set("memory_max", size, "max_memory_restart (checked every second, replaced gracefully)"),
-                None => t.skip(key, "not a size such as \"200M\""),
-            },
-            "autorestart" => {
-                if value == &Value::Bool(false) {
-                    t.set("restart", toml_string("never"), "autorestart: false");
-                }
-            }
-            "max_restarts" => match value.as_i64().filter(|n| *n >= 0) {
-                Some(n) => t.set(
-                    "restart_limit",
-                    toml::Value::Table(toml::Table::from_iter([
-                        ("burst".to_string(), toml::Value::Integer(n)),
-                        ("interval".to_string(), toml_string("60s")),
-                    ])),
-                    "max_restarts (PM2 counts restarts shorter than min_uptime; clusterd counts restarts within a sliding minute)",
-                ),
-                None => t.skip(key, "not a number"),
-            },
-            "min_uptime" => t.skip(key, "clusterd counts every restart within restart_limit's window; see ready_after and restart_backoff.reset_after"),
-            "restart_delay" => match millis(value) {
-                Some(ms) => t.set("restart_delay", toml_millis(ms), "restart_delay"),
-                None => t.skip(key, "not milliseconds"),
-            },
-            "exp_backoff_restart_delay" => match millis(value) {
-                Some(ms) if ms > 0 => t.set(
-                    "restart_backoff",
-                    toml::Value::Table(toml::Table::from_iter([("initial".to_string(), toml_millis(ms))])),
-                    "exp_backoff_restart_delay",
-                ),
-                _ => t.skip(key, "not milliseconds"),
-            },
-            "kill_timeout" => match millis(value) {
-                Some(ms) => kill_timeout = Some(ms),
-                None => t.skip(key, "not milliseconds"),
-            },
-            "shutdown_with_message" => {
-                if value == &Value::Bool(true) {
-                    t.set("stop_message", toml_string("shutdown"), "shutdown_with_message");
-                }
-            }
-            "wait_ready" => wait_ready = value == &Value::Bool(true),
-            "listen_timeout" => match millis(value) {
-                Some(ms) => listen_timeout = Some(ms),
-                None => t.skip(key, "not milliseconds"),
-            },
-            "cron_restart" => match value.as_str().map(cron_five_fields) {
-                Some(Ok(schedule)) => t.set("cron_restart", toml_string(&schedule), "cron_restart (a rolling reload)"),
-                Some(Err(e)) => t.skip(key, &e),
-                None => t.skip(key, "not a cron schedule"),
-            },
-            "user" | "uid" => match value {
-                Value::String(user) => t.set("user", toml_string(user), key),
-                Value::Number(uid) => t.set("user", toml_string(&uid.to_string()), key),
-                _ => t.skip(key, "not a user"),
-            },
-            "gid" => match value {
-                Value::String(group) => t.set("group", toml_string(group), key),
-                Value::Number(gid) => t.set("group", toml_string(&gid.to_string()), key),
-                _ => t.skip(key, "not a group"),
-            },
-            "port" => match env_value(value) {
-                Some(v) => {
-                    env_lines.insert("PORT".to_string(), v);
-                }
-                None => t.skip(key, "not a port"),
-            },
-            "out_file" | "error_file" | "err_file" | "log_file" | "log" | "out" | "output" | "err" | "error" | "merge_logs" | "combine_logs" | "log_type" => {
-                t.skip(key, "clusterd keeps one log file per unit, each line with its instance and stream: `clusterctl logs UNIT` ([log] in the unit)")
-            }
-            "log_date_format" => t.skip(key, "clusterd's log lines carry RFC 3339 UTC timestamps"),
-            "watch" => match value {
-                Value::Bool(true) => t.set("watch", toml::Value::Boolean(true), "watch (a rolling reload)"),
-                Value::Bool(false) => {}
-                Value::String(path) => t.set("watch", toml_strings(std::slice::from_ref(path)), "watch (a rolling reload)"),
-                Value::Array(_) => match words(value) {
-                    Ok(paths) => t.set("watch", toml_strings(&paths), "watch (a rolling reload)"),
-                    Err(e) => t.skip(key, &e),
-                },
-                _ => t.skip(key, "not true, a path or a list of paths"),
-            },
-            "ignore_watch" => {
-                // clusterd matches names (`*`, `?`); PM2 also takes paths and regular
-                // expressions, which have no counterpart.
-                let patterns = words(value).unwrap_or_default();
-                let (names, others): (Vec<String>, Vec<String>) = patterns
-                    .into_iter()
-                    .partition(|p| !p.contains('/') && !p.contains(['[', '(', '^', '$', '\\', '+']));
-                if !names.is_empty() {
-                    t.set("watch_ignore", toml_strings(&names), "ignore_watch");
-                }
-                if !others.is_empty() {
-                    t.skip(key, &format!("{others:?}: clusterd ignores by name pattern (`*`, `?`), not by path or regular expression"));
-                }
-            }
-            "watch_delay" => match millis(value) {
-                Some(ms) => t.set("watch_delay", toml_millis(ms), "watch_delay"),
-                None => t.skip(key, "not milliseconds"),
-            },
-            "watch_options" => t.skip(key, "chokidar's options have no counterpart: clusterd uses inotify"),
-            "instance_var" => t.skip(key, "each instance gets CLUSTERD_INSTANCE (and NODE_APP_INSTANCE in node_cluster units)"),
-            "increment_var" => t.skip(key, "not supported: derive it from CLUSTERD_INSTANCE"),
-            "pid_file" => t.skip(key, "clusterctl status --json has every pid"),
-            "source_map_support" => t.skip(key, "add --enable-source-maps to the node arguments"),
-            "namespace" | "vizion" | "post_update" | "autostart" | "force" | "time" | "treekill" | "filter_env" | "append_env_to_name" | "disable_trace" | "trace" | "pmx" | "automation" | "deep_monitoring" => {
-                t.skip(key, "a PM2 feature with no counterpart in a unit")
-            }
-            _ => t.skip(key, "not a PM2 key clusterctl import knows"),
-        }
-    }
-    if !app.contains_key("cwd") {
-        t.set(
-            "working_directory",
-            toml_string(&base.display().to_string()),
-            "(no cwd: the ecosystem file's directory, where PM2 starts it)",
-        );
-    }
-    if cluster {
-        t.set(
-            "node_cluster",
-            toml::Value::Boolean(true),
-            "exec_mode: cluster",
-        );
-    }
-    // Readiness: wait_ready waits for process.send('ready'); listen_timeout bounds it.
-    if wait_ready {
-        t.set("ready", toml_string("notify"), "wait_ready");
-        if let Some(ms) = listen_timeout {
-            t.set("ready_timeout", toml_millis(ms), "listen_timeout");
-        }
-    } else if let Some(ms) = listen_timeout {
-        if cluster {
-            t.set("listen_timeout", toml_millis(ms), "listen_timeout");
-        } else {
-            t.skip(
-                "listen_timeout",
-                "applies to cluster mode or wait_ready only",
-            );
-        }
-    }
-    // PM2 stops with SIGINT and gives 1600 ms before SIGKILL: keep that behaviour.
-    t.set(
-        "kill_signal",
-        toml_string("SIGINT"),
-        "PM2 stops apps with SIGINT",
-    );
-    t.set(
-        "kill_timeout",
-        toml_millis(kill_timeout.unwrap_or(1600)),
-        if kill_timeout.is_some() {
-            "kill_timeout"
-        } else {
-            "PM2's default kill_timeout"
-        },
-    );
-    t.environment = env_lines;
-    t.environments = env_tables;
-    Ok(t)
+    Ok((command, interpreter))
 }
 
 /// At most 200 characters of `text`, for a message.
@@ -1076,22 +814,6 @@ pub fn write_units(
         written.push(path);
     }
     Ok(written)
-}
-
-/// PM2 takes a six-field schedule with seconds too; clusterd's is minute-grained.
-fn cron_five_fields(schedule: &str) -> Result<String, String> {
-    let fields: Vec<&str> = schedule.split_whitespace().collect();
-    let five = match fields.len() {
-        6 if fields[0] == "0" => fields[1..].join(" "),
-        6 => {
-            return Err(format!(
-                "{schedule:?} runs at second {}: clusterd schedules to the minute",
-                fields[0]
-            ))
-        }
-        _ => fields.join(" "),
-    };
-    five.parse::<CronSchedule>().map(|_| five)
 }
 
 #[cfg(test)]
