@@ -126,105 +126,20 @@ fn read_capped(path: &Path) -> Result<String, String> {
 /// group) after [`NODE_TIMEOUT`] or once it has printed more than [`NODE_OUTPUT_MAX`].
 fn run_node(path: &Path, script: &str) -> Result<Vec<u8>, String> {
     use nix::sys::signal::{killpg, Signal};
-    use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
     use nix::unistd::Pid;
 
     let shown = path.display();
-    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    // What the file logs goes to stderr: stdout carries the answer alone.
-    let script = format!(
-        "console.log = console.info = console.debug = console.error; \
-         const done = v => process.stdout.write(JSON.stringify(v), () => process.exit(0)); {script}"
-    );
-    let mut child = Command::new("node")
-        .arg("-e")
-        .arg(script)
-        .arg(&absolute)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| format!("cannot run node to evaluate {shown}: {e}"))?;
+    let mut child = spawn_node(path, script)?;
     let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
-    // Each pipe is read by a thread: (true, stdout) or (false, stderr) once it ends.
-    let (sender, receiver) = mpsc::channel::<(bool, Vec<u8>)>();
-    if let Some(pipe) = child.stdout.take() {
-        let sender = sender.clone();
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = pipe.take(NODE_OUTPUT_MAX + 1).read_to_end(&mut bytes);
-            let _ = sender.send((true, bytes));
-        });
-    }
-    if let Some(mut pipe) = child.stderr.take() {
-        std::thread::spawn(move || {
-            let mut kept = Vec::new();
-            let mut buffer = [0u8; 8192];
-            while let Ok(n @ 1..) = pipe.read(&mut buffer) {
-                let room = NODE_STDERR_SHOWN.saturating_sub(kept.len());
-                kept.extend_from_slice(buffer.get(..n.min(room)).unwrap_or_default());
-            }
-            let _ = sender.send((false, kept));
-        });
-    }
-    // (stdout, stderr), each once its pipe has ended.
-    let mut outputs: (Option<Vec<u8>>, Option<Vec<u8>>) = (None, None);
-    fn store(
-        outputs: &mut (Option<Vec<u8>>, Option<Vec<u8>>),
-        (is_stdout, bytes): (bool, Vec<u8>),
-    ) {
-        if is_stdout {
-            outputs.0 = Some(bytes);
-        } else {
-            outputs.1 = Some(bytes);
-        }
-    }
-    enum End {
-        Exited,
-        TimedOut,
-        Flooded,
-    }
-    let deadline = Instant::now() + NODE_TIMEOUT;
-    // Waits without reaping node, so that its process group stays its own until killed.
-    let end = loop {
-        let flooded = match receiver.recv_timeout(Duration::from_millis(10)) {
-            Ok((true, bytes)) => {
-                let flooded = bytes.len() as u64 > NODE_OUTPUT_MAX;
-                store(&mut outputs, (true, bytes));
-                flooded
-            }
-            Ok(other) => {
-                store(&mut outputs, other);
-                false
-            }
-            Err(_) => false,
-        };
-        if flooded {
-            break End::Flooded;
-        }
-        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-        match waitid(Id::Pid(pid), flags) {
-            Ok(WaitStatus::StillAlive) => {}
-            _ => break End::Exited,
-        }
-        if Instant::now() >= deadline {
-            break End::TimedOut;
-        }
-    };
+    let receiver = read_pipes(&mut child);
+    let mut outputs = NodeOutputs::default();
+    let end = wait_bounded(pid, &receiver, &mut outputs);
     let _ = killpg(pid, Signal::SIGKILL);
     let status = child.wait();
     // The pipes close now that the group is gone; a process that left the group and keeps
     // them open is not waited for long.
-    let drained = Instant::now() + Duration::from_secs(2);
-    while outputs.0.is_none() || outputs.1.is_none() {
-        let left = drained.saturating_duration_since(Instant::now());
-        match receiver.recv_timeout(left) {
-            Ok(message) => store(&mut outputs, message),
-            Err(_) => break,
-        }
-    }
-    let (stdout, stderr) = outputs;
+    outputs.drain(&receiver, Duration::from_secs(2));
+    let NodeOutputs { stdout, stderr } = outputs;
     let errors = || node_errors(stderr.as_deref().unwrap_or_default());
     match end {
         End::TimedOut => Err(format!(
@@ -246,6 +161,128 @@ fn run_node(path: &Path, script: &str) -> Result<Vec<u8>, String> {
                 "{shown}: a process that node started keeps node's output open"
             )),
         },
+    }
+}
+
+/// Node evaluating `script` with the file's absolute path as its argument, in a process
+/// group of its own, with no input and both outputs piped.
+fn spawn_node(path: &Path, script: &str) -> Result<std::process::Child, String> {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    // What the file logs goes to stderr: stdout carries the answer alone.
+    let script = format!(
+        "console.log = console.info = console.debug = console.error; \
+         const done = v => process.stdout.write(JSON.stringify(v), () => process.exit(0)); {script}"
+    );
+    Command::new("node")
+        .arg("-e")
+        .arg(script)
+        .arg(&absolute)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot run node to evaluate {}: {e}", path.display()))
+}
+
+/// One thread per pipe of `child`, each sending `(true, stdout)` or `(false, stderr)` once
+/// its pipe ends: stdout up to one byte past [`NODE_OUTPUT_MAX`], stderr's first
+/// [`NODE_STDERR_SHOWN`] bytes.
+fn read_pipes(child: &mut std::process::Child) -> mpsc::Receiver<(bool, Vec<u8>)> {
+    let (sender, receiver) = mpsc::channel::<(bool, Vec<u8>)>();
+    if let Some(pipe) = child.stdout.take() {
+        let sender = sender.clone();
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.take(NODE_OUTPUT_MAX + 1).read_to_end(&mut bytes);
+            let _ = sender.send((true, bytes));
+        });
+    }
+    if let Some(mut pipe) = child.stderr.take() {
+        std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            let mut buffer = [0u8; 8192];
+            while let Ok(n @ 1..) = pipe.read(&mut buffer) {
+                let room = NODE_STDERR_SHOWN.saturating_sub(kept.len());
+                kept.extend_from_slice(buffer.get(..n.min(room)).unwrap_or_default());
+            }
+            let _ = sender.send((false, kept));
+        });
+    }
+    receiver
+}
+
+/// Node's stdout and stderr, each once its pipe has ended.
+#[derive(Default)]
+struct NodeOutputs {
+    stdout: Option<Vec<u8>>,
+    stderr: Option<Vec<u8>>,
+}
+
+impl NodeOutputs {
+    fn store(&mut self, (is_stdout, bytes): (bool, Vec<u8>)) {
+        if is_stdout {
+            self.stdout = Some(bytes);
+        } else {
+            self.stderr = Some(bytes);
+        }
+    }
+
+    /// Takes what the pipes still send, for at most `wait`.
+    fn drain(&mut self, receiver: &mpsc::Receiver<(bool, Vec<u8>)>, wait: Duration) {
+        let drained = Instant::now() + wait;
+        while self.stdout.is_none() || self.stderr.is_none() {
+            let left = drained.saturating_duration_since(Instant::now());
+            match receiver.recv_timeout(left) {
+                Ok(message) => self.store(message),
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// How node's run ended.
+enum End {
+    Exited,
+    TimedOut,
+    Flooded,
+}
+
+/// Waits for node to exit, at most [`NODE_TIMEOUT`] and until it has printed more than
+/// [`NODE_OUTPUT_MAX`], storing the outputs that end meanwhile. Waits without reaping node,
+/// so that its process group stays its own until killed.
+fn wait_bounded(
+    pid: nix::unistd::Pid,
+    receiver: &mpsc::Receiver<(bool, Vec<u8>)>,
+    outputs: &mut NodeOutputs,
+) -> End {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+
+    let deadline = Instant::now() + NODE_TIMEOUT;
+    loop {
+        let flooded = match receiver.recv_timeout(Duration::from_millis(10)) {
+            Ok((true, bytes)) => {
+                let flooded = bytes.len() as u64 > NODE_OUTPUT_MAX;
+                outputs.store((true, bytes));
+                flooded
+            }
+            Ok(other) => {
+                outputs.store(other);
+                false
+            }
+            Err(_) => false,
+        };
+        if flooded {
+            return End::Flooded;
+        }
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        match waitid(Id::Pid(pid), flags) {
+            Ok(WaitStatus::StillAlive) => {}
+            _ => return End::Exited,
+        }
+        if Instant::now() >= deadline {
+            return End::TimedOut;
+        }
     }
 }
 
