@@ -773,9 +773,8 @@ pub fn write_units(
     units: &[ImportedUnit],
     force: bool,
 ) -> Result<Vec<std::path::PathBuf>, String> {
-    use nix::fcntl::{open, openat, renameat, renameat2, OFlag, RenameFlags};
+    use nix::fcntl::{open, OFlag};
     use nix::sys::stat::{fstatat, Mode};
-    use nix::unistd::{unlinkat, UnlinkatFlags};
 
     let shown = dir.display();
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {shown}: {e}"))?;
@@ -785,14 +784,6 @@ pub fn write_units(
         Mode::empty(),
     )
     .map_err(|e| format!("cannot open {shown}: {e}"))?;
-    let file_name = |unit: &ImportedUnit| {
-        // Unit names are made by `unit_name`: checked again, as they become file names.
-        if is_valid_unit_name(&unit.name) {
-            Ok(format!("{}.toml", unit.name))
-        } else {
-            Err(format!("{:?}: not a unit name; nothing written", unit.name))
-        }
-    };
     if !force {
         for unit in units {
             let name = file_name(unit)?;
@@ -812,45 +803,71 @@ pub fn write_units(
     }
     let mut written = Vec::with_capacity(units.len());
     for unit in units {
-        let name = file_name(unit)?;
-        let path = dir.join(&name);
-        let temporary = format!(".{name}.import-{}", std::process::id());
-        let file = openat(
-            &dirfd,
-            temporary.as_str(),
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o644),
-        )
-        .map_err(|e| format!("cannot create {}: {e}", dir.join(&temporary).display()))?;
-        let mut file = std::fs::File::from(file);
-        let renamed = std::io::Write::write_all(&mut file, unit.text.as_bytes())
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))
-            .and_then(|()| {
-                let result = if force {
-                    renameat(&dirfd, temporary.as_str(), &dirfd, name.as_str())
-                } else {
-                    renameat2(
-                        &dirfd,
-                        temporary.as_str(),
-                        &dirfd,
-                        name.as_str(),
-                        RenameFlags::RENAME_NOREPLACE,
-                    )
-                };
-                result.map_err(|e| match e {
-                    nix::errno::Errno::EEXIST => {
-                        format!("{} exists (it appeared meanwhile)", path.display())
-                    }
-                    e => format!("cannot write {}: {e}", path.display()),
-                })
-            });
-        if let Err(e) = renamed {
-            let _ = unlinkat(&dirfd, temporary.as_str(), UnlinkatFlags::NoRemoveDir);
-            return Err(e);
-        }
-        written.push(path);
+        written.push(write_unit(&dirfd, dir, unit, force)?);
     }
     Ok(written)
+}
+
+/// The file name of `unit`. Unit names are made by `unit_name`: checked again, as they
+/// become file names.
+fn file_name(unit: &ImportedUnit) -> Result<String, String> {
+    if is_valid_unit_name(&unit.name) {
+        Ok(format!("{}.toml", unit.name))
+    } else {
+        Err(format!("{:?}: not a unit name; nothing written", unit.name))
+    }
+}
+
+/// Writes `unit` into the directory `dirfd` (`dir`) as [`write_units`] says: a new
+/// temporary file renamed onto its name, over what is there only with `force`; the
+/// temporary file is removed if that fails. Returns the path written.
+fn write_unit(
+    dirfd: &std::os::fd::OwnedFd,
+    dir: &Path,
+    unit: &ImportedUnit,
+    force: bool,
+) -> Result<std::path::PathBuf, String> {
+    use nix::fcntl::{openat, renameat, renameat2, OFlag, RenameFlags};
+    use nix::sys::stat::Mode;
+    use nix::unistd::{unlinkat, UnlinkatFlags};
+
+    let name = file_name(unit)?;
+    let path = dir.join(&name);
+    let temporary = format!(".{name}.import-{}", std::process::id());
+    let file = openat(
+        dirfd,
+        temporary.as_str(),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o644),
+    )
+    .map_err(|e| format!("cannot create {}: {e}", dir.join(&temporary).display()))?;
+    let mut file = std::fs::File::from(file);
+    let renamed = std::io::Write::write_all(&mut file, unit.text.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        .and_then(|()| {
+            let result = if force {
+                renameat(dirfd, temporary.as_str(), dirfd, name.as_str())
+            } else {
+                renameat2(
+                    dirfd,
+                    temporary.as_str(),
+                    dirfd,
+                    name.as_str(),
+                    RenameFlags::RENAME_NOREPLACE,
+                )
+            };
+            result.map_err(|e| match e {
+                nix::errno::Errno::EEXIST => {
+                    format!("{} exists (it appeared meanwhile)", path.display())
+                }
+                e => format!("cannot write {}: {e}", path.display()),
+            })
+        });
+    if let Err(e) = renamed {
+        let _ = unlinkat(dirfd, temporary.as_str(), UnlinkatFlags::NoRemoveDir);
+        return Err(e);
+    }
+    Ok(path)
 }
 
 #[cfg(test)]
