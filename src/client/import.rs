@@ -1,7 +1,8 @@
 //! `clusterctl import`: a PM2 ecosystem file (`ecosystem.config.js`, `.cjs`, `.mjs`, `.json`,
 //! `.json5`, `.yml`) becomes one unit file per app, each key mapped to its clusterd
 //! counterpart with a comment saying where it came from, and every key that has none listed
-//! with the reason (docs/migrating-from-pm2.md is the same table for people). The file is
+//! with the reason ([`super::pm2_keys`] is the table; docs/migrating-from-pm2.md is the same
+//! table for people, and a test holds the keys it names to it). The file is
 //! hostile input: only JavaScript runs (bounded, as root only when allowed), data is parsed
 //! with limits, every unit is escaped completely and read back before it is written, and
 //! files are written without following symlinks.
@@ -17,7 +18,6 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 
 use crate::printable::printable;
-use crate::unit::cron::CronSchedule;
 use crate::unit::is_valid_unit_name;
 
 /// The largest ecosystem file read (PM2's are a few KiB): a bigger one is an error, not a
@@ -126,105 +126,20 @@ fn read_capped(path: &Path) -> Result<String, String> {
 /// group) after [`NODE_TIMEOUT`] or once it has printed more than [`NODE_OUTPUT_MAX`].
 fn run_node(path: &Path, script: &str) -> Result<Vec<u8>, String> {
     use nix::sys::signal::{killpg, Signal};
-    use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
     use nix::unistd::Pid;
 
     let shown = path.display();
-    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    // What the file logs goes to stderr: stdout carries the answer alone.
-    let script = format!(
-        "console.log = console.info = console.debug = console.error; \
-         const done = v => process.stdout.write(JSON.stringify(v), () => process.exit(0)); {script}"
-    );
-    let mut child = Command::new("node")
-        .arg("-e")
-        .arg(script)
-        .arg(&absolute)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| format!("cannot run node to evaluate {shown}: {e}"))?;
+    let mut child = spawn_node(path, script)?;
     let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
-    // Each pipe is read by a thread: (true, stdout) or (false, stderr) once it ends.
-    let (sender, receiver) = mpsc::channel::<(bool, Vec<u8>)>();
-    if let Some(pipe) = child.stdout.take() {
-        let sender = sender.clone();
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = pipe.take(NODE_OUTPUT_MAX + 1).read_to_end(&mut bytes);
-            let _ = sender.send((true, bytes));
-        });
-    }
-    if let Some(mut pipe) = child.stderr.take() {
-        std::thread::spawn(move || {
-            let mut kept = Vec::new();
-            let mut buffer = [0u8; 8192];
-            while let Ok(n @ 1..) = pipe.read(&mut buffer) {
-                let room = NODE_STDERR_SHOWN.saturating_sub(kept.len());
-                kept.extend_from_slice(buffer.get(..n.min(room)).unwrap_or_default());
-            }
-            let _ = sender.send((false, kept));
-        });
-    }
-    // (stdout, stderr), each once its pipe has ended.
-    let mut outputs: (Option<Vec<u8>>, Option<Vec<u8>>) = (None, None);
-    fn store(
-        outputs: &mut (Option<Vec<u8>>, Option<Vec<u8>>),
-        (is_stdout, bytes): (bool, Vec<u8>),
-    ) {
-        if is_stdout {
-            outputs.0 = Some(bytes);
-        } else {
-            outputs.1 = Some(bytes);
-        }
-    }
-    enum End {
-        Exited,
-        TimedOut,
-        Flooded,
-    }
-    let deadline = Instant::now() + NODE_TIMEOUT;
-    // Waits without reaping node, so that its process group stays its own until killed.
-    let end = loop {
-        let flooded = match receiver.recv_timeout(Duration::from_millis(10)) {
-            Ok((true, bytes)) => {
-                let flooded = bytes.len() as u64 > NODE_OUTPUT_MAX;
-                store(&mut outputs, (true, bytes));
-                flooded
-            }
-            Ok(other) => {
-                store(&mut outputs, other);
-                false
-            }
-            Err(_) => false,
-        };
-        if flooded {
-            break End::Flooded;
-        }
-        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-        match waitid(Id::Pid(pid), flags) {
-            Ok(WaitStatus::StillAlive) => {}
-            _ => break End::Exited,
-        }
-        if Instant::now() >= deadline {
-            break End::TimedOut;
-        }
-    };
+    let receiver = read_pipes(&mut child);
+    let mut outputs = NodeOutputs::default();
+    let end = wait_bounded(pid, &receiver, &mut outputs);
     let _ = killpg(pid, Signal::SIGKILL);
     let status = child.wait();
     // The pipes close now that the group is gone; a process that left the group and keeps
     // them open is not waited for long.
-    let drained = Instant::now() + Duration::from_secs(2);
-    while outputs.0.is_none() || outputs.1.is_none() {
-        let left = drained.saturating_duration_since(Instant::now());
-        match receiver.recv_timeout(left) {
-            Ok(message) => store(&mut outputs, message),
-            Err(_) => break,
-        }
-    }
-    let (stdout, stderr) = outputs;
+    outputs.drain(&receiver, Duration::from_secs(2));
+    let NodeOutputs { stdout, stderr } = outputs;
     let errors = || node_errors(stderr.as_deref().unwrap_or_default());
     match end {
         End::TimedOut => Err(format!(
@@ -246,6 +161,128 @@ fn run_node(path: &Path, script: &str) -> Result<Vec<u8>, String> {
                 "{shown}: a process that node started keeps node's output open"
             )),
         },
+    }
+}
+
+/// Node evaluating `script` with the file's absolute path as its argument, in a process
+/// group of its own, with no input and both outputs piped.
+fn spawn_node(path: &Path, script: &str) -> Result<std::process::Child, String> {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    // What the file logs goes to stderr: stdout carries the answer alone.
+    let script = format!(
+        "console.log = console.info = console.debug = console.error; \
+         const done = v => process.stdout.write(JSON.stringify(v), () => process.exit(0)); {script}"
+    );
+    Command::new("node")
+        .arg("-e")
+        .arg(script)
+        .arg(&absolute)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot run node to evaluate {}: {e}", path.display()))
+}
+
+/// One thread per pipe of `child`, each sending `(true, stdout)` or `(false, stderr)` once
+/// its pipe ends: stdout up to one byte past [`NODE_OUTPUT_MAX`], stderr's first
+/// [`NODE_STDERR_SHOWN`] bytes.
+fn read_pipes(child: &mut std::process::Child) -> mpsc::Receiver<(bool, Vec<u8>)> {
+    let (sender, receiver) = mpsc::channel::<(bool, Vec<u8>)>();
+    if let Some(pipe) = child.stdout.take() {
+        let sender = sender.clone();
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.take(NODE_OUTPUT_MAX + 1).read_to_end(&mut bytes);
+            let _ = sender.send((true, bytes));
+        });
+    }
+    if let Some(mut pipe) = child.stderr.take() {
+        std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            let mut buffer = [0u8; 8192];
+            while let Ok(n @ 1..) = pipe.read(&mut buffer) {
+                let room = NODE_STDERR_SHOWN.saturating_sub(kept.len());
+                kept.extend_from_slice(buffer.get(..n.min(room)).unwrap_or_default());
+            }
+            let _ = sender.send((false, kept));
+        });
+    }
+    receiver
+}
+
+/// Node's stdout and stderr, each once its pipe has ended.
+#[derive(Default)]
+struct NodeOutputs {
+    stdout: Option<Vec<u8>>,
+    stderr: Option<Vec<u8>>,
+}
+
+impl NodeOutputs {
+    fn store(&mut self, (is_stdout, bytes): (bool, Vec<u8>)) {
+        if is_stdout {
+            self.stdout = Some(bytes);
+        } else {
+            self.stderr = Some(bytes);
+        }
+    }
+
+    /// Takes what the pipes still send, for at most `wait`.
+    fn drain(&mut self, receiver: &mpsc::Receiver<(bool, Vec<u8>)>, wait: Duration) {
+        let drained = Instant::now() + wait;
+        while self.stdout.is_none() || self.stderr.is_none() {
+            let left = drained.saturating_duration_since(Instant::now());
+            match receiver.recv_timeout(left) {
+                Ok(message) => self.store(message),
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// How node's run ended.
+enum End {
+    Exited,
+    TimedOut,
+    Flooded,
+}
+
+/// Waits for node to exit, at most [`NODE_TIMEOUT`] and until it has printed more than
+/// [`NODE_OUTPUT_MAX`], storing the outputs that end meanwhile. Waits without reaping node,
+/// so that its process group stays its own until killed.
+fn wait_bounded(
+    pid: nix::unistd::Pid,
+    receiver: &mpsc::Receiver<(bool, Vec<u8>)>,
+    outputs: &mut NodeOutputs,
+) -> End {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+
+    let deadline = Instant::now() + NODE_TIMEOUT;
+    loop {
+        let flooded = match receiver.recv_timeout(Duration::from_millis(10)) {
+            Ok((true, bytes)) => {
+                let flooded = bytes.len() as u64 > NODE_OUTPUT_MAX;
+                outputs.store((true, bytes));
+                flooded
+            }
+            Ok(other) => {
+                outputs.store(other);
+                false
+            }
+            Err(_) => false,
+        };
+        if flooded {
+            return End::Flooded;
+        }
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        match waitid(Id::Pid(pid), flags) {
+            Ok(WaitStatus::StillAlive) => {}
+            _ => return End::Exited,
+        }
+        if Instant::now() >= deadline {
+            return End::TimedOut;
+        }
     }
 }
 
@@ -341,20 +378,40 @@ impl UniqueNames {
 /// A unit made from one app, before it has its final name: its keys in the order they are
 /// written, each with the PM2 key it came from, and its tables of variables.
 #[derive(Default)]
-struct UnitDraft {
+pub(super) struct UnitDraft {
     /// The name the app asks for, made valid.
     name: String,
     /// The app's own `name`, when the unit could not take it as it is.
     pm2_name: Option<String>,
     keys: Vec<(String, toml::Value, String)>,
-    environment: toml::Table,
-    environments: BTreeMap<String, toml::Table>,
+    pub(super) environment: toml::Table,
+    pub(super) environments: BTreeMap<String, toml::Table>,
     not_mapped: Vec<String>,
 }
 
 impl UnitDraft {
+    /// A draft named after the app's name, else its script's, else "app": the first that
+    /// makes a file name.
+    fn named(app: &Map<String, Value>, script: &str) -> UnitDraft {
+        let mut t = UnitDraft::default();
+        let script_name = Path::new(script)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        let pm2_name = app.get("name").and_then(Value::as_str);
+        t.name = [pm2_name.unwrap_or_default(), script_name, "app"]
+            .into_iter()
+            .map(unit_name)
+            .find(|n| is_valid_unit_name(n))
+            .unwrap_or_else(|| "app".into());
+        if let Some(pm2_name) = pm2_name.filter(|n| *n != t.name) {
+            t.pm2_name = Some(pm2_name.to_string());
+        }
+        t
+    }
+
     /// `key = value`, from the PM2 key `from`; a key set already keeps its first value.
-    fn set(&mut self, key: &str, value: toml::Value, from: &str) {
+    pub(super) fn set(&mut self, key: &str, value: toml::Value, from: &str) {
         if let Some((_, _, first)) = self.keys.iter().find(|(k, _, _)| k == key) {
             let why = format!("`{key}` is set already, from {first}");
             self.skip(from, &why);
@@ -363,7 +420,7 @@ impl UnitDraft {
         self.keys.push((key.to_string(), value, from.to_string()));
     }
 
-    fn skip(&mut self, key: &str, why: &str) {
+    pub(super) fn skip(&mut self, key: &str, why: &str) {
         self.not_mapped.push(format!("{key}: {why}"));
     }
 
@@ -540,62 +597,12 @@ fn toml_value(value: &toml::Value) -> String {
     }
 }
 
-fn toml_string(text: &str) -> toml::Value {
+pub(super) fn toml_string(text: &str) -> toml::Value {
     toml::Value::String(text.to_string())
 }
 
-fn toml_strings(items: &[String]) -> toml::Value {
+pub(super) fn toml_strings(items: &[String]) -> toml::Value {
     toml::Value::Array(items.iter().map(|s| toml_string(s)).collect())
-}
-
-/// A duration in milliseconds, as a unit writes it.
-fn toml_millis(ms: u64) -> toml::Value {
-    toml_string(&format!("{ms}ms"))
-}
-
-/// PM2 times are milliseconds (a number, or a string of digits).
-fn millis(value: &Value) -> Option<u64> {
-    match value {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
-/// A variable's value: strings as they are, integers and booleans as TOML's (a unit takes
-/// their text), other numbers as their JSON text.
-fn env_value(value: &Value) -> Option<toml::Value> {
-    match value {
-        Value::String(s) => Some(toml_string(s)),
-        Value::Number(n) => Some(
-            n.as_i64()
-                .map_or_else(|| toml_string(&n.to_string()), toml::Value::Integer),
-        ),
-        Value::Bool(b) => Some(toml::Value::Boolean(*b)),
-        _ => None,
-    }
-}
-
-/// The variables of an `env` object that a unit can hold (a name without `=` or NUL, a
-/// value without NUL); the others are listed as not carried over.
-fn env_table(vars: &Map<String, Value>, t: &mut UnitDraft, from: &str) -> toml::Table {
-    let mut table = toml::Table::new();
-    for (key, value) in vars {
-        let what = format!("{from}.{key}");
-        match env_value(value) {
-            _ if key.is_empty() || key.contains(['=', '\0']) => {
-                t.skip(&what, "not a variable name")
-            }
-            Some(toml::Value::String(s)) if s.contains('\0') => {
-                t.skip(&what, "a NUL byte, which no variable can hold")
-            }
-            Some(v) => {
-                table.insert(key.clone(), v);
-            }
-            None => t.skip(&what, "not a string, number or boolean"),
-        }
-    }
-    table
 }
 
 /// `key = value` lines of a table of variables.
@@ -626,7 +633,7 @@ fn interpreter_for(script: &str) -> Option<&'static str> {
     })
 }
 
-fn words(value: &Value) -> Result<Vec<String>, String> {
+pub(super) fn words(value: &Value) -> Result<Vec<String>, String> {
     match value {
         Value::String(s) => {
             shell_words::split(s).map_err(|_| format!("unterminated quote in {s:?}"))
@@ -640,28 +647,6 @@ fn words(value: &Value) -> Result<Vec<String>, String> {
             .collect()),
         _ => Err("neither a string nor a list".into()),
     }
-}
-
-/// `max_memory_restart`: "200M", "1G", "300K" (binary multiples, as PM2 reads them) or bytes.
-fn memory(value: &Value) -> Option<toml::Value> {
-    let text = match value {
-        Value::Number(n) => return n.as_u64().map(|b| toml_string(&b.to_string())),
-        Value::String(s) => s.trim().to_string(),
-        _ => return None,
-    };
-    let (digits, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let n: u64 = digits.parse().ok()?;
-    let unit = match unit.trim().to_ascii_uppercase().as_str() {
-        "" => return Some(toml_string(&n.to_string())),
-        "K" | "KB" => "KiB",
-        "M" | "MB" => "MiB",
-        "G" | "GB" => "GiB",
-        _ => return None,
-    };
-    Some(toml_string(&format!("{n}{unit}")))
 }
 
 /// A unit name from an app's name: letters, digits, '-', '_', '.' and '@'; the rest '-';
@@ -686,47 +671,55 @@ fn unit_name(name: &str) -> String {
         .collect()
 }
 
+/// The unit of one app: its name and command here, every other key by [`super::pm2_keys`].
 fn import_app(
     app: &Map<String, Value>,
     environment: Option<&str>,
     base: &Path,
 ) -> Result<UnitDraft, String> {
-    let script = match app.get("script") {
-        Some(Value::String(s)) => s.clone(),
+    let script = script_of(app)?;
+    let mut t = UnitDraft::named(app, &script);
+    let name = shorten(&t.name);
+    if script.contains('\0') {
+        return Err(format!("{name}: a NUL byte in `script`"));
+    }
+    let (command, interpreter) = command_line(app, &script, base, &name)?;
+    t.set(
+        "command",
+        toml_strings(&command),
+        "script, interpreter, args",
+    );
+    let node = interpreter.as_deref() == Some("node");
+    super::pm2_keys::map_keys(app, &mut t, environment, base, node);
+    Ok(t)
+}
+
+/// The app's `script`, which every app has.
+fn script_of(app: &Map<String, Value>) -> Result<String, String> {
+    match app.get("script") {
+        Some(Value::String(s)) => Ok(s.clone()),
         _ => {
             let name = app.get("name").map(|n| n.to_string()).unwrap_or_default();
-            return Err(format!(
+            Err(format!(
                 "an app without a `script`{}",
                 if name.is_empty() {
                     String::new()
                 } else {
                     format!(": {}", shorten(&name))
                 }
-            ));
+            ))
         }
-    };
-    let mut t = UnitDraft::default();
-    // The app's name, else its script's, else "app": the first that makes a file name.
-    let script_name = Path::new(&script)
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or_default();
-    let pm2_name = app.get("name").and_then(Value::as_str);
-    t.name = [pm2_name.unwrap_or_default(), script_name, "app"]
-        .into_iter()
-        .map(unit_name)
-        .find(|n| is_valid_unit_name(n))
-        .unwrap_or_else(|| "app".into());
-    if let Some(pm2_name) = pm2_name.filter(|n| *n != t.name) {
-        t.pm2_name = Some(pm2_name.to_string());
     }
-    let name = shorten(&t.name);
-    if script.contains('\0') {
-        return Err(format!("{name}: a NUL byte in `script`"));
-    }
+}
 
-    // The command: interpreter, its arguments, the script (itself maybe a command line),
-    // the script's arguments.
+/// The command: interpreter, its arguments, the script (itself maybe a command line), the
+/// script's arguments; and the interpreter. `name` is the unit's, for messages.
+fn command_line(
+    app: &Map<String, Value>,
+    script: &str,
+    base: &Path,
+    name: &str,
+) -> Result<(Vec<String>, Option<String>), String> {
     let interpreter = match app
         .get("interpreter")
         .or_else(|| app.get("exec_interpreter"))
@@ -734,8 +727,8 @@ fn import_app(
         Some(Value::String(i)) if i == "none" => None,
         Some(Value::String(i)) => Some(i.clone()),
         // A directory is a Node package (node runs its main file), as PM2 runs it.
-        _ if base.join(app_dir(app)).join(&script).is_dir() => Some("node".to_string()),
-        _ => interpreter_for(&script).map(str::to_string),
+        _ if base.join(app_dir(app)).join(script).is_dir() => Some("node".to_string()),
+        _ => interpreter_for(script).map(str::to_string),
     };
     let mut command = Vec::new();
     if let Some(interpreter) = &interpreter {
@@ -745,10 +738,10 @@ fn import_app(
                 command.extend(words(args).map_err(|e| format!("{name}: {key}: {e}"))?);
             }
         }
-        command.push(script.clone());
+        command.push(script.to_string());
     } else {
         command.extend(
-            shell_words::split(&script)
+            shell_words::split(script)
                 .map_err(|_| format!("{name}: script: unterminated quote"))?,
         );
     }
@@ -758,225 +751,7 @@ fn import_app(
     if command.iter().any(|word| word.contains('\0')) {
         return Err(format!("{name}: a NUL byte in the command"));
     }
-    t.set(
-        "command",
-        toml_strings(&command),
-        "script, interpreter, args",
-    );
-
-    let node = interpreter.as_deref() == Some("node");
-    let mut env_tables: BTreeMap<String, toml::Table> = BTreeMap::new();
-    // `env`, then the chosen `env_<name>` over it (serde_json's map is sorted: "env" comes
-    // before every "env_...").
-    let mut env_lines = toml::Table::new();
-    let mut wait_ready = false;
-    let mut listen_timeout = None;
-    let mut cluster = false;
-    let mut kill_timeout = None;
-    for (key, value) in app {
-        match key.as_str() {
-            "name" | "script" | "args" | "interpreter" | "exec_interpreter" | "interpreter_args" | "node_args" => {}
-            "cwd" => match value {
-                Value::String(dir) => t.set(
-                    "working_directory",
-                    toml_string(&base.join(dir).display().to_string()),
-                    "cwd",
-                ),
-                _ => t.skip(key, "not a path"),
-            },
-            "instances" => match value {
-                Value::String(s) if s == "max" => t.set("instances", toml_string("max"), "instances"),
-                _ => match value.as_i64().or_else(|| value.as_str().and_then(|s| s.parse().ok())) {
-                    Some(n) => t.set("instances", toml::Value::Integer(n), "instances"),
-                    None => t.skip(key, "not a number or \"max\""),
-                },
-            },
-            "exec_mode" => match value.as_str() {
-                Some("cluster" | "cluster_mode") if node => cluster = true,
-                Some("cluster" | "cluster_mode") => t.skip(
-                    key,
-                    "PM2's cluster mode is for Node apps; for this program give the unit `listen = [\"tcp://...\"]` and make it accept from fd 3",
-                ),
-                _ => {}
-            },
-            "env" => match value {
-                Value::Object(vars) => env_lines.extend(env_table(vars, &mut t, "env")),
-                _ => t.skip(key, "not an object"),
-            },
-            other if other.starts_with("env_") => {
-                let env_name = &other["env_".len()..];
-                let Value::Object(vars) = value else {
-                    t.skip(key, "not an object");
-                    continue;
-                };
-                let lines = env_table(vars, &mut t, other);
-                if environment == Some(env_name) {
-                    env_lines.extend(lines);
-                } else if !is_valid_unit_name(env_name) {
-                    t.skip(key, "not an environment name clusterd takes (letters, digits, '-', '_', '.')");
-                } else {
-                    env_tables.insert(env_name.to_string(), lines);
-                }
-            }
-            "max_memory_restart" => match memory(value) {
-                Some(size) => t.set("memory_max", size, "max_memory_restart (checked every second, replaced gracefully)"),
-                None => t.skip(key, "not a size such as \"200M\""),
-            },
-            "autorestart" => {
-                if value == &Value::Bool(false) {
-                    t.set("restart", toml_string("never"), "autorestart: false");
-                }
-            }
-            "max_restarts" => match value.as_i64().filter(|n| *n >= 0) {
-                Some(n) => t.set(
-                    "restart_limit",
-                    toml::Value::Table(toml::Table::from_iter([
-                        ("burst".to_string(), toml::Value::Integer(n)),
-                        ("interval".to_string(), toml_string("60s")),
-                    ])),
-                    "max_restarts (PM2 counts restarts shorter than min_uptime; clusterd counts restarts within a sliding minute)",
-                ),
-                None => t.skip(key, "not a number"),
-            },
-            "min_uptime" => t.skip(key, "clusterd counts every restart within restart_limit's window; see ready_after and restart_backoff.reset_after"),
-            "restart_delay" => match millis(value) {
-                Some(ms) => t.set("restart_delay", toml_millis(ms), "restart_delay"),
-                None => t.skip(key, "not milliseconds"),
-            },
-            "exp_backoff_restart_delay" => match millis(value) {
-                Some(ms) if ms > 0 => t.set(
-                    "restart_backoff",
-                    toml::Value::Table(toml::Table::from_iter([("initial".to_string(), toml_millis(ms))])),
-                    "exp_backoff_restart_delay",
-                ),
-                _ => t.skip(key, "not milliseconds"),
-            },
-            "kill_timeout" => match millis(value) {
-                Some(ms) => kill_timeout = Some(ms),
-                None => t.skip(key, "not milliseconds"),
-            },
-            "shutdown_with_message" => {
-                if value == &Value::Bool(true) {
-                    t.set("stop_message", toml_string("shutdown"), "shutdown_with_message");
-                }
-            }
-            "wait_ready" => wait_ready = value == &Value::Bool(true),
-            "listen_timeout" => match millis(value) {
-                Some(ms) => listen_timeout = Some(ms),
-                None => t.skip(key, "not milliseconds"),
-            },
-            "cron_restart" => match value.as_str().map(cron_five_fields) {
-                Some(Ok(schedule)) => t.set("cron_restart", toml_string(&schedule), "cron_restart (a rolling reload)"),
-                Some(Err(e)) => t.skip(key, &e),
-                None => t.skip(key, "not a cron schedule"),
-            },
-            "user" | "uid" => match value {
-                Value::String(user) => t.set("user", toml_string(user), key),
-                Value::Number(uid) => t.set("user", toml_string(&uid.to_string()), key),
-                _ => t.skip(key, "not a user"),
-            },
-            "gid" => match value {
-                Value::String(group) => t.set("group", toml_string(group), key),
-                Value::Number(gid) => t.set("group", toml_string(&gid.to_string()), key),
-                _ => t.skip(key, "not a group"),
-            },
-            "port" => match env_value(value) {
-                Some(v) => {
-                    env_lines.insert("PORT".to_string(), v);
-                }
-                None => t.skip(key, "not a port"),
-            },
-            "out_file" | "error_file" | "err_file" | "log_file" | "log" | "out" | "output" | "err" | "error" | "merge_logs" | "combine_logs" | "log_type" => {
-                t.skip(key, "clusterd keeps one log file per unit, each line with its instance and stream: `clusterctl logs UNIT` ([log] in the unit)")
-            }
-            "log_date_format" => t.skip(key, "clusterd's log lines carry RFC 3339 UTC timestamps"),
-            "watch" => match value {
-                Value::Bool(true) => t.set("watch", toml::Value::Boolean(true), "watch (a rolling reload)"),
-                Value::Bool(false) => {}
-                Value::String(path) => t.set("watch", toml_strings(std::slice::from_ref(path)), "watch (a rolling reload)"),
-                Value::Array(_) => match words(value) {
-                    Ok(paths) => t.set("watch", toml_strings(&paths), "watch (a rolling reload)"),
-                    Err(e) => t.skip(key, &e),
-                },
-                _ => t.skip(key, "not true, a path or a list of paths"),
-            },
-            "ignore_watch" => {
-                // clusterd matches names (`*`, `?`); PM2 also takes paths and regular
-                // expressions, which have no counterpart.
-                let patterns = words(value).unwrap_or_default();
-                let (names, others): (Vec<String>, Vec<String>) = patterns
-                    .into_iter()
-                    .partition(|p| !p.contains('/') && !p.contains(['[', '(', '^', '$', '\\', '+']));
-                if !names.is_empty() {
-                    t.set("watch_ignore", toml_strings(&names), "ignore_watch");
-                }
-                if !others.is_empty() {
-                    t.skip(key, &format!("{others:?}: clusterd ignores by name pattern (`*`, `?`), not by path or regular expression"));
-                }
-            }
-            "watch_delay" => match millis(value) {
-                Some(ms) => t.set("watch_delay", toml_millis(ms), "watch_delay"),
-                None => t.skip(key, "not milliseconds"),
-            },
-            "watch_options" => t.skip(key, "chokidar's options have no counterpart: clusterd uses inotify"),
-            "instance_var" => t.skip(key, "each instance gets CLUSTERD_INSTANCE (and NODE_APP_INSTANCE in node_cluster units)"),
-            "increment_var" => t.skip(key, "not supported: derive it from CLUSTERD_INSTANCE"),
-            "pid_file" => t.skip(key, "clusterctl status --json has every pid"),
-            "source_map_support" => t.skip(key, "add --enable-source-maps to the node arguments"),
-            "namespace" | "vizion" | "post_update" | "autostart" | "force" | "time" | "treekill" | "filter_env" | "append_env_to_name" | "disable_trace" | "trace" | "pmx" | "automation" | "deep_monitoring" => {
-                t.skip(key, "a PM2 feature with no counterpart in a unit")
-            }
-            _ => t.skip(key, "not a PM2 key clusterctl import knows"),
-        }
-    }
-    if !app.contains_key("cwd") {
-        t.set(
-            "working_directory",
-            toml_string(&base.display().to_string()),
-            "(no cwd: the ecosystem file's directory, where PM2 starts it)",
-        );
-    }
-    if cluster {
-        t.set(
-            "node_cluster",
-            toml::Value::Boolean(true),
-            "exec_mode: cluster",
-        );
-    }
-    // Readiness: wait_ready waits for process.send('ready'); listen_timeout bounds it.
-    if wait_ready {
-        t.set("ready", toml_string("notify"), "wait_ready");
-        if let Some(ms) = listen_timeout {
-            t.set("ready_timeout", toml_millis(ms), "listen_timeout");
-        }
-    } else if let Some(ms) = listen_timeout {
-        if cluster {
-            t.set("listen_timeout", toml_millis(ms), "listen_timeout");
-        } else {
-            t.skip(
-                "listen_timeout",
-                "applies to cluster mode or wait_ready only",
-            );
-        }
-    }
-    // PM2 stops with SIGINT and gives 1600 ms before SIGKILL: keep that behaviour.
-    t.set(
-        "kill_signal",
-        toml_string("SIGINT"),
-        "PM2 stops apps with SIGINT",
-    );
-    t.set(
-        "kill_timeout",
-        toml_millis(kill_timeout.unwrap_or(1600)),
-        if kill_timeout.is_some() {
-            "kill_timeout"
-        } else {
-            "PM2's default kill_timeout"
-        },
-    );
-    t.environment = env_lines;
-    t.environments = env_tables;
-    Ok(t)
+    Ok((command, interpreter))
 }
 
 /// At most 200 characters of `text`, for a message.
@@ -998,9 +773,8 @@ pub fn write_units(
     units: &[ImportedUnit],
     force: bool,
 ) -> Result<Vec<std::path::PathBuf>, String> {
-    use nix::fcntl::{open, openat, renameat, renameat2, OFlag, RenameFlags};
+    use nix::fcntl::{open, OFlag};
     use nix::sys::stat::{fstatat, Mode};
-    use nix::unistd::{unlinkat, UnlinkatFlags};
 
     let shown = dir.display();
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {shown}: {e}"))?;
@@ -1010,14 +784,6 @@ pub fn write_units(
         Mode::empty(),
     )
     .map_err(|e| format!("cannot open {shown}: {e}"))?;
-    let file_name = |unit: &ImportedUnit| {
-        // Unit names are made by `unit_name`: checked again, as they become file names.
-        if is_valid_unit_name(&unit.name) {
-            Ok(format!("{}.toml", unit.name))
-        } else {
-            Err(format!("{:?}: not a unit name; nothing written", unit.name))
-        }
-    };
     if !force {
         for unit in units {
             let name = file_name(unit)?;
@@ -1037,61 +803,71 @@ pub fn write_units(
     }
     let mut written = Vec::with_capacity(units.len());
     for unit in units {
-        let name = file_name(unit)?;
-        let path = dir.join(&name);
-        let temporary = format!(".{name}.import-{}", std::process::id());
-        let file = openat(
-            &dirfd,
-            temporary.as_str(),
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o644),
-        )
-        .map_err(|e| format!("cannot create {}: {e}", dir.join(&temporary).display()))?;
-        let mut file = std::fs::File::from(file);
-        let renamed = std::io::Write::write_all(&mut file, unit.text.as_bytes())
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))
-            .and_then(|()| {
-                let result = if force {
-                    renameat(&dirfd, temporary.as_str(), &dirfd, name.as_str())
-                } else {
-                    renameat2(
-                        &dirfd,
-                        temporary.as_str(),
-                        &dirfd,
-                        name.as_str(),
-                        RenameFlags::RENAME_NOREPLACE,
-                    )
-                };
-                result.map_err(|e| match e {
-                    nix::errno::Errno::EEXIST => {
-                        format!("{} exists (it appeared meanwhile)", path.display())
-                    }
-                    e => format!("cannot write {}: {e}", path.display()),
-                })
-            });
-        if let Err(e) = renamed {
-            let _ = unlinkat(&dirfd, temporary.as_str(), UnlinkatFlags::NoRemoveDir);
-            return Err(e);
-        }
-        written.push(path);
+        written.push(write_unit(&dirfd, dir, unit, force)?);
     }
     Ok(written)
 }
 
-/// PM2 takes a six-field schedule with seconds too; clusterd's is minute-grained.
-fn cron_five_fields(schedule: &str) -> Result<String, String> {
-    let fields: Vec<&str> = schedule.split_whitespace().collect();
-    let five = match fields.len() {
-        6 if fields[0] == "0" => fields[1..].join(" "),
-        6 => {
-            return Err(format!(
-                "{schedule:?} runs at second {}: clusterd schedules to the minute",
-                fields[0]
-            ))
-        }
-        _ => fields.join(" "),
-    };
-    five.parse::<CronSchedule>().map(|_| five)
+/// The file name of `unit`. Unit names are made by `unit_name`: checked again, as they
+/// become file names.
+fn file_name(unit: &ImportedUnit) -> Result<String, String> {
+    if is_valid_unit_name(&unit.name) {
+        Ok(format!("{}.toml", unit.name))
+    } else {
+        Err(format!("{:?}: not a unit name; nothing written", unit.name))
+    }
+}
+
+/// Writes `unit` into the directory `dirfd` (`dir`) as [`write_units`] says: a new
+/// temporary file renamed onto its name, over what is there only with `force`; the
+/// temporary file is removed if that fails. Returns the path written.
+fn write_unit(
+    dirfd: &std::os::fd::OwnedFd,
+    dir: &Path,
+    unit: &ImportedUnit,
+    force: bool,
+) -> Result<std::path::PathBuf, String> {
+    use nix::fcntl::{openat, renameat, renameat2, OFlag, RenameFlags};
+    use nix::sys::stat::Mode;
+    use nix::unistd::{unlinkat, UnlinkatFlags};
+
+    let name = file_name(unit)?;
+    let path = dir.join(&name);
+    let temporary = format!(".{name}.import-{}", std::process::id());
+    let file = openat(
+        dirfd,
+        temporary.as_str(),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o644),
+    )
+    .map_err(|e| format!("cannot create {}: {e}", dir.join(&temporary).display()))?;
+    let mut file = std::fs::File::from(file);
+    let renamed = std::io::Write::write_all(&mut file, unit.text.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        .and_then(|()| {
+            let result = if force {
+                renameat(dirfd, temporary.as_str(), dirfd, name.as_str())
+            } else {
+                renameat2(
+                    dirfd,
+                    temporary.as_str(),
+                    dirfd,
+                    name.as_str(),
+                    RenameFlags::RENAME_NOREPLACE,
+                )
+            };
+            result.map_err(|e| match e {
+                nix::errno::Errno::EEXIST => {
+                    format!("{} exists (it appeared meanwhile)", path.display())
+                }
+                e => format!("cannot write {}: {e}", path.display()),
+            })
+        });
+    if let Err(e) = renamed {
+        let _ = unlinkat(dirfd, temporary.as_str(), UnlinkatFlags::NoRemoveDir);
+        return Err(e);
+    }
+    Ok(path)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 pub mod connection;
 pub mod import;
 pub mod json5;
+mod pm2_keys;
 pub mod readiness;
 pub mod status_table;
 pub mod top;

@@ -1,8 +1,9 @@
 //! The one table of unit-file keys: each key's name, the value it takes, its default, what it
 //! means, and the check of a value on its own. `clusterd --check` checks every key of a file
 //! with it, the error for an unknown key lists it, and the key table of docs/unit-files.md is
-//! rendered from it ([`markdown_table`]; a test keeps the two equal). A test also keeps serde's
-//! [`super::UnitFile`] accepting exactly these keys.
+//! rendered from it ([`markdown_table`]; a test keeps the two equal). Tests also keep serde's
+//! [`super::UnitFile`] accepting exactly these keys, and every default shown here equal to
+//! the one the parser applies (the section modules own the values).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -303,5 +304,64 @@ mod tests {
         let fields: Vec<&str> = listed.split(", ").map(|f| f.trim_matches('`')).collect();
         let keys: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
         assert_eq!(fields, keys, "{error}");
+    }
+
+    /// The default the table shows for a key is the one the parser applies: a file that
+    /// sets a key to its documented default parses to the same unit as one without it.
+    /// Every default written as a value (in backticks) is checked; the others are words
+    /// ("none", "clusterd's") or listed here with why.
+    #[test]
+    fn the_documented_defaults_are_the_parsers() {
+        use std::path::Path;
+
+        use crate::unit::Unit;
+
+        // Keys that apply only with another key, and that key.
+        let needs = |name: &str| match name {
+            "listen_options" => "listen = [\"tcp://127.0.0.1:3000\"]\n",
+            "listen_timeout" | "node_cluster_stop" => "node_cluster = true\n",
+            _ => "",
+        };
+        let parse = |text: &str| Unit::parse(Path::new("/etc/clusterd/web.toml"), text);
+        let mut checked = 0;
+        for key in KEYS {
+            // `user`'s group is a name of a key, not a value.
+            if key.name == "group" {
+                continue;
+            }
+            // restart_backoff is off by default; the value shown is what `{}` gives.
+            let (base, value) = match key.default.split('`').nth(1) {
+                Some(value) if key.name == "restart_backoff" => {
+                    ("restart_backoff = {}\n".to_string(), value)
+                }
+                Some(value) if key.default.starts_with('`') => (String::new(), value),
+                _ => continue,
+            };
+            let without = format!("command = \"true\"\n{}{base}", needs(key.name));
+            let with = format!(
+                "command = \"true\"\n{}{} = {value}\n",
+                needs(key.name),
+                key.name
+            );
+            let (Ok(without), Ok(mut with)) = (parse(&without), parse(&with)) else {
+                panic!(
+                    "{}: {:?} or {:?} does not parse",
+                    key.name,
+                    parse(&without).map_err(|e| e.to_string()),
+                    parse(&with).map_err(|e| e.to_string())
+                );
+            };
+            if key.name == "log" {
+                // `to` and `timestamps` are shown as what they are for a log file; unset,
+                // they follow `clusterd --log-default` and the destination.
+                assert_eq!(with.log.to, Some(crate::unit::LogTo::File));
+                assert_eq!(with.log.timestamps, Some(true));
+                with.log.to = None;
+                with.log.timestamps = None;
+            }
+            assert_eq!(with, without, "{}: the table says {value}", key.name);
+            checked += 1;
+        }
+        assert!(checked >= 20, "only {checked} defaults checked");
     }
 }

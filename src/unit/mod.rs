@@ -1,23 +1,38 @@
 //! Unit files: the raw TOML form ([`UnitFile`]), its typed values, the validated [`Unit`] the
-//! supervisor runs, errors that point into the file, and loading a directory of them.
+//! supervisor runs (one module per section: its type, its defaults and its checks), errors
+//! that point into the file, and loading a directory of them.
 
+mod credentials;
 pub mod cron;
+mod environment;
 mod every_error;
+mod instances;
 pub mod keys;
+mod listen;
 mod load;
+mod log_settings;
+mod memory_limit;
+mod readiness;
+mod restarts;
 #[allow(clippy::module_inception)]
 mod unit;
 mod unit_error;
 mod unit_file;
 mod values;
+mod watch;
 
+pub use credentials::{resolve_group, Credentials};
+pub use environment::EnvironmentFile;
 pub use every_error::every_error;
+pub use instances::{cpu_count, MAX_INSTANCES};
 pub use keys::{markdown_table, Key, KEYS};
+pub use listen::ListenOptions;
 pub use load::{load_unit_file, load_units_dir, read_unit_text, LoadedFile};
+pub use log_settings::LogSettings;
+pub use restarts::{RestartBackoff, RestartLimit};
 pub use unit::{
-    cpu_count, is_valid_unit_name, resolve_group, Balance, Credentials, EnvironmentFile,
-    ListenAddress, ListenOptions, LogSettings, NodeClusterStop, NodeScheduling, ReadyMode,
-    RestartBackoff, RestartLimit, RestartPolicy, Unit, DEFAULT_KILL_TIMEOUT, MAX_INSTANCES,
+    is_valid_unit_name, Balance, ListenAddress, NodeClusterStop, NodeScheduling, ReadyMode,
+    RestartPolicy, Unit, DEFAULT_KILL_TIMEOUT,
 };
 pub use unit_error::{UnitError, UnitErrorKind};
 pub use unit_file::UnitFile;

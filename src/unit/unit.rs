@@ -1,156 +1,34 @@
 //! `Unit`: a validated unit, with every default applied and every name resolved, ready for
-//! the supervisor. Built from a [`UnitFile`] by [`Unit::parse`].
+//! the supervisor. Built from a [`UnitFile`] by [`Unit::parse`], which reads each section
+//! with the module that owns it (and its defaults): [`super::instances`],
+//! [`super::restarts`], [`super::environment`], [`super::credentials`], [`super::listen`],
+//! [`super::readiness`], [`super::log_settings`], [`super::memory_limit`], [`super::watch`].
+//! The keys with a plain default have it here.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use nix::unistd::{Gid, Group, Uid, User};
 use toml::Spanned;
 
-use super::unit_error::{UnitError, UnitErrorKind};
-use super::unit_file::{ListenOptionsTable, UnitFile, Variables};
+use super::credentials::{resolve_credentials, Credentials};
+use super::environment::{environment_files, environments, variables, EnvironmentFile};
+use super::instances::instances;
+use super::listen::{listen_addresses, listen_options, ListenOptions};
+use super::log_settings::{log_settings, LogSettings};
+use super::memory_limit::{memory_check_interval, memory_max};
+use super::readiness::{listen_timeout, ready_after, ready_mode, ready_timeout};
+use super::restarts::{restart_limit, restart_wait, RestartBackoff, RestartLimit};
+use super::unit_error::{At, UnitError, UnitErrorKind};
+use super::unit_file::UnitFile;
 pub use super::values::{
     Balance, ListenAddress, NodeClusterStop, NodeScheduling, ReadyMode, RestartPolicy,
 };
-use super::values::{ByteSize, InstanceCount, LogTo, WatchSetting};
+use super::watch::{watch_delay, watch_ignore, watch_paths};
 
-/// Default `restart_limit`: at most 10 automatic restarts in any 60 s.
-const DEFAULT_RESTART_BURST: u32 = 10;
-const DEFAULT_RESTART_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_KILL_TIMEOUT: Duration = Duration::from_secs(5);
-const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// PM2's `listen_timeout`.
-const DEFAULT_LISTEN_TIMEOUT: Duration = Duration::from_secs(3);
-const DEFAULT_MEMORY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
-/// `[log]` defaults: rotate at 50 MiB, keep 10 old files (supervisord's defaults).
-const DEFAULT_LOG_MAX_SIZE: u64 = 50 << 20;
-const DEFAULT_LOG_KEEP: u32 = 10;
-/// More old files than this is a typo: each is up to `max_size`.
-const MAX_LOG_KEEP: u32 = 1000;
-
-/// Where a unit's output goes and how its file is kept (`[log]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogSettings {
-    /// `None`: clusterd's default (`--log-default`).
-    pub to: Option<LogTo>,
-    /// `None`: true for files, false on the console.
-    pub timestamps: Option<bool>,
-    /// Rotate when the file reaches this size; 0 = never.
-    pub max_size: u64,
-    /// Rotated files kept.
-    pub keep: u32,
-}
-
-impl Default for LogSettings {
-    fn default() -> Self {
-        LogSettings {
-            to: None,
-            timestamps: None,
-            max_size: DEFAULT_LOG_MAX_SIZE,
-            keep: DEFAULT_LOG_KEEP,
-        }
-    }
-}
-
-/// How the `listen` sockets are set up (`listen_options`). The TCP options apply to TCP
-/// sockets only; connections accepted from a socket inherit them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListenOptions {
-    /// TCP_NODELAY: small writes go out at once. On by default: servers that write a
-    /// response in pieces (asyncio's, uvicorn) otherwise wait ~40 ms for the client's
-    /// delayed ACK on every keep-alive request, and asyncio sets it only on sockets it
-    /// created itself.
-    pub nodelay: bool,
-    /// Connections that may wait while no instance accepts (the kernel caps it at
-    /// net.core.somaxconn).
-    pub backlog: u32,
-    /// SO_KEEPALIVE: the kernel probes idle connections.
-    pub keepalive: bool,
-    /// SO_SNDBUF and SO_RCVBUF in bytes; `None`: the kernel's.
-    pub send_buffer: Option<u32>,
-    pub receive_buffer: Option<u32>,
-    /// TCP_DEFER_ACCEPT: wake an instance only once a connection has data, waiting at most
-    /// this long; `None`: off.
-    pub defer_accept: Option<Duration>,
-}
-
-/// More than this is a typo (and more than any kernel accepts).
-const MAX_BACKLOG: u32 = 65535;
-/// The default backlog: enough for a burst while every instance restarts.
-const DEFAULT_BACKLOG: u32 = 4096;
-
-impl Default for ListenOptions {
-    fn default() -> Self {
-        ListenOptions {
-            nodelay: true,
-            backlog: DEFAULT_BACKLOG,
-            keepalive: false,
-            send_buffer: None,
-            receive_buffer: None,
-            defer_accept: None,
-        }
-    }
-}
-
-/// One `environment_file` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EnvironmentFile {
-    /// Absolute; a relative path is taken relative to the unit file's directory.
-    pub path: PathBuf,
-    /// Written with a leading `-`: a missing file is no error.
-    pub optional: bool,
-}
-
-/// A guard against typing `instances = 10000`: every instance is a process.
-pub const MAX_INSTANCES: u32 = 4096;
-
-/// `restart_backoff`: growing waits before restarts of an instance that keeps crashing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RestartBackoff {
-    pub initial: Duration,
-    pub max: Duration,
-    /// An instance that ran this long before it exited starts from `initial` again.
-    pub reset_after: Duration,
-}
-
-/// PM2's `exp_backoff_restart_delay` defaults.
-impl Default for RestartBackoff {
-    fn default() -> Self {
-        RestartBackoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(15),
-            reset_after: Duration::from_secs(30),
-        }
-    }
-}
-
-impl RestartBackoff {
-    /// The wait after `delay`: 1.5 times longer, at most `max`.
-    pub fn after(&self, delay: Duration) -> Duration {
-        delay.mul_f64(1.5).min(self.max)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RestartLimit {
-    pub burst: u32,
-    pub interval: Duration,
-}
-
-/// The account an instance runs as, resolved when the file is loaded so that a typo is a
-/// load error with a position rather than a failed start.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub uid: Option<Uid>,
-    pub gid: Option<Gid>,
-    /// Supplementary groups of `user` (initgroups), set when `user` is.
-    pub groups: Vec<Gid>,
-    /// USER/LOGNAME/HOME for the environment, set when `user` is.
-    pub user_name: Option<String>,
-    pub home: Option<PathBuf>,
-}
+const DEFAULT_KILL_SIGNAL: Signal = Signal::SIGTERM;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unit {
@@ -223,302 +101,43 @@ pub fn is_valid_unit_name(name: &str) -> bool {
 }
 
 impl Unit {
-    /// Parses and validates the text of the unit file at `path`.
+    /// Parses and validates the text of the unit file at `path`. Sections are read in a
+    /// fixed order, so that of two mistakes the same one is reported first.
     pub fn parse(path: &Path, text: &str) -> Result<Unit, UnitError> {
-        let name = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default()
-            .to_string();
-        if !is_valid_unit_name(&name) {
-            return Err(UnitError::whole_file(
-                path,
-                UnitErrorKind::BadName,
-                format!("invalid unit name {name:?}: use letters, digits, '-', '_', '.' and '@'"),
-            ));
-        }
+        let name = unit_name(path)?;
         let file: UnitFile =
             toml::from_str(text).map_err(|e| UnitError::from_toml(path, text, &e))?;
         let at = |spanned_start: usize, kind: UnitErrorKind, message: String| {
             UnitError::at_offset(path, text, spanned_start, kind, message)
         };
+        let at: &At = &at;
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
 
-        let instances = match file
-            .instances
-            .as_ref()
-            .map(|n| (*n.get_ref(), n.span().start))
-        {
-            None => 1,
-            Some((InstanceCount::Max | InstanceCount::Count(0), _)) => cpu_count(),
-            Some((InstanceCount::Count(n), start))
-                if n > i64::from(MAX_INSTANCES) || n < -i64::from(MAX_INSTANCES) =>
-            {
-                return Err(at(
-                    start,
-                    UnitErrorKind::BadValue,
-                    format!("instances = {n} is beyond the limit of {MAX_INSTANCES}"),
-                ))
-            }
-            // -N: N fewer than the CPUs, at least one (PM2's `instances: -1`).
-            Some((InstanceCount::Count(n), _)) if n < 0 => {
-                let fewer = u32::try_from(n.unsigned_abs()).unwrap_or(MAX_INSTANCES);
-                cpu_count().saturating_sub(fewer).max(1)
-            }
-            Some((InstanceCount::Count(n), _)) => u32::try_from(n).unwrap_or(MAX_INSTANCES),
-        };
-
-        let restart_limit = match file.restart_limit {
-            None => RestartLimit {
-                burst: DEFAULT_RESTART_BURST,
-                interval: DEFAULT_RESTART_INTERVAL,
-            },
-            Some(table) => {
-                let interval = match table.interval {
-                    None => DEFAULT_RESTART_INTERVAL,
-                    Some(i) if i.get_ref().0.is_zero() => {
-                        return Err(at(
-                            i.span().start,
-                            UnitErrorKind::BadValue,
-                            "restart_limit.interval must be longer than 0".into(),
-                        ))
-                    }
-                    Some(i) => i.into_inner().0,
-                };
-                RestartLimit {
-                    burst: table.burst.unwrap_or(DEFAULT_RESTART_BURST),
-                    interval,
-                }
-            }
-        };
-
-        let working_directory = file.working_directory.map(|dir| {
-            let dir = dir.into_inner();
-            if dir.is_absolute() {
-                dir
-            } else {
-                absolute(&base_dir.join(dir))
-            }
-        });
-
-        let environment = variables(file.environment.unwrap_or_default(), &at)?;
-        let mut environments = BTreeMap::new();
-        for (name, table) in file.environments.unwrap_or_default() {
-            if !is_valid_unit_name(name.get_ref()) {
-                return Err(at(
-                    name.span().start,
-                    UnitErrorKind::BadValue,
-                    format!(
-                        "invalid environment name {:?}: use letters, digits, '-', '_' and '.'",
-                        name.get_ref()
-                    ),
-                ));
-            }
-            environments.insert(name.into_inner(), variables(table, &at)?);
-        }
-        let mut environment_files = Vec::new();
-        if let Some(paths) = file.environment_file {
-            let start = paths.span().start;
-            for path in paths.into_inner().0 {
-                let (optional, path) = match path.strip_prefix('-') {
-                    Some(rest) => (true, rest),
-                    None => (false, path.as_str()),
-                };
-                if path.is_empty() || path.contains('\0') {
-                    return Err(at(
-                        start,
-                        UnitErrorKind::BadValue,
-                        format!("invalid environment_file path {path:?}"),
-                    ));
-                }
-                environment_files.push(EnvironmentFile {
-                    path: absolute(&base_dir.join(path)),
-                    optional,
-                });
-            }
-        }
-
-        let credentials = resolve_credentials(file.user.as_ref(), file.group.as_ref(), &at)?;
-
+        let instances = instances(file.instances.as_ref(), at)?;
+        let restart_limit = restart_limit(file.restart_limit, at)?;
+        let working_directory = file
+            .working_directory
+            .map(|dir| relative_to(&base_dir, dir.into_inner()));
+        let environment = variables(file.environment.unwrap_or_default(), at)?;
+        let environments = environments(file.environments.unwrap_or_default(), at)?;
+        let environment_files = environment_files(file.environment_file, &base_dir, at)?;
+        let credentials = resolve_credentials(file.user.as_ref(), file.group.as_ref(), at)?;
         let balance = file.balance.unwrap_or_default();
-        let mut listen = Vec::new();
-        for address in file.listen.unwrap_or_default() {
-            let start = address.span().start;
-            listen.push(match address.into_inner() {
-                // SO_REUSEPORT exists for TCP and UDP only: a second unix socket on the same
-                // path would fail to bind and spend the restart budget.
-                ListenAddress::Unix(_) if balance == Balance::Reuseport => {
-                    return Err(at(
-                        start,
-                        UnitErrorKind::Conflict,
-                        "balance = \"reuseport\" works with tcp:// addresses only; a unix socket is always shared (use balance = \"shared\", or a separate unit)".into(),
-                    ))
-                }
-                ListenAddress::Unix(p) if p.is_relative() => {
-                    ListenAddress::Unix(absolute(&base_dir.join(p)))
-                }
-                other => other,
-            });
-        }
-
-        let listen_options =
-            match file.listen_options {
-                None => ListenOptions::default(),
-                Some(table) if listen.is_empty() => return Err(at(
-                    table.span().start,
-                    UnitErrorKind::Conflict,
-                    "listen_options applies to units with listen addresses (add listen = [...])"
-                        .into(),
-                )),
-                Some(table) => listen_options(table.into_inner(), &at)?,
-            };
-
+        let listen = listen_addresses(file.listen, balance, &base_dir, at)?;
+        let listen_options = listen_options(file.listen_options, &listen, at)?;
         let node_cluster = file.node_cluster.and_then(|setting| setting.0);
-        let node_cluster_stop = match file.node_cluster_stop {
-            Some(stop) if node_cluster.is_none() => return Err(at(
-                stop.span().start,
-                UnitErrorKind::Conflict,
-                "node_cluster_stop applies to node_cluster units only (set node_cluster = true)"
-                    .into(),
-            )),
-            Some(stop) => stop.into_inner(),
-            None => NodeClusterStop::default(),
-        };
-        // A Node cluster worker is ready once it listens (its `listening` message), as in
-        // PM2's cluster mode, or after `listen_timeout` for an app that never listens;
-        // `ready = "notify"` waits for `process.send('ready')` (PM2's `wait_ready`).
-        let ready = file.ready.unwrap_or(if node_cluster.is_some() {
-            ReadyMode::Listening
-        } else {
-            ReadyMode::Started
-        });
-        if ready == ReadyMode::Listening && node_cluster.is_none() {
-            return Err(UnitError::whole_file(
-                path,
-                UnitErrorKind::Conflict,
-                "ready = \"listening\" is for node_cluster units, whose listen() clusterd sees (set node_cluster = true, or use \"notify\")",
-            ));
-        }
-        let listen_timeout = match file.listen_timeout {
-            Some(timeout) if ready != ReadyMode::Listening => {
-                return Err(at(
-                    timeout.span().start,
-                    UnitErrorKind::Conflict,
-                    "listen_timeout applies with ready = \"listening\" (the default of node_cluster units)".into(),
-                ))
-            }
-            Some(timeout) => timeout.into_inner().0,
-            None => DEFAULT_LISTEN_TIMEOUT,
-        };
-
-        let log = match file.log {
-            None => LogSettings::default(),
-            Some(table) => LogSettings {
-                to: table.to,
-                timestamps: table.timestamps,
-                max_size: table.max_size.map_or(DEFAULT_LOG_MAX_SIZE, |s| s.0),
-                keep: match table.keep {
-                    Some(keep) if *keep.get_ref() > MAX_LOG_KEEP => {
-                        return Err(at(
-                            keep.span().start,
-                            UnitErrorKind::BadValue,
-                            format!(
-                                "log.keep = {} is more than the limit of {MAX_LOG_KEEP}",
-                                keep.get_ref()
-                            ),
-                        ))
-                    }
-                    Some(keep) => keep.into_inner(),
-                    None => DEFAULT_LOG_KEEP,
-                },
-            },
-        };
-
-        let memory_max = match file.memory_max {
-            Some(max) if max.get_ref().0 == 0 => {
-                return Err(at(
-                    max.span().start,
-                    UnitErrorKind::BadValue,
-                    "memory_max must be more than 0 (leave it out for no limit)".into(),
-                ))
-            }
-            other => other.map(|m| m.into_inner().0),
-        };
-        let memory_check_interval = match file.memory_check_interval {
-            Some(i) if i.get_ref().0.is_zero() => {
-                return Err(at(
-                    i.span().start,
-                    UnitErrorKind::BadValue,
-                    "memory_check_interval must be longer than 0".into(),
-                ))
-            }
-            Some(i) => i.into_inner().0,
-            None => DEFAULT_MEMORY_CHECK_INTERVAL,
-        };
-
-        let ready_timeout = file.ready_timeout.map_or(DEFAULT_READY_TIMEOUT, |d| d.0);
-        let ready_after = match file.ready_after {
-            Some(after) if ready == ReadyMode::Notify && after.get_ref().0 >= ready_timeout => {
-                return Err(at(
-                    after.span().start,
-                    UnitErrorKind::Conflict,
-                    format!(
-                        "ready_after ({}) must be shorter than ready_timeout ({}): a notify instance would always time out",
-                        humantime::format_duration(after.get_ref().0),
-                        humantime::format_duration(ready_timeout)
-                    ),
-                ))
-            }
-            Some(after) => after.into_inner().0,
-            None => Duration::ZERO,
-        };
-
-        let restart_delay = file
-            .restart_delay
-            .as_ref()
-            .map_or(Duration::ZERO, |d| d.get_ref().0);
-        let restart_backoff = match (file.restart_backoff, &file.restart_delay) {
-            (Some(table), Some(_)) => return Err(at(
-                table.span().start,
-                UnitErrorKind::Conflict,
-                "restart_backoff and restart_delay both set the wait before a restart: keep one"
-                    .into(),
-            )),
-            (Some(table), None) => {
-                let defaults = RestartBackoff::default();
-                let table = table.into_inner();
-                let backoff = RestartBackoff {
-                    initial: table
-                        .initial
-                        .as_ref()
-                        .map_or(defaults.initial, |d| d.get_ref().0),
-                    max: table.max.map_or(defaults.max, |d| d.0),
-                    reset_after: table.reset_after.map_or(defaults.reset_after, |d| d.0),
-                };
-                if backoff.initial.is_zero() || backoff.initial > backoff.max {
-                    return Err(at(
-                        table.initial.map_or(0, |d| d.span().start),
-                        UnitErrorKind::BadValue,
-                        "restart_backoff.initial must be longer than 0 and at most max".into(),
-                    ));
-                }
-                Some(backoff)
-            }
-            (None, _) => None,
-        };
-
+        let node_cluster_stop = node_cluster_stop(file.node_cluster_stop, node_cluster, at)?;
+        let ready = ready_mode(file.ready, node_cluster, path)?;
+        let listen_timeout = listen_timeout(file.listen_timeout, ready, at)?;
+        let log = log_settings(file.log, at)?;
+        let memory_max = memory_max(file.memory_max, at)?;
+        let memory_check_interval = memory_check_interval(file.memory_check_interval, at)?;
+        let ready_timeout = ready_timeout(file.ready_timeout);
+        let ready_after = ready_after(file.ready_after, ready, ready_timeout, at)?;
+        let (restart_delay, restart_backoff) =
+            restart_wait(file.restart_delay.as_ref(), file.restart_backoff, at)?;
         // Relative to where the instances run: their working directory, else the file's.
-        let watch_base = working_directory
-            .clone()
-            .unwrap_or_else(|| base_dir.clone());
-        let watch = match file.watch.map(Spanned::into_inner) {
-            None | Some(WatchSetting::Off) => Vec::new(),
-            Some(WatchSetting::WorkingDirectory) => vec![watch_base.clone()],
-            Some(WatchSetting::Paths(paths)) => paths
-                .iter()
-                .map(|p| absolute(&watch_base.join(p)))
-                .collect(),
-        };
+        let watch = watch_paths(file.watch, working_directory.as_ref().unwrap_or(&base_dir));
 
         Ok(Unit {
             name,
@@ -530,7 +149,7 @@ impl Unit {
             restart_limit,
             restart_delay,
             restart_backoff,
-            kill_signal: file.kill_signal.map_or(Signal::SIGTERM, |s| s.0),
+            kill_signal: file.kill_signal.map_or(DEFAULT_KILL_SIGNAL, |s| s.0),
             kill_timeout: file.kill_timeout.map_or(DEFAULT_KILL_TIMEOUT, |d| d.0),
             on_giveup: file.on_giveup.map(|c| c.0),
             working_directory,
@@ -553,10 +172,8 @@ impl Unit {
             memory_check_interval,
             cron_restart: file.cron_restart,
             watch,
-            watch_ignore: file
-                .watch_ignore
-                .unwrap_or_else(|| vec![".*".to_string(), "node_modules".to_string()]),
-            watch_delay: file.watch_delay.map_or(Duration::from_secs(1), |d| d.0),
+            watch_ignore: watch_ignore(file.watch_ignore),
+            watch_delay: watch_delay(file.watch_delay),
         })
     }
 
@@ -569,161 +186,59 @@ impl Unit {
     }
 }
 
-/// A table of variables, checked: names non-empty without `=`, nothing with a NUL byte.
-fn variables(
-    table: Variables,
-    at: &impl Fn(usize, UnitErrorKind, String) -> UnitError,
-) -> Result<BTreeMap<String, String>, UnitError> {
-    let mut variables = BTreeMap::new();
-    for (key, value) in table {
-        let span = key.span();
-        let key = key.into_inner();
-        let value = value.0;
-        if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
-            return Err(at(
-                span.start,
-                UnitErrorKind::BadValue,
-                format!("invalid environment variable name {key:?}"),
-            ));
-        }
-        variables.insert(key, value);
+/// The unit's name: the file stem (`web.toml` is unit `web`), if it is a valid one.
+fn unit_name(path: &Path) -> Result<String, UnitError> {
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string();
+    if !is_valid_unit_name(&name) {
+        return Err(UnitError::whole_file(
+            path,
+            UnitErrorKind::BadName,
+            format!("invalid unit name {name:?}: use letters, digits, '-', '_', '.' and '@'"),
+        ));
     }
-    Ok(variables)
+    Ok(name)
 }
 
-/// `listen_options`, checked: a backlog within 1–65535, buffers the kernel can take.
-fn listen_options(
-    table: ListenOptionsTable,
-    at: &impl Fn(usize, UnitErrorKind, String) -> UnitError,
-) -> Result<ListenOptions, UnitError> {
-    let defaults = ListenOptions::default();
-    let backlog = match table.backlog {
-        Some(backlog) if !(1..=MAX_BACKLOG).contains(backlog.get_ref()) => {
-            return Err(at(
-                backlog.span().start,
-                UnitErrorKind::BadValue,
-                format!(
-                    "listen_options.backlog = {} is outside 1–{MAX_BACKLOG}",
-                    backlog.get_ref()
-                ),
-            ))
-        }
-        Some(backlog) => backlog.into_inner(),
-        None => defaults.backlog,
-    };
-    let buffer = |size: Option<Spanned<ByteSize>>, name: &str| -> Result<Option<u32>, UnitError> {
-        match size {
-            None => Ok(None),
-            Some(size) => match u32::try_from(size.get_ref().0) {
-                Ok(bytes) if bytes > 0 && bytes <= i32::MAX as u32 => Ok(Some(bytes)),
-                _ => Err(at(
-                    size.span().start,
-                    UnitErrorKind::BadValue,
-                    format!("listen_options.{name} must be between 1 byte and 2GiB"),
-                )),
-            },
-        }
-    };
-    let defer_accept = match table.defer_accept {
-        Some(wait) if wait.get_ref().0.is_zero() => None,
-        Some(wait) if wait.get_ref().0 > Duration::from_secs(3600) => {
-            return Err(at(
-                wait.span().start,
-                UnitErrorKind::BadValue,
-                "listen_options.defer_accept is at most 1h".into(),
-            ))
-        }
-        Some(wait) => Some(wait.into_inner().0),
-        None => None,
-    };
-    Ok(ListenOptions {
-        nodelay: table.nodelay.unwrap_or(defaults.nodelay),
-        backlog,
-        keepalive: table.keepalive.unwrap_or(defaults.keepalive),
-        send_buffer: buffer(table.send_buffer, "send_buffer")?,
-        receive_buffer: buffer(table.receive_buffer, "receive_buffer")?,
-        defer_accept,
-    })
-}
-
-fn resolve_credentials(
-    user: Option<&Spanned<String>>,
-    group: Option<&Spanned<String>>,
-    at: &dyn Fn(usize, UnitErrorKind, String) -> UnitError,
-) -> Result<Credentials, UnitError> {
-    let mut credentials = Credentials {
-        uid: None,
-        gid: None,
-        groups: Vec::new(),
-        user_name: None,
-        home: None,
-    };
-    if let Some(user) = user {
-        let name = user.get_ref();
-        let found = match name.parse::<u32>() {
-            Ok(uid) => User::from_uid(Uid::from_raw(uid)),
-            Err(_) => User::from_name(name),
-        };
-        let entry = match found {
-            Ok(Some(entry)) => entry,
-            Ok(None) => {
-                return Err(at(
-                    user.span().start,
-                    UnitErrorKind::UnknownAccount,
-                    format!("unknown user {name:?}"),
-                ))
-            }
-            Err(e) => {
-                return Err(at(
-                    user.span().start,
-                    UnitErrorKind::UnknownAccount,
-                    format!("cannot look up user {name:?}: {e}"),
-                ))
-            }
-        };
-        let c_name = std::ffi::CString::new(entry.name.clone()).unwrap_or_default();
-        credentials.groups = nix::unistd::getgrouplist(&c_name, entry.gid).unwrap_or_default();
-        credentials.uid = Some(entry.uid);
-        credentials.gid = Some(entry.gid);
-        credentials.user_name = Some(entry.name);
-        credentials.home = Some(entry.dir);
-    }
-    if let Some(group) = group {
-        let gid = resolve_group(group.get_ref())
-            .map_err(|e| at(group.span().start, UnitErrorKind::UnknownAccount, e))?;
-        credentials.gid = Some(gid);
-    }
-    Ok(credentials)
-}
-
-/// A group given by name or number, as `group =` in a unit and `clusterd --socket-group`
-/// take it.
-pub fn resolve_group(name: &str) -> Result<Gid, String> {
-    let found = match name.parse::<u32>() {
-        Ok(gid) => Group::from_gid(Gid::from_raw(gid)),
-        Err(_) => Group::from_name(name),
-    };
-    match found {
-        Ok(Some(entry)) => Ok(entry.gid),
-        Ok(None) => Err(format!("unknown group {name:?}")),
-        Err(e) => Err(format!("cannot look up group {name:?}: {e}")),
+/// `node_cluster_stop`, which applies to Node cluster units only.
+fn node_cluster_stop(
+    stop: Option<Spanned<NodeClusterStop>>,
+    node_cluster: Option<NodeScheduling>,
+    at: &At,
+) -> Result<NodeClusterStop, UnitError> {
+    match stop {
+        Some(stop) if node_cluster.is_none() => Err(at(
+            stop.span().start,
+            UnitErrorKind::Conflict,
+            "node_cluster_stop applies to node_cluster units only (set node_cluster = true)".into(),
+        )),
+        Some(stop) => Ok(stop.into_inner()),
+        None => Ok(NodeClusterStop::default()),
     }
 }
 
-fn absolute(path: &Path) -> PathBuf {
+/// `path` as it is if absolute, else relative to `base_dir`.
+fn relative_to(base_dir: &Path, path: PathBuf) -> PathBuf {
+    if path.is_absolute() {
+        path
+    } else {
+        absolute(&base_dir.join(path))
+    }
+}
+
+pub(super) fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
-}
-
-/// `instances = 0` means one per CPU, like `pm2 start -i 0`.
-pub fn cpu_count() -> u32 {
-    std::thread::available_parallelism()
-        .map(|n| u32::try_from(n.get()).unwrap_or(1))
-        .unwrap_or(1)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::unit::instances::cpu_count;
+    use crate::unit::log_settings::DEFAULT_LOG_KEEP;
+    use crate::unit::LogTo;
 
     fn parse(text: &str) -> Result<Unit, UnitError> {
         Unit::parse(Path::new("/etc/clusterd/web.toml"), text)

@@ -25,6 +25,10 @@ pub enum UnitErrorKind {
     UnknownAccount,
 }
 
+/// Makes the error at a byte offset of the file being parsed (its path and text bound in):
+/// what each section's parser is given to point at its mistakes.
+pub(crate) type At<'a> = dyn Fn(usize, UnitErrorKind, String) -> UnitError + 'a;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnitError {
     pub kind: UnitErrorKind,

@@ -1,0 +1,573 @@
+//! The table of PM2 app keys for `clusterctl import`: for each key, how it maps to a unit
+//! key, or why it is not carried over ([`PM2_KEYS`]; adding a key is one row), and the
+//! decisions that need several keys (readiness, stopping) once every key is read.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use super::import::{toml_string, toml_strings, words, UnitDraft};
+use crate::unit::cron::CronSchedule;
+use crate::unit::is_valid_unit_name;
+
+/// What clusterctl import does with one PM2 app key.
+enum Pm2Key {
+    /// Read with the command or the name, before the table.
+    Read,
+    /// Mapped by this function (which may still say why a value is not carried over).
+    Map(fn(&mut AppKeys<'_>, &str, &Value)),
+    /// Never carried over, for this reason.
+    Skip(&'static str),
+}
+
+use Pm2Key::{Map as M, Read, Skip};
+
+const LOGS: &str = "clusterd keeps one log file per unit, each line with its instance and stream: `clusterctl logs UNIT` ([log] in the unit)";
+const NO_COUNTERPART: &str = "a PM2 feature with no counterpart in a unit";
+const REASON_UNKNOWN: &str = "not a PM2 key clusterctl import knows";
+/// Keys named `env_<name>`: the variables of one environment (see [`env_named`]).
+const ENV_PREFIX: &str = "env_";
+
+/// Every PM2 app key clusterctl import knows; any other is listed as not carried over with
+/// [`REASON_UNKNOWN`], and `env_<name>` keys are read by [`env_named`].
+const PM2_KEYS: &[(&str, Pm2Key)] = &[
+    ("name", Read),
+    ("script", Read),
+    ("args", Read),
+    ("interpreter", Read),
+    ("exec_interpreter", Read),
+    ("interpreter_args", Read),
+    ("node_args", Read),
+    ("cwd", M(cwd)),
+    ("instances", M(instances)),
+    ("exec_mode", M(exec_mode)),
+    ("env", M(env)),
+    ("max_memory_restart", M(max_memory_restart)),
+    ("autorestart", M(autorestart)),
+    ("max_restarts", M(max_restarts)),
+    ("min_uptime", Skip("clusterd counts every restart within restart_limit's window; see ready_after and restart_backoff.reset_after")),
+    ("restart_delay", M(restart_delay)),
+    ("exp_backoff_restart_delay", M(exp_backoff_restart_delay)),
+    ("kill_timeout", M(kill_timeout)),
+    ("shutdown_with_message", M(shutdown_with_message)),
+    ("wait_ready", M(|a, _, value| a.wait_ready = value == &Value::Bool(true))),
+    ("listen_timeout", M(listen_timeout)),
+    ("cron_restart", M(cron_restart)),
+    ("user", M(user)),
+    ("uid", M(user)),
+    ("gid", M(gid)),
+    ("port", M(port)),
+    ("out_file", Skip(LOGS)),
+    ("error_file", Skip(LOGS)),
+    ("err_file", Skip(LOGS)),
+    ("log_file", Skip(LOGS)),
+    ("log", Skip(LOGS)),
+    ("out", Skip(LOGS)),
+    ("output", Skip(LOGS)),
+    ("err", Skip(LOGS)),
+    ("error", Skip(LOGS)),
+    ("merge_logs", Skip(LOGS)),
+    ("combine_logs", Skip(LOGS)),
+    ("log_type", Skip(LOGS)),
+    ("log_date_format", Skip("clusterd's log lines carry RFC 3339 UTC timestamps")),
+    ("watch", M(watch)),
+    ("ignore_watch", M(ignore_watch)),
+    ("watch_delay", M(watch_delay)),
+    ("watch_options", Skip("chokidar's options have no counterpart: clusterd uses inotify")),
+    ("instance_var", Skip("each instance gets CLUSTERD_INSTANCE (and NODE_APP_INSTANCE in node_cluster units)")),
+    ("increment_var", Skip("not supported: derive it from CLUSTERD_INSTANCE")),
+    ("pid_file", Skip("clusterctl status --json has every pid")),
+    ("source_map_support", Skip("add --enable-source-maps to the node arguments")),
+    ("namespace", Skip(NO_COUNTERPART)),
+    ("vizion", Skip(NO_COUNTERPART)),
+    ("post_update", Skip(NO_COUNTERPART)),
+    ("autostart", Skip(NO_COUNTERPART)),
+    ("force", Skip(NO_COUNTERPART)),
+    ("time", Skip(NO_COUNTERPART)),
+    ("treekill", Skip(NO_COUNTERPART)),
+    ("filter_env", Skip(NO_COUNTERPART)),
+    ("append_env_to_name", Skip(NO_COUNTERPART)),
+    ("disable_trace", Skip(NO_COUNTERPART)),
+    ("trace", Skip(NO_COUNTERPART)),
+    ("pmx", Skip(NO_COUNTERPART)),
+    ("automation", Skip(NO_COUNTERPART)),
+    ("deep_monitoring", Skip(NO_COUNTERPART)),
+];
+
+/// What an app's keys build up: the unit, and what the decisions after the last key need.
+struct AppKeys<'a> {
+    unit: &'a mut UnitDraft,
+    /// `--env NAME`: its `env_NAME` is merged into `env`.
+    environment: Option<&'a str>,
+    /// The ecosystem file's directory.
+    base: &'a Path,
+    /// Whether the app runs under node (cluster mode is for Node apps).
+    node: bool,
+    /// `env`, then the chosen `env_<name>` over it.
+    env_lines: toml::Table,
+    /// The other `env_<name>` tables.
+    env_tables: BTreeMap<String, toml::Table>,
+    wait_ready: bool,
+    listen_timeout: Option<u64>,
+    cluster: bool,
+    kill_timeout: Option<u64>,
+}
+
+/// Maps every key of `app` into `unit` (whose command and name are set already), in the
+/// app's key order, then decides what needs several keys.
+pub(super) fn map_keys(
+    app: &Map<String, Value>,
+    unit: &mut UnitDraft,
+    environment: Option<&str>,
+    base: &Path,
+    node: bool,
+) {
+    let mut keys = AppKeys {
+        unit,
+        environment,
+        base,
+        node,
+        env_lines: toml::Table::new(),
+        env_tables: BTreeMap::new(),
+        wait_ready: false,
+        listen_timeout: None,
+        cluster: false,
+        kill_timeout: None,
+    };
+    // serde_json's map is sorted: "env" comes before every "env_...", so the chosen
+    // environment goes over `env`.
+    for (key, value) in app {
+        if let Some(env_name) = key.strip_prefix(ENV_PREFIX) {
+            env_named(&mut keys, key, env_name, value);
+            continue;
+        }
+        match PM2_KEYS
+            .iter()
+            .find(|(name, _)| name == key)
+            .map(|(_, how)| how)
+        {
+            Some(Read) => {}
+            Some(M(map)) => map(&mut keys, key, value),
+            Some(Skip(why)) => keys.unit.skip(key, why),
+            None => keys.unit.skip(key, REASON_UNKNOWN),
+        }
+    }
+    finish(keys, app.contains_key("cwd"));
+}
+
+/// What needs several keys, once every key is read.
+fn finish(keys: AppKeys<'_>, has_cwd: bool) {
+    let t = keys.unit;
+    if !has_cwd {
+        t.set(
+            "working_directory",
+            toml_string(&keys.base.display().to_string()),
+            "(no cwd: the ecosystem file's directory, where PM2 starts it)",
+        );
+    }
+    if keys.cluster {
+        t.set(
+            "node_cluster",
+            toml::Value::Boolean(true),
+            "exec_mode: cluster",
+        );
+    }
+    // Readiness: wait_ready waits for process.send('ready'); listen_timeout bounds it.
+    if keys.wait_ready {
+        t.set("ready", toml_string("notify"), "wait_ready");
+        if let Some(ms) = keys.listen_timeout {
+            t.set("ready_timeout", toml_millis(ms), "listen_timeout");
+        }
+    } else if let Some(ms) = keys.listen_timeout {
+        if keys.cluster {
+            t.set("listen_timeout", toml_millis(ms), "listen_timeout");
+        } else {
+            t.skip(
+                "listen_timeout",
+                "applies to cluster mode or wait_ready only",
+            );
+        }
+    }
+    // PM2 stops with SIGINT and gives 1600 ms before SIGKILL: keep that behaviour.
+    t.set(
+        "kill_signal",
+        toml_string("SIGINT"),
+        "PM2 stops apps with SIGINT",
+    );
+    t.set(
+        "kill_timeout",
+        toml_millis(keys.kill_timeout.unwrap_or(1600)),
+        if keys.kill_timeout.is_some() {
+            "kill_timeout"
+        } else {
+            "PM2's default kill_timeout"
+        },
+    );
+    t.environment = keys.env_lines;
+    t.environments = keys.env_tables;
+}
+
+fn cwd(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    match value {
+        Value::String(dir) => a.unit.set(
+            "working_directory",
+            toml_string(&a.base.join(dir).display().to_string()),
+            "cwd",
+        ),
+        _ => a.unit.skip(key, "not a path"),
+    }
+}
+
+fn instances(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    match value {
+        Value::String(s) if s == "max" => a.unit.set("instances", toml_string("max"), "instances"),
+        _ => match value
+            .as_i64()
+            .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
+        {
+            Some(n) => a
+                .unit
+                .set("instances", toml::Value::Integer(n), "instances"),
+            None => a.unit.skip(key, "not a number or \"max\""),
+        },
+    }
+}
+
+fn exec_mode(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    match value.as_str() {
+        Some("cluster" | "cluster_mode") if a.node => a.cluster = true,
+        Some("cluster" | "cluster_mode") => a.unit.skip(
+            key,
+            "PM2's cluster mode is for Node apps; for this program give the unit `listen = [\"tcp://...\"]` and make it accept from fd 3",
+        ),
+        _ => {}
+    }
+}
+
+fn env(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    match value {
+        Value::Object(vars) => {
+            let lines = env_table(vars, a.unit, "env");
+            a.env_lines.extend(lines);
+        }
+        _ => a.unit.skip(key, "not an object"),
+    }
+}
+
+/// `env_<name>`: merged into `env` when it is the chosen environment, else an
+/// `[environments.<name>]` table.
+fn env_named(a: &mut AppKeys<'_>, key: &str, env_name: &str, value: &Value) {
+    let Value::Object(vars) = value else {
+        a.unit.skip(key, "not an object");
+        return;
+    };
+    let lines = env_table(vars, a.unit, key);
+    if a.environment == Some(env_name) {
+        a.env_lines.extend(lines);
+    } else if !is_valid_unit_name(env_name) {
+        a.unit.skip(
+            key,
+            "not an environment name clusterd takes (letters, digits, '-', '_', '.')",
+        );
+    } else {
+        a.env_tables.insert(env_name.to_string(), lines);
+    }
+}
+
+fn max_memory_restart(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    match memory(value) {
+        Some(size) => a.unit.set(
+            "memory_max",
+            size,
+            "max_memory_restart (checked every second, replaced gracefully)",
+        ),
+        None => a.unit.skip(key, "not a size such as \"200M\""),
+    }
+}
+
+fn autorestart(a: &mut AppKeys<'_>, _: &str, value: &Value) {
+    if value == &Value::Bool(false) {
+        a.unit
+            .set("restart", toml_string("never"), "autorestart: false");
+    }
+}
+
+fn max_restarts(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    match value.as_i64().filter(|n| *n >= 0) {
+        Some(n) => a.unit.set(
+            "restart_limit",
+            toml::Value::Table(toml::Table::from_iter([
+                ("burst".to_string(), toml::Value::Integer(n)),
+                ("interval".to_string(), toml_string("60s")),
+            ])),
+            "max_restarts (PM2 counts restarts shorter than min_uptime; clusterd counts restarts within a sliding minute)",
+        ),
+        None => a.unit.skip(key, "not a number"),
+    }
+}
+
+fn restart_delay(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    match millis(value) {
+        Some(ms) => a
+            .unit
+            .set("restart_delay", toml_millis(ms), "restart_delay"),
+        None => a.unit.skip(key, "not milliseconds"),
+    }
+}
+
+fn exp_backoff_restart_delay(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    match millis(value) {
+        Some(ms) if ms > 0 => a.unit.set(
+            "restart_backoff",
+            toml::Value::Table(toml::Table::from_iter([(
+                "initial".to_string(),
+                toml_millis(ms),
+            )])),
+            "exp_backoff_restart_delay",
+        ),
+        _ => a.unit.skip(key, "not milliseconds"),
+    }
+}
+
+fn kill_timeout(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    match millis(value) {
+        Some(ms) => a.kill_timeout = Some(ms),
+        None => a.unit.skip(key, "not milliseconds"),
+    }
+}
+
+fn shutdown_with_message(a: &mut AppKeys<'_>, _: &str, value: &Value) {
+    if value == &Value::Bool(true) {
+        a.unit.set(
+            "stop_message",
+            toml_string("shutdown"),
+            "shutdown_with_message",
+        );
+    }
+}
+
+fn listen_timeout(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    match millis(value) {
+        Some(ms) => a.listen_timeout = Some(ms),
+        None => a.unit.skip(key, "not milliseconds"),
+    }
+}
+
+fn cron_restart(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    match value.as_str().map(cron_five_fields) {
+        Some(Ok(schedule)) => a.unit.set(
+            "cron_restart",
+            toml_string(&schedule),
+            "cron_restart (a rolling reload)",
+        ),
+        Some(Err(e)) => a.unit.skip(key, &e),
+        None => a.unit.skip(key, "not a cron schedule"),
+    }
+}
+
+/// `user` and `uid`: a name or a number.
+fn user(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    match value {
+        Value::String(user) => a.unit.set("user", toml_string(user), key),
+        Value::Number(uid) => a.unit.set("user", toml_string(&uid.to_string()), key),
+        _ => a.unit.skip(key, "not a user"),
+    }
+}
+
+fn gid(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    match value {
+        Value::String(group) => a.unit.set("group", toml_string(group), key),
+        Value::Number(gid) => a.unit.set("group", toml_string(&gid.to_string()), key),
+        _ => a.unit.skip(key, "not a group"),
+    }
+}
+
+fn port(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    match env_value(value) {
+        Some(v) => {
+            a.env_lines.insert("PORT".to_string(), v);
+        }
+        None => a.unit.skip(key, "not a port"),
+    }
+}
+
+fn watch(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    const FROM: &str = "watch (a rolling reload)";
+    match value {
+        Value::Bool(true) => a.unit.set("watch", toml::Value::Boolean(true), FROM),
+        Value::Bool(false) => {}
+        Value::String(path) => a
+            .unit
+            .set("watch", toml_strings(std::slice::from_ref(path)), FROM),
+        Value::Array(_) => match words(value) {
+            Ok(paths) => a.unit.set("watch", toml_strings(&paths), FROM),
+            Err(e) => a.unit.skip(key, &e),
+        },
+        _ => a.unit.skip(key, "not true, a path or a list of paths"),
+    }
+}
+
+fn ignore_watch(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    // clusterd matches names (`*`, `?`); PM2 also takes paths and regular expressions,
+    // which have no counterpart.
+    let patterns = words(value).unwrap_or_default();
+    let (names, others): (Vec<String>, Vec<String>) = patterns
+        .into_iter()
+        .partition(|p| !p.contains('/') && !p.contains(['[', '(', '^', '$', '\\', '+']));
+    if !names.is_empty() {
+        a.unit
+            .set("watch_ignore", toml_strings(&names), "ignore_watch");
+    }
+    if !others.is_empty() {
+        a.unit.skip(
+            key,
+            &format!("{others:?}: clusterd ignores by name pattern (`*`, `?`), not by path or regular expression"),
+        );
+    }
+}
+
+fn watch_delay(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    match millis(value) {
+        Some(ms) => a.unit.set("watch_delay", toml_millis(ms), "watch_delay"),
+        None => a.unit.skip(key, "not milliseconds"),
+    }
+}
+
+/// A duration in milliseconds, as a unit writes it.
+fn toml_millis(ms: u64) -> toml::Value {
+    toml_string(&format!("{ms}ms"))
+}
+
+/// PM2 times are milliseconds (a number, or a string of digits).
+fn millis(value: &Value) -> Option<u64> {
+    match value {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// A variable's value: strings as they are, integers and booleans as TOML's (a unit takes
+/// their text), other numbers as their JSON text.
+fn env_value(value: &Value) -> Option<toml::Value> {
+    match value {
+        Value::String(s) => Some(toml_string(s)),
+        Value::Number(n) => Some(
+            n.as_i64()
+                .map_or_else(|| toml_string(&n.to_string()), toml::Value::Integer),
+        ),
+        Value::Bool(b) => Some(toml::Value::Boolean(*b)),
+        _ => None,
+    }
+}
+
+/// The variables of an `env` object that a unit can hold (a name without `=` or NUL, a
+/// value without NUL); the others are listed as not carried over.
+fn env_table(vars: &Map<String, Value>, t: &mut UnitDraft, from: &str) -> toml::Table {
+    let mut table = toml::Table::new();
+    for (key, value) in vars {
+        let what = format!("{from}.{key}");
+        match env_value(value) {
+            _ if key.is_empty() || key.contains(['=', '\0']) => {
+                t.skip(&what, "not a variable name")
+            }
+            Some(toml::Value::String(s)) if s.contains('\0') => {
+                t.skip(&what, "a NUL byte, which no variable can hold")
+            }
+            Some(v) => {
+                table.insert(key.clone(), v);
+            }
+            None => t.skip(&what, "not a string, number or boolean"),
+        }
+    }
+    table
+}
+
+/// `max_memory_restart`: "200M", "1G", "300K" (binary multiples, as PM2 reads them) or bytes.
+fn memory(value: &Value) -> Option<toml::Value> {
+    let text = match value {
+        Value::Number(n) => return n.as_u64().map(|b| toml_string(&b.to_string())),
+        Value::String(s) => s.trim().to_string(),
+        _ => return None,
+    };
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = digits.parse().ok()?;
+    let unit = match unit.trim().to_ascii_uppercase().as_str() {
+        "" => return Some(toml_string(&n.to_string())),
+        "K" | "KB" => "KiB",
+        "M" | "MB" => "MiB",
+        "G" | "GB" => "GiB",
+        _ => return None,
+    };
+    Some(toml_string(&format!("{n}{unit}")))
+}
+
+/// PM2 takes a six-field schedule with seconds too; clusterd's is minute-grained.
+fn cron_five_fields(schedule: &str) -> Result<String, String> {
+    let fields: Vec<&str> = schedule.split_whitespace().collect();
+    let five = match fields.len() {
+        6 if fields[0] == "0" => fields[1..].join(" "),
+        6 => {
+            return Err(format!(
+                "{schedule:?} runs at second {}: clusterd schedules to the minute",
+                fields[0]
+            ))
+        }
+        _ => fields.join(" "),
+    };
+    five.parse::<CronSchedule>().map(|_| five)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_row_names_a_different_key() {
+        // A second row of a name would never be reached.
+        let mut names: Vec<&str> = PM2_KEYS.iter().map(|(name, _)| *name).collect();
+        names.sort_unstable();
+        let count = names.len();
+        names.dedup();
+        assert_eq!(names.len(), count);
+        assert!(names.iter().all(|n| !n.starts_with(ENV_PREFIX)));
+    }
+
+    /// docs/migrating-from-pm2.md maps PM2's app keys for people: every key it names is one
+    /// this table knows, so that the guide and `clusterctl import` tell the same story.
+    #[test]
+    fn the_migration_guide_names_only_keys_of_the_table() {
+        let guide = include_str!("../../docs/migrating-from-pm2.md");
+        let table = guide
+            .split_once("| PM2 | clusterd | notes |")
+            .map(|(_, rest)| rest)
+            .unwrap_or_default();
+        let mut named = 0;
+        for row in table.lines().skip(2).take_while(|l| l.starts_with('|')) {
+            let pm2 = row.split('|').nth(1).unwrap_or_default();
+            for (i, piece) in pm2.split('`').enumerate() {
+                // Odd pieces are in backticks; `exec_mode: "cluster"` names `exec_mode`.
+                let key = piece.split(':').next().unwrap_or_default();
+                // Variable names (`NODE_APP_INSTANCE`), options of pm2 (`--env production`),
+                // and `deploy`, which is the ecosystem file's, not an app's.
+                if i % 2 == 0
+                    || key.starts_with('-')
+                    || key.chars().any(|c| c.is_ascii_uppercase())
+                    || key == "deploy"
+                {
+                    continue;
+                }
+                assert!(
+                    key.starts_with(ENV_PREFIX) || PM2_KEYS.iter().any(|(name, _)| *name == key),
+                    "the guide names {key:?}, which clusterctl import does not know"
+                );
+                named += 1;
+            }
+        }
+        assert!(named >= 30, "only {named} keys found in the guide");
+    }
+}
