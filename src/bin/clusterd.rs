@@ -3,10 +3,10 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use clusterd::cli::clusterd_args::{exit_code, ClusterdArgs};
+use clusterd::cli::clusterd_args::ClusterdArgs;
 use clusterd::daemon::log_output::LogOutput;
 use clusterd::daemon::logs::LogOptions;
-use clusterd::daemon::{run, DaemonOptions};
+use clusterd::daemon::{exit_code, run, DaemonOptions};
 use clusterd::protocol::socket_path::control_socket_path;
 use clusterd::unit::{every_error, load_units_dir, read_unit_text, resolve_group, LogTo};
 

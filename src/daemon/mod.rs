@@ -10,9 +10,11 @@
 //! - [`log_output`]: clusterd's own log lines, held back while the loop reacts;
 //!   [`logs`]: the instances' output — files, console, journald — and `clusterctl logs`;
 //! - [`metrics_server`]: `GET /metrics` for Prometheus (`--metrics-listen`);
+//! - [`exit_code`]: what clusterd's exit status means;
 //! - [`os`]: the real operating system behind the supervisor's `ProcessControl`.
 
 pub(crate) mod control_server;
+pub mod exit_code;
 pub mod log_output;
 pub mod logs;
 pub(crate) mod metrics_server;
@@ -22,13 +24,14 @@ pub(crate) mod signals;
 pub(crate) mod thread_guard;
 pub(crate) mod worker_io;
 
+pub use metrics_server::ListenAddress;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use log::{info, warn};
 use nix::unistd::Gid;
 
-use crate::cli::clusterd_args::exit_code;
 use crate::daemon::control_server::{bind_control_socket, serve, AccessPolicy, SocketFile};
 use crate::daemon::logs::{LogOptions, Logs};
 use crate::daemon::os::cgroup::{self, CgroupTree};
@@ -55,7 +58,7 @@ pub struct DaemonOptions {
     /// Where instances' output goes by default, and where log files live.
     pub logs: LogOptions,
     /// Serve Prometheus metrics at `http://ADDR/metrics`.
-    pub metrics_listen: Option<crate::cli::clusterd_args::ListenAddress>,
+    pub metrics_listen: Option<ListenAddress>,
     /// A container's main process (`--container`, or PID 1): SIGQUIT stops too, and the exit
     /// status says whether an instance had to be killed.
     pub container: bool,
