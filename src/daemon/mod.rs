@@ -25,6 +25,7 @@ pub(crate) mod thread_guard;
 pub(crate) mod worker_io;
 
 pub use metrics_server::ListenAddress;
+pub use os::spawn::SpawnPath;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -69,6 +70,8 @@ pub struct DaemonOptions {
     pub shutdown_delay: std::time::Duration,
     /// `--environment NAME`: each unit's `[environments.NAME]` applies.
     pub environment: Option<String>,
+    /// `CLUSTERD_SPAWN_PATH`, a testing switch: how children are created ([`SpawnPath`]).
+    pub spawn_path: SpawnPath,
 }
 
 /// `--isolation`: how instances are kept together (see [`crate::cgroup`]).
@@ -127,6 +130,7 @@ fn start_up(options: DaemonOptions) -> Result<Running, String> {
     })?;
 
     crate::daemon::os::fd_limit::raise();
+    os::spawn::use_path(options.spawn_path);
 
     // Before any child exists, so that no SIGCHLD is missed.
     let (inbox, events) = signals::inbox(options.container)
