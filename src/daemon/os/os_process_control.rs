@@ -4,7 +4,7 @@
 //! cluster primary ([`crate::node_cluster`]).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -226,6 +226,42 @@ fn read_environment_files(unit: &Unit) -> Result<Vec<(String, String)>, SpawnErr
 
 /// The OS side of an instance's start, around the spawn itself.
 impl OsProcessControl {
+    /// What the instance is started with: its environment (the environment files read now)
+    /// and its fds (the unit's sockets, then `channel`, its end of the worker channel).
+    fn plan_instance(
+        &mut self,
+        request: &SpawnRequest,
+        channel: RawFd,
+    ) -> Result<InstancePlan, SpawnError> {
+        let unit = request.unit;
+        let listen_fds = self
+            .sockets
+            .entry(unit.name.clone())
+            .or_default()
+            .fds_for(unit, request.index)
+            .map_err(|e| SpawnError::new(SpawnStage::Sockets, &unit.command[0], e))?;
+        let socket_names = if listen_fds.is_empty() {
+            Vec::new()
+        } else {
+            UnitSockets::names(unit)
+        };
+        let from_files = read_environment_files(unit)?;
+        Ok(InstancePlan::new(
+            self.environment_for(unit),
+            from_files,
+            &InstanceStart {
+                unit,
+                id: request.id,
+                index: request.index,
+                instances: request.instances,
+                listen_fds: &listen_fds,
+                socket_names: &socket_names,
+                channel,
+                notify_socket: self.notify_socket.as_deref(),
+            },
+        ))
+    }
+
     /// The instance's cgroup (where clusterd makes them) and its stdout and stderr; a cgroup
     /// made for a start whose output cannot be, goes again.
     fn cgroup_and_output(
@@ -324,32 +360,7 @@ impl ProcessControl for OsProcessControl {
                 &e,
             )
         })?;
-        let listen_fds = self
-            .sockets
-            .entry(unit.name.clone())
-            .or_default()
-            .fds_for(unit, request.index)
-            .map_err(|e| SpawnError::new(SpawnStage::Sockets, &unit.command[0], e))?;
-        let socket_names = if listen_fds.is_empty() {
-            Vec::new()
-        } else {
-            UnitSockets::names(unit)
-        };
-        let from_files = read_environment_files(unit)?;
-        let plan = InstancePlan::new(
-            self.environment_for(unit),
-            from_files,
-            &InstanceStart {
-                unit,
-                id: request.id,
-                index: request.index,
-                instances: request.instances,
-                listen_fds: &listen_fds,
-                socket_names: &socket_names,
-                channel: theirs.as_raw_fd(),
-                notify_socket: self.notify_socket.as_deref(),
-            },
-        );
+        let plan = self.plan_instance(request, theirs.as_raw_fd())?;
         let (cgroup, output) = self.cgroup_and_output(unit, request.index)?;
         let spawned = spawn(&ExecRequest {
             command: &unit.command,

@@ -457,21 +457,8 @@ impl ExecPlan {
         let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
         argv_ptrs.push(std::ptr::null());
 
-        let mut env_storage: Vec<Vec<u8>> = Vec::with_capacity(request.environment.len() + 1);
-        for (key, value) in &request.environment {
-            let mut entry = Vec::with_capacity(key.len() + value.len() + 2);
-            entry.extend_from_slice(key.as_bytes());
-            entry.push(b'=');
-            entry.extend_from_slice(value.as_bytes());
-            entry.push(0);
-            env_storage.push(entry);
-        }
-        let listen_pid_entry = request.listen_pid.then(|| {
-            let mut entry = LISTEN_PID_PREFIX.to_vec();
-            entry.resize(LISTEN_PID_PREFIX.len() + PID_DIGITS + 1, 0);
-            env_storage.push(entry);
-            env_storage.len() - 1
-        });
+        let (env_storage, listen_pid_entry) =
+            environment_block(&request.environment, request.listen_pid);
         let mut env_ptrs: Vec<*const libc::c_char> =
             env_storage.iter().map(|e| e.as_ptr().cast()).collect();
         env_ptrs.push(std::ptr::null());
@@ -517,6 +504,30 @@ impl ExecPlan {
             fd_limit: super::fd_limit::for_instances(),
         })
     }
+}
+
+/// The envp's entries, `KEY=VALUE` and a NUL each; with `listen_pid`, one more with room
+/// for the child to write `LISTEN_PID=<its pid>` into, and its index.
+fn environment_block(
+    environment: &[(String, String)],
+    listen_pid: bool,
+) -> (Vec<Vec<u8>>, Option<usize>) {
+    let mut entries: Vec<Vec<u8>> = Vec::with_capacity(environment.len() + 1);
+    for (key, value) in environment {
+        let mut entry = Vec::with_capacity(key.len() + value.len() + 2);
+        entry.extend_from_slice(key.as_bytes());
+        entry.push(b'=');
+        entry.extend_from_slice(value.as_bytes());
+        entry.push(0);
+        entries.push(entry);
+    }
+    let listen_pid_entry = listen_pid.then(|| {
+        let mut entry = LISTEN_PID_PREFIX.to_vec();
+        entry.resize(LISTEN_PID_PREFIX.len() + PID_DIGITS + 1, 0);
+        entries.push(entry);
+        entries.len() - 1
+    });
+    (entries, listen_pid_entry)
 }
 
 /// Finds the program the way `execvp` would, but in the parent, so that the child does not
@@ -985,6 +996,17 @@ pub(crate) fn inherited_environment() -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_envp_has_a_nul_per_entry_and_room_for_listen_pid() {
+        let environment = vec![("A".to_string(), "b c".to_string())];
+        let (entries, listen) = environment_block(&environment, true);
+        assert_eq!(entries[0], b"A=b c\0");
+        assert_eq!(listen, Some(1));
+        assert_eq!(entries[1].len(), LISTEN_PID_PREFIX.len() + PID_DIGITS + 1);
+        assert!(entries[1].starts_with(LISTEN_PID_PREFIX));
+        assert_eq!(environment_block(&environment, false).1, None);
+    }
 
     #[test]
     fn decimal_pids_are_written_in_place() {
