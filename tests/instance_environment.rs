@@ -88,6 +88,88 @@ fn every_instance_gets_its_group_its_variables_its_channel_and_nothing_else() {
     }
 }
 
+/// clusterd creates children in one of three ways (`clone3` sharing its memory, `clone3`
+/// copying it, `fork` then `cgroup.procs`), the first that works here; the fallbacks are
+/// forced with `CLUSTERD_SPAWN_PATH`. On each: an instance starts with its sockets, LISTEN_PID,
+/// group and channel, in its own cgroup; and an exec that fails says precisely why.
+#[test]
+fn every_spawn_path_starts_instances_in_their_cgroup_and_reports_exec_failures() {
+    for path in ["clone3-vm", "clone3", "fork"] {
+        let variable = format!("CLUSTERD_SPAWN_PATH={path}");
+        let daemon = Daemon::start_with_env(&[], &[variable.as_str()]);
+        let listen = format!("listen = [\"tcp://127.0.0.1:{}\"]", free_port());
+        daemon.write_unit("probe", &probe_unit(daemon.dir.path(), 1, &listen));
+        let script = daemon.path("run.sh");
+        std::fs::write(&script, "#!/bin/sh\nexec sleep 300\n").expect("script");
+        daemon.write_unit(
+            "broken",
+            &format!(
+                "command = \"./run.sh\"\nworking_directory = \"{}\"\nrestart_limit = {{ burst = 1 }}\n",
+                toml_path(daemon.dir.path())
+            ),
+        );
+        assert!(daemon.ctl(&["daemon-reload"]).status.success());
+        let pid = daemon.wait_running("probe", 1)[0];
+        // Said at start-up, before the control socket answered.
+        assert!(
+            daemon
+                .log()
+                .contains(&format!("{variable}: children are created only this way")),
+            "{path}"
+        );
+        let seen = read_probe(&daemon, 0);
+        assert_eq!(seen["pid"], pid, "{path}");
+        assert_eq!(seen["pgid"], pid, "{path}");
+        let env = &seen["env"];
+        assert_eq!(env["LISTEN_PID"], pid.to_string(), "{path}");
+        assert_eq!(env["LISTEN_FDS"], "1", "{path}");
+        assert_eq!(env["CLUSTERD_CHANNEL_FD"], "4", "{path}");
+        assert!(env.get("CLUSTERD_SPAWN_PATH").is_none(), "{path}");
+        let fds: BTreeMap<String, String> =
+            serde_json::from_value(seen["fds"].clone()).expect("fds");
+        assert!(
+            fds["3"].starts_with("socket:") && fds["4"].starts_with("socket:"),
+            "{path}: {fds:?}"
+        );
+
+        let isolation = daemon.status()["isolation"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if available(
+            &format!("a cgroup clusterd can create cgroups in (it uses: {isolation})"),
+            isolation.starts_with("cgroup ("),
+        ) {
+            let root = isolation
+                .strip_prefix("cgroup (")
+                .and_then(|rest| rest.strip_suffix(')'))
+                .expect("the tree");
+            let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+            let own = own
+                .lines()
+                .find_map(|l| l.strip_prefix("0::"))
+                .expect("a cgroup2 line");
+            let name = own.rsplit('/').next().expect("a name");
+            let procs = std::fs::read_to_string(format!("{root}/{name}/cgroup.procs"))
+                .unwrap_or_else(|e| panic!("{path}: {own} is not under {root}: {e}"));
+            assert!(
+                procs.lines().any(|l| l == pid.to_string()),
+                "{path}: {procs}"
+            );
+        }
+
+        wait_for("the broken unit to give up", PATIENCE, || {
+            daemon.unit("broken")["gave_up"] == true
+        });
+        let status = daemon.ctl(&["status", "broken"]);
+        let text = String::from_utf8_lossy(&status.stdout);
+        assert!(
+            text.contains("cannot execute \"./run.sh\": Permission denied"),
+            "{path}: {text}"
+        );
+    }
+}
+
 #[test]
 fn a_descriptor_clusterd_inherited_without_cloexec_does_not_reach_instances() {
     let dir = tempfile::tempdir().expect("dir");

@@ -3,10 +3,10 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use clusterd::cli::clusterd_args::{exit_code, ClusterdArgs};
+use clusterd::cli::clusterd_args::ClusterdArgs;
 use clusterd::daemon::log_output::LogOutput;
 use clusterd::daemon::logs::LogOptions;
-use clusterd::daemon::{run, DaemonOptions};
+use clusterd::daemon::{exit_code, run, DaemonOptions, SpawnPath};
 use clusterd::protocol::socket_path::control_socket_path;
 use clusterd::unit::{every_error, load_units_dir, read_unit_text, resolve_group, LogTo};
 
@@ -21,6 +21,13 @@ fn main() -> ExitCode {
     }
     let socket_group = match args.socket_group.as_deref().map(resolve_group).transpose() {
         Ok(group) => group,
+        Err(e) => {
+            eprintln!("clusterd: {e}");
+            return ExitCode::from(exit_code::USAGE);
+        }
+    };
+    let spawn_path = match SpawnPath::from_environment() {
+        Ok(path) => path,
         Err(e) => {
             eprintln!("clusterd: {e}");
             return ExitCode::from(exit_code::USAGE);
@@ -48,6 +55,7 @@ fn main() -> ExitCode {
         exit_on_giveup: args.exit_on_giveup,
         shutdown_delay: args.shutdown_delay,
         environment: args.environment,
+        spawn_path,
     };
     match run(options) {
         Ok(code) => ExitCode::from(code),

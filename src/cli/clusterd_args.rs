@@ -1,4 +1,5 @@
-//! `clusterd`'s flags.
+//! `clusterd`'s flags. This module depends on the daemon (the values it parses into), never
+//! the other way round.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -6,24 +7,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::daemon::Isolation;
+use crate::daemon::{Isolation, ListenAddress};
 use crate::unit::LogTo;
-
-/// clusterd's exit codes, for the service manager or orchestrator above it.
-pub mod exit_code {
-    /// Every instance stopped cleanly after SIGTERM or SIGINT.
-    pub const STOPPED: u8 = 0;
-    /// clusterd could not start (the control socket is in use, the units directory cannot be
-    /// read, ...), or `--check` found an invalid unit file.
-    pub const FAILED: u8 = 1;
-    /// A flag is wrong.
-    pub const USAGE: u8 = 2;
-    /// A unit gave up and `--exit-on-giveup` is set (sysexits' EX_UNAVAILABLE).
-    pub const GAVE_UP: u8 = 69;
-    /// As a container's main process: an instance had to be killed with SIGKILL after its
-    /// `kill_timeout` (128 + 9, as a shell reports a process SIGKILL ended).
-    pub const KILLED: u8 = 128 + 9;
-}
 
 /// Keeps N copies of any program running: restarts with a limit, suicide replacement,
 /// graceful stops, shared listening sockets, zero-downtime reloads.
@@ -106,14 +91,6 @@ pub struct ClusterdArgs {
 
 fn parse_log_to(text: &str) -> Result<LogTo, String> {
     text.parse()
-}
-
-/// A TCP address to listen on as the operator wrote it (`127.0.0.1:9464`, `[::1]:9464`,
-/// `localhost:9464`) and every address it resolves to, in the resolver's order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListenAddress {
-    pub text: String,
-    pub addresses: Vec<SocketAddr>,
 }
 
 /// Resolves `HOST:PORT` with the system's resolver (getaddrinfo, through std's

@@ -10,9 +10,11 @@
 //! - [`log_output`]: clusterd's own log lines, held back while the loop reacts;
 //!   [`logs`]: the instances' output — files, console, journald — and `clusterctl logs`;
 //! - [`metrics_server`]: `GET /metrics` for Prometheus (`--metrics-listen`);
+//! - [`exit_code`]: what clusterd's exit status means;
 //! - [`os`]: the real operating system behind the supervisor's `ProcessControl`.
 
 pub(crate) mod control_server;
+pub mod exit_code;
 pub mod log_output;
 pub mod logs;
 pub(crate) mod metrics_server;
@@ -22,18 +24,21 @@ pub(crate) mod signals;
 pub(crate) mod thread_guard;
 pub(crate) mod worker_io;
 
+pub use metrics_server::ListenAddress;
+pub use os::spawn::SpawnPath;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use log::{info, warn};
 use nix::unistd::Gid;
 
-use crate::cli::clusterd_args::exit_code;
 use crate::daemon::control_server::{bind_control_socket, serve, AccessPolicy, SocketFile};
-use crate::daemon::logs::{LogOptions, Logs};
+use crate::daemon::logs::{LogOptions, LogThread, Logs};
 use crate::daemon::os::cgroup::{self, CgroupTree};
 use crate::daemon::os::os_process_control::OsProcessControl;
 use crate::daemon::sd_notify::ServiceNotifier;
+use crate::daemon::signals::{EventSender, Inbox};
 use crate::daemon::worker_io::WorkerIo;
 use crate::protocol::Request;
 use crate::supervisor::event::Event;
@@ -55,7 +60,7 @@ pub struct DaemonOptions {
     /// Where instances' output goes by default, and where log files live.
     pub logs: LogOptions,
     /// Serve Prometheus metrics at `http://ADDR/metrics`.
-    pub metrics_listen: Option<crate::cli::clusterd_args::ListenAddress>,
+    pub metrics_listen: Option<ListenAddress>,
     /// A container's main process (`--container`, or PID 1): SIGQUIT stops too, and the exit
     /// status says whether an instance had to be killed.
     pub container: bool,
@@ -65,6 +70,8 @@ pub struct DaemonOptions {
     pub shutdown_delay: std::time::Duration,
     /// `--environment NAME`: each unit's `[environments.NAME]` applies.
     pub environment: Option<String>,
+    /// `CLUSTERD_SPAWN_PATH`, a testing switch: how children are created ([`SpawnPath`]).
+    pub spawn_path: SpawnPath,
 }
 
 /// `--isolation`: how instances are kept together (see [`crate::cgroup`]).
@@ -81,11 +88,40 @@ pub enum Isolation {
 /// Runs until SIGTERM/SIGINT (or a give-up, with `exit_on_giveup`) has stopped everything;
 /// returns clusterd's exit status. Errors are start-up failures.
 pub fn run(options: DaemonOptions) -> Result<u8, String> {
+    let mut daemon = start_up(options)?;
+    let holding = log_output::hold_on_this_thread();
+    daemon.serve_until_finished();
+    Ok(daemon.exit(holding))
+}
+
+/// What start-up leaves for the loop and the exit.
+struct Running {
+    supervisor: Supervisor<OsProcessControl>,
+    inbox: Inbox,
+    logs: Logs,
+    log_thread: LogThread,
+    /// clusterd's own service manager, told when clusterd is stopping.
+    service: ServiceNotifier,
+    units_dir: PathBuf,
+    environment: Option<String>,
+    container: bool,
+    /// The socket files, removed when clusterd exits: the instances' NOTIFY_SOCKET first, then
+    /// the control socket.
+    notify_file: SocketFile,
+    socket_file: SocketFile,
+}
+
+/// Start-up, in an order that matters: units read, signals before any child, the log
+/// directory and the control socket before anything else is touched, cgroups cleared of a
+/// previous clusterd's leftovers before any unit binds a port; then the units start, the
+/// control socket is served and the service manager hears READY=1.
+fn start_up(options: DaemonOptions) -> Result<Running, String> {
     // Orphaned grandchildren of instances are re-parented to clusterd, which reaps them.
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         warn!("cannot become a child subreaper: {e}");
     }
-    let units_dir = std::path::absolute(&options.units_dir).unwrap_or(options.units_dir);
+    let units_dir =
+        std::path::absolute(&options.units_dir).unwrap_or_else(|_| options.units_dir.clone());
     let files = load_units_dir(&units_dir).map_err(|e| {
         format!(
             "cannot read the units directory {}: {e}",
@@ -94,6 +130,7 @@ pub fn run(options: DaemonOptions) -> Result<u8, String> {
     })?;
 
     crate::daemon::os::fd_limit::raise();
+    os::spawn::use_path(options.spawn_path);
 
     // Before any child exists, so that no SIGCHLD is missed.
     let (inbox, events) = signals::inbox(options.container)
@@ -102,29 +139,13 @@ pub fn run(options: DaemonOptions) -> Result<u8, String> {
     // An unsafe log directory is refused before anything else is touched.
     let (logs, log_thread) = Logs::start(&options.logs)?;
     let listener = bind_control_socket(&options.socket, options.socket_group)?;
-    let _socket_file = SocketFile(options.socket.clone());
+    let socket_file = SocketFile(options.socket.clone());
     let notify_path = sd_notify::instance_socket_path(&options.socket);
     let notify = sd_notify::bind_instance_socket(&notify_path);
-    let _notify_file = SocketFile(notify_path.clone());
+    let notify_file = SocketFile(notify_path.clone());
     let notify_path = notify.is_some().then_some(notify_path);
 
-    // Now that this clusterd owns its control socket path (and so its cgroup tree), and
-    // before any unit binds a port: whatever a previous clusterd left goes.
-    let cgroups = match options.isolation {
-        Isolation::ProcessGroup => Err("--isolation process-group".to_string()),
-        Isolation::Auto | Isolation::Cgroup => CgroupTree::create(&options.socket),
-    };
-    if let (Isolation::Cgroup, Err(reason)) = (options.isolation, &cgroups) {
-        return Err(format!("--isolation cgroup: {reason}"));
-    }
-    cgroup::log_choice(&cgroups);
-    if let Ok(tree) = &cgroups {
-        let killed = tree.clear_leftovers();
-        if killed > 0 {
-            warn!("killed {killed} process(es) left by a previous clusterd");
-        }
-    }
-
+    let cgroups = claim_cgroups(options.isolation, &options.socket)?;
     let io = WorkerIo::start(events.clone(), notify)
         .map_err(|e| format!("cannot start the worker I/O thread: {e}"))?;
     warn_if_no_unit_has(&files, options.environment.as_deref());
@@ -144,6 +165,30 @@ pub fn run(options: DaemonOptions) -> Result<u8, String> {
     });
     supervisor.start_all(files, Instant::now());
 
+    serve_clients(listener, &events, &options, &logs)?;
+    let service = announce_ready(&supervisor, &units_dir, &options.socket);
+    Ok(Running {
+        supervisor,
+        inbox,
+        logs,
+        log_thread,
+        service,
+        units_dir,
+        environment: options.environment,
+        container: options.container,
+        notify_file,
+        socket_file,
+    })
+}
+
+/// The control socket's threads, and the metrics server if `--metrics-listen` asks for it:
+/// from here on, clients are answered.
+fn serve_clients(
+    listener: std::os::unix::net::UnixListener,
+    events: &EventSender,
+    options: &DaemonOptions,
+    logs: &Logs,
+) -> Result<(), String> {
     serve(
         listener,
         events.clone(),
@@ -157,13 +202,22 @@ pub fn run(options: DaemonOptions) -> Result<u8, String> {
     if let Some(address) = &options.metrics_listen {
         metrics_server::serve(address, events.clone())?;
     }
+    Ok(())
+}
+
+/// Says in the log, and to clusterd's own service manager (READY=1), that clusterd is up.
+fn announce_ready(
+    supervisor: &Supervisor<OsProcessControl>,
+    units_dir: &Path,
+    socket: &Path,
+) -> ServiceNotifier {
     info!(
         "clusterd {} ready: {} unit(s) from {}, {} instance(s), control socket {}",
         env!("CARGO_PKG_VERSION"),
         supervisor.unit_count(),
         units_dir.display(),
         supervisor.process_count(),
-        options.socket.display()
+        socket.display()
     );
     let service = ServiceNotifier::from_env();
     service.notify(&format!(
@@ -171,73 +225,128 @@ pub fn run(options: DaemonOptions) -> Result<u8, String> {
         supervisor.unit_count(),
         supervisor.process_count()
     ));
+    service
+}
 
-    let mut told_stopping = false;
-    // Since when idle work has been waiting for an idle moment.
-    let mut idle_work_since: Option<Instant> = None;
-    let holding = log_output::hold_on_this_thread();
-    loop {
-        log_output::write_held();
-        // Idle work waits until the loop has been idle for a moment: a child that was just
-        // forked is being exec'd, likely on this CPU, and a restart is over only when it runs.
-        let idle_work_at = supervisor
-            .has_idle_work()
-            .then(|| Instant::now() + IDLE_WORK_DELAY);
-        let wake_at = match (supervisor.next_deadline(), idle_work_at) {
-            (Some(deadline), Some(idle)) => Some(deadline.min(idle)),
-            (deadline, idle) => deadline.or(idle),
-        };
-        let events = inbox.wait(wake_at);
-        let now = Instant::now();
-        let starved = idle_work_since.is_some_and(|since| now - since >= IDLE_WORK_STARVED);
-        if (events.is_empty() && idle_work_at.is_some_and(|at| now >= at)) || starved {
-            supervisor.do_idle_work();
-            idle_work_since = None;
-        }
-        idle_work_since = supervisor
-            .has_idle_work()
-            .then(|| idle_work_since.unwrap_or(now));
-        for event in events {
-            if let Event::Signal(libc::SIGUSR1) = event {
-                info!("SIGUSR1: reopening the log files");
-                logs.reopen();
-                continue;
-            }
-            let event = read_units_for(event, &units_dir);
-            if let Event::Reload {
-                files: Ok(files), ..
-            } = &event
-            {
-                warn_if_no_unit_has(files, options.environment.as_deref());
-            }
-            supervisor.handle(event, Instant::now());
-        }
-        supervisor.fire_due_timers(Instant::now());
-        if supervisor.is_stopping() && !told_stopping {
-            told_stopping = true;
-            service.notify("STOPPING=1\nSTATUS=stopping every instance");
-        }
-        if supervisor.finished() {
-            break;
+/// The cgroup tree `--isolation` asks for, or why instances go without one. Called once this
+/// clusterd owns its control socket path (and so its cgroup tree), and before any unit binds
+/// a port: whatever a previous clusterd left goes.
+fn claim_cgroups(
+    isolation: Isolation,
+    socket: &Path,
+) -> Result<Result<CgroupTree, String>, String> {
+    let cgroups = match isolation {
+        Isolation::ProcessGroup => Err("--isolation process-group".to_string()),
+        Isolation::Auto | Isolation::Cgroup => CgroupTree::create(socket),
+    };
+    if let (Isolation::Cgroup, Err(reason)) = (isolation, &cgroups) {
+        return Err(format!("--isolation cgroup: {reason}"));
+    }
+    cgroup::log_choice(&cgroups);
+    if let Ok(tree) = &cgroups {
+        let killed = tree.clear_leftovers();
+        if killed > 0 {
+            warn!("killed {killed} process(es) left by a previous clusterd");
         }
     }
-    supervisor.do_idle_work();
-    // Every instance is gone: their last lines are in the pipes, or written already.
-    log_thread.finish();
-    drop(holding);
-    let ending = supervisor.ending();
-    // The cgroup tree goes with it: every instance's cgroup was removed once its last
-    // process exited, and the spares are removed now.
-    drop(supervisor);
-    let code = if ending.gave_up {
-        exit_code::GAVE_UP
-    } else if ending.killed && options.container {
-        exit_code::KILLED
-    } else {
-        exit_code::STOPPED
-    };
-    info!("every instance has stopped; exiting with status {code}");
-    Ok(code)
+    Ok(cgroups)
+}
+
+impl Running {
+    /// The loop: wait for events or the next deadline, hand them to the supervisor, do idle
+    /// work when there is a moment for it; until a shutdown has stopped every instance.
+    fn serve_until_finished(&mut self) {
+        let mut told_stopping = false;
+        // Since when idle work has been waiting for an idle moment.
+        let mut idle_work_since: Option<Instant> = None;
+        loop {
+            log_output::write_held();
+            // Idle work waits until the loop has been idle for a moment: a child that was just
+            // forked is being exec'd, likely on this CPU, and a restart is over only when it
+            // runs.
+            let idle_work_at = self
+                .supervisor
+                .has_idle_work()
+                .then(|| Instant::now() + IDLE_WORK_DELAY);
+            let wake_at = match (self.supervisor.next_deadline(), idle_work_at) {
+                (Some(deadline), Some(idle)) => Some(deadline.min(idle)),
+                (deadline, idle) => deadline.or(idle),
+            };
+            let events = self.inbox.wait(wake_at);
+            let now = Instant::now();
+            let starved = idle_work_since.is_some_and(|since| now - since >= IDLE_WORK_STARVED);
+            if (events.is_empty() && idle_work_at.is_some_and(|at| now >= at)) || starved {
+                self.supervisor.do_idle_work();
+                idle_work_since = None;
+            }
+            idle_work_since = self
+                .supervisor
+                .has_idle_work()
+                .then(|| idle_work_since.unwrap_or(now));
+            for event in events {
+                self.handle(event);
+            }
+            self.supervisor.fire_due_timers(Instant::now());
+            if self.supervisor.is_stopping() && !told_stopping {
+                told_stopping = true;
+                self.service
+                    .notify("STOPPING=1\nSTATUS=stopping every instance");
+            }
+            if self.supervisor.finished() {
+                return;
+            }
+        }
+    }
+
+    /// One event: the daemon's own (SIGUSR1, reading the units directory), then the
+    /// supervisor's.
+    fn handle(&mut self, event: Event) {
+        if let Event::Signal(libc::SIGUSR1) = event {
+            info!("SIGUSR1: reopening the log files");
+            self.logs.reopen();
+            return;
+        }
+        let event = read_units_for(event, &self.units_dir);
+        if let Event::Reload {
+            files: Ok(files), ..
+        } = &event
+        {
+            warn_if_no_unit_has(files, self.environment.as_deref());
+        }
+        self.supervisor.handle(event, Instant::now());
+    }
+
+    /// The exit, once every instance is gone: the last idle work and log lines, then
+    /// clusterd's exit status from how the run ended.
+    fn exit(self, holding: log_output::Holding) -> u8 {
+        let Running {
+            mut supervisor,
+            log_thread,
+            container,
+            notify_file,
+            socket_file,
+            ..
+        } = self;
+        supervisor.do_idle_work();
+        // Every instance is gone: their last lines are in the pipes, or written already.
+        log_thread.finish();
+        drop(holding);
+        let ending = supervisor.ending();
+        // The cgroup tree goes with it: every instance's cgroup was removed once its last
+        // process exited, and the spares are removed now.
+        drop(supervisor);
+        let code = if ending.gave_up {
+            exit_code::GAVE_UP
+        } else if ending.killed && container {
+            exit_code::KILLED
+        } else {
+            exit_code::STOPPED
+        };
+        info!("every instance has stopped; exiting with status {code}");
+        drop(notify_file);
+        drop(socket_file);
+        code
+    }
 }
 
 /// `--environment NAME` that no unit has an `[environments.NAME]` for is likely a typo: say so

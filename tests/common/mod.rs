@@ -94,6 +94,20 @@ impl Daemon {
         daemon
     }
 
+    /// [`Daemon::start`] with `variables` (NAME=value) added to clusterd's environment
+    /// (through `env`, which execs clusterd: its pid is clusterd's).
+    pub(crate) fn start_with_env(units: &[(&str, &str)], variables: &[&str]) -> Daemon {
+        let mut daemon = Self::prepare(units, None);
+        daemon.wrapper = std::iter::once("env")
+            .chain(variables.iter().copied())
+            .map(String::from)
+            .collect();
+        daemon.launch();
+        // `env` has become clusterd (its control socket answered): no wrapper to see past.
+        daemon.wrapper.clear();
+        daemon
+    }
+
     /// [`Daemon::start`] with clusterd's file-descriptor limit (soft and hard) set to `limit`.
     pub(crate) fn start_with_fd_limit(units: &[(&str, &str)], limit: Option<u64>) -> Daemon {
         let mut daemon = Self::prepare(units, limit);

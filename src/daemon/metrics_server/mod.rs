@@ -32,7 +32,6 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
-use crate::cli::clusterd_args::ListenAddress;
 use crate::daemon::signals::EventSender;
 use crate::daemon::thread_guard::ThreadGuard;
 use crate::log_limit::{LogLimit, Verdict};
@@ -54,6 +53,15 @@ const FD_HEADROOM: libc::rlim_t = 16;
 /// up to [`MAX_ACCEPT_BACKOFF`].
 const FIRST_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// A TCP address to listen on as the operator wrote it (`127.0.0.1:9464`, `[::1]:9464`,
+/// `localhost:9464`) and every address it resolves to, in the resolver's order (`--metrics-listen`
+/// resolves it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenAddress {
+    pub text: String,
+    pub addresses: Vec<SocketAddr>,
+}
 
 /// Binds every address `address` resolves to and serves `/metrics` there on a thread of its
 /// own. With port 0, the first address gets a free port and the others the same one.

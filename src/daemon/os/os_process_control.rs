@@ -4,7 +4,7 @@
 //! cluster primary ([`crate::node_cluster`]).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -14,12 +14,13 @@ use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use crate::daemon::logs::Logs;
-use crate::daemon::os::cgroup::{Budget, CgroupTree, InstanceCgroup, Removal};
+use crate::daemon::logs::{ChildOutput, Logs};
+use crate::daemon::os::cgroup::{Budget, CgroupTree, InstanceCgroup, Removal, SpawnIntoCgroup};
 use crate::daemon::os::environment_file;
 use crate::daemon::os::file_watch::FileWatch;
 use crate::daemon::os::listen_sockets::UnitSockets;
-use crate::daemon::os::spawn::{inherited_environment, spawn, ExecRequest, FIRST_PASSED_FD};
+use crate::daemon::os::spawn::{inherited_environment, spawn, ExecRequest};
+use crate::daemon::os::spawn_plan::{set, InstancePlan, InstanceStart};
 use crate::daemon::os::usage::UsageMeter;
 use crate::daemon::signals::EventSender;
 use crate::daemon::worker_io::WorkerIo;
@@ -191,9 +192,135 @@ impl Drop for OsProcessControl {
     }
 }
 
-fn set(env: &mut Vec<(String, String)>, key: &str, value: &str) {
-    env.retain(|(k, _)| k != key);
-    env.push((key.to_string(), value.to_string()));
+/// The unit's environment files, read now, at every start: a changed file applies to the next
+/// instance started. Read for the unit's user: only what it could read itself, or what root
+/// put there for it.
+fn read_environment_files(unit: &Unit) -> Result<Vec<(String, String)>, SpawnError> {
+    let program = unit.command[0].as_str();
+    let mut variables = Vec::new();
+    for file in &unit.environment_files {
+        match environment_file::read(&file.path, &unit.credentials) {
+            Ok(read) => variables.extend(read),
+            Err(environment_file::ReadError::Missing) if file.optional => {}
+            Err(environment_file::ReadError::Missing) => {
+                return Err(SpawnError::new(
+                    SpawnStage::EnvironmentFile,
+                    program,
+                    format!(
+                        "cannot read its environment_file {}: No such file or directory (write it, or mark it optional with a leading -)",
+                        file.path.display()
+                    ),
+                ))
+            }
+            Err(environment_file::ReadError::Bad(why)) => {
+                return Err(SpawnError::new(
+                    SpawnStage::EnvironmentFile,
+                    program,
+                    format!("cannot read its environment_file {}: {why}", file.path.display()),
+                ))
+            }
+        }
+    }
+    Ok(variables)
+}
+
+/// The OS side of an instance's start, around the spawn itself.
+impl OsProcessControl {
+    /// What the instance is started with: its environment (the environment files read now)
+    /// and its fds (the unit's sockets, then `channel`, its end of the worker channel).
+    fn plan_instance(
+        &mut self,
+        request: &SpawnRequest,
+        channel: RawFd,
+    ) -> Result<InstancePlan, SpawnError> {
+        let unit = request.unit;
+        let listen_fds = self
+            .sockets
+            .entry(unit.name.clone())
+            .or_default()
+            .fds_for(unit, request.index)
+            .map_err(|e| SpawnError::new(SpawnStage::Sockets, &unit.command[0], e))?;
+        let socket_names = if listen_fds.is_empty() {
+            Vec::new()
+        } else {
+            UnitSockets::names(unit)
+        };
+        let from_files = read_environment_files(unit)?;
+        Ok(InstancePlan::new(
+            self.environment_for(unit),
+            from_files,
+            &InstanceStart {
+                unit,
+                id: request.id,
+                index: request.index,
+                instances: request.instances,
+                listen_fds: &listen_fds,
+                socket_names: &socket_names,
+                channel,
+                notify_socket: self.notify_socket.as_deref(),
+            },
+        ))
+    }
+
+    /// The instance's cgroup (where clusterd makes them) and its stdout and stderr; a cgroup
+    /// made for a start whose output cannot be, goes again.
+    fn cgroup_and_output(
+        &mut self,
+        unit: &Unit,
+        index: u32,
+    ) -> Result<(Option<(InstanceCgroup, SpawnIntoCgroup)>, ChildOutput), SpawnError> {
+        let program = unit.command[0].as_str();
+        let cgroup = match &mut self.cgroups {
+            Ok(tree) => Some(tree.create_instance(&unit.name, index).map_err(|e| {
+                SpawnError::from_io(SpawnStage::Cgroup, program, "cannot create its cgroup", &e)
+            })?),
+            Err(_) => None,
+        };
+        match self.logs.output_for(unit, index) {
+            Ok(output) => Ok((cgroup, output)),
+            Err(e) => {
+                if let Some((cgroup, _)) = cgroup {
+                    self.removals.push_back(Removal::new(cgroup));
+                }
+                Err(SpawnError::from_io(
+                    SpawnStage::Output,
+                    program,
+                    "cannot create its stdout and stderr",
+                    &e,
+                ))
+            }
+        }
+    }
+
+    /// A started instance: its cgroup, its worker channel watched by the I/O thread (which is
+    /// its Node cluster primary too), and a spare cgroup wanted for its next start.
+    fn adopt(&mut self, request: &SpawnRequest, cgroup: Option<InstanceCgroup>, ours: UnixStream) {
+        let unit = request.unit;
+        let cgroup_name = cgroup
+            .as_ref()
+            .map(|c| c.name().to_string_lossy().into_owned());
+        if let Some(cgroup) = cgroup {
+            self.instance_cgroups.insert(request.id, cgroup);
+        }
+        let node = unit.node_cluster.map(|scheduling| WorkerInfo {
+            unit: unit.name.clone(),
+            scheduling,
+            rights: WorkerRights {
+                uid: unit.credentials.uid,
+                gid: unit.credentials.gid,
+                groups: unit.credentials.groups.clone(),
+            },
+        });
+        if node.is_some() {
+            self.node_workers.insert(request.id, unit.node_cluster_stop);
+        }
+        let label = format!("{}[{}]", unit.name, request.index);
+        self.io
+            .watch(request.id, ours.into(), label, cgroup_name, node);
+        // Later, when the loop is idle: what the next spawn needs.
+        self.spares_wanted
+            .insert((unit.name.clone(), request.index));
+    }
 }
 
 impl ProcessControl for OsProcessControl {
@@ -233,112 +360,13 @@ impl ProcessControl for OsProcessControl {
                 &e,
             )
         })?;
-        let listen_fds = self
-            .sockets
-            .entry(unit.name.clone())
-            .or_default()
-            .fds_for(unit, request.index)
-            .map_err(|e| SpawnError::new(SpawnStage::Sockets, &unit.command[0], e))?;
-        let mut fds = listen_fds.clone();
-        fds.push(theirs.as_raw_fd());
-        let channel_fd = (FIRST_PASSED_FD + listen_fds.len() as i32).to_string();
-
-        let mut env = self.environment_for(unit);
-        // Read now, at every start: a changed file applies to the next instance started. Read
-        // for the unit's user: only what it could read itself, or what root put there for it.
-        for file in &unit.environment_files {
-            match environment_file::read(&file.path, &unit.credentials) {
-                Ok(variables) => {
-                    for (key, value) in variables {
-                        set(&mut env, &key, &value);
-                    }
-                }
-                Err(environment_file::ReadError::Missing) if file.optional => {}
-                Err(environment_file::ReadError::Missing) => {
-                    return Err(SpawnError::new(
-                        SpawnStage::EnvironmentFile,
-                        program,
-                        format!(
-                            "cannot read its environment_file {}: No such file or directory (write it, or mark it optional with a leading -)",
-                            file.path.display()
-                        ),
-                    ))
-                }
-                Err(environment_file::ReadError::Bad(why)) => {
-                    return Err(SpawnError::new(
-                        SpawnStage::EnvironmentFile,
-                        program,
-                        format!("cannot read its environment_file {}: {why}", file.path.display()),
-                    ))
-                }
-            }
-        }
-        set(&mut env, "CLUSTERD_UNIT", &unit.name);
-        set(&mut env, "CLUSTERD_INSTANCE", &request.index.to_string());
-        set(
-            &mut env,
-            "CLUSTERD_INSTANCES",
-            &request.instances.to_string(),
-        );
-        set(&mut env, "CLUSTERD_CHANNEL_FD", &channel_fd);
-        // Node programs pick the channel up as their IPC channel: process.send() works.
-        set(&mut env, "NODE_CHANNEL_FD", &channel_fd);
-        set(&mut env, "NODE_CHANNEL_SERIALIZATION_MODE", "json");
-        if let Some(path) = &self.notify_socket {
-            set(&mut env, "NOTIFY_SOCKET", &path.to_string_lossy());
-        }
-        if unit.node_cluster.is_some() {
-            // Node's cluster worker mode (`cluster.isWorker`); worker ids are unique per spawn.
-            set(&mut env, "NODE_UNIQUE_ID", &request.id.to_string());
-            // PM2's instance variable.
-            set(&mut env, "NODE_APP_INSTANCE", &request.index.to_string());
-        }
-        let listen = !listen_fds.is_empty();
-        if listen {
-            set(&mut env, "LISTEN_FDS", &listen_fds.len().to_string());
-            set(
-                &mut env,
-                "LISTEN_FDNAMES",
-                &UnitSockets::names(unit).join(":"),
-            );
-        }
-
-        let cgroup = match &mut self.cgroups {
-            Ok(tree) => Some(
-                tree.create_instance(&unit.name, request.index)
-                    .map_err(|e| {
-                        SpawnError::from_io(
-                            SpawnStage::Cgroup,
-                            program,
-                            "cannot create its cgroup",
-                            &e,
-                        )
-                    })?,
-            ),
-            Err(_) => None,
-        };
-        let output = self.logs.output_for(unit, request.index).map_err(|e| {
-            SpawnError::from_io(
-                SpawnStage::Output,
-                program,
-                "cannot create its stdout and stderr",
-                &e,
-            )
-        });
-        let output = match output {
-            Ok(output) => output,
-            Err(e) => {
-                if let Some((cgroup, _)) = cgroup {
-                    self.removals.push_back(Removal::new(cgroup));
-                }
-                return Err(e);
-            }
-        };
+        let plan = self.plan_instance(request, theirs.as_raw_fd())?;
+        let (cgroup, output) = self.cgroup_and_output(unit, request.index)?;
         let spawned = spawn(&ExecRequest {
             command: &unit.command,
-            environment: env,
-            pass_fds: fds,
-            listen_pid: listen,
+            environment: plan.environment,
+            pass_fds: plan.pass_fds,
+            listen_pid: plan.listen_pid,
             working_directory: unit.working_directory.as_deref(),
             uid: unit.credentials.uid,
             gid: unit.credentials.gid,
@@ -363,32 +391,9 @@ impl ProcessControl for OsProcessControl {
                 return Err(e);
             }
         };
-        let cgroup_name = cgroup
-            .as_ref()
-            .map(|c| c.name().to_string_lossy().into_owned());
-        if let Some(cgroup) = cgroup {
-            self.instance_cgroups.insert(request.id, cgroup);
-        }
         // Our copy of the child's end must close, or we would never see the channel's EOF.
         drop(theirs);
-        let node = unit.node_cluster.map(|scheduling| WorkerInfo {
-            unit: unit.name.clone(),
-            scheduling,
-            rights: WorkerRights {
-                uid: unit.credentials.uid,
-                gid: unit.credentials.gid,
-                groups: unit.credentials.groups.clone(),
-            },
-        });
-        if node.is_some() {
-            self.node_workers.insert(request.id, unit.node_cluster_stop);
-        }
-        let label = format!("{}[{}]", unit.name, request.index);
-        self.io
-            .watch(request.id, ours.into(), label, cgroup_name, node);
-        // Later, when the loop is idle: what the next spawn needs.
-        self.spares_wanted
-            .insert((unit.name.clone(), request.index));
+        self.adopt(request, cgroup, ours);
         Ok(pid)
     }
 

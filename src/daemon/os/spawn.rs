@@ -18,6 +18,7 @@ use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
 use nix::sys::wait::waitpid;
 use nix::unistd::{Gid, Pid, Uid};
 
+use super::spawn_plan::{fd_layout, CredentialPlan};
 use crate::supervisor::process_control::{SpawnError, SpawnStage};
 
 /// Placeholder in the envp for the child's own pid, written after fork: `LISTEN_PID` must be
@@ -25,8 +26,77 @@ use crate::supervisor::process_control::{SpawnError, SpawnStage};
 const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
 const PID_DIGITS: usize = 20;
 
-/// The first fd passed to the child (`SD_LISTEN_FDS_START`).
-pub(crate) const FIRST_PASSED_FD: RawFd = 3;
+/// How a child is created. By default the first way that works here; `CLUSTERD_SPAWN_PATH`
+/// (a testing switch, read once at start-up) forces one, so that the fallbacks, which the
+/// machines clusterd is tested on never need, are tested too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SpawnPath {
+    /// `clone3-vm`, else `clone3`, else `fork`: the first that works.
+    #[default]
+    Auto,
+    /// `clone3-vm`: `clone3(CLONE_VM | CLONE_VFORK [| CLONE_INTO_CGROUP])` only, a child
+    /// that shares clusterd's memory until it execs, created in its cgroup.
+    Clone3Vm,
+    /// `clone3`: a child with a copy of clusterd's memory, created in its cgroup by
+    /// `clone3(CLONE_INTO_CGROUP)` (without a cgroup, a fork).
+    Clone3,
+    /// `fork`: the child moves itself into its cgroup through `cgroup.procs`.
+    Fork,
+}
+
+impl SpawnPath {
+    /// The testing switch.
+    pub const VARIABLE: &'static str = "CLUSTERD_SPAWN_PATH";
+
+    /// Each way by the name the switch gives it.
+    const NAMES: [(&'static str, SpawnPath); 4] = [
+        ("auto", SpawnPath::Auto),
+        ("clone3-vm", SpawnPath::Clone3Vm),
+        ("clone3", SpawnPath::Clone3),
+        ("fork", SpawnPath::Fork),
+    ];
+
+    /// [`SpawnPath::VARIABLE`] as clusterd was started with it: unset or empty is `Auto`.
+    pub fn from_environment() -> Result<SpawnPath, String> {
+        let value = std::env::var_os(Self::VARIABLE).unwrap_or_default();
+        if value.is_empty() {
+            return Ok(SpawnPath::Auto);
+        }
+        Self::NAMES
+            .iter()
+            .find(|(name, _)| value.to_str() == Some(name))
+            .map(|&(_, path)| path)
+            .ok_or_else(|| {
+                format!(
+                    "{}={value:?}: expected clone3-vm, clone3, fork or auto",
+                    Self::VARIABLE
+                )
+            })
+    }
+
+    /// The switch's name for this way.
+    fn name(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|&&(_, path)| path == self)
+            .map_or("auto", |&(name, _)| name)
+    }
+}
+
+/// The way `CLUSTERD_SPAWN_PATH` forced, if it did: set once, at start-up.
+static FORCED_PATH: std::sync::OnceLock<SpawnPath> = std::sync::OnceLock::new();
+
+/// From now on every spawn takes `path` (clusterd's start-up, once).
+pub(crate) fn use_path(path: SpawnPath) {
+    if path != SpawnPath::Auto {
+        log::warn!(
+            "{}={}: children are created only this way (a testing switch)",
+            SpawnPath::VARIABLE,
+            path.name()
+        );
+    }
+    let _ = FORCED_PATH.set(path);
+}
 
 /// Where a child failed before exec, for the error message.
 #[repr(u32)]
@@ -50,12 +120,6 @@ impl ExecPlan {
                 .map(|d| d.to_string_lossy().into_owned())
                 .unwrap_or_default()
         };
-        let account = || match (self.uid, self.gid) {
-            (Some(uid), Some(gid)) => format!("uid {uid}, gid {gid}"),
-            (Some(uid), None) => format!("uid {uid}"),
-            (None, Some(gid)) => format!("gid {gid}"),
-            (None, None) => String::new(),
-        };
         match stage {
             1 => (SpawnStage::Session, "cannot create its session".to_string()),
             2 => (
@@ -68,7 +132,7 @@ impl ExecPlan {
             ),
             4 => (
                 SpawnStage::Credentials,
-                format!("cannot switch to {}", account()),
+                format!("cannot switch to {}", self.credentials.account()),
             ),
             5 => (
                 SpawnStage::WorkingDirectory,
@@ -144,11 +208,7 @@ struct ExecPlan {
     cgroup: Option<CgroupFds>,
     /// The child was created in its cgroup (clone3): it need not move itself.
     created_in_cgroup: bool,
-    uid: Option<libc::uid_t>,
-    gid: Option<libc::gid_t>,
-    groups: Vec<libc::gid_t>,
-    /// Only root may (and must, or it keeps root's groups) replace the supplementary groups.
-    set_groups: bool,
+    credentials: CredentialPlan,
     working_directory: Option<CString>,
     parent_pid: libc::pid_t,
     /// The signals whose disposition in clusterd is not the default.
@@ -159,6 +219,11 @@ struct ExecPlan {
 
 /// Forks and executes `request`; returns the child's pid, which is also its process group id.
 pub(crate) fn spawn(request: &ExecRequest) -> Result<Pid, SpawnError> {
+    spawn_via(FORCED_PATH.get().copied().unwrap_or_default(), request)
+}
+
+/// [`spawn`], creating the child the way `path` says.
+fn spawn_via(path: SpawnPath, request: &ExecRequest) -> Result<Pid, SpawnError> {
     let program_name = request.command.first().map_or("", String::as_str);
     let mut plan = ExecPlan::prepare(request)
         .map_err(|e| SpawnError::new(SpawnStage::Program, program_name, e))?;
@@ -177,91 +242,131 @@ pub(crate) fn spawn(request: &ExecRequest) -> Result<Pid, SpawnError> {
     let restore_mask = || {
         let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&previous), None);
     };
-    // First choice: a child that shares clusterd's memory until it execs (CLONE_VM and
-    // CLONE_VFORK, as posix_spawn does), created in its cgroup: no page tables are copied and
-    // exec has nothing of clusterd's to tear down. This thread is suspended until the child
-    // has exec'd or exited, so a failure the child wrote into `failure` is there to read —
-    // no pipe, and no waiting for exec to get as far as closing one.
+    if matches!(path, SpawnPath::Auto | SpawnPath::Clone3Vm) {
+        let shared = spawn_sharing_memory_reporting(&mut plan);
+        match shared {
+            Ok((pid, failure)) => {
+                restore_mask();
+                return plan.outcome(pid, failure);
+            }
+            Err(errno) if path == SpawnPath::Clone3Vm => {
+                restore_mask();
+                return Err(os_error(
+                    "cannot clone3 with CLONE_VM (CLUSTERD_SPAWN_PATH)",
+                    errno,
+                ));
+            }
+            Err(_) => {}
+        }
+    }
+    let started = fork_and_exec(&mut plan, path, program_name);
+    restore_mask();
+    let (pid, error_read) = started?;
+    plan.outcome(pid, read_failure(error_read))
+}
+
+/// First choice: a child that shares clusterd's memory until it execs (CLONE_VM and
+/// CLONE_VFORK, as posix_spawn does), created in its cgroup: no page tables are copied and
+/// exec has nothing of clusterd's to tear down. This thread is suspended until the child has
+/// exec'd or exited, so a failure the child wrote is there to read — no pipe, and no waiting
+/// for exec to get as far as closing one. Every signal must be blocked.
+fn spawn_sharing_memory_reporting(plan: &mut ExecPlan) -> Result<(Pid, ChildFailure), Errno> {
     plan.created_in_cgroup = plan.cgroup.is_some();
     let mut failure = ChildFailure::default();
     // SAFETY: see `spawn_sharing_memory`: the child runs `child_after_fork` on a stack of its
     // own and only touches the plan and `failure`, which nothing else uses until the child
-    // has exec'd or exited.
-    let shared = unsafe { spawn_sharing_memory(&mut plan, FailureReport::Shared(&mut failure)) };
-    if let Some(pid) = shared {
-        restore_mask();
-        // SAFETY: the child that may have written it has exec'd or exited.
-        let failure = unsafe { std::ptr::read_volatile(&failure) };
-        return plan.outcome(Pid::from_raw(pid), failure);
-    }
+    // has exec'd or exited; the caller blocked every signal.
+    let pid = unsafe { spawn_sharing_memory(plan, FailureReport::Shared(&mut failure)) }?;
+    // SAFETY: the child that may have written it has exec'd or exited.
+    let failure = unsafe { std::ptr::read_volatile(&failure) };
+    Ok((Pid::from_raw(pid), failure))
+}
 
-    // Otherwise a plain fork, which reports through a pipe that closes on a successful exec.
+/// Otherwise a child with a copy of clusterd's memory — created in its cgroup by clone3 where
+/// it can be (and `path` allows), else forked, to move itself in — which reports through a
+/// pipe that closes on a successful exec. Returns its pid and the pipe's reading end. Every
+/// signal must be blocked.
+fn fork_and_exec(
+    plan: &mut ExecPlan,
+    path: SpawnPath,
+    program_name: &str,
+) -> Result<(Pid, OwnedFd), SpawnError> {
+    let os_error =
+        |what: &str, errno| SpawnError::from_errno(SpawnStage::Fork, program_name, what, errno);
     plan.created_in_cgroup = false;
-    let mut _procs = None;
-    if let Some(cgroup) = &mut plan.cgroup {
-        // SAFETY: openat with a valid directory fd and a NUL-terminated name.
-        let fd = unsafe {
-            libc::openat(
-                cgroup.directory,
-                c"cgroup.procs".as_ptr(),
-                libc::O_WRONLY | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            let errno = Errno::last();
-            restore_mask();
-            return Err(SpawnError::from_errno(
-                SpawnStage::JoinCgroup,
-                program_name,
-                "cannot open its cgroup's cgroup.procs",
-                errno,
-            ));
-        }
-        cgroup.procs = fd;
-        // SAFETY: a new fd of ours, closed when the spawn is over.
-        _procs = Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
-    }
-    let (error_read, error_write) = match nix::unistd::pipe2(OFlag::O_CLOEXEC) {
-        Ok(pipe) => pipe,
-        Err(e) => {
-            restore_mask();
-            return Err(os_error("cannot create a pipe", e));
-        }
+    let _procs = match &mut plan.cgroup {
+        Some(cgroup) => Some(open_cgroup_procs(cgroup, program_name)?),
+        None => None,
     };
-    let pid = match plan.cgroup {
-        // SAFETY: as for fork below; see `clone_into_cgroup`.
-        Some(cgroup) => match unsafe { clone_into_cgroup(cgroup.directory) } {
-            Some(pid) => {
-                // Only the child reads this (its copy of the plan), before it runs.
-                plan.created_in_cgroup = pid == 0;
-                pid
+    let (error_read, error_write) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| os_error("cannot create a pipe", e))?;
+    let pid = match (plan.cgroup, path) {
+        (Some(cgroup), SpawnPath::Auto | SpawnPath::Clone3) => {
+            // SAFETY: as for fork below; see `clone_into_cgroup`.
+            match unsafe { clone_into_cgroup(cgroup.directory) } {
+                Ok(pid) => {
+                    // Only the child reads this (its copy of the plan), before it runs.
+                    plan.created_in_cgroup = pid == 0;
+                    pid
+                }
+                Err(errno) if path == SpawnPath::Clone3 => {
+                    return Err(os_error(
+                        "cannot clone3 into its cgroup (CLUSTERD_SPAWN_PATH)",
+                        errno,
+                    ))
+                }
+                // SAFETY: as below.
+                Err(_) => unsafe { libc::fork() },
             }
-            // SAFETY: as below.
-            None => unsafe { libc::fork() },
-        },
+        }
         // SAFETY: the child branch calls only `child_after_fork`, which makes
         // async-signal-safe system calls on memory prepared before the fork and ends in
         // execve or _exit.
-        None => unsafe { libc::fork() },
+        _ => unsafe { libc::fork() },
     };
     if pid == 0 {
         // We are the freshly forked child; see `child_after_fork`. Entered through the
         // `extern "C"` entry point, so that a panic aborts the child rather than unwinding
         // (clusterd unwinds panics, thread_guard.rs) through the stack it copied from clusterd.
         let mut start = ChildStart {
-            plan: &mut plan,
+            plan,
             report: FailureReport::Pipe(error_write.as_raw_fd()),
         };
         child_entry(std::ptr::addr_of_mut!(start).cast())
     }
-    let fork_errno = Errno::last();
-    restore_mask();
-    drop(error_write);
     if pid < 0 {
-        return Err(os_error("cannot fork", fork_errno));
+        return Err(os_error("cannot fork", Errno::last()));
     }
+    Ok((Pid::from_raw(pid), error_read))
+}
 
-    // 8 bytes arrive if the child failed before exec.
+/// Opens the cgroup's `cgroup.procs` for a forked child to write itself into; the fd closes
+/// when the returned one is dropped, once the spawn is over.
+fn open_cgroup_procs(cgroup: &mut CgroupFds, program_name: &str) -> Result<OwnedFd, SpawnError> {
+    // SAFETY: openat with a valid directory fd and a NUL-terminated name.
+    let fd = unsafe {
+        libc::openat(
+            cgroup.directory,
+            c"cgroup.procs".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(SpawnError::from_errno(
+            SpawnStage::JoinCgroup,
+            program_name,
+            "cannot open its cgroup's cgroup.procs",
+            Errno::last(),
+        ));
+    }
+    cgroup.procs = fd;
+    // SAFETY: a new fd of ours, owned from here on.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// What a forked child wrote to its error pipe: 8 bytes arrive if it failed before exec,
+/// none (end of file at exec) if it did not.
+fn read_failure(error_read: OwnedFd) -> ChildFailure {
     let mut report = [0u8; 8];
     let mut received = 0;
     let mut pipe = std::fs::File::from(error_read);
@@ -273,12 +378,11 @@ pub(crate) fn spawn(request: &ExecRequest) -> Result<Pid, SpawnError> {
             Err(_) => break,
         }
     }
-    let failure = if received < report.len() {
+    if received < report.len() {
         ChildFailure::default()
     } else {
         ChildFailure::from_bytes(report)
-    };
-    plan.outcome(Pid::from_raw(pid), failure)
+    }
 }
 
 /// Where the child failed before exec, if it did: `stage` 0 means it did not.
@@ -353,21 +457,8 @@ impl ExecPlan {
         let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
         argv_ptrs.push(std::ptr::null());
 
-        let mut env_storage: Vec<Vec<u8>> = Vec::with_capacity(request.environment.len() + 1);
-        for (key, value) in &request.environment {
-            let mut entry = Vec::with_capacity(key.len() + value.len() + 2);
-            entry.extend_from_slice(key.as_bytes());
-            entry.push(b'=');
-            entry.extend_from_slice(value.as_bytes());
-            entry.push(0);
-            env_storage.push(entry);
-        }
-        let listen_pid_entry = request.listen_pid.then(|| {
-            let mut entry = LISTEN_PID_PREFIX.to_vec();
-            entry.resize(LISTEN_PID_PREFIX.len() + PID_DIGITS + 1, 0);
-            env_storage.push(entry);
-            env_storage.len() - 1
-        });
+        let (env_storage, listen_pid_entry) =
+            environment_block(&request.environment, request.listen_pid);
         let mut env_ptrs: Vec<*const libc::c_char> =
             env_storage.iter().map(|e| e.as_ptr().cast()).collect();
         env_ptrs.push(std::ptr::null());
@@ -377,15 +468,11 @@ impl ExecPlan {
             .map(|d| to_c(d.as_os_str().as_bytes()))
             .transpose()?;
 
-        let mut placements = vec![(request.stdin, 0)];
-        placements.extend(request.stdout.map(|fd| (fd, 1)));
-        placements.extend(request.stderr.map(|fd| (fd, 2)));
-        placements.extend(
-            request
-                .pass_fds
-                .iter()
-                .enumerate()
-                .map(|(i, &fd)| (fd, FIRST_PASSED_FD + i as RawFd)),
+        let layout = fd_layout(
+            request.stdin,
+            request.stdout,
+            request.stderr,
+            &request.pass_fds,
         );
 
         Ok(ExecPlan {
@@ -396,23 +483,20 @@ impl ExecPlan {
             env_storage,
             env_ptrs,
             listen_pid_entry,
-            scratch_fds: vec![-1; placements.len()],
-            floor: FIRST_PASSED_FD + request.pass_fds.len() as RawFd,
-            placements,
+            scratch_fds: vec![-1; layout.placements.len()],
+            floor: layout.floor,
+            placements: layout.placements,
             cgroup: request.cgroup.map(|directory| CgroupFds {
                 directory,
                 procs: -1,
             }),
             created_in_cgroup: false,
-            uid: request.uid.map(Uid::as_raw),
-            gid: request.gid.map(Gid::as_raw),
-            groups: if request.groups.is_empty() {
-                request.gid.map(|g| vec![g.as_raw()]).unwrap_or_default()
-            } else {
-                request.groups.iter().map(|g| g.as_raw()).collect()
-            },
-            set_groups: nix::unistd::geteuid().is_root()
-                && (request.uid.is_some() || request.gid.is_some()),
+            credentials: CredentialPlan::new(
+                request.uid,
+                request.gid,
+                request.groups,
+                nix::unistd::geteuid().is_root(),
+            ),
             working_directory,
             // SAFETY: getpid has no preconditions.
             parent_pid: unsafe { libc::getpid() },
@@ -420,6 +504,30 @@ impl ExecPlan {
             fd_limit: super::fd_limit::for_instances(),
         })
     }
+}
+
+/// The envp's entries, `KEY=VALUE` and a NUL each; with `listen_pid`, one more with room
+/// for the child to write `LISTEN_PID=<its pid>` into, and its index.
+fn environment_block(
+    environment: &[(String, String)],
+    listen_pid: bool,
+) -> (Vec<Vec<u8>>, Option<usize>) {
+    let mut entries: Vec<Vec<u8>> = Vec::with_capacity(environment.len() + 1);
+    for (key, value) in environment {
+        let mut entry = Vec::with_capacity(key.len() + value.len() + 2);
+        entry.extend_from_slice(key.as_bytes());
+        entry.push(b'=');
+        entry.extend_from_slice(value.as_bytes());
+        entry.push(0);
+        entries.push(entry);
+    }
+    let listen_pid_entry = listen_pid.then(|| {
+        let mut entry = LISTEN_PID_PREFIX.to_vec();
+        entry.resize(LISTEN_PID_PREFIX.len() + PID_DIGITS + 1, 0);
+        entries.push(entry);
+        entries.len() - 1
+    });
+    (entries, listen_pid_entry)
 }
 
 /// Finds the program the way `execvp` would, but in the parent, so that the child does not
@@ -523,24 +631,10 @@ unsafe fn fail(report: FailureReport, stage: Stage) -> ! {
 unsafe fn child_after_fork(plan: &mut ExecPlan, report: FailureReport) -> ! {
     // SAFETY: every call below is an async-signal-safe system call wrapper (signal-safety(7)),
     // or close_range/prctl which glibc implements as plain syscalls; all memory touched was
-    // allocated before fork and belongs to this process's copy.
+    // allocated before fork and belongs to this process's copy (or, sharing clusterd's memory,
+    // to the suspended parent, which does not touch it until this child has exec'd or exited).
     unsafe {
-        // Signal handlers of clusterd must not run in the child, ignored signals must not stay
-        // ignored in the program, and the mask blocked around fork must not be inherited.
-        for &signal in plan.signals_to_reset {
-            // The raw system call: glibc's refuses the real-time signals it keeps for itself.
-            libc::syscall(
-                libc::SYS_rt_sigaction,
-                signal,
-                DEFAULT_DISPOSITION.as_ptr(),
-                std::ptr::null_mut::<u64>(),
-                8usize,
-            );
-        }
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-
+        reset_signals(plan);
         // First, while clusterd's fds are where they were and the child is still root: from
         // here on, everything it starts is in the cgroup and cannot leave it.
         if let Some(cgroup) = plan.cgroup.filter(|_| !plan.created_in_cgroup) {
@@ -554,6 +648,75 @@ unsafe fn child_after_fork(plan: &mut ExecPlan, report: FailureReport) -> ! {
         if libc::setsid() < 0 {
             fail(report, Stage::Session);
         }
+        let report = place_fds(plan, report);
+
+        if let Some(limit) = &plan.fd_limit {
+            // Not fatal: at worst the program may open more files than it would have.
+            libc::setrlimit(libc::RLIMIT_NOFILE, limit);
+        }
+
+        if let Some(entry) = plan.listen_pid_entry {
+            write_decimal(
+                &mut plan.env_storage[entry][LISTEN_PID_PREFIX.len()..],
+                libc::getpid() as u64,
+            );
+        }
+
+        switch_account(&plan.credentials, report);
+
+        // If clusterd dies without stopping its instances (SIGKILL, crash), they die too,
+        // rather than hold its ports as orphans. Set after setuid, which would clear it.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+        if libc::getppid() != plan.parent_pid {
+            libc::_exit(127);
+        }
+
+        if let Some(dir) = &plan.working_directory {
+            if libc::chdir(dir.as_ptr()) != 0 {
+                fail(report, Stage::WorkingDirectory);
+            }
+        }
+        libc::execve(
+            plan.program.as_ptr(),
+            plan.argv_ptrs.as_ptr(),
+            plan.env_ptrs.as_ptr(),
+        );
+        fail(report, Stage::Exec)
+    }
+}
+
+/// In the child: signal handlers of clusterd must not run, ignored signals must not stay
+/// ignored in the program, and the mask blocked around fork must not be inherited.
+///
+/// # Safety
+/// As [`child_after_fork`].
+unsafe fn reset_signals(plan: &ExecPlan) {
+    // SAFETY: raw rt_sigaction and sigprocmask on constant and local memory.
+    unsafe {
+        for &signal in plan.signals_to_reset {
+            // The raw system call: glibc's refuses the real-time signals it keeps for itself.
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                DEFAULT_DISPOSITION.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            );
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    }
+}
+
+/// In the child: every fd to its place of the plan's layout, and every other fd marked
+/// close-on-exec. Returns where to report a failure from now on (the pipe moves too).
+///
+/// # Safety
+/// As [`child_after_fork`].
+unsafe fn place_fds(plan: &mut ExecPlan, report: FailureReport) -> FailureReport {
+    // SAFETY: fcntl, dup2 and close_range on fds; the scratch space was allocated before.
+    unsafe {
         // Move every fd we still need above the target range first, so that placing one can
         // never overwrite a source that is still to be placed (a pipe of clusterd's may be
         // fd 1 if clusterd was started with stdout closed), and so that `dup2(fd, fd)`, which
@@ -599,59 +762,38 @@ unsafe fn child_after_fork(plan: &mut ExecPlan, report: FailureReport) -> ! {
                 libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
             }
         }
+        report
+    }
+}
 
-        if let Some(limit) = &plan.fd_limit {
-            // Not fatal: at worst the program may open more files than it would have.
-            libc::setrlimit(libc::RLIMIT_NOFILE, limit);
-        }
-
-        if let Some(entry) = plan.listen_pid_entry {
-            write_decimal(
-                &mut plan.env_storage[entry][LISTEN_PID_PREFIX.len()..],
-                libc::getpid() as u64,
-            );
-        }
-
-        // Raw system calls, not glibc's wrappers: those broadcast a credential change to every
-        // thread glibc knows of (its "setxid" protocol), and a child made by a raw clone3 still
-        // lists the parent's threads — it would wait for them forever. The child has one thread,
-        // so the per-thread system call changes the whole process.
-        if plan.uid.is_some() || plan.gid.is_some() {
-            if plan.set_groups
-                && libc::syscall(libc::SYS_setgroups, plan.groups.len(), plan.groups.as_ptr()) != 0
-            {
+/// In the child: the plan's groups, group and user, in that order (the groups while still
+/// root).
+///
+/// Raw system calls, not glibc's wrappers: those broadcast a credential change to every
+/// thread glibc knows of (its "setxid" protocol), and a child made by a raw clone3 still lists
+/// the parent's threads — it would wait for them forever. The child has one thread, so the
+/// per-thread system call changes the whole process.
+///
+/// # Safety
+/// As [`child_after_fork`].
+unsafe fn switch_account(credentials: &CredentialPlan, report: FailureReport) {
+    // SAFETY: raw setgroups/setgid/setuid on memory allocated before fork.
+    unsafe {
+        if let Some(groups) = &credentials.groups {
+            if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) != 0 {
                 fail(report, Stage::Credentials);
             }
-            if let Some(gid) = plan.gid {
-                if libc::syscall(libc::SYS_setgid, gid) != 0 {
-                    fail(report, Stage::Credentials);
-                }
-            }
-            if let Some(uid) = plan.uid {
-                if libc::syscall(libc::SYS_setuid, uid) != 0 {
-                    fail(report, Stage::Credentials);
-                }
+        }
+        if let Some(gid) = credentials.gid {
+            if libc::syscall(libc::SYS_setgid, gid) != 0 {
+                fail(report, Stage::Credentials);
             }
         }
-
-        // If clusterd dies without stopping its instances (SIGKILL, crash), they die too,
-        // rather than hold its ports as orphans. Set after setuid, which would clear it.
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-        if libc::getppid() != plan.parent_pid {
-            libc::_exit(127);
-        }
-
-        if let Some(dir) = &plan.working_directory {
-            if libc::chdir(dir.as_ptr()) != 0 {
-                fail(report, Stage::WorkingDirectory);
+        if let Some(uid) = credentials.uid {
+            if libc::syscall(libc::SYS_setuid, uid) != 0 {
+                fail(report, Stage::Credentials);
             }
         }
-        libc::execve(
-            plan.program.as_ptr(),
-            plan.argv_ptrs.as_ptr(),
-            plan.env_ptrs.as_ptr(),
-        );
-        fail(report, Stage::Exec)
     }
 }
 
@@ -676,7 +818,7 @@ struct CloneArgs {
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// Forks a child that starts life in the cgroup `directory`: 0 in the child, its pid in the
-/// parent, `None` (nothing forked) where the kernel cannot do it, so the caller forks the
+/// parent, the error (nothing forked) where the kernel cannot do it, so the caller forks the
 /// usual way and the child moves itself in.
 ///
 /// Why not fork and then write to `cgroup.procs`: moving a process between cgroups takes the
@@ -690,7 +832,7 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// the child makes none of the calls that would act on them (no malloc, no stdio, no pthread
 /// functions, and raw system calls instead of glibc's `setuid`/`setgid`/`setgroups`, which
 /// would try to change the credentials of those threads too and wait for them forever).
-unsafe fn clone_into_cgroup(directory: RawFd) -> Option<libc::pid_t> {
+unsafe fn clone_into_cgroup(directory: RawFd) -> Result<libc::pid_t, Errno> {
     let args = CloneArgs {
         flags: CLONE_INTO_CGROUP,
         exit_signal: libc::SIGCHLD as u64,
@@ -708,7 +850,10 @@ unsafe fn clone_into_cgroup(directory: RawFd) -> Option<libc::pid_t> {
     };
     // Otherwise: no clone3 (before 5.3), no CLONE_INTO_CGROUP (before 5.7), a cgroup it
     // refuses — or out of processes or memory, which fork will then report.
-    (pid >= 0).then_some(pid as libc::pid_t)
+    if pid < 0 {
+        return Err(Errno::last());
+    }
+    Ok(pid as libc::pid_t)
 }
 
 /// The stack a memory-sharing child runs on until it execs: `child_after_fork` needs little.
@@ -732,7 +877,7 @@ extern "C" fn child_entry(start: *mut libc::c_void) -> ! {
 
 /// Starts the child with `clone3(CLONE_VM | CLONE_VFORK [| CLONE_INTO_CGROUP])` on a stack of
 /// its own, running `child_after_fork`. Returns the child's pid once it has exec'd or failed;
-/// `None` (nothing started) where this cannot be done, and the caller forks instead.
+/// the error (nothing started) where this cannot be done, and the caller forks instead.
 ///
 /// # Safety
 /// The child shares every page of clusterd until it execs; it runs only `child_after_fork`
@@ -740,7 +885,10 @@ extern "C" fn child_entry(start: *mut libc::c_void) -> ! {
 /// before, and the calling thread is suspended meanwhile. Every signal must be blocked by the
 /// caller, so that no handler of clusterd's runs in the child.
 #[cfg(target_arch = "x86_64")]
-unsafe fn spawn_sharing_memory(plan: &mut ExecPlan, report: FailureReport) -> Option<libc::pid_t> {
+unsafe fn spawn_sharing_memory(
+    plan: &mut ExecPlan,
+    report: FailureReport,
+) -> Result<libc::pid_t, Errno> {
     const CLONE_VM: u64 = libc::CLONE_VM as u64;
     const CLONE_VFORK: u64 = libc::CLONE_VFORK as u64;
     let mut stack = vec![0u8; CHILD_STACK_BYTES + 16];
@@ -788,15 +936,19 @@ unsafe fn spawn_sharing_memory(plan: &mut ExecPlan, report: FailureReport) -> Op
     drop(stack);
     // Negative: -errno. Without clone3 (before 5.3), CLONE_INTO_CGROUP (5.7) or with a cgroup
     // it refuses, the caller's fork path works everywhere.
-    (result > 0).then_some(result as libc::pid_t)
+    if result > 0 {
+        Ok(result as libc::pid_t)
+    } else {
+        Err(Errno::from_raw(-(result as i32)))
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn spawn_sharing_memory(
     _plan: &mut ExecPlan,
     _report: FailureReport,
-) -> Option<libc::pid_t> {
-    None
+) -> Result<libc::pid_t, Errno> {
+    Err(Errno::ENOSYS)
 }
 
 /// Writes `value` in decimal followed by a NUL into `buffer`, without allocating.
@@ -844,6 +996,17 @@ pub(crate) fn inherited_environment() -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_envp_has_a_nul_per_entry_and_room_for_listen_pid() {
+        let environment = vec![("A".to_string(), "b c".to_string())];
+        let (entries, listen) = environment_block(&environment, true);
+        assert_eq!(entries[0], b"A=b c\0");
+        assert_eq!(listen, Some(1));
+        assert_eq!(entries[1].len(), LISTEN_PID_PREFIX.len() + PID_DIGITS + 1);
+        assert!(entries[1].starts_with(LISTEN_PID_PREFIX));
+        assert_eq!(environment_block(&environment, false).1, None);
+    }
 
     #[test]
     fn decimal_pids_are_written_in_place() {
@@ -897,6 +1060,123 @@ mod tests {
         let command = vec!["true".to_string()];
         let pid = spawn(&request(&command, None, null.as_raw_fd())).unwrap();
         assert!(waitpid(pid, None).is_ok());
+    }
+
+    const EVERY_PATH: [SpawnPath; 3] = [SpawnPath::Clone3Vm, SpawnPath::Clone3, SpawnPath::Fork];
+
+    /// Runs `script` (sh) through `path` with the write end of a pipe at fd 3 and LISTEN_PID
+    /// asked for, and what `adjust` sets; returns its pid, what it wrote to fd 3, and its
+    /// exit status.
+    fn run_through(
+        path: SpawnPath,
+        script: &str,
+        adjust: impl FnOnce(&mut ExecRequest),
+    ) -> (Pid, String, nix::sys::wait::WaitStatus) {
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
+        let command = vec!["sh".to_string(), "-c".to_string(), script.to_string()];
+        let mut request = request(&command, None, null.as_raw_fd());
+        request.pass_fds = vec![write.as_raw_fd()];
+        request.listen_pid = true;
+        adjust(&mut request);
+        let pid = spawn_via(path, &request).unwrap_or_else(|e| panic!("{path:?}: {e:?}"));
+        drop(write);
+        let mut output = String::new();
+        std::fs::File::from(read)
+            .read_to_string(&mut output)
+            .unwrap();
+        (pid, output, waitpid(pid, None).unwrap())
+    }
+
+    #[test]
+    fn every_path_starts_the_program_with_its_fds_listen_pid_session_and_account() {
+        let _forking = crate::FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        for path in EVERY_PATH {
+            let (pid, output, status) = run_through(
+                path,
+                "echo \"$LISTEN_PID $$ $(cut -d' ' -f6 /proc/$$/stat)\" >&3; exit 7",
+                |_| {},
+            );
+            let fields: Vec<&str> = output.split_whitespace().collect();
+            let own = pid.to_string();
+            // LISTEN_PID is the child's pid, and the child leads a session of its own.
+            assert_eq!(
+                fields,
+                [own.as_str(), own.as_str(), own.as_str()],
+                "{path:?}"
+            );
+            assert_eq!(
+                status,
+                nix::sys::wait::WaitStatus::Exited(pid, 7),
+                "{path:?}"
+            );
+            if nix::unistd::geteuid().is_root() {
+                let nobody = |request: &mut ExecRequest| {
+                    request.uid = Some(Uid::from_raw(65534));
+                    request.gid = Some(Gid::from_raw(65534));
+                };
+                let (_, output, _) =
+                    run_through(path, "echo $(id -u) $(id -g) $(id -G) >&3", nobody);
+                assert_eq!(output.trim(), "65534 65534 65534", "{path:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_path_starts_the_child_in_its_cgroup() {
+        use crate::daemon::os::cgroup::CgroupTree;
+        let socket = format!("/spawn-path-test/{}", std::process::id());
+        let mut tree = match CgroupTree::create(Path::new(&socket)) {
+            Ok(tree) => tree,
+            Err(why) if std::env::var_os("CLUSTERD_TEST_REQUIRE_ALL").is_none() => {
+                eprintln!("SKIPPED: no cgroup to start children in: {why}");
+                return;
+            }
+            Err(why) => panic!("no cgroup to start children in: {why}"),
+        };
+        let _forking = crate::FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        for (index, path) in (0..).zip(EVERY_PATH) {
+            let (cgroup, spawn_into) = tree.create_instance("spawn", index).unwrap();
+            let (_, output, _) = run_through(path, "cat /proc/self/cgroup >&3", |request| {
+                request.cgroup = Some(spawn_into.directory());
+            });
+            let name = cgroup.name().to_string_lossy().into_owned();
+            let own = output.lines().find_map(|l| l.strip_prefix("0::"));
+            assert!(
+                own.is_some_and(|own| own.ends_with(&format!("/{name}"))),
+                "{path:?}: {output}"
+            );
+            drop(spawn_into);
+            assert!(cgroup.remove(), "{path:?}");
+        }
+    }
+
+    #[test]
+    fn every_path_reports_a_failure_in_the_child_with_its_stage_and_errno() {
+        let _forking = crate::FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("run.sh");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        let command = vec![script.to_string_lossy().into_owned()];
+        let missing = Path::new("/no/such/directory");
+        for path in EVERY_PATH {
+            // Not executable: exec itself fails, the last thing the child does.
+            let error = spawn_via(path, &request(&command, None, null.as_raw_fd())).unwrap_err();
+            assert_eq!(error.stage, SpawnStage::Exec, "{path:?}");
+            assert_eq!(error.errno, Some(Errno::EACCES), "{path:?}");
+            assert!(
+                error.message.contains("run.sh"),
+                "{path:?}: {}",
+                error.message
+            );
+
+            let command = vec!["true".to_string()];
+            let error =
+                spawn_via(path, &request(&command, Some(missing), null.as_raw_fd())).unwrap_err();
+            assert_eq!(error.stage, SpawnStage::WorkingDirectory, "{path:?}");
+            assert_eq!(error.errno, Some(Errno::ENOENT), "{path:?}");
+        }
     }
 
     #[test]
