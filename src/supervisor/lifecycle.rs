@@ -8,6 +8,7 @@ use log::{debug, error, info, warn};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
+use super::phase::{every_timer_of, Phase, Step};
 use super::process::Process;
 use super::timers::Timer;
 use super::unit_runtime::{AfterStop, Handover};
@@ -177,21 +178,6 @@ impl<P: ProcessControl> Supervisor<P> {
             Ok(pid) => {
                 rt.retry_delay = None;
                 let ready = rt.unit.ready == ReadyMode::Started;
-                match rt.unit.ready {
-                    ReadyMode::Started => {}
-                    ReadyMode::Notify => {
-                        self.timers
-                            .add_after(now, rt.unit.ready_timeout, Timer::ReadyTimeout(id))
-                    }
-                    ReadyMode::Listening => {
-                        self.timers
-                            .add_after(now, rt.unit.listen_timeout, Timer::ListenTimeout(id))
-                    }
-                }
-                if !rt.unit.ready_after.is_zero() {
-                    self.timers
-                        .add_after(now, rt.unit.ready_after, Timer::ReadyAfter(id));
-                }
                 rt.slot_mut(index).current = Some(id);
                 rt.processes.insert(id);
                 info!("{name}[{index}]: started, pid {pid}");
@@ -208,14 +194,12 @@ impl<P: ProcessControl> Supervisor<P> {
                         index,
                         pid,
                         started_at: now,
-                        ready: false,
-                        ready_pending: false,
-                        stopping: false,
-                        announced_exit: false,
+                        phase: Phase::Starting,
                         status_text: None,
                     },
                 );
                 self.by_pid.insert(pid, id);
+                self.enter_starting(id, now);
                 if ready {
                     // Not mark_ready: re-checking the unit now, with some of its indexes still
                     // to be started, would take them for instances that cannot start.
@@ -345,12 +329,11 @@ impl<P: ProcessControl> Supervisor<P> {
         let Some(process) = self.processes.remove(&id) else {
             return;
         };
-        self.timers.cancel(Timer::Kill(id));
-        self.timers.cancel(Timer::KillSignal(id));
-        self.timers.cancel(Timer::ReadyTimeout(id));
-        self.timers.cancel(Timer::ReadyAfter(id));
-        self.timers.cancel(Timer::ListenTimeout(id));
-        if process.stopping || process.announced_exit {
+        // Reaped: it leaves its phase for good, and every timer about it goes.
+        for timer in every_timer_of(id) {
+            self.timers.cancel(timer);
+        }
+        if process.phase.is_leaving() {
             info!("{}: {status}", process.label());
         } else {
             warn!("{}: {status}", process.label());
@@ -424,7 +407,7 @@ impl<P: ProcessControl> Supervisor<P> {
             self.lingering
                 .insert(id, (process.unit.clone(), process.pid));
         }
-        if process.stopping {
+        if process.phase.is_stopping() {
             self.os.signal_instance(id, process.pid, Signal::SIGKILL);
             if self.lingering.contains_key(&id) {
                 self.timers.add_after(
@@ -452,8 +435,7 @@ impl<P: ProcessControl> Supervisor<P> {
         let Some(rt) = self.units.get(name) else {
             return;
         };
-        if process.stopping
-            || process.announced_exit
+        if process.phase.is_leaving()
             || !rt.active
             || self.shutting_down
             || rt.gave_up.is_some()
@@ -576,30 +558,28 @@ impl<P: ProcessControl> Supervisor<P> {
         self.settle(name, now);
     }
 
-    /// Sends the unit's `kill_signal` to the process's group and arms the SIGKILL deadline.
+    /// Sends the unit's `kill_signal` to the process's group (or asks it to leave) and arms
+    /// the SIGKILL deadline: [`Step::Stop`].
     pub(super) fn stop_process(&mut self, id: SpawnId, now: Instant) {
-        let Some(process) = self.processes.get_mut(&id) else {
+        let Some(process) = self.processes.get(&id) else {
             return;
         };
-        if process.stopping {
+        if process.phase.is_stopping() {
             return;
         }
         let Some(rt) = self.units.get(&process.unit) else {
             return;
         };
-        process.stopping = true;
-        self.timers
-            .add_after(now, rt.unit.kill_timeout, Timer::Kill(id));
         let stop_message = rt
             .unit
             .stop_message
             .as_ref()
             .map(|text| format!("{}\n", serde_json::Value::String(text.clone())).into_bytes());
-        if self
+        let asked = self
             .os
             .begin_stop(id, process.pid, rt.unit.kill_signal, stop_message)
-            == GracefulStop::Asked
-        {
+            == GracefulStop::Asked;
+        if asked {
             let how = match &rt.unit.stop_message {
                 Some(text) => format!("the message {text:?}"),
                 _ => "Node cluster disconnect".to_string(),
@@ -610,8 +590,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 Some(process.index),
                 format!("stopping pid {} ({how})", process.pid),
             ));
-            self.timers
-                .add_after(now, rt.unit.kill_timeout / 2, Timer::KillSignal(id));
+            self.transition(id, Step::Stop { asked }, now);
             return;
         }
         info!(
@@ -628,23 +607,19 @@ impl<P: ProcessControl> Supervisor<P> {
                 rt.unit.kill_signal.as_str()
             ),
         ));
-        self.os
-            .signal_instance(id, process.pid, rt.unit.kill_signal);
+        let (pid, kill_signal) = (process.pid, rt.unit.kill_signal);
+        self.transition(id, Step::Stop { asked }, now);
+        self.os.signal_instance(id, pid, kill_signal);
         // A stopped (SIGSTOP) process would never see the signal.
-        if rt.unit.kill_signal != Signal::SIGKILL {
-            self.os.signal_instance(id, process.pid, Signal::SIGCONT);
+        if kill_signal != Signal::SIGKILL {
+            self.os.signal_instance(id, pid, Signal::SIGCONT);
         }
     }
 
     /// Arms a SIGKILL `kill_timeout` from now without sending any signal first (suicide: the
-    /// process said it is leaving).
+    /// process said it is leaving): [`Step::LetGo`].
     pub(super) fn arm_kill(&mut self, id: SpawnId, now: Instant) {
-        if let Some(process) = self.processes.get(&id) {
-            if let Some(rt) = self.units.get(&process.unit) {
-                self.timers
-                    .add_after(now, rt.unit.kill_timeout, Timer::Kill(id));
-            }
-        }
+        self.transition(id, Step::LetGo, now);
     }
 
     /// A process asked to leave (a Node worker's disconnect, the unit's `stop_message`) is
@@ -823,7 +798,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 .get(i as usize)
                 .and_then(|s| s.current)
                 .and_then(|id| self.processes.get(&id))
-                .is_some_and(|p| p.ready && !p.stopping)
+                .is_some_and(|p| p.phase.is_ready() && !p.phase.is_stopping())
         });
         let none_above = !self.processes_of(name).any(|p| p.index >= rt.wanted);
         rt.active && every_index_ready && none_above

@@ -86,7 +86,7 @@ impl<P: ProcessControl> Supervisor<P> {
     ) -> Result<Vec<(SpawnId, Pid, u32)>, String> {
         let mut targets: Vec<(SpawnId, Pid, u32)> = self
             .processes_of(name)
-            .filter(|p| !p.stopping && !p.announced_exit)
+            .filter(|p| !p.phase.is_leaving())
             .filter(|p| instance.is_none_or(|index| p.index == index))
             .map(|p| (p.id, p.pid, p.index))
             .collect();
