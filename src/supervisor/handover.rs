@@ -129,9 +129,9 @@ impl<P: ProcessControl> Supervisor<P> {
             // Already being replaced: it is the standby of a reload in progress.
             return false;
         }
-        let replace = rt.active
+        let replace = rt.phase.is_active()
             && !self.shutting_down
-            && rt.gave_up.is_none()
+            && rt.phase.gave_up().is_none()
             && index < rt.wanted
             && rt.unit.restart != RestartPolicy::Never;
         if !replace {
@@ -258,7 +258,7 @@ impl<P: ProcessControl> Supervisor<P> {
         let Some(rt) = self.units.get(name) else {
             return OwnReload::NotRunning;
         };
-        if !rt.active || rt.gave_up.is_some() || self.shutting_down {
+        if !rt.phase.restarts() || self.shutting_down {
             return OwnReload::NotRunning;
         }
         if rt.rollout.is_some() {

@@ -8,7 +8,7 @@ use log::{debug, error, info, warn};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use super::phase::{every_timer_of, Phase, Step};
+use super::phase::{every_timer_of, Phase, Step, UnitStep};
 use super::process::Process;
 use super::timers::Timer;
 use super::unit_runtime::{AfterStop, Handover};
@@ -37,11 +37,10 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
 impl<P: ProcessControl> Supervisor<P> {
     /// Starts every missing instance of a unit (a manual start: clears a give-up).
     pub(super) fn start_unit(&mut self, name: &str, now: Instant) {
+        self.set_unit_phase(name, UnitStep::Start);
         let Some(rt) = self.units.get_mut(name) else {
             return;
         };
-        rt.active = true;
-        rt.gave_up = None;
         rt.restarts = 0;
         for slot in &mut rt.slots {
             slot.restarts = 0;
@@ -59,7 +58,7 @@ impl<P: ProcessControl> Supervisor<P> {
         };
         if !rt.unit.listen.is_empty() && !self.os.sockets_open(name) {
             if let Err(e) = self.os.open_sockets(&rt.unit) {
-                rt.active = false;
+                self.set_unit_phase(name, UnitStep::Stop);
                 self.fail_unit(name, e, 0, now);
                 self.settle(name, now);
                 return;
@@ -122,7 +121,7 @@ impl<P: ProcessControl> Supervisor<P> {
         let Some(rt) = self.units.get(name) else {
             return;
         };
-        if !rt.active || rt.gave_up.is_some() || self.shutting_down {
+        if !rt.phase.restarts() || self.shutting_down {
             return;
         }
         self.start_missing(name, now);
@@ -230,7 +229,7 @@ impl<P: ProcessControl> Supervisor<P> {
         // Already given up (another index spent the budget, e.g. a program that cannot be
         // executed, retried per index): no restart, and no second alarm — `on_giveup` runs
         // once per give-up.
-        if rt.gave_up.is_some() {
+        if rt.phase.gave_up().is_some() {
             return false;
         }
         if !rt.limiter.try_acquire(now) {
@@ -255,7 +254,6 @@ impl<P: ProcessControl> Supervisor<P> {
     /// The restart budget is spent: no more automatic restarts; instances that still run keep
     /// serving; the alarm hook runs once.
     pub(super) fn give_up(&mut self, name: &str, now: Instant) {
-        self.cancel_waiting_restarts(name);
         let Some(rt) = self.units.get(name) else {
             return;
         };
@@ -285,7 +283,10 @@ impl<P: ProcessControl> Supervisor<P> {
             None,
             format!("{reason}; no more automatic restarts"),
         ));
-        rt.gave_up = Some(reason.clone());
+        self.set_unit_phase(name, UnitStep::GiveUp(reason.clone()));
+        let Some(rt) = self.units.get_mut(name) else {
+            return;
+        };
         rt.give_ups += 1;
         if let Some(command) = rt.unit.on_giveup.clone() {
             let environment = vec![
@@ -436,9 +437,8 @@ impl<P: ProcessControl> Supervisor<P> {
             return;
         };
         if process.phase.is_leaving()
-            || !rt.active
+            || !rt.phase.restarts()
             || self.shutting_down
-            || rt.gave_up.is_some()
             || process.index >= rt.wanted
         {
             return;
@@ -521,7 +521,7 @@ impl<P: ProcessControl> Supervisor<P> {
         if slot.restart_at.take().is_none() || slot.current.is_some() {
             return;
         }
-        if !rt.active || rt.gave_up.is_some() || shutting_down || index >= rt.wanted {
+        if !rt.phase.restarts() || shutting_down || index >= rt.wanted {
             return;
         }
         self.start_instance(name, index, now);
@@ -539,11 +539,10 @@ impl<P: ProcessControl> Supervisor<P> {
 
     /// Stops every process of a unit gracefully, in parallel.
     pub(super) fn stop_unit(&mut self, name: &str, now: Instant) {
-        self.cancel_waiting_restarts(name);
+        self.set_unit_phase(name, UnitStep::Stop);
         let Some(rt) = self.units.get_mut(name) else {
             return;
         };
-        rt.active = false;
         // A stop is not a failure of the configuration being rolled out: keep it.
         if let Some(rollout) = rt.rollout.as_mut() {
             rollout.revert_to = None;
@@ -713,7 +712,7 @@ impl<P: ProcessControl> Supervisor<P> {
         // balancer could not fail over. Closed, they are refused at once; `start` or
         // `restart` binds them again.
         if alive == 0
-            && rt.gave_up.is_some()
+            && rt.phase.gave_up().is_some()
             && !rt.unit.listen.is_empty()
             && self.os.sockets_open(name)
         {
@@ -723,7 +722,7 @@ impl<P: ProcessControl> Supervisor<P> {
             self.unit_events
                 .push(UnitEvent::note(name.to_string(), None, note));
         }
-        if alive > 0 || rt.active {
+        if alive > 0 || rt.phase.is_active() {
             return Carried::Nothing;
         }
         match std::mem::replace(&mut rt.after_stop, AfterStop::Nothing) {
@@ -781,8 +780,10 @@ impl<P: ProcessControl> Supervisor<P> {
         // instance ran (its listen sockets cannot be opened), or clusterd is shutting down and
         // dropped the planned start. Without this, `clusterctl start|restart` would wait
         // forever (or until clusterd exits).
-        let stuck = rt.active && (rt.gave_up.is_some() || !rt.missing_indexes().is_empty());
-        let down_for_good = !rt.active && alive == 0 && matches!(rt.after_stop, AfterStop::Nothing);
+        let stuck = rt.phase.is_active()
+            && (rt.phase.gave_up().is_some() || !rt.missing_indexes().is_empty());
+        let down_for_good =
+            !rt.phase.is_active() && alive == 0 && matches!(rt.after_stop, AfterStop::Nothing);
         if stuck || down_for_good {
             self.fail_waiters(name, now);
         }
@@ -801,7 +802,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 .is_some_and(|p| p.phase.is_ready() && !p.phase.is_stopping())
         });
         let none_above = !self.processes_of(name).any(|p| p.index >= rt.wanted);
-        rt.active && every_index_ready && none_above
+        rt.phase.is_active() && every_index_ready && none_above
     }
 
     /// Answers every readiness waiter of a unit with an error (it gave up, or an instance
@@ -811,7 +812,7 @@ impl<P: ProcessControl> Supervisor<P> {
         let Some(rt) = self.units.get_mut(name) else {
             return;
         };
-        let reason = rt.gave_up.clone().unwrap_or_else(|| {
+        let reason = rt.phase.gave_up().map(str::to_string).unwrap_or_else(|| {
             if shutting_down {
                 return "clusterd is shutting down".to_string();
             }

@@ -8,6 +8,10 @@
 //! ([`Readiness`]), and whether it is leaving (it announced its exit, or it was told to stop).
 //! A process told to stop before it was ready can still say it is ready (and so let go of the
 //! process it replaces), so the leaving phases keep the readiness they were entered with.
+//!
+//! A unit has its own enum, [`UnitPhase`] (inactive, active, gave up), changed only by
+//! [`Supervisor::set_unit_phase`]. What status shows is derived from both levels
+//! (`status.rs`).
 
 use std::time::Instant;
 
@@ -309,5 +313,88 @@ impl<P: ProcessControl> Supervisor<P> {
             Step::Ready | Step::ReadyLater | Step::Announce => {}
         }
         Some((old, new))
+    }
+}
+
+/// What a unit is meant to do: the unit's own state, beside the phases of its processes
+/// (status derives what it shows from both). Changed only by
+/// [`Supervisor::set_unit_phase`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum UnitPhase {
+    /// Never started, stopped by hand, or being removed: nothing of it is started.
+    Inactive,
+    /// Meant to run: missing instances are started, exits restarted within the budget.
+    /// Timers: `Restart` of an index waiting out its delay.
+    Active,
+    /// It gave up (`reason`): nothing is restarted until a manual start or restart. `active`
+    /// unless it was stopped since: its instances that still run keep serving.
+    GaveUp { reason: String, active: bool },
+}
+
+/// What can happen to a unit; [`UnitPhase::after`] says where it leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum UnitStep {
+    /// A start by hand (or after a restart or a daemon-reload): a fresh try.
+    Start,
+    /// A stop by hand, a restart's stop, a removal, a shutdown, or sockets it cannot bind.
+    Stop,
+    /// Its restart budget is spent, or its sockets cannot be bound.
+    GiveUp(String),
+}
+
+impl UnitPhase {
+    /// The transition table of a unit.
+    pub(crate) fn after(&self, step: UnitStep) -> UnitPhase {
+        match (self, step) {
+            (_, UnitStep::Start) => UnitPhase::Active,
+            (UnitPhase::Inactive | UnitPhase::Active, UnitStep::Stop) => UnitPhase::Inactive,
+            (UnitPhase::GaveUp { reason, .. }, UnitStep::Stop) => UnitPhase::GaveUp {
+                reason: reason.clone(),
+                active: false,
+            },
+            (_, UnitStep::GiveUp(reason)) => UnitPhase::GaveUp {
+                reason,
+                active: self.is_active(),
+            },
+        }
+    }
+
+    /// Not stopped: it is meant to run (even if it gave up).
+    pub(crate) fn is_active(&self) -> bool {
+        matches!(
+            self,
+            UnitPhase::Active | UnitPhase::GaveUp { active: true, .. }
+        )
+    }
+
+    /// Active and not given up: it starts and restarts its instances by itself.
+    pub(crate) fn restarts(&self) -> bool {
+        *self == UnitPhase::Active
+    }
+
+    /// Why it gave up, if it did.
+    pub(crate) fn gave_up(&self) -> Option<&str> {
+        match self {
+            UnitPhase::GaveUp { reason, .. } => Some(reason),
+            UnitPhase::Inactive | UnitPhase::Active => None,
+        }
+    }
+}
+
+impl<P: ProcessControl> Supervisor<P> {
+    /// The one place a unit's phase changes: applies [`UnitPhase::after`]. Only an
+    /// `Active` unit restarts anything, so entering any other phase cancels the restarts
+    /// waiting out their delay (status no longer shows them `restarting`).
+    pub(super) fn set_unit_phase(&mut self, name: &str, step: UnitStep) {
+        let Some(rt) = self.units.get_mut(name) else {
+            return;
+        };
+        let new = rt.phase.after(step);
+        let restarts_go = new != UnitPhase::Active;
+        rt.phase = new;
+        if restarts_go {
+            self.cancel_waiting_restarts(name);
+        }
     }
 }

@@ -143,8 +143,8 @@ impl<P: ProcessControl> Supervisor<P> {
         }
 
         let facts = UnitFacts {
-            gave_up: rt.gave_up.is_some(),
-            active: rt.active,
+            gave_up: rt.phase.gave_up().is_some(),
+            active: rt.phase.is_active(),
             nothing_runs: processes.is_empty(),
             any_stopping: processes.iter().any(|p| p.phase.is_stopping()),
             rolling: rt.rollout.is_some(),
@@ -161,9 +161,9 @@ impl<P: ProcessControl> Supervisor<P> {
             state: facts.state(),
             description: rt.unit.description.clone(),
             restarts: rt.restarts,
-            gave_up: rt.gave_up.is_some(),
+            gave_up: rt.phase.gave_up().is_some(),
             wanted_instances: rt.wanted,
-            error: rt.gave_up.clone().or_else(|| {
+            error: rt.phase.gave_up().map(str::to_string).or_else(|| {
                 rt.config_error
                     .as_ref()
                     .map(|e| format!("daemon-reload kept the previous configuration: {e}"))

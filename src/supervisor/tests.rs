@@ -8,7 +8,7 @@ use crossbeam_channel::Receiver;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use super::phase::{every_timer_of, Phase, Readiness, Step};
+use super::phase::{every_timer_of, Phase, Readiness, Step, UnitPhase, UnitStep};
 use super::timers::Timer;
 use super::{Ending, ShutdownPolicy, Supervisor};
 use crate::protocol::{InstanceState, Request, Response, ScaleCount, UnitState, UnitStatus};
@@ -2273,5 +2273,44 @@ fn the_transition_table_ignores_steps_that_change_nothing_and_phases_serialize_w
     assert_eq!(
         serde_json::to_string(&Phase::Running).unwrap(),
         r#""running""#
+    );
+}
+
+#[test]
+fn only_an_active_unit_has_restarts_waiting_and_a_stop_keeps_why_it_gave_up() {
+    let text = "command = \"sleep 100\"\nrestart_delay = \"5s\"\n";
+    let mut h = Harness::start(&[("web", text)]);
+    assert_eq!(h.sup.units["web"].phase, UnitPhase::Active);
+    let pid = h.last_pid();
+    h.exit(pid, code(1));
+    let restart = Timer::Restart(unit("web"), 0);
+    assert!(h.sup.timers.is_armed(&restart));
+    h.request(Request::Stop { unit: unit("web") });
+    assert_eq!(h.sup.units["web"].phase, UnitPhase::Inactive);
+    assert!(!h.sup.timers.is_armed(&restart));
+    assert_eq!(h.status("web").instances[0].state, InstanceState::Stopped);
+
+    let gave_up = UnitPhase::GaveUp {
+        reason: "gave up".into(),
+        active: true,
+    };
+    assert_eq!(
+        gave_up.after(UnitStep::Stop),
+        UnitPhase::GaveUp {
+            reason: "gave up".into(),
+            active: false
+        }
+    );
+    assert_eq!(gave_up.after(UnitStep::Start), UnitPhase::Active);
+    assert_eq!(
+        UnitPhase::Inactive.after(UnitStep::GiveUp("no port".into())),
+        UnitPhase::GaveUp {
+            reason: "no port".into(),
+            active: false
+        }
+    );
+    assert_eq!(
+        serde_json::to_string(&gave_up).unwrap(),
+        r#"{"gave_up":{"reason":"gave up","active":true}}"#
     );
 }
