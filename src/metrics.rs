@@ -8,7 +8,7 @@
 
 use std::fmt::Write;
 
-use crate::protocol::StatusReport;
+use crate::protocol::{InstanceState, StatusReport, UnitState};
 
 /// The exposition text of `report`; `now` is the current time in seconds since the epoch
 /// (instances' start times are derived from their uptime).
@@ -39,7 +39,7 @@ pub fn render(report: &StatusReport, now: f64) -> String {
         "1 when the instance's process runs and is ready, else 0.",
         instances()
             .map(|(u, i)| {
-                let up = i.pid.is_some() && i.state == "running";
+                let up = i.pid.is_some() && i.state == InstanceState::Running;
                 (instance_labels(&u.name, i.index), f64::from(u8::from(up)))
             })
             .collect(),
@@ -139,7 +139,7 @@ pub fn render(report: &StatusReport, now: f64) -> String {
             .map(|u| {
                 (
                     unit_labels(&u.name),
-                    f64::from(u8::from(u.state == "invalid")),
+                    f64::from(u8::from(u.state == UnitState::Invalid)),
                 )
             })
             .collect(),
@@ -200,7 +200,7 @@ mod tests {
         let report = StatusReport {
             units: vec![UnitStatus {
                 name: "web".into(),
-                state: "running".into(),
+                state: UnitState::Running,
                 description: None,
                 restarts: 2,
                 gave_up: false,
@@ -215,7 +215,7 @@ mod tests {
                 instances: vec![InstanceStatus {
                     index: 0,
                     pid: Some(42),
-                    state: "running".into(),
+                    state: InstanceState::Running,
                     restarts: 2,
                     uptime_ms: Some(10_000),
                     last_exit: None,

@@ -2,7 +2,7 @@
 //! orchestrator's readiness probe needs (a TCP probe of a port clusterd holds open would
 //! always pass, even with no instance behind it).
 
-use crate::protocol::StatusReport;
+use crate::protocol::{InstanceState, StatusReport, UnitState};
 
 /// Why the named units (every unit when none is named) are not ready, or `None` if they are.
 pub fn not_ready(report: &StatusReport, units: &[String]) -> Option<String> {
@@ -19,14 +19,14 @@ pub fn not_ready(report: &StatusReport, units: &[String]) -> Option<String> {
         .iter()
         .filter(|u| units.is_empty() || units.contains(&u.name))
     {
-        if unit.state == "invalid" {
+        if unit.state == UnitState::Invalid {
             problems.push(format!("{}: its unit file is invalid", unit.name));
             continue;
         }
         let ready = unit
             .instances
             .iter()
-            .filter(|i| i.state == "running")
+            .filter(|i| i.state == InstanceState::Running)
             .count();
         if ready < unit.wanted_instances as usize {
             problems.push(format!(

@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use crate::printable::printable;
-use crate::protocol::StatusReport;
+use crate::protocol::{InstanceState, StatusReport, UnitState};
 
 pub fn render(report: &StatusReport) -> String {
     if report.units.is_empty() {
@@ -47,12 +47,12 @@ pub fn render(report: &StatusReport) -> String {
         let running = unit
             .instances
             .iter()
-            .filter(|i| !i.draining && i.state == "running")
+            .filter(|i| !i.draining && i.state == InstanceState::Running)
             .count();
         units.push(vec![
             unit.name.clone(),
-            unit.state.clone(),
-            if unit.state == "invalid" {
+            unit.state.to_string(),
+            if unit.state == UnitState::Invalid {
                 "-".into()
             } else {
                 format!("{running}/{}", unit.wanted_instances)
@@ -76,8 +76,8 @@ pub fn render(report: &StatusReport) -> String {
             notes.push(format!("{}: watch: {problem}", unit.name));
         }
         for instance in &unit.instances {
-            let mut state = instance.state.clone();
-            if instance.draining && instance.state != "draining" {
+            let mut state = instance.state.to_string();
+            if instance.draining && instance.state != InstanceState::Draining {
                 // Stopping, say: it was replaced all the same.
                 state.push_str(" (replaced)");
             }
@@ -219,7 +219,7 @@ mod tests {
         let report = StatusReport {
             units: vec![UnitStatus {
                 name: "web".into(),
-                state: "running".into(),
+                state: UnitState::Running,
                 description: Some("demo".into()),
                 restarts: 1,
                 gave_up: false,
@@ -237,7 +237,7 @@ mod tests {
                 instances: vec![InstanceStatus {
                     index: 0,
                     pid: Some(4242),
-                    state: "running".into(),
+                    state: InstanceState::Running,
                     restarts: 1,
                     uptime_ms: Some(5000),
                     last_exit: Some("exited with code 1".into()),

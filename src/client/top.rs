@@ -41,7 +41,7 @@ pub fn frame(report: &StatusReport, sort: SortBy, rows: usize) -> String {
                     i.memory_bytes.map_or("-".into(), mebibytes),
                     i.restarts.to_string(),
                     i.uptime_ms.map_or("-".into(), |ms| seconds(ms / 1000)),
-                    i.state.clone(),
+                    i.state.to_string(),
                 ],
             ));
         }

@@ -207,7 +207,7 @@ pub struct DaemonStatus {
 pub struct UnitStatus {
     pub name: String,
     /// `running`, `starting`, `stopping`, `stopped`, `failed` or `invalid`.
-    pub state: String,
+    pub state: UnitState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Automatic restarts since the unit was last started by hand.
@@ -250,6 +250,81 @@ pub struct UnitStatus {
     pub events: Vec<EventStatus>,
 }
 
+/// The state of a unit, as status shows it. On the wire it is the lower-case name
+/// (`"running"`): scripts depend on these names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnitState {
+    /// Every instance it has is ready.
+    Running,
+    /// Some instance is not ready yet.
+    Starting,
+    /// Stopped by hand, or stopping instances outside a rolling reload.
+    Stopping,
+    /// Nothing of it runs.
+    Stopped,
+    /// It gave up (restart budget spent, sockets cannot be bound).
+    Failed,
+    /// Its unit file does not parse.
+    Invalid,
+}
+
+/// The state of one instance (or of a replaced process still finishing), as status shows it.
+/// On the wire it is the lower-case name (`"running"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceState {
+    /// Started, not ready yet.
+    Starting,
+    /// Ready to serve.
+    Running,
+    /// Replaced (suicide, reload, `memory_max`), finishing its work.
+    Draining,
+    /// Told to stop; SIGKILL follows after `kill_timeout`.
+    Stopping,
+    /// Waiting out its `restart_delay` or backoff.
+    Restarting,
+    /// No process.
+    Stopped,
+}
+
+/// The wire name of a state: what status tables and `clusterctl top` print.
+macro_rules! state_names {
+    ($type:ty { $($variant:ident => $name:literal),* $(,)? }) => {
+        impl $type {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name,)*
+                }
+            }
+        }
+
+        impl std::fmt::Display for $type {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+state_names!(UnitState {
+    Running => "running",
+    Starting => "starting",
+    Stopping => "stopping",
+    Stopped => "stopped",
+    Failed => "failed",
+    Invalid => "invalid",
+});
+
+state_names!(InstanceState {
+    Starting => "starting",
+    Running => "running",
+    Draining => "draining",
+    Stopping => "stopping",
+    Restarting => "restarting",
+    Stopped => "stopped",
+});
+
 /// One lifecycle event of a unit: started, exited, restarting, suicide, gave up, reload...
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventStatus {
@@ -268,7 +343,7 @@ pub struct InstanceStatus {
     pub pid: Option<u32>,
     /// `starting`, `running`, `draining` (replaced, finishing its work), `stopping`,
     /// `restarting` (waiting out its `restart_delay` or backoff) or `stopped`.
-    pub state: String,
+    pub state: InstanceState,
     pub restarts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uptime_ms: Option<u64>,
@@ -332,6 +407,40 @@ mod tests {
             let parsed = serde_json::from_str::<RequestEnvelope>(text);
             assert!(parsed.is_err(), "{text} was accepted: {parsed:?}");
         }
+    }
+
+    /// Each state goes on the wire as its name, and comes back.
+    fn travel_as_their_names<T>(states: &[T])
+    where
+        T: Serialize + for<'de> Deserialize<'de> + std::fmt::Display + PartialEq + std::fmt::Debug,
+    {
+        for state in states {
+            let text = serde_json::to_string(state).unwrap();
+            assert_eq!(text, format!("\"{state}\""));
+            assert_eq!(&serde_json::from_str::<T>(&text).unwrap(), state);
+        }
+    }
+
+    #[test]
+    fn states_travel_as_their_lower_case_names() {
+        travel_as_their_names(&[
+            UnitState::Running,
+            UnitState::Starting,
+            UnitState::Stopping,
+            UnitState::Stopped,
+            UnitState::Failed,
+            UnitState::Invalid,
+        ]);
+        travel_as_their_names(&[
+            InstanceState::Starting,
+            InstanceState::Running,
+            InstanceState::Draining,
+            InstanceState::Stopping,
+            InstanceState::Restarting,
+            InstanceState::Stopped,
+        ]);
+        assert_eq!(UnitState::Running.as_str(), "running");
+        assert_eq!(InstanceState::Restarting.to_string(), "restarting");
     }
 
     #[test]

@@ -195,9 +195,9 @@ fn decide(rt: &UnitRuntime, unit: &Unit) -> Change {
         Change::None
     } else if rt.unit.differs_only_in_instances(unit) && rt.rollout.is_none() {
         Change::Scale
-    } else if rt.active && can_roll(rt, unit) {
+    } else if rt.phase.is_active() && can_roll(rt, unit) {
         Change::Roll
-    } else if rt.active {
+    } else if rt.phase.is_active() {
         Change::Restart
     } else {
         Change::ReplaceStopped
@@ -250,7 +250,7 @@ impl ReloadReport {
 /// cluster mode and the number of instances. Otherwise it is restarted.
 fn can_roll(rt: &UnitRuntime, new: &Unit) -> bool {
     let old = &rt.unit;
-    rt.gave_up.is_none()
+    rt.phase.gave_up().is_none()
         && rt.rollout.is_none()
         && matches!(rt.after_stop, AfterStop::Nothing)
         && old.listen == new.listen

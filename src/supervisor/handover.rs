@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use log::{info, warn};
 
-use super::timers::Timer;
+use super::phase::Step;
 use super::unit_runtime::{Handover, Rollout};
 use super::Supervisor;
 use crate::protocol::Response;
@@ -28,21 +28,18 @@ impl<P: ProcessControl> Supervisor<P> {
     /// the unit: for callers in the middle of changing it (spawning one index of several),
     /// which settle once they are done. Returns the unit's name if anything changed.
     pub(super) fn set_ready(&mut self, id: SpawnId, now: Instant) -> Option<String> {
-        let process = self.processes.get_mut(&id)?;
-        if process.ready {
+        let process = self.processes.get(&id)?;
+        if process.phase.is_ready() {
             return None;
         }
-        let rt = self.units.get_mut(&process.unit)?;
+        let rt = self.units.get(&process.unit)?;
         // Not before it has run `ready_after`: Timer::ReadyAfter comes back for it then.
         if now.saturating_duration_since(process.started_at) < rt.unit.ready_after {
-            process.ready_pending = true;
+            self.transition(id, Step::ReadyLater, now);
             return None;
         }
-        self.timers.cancel(Timer::ReadyTimeout(id));
-        self.timers.cancel(Timer::ReadyAfter(id));
-        self.timers.cancel(Timer::ListenTimeout(id));
-        process.ready = true;
-        process.ready_pending = false;
+        self.transition(id, Step::Ready, now)?;
+        let process = self.processes.get(&id)?;
         let (name, index) = (process.unit.clone(), process.index);
         let rt = self.units.get_mut(&name)?;
         if rt.unit.ready != crate::unit::ReadyMode::Started || !rt.unit.ready_after.is_zero() {
@@ -60,7 +57,7 @@ impl<P: ProcessControl> Supervisor<P> {
     /// A Node worker that has not listened within `listen_timeout` counts as ready, as PM2
     /// counts such an app online: an app that never listens (a queue worker) still starts.
     pub(super) fn listen_timed_out(&mut self, id: SpawnId, now: Instant) {
-        let Some(process) = self.processes.get(&id).filter(|p| !p.ready) else {
+        let Some(process) = self.processes.get(&id).filter(|p| !p.phase.is_ready()) else {
             return;
         };
         let timeout = self
@@ -107,7 +104,7 @@ impl<P: ProcessControl> Supervisor<P> {
         let Some(process) = self.processes.get(&id) else {
             return false;
         };
-        if process.announced_exit || process.stopping {
+        if process.phase.is_leaving() {
             return false;
         }
         let (name, index, label) = (process.unit.clone(), process.index, process.label());
@@ -124,16 +121,17 @@ impl<P: ProcessControl> Supervisor<P> {
             info!("{label}: announced its exit before it was ready; it will be restarted once it exits");
             return false;
         }
-        if let Some(process) = self.processes.get_mut(&id) {
-            process.announced_exit = true;
-        }
+        self.transition(id, Step::Announce, now);
+        let Some(rt) = self.units.get_mut(&name) else {
+            return false;
+        };
         if !is_current {
             // Already being replaced: it is the standby of a reload in progress.
             return false;
         }
-        let replace = rt.active
+        let replace = rt.phase.is_active()
             && !self.shutting_down
-            && rt.gave_up.is_none()
+            && rt.phase.gave_up().is_none()
             && index < rt.wanted
             && rt.unit.restart != RestartPolicy::Never;
         if !replace {
@@ -179,7 +177,7 @@ impl<P: ProcessControl> Supervisor<P> {
         let Some(process) = self.processes.get(&id) else {
             return;
         };
-        if process.ready || process.stopping {
+        if process.phase.is_ready() || process.phase.is_stopping() {
             return;
         }
         let (name, index, label) = (process.unit.clone(), process.index, process.label());
@@ -260,7 +258,7 @@ impl<P: ProcessControl> Supervisor<P> {
         let Some(rt) = self.units.get(name) else {
             return OwnReload::NotRunning;
         };
-        if !rt.active || rt.gave_up.is_some() || self.shutting_down {
+        if !rt.phase.restarts() || self.shutting_down {
             return OwnReload::NotRunning;
         }
         if rt.rollout.is_some() {
@@ -291,7 +289,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 return;
             }
             if rollout.next_index >= rt.wanted {
-                let old_left = self.processes_of(name).any(|p| p.stopping);
+                let old_left = self.processes_of(name).any(|p| p.phase.is_stopping());
                 if old_left {
                     return;
                 }
@@ -318,7 +316,7 @@ impl<P: ProcessControl> Supervisor<P> {
             let old = slot.current.filter(|id| {
                 self.processes
                     .get(id)
-                    .is_some_and(|p| !p.stopping && !p.announced_exit)
+                    .is_some_and(|p| !p.phase.is_leaving())
             });
             match old {
                 Some(old) => {

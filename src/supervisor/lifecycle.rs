@@ -8,6 +8,7 @@ use log::{debug, error, info, warn};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
+use super::phase::{every_timer_of, Phase, Step, UnitStep};
 use super::process::Process;
 use super::timers::Timer;
 use super::unit_runtime::{AfterStop, Handover};
@@ -36,11 +37,10 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
 impl<P: ProcessControl> Supervisor<P> {
     /// Starts every missing instance of a unit (a manual start: clears a give-up).
     pub(super) fn start_unit(&mut self, name: &str, now: Instant) {
+        self.set_unit_phase(name, UnitStep::Start);
         let Some(rt) = self.units.get_mut(name) else {
             return;
         };
-        rt.active = true;
-        rt.gave_up = None;
         rt.restarts = 0;
         for slot in &mut rt.slots {
             slot.restarts = 0;
@@ -58,7 +58,7 @@ impl<P: ProcessControl> Supervisor<P> {
         };
         if !rt.unit.listen.is_empty() && !self.os.sockets_open(name) {
             if let Err(e) = self.os.open_sockets(&rt.unit) {
-                rt.active = false;
+                self.set_unit_phase(name, UnitStep::Stop);
                 self.fail_unit(name, e, 0, now);
                 self.settle(name, now);
                 return;
@@ -121,7 +121,7 @@ impl<P: ProcessControl> Supervisor<P> {
         let Some(rt) = self.units.get(name) else {
             return;
         };
-        if !rt.active || rt.gave_up.is_some() || self.shutting_down {
+        if !rt.phase.restarts() || self.shutting_down {
             return;
         }
         self.start_missing(name, now);
@@ -177,21 +177,6 @@ impl<P: ProcessControl> Supervisor<P> {
             Ok(pid) => {
                 rt.retry_delay = None;
                 let ready = rt.unit.ready == ReadyMode::Started;
-                match rt.unit.ready {
-                    ReadyMode::Started => {}
-                    ReadyMode::Notify => {
-                        self.timers
-                            .add_after(now, rt.unit.ready_timeout, Timer::ReadyTimeout(id))
-                    }
-                    ReadyMode::Listening => {
-                        self.timers
-                            .add_after(now, rt.unit.listen_timeout, Timer::ListenTimeout(id))
-                    }
-                }
-                if !rt.unit.ready_after.is_zero() {
-                    self.timers
-                        .add_after(now, rt.unit.ready_after, Timer::ReadyAfter(id));
-                }
                 rt.slot_mut(index).current = Some(id);
                 rt.processes.insert(id);
                 info!("{name}[{index}]: started, pid {pid}");
@@ -208,14 +193,12 @@ impl<P: ProcessControl> Supervisor<P> {
                         index,
                         pid,
                         started_at: now,
-                        ready: false,
-                        ready_pending: false,
-                        stopping: false,
-                        announced_exit: false,
+                        phase: Phase::Starting,
                         status_text: None,
                     },
                 );
                 self.by_pid.insert(pid, id);
+                self.enter_starting(id, now);
                 if ready {
                     // Not mark_ready: re-checking the unit now, with some of its indexes still
                     // to be started, would take them for instances that cannot start.
@@ -246,7 +229,7 @@ impl<P: ProcessControl> Supervisor<P> {
         // Already given up (another index spent the budget, e.g. a program that cannot be
         // executed, retried per index): no restart, and no second alarm — `on_giveup` runs
         // once per give-up.
-        if rt.gave_up.is_some() {
+        if rt.phase.gave_up().is_some() {
             return false;
         }
         if !rt.limiter.try_acquire(now) {
@@ -271,7 +254,6 @@ impl<P: ProcessControl> Supervisor<P> {
     /// The restart budget is spent: no more automatic restarts; instances that still run keep
     /// serving; the alarm hook runs once.
     pub(super) fn give_up(&mut self, name: &str, now: Instant) {
-        self.cancel_waiting_restarts(name);
         let Some(rt) = self.units.get(name) else {
             return;
         };
@@ -301,7 +283,10 @@ impl<P: ProcessControl> Supervisor<P> {
             None,
             format!("{reason}; no more automatic restarts"),
         ));
-        rt.gave_up = Some(reason.clone());
+        self.set_unit_phase(name, UnitStep::GiveUp(reason.clone()));
+        let Some(rt) = self.units.get_mut(name) else {
+            return;
+        };
         rt.give_ups += 1;
         if let Some(command) = rt.unit.on_giveup.clone() {
             let environment = vec![
@@ -345,12 +330,11 @@ impl<P: ProcessControl> Supervisor<P> {
         let Some(process) = self.processes.remove(&id) else {
             return;
         };
-        self.timers.cancel(Timer::Kill(id));
-        self.timers.cancel(Timer::KillSignal(id));
-        self.timers.cancel(Timer::ReadyTimeout(id));
-        self.timers.cancel(Timer::ReadyAfter(id));
-        self.timers.cancel(Timer::ListenTimeout(id));
-        if process.stopping || process.announced_exit {
+        // Reaped: it leaves its phase for good, and every timer about it goes.
+        for timer in every_timer_of(id) {
+            self.timers.cancel(timer);
+        }
+        if process.phase.is_leaving() {
             info!("{}: {status}", process.label());
         } else {
             warn!("{}: {status}", process.label());
@@ -424,7 +408,7 @@ impl<P: ProcessControl> Supervisor<P> {
             self.lingering
                 .insert(id, (process.unit.clone(), process.pid));
         }
-        if process.stopping {
+        if process.phase.is_stopping() {
             self.os.signal_instance(id, process.pid, Signal::SIGKILL);
             if self.lingering.contains_key(&id) {
                 self.timers.add_after(
@@ -452,11 +436,9 @@ impl<P: ProcessControl> Supervisor<P> {
         let Some(rt) = self.units.get(name) else {
             return;
         };
-        if process.stopping
-            || process.announced_exit
-            || !rt.active
+        if process.phase.is_leaving()
+            || !rt.phase.restarts()
             || self.shutting_down
-            || rt.gave_up.is_some()
             || process.index >= rt.wanted
         {
             return;
@@ -539,7 +521,7 @@ impl<P: ProcessControl> Supervisor<P> {
         if slot.restart_at.take().is_none() || slot.current.is_some() {
             return;
         }
-        if !rt.active || rt.gave_up.is_some() || shutting_down || index >= rt.wanted {
+        if !rt.phase.restarts() || shutting_down || index >= rt.wanted {
             return;
         }
         self.start_instance(name, index, now);
@@ -557,11 +539,10 @@ impl<P: ProcessControl> Supervisor<P> {
 
     /// Stops every process of a unit gracefully, in parallel.
     pub(super) fn stop_unit(&mut self, name: &str, now: Instant) {
-        self.cancel_waiting_restarts(name);
+        self.set_unit_phase(name, UnitStep::Stop);
         let Some(rt) = self.units.get_mut(name) else {
             return;
         };
-        rt.active = false;
         // A stop is not a failure of the configuration being rolled out: keep it.
         if let Some(rollout) = rt.rollout.as_mut() {
             rollout.revert_to = None;
@@ -576,30 +557,28 @@ impl<P: ProcessControl> Supervisor<P> {
         self.settle(name, now);
     }
 
-    /// Sends the unit's `kill_signal` to the process's group and arms the SIGKILL deadline.
+    /// Sends the unit's `kill_signal` to the process's group (or asks it to leave) and arms
+    /// the SIGKILL deadline: [`Step::Stop`].
     pub(super) fn stop_process(&mut self, id: SpawnId, now: Instant) {
-        let Some(process) = self.processes.get_mut(&id) else {
+        let Some(process) = self.processes.get(&id) else {
             return;
         };
-        if process.stopping {
+        if process.phase.is_stopping() {
             return;
         }
         let Some(rt) = self.units.get(&process.unit) else {
             return;
         };
-        process.stopping = true;
-        self.timers
-            .add_after(now, rt.unit.kill_timeout, Timer::Kill(id));
         let stop_message = rt
             .unit
             .stop_message
             .as_ref()
             .map(|text| format!("{}\n", serde_json::Value::String(text.clone())).into_bytes());
-        if self
+        let asked = self
             .os
             .begin_stop(id, process.pid, rt.unit.kill_signal, stop_message)
-            == GracefulStop::Asked
-        {
+            == GracefulStop::Asked;
+        if asked {
             let how = match &rt.unit.stop_message {
                 Some(text) => format!("the message {text:?}"),
                 _ => "Node cluster disconnect".to_string(),
@@ -610,8 +589,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 Some(process.index),
                 format!("stopping pid {} ({how})", process.pid),
             ));
-            self.timers
-                .add_after(now, rt.unit.kill_timeout / 2, Timer::KillSignal(id));
+            self.transition(id, Step::Stop { asked }, now);
             return;
         }
         info!(
@@ -628,23 +606,19 @@ impl<P: ProcessControl> Supervisor<P> {
                 rt.unit.kill_signal.as_str()
             ),
         ));
-        self.os
-            .signal_instance(id, process.pid, rt.unit.kill_signal);
+        let (pid, kill_signal) = (process.pid, rt.unit.kill_signal);
+        self.transition(id, Step::Stop { asked }, now);
+        self.os.signal_instance(id, pid, kill_signal);
         // A stopped (SIGSTOP) process would never see the signal.
-        if rt.unit.kill_signal != Signal::SIGKILL {
-            self.os.signal_instance(id, process.pid, Signal::SIGCONT);
+        if kill_signal != Signal::SIGKILL {
+            self.os.signal_instance(id, pid, Signal::SIGCONT);
         }
     }
 
     /// Arms a SIGKILL `kill_timeout` from now without sending any signal first (suicide: the
-    /// process said it is leaving).
+    /// process said it is leaving): [`Step::LetGo`].
     pub(super) fn arm_kill(&mut self, id: SpawnId, now: Instant) {
-        if let Some(process) = self.processes.get(&id) {
-            if let Some(rt) = self.units.get(&process.unit) {
-                self.timers
-                    .add_after(now, rt.unit.kill_timeout, Timer::Kill(id));
-            }
-        }
+        self.transition(id, Step::LetGo, now);
     }
 
     /// A process asked to leave (a Node worker's disconnect, the unit's `stop_message`) is
@@ -738,7 +712,7 @@ impl<P: ProcessControl> Supervisor<P> {
         // balancer could not fail over. Closed, they are refused at once; `start` or
         // `restart` binds them again.
         if alive == 0
-            && rt.gave_up.is_some()
+            && rt.phase.gave_up().is_some()
             && !rt.unit.listen.is_empty()
             && self.os.sockets_open(name)
         {
@@ -748,7 +722,7 @@ impl<P: ProcessControl> Supervisor<P> {
             self.unit_events
                 .push(UnitEvent::note(name.to_string(), None, note));
         }
-        if alive > 0 || rt.active {
+        if alive > 0 || rt.phase.is_active() {
             return Carried::Nothing;
         }
         match std::mem::replace(&mut rt.after_stop, AfterStop::Nothing) {
@@ -806,8 +780,10 @@ impl<P: ProcessControl> Supervisor<P> {
         // instance ran (its listen sockets cannot be opened), or clusterd is shutting down and
         // dropped the planned start. Without this, `clusterctl start|restart` would wait
         // forever (or until clusterd exits).
-        let stuck = rt.active && (rt.gave_up.is_some() || !rt.missing_indexes().is_empty());
-        let down_for_good = !rt.active && alive == 0 && matches!(rt.after_stop, AfterStop::Nothing);
+        let stuck = rt.phase.is_active()
+            && (rt.phase.gave_up().is_some() || !rt.missing_indexes().is_empty());
+        let down_for_good =
+            !rt.phase.is_active() && alive == 0 && matches!(rt.after_stop, AfterStop::Nothing);
         if stuck || down_for_good {
             self.fail_waiters(name, now);
         }
@@ -823,10 +799,10 @@ impl<P: ProcessControl> Supervisor<P> {
                 .get(i as usize)
                 .and_then(|s| s.current)
                 .and_then(|id| self.processes.get(&id))
-                .is_some_and(|p| p.ready && !p.stopping)
+                .is_some_and(|p| p.phase.is_ready() && !p.phase.is_stopping())
         });
         let none_above = !self.processes_of(name).any(|p| p.index >= rt.wanted);
-        rt.active && every_index_ready && none_above
+        rt.phase.is_active() && every_index_ready && none_above
     }
 
     /// Answers every readiness waiter of a unit with an error (it gave up, or an instance
@@ -836,7 +812,7 @@ impl<P: ProcessControl> Supervisor<P> {
         let Some(rt) = self.units.get_mut(name) else {
             return;
         };
-        let reason = rt.gave_up.clone().unwrap_or_else(|| {
+        let reason = rt.phase.gave_up().map(str::to_string).unwrap_or_else(|| {
             if shutting_down {
                 return "clusterd is shutting down".to_string();
             }

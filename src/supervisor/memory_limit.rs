@@ -45,7 +45,7 @@ impl<P: ProcessControl> Supervisor<P> {
             .collect();
         let serving: Vec<_> = self
             .processes_of(name)
-            .filter(|p| !p.stopping && !p.announced_exit && !replacing.contains(&p.id))
+            .filter(|p| !p.phase.is_leaving() && !replacing.contains(&p.id))
             .map(|p| (p.id, p.pid, p.started_at))
             .collect();
         if serving.is_empty() {

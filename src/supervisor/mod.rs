@@ -3,9 +3,10 @@
 //! always given the current time. It never reads the clock or touches the OS itself: the OS is
 //! behind [`ProcessControl`], so tests drive it with fed events and a fake clock.
 //!
-//! The logic is split by concern: `lifecycle` (spawn, exit, restart, give-up, stop),
-//! `handover` (readiness, suicide, rolling reload), `requests` (clusterctl verbs),
-//! `daemon_reload` (applying a re-read units directory) and `status`.
+//! The logic is split by concern: `phase` (a process's lifecycle as one enum, and the one
+//! transition function that changes it and its timers), `lifecycle` (spawn, exit, restart,
+//! give-up, stop), `handover` (readiness, suicide, rolling reload), `requests` (clusterctl
+//! verbs), `daemon_reload` (applying a re-read units directory) and `status`.
 
 mod cron_restart;
 mod daemon_reload;
@@ -14,6 +15,7 @@ mod file_changes;
 mod handover;
 mod lifecycle;
 mod memory_limit;
+mod phase;
 mod process;
 pub(crate) mod process_control;
 mod requests;
@@ -229,7 +231,11 @@ impl<P: ProcessControl> Supervisor<P> {
                 Timer::ReadyTimeout(id) => self.ready_timed_out(id, now),
                 Timer::ListenTimeout(id) => self.listen_timed_out(id, now),
                 Timer::ReadyAfter(id) => {
-                    if self.processes.get(&id).is_some_and(|p| p.ready_pending) {
+                    if self
+                        .processes
+                        .get(&id)
+                        .is_some_and(|p| p.phase.is_ready_pending())
+                    {
                         self.mark_ready(id, now);
                     }
                 }

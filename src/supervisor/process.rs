@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use nix::unistd::Pid;
 
+use super::phase::Phase;
 use crate::supervisor::process_control::SpawnId;
 
 #[derive(Debug, Clone)]
@@ -15,15 +16,8 @@ pub(crate) struct Process {
     /// Also its process group id: every instance leads its own group.
     pub pid: Pid,
     pub started_at: Instant,
-    /// Ready to serve: at once for `ready = "started"`, on notification for `"notify"`.
-    pub ready: bool,
-    /// It would be ready (started, or said so) but has not run `ready_after` yet: it is once
-    /// `Timer::ReadyAfter` fires.
-    pub ready_pending: bool,
-    /// `kill_signal` has been sent and a SIGKILL deadline armed.
-    pub stopping: bool,
-    /// It announced its own exit (suicide): its exit must not trigger a restart.
-    pub announced_exit: bool,
+    /// Where it is in its life: changed only by `Supervisor::transition`.
+    pub phase: Phase,
     /// The last `STATUS=` it sent to NOTIFY_SOCKET.
     pub status_text: Option<String>,
 }

@@ -86,7 +86,7 @@ impl<P: ProcessControl> Supervisor<P> {
     ) -> Result<Vec<(SpawnId, Pid, u32)>, String> {
         let mut targets: Vec<(SpawnId, Pid, u32)> = self
             .processes_of(name)
-            .filter(|p| !p.stopping && !p.announced_exit)
+            .filter(|p| !p.phase.is_leaving())
             .filter(|p| instance.is_none_or(|index| p.index == index))
             .map(|p| (p.id, p.pid, p.index))
             .collect();
@@ -208,7 +208,7 @@ impl<P: ProcessControl> Supervisor<P> {
         let Some(rt) = self.units.get_mut(name) else {
             return;
         };
-        if !rt.active && still_stopping {
+        if !rt.phase.is_active() && still_stopping {
             // Still stopping: start once it is down.
             rt.after_stop = AfterStop::Start(None);
         } else {
@@ -260,13 +260,13 @@ impl<P: ProcessControl> Supervisor<P> {
         let Some(rt) = self.units.get(name) else {
             return;
         };
-        if !rt.active {
+        if !rt.phase.is_active() {
             let _ = reply.send(Response::failed(format!(
                 "{name} is not running; use `clusterctl start {name}`"
             )));
             return;
         }
-        if let Some(reason) = &rt.gave_up {
+        if let Some(reason) = rt.phase.gave_up() {
             let _ = reply.send(Response::failed(format!(
                 "{name} {reason}; use `clusterctl restart {name}`"
             )));
@@ -285,7 +285,7 @@ impl<P: ProcessControl> Supervisor<P> {
         let Some(rt) = self.units.get(name) else {
             return;
         };
-        let (active, new) = (rt.active, count.apply(rt.wanted));
+        let (active, new) = (rt.phase.is_active(), count.apply(rt.wanted));
         match self.scale_to(name, new, now) {
             Err(error) => {
                 let _ = reply.send(Response::failed(error));
@@ -322,7 +322,7 @@ impl<P: ProcessControl> Supervisor<P> {
         rt.wanted = new;
         let message = format!("{name}: scaled from {old} to {new} instance(s)");
         info!("{message}");
-        if !rt.active {
+        if !rt.phase.is_active() {
             return Ok(message);
         }
         if new > old {

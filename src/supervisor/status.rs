@@ -3,9 +3,12 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use super::phase::Phase;
 use super::unit_runtime::UnitRuntime;
 use super::{Process, Supervisor};
-use crate::protocol::{EventStatus, InstanceStatus, StatusReport, UnitStatus};
+use crate::protocol::{
+    EventStatus, InstanceState, InstanceStatus, StatusReport, UnitState, UnitStatus,
+};
 use crate::supervisor::process_control::{ProcessControl, SpawnId, Usage};
 
 impl<P: ProcessControl> Supervisor<P> {
@@ -43,7 +46,7 @@ impl<P: ProcessControl> Supervisor<P> {
             if only.is_none_or(|o| o == name) {
                 units.push(UnitStatus {
                     name: name.clone(),
-                    state: "invalid".into(),
+                    state: UnitState::Invalid,
                     description: None,
                     restarts: 0,
                     gave_up: false,
@@ -98,9 +101,9 @@ impl<P: ProcessControl> Supervisor<P> {
                     pid: None,
                     // Waiting out its `restart_delay` or backoff.
                     state: if slot.restart_at.is_some() {
-                        "restarting".into()
+                        InstanceState::Restarting
                     } else {
-                        "stopped".into()
+                        InstanceState::Stopped
                     },
                     restarts: slot.restarts,
                     uptime_ms: None,
@@ -117,7 +120,7 @@ impl<P: ProcessControl> Supervisor<P> {
             instances.push(InstanceStatus {
                 index,
                 pid: None,
-                state: "stopped".into(),
+                state: InstanceState::Stopped,
                 restarts: 0,
                 uptime_ms: None,
                 last_exit: None,
@@ -141,20 +144,15 @@ impl<P: ProcessControl> Supervisor<P> {
             }
         }
 
-        let any_stopping = processes.iter().any(|p| p.stopping);
-        let any_starting = processes.iter().any(|p| !p.ready && !p.stopping);
-        let state = if rt.gave_up.is_some() {
-            "failed"
-        } else if !rt.active && processes.is_empty() {
-            "stopped"
-        } else if !rt.active || (any_stopping && rt.rollout.is_none()) {
-            "stopping"
-        } else if processes.is_empty() {
-            "stopped"
-        } else if any_starting {
-            "starting"
-        } else {
-            "running"
+        let facts = UnitFacts {
+            gave_up: rt.phase.gave_up().is_some(),
+            active: rt.phase.is_active(),
+            nothing_runs: processes.is_empty(),
+            any_stopping: processes.iter().any(|p| p.phase.is_stopping()),
+            rolling: rt.rollout.is_some(),
+            any_starting: processes
+                .iter()
+                .any(|p| !p.phase.is_ready() && !p.phase.is_stopping()),
         };
         let (log, log_problem) = self
             .os
@@ -166,12 +164,12 @@ impl<P: ProcessControl> Supervisor<P> {
             .map_or((None, None), |(count, problem)| (Some(count), problem));
         UnitStatus {
             name: name.to_string(),
-            state: state.into(),
+            state: facts.state(),
             description: rt.unit.description.clone(),
             restarts: rt.restarts,
-            gave_up: rt.gave_up.is_some(),
+            gave_up: rt.phase.gave_up().is_some(),
             wanted_instances: rt.wanted,
-            error: rt.gave_up.clone().or_else(|| {
+            error: rt.phase.gave_up().map(str::to_string).or_else(|| {
                 rt.config_error
                     .as_ref()
                     .map(|e| format!("daemon-reload kept the previous configuration: {e}"))
@@ -198,22 +196,11 @@ impl<P: ProcessControl> Supervisor<P> {
         usage: Option<&Usage>,
         now: Instant,
     ) -> InstanceStatus {
-        let draining = draining || p.announced_exit;
-        // A replaced process finishing its work is not "running": a script that maps an
-        // index to its running pid must find the replacement.
-        let state = if p.stopping {
-            "stopping"
-        } else if draining {
-            "draining"
-        } else if !p.ready {
-            "starting"
-        } else {
-            "running"
-        };
+        let draining = draining || p.phase.announced();
         InstanceStatus {
             index: p.index,
             pid: u32::try_from(p.pid.as_raw()).ok(),
-            state: state.into(),
+            state: instance_state(p.phase, draining),
             restarts,
             uptime_ms: Some(now.saturating_duration_since(p.started_at).as_millis() as u64),
             last_exit,
@@ -230,4 +217,59 @@ impl<P: ProcessControl> Supervisor<P> {
 fn sum<T: std::iter::Sum<T>>(mut values: impl Iterator<Item = T>) -> Option<T> {
     let first = values.next()?;
     Some(std::iter::once(first).chain(values).sum())
+}
+
+/// What a unit's state depends on.
+struct UnitFacts {
+    /// It gave up (or its sockets could not be bound).
+    gave_up: bool,
+    /// Not stopped by hand.
+    active: bool,
+    /// None of its processes is alive.
+    nothing_runs: bool,
+    /// One of its processes was told to stop.
+    any_stopping: bool,
+    /// A rolling reload is under way (its old processes stopping is part of it).
+    rolling: bool,
+    /// One of its processes, not stopping, is not ready yet.
+    any_starting: bool,
+}
+
+/// A row of [`UNIT_STATES`]: when the condition holds, the state.
+type UnitStateRow = (fn(&UnitFacts) -> bool, UnitState);
+
+/// A unit's state: the first row whose condition holds.
+const UNIT_STATES: [UnitStateRow; 6] = [
+    (|f| f.gave_up, UnitState::Failed),
+    (|f| !f.active && f.nothing_runs, UnitState::Stopped),
+    (
+        |f| !f.active || (f.any_stopping && !f.rolling),
+        UnitState::Stopping,
+    ),
+    (|f| f.nothing_runs, UnitState::Stopped),
+    (|f| f.any_starting, UnitState::Starting),
+    (|_| true, UnitState::Running),
+];
+
+impl UnitFacts {
+    fn state(&self) -> UnitState {
+        UNIT_STATES
+            .iter()
+            .find(|(holds, _)| holds(self))
+            .map_or(UnitState::Running, |&(_, state)| state)
+    }
+}
+
+/// The state status shows for a process in `phase`; `replaced` when it is no longer the
+/// current process of a wanted index (or it announced its exit). A replaced process
+/// finishing its work is not `running`: a script that maps an index to its running pid must
+/// find the replacement.
+fn instance_state(phase: Phase, replaced: bool) -> InstanceState {
+    match phase {
+        Phase::Stopping { .. } => InstanceState::Stopping,
+        _ if replaced => InstanceState::Draining,
+        Phase::Draining { .. } => InstanceState::Draining,
+        Phase::Starting | Phase::ReadyPending => InstanceState::Starting,
+        Phase::Running => InstanceState::Running,
+    }
 }

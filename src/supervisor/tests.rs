@@ -8,8 +8,10 @@ use crossbeam_channel::Receiver;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
+use super::phase::{every_timer_of, Phase, Readiness, Step, UnitPhase, UnitStep};
+use super::timers::Timer;
 use super::{Ending, ShutdownPolicy, Supervisor};
-use crate::protocol::{Request, Response, ScaleCount, UnitStatus};
+use crate::protocol::{InstanceState, Request, Response, ScaleCount, UnitState, UnitStatus};
 use crate::supervisor::event::{Credit, Event, NotifyMessage, WorkerMessage};
 use crate::supervisor::process_control::{
     ExitStatus, HookRequest, ProcessControl, RawWaitStatus, SpawnError, SpawnId, SpawnRequest,
@@ -457,7 +459,7 @@ fn a_crash_restarts_the_same_index_at_once() {
     assert_eq!(h.pid_of("web", 1), new.pid.unwrap());
     assert!(h.os().released.contains(&h.spawn_of(old).id));
     let status = h.status("web");
-    assert_eq!(status.state, "running");
+    assert_eq!(status.state, UnitState::Running);
     assert_eq!(status.restarts, 1);
     assert_eq!(status.instances[1].restarts, 1);
     assert_eq!(
@@ -520,7 +522,7 @@ fn a_unit_whose_port_is_taken_fails_alarms_once_and_starts_when_asked_again() {
     os.port_taken = true;
     let mut h = Harness::with_os(os, &[("web", LISTENER)]);
     let status = h.status("web");
-    assert_eq!(status.state, "failed");
+    assert_eq!(status.state, UnitState::Failed);
     assert!(status
         .error
         .unwrap_or_default()
@@ -538,7 +540,7 @@ fn a_unit_whose_port_is_taken_fails_alarms_once_and_starts_when_asked_again() {
     let reply = h.request(Request::Start { unit: unit("web") });
     assert!(reply.try_recv().is_ok_and(|r| r.ok));
     assert_eq!(h.spawn_count(), 2);
-    assert_eq!(h.status("web").state, "running");
+    assert_eq!(h.status("web").state, UnitState::Running);
 }
 
 #[test]
@@ -570,11 +572,11 @@ fn an_always_failing_unit_is_spawned_eleven_times_then_gives_up_and_alarms_once(
     assert_eq!(crashes, 11);
     assert_eq!(h.spawn_count(), 11, "1 start + 10 restarts");
     let status = h.status("web");
-    assert_eq!(status.state, "failed");
+    assert_eq!(status.state, UnitState::Failed);
     assert!(status.gave_up);
     assert_eq!(status.restarts, 10);
     assert!(status.error.as_deref().unwrap().contains("gave up"));
-    assert_eq!(status.instances[0].state, "stopped");
+    assert_eq!(status.instances[0].state, InstanceState::Stopped);
     assert_eq!(
         status.instances[0].last_exit.as_deref(),
         Some("exited with code 1")
@@ -599,7 +601,7 @@ fn an_always_failing_unit_is_spawned_eleven_times_then_gives_up_and_alarms_once(
     h.advance(120 * SECOND);
     assert_eq!(h.spawn_count(), 11);
     assert_eq!(h.os().hooks.len(), 1);
-    assert_eq!(h.status("web").state, "failed");
+    assert_eq!(h.status("web").state, UnitState::Failed);
 }
 
 #[test]
@@ -612,7 +614,7 @@ fn instances_that_still_run_keep_serving_after_a_give_up() {
     let status = h.status("web");
     assert!(status.gave_up);
     assert_eq!(status.instances[1].pid, Some(survivor.as_raw() as u32));
-    assert_eq!(status.instances[1].state, "running");
+    assert_eq!(status.instances[1].state, InstanceState::Running);
     assert!(h.signals_to(survivor).is_empty());
     // Its crash is not restarted either.
     h.exit(survivor, code(1));
@@ -626,7 +628,7 @@ fn restarts_spread_wider_than_the_window_never_give_up() {
     assert_eq!(crashes, 100, "gave up after {crashes} crashes");
     let status = h.status("web");
     assert!(!status.gave_up);
-    assert_eq!(status.state, "running");
+    assert_eq!(status.state, UnitState::Running);
     assert_eq!(status.restarts, 100);
     assert!(h.os().hooks.is_empty());
 }
@@ -642,7 +644,7 @@ fn start_clears_a_give_up_and_restarts_the_unit() {
     assert_eq!(h.spawn_count(), 12);
     let status = h.status("web");
     assert!(!status.gave_up);
-    assert_eq!(status.state, "running");
+    assert_eq!(status.state, UnitState::Running);
     assert_eq!(status.restarts, 0);
     assert_eq!(status.error, None);
 
@@ -661,7 +663,7 @@ fn restart_clears_a_give_up() {
     assert!(reply.ok, "{reply:?}");
     let status = h.status("web");
     assert!(!status.gave_up);
-    assert_eq!(status.state, "running");
+    assert_eq!(status.state, UnitState::Running);
     assert_eq!(h.spawn_count(), 12);
 }
 
@@ -700,7 +702,7 @@ fn a_spawn_error_counts_as_a_failed_start_and_gives_up_after_the_budget() {
     let h = Harness::with_os(os, &[("web", WEB)]);
     assert_eq!(h.spawn_count(), 11, "1 start + 10 retries");
     let status = h.status("web");
-    assert_eq!(status.state, "failed");
+    assert_eq!(status.state, UnitState::Failed);
     assert!(status.gave_up);
     assert_eq!(status.restarts, 10);
     let last_exit = status.instances[0].last_exit.clone().unwrap();
@@ -736,7 +738,7 @@ fn a_spawn_that_fails_for_lack_of_resources_is_retried_later_outside_the_budget(
         [100 * MS, 200 * MS, 400 * MS, 800 * MS, 1600 * MS],
         "retry delays"
     );
-    assert_eq!(h.status("web").state, "running");
+    assert_eq!(h.status("web").state, UnitState::Running);
     assert_eq!(h.status("web").restarts, 0);
     assert!(h.os().hooks.is_empty(), "no alarm for exhaustion");
 }
@@ -751,7 +753,7 @@ fn one_pass_over_many_missing_instances_arms_one_retry_at_the_first_delay() {
     assert_eq!(h.spawn_count(), 1);
     h.advance(100 * MS);
     assert_eq!(h.spawn_count(), 4, "all three started at the first retry");
-    assert_eq!(h.status("web").state, "running");
+    assert_eq!(h.status("web").state, UnitState::Running);
 }
 
 #[test]
@@ -761,7 +763,7 @@ fn a_spawn_error_is_retried_within_the_budget() {
     let h = Harness::with_os(os, &[("web", WEB)]);
     assert_eq!(h.spawn_count(), 4);
     let status = h.status("web");
-    assert_eq!(status.state, "running");
+    assert_eq!(status.state, UnitState::Running);
     assert!(!status.gave_up);
     assert_eq!(status.restarts, 3);
     assert!(h.os().hooks.is_empty());
@@ -794,7 +796,7 @@ fn restart_never_does_not_retry_a_spawn_error() {
     assert_eq!(h.spawn_count(), 1);
     let status = h.status("web");
     assert!(!status.gave_up);
-    assert_eq!(status.instances[0].state, "stopped");
+    assert_eq!(status.instances[0].state, InstanceState::Stopped);
 }
 
 // ---- restart policies ----
@@ -814,8 +816,16 @@ fn on_failure_restarts_after_a_failure_but_not_after_a_clean_exit() {
     assert_eq!(h.spawn_count(), 6, "SIGKILL is a failure");
     assert_eq!(h.os().spawns[5].index, 3);
     let status = h.status("web");
-    let states: Vec<&str> = status.instances.iter().map(|i| i.state.as_str()).collect();
-    assert_eq!(states, ["running", "stopped", "stopped", "running"]);
+    let states: Vec<InstanceState> = status.instances.iter().map(|i| i.state).collect();
+    assert_eq!(
+        states,
+        [
+            InstanceState::Running,
+            InstanceState::Stopped,
+            InstanceState::Stopped,
+            InstanceState::Running
+        ]
+    );
     assert_eq!(status.restarts, 2);
 }
 
@@ -829,7 +839,7 @@ fn restart_never_never_restarts() {
     h.exit(pids[2], killed(Signal::SIGSEGV));
     assert_eq!(h.spawn_count(), 3);
     let status = h.status("web");
-    assert_eq!(status.state, "stopped");
+    assert_eq!(status.state, UnitState::Stopped);
     assert!(!status.gave_up);
     assert_eq!(status.restarts, 0);
 }
@@ -845,8 +855,8 @@ fn stop_signals_the_group_and_replies_once_the_exit_is_reaped() {
     for pid in pids {
         assert_eq!(h.signals_to(pid), [Signal::SIGINT, Signal::SIGCONT]);
     }
-    assert_eq!(h.status("web").state, "stopping");
-    assert_eq!(h.status("web").instances[0].state, "stopping");
+    assert_eq!(h.status("web").state, UnitState::Stopping);
+    assert_eq!(h.status("web").instances[0].state, InstanceState::Stopping);
     h.exit(pids[0], killed(Signal::SIGINT));
     assert!(reply.try_recv().is_err(), "replied with an instance left");
     h.exit(pids[1], code(0));
@@ -855,7 +865,7 @@ fn stop_signals_the_group_and_replies_once_the_exit_is_reaped() {
         .expect("no reply once every instance is gone");
     assert!(reply.ok, "{reply:?}");
     assert_eq!(h.spawn_count(), 2, "a stopped instance was restarted");
-    assert_eq!(h.status("web").state, "stopped");
+    assert_eq!(h.status("web").state, UnitState::Stopped);
     // Stopping a stopped unit answers at once.
     assert!(h.ask(Request::Stop { unit: unit("web") }).ok);
 }
@@ -919,7 +929,7 @@ fn suicide_starts_the_replacement_at_once_and_kills_the_old_process_after_kill_t
     );
     let status = h.status("web");
     assert_eq!(status.restarts, 1, "the replacement counts as a restart");
-    assert_eq!(status.state, "running");
+    assert_eq!(status.state, UnitState::Running);
     assert_eq!(status.instances.len(), 2);
 }
 
@@ -967,7 +977,7 @@ fn suicide_replacements_count_against_the_limit() {
     assert_eq!(h.spawn_count(), 3, "a third replacement within the window");
     let status = h.status("web");
     assert!(status.gave_up);
-    assert_eq!(status.state, "failed");
+    assert_eq!(status.state, UnitState::Failed);
     // It still gets its kill_timeout.
     assert!(h.signals_to(last).is_empty());
     h.advance(SECOND);
@@ -1199,7 +1209,7 @@ fn a_stop_answers_when_what_an_instance_left_outlives_sigkill_by_the_deadline() 
     h.advance(MS);
     assert!(reply.try_recv().expect("stop answered").ok);
     assert_eq!(h.os().given_up.len(), 1);
-    assert_eq!(h.status("web").state, "stopped");
+    assert_eq!(h.status("web").state, UnitState::Stopped);
 }
 
 /// A second SIGTERM ends clusterd even if what it killed cannot die: past the deadline the
@@ -1257,7 +1267,7 @@ fn a_start_that_cannot_open_the_listen_sockets_fails_instead_of_hanging() {
     let mut h = Harness::with_os(os, &[("web", LISTENER)]);
     assert_eq!(h.spawn_count(), 0);
     let status = h.status("web");
-    assert_eq!(status.state, "failed");
+    assert_eq!(status.state, UnitState::Failed);
     assert!(status.error.unwrap().contains("cannot listen"));
     for request in [
         Request::Start { unit: unit("web") },
@@ -1346,7 +1356,7 @@ fn scale_down_stops_the_highest_indexes_and_replies_once_they_are_gone() {
     assert_eq!(h.spawn_count(), 4);
     let status = h.status("web");
     assert_eq!(status.instances.len(), 2);
-    assert_eq!(status.state, "running");
+    assert_eq!(status.state, UnitState::Running);
 
     let reply = h.request(Request::Scale {
         unit: unit("web"),
@@ -1371,7 +1381,7 @@ fn started_notify_unit() -> (Harness, Vec<Pid>) {
     for &pid in &pids {
         h.worker(pid, WorkerMessage::Ready);
     }
-    assert_eq!(h.status("web").state, "running");
+    assert_eq!(h.status("web").state, UnitState::Running);
     (h, pids)
 }
 
@@ -1408,7 +1418,7 @@ fn reload_replaces_one_index_at_a_time_and_stops_each_old_process_once_its_repla
     assert_eq!(h.spawn_count(), 4, "an old process's exit caused a restart");
     assert_eq!(h.current_pids("web"), [Some(new0), Some(new1)]);
     let status = h.status("web");
-    assert_eq!(status.state, "running");
+    assert_eq!(status.state, UnitState::Running);
     assert_eq!(status.restarts, 0, "a reload is not a restart");
     assert!(h.signals_to(new0).is_empty() && h.signals_to(new1).is_empty());
 }
@@ -1433,7 +1443,7 @@ fn reload_fails_and_keeps_the_old_process_when_the_new_one_exits_before_it_is_re
         3,
         "the reload went on, or the failure was restarted"
     );
-    assert_eq!(h.status("web").state, "running");
+    assert_eq!(h.status("web").state, UnitState::Running);
     // A later reload can succeed.
     let reply = h.request(Request::Reload { unit: unit("web") });
     h.worker(h.last_pid(), WorkerMessage::Ready);
@@ -1494,7 +1504,7 @@ fn stop_during_a_reload_fails_the_reload_and_stops_every_process() {
     h.exit(old[1], killed(Signal::SIGTERM));
     assert!(stop.try_recv().unwrap().ok);
     assert_eq!(h.spawn_count(), 3);
-    assert_eq!(h.status("web").state, "stopped");
+    assert_eq!(h.status("web").state, UnitState::Stopped);
 }
 
 #[test]
@@ -1547,7 +1557,7 @@ fn daemon_reload_replaces_a_changed_unit_one_instance_at_a_time() {
         2,
         "the old process's exit restarted something"
     );
-    assert_eq!(h.status("web").state, "running");
+    assert_eq!(h.status("web").state, UnitState::Running);
 }
 
 #[test]
@@ -1646,7 +1656,7 @@ fn daemon_reload_of_a_stopped_unit_takes_the_new_file_and_stays_stopped() {
     assert!(stop.try_recv().unwrap().ok);
     assert!(h.apply(&[("web", "command = \"sleep 200\"\n")]).ok);
     assert_eq!(h.spawn_count(), 1);
-    assert_eq!(h.status("web").state, "stopped");
+    assert_eq!(h.status("web").state, UnitState::Stopped);
     assert!(h.ask(Request::Start { unit: unit("web") }).ok);
     assert_eq!(h.os().spawns[1].command, ["sleep", "200"]);
 }
@@ -1660,7 +1670,7 @@ fn daemon_reload_stops_and_forgets_a_removed_unit() {
     assert!(response.ok, "{response:?}");
     assert_eq!(h.signals_to(web), [Signal::SIGTERM, Signal::SIGCONT]);
     assert!(h.signals_to(api).is_empty());
-    assert_eq!(h.status("web").state, "stopping");
+    assert_eq!(h.status("web").state, UnitState::Stopping);
     h.exit(web, killed(Signal::SIGTERM));
     assert!(!h.has_unit("web"));
     assert_eq!(h.spawn_count(), 2);
@@ -1680,7 +1690,7 @@ fn daemon_reload_keeps_a_unit_running_when_its_file_no_longer_parses() {
     assert!(h.os().signals.is_empty());
     assert_eq!(h.spawn_count(), 1);
     let status = h.status("web");
-    assert_eq!(status.state, "running");
+    assert_eq!(status.state, UnitState::Running);
     assert_eq!(status.instances[0].pid, Some(pid.as_raw() as u32));
     assert!(status.error.unwrap().contains("restrat"));
     // Fixed again: the error goes, the unit is untouched.
@@ -1692,9 +1702,9 @@ fn daemon_reload_keeps_a_unit_running_when_its_file_no_longer_parses() {
 #[test]
 fn a_bad_file_shows_as_invalid_and_never_takes_good_units_down() {
     let mut h = Harness::start(&[("bad", "command = 3\n"), ("web", WEB)]);
-    assert_eq!(h.status("web").state, "running");
+    assert_eq!(h.status("web").state, UnitState::Running);
     let bad = h.status("bad");
-    assert_eq!(bad.state, "invalid");
+    assert_eq!(bad.state, UnitState::Invalid);
     assert!(bad.error.unwrap().contains("/units/bad.toml"));
     let reply = h.ask(Request::Start { unit: unit("bad") });
     assert!(!reply.ok);
@@ -1704,13 +1714,13 @@ fn a_bad_file_shows_as_invalid_and_never_takes_good_units_down() {
     let response = h.apply(&[("bad", "command = 3\n"), ("new", "nope"), ("web", WEB)]);
     assert!(!response.ok);
     assert!(response.error.unwrap().contains("/units/new.toml"));
-    assert_eq!(h.status("new").state, "invalid");
+    assert_eq!(h.status("new").state, UnitState::Invalid);
     assert_eq!(h.spawn_count(), 1);
 
     // Fixed: it starts.
     let response = h.apply(&[("bad", WEB), ("web", WEB)]);
     assert!(response.ok, "{response:?}");
-    assert_eq!(h.status("bad").state, "running");
+    assert_eq!(h.status("bad").state, UnitState::Running);
     assert!(!h.has_unit("new"));
     assert_eq!(h.spawn_count(), 2);
 }
@@ -1752,8 +1762,8 @@ fn notify_from_a_pid_outside_every_instance_is_ignored() {
         credit: Credit::none(),
     });
     let status = h.status("web");
-    assert_eq!(status.state, "starting");
-    assert_eq!(status.instances[0].state, "starting");
+    assert_eq!(status.state, UnitState::Starting);
+    assert_eq!(status.instances[0].state, InstanceState::Starting);
     assert_eq!(h.spawn_count(), 1);
 }
 
@@ -1772,7 +1782,7 @@ fn ready_from_a_member_of_the_instance_group_is_accepted() {
         },
     );
     let status = h.status("web");
-    assert_eq!(status.state, "running");
+    assert_eq!(status.state, UnitState::Running);
     assert_eq!(status.instances[0].status_text.as_deref(), Some("serving"));
 }
 
@@ -1805,7 +1815,7 @@ fn late_events_for_a_reaped_process_are_ignored() {
     // An exit of an unknown pid (an adopted orphan) changes nothing.
     h.exit(Pid::from_raw(7), code(0));
     assert_eq!(h.spawn_count(), 2);
-    assert_eq!(h.status("web").state, "running");
+    assert_eq!(h.status("web").state, UnitState::Running);
 }
 
 // ---- kill and send ----
@@ -1900,19 +1910,19 @@ fn with_ready_after_a_started_instance_is_ready_only_once_it_has_run_that_long()
         .status("web")
         .instances
         .iter()
-        .all(|i| i.state == "starting"));
+        .all(|i| i.state == InstanceState::Starting));
     h.advance(Duration::from_millis(1999));
     assert!(h
         .status("web")
         .instances
         .iter()
-        .all(|i| i.state == "starting"));
+        .all(|i| i.state == InstanceState::Starting));
     h.advance(Duration::from_millis(1));
     assert!(h
         .status("web")
         .instances
         .iter()
-        .all(|i| i.state == "running"));
+        .all(|i| i.state == InstanceState::Running));
 }
 
 #[test]
@@ -1939,17 +1949,17 @@ fn with_ready_after_a_notify_instance_needs_both_the_message_and_the_time() {
     let mut h = Harness::start(&[("web", text)]);
     let pid = h.pid_of("web", 0);
     h.worker(pid, WorkerMessage::Ready);
-    assert_eq!(h.status("web").instances[0].state, "starting");
+    assert_eq!(h.status("web").instances[0].state, InstanceState::Starting);
     h.advance(SECOND);
-    assert_eq!(h.status("web").instances[0].state, "running");
+    assert_eq!(h.status("web").instances[0].state, InstanceState::Running);
 
     // The time alone is not enough.
     let mut h = Harness::start(&[("web", text)]);
     h.advance(5 * SECOND);
-    assert_eq!(h.status("web").instances[0].state, "starting");
+    assert_eq!(h.status("web").instances[0].state, InstanceState::Starting);
     let pid = h.pid_of("web", 0);
     h.worker(pid, WorkerMessage::Ready);
-    assert_eq!(h.status("web").instances[0].state, "running");
+    assert_eq!(h.status("web").instances[0].state, InstanceState::Running);
 }
 
 #[test]
@@ -1977,12 +1987,15 @@ fn restart_delay_waits_before_each_restart_and_shows_restarting_meanwhile() {
     let mut h = Harness::start(&[("web", "command = \"sleep 100\"\nrestart_delay = \"2s\"\n")]);
     h.exit(h.pid_of("web", 0), code(1));
     assert_eq!(h.spawn_count(), 1);
-    assert_eq!(h.status("web").instances[0].state, "restarting");
+    assert_eq!(
+        h.status("web").instances[0].state,
+        InstanceState::Restarting
+    );
     h.advance(Duration::from_millis(1999));
     assert_eq!(h.spawn_count(), 1);
     h.advance(Duration::from_millis(1));
     assert_eq!(h.spawn_count(), 2);
-    assert_eq!(h.status("web").instances[0].state, "running");
+    assert_eq!(h.status("web").instances[0].state, InstanceState::Running);
 }
 
 #[test]
@@ -2008,9 +2021,12 @@ fn restart_backoff_grows_by_half_up_to_max_and_resets_after_a_stable_run() {
     h.advance(10 * SECOND);
     h.exit(h.pid_of("web", 0), code(1));
     h.advance(Duration::from_millis(999));
-    assert_eq!(h.status("web").instances[0].state, "restarting");
+    assert_eq!(
+        h.status("web").instances[0].state,
+        InstanceState::Restarting
+    );
     h.advance(Duration::from_millis(1));
-    assert_eq!(h.status("web").instances[0].state, "running");
+    assert_eq!(h.status("web").instances[0].state, InstanceState::Running);
 }
 
 #[test]
@@ -2019,7 +2035,7 @@ fn a_manual_start_or_stop_cancels_a_waiting_restart() {
     h.exit(h.pid_of("web", 0), code(1));
     let reply = h.request(Request::Stop { unit: unit("web") });
     assert!(reply.try_recv().is_ok_and(|r| r.ok));
-    assert_eq!(h.status("web").instances[0].state, "stopped");
+    assert_eq!(h.status("web").instances[0].state, InstanceState::Stopped);
     h.advance(2 * 60 * SECOND);
     assert_eq!(h.spawn_count(), 1, "a stopped unit was restarted");
     let reply = h.request(Request::Start { unit: unit("web") });
@@ -2289,4 +2305,224 @@ fn changed_files_reload_the_unit_once_they_have_been_quiet_for_watch_delay() {
     h.handle(Event::FilesChanged(unit("web")));
     h.advance(10 * SECOND);
     assert_eq!(h.spawn_count(), 1);
+}
+
+// ---- the phase of a process and its timers ----
+
+/// The process with `pid`, as the supervisor holds it.
+fn process_of(h: &Harness, pid: Pid) -> super::Process {
+    let id = h.spawn_of(pid).id;
+    h.sup.processes.get(&id).cloned().expect("no such process")
+}
+
+/// The timers armed for process `pid`.
+fn armed_for(h: &Harness, pid: Pid) -> std::collections::BTreeSet<Timer> {
+    let id = h.spawn_of(pid).id;
+    every_timer_of(id)
+        .into_iter()
+        .filter(|t| h.sup.timers.is_armed(t))
+        .collect()
+}
+
+/// What status shows of process `pid` of `unit`.
+fn shown(h: &Harness, unit: &str, pid: Pid) -> crate::protocol::InstanceStatus {
+    h.status(unit)
+        .instances
+        .into_iter()
+        .find(|i| i.pid == u32::try_from(pid.as_raw()).ok())
+        .expect("the process is shown")
+}
+
+/// Process `pid` is in `phase`, and the timers armed for it are exactly those of that phase.
+fn assert_phase(h: &Harness, pid: Pid, phase: Phase) {
+    let process = process_of(h, pid);
+    assert_eq!(process.phase, phase);
+    let unit = &h.sup.units[&process.unit].unit;
+    let expected: std::collections::BTreeSet<Timer> =
+        phase.timers(process.id, unit).into_iter().collect();
+    assert_eq!(armed_for(h, pid), expected, "timers of {phase:?}");
+}
+
+#[test]
+fn each_phase_arms_exactly_its_timers_and_leaving_it_cancels_them() {
+    let text = "command = \"sleep 100\"\nready = \"notify\"\nready_after = \"2s\"\n";
+    let mut h = Harness::start(&[("web", text)]);
+    let pid = h.last_pid();
+    let id = h.spawn_of(pid).id;
+    assert_phase(&h, pid, Phase::Starting);
+    assert_eq!(armed_for(&h, pid).len(), 2, "ReadyTimeout and ReadyAfter");
+    // Ready, but not for `ready_after` yet: the readiness timers still run.
+    h.notify(pid, pid, ready());
+    assert_phase(&h, pid, Phase::ReadyPending);
+    h.advance(2 * SECOND);
+    assert_phase(&h, pid, Phase::Running);
+    assert!(armed_for(&h, pid).is_empty());
+    h.request(Request::Stop { unit: unit("web") });
+    let stopping = Phase::Stopping {
+        readiness: Readiness::Ready,
+        announced: false,
+        asked: false,
+    };
+    assert_phase(&h, pid, stopping);
+    assert!(h.sup.timers.is_armed(&Timer::Kill(id)));
+    // Reaped: it leaves its phase for good, with every timer about it.
+    h.exit(pid, killed(Signal::SIGTERM));
+    assert!(!h.sup.processes.contains_key(&id));
+    assert!(every_timer_of(id).iter().all(|t| !h.sup.timers.is_armed(t)));
+}
+
+#[test]
+fn a_process_stopped_before_it_was_ready_keeps_waiting_for_readiness_until_it_is() {
+    let text = "command = \"sleep 100\"\nready = \"notify\"\nstop_message = \"bye\"\n";
+    let mut h = Harness::start(&[("web", text)]);
+    let pid = h.last_pid();
+    h.request(Request::Stop { unit: unit("web") });
+    // Asked by its stop message: SIGKILL at `kill_timeout`, `kill_signal` at half of it.
+    assert_phase(
+        &h,
+        pid,
+        Phase::Stopping {
+            readiness: Readiness::NotYet,
+            announced: false,
+            asked: true,
+        },
+    );
+    assert_eq!(armed_for(&h, pid).len(), 3);
+    h.notify(pid, pid, ready());
+    assert_phase(
+        &h,
+        pid,
+        Phase::Stopping {
+            readiness: Readiness::Ready,
+            announced: false,
+            asked: true,
+        },
+    );
+    assert_eq!(h.status("web").instances[0].state, InstanceState::Stopping);
+}
+
+#[test]
+fn a_suicide_drains_without_a_deadline_until_its_replacement_is_ready() {
+    let text = "command = \"sleep 100\"\nready = \"notify\"\n";
+    let mut h = Harness::start(&[("web", text)]);
+    let old = h.last_pid();
+    h.notify(old, old, ready());
+    assert_phase(&h, old, Phase::Running);
+    h.worker(old, WorkerMessage::Suicide);
+    let new = h.last_pid();
+    assert_ne!(new, old);
+    assert_phase(
+        &h,
+        old,
+        Phase::Draining {
+            readiness: Readiness::Ready,
+            let_go: false,
+        },
+    );
+    assert_phase(&h, new, Phase::Starting);
+    h.notify(new, new, ready());
+    assert_phase(&h, new, Phase::Running);
+    // Let go: `kill_timeout` to leave on its own.
+    assert_phase(
+        &h,
+        old,
+        Phase::Draining {
+            readiness: Readiness::Ready,
+            let_go: true,
+        },
+    );
+    let draining = shown(&h, "web", old);
+    assert_eq!(draining.state, InstanceState::Draining);
+    // Stopped now, it is shown as the replaced process it is.
+    h.request(Request::Stop { unit: unit("web") });
+    assert_phase(
+        &h,
+        old,
+        Phase::Stopping {
+            readiness: Readiness::Ready,
+            announced: true,
+            asked: false,
+        },
+    );
+    let stopping = shown(&h, "web", old);
+    assert_eq!(stopping.state, InstanceState::Stopping);
+    assert!(stopping.draining);
+}
+
+#[test]
+fn the_transition_table_ignores_steps_that_change_nothing_and_phases_serialize_whole() {
+    let stopping = Phase::Stopping {
+        readiness: Readiness::Pending,
+        announced: true,
+        asked: false,
+    };
+    assert_eq!(stopping.after(Step::Stop { asked: true }), None);
+    assert_eq!(stopping.after(Step::Announce), None);
+    assert_eq!(Phase::Running.after(Step::Ready), None);
+    assert_eq!(Phase::Running.after(Step::LetGo), None);
+    assert_eq!(Phase::ReadyPending.after(Step::ReadyLater), None);
+    assert_eq!(
+        Phase::ReadyPending.after(Step::Announce),
+        Some(Phase::Draining {
+            readiness: Readiness::Pending,
+            let_go: false
+        })
+    );
+    assert_eq!(
+        stopping.after(Step::Ready),
+        Some(Phase::Stopping {
+            readiness: Readiness::Ready,
+            announced: true,
+            asked: false
+        })
+    );
+    let text = serde_json::to_string(&stopping).unwrap();
+    assert_eq!(
+        text,
+        r#"{"stopping":{"readiness":"pending","announced":true,"asked":false}}"#
+    );
+    assert_eq!(serde_json::from_str::<Phase>(&text).unwrap(), stopping);
+    assert_eq!(
+        serde_json::to_string(&Phase::Running).unwrap(),
+        r#""running""#
+    );
+}
+
+#[test]
+fn only_an_active_unit_has_restarts_waiting_and_a_stop_keeps_why_it_gave_up() {
+    let text = "command = \"sleep 100\"\nrestart_delay = \"5s\"\n";
+    let mut h = Harness::start(&[("web", text)]);
+    assert_eq!(h.sup.units["web"].phase, UnitPhase::Active);
+    let pid = h.last_pid();
+    h.exit(pid, code(1));
+    let restart = Timer::Restart(unit("web"), 0);
+    assert!(h.sup.timers.is_armed(&restart));
+    h.request(Request::Stop { unit: unit("web") });
+    assert_eq!(h.sup.units["web"].phase, UnitPhase::Inactive);
+    assert!(!h.sup.timers.is_armed(&restart));
+    assert_eq!(h.status("web").instances[0].state, InstanceState::Stopped);
+
+    let gave_up = UnitPhase::GaveUp {
+        reason: "gave up".into(),
+        active: true,
+    };
+    assert_eq!(
+        gave_up.after(UnitStep::Stop),
+        UnitPhase::GaveUp {
+            reason: "gave up".into(),
+            active: false
+        }
+    );
+    assert_eq!(gave_up.after(UnitStep::Start), UnitPhase::Active);
+    assert_eq!(
+        UnitPhase::Inactive.after(UnitStep::GiveUp("no port".into())),
+        UnitPhase::GaveUp {
+            reason: "no port".into(),
+            active: false
+        }
+    );
+    assert_eq!(
+        serde_json::to_string(&gave_up).unwrap(),
+        r#"{"gave_up":{"reason":"gave up","active":true}}"#
+    );
 }

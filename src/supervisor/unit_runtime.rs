@@ -3,6 +3,7 @@
 
 use crossbeam_channel::Sender;
 
+use super::phase::UnitPhase;
 use super::waiters::Waiters;
 use crate::protocol::Response;
 use crate::supervisor::process_control::SpawnId;
@@ -12,16 +13,14 @@ use crate::unit::Unit;
 pub(super) struct UnitRuntime {
     /// The configuration in force.
     pub unit: Unit,
-    /// False once stopped by hand (or being removed): nothing is restarted.
-    pub active: bool,
+    /// Inactive (stopped by hand, being removed), active, or gave up.
+    pub phase: UnitPhase,
     /// How many instances to run: the file's `instances`, until a `scale`.
     pub wanted: u32,
     /// Indexed by instance index. May be longer than `wanted` while scaled-down instances
     /// finish stopping.
     pub slots: Vec<Slot>,
     pub limiter: RestartLimiter,
-    /// Set when the unit gave up, with the reason shown in status.
-    pub gave_up: Option<String>,
     /// Automatic restarts since the last manual start.
     pub restarts: u32,
     /// The last daemon-reload could not apply the unit's file; the unit runs as before.
@@ -122,9 +121,8 @@ impl UnitRuntime {
             limiter: RestartLimiter::new(unit.restart_limit.burst, unit.restart_limit.interval),
             wanted: unit.instances,
             unit,
-            active: false,
+            phase: UnitPhase::Inactive,
             slots: Vec::new(),
-            gave_up: None,
             restarts: 0,
             config_error: None,
             after_stop: AfterStop::Nothing,
