@@ -8,37 +8,10 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// Runs `clusterctl --socket <ours> <args>`; None if it has not ended within `limit` (it is
-/// killed then).
-fn ctl_within(d: &Daemon, args: &[&str], limit: Duration) -> Option<Output> {
-    let child = Command::new(CLUSTERCTL)
-        .arg("--socket")
-        .arg(&d.socket)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run clusterctl");
-    let pid = child.id();
-    let (done, finished) = std::sync::mpsc::channel();
-    // Read while it runs: a large answer fills the pipe.
-    let waiter = std::thread::spawn(move || {
-        let output = child.wait_with_output();
-        let _ = done.send(());
-        output
-    });
-    if finished.recv_timeout(limit).is_err() {
-        send_signal(pid, libc::SIGKILL);
-        let _ = waiter.join();
-        return None;
-    }
-    waiter.join().ok().and_then(Result::ok)
-}
 
 /// Issue 18, 9a: 40 units with sockets of their own and `ulimit -n 64`: instances cannot
 /// start, and their spawns, retried every few seconds, took the fd the control socket kept in
@@ -56,7 +29,9 @@ fn at_the_fd_limit_with_spawns_retrying_status_is_answered_every_time() {
             &format!("command = \"sleep 300\"\nlisten = [\"tcp://127.0.0.1:{port}\"]\n"),
         );
     }
-    let out = ctl_within(&d, &["daemon-reload"], PATIENCE).expect("daemon-reload answered");
+    let out = d
+        .ctl_within(&["daemon-reload"], PATIENCE)
+        .expect("daemon-reload answered");
     assert!(out.status.success(), "{out:?}\n{}", d.log());
     wait_for("spawns to fail for lack of descriptors", PATIENCE, || {
         d.log().contains("out of system resources")
@@ -67,7 +42,8 @@ fn at_the_fd_limit_with_spawns_retrying_status_is_answered_every_time() {
     let mut asked = 0;
     while Instant::now() < until {
         let started = Instant::now();
-        let out = ctl_within(&d, &["status"], Duration::from_secs(15))
+        let out = d
+            .ctl_within(&["status"], Duration::from_secs(15))
             .unwrap_or_else(|| panic!("status unanswered after {asked} answers\n{}", d.log()));
         assert!(out.status.success(), "{out:?}");
         slowest = slowest.max(started.elapsed());
@@ -188,7 +164,9 @@ fn a_socket_group_member_holding_idle_connections_does_not_lock_root_out() {
     let mut asked = 0;
     while Instant::now() < until {
         let started = Instant::now();
-        let out = ctl_within(&d, &["status"], PATIENCE).expect("status answered");
+        let out = d
+            .ctl_within(&["status"], PATIENCE)
+            .expect("status answered");
         assert!(
             out.status.success(),
             "root refused after {asked} answers: {}",
@@ -297,7 +275,9 @@ fn clients_that_never_read_their_answer_hold_nothing() {
     });
     let started = Instant::now();
     for _ in 0..5 {
-        let out = ctl_within(&d, &["status", "a"], PATIENCE).expect("status answered");
+        let out = d
+            .ctl_within(&["status", "a"], PATIENCE)
+            .expect("status answered");
         assert!(out.status.success(), "{out:?}");
     }
     eprintln!(
@@ -446,7 +426,9 @@ fn a_socket_group_member_following_every_unit_does_not_lock_root_out_of_logs() {
     wait_for("web's line", PATIENCE, || {
         fs::read_to_string(d.log_dir().join("web.log")).is_ok_and(|t| t.contains("hello"))
     });
-    let out = ctl_within(&d, &["logs", "web", "-n", "1"], PATIENCE).expect("logs answered");
+    let out = d
+        .ctl_within(&["logs", "web", "-n", "1"], PATIENCE)
+        .expect("logs answered");
     assert!(out.status.success(), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("hello"),

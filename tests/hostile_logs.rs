@@ -6,7 +6,6 @@ mod common;
 
 use std::fs;
 use std::io::Read;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -47,22 +46,6 @@ fn follow(daemon: &Daemon, unit: &str, args: &[&str]) -> (KillOnDrop, Arc<Mutex<
         }
     });
     (KillOnDrop(child), seen)
-}
-
-/// `unit`'s files: the current one and the rotated ones.
-fn log_files(daemon: &Daemon, unit: &str) -> Vec<PathBuf> {
-    let prefix = format!("{unit}.log");
-    let mut files: Vec<PathBuf> = fs::read_dir(daemon.log_dir())
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-                .map(|e| e.path())
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files
 }
 
 /// Prints numbered lines as fast as it can, forever.
@@ -122,7 +105,7 @@ fn a_follower_during_rotation_under_a_flood_does_not_take_clusterd_down() {
     let out = daemon.ctl(&["logs", "calm", "-n", "1"]);
     assert!(out.status.success(), "{out:?}");
     // Files stay within max_size plus one line.
-    for path in log_files(&daemon, "flood") {
+    for path in daemon.log_files("flood") {
         let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         assert!(size <= 4096 + 200, "{path:?} holds {size} bytes");
     }
@@ -134,13 +117,13 @@ fn a_tiny_max_size_under_a_flood_is_kept_to_one_line() {
     let daemon = Daemon::start(&[("flood", &flood)]);
     daemon.wait_running("flood", 1);
     wait_for("rotations", PATIENCE, || {
-        log_files(&daemon, "flood").len() >= 4
+        daemon.log_files("flood").len() >= 4
     });
     // Sampled while the flood goes on: no file, current or rotated, holds a read batch.
     let start = Instant::now();
     let mut largest = 0;
     while start.elapsed() < Duration::from_secs(2) {
-        for path in log_files(&daemon, "flood") {
+        for path in daemon.log_files("flood") {
             let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             largest = largest.max(size);
         }

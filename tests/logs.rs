@@ -23,17 +23,14 @@ fn log_text(daemon: &Daemon, unit: &str) -> String {
 /// The rotated files of `unit`, oldest first.
 fn rotated(daemon: &Daemon, unit: &str) -> Vec<PathBuf> {
     let prefix = format!("{unit}.log.");
-    let mut files: Vec<PathBuf> = fs::read_dir(daemon.log_dir())
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-                .map(|e| e.path())
-                .collect()
+    daemon
+        .log_files(unit)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
         })
-        .unwrap_or_default();
-    files.sort();
-    files
+        .collect()
 }
 
 /// The body of each line (what follows `| `), grouped by "label stream".

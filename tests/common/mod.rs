@@ -236,8 +236,20 @@ impl Daemon {
         fs::remove_file(self.units_dir().join(format!("{name}.toml"))).expect("remove unit");
     }
 
-    /// Runs `clusterctl --socket <ours> <args>`.
+    /// Runs `clusterctl --socket <ours> <args>`; fails the test if it has not ended within
+    /// [`CTL_DEADLINE`].
     pub(crate) fn ctl(&self, args: &[&str]) -> Output {
+        self.ctl_within(args, CTL_DEADLINE).unwrap_or_else(|| {
+            panic!(
+                "clusterctl {args:?} did not answer within {CTL_DEADLINE:?}\n{}",
+                self.log()
+            )
+        })
+    }
+
+    /// Runs `clusterctl --socket <ours> <args>`; None if it has not ended within `limit` (it
+    /// is killed then).
+    pub(crate) fn ctl_within(&self, args: &[&str], limit: Duration) -> Option<Output> {
         let child = Command::new(CLUSTERCTL)
             .arg("--socket")
             .arg(&self.socket)
@@ -248,23 +260,35 @@ impl Daemon {
             .expect("run clusterctl");
         let pid = child.id();
         let (done, finished) = std::sync::mpsc::channel();
+        // Read while it runs: a large answer fills the pipe.
         let waiter = std::thread::spawn(move || {
             let output = child.wait_with_output();
             let _ = done.send(());
             output
         });
-        if finished.recv_timeout(CTL_DEADLINE).is_err() {
+        if finished.recv_timeout(limit).is_err() {
             send_signal(pid, libc::SIGKILL);
             let _ = waiter.join();
-            panic!(
-                "clusterctl {args:?} did not answer within {CTL_DEADLINE:?}\n{}",
-                self.log()
-            );
+            return None;
         }
-        waiter
-            .join()
-            .expect("clusterctl waiter")
-            .expect("clusterctl output")
+        waiter.join().ok().and_then(Result::ok)
+    }
+
+    /// `unit`'s log files in its log directory: the current one and the rotated ones, by
+    /// name.
+    pub(crate) fn log_files(&self, unit: &str) -> Vec<PathBuf> {
+        let prefix = format!("{unit}.log");
+        let mut files: Vec<PathBuf> = fs::read_dir(self.log_dir())
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
     }
 
     /// `clusterctl status --json`, parsed.
