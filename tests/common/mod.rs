@@ -387,12 +387,12 @@ impl Drop for Daemon {
             // than 10 s (a unit with a long kill_timeout), kills them at once. Either way
             // clusterd removes its cgroups on the way out, which a SIGKILL of clusterd
             // itself would leave behind.
-            for _ in 0..2 {
+            'stopping: for _ in 0..2 {
                 send_signal(pid, libc::SIGTERM);
                 let deadline = Instant::now() + Duration::from_secs(10);
                 while Instant::now() < deadline {
                     if let Ok(Some(_)) = child.try_wait() {
-                        return;
+                        break 'stopping;
                     }
                     std::thread::sleep(Duration::from_millis(10));
                 }
@@ -401,6 +401,68 @@ impl Drop for Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // A clusterd the test (or the lines above) SIGKILLed could not remove its cgroups.
+        remove_cgroup_tree_of(&self.socket);
+    }
+}
+
+/// Removes what is left of the cgroup tree of the clusterd whose control socket is `socket`
+/// (`<its cgroup>/clusterd.<hash of the socket's path>`, as src/daemon/os/cgroup.rs names
+/// it), deepest first, killing anything still in it. Nothing to do without cgroups.
+fn remove_cgroup_tree_of(socket: &Path) {
+    let Some(mount) = fs::read_to_string("/proc/mounts").ok().and_then(|mounts| {
+        mounts
+            .lines()
+            .map(|l| l.split(' ').collect::<Vec<_>>())
+            .find(|f| f.get(2) == Some(&"cgroup2"))
+            .and_then(|f| f.get(1).map(PathBuf::from))
+    }) else {
+        return;
+    };
+    let Some(own) = fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|l| {
+                l.strip_prefix("0::")
+                    .map(|p| p.trim_start_matches('/').to_string())
+            })
+        })
+    else {
+        return;
+    };
+    let absolute = std::path::absolute(socket).unwrap_or_else(|_| socket.to_path_buf());
+    let hash = std::os::unix::ffi::OsStrExt::as_bytes(absolute.as_os_str())
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, &byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    let root = mount.join(own).join(format!("clusterd.{hash:016x}"));
+    if !root.is_dir() {
+        return;
+    }
+    let _ = fs::write(root.join("cgroup.kill"), "1");
+    let deadline = Instant::now() + PATIENCE;
+    while fs::read_to_string(root.join("cgroup.events")).is_ok_and(|e| e.contains("populated 1"))
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Every directory below, deepest first.
+    let mut directories = vec![root.clone()];
+    let mut index = 0;
+    while let Some(directory) = directories.get(index).cloned() {
+        if let Ok(entries) = fs::read_dir(&directory) {
+            directories.extend(
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+        index += 1;
+    }
+    for directory in directories.iter().rev() {
+        let _ = fs::remove_dir(directory);
     }
 }
 
