@@ -77,6 +77,21 @@ while time.time() < end:
         conns.append(connect())
 "#;
 
+/// Starts `script` as uid 65534 in group `gid` with clusterd's socket and `args`, and
+/// returns it (killed when dropped) with the first line it printed.
+fn script_as_nobody(d: &Daemon, script: &str, args: &[&str], gid: u32) -> (KillOnDrop, String) {
+    let socket = d.socket.display().to_string();
+    let all: Vec<&str> = std::iter::once(socket.as_str())
+        .chain(args.iter().copied())
+        .collect();
+    let mut child = KillOnDrop(python_as_nobody_in_group(d, script, &all, gid));
+    let mut first = String::new();
+    let stdout = child.0.stdout.take().expect("the script's stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first)
+        .expect("the script's first line");
+    (child, first)
+}
+
 /// Starts `python3 script args...` as uid 65534 with the supplementary group `gid`.
 fn python_as_nobody_in_group(
     d: &Daemon,
@@ -140,17 +155,7 @@ fn a_socket_group_member_holding_idle_connections_does_not_lock_root_out() {
         &["--socket-group", "daemon"],
     );
     d.wait_running("web", 1);
-    let socket = d.socket.display().to_string();
-    let mut hog = KillOnDrop(python_as_nobody_in_group(
-        &d,
-        HOG_PY,
-        &[&socket, "100"],
-        gid,
-    ));
-    let mut first = String::new();
-    let stdout = hog.0.stdout.take().expect("the script's stdout");
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first)
-        .expect("the script's first line");
+    let (mut hog, first) = script_as_nobody(&d, HOG_PY, &["100"], gid);
     assert_eq!(first.trim(), "holding 100", "the script could not connect");
     wait_for(
         "clusterd to refuse uid 65534 its 17th connection",
@@ -411,17 +416,7 @@ fn a_socket_group_member_following_every_unit_does_not_lock_root_out_of_logs() {
         &["--socket-group", "daemon"],
     );
     d.wait_running("quiet", 1);
-    let socket = d.socket.display().to_string();
-    let mut hog = KillOnDrop(python_as_nobody_in_group(
-        &d,
-        FOLLOWERS_PY,
-        &[&socket, "quiet", "64"],
-        gid,
-    ));
-    let mut first = String::new();
-    let stdout = hog.0.stdout.take().expect("the script's stdout");
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first)
-        .expect("the script's first line");
+    let (_followers, first) = script_as_nobody(&d, FOLLOWERS_PY, &["quiet", "64"], gid);
     assert_eq!(first.trim(), "held 16 refused 48", "{}", d.log());
     wait_for("web's line", PATIENCE, || {
         fs::read_to_string(d.log_dir().join("web.log")).is_ok_and(|t| t.contains("hello"))
