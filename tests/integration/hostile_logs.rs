@@ -2,7 +2,7 @@
 //! that took clusterd down), files that stay within `max_size`, clients that ask for history
 //! and never read, and journald killed under journal units.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::Read;

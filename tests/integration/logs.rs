@@ -4,7 +4,7 @@
 //! lines, a full disk stalls only the writer and loses nothing, and journal mode reaches the
 //! real systemd-journald.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;

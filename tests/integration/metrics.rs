@@ -4,7 +4,7 @@
 //! sockets (slow, silent, flooding, never reading, by the thousand), and the memory-limit
 //! counter counts replacements of a real instance.
 
-mod common;
+use crate::common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -1,7 +1,7 @@
 //! `clusterctl top` in a real terminal (tmux): it shows the busiest instances first, quits on
 //! `q` and leaves the terminal as it found it; with stdout not a terminal it prints one frame.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
