@@ -37,3 +37,47 @@ mod stopping;
 mod suicide;
 mod top;
 mod watch_and_cron;
+
+/// With `autotests = false` cargo builds no file it is not told about: a test file added to
+/// tests/ (say, by a branch written before the move) or here without its `mod` line above
+/// would never run, and nothing would say so. This test says so.
+#[test]
+fn every_test_file_is_a_module_of_this_binary() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let here = root.join("integration");
+    let main = std::fs::read_to_string(here.join("main.rs")).expect("read main.rs");
+    let declared: Vec<&str> = main
+        .lines()
+        .filter_map(|l| l.strip_prefix("mod ")?.strip_suffix(';'))
+        .collect();
+    let rust_files = |dir: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("read tests dir")
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".rs")
+                    .map(String::from)
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    let outside = rust_files(&root);
+    assert!(
+        outside.is_empty(),
+        "{outside:?} in tests/ would not be built: move them into tests/integration/ \
+         (git mv), replace `mod common;` with `use crate::common;` and add `mod NAME;` \
+         to tests/integration/main.rs"
+    );
+    let undeclared: Vec<String> = rust_files(&here)
+        .into_iter()
+        .filter(|name| name != "main" && !declared.contains(&name.as_str()))
+        .collect();
+    assert!(
+        undeclared.is_empty(),
+        "{undeclared:?} in tests/integration/ would not be built: add `mod NAME;` to \
+         tests/integration/main.rs"
+    );
+}
