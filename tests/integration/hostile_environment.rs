@@ -3,7 +3,7 @@
 //! file descriptors left. Each test is the regression test of one class of hole; the fix is
 //! named in its comment.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::process::Command;

@@ -1,18 +1,22 @@
 //! `clusterctl top` in a real terminal (tmux): it shows the busiest instances first, quits on
 //! `q` and leaves the terminal as it found it; with stdout not a terminal it prints one frame.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
 use common::*;
 
-/// A tmux session of its own, killed when dropped.
+/// A tmux session of its own, on a tmux server of its own (`-L`, a socket named after the
+/// session): tests in the one test binary start and end sessions at the same time, and the
+/// last session's end takes a shared server down under another test's feet. Killed when
+/// dropped.
 struct Tmux(String);
 
 impl Tmux {
     fn start(name: &str) -> Tmux {
         let ok = Command::new("tmux")
+            .args(["-L", name])
             .args([
                 "new-session",
                 "-d",
@@ -32,6 +36,7 @@ impl Tmux {
 
     fn type_line(&self, line: &str) {
         let ok = Command::new("tmux")
+            .args(["-L", &self.0])
             .args(["send-keys", "-t", &self.0, line, "Enter"])
             .status()
             .is_ok_and(|s| s.success());
@@ -40,12 +45,14 @@ impl Tmux {
 
     fn keys(&self, keys: &str) {
         let _ = Command::new("tmux")
+            .args(["-L", &self.0])
             .args(["send-keys", "-t", &self.0, keys])
             .status();
     }
 
     fn screen(&self) -> String {
         Command::new("tmux")
+            .args(["-L", &self.0])
             .args(["capture-pane", "-p", "-t", &self.0])
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
@@ -56,7 +63,8 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.0])
+            .args(["-L", &self.0])
+            .arg("kill-server")
             .status();
     }
 }

@@ -2,7 +2,7 @@
 //! variables, the worker channel (also as NODE_CHANNEL_FD), NOTIFY_SOCKET, and no file
 //! descriptor of clusterd's beyond those.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};

@@ -4,7 +4,7 @@
 //! sockets (slow, silent, flooding, never reading, by the thousand), and the memory-limit
 //! counter counts replacements of a real instance.
 
-mod common;
+use crate::common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -372,6 +372,9 @@ fn scrapes_are_answered_while_threads_flood_whole_requests_and_never_read() {
 }
 
 /// Raises this test process's soft descriptor limit to its hard one (it opens a thousand).
+/// Process-wide, for every test of the one binary from then on: it only gives room (the
+/// other tests need theirs while this one holds a thousand), and no test depends on the
+/// limit it inherits (the ones about limits set theirs: `start_with_fd_limit`, `ulimit`).
 fn raise_own_fd_limit() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,

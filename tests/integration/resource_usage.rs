@@ -2,7 +2,7 @@
 //! children included, exited ones' CPU too — not only of the process clusterd started, with
 //! cgroups and with process groups alike.
 
-mod common;
+use crate::common;
 
 use common::*;
 

@@ -2,7 +2,7 @@
 //! `clusterd --check`, and on daemon-reload (`clusterctl daemon-reload` or SIGHUP), which also
 //! adds, removes, restarts and scales units to match the directory.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::fs;

@@ -2,7 +2,7 @@
 //! calls `server.listen(PORT)` shares the port across its instances, as under `pm2 -i N`.
 //! Every test runs real `node` workers and is skipped, with a message, where node is absent.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};

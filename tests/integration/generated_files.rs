@@ -1,7 +1,8 @@
 //! The man pages and shell completions in `packaging/` are generated from the definitions the
 //! binaries use (clap for the command lines, the key table for unit files), and committed so
 //! that `cargo deb` packages them as they are. This test renders them again and fails if a
-//! file differs; `CLUSTERD_REGENERATE=1 cargo test --test generated_files` rewrites them.
+//! file differs; `CLUSTERD_REGENERATE=1 cargo test --test integration generated_files::`
+//! rewrites them.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -109,7 +110,7 @@ fn the_man_pages_and_completions_in_packaging_are_generated_from_the_definitions
     assert!(
         stale.is_empty(),
         "generated files differ from the definitions: {stale:?}\n\
-         run `CLUSTERD_REGENERATE=1 cargo test --test generated_files` and commit the result"
+         run `CLUSTERD_REGENERATE=1 cargo test --test integration generated_files::` and commit the result"
     );
 }
 

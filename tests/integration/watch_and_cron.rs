@@ -3,7 +3,7 @@
 //! an instance as `nobody` that fills its watched tree, big trees and daemon-reload, and a
 //! cron restart that a reload in its due second must not skip.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::fs;

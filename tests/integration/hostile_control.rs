@@ -2,7 +2,7 @@
 //! an admitted client holding every connection it can, clients that send slowly or never read.
 //! Through all of it root's `clusterctl status` is answered.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::{Read, Write};

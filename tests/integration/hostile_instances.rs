@@ -2,7 +2,7 @@
 //! their process group, speaking for other instances, flooding their channels. Each test is
 //! the regression test of one class of hole; the fix is named in its comment.
 
-mod common;
+use crate::common;
 use common::*;
 
 /// Lost exits: the reap loop once stopped at a wait status its library could not decode

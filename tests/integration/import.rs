@@ -1,7 +1,7 @@
 //! `clusterctl import`: a PM2 ecosystem file, written the way PM2's docs write them, becomes
 //! unit files that `clusterd --check` accepts and clusterd runs.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

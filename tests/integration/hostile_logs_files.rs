@@ -4,7 +4,7 @@
 //! could write is refused at start-up, with what was found and what to do; and a missing one
 //! is created owner-only.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

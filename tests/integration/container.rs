@@ -3,7 +3,7 @@
 //! every orphan, stops everything gracefully on SIGTERM and exits with a status an
 //! orchestrator understands; `--shutdown-delay` and `clusterctl ready` for its probes.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -3,7 +3,7 @@
 //! `clusterctl send` to an instance that never reads its channel (clusterd stays responsive
 //! and bounded, and the client is told).
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};

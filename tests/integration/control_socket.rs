@@ -2,7 +2,7 @@
 //! get an error reply without hurting the daemon, and scripts can tell "failed" (1), "usage"
 //! (2) and "clusterd unreachable" (3) apart.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::fs;

@@ -4,7 +4,7 @@
 //! which drains, without a failed request. CI installs both (Debian's `gunicorn` and
 //! `uvicorn` packages).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::fs;

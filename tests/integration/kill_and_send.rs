@@ -2,7 +2,7 @@
 //! documented `kill -HUP` reload, under clusterd), and a message a Node app receives with
 //! `process.on('message')`.
 
-mod common;
+use crate::common;
 
 use std::fs;
 

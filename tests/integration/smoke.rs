@@ -1,6 +1,6 @@
 //! The first thing that must work: a unit runs, and clusterd stops it and exits 0 on SIGTERM.
 
-mod common;
+use crate::common;
 use common::*;
 
 #[test]

@@ -1,7 +1,7 @@
 //! The worker channel: a worker that announces its exit (`{"act":"suicide"}`) gets its
 //! replacement at once and time to drain; garbage on the channel is ignored.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::fs;

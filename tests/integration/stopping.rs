@@ -1,7 +1,7 @@
 //! Graceful stops: `kill_signal`, SIGKILL after `kill_timeout`, whole process groups, and
 //! clusterd's own shutdown on SIGTERM (and at once on a second one).
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::fs;

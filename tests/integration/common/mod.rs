@@ -467,9 +467,9 @@ fn remove_cgroup_tree_of(socket: &Path) {
 }
 
 /// Whether a test's prerequisite (`what`: a tool, root) is here. Where it is not, the test
-/// says "skipped" and returns, on a developer's machine; in CI, which installs everything and
-/// sets `CLUSTERD_TEST_REQUIRE_ALL=1`, a missing prerequisite fails the test instead, so that
-/// nothing is skipped silently there.
+/// says so on the terminal (see [`report_skip`]) and returns, on a developer's machine; in CI,
+/// which installs everything and sets `CLUSTERD_TEST_REQUIRE_ALL=1`, a missing prerequisite
+/// fails the test instead, so that nothing is skipped silently there.
 pub(crate) fn available(what: &str, present: bool) -> bool {
     if present {
         return true;
@@ -477,8 +477,55 @@ pub(crate) fn available(what: &str, present: bool) -> bool {
     if std::env::var_os("CLUSTERD_TEST_REQUIRE_ALL").is_some_and(|v| !v.is_empty()) {
         panic!("{what} is required (CLUSTERD_TEST_REQUIRE_ALL is set) but is missing");
     }
-    eprintln!("skipped: {what} is missing");
+    report_skip(what);
     false
+}
+
+/// The tests that skipped so far, with why, for the summary [`print_skips`] prints at exit.
+static SKIPS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Says at once, on the terminal, that the running test skipped and why, and once more in a
+/// summary after libtest's own: libtest has no "skipped" result, so the test shows `ok`, and
+/// what a test prints with `eprintln!` goes to libtest's capture, shown only for a failure.
+/// A write to the process's stderr itself is not captured.
+fn report_skip(what: &str) {
+    use std::io::Write;
+    // libtest names each test's thread after the test.
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: {what} is missing (with CLUSTERD_TEST_REQUIRE_ALL=1 this fails)"
+    );
+    let mut skips = SKIPS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if skips.is_empty() {
+        // SAFETY: print_skips is an `extern "C" fn()` that never unwinds (it only writes,
+        // ignoring errors) and reads a static that outlives the process's exit.
+        unsafe {
+            libc::atexit(print_skips);
+        }
+    }
+    skips.push(format!("{test}: {what} is missing"));
+}
+
+/// At the process's exit, after libtest's `test result:` line: every test that skipped.
+extern "C" fn print_skips() {
+    use std::io::Write;
+    let skips = SKIPS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut text = format!(
+        "\n{} test(s) SKIPPED (shown as ok above) because a prerequisite is missing:\n",
+        skips.len()
+    );
+    for skip in skips.iter() {
+        text.push_str(&format!("    {skip}\n"));
+    }
+    let _ = std::io::stderr().write_all(text.as_bytes());
 }
 
 /// True if `program --version`-like `args` runs.
@@ -599,6 +646,16 @@ pub(crate) fn socket_group_for_tests() -> Option<libc::gid_t> {
         return None;
     }
     group.map(|g| g.gid.as_raw())
+}
+
+/// The system's one systemd-journald (its sockets in /run/systemd/journal) for the whole
+/// test binary: a test that starts, uses or kills a journald holds this guard first, so that
+/// another test does not find its journald gone, or one running where it expects none.
+pub(crate) fn system_journald() -> std::sync::MutexGuard<'static, ()> {
+    static JOURNALD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    JOURNALD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Starts systemd-journald (it runs without systemd as PID 1 when started as root) and waits

@@ -4,7 +4,7 @@
 //! lines, a full disk stalls only the writer and loses nothing, and journal mode reaches the
 //! real systemd-journald.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -409,6 +409,8 @@ fn journal_mode_hands_the_output_to_journald() {
     if !have_root() {
         return;
     }
+    // Dropped last: no other test starts or kills a journald meanwhile.
+    let _journald = system_journald();
     let journald = Journald::start();
     if !available("systemd-journald (the systemd package)", journald.is_some()) {
         return;

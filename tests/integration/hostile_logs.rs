@@ -2,7 +2,7 @@
 //! that took clusterd down), files that stay within `max_size`, clients that ask for history
 //! and never read, and journald killed under journal units.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::Read;
@@ -256,6 +256,8 @@ fn journal_units_survive_journald_being_killed_and_lose_no_line() {
     if !have_root() {
         return;
     }
+    // Dropped last: no other test starts, uses or kills a journald meanwhile.
+    let _system_journald = system_journald();
     if !available(
         "no systemd-journald running already (the test kills one of its own)",
         !journald_listens(),

@@ -1,7 +1,7 @@
 //! Crash → restart, the restart limit, giving up with its alarm, and the `restart` policies,
 //! as a user sees them through `clusterctl status`.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::fs;

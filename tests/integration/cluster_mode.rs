@@ -1,7 +1,7 @@
 //! Cluster mode: units that `listen`, sharing one port among instances, readiness, rolling
 //! reloads and scaling — with a real Python HTTP server on loopback.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::Read;

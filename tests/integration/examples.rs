@@ -3,7 +3,7 @@
 //! in /etc/clusterd serves once copied, and `packaging/clusterd.service` passes
 //! `systemd-analyze verify` (where that tool exists).
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

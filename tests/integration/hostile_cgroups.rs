@@ -3,7 +3,7 @@
 //! thousands of them: a stop still reaches every process, answers, and leaves no cgroup
 //! behind, and clusterd's shutdown still ends.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::fs;
