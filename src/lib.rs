@@ -20,14 +20,20 @@
 //!   unmodified Node apps that call `server.listen(3000)` share the port.
 //! - [`metrics`]: a status report as Prometheus metrics, for `clusterctl metrics` and
 //!   `clusterd --metrics-listen` alike.
-//! - [`printable`] and [`log_limit`]: small helpers several of them share — text safe for a
-//!   terminal, warnings that cannot flood the log.
+//! - [`printable`], [`log_limit`] and [`net_bind`]: small helpers several of them share — text
+//!   safe for a terminal, warnings that cannot flood the log, a TCP socket bound as clusterd
+//!   binds them.
+//!
+//! Which module may use which is written down, and tested, in `src/layers.rs`
+//! (docs/architecture.md draws it).
 
 pub mod cli;
 pub mod client;
 pub mod daemon;
+mod layers;
 pub(crate) mod log_limit;
 pub mod metrics;
+pub(crate) mod net_bind;
 pub(crate) mod node_cluster;
 pub mod printable;
 pub mod protocol;

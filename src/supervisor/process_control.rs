@@ -1,6 +1,6 @@
 //! `ProcessControl`: everything the supervisor asks of the operating system — start an
 //! instance or a hook, signal a process group, collect exited children, release a worker
-//! channel. The daemon uses [`crate::daemon::os::os_process_control::OsProcessControl`]; the supervisor's
+//! channel. The daemon uses [`crate::daemon::os_process_control::OsProcessControl`]; the supervisor's
 //! unit tests use a recording fake, so the state machine runs without real processes.
 
 use std::collections::HashMap;
