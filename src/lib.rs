@@ -14,8 +14,8 @@
 //!   budget. It sees the OS only through its `ProcessControl` trait, so tests drive it with
 //!   fed events and an injected clock.
 //! - [`daemon`]: clusterd's side — the event loop, what feeds it (signals, the control
-//!   socket's threads, the worker I/O thread), and `daemon::os`, the real OS: spawning,
-//!   reaping, cgroups, listening sockets.
+//!   socket's threads, the worker I/O thread), the real `ProcessControl`, and `daemon::os`,
+//!   the OS's primitives it is built on: spawning, reaping, cgroups, listening sockets.
 //! - [`node_cluster`]: for `node_cluster` units the I/O thread is the Node cluster primary, so
 //!   unmodified Node apps that call `server.listen(3000)` share the port.
 //! - [`metrics`]: a status report as Prometheus metrics, for `clusterctl metrics` and
