@@ -6,11 +6,12 @@
 //! read at every start), [`fd_limit`] (clusterd's own, and its instances') and [`usage`]
 //! (what each instance uses).
 //!
-//! A leaf: nothing here starts a thread or knows the log thread, the worker I/O, the
-//! supervisor's inbox or its `ProcessControl` trait. A file here may use only `os/` itself,
+//! A leaf: nothing here is one of clusterd's threads (`environment_file` only reads on a
+//! short-lived one, with a deadline) or knows the log thread, the worker I/O, the loop's
+//! inbox or the supervisor's `ProcessControl` trait. A file here may use only `os/` itself,
 //! `crate::unit` and `crate::protocol` (configuration and reports, plain data), the plain data
 //! types of `crate::supervisor::process_control` (`SpawnId`, `SpawnError`, `SpawnStage`,
-//! `Usage`), the leaf `crate::net_bind`, and `crate::FORK_LOCK`; `src/layers.rs` holds it so.
+//! `Usage`) and the leaf `crate::net_bind`; `src/layers.rs` holds it so.
 
 pub(crate) mod cgroup;
 pub(crate) mod environment_file;
