@@ -446,7 +446,8 @@ fn violations(src: &Path) -> Vec<String> {
         else {
             continue;
         };
-        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        let text = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
         let code = without_test_modules(&code_only(&text));
         for (offset, path, ours) in paths_in(&code, &module) {
             let allowed = if ours {
