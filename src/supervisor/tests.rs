@@ -132,6 +132,28 @@ impl FakeOs {
 }
 
 impl ProcessControl for FakeOs {
+    fn open_sockets(&mut self, unit: &Unit) -> Result<(), String> {
+        if self.port_taken {
+            return Err(format!(
+                "{}: cannot listen on tcp://127.0.0.1:8080: Address already in use",
+                unit.name
+            ));
+        }
+        self.sockets.insert(unit.name.clone());
+        self.socket_log.push(("open", unit.name.clone()));
+        Ok(())
+    }
+
+    fn sockets_open(&self, unit: &str) -> bool {
+        self.sockets.contains(unit)
+    }
+
+    fn close_sockets(&mut self, unit: &str) {
+        if self.sockets.remove(unit) {
+            self.socket_log.push(("close", unit.to_string()));
+        }
+    }
+
     fn spawn(&mut self, request: &SpawnRequest) -> Result<Pid, SpawnError> {
         let pid = if self.failing_spawns > 0 {
             self.failing_spawns -= 1;
@@ -178,8 +200,46 @@ impl ProcessControl for FakeOs {
         self.signals.push((pgid, signal));
     }
 
+    fn local_time(&self) -> crate::unit::cron::LocalTime {
+        self.local_time
+    }
+
+    fn until_local(&self, then: crate::unit::cron::LocalTime) -> Duration {
+        if self.until_local_is_zero {
+            return Duration::ZERO;
+        }
+        self.local_time.duration_until(then)
+    }
+
     fn signal_process(&mut self, pid: Pid, signal: Signal) {
         self.process_signals.push((pid, signal));
+    }
+
+    fn send_message(&mut self, id: SpawnId, line: Vec<u8>) -> Result<(), String> {
+        self.messages
+            .push((id, String::from_utf8_lossy(&line).into_owned()));
+        Ok(())
+    }
+
+    fn reap(&mut self) -> Vec<(Pid, RawWaitStatus)> {
+        std::mem::take(&mut self.exits)
+    }
+
+    fn release(&mut self, id: SpawnId) {
+        self.released.push(id);
+        if self.leave_processes {
+            self.leftovers.insert(id);
+        }
+    }
+
+    fn has_leftovers(&mut self, id: SpawnId) -> bool {
+        self.leftovers.contains(&id)
+    }
+
+    fn give_up_on_leftovers(&mut self, id: SpawnId) -> String {
+        self.leftovers.remove(&id);
+        self.given_up.push(id);
+        format!("the processes of instance {id}")
     }
 
     fn signal_number(&mut self, id: SpawnId, pid: Pid, number: i32, all: bool) {
@@ -189,12 +249,6 @@ impl ProcessControl for FakeOs {
     /// Without cgroups: the instance's process group, recorded with the others.
     fn signal_instance(&mut self, _id: SpawnId, pgid: Pid, signal: Signal) {
         self.signals.push((pgid, signal));
-    }
-
-    fn send_message(&mut self, id: SpawnId, line: Vec<u8>) -> Result<(), String> {
-        self.messages
-            .push((id, String::from_utf8_lossy(&line).into_owned()));
-        Ok(())
     }
 
     /// No Node worker here: the unit's `stop_message` if it has one, else `kill_signal`.
@@ -214,39 +268,6 @@ impl ProcessControl for FakeOs {
         }
     }
 
-    fn reap(&mut self) -> Vec<(Pid, RawWaitStatus)> {
-        std::mem::take(&mut self.exits)
-    }
-
-    fn release(&mut self, id: SpawnId) {
-        self.released.push(id);
-        if self.leave_processes {
-            self.leftovers.insert(id);
-        }
-    }
-
-    fn open_sockets(&mut self, unit: &Unit) -> Result<(), String> {
-        if self.port_taken {
-            return Err(format!(
-                "{}: cannot listen on tcp://127.0.0.1:8080: Address already in use",
-                unit.name
-            ));
-        }
-        self.sockets.insert(unit.name.clone());
-        self.socket_log.push(("open", unit.name.clone()));
-        Ok(())
-    }
-
-    fn sockets_open(&self, unit: &str) -> bool {
-        self.sockets.contains(unit)
-    }
-
-    fn close_sockets(&mut self, unit: &str) {
-        if self.sockets.remove(unit) {
-            self.socket_log.push(("close", unit.to_string()));
-        }
-    }
-
     fn release_indexes_from(&mut self, unit: &str, index: u32) {
         self.released_indexes.push((unit.to_string(), index));
     }
@@ -263,19 +284,9 @@ impl ProcessControl for FakeOs {
         }
     }
 
-    fn has_leftovers(&mut self, id: SpawnId) -> bool {
-        self.leftovers.contains(&id)
-    }
-
     /// Leftovers here end only when the supervisor gives up on them: none ever clears.
     fn collect_cleared(&mut self) -> Vec<SpawnId> {
         Vec::new()
-    }
-
-    fn give_up_on_leftovers(&mut self, id: SpawnId) -> String {
-        self.leftovers.remove(&id);
-        self.given_up.push(id);
-        format!("the processes of instance {id}")
     }
 
     /// The fake prepares nothing ahead.
@@ -290,17 +301,6 @@ impl ProcessControl for FakeOs {
 
     fn watch_report(&self, _name: &str) -> Option<(u64, Option<String>)> {
         None
-    }
-
-    fn local_time(&self) -> crate::unit::cron::LocalTime {
-        self.local_time
-    }
-
-    fn until_local(&self, then: crate::unit::cron::LocalTime) -> Duration {
-        if self.until_local_is_zero {
-            return Duration::ZERO;
-        }
-        self.local_time.duration_until(then)
     }
 
     fn unit_event(&mut self, unit: &Unit, index: Option<u32>, text: &str) {
