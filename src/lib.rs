@@ -14,20 +14,26 @@
 //!   budget. It sees the OS only through its `ProcessControl` trait, so tests drive it with
 //!   fed events and an injected clock.
 //! - [`daemon`]: clusterd's side — the event loop, what feeds it (signals, the control
-//!   socket's threads, the worker I/O thread), and `daemon::os`, the real OS: spawning,
-//!   reaping, cgroups, listening sockets.
+//!   socket's threads, the worker I/O thread), the real `ProcessControl`, and `daemon::os`,
+//!   the OS's primitives it is built on: spawning, reaping, cgroups, listening sockets.
 //! - [`node_cluster`]: for `node_cluster` units the I/O thread is the Node cluster primary, so
 //!   unmodified Node apps that call `server.listen(3000)` share the port.
 //! - [`metrics`]: a status report as Prometheus metrics, for `clusterctl metrics` and
 //!   `clusterd --metrics-listen` alike.
-//! - [`printable`] and [`log_limit`]: small helpers several of them share — text safe for a
-//!   terminal, warnings that cannot flood the log.
+//! - [`printable`], [`log_limit`] and [`net_bind`]: small helpers several of them share — text
+//!   safe for a terminal, warnings that cannot flood the log, a TCP socket bound as clusterd
+//!   binds them.
+//!
+//! Which module may use which is written down, and tested, in `src/layers.rs`
+//! (docs/architecture.md draws it).
 
 pub mod cli;
 pub mod client;
 pub mod daemon;
+mod layers;
 pub(crate) mod log_limit;
 pub mod metrics;
+pub(crate) mod net_bind;
 pub(crate) mod node_cluster;
 pub mod printable;
 pub mod protocol;

@@ -11,14 +11,18 @@
 //!   [`logs`]: the instances' output — files, console, journald — and `clusterctl logs`;
 //! - [`metrics_server`]: `GET /metrics` for Prometheus (`--metrics-listen`);
 //! - [`exit_code`]: what clusterd's exit status means;
-//! - [`os`]: the real operating system behind the supervisor's `ProcessControl`.
+//! - [`os_process_control`]: the real `ProcessControl` the supervisor is given, which ties
+//!   the OS primitives of [`os`] (spawn, cgroups, sockets) to the log thread, the worker I/O
+//!   and the inbox; [`file_watch`]: the thread that owns inotify for `watch`.
 
 pub(crate) mod control_server;
 pub mod exit_code;
+pub(crate) mod file_watch;
 pub mod log_output;
 pub mod logs;
 pub(crate) mod metrics_server;
 pub(crate) mod os;
+pub(crate) mod os_process_control;
 pub(crate) mod sd_notify;
 pub(crate) mod signals;
 pub(crate) mod thread_guard;
@@ -36,7 +40,7 @@ use nix::unistd::Gid;
 use crate::daemon::control_server::{bind_control_socket, serve, AccessPolicy, SocketFile};
 use crate::daemon::logs::{LogOptions, LogThread, Logs};
 use crate::daemon::os::cgroup::{self, CgroupTree};
-use crate::daemon::os::os_process_control::OsProcessControl;
+use crate::daemon::os_process_control::OsProcessControl;
 use crate::daemon::sd_notify::ServiceNotifier;
 use crate::daemon::signals::{EventSender, Inbox};
 use crate::daemon::worker_io::WorkerIo;

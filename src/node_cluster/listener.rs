@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 
 use super::message::ServerQuery;
 use super::worker_rights::WorkerRights;
-use crate::daemon::os::listen_sockets;
+use crate::net_bind;
 
 /// libuv's `UV_TCP_IPV6ONLY` / `UV_UDP_IPV6ONLY`.
 const IPV6ONLY_FLAG: i64 = 1;
@@ -145,7 +145,7 @@ fn bind_tcp(query: &ServerQuery, rights: &WorkerRights) -> Result<Listener, Errn
 }
 
 fn bind_tcp_at(address: SocketAddr, v6only: bool) -> Result<OwnedFd, Errno> {
-    listen_sockets::bind_tcp(address, false, v6only, SockFlag::SOCK_NONBLOCK)
+    net_bind::bind_tcp(address, false, v6only, SockFlag::SOCK_NONBLOCK)
 }
 
 fn bind_unix(query: &ServerQuery, rights: &WorkerRights) -> Result<Listener, Errno> {

@@ -7,7 +7,8 @@
 //! primary for every server it listens on (`queryServer`); the primary binds the socket once
 //! per unit and either sends it to each worker (`shared`) or accepts the connections itself
 //! and hands each to the worker that has waited longest (`round-robin`, Node's default).
-//! The I/O thread ([`crate::worker_io`]) owns every channel and drives this module.
+//! The daemon's I/O thread (`daemon::worker_io`) owns every channel and drives this module;
+//! nothing here depends on the daemon (`src/layers.rs`).
 //!
 //! One concept per file:
 //! - [`message`]: parsing what workers send, building what the primary sends;
@@ -17,12 +18,15 @@
 //! - [`round_robin`]: which worker gets the next connection;
 //! - [`registry`]: a unit's listening handles, keyed like Node's primary keys them;
 //! - [`worker_rights`]: doing a worker's binds with the worker's rights, not clusterd's;
-//! - [`primary`]: the state machine that ties them together.
+//! - [`primary`]: the state machine that ties them together, fed in-process by its tests
+//!   (`primary_tests.rs`).
 
 pub(crate) mod listener;
 pub(crate) mod message;
 pub(crate) mod outbox;
 pub(crate) mod primary;
+#[cfg(test)]
+mod primary_tests;
 pub(crate) mod registry;
 pub(crate) mod round_robin;
 pub(crate) mod worker_rights;

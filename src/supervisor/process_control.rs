@@ -1,7 +1,20 @@
 //! `ProcessControl`: everything the supervisor asks of the operating system — start an
 //! instance or a hook, signal a process group, collect exited children, release a worker
-//! channel. The daemon uses [`crate::daemon::os::os_process_control::OsProcessControl`]; the supervisor's
+//! channel. The daemon uses [`crate::daemon::os_process_control::OsProcessControl`]; the supervisor's
 //! unit tests use a recording fake, so the state machine runs without real processes.
+//!
+//! The trait has no default bodies: every method is a request the supervisor makes, and an
+//! implementation that does not answer one does not compile. (Of its 31 methods, 23 had a default body and 18 of those did
+//! nothing, so a new OS side, or a method added later, could be ignored without a word.) The test fake says for each what it does — records it, or answers "nothing" with
+//! the reason. The methods come in four groups, each under a heading: starting, signalling
+//! and collecting processes; what outlives an instance (sockets, cgroups, leftovers); files
+//! and time; the unit's log and what status reports.
+//!
+//! Why one trait and not one per group: the supervisor needs all four from the one OS side
+//! (there is no implementation that has some groups and not others), so separate traits
+//! would be taken together everywhere, and each side would be spread over four `impl`
+//! blocks. A method added to the trait goes into its group, without a default body, and is
+//! implemented in `OsProcessControl` and in the fake of `src/supervisor/tests.rs`.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -228,31 +241,7 @@ pub(crate) struct Usage {
 }
 
 pub(crate) trait ProcessControl {
-    /// Binds the `listen` sockets of `unit` (the shared ones; reuseport sockets are bound per
-    /// index when an instance needs them). They belong to the unit and outlive its instances
-    /// until [`ProcessControl::close_sockets`]. The error names the unit, the address and the
-    /// OS error.
-    fn open_sockets(&mut self, unit: &Unit) -> Result<(), String> {
-        let _ = unit;
-        Ok(())
-    }
-
-    /// True while the unit's sockets are open.
-    fn sockets_open(&self, unit: &str) -> bool {
-        let _ = unit;
-        false
-    }
-
-    /// Closes the unit's sockets and removes the unix socket files it created.
-    fn close_sockets(&mut self, unit: &str) {
-        let _ = unit;
-    }
-
-    /// Instance indexes `index` and above are gone (scale-down): release what the OS side
-    /// kept for them — their reuseport sockets, the cgroups made ready for their next start.
-    fn release_indexes_from(&mut self, unit: &str, index: u32) {
-        let _ = (unit, index);
-    }
+    // Starting, signalling and collecting processes.
 
     /// Starts an instance, with the unit's sockets as fds 3, 4, ...; returns its pid, which is
     /// also its process group id. The error is a message for status and the log, such as
@@ -266,130 +255,35 @@ pub(crate) trait ProcessControl {
     /// is not an error worth reporting: the caller learns of exits through `reap`.
     fn signal_group(&mut self, pgid: Pid, signal: Signal);
 
-    /// Watches the files `unit` asks to (`watch`) instead of what unit `name` watched before;
-    /// `None` (a unit that is gone) watches nothing. Changes come back as
-    /// `Event::FilesChanged`. The default watches nothing.
-    fn watch_files(&mut self, name: &str, unit: Option<&Unit>) {
-        let _ = (name, unit);
-    }
-
-    /// How many directories unit `name` watches, and why some of what it asks for is not
-    /// watched, for status; `None` if it watches nothing.
-    fn watch_report(&self, name: &str) -> Option<(u64, Option<String>)> {
-        let _ = name;
-        None
-    }
-
-    /// The local date and time now, for `cron_restart` schedules.
-    fn local_time(&self) -> crate::unit::cron::LocalTime;
-
-    /// How long until local time `then` (zero if it has passed). The default counts on the
-    /// calendar; the daemon asks the C library, which knows when daylight saving time
-    /// changes.
-    fn until_local(&self, then: crate::unit::cron::LocalTime) -> std::time::Duration {
-        self.local_time().duration_until(then)
-    }
-
     /// Sends `signal` to one process (an instance's own, for `clusterctl kill`).
     fn signal_process(&mut self, pid: Pid, signal: Signal);
 
     /// Sends signal `number`, one `Signal` has no name for (a real-time one, for `clusterctl
     /// kill`), to instance `id`'s own process `pid`, or with `all` to every process of it as
-    /// [`ProcessControl::signal_instance`] does. The default sends nothing.
-    fn signal_number(&mut self, id: SpawnId, pid: Pid, number: i32, all: bool) {
-        let _ = (id, pid, number, all);
-    }
+    /// [`ProcessControl::signal_instance`] does.
+    fn signal_number(&mut self, id: SpawnId, pid: Pid, number: i32, all: bool);
+
+    /// Sends `signal` to every process of instance `id`, whose process group is `pgid`: its
+    /// cgroup where it has one, else its process group. Also after the instance's own
+    /// process has been released, for what it left behind.
+    fn signal_instance(&mut self, id: SpawnId, pgid: Pid, signal: Signal);
 
     /// Writes `line` (one JSON value and a newline) on instance `id`'s worker channel,
     /// without waiting: the channel's queue takes it, or the error says why it cannot (the
     /// instance leaves too much unread).
     fn send_message(&mut self, id: SpawnId, line: Vec<u8>) -> Result<(), String>;
 
-    /// Sends `signal` to every process of instance `id`, whose process group is `pgid`: its
-    /// cgroup where it has one, else its process group. Also after the instance's own
-    /// process has been released, for what it left behind.
-    fn signal_instance(&mut self, id: SpawnId, pgid: Pid, signal: Signal) {
-        let _ = id;
-        self.signal_group(pgid, signal);
-    }
-
-    /// SIGKILLs what is left of instance `id`, whose own process (pid `pgid`) exited
-    /// `kill_timeout` ago. Without a cgroup, only its process group can be reached, and a
-    /// process that now has the pid `pgid` (`pid_reused`, or any other) means the group is
-    /// someone else's: implementations must not kill it then.
-    fn kill_leftovers(&mut self, id: SpawnId, pgid: Pid, pid_reused: bool) {
-        let _ = id;
-        if !pid_reused {
-            self.signal_group(pgid, Signal::SIGKILL);
-        }
-    }
-
-    /// After [`ProcessControl::release`]: true if processes of the instance are still
-    /// running (its cgroup is not empty). The supervisor then counts the instance as not
-    /// gone until [`ProcessControl::collect_cleared`] names it.
-    fn has_leftovers(&mut self, id: SpawnId) -> bool {
-        let _ = id;
-        false
-    }
-
-    /// Released instances whose last process has exited since the last call.
-    fn collect_cleared(&mut self) -> Vec<SpawnId> {
-        Vec::new()
-    }
-
-    /// The supervisor stops waiting for what released instance `id` left (it outlived a
-    /// SIGKILL by a deadline): it is no longer named by [`ProcessControl::collect_cleared`].
-    /// Returns what is left, for the log.
-    fn give_up_on_leftovers(&mut self, id: SpawnId) -> String {
-        let _ = id;
-        String::new()
-    }
-
-    /// clusterd's own event about `unit` (an instance of it when `index` is given): it goes
-    /// into the unit's log among its instances' lines, so the log alone tells why an
-    /// instance restarted.
-    fn unit_event(&mut self, unit: &Unit, index: Option<u32>, text: &str) {
-        let _ = (unit, index, text);
-    }
-
-    /// Instance `index` of `unit` runs as `pid` (after the events that led to its start):
-    /// its log notes it, and its output is read from then on.
-    fn instance_started(&mut self, unit: &Unit, index: u32, pid: Pid) {
-        let _ = (unit, index, pid);
-    }
-
-    /// What the given live instances (id, pid, start) use now, for status; instances it cannot
-    /// measure are left out.
-    fn usage(&self, instances: &[(SpawnId, Pid, Instant)]) -> HashMap<SpawnId, Usage> {
-        let _ = instances;
-        HashMap::new()
-    }
-
-    /// What clusterd itself uses, for status and metrics.
-    fn daemon_status(&self) -> Option<crate::protocol::DaemonStatus> {
-        None
-    }
-
-    /// Where the unit's output goes, and any trouble with it, for status.
-    fn log_destination(&self, unit: &Unit) -> Option<(String, Option<String>)> {
-        let _ = unit;
-        None
-    }
-
-    /// True while the OS side has work that is best done when nothing else happens —
-    /// preparing what the next spawns need, say, which must not take the CPU from a child
-    /// that is being exec'd. The daemon calls [`ProcessControl::do_idle_work`] once its loop
-    /// has been idle for a moment.
-    fn has_idle_work(&self) -> bool {
-        false
-    }
-
-    fn do_idle_work(&mut self) {}
-
-    /// How instances are isolated, for status: `cgroup` or `process-group`, with details.
-    fn isolation(&self) -> Option<String> {
-        None
-    }
+    /// Process `id` (pid `pid`) is about to be stopped with `kill_signal`. The OS side may
+    /// begin a gentler stop first; see [`GracefulStop`]. With a `stop_message` (a line for
+    /// its worker channel), that message is the gentler stop; without one, and without a
+    /// gentler way of its own, the answer is [`GracefulStop::SendKillSignal`].
+    fn begin_stop(
+        &mut self,
+        id: SpawnId,
+        pid: Pid,
+        kill_signal: Signal,
+        stop_message: Option<Vec<u8>>,
+    ) -> GracefulStop;
 
     /// Every child that has exited since the last call (`waitpid(-1, WNOHANG)` until empty),
     /// with its wait status undecoded. Must never stop early on a status it does not
@@ -399,35 +293,100 @@ pub(crate) trait ProcessControl {
     /// The process of `id` has exited: close clusterd's end of its worker channel.
     fn release(&mut self, id: SpawnId);
 
+    // What outlives an instance: the unit's sockets, its cgroups, what an instance left.
+
+    /// Binds the `listen` sockets of `unit` (the shared ones; reuseport sockets are bound per
+    /// index when an instance needs them). They belong to the unit and outlive its instances
+    /// until [`ProcessControl::close_sockets`]. The error names the unit, the address and the
+    /// OS error.
+    fn open_sockets(&mut self, unit: &Unit) -> Result<(), String>;
+
+    /// True while the unit's sockets are open.
+    fn sockets_open(&self, unit: &str) -> bool;
+
+    /// Closes the unit's sockets and removes the unix socket files it created.
+    fn close_sockets(&mut self, unit: &str);
+
+    /// Instance indexes `index` and above are gone (scale-down): release what the OS side
+    /// kept for them — their reuseport sockets, the cgroups made ready for their next start.
+    fn release_indexes_from(&mut self, unit: &str, index: u32);
+
     /// The unit is stopped for good (stopped by hand, removed, or clusterd is exiting) and none
     /// of its processes is left: release what the OS side kept for it across its instances'
-    /// lives — its `listen` sockets, the sockets of its Node cluster workers, the cgroups made
-    /// ready for its next starts. Not called
+    /// lives — its `listen` sockets (as [`ProcessControl::close_sockets`]), the sockets of its
+    /// Node cluster workers, the cgroups made ready for its next starts. Not called
     /// between the stop and the start of a restart.
-    fn release_unit(&mut self, unit: &str) {
-        self.close_sockets(unit);
-    }
+    fn release_unit(&mut self, unit: &str);
 
-    /// Process `id` (pid `pid`) is about to be stopped with `kill_signal`. The OS side may
-    /// begin a gentler stop first; see [`GracefulStop`]. With a `stop_message` (a line for
-    /// its worker channel), that message is the gentler stop. The default: the message if
-    /// there is one, else nothing special.
-    fn begin_stop(
-        &mut self,
-        id: SpawnId,
-        pid: Pid,
-        kill_signal: Signal,
-        stop_message: Option<Vec<u8>>,
-    ) -> GracefulStop {
-        let _ = (pid, kill_signal);
-        match stop_message {
-            Some(line) => match self.send_message(id, line) {
-                Ok(()) => GracefulStop::Asked,
-                Err(_) => GracefulStop::SendKillSignal,
-            },
-            None => GracefulStop::SendKillSignal,
-        }
-    }
+    /// SIGKILLs what is left of instance `id`, whose own process (pid `pgid`) exited
+    /// `kill_timeout` ago. Without a cgroup, only its process group can be reached, and a
+    /// process that now has the pid `pgid` (`pid_reused`, or any other) means the group is
+    /// someone else's: implementations must not kill it then.
+    fn kill_leftovers(&mut self, id: SpawnId, pgid: Pid, pid_reused: bool);
+
+    /// After [`ProcessControl::release`]: true if processes of the instance are still
+    /// running (its cgroup is not empty). The supervisor then counts the instance as not
+    /// gone until [`ProcessControl::collect_cleared`] names it.
+    fn has_leftovers(&mut self, id: SpawnId) -> bool;
+
+    /// Released instances whose last process has exited since the last call.
+    fn collect_cleared(&mut self) -> Vec<SpawnId>;
+
+    /// The supervisor stops waiting for what released instance `id` left (it outlived a
+    /// SIGKILL by a deadline): it is no longer named by [`ProcessControl::collect_cleared`].
+    /// Returns what is left, for the log.
+    fn give_up_on_leftovers(&mut self, id: SpawnId) -> String;
+
+    /// True while the OS side has work that is best done when nothing else happens —
+    /// preparing what the next spawns need, say, which must not take the CPU from a child
+    /// that is being exec'd. The daemon calls [`ProcessControl::do_idle_work`] once its loop
+    /// has been idle for a moment.
+    fn has_idle_work(&self) -> bool;
+
+    fn do_idle_work(&mut self);
+
+    // Files and time: `watch` and `cron_restart`.
+
+    /// Watches the files `unit` asks to (`watch`) instead of what unit `name` watched before;
+    /// `None` (a unit that is gone) watches nothing. Changes come back as
+    /// `Event::FilesChanged`.
+    fn watch_files(&mut self, name: &str, unit: Option<&Unit>);
+
+    /// How many directories unit `name` watches, and why some of what it asks for is not
+    /// watched, for status; `None` if it watches nothing.
+    fn watch_report(&self, name: &str) -> Option<(u64, Option<String>)>;
+
+    /// The local date and time now, for `cron_restart` schedules.
+    fn local_time(&self) -> crate::unit::cron::LocalTime;
+
+    /// How long until local time `then` (zero if it has passed). The daemon asks the C
+    /// library, which knows when daylight saving time changes; counting on the calendar is
+    /// [`crate::unit::cron::LocalTime::duration_until`].
+    fn until_local(&self, then: crate::unit::cron::LocalTime) -> std::time::Duration;
+
+    // The unit's log, and what status reports.
+
+    /// clusterd's own event about `unit` (an instance of it when `index` is given): it goes
+    /// into the unit's log among its instances' lines, so the log alone tells why an
+    /// instance restarted.
+    fn unit_event(&mut self, unit: &Unit, index: Option<u32>, text: &str);
+
+    /// Instance `index` of `unit` runs as `pid` (after the events that led to its start):
+    /// its log notes it, and its output is read from then on.
+    fn instance_started(&mut self, unit: &Unit, index: u32, pid: Pid);
+
+    /// What the given live instances (id, pid, start) use now, for status; instances it cannot
+    /// measure are left out.
+    fn usage(&self, instances: &[(SpawnId, Pid, Instant)]) -> HashMap<SpawnId, Usage>;
+
+    /// What clusterd itself uses, for status and metrics.
+    fn daemon_status(&self) -> Option<crate::protocol::DaemonStatus>;
+
+    /// Where the unit's output goes, and any trouble with it, for status.
+    fn log_destination(&self, unit: &Unit) -> Option<(String, Option<String>)>;
+
+    /// How instances are isolated, for status: `cgroup` or `process-group`, with details.
+    fn isolation(&self) -> Option<String>;
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Unit tests of the supervisor state machine: a recording fake `ProcessControl`, a fake
 //! clock, and events fed by hand. No real process is started and no signal is sent.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -11,11 +12,13 @@ use nix::unistd::Pid;
 use super::phase::{every_timer_of, Phase, Readiness, Step, UnitPhase, UnitStep};
 use super::timers::Timer;
 use super::{Ending, ShutdownPolicy, Supervisor};
-use crate::protocol::{InstanceState, Request, Response, ScaleCount, UnitState, UnitStatus};
+use crate::protocol::{
+    DaemonStatus, InstanceState, Request, Response, ScaleCount, UnitState, UnitStatus,
+};
 use crate::supervisor::event::{Credit, Event, NotifyMessage, WorkerMessage};
 use crate::supervisor::process_control::{
-    ExitStatus, HookRequest, ProcessControl, RawWaitStatus, SpawnError, SpawnId, SpawnRequest,
-    SpawnStage,
+    ExitStatus, GracefulStop, HookRequest, ProcessControl, RawWaitStatus, SpawnError, SpawnId,
+    SpawnRequest, SpawnStage, Usage,
 };
 use crate::unit::{LoadedFile, Unit};
 
@@ -53,8 +56,14 @@ struct FakeOs {
     local_time: crate::unit::cron::LocalTime,
     /// `clusterctl kill` without `--all`: one process each.
     process_signals: Vec<(Pid, Signal)>,
+    /// `clusterctl kill` with a signal only a number names: (instance, pid, number, all).
+    number_signals: Vec<(SpawnId, Pid, i32, bool)>,
     /// `clusterctl send`: (instance, line).
     messages: Vec<(SpawnId, String)>,
+    /// Scale-downs: (unit, first index gone).
+    released_indexes: Vec<(String, u32)>,
+    /// clusterd's own events for the units' logs: (unit, index, text).
+    unit_events: Vec<(String, Option<u32>, String)>,
     released: Vec<SpawnId>,
     /// Exits the next `reap` returns, as raw wait statuses like the kernel's.
     exits: Vec<(Pid, RawWaitStatus)>,
@@ -96,7 +105,10 @@ impl FakeOs {
                 minute: 59,
                 second: 30,
             },
+            number_signals: Vec::new(),
             messages: Vec::new(),
+            released_indexes: Vec::new(),
+            unit_events: Vec::new(),
             signals: Vec::new(),
             released: Vec::new(),
             exits: Vec::new(),
@@ -228,6 +240,92 @@ impl ProcessControl for FakeOs {
         self.leftovers.remove(&id);
         self.given_up.push(id);
         format!("the processes of instance {id}")
+    }
+
+    fn signal_number(&mut self, id: SpawnId, pid: Pid, number: i32, all: bool) {
+        self.number_signals.push((id, pid, number, all));
+    }
+
+    /// Without cgroups: the instance's process group, recorded with the others.
+    fn signal_instance(&mut self, _id: SpawnId, pgid: Pid, signal: Signal) {
+        self.signals.push((pgid, signal));
+    }
+
+    /// No Node worker here: the unit's `stop_message` if it has one, else `kill_signal`.
+    fn begin_stop(
+        &mut self,
+        id: SpawnId,
+        _pid: Pid,
+        _kill_signal: Signal,
+        stop_message: Option<Vec<u8>>,
+    ) -> GracefulStop {
+        match stop_message {
+            Some(line) => match self.send_message(id, line) {
+                Ok(()) => GracefulStop::Asked,
+                Err(_) => GracefulStop::SendKillSignal,
+            },
+            None => GracefulStop::SendKillSignal,
+        }
+    }
+
+    fn release_indexes_from(&mut self, unit: &str, index: u32) {
+        self.released_indexes.push((unit.to_string(), index));
+    }
+
+    /// Its sockets are all the fake keeps for a unit.
+    fn release_unit(&mut self, unit: &str) {
+        self.close_sockets(unit);
+    }
+
+    /// Without cgroups, unless the group's id is someone else's now.
+    fn kill_leftovers(&mut self, _id: SpawnId, pgid: Pid, pid_reused: bool) {
+        if !pid_reused {
+            self.signals.push((pgid, Signal::SIGKILL));
+        }
+    }
+
+    /// Leftovers here end only when the supervisor gives up on them: none ever clears.
+    fn collect_cleared(&mut self) -> Vec<SpawnId> {
+        Vec::new()
+    }
+
+    /// The fake prepares nothing ahead.
+    fn has_idle_work(&self) -> bool {
+        false
+    }
+
+    fn do_idle_work(&mut self) {}
+
+    /// Nothing is watched: the tests feed `Event::FilesChanged` themselves.
+    fn watch_files(&mut self, _name: &str, _unit: Option<&Unit>) {}
+
+    fn watch_report(&self, _name: &str) -> Option<(u64, Option<String>)> {
+        None
+    }
+
+    fn unit_event(&mut self, unit: &Unit, index: Option<u32>, text: &str) {
+        self.unit_events
+            .push((unit.name.clone(), index, text.to_string()));
+    }
+
+    /// The fake has no log: the spawn it recorded is the start.
+    fn instance_started(&mut self, _unit: &Unit, _index: u32, _pid: Pid) {}
+
+    /// No process to measure: status shows no usage.
+    fn usage(&self, _instances: &[(SpawnId, Pid, Instant)]) -> HashMap<SpawnId, Usage> {
+        HashMap::new()
+    }
+
+    fn daemon_status(&self) -> Option<DaemonStatus> {
+        None
+    }
+
+    fn log_destination(&self, _unit: &Unit) -> Option<(String, Option<String>)> {
+        None
+    }
+
+    fn isolation(&self) -> Option<String> {
+        None
     }
 }
 
@@ -465,6 +563,14 @@ fn a_crash_restarts_the_same_index_at_once() {
     assert_eq!(
         status.instances[1].last_exit.as_deref(),
         Some("exited with code 1")
+    );
+    // The unit's log says why: the exit, against the instance's index.
+    let events = &h.os().unit_events;
+    assert!(
+        events
+            .iter()
+            .any(|(u, i, text)| u == "web" && *i == Some(1) && text.contains("exited with code 1")),
+        "{events:?}"
     );
 }
 
@@ -1367,6 +1473,11 @@ fn scale_down_stops_the_highest_indexes_and_replies_once_they_are_gone() {
     h.exit(pids[1], code(0));
     assert!(reply.try_recv().unwrap().ok);
     assert_eq!(h.current_pids("web"), [Some(pids[0])]);
+    // What the OS side kept for the indexes that went is released, from the first gone.
+    assert_eq!(
+        h.os().released_indexes.last(),
+        Some(&("web".to_string(), 1))
+    );
 }
 
 // ---- reload ----
@@ -1870,6 +1981,19 @@ fn kill_signals_each_running_instance_or_one_and_never_a_draining_one() {
         assert!(!reply.ok, "{reply:?}");
     }
     assert_eq!(h.os().process_signals.len(), before);
+    // A signal only a number names goes by number, to the instance's own process.
+    let reply = h.ask(Request::Kill {
+        unit: unit("web"),
+        instance: Some(0),
+        signal: "RTMIN+2".into(),
+        all: false,
+    });
+    assert!(reply.ok, "{reply:?}");
+    let id = h.os().spawns[0].id;
+    assert_eq!(
+        h.os().number_signals,
+        [(id, pids[0], libc::SIGRTMIN() + 2, false)]
+    );
 }
 
 #[test]

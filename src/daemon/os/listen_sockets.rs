@@ -7,15 +7,14 @@
 //! every instance index gets its own SO_REUSEPORT socket, kept across that index's restarts.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 use nix::sys::socket::{
-    bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
-    SockaddrIn, SockaddrIn6, UnixAddr,
+    bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
 };
 
+use crate::net_bind::bind_tcp;
 use crate::unit::{Balance, ListenAddress, ListenOptions, Unit};
 
 #[derive(Default)]
@@ -120,40 +119,6 @@ impl Drop for UnitSockets {
     fn drop(&mut self) {
         self.close_all();
     }
-}
-
-/// A TCP socket bound to `address` (not listening yet), with SO_REUSEADDR, SO_REUSEPORT if
-/// asked, IPV6_V6ONLY as asked for an IPv6 address, close-on-exec, and `flags` (such as
-/// SOCK_NONBLOCK). Shared by `listen` units and the Node cluster primary.
-pub(crate) fn bind_tcp(
-    address: SocketAddr,
-    reuseport: bool,
-    v6only: bool,
-    flags: SockFlag,
-) -> Result<OwnedFd, nix::Error> {
-    let family = if address.is_ipv4() {
-        AddressFamily::Inet
-    } else {
-        AddressFamily::Inet6
-    };
-    let fd = socket(
-        family,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC | flags,
-        None,
-    )?;
-    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
-    if reuseport {
-        setsockopt(&fd, sockopt::ReusePort, &true)?;
-    }
-    match address {
-        SocketAddr::V4(v4) => bind(fd.as_raw_fd(), &SockaddrIn::from(v4))?,
-        SocketAddr::V6(v6) => {
-            setsockopt(&fd, sockopt::Ipv6V6Only, &v6only)?;
-            bind(fd.as_raw_fd(), &SockaddrIn6::from(v6))?;
-        }
-    }
-    Ok(fd)
 }
 
 fn bind_listener(

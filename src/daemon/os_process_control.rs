@@ -14,10 +14,10 @@ use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
+use crate::daemon::file_watch::FileWatch;
 use crate::daemon::logs::{ChildOutput, Logs};
 use crate::daemon::os::cgroup::{Budget, CgroupTree, InstanceCgroup, Removal, SpawnIntoCgroup};
 use crate::daemon::os::environment_file;
-use crate::daemon::os::file_watch::FileWatch;
 use crate::daemon::os::listen_sockets::UnitSockets;
 use crate::daemon::os::spawn::{inherited_environment, spawn, ExecRequest};
 use crate::daemon::os::spawn_plan::{set, InstancePlan, InstanceStart};
