@@ -821,8 +821,9 @@ impl<P: ProcessControl> Supervisor<P> {
         let Some(rt) = self.units.get(name) else {
             return false;
         };
-        if rt.phase == UnitPhase::Done {
-            return true;
+        // A one-shot's instances are "ready" as soon as they run: its run is what counts.
+        if rt.unit.job.is_oneshot() {
+            return rt.phase == UnitPhase::Done;
         }
         let every_index_ready = (0..rt.wanted).all(|i| {
             rt.slots
