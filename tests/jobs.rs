@@ -407,3 +407,47 @@ fn shutdown_stops_the_web_before_the_database_it_is_ordered_after() {
         (db[0] - web[0]) as f64 / 1e6
     );
 }
+
+#[test]
+fn pm2s_cron_job_imports_as_a_scheduled_oneshot_that_runs() {
+    let d = Daemon::start(&[]);
+    let ran = d.path("ran");
+    let ecosystem = d.path("ecosystem.json");
+    let app = serde_json::json!({"apps": [{
+        "name": "nightly",
+        "script": "sh",
+        "args": ["-c", format!("date +%s%N >> '{}'", ran.display())],
+        "interpreter": "none",
+        "cron_restart": "0 3 * * *",
+        "autorestart": false,
+        "max_memory_restart": "100M",
+    }]});
+    fs::write(&ecosystem, app.to_string()).unwrap();
+    let out = Command::new(CLUSTERCTL)
+        .arg("import")
+        .arg("--out")
+        .arg(d.units_dir())
+        .arg(&ecosystem)
+        .output()
+        .expect("clusterctl import");
+    assert!(out.status.success(), "{}", text(&out));
+    let unit = fs::read_to_string(d.units_dir().join("nightly.toml")).unwrap();
+    assert!(unit.contains("type = \"oneshot\""), "{unit}");
+    assert!(unit.contains("schedule = \"0 3 * * *\""), "{unit}");
+    assert!(!unit.contains("\ncron_restart ="), "{unit}");
+    assert!(!unit.contains("\nmemory_max ="), "{unit}");
+    assert!(!unit.contains("\nrestart ="), "{unit}");
+    let checked = check(&d.units_dir());
+    assert!(checked.status.success(), "{}", text(&checked));
+    d.ctl(&["daemon-reload"]);
+    wait_state(&d, "nightly", "waiting");
+    assert_eq!(d.unit("nightly")["waiting_for"], "its schedule");
+    assert!(
+        stamps(&ran).is_empty(),
+        "a scheduled job waits for its time"
+    );
+    let out = d.ctl(&["start", "nightly"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(stamps(&ran).len(), 1);
+    assert_eq!(state(&d, "nightly"), "done");
+}

@@ -114,7 +114,7 @@ pub(crate) struct JobKeys {
 
 /// Keys a one-shot cannot have: they are about a long-running process (serving, readiness,
 /// replacing it while it serves).
-pub(crate) const SERVICE_ONLY_KEYS: [&str; 7] = [
+pub const SERVICE_ONLY_KEYS: [&str; 7] = [
     "listen",
     "ready",
     "ready_after",
