@@ -278,6 +278,9 @@ impl<P: ProcessControl> Supervisor<P> {
         let Some(next) = self.units.get(name).and_then(|rt| rt.job.next.clone()) else {
             return;
         };
+        if self.shutting_down {
+            return;
+        }
         let local = self.os.local_time();
         if !has_come(next.due, now, local) {
             // The clock went back: wait for the minute again, at least a second from now.

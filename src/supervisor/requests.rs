@@ -278,6 +278,13 @@ impl<P: ProcessControl> Supervisor<P> {
             )));
             return;
         }
+        if rt.phase.holds_back() {
+            let why = self.waiting_text(name);
+            let _ = reply.send(Response::failed(format!(
+                "{name} is {why}: nothing runs to reload"
+            )));
+            return;
+        }
         self.begin_rollout(name, Some(reply), None, now);
     }
 

@@ -2712,3 +2712,42 @@ fn a_long_chain_of_ready_services_is_released_without_recursion() {
     let h = Harness::start(&borrowed);
     assert_eq!(h.spawn_count(), count);
 }
+
+#[test]
+fn a_waiting_unit_is_not_reloaded_or_scaled_into_running_and_a_schedule_starts_nothing_at_shutdown()
+{
+    let mut h = Harness::start(&[
+        ("db", "command = \"db\"\nready = \"notify\"\n"),
+        ("web", "command = \"web\"\nafter = [\"db\"]\n"),
+        (
+            "report",
+            "command = \"r\"\ntype = \"oneshot\"\nschedule = \"every 5s\"\nafter = [\"db\"]\n",
+        ),
+    ]);
+    let reply = h.ask(Request::Reload { unit: "web".into() });
+    assert!(!reply.ok && reply.error.unwrap().contains("waiting for db (not ready)"));
+    let reply = h.ask(Request::Scale {
+        unit: "web".into(),
+        count: ScaleCount::To(3),
+    });
+    assert!(reply.ok && reply.message.unwrap().contains("waiting for db"));
+    assert_eq!(spawns_of(&h, "web"), 0);
+    // Due while db is not ready: it waits for db, and runs once db is.
+    h.advance(5 * SECOND);
+    assert_eq!(
+        h.status("report").waiting_for.as_deref(),
+        Some("db (not ready)")
+    );
+    let db = h.pid_of("db", 0);
+    h.notify(db, db, ready());
+    assert_eq!((spawns_of(&h, "web"), spawns_of(&h, "report")), (3, 1));
+    let report = h.pid_of("report", 0);
+    h.exit(report, code(0));
+    h.signal(libc::SIGTERM);
+    h.advance(5 * SECOND);
+    assert_eq!(
+        spawns_of(&h, "report"),
+        1,
+        "no run starts during the shutdown"
+    );
+}
