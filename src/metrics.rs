@@ -266,6 +266,7 @@ mod tests {
                 give_ups: 1,
                 waiting_for: None,
                 job: None,
+                after: Vec::new(),
             }],
             isolation: None,
             daemon: None,

@@ -358,9 +358,9 @@ fn a_due_every_second_job_that_never_ends_runs_once_and_daemon_reload_storms_ski
     assert_eq!(job["runs"], 1, "{job}");
 }
 
-#[test]
-fn shutdown_stops_the_web_before_the_database_it_is_ordered_after() {
-    let mut d = Daemon::start(&[]);
+/// db and web (after db), each writing its stop time from its SIGTERM trap; web takes
+/// 0.3 s to stop, so db must really wait for it.
+fn db_and_web(d: &Daemon) -> (std::path::PathBuf, std::path::PathBuf) {
     let (db_stop, web_stop) = (d.path("db.stop"), d.path("web.stop"));
     d.write_unit(
         "db",
@@ -369,7 +369,6 @@ fn shutdown_stops_the_web_before_the_database_it_is_ordered_after() {
             stamp(&db_stop)
         )),
     );
-    // web takes its time to stop: db must still wait for it.
     d.write_unit(
         "web",
         &format!(
@@ -382,16 +381,12 @@ fn shutdown_stops_the_web_before_the_database_it_is_ordered_after() {
     );
     d.ctl(&["daemon-reload"]);
     d.wait_running("web", 1);
-    // `stop db` does not stop web (after orders, it does not bind).
-    let out = d.ctl(&["stop", "db"]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(d.pids("web").len(), 1);
-    assert!(stamps(&web_stop).is_empty());
-    let out = d.ctl(&["start", "db"]);
-    assert!(out.status.success(), "{}", text(&out));
-    fs::remove_file(&db_stop).unwrap();
-    d.terminate();
-    let (db, web) = (stamps(&db_stop), stamps(&web_stop));
+    (db_stop, web_stop)
+}
+
+/// Web's stop stamp came before db's.
+fn web_stopped_first(db_stop: &Path, web_stop: &Path) {
+    let (db, web) = (stamps(db_stop), stamps(web_stop));
     assert_eq!(
         (db.len(), web.len()),
         (1, 1),
@@ -406,6 +401,32 @@ fn shutdown_stops_the_web_before_the_database_it_is_ordered_after() {
         "db got its SIGTERM {:.1} ms after web's own stop stamp",
         (db[0] - web[0]) as f64 / 1e6
     );
+}
+
+#[test]
+fn shutdown_stops_the_web_before_the_database_it_is_ordered_after() {
+    let mut d = Daemon::start(&[]);
+    let (db_stop, web_stop) = db_and_web(&d);
+    // `stop db` does not stop web (after orders, it does not bind).
+    let out = d.ctl(&["stop", "db"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(d.pids("web").len(), 1);
+    assert!(stamps(&web_stop).is_empty());
+    let out = d.ctl(&["start", "db"]);
+    assert!(out.status.success(), "{}", text(&out));
+    fs::remove_file(&db_stop).unwrap();
+    d.terminate();
+    web_stopped_first(&db_stop, &web_stop);
+}
+
+#[test]
+fn stopping_several_units_stops_dependents_first() {
+    let d = Daemon::start(&[]);
+    let (db_stop, web_stop) = db_and_web(&d);
+    let out = d.ctl(&["stop", "db", "web"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(text(&out), "web: stopped\ndb: stopped\n");
+    web_stopped_first(&db_stop, &web_stop);
 }
 
 #[test]

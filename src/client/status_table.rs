@@ -267,6 +267,7 @@ mod tests {
                 give_ups: 0,
                 waiting_for: None,
                 job: None,
+                after: Vec::new(),
                 instances: vec![InstanceStatus {
                     index: 0,
                     pid: Some(4242),

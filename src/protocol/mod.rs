@@ -255,6 +255,37 @@ pub struct UnitStatus {
     /// A one-shot's runs and schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<JobStatus>,
+    /// The units it starts after (`after`), as in force.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+}
+
+impl UnitStatus {
+    /// A unit with `state` and nothing else to say (no instances, no counts).
+    pub fn bare(name: &str, state: UnitState) -> UnitStatus {
+        UnitStatus {
+            name: name.to_string(),
+            state,
+            description: None,
+            restarts: 0,
+            gave_up: false,
+            wanted_instances: 0,
+            error: None,
+            log: None,
+            log_problem: None,
+            watched_directories: None,
+            watch_problem: None,
+            cpu_percent: None,
+            memory_bytes: None,
+            instances: Vec::new(),
+            memory_replacements: 0,
+            give_ups: 0,
+            events: Vec::new(),
+            waiting_for: None,
+            job: None,
+            after: Vec::new(),
+        }
+    }
 }
 
 /// A one-shot's runs and schedule, as status shows them.

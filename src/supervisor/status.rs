@@ -45,25 +45,8 @@ impl<P: ProcessControl> Supervisor<P> {
         for (name, error) in &self.invalid {
             if only.is_none_or(|o| o == name) {
                 units.push(UnitStatus {
-                    name: name.clone(),
-                    state: UnitState::Invalid,
-                    description: None,
-                    restarts: 0,
-                    gave_up: false,
-                    wanted_instances: 0,
                     error: Some(error.to_string()),
-                    log: None,
-                    log_problem: None,
-                    watched_directories: None,
-                    watch_problem: None,
-                    cpu_percent: None,
-                    memory_bytes: None,
-                    instances: Vec::new(),
-                    memory_replacements: 0,
-                    give_ups: 0,
-                    events: Vec::new(),
-                    waiting_for: None,
-                    job: None,
+                    ..UnitStatus::bare(name, UnitState::Invalid)
                 });
             }
         }
@@ -195,6 +178,7 @@ impl<P: ProcessControl> Supervisor<P> {
                     .to_string()
             }),
             job: self.job_status(name, now),
+            after: rt.unit.job.after.clone(),
         }
     }
 
