@@ -356,6 +356,9 @@ fn a_due_every_second_job_that_never_ends_runs_once_and_daemon_reload_storms_ski
     let job = d.unit("forever")["job"].clone();
     assert!(job["skipped"].as_u64() >= Some(3), "{job}");
     assert_eq!(job["runs"], 1, "{job}");
+    // One line says so, not one a second: the others of this run are counted.
+    let said = d.log().matches("forever: scheduled run skipped").count();
+    assert_eq!(said, 1, "{}", d.log());
 }
 
 /// db and web (after db), each writing its stop time from its SIGTERM trap; web takes

@@ -37,6 +37,10 @@ pub(super) struct JobRuntime {
     pub failures: u64,
     /// Due times skipped because a run was still going.
     pub skipped: u64,
+    /// Of those, skipped during the run going on: only the first is logged (a job due
+    /// every second that never ends must not write a line a second), the count comes with
+    /// the run's end.
+    pub skipped_this_run: u64,
     /// When the last successful run ended.
     pub last_success: Option<Instant>,
     /// The armed schedule.
@@ -94,6 +98,7 @@ impl<P: ProcessControl> Supervisor<P> {
         for slot in &mut rt.slots {
             slot.finished = false;
         }
+        rt.job.skipped_this_run = 0;
         rt.job.runs += 1;
         rt.job.run = Some(Run {
             started: now,
@@ -185,6 +190,10 @@ impl<P: ProcessControl> Supervisor<P> {
             UnitPhase::GaveUp { reason, .. } => (format!("{reason}, after {took}"), false),
             // Stopped by hand (or on the way out): the run ends unfinished.
             _ => (format!("run stopped after {took}"), false),
+        };
+        let text = match rt.job.skipped_this_run {
+            0 => text,
+            n => format!("{text}; {n} scheduled time(s) skipped during it"),
         };
         if let Some(run) = rt.job.run.as_mut() {
             run.ended = Some((now, text.clone(), ok));
@@ -306,6 +315,10 @@ impl<P: ProcessControl> Supervisor<P> {
         }
         if alive > 0 || rt.phase == UnitPhase::Waiting {
             rt.job.skipped += 1;
+            rt.job.skipped_this_run += 1;
+            if rt.job.skipped_this_run > 1 {
+                return;
+            }
             let why = if alive > 0 {
                 let since = rt.job.run.as_ref().map_or(Duration::ZERO, |r| {
                     round_to_ms(now.saturating_duration_since(r.started))
@@ -317,7 +330,7 @@ impl<P: ProcessControl> Supervisor<P> {
             } else {
                 "its last start still waits for its after".to_string()
             };
-            let text = format!("scheduled run skipped: {why} (runs never overlap)");
+            let text = format!("scheduled run skipped: {why} (runs never overlap; the next skips of this run are only counted)");
             warn!("{name}: {text}");
             self.unit_events.push(UnitEvent::note(name, None, text));
             return;

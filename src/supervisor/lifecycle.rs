@@ -715,8 +715,14 @@ impl<P: ProcessControl> Supervisor<P> {
         self.end_run_if_over(name, now);
         self.answer_waiters(name, now);
         self.advance_rollout(name, now);
-        self.release_waiting(name, now);
-        self.stop_what_nothing_needs(now);
+        // Only a satisfied unit can release units waiting for it, and only a unit that is
+        // gone can let the shutdown stop what it depends on.
+        if self.is_satisfied(name) {
+            self.release_waiting(name, now);
+        }
+        if self.alive_count(name) == 0 {
+            self.stop_what_nothing_needs(now);
+        }
     }
 
     /// When nothing of a stopped unit runs any more: release its sockets, start it again
