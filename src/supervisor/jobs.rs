@@ -200,7 +200,8 @@ impl<P: ProcessControl> Supervisor<P> {
         }
         if ok {
             rt.job.last_success = Some(now);
-        } else {
+        } else if rt.phase.gave_up().is_some() {
+            // A run stopped by hand did not fail.
             rt.job.failures += 1;
         }
         if ok {

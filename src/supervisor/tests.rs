@@ -2751,3 +2751,20 @@ fn a_waiting_unit_is_not_reloaded_or_scaled_into_running_and_a_schedule_starts_n
         "no run starts during the shutdown"
     );
 }
+
+#[test]
+fn a_run_stopped_by_hand_ends_unfinished_without_counting_as_a_failure() {
+    let mut h = Harness::start(&[("migrate", JOB)]);
+    let pid = h.pid_of("migrate", 0);
+    let _ = h.request(Request::Stop {
+        unit: "migrate".into(),
+    });
+    h.exit(pid, killed(Signal::SIGTERM));
+    let status = h.status("migrate");
+    assert_eq!(status.state, UnitState::Stopped);
+    let job = status.job.unwrap();
+    assert_eq!((job.runs, job.failures), (1, 0));
+    let run = job.last_run.unwrap();
+    assert_eq!(run.ok, Some(false));
+    assert!(run.result.unwrap().starts_with("run stopped after"));
+}
