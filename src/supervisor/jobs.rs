@@ -249,14 +249,16 @@ impl<P: ProcessControl> Supervisor<P> {
         let local = self.os.local_time();
         let (due, delay) = match &schedule {
             Schedule::Every(every) => {
+                // `every` is at most 10 years, but no deadline computation may panic.
+                let after = |t: Instant| t.checked_add(*every).unwrap_or(t);
                 let mut at = match previous {
-                    Some(Due::At(at)) => at + *every,
-                    _ => now + *every,
+                    Some(Due::At(at)) => after(at),
+                    _ => after(now),
                 };
                 // Late (clusterd was busy, or suspended): the next one from now, once, never
                 // a burst of runs to catch up.
                 if at <= now {
-                    at = now + *every;
+                    at = after(now);
                 }
                 (Due::At(at), at.saturating_duration_since(now))
             }
