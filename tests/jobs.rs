@@ -346,7 +346,7 @@ fn a_due_every_second_job_that_never_ends_runs_once_and_daemon_reload_storms_ski
         quick_runs.len()
     );
     assert!(
-        (4..=6).contains(&quick_runs.len()),
+        (3..=6).contains(&quick_runs.len()),
         "every 1s over ~4 s ran {} times",
         quick_runs.len()
     );
