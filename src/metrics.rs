@@ -144,6 +144,42 @@ pub fn render(report: &StatusReport, now: f64) -> String {
             })
             .collect(),
     );
+    // One-shots only: a service has no runs.
+    let jobs = || {
+        report
+            .units
+            .iter()
+            .filter_map(|u| Some((unit_labels(&u.name), u.job.as_ref()?)))
+    };
+    family(
+        "clusterd_job_runs_total",
+        "counter",
+        "Runs of the one-shot unit started since clusterd started.",
+        jobs().map(|(l, j)| (l, j.runs as f64)).collect(),
+    );
+    family(
+        "clusterd_job_failures_total",
+        "counter",
+        "Runs of the one-shot unit that failed.",
+        jobs().map(|(l, j)| (l, j.failures as f64)).collect(),
+    );
+    family(
+        "clusterd_job_skipped_total",
+        "counter",
+        "Scheduled runs skipped because the previous run was still going.",
+        jobs().map(|(l, j)| (l, j.skipped as f64)).collect(),
+    );
+    family(
+        "clusterd_job_last_success_time_seconds",
+        "gauge",
+        "When the one-shot's last successful run ended, in seconds since the Unix epoch (alert on time() - this).",
+        jobs()
+            .filter_map(|(l, j)| {
+                let ago = j.last_success_ago_ms? as f64 / 1000.0;
+                Some((l, (now - ago).floor()))
+            })
+            .collect(),
+    );
     if let Some(daemon) = &report.daemon {
         family(
             "process_cpu_seconds_total",
@@ -228,6 +264,9 @@ mod tests {
                 events: Vec::new(),
                 memory_replacements: 0,
                 give_ups: 1,
+                waiting_for: None,
+                job: None,
+                after: Vec::new(),
             }],
             isolation: None,
             daemon: None,

@@ -11,7 +11,7 @@
 //! * `--quick` / `CLUSTERD_BENCH_QUICK=1`: clusterd only, tiny counts, a few seconds; exits
 //!   non-zero if clusterd itself fails (for CI).
 //! * `--runs N` / `CLUSTERD_BENCH_RUNS`: repetitions per metric (default 3).
-//! * `--only mem,idle,restart,mass,ctl,http,reload,logs,memlimit,watch,python` / `CLUSTERD_BENCH_ONLY`:
+//! * `--only mem,idle,restart,mass,ctl,http,reload,logs,memlimit,watch,jobs,python` / `CLUSTERD_BENCH_ONLY`:
 //!   pick metrics.
 //! * `--skip pm2,supervisord,node` / `CLUSTERD_BENCH_SKIP`: skip peers.
 //! * `--idle-secs S`, `--kills K`, `--mass N`, `--wrk-secs S`: sizes (defaults 30, 30, 1000, 10).
@@ -41,6 +41,7 @@ use serde_json::{json, Value};
 
 mod hygiene;
 mod install;
+mod jobs;
 mod logs;
 mod measure;
 mod memory_limit;
@@ -55,6 +56,7 @@ mod worker;
 
 use hygiene::*;
 use install::*;
+use jobs::*;
 use logs::*;
 use measure::*;
 use memory_limit::*;
@@ -229,6 +231,15 @@ fn measure_all(env: &Env, opts: &Opts, results: &mut Results, started: Instant) 
                 sweep_descendants();
             }
         }
+    }
+    if opts.wants("jobs") {
+        clusterd_runs(
+            opts,
+            started,
+            results,
+            "100 scheduled one-shots, idle",
+            |run, results| job_idle_costs(env, opts, run, results),
+        );
     }
     if opts.wants("memlimit") {
         clusterd_runs(

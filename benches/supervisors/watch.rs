@@ -102,7 +102,7 @@ fn wait_pane_pid(tmux: &Path, session: &str) -> Result<i32, String> {
 
 /// clusterd's on-CPU time (ms, schedstat: exact where utime+stime counts 10 ms ticks) and
 /// context switches, all threads, over `window`.
-fn usage_over(pid: i32, window: Duration) -> Result<(f64, f64), String> {
+pub(super) fn usage_over(pid: i32, window: Duration) -> Result<(f64, f64), String> {
     let gone = || "clusterd disappeared".to_string();
     let (csw0, ns0) = thread_counters(pid).ok_or_else(gone)?;
     sleep(window);

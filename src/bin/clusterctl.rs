@@ -40,7 +40,10 @@ fn main() -> ExitCode {
             Request::Status { unit }
         }
         Command::Start { unit } => Request::Start { unit },
-        Command::Stop { unit } => Request::Stop { unit },
+        Command::Stop { units } => match <[String; 1]>::try_from(units) {
+            Ok([unit]) => Request::Stop { unit },
+            Err(units) => return stop_several(&socket, &units),
+        },
         Command::Restart { unit } => Request::Restart { unit },
         Command::Reload { unit } => Request::Reload { unit },
         Command::Scale { unit, count } => Request::Scale { unit, count },
@@ -238,17 +241,47 @@ fn top(
 
 /// `clusterctl ready`: exit 0 when every named unit (default: all) runs every wanted
 /// instance and each is ready, and clusterd is not stopping; else say what is missing, exit 1.
-fn ready(socket: &std::path::Path, units: &[String]) -> ExitCode {
-    let response = match send_request(socket, Request::Status { unit: None }) {
-        Ok(response) => response,
-        Err(e) => return unanswered(&e),
+/// `clusterctl stop A B C`: one `stop` after the other, dependents first; stops at the first
+/// that fails.
+fn stop_several(socket: &std::path::Path, units: &[String]) -> ExitCode {
+    let report = match status_of_all(socket) {
+        Ok(report) => report,
+        Err(code) => return code,
     };
-    if let Some(code) = refused(&response) {
-        return code;
+    let mut said = String::new();
+    for unit in clusterd::client::stop_order::stop_order(&report, units) {
+        let response = match send_request(socket, Request::Stop { unit }) {
+            Ok(response) => response,
+            Err(e) => return unanswered(&e),
+        };
+        if let Some(code) = refused(&response) {
+            let _ = print_out(&said);
+            return code;
+        }
+        if let Some(message) = &response.message {
+            said.push_str(&format!("{}\n", printable(message)));
+        }
     }
-    let Some(report) = response.status else {
+    print_out(&said)
+}
+
+/// The status of every unit, or the exit code of why there is none.
+fn status_of_all(socket: &std::path::Path) -> Result<clusterd::protocol::StatusReport, ExitCode> {
+    let response =
+        send_request(socket, Request::Status { unit: None }).map_err(|e| unanswered(&e))?;
+    if let Some(code) = refused(&response) {
+        return Err(code);
+    }
+    response.status.ok_or_else(|| {
         complain!("clusterctl: clusterd sent no status");
-        return ExitCode::from(EXIT_FAILED);
+        ExitCode::from(EXIT_FAILED)
+    })
+}
+
+fn ready(socket: &std::path::Path, units: &[String]) -> ExitCode {
+    let report = match status_of_all(socket) {
+        Ok(report) => report,
+        Err(code) => return code,
     };
     match clusterd::client::readiness::not_ready(&report, units) {
         None => ExitCode::SUCCESS,

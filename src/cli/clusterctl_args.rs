@@ -38,8 +38,13 @@ pub enum ClusterctlCommand {
     },
     /// Start a unit's instances (clears a give-up); returns once they are ready.
     Start { unit: String },
-    /// Stop every instance of a unit gracefully; returns once they are gone.
-    Stop { unit: String },
+    /// Stop every instance of a unit gracefully; returns once they are gone. With several
+    /// units, one after the other, dependents first (a unit after those that list it in
+    /// `after`).
+    Stop {
+        #[arg(required = true, value_name = "UNIT")]
+        units: Vec<String>,
+    },
     /// Stop, then start every instance (clears a give-up).
     Restart { unit: String },
     /// Replace every instance one by one without downtime.

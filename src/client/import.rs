@@ -420,6 +420,14 @@ impl UnitDraft {
         self.keys.push((key.to_string(), value, from.to_string()));
     }
 
+    /// Removes `key` if it was set (saying why it is not carried over after all).
+    pub(super) fn unset(&mut self, key: &str, why: &str) {
+        if let Some(at) = self.keys.iter().position(|(k, _, _)| k == key) {
+            let (_, _, from) = self.keys.remove(at);
+            self.skip(&from, why);
+        }
+    }
+
     pub(super) fn skip(&mut self, key: &str, why: &str) {
         self.not_mapped.push(format!("{key}: {why}"));
     }

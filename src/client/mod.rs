@@ -7,5 +7,6 @@ pub mod json5;
 mod pm2_keys;
 pub mod readiness;
 pub mod status_table;
+pub mod stop_order;
 pub mod top;
 pub mod yaml_subset;

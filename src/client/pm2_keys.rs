@@ -112,6 +112,11 @@ struct AppKeys<'a> {
     listen_timeout: Option<u64>,
     cluster: bool,
     kill_timeout: Option<u64>,
+    /// `autorestart: false`.
+    no_autorestart: bool,
+    /// `cron_restart`, as five fields: with `autorestart: false` the app is a cron job
+    /// (PM2 users' way to schedule one), a scheduled one-shot here.
+    cron: Option<String>,
 }
 
 /// Maps every key of `app` into `unit` (whose command and name are set already), in the
@@ -134,6 +139,8 @@ pub(super) fn map_keys(
         listen_timeout: None,
         cluster: false,
         kill_timeout: None,
+        no_autorestart: false,
+        cron: None,
     };
     // serde_json's map is sorted: "env" comes before every "env_...", so the chosen
     // environment goes over `env`.
@@ -157,7 +164,8 @@ pub(super) fn map_keys(
 }
 
 /// What needs several keys, once every key is read.
-fn finish(keys: AppKeys<'_>, has_cwd: bool) {
+fn finish(mut keys: AppKeys<'_>, has_cwd: bool) {
+    restart_or_schedule(&mut keys);
     let t = keys.unit;
     if !has_cwd {
         t.set(
@@ -166,7 +174,13 @@ fn finish(keys: AppKeys<'_>, has_cwd: bool) {
             "(no cwd: the ecosystem file's directory, where PM2 starts it)",
         );
     }
-    if keys.cluster {
+    let oneshot = keys.cron.is_some() && keys.no_autorestart;
+    if keys.cluster && oneshot {
+        t.skip(
+            "exec_mode",
+            "a cron job (cron_restart with autorestart: false) runs to completion: no cluster mode",
+        );
+    } else if keys.cluster {
         t.set(
             "node_cluster",
             toml::Value::Boolean(true),
@@ -174,7 +188,15 @@ fn finish(keys: AppKeys<'_>, has_cwd: bool) {
         );
     }
     // Readiness: wait_ready waits for process.send('ready'); listen_timeout bounds it.
-    if keys.wait_ready {
+    let runs_to_completion = "a cron job runs to completion: its end is what counts";
+    if oneshot {
+        if keys.wait_ready {
+            t.skip("wait_ready", runs_to_completion);
+        }
+        if keys.listen_timeout.is_some() {
+            t.skip("listen_timeout", runs_to_completion);
+        }
+    } else if keys.wait_ready {
         t.set("ready", toml_string("notify"), "wait_ready");
         if let Some(ms) = keys.listen_timeout {
             t.set("ready_timeout", toml_millis(ms), "listen_timeout");
@@ -287,9 +309,37 @@ fn max_memory_restart(a: &mut AppKeys<'_>, key: &str, value: &Value) {
 }
 
 fn autorestart(a: &mut AppKeys<'_>, _: &str, value: &Value) {
-    if value == &Value::Bool(false) {
-        a.unit
-            .set("restart", toml_string("never"), "autorestart: false");
+    a.no_autorestart = value == &Value::Bool(false);
+}
+
+/// `autorestart: false` and `cron_restart` together are PM2 users' cron job (PM2 restarts a
+/// stopped app at the cron time): a scheduled one-shot. Each alone keeps its own meaning.
+fn restart_or_schedule(a: &mut AppKeys<'_>) {
+    match (a.no_autorestart, a.cron.take()) {
+        (true, Some(schedule)) => {
+            let from = "cron_restart with autorestart: false (a cron job: a one-shot run at these times, never overlapped)";
+            a.unit.set("type", toml_string("oneshot"), from);
+            a.unit.set("schedule", toml_string(&schedule), from);
+            for key in crate::unit::job::SERVICE_ONLY_KEYS {
+                a.unit.unset(
+                    key,
+                    "a one-shot (cron job) runs to completion: it takes no such key",
+                );
+            }
+        }
+        (no_autorestart, cron) => {
+            if no_autorestart {
+                a.unit
+                    .set("restart", toml_string("never"), "autorestart: false");
+            }
+            if let Some(schedule) = cron {
+                a.unit.set(
+                    "cron_restart",
+                    toml_string(&schedule),
+                    "cron_restart (a rolling reload)",
+                );
+            }
+        }
     }
 }
 
@@ -356,11 +406,7 @@ fn listen_timeout(a: &mut AppKeys<'_>, key: &str, value: &Value) {
 
 fn cron_restart(a: &mut AppKeys<'_>, key: &str, value: &Value) {
     match value.as_str().map(cron_five_fields) {
-        Some(Ok(schedule)) => a.unit.set(
-            "cron_restart",
-            toml_string(&schedule),
-            "cron_restart (a rolling reload)",
-        ),
+        Some(Ok(schedule)) => a.cron = Some(schedule),
         Some(Err(e)) => a.unit.skip(key, &e),
         None => a.unit.skip(key, "not a cron schedule"),
     }

@@ -23,6 +23,16 @@ pub fn not_ready(report: &StatusReport, units: &[String]) -> Option<String> {
             problems.push(format!("{}: its unit file is invalid", unit.name));
             continue;
         }
+        // A one-shot is ready once it is done; a scheduled one unless its last run failed
+        // (between runs, nothing of it runs by design).
+        if let Some(job) = &unit.job {
+            let fine = unit.state == UnitState::Done
+                || (job.schedule.is_some() && unit.state != UnitState::Failed);
+            if !fine {
+                problems.push(format!("{}: one-shot {}", unit.name, unit.state));
+            }
+            continue;
+        }
         let ready = unit
             .instances
             .iter()

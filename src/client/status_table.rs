@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use crate::printable::printable;
-use crate::protocol::{InstanceState, StatusReport, UnitState};
+use crate::protocol::{InstanceState, JobStatus, StatusReport, UnitState};
 
 pub fn render(report: &StatusReport) -> String {
     if report.units.is_empty() {
@@ -74,6 +74,12 @@ pub fn render(report: &StatusReport) -> String {
         }
         if let Some(problem) = &unit.watch_problem {
             notes.push(format!("{}: watch: {problem}", unit.name));
+        }
+        if let Some(what) = &unit.waiting_for {
+            notes.push(format!("{}: waiting for {what}", unit.name));
+        }
+        if let Some(job) = &unit.job {
+            notes.push(format!("{}: {}", unit.name, job_note(job)));
         }
         for instance in &unit.instances {
             let mut state = instance.state.to_string();
@@ -139,6 +145,31 @@ pub fn render(report: &StatusReport) -> String {
         ));
     }
     out
+}
+
+/// A one-shot's runs in a line: `last run 3m ago: run done: exited with code 0, after 1s;
+/// 4 run(s), 1 failed; next in 57m (0 3 * * *)`.
+fn job_note(job: &JobStatus) -> String {
+    let ago = |ms: u64| format_uptime(Duration::from_millis(ms));
+    let mut parts = Vec::new();
+    match &job.last_run {
+        None => parts.push("not run yet".to_string()),
+        Some(run) => match &run.result {
+            Some(result) => parts.push(format!(
+                "last run {} ago: {result}",
+                ago(run.started_ago_ms)
+            )),
+            None => parts.push(format!("running for {}", ago(run.started_ago_ms))),
+        },
+    }
+    parts.push(format!("{} run(s), {} failed", job.runs, job.failures));
+    if job.skipped > 0 {
+        parts.push(format!("{} skipped (overlap)", job.skipped));
+    }
+    if let (Some(next), Some(schedule)) = (job.next_run_in_ms, &job.schedule) {
+        parts.push(format!("next in {} ({schedule})", ago(next)));
+    }
+    parts.join("; ")
 }
 
 /// Left-aligned columns two spaces apart; the last column is not padded.
@@ -234,6 +265,9 @@ mod tests {
                 events: Vec::new(),
                 memory_replacements: 0,
                 give_ups: 0,
+                waiting_for: None,
+                job: None,
+                after: Vec::new(),
                 instances: vec![InstanceStatus {
                     index: 0,
                     pid: Some(4242),

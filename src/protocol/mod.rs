@@ -206,7 +206,8 @@ pub struct DaemonStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UnitStatus {
     pub name: String,
-    /// `running`, `starting`, `stopping`, `stopped`, `failed` or `invalid`.
+    /// `running`, `starting`, `stopping`, `stopped`, `failed`, `invalid`, `waiting` or
+    /// `done`.
     pub state: UnitState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -248,6 +249,81 @@ pub struct UnitStatus {
     /// Its last lifecycle events, oldest first (`status UNIT` only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<EventStatus>,
+    /// `waiting`: for what (`migrate (running)`, or `its schedule`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
+    /// A one-shot's runs and schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobStatus>,
+    /// The units it starts after (`after`), as in force.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+}
+
+impl UnitStatus {
+    /// A unit with `state` and nothing else to say (no instances, no counts).
+    pub fn bare(name: &str, state: UnitState) -> UnitStatus {
+        UnitStatus {
+            name: name.to_string(),
+            state,
+            description: None,
+            restarts: 0,
+            gave_up: false,
+            wanted_instances: 0,
+            error: None,
+            log: None,
+            log_problem: None,
+            watched_directories: None,
+            watch_problem: None,
+            cpu_percent: None,
+            memory_bytes: None,
+            instances: Vec::new(),
+            memory_replacements: 0,
+            give_ups: 0,
+            events: Vec::new(),
+            waiting_for: None,
+            job: None,
+            after: Vec::new(),
+        }
+    }
+}
+
+/// A one-shot's runs and schedule, as status shows them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobStatus {
+    /// Runs started since clusterd started, and how many of them failed.
+    pub runs: u64,
+    pub failures: u64,
+    /// Due times skipped because the previous run was still going.
+    #[serde(default)]
+    pub skipped: u64,
+    /// The run going on, or the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<RunStatus>,
+    /// How long ago the last successful run ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success_ago_ms: Option<u64>,
+    /// The `schedule` as written (normalised).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// When the schedule is due next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run_in_ms: Option<u64>,
+}
+
+/// One run of a one-shot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunStatus {
+    pub started_ago_ms: u64,
+    /// How long it took; none while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// How it ended (`run done: exited with code 0, after 1s 200ms`); none while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    /// It succeeded; none while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<bool>,
 }
 
 /// The state of a unit, as status shows it. On the wire it is the lower-case name
@@ -267,6 +343,11 @@ pub enum UnitState {
     Failed,
     /// Its unit file does not parse.
     Invalid,
+    /// Meant to run, but held back: a unit of its `after` is not satisfied, or a scheduled
+    /// one-shot waits for its time.
+    Waiting,
+    /// A one-shot whose last run succeeded.
+    Done,
 }
 
 /// The state of one instance (or of a replaced process still finishing), as status shows it.
@@ -314,6 +395,8 @@ state_names!(UnitState {
     Stopped => "stopped",
     Failed => "failed",
     Invalid => "invalid",
+    Waiting => "waiting",
+    Done => "done",
 });
 
 state_names!(InstanceState {
@@ -430,6 +513,8 @@ mod tests {
             UnitState::Stopped,
             UnitState::Failed,
             UnitState::Invalid,
+            UnitState::Waiting,
+            UnitState::Done,
         ]);
         travel_as_their_names(&[
             InstanceState::Starting,

@@ -30,6 +30,7 @@ impl<P: ProcessControl> Supervisor<P> {
     /// out, cleared): its `cron_restart` timer and the files it watches.
     pub(super) fn follow_configuration(&mut self, name: &str, now: Instant) {
         self.arm_cron(name, now);
+        self.arm_schedule(name, now);
         self.watch_unit_files(name);
     }
 

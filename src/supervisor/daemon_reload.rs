@@ -71,7 +71,7 @@ impl<P: ProcessControl> Supervisor<P> {
                     self.invalid.remove(&name);
                     info!("{name}: new unit");
                     self.units.insert(name.clone(), UnitRuntime::new(unit));
-                    self.start_unit(&name, now);
+                    self.start_loaded(&name, now);
                     report.added.push(name);
                 }
                 (false, Err(e)) => {
@@ -145,6 +145,14 @@ impl<P: ProcessControl> Supervisor<P> {
                 self.restart_unit(name, Some(unit), now);
                 report.restarted.push(name.to_string());
             }
+            Change::NextStart => {
+                // Waiting, done or in the middle of a one-shot's run: the new file is for
+                // its next start (a run is never cut short by a reload); a new `after` may
+                // release it now.
+                rt.set_unit(unit);
+                report.reloaded.push(name.to_string());
+                self.start_if_released(name, now);
+            }
             Change::ReplaceStopped => {
                 // Stopped by hand: takes the new configuration, stays stopped.
                 rt.set_unit(unit);
@@ -175,6 +183,9 @@ enum Change {
     Restart,
     /// Stopped by hand: take the configuration, stay stopped.
     ReplaceStopped,
+    /// Held back (waiting, scheduled, done), or a one-shot running, with the same kind:
+    /// take the configuration for its next start.
+    NextStart,
 }
 
 /// Decides, without changing anything, what applying `unit` to `rt` takes.
@@ -193,6 +204,10 @@ fn decide(rt: &UnitRuntime, unit: &Unit) -> Change {
     }
     if &rt.unit == unit {
         Change::None
+    } else if rt.unit.job.kind == unit.job.kind
+        && (rt.phase.holds_back() || (rt.phase.is_active() && unit.job.is_oneshot()))
+    {
+        Change::NextStart
     } else if rt.unit.differs_only_in_instances(unit) && rt.rollout.is_none() {
         Change::Scale
     } else if rt.phase.is_active() && can_roll(rt, unit) {

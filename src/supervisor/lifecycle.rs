@@ -8,7 +8,7 @@ use log::{debug, error, info, warn};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use super::phase::{every_timer_of, Phase, Step, UnitStep};
+use super::phase::{every_timer_of, Phase, Step, UnitPhase, UnitStep};
 use super::process::Process;
 use super::timers::Timer;
 use super::unit_runtime::{AfterStop, Handover};
@@ -53,6 +53,12 @@ impl<P: ProcessControl> Supervisor<P> {
             slot.next_backoff = None;
         }
         self.cancel_waiting_restarts(name);
+        if self.hold_back(name) {
+            self.follow_configuration(name, now);
+            self.settle(name, now);
+            return;
+        }
+        self.begin_run(name, now);
         let Some(rt) = self.units.get_mut(name) else {
             return;
         };
@@ -443,6 +449,9 @@ impl<P: ProcessControl> Supervisor<P> {
         {
             return;
         }
+        if rt.unit.job.is_oneshot() {
+            return self.job_instance_exited(process, status, now);
+        }
         let wanted = match rt.unit.restart {
             RestartPolicy::Always => true,
             RestartPolicy::OnFailure => !status.is_clean(),
@@ -456,6 +465,13 @@ impl<P: ProcessControl> Supervisor<P> {
             );
             return;
         }
+        self.restart_after_exit(process, now);
+    }
+
+    /// Restarts the index of an instance that exited, within the budget (or gives the unit
+    /// up), after its `restart_delay` or backoff.
+    pub(super) fn restart_after_exit(&mut self, process: &Process, now: Instant) {
+        let name = &process.unit;
         if !self.take_restart(name, process.index, now) {
             return;
         }
@@ -696,8 +712,17 @@ impl<P: ProcessControl> Supervisor<P> {
         if self.carry_out_after_stop(name, now) == Carried::Removed {
             return;
         }
+        self.end_run_if_over(name, now);
         self.answer_waiters(name, now);
         self.advance_rollout(name, now);
+        // Only a satisfied unit can release units waiting for it, and only a unit that is
+        // gone can let the shutdown stop what it depends on.
+        if self.is_satisfied(name) {
+            self.release_waiting(name, now);
+        }
+        if self.alive_count(name) == 0 {
+            self.stop_what_nothing_needs(now);
+        }
     }
 
     /// When nothing of a stopped unit runs any more: release its sockets, start it again
@@ -780,6 +805,14 @@ impl<P: ProcessControl> Supervisor<P> {
         // instance ran (its listen sockets cannot be opened), or clusterd is shutting down and
         // dropped the planned start. Without this, `clusterctl start|restart` would wait
         // forever (or until clusterd exits).
+        // Waiting for a dependency or a schedule: `start` answers that it waits.
+        if rt.phase.holds_back() && rt.phase != UnitPhase::Done {
+            let text = format!("{name}: {}", self.waiting_text(name));
+            if let Some(rt) = self.units.get_mut(name) {
+                rt.waiters.answer_with(WaitCondition::AllReady, &text);
+            }
+            return;
+        }
         let stuck = rt.phase.is_active()
             && (rt.phase.gave_up().is_some() || !rt.missing_indexes().is_empty());
         let down_for_good =
@@ -794,6 +827,10 @@ impl<P: ProcessControl> Supervisor<P> {
         let Some(rt) = self.units.get(name) else {
             return false;
         };
+        // A one-shot's instances are "ready" as soon as they run: its run is what counts.
+        if rt.unit.job.is_oneshot() {
+            return rt.phase == UnitPhase::Done;
+        }
         let every_index_ready = (0..rt.wanted).all(|i| {
             rt.slots
                 .get(i as usize)

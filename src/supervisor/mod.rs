@@ -13,8 +13,10 @@ mod daemon_reload;
 pub(crate) mod event;
 mod file_changes;
 mod handover;
+mod jobs;
 mod lifecycle;
 mod memory_limit;
+mod ordering;
 mod phase;
 mod process;
 pub(crate) mod process_control;
@@ -82,6 +84,8 @@ pub(crate) struct Supervisor<P: ProcessControl> {
     /// clusterd's events about units, for their logs, handed to the OS side in order once
     /// the event that caused them is handled.
     unit_events: Vec<UnitEvent>,
+    /// Order between units: who waits for whom, and the shutdown's reverse order.
+    ordering: ordering::Ordering,
 }
 
 /// How clusterd ends, from its flags.
@@ -147,6 +151,7 @@ impl<P: ProcessControl> Supervisor<P> {
             ending: Ending::default(),
             stray_notifications: LogLimit::default(),
             unit_events: Vec::new(),
+            ordering: ordering::Ordering::default(),
         }
     }
 
@@ -178,7 +183,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 Ok(unit) => {
                     let name = unit.name.clone();
                     self.units.insert(name.clone(), UnitRuntime::new(unit));
-                    self.start_unit(&name, now);
+                    self.start_loaded(&name, now);
                 }
                 Err(error) => {
                     log::error!("{error}");
@@ -243,6 +248,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 Timer::MemoryCheck(unit) => self.check_memory(&unit, now),
                 Timer::Restart(unit, index) => self.restart_after_wait(&unit, index, now),
                 Timer::Cron(unit) => self.cron_reload(&unit, now),
+                Timer::Schedule(unit) => self.scheduled_run(&unit, now),
                 Timer::WatchReload(unit) => self.reload_after_changes(&unit, now),
                 Timer::ShutdownDelay => self.shutdown(now),
                 Timer::KillHook(pid) => {
@@ -357,7 +363,7 @@ impl<P: ProcessControl> Supervisor<P> {
         self.timers.add_after(now, delay, Timer::ShutdownDelay);
     }
 
-    /// First SIGTERM/SIGINT: stop every unit gracefully, in parallel. A second one: SIGKILL
+    /// First SIGTERM/SIGINT: stop every unit gracefully, in parallel but for `after`. A second one: SIGKILL
     /// everything at once.
     pub(super) fn shutdown(&mut self, now: Instant) {
         if self.shutting_down {
@@ -387,10 +393,9 @@ impl<P: ProcessControl> Supervisor<P> {
             self.units.len()
         );
         self.shutting_down = true;
+        // Dependents first: a unit stops once every unit that lists it in `after` is gone.
         let names: Vec<String> = self.units.keys().cloned().collect();
-        for name in names {
-            self.stop_unit(&name, now);
-        }
+        self.stop_in_reverse_order(names, now);
         // Hooks are stopped like instances: SIGTERM, then SIGKILL after the unit's
         // kill_timeout, so a hook that ignores SIGTERM cannot hold the shutdown forever. A
         // shutdown *because* a unit gave up lets its alarm run (until that SIGKILL).

@@ -9,7 +9,8 @@
 //! A process told to stop before it was ready can still say it is ready (and so let go of the
 //! process it replaces), so the leaving phases keep the readiness they were entered with.
 //!
-//! A unit has its own enum, [`UnitPhase`] (inactive, active, gave up), changed only by
+//! A unit has its own enum, [`UnitPhase`] (inactive, active, gave up, and for order and
+//! jobs waiting, scheduled, done), changed only by
 //! [`Supervisor::set_unit_phase`]. What status shows is derived from both levels
 //! (`status.rs`).
 
@@ -330,6 +331,15 @@ pub(crate) enum UnitPhase {
     /// It gave up (`reason`): nothing is restarted until a manual start or restart. `active`
     /// unless it was stopped since: its instances that still run keep serving.
     GaveUp { reason: String, active: bool },
+    /// Meant to run, but a unit of its `after` is not satisfied yet: nothing of it is
+    /// started until each is (`ordering.rs`). No timer: a dependency's change wakes it.
+    Waiting,
+    /// A scheduled one-shot before its first run: it runs when its schedule says (or on
+    /// `clusterctl start`). Timer: `Schedule`.
+    Scheduled,
+    /// A one-shot whose last run succeeded: nothing runs, nothing is restarted; a start
+    /// (by hand or by its schedule) runs it again. Timer: `Schedule`, if it has one.
+    Done,
 }
 
 /// What can happen to a unit; [`UnitPhase::after`] says where it leads.
@@ -339,8 +349,15 @@ pub(crate) enum UnitStep {
     Start,
     /// A stop by hand, a restart's stop, a removal, a shutdown, or sockets it cannot bind.
     Stop,
-    /// Its restart budget is spent, or its sockets cannot be bound.
+    /// Its restart budget is spent, or its sockets cannot be bound, or a one-shot's run
+    /// failed with no restart left.
     GiveUp(String),
+    /// A start found a unit of its `after` not satisfied.
+    Wait,
+    /// A scheduled one-shot was loaded: it waits for its first time.
+    Schedule,
+    /// A one-shot's run succeeded: every instance exited successfully.
+    Finish,
 }
 
 impl UnitPhase {
@@ -348,7 +365,17 @@ impl UnitPhase {
     pub(crate) fn after(&self, step: UnitStep) -> UnitPhase {
         match (self, step) {
             (_, UnitStep::Start) => UnitPhase::Active,
-            (UnitPhase::Inactive | UnitPhase::Active, UnitStep::Stop) => UnitPhase::Inactive,
+            (_, UnitStep::Wait) => UnitPhase::Waiting,
+            (_, UnitStep::Schedule) => UnitPhase::Scheduled,
+            (_, UnitStep::Finish) => UnitPhase::Done,
+            (
+                UnitPhase::Inactive
+                | UnitPhase::Active
+                | UnitPhase::Waiting
+                | UnitPhase::Scheduled
+                | UnitPhase::Done,
+                UnitStep::Stop,
+            ) => UnitPhase::Inactive,
             (UnitPhase::GaveUp { reason, .. }, UnitStep::Stop) => UnitPhase::GaveUp {
                 reason: reason.clone(),
                 active: false,
@@ -360,11 +387,25 @@ impl UnitPhase {
         }
     }
 
-    /// Not stopped: it is meant to run (even if it gave up).
+    /// Not stopped: it is meant to run (even if it gave up, waits, or is done until its
+    /// next run).
     pub(crate) fn is_active(&self) -> bool {
         matches!(
             self,
-            UnitPhase::Active | UnitPhase::GaveUp { active: true, .. }
+            UnitPhase::Active
+                | UnitPhase::GaveUp { active: true, .. }
+                | UnitPhase::Waiting
+                | UnitPhase::Scheduled
+                | UnitPhase::Done
+        )
+    }
+
+    /// Meant to run, but holding its instances back: waiting for a dependency or a
+    /// schedule, or done. Nothing of it is started, whatever is missing.
+    pub(crate) fn holds_back(&self) -> bool {
+        matches!(
+            self,
+            UnitPhase::Waiting | UnitPhase::Scheduled | UnitPhase::Done
         )
     }
 
@@ -377,7 +418,7 @@ impl UnitPhase {
     pub(crate) fn gave_up(&self) -> Option<&str> {
         match self {
             UnitPhase::GaveUp { reason, .. } => Some(reason),
-            UnitPhase::Inactive | UnitPhase::Active => None,
+            _ => None,
         }
     }
 }

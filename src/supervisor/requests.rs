@@ -208,6 +208,12 @@ impl<P: ProcessControl> Supervisor<P> {
         let Some(rt) = self.units.get_mut(name) else {
             return;
         };
+        // A one-shot's start answers when its run is over.
+        let done = if rt.unit.job.is_oneshot() {
+            format!("{name}: ran successfully")
+        } else {
+            format!("{name}: started")
+        };
         if !rt.phase.is_active() && still_stopping {
             // Still stopping: start once it is down.
             rt.after_stop = AfterStop::Start(None);
@@ -215,13 +221,7 @@ impl<P: ProcessControl> Supervisor<P> {
             info!("{name}: start requested");
             self.start_unit(name, now);
         }
-        self.wait(
-            name,
-            WaitCondition::AllReady,
-            format!("{name}: started"),
-            reply,
-            now,
-        );
+        self.wait(name, WaitCondition::AllReady, done, reply, now);
     }
 
     /// Stops every instance; answers when all are gone.
@@ -269,6 +269,19 @@ impl<P: ProcessControl> Supervisor<P> {
         if let Some(reason) = rt.phase.gave_up() {
             let _ = reply.send(Response::failed(format!(
                 "{name} {reason}; use `clusterctl restart {name}`"
+            )));
+            return;
+        }
+        if rt.unit.job.is_oneshot() {
+            let _ = reply.send(Response::failed(format!(
+                "{name} is a one-shot: it is not reloaded; `clusterctl start {name}` runs it again"
+            )));
+            return;
+        }
+        if rt.phase.holds_back() {
+            let why = self.waiting_text(name);
+            let _ = reply.send(Response::failed(format!(
+                "{name} is {why}: nothing runs to reload"
             )));
             return;
         }
@@ -322,7 +335,7 @@ impl<P: ProcessControl> Supervisor<P> {
         rt.wanted = new;
         let message = format!("{name}: scaled from {old} to {new} instance(s)");
         info!("{message}");
-        if !rt.phase.is_active() {
+        if !rt.phase.is_active() || rt.phase.holds_back() {
             return Ok(message);
         }
         if new > old {

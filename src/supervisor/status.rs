@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::phase::Phase;
+use super::phase::{Phase, UnitPhase};
 use super::unit_runtime::UnitRuntime;
 use super::{Process, Supervisor};
 use crate::protocol::{
@@ -45,23 +45,8 @@ impl<P: ProcessControl> Supervisor<P> {
         for (name, error) in &self.invalid {
             if only.is_none_or(|o| o == name) {
                 units.push(UnitStatus {
-                    name: name.clone(),
-                    state: UnitState::Invalid,
-                    description: None,
-                    restarts: 0,
-                    gave_up: false,
-                    wanted_instances: 0,
                     error: Some(error.to_string()),
-                    log: None,
-                    log_problem: None,
-                    watched_directories: None,
-                    watch_problem: None,
-                    cpu_percent: None,
-                    memory_bytes: None,
-                    instances: Vec::new(),
-                    memory_replacements: 0,
-                    give_ups: 0,
-                    events: Vec::new(),
+                    ..UnitStatus::bare(name, UnitState::Invalid)
                 });
             }
         }
@@ -153,6 +138,8 @@ impl<P: ProcessControl> Supervisor<P> {
             any_starting: processes
                 .iter()
                 .any(|p| !p.phase.is_ready() && !p.phase.is_stopping()),
+            waiting: matches!(rt.phase, UnitPhase::Waiting | UnitPhase::Scheduled),
+            done: rt.phase == UnitPhase::Done,
         };
         let (log, log_problem) = self
             .os
@@ -184,6 +171,14 @@ impl<P: ProcessControl> Supervisor<P> {
             memory_replacements: rt.memory_replacements,
             give_ups: rt.give_ups,
             events: Vec::new(),
+            waiting_for: (facts.waiting && processes.is_empty()).then(|| {
+                let text = self.waiting_text(name);
+                text.strip_prefix("waiting for ")
+                    .unwrap_or(&text)
+                    .to_string()
+            }),
+            job: self.job_status(name, now),
+            after: rt.unit.job.after.clone(),
         }
     }
 
@@ -233,14 +228,20 @@ struct UnitFacts {
     rolling: bool,
     /// One of its processes, not stopping, is not ready yet.
     any_starting: bool,
+    /// Held back by its `after` or its schedule.
+    waiting: bool,
+    /// A one-shot whose last run succeeded.
+    done: bool,
 }
 
 /// A row of [`UNIT_STATES`]: when the condition holds, the state.
 type UnitStateRow = (fn(&UnitFacts) -> bool, UnitState);
 
 /// A unit's state: the first row whose condition holds.
-const UNIT_STATES: [UnitStateRow; 6] = [
+const UNIT_STATES: [UnitStateRow; 8] = [
     (|f| f.gave_up, UnitState::Failed),
+    (|f| f.waiting && f.nothing_runs, UnitState::Waiting),
+    (|f| f.done && f.nothing_runs, UnitState::Done),
     (|f| !f.active && f.nothing_runs, UnitState::Stopped),
     (
         |f| !f.active || (f.any_stopping && !f.rolling),

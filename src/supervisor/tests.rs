@@ -2650,3 +2650,245 @@ fn only_an_active_unit_has_restarts_waiting_and_a_stop_keeps_why_it_gave_up() {
         r#"{"gave_up":{"reason":"gave up","active":true}}"#
     );
 }
+
+// One-shots, `after` and schedules (jobs.rs, ordering.rs).
+
+const JOB: &str = "command = \"migrate\"\ntype = \"oneshot\"\n";
+const WEB_AFTER_MIGRATE: &str = "command = \"web\"\nafter = [\"migrate\"]\n";
+
+fn spawns_of(h: &Harness, unit: &str) -> usize {
+    h.os().spawns.iter().filter(|s| s.unit == unit).count()
+}
+
+#[test]
+fn a_dependent_starts_only_after_its_oneshot_exits_successfully_and_is_not_restarted_after() {
+    // web sorts first: it is loaded before the job it waits for.
+    let mut h = Harness::start(&[
+        ("a-web", "command = \"web\"\nafter = [\"migrate\"]\n"),
+        ("migrate", JOB),
+    ]);
+    assert_eq!(spawns_of(&h, "a-web"), 0);
+    let web = h.status("a-web");
+    assert_eq!(web.state, UnitState::Waiting);
+    assert_eq!(web.waiting_for.as_deref(), Some("migrate (running)"));
+    let job = h.pid_of("migrate", 0);
+    h.exit(job, code(0));
+    assert_eq!(h.status("migrate").state, UnitState::Done);
+    assert_eq!(spawns_of(&h, "migrate"), 1, "a done job is not restarted");
+    assert_eq!(spawns_of(&h, "a-web"), 1);
+    assert_eq!(h.status("a-web").state, UnitState::Running);
+    let run = h.status("migrate").job.and_then(|j| j.last_run).unwrap();
+    assert_eq!(run.ok, Some(true));
+    assert!(run.result.unwrap().contains("exited with code 0"));
+}
+
+#[test]
+fn a_failed_job_keeps_its_dependent_waiting_with_the_reason_until_a_start_succeeds() {
+    let mut h = Harness::start(&[("migrate", JOB), ("web", WEB_AFTER_MIGRATE)]);
+    let job = h.pid_of("migrate", 0);
+    h.exit(job, code(3));
+    let migrate = h.status("migrate");
+    assert_eq!(migrate.state, UnitState::Failed);
+    assert_eq!(migrate.job.as_ref().map(|j| j.failures), Some(1));
+    let web = h.status("web");
+    assert_eq!(web.state, UnitState::Waiting);
+    let reason = web.waiting_for.unwrap();
+    assert!(
+        reason.contains("migrate (failed: run failed: instance 0 exited with code 3"),
+        "{reason}"
+    );
+    // Run again by hand: it succeeds, and web starts.
+    let reply = h.request(Request::Start {
+        unit: "migrate".into(),
+    });
+    let job = h.last_pid();
+    h.exit(job, code(0));
+    assert!(reply.try_recv().unwrap().ok);
+    assert_eq!(spawns_of(&h, "web"), 1);
+}
+
+#[test]
+fn a_job_with_restart_on_failure_is_retried_within_its_budget_and_success_codes_count() {
+    let mut h = Harness::start(&[(
+        "migrate",
+        "command = \"m\"\ntype = \"oneshot\"\nrestart = \"on-failure\"\nsuccess_exit_codes = [2]\n",
+    )]);
+    let first = h.pid_of("migrate", 0);
+    h.exit(first, code(1));
+    let second = h.pid_of("migrate", 0);
+    assert_ne!(first, second);
+    h.exit(second, code(2));
+    assert_eq!(h.status("migrate").state, UnitState::Done);
+}
+
+#[test]
+fn a_service_dependency_counts_once_ready_and_a_dependency_ready_before_a_reload_adds_the_dependent(
+) {
+    let mut h = Harness::start(&[("db", "command = \"db\"\nready = \"notify\"\n")]);
+    let db = h.pid_of("db", 0);
+    h.notify(db, db, ready());
+    assert_eq!(h.status("db").state, UnitState::Running);
+    h.apply(&[
+        ("db", "command = \"db\"\nready = \"notify\"\n"),
+        ("web", "command = \"web\"\nafter = [\"db\"]\n"),
+    ]);
+    assert_eq!(spawns_of(&h, "web"), 1, "db was ready before web was added");
+
+    let mut h = Harness::start(&[
+        ("db", "command = \"db\"\nready = \"notify\"\n"),
+        ("web", "command = \"web\"\nafter = [\"db\"]\n"),
+    ]);
+    assert_eq!(
+        h.status("web").waiting_for.as_deref(),
+        Some("db (not ready)")
+    );
+    let db = h.pid_of("db", 0);
+    h.notify(db, db, ready());
+    assert_eq!(spawns_of(&h, "web"), 1);
+}
+
+#[test]
+fn stopping_a_dependency_leaves_its_running_dependent_alone() {
+    let mut h = Harness::start(&[
+        ("db", "command = \"db\"\n"),
+        ("web", "command = \"web\"\nafter = [\"db\"]\n"),
+    ]);
+    let web = h.pid_of("web", 0);
+    let _ = h.request(Request::Stop { unit: "db".into() });
+    assert!(h.signals_to(web).is_empty());
+    assert_eq!(h.status("web").state, UnitState::Running);
+}
+
+#[test]
+fn shutdown_stops_dependents_before_what_they_depend_on() {
+    let mut h = Harness::start(&[
+        ("db", "command = \"db\"\n"),
+        ("web", "command = \"web\"\nafter = [\"db\"]\n"),
+    ]);
+    let (db, web) = (h.pid_of("db", 0), h.pid_of("web", 0));
+    h.signal(libc::SIGTERM);
+    assert_eq!(h.signals_to(web).first(), Some(&Signal::SIGTERM));
+    assert!(
+        h.signals_to(db).is_empty(),
+        "db is stopped only once web is gone"
+    );
+    h.exit(web, killed(Signal::SIGTERM));
+    assert_eq!(h.signals_to(db).first(), Some(&Signal::SIGTERM));
+    h.exit(db, killed(Signal::SIGTERM));
+    assert!(h.sup.finished());
+}
+
+#[test]
+fn a_schedule_runs_the_job_skips_a_due_time_while_it_runs_and_survives_an_unchanged_reload() {
+    let text = "command = \"report\"\ntype = \"oneshot\"\nschedule = \"every 10s\"\n";
+    let mut h = Harness::start(&[("report", text)]);
+    assert_eq!(
+        spawns_of(&h, "report"),
+        0,
+        "a scheduled job waits for its time"
+    );
+    assert_eq!(h.status("report").state, UnitState::Waiting);
+    h.advance(5 * SECOND);
+    // A reload of the unchanged file in between moves nothing.
+    h.apply(&[("report", text)]);
+    h.advance(5 * SECOND);
+    assert_eq!(spawns_of(&h, "report"), 1);
+    // Still running at the next due time: skipped, not overlapped.
+    h.advance(10 * SECOND);
+    assert_eq!(spawns_of(&h, "report"), 1);
+    assert_eq!(h.status("report").job.map(|j| j.skipped), Some(1));
+    let pid = h.pid_of("report", 0);
+    h.exit(pid, code(0));
+    assert_eq!(h.status("report").state, UnitState::Done);
+    // A start by hand runs it now, and the schedule stays where it was (due at 30s).
+    let _ = h.request(Request::Start {
+        unit: "report".into(),
+    });
+    assert_eq!(spawns_of(&h, "report"), 2);
+    let pid = h.last_pid();
+    h.exit(pid, code(0));
+    assert_eq!(
+        h.status("report").job.and_then(|j| j.next_run_in_ms),
+        Some(10_000)
+    );
+    h.advance(10 * SECOND);
+    assert_eq!(spawns_of(&h, "report"), 3);
+}
+
+#[test]
+fn a_long_chain_of_ready_services_is_released_without_recursion() {
+    let count = 3000;
+    let files: Vec<(String, String)> = (0..count)
+        .map(|i| {
+            let text = if i == 0 {
+                "command = \"x\"\n".to_string()
+            } else {
+                format!("command = \"x\"\nafter = [\"u{:05}\"]\n", i - 1)
+            };
+            (format!("u{i:05}"), text)
+        })
+        .rev()
+        .collect();
+    let borrowed: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    let h = Harness::start(&borrowed);
+    assert_eq!(h.spawn_count(), count);
+}
+
+#[test]
+fn a_waiting_unit_is_not_reloaded_or_scaled_into_running_and_a_schedule_starts_nothing_at_shutdown()
+{
+    let mut h = Harness::start(&[
+        ("db", "command = \"db\"\nready = \"notify\"\n"),
+        ("web", "command = \"web\"\nafter = [\"db\"]\n"),
+        (
+            "report",
+            "command = \"r\"\ntype = \"oneshot\"\nschedule = \"every 5s\"\nafter = [\"db\"]\n",
+        ),
+    ]);
+    let reply = h.ask(Request::Reload { unit: "web".into() });
+    assert!(!reply.ok && reply.error.unwrap().contains("waiting for db (not ready)"));
+    let reply = h.ask(Request::Scale {
+        unit: "web".into(),
+        count: ScaleCount::To(3),
+    });
+    assert!(reply.ok && reply.message.unwrap().contains("waiting for db"));
+    assert_eq!(spawns_of(&h, "web"), 0);
+    // Due while db is not ready: it waits for db, and runs once db is.
+    h.advance(5 * SECOND);
+    assert_eq!(
+        h.status("report").waiting_for.as_deref(),
+        Some("db (not ready)")
+    );
+    let db = h.pid_of("db", 0);
+    h.notify(db, db, ready());
+    assert_eq!((spawns_of(&h, "web"), spawns_of(&h, "report")), (3, 1));
+    let report = h.pid_of("report", 0);
+    h.exit(report, code(0));
+    h.signal(libc::SIGTERM);
+    h.advance(5 * SECOND);
+    assert_eq!(
+        spawns_of(&h, "report"),
+        1,
+        "no run starts during the shutdown"
+    );
+}
+
+#[test]
+fn a_run_stopped_by_hand_ends_unfinished_without_counting_as_a_failure() {
+    let mut h = Harness::start(&[("migrate", JOB)]);
+    let pid = h.pid_of("migrate", 0);
+    let _ = h.request(Request::Stop {
+        unit: "migrate".into(),
+    });
+    h.exit(pid, killed(Signal::SIGTERM));
+    let status = h.status("migrate");
+    assert_eq!(status.state, UnitState::Stopped);
+    let job = status.job.unwrap();
+    assert_eq!((job.runs, job.failures), (1, 0));
+    let run = job.last_run.unwrap();
+    assert_eq!(run.ok, Some(false));
+    assert!(run.result.unwrap().starts_with("run stopped after"));
+}

@@ -42,6 +42,8 @@ pub(super) enum Timer {
     Restart(String, u32),
     /// The unit's `cron_restart` time: a rolling reload.
     Cron(String),
+    /// A one-shot's `schedule` is due: a run.
+    Schedule(String),
     /// The unit's watched files have been quiet for `watch_delay` after a change: reload.
     WatchReload(String),
     /// `shutdown_delay` after SIGTERM/SIGINT: stop everything now.

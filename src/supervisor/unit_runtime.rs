@@ -47,6 +47,8 @@ pub(super) struct UnitRuntime {
     pub give_ups: u32,
     /// The minute its `cron_restart` timer is armed for, and the schedule it follows.
     pub cron_next: Option<super::cron_restart::CronNext>,
+    /// A one-shot's runs and schedule.
+    pub job: super::jobs::JobRuntime,
 }
 
 /// How many lifecycle events a unit keeps for status.
@@ -83,6 +85,8 @@ pub(super) struct Slot {
     pub restart_at: Option<std::time::Instant>,
     /// `restart_backoff`: the wait before the next restart of this index.
     pub next_backoff: Option<std::time::Duration>,
+    /// A one-shot's index that exited successfully in this run: it is not missing.
+    pub finished: bool,
 }
 
 /// What happens to a slot's standby process once the new one is ready.
@@ -135,6 +139,7 @@ impl UnitRuntime {
             memory_replacements: 0,
             give_ups: 0,
             cron_next: None,
+            job: Default::default(),
         }
     }
 
@@ -152,7 +157,7 @@ impl UnitRuntime {
             .filter(|&i| {
                 self.slots
                     .get(i as usize)
-                    .is_none_or(|s| s.current.is_none())
+                    .is_none_or(|s| s.current.is_none() && !s.finished)
             })
             .collect()
     }

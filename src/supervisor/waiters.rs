@@ -45,11 +45,21 @@ impl Waiters {
         });
     }
 
+    /// Answers the waiters for `until` with `text` instead of their success message: their
+    /// condition will not be met soon, and that is no failure (a unit waiting for another).
+    pub(super) fn answer_with(&mut self, until: WaitCondition, text: &str) {
+        self.answer_all(until, Response::done(text));
+    }
+
     /// Answers the waiters for `until` with `error`: their condition will not be met.
     pub(super) fn fail(&mut self, until: WaitCondition, error: &str) {
+        self.answer_all(until, Response::failed(error));
+    }
+
+    fn answer_all(&mut self, until: WaitCondition, response: Response) {
         self.0.retain(|waiter| {
             if waiter.until == until {
-                let _ = waiter.reply.send(Response::failed(error));
+                let _ = waiter.reply.send(response.clone());
                 false
             } else {
                 true

@@ -57,7 +57,7 @@ pub const KEYS: &[Key] = &[
         name: "restart",
         value: "`\"always\"`, `\"on-failure\"`, `\"never\"`",
         default: "`\"always\"`",
-        meaning: "when an instance that exited on its own is started again",
+        meaning: "when an instance that exited on its own is started again (a one-shot: `\"never\"` by default, `\"always\"` refused)",
         check: check::<RestartPolicy>,
     },
     Key {
@@ -262,6 +262,34 @@ pub const KEYS: &[Key] = &[
         default: "`\"1s\"`",
         meaning: "reload once the files have been quiet this long (PM2's `watch_delay`): a deploy that writes many files makes one reload",
         check: check::<HumanDuration>,
+    },
+    Key {
+        name: "type",
+        value: "`\"service\"`, `\"oneshot\"`",
+        default: "`\"service\"`",
+        meaning: "`\"oneshot\"`: the instances run to completion; exit 0 (or a code of `success_exit_codes`) makes the unit `done`, a failure is restarted as `restart` says (default `\"never\"` for a one-shot; `\"always\"` is refused) or makes it `failed`; `clusterctl start` runs it again ([jobs.md](jobs.md)). A one-shot takes no `listen`, `ready`, `ready_after`, `node_cluster`, `memory_max`, `cron_restart` or `watch`",
+        check: check::<super::job::UnitKind>,
+    },
+    Key {
+        name: "after",
+        value: "array of unit names",
+        default: "none",
+        meaning: "start only once each of these units is satisfied — a service when all its instances are ready, a one-shot when it is `done`; until then the unit is `waiting`, and status says for what. No more than ordering: stopping or restarting a dependency leaves this unit alone; at shutdown this unit stops first ([jobs.md](jobs.md#order)). At most 256 names; an unknown name or a cycle is an error",
+        check: check::<Vec<String>>,
+    },
+    Key {
+        name: "schedule",
+        value: "cron schedule (`\"0 3 * * *\"`) or `\"every DURATION\"` (`\"every 10s\"`, at least 1s)",
+        default: "none",
+        meaning: "one-shots only: run at these times (cron: local time); a run still going when the next is due makes that one skipped and logged, never overlapped; `clusterctl start` runs it now without moving the schedule ([jobs.md](jobs.md#schedules))",
+        check: check::<super::job::Schedule>,
+    },
+    Key {
+        name: "success_exit_codes",
+        value: "array of exit codes (0–255)",
+        default: "none (only 0)",
+        meaning: "one-shots only: exit codes that count as success besides 0 (systemd's `SuccessExitStatus=`)",
+        check: check::<Vec<i32>>,
     },
 ];
 

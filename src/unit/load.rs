@@ -25,10 +25,9 @@ pub fn load_units_dir(dir: &Path) -> Result<Vec<LoadedFile>, std::io::Error> {
         .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
         .collect();
     paths.sort();
-    Ok(paths
-        .into_iter()
-        .map(|path| load_unit_file(&path))
-        .collect())
+    let mut files: Vec<LoadedFile> = paths.iter().map(|path| load_unit_file(path)).collect();
+    super::order::check_order(&mut files);
+    Ok(files)
 }
 
 pub fn load_unit_file(path: &Path) -> LoadedFile {

@@ -7,11 +7,13 @@ pub mod cron;
 mod environment;
 mod every_error;
 mod instances;
+pub mod job;
 pub mod keys;
 mod listen;
 mod load;
 mod log_settings;
 mod memory_limit;
+pub mod order;
 mod readiness;
 mod restarts;
 #[allow(clippy::module_inception)]

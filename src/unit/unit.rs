@@ -87,6 +87,8 @@ pub struct Unit {
     pub watch_ignore: Vec<String>,
     /// Reload once the files have been quiet this long.
     pub watch_delay: Duration,
+    /// `type`, `after`, `schedule`, `success_exit_codes` ([`super::job`]).
+    pub job: super::job::JobSettings,
 }
 
 /// Unit names end up in environment variables, log lines and the control protocol: keep them
@@ -138,6 +140,17 @@ impl Unit {
             restart_wait(file.restart_delay.as_ref(), file.restart_backoff, at)?;
         // Relative to where the instances run: their working directory, else the file's.
         let watch = watch_paths(file.watch, working_directory.as_ref().unwrap_or(&base_dir));
+        let (job, restart) = super::job::job_settings(
+            super::job::JobKeys {
+                kind: file.kind,
+                after: file.after,
+                schedule: file.schedule,
+                success_exit_codes: file.success_exit_codes,
+            },
+            file.restart,
+            text,
+            at,
+        )?;
 
         Ok(Unit {
             name,
@@ -145,7 +158,7 @@ impl Unit {
             description: file.description,
             command: file.command.0,
             instances,
-            restart: file.restart.unwrap_or_default(),
+            restart,
             restart_limit,
             restart_delay,
             restart_backoff,
@@ -174,6 +187,7 @@ impl Unit {
             watch,
             watch_ignore: watch_ignore(file.watch_ignore),
             watch_delay: watch_delay(file.watch_delay),
+            job,
         })
     }
 

@@ -49,6 +49,11 @@ pub struct UnitFile {
     pub watch: Option<Spanned<WatchSetting>>,
     pub watch_ignore: Option<Vec<String>>,
     pub watch_delay: Option<HumanDuration>,
+    #[serde(rename = "type")]
+    pub kind: Option<Spanned<super::job::UnitKind>>,
+    pub after: Option<Spanned<Vec<Spanned<String>>>>,
+    pub schedule: Option<Spanned<super::job::Schedule>>,
+    pub success_exit_codes: Option<Spanned<Vec<i32>>>,
 }
 
 /// A table of environment variables, each name with its place in the file.
