@@ -25,6 +25,7 @@ mod hostile_logs;
 mod hostile_logs_files;
 mod import;
 mod instance_environment;
+mod jobs;
 mod kill_and_send;
 mod logs;
 mod metrics;

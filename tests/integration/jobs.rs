@@ -6,7 +6,7 @@
 //! hostile cases: a unit naming itself, huge `after` lists, a due-every-second job that never
 //! ends, daemon-reload storms.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::fs;
