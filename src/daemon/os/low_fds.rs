@@ -71,11 +71,11 @@ fn open_slots() -> Option<Slots> {
     if descriptor_limit() < SMALLEST_LIMIT {
         return None;
     }
-    let placeholder = OwnedFd::from(std::fs::File::open("/dev/null").ok()?);
+    let null = std::fs::File::open("/dev/null").ok()?;
+    let placeholder = above_stdio(null.as_raw_fd())?;
     let slots = (0..SLOTS)
-        .map(|_| placeholder.try_clone())
-        .collect::<Result<Vec<_>, _>>()
-        .ok()?;
+        .map(|_| above_stdio(placeholder.as_raw_fd()))
+        .collect::<Option<Vec<_>>>()?;
     let limit = slots
         .iter()
         .map(AsRawFd::as_raw_fd)
@@ -87,6 +87,15 @@ fn open_slots() -> Option<Slots> {
         placeholder,
         limit,
     })
+}
+
+/// A duplicate of `fd` numbered 3 or above: were clusterd started with 0, 1 or 2 closed, a
+/// slot there would stand in for its own stdin, stdout or stderr.
+fn above_stdio(fd: RawFd) -> Option<OwnedFd> {
+    // SAFETY: fcntl on an fd of ours; the new fd is ours alone.
+    let duplicate = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    // SAFETY: a new, open fd that nothing else owns.
+    (duplicate >= 0).then(|| unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(duplicate) })
 }
 
 /// The kernel refused `CLOSE_RANGE_UNSHARE` to a child: stop lending.
@@ -175,6 +184,7 @@ mod tests {
             assert_eq!(lent.fds.len(), 3);
             for (&slot, &source) in lent.fds.iter().zip(&sources) {
                 assert!(slot < lent.limit);
+                assert!(slot >= 3, "a slot at {slot} would stand in for stdio");
                 assert!(same_file(slot, source));
             }
             lent.fds.clone()
