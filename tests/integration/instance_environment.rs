@@ -425,3 +425,38 @@ fn the_environment_clusterd_runs_in_selects_each_units_table() {
         daemon.log()
     );
 }
+
+/// A child shares clusterd's fd table and keeps only the fds below a few low slots where its
+/// own were put (src/daemon/os/low_fds.rs), rather than copying every instance's fds and
+/// closing them at exec. Started while clusterd holds hundreds of fds (a crowd of instances,
+/// each with its channel and log pipes), an instance still gets its stdio, its socket and
+/// its channel, at their numbers, and nothing else.
+#[test]
+fn an_instance_started_among_many_gets_its_own_fds_and_nothing_else() {
+    let daemon = Daemon::start(&[]);
+    daemon.write_unit("crowd", "command = [\"sleep\", \"300\"]\ninstances = 100\n");
+    assert!(daemon.ctl(&["daemon-reload"]).status.success());
+    daemon.wait_running("crowd", 100);
+    let listen = format!("listen = [\"tcp://127.0.0.1:{}\"]", free_port());
+    daemon.write_unit("probe", &probe_unit(daemon.dir.path(), 2, &listen));
+    assert!(daemon.ctl(&["daemon-reload"]).status.success());
+    daemon.wait_running("probe", 2);
+    for index in 0..2u32 {
+        let seen = read_probe(&daemon, index);
+        let fds: BTreeMap<String, String> =
+            serde_json::from_value(seen["fds"].clone()).expect("fds");
+        let unexpected: Vec<_> = fds
+            .iter()
+            .filter(|(fd, target)| {
+                !["0", "1", "2", "3", "4"].contains(&fd.as_str()) && !target.starts_with("/proc/")
+            })
+            .collect();
+        assert!(unexpected.is_empty(), "leaked fds: {unexpected:?}");
+        assert_eq!(seen["stdin"], "/dev/null");
+        assert!(fds["1"].starts_with("pipe:"), "{fds:?}");
+        assert!(fds["3"].starts_with("socket:"), "{fds:?}");
+        assert!(fds["4"].starts_with("socket:"), "{fds:?}");
+        assert_eq!(seen["env"]["LISTEN_FDS"], "1");
+        assert_eq!(seen["env"]["CLUSTERD_CHANNEL_FD"], "4");
+    }
+}

@@ -18,6 +18,7 @@ use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
 use nix::sys::wait::waitpid;
 use nix::unistd::{Gid, Pid, Uid};
 
+use super::low_fds;
 use super::spawn_plan::{fd_layout, CredentialPlan};
 use crate::supervisor::process_control::{SpawnError, SpawnStage};
 
@@ -96,6 +97,8 @@ pub(crate) fn use_path(path: SpawnPath) {
         );
     }
     let _ = FORCED_PATH.set(path);
+    // While clusterd's fd numbers are still small.
+    low_fds::reserve();
 }
 
 /// Where a child failed before exec, for the error message.
@@ -109,6 +112,8 @@ enum Stage {
     WorkingDirectory,
     Exec,
     Cgroup,
+    /// Sharing clusterd's fd table, the child could not get one of its own (before 5.9).
+    UnshareFds,
 }
 
 impl ExecPlan {
@@ -208,6 +213,9 @@ struct ExecPlan {
     cgroup: Option<CgroupFds>,
     /// The child was created in its cgroup (clone3): it need not move itself.
     created_in_cgroup: bool,
+    /// The child shares clusterd's fd table and, first thing, takes a copy of the fds below
+    /// this number only, where every fd it keeps was put (low_fds.rs).
+    unshare_below: Option<RawFd>,
     credentials: CredentialPlan,
     working_directory: Option<CString>,
     parent_pid: libc::pid_t,
@@ -272,14 +280,36 @@ fn spawn_via(path: SpawnPath, request: &ExecRequest) -> Result<Pid, SpawnError> 
 /// for exec to get as far as closing one. Every signal must be blocked.
 fn spawn_sharing_memory_reporting(plan: &mut ExecPlan) -> Result<(Pid, ChildFailure), Errno> {
     plan.created_in_cgroup = plan.cgroup.is_some();
+    let sources: Vec<RawFd> = plan.placements.iter().map(|&(source, _)| source).collect();
+    // The child shares clusterd's fd table and keeps only what is below the lent slots
+    // (low_fds.rs), rather than copy every instance's fds and close them again at exec.
+    let lent = low_fds::lend(&sources);
+    if let Some(lent) = &lent {
+        for (placement, &slot) in plan.placements.iter_mut().zip(&lent.fds) {
+            placement.0 = slot;
+        }
+    }
+    plan.unshare_below = lent.as_ref().map(|lent| lent.limit);
     let mut failure = ChildFailure::default();
     // SAFETY: see `spawn_sharing_memory`: the child runs `child_after_fork` on a stack of its
     // own and only touches the plan and `failure`, which nothing else uses until the child
     // has exec'd or exited; the caller blocked every signal.
-    let pid = unsafe { spawn_sharing_memory(plan, FailureReport::Shared(&mut failure)) }?;
+    let spawned = unsafe { spawn_sharing_memory(plan, FailureReport::Shared(&mut failure)) };
+    // The child has exec'd or exited: the slots go back, the plan gets its own fds again.
+    drop(lent);
+    for (placement, source) in plan.placements.iter_mut().zip(sources) {
+        placement.0 = source;
+    }
+    let pid = Pid::from_raw(spawned?);
     // SAFETY: the child that may have written it has exec'd or exited.
     let failure = unsafe { std::ptr::read_volatile(&failure) };
-    Ok((Pid::from_raw(pid), failure))
+    if plan.unshare_below.take().is_some() && failure.stage == Stage::UnshareFds as u32 {
+        // A kernel before 5.9: nothing was started; from now on the table is copied.
+        let _ = waitpid(pid, None);
+        low_fds::unshare_unsupported();
+        return spawn_sharing_memory_reporting(plan);
+    }
+    Ok((pid, failure))
 }
 
 /// Otherwise a child with a copy of clusterd's memory — created in its cgroup by clone3 where
@@ -491,6 +521,7 @@ impl ExecPlan {
                 procs: -1,
             }),
             created_in_cgroup: false,
+            unshare_below: None,
             credentials: CredentialPlan::new(
                 request.uid,
                 request.gid,
@@ -634,6 +665,18 @@ unsafe fn child_after_fork(plan: &mut ExecPlan, report: FailureReport) -> ! {
     // allocated before fork and belongs to this process's copy (or, sharing clusterd's memory,
     // to the suspended parent, which does not touch it until this child has exec'd or exited).
     unsafe {
+        // Before anything touches an fd: while the table is clusterd's too, nothing may.
+        if let Some(limit) = plan.unshare_below {
+            if libc::syscall(
+                libc::SYS_close_range,
+                limit as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_UNSHARE,
+            ) != 0
+            {
+                fail(report, Stage::UnshareFds);
+            }
+        }
         reset_signals(plan);
         // First, while clusterd's fds are where they were and the child is still root: from
         // here on, everything it starts is in the cgroup and cannot leave it.
@@ -897,8 +940,9 @@ unsafe fn spawn_sharing_memory(
     let low = (base + 15) & !15;
     let size = (base + stack.len() - low) & !15;
     let directory = plan.cgroup.map(|c| c.directory);
+    let files = plan.unshare_below.map_or(0, |_| libc::CLONE_FILES as u64);
     let args = CloneArgs {
-        flags: CLONE_VM | CLONE_VFORK | directory.map_or(0, |_| CLONE_INTO_CGROUP),
+        flags: CLONE_VM | CLONE_VFORK | files | directory.map_or(0, |_| CLONE_INTO_CGROUP),
         exit_signal: libc::SIGCHLD as u64,
         stack: low as u64,
         stack_size: size as u64,

@@ -39,6 +39,8 @@ pub(crate) struct UsageMeter {
     memory_controller: Cell<Option<bool>>,
     /// The files held open per instance in a cgroup.
     cgroup_files: RefCell<HashMap<SpawnId, HeldFiles>>,
+    /// What the held files are read into (a cgroup's file, a process's statm), reused.
+    buffers: RefCell<(Vec<u8>, Vec<u8>)>,
 }
 
 /// An instance cgroup's files kept open between measurements.
@@ -141,13 +143,16 @@ impl UsageMeter {
                 }
             }
         };
-        let usec: u64 = read_held(&files.cpu_stat)?
+        // Two buffers for the whole status, not one allocated and zeroed per file read.
+        let mut buffers = self.buffers.borrow_mut();
+        let (text_buffer, statm_buffer) = &mut *buffers;
+        let usec: u64 = read_held_into(&files.cpu_stat, text_buffer)?
             .lines()
             .find_map(|l| l.strip_prefix("usage_usec "))?
             .trim()
             .parse()
             .ok()?;
-        let memory_text = read_held(&files.memory)?;
+        let memory_text = read_held_into(&files.memory, text_buffer)?;
         let memory = if memory_controller {
             memory_text.trim().parse().ok()?
         } else {
@@ -162,7 +167,7 @@ impl UsageMeter {
                     },
                 };
                 // Fails once the process is gone (it left the list between the two reads).
-                let Some(bytes) = read_held(&file).as_deref().and_then(statm_bytes) else {
+                let Some(bytes) = read_held_into(&file, statm_buffer).and_then(statm_bytes) else {
                     continue;
                 };
                 sum += bytes;
@@ -292,7 +297,14 @@ fn read_small(path: &Path) -> Option<String> {
 /// The whole text of an open kernel file, read from offset 0 (the kernel regenerates it):
 /// one `pread`, more only if the buffer fills.
 fn read_held(file: &File) -> Option<String> {
-    let mut buffer = vec![0u8; 4096];
+    read_held_into(file, &mut Vec::new()).map(str::to_owned)
+}
+
+/// [`read_held`] into `buffer`, which keeps its size for the next file.
+fn read_held_into<'b>(file: &File, buffer: &'b mut Vec<u8>) -> Option<&'b str> {
+    if buffer.len() < 4096 {
+        buffer.resize(4096, 0);
+    }
     let mut filled = 0;
     loop {
         let n = file.read_at(&mut buffer[filled..], filled as u64).ok()?;
@@ -302,8 +314,7 @@ fn read_held(file: &File) -> Option<String> {
         }
         buffer.resize(buffer.len() * 2, 0);
     }
-    buffer.truncate(filled);
-    String::from_utf8(buffer).ok()
+    std::str::from_utf8(buffer.get(..filled)?).ok()
 }
 
 fn clock_ticks() -> f64 {
