@@ -234,6 +234,7 @@ mod tests {
                 events: Vec::new(),
                 memory_replacements: 0,
                 give_ups: 0,
+                health_replacements: 0,
                 instances: vec![InstanceStatus {
                     index: 0,
                     pid: Some(4242),
@@ -246,6 +247,7 @@ mod tests {
                     cpu_percent: Some(2.5),
                     cpu_seconds: Some(0.1),
                     memory_bytes: Some(12 << 20),
+                    health: None,
                 }],
             }],
             isolation: None,

@@ -775,7 +775,7 @@ impl IoThread {
             drop(barrier);
             let parsed = sd_notify::parse(&text);
             if parsed == NotifyMessage::default() {
-                // BARRIER=1, WATCHDOG=1, ...: nothing clusterd acts on.
+                // BARRIER=1, FDSTORE=1, ...: nothing clusterd acts on.
                 debug!("NOTIFY_SOCKET: nothing to act on from pid {pid}: {text:?}");
                 continue;
             }
@@ -859,6 +859,7 @@ fn user_message(value: &serde_json::Value) -> Option<WorkerMessage> {
     match act {
         Some("suicide") => Some(WorkerMessage::Suicide),
         Some("ready") => Some(WorkerMessage::Ready),
+        Some("watchdog") => Some(WorkerMessage::Watchdog),
         _ => None,
     }
 }

@@ -195,10 +195,12 @@ impl<P: ProcessControl> Supervisor<P> {
                         started_at: now,
                         phase: Phase::Starting,
                         status_text: None,
+                        health: Default::default(),
                     },
                 );
                 self.by_pid.insert(pid, id);
                 self.enter_starting(id, now);
+                self.health_on_start(id, now);
                 if ready {
                     // Not mark_ready: re-checking the unit now, with some of its indexes still
                     // to be started, would take them for instances that cannot start.
@@ -322,6 +324,9 @@ impl<P: ProcessControl> Supervisor<P> {
             self.timers.cancel(Timer::KillHook(pid));
             info!("{unit}: on_giveup hook (pid {pid}) {status}");
             return;
+        }
+        if let Some(id) = self.probes.remove(&pid) {
+            return self.probe_exited(id, pid, status, now);
         }
         let Some(id) = self.by_pid.remove(&pid) else {
             debug!("reaped pid {pid} ({status}), not an instance");

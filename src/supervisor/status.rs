@@ -61,6 +61,7 @@ impl<P: ProcessControl> Supervisor<P> {
                     instances: Vec::new(),
                     memory_replacements: 0,
                     give_ups: 0,
+                    health_replacements: 0,
                     events: Vec::new(),
                 });
             }
@@ -113,6 +114,7 @@ impl<P: ProcessControl> Supervisor<P> {
                     cpu_percent: None,
                     cpu_seconds: None,
                     memory_bytes: None,
+                    health: None,
                 },
             });
         }
@@ -129,6 +131,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 cpu_percent: None,
                 cpu_seconds: None,
                 memory_bytes: None,
+                health: None,
             });
         }
         // Processes that are not the current one of a wanted index: replaced ones finishing
@@ -183,6 +186,7 @@ impl<P: ProcessControl> Supervisor<P> {
             instances,
             memory_replacements: rt.memory_replacements,
             give_ups: rt.give_ups,
+            health_replacements: rt.health_replacements,
             events: Vec::new(),
         }
     }
@@ -197,6 +201,10 @@ impl<P: ProcessControl> Supervisor<P> {
         now: Instant,
     ) -> InstanceStatus {
         let draining = draining || p.phase.announced();
+        let checked = self
+            .units
+            .get(&p.unit)
+            .is_some_and(|rt| rt.unit.watchdog.is_some() || rt.unit.health.is_some());
         InstanceStatus {
             index: p.index,
             pid: u32::try_from(p.pid.as_raw()).ok(),
@@ -209,6 +217,7 @@ impl<P: ProcessControl> Supervisor<P> {
             cpu_percent: usage.map(|u| u.cpu_percent),
             cpu_seconds: usage.map(|u| u.cpu_seconds),
             memory_bytes: usage.map(|u| u.memory_bytes),
+            health: checked.then(|| p.health.status()),
         }
     }
 }

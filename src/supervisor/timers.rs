@@ -44,6 +44,13 @@ pub(super) enum Timer {
     Cron(String),
     /// The unit's watched files have been quiet for `watch_delay` after a change: reload.
     WatchReload(String),
+    /// The process's `watchdog` may have run out: re-armed from its last sign of life, or
+    /// it is replaced.
+    Watchdog(SpawnId),
+    /// Start the process's next `[health]` check.
+    HealthCheck(SpawnId),
+    /// The process's running `[health]` check has taken its `timeout`.
+    ProbeTimeout(SpawnId),
     /// `shutdown_delay` after SIGTERM/SIGINT: stop everything now.
     ShutdownDelay,
     /// A second shutdown signal sent SIGKILL to everything `AFTER_SIGKILL` ago: end without

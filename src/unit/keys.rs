@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use toml::de::{DeValue, ValueDeserializer};
 use toml::Spanned;
 
+use super::health::HealthTable;
 use super::unit_file::{ListenOptionsTable, LogTable, RestartBackoffTable, RestartLimitTable};
 use super::values::{
     Balance, ByteSize, CommandLine, EnvValue, HumanDuration, InstanceCount, ListenAddress,
@@ -262,6 +263,20 @@ pub const KEYS: &[Key] = &[
         default: "`\"1s\"`",
         meaning: "reload once the files have been quiet this long (PM2's `watch_delay`): a deploy that writes many files makes one reload",
         check: check::<HumanDuration>,
+    },
+    Key {
+        name: "watchdog",
+        value: "duration",
+        default: "none",
+        meaning: "once ready, an instance must say it is alive at least this often (`WATCHDOG=1` on `NOTIFY_SOCKET`, which gets `WATCHDOG_USEC` and `WATCHDOG_PID` as under systemd, or `{\"act\":\"watchdog\"}` on its channel); one that does not is replaced ([health.md](health.md))",
+        check: check::<HumanDuration>,
+    },
+    Key {
+        name: "health",
+        value: "table `{ command or http, interval, timeout, failures, start_period }` (or a `[health]` section)",
+        default: "none; `{ interval = \"10s\", timeout = \"5s\", failures = 3 }` once set",
+        meaning: "a check clusterd runs for each instance: `command` (exit 0 is healthy; `CLUSTERD_UNIT`, `CLUSTERD_INSTANCE`, `MAINPID` in its environment) or `http` (a GET, 2xx is healthy; `{index}` and `{port}` are the instance's index and `PORT`); after `failures` failures in a row the instance is replaced; failures within `start_period` of its start do not count ([health.md](health.md))",
+        check: check::<HealthTable>,
     },
 ];
 

@@ -49,6 +49,8 @@ pub struct UnitFile {
     pub watch: Option<Spanned<WatchSetting>>,
     pub watch_ignore: Option<Vec<String>>,
     pub watch_delay: Option<HumanDuration>,
+    pub watchdog: Option<Spanned<HumanDuration>>,
+    pub health: Option<Spanned<super::health::HealthTable>>,
 }
 
 /// A table of environment variables, each name with its place in the file.
