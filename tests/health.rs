@@ -397,7 +397,7 @@ fn a_health_command_that_hangs_is_killed_at_its_timeout_and_never_runs_twice_at_
         .unwrap()
         .filter_map(|e| e.ok())
         .filter_map(|e| fs::read(e.path().join("cmdline")).ok())
-        .filter(|c| c == b"sleep\01000\0")
+        .filter(|c| c == b"sleep\x001000\x00")
         .count();
     assert!(
         sleepers <= 2,
