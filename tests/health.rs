@@ -585,3 +585,113 @@ fn hostile_http_check_targets_fail_by_their_timeout_and_cost_clusterd_nothing() 
         let _ = server.join();
     }
 }
+
+/// An unmodified Node app: `/block` answers, then blocks its event loop for good.
+const BLOCKING_NODE_APP: &str = r#"
+const http = require('http');
+http.createServer((req, res) => {
+  res.end(String(process.pid));
+  if (req.url === '/block') {
+    setTimeout(() => { for (;;) {} }, 50);
+  }
+}).listen(+process.env.PORT, '127.0.0.1');
+"#;
+
+/// One GET of `path`; the pid in the answer.
+fn node_get(port: u16, path: &str) -> Result<u32, String> {
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .map_err(|e| e.to_string())?;
+    answer
+        .split_once("\r\n\r\n")
+        .filter(|(head, _)| head.starts_with("HTTP/1.1 200"))
+        .and_then(|(_, body)| body.trim().parse().ok())
+        .ok_or_else(|| format!("bad answer {answer:?}"))
+}
+
+/// Without any change to the app, a Node worker whose event loop is blocked is detected by
+/// clusterd's own check on the IPC channel and replaced; under round-robin load every
+/// request started after the detection is served, by another worker.
+#[test]
+fn an_unmodified_node_worker_that_blocks_its_event_loop_is_replaced_under_round_robin_load() {
+    if !available("node", runs("node", &["--version"])) {
+        return;
+    }
+    let dir = scratch();
+    let script = dir.path().join("app.js");
+    fs::write(&script, BLOCKING_NODE_APP).unwrap();
+    let port = free_port();
+    let unit = format!(
+        "command = [\"node\", \"{}\"]\ninstances = 2\nnode_cluster = \"round-robin\"\nwatchdog = \"1s\"\nkill_timeout = \"1s\"\nenvironment = {{ PORT = \"{port}\" }}\n",
+        script.display()
+    );
+    let d = Daemon::start(&[("web", &unit)]);
+    d.wait_running("web", 2);
+    wait_for("both workers' event loops to answer", PATIENCE, || {
+        let unit = d.unit("web");
+        instance(&unit, 0)["health"]["state"] == "ok"
+            && instance(&unit, 1)["health"]["state"] == "ok"
+    });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let load = std::thread::spawn(move || {
+        let mut results = Vec::new();
+        let end = Instant::now() + Duration::from_secs(60);
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < end {
+            let started = Instant::now();
+            results.push((started, node_get(port, "/")));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        results
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let blocked = node_get(port, "/block").expect("the block request is answered");
+    let mut detected = Instant::now();
+    wait_for("the blocked worker to be found hung", PATIENCE, || {
+        detected = Instant::now();
+        d.unit("web")["health_replacements"] == 1
+    });
+    wait_for("the blocked worker to be gone", PATIENCE, || {
+        !alive(blocked)
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let results = load.join().expect("load thread");
+    // A request the worker had taken before it blocked dies with it (reset when it is
+    // killed); one it was handed but never took goes to another worker.
+    let failed: Vec<_> = results.iter().filter(|(_, r)| r.is_err()).collect();
+    assert!(
+        failed.len() <= 2 && failed.iter().all(|(at, _)| *at < detected),
+        "requests failed: {failed:?}"
+    );
+    let after: Vec<_> = results.iter().filter(|(at, _)| *at > detected).collect();
+    assert!(
+        after.len() > 10,
+        "{} requests after the detection",
+        after.len()
+    );
+    assert!(
+        after
+            .iter()
+            .all(|(_, r)| r.as_ref().is_ok_and(|&p| p != blocked)),
+        "a request after the detection went to the blocked worker"
+    );
+    assert!(
+        unit_events(&d, "web").contains("no sign of life"),
+        "{}",
+        unit_events(&d, "web")
+    );
+    d.wait_running("web", 2);
+}

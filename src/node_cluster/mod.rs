@@ -20,6 +20,7 @@
 //! - [`primary`]: the state machine that ties them together.
 
 pub(crate) mod listener;
+pub(crate) mod liveness;
 pub(crate) mod message;
 pub(crate) mod outbox;
 pub(crate) mod primary;

@@ -320,8 +320,10 @@ impl OsProcessControl {
             self.node_workers.insert(request.id, unit.node_cluster_stop);
         }
         let label = format!("{}[{}]", unit.name, request.index);
+        // A Node worker's event loop is checked by clusterd itself: no app change needed.
+        let liveness = unit.watchdog.filter(|_| node.is_some());
         self.io
-            .watch(request.id, ours.into(), label, cgroup_name, node);
+            .watch(request.id, ours.into(), label, cgroup_name, node, liveness);
         // Later, when the loop is idle: what the next spawn needs.
         self.spares_wanted
             .insert((unit.name.clone(), request.index));
