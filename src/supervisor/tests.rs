@@ -2547,3 +2547,6 @@ fn only_an_active_unit_has_restarts_waiting_and_a_stop_keeps_why_it_gave_up() {
         r#"{"gave_up":{"reason":"gave up","active":true}}"#
     );
 }
+
+/// watchdog and `[health]`, in a file of their own.
+mod health;

@@ -239,4 +239,47 @@ mod tests {
         assert!(http_target("http://127.0.0.1/a b", 0, None).is_err());
         assert!(http_target("http://127.0.0.1/a\r\nX: y", 0, None).is_err());
     }
+
+    #[test]
+    fn health_sections_are_checked_with_their_place_in_the_file() {
+        use crate::unit::Unit;
+        let parse = |text: &str| Unit::parse(std::path::Path::new("/u/web.toml"), text);
+        let unit =
+            parse("command = \"x\"\nwatchdog = \"5s\"\n[health]\ncommand = [\"true\"]\n").unwrap();
+        assert_eq!(unit.watchdog, Some(Duration::from_secs(5)));
+        let check = unit.health.unwrap();
+        assert_eq!(
+            (
+                check.interval,
+                check.timeout,
+                check.failures,
+                check.start_period
+            ),
+            (DEFAULT_INTERVAL, DEFAULT_TIMEOUT, DEFAULT_FAILURES, None)
+        );
+        for (text, says) in [
+            ("watchdog = \"0s\"\n", "watchdog must be longer than 0"),
+            ("[health]\ninterval = \"1s\"\n", "needs command"),
+            (
+                "[health]\ncommand = \"true\"\nhttp = \"http://127.0.0.1/\"\n",
+                "not both",
+            ),
+            ("[health]\ncommand = []\n", "empty"),
+            ("[health]\ncommand = \"true\"\nfailures = 0\n", "at least 1"),
+            (
+                "[health]\ncommand = \"true\"\ntimeout = \"0s\"\n",
+                "timeout must be longer than 0",
+            ),
+            (
+                "[health]\nhttp = \"http://db.internal/\"\n",
+                "IP address or localhost",
+            ),
+            ("[health]\ncommand = \"true\"\nprobe = 1\n", "unknown field"),
+        ] {
+            let error = parse(&format!("command = \"x\"\n{text}"))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(says), "{text:?}: {error}");
+        }
+    }
 }
