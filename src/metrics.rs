@@ -249,12 +249,16 @@ mod tests {
                     cpu_percent: Some(1.0),
                     cpu_seconds: Some(0.25),
                     memory_bytes: Some(1 << 20),
-                    health: None,
+                    health: Some(crate::protocol::HealthStatus {
+                        state: HealthState::Failing,
+                        failures: 2,
+                        reason: Some("HTTP status 503".into()),
+                    }),
                 }],
                 events: Vec::new(),
                 memory_replacements: 0,
                 give_ups: 1,
-                health_replacements: 0,
+                health_replacements: 3,
             }],
             isolation: None,
             daemon: None,
@@ -270,6 +274,8 @@ mod tests {
         ));
         assert!(text.contains("clusterd_unit_restarts_total{unit=\"web\"} 2\n"));
         assert!(text.contains("clusterd_unit_give_ups_total{unit=\"web\"} 1\n"));
+        assert!(text.contains("clusterd_instance_healthy{unit=\"web\",instance=\"0\"} 0\n"));
+        assert!(text.contains("clusterd_unit_health_replacements_total{unit=\"web\"} 3\n"));
         assert!(!text.contains("42"), "no pid in any label or value: {text}");
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }

@@ -81,6 +81,19 @@ pub fn render(report: &StatusReport) -> String {
                 // Stopping, say: it was replaced all the same.
                 state.push_str(" (replaced)");
             }
+            if let Some(health) = instance
+                .health
+                .as_ref()
+                .filter(|h| h.state == crate::protocol::HealthState::Failing)
+            {
+                state.push_str(" (unhealthy)");
+                if let Some(reason) = &health.reason {
+                    notes.push(format!(
+                        "{}[{}]: health: {reason}",
+                        unit.name, instance.index
+                    ));
+                }
+            }
             let last = match (&instance.last_exit, &instance.status_text) {
                 (Some(exit), Some(text)) => format!("{exit}; status: {text}"),
                 (Some(exit), None) => exit.clone(),
