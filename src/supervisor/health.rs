@@ -5,8 +5,10 @@
 //!
 //! - **watchdog**: each ready instance has one `Timer::Watchdog`. A `WATCHDOG=1` (or
 //!   `{"act":"watchdog"}`) only notes the time; the timer, when it fires, re-arms itself from
-//!   the last note or declares the instance hung. So an instance costs clusterd at most one
-//!   wake-up per `watchdog` however often it pings, and a flood of pings moves no timer.
+//!   the last note or declares the instance hung — and moves the timers of the unit's other
+//!   instances on from their last notes too, so that instances pinging on their own
+//!   schedules share one wake-up: about two per `watchdog` for the whole unit, however many
+//!   instances and however often they ping. A flood of pings moves no timer.
 //! - **[health]**: `Timer::HealthCheck` starts one check through the OS side (a command is a
 //!   child of clusterd, reaped like any; an HTTP GET runs off the loop and comes back as
 //!   `Event::ProbeDone`); at most one runs per instance, the next is armed `interval` after
@@ -154,8 +156,10 @@ impl<P: ProcessControl> Supervisor<P> {
         else {
             return; // a daemon-reload took it away
         };
+        let unit = process.unit.clone();
         let last = process.health.last_alive.unwrap_or(process.started_at);
         let deadline = last.checked_add(watchdog).unwrap_or(now);
+        self.move_watchdogs_on(&unit, watchdog, now);
         if deadline > now {
             self.timers.add(deadline, Timer::Watchdog(id));
             return;
@@ -166,6 +170,24 @@ impl<P: ProcessControl> Supervisor<P> {
             humantime::format_duration(watchdog)
         );
         self.replace_hung(id, why, now);
+    }
+
+    /// Moves the armed watchdogs of `unit`'s processes to their last sign of life plus
+    /// `watchdog`: those that pinged since are not woken up for separately.
+    fn move_watchdogs_on(&mut self, unit: &str, watchdog: Duration, now: Instant) {
+        let moves: Vec<(SpawnId, Instant)> = self
+            .processes_of(unit)
+            .filter_map(|p| {
+                let timer = Timer::Watchdog(p.id);
+                let armed = self.timers.deadline_of(&timer)?;
+                let due = p.health.last_alive?.checked_add(watchdog)?;
+                (due > armed && due > now).then_some((p.id, due))
+            })
+            .collect();
+        for (id, due) in moves {
+            self.timers.cancel(Timer::Watchdog(id));
+            self.timers.add(due, Timer::Watchdog(id));
+        }
     }
 
     /// `Timer::HealthCheck`: starts one check of process `id`, unless one runs.

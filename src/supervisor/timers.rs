@@ -101,6 +101,11 @@ impl Timers {
         }
     }
 
+    /// When `timer` fires, if it is armed.
+    pub(super) fn deadline_of(&self, timer: &Timer) -> Option<Instant> {
+        self.armed.get(timer).map(|&(at, _)| at)
+    }
+
     pub(super) fn is_armed(&self, timer: &Timer) -> bool {
         self.armed.contains_key(timer)
     }

@@ -162,3 +162,45 @@ fn units_without_watchdog_or_health_have_no_timer_and_no_health_status() {
     assert_eq!(h.sup.next_deadline(), None);
     assert_eq!(health_of(&h, pid), None);
 }
+
+#[test]
+fn instances_pinging_on_their_own_schedules_share_about_two_wake_ups_per_watchdog() {
+    let text = "command = [\"app\"]\ninstances = 50\nwatchdog = \"10s\"\n";
+    let mut h = Harness::start(&[("web", text)]);
+    let t0 = h.now;
+    let end = t0 + Duration::from_secs(60);
+    // Each pings every 5 s (half its watchdog, as sd_notify libraries do), 100 ms apart.
+    let mut pings: Vec<(Instant, Pid)> = (0..50)
+        .map(|i| {
+            (
+                t0 + Duration::from_millis(100 * i as u64),
+                h.pid_of("web", i),
+            )
+        })
+        .collect();
+    let mut wake_ups = 0;
+    loop {
+        let (at, pid) = *pings.iter().min().expect("pings");
+        let deadline = h.sup.next_deadline().expect("watchdogs armed");
+        if deadline <= at {
+            if deadline > end {
+                break;
+            }
+            h.now = deadline;
+            h.sup.fire_due_timers(h.now);
+            wake_ups += 1;
+        } else {
+            h.now = at;
+            h.notify(pid, pid, alive());
+            for ping in pings.iter_mut().filter(|p| p.1 == pid) {
+                ping.0 = at + Duration::from_secs(5);
+            }
+        }
+    }
+    assert_eq!(h.spawn_count(), 50, "nobody was found hung");
+    eprintln!("{wake_ups} wake-ups in 60 s for 50 instances");
+    assert!(
+        wake_ups <= 14,
+        "{wake_ups} wake-ups in 60 s for 50 instances"
+    );
+}
