@@ -17,8 +17,8 @@ use serde_json::Value;
 /// Appends `line` to `DIR/events.log`; pings as its arguments say. argv: DIR MODE where MODE
 /// is `notify` (WATCHDOG=1 on NOTIFY_SOCKET) or `channel` (`{"act":"watchdog"}`). The first
 /// process (it creates DIR/first) pings for 1.5 s then stops (hung); later ones ping for
-/// ever. Each logs `ready PID`, `env PID WATCHDOG_USEC WATCHDOG_PID`, and `term PID` on
-/// SIGTERM (then exits).
+/// ever. Each logs `env PID WATCHDOG_USEC WATCHDOG_PID`, `ready PID` (just before READY=1),
+/// and `term PID` on SIGTERM (then exits).
 const PINGER_PY: &str = r#"
 import os, signal, socket, sys, time
 d, mode = sys.argv[1], sys.argv[2]
@@ -38,8 +38,9 @@ except FileExistsError:
 log("env %d %s %s" % (pid, os.environ.get("WATCHDOG_USEC"), os.environ.get("WATCHDOG_PID")))
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 s.connect(os.environ["NOTIFY_SOCKET"])
-s.send(b"READY=1")
+# Logged before it is sent: clusterd may stop the old one as soon as it arrives.
 log("ready %d" % pid)
+s.send(b"READY=1")
 channel = int(os.environ["CLUSTERD_CHANNEL_FD"])
 start = time.time()
 while True:
