@@ -103,6 +103,14 @@ impl<P: ProcessControl> Supervisor<P> {
         }
     }
 
+    /// Process `process` was reaped: a command check of it still running is killed (its
+    /// timeout went with the process's timers), and reaped as any child.
+    pub(super) fn health_on_exit(&mut self, process: &super::Process) {
+        if let Some((_, Some(pid))) = process.health.running {
+            self.os.signal_group(pid, Signal::SIGKILL);
+        }
+    }
+
     /// `WATCHDOG=1` or `{"act":"watchdog"}` from process `id`: noted, no timer moves.
     pub(super) fn on_alive(&mut self, id: SpawnId, now: Instant) {
         let Some(process) = self.processes.get_mut(&id) else {

@@ -339,6 +339,7 @@ impl<P: ProcessControl> Supervisor<P> {
         for timer in every_timer_of(id) {
             self.timers.cancel(timer);
         }
+        self.health_on_exit(&process);
         if process.phase.is_leaving() {
             info!("{}: {status}", process.label());
         } else {

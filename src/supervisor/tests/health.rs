@@ -204,3 +204,18 @@ fn instances_pinging_on_their_own_schedules_share_about_two_wake_ups_per_watchdo
         "{wake_ups} wake-ups in 60 s for 50 instances"
     );
 }
+
+#[test]
+fn a_check_still_running_when_its_instance_exits_is_killed() {
+    let text = "command = [\"app\"]\n[health]\ncommand = [\"check\"]\ninterval = \"1s\"\ntimeout = \"30s\"\n";
+    let mut h = Harness::start(&[("web", text)]);
+    let pid = h.pid_of("web", 0);
+    h.advance(Duration::from_secs(1));
+    let probe = Pid::from_raw(h.os().next_pid - 1);
+    h.exit(pid, code(1));
+    assert_eq!(h.signals_to(probe), vec![Signal::SIGKILL]);
+    // Reaped like any child; the restarted instance's checks go on.
+    h.exit(probe, killed(Signal::SIGKILL));
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.os().probes.len(), 2);
+}
