@@ -696,3 +696,34 @@ fn an_unmodified_node_worker_that_blocks_its_event_loop_is_replaced_under_round_
     );
     d.wait_running("web", 2);
 }
+
+/// Context switches of every thread of `pid` so far.
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| fs::read_to_string(t.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+/// Health checking costs nothing where no unit uses it: no timer, no thread, no wake-up.
+#[test]
+fn units_without_watchdog_or_health_leave_clusterd_asleep() {
+    let d = Daemon::start(&[("web", "command = [\"sleep\", \"1000\"]\ninstances = 3\n")]);
+    d.wait_running("web", 3);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = context_switches(d.pid());
+    std::thread::sleep(Duration::from_secs(5));
+    let woke = context_switches(d.pid()) - before;
+    // 0 is what it should be; a little room for the kernel's own doings.
+    assert!(woke <= 2, "clusterd woke up {woke} times in 5 s of idling");
+}

@@ -43,7 +43,8 @@ pub(crate) enum Readiness {
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Phase {
     /// Spawned, not ready yet. Timers: `ReadyTimeout` (`ready = "notify"`), `ListenTimeout`
-    /// (`ready = "listening"`), `ReadyAfter` (a non-zero `ready_after`).
+    /// (`ready = "listening"`), `ReadyAfter` (a non-zero `ready_after`); `HealthCheck` with
+    /// a `[health] start_period`.
     Starting,
     /// Ready but for `ready_after`. Timers: those of `Starting`, still running.
     ReadyPending,
