@@ -727,3 +727,35 @@ fn units_without_watchdog_or_health_leave_clusterd_asleep() {
     // 0 is what it should be; a little room for the kernel's own doings.
     assert!(woke <= 2, "clusterd woke up {woke} times in 5 s of idling");
 }
+
+/// `process.send({act: 'watchdog'})` from an unmodified Node runtime (not a `node_cluster`
+/// unit, so clusterd does not check its event loop itself): the first process pings for
+/// 1.5 s, then stops and is replaced; later ones ping for ever.
+#[test]
+fn a_node_program_that_stops_calling_process_send_watchdog_is_replaced() {
+    if !available("node", runs("node", &["--version"])) {
+        return;
+    }
+    let dir = scratch();
+    let script = format!(
+        r#"
+const fs = require('fs');
+let first = true;
+try {{ fs.closeSync(fs.openSync('{}/first', 'wx')); }} catch (e) {{ first = false; }}
+const start = Date.now();
+setInterval(() => {{
+  if (!first || Date.now() - start < 1500) process.send({{act: 'watchdog'}});
+}}, 200);
+"#,
+        dir.path().display()
+    );
+    let unit = format!("command = [\"node\", \"-e\", {script:?}]\nwatchdog = \"1s\"\n");
+    let d = Daemon::start(&[("web", &unit)]);
+    let first = d.wait_running("web", 1)[0];
+    wait_for("the silent one to be replaced", PATIENCE, || {
+        d.pids("web").first().is_some_and(|&p| p != first) && !alive(first)
+    });
+    let second = d.pids("web")[0];
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(d.pids("web"), vec![second], "the pinging one stays");
+}
