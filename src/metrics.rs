@@ -8,7 +8,7 @@
 
 use std::fmt::Write;
 
-use crate::protocol::{InstanceState, StatusReport, UnitState};
+use crate::protocol::{HealthState, InstanceState, StatusReport, UnitState};
 
 /// The exposition text of `report`; `now` is the current time in seconds since the epoch
 /// (instances' start times are derived from their uptime).
@@ -58,6 +58,21 @@ pub fn render(report: &StatusReport, now: f64) -> String {
         "CPU time of every process of the instance (its current process and what it started).",
         instances()
             .filter_map(|(u, i)| Some((instance_labels(&u.name, i.index), i.cpu_seconds?)))
+            .collect(),
+    );
+    family(
+        "clusterd_instance_healthy",
+        "gauge",
+        "1 while the instance's watchdog and [health] check pass, 0 while they fail; absent while unknown or unchecked.",
+        instances()
+            .filter_map(|(u, i)| {
+                let healthy = match i.health.as_ref()?.state {
+                    HealthState::Ok => 1.0,
+                    HealthState::Failing => 0.0,
+                    HealthState::Unknown => return None,
+                };
+                Some((instance_labels(&u.name, i.index), healthy))
+            })
             .collect(),
     );
     family(
@@ -117,6 +132,16 @@ pub fn render(report: &StatusReport, now: f64) -> String {
             .units
             .iter()
             .map(|u| (unit_labels(&u.name), f64::from(u.memory_replacements)))
+            .collect(),
+    );
+    family(
+        "clusterd_unit_health_replacements_total",
+        "counter",
+        "Instances of the unit replaced because they were hung (watchdog or [health] check).",
+        report
+            .units
+            .iter()
+            .map(|u| (unit_labels(&u.name), f64::from(u.health_replacements)))
             .collect(),
     );
     family(
@@ -260,6 +285,11 @@ mod tests {
                     cpu_percent: Some(1.0),
                     cpu_seconds: Some(0.25),
                     memory_bytes: Some(1 << 20),
+                    health: Some(crate::protocol::HealthStatus {
+                        state: HealthState::Failing,
+                        failures: 2,
+                        reason: Some("HTTP status 503".into()),
+                    }),
                 }],
                 events: Vec::new(),
                 memory_replacements: 0,
@@ -267,6 +297,7 @@ mod tests {
                 waiting_for: None,
                 job: None,
                 after: Vec::new(),
+                health_replacements: 3,
             }],
             isolation: None,
             daemon: None,
@@ -282,6 +313,8 @@ mod tests {
         ));
         assert!(text.contains("clusterd_unit_restarts_total{unit=\"web\"} 2\n"));
         assert!(text.contains("clusterd_unit_give_ups_total{unit=\"web\"} 1\n"));
+        assert!(text.contains("clusterd_instance_healthy{unit=\"web\",instance=\"0\"} 0\n"));
+        assert!(text.contains("clusterd_unit_health_replacements_total{unit=\"web\"} 3\n"));
         assert!(!text.contains("42"), "no pid in any label or value: {text}");
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }

@@ -11,7 +11,7 @@
 //! * `--quick` / `CLUSTERD_BENCH_QUICK=1`: clusterd only, tiny counts, a few seconds; exits
 //!   non-zero if clusterd itself fails (for CI).
 //! * `--runs N` / `CLUSTERD_BENCH_RUNS`: repetitions per metric (default 3).
-//! * `--only mem,idle,restart,mass,ctl,http,reload,logs,memlimit,watch,jobs,python` / `CLUSTERD_BENCH_ONLY`:
+//! * `--only mem,idle,restart,mass,ctl,http,reload,logs,memlimit,watch,jobs,python,health` / `CLUSTERD_BENCH_ONLY`:
 //!   pick metrics.
 //! * `--skip pm2,supervisord,node` / `CLUSTERD_BENCH_SKIP`: skip peers.
 //! * `--idle-secs S`, `--kills K`, `--mass N`, `--wrk-secs S`: sizes (defaults 30, 30, 1000, 10).
@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+mod health;
 mod hygiene;
 mod install;
 mod jobs;
@@ -54,6 +55,7 @@ mod util;
 mod watch;
 mod worker;
 
+use health::*;
 use hygiene::*;
 use install::*;
 use jobs::*;
@@ -251,6 +253,35 @@ fn measure_all(env: &Env, opts: &Opts, results: &mut Results, started: Instant) 
                 memory_limit_reaction(env, run)
                     .map(|ms| results.add("memlimit", Peer::Clusterd, ms))
             },
+        );
+    }
+    if opts.wants("health") {
+        clusterd_runs(
+            opts,
+            started,
+            results,
+            "watchdog reaction",
+            |run, results| {
+                watchdog_reaction(env, run)
+                    .map(|ms| results.add("health_watchdog", Peer::Clusterd, ms))
+            },
+        );
+        clusterd_runs(
+            opts,
+            started,
+            results,
+            "HTTP check reaction",
+            |run, results| {
+                http_check_reaction(env, run)
+                    .map(|ms| results.add("health_http", Peer::Clusterd, ms))
+            },
+        );
+        clusterd_runs(
+            opts,
+            started,
+            results,
+            "200 instances with watchdogs, left alone",
+            |run, results| watchdog_idle(env, opts, run, results),
         );
     }
     if opts.wants("watch") {

@@ -87,6 +87,19 @@ pub fn render(report: &StatusReport) -> String {
                 // Stopping, say: it was replaced all the same.
                 state.push_str(" (replaced)");
             }
+            if let Some(health) = instance
+                .health
+                .as_ref()
+                .filter(|h| h.state == crate::protocol::HealthState::Failing)
+            {
+                state.push_str(" (unhealthy)");
+                if let Some(reason) = &health.reason {
+                    notes.push(format!(
+                        "{}[{}]: health: {reason}",
+                        unit.name, instance.index
+                    ));
+                }
+            }
             let last = match (&instance.last_exit, &instance.status_text) {
                 (Some(exit), Some(text)) => format!("{exit}; status: {text}"),
                 (Some(exit), None) => exit.clone(),
@@ -268,6 +281,7 @@ mod tests {
                 waiting_for: None,
                 job: None,
                 after: Vec::new(),
+                health_replacements: 0,
                 instances: vec![InstanceStatus {
                     index: 0,
                     pid: Some(4242),
@@ -280,6 +294,7 @@ mod tests {
                     cpu_percent: Some(2.5),
                     cpu_seconds: Some(0.1),
                     memory_bytes: Some(12 << 20),
+                    health: None,
                 }],
             }],
             isolation: None,

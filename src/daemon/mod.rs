@@ -18,6 +18,7 @@
 pub(crate) mod control_server;
 pub mod exit_code;
 pub(crate) mod file_watch;
+pub(crate) mod health_probe;
 pub mod log_output;
 pub mod logs;
 pub(crate) mod metrics_server;

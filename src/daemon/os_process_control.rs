@@ -15,6 +15,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
 use crate::daemon::file_watch::FileWatch;
+use crate::daemon::health_probe;
 use crate::daemon::logs::{ChildOutput, Logs};
 use crate::daemon::os::cgroup::{Budget, CgroupTree, InstanceCgroup, Removal, SpawnIntoCgroup};
 use crate::daemon::os::environment_file;
@@ -26,10 +27,10 @@ use crate::daemon::signals::EventSender;
 use crate::daemon::worker_io::WorkerIo;
 use crate::node_cluster::{WorkerInfo, WorkerRights};
 use crate::supervisor::process_control::{
-    GracefulStop, HookRequest, ProcessControl, RawWaitStatus, SpawnError, SpawnId, SpawnRequest,
-    SpawnStage, Usage,
+    GracefulStop, HookRequest, ProbeRequest, ProcessControl, RawWaitStatus, SpawnError, SpawnId,
+    SpawnRequest, SpawnStage, Usage,
 };
-use crate::unit::{NodeClusterStop, Unit};
+use crate::unit::{http_target, NodeClusterStop, Probe, Unit};
 
 /// The most one idle moment of the loop spends creating spare cgroups and removing old ones:
 /// the loop is idle only until the next event, which must not wait behind a hostile
@@ -89,6 +90,9 @@ pub(crate) struct OsProcessControl {
     /// Where the instances' output goes.
     logs: Logs,
     usage: UsageMeter,
+    /// The `PORT` each live instance of a unit with an HTTP `[health]` check was started
+    /// with: its checks' `{port}`.
+    instance_ports: HashMap<SpawnId, u16>,
 }
 
 impl OsProcessControl {
@@ -119,6 +123,7 @@ impl OsProcessControl {
             removals: VecDeque::new(),
             logs,
             usage: UsageMeter::default(),
+            instance_ports: HashMap::new(),
         })
     }
 
@@ -315,8 +320,10 @@ impl OsProcessControl {
             self.node_workers.insert(request.id, unit.node_cluster_stop);
         }
         let label = format!("{}[{}]", unit.name, request.index);
+        // A Node worker's event loop is checked by clusterd itself: no app change needed.
+        let liveness = unit.watchdog.filter(|_| node.is_some());
         self.io
-            .watch(request.id, ours.into(), label, cgroup_name, node);
+            .watch(request.id, ours.into(), label, cgroup_name, node, liveness);
         // Later, when the loop is idle: what the next spawn needs.
         self.spares_wanted
             .insert((unit.name.clone(), request.index));
@@ -361,12 +368,28 @@ impl ProcessControl for OsProcessControl {
             )
         })?;
         let plan = self.plan_instance(request, theirs.as_raw_fd())?;
+        if matches!(
+            unit.health.as_ref().map(|h| &h.probe),
+            Some(crate::unit::Probe::Http(_))
+        ) {
+            let port = plan
+                .environment
+                .iter()
+                .rev()
+                .find(|(k, _)| k == "PORT")
+                .and_then(|(_, v)| v.trim().parse::<u16>().ok());
+            match port {
+                Some(port) => self.instance_ports.insert(request.id, port),
+                None => self.instance_ports.remove(&request.id),
+            };
+        }
         let (cgroup, output) = self.cgroup_and_output(unit, request.index)?;
         let spawned = spawn(&ExecRequest {
             command: &unit.command,
             environment: plan.environment,
             pass_fds: plan.pass_fds,
             listen_pid: plan.listen_pid,
+            watchdog_pid: plan.watchdog_pid,
             working_directory: unit.working_directory.as_deref(),
             uid: unit.credentials.uid,
             gid: unit.credentials.gid,
@@ -408,6 +431,7 @@ impl ProcessControl for OsProcessControl {
             environment: env,
             pass_fds: Vec::new(),
             listen_pid: false,
+            watchdog_pid: false,
             working_directory: unit.working_directory.as_deref(),
             uid: unit.credentials.uid,
             gid: unit.credentials.gid,
@@ -417,6 +441,54 @@ impl ProcessControl for OsProcessControl {
             stderr: None,
             cgroup: None,
         })
+    }
+
+    fn start_probe(&mut self, request: &ProbeRequest) -> Result<Option<Pid>, String> {
+        let unit = request.unit;
+        match request.probe {
+            Probe::Command(command) => {
+                let mut env = self.environment_for(unit);
+                for (key, value) in health_probe::command_environment(request) {
+                    set(&mut env, &key, &value);
+                }
+                let null = self.dev_null.as_raw_fd();
+                spawn(&ExecRequest {
+                    command,
+                    environment: env,
+                    pass_fds: Vec::new(),
+                    listen_pid: false,
+                    watchdog_pid: false,
+                    working_directory: unit.working_directory.as_deref(),
+                    uid: unit.credentials.uid,
+                    gid: unit.credentials.gid,
+                    groups: &unit.credentials.groups,
+                    stdin: null,
+                    stdout: Some(null),
+                    stderr: Some(null),
+                    cgroup: None,
+                })
+                .map(Some)
+                .map_err(|e| e.to_string())
+            }
+            Probe::Http(url) => {
+                let port = self.instance_ports.get(&request.id).copied();
+                let target = http_target(url, request.index, port)?;
+                health_probe::start_http(
+                    self.events.clone(),
+                    request.id,
+                    request.seq,
+                    target,
+                    request.timeout,
+                )
+                .map(|()| None)
+            }
+        }
+    }
+
+    fn withdraw_hung(&mut self, id: SpawnId) {
+        if self.node_workers.contains_key(&id) {
+            self.io.withdraw(id);
+        }
     }
 
     fn signal_group(&mut self, pgid: Pid, signal: Signal) {
@@ -700,6 +772,7 @@ impl ProcessControl for OsProcessControl {
 
     fn release(&mut self, id: SpawnId) {
         self.io.forget(id);
+        self.instance_ports.remove(&id);
         self.usage.forget(id);
         self.node_workers.remove(&id);
         if let Some(cgroup) = self.instance_cgroups.get(&id) {

@@ -1,7 +1,8 @@
 //! sd_notify, the systemd notification protocol, both ways:
 //!
 //! - **Instances → clusterd**: clusterd's own `NOTIFY_SOCKET` (beside the control socket,
-//!   given to every instance) receives `READY=1`, `STOPPING=1` and `STATUS=` datagrams with the
+//!   given to every instance) receives `READY=1`, `STOPPING=1`, `STATUS=`, `WATCHDOG=1` and
+//!   `WATCHDOG=trigger` datagrams with the
 //!   sender's kernel-checked credentials ([`bind_instance_socket`], [`receive`], [`parse`]).
 //!   The I/O thread reads it; the supervisor decides whose instance a sender is.
 //! - **clusterd → its service manager** (`Type=notify` in `packaging/clusterd.service`):
@@ -134,6 +135,8 @@ pub(crate) fn parse(datagram: &str) -> NotifyMessage {
         match line.split_once('=') {
             Some(("READY", "1")) => message.ready = true,
             Some(("STOPPING", "1")) => message.stopping = true,
+            Some(("WATCHDOG", "1")) => message.watchdog = true,
+            Some(("WATCHDOG", "trigger")) => message.watchdog_trigger = true,
             Some(("STATUS", text)) => message.status = Some(text.to_string()),
             _ => {}
         }
@@ -181,5 +184,8 @@ mod tests {
         assert_eq!(m.status.as_deref(), Some("warming up"));
         assert!(parse("STOPPING=1").stopping);
         assert!(!parse("READY=0").ready);
+        assert!(parse("WATCHDOG=1").watchdog);
+        assert!(parse("WATCHDOG=trigger").watchdog_trigger);
+        assert_eq!(parse("WATCHDOG=0"), NotifyMessage::default());
     }
 }

@@ -30,7 +30,7 @@ use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use log::{debug, warn};
@@ -42,6 +42,7 @@ use crate::daemon::sd_notify::{self, Received};
 use crate::daemon::signals::EventSender;
 use crate::daemon::thread_guard::ThreadGuard;
 use crate::log_limit::{LogLimit, Verdict};
+use crate::node_cluster::liveness::Liveness;
 use crate::node_cluster::outbox::{Charge, Flushed, Outbox, Outgoing};
 use crate::node_cluster::primary::{Whose, LISTENER_TOKEN_BASE};
 use crate::node_cluster::{Primary, WorkerInfo};
@@ -78,8 +79,16 @@ const NOTIFY_TOKEN: u64 = u64::MAX - 1;
 
 enum Command {
     /// A new instance's channel, its label for the log (`web[2]`), the name of its cgroup
-    /// (if it has one), and `Some` for a Node cluster worker.
-    Watch(SpawnId, OwnedFd, String, Option<String>, Option<WorkerInfo>),
+    /// (if it has one), `Some` for a Node cluster worker, and its unit's `watchdog` when
+    /// its event loop is to be checked.
+    Watch(
+        SpawnId,
+        OwnedFd,
+        String,
+        Option<String>,
+        Option<WorkerInfo>,
+        Option<Duration>,
+    ),
     /// The supervisor has handled every event of this channel (or, with `NOTIFY_TOKEN`, of
     /// NOTIFY_SOCKET): read it again.
     Resume(SpawnId),
@@ -214,6 +223,7 @@ impl WorkerIo {
                     channels: HashMap::new(),
                     cgroups: HashMap::new(),
                     primary: Primary::default(),
+                    liveness: Liveness::default(),
                 }
                 .run()
             })?;
@@ -234,11 +244,12 @@ impl WorkerIo {
         label: String,
         cgroup: Option<String>,
         node: Option<WorkerInfo>,
+        liveness: Option<std::time::Duration>,
     ) {
         if let Ok(mut queues) = self.send_queues.lock() {
             queues.insert(id, Arc::default());
         }
-        self.command(Command::Watch(id, channel, label, cgroup, node));
+        self.command(Command::Watch(id, channel, label, cgroup, node, liveness));
     }
 
     /// The instance is gone: close its channel.
@@ -372,6 +383,8 @@ struct IoThread {
     cgroups: HashMap<String, SpawnId>,
     /// The Node cluster primary of every `node_cluster` instance.
     primary: Primary,
+    /// When each Node worker of a unit with `watchdog` gets its next liveness check.
+    liveness: Liveness,
 }
 
 impl IoThread {
@@ -379,7 +392,17 @@ impl IoThread {
         let mut ready = vec![EpollEvent::empty(); 64];
         let mut guard = ThreadGuard::new("worker-io");
         loop {
-            let count = match self.epoll.wait(&mut ready, EpollTimeout::NONE) {
+            let timeout = self
+                .liveness
+                .next_deadline()
+                .map_or(EpollTimeout::NONE, |at| {
+                    let left = at.saturating_duration_since(Instant::now());
+                    // Rounded up: waking a moment early would only wait again.
+                    let ms = left.as_millis().saturating_add(1);
+                    EpollTimeout::try_from(ms.min(i32::MAX as u128) as i32)
+                        .unwrap_or(EpollTimeout::NONE)
+                });
+            let count = match self.epoll.wait(&mut ready, timeout) {
                 Ok(n) => n,
                 Err(nix::Error::EINTR) => continue,
                 Err(e) => {
@@ -406,6 +429,20 @@ impl IoThread {
                 }
             }
             self.deliver();
+            self.check_liveness();
+        }
+    }
+
+    /// Sends the liveness checks that are due (Node workers of units with `watchdog`).
+    fn check_liveness(&mut self) {
+        for id in self.liveness.due(Instant::now()) {
+            let Some(channel) = self.channels.get_mut(&id) else {
+                self.liveness.remove(id);
+                continue;
+            };
+            if channel.outbox.queue_ping() {
+                self.flush(id);
+            }
         }
     }
 
@@ -559,7 +596,7 @@ impl IoThread {
                     self.read_notify();
                 }
                 Ok(Command::Resume(id)) => self.resume(id),
-                Ok(Command::Watch(id, fd, label, cgroup, node)) => {
+                Ok(Command::Watch(id, fd, label, cgroup, node, liveness)) => {
                     if let Some(name) = cgroup {
                         self.cgroups.insert(name, id);
                     }
@@ -580,6 +617,9 @@ impl IoThread {
                         .insert(id, Channel::new(stream, label, budget));
                     if let Some(info) = node {
                         self.primary.add_worker(id, info, &self.epoll);
+                        if let Some(watchdog) = liveness {
+                            self.liveness.add(id, watchdog, Instant::now());
+                        }
                     }
                 }
                 Ok(Command::Forget(id)) => self.close(id),
@@ -628,6 +668,7 @@ impl IoThread {
                 );
             }
         }
+        self.liveness.remove(id);
         if self.primary.is_worker(id) {
             self.primary.remove_worker(id, &self.epoll);
             self.deliver();
@@ -775,7 +816,7 @@ impl IoThread {
             drop(barrier);
             let parsed = sd_notify::parse(&text);
             if parsed == NotifyMessage::default() {
-                // BARRIER=1, WATCHDOG=1, ...: nothing clusterd acts on.
+                // BARRIER=1, FDSTORE=1, ...: nothing clusterd acts on.
                 debug!("NOTIFY_SOCKET: nothing to act on from pid {pid}: {text:?}");
                 continue;
             }
@@ -859,6 +900,7 @@ fn user_message(value: &serde_json::Value) -> Option<WorkerMessage> {
     match act {
         Some("suicide") => Some(WorkerMessage::Suicide),
         Some("ready") => Some(WorkerMessage::Ready),
+        Some("watchdog") => Some(WorkerMessage::Watchdog),
         _ => None,
     }
 }

@@ -22,6 +22,7 @@
 //!   (`primary_tests.rs`).
 
 pub(crate) mod listener;
+pub(crate) mod liveness;
 pub(crate) mod message;
 pub(crate) mod outbox;
 pub(crate) mod primary;

@@ -8,6 +8,14 @@
 //! chunk it read, so only one may be in flight. On `NODE_HANDLE_NACK` the message is sent
 //! again, at most [`MAX_RETRANSMISSIONS`] times.
 //!
+//! A liveness check of the worker's event loop ([`Outbox::queue_ping`], for `watchdog`) is
+//! `{"cmd":"NODE_HANDLE"}` with no socket: Node's runtime answers it by itself with
+//! `NODE_HANDLE_NACK` (lib/internal/child_process.js, "the handle is not received ... report
+//! the sender"), whatever the app does — unless its event loop is blocked. It follows the
+//! same one-in-flight rule as a handle: it is written only when nothing awaits an ack, and
+//! nothing is written after it until its NACK, so Node can never attach a real socket to it
+//! (nor take its NACK for a lost socket's).
+//!
 //! Lines from `clusterctl send` carry a [`Charge`]: their bytes count against the instance's
 //! allowance and clusterd's until they are written (or dropped with the channel), so that an
 //! instance that never reads its channel costs clusterd a bounded amount of memory.
@@ -71,6 +79,20 @@ impl Drop for Charge {
     }
 }
 
+/// A liveness check: a handle message without a handle.
+const PING_LINE: &[u8] = b"{\"cmd\":\"NODE_HANDLE\"}\n";
+
+/// Where the liveness check of a channel is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Ping {
+    #[default]
+    None,
+    /// To be written once the queue is empty; `written` bytes of it already are.
+    Queued { written: usize },
+    /// Written; its NACK has not come yet.
+    InFlight,
+}
+
 /// What a flush achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Flushed {
@@ -92,6 +114,8 @@ pub(crate) struct Outbox {
     retransmissions: u32,
     /// Lines in `queue` from `clusterctl send` (bounded by their [`Charge`]s).
     charged: usize,
+    /// The liveness check of the worker's event loop.
+    ping: Ping,
 }
 
 impl Outbox {
@@ -121,9 +145,50 @@ impl Outbox {
         self.awaiting_ack.is_some()
     }
 
+    /// Queues a liveness check, unless one is queued or unanswered. Returns whether one was
+    /// queued.
+    pub(crate) fn queue_ping(&mut self) -> bool {
+        if self.ping != Ping::None {
+            return false;
+        }
+        self.ping = Ping::Queued { written: 0 };
+        true
+    }
+
+    /// Writes the queued liveness check if its turn has come; `None` if it has not.
+    fn flush_ping(&mut self, channel: BorrowedFd) -> Option<Result<(), Errno>> {
+        let Ping::Queued { written } = self.ping else {
+            return None;
+        };
+        if written == 0 && !self.queue.is_empty() {
+            return None;
+        }
+        let rest = PING_LINE.get(written..).unwrap_or_default();
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+        Some(
+            sendmsg::<UnixAddr>(channel.as_raw_fd(), &[IoSlice::new(rest)], &[], flags, None).map(
+                |n| {
+                    self.ping = if written + n >= PING_LINE.len() {
+                        Ping::InFlight
+                    } else {
+                        Ping::Queued {
+                            written: written + n,
+                        }
+                    };
+                },
+            ),
+        )
+    }
+
     /// Writes as much as the channel takes.
     pub(crate) fn flush(&mut self, channel: BorrowedFd) -> Flushed {
-        while self.awaiting_ack.is_none() {
+        while self.awaiting_ack.is_none() && self.ping != Ping::InFlight {
+            match self.flush_ping(channel) {
+                None => {}
+                Some(Ok(())) | Some(Err(Errno::EINTR)) => continue,
+                Some(Err(Errno::EAGAIN)) => return Flushed::Blocked,
+                Some(Err(_)) => return Flushed::Broken,
+            }
             let Some(front) = self.queue.front() else {
                 return Flushed::Idle;
             };
@@ -167,8 +232,13 @@ impl Outbox {
         self.retransmissions = 0;
     }
 
-    /// `NODE_HANDLE_NACK`: the message arrived without its socket; send it again (a few times).
-    pub(crate) fn on_handle_nack(&mut self) {
+    /// `NODE_HANDLE_NACK`: the answer to the liveness check (returns true), or a message
+    /// arrived without its socket: send it again (a few times).
+    pub(crate) fn on_handle_nack(&mut self) -> bool {
+        if self.ping == Ping::InFlight {
+            self.ping = Ping::None;
+            return true;
+        }
         if let Some(message) = self.awaiting_ack.take() {
             if self.retransmissions < MAX_RETRANSMISSIONS {
                 self.retransmissions += 1;
@@ -179,6 +249,7 @@ impl Outbox {
                 log::warn!("a socket did not reach its Node worker after {MAX_RETRANSMISSIONS} retransmissions");
             }
         }
+        false
     }
 }
 
@@ -214,6 +285,41 @@ mod tests {
         }
         let n = message.bytes;
         (buffer[..n].to_vec(), fds)
+    }
+
+    #[test]
+    fn a_liveness_check_waits_for_a_handle_ack_and_holds_everything_until_its_nack() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        theirs.set_nonblocking(true).unwrap();
+        let (socket, _) = UnixDatagram::pair().unwrap();
+        let mut outbox = Outbox::default();
+        outbox.push(Outgoing {
+            line: b"{\"a\":1}\n".to_vec(),
+            fd: Some(socket.into()),
+            charge: None,
+        });
+        assert!(outbox.queue_ping());
+        assert!(!outbox.queue_ping(), "one check at a time");
+        assert_eq!(outbox.flush(ours.as_fd()), Flushed::Idle);
+        assert_eq!(receive(&theirs).1, 1);
+        // Not while a socket waits for its ack: Node would attach it to the check.
+        assert!((&theirs).read(&mut [0u8; 16]).is_err());
+        outbox.on_handle_ack();
+        assert_eq!(outbox.flush(ours.as_fd()), Flushed::Idle);
+        assert_eq!(receive(&theirs), (PING_LINE.to_vec(), 0));
+        // Nothing after it until its answer, which is the check's, not a lost socket's.
+        outbox.push(Outgoing {
+            line: b"{\"b\":2}\n".to_vec(),
+            fd: None,
+            charge: None,
+        });
+        assert_eq!(outbox.flush(ours.as_fd()), Flushed::Idle);
+        assert!((&theirs).read(&mut [0u8; 16]).is_err());
+        assert!(outbox.on_handle_nack());
+        assert_eq!(outbox.flush(ours.as_fd()), Flushed::Idle);
+        assert_eq!(receive(&theirs), (b"{\"b\":2}\n".to_vec(), 0));
+        assert!(!outbox.on_handle_nack(), "no check in flight");
     }
 
     #[test]

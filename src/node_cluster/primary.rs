@@ -188,7 +188,10 @@ impl Primary {
                 Whose::Internal
             }
             Some(FromWorker::HandleNack) => {
-                outbox.on_handle_nack();
+                if outbox.on_handle_nack() {
+                    // Its event loop answered the liveness check (`watchdog`).
+                    self.events.push((id, WorkerMessage::Watchdog));
+                }
                 Whose::Internal
             }
             Some(message) => {

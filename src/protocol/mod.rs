@@ -246,6 +246,10 @@ pub struct UnitStatus {
     /// Times the unit gave up, since clusterd started.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub give_ups: u32,
+    /// Instances replaced because they were hung (`watchdog`, `[health]`), since clusterd
+    /// started.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub health_replacements: u32,
     /// Its last lifecycle events, oldest first (`status UNIT` only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<EventStatus>,
@@ -280,6 +284,7 @@ impl UnitStatus {
             instances: Vec::new(),
             memory_replacements: 0,
             give_ups: 0,
+            health_replacements: 0,
             events: Vec::new(),
             waiting_for: None,
             job: None,
@@ -450,6 +455,31 @@ pub struct InstanceStatus {
     /// Resident memory of the whole instance, in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_bytes: Option<u64>,
+    /// What its `watchdog` and `[health]` check say; absent when its unit has neither.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthStatus>,
+}
+
+/// An instance's health, as its watchdog and `[health]` check see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthStatus {
+    /// `ok`, `failing` or `unknown` (no check has passed or failed yet).
+    pub state: HealthState,
+    /// Failed checks in a row (a missed watchdog counts as one).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failures: u32,
+    /// Why the last check failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// On the wire the lower-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthState {
+    Ok,
+    Failing,
+    Unknown,
 }
 
 #[cfg(test)]

@@ -46,6 +46,13 @@ pub(crate) enum Event {
     },
     /// Files changed under a path the unit watches (`watch`).
     FilesChanged(String),
+    /// An HTTP `[health]` check of process `id`, number `seq`, ended: `Err` says why it
+    /// failed.
+    ProbeDone {
+        id: SpawnId,
+        seq: u64,
+        result: Result<(), String>,
+    },
 }
 
 /// A message on the worker channel, already parsed from its JSON line.
@@ -57,6 +64,9 @@ pub(crate) enum WorkerMessage {
     Ready,
     /// A Node cluster worker listens (seen by the Node primary).
     Listening,
+    /// `{"act":"watchdog"}`: "I am alive" (`watchdog`); also a Node worker's event loop
+    /// answering the primary's check.
+    Watchdog,
 }
 
 /// The fields of one sd_notify datagram that clusterd acts on.
@@ -65,6 +75,10 @@ pub(crate) struct NotifyMessage {
     pub ready: bool,
     pub stopping: bool,
     pub status: Option<String>,
+    /// `WATCHDOG=1`: it is alive.
+    pub watchdog: bool,
+    /// `WATCHDOG=trigger`: it declares itself hung.
+    pub watchdog_trigger: bool,
 }
 
 /// A token that travels with an event and is dropped once the event has been handled. Its

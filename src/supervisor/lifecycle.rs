@@ -201,10 +201,12 @@ impl<P: ProcessControl> Supervisor<P> {
                         started_at: now,
                         phase: Phase::Starting,
                         status_text: None,
+                        health: Default::default(),
                     },
                 );
                 self.by_pid.insert(pid, id);
                 self.enter_starting(id, now);
+                self.health_on_start(id, now);
                 if ready {
                     // Not mark_ready: re-checking the unit now, with some of its indexes still
                     // to be started, would take them for instances that cannot start.
@@ -329,6 +331,9 @@ impl<P: ProcessControl> Supervisor<P> {
             info!("{unit}: on_giveup hook (pid {pid}) {status}");
             return;
         }
+        if let Some(id) = self.probes.remove(&pid) {
+            return self.probe_exited(id, pid, status, now);
+        }
         let Some(id) = self.by_pid.remove(&pid) else {
             debug!("reaped pid {pid} ({status}), not an instance");
             return;
@@ -340,6 +345,7 @@ impl<P: ProcessControl> Supervisor<P> {
         for timer in every_timer_of(id) {
             self.timers.cancel(timer);
         }
+        self.health_on_exit(&process);
         if process.phase.is_leaving() {
             info!("{}: {status}", process.label());
         } else {

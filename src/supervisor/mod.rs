@@ -6,13 +6,15 @@
 //! The logic is split by concern: `phase` (a process's lifecycle as one enum, and the one
 //! transition function that changes it and its timers), `lifecycle` (spawn, exit, restart,
 //! give-up, stop), `handover` (readiness, suicide, rolling reload), `requests` (clusterctl
-//! verbs), `daemon_reload` (applying a re-read units directory) and `status`.
+//! verbs), `daemon_reload` (applying a re-read units directory), `health` (watchdog and
+//! `[health]` checks: hung instances replaced) and `status`.
 
 mod cron_restart;
 mod daemon_reload;
 pub(crate) mod event;
 mod file_changes;
 mod handover;
+mod health;
 mod jobs;
 mod lifecycle;
 mod memory_limit;
@@ -42,6 +44,7 @@ use crate::supervisor::event::{Event, NotifyMessage, WorkerMessage};
 use crate::supervisor::process_control::{ExitStatus, ProcessControl, SpawnId};
 use crate::unit::{LoadedFile, UnitError};
 
+pub(crate) use health::InstanceHealth;
 pub(crate) use process::Process;
 use timers::{Timer, Timers};
 use unit_runtime::UnitRuntime;
@@ -66,6 +69,10 @@ pub(crate) struct Supervisor<P: ProcessControl> {
     by_pid: HashMap<Pid, SpawnId>,
     /// Running `on_giveup` hooks: pid -> unit name.
     hooks: HashMap<Pid, String>,
+    /// Running `[health]` command checks: pid -> the instance checked.
+    probes: HashMap<Pid, SpawnId>,
+    /// The number of the last health check started (a late result names its own).
+    probe_seq: u64,
     timers: Timers,
     next_spawn_id: SpawnId,
     /// Set by SIGTERM/SIGINT: stopping everything, then exit.
@@ -142,6 +149,8 @@ impl<P: ProcessControl> Supervisor<P> {
             lingering: HashMap::new(),
             by_pid: HashMap::new(),
             hooks: HashMap::new(),
+            probes: HashMap::new(),
+            probe_seq: 0,
             timers: Timers::default(),
             next_spawn_id: 1,
             shutting_down: false,
@@ -209,6 +218,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 ..
             } => self.on_notify(pid, pgid, instance, message, now),
             Event::FilesChanged(unit) => self.on_files_changed(&unit, now),
+            Event::ProbeDone { id, seq, result } => self.on_probe_done(id, seq, result, now),
         }
         self.pass_on_unit_events(now);
     }
@@ -272,6 +282,9 @@ impl<P: ProcessControl> Supervisor<P> {
                 }
                 Timer::GiveUpOnLeftovers(id, _) => self.give_up_on_leftovers(id, now),
                 Timer::ShutdownDeadline => self.stop_waiting(),
+                Timer::Watchdog(id) => self.watchdog_due(id, now),
+                Timer::HealthCheck(id) => self.health_check_due(id, now),
+                Timer::ProbeTimeout(id) => self.probe_timed_out(id, now),
             }
         }
         self.pass_on_unit_events(now);
@@ -475,6 +488,7 @@ impl<P: ProcessControl> Supervisor<P> {
         match message {
             WorkerMessage::Suicide => self.on_suicide(id, now),
             WorkerMessage::Ready => self.mark_ready(id, now),
+            WorkerMessage::Watchdog => self.on_alive(id, now),
             WorkerMessage::Listening => {
                 // With `ready = "notify"` (PM2's wait_ready) listening is not enough.
                 let by_listening = self
@@ -524,6 +538,12 @@ impl<P: ProcessControl> Supervisor<P> {
         }
         if message.ready {
             self.mark_ready(id, now);
+        }
+        if message.watchdog {
+            self.on_alive(id, now);
+        }
+        if message.watchdog_trigger {
+            self.on_watchdog_trigger(id, now);
         }
         if message.stopping {
             self.on_suicide(id, now);

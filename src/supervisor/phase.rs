@@ -44,11 +44,13 @@ pub(crate) enum Readiness {
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Phase {
     /// Spawned, not ready yet. Timers: `ReadyTimeout` (`ready = "notify"`), `ListenTimeout`
-    /// (`ready = "listening"`), `ReadyAfter` (a non-zero `ready_after`).
+    /// (`ready = "listening"`), `ReadyAfter` (a non-zero `ready_after`); `HealthCheck` with
+    /// a `[health] start_period`.
     Starting,
     /// Ready but for `ready_after`. Timers: those of `Starting`, still running.
     ReadyPending,
-    /// Ready to serve. No timer.
+    /// Ready to serve. Timers: `Watchdog` (a unit's `watchdog`) and `HealthCheck` or
+    /// `ProbeTimeout` (its `[health]`), armed on entry by `health_on_ready`.
     Running,
     /// It announced its exit (suicide) or is being replaced (`memory_max`): it finishes its
     /// work while its replacement starts, and its exit restarts nothing. Once `let_go` (its
@@ -233,13 +235,16 @@ fn readiness_timers(id: SpawnId, unit: &Unit) -> Vec<Timer> {
 }
 
 /// Every timer that refers to process `id`: all go when it is reaped.
-pub(super) fn every_timer_of(id: SpawnId) -> [Timer; 5] {
+pub(super) fn every_timer_of(id: SpawnId) -> [Timer; 8] {
     [
         Timer::Kill(id),
         Timer::KillSignal(id),
         Timer::ReadyTimeout(id),
         Timer::ReadyAfter(id),
         Timer::ListenTimeout(id),
+        Timer::Watchdog(id),
+        Timer::HealthCheck(id),
+        Timer::ProbeTimeout(id),
     ]
 }
 
@@ -312,6 +317,10 @@ impl<P: ProcessControl> Supervisor<P> {
             }
             Step::LetGo => self.timers.add_after(now, kill_timeout, Timer::Kill(id)),
             Step::Ready | Step::ReadyLater | Step::Announce => {}
+        }
+        if !old.is_ready() && new.is_ready() && !new.is_leaving() {
+            // Ready: its watchdog and health checks begin.
+            self.health_on_ready(id, now);
         }
         Some((old, new))
     }

@@ -20,6 +20,8 @@ pub(crate) struct Process {
     pub phase: Phase,
     /// The last `STATUS=` it sent to NOTIFY_SOCKET.
     pub status_text: Option<String>,
+    /// Its watchdog and `[health]` checks.
+    pub health: super::InstanceHealth,
 }
 
 impl Process {

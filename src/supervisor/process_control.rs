@@ -137,6 +137,21 @@ impl fmt::Display for SpawnError {
     }
 }
 
+/// One `[health]` check of an instance.
+pub(crate) struct ProbeRequest<'a> {
+    /// The instance checked.
+    pub id: SpawnId,
+    /// The check's number: an HTTP check's result comes back with it.
+    pub seq: u64,
+    pub unit: &'a Unit,
+    pub index: u32,
+    /// The instance's own process (`MAINPID` of a command check).
+    pub pid: Pid,
+    pub probe: &'a crate::unit::Probe,
+    /// An HTTP check answers by then at the latest (a command is killed by the supervisor).
+    pub timeout: std::time::Duration,
+}
+
 /// The `on_giveup` alarm of a unit.
 pub(crate) struct HookRequest<'a> {
     pub unit: &'a Unit,
@@ -250,6 +265,16 @@ pub(crate) trait ProcessControl {
 
     /// Starts an `on_giveup` hook.
     fn spawn_hook(&mut self, request: &HookRequest) -> Result<Pid, SpawnError>;
+
+    /// Starts one `[health]` check, without waiting for it. A command check is a child of
+    /// clusterd leading its own group (its pid is returned; the supervisor reaps it and
+    /// kills it at its timeout); an HTTP check (`None` returned) runs off the loop and ends
+    /// as `Event::ProbeDone` within its timeout. The error says why it cannot start.
+    fn start_probe(&mut self, request: &ProbeRequest) -> Result<Option<Pid>, String>;
+
+    /// Instance `id` is hung and about to be replaced: hand it no new work where clusterd
+    /// hands work out (a Node cluster's round-robin connections).
+    fn withdraw_hung(&mut self, id: SpawnId);
 
     /// Sends `signal` to the process group `pgid` (of a hook). A group that no longer exists
     /// is not an error worth reporting: the caller learns of exits through `reap`.

@@ -98,6 +98,7 @@ impl<P: ProcessControl> Supervisor<P> {
                     cpu_percent: None,
                     cpu_seconds: None,
                     memory_bytes: None,
+                    health: None,
                 },
             });
         }
@@ -114,6 +115,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 cpu_percent: None,
                 cpu_seconds: None,
                 memory_bytes: None,
+                health: None,
             });
         }
         // Processes that are not the current one of a wanted index: replaced ones finishing
@@ -170,6 +172,7 @@ impl<P: ProcessControl> Supervisor<P> {
             instances,
             memory_replacements: rt.memory_replacements,
             give_ups: rt.give_ups,
+            health_replacements: rt.health_replacements,
             events: Vec::new(),
             waiting_for: (facts.waiting && processes.is_empty()).then(|| {
                 let text = self.waiting_text(name);
@@ -192,6 +195,10 @@ impl<P: ProcessControl> Supervisor<P> {
         now: Instant,
     ) -> InstanceStatus {
         let draining = draining || p.phase.announced();
+        let checked = self
+            .units
+            .get(&p.unit)
+            .is_some_and(|rt| rt.unit.watchdog.is_some() || rt.unit.health.is_some());
         InstanceStatus {
             index: p.index,
             pid: u32::try_from(p.pid.as_raw()).ok(),
@@ -204,6 +211,7 @@ impl<P: ProcessControl> Supervisor<P> {
             cpu_percent: usage.map(|u| u.cpu_percent),
             cpu_seconds: usage.map(|u| u.cpu_seconds),
             memory_bytes: usage.map(|u| u.memory_bytes),
+            health: checked.then(|| p.health.status()),
         }
     }
 }

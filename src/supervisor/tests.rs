@@ -87,6 +87,10 @@ struct FakeOs {
     /// `until_local` says every local time has passed (as mktime may for an hour that
     /// comes twice).
     until_local_is_zero: bool,
+    /// `[health]` checks started: (instance, check number).
+    probes: Vec<(SpawnId, u64)>,
+    /// Instances withdrawn from round-robin as hung.
+    withdrawn: Vec<SpawnId>,
 }
 
 impl FakeOs {
@@ -121,6 +125,8 @@ impl FakeOs {
             given_up: Vec::new(),
             leave_processes: false,
             until_local_is_zero: false,
+            probes: Vec::new(),
+            withdrawn: Vec::new(),
         }
     }
 
@@ -198,6 +204,21 @@ impl ProcessControl for FakeOs {
 
     fn signal_group(&mut self, pgid: Pid, signal: Signal) {
         self.signals.push((pgid, signal));
+    }
+
+    fn start_probe(
+        &mut self,
+        request: &crate::supervisor::process_control::ProbeRequest,
+    ) -> Result<Option<Pid>, String> {
+        self.probes.push((request.id, request.seq));
+        match request.probe {
+            crate::unit::Probe::Command(_) => Ok(Some(self.new_pid())),
+            crate::unit::Probe::Http(_) => Ok(None),
+        }
+    }
+
+    fn withdraw_hung(&mut self, id: SpawnId) {
+        self.withdrawn.push(id);
     }
 
     fn local_time(&self) -> crate::unit::cron::LocalTime {
@@ -2892,3 +2913,5 @@ fn a_run_stopped_by_hand_ends_unfinished_without_counting_as_a_failure() {
     assert_eq!(run.ok, Some(false));
     assert!(run.result.unwrap().starts_with("run stopped after"));
 }
+/// watchdog and `[health]`, in a file of their own.
+mod health;

@@ -46,6 +46,13 @@ pub(super) enum Timer {
     Schedule(String),
     /// The unit's watched files have been quiet for `watch_delay` after a change: reload.
     WatchReload(String),
+    /// The process's `watchdog` may have run out: re-armed from its last sign of life, or
+    /// it is replaced.
+    Watchdog(SpawnId),
+    /// Start the process's next `[health]` check.
+    HealthCheck(SpawnId),
+    /// The process's running `[health]` check has taken its `timeout`.
+    ProbeTimeout(SpawnId),
     /// `shutdown_delay` after SIGTERM/SIGINT: stop everything now.
     ShutdownDelay,
     /// A second shutdown signal sent SIGKILL to everything `AFTER_SIGKILL` ago: end without
@@ -94,6 +101,11 @@ impl Timers {
         if let Some((at, n)) = self.armed.remove(&timer) {
             self.queue.remove(&(at, n, timer));
         }
+    }
+
+    /// When `timer` fires, if it is armed.
+    pub(super) fn deadline_of(&self, timer: &Timer) -> Option<Instant> {
+        self.armed.get(timer).map(|&(at, _)| at)
     }
 
     pub(super) fn is_armed(&self, timer: &Timer) -> bool {

@@ -43,6 +43,9 @@ pub(super) struct UnitRuntime {
     pub memory_check_armed: bool,
     /// Instances replaced for going above `memory_max`, since clusterd started.
     pub memory_replacements: u32,
+    /// Instances replaced because they were hung (watchdog, `[health]`), since clusterd
+    /// started.
+    pub health_replacements: u32,
     /// Times the unit gave up (reached its restart limit), since clusterd started.
     pub give_ups: u32,
     /// The minute its `cron_restart` timer is armed for, and the schedule it follows.
@@ -137,6 +140,7 @@ impl UnitRuntime {
             recent: Default::default(),
             memory_check_armed: false,
             memory_replacements: 0,
+            health_replacements: 0,
             give_ups: 0,
             cron_next: None,
             job: Default::default(),

@@ -113,8 +113,9 @@ pub(crate) struct JobKeys {
 }
 
 /// Keys a one-shot cannot have: they are about a long-running process (serving, readiness,
-/// replacing it while it serves).
-pub const SERVICE_ONLY_KEYS: [&str; 7] = [
+/// replacing it while it serves; a hung one is replaced only once its replacement is ready,
+/// which a run to completion has no use for).
+pub const SERVICE_ONLY_KEYS: [&str; 9] = [
     "listen",
     "ready",
     "ready_after",
@@ -122,6 +123,8 @@ pub const SERVICE_ONLY_KEYS: [&str; 7] = [
     "memory_max",
     "cron_restart",
     "watch",
+    "watchdog",
+    "health",
 ];
 
 /// The first of [`SERVICE_ONLY_KEYS`] that `text` (a unit file that parsed) sets, with the
@@ -310,6 +313,16 @@ mod tests {
             (
                 "command = \"true\"\ntype = \"oneshot\"\nready = \"notify\"\n",
                 3,
+                "services only",
+            ),
+            (
+                "command = \"true\"\ntype = \"oneshot\"\nwatchdog = \"5s\"\n",
+                3,
+                "services only",
+            ),
+            (
+                "command = \"true\"\ntype = \"oneshot\"\n\n[health]\ncommand = [\"true\"]\n",
+                4,
                 "services only",
             ),
             (

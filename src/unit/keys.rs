@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use toml::de::{DeValue, ValueDeserializer};
 use toml::Spanned;
 
+use super::health::HealthTable;
 use super::unit_file::{ListenOptionsTable, LogTable, RestartBackoffTable, RestartLimitTable};
 use super::values::{
     Balance, ByteSize, CommandLine, EnvValue, HumanDuration, InstanceCount, ListenAddress,
@@ -267,7 +268,7 @@ pub const KEYS: &[Key] = &[
         name: "type",
         value: "`\"service\"`, `\"oneshot\"`",
         default: "`\"service\"`",
-        meaning: "`\"oneshot\"`: the instances run to completion; exit 0 (or a code of `success_exit_codes`) makes the unit `done`, a failure is restarted as `restart` says (default `\"never\"` for a one-shot; `\"always\"` is refused) or makes it `failed`; `clusterctl start` runs it again ([jobs.md](jobs.md)). A one-shot takes no `listen`, `ready`, `ready_after`, `node_cluster`, `memory_max`, `cron_restart` or `watch`",
+        meaning: "`\"oneshot\"`: the instances run to completion; exit 0 (or a code of `success_exit_codes`) makes the unit `done`, a failure is restarted as `restart` says (default `\"never\"` for a one-shot; `\"always\"` is refused) or makes it `failed`; `clusterctl start` runs it again ([jobs.md](jobs.md)). A one-shot takes no `listen`, `ready`, `ready_after`, `node_cluster`, `memory_max`, `cron_restart`, `watch`, `watchdog` or `health`",
         check: check::<super::job::UnitKind>,
     },
     Key {
@@ -290,6 +291,20 @@ pub const KEYS: &[Key] = &[
         default: "none (only 0)",
         meaning: "one-shots only: exit codes that count as success besides 0 (systemd's `SuccessExitStatus=`)",
         check: check::<Vec<i32>>,
+    },
+    Key {
+        name: "watchdog",
+        value: "duration",
+        default: "none",
+        meaning: "once ready, an instance must say it is alive at least this often (`WATCHDOG=1` on `NOTIFY_SOCKET`, which gets `WATCHDOG_USEC` and `WATCHDOG_PID` as under systemd, or `{\"act\":\"watchdog\"}` on its channel); one that does not is replaced ([health.md](health.md))",
+        check: check::<HumanDuration>,
+    },
+    Key {
+        name: "health",
+        value: "table `{ command or http, interval, timeout, failures, start_period }` (or a `[health]` section)",
+        default: "none; `{ interval = \"10s\", timeout = \"5s\", failures = 3 }` once set",
+        meaning: "a check clusterd runs for each instance: `command` (exit 0 is healthy; `CLUSTERD_UNIT`, `CLUSTERD_INSTANCE`, `MAINPID` in its environment) or `http` (a GET, 2xx is healthy; `{index}` and `{port}` are the instance's index and `PORT`); after `failures` failures in a row the instance is replaced; failures within `start_period` of its start do not count ([health.md](health.md))",
+        check: check::<HealthTable>,
     },
 ];
 

@@ -2,7 +2,7 @@
 //! the supervisor. Built from a [`UnitFile`] by [`Unit::parse`], which reads each section
 //! with the module that owns it (and its defaults): [`super::instances`],
 //! [`super::restarts`], [`super::environment`], [`super::credentials`], [`super::listen`],
-//! [`super::readiness`], [`super::log_settings`], [`super::memory_limit`], [`super::watch`].
+//! [`super::readiness`], [`super::log_settings`], [`super::memory_limit`], [`super::watch`], [`super::health`].
 //! The keys with a plain default have it here.
 
 use std::collections::BTreeMap;
@@ -14,6 +14,7 @@ use toml::Spanned;
 
 use super::credentials::{resolve_credentials, Credentials};
 use super::environment::{environment_files, environments, variables, EnvironmentFile};
+use super::health::{health_check, watchdog, HealthCheck};
 use super::instances::instances;
 use super::listen::{listen_addresses, listen_options, ListenOptions};
 use super::log_settings::{log_settings, LogSettings};
@@ -89,6 +90,10 @@ pub struct Unit {
     pub watch_delay: Duration,
     /// `type`, `after`, `schedule`, `success_exit_codes` ([`super::job`]).
     pub job: super::job::JobSettings,
+    /// An instance that is ready must say it is alive at least this often.
+    pub watchdog: Option<Duration>,
+    /// The `[health]` check clusterd runs for each instance.
+    pub health: Option<HealthCheck>,
 }
 
 /// Unit names end up in environment variables, log lines and the control protocol: keep them
@@ -139,6 +144,8 @@ impl Unit {
         let (restart_delay, restart_backoff) =
             restart_wait(file.restart_delay.as_ref(), file.restart_backoff, at)?;
         // Relative to where the instances run: their working directory, else the file's.
+        let watchdog = watchdog(file.watchdog, at)?;
+        let health = health_check(file.health, at)?;
         let watch = watch_paths(file.watch, working_directory.as_ref().unwrap_or(&base_dir));
         let (job, restart) = super::job::job_settings(
             super::job::JobKeys {
@@ -188,6 +195,8 @@ impl Unit {
             watch_ignore: watch_ignore(file.watch_ignore),
             watch_delay: watch_delay(file.watch_delay),
             job,
+            watchdog,
+            health,
         })
     }
 

@@ -54,6 +54,8 @@ pub struct UnitFile {
     pub after: Option<Spanned<Vec<Spanned<String>>>>,
     pub schedule: Option<Spanned<super::job::Schedule>>,
     pub success_exit_codes: Option<Spanned<Vec<i32>>>,
+    pub watchdog: Option<Spanned<HumanDuration>>,
+    pub health: Option<Spanned<super::health::HealthTable>>,
 }
 
 /// A table of environment variables, each name with its place in the file.

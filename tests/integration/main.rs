@@ -16,6 +16,7 @@ mod container;
 mod control_socket;
 mod examples;
 mod generated_files;
+mod health;
 mod hostile_cgroups;
 mod hostile_control;
 mod hostile_env_and_send;

@@ -25,6 +25,8 @@ use crate::supervisor::process_control::{SpawnError, SpawnStage};
 /// Placeholder in the envp for the child's own pid, written after fork: `LISTEN_PID` must be
 /// the pid of the process that receives the sockets, which does not exist before fork.
 const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
+/// The same for `WATCHDOG_PID`, which `sd_watchdog_enabled()` compares with its own pid.
+const WATCHDOG_PID_PREFIX: &[u8] = b"WATCHDOG_PID=";
 const PID_DIGITS: usize = 20;
 
 /// How a child is created. By default the first way that works here; `CLUSTERD_SPAWN_PATH`
@@ -169,6 +171,8 @@ pub(crate) struct ExecRequest<'a> {
     pub pass_fds: Vec<RawFd>,
     /// Add `LISTEN_PID=<child pid>` to the environment.
     pub listen_pid: bool,
+    /// Add `WATCHDOG_PID=<child pid>` to the environment.
+    pub watchdog_pid: bool,
     pub working_directory: Option<&'a Path>,
     pub uid: Option<Uid>,
     pub gid: Option<Gid>,
@@ -201,8 +205,8 @@ struct ExecPlan {
     argv_ptrs: Vec<*const libc::c_char>,
     env_storage: Vec<Vec<u8>>,
     env_ptrs: Vec<*const libc::c_char>,
-    /// Index in `env_storage` of the `LISTEN_PID=` entry.
-    listen_pid_entry: Option<usize>,
+    /// In `env_storage`, the entries the child writes its pid into: (index, prefix length).
+    pid_entries: Vec<(usize, usize)>,
     /// Where each fd the child gets goes: (clusterd's fd, the child's fd number) — stdin,
     /// stdout and stderr when given, then the passed fds at 3, 4, ...
     placements: Vec<(RawFd, RawFd)>,
@@ -487,8 +491,14 @@ impl ExecPlan {
         let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
         argv_ptrs.push(std::ptr::null());
 
-        let (env_storage, listen_pid_entry) =
-            environment_block(&request.environment, request.listen_pid);
+        let pid_variables: Vec<&[u8]> = [
+            (request.listen_pid, LISTEN_PID_PREFIX),
+            (request.watchdog_pid, WATCHDOG_PID_PREFIX),
+        ]
+        .into_iter()
+        .filter_map(|(wanted, prefix)| wanted.then_some(prefix))
+        .collect();
+        let (env_storage, pid_entries) = environment_block(&request.environment, &pid_variables);
         let mut env_ptrs: Vec<*const libc::c_char> =
             env_storage.iter().map(|e| e.as_ptr().cast()).collect();
         env_ptrs.push(std::ptr::null());
@@ -512,7 +522,7 @@ impl ExecPlan {
             argv_ptrs,
             env_storage,
             env_ptrs,
-            listen_pid_entry,
+            pid_entries,
             scratch_fds: vec![-1; layout.placements.len()],
             floor: layout.floor,
             placements: layout.placements,
@@ -537,13 +547,14 @@ impl ExecPlan {
     }
 }
 
-/// The envp's entries, `KEY=VALUE` and a NUL each; with `listen_pid`, one more with room
-/// for the child to write `LISTEN_PID=<its pid>` into, and its index.
+/// The envp's entries, `KEY=VALUE` and a NUL each; then, for each of `pid_variables`
+/// (`b"LISTEN_PID="`), one more with room for the child to write its pid into, and where:
+/// (index, prefix length).
 fn environment_block(
     environment: &[(String, String)],
-    listen_pid: bool,
-) -> (Vec<Vec<u8>>, Option<usize>) {
-    let mut entries: Vec<Vec<u8>> = Vec::with_capacity(environment.len() + 1);
+    pid_variables: &[&[u8]],
+) -> (Vec<Vec<u8>>, Vec<(usize, usize)>) {
+    let mut entries: Vec<Vec<u8>> = Vec::with_capacity(environment.len() + pid_variables.len());
     for (key, value) in environment {
         let mut entry = Vec::with_capacity(key.len() + value.len() + 2);
         entry.extend_from_slice(key.as_bytes());
@@ -552,13 +563,16 @@ fn environment_block(
         entry.push(0);
         entries.push(entry);
     }
-    let listen_pid_entry = listen_pid.then(|| {
-        let mut entry = LISTEN_PID_PREFIX.to_vec();
-        entry.resize(LISTEN_PID_PREFIX.len() + PID_DIGITS + 1, 0);
-        entries.push(entry);
-        entries.len() - 1
-    });
-    (entries, listen_pid_entry)
+    let pid_entries = pid_variables
+        .iter()
+        .map(|prefix| {
+            let mut entry = prefix.to_vec();
+            entry.resize(prefix.len() + PID_DIGITS + 1, 0);
+            entries.push(entry);
+            (entries.len() - 1, prefix.len())
+        })
+        .collect();
+    (entries, pid_entries)
 }
 
 /// Finds the program the way `execvp` would, but in the parent, so that the child does not
@@ -698,11 +712,15 @@ unsafe fn child_after_fork(plan: &mut ExecPlan, report: FailureReport) -> ! {
             libc::setrlimit(libc::RLIMIT_NOFILE, limit);
         }
 
-        if let Some(entry) = plan.listen_pid_entry {
-            write_decimal(
-                &mut plan.env_storage[entry][LISTEN_PID_PREFIX.len()..],
-                libc::getpid() as u64,
-            );
+        let pid = libc::getpid() as u64;
+        for &(entry, prefix) in &plan.pid_entries {
+            if let Some(digits) = plan
+                .env_storage
+                .get_mut(entry)
+                .and_then(|e| e.get_mut(prefix..))
+            {
+                write_decimal(digits, pid);
+            }
         }
 
         switch_account(&plan.credentials, report);
@@ -1044,12 +1062,17 @@ mod tests {
     #[test]
     fn the_envp_has_a_nul_per_entry_and_room_for_listen_pid() {
         let environment = vec![("A".to_string(), "b c".to_string())];
-        let (entries, listen) = environment_block(&environment, true);
+        let (entries, pids) =
+            environment_block(&environment, &[LISTEN_PID_PREFIX, WATCHDOG_PID_PREFIX]);
         assert_eq!(entries[0], b"A=b c\0");
-        assert_eq!(listen, Some(1));
+        assert_eq!(
+            pids,
+            vec![(1, LISTEN_PID_PREFIX.len()), (2, WATCHDOG_PID_PREFIX.len())]
+        );
         assert_eq!(entries[1].len(), LISTEN_PID_PREFIX.len() + PID_DIGITS + 1);
         assert!(entries[1].starts_with(LISTEN_PID_PREFIX));
-        assert_eq!(environment_block(&environment, false).1, None);
+        assert!(entries[2].starts_with(WATCHDOG_PID_PREFIX));
+        assert!(environment_block(&environment, &[]).1.is_empty());
     }
 
     #[test]
@@ -1067,6 +1090,7 @@ mod tests {
             environment: vec![("PATH".into(), "/usr/bin:/bin".into())],
             pass_fds: Vec::new(),
             listen_pid: false,
+            watchdog_pid: false,
             working_directory: dir,
             uid: None,
             gid: None,

@@ -47,6 +47,8 @@ pub(crate) struct InstancePlan {
     pub pass_fds: Vec<RawFd>,
     /// The child writes `LISTEN_PID=<its pid>` (it is passed sockets).
     pub listen_pid: bool,
+    /// The child writes `WATCHDOG_PID=<its pid>` (its unit has a `watchdog`).
+    pub watchdog_pid: bool,
 }
 
 impl InstancePlan {
@@ -88,10 +90,21 @@ impl InstancePlan {
             set(env, "LISTEN_FDS", &start.listen_fds.len().to_string());
             set(env, "LISTEN_FDNAMES", &start.socket_names.join(":"));
         }
+        // As systemd sets them for `WatchdogSec=`: sd_watchdog_enabled() and the libraries
+        // built on it then ping every half of it, unchanged.
+        let watchdog_pid = unit.watchdog.is_some();
+        if let Some(watchdog) = unit.watchdog {
+            set(
+                &mut environment,
+                "WATCHDOG_USEC",
+                &watchdog.as_micros().to_string(),
+            );
+        }
         InstancePlan {
             environment,
             pass_fds,
             listen_pid,
+            watchdog_pid,
         }
     }
 }
