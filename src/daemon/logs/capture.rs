@@ -3,9 +3,9 @@
 //! stdout/stderr — and to the `clusterctl logs --follow` clients.
 //!
 //! - **Nothing lost**: a pipe is read until end-of-file (an instance's last words included;
-//!   clusterd waits for them at exit), a line longer than [`MAX_LINE`] is written in pieces
-//!   marked `+`, and a last line without a newline is written when the pipe closes or after
-//!   [`PARTIAL_FLUSH`].
+//!   clusterd waits for them at exit), a line longer than 64 KiB is written in pieces marked
+//!   `+`, and a last line without a newline is written when the pipe closes or after
+//!   [`PARTIAL_FLUSH`] (the framing: [`super::framing`]).
 //! - **Backpressure, not loss**: writes block this thread (never the supervisor loop, the
 //!   control socket or the worker I/O thread). When a unit's file cannot be written (disk
 //!   full, read-only), its pipes are not read until a retry (every [`RETRY_EVERY`]) succeeds:
@@ -35,6 +35,7 @@ use log::{info, warn};
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::EventFd;
 
+use super::framing::{pieces, Frame, LineFramer};
 use super::history::{last_lines, LineFilter};
 use super::journal::{self, JournalLink, NotSent};
 use super::line_format::{push_prefix, timestamp, Stream, TIMESTAMP_LEN};
@@ -47,9 +48,6 @@ use crate::log_limit::{LogLimit, Verdict};
 use crate::protocol::Response;
 use crate::unit::LogTo;
 
-/// Lines longer than this are written in pieces (64 KiB: long JSON lines and stack traces
-/// stay whole, which Docker's 16 KiB split breaks).
-pub(crate) const MAX_LINE: usize = 64 * 1024;
 /// One read from a pipe.
 const READ_SIZE: usize = 256 * 1024;
 /// A pipe seen full is grown to this (the default `/proc/sys/fs/pipe-max-size`), so that a
@@ -99,8 +97,7 @@ struct Source {
     label: String,
     stream: Stream,
     /// Bytes after the last newline, and since when they wait.
-    partial: Vec<u8>,
-    partial_since: Option<Instant>,
+    framer: LineFramer,
     grown: bool,
     /// Taken out of the epoll while its unit's file cannot be written.
     paused: bool,
@@ -292,7 +289,7 @@ impl CaptureThread {
         let partial = self
             .sources
             .values()
-            .filter_map(|s| s.partial_since.map(|since| since + PARTIAL_FLUSH));
+            .filter_map(|s| s.framer.waiting_since().map(|since| since + PARTIAL_FLUSH));
         let stalled = self
             .units
             .values()
@@ -453,8 +450,7 @@ impl CaptureThread {
             unit: unit.to_string(),
             label: label.to_string(),
             stream,
-            partial: Vec::new(),
-            partial_since: None,
+            framer: LineFramer::default(),
             grown: false,
             paused: false,
             gated: true,
@@ -526,11 +522,11 @@ impl CaptureThread {
         if n == 0 {
             // The instance (and everything it started) closed this output: its last line,
             // newline or not, is written now.
-            let partial = std::mem::take(&mut source.partial);
             let _ = self.epoll.delete(source.pipe.as_fd());
-            self.sources.remove(&token);
-            if !partial.is_empty() {
-                self.emit(&unit, &label, stream, &partial, false, &stamp);
+            if let Some(mut source) = self.sources.remove(&token) {
+                source.framer.take_partial(false, |frame| {
+                    self.emit_frame(&unit, &label, stream, frame, &stamp);
+                });
             }
             self.flush_unit(&unit);
             return false;
@@ -553,9 +549,7 @@ impl CaptureThread {
         true
     }
 
-    /// Frames what was read from the source `token`: the line carried over from the last
-    /// read ends at the first newline, whole lines go out, and the rest waits as the partial
-    /// line (written in [`MAX_LINE`] pieces when it grows that long).
+    /// Frames what was read from the source `token` ([`LineFramer`]) and hands the lines on.
     fn take_lines(
         &mut self,
         token: u64,
@@ -564,56 +558,38 @@ impl CaptureThread {
         stamp: &[u8; TIMESTAMP_LEN],
         read: &[u8],
     ) {
-        let Some(unit) = self.sources.get(&token).map(|s| s.unit.clone()) else {
+        let Some(source) = self.sources.get_mut(&token) else {
             return;
         };
-        let mut rest = read;
-        let carried = self
-            .sources
-            .get_mut(&token)
-            .map(|s| std::mem::take(&mut s.partial))
-            .unwrap_or_default();
-        if !carried.is_empty() {
-            match first_line(rest) {
-                Some((end, after)) => {
-                    let mut line = carried;
-                    line.extend_from_slice(end);
-                    self.emit(&unit, label, stream, &line, false, stamp);
-                    rest = after;
-                }
-                None => {
-                    if let Some(source) = self.sources.get_mut(&token) {
-                        source.partial = carried;
-                    }
-                }
-            }
-        }
-        let whole_end = memchr::memrchr(b'\n', rest).map_or(0, |i| i + 1);
-        let (whole, tail) = rest.split_at_checked(whole_end).unwrap_or((&[], rest));
-        if !whole.is_empty() && !self.append_whole_lines(&unit, label, stream, stamp, whole) {
-            let mut lines = whole;
-            while let Some((line, after)) = first_line(lines) {
-                self.emit(&unit, label, stream, line, false, stamp);
-                lines = after;
-            }
-        }
-        let mut pieces = Vec::new();
+        let unit = source.unit.clone();
+        // Out of the source while its lines go out (they need `self`); put back after.
+        let mut framer = std::mem::take(&mut source.framer);
+        framer.feed(read, Instant::now(), |frame| {
+            self.emit_frame(&unit, label, stream, frame, stamp);
+        });
         if let Some(source) = self.sources.get_mut(&token) {
-            if !tail.is_empty() {
-                source.partial.extend_from_slice(tail);
-                source.partial_since.get_or_insert_with(Instant::now);
-                while source.partial.len() > MAX_LINE {
-                    let after = source.partial.split_off(MAX_LINE);
-                    pieces.push(std::mem::replace(&mut source.partial, after));
-                }
-            }
-            if source.partial.is_empty() {
-                source.partial_since = None;
+            source.framer = framer;
+        }
+    }
+
+    /// Hands one frame on: a run of whole lines in one go where it can
+    /// ([`Self::append_whole_lines`]), else line by line.
+    fn emit_frame(
+        &mut self,
+        unit: &str,
+        label: &str,
+        stream: Stream,
+        frame: Frame<'_>,
+        stamp: &[u8; TIMESTAMP_LEN],
+    ) {
+        if let Frame::Lines(lines) = frame {
+            if self.append_whole_lines(unit, label, stream, stamp, lines) {
+                return;
             }
         }
-        for piece in pieces {
-            self.emit(&unit, label, stream, &piece, true, stamp);
-        }
+        frame.for_each_line(|line, continued| {
+            self.emit_piece(unit, label, stream, line, continued, stamp);
+        });
     }
 
     /// The common case, without a look-up per line: whole lines (`lines` ends with a newline)
@@ -644,16 +620,8 @@ impl CaptureThread {
             stream,
             false,
         );
-        // Counted in the same pass: a line longer than MAX_LINE goes in pieces, by `emit`.
-        let (mut count, mut line_start, mut longest) = (0usize, 0usize, 0usize);
-        for newline in memchr::memchr_iter(b'\n', lines) {
-            count += 1;
-            longest = longest.max(newline - line_start);
-            line_start = newline + 1;
-        }
-        if longest > MAX_LINE {
-            return false;
-        }
+        // No line is longer than MAX_LINE here ([`Frame::Lines`]): none is cut.
+        let count = memchr::memchr_iter(b'\n', lines).count();
         let size = lines.len() + count * prefix.len();
         let fits = log
             .file
@@ -674,7 +642,7 @@ impl CaptureThread {
     }
 
     /// Adds one line (without its newline) of `unit` to where it goes; one longer than
-    /// [`MAX_LINE`] goes in pieces of that size, each but the last marked as continued.
+    /// [`super::framing::MAX_LINE`] goes in pieces of that size, each but the last marked as continued.
     fn emit(
         &mut self,
         unit: &str,
@@ -684,18 +652,12 @@ impl CaptureThread {
         continued: bool,
         stamp: &[u8; TIMESTAMP_LEN],
     ) {
-        let mut bytes = bytes;
-        while let Some((piece, after)) = bytes
-            .split_at_checked(MAX_LINE)
-            .filter(|(_, a)| !a.is_empty())
-        {
-            self.emit_piece(unit, label, stream, piece, true, stamp);
-            bytes = after;
-        }
-        self.emit_piece(unit, label, stream, bytes, continued, stamp);
+        pieces(bytes, continued, &mut |frame| {
+            self.emit_frame(unit, label, stream, frame, stamp);
+        });
     }
 
-    /// [`Self::emit`] for a line or piece of at most [`MAX_LINE`] bytes.
+    /// [`Self::emit`] for a line or piece of at most [`super::framing::MAX_LINE`] bytes.
     fn emit_piece(
         &mut self,
         unit: &str,
@@ -978,7 +940,8 @@ impl CaptureThread {
             .sources
             .iter()
             .filter(|(_, s)| {
-                s.partial_since
+                s.framer
+                    .waiting_since()
                     .is_some_and(|since| since + PARTIAL_FLUSH <= now)
             })
             .map(|(t, _)| *t)
@@ -994,10 +957,11 @@ impl CaptureThread {
             if source.paused {
                 continue;
             }
-            let partial = std::mem::take(&mut source.partial);
-            source.partial_since = None;
+            let mut framer = std::mem::take(&mut source.framer);
             let (unit, label, stream) = (source.unit.clone(), source.label.clone(), source.stream);
-            self.emit(&unit, &label, stream, &partial, true, &stamp);
+            framer.take_partial(true, |frame| {
+                self.emit_frame(&unit, &label, stream, frame, &stamp);
+            });
             self.flush_unit(&unit);
         }
     }
@@ -1310,17 +1274,10 @@ impl CaptureThread {
         let stamp = timestamp(SystemTime::now());
         let tokens: Vec<u64> = self.sources.keys().copied().collect();
         for token in tokens {
-            if let Some(source) = self.sources.remove(&token) {
-                if !source.partial.is_empty() {
-                    self.emit(
-                        &source.unit,
-                        &source.label,
-                        source.stream,
-                        &source.partial,
-                        false,
-                        &stamp,
-                    );
-                }
+            if let Some(mut source) = self.sources.remove(&token) {
+                source.framer.take_partial(false, |frame| {
+                    self.emit_frame(&source.unit, &source.label, source.stream, frame, &stamp);
+                });
             }
         }
         let names: Vec<String> = self.units.keys().cloned().collect();
