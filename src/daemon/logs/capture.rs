@@ -49,10 +49,17 @@ use crate::protocol::Response;
 use crate::unit::LogTo;
 
 /// One read from a pipe.
-const READ_SIZE: usize = 256 * 1024;
+const READ_SIZE: usize = GROWN_PIPE as usize;
+/// What is read is framed and written in slices of this: the formatted lines stay in the
+/// CPU's cache on their way to the file, and clusterd's memory small.
+const WRITE_SLICE: usize = 256 * 1024;
 /// A pipe seen full is grown to this (the default `/proc/sys/fs/pipe-max-size`), so that a
 /// program writing fast is woken less often.
 const GROWN_PIPE: libc::c_int = 1 << 20;
+/// Pipes grown at most (16 MiB of the kernel's memory): a quarter of what
+/// `/proc/sys/fs/pipe-user-pages-soft` lets an unprivileged user hold, beyond which the kernel
+/// gives that user's new pipes, the instances' included, a single page.
+const GROWN_PIPES: usize = 16;
 /// A partial line (no newline yet) is written after this.
 const PARTIAL_FLUSH: Duration = Duration::from_secs(1);
 /// How long journal units' lines wait for journald (within the backlog) before they go to
@@ -98,7 +105,10 @@ struct Source {
     stream: Stream,
     /// Bytes after the last newline, and since when they wait.
     framer: LineFramer,
-    grown: bool,
+    /// The pipe's size: a read of (nearly) this much found it full.
+    capacity: usize,
+    /// Whether growing it was tried (once is enough).
+    grow_tried: bool,
     /// Taken out of the epoll while its unit's file cannot be written.
     paused: bool,
     /// Not read until its instance's start is noted.
@@ -156,6 +166,8 @@ pub(super) struct CaptureThread {
     units: HashMap<String, UnitLog>,
     next_token: u64,
     buffer: Vec<u8>,
+    /// The prefix of the lines being written, made once per read.
+    prefix: Vec<u8>,
     console_out: Vec<u8>,
     console_err: Vec<u8>,
     finish_by: Option<Instant>,
@@ -187,6 +199,7 @@ impl CaptureThread {
             units: HashMap::new(),
             next_token: WAKE_TOKEN + 1,
             buffer: vec![0; READ_SIZE],
+            prefix: Vec::new(),
             console_out: Vec::new(),
             console_err: Vec::new(),
             finish_by: None,
@@ -444,14 +457,17 @@ impl CaptureThread {
             &pipe,
             nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
         );
+        // SAFETY: F_GETPIPE_SZ on a pipe we own.
+        let capacity = unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_GETPIPE_SZ) };
         let pipe = File::from(pipe);
         let source = Source {
+            capacity: usize::try_from(capacity).unwrap_or(64 * 1024),
             pipe,
             unit: unit.to_string(),
             label: label.to_string(),
             stream,
             framer: LineFramer::default(),
-            grown: false,
+            grow_tried: false,
             paused: false,
             gated: true,
         };
@@ -531,22 +547,38 @@ impl CaptureThread {
             self.flush_unit(&unit);
             return false;
         }
-        if n == self.buffer.len() && !source.grown {
-            source.grown = true;
-            // SAFETY: F_SETPIPE_SZ on a pipe we own; failure (limits) leaves it as it was.
-            unsafe { libc::fcntl(source.pipe.as_raw_fd(), libc::F_SETPIPE_SZ, GROWN_PIPE) };
+        if n + 4096 >= source.capacity && !source.grow_tried {
+            self.grow_pipe(token);
         }
         let data = std::mem::take(&mut self.buffer);
-        self.take_lines(
-            token,
-            &label,
-            stream,
-            &stamp,
-            data.get(..n).unwrap_or_default(),
-        );
+        for slice in data.get(..n).unwrap_or_default().chunks(WRITE_SLICE) {
+            self.take_lines(token, &label, stream, &stamp, slice);
+            self.flush_unit(&unit);
+        }
         self.buffer = data;
-        self.flush_unit(&unit);
         true
+    }
+
+    /// The source's pipe was found full: it is grown to [`GROWN_PIPE`] (once; at most
+    /// [`GROWN_PIPES`] at a time), so that its writer is woken, and clusterd reads, less often.
+    fn grow_pipe(&mut self, token: u64) {
+        let grown = self
+            .sources
+            .values()
+            .filter(|s| s.capacity >= GROWN_PIPE as usize)
+            .count();
+        let Some(source) = self.sources.get_mut(&token) else {
+            return;
+        };
+        source.grow_tried = true;
+        if grown < GROWN_PIPES {
+            // SAFETY: F_SETPIPE_SZ on a pipe we own; failure (limits) leaves it as it was.
+            let size =
+                unsafe { libc::fcntl(source.pipe.as_raw_fd(), libc::F_SETPIPE_SZ, GROWN_PIPE) };
+            if let Ok(size) = usize::try_from(size) {
+                source.capacity = size;
+            }
+        }
     }
 
     /// Frames what was read from the source `token` ([`LineFramer`]) and hands the lines on.
@@ -592,9 +624,10 @@ impl CaptureThread {
         });
     }
 
-    /// The common case, without a look-up per line: whole lines (`lines` ends with a newline)
-    /// of a `file` unit that nobody follows, all fitting in the current file. False (nothing
-    /// done) otherwise: then they go one by one through [`Self::emit`].
+    /// The common case, without a look-up, allocation or syscall per line: whole lines
+    /// (`lines` ends with a newline) of a `file` unit, all fitting in the current file, each
+    /// after one prefix made once; its followers are offered them in one go. False (nothing
+    /// done) otherwise: then they go one by one through [`Self::emit_piece`].
     fn append_whole_lines(
         &mut self,
         unit: &str,
@@ -603,40 +636,41 @@ impl CaptureThread {
         stamp: &[u8; TIMESTAMP_LEN],
         lines: &[u8],
     ) -> bool {
-        if self.clients.values().any(|c| c.follow && c.unit == unit) {
-            return false;
-        }
         let Some(log) = self.units.get_mut(unit) else {
             return false;
         };
         if log.settings.to != LogTo::File || log.stalled.is_some() {
             return false;
         }
-        let mut prefix = Vec::with_capacity(64);
+        let Some(file) = &log.file else {
+            return false;
+        };
+        let prefix = &mut self.prefix;
+        prefix.clear();
         push_prefix(
-            &mut prefix,
+            prefix,
             log.settings.timestamps.then_some(stamp),
             label,
             stream,
             false,
         );
-        // No line is longer than MAX_LINE here ([`Frame::Lines`]): none is cut.
-        let count = memchr::memchr_iter(b'\n', lines).count();
-        let size = lines.len() + count * prefix.len();
-        let fits = log
-            .file
-            .as_ref()
-            .is_some_and(|file| file.fits(log.pending.len() + size));
-        if !fits {
+        // Formatted first, counted after: no second pass over the lines. No line is longer
+        // than MAX_LINE here ([`Frame::Lines`]): none is cut.
+        let start = log.pending.len();
+        let mut from = 0;
+        for newline in memchr::memchr_iter(b'\n', lines) {
+            log.pending.extend_from_slice(prefix);
+            log.pending
+                .extend_from_slice(lines.get(from..=newline).unwrap_or_default());
+            from = newline + 1;
+        }
+        if !file.fits(log.pending.len()) {
+            // A rotation falls among them: line by line.
+            log.pending.truncate(start);
             return false;
         }
-        log.pending.reserve(size);
-        let mut rest = lines;
-        while let Some((line, after)) = first_line(rest) {
-            log.pending.extend_from_slice(&prefix);
-            log.pending.extend_from_slice(line);
-            log.pending.push(b'\n');
-            rest = after;
+        if !self.clients.is_empty() {
+            self.offer_followers(unit, label, stream, start);
         }
         true
     }
@@ -708,8 +742,7 @@ impl CaptureThread {
                 }
                 if !self.clients.is_empty() {
                     let from = log.pending.len().saturating_sub(line_len);
-                    let line = log.pending.get(from..).unwrap_or_default().to_vec();
-                    self.offer_followers(unit, label, stream, &line);
+                    self.offer_followers(unit, label, stream, from);
                 }
             }
             LogTo::Console => {
@@ -1198,17 +1231,20 @@ impl CaptureThread {
         }
     }
 
-    fn offer_followers(&mut self, unit: &str, label: &str, stream: Stream, line: &[u8]) {
-        let tokens: Vec<u64> = self
-            .clients
-            .iter()
-            .filter(|(_, c)| c.wants(unit, label, stream))
-            .map(|(t, _)| *t)
-            .collect();
-        for token in tokens {
-            if let Some(client) = self.clients.get_mut(&token) {
-                client.offer(line);
+    /// Offers the unit's lines pending from `from` on (of `label`'s `stream`, formatted) to
+    /// the clients that follow them.
+    fn offer_followers(&mut self, unit: &str, label: &str, stream: Stream, from: usize) {
+        let Some(lines) = self.units.get(unit).and_then(|log| log.pending.get(from..)) else {
+            return;
+        };
+        let mut offered = Vec::new();
+        for (&token, client) in &mut self.clients {
+            if client.wants(unit, label, stream) {
+                client.offer_lines(lines);
+                offered.push(token);
             }
+        }
+        for token in offered {
             self.flush_client(token);
         }
     }
@@ -1385,13 +1421,6 @@ fn keep_newest_within(lines: &mut Vec<Vec<u8>>, room: usize) -> usize {
     let left_out = lines.len().saturating_sub(kept);
     lines.drain(..left_out);
     left_out
-}
-
-/// `bytes` cut at its first newline: the line before it and what follows it.
-fn first_line(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
-    let newline = memchr::memchr(b'\n', bytes)?;
-    let (line, rest) = bytes.split_at_checked(newline)?;
-    Some((line, rest.get(1..).unwrap_or_default()))
 }
 
 fn answer(mut socket: &UnixStream, response: &Response) {

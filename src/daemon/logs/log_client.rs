@@ -77,9 +77,10 @@ impl LogClient {
         self.outbox.set_history(header, history, Instant::now());
     }
 
-    /// Queues a new line, or counts it as skipped when too much waits already.
-    pub(super) fn offer(&mut self, line: &[u8]) {
-        self.outbox.offer(line);
+    /// Queues new lines (each ending with a newline), each skipped and counted when too
+    /// much waits already.
+    pub(super) fn offer_lines(&mut self, lines: &[u8]) {
+        self.outbox.offer_lines(lines);
     }
 
     /// History bytes still held for this client.
@@ -183,6 +184,17 @@ impl Outbox {
             self.skipped += 1;
         } else {
             self.live.extend_from_slice(line);
+        }
+    }
+
+    /// [`Self::offer`] for each line, in one go when all fit.
+    fn offer_lines(&mut self, lines: &[u8]) {
+        if self.live.len() + lines.len() <= LIVE_QUEUE {
+            self.live.extend_from_slice(lines);
+        } else {
+            for line in lines.split_inclusive(|&b| b == b'\n') {
+                self.offer(line);
+            }
         }
     }
 
@@ -328,6 +340,33 @@ mod tests {
         // Room again once taken.
         outbox.offer(b"after\n");
         assert_eq!(drain(&mut outbox, usize::MAX), b"after\n".to_vec());
+    }
+
+    #[test]
+    fn lines_offered_together_are_queued_or_skipped_as_one_by_one() {
+        let (mut first, mut rest) = (Vec::new(), Vec::new());
+        for i in 0..3000 {
+            let batch = if i < 1000 { &mut first } else { &mut rest };
+            batch.extend_from_slice(format!("line {i} {}\n", "x".repeat(i % 300)).as_bytes());
+        }
+        let (mut together, mut one_by_one) =
+            (Outbox::new(Instant::now()), Outbox::new(Instant::now()));
+        for outbox in [&mut together, &mut one_by_one] {
+            outbox.set_history(Vec::new(), Vec::new(), Instant::now());
+            outbox.offer(&vec![b'q'; LIVE_QUEUE - 1000]);
+        }
+        together.offer_lines(&first);
+        together.offer_lines(&rest);
+        for line in first
+            .split_inclusive(|&b| b == b'\n')
+            .chain(rest.split_inclusive(|&b| b == b'\n'))
+        {
+            one_by_one.offer(line);
+        }
+        assert_eq!(
+            drain(&mut together, usize::MAX),
+            drain(&mut one_by_one, usize::MAX)
+        );
     }
 
     #[test]
