@@ -193,6 +193,20 @@ fn collect_stdout(child: &mut Child) -> Arc<Mutex<Vec<u8>>> {
     seen
 }
 
+/// `clusterctl logs UNIT --lines 0 --follow`, its stdout piped.
+fn follow_new_lines(daemon: &Daemon, unit: &str) -> KillOnDrop {
+    KillOnDrop(
+        Command::new(CLUSTERCTL)
+            .args(["--socket"])
+            .arg(daemon.path("ctl.sock"))
+            .args(["logs", unit, "--lines", "0", "--follow"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("clusterctl logs -f"),
+    )
+}
+
 struct KillOnDrop(Child);
 
 impl Drop for KillOnDrop {
@@ -239,16 +253,7 @@ fn logs_shows_the_last_lines_and_follow_sees_new_ones() {
         "{text}"
     );
 
-    let mut follower = KillOnDrop(
-        Command::new(CLUSTERCTL)
-            .args(["--socket"])
-            .arg(daemon.path("ctl.sock"))
-            .args(["logs", "talk", "--lines", "0", "--follow"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("clusterctl logs -f"),
-    );
+    let mut follower = follow_new_lines(&daemon, "talk");
     let seen = collect_stdout(&mut follower.0);
     // Give the follower time to attach, then make a line; poll until it arrives.
     wait_for("the follower to attach", PATIENCE, || {
@@ -295,16 +300,7 @@ fn a_follower_of_a_flood_gets_the_files_lines_whole_and_in_order() {
     );
     let daemon = Daemon::start(&[("flood", &unit)]);
     daemon.wait_running("flood", 1);
-    let mut follower = KillOnDrop(
-        Command::new(CLUSTERCTL)
-            .args(["--socket"])
-            .arg(daemon.path("ctl.sock"))
-            .args(["logs", "flood", "--lines", "0", "--follow"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("clusterctl logs -f"),
-    );
+    let mut follower = follow_new_lines(&daemon, "flood");
     let seen = collect_stdout(&mut follower.0);
     // Floods until one reaches the follower (the first may come before it is attached).
     let mut n = 0;
