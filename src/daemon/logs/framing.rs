@@ -73,27 +73,34 @@ impl LineFramer {
             self.since = None;
             rest = after.get(1..).unwrap_or_default();
         }
-        // Runs of whole lines; a line longer than MAX_LINE in pieces between them.
-        let mut run_start = 0;
-        let mut line_start = 0;
-        for newline in memchr::memchr_iter(b'\n', rest) {
-            if newline - line_start > MAX_LINE {
-                if let Some(run) = rest.get(run_start..line_start).filter(|r| !r.is_empty()) {
-                    out(Frame::Lines(run));
-                }
-                pieces(
-                    rest.get(line_start..newline).unwrap_or_default(),
-                    false,
-                    &mut out,
-                );
-                run_start = newline + 1;
+        // Runs of whole lines; a line longer than MAX_LINE in pieces between them. Found a
+        // window at a time, not a line at a time: a window of MAX_LINE + 1 bytes from the
+        // start of a line that holds a newline holds only lines short enough up to its last
+        // newline. Lines are looked at once, by whoever copies them.
+        let whole_end = memchr::memrchr(b'\n', rest).map_or(0, |i| i + 1);
+        let (whole, tail) = rest.split_at(whole_end);
+        let (mut run_start, mut line_start) = (0, 0);
+        while whole.len() - line_start > MAX_LINE {
+            let window = whole
+                .get(line_start..=line_start + MAX_LINE)
+                .unwrap_or_default();
+            if let Some(last) = memchr::memrchr(b'\n', window) {
+                line_start += last + 1;
+                continue;
             }
-            line_start = newline + 1;
+            // The line at `line_start` is longer: it ends at a newline, as `whole` does.
+            let long = whole.get(line_start..).unwrap_or_default();
+            let end = memchr::memchr(b'\n', long).unwrap_or(long.len());
+            if let Some(run) = whole.get(run_start..line_start).filter(|r| !r.is_empty()) {
+                out(Frame::Lines(run));
+            }
+            pieces(long.get(..end).unwrap_or_default(), false, &mut out);
+            line_start += end + 1;
+            run_start = line_start;
         }
-        if let Some(run) = rest.get(run_start..line_start).filter(|r| !r.is_empty()) {
+        if let Some(run) = whole.get(run_start..).filter(|r| !r.is_empty()) {
             out(Frame::Lines(run));
         }
-        let tail = rest.get(line_start..).unwrap_or_default();
         if !tail.is_empty() {
             self.partial.extend_from_slice(tail);
             self.cut_partial(now, &mut out);
@@ -270,6 +277,34 @@ mod tests {
                     "len {len}, at {at}, thirds"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn lines_around_max_line_among_short_ones_in_one_read() {
+        let lengths = [
+            3,
+            MAX_LINE,
+            0,
+            MAX_LINE + 1,
+            MAX_LINE - 1,
+            7,
+            2 * MAX_LINE,
+            MAX_LINE,
+            MAX_LINE,
+            1,
+            3 * MAX_LINE + 2,
+            5,
+        ];
+        let (mut input, mut want) = (Vec::new(), Vec::new());
+        for (i, &len) in lengths.iter().enumerate() {
+            let byte = b'a' + i as u8;
+            input.extend(vec![byte; len]);
+            input.push(b'\n');
+            want.extend(expected_pieces(byte, len));
+        }
+        for sizes in [&[][..], &[MAX_LINE / 2; 40], &[MAX_LINE + 3; 20]] {
+            assert_eq!(frame_in_reads(&input, sizes).0, want, "reads {sizes:?}");
         }
     }
 
