@@ -1058,7 +1058,9 @@ impl CaptureThread {
         }
         let uid = nix::sys::socket::getsockopt(&socket, nix::sys::socket::sockopt::PeerCredentials)
             .map_or(u32::MAX, |peer| peer.uid());
-        if let Some(why) = self.no_place_for(uid) {
+        let clusterds_uid = nix::unistd::geteuid().as_raw();
+        let served = self.clients.values().map(|c| c.uid);
+        if let Some(why) = no_place_for(served, uid, clusterds_uid) {
             return answer(
                 &socket,
                 &Response::failed(format!("{why}; try again later")),
@@ -1101,28 +1103,6 @@ impl CaptureThread {
             filter,
         });
         self.start_history_reads();
-    }
-
-    /// Why a new client of `uid` gets no place, if it does not: [`MAX_CLIENTS`] in all,
-    /// [`PRIVILEGED_CLIENTS`] of them kept for root and clusterd's user, at most
-    /// [`MAX_CLIENTS_PER_UID`] for any other user.
-    fn no_place_for(&self, uid: u32) -> Option<String> {
-        let privileged = |uid: u32| uid == 0 || uid == nix::unistd::geteuid().as_raw();
-        if self.clients.len() >= MAX_CLIENTS {
-            return Some(format!("{MAX_CLIENTS} clients are reading logs already"));
-        }
-        if privileged(uid) {
-            return None;
-        }
-        let others = self.clients.values().filter(|c| !privileged(c.uid)).count();
-        if others >= MAX_CLIENTS - PRIVILEGED_CLIENTS {
-            return Some(format!(
-                "{others} clients of users other than root are reading logs already"
-            ));
-        }
-        let own = self.clients.values().filter(|c| c.uid == uid).count();
-        (own >= MAX_CLIENTS_PER_UID)
-            .then(|| format!("uid {uid} has {own} clients reading logs already"))
     }
 
     /// Starts the waiting history reads that may run now: at most [`HISTORY_READS`] at a
@@ -1329,6 +1309,32 @@ impl CaptureThread {
     }
 }
 
+/// Why a new client of `uid` gets no place among the clients of `served` (one uid each), if
+/// it does not: [`MAX_CLIENTS`] in all, [`PRIVILEGED_CLIENTS`] of them kept for root and
+/// clusterd's user (`clusterds_uid`), at most [`MAX_CLIENTS_PER_UID`] for any other user.
+fn no_place_for(served: impl Iterator<Item = u32>, uid: u32, clusterds_uid: u32) -> Option<String> {
+    let privileged = |uid: u32| uid == 0 || uid == clusterds_uid;
+    let (mut all, mut others, mut own) = (0, 0, 0);
+    for served in served {
+        all += 1;
+        others += usize::from(!privileged(served));
+        own += usize::from(served == uid);
+    }
+    if all >= MAX_CLIENTS {
+        return Some(format!("{MAX_CLIENTS} clients are reading logs already"));
+    }
+    if privileged(uid) {
+        return None;
+    }
+    if others >= MAX_CLIENTS - PRIVILEGED_CLIENTS {
+        return Some(format!(
+            "{others} clients of users other than root are reading logs already"
+        ));
+    }
+    (own >= MAX_CLIENTS_PER_UID)
+        .then(|| format!("uid {uid} has {own} clients reading logs already"))
+}
+
 /// Opens the unit's file if it is not open yet. The error says why, for status and the log.
 fn open_file(dir: &LogDir, unit: &str, log: &mut UnitLog) -> Result<(), String> {
     if log.file.is_none() {
@@ -1427,4 +1433,31 @@ fn answer(mut socket: &UnixStream, response: &Response) {
     let mut line = serde_json::to_vec(response).unwrap_or_default();
     line.push(b'\n');
     let _ = socket.write_all(&line);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_client_places_keep_room_for_root_and_cap_each_user() {
+        let me = 1000;
+        let place = |served: &[u32], uid: u32| no_place_for(served.iter().copied(), uid, me);
+        assert_eq!(place(&[], 65534), None);
+        // Any other user: 16 at most.
+        let sixteen = [65534; MAX_CLIENTS_PER_UID];
+        assert!(place(&sixteen, 65534).is_some_and(|why| why.contains("uid 65534 has 16")));
+        assert_eq!(place(&sixteen, 65533), None);
+        // Other users together: all but the 8 kept places.
+        let others: Vec<u32> = (0..MAX_CLIENTS - PRIVILEGED_CLIENTS)
+            .map(|i| 2000 + i as u32)
+            .collect();
+        assert!(place(&others, 65534).is_some_and(|why| why.contains("other than root")));
+        assert_eq!(place(&others, 0), None, "root has its kept places");
+        assert_eq!(place(&others, me), None, "so has clusterd's user");
+        // In all: 64.
+        let mut full = others;
+        full.extend([0; PRIVILEGED_CLIENTS]);
+        assert!(place(&full, 0).is_some_and(|why| why.contains("64 clients")));
+    }
 }
