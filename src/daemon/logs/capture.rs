@@ -83,6 +83,9 @@ const HISTORY_PER_CLIENT: usize = 32 * 1024 * 1024;
 const HISTORY_BUDGET: usize = 64 * 1024 * 1024;
 /// History reads under way at once; the others wait their turn.
 const HISTORY_READS: usize = 2;
+/// The least share of [`HISTORY_BUDGET`] a read starts with: with less free, it waits until
+/// other clients have taken theirs.
+const HISTORY_LEAST: usize = 1024 * 1024;
 
 /// A `clusterctl logs` client's history, to be read on a thread of its own.
 struct HistoryRead {
@@ -272,6 +275,7 @@ impl CaptureThread {
                 self.flush_old_partials();
                 self.retry_stalled();
                 self.write_console();
+                self.start_history_reads();
             });
             if let Err(caught) = housekeeping {
                 guard.report(
@@ -1108,19 +1112,30 @@ impl CaptureThread {
     /// Starts the waiting history reads that may run now: at most [`HISTORY_READS`] at a
     /// time, each holding at most its share of [`HISTORY_BUDGET`] (taken when it starts,
     /// given back when it is handed over), so that 64 clients asking at once never make
-    /// clusterd read 64 large histories into memory together.
+    /// clusterd read 64 large histories into memory together; and none while less than
+    /// [`HISTORY_LEAST`] is free, so that no answer is left with nothing but its note.
     fn start_history_reads(&mut self) {
         while self.running_reads < HISTORY_READS {
-            let Some(read) = self.waiting_reads.pop_front() else {
+            let Some(next) = self.waiting_reads.front() else {
                 return;
             };
-            if !self.clients.contains_key(&read.client) {
+            if !self.clients.contains_key(&next.client) {
                 // Gone while it waited.
+                self.waiting_reads.pop_front();
                 continue;
             }
             let held: usize = self.clients.values().map(LogClient::held).sum();
-            let budget = HISTORY_PER_CLIENT
-                .min(HISTORY_BUDGET.saturating_sub(held.saturating_add(self.history_reserved)));
+            let taken = held.saturating_add(self.history_reserved);
+            let budget = HISTORY_PER_CLIENT.min(HISTORY_BUDGET.saturating_sub(taken));
+            if budget < HISTORY_LEAST && taken > 0 {
+                // Read now, it would hold next to nothing, not even the newest lines: it
+                // waits until clients take theirs or are cut off (the loop comes back here
+                // after every wake-up).
+                return;
+            }
+            let Some(read) = self.waiting_reads.pop_front() else {
+                return;
+            };
             self.history_reserved += budget;
             self.running_reads += 1;
             let commands = self.own_commands.clone();
