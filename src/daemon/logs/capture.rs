@@ -49,10 +49,9 @@ use crate::protocol::Response;
 use crate::unit::LogTo;
 
 /// One read from a pipe.
-const READ_SIZE: usize = GROWN_PIPE as usize;
-/// What is read is framed and written in slices of this: the formatted lines stay in the
-/// CPU's cache on their way to the file, and clusterd's memory small.
-const WRITE_SLICE: usize = 256 * 1024;
+/// A quarter of a grown pipe: what is read and formatted stays in the CPU's cache on its way
+/// to the file (measured against 64 KiB and 1 MiB reads: the least CPU per byte).
+const READ_SIZE: usize = 256 * 1024;
 /// A pipe seen full is grown to this (the default `/proc/sys/fs/pipe-max-size`), so that a
 /// program writing fast is woken less often.
 const GROWN_PIPE: libc::c_int = 1 << 20;
@@ -555,11 +554,15 @@ impl CaptureThread {
             self.grow_pipe(token);
         }
         let data = std::mem::take(&mut self.buffer);
-        for slice in data.get(..n).unwrap_or_default().chunks(WRITE_SLICE) {
-            self.take_lines(token, &label, stream, &stamp, slice);
-            self.flush_unit(&unit);
-        }
+        self.take_lines(
+            token,
+            &label,
+            stream,
+            &stamp,
+            data.get(..n).unwrap_or_default(),
+        );
         self.buffer = data;
+        self.flush_unit(&unit);
         true
     }
 
