@@ -1,7 +1,8 @@
 //! The log capture benchmark: one instance writes 200 MB of 100-byte lines as fast as it can
 //! (`workers/log_writer.c`), and each supervisor writes them to its log file — clusterd
-//! with timestamps, instance and stream on every line, PM2 with `time: true`, supervisord
-//! without timestamps (it has none) — next to `writer | cat > file` in the same run. Measured
+//! with timestamps, instance and stream on every line (and once more with `timestamps =
+//! false`: instance and stream only), PM2 with `time: true`, supervisord without timestamps
+//! (it has none) — next to `writer | cat > file` in the same run, each as a ratio to it. Measured
 //! from the moment the writer is let go until `done` is the last line of the file: MB/s of
 //! the writer's output, the daemon's CPU time, and its RSS growth. Then, clusterd only: how
 //! long a line takes to reach `clusterctl logs --follow`.
@@ -121,13 +122,28 @@ fn cat_baseline(env: &Env, writer: &Path, run: usize) -> Result<Burst, String> {
     result
 }
 
+/// clusterd with its default format: timestamp, instance, stream.
 fn clusterd_burst(env: &Env, writer: &Path, run: usize) -> Result<Burst, String> {
-    let dir = fresh_dir(env, &format!("logs-clusterd-{run}"))?;
+    clusterd_format_burst(env, writer, run, true)
+}
+
+/// clusterd with `timestamps = false`: instance and stream only.
+fn clusterd_untimed_burst(env: &Env, writer: &Path, run: usize) -> Result<Burst, String> {
+    clusterd_format_burst(env, writer, run, false)
+}
+
+fn clusterd_format_burst(
+    env: &Env,
+    writer: &Path,
+    run: usize,
+    timestamps: bool,
+) -> Result<Burst, String> {
+    let dir = fresh_dir(env, &format!("logs-clusterd-{timestamps}-{run}"))?;
     let units = dir.join("units");
     fs::create_dir_all(&units).map_err(|e| e.to_string())?;
     let go = dir.join("go");
     let unit = format!(
-        "command = {}\nrestart = \"never\"\n",
+        "command = {}\nrestart = \"never\"\nlog = {{ timestamps = {timestamps} }}\n",
         json!([
             writer.display().to_string(),
             TOTAL.to_string(),
@@ -221,25 +237,29 @@ pub(super) fn log_runs(env: &Env, opts: &Opts, run: usize, r: &mut Results) {
         }
     };
     sweep_descendants();
-    let mut peers: Vec<(Peer, MeasureBurst)> = vec![(Peer::Clusterd, clusterd_burst)];
+    // Each with the suffix of its rows' keys.
+    let mut peers: Vec<(Peer, &str, MeasureBurst)> = vec![
+        (Peer::Clusterd, "", clusterd_burst),
+        (Peer::Clusterd, "_untimed", clusterd_untimed_burst),
+    ];
     if opts.peer_on(Peer::Pm2) && env.pm2.is_some() {
-        peers.push((Peer::Pm2, pm2_burst));
+        peers.push((Peer::Pm2, "", pm2_burst));
     }
     if opts.peer_on(Peer::Supervisord) && env.supervisord.is_some() {
-        peers.push((Peer::Supervisord, supervisord_burst));
+        peers.push((Peer::Supervisord, "", supervisord_burst));
     }
-    for (peer, measure) in peers {
+    for (peer, suffix, measure) in peers {
         match measure(env, &writer, run) {
             Ok(b) => {
-                r.add("log_mbs", peer, b.mb_per_s);
+                r.add(&format!("log_mbs{suffix}"), peer, b.mb_per_s);
                 if let Some(cpu) = b.cpu_ms {
-                    r.add("log_cpu", peer, cpu);
+                    r.add(&format!("log_cpu{suffix}"), peer, cpu);
                 }
                 if let Some(rss) = b.rss_growth_mib {
-                    r.add("log_rss", peer, rss);
+                    r.add(&format!("log_rss{suffix}"), peer, rss);
                 }
-                if let (Peer::Clusterd, Some(cat)) = (peer, cat) {
-                    r.add("log_vs_cat", peer, b.mb_per_s / cat);
+                if let Some(cat) = cat {
+                    r.add(&format!("log_vs_cat{suffix}"), peer, b.mb_per_s / cat);
                 }
             }
             Err(e) => r.fail(peer, "log capture", e),

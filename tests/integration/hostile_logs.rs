@@ -389,15 +389,21 @@ fn histories_of_a_huge_log_asked_for_at_once_are_read_within_the_budget() {
                 .expect("clusterctl logs")
         })
         .collect();
-    for mut reader in readers {
-        let mut out = Vec::new();
-        reader
-            .0
-            .stdout
-            .take()
-            .expect("stdout")
-            .read_to_end(&mut out)
-            .expect("read");
+    // Each read on a thread of its own: a client that is not read for 10 s while another
+    // is drained (slow on a loaded machine) would be cut off.
+    let drained: Vec<_> = readers
+        .into_iter()
+        .map(|mut reader| {
+            let mut stdout = reader.0.stdout.take().expect("stdout");
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                stdout.read_to_end(&mut out).expect("read");
+                (reader, out)
+            })
+        })
+        .collect();
+    for drained in drained {
+        let (mut reader, out) = drained.join().expect("reader thread");
         let status = reader.0.wait().expect("wait");
         assert!(status.success(), "{status:?}");
         let text = String::from_utf8_lossy(&out);

@@ -193,6 +193,20 @@ fn collect_stdout(child: &mut Child) -> Arc<Mutex<Vec<u8>>> {
     seen
 }
 
+/// `clusterctl logs UNIT --lines 0 --follow`, its stdout piped.
+fn follow_new_lines(daemon: &Daemon, unit: &str) -> KillOnDrop {
+    KillOnDrop(
+        Command::new(CLUSTERCTL)
+            .args(["--socket"])
+            .arg(daemon.path("ctl.sock"))
+            .args(["logs", unit, "--lines", "0", "--follow"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("clusterctl logs -f"),
+    )
+}
+
 struct KillOnDrop(Child);
 
 impl Drop for KillOnDrop {
@@ -239,16 +253,7 @@ fn logs_shows_the_last_lines_and_follow_sees_new_ones() {
         "{text}"
     );
 
-    let mut follower = KillOnDrop(
-        Command::new(CLUSTERCTL)
-            .args(["--socket"])
-            .arg(daemon.path("ctl.sock"))
-            .args(["logs", "talk", "--lines", "0", "--follow"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("clusterctl logs -f"),
-    );
+    let mut follower = follow_new_lines(&daemon, "talk");
     let seen = collect_stdout(&mut follower.0);
     // Give the follower time to attach, then make a line; poll until it arrives.
     wait_for("the follower to attach", PATIENCE, || {
@@ -266,6 +271,90 @@ fn logs_shows_the_last_lines_and_follow_sees_new_ones() {
         !got.contains("hello 3\n"),
         "history beyond --lines 0: {got}"
     );
+}
+
+/// Writes 40 000 numbered lines of one length as fast as it can each time `go` appears in
+/// its directory, then `done N`.
+const FLOOD_ON_DEMAND: &str = r#"
+import os, sys, time
+n = 0
+while True:
+    if os.path.exists("go"):
+        os.remove("go")
+        n += 1
+        out = sys.stdout
+        for i in range(40000):
+            out.write(f"flood {n} line {i:08}\n")
+        out.write(f"done {n}\n")
+        out.flush()
+    time.sleep(0.01)
+"#;
+
+#[test]
+fn a_follower_of_a_flood_gets_the_files_lines_whole_and_in_order() {
+    let files = tempfile::tempdir().expect("tmp");
+    fs::write(files.path().join("flood.py"), FLOOD_ON_DEMAND).expect("script");
+    let unit = format!(
+        "command = [\"python3\", \"flood.py\"]\nworking_directory = \"{}\"\n",
+        toml_path(files.path())
+    );
+    let daemon = Daemon::start(&[("flood", &unit)]);
+    daemon.wait_running("flood", 1);
+    let mut follower = follow_new_lines(&daemon, "flood");
+    let seen = collect_stdout(&mut follower.0);
+    // Floods until one reaches the follower (the first may come before it is attached).
+    let mut n = 0;
+    wait_for("a flood's last line at the follower", PATIENCE, || {
+        n += 1;
+        fs::write(files.path().join("go"), "").expect("go");
+        let done = format!("| done {n}\n");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            let file = log_text(&daemon, "flood");
+            if file.contains(&done) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        String::from_utf8_lossy(&seen.lock().expect("lock")).contains(&done)
+    });
+    let got = String::from_utf8_lossy(&seen.lock().expect("lock")).into_owned();
+    let file = log_text(&daemon, "flood");
+    let file_lines: Vec<&str> = file.lines().collect();
+    // Each line the follower got is the file's next line, but for the lines it was told it
+    // missed (`[clusterctl: N lines skipped]` after the ones before them).
+    let mut got_lines = got.lines().filter(|l| !l.is_empty());
+    let first = got_lines.next().expect("lines at the follower");
+    let mut at = file_lines
+        .iter()
+        .position(|l| *l == first)
+        .unwrap_or_else(|| panic!("{first:?} is not in the file"))
+        + 1;
+    let mut skipped_total = 0;
+    for line in got_lines {
+        if let Some(count) = line
+            .strip_prefix("[clusterctl: ")
+            .and_then(|rest| rest.strip_suffix(" lines skipped]"))
+        {
+            let count: usize = count.parse().expect("a count");
+            skipped_total += count;
+            at += count;
+            continue;
+        }
+        assert_eq!(
+            file_lines.get(at),
+            Some(&line),
+            "the follower's line differs from the file's line {at}"
+        );
+        at += 1;
+    }
+    assert!(
+        got.ends_with(&format!("| done {n}\n")),
+        "the follower's last line is not the flood's last: {:?}",
+        got.lines().last()
+    );
+    eprintln!("follower: {skipped_total} lines skipped of a flood of 40 000");
 }
 
 #[test]

@@ -3,9 +3,9 @@
 //! stdout/stderr — and to the `clusterctl logs --follow` clients.
 //!
 //! - **Nothing lost**: a pipe is read until end-of-file (an instance's last words included;
-//!   clusterd waits for them at exit), a line longer than [`MAX_LINE`] is written in pieces
-//!   marked `+`, and a last line without a newline is written when the pipe closes or after
-//!   [`PARTIAL_FLUSH`].
+//!   clusterd waits for them at exit), a line longer than 64 KiB is written in pieces marked
+//!   `+`, and a last line without a newline is written when the pipe closes or after
+//!   [`PARTIAL_FLUSH`] (the framing: [`super::framing`]).
 //! - **Backpressure, not loss**: writes block this thread (never the supervisor loop, the
 //!   control socket or the worker I/O thread). When a unit's file cannot be written (disk
 //!   full, read-only), its pipes are not read until a retry (every [`RETRY_EVERY`]) succeeds:
@@ -35,6 +35,7 @@ use log::{info, warn};
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::EventFd;
 
+use super::framing::{pieces, Frame, LineFramer};
 use super::history::{last_lines, LineFilter};
 use super::journal::{self, JournalLink, NotSent};
 use super::line_format::{push_prefix, timestamp, Stream, TIMESTAMP_LEN};
@@ -47,14 +48,17 @@ use crate::log_limit::{LogLimit, Verdict};
 use crate::protocol::Response;
 use crate::unit::LogTo;
 
-/// Lines longer than this are written in pieces (64 KiB: long JSON lines and stack traces
-/// stay whole, which Docker's 16 KiB split breaks).
-pub(crate) const MAX_LINE: usize = 64 * 1024;
 /// One read from a pipe.
+/// A quarter of a grown pipe: what is read and formatted stays in the CPU's cache on its way
+/// to the file (measured against 64 KiB and 1 MiB reads: the least CPU per byte).
 const READ_SIZE: usize = 256 * 1024;
 /// A pipe seen full is grown to this (the default `/proc/sys/fs/pipe-max-size`), so that a
 /// program writing fast is woken less often.
 const GROWN_PIPE: libc::c_int = 1 << 20;
+/// Pipes grown at most (16 MiB of the kernel's memory): a quarter of what
+/// `/proc/sys/fs/pipe-user-pages-soft` lets an unprivileged user hold, beyond which the kernel
+/// gives that user's new pipes, the instances' included, a single page.
+const GROWN_PIPES: usize = 16;
 /// A partial line (no newline yet) is written after this.
 const PARTIAL_FLUSH: Duration = Duration::from_secs(1);
 /// How long journal units' lines wait for journald (within the backlog) before they go to
@@ -78,6 +82,9 @@ const HISTORY_PER_CLIENT: usize = 32 * 1024 * 1024;
 const HISTORY_BUDGET: usize = 64 * 1024 * 1024;
 /// History reads under way at once; the others wait their turn.
 const HISTORY_READS: usize = 2;
+/// The least share of [`HISTORY_BUDGET`] a read starts with: with less free, it waits until
+/// other clients have taken theirs.
+const HISTORY_LEAST: usize = 1024 * 1024;
 
 /// A `clusterctl logs` client's history, to be read on a thread of its own.
 struct HistoryRead {
@@ -99,9 +106,11 @@ struct Source {
     label: String,
     stream: Stream,
     /// Bytes after the last newline, and since when they wait.
-    partial: Vec<u8>,
-    partial_since: Option<Instant>,
-    grown: bool,
+    framer: LineFramer,
+    /// The pipe's size: a read of (nearly) this much found it full.
+    capacity: usize,
+    /// Whether growing it was tried (once is enough).
+    grow_tried: bool,
     /// Taken out of the epoll while its unit's file cannot be written.
     paused: bool,
     /// Not read until its instance's start is noted.
@@ -159,6 +168,8 @@ pub(super) struct CaptureThread {
     units: HashMap<String, UnitLog>,
     next_token: u64,
     buffer: Vec<u8>,
+    /// The prefix of the lines being written, made once per read.
+    prefix: Vec<u8>,
     console_out: Vec<u8>,
     console_err: Vec<u8>,
     finish_by: Option<Instant>,
@@ -190,6 +201,7 @@ impl CaptureThread {
             units: HashMap::new(),
             next_token: WAKE_TOKEN + 1,
             buffer: vec![0; READ_SIZE],
+            prefix: Vec::new(),
             console_out: Vec::new(),
             console_err: Vec::new(),
             finish_by: None,
@@ -262,6 +274,7 @@ impl CaptureThread {
                 self.flush_old_partials();
                 self.retry_stalled();
                 self.write_console();
+                self.start_history_reads();
             });
             if let Err(caught) = housekeeping {
                 guard.report(
@@ -292,7 +305,7 @@ impl CaptureThread {
         let partial = self
             .sources
             .values()
-            .filter_map(|s| s.partial_since.map(|since| since + PARTIAL_FLUSH));
+            .filter_map(|s| s.framer.waiting_since().map(|since| since + PARTIAL_FLUSH));
         let stalled = self
             .units
             .values()
@@ -447,15 +460,17 @@ impl CaptureThread {
             &pipe,
             nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
         );
+        // SAFETY: F_GETPIPE_SZ on a pipe we own.
+        let capacity = unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_GETPIPE_SZ) };
         let pipe = File::from(pipe);
         let source = Source {
+            capacity: usize::try_from(capacity).unwrap_or(64 * 1024),
             pipe,
             unit: unit.to_string(),
             label: label.to_string(),
             stream,
-            partial: Vec::new(),
-            partial_since: None,
-            grown: false,
+            framer: LineFramer::default(),
+            grow_tried: false,
             paused: false,
             gated: true,
         };
@@ -526,19 +541,17 @@ impl CaptureThread {
         if n == 0 {
             // The instance (and everything it started) closed this output: its last line,
             // newline or not, is written now.
-            let partial = std::mem::take(&mut source.partial);
             let _ = self.epoll.delete(source.pipe.as_fd());
-            self.sources.remove(&token);
-            if !partial.is_empty() {
-                self.emit(&unit, &label, stream, &partial, false, &stamp);
+            if let Some(mut source) = self.sources.remove(&token) {
+                source.framer.take_partial(false, |frame| {
+                    self.emit_frame(&unit, &label, stream, frame, &stamp);
+                });
             }
             self.flush_unit(&unit);
             return false;
         }
-        if n == self.buffer.len() && !source.grown {
-            source.grown = true;
-            // SAFETY: F_SETPIPE_SZ on a pipe we own; failure (limits) leaves it as it was.
-            unsafe { libc::fcntl(source.pipe.as_raw_fd(), libc::F_SETPIPE_SZ, GROWN_PIPE) };
+        if n + 4096 >= source.capacity && !source.grow_tried {
+            self.grow_pipe(token);
         }
         let data = std::mem::take(&mut self.buffer);
         self.take_lines(
@@ -553,9 +566,29 @@ impl CaptureThread {
         true
     }
 
-    /// Frames what was read from the source `token`: the line carried over from the last
-    /// read ends at the first newline, whole lines go out, and the rest waits as the partial
-    /// line (written in [`MAX_LINE`] pieces when it grows that long).
+    /// The source's pipe was found full: it is grown to [`GROWN_PIPE`] (once; at most
+    /// [`GROWN_PIPES`] at a time), so that its writer is woken, and clusterd reads, less often.
+    fn grow_pipe(&mut self, token: u64) {
+        let grown = self
+            .sources
+            .values()
+            .filter(|s| s.capacity >= GROWN_PIPE as usize)
+            .count();
+        let Some(source) = self.sources.get_mut(&token) else {
+            return;
+        };
+        source.grow_tried = true;
+        if grown < GROWN_PIPES {
+            // SAFETY: F_SETPIPE_SZ on a pipe we own; failure (limits) leaves it as it was.
+            let size =
+                unsafe { libc::fcntl(source.pipe.as_raw_fd(), libc::F_SETPIPE_SZ, GROWN_PIPE) };
+            if let Ok(size) = usize::try_from(size) {
+                source.capacity = size;
+            }
+        }
+    }
+
+    /// Frames what was read from the source `token` ([`LineFramer`]) and hands the lines on.
     fn take_lines(
         &mut self,
         token: u64,
@@ -564,61 +597,44 @@ impl CaptureThread {
         stamp: &[u8; TIMESTAMP_LEN],
         read: &[u8],
     ) {
-        let Some(unit) = self.sources.get(&token).map(|s| s.unit.clone()) else {
+        let Some(source) = self.sources.get_mut(&token) else {
             return;
         };
-        let mut rest = read;
-        let carried = self
-            .sources
-            .get_mut(&token)
-            .map(|s| std::mem::take(&mut s.partial))
-            .unwrap_or_default();
-        if !carried.is_empty() {
-            match first_line(rest) {
-                Some((end, after)) => {
-                    let mut line = carried;
-                    line.extend_from_slice(end);
-                    self.emit(&unit, label, stream, &line, false, stamp);
-                    rest = after;
-                }
-                None => {
-                    if let Some(source) = self.sources.get_mut(&token) {
-                        source.partial = carried;
-                    }
-                }
-            }
-        }
-        let whole_end = memchr::memrchr(b'\n', rest).map_or(0, |i| i + 1);
-        let (whole, tail) = rest.split_at_checked(whole_end).unwrap_or((&[], rest));
-        if !whole.is_empty() && !self.append_whole_lines(&unit, label, stream, stamp, whole) {
-            let mut lines = whole;
-            while let Some((line, after)) = first_line(lines) {
-                self.emit(&unit, label, stream, line, false, stamp);
-                lines = after;
-            }
-        }
-        let mut pieces = Vec::new();
+        let unit = source.unit.clone();
+        // Out of the source while its lines go out (they need `self`); put back after.
+        let mut framer = std::mem::take(&mut source.framer);
+        framer.feed(read, Instant::now(), |frame| {
+            self.emit_frame(&unit, label, stream, frame, stamp);
+        });
         if let Some(source) = self.sources.get_mut(&token) {
-            if !tail.is_empty() {
-                source.partial.extend_from_slice(tail);
-                source.partial_since.get_or_insert_with(Instant::now);
-                while source.partial.len() > MAX_LINE {
-                    let after = source.partial.split_off(MAX_LINE);
-                    pieces.push(std::mem::replace(&mut source.partial, after));
-                }
-            }
-            if source.partial.is_empty() {
-                source.partial_since = None;
-            }
-        }
-        for piece in pieces {
-            self.emit(&unit, label, stream, &piece, true, stamp);
+            source.framer = framer;
         }
     }
 
-    /// The common case, without a look-up per line: whole lines (`lines` ends with a newline)
-    /// of a `file` unit that nobody follows, all fitting in the current file. False (nothing
-    /// done) otherwise: then they go one by one through [`Self::emit`].
+    /// Hands one frame on: a run of whole lines in one go where it can
+    /// ([`Self::append_whole_lines`]), else line by line.
+    fn emit_frame(
+        &mut self,
+        unit: &str,
+        label: &str,
+        stream: Stream,
+        frame: Frame<'_>,
+        stamp: &[u8; TIMESTAMP_LEN],
+    ) {
+        if let Frame::Lines(lines) = frame {
+            if self.append_whole_lines(unit, label, stream, stamp, lines) {
+                return;
+            }
+        }
+        frame.for_each_line(|line, continued| {
+            self.emit_piece(unit, label, stream, line, continued, stamp);
+        });
+    }
+
+    /// The common case, without a look-up, allocation or syscall per line: whole lines
+    /// (`lines` ends with a newline) of a `file` unit, all fitting in the current file, each
+    /// after one prefix made once; its followers are offered them in one go. False (nothing
+    /// done) otherwise: then they go one by one through [`Self::emit_piece`].
     fn append_whole_lines(
         &mut self,
         unit: &str,
@@ -627,54 +643,47 @@ impl CaptureThread {
         stamp: &[u8; TIMESTAMP_LEN],
         lines: &[u8],
     ) -> bool {
-        if self.clients.values().any(|c| c.follow && c.unit == unit) {
-            return false;
-        }
         let Some(log) = self.units.get_mut(unit) else {
             return false;
         };
         if log.settings.to != LogTo::File || log.stalled.is_some() {
             return false;
         }
-        let mut prefix = Vec::with_capacity(64);
+        let Some(file) = &log.file else {
+            return false;
+        };
+        let prefix = &mut self.prefix;
+        prefix.clear();
         push_prefix(
-            &mut prefix,
+            prefix,
             log.settings.timestamps.then_some(stamp),
             label,
             stream,
             false,
         );
-        // Counted in the same pass: a line longer than MAX_LINE goes in pieces, by `emit`.
-        let (mut count, mut line_start, mut longest) = (0usize, 0usize, 0usize);
+        // Formatted first, counted after: no second pass over the lines. No line is longer
+        // than MAX_LINE here ([`Frame::Lines`]): none is cut.
+        let start = log.pending.len();
+        let mut from = 0;
         for newline in memchr::memchr_iter(b'\n', lines) {
-            count += 1;
-            longest = longest.max(newline - line_start);
-            line_start = newline + 1;
+            log.pending.extend_from_slice(prefix);
+            log.pending
+                .extend_from_slice(lines.get(from..=newline).unwrap_or_default());
+            from = newline + 1;
         }
-        if longest > MAX_LINE {
+        if !file.fits(log.pending.len()) {
+            // A rotation falls among them: line by line.
+            log.pending.truncate(start);
             return false;
         }
-        let size = lines.len() + count * prefix.len();
-        let fits = log
-            .file
-            .as_ref()
-            .is_some_and(|file| file.fits(log.pending.len() + size));
-        if !fits {
-            return false;
-        }
-        log.pending.reserve(size);
-        let mut rest = lines;
-        while let Some((line, after)) = first_line(rest) {
-            log.pending.extend_from_slice(&prefix);
-            log.pending.extend_from_slice(line);
-            log.pending.push(b'\n');
-            rest = after;
+        if !self.clients.is_empty() {
+            self.offer_followers(unit, label, stream, start);
         }
         true
     }
 
     /// Adds one line (without its newline) of `unit` to where it goes; one longer than
-    /// [`MAX_LINE`] goes in pieces of that size, each but the last marked as continued.
+    /// [`super::framing::MAX_LINE`] goes in pieces of that size, each but the last marked as continued.
     fn emit(
         &mut self,
         unit: &str,
@@ -684,18 +693,12 @@ impl CaptureThread {
         continued: bool,
         stamp: &[u8; TIMESTAMP_LEN],
     ) {
-        let mut bytes = bytes;
-        while let Some((piece, after)) = bytes
-            .split_at_checked(MAX_LINE)
-            .filter(|(_, a)| !a.is_empty())
-        {
-            self.emit_piece(unit, label, stream, piece, true, stamp);
-            bytes = after;
-        }
-        self.emit_piece(unit, label, stream, bytes, continued, stamp);
+        pieces(bytes, continued, &mut |frame| {
+            self.emit_frame(unit, label, stream, frame, stamp);
+        });
     }
 
-    /// [`Self::emit`] for a line or piece of at most [`MAX_LINE`] bytes.
+    /// [`Self::emit`] for a line or piece of at most [`super::framing::MAX_LINE`] bytes.
     fn emit_piece(
         &mut self,
         unit: &str,
@@ -746,8 +749,7 @@ impl CaptureThread {
                 }
                 if !self.clients.is_empty() {
                     let from = log.pending.len().saturating_sub(line_len);
-                    let line = log.pending.get(from..).unwrap_or_default().to_vec();
-                    self.offer_followers(unit, label, stream, &line);
+                    self.offer_followers(unit, label, stream, from);
                 }
             }
             LogTo::Console => {
@@ -978,7 +980,8 @@ impl CaptureThread {
             .sources
             .iter()
             .filter(|(_, s)| {
-                s.partial_since
+                s.framer
+                    .waiting_since()
                     .is_some_and(|since| since + PARTIAL_FLUSH <= now)
             })
             .map(|(t, _)| *t)
@@ -994,10 +997,11 @@ impl CaptureThread {
             if source.paused {
                 continue;
             }
-            let partial = std::mem::take(&mut source.partial);
-            source.partial_since = None;
+            let mut framer = std::mem::take(&mut source.framer);
             let (unit, label, stream) = (source.unit.clone(), source.label.clone(), source.stream);
-            self.emit(&unit, &label, stream, &partial, true, &stamp);
+            framer.take_partial(true, |frame| {
+                self.emit_frame(&unit, &label, stream, frame, &stamp);
+            });
             self.flush_unit(&unit);
         }
     }
@@ -1061,7 +1065,9 @@ impl CaptureThread {
         }
         let uid = nix::sys::socket::getsockopt(&socket, nix::sys::socket::sockopt::PeerCredentials)
             .map_or(u32::MAX, |peer| peer.uid());
-        if let Some(why) = self.no_place_for(uid) {
+        let clusterds_uid = nix::unistd::geteuid().as_raw();
+        let served = self.clients.values().map(|c| c.uid);
+        if let Some(why) = no_place_for(served, uid, clusterds_uid) {
             return answer(
                 &socket,
                 &Response::failed(format!("{why}; try again later")),
@@ -1106,44 +1112,33 @@ impl CaptureThread {
         self.start_history_reads();
     }
 
-    /// Why a new client of `uid` gets no place, if it does not: [`MAX_CLIENTS`] in all,
-    /// [`PRIVILEGED_CLIENTS`] of them kept for root and clusterd's user, at most
-    /// [`MAX_CLIENTS_PER_UID`] for any other user.
-    fn no_place_for(&self, uid: u32) -> Option<String> {
-        let privileged = |uid: u32| uid == 0 || uid == nix::unistd::geteuid().as_raw();
-        if self.clients.len() >= MAX_CLIENTS {
-            return Some(format!("{MAX_CLIENTS} clients are reading logs already"));
-        }
-        if privileged(uid) {
-            return None;
-        }
-        let others = self.clients.values().filter(|c| !privileged(c.uid)).count();
-        if others >= MAX_CLIENTS - PRIVILEGED_CLIENTS {
-            return Some(format!(
-                "{others} clients of users other than root are reading logs already"
-            ));
-        }
-        let own = self.clients.values().filter(|c| c.uid == uid).count();
-        (own >= MAX_CLIENTS_PER_UID)
-            .then(|| format!("uid {uid} has {own} clients reading logs already"))
-    }
-
     /// Starts the waiting history reads that may run now: at most [`HISTORY_READS`] at a
     /// time, each holding at most its share of [`HISTORY_BUDGET`] (taken when it starts,
     /// given back when it is handed over), so that 64 clients asking at once never make
-    /// clusterd read 64 large histories into memory together.
+    /// clusterd read 64 large histories into memory together; and none while less than
+    /// [`HISTORY_LEAST`] is free, so that no answer is left with nothing but its note.
     fn start_history_reads(&mut self) {
         while self.running_reads < HISTORY_READS {
-            let Some(read) = self.waiting_reads.pop_front() else {
+            let Some(next) = self.waiting_reads.front() else {
                 return;
             };
-            if !self.clients.contains_key(&read.client) {
+            if !self.clients.contains_key(&next.client) {
                 // Gone while it waited.
+                self.waiting_reads.pop_front();
                 continue;
             }
             let held: usize = self.clients.values().map(LogClient::held).sum();
-            let budget = HISTORY_PER_CLIENT
-                .min(HISTORY_BUDGET.saturating_sub(held.saturating_add(self.history_reserved)));
+            let taken = held.saturating_add(self.history_reserved);
+            let budget = HISTORY_PER_CLIENT.min(HISTORY_BUDGET.saturating_sub(taken));
+            if budget < HISTORY_LEAST && taken > 0 {
+                // Read now, it would hold next to nothing, not even the newest lines: it
+                // waits until clients take theirs or are cut off (the loop comes back here
+                // after every wake-up).
+                return;
+            }
+            let Some(read) = self.waiting_reads.pop_front() else {
+                return;
+            };
             self.history_reserved += budget;
             self.running_reads += 1;
             let commands = self.own_commands.clone();
@@ -1234,17 +1229,20 @@ impl CaptureThread {
         }
     }
 
-    fn offer_followers(&mut self, unit: &str, label: &str, stream: Stream, line: &[u8]) {
-        let tokens: Vec<u64> = self
-            .clients
-            .iter()
-            .filter(|(_, c)| c.wants(unit, label, stream))
-            .map(|(t, _)| *t)
-            .collect();
-        for token in tokens {
-            if let Some(client) = self.clients.get_mut(&token) {
-                client.offer(line);
+    /// Offers the unit's lines pending from `from` on (of `label`'s `stream`, formatted) to
+    /// the clients that follow them.
+    fn offer_followers(&mut self, unit: &str, label: &str, stream: Stream, from: usize) {
+        let Some(lines) = self.units.get(unit).and_then(|log| log.pending.get(from..)) else {
+            return;
+        };
+        let mut offered = Vec::new();
+        for (&token, client) in &mut self.clients {
+            if client.wants(unit, label, stream) {
+                client.offer_lines(lines);
+                offered.push(token);
             }
+        }
+        for token in offered {
             self.flush_client(token);
         }
     }
@@ -1310,17 +1308,10 @@ impl CaptureThread {
         let stamp = timestamp(SystemTime::now());
         let tokens: Vec<u64> = self.sources.keys().copied().collect();
         for token in tokens {
-            if let Some(source) = self.sources.remove(&token) {
-                if !source.partial.is_empty() {
-                    self.emit(
-                        &source.unit,
-                        &source.label,
-                        source.stream,
-                        &source.partial,
-                        false,
-                        &stamp,
-                    );
-                }
+            if let Some(mut source) = self.sources.remove(&token) {
+                source.framer.take_partial(false, |frame| {
+                    self.emit_frame(&source.unit, &source.label, source.stream, frame, &stamp);
+                });
             }
         }
         let names: Vec<String> = self.units.keys().cloned().collect();
@@ -1334,6 +1325,32 @@ impl CaptureThread {
         }
         self.write_console();
     }
+}
+
+/// Why a new client of `uid` gets no place among the clients of `served` (one uid each), if
+/// it does not: [`MAX_CLIENTS`] in all, [`PRIVILEGED_CLIENTS`] of them kept for root and
+/// clusterd's user (`clusterds_uid`), at most [`MAX_CLIENTS_PER_UID`] for any other user.
+fn no_place_for(served: impl Iterator<Item = u32>, uid: u32, clusterds_uid: u32) -> Option<String> {
+    let privileged = |uid: u32| uid == 0 || uid == clusterds_uid;
+    let (mut all, mut others, mut own) = (0, 0, 0);
+    for served in served {
+        all += 1;
+        others += usize::from(!privileged(served));
+        own += usize::from(served == uid);
+    }
+    if all >= MAX_CLIENTS {
+        return Some(format!("{MAX_CLIENTS} clients are reading logs already"));
+    }
+    if privileged(uid) {
+        return None;
+    }
+    if others >= MAX_CLIENTS - PRIVILEGED_CLIENTS {
+        return Some(format!(
+            "{others} clients of users other than root are reading logs already"
+        ));
+    }
+    (own >= MAX_CLIENTS_PER_UID)
+        .then(|| format!("uid {uid} has {own} clients reading logs already"))
 }
 
 /// Opens the unit's file if it is not open yet. The error says why, for status and the log.
@@ -1430,15 +1447,35 @@ fn keep_newest_within(lines: &mut Vec<Vec<u8>>, room: usize) -> usize {
     left_out
 }
 
-/// `bytes` cut at its first newline: the line before it and what follows it.
-fn first_line(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
-    let newline = memchr::memchr(b'\n', bytes)?;
-    let (line, rest) = bytes.split_at_checked(newline)?;
-    Some((line, rest.get(1..).unwrap_or_default()))
-}
-
 fn answer(mut socket: &UnixStream, response: &Response) {
     let mut line = serde_json::to_vec(response).unwrap_or_default();
     line.push(b'\n');
     let _ = socket.write_all(&line);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_client_places_keep_room_for_root_and_cap_each_user() {
+        let me = 1000;
+        let place = |served: &[u32], uid: u32| no_place_for(served.iter().copied(), uid, me);
+        assert_eq!(place(&[], 65534), None);
+        // Any other user: 16 at most.
+        let sixteen = [65534; MAX_CLIENTS_PER_UID];
+        assert!(place(&sixteen, 65534).is_some_and(|why| why.contains("uid 65534 has 16")));
+        assert_eq!(place(&sixteen, 65533), None);
+        // Other users together: all but the 8 kept places.
+        let others: Vec<u32> = (0..MAX_CLIENTS - PRIVILEGED_CLIENTS)
+            .map(|i| 2000 + i as u32)
+            .collect();
+        assert!(place(&others, 65534).is_some_and(|why| why.contains("other than root")));
+        assert_eq!(place(&others, 0), None, "root has its kept places");
+        assert_eq!(place(&others, me), None, "so has clusterd's user");
+        // In all: 64.
+        let mut full = others;
+        full.extend([0; PRIVILEGED_CLIENTS]);
+        assert!(place(&full, 0).is_some_and(|why| why.contains("64 clients")));
+    }
 }

@@ -15,6 +15,7 @@
 //! unsafe one is refused at start-up.
 
 pub(crate) mod capture;
+pub(crate) mod framing;
 pub(crate) mod history;
 pub(crate) mod journal;
 pub(crate) mod line_format;
