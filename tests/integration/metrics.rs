@@ -330,29 +330,52 @@ fn scrapes_are_answered_while_more_hostile_clients_than_slots_flood_and_never_re
     drop((silent, deaf));
 }
 
+/// Threads that open connections to `at` as fast as they can, each sending `request` (if
+/// any) and never reading, the latest 50 per thread kept open; they stop when dropped.
+struct Flood {
+    stop: Arc<AtomicBool>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl Flood {
+    fn start(at: SocketAddr, threads: usize, request: &'static [u8]) -> Flood {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..threads)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                thread::spawn(move || {
+                    let mut held = std::collections::VecDeque::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Ok(mut stream) = TcpStream::connect_timeout(&at, PATIENCE) {
+                            let _ = stream.write_all(request);
+                            held.push_back(stream);
+                            if held.len() > 50 {
+                                held.pop_front();
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Flood { stop, threads }
+    }
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
 #[test]
 fn scrapes_are_answered_while_threads_flood_whole_requests_and_never_read() {
     let (_daemon, at) = serving_web("127.0.0.1:0");
     // Eight threads open connections as fast as they can, each sending a whole GET and
-    // never reading (the latest 400 kept open), for as long as the scrapes take.
-    let stop = Arc::new(AtomicBool::new(false));
-    let flooders: Vec<_> = (0..8)
-        .map(|_| {
-            let stop = Arc::clone(&stop);
-            thread::spawn(move || {
-                let mut held = std::collections::VecDeque::new();
-                while !stop.load(Ordering::Relaxed) {
-                    if let Ok(mut stream) = TcpStream::connect_timeout(&at, PATIENCE) {
-                        let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-                        held.push_back(stream);
-                        if held.len() > 50 {
-                            held.pop_front();
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
+    // never reading, for as long as the scrapes take.
+    let flood = Flood::start(at, 8, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
     // A scrape every 100 ms: every one is answered (before, about one in 24 was closed
     // unanswered to make room for a flooder's connection).
     let took: Vec<Duration> = (0..40)
@@ -361,14 +384,40 @@ fn scrapes_are_answered_while_threads_flood_whole_requests_and_never_read() {
             scrapes_answered(at, 1, "web")[0]
         })
         .collect();
-    stop.store(true, Ordering::Relaxed);
-    for flooder in flooders {
-        let _ = flooder.join();
-    }
+    drop(flood);
     eprintln!(
         "40 scrapes under a flood of whole requests: slowest {:?}",
         took.iter().max()
     );
+}
+
+#[test]
+fn a_scrape_whose_request_comes_late_is_answered_while_silent_newcomers_flood() {
+    let (_daemon, at) = serving_web("127.0.0.1:0");
+    // Four threads connect as fast as they can and send nothing: every newcomer needs a
+    // slot. A scraper on a loaded machine may connect, then be scheduled out before it
+    // writes: its slot must outlive the newcomers meanwhile (before, each newcomer took the
+    // slot of the oldest connection still sending: the scraper's).
+    let flood = Flood::start(at, 4, b"");
+    let answers: Vec<String> = (0..5)
+        .map(|_| {
+            let mut stream = connect(at);
+            stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+            thread::sleep(Duration::from_millis(300));
+            let mut answer = Vec::new();
+            if stream
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: clusterd\r\n\r\n")
+                .is_ok()
+            {
+                let _ = stream.read_to_end(&mut answer);
+            }
+            String::from_utf8_lossy(&answer).into_owned()
+        })
+        .collect();
+    drop(flood);
+    for answer in &answers {
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer:?}");
+    }
 }
 
 /// Raises this test process's soft descriptor limit to its hard one (it opens a thousand).

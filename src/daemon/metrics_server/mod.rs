@@ -5,8 +5,10 @@
 //! - one thread ("metrics") serves every connection from one `poll` loop, all sockets
 //!   non-blocking: a client that sends slowly or never reads holds nothing but its slot;
 //! - at most [`MAX_CONNECTIONS`] at once; when they are full, a new connection takes the slot
-//!   of the oldest one still sending its request (else the oldest), so hostile connections
-//!   cannot keep a scrape out (a scrape sends its request at once and is answered at once);
+//!   of the oldest one still sending its request after [`EVICTION_GRACE`], else of the newest
+//!   one still sending, else of the oldest, so hostile connections cannot keep a scrape out
+//!   (a scrape sends its request at once and is answered at once), and a flood of newcomers
+//!   cannot close a scrape whose request is a moment late;
 //! - each connection has one deadline for its whole request head (5 s, not per read) and one
 //!   for taking its whole answer (5 s), and a head is at most 8 KiB ([`connection`],
 //!   [`http`]);
@@ -40,6 +42,9 @@ use report::Reporter;
 
 /// Connections served at once.
 const MAX_CONNECTIONS: usize = 16;
+/// How long a new connection may take to send its request before it goes first when the
+/// slots are full and a newcomer needs one.
+const EVICTION_GRACE: Duration = Duration::from_secs(1);
 /// A report answers every scrape that comes within this long after it arrived.
 const REPORT_REUSE: Duration = Duration::from_secs(1);
 /// Connections taken from the listen queue in one round, before the others are served again:
@@ -398,10 +403,15 @@ impl Server {
         }
     }
 
-    /// Closes the oldest connection still sending its request, else the oldest one being
-    /// answered, else the oldest waiting for the report, to make room for a new one; false
-    /// if there is none. What arrived since the last round is read first, so a scraper whose
-    /// request came in the meantime is no longer taken for a silent connection.
+    /// Closes, to make room for a new connection: the oldest one still sending its request
+    /// [`EVICTION_GRACE`] after its accept; else the newest one still sending; else the
+    /// oldest being answered, else the oldest waiting for the report; false if there is
+    /// none. What arrived since the last round is read first, so a scraper whose request came
+    /// in the meantime is no longer taken for a silent connection. Within the grace the
+    /// newest goes first: under a flood of newcomers each takes the place of the one before
+    /// it, and a scraper accepted among them keeps its slot for the moment its request may
+    /// be late (a loaded machine, a slow network); a slow sender holds a slot no longer than
+    /// the grace once the slots are full.
     fn evict(&mut self, now: Instant) -> bool {
         // First, what arrived since the last round: a scraper's request, sent right after it
         // connected, makes it a connection that waits for its answer, which is not closed.
@@ -411,13 +421,38 @@ impl Server {
         if self.connections.len() < before {
             return true;
         }
-        let oldest = self
-            .connections
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, c)| (!c.is_reading(), c.is_waiting(), c.accepted))
-            .map(|(index, _)| index);
-        let Some(index) = oldest else {
+        let reading = |c: &&Connection| c.is_reading();
+        let late = |c: &&Connection| now.duration_since(c.accepted) >= EVICTION_GRACE;
+        let position = |chosen: Option<&Connection>| {
+            chosen.and_then(|chosen| {
+                self.connections
+                    .iter()
+                    .position(|c| std::ptr::eq(c, chosen))
+            })
+        };
+        let choice = position(
+            self.connections
+                .iter()
+                .filter(reading)
+                .filter(late)
+                .min_by_key(|c| c.accepted),
+        )
+        .or_else(|| {
+            position(
+                self.connections
+                    .iter()
+                    .filter(reading)
+                    .max_by_key(|c| c.accepted),
+            )
+        })
+        .or_else(|| {
+            position(
+                self.connections
+                    .iter()
+                    .min_by_key(|c| (c.is_waiting(), c.accepted)),
+            )
+        });
+        let Some(index) = choice else {
             return false;
         };
         let gone = self.connections.swap_remove(index);
