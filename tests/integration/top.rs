@@ -183,7 +183,10 @@ fn status_stays_quick_while_a_thousand_instances_crash_loop_under_top_and_logs_f
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    wait_for("the crash loop to be under way", PATIENCE, || {
+    // A thousand `sh` started, then started again, is the machine's work, not clusterd's:
+    // on a loaded machine (the whole suite beside it) it has taken over 20 s. What this test
+    // judges is status below.
+    wait_for("the crash loop to be under way", 3 * PATIENCE, || {
         daemon.unit("crash")["restarts"].as_u64().unwrap_or(0) >= 1000
     });
     let mut times = Vec::new();
