@@ -749,7 +749,9 @@ setInterval(() => {{
 "#,
         dir.path().display()
     );
-    let unit = format!("command = [\"node\", \"-e\", {script:?}]\nwatchdog = \"1s\"\n");
+    // 3 s: the replacement's first ping comes once Node has started, which on a loaded
+    // machine (the whole suite beside it) has taken more than a second.
+    let unit = format!("command = [\"node\", \"-e\", {script:?}]\nwatchdog = \"3s\"\n");
     let d = Daemon::start(&[("web", &unit)]);
     let first = d.wait_running("web", 1)[0];
     wait_for("the silent one to be replaced", PATIENCE, || {
