@@ -993,6 +993,22 @@ fn start_answers_at_once_with_why_the_program_cannot_be_executed() {
 }
 
 #[test]
+fn restart_answers_with_why_the_program_cannot_be_executed() {
+    let mut h = Harness::start(&[("web", WEB)]);
+    let old = h.pid_of("web", 0);
+    h.os_mut().failing_spawns = usize::MAX;
+    h.os_mut().missing_program = true;
+    let reply = h.request(Request::Restart { unit: unit("web") });
+    h.exit(old, killed(Signal::SIGTERM));
+    let reply = reply.try_recv().expect("answered once the start failed");
+    assert!(!reply.ok, "{reply:?}");
+    let error = reply.error.unwrap_or_default();
+    assert!(error.contains(NO_SUCH_PROGRAM), "{error}");
+    assert_eq!(h.status("web").restarts, 0);
+    assert!(!h.status("web").gave_up);
+}
+
+#[test]
 fn daemon_reload_says_which_new_unit_cannot_be_executed() {
     let mut h = Harness::start(&[("web", WEB)]);
     h.os_mut().failing_spawns = 1;
