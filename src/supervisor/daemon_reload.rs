@@ -72,6 +72,14 @@ impl<P: ProcessControl> Supervisor<P> {
                     info!("{name}: new unit");
                     self.units.insert(name.clone(), UnitRuntime::new(unit));
                     self.start_loaded(&name, now);
+                    // Its program cannot be executed: the answer says so (it is retried).
+                    if let Some(e) = self
+                        .units
+                        .get(&name)
+                        .and_then(|rt| rt.cannot_execute.clone())
+                    {
+                        report.cannot_start.push(format!("{name}: {e}"));
+                    }
                     report.added.push(name);
                 }
                 (false, Err(e)) => {
@@ -229,6 +237,8 @@ struct ReloadReport {
     removed: Vec<String>,
     unchanged: usize,
     errors: Vec<String>,
+    /// Started units whose program cannot be executed, with the cause.
+    cannot_start: Vec<String>,
 }
 
 impl ReloadReport {
@@ -248,14 +258,22 @@ impl ReloadReport {
         summary.push(format!("{} unchanged", self.unchanged));
         let summary = summary.join("; ");
         info!("daemon-reload: {summary}");
-        if self.errors.is_empty() {
+        let mut problems = String::new();
+        for (what, lines) in [
+            ("file(s) could not be applied", &self.errors),
+            (
+                "unit(s) cannot be executed (retried on a backoff)",
+                &self.cannot_start,
+            ),
+        ] {
+            if !lines.is_empty() {
+                problems += &format!("\n{} {what}:\n{}", lines.len(), lines.join("\n"));
+            }
+        }
+        if problems.is_empty() {
             Response::done(summary)
         } else {
-            Response::failed(format!(
-                "{summary}\n{} file(s) could not be applied:\n{}",
-                self.errors.len(),
-                self.errors.join("\n")
-            ))
+            Response::failed(format!("{summary}{problems}"))
         }
     }
 }

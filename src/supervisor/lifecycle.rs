@@ -29,10 +29,24 @@ enum Carried {
     Nothing,
 }
 
-/// The first retry of a start that failed for lack of resources, and the longest delay the
-/// doubling reaches.
-const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
+/// Why the missing instances of a unit are started again later: each has its own backoff.
+#[derive(Clone, Copy)]
+enum Retry {
+    /// The system ran out of fds, processes or memory: soon, it may be over in a moment.
+    Resources,
+    /// The program cannot be executed: a user has to act, so less often.
+    CannotExecute,
+}
+
+impl Retry {
+    /// The first delay, and the longest the doubling reaches.
+    fn delays(self) -> (Duration, Duration) {
+        match self {
+            Retry::Resources => (Duration::from_millis(100), Duration::from_secs(10)),
+            Retry::CannotExecute => (Duration::from_secs(1), Duration::from_secs(60)),
+        }
+    }
+}
 
 impl<P: ProcessControl> Supervisor<P> {
     /// Starts every missing instance of a unit (a manual start: clears a give-up).
@@ -85,7 +99,16 @@ impl<P: ProcessControl> Supervisor<P> {
             match self.spawn_into_slot(name, index, now) {
                 Ok(_) => return,
                 Err(e) if e.out_of_resources() => {
-                    self.retry_starts_later(name, now);
+                    self.retry_starts_later(name, Retry::Resources, now);
+                    return;
+                }
+                Err(e) if e.cannot_execute() => {
+                    if let Some(rt) = self.units.get_mut(name) {
+                        rt.cannot_execute = Some(e.message);
+                        if rt.unit.restart != RestartPolicy::Never {
+                            self.retry_starts_later(name, Retry::CannotExecute, now);
+                        }
+                    }
                     return;
                 }
                 Err(_) => {
@@ -103,18 +126,21 @@ impl<P: ProcessControl> Supervisor<P> {
         }
     }
 
-    /// Arms the unit's retry of its missing instances, each time twice as far off (from
-    /// [`FIRST_RETRY_DELAY`] up to [`MAX_RETRY_DELAY`]); a successful spawn resets it.
-    fn retry_starts_later(&mut self, name: &str, now: Instant) {
+    /// Arms the unit's retry of its missing instances, each time twice as far off (within
+    /// [`Retry::delays`]); a successful spawn resets it.
+    fn retry_starts_later(&mut self, name: &str, why: Retry, now: Instant) {
         let Some(rt) = self.units.get_mut(name) else {
             return;
         };
-        let delay = rt
-            .retry_delay
-            .map_or(FIRST_RETRY_DELAY, |d| (d * 2).min(MAX_RETRY_DELAY));
+        let (first, max) = why.delays();
+        let delay = rt.retry_delay.map_or(first, |d| (d * 2).clamp(first, max));
         rt.retry_delay = Some(delay);
+        let cause = match why {
+            Retry::Resources => "out of system resources",
+            Retry::CannotExecute => "its program cannot be executed",
+        };
         warn!(
-            "{name}: out of system resources; starting its missing instances again in {}",
+            "{name}: {cause}; starting its missing instances again in {}",
             humantime::format_duration(delay)
         );
         self.timers
@@ -182,6 +208,7 @@ impl<P: ProcessControl> Supervisor<P> {
         match spawned {
             Ok(pid) => {
                 rt.retry_delay = None;
+                rt.cannot_execute = None;
                 let ready = rt.unit.ready == ReadyMode::Started;
                 rt.slot_mut(index).current = Some(id);
                 rt.processes.insert(id);

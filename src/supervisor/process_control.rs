@@ -129,6 +129,21 @@ impl SpawnError {
             Some(Errno::EMFILE | Errno::ENFILE | Errno::EAGAIN | Errno::ENOMEM | Errno::ENOBUFS)
         )
     }
+
+    /// The program cannot be executed as the unit says (not found, not executable, not a
+    /// program, its working directory or user missing): no crash either — running it again
+    /// at once fails the same way, and what fixes it is the user (installing the program,
+    /// creating the directory), so it is retried on a backoff outside the restart budget.
+    pub(crate) fn cannot_execute(&self) -> bool {
+        !self.out_of_resources()
+            && matches!(
+                self.stage,
+                SpawnStage::Program
+                    | SpawnStage::WorkingDirectory
+                    | SpawnStage::Credentials
+                    | SpawnStage::Exec
+            )
+    }
 }
 
 impl fmt::Display for SpawnError {

@@ -158,11 +158,27 @@ impl<P: ProcessControl> Supervisor<P> {
             restarts: rt.restarts,
             gave_up: rt.phase.gave_up().is_some(),
             wanted_instances: rt.wanted,
-            error: rt.phase.gave_up().map(str::to_string).or_else(|| {
-                rt.config_error
-                    .as_ref()
-                    .map(|e| format!("daemon-reload kept the previous configuration: {e}"))
-            }),
+            error: rt
+                .phase
+                .gave_up()
+                .map(str::to_string)
+                .or_else(|| {
+                    rt.cannot_execute
+                        .as_ref()
+                        .filter(|_| rt.phase.is_active())
+                        .map(|e| match rt.retry_delay {
+                            Some(delay) => format!(
+                                "{e}; trying again every {} (doubling up to 1m)",
+                                humantime::format_duration(delay)
+                            ),
+                            None => e.clone(),
+                        })
+                })
+                .or_else(|| {
+                    rt.config_error
+                        .as_ref()
+                        .map(|e| format!("daemon-reload kept the previous configuration: {e}"))
+                }),
             log,
             log_problem,
             watched_directories,

@@ -25,6 +25,8 @@ use crate::unit::{LoadedFile, Unit};
 const SECOND: Duration = Duration::from_secs(1);
 const MS: Duration = Duration::from_millis(1);
 const NO_SUCH_PROGRAM: &str = "cannot execute \"nosuch\": No such file or directory";
+/// A failure in the child that is not about the program: counted like a crash.
+const CANNOT_PASS_FDS: &str = "cannot pass its file descriptors: Bad file number";
 
 /// One spawn the supervisor asked for, successful or not.
 #[derive(Debug, Clone)]
@@ -67,10 +69,13 @@ struct FakeOs {
     released: Vec<SpawnId>,
     /// Exits the next `reap` returns, as raw wait statuses like the kernel's.
     exits: Vec<(Pid, RawWaitStatus)>,
-    /// How many of the next spawns fail with `NO_SUCH_PROGRAM` (or EMFILE when `exhausted`).
+    /// How many of the next spawns fail with `CANNOT_PASS_FDS` (or EMFILE when `exhausted`,
+    /// or `NO_SUCH_PROGRAM` when `missing_program`).
     failing_spawns: usize,
     /// Failing spawns fail for lack of file descriptors.
     exhausted: bool,
+    /// Failing spawns fail because the program cannot be executed.
+    missing_program: bool,
     /// Units whose listening sockets are open.
     sockets: std::collections::BTreeSet<String>,
     /// Every open and close of a unit's sockets, in order: ("open" | "close", unit).
@@ -118,6 +123,7 @@ impl FakeOs {
             exits: Vec::new(),
             failing_spawns: 0,
             exhausted: false,
+            missing_program: false,
             sockets: Default::default(),
             socket_log: Vec::new(),
             port_taken: false,
@@ -183,10 +189,16 @@ impl ProcessControl for FakeOs {
                 "cannot create the worker channel",
                 nix::errno::Errno::EMFILE,
             )),
-            None => Err(SpawnError::new(
+            None if self.missing_program => Err(SpawnError::new(
                 SpawnStage::Program,
                 &request.unit.command[0],
                 NO_SUCH_PROGRAM,
+            )),
+            None => Err(SpawnError::from_errno(
+                SpawnStage::PassFds,
+                &request.unit.command[0],
+                "cannot pass its file descriptors",
+                nix::errno::Errno::EBADF,
             )),
         }
     }
@@ -833,7 +845,7 @@ fn a_spawn_error_counts_as_a_failed_start_and_gives_up_after_the_budget() {
     assert!(status.gave_up);
     assert_eq!(status.restarts, 10);
     let last_exit = status.instances[0].last_exit.clone().unwrap();
-    assert!(last_exit.contains(NO_SUCH_PROGRAM), "{last_exit}");
+    assert!(last_exit.contains(CANNOT_PASS_FDS), "{last_exit}");
     assert_eq!(h.os().hooks.len(), 1);
 }
 
@@ -910,6 +922,107 @@ fn a_unit_whose_program_cannot_start_alarms_once_for_all_its_instances() {
         count: ScaleCount::Up(1),
     });
     assert_eq!(h.os().hooks.len(), 1, "on_giveup must run once");
+}
+
+#[test]
+fn a_program_that_cannot_be_executed_is_retried_on_a_backoff_outside_the_budget() {
+    let mut os = FakeOs::new();
+    os.failing_spawns = usize::MAX;
+    os.missing_program = true;
+    let mut h = Harness::with_os(os, &[("web", WEB)]);
+    // One try, reported with its cause at once; no restart counted, no alarm.
+    assert_eq!(h.spawn_count(), 1);
+    let status = h.status("web");
+    assert!(!status.gave_up);
+    assert_eq!(status.restarts, 0);
+    let error = status.error.clone().unwrap_or_default();
+    assert!(error.starts_with(NO_SUCH_PROGRAM), "{status:?}");
+    assert!(h
+        .os()
+        .unit_events
+        .iter()
+        .any(|(_, _, text)| text.contains(NO_SUCH_PROGRAM)));
+    // Tried again after 1 s, doubling up to 60 s, for as long as it takes.
+    let mut delays = Vec::new();
+    let mut waited = Duration::ZERO;
+    while delays.len() < 8 && waited < 120 * SECOND {
+        let before = h.spawn_count();
+        h.advance(100 * MS);
+        waited += 100 * MS;
+        if h.spawn_count() > before {
+            delays.push(waited.as_secs());
+            waited = Duration::ZERO;
+        }
+    }
+    assert_eq!(
+        delays,
+        [1, 2, 4, 8, 16, 32, 60, 60],
+        "retry delays in seconds"
+    );
+    let status = h.status("web");
+    assert!(!status.gave_up);
+    assert_eq!(status.restarts, 0);
+    assert!(h.os().hooks.is_empty(), "no give-up alarm");
+    // The program is installed: the next retry starts it, and the error is gone.
+    h.os_mut().failing_spawns = 0;
+    h.advance(60 * SECOND);
+    let status = h.status("web");
+    assert_eq!(status.state, UnitState::Running);
+    assert_eq!(status.error, None);
+    assert_eq!(status.restarts, 0);
+}
+
+#[test]
+fn start_answers_at_once_with_why_the_program_cannot_be_executed() {
+    let mut h = Harness::start(&[("web", WEB)]);
+    let stop = h.request(Request::Stop { unit: unit("web") });
+    h.exit(h.pid_of("web", 0), killed(Signal::SIGTERM));
+    assert!(stop.try_recv().unwrap().ok);
+    h.os_mut().failing_spawns = usize::MAX;
+    h.os_mut().missing_program = true;
+    let reply = h.ask(Request::Start { unit: unit("web") });
+    assert!(!reply.ok, "{reply:?}");
+    let error = reply.error.unwrap_or_default();
+    assert!(error.contains(NO_SUCH_PROGRAM), "{error}");
+    // A manual start tries again at once, and the backoff starts over.
+    let spawns = h.spawn_count();
+    assert!(!h.ask(Request::Start { unit: unit("web") }).ok);
+    assert_eq!(h.spawn_count(), spawns + 1);
+    h.advance(SECOND);
+    assert_eq!(h.spawn_count(), spawns + 2, "retried after 1 s");
+}
+
+#[test]
+fn restart_answers_with_why_the_program_cannot_be_executed() {
+    let mut h = Harness::start(&[("web", WEB)]);
+    let old = h.pid_of("web", 0);
+    h.os_mut().failing_spawns = usize::MAX;
+    h.os_mut().missing_program = true;
+    let reply = h.request(Request::Restart { unit: unit("web") });
+    h.exit(old, killed(Signal::SIGTERM));
+    let reply = reply.try_recv().expect("answered once the start failed");
+    assert!(!reply.ok, "{reply:?}");
+    let error = reply.error.unwrap_or_default();
+    assert!(error.contains(NO_SUCH_PROGRAM), "{error}");
+    assert_eq!(h.status("web").restarts, 0);
+    assert!(!h.status("web").gave_up);
+}
+
+#[test]
+fn daemon_reload_says_which_new_unit_cannot_be_executed() {
+    let mut h = Harness::start(&[("web", WEB)]);
+    h.os_mut().failing_spawns = 1;
+    h.os_mut().missing_program = true;
+    let response = h.apply(&[("web", WEB), ("api", "command = \"nosuch\"\n")]);
+    assert!(!response.ok, "{response:?}");
+    let error = response.error.unwrap_or_default();
+    assert!(error.contains("started api"), "{error}");
+    assert!(
+        error.contains(&format!("api: {NO_SUCH_PROGRAM}")),
+        "{error}"
+    );
+    h.advance(SECOND);
+    assert_eq!(h.status("api").state, UnitState::Running);
 }
 
 #[test]

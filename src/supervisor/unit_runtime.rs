@@ -34,8 +34,12 @@ pub(super) struct UnitRuntime {
     pub processes: std::collections::BTreeSet<SpawnId>,
     /// A rolling reload in progress.
     pub rollout: Option<Rollout>,
-    /// The delay of the armed retry of starts that failed for lack of system resources.
+    /// The delay of the armed retry of starts that failed for lack of system resources, or
+    /// because the program cannot be executed.
     pub retry_delay: Option<std::time::Duration>,
+    /// Why its program cannot be executed (`cannot execute "nodee": No such file or
+    /// directory`), from the last start that failed so, until one succeeds: status shows it.
+    pub cannot_execute: Option<String>,
     /// The unit's last lifecycle events, newest last, at most [`RECENT_EVENTS`]: `status
     /// UNIT` shows why things happened.
     pub recent: std::collections::VecDeque<RecentEvent>,
@@ -137,6 +141,7 @@ impl UnitRuntime {
             processes: Default::default(),
             rollout: None,
             retry_delay: None,
+            cannot_execute: None,
             recent: Default::default(),
             memory_check_armed: false,
             memory_replacements: 0,

@@ -108,7 +108,13 @@ fn every_spawn_path_starts_instances_in_their_cgroup_and_reports_exec_failures()
                 toml_path(daemon.dir.path())
             ),
         );
-        assert!(daemon.ctl(&["daemon-reload"]).status.success());
+        // The broken unit's program cannot be executed: the reload says so.
+        let reload = daemon.ctl(&["daemon-reload"]);
+        assert!(
+            !reload.status.success()
+                && String::from_utf8_lossy(&reload.stderr).contains("broken: cannot execute"),
+            "{path}: {reload:?}"
+        );
         let pid = daemon.wait_running("probe", 1)[0];
         // Said at start-up, before the control socket answered.
         assert!(
@@ -158,9 +164,11 @@ fn every_spawn_path_starts_instances_in_their_cgroup_and_reports_exec_failures()
             );
         }
 
-        wait_for("the broken unit to give up", PATIENCE, || {
-            daemon.unit("broken")["gave_up"] == true
+        // An exec failure is no crash: reported, retried on a backoff, never given up.
+        wait_for("the broken unit to say why", PATIENCE, || {
+            daemon.unit("broken")["error"].is_string()
         });
+        assert_eq!(daemon.unit("broken")["gave_up"], false, "{path}");
         let status = daemon.ctl(&["status", "broken"]);
         let text = String::from_utf8_lossy(&status.stdout);
         assert!(
@@ -232,9 +240,11 @@ fn a_missing_working_directory_is_a_failed_start_with_the_reason() {
         "lost",
         "command = \"sleep 300\"\nworking_directory = \"/no/such/dir\"\nrestart_limit = { burst = 1 }\n",
     )]);
-    wait_for("the unit to give up", PATIENCE, || {
-        daemon.unit("lost")["gave_up"] == true
+    // An exec failure: reported and retried on a backoff, never given up.
+    wait_for("the unit to say why", PATIENCE, || {
+        daemon.unit("lost")["error"].is_string()
     });
+    assert_eq!(daemon.unit("lost")["gave_up"], false);
     let status = daemon.ctl(&["status", "lost"]);
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(

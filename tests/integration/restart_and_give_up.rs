@@ -227,7 +227,7 @@ instances = 2
 }
 
 #[test]
-fn a_command_that_does_not_exist_says_no_such_file_or_directory_and_the_unit_gives_up() {
+fn a_command_that_does_not_exist_says_no_such_file_or_directory_and_is_retried_not_given_up() {
     let d = Daemon::start(&[
         (
             "absent",
@@ -239,10 +239,18 @@ fn a_command_that_does_not_exist_says_no_such_file_or_directory_and_the_unit_giv
         ),
     ]);
     for name in ["absent", "unfound"] {
-        wait_for(&format!("{name} to give up"), PATIENCE, || {
-            d.unit(name)["gave_up"] == true
-        });
-        assert_eq!(d.unit(name)["state"], "failed");
+        wait_for(
+            &format!("{name} to say why it cannot run"),
+            PATIENCE,
+            || {
+                d.unit(name)["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("No such file or directory"))
+            },
+        );
+        let unit = d.unit(name);
+        assert_eq!(unit["gave_up"], false, "{unit:#}");
+        assert_eq!(unit["restarts"], 0, "{unit:#}");
         let out = d.ctl(&["status", name]);
         assert!(out.status.success());
         let text = String::from_utf8_lossy(&out.stdout);
@@ -251,12 +259,133 @@ fn a_command_that_does_not_exist_says_no_such_file_or_directory_and_the_unit_giv
             "`clusterctl status {name}` does not say why:\n{text}"
         );
     }
-    let all = String::from_utf8_lossy(&d.ctl(&["status"]).stdout).into_owned();
-    assert_eq!(
-        all.matches("No such file or directory").count(),
-        2,
-        "`clusterctl status` should explain both units:\n{all}"
+}
+
+/// How many times the daemon's log says `unit` failed to start.
+fn failed_starts(d: &Daemon, unit: &str) -> usize {
+    d.log()
+        .matches(&format!("{unit}[0]: failed to start"))
+        .count()
+}
+
+/// Puts an executable script at `path` in one step (a rename), so that a retry never runs
+/// it half-written.
+fn install_program(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let temporary = path.with_extension("partial");
+    fs::write(&temporary, "#!/bin/sh\nexec sleep 300\n").expect("script");
+    fs::set_permissions(&temporary, fs::Permissions::from_mode(0o755)).expect("chmod");
+    fs::rename(&temporary, path).expect("rename");
+}
+
+/// A unit whose program is not installed yet (issue 23: it burned its 10 restarts in one
+/// millisecond and `start` answered only "gave up"): daemon-reload and start answer at once
+/// with the cause and exit non-zero, the restart budget is untouched, no give-up alarm
+/// runs, and the program installed later is started by the backoff's retry, without a
+/// command. On every spawn path: each reports the failure its own way.
+#[test]
+fn a_program_not_installed_yet_is_reported_at_once_and_started_once_it_is_installed() {
+    for path in ["clone3-vm", "clone3", "fork"] {
+        let variable = format!("CLUSTERD_SPAWN_PATH={path}");
+        let d = Daemon::start_with_env(&[], &[variable.as_str()]);
+        let bin = d.path("bin");
+        fs::create_dir_all(&bin).expect("bin");
+        let alarm = d.path("gave-up");
+        d.write_unit(
+            "web",
+            &format!(
+                "command = [\"nodee\", \"server.js\"]\n\
+                 environment = {{ PATH = \"{}:/usr/bin:/bin\" }}\n\
+                 on_giveup = [\"sh\", \"-c\", \"touch '{}'\"]\n",
+                toml_path(&bin),
+                toml_path(&alarm)
+            ),
+        );
+        let cause = "cannot execute \"nodee\": No such file or directory";
+        let out = d.ctl(&["daemon-reload"]);
+        assert!(!out.status.success(), "{path}: {out:?}");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains(&format!("web: {cause}")), "{path}: {said}");
+
+        let out = d.ctl(&["start", "web"]);
+        assert!(!out.status.success(), "{path}: {out:?}");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains(cause), "{path}: {said}");
+        let unit = d.unit("web");
+        assert!(
+            unit["error"].as_str().is_some_and(|e| e.contains(cause)),
+            "{path}: {unit:#}"
+        );
+        // Retried on its backoff (1 s after the manual start), never as a crash.
+        let tries = failed_starts(&d, "web");
+        wait_for("a retry on the backoff", PATIENCE, || {
+            failed_starts(&d, "web") > tries
+        });
+        let unit = d.unit("web");
+        assert_eq!(unit["gave_up"], false, "{path}: {unit:#}");
+        assert_eq!(unit["restarts"], 0, "{path}: {unit:#}");
+        assert_eq!(unit["state"], "stopped", "{path}: {unit:#}");
+        assert!(!alarm.exists(), "{path}: on_giveup ran");
+
+        install_program(&bin.join("nodee"));
+        d.wait_running("web", 1);
+        let unit = d.unit("web");
+        assert!(unit["error"].is_null(), "{path}: {unit:#}");
+        assert_eq!(unit["restarts"], 0, "{path}: {unit:#}");
+        assert!(!alarm.exists(), "{path}: on_giveup ran");
+    }
+}
+
+/// A missing working directory and a program that is not executable (EACCES) are exec
+/// failures too: the cause at once, a retry on the backoff, and the unit starts once the
+/// user creates the directory or sets the mode.
+#[test]
+fn a_missing_working_directory_or_a_non_executable_program_is_retried_until_fixed() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Daemon::start(&[]);
+    let directory = d.path("not-yet");
+    let script = d.path("run.sh");
+    fs::write(&script, "#!/bin/sh\nexec sleep 300\n").expect("script");
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o644)).expect("chmod");
+    d.write_unit(
+        "elsewhere",
+        &format!(
+            "command = \"sleep 300\"\nworking_directory = \"{}\"\n",
+            toml_path(&directory)
+        ),
     );
+    d.write_unit("noexec", &format!("command = \"{}\"\n", toml_path(&script)));
+    let out = d.ctl(&["daemon-reload"]);
+    assert!(!out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        said.contains("cannot change to its working directory")
+            && said.contains("No such file or directory"),
+        "{said}"
+    );
+    assert!(said.contains("Permission denied"), "{said}");
+    for (name, cause) in [
+        ("elsewhere", "No such file or directory"),
+        ("noexec", "Permission denied"),
+    ] {
+        let out = d.ctl(&["start", name]);
+        assert!(!out.status.success(), "{name}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(cause),
+            "{name}: {out:?}"
+        );
+        let tries = failed_starts(&d, name);
+        wait_for(&format!("{name} retried"), PATIENCE, || {
+            failed_starts(&d, name) > tries
+        });
+        let unit = d.unit(name);
+        assert_eq!(unit["gave_up"], false, "{unit:#}");
+        assert_eq!(unit["restarts"], 0, "{unit:#}");
+    }
+    fs::create_dir(&directory).expect("directory");
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).expect("chmod");
+    d.wait_running("elsewhere", 1);
+    d.wait_running("noexec", 1);
 }
 
 #[test]
