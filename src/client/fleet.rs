@@ -119,24 +119,19 @@ mod tests {
             .iter()
             .map(|u| Target::Ssh(SshHost::parse(u, None).unwrap()))
             .collect();
-        let results = across(&targets, false, |t| {
+        let b_fails = |t: &Target| {
             if t.name() == "ssh://b" {
                 Err(())
             } else {
                 Ok(())
             }
-        });
+        };
+        let results = across(&targets, false, b_fails);
         assert!(matches!(
             results.as_slice(),
             [Some(Ok(())), Some(Err(())), None]
         ));
-        let results = across(&targets, true, |t| {
-            if t.name() == "ssh://b" {
-                Err(())
-            } else {
-                Ok(())
-            }
-        });
+        let results = across(&targets, true, b_fails);
         assert!(matches!(
             results.as_slice(),
             [Some(Ok(())), Some(Err(())), Some(Ok(()))]

@@ -163,8 +163,18 @@ impl Connection {
                 })
             }
             Target::Ssh(host) => {
-                let mut child = host
-                    .command()
+                let mut command = host.command();
+                // SAFETY: the closure runs in the child between fork and exec and only makes
+                // prctl(2), which is async-signal-safe.
+                unsafe {
+                    use std::os::unix::process::CommandExt;
+                    // ssh (and so the remote dial-stdio) ends with clusterctl, even killed.
+                    command.pre_exec(|| {
+                        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                            .map_err(std::io::Error::from)
+                    });
+                }
+                let mut child = command
                     .stdin(Stdio::piped())
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())
