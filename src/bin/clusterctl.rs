@@ -405,7 +405,7 @@ fn ready(target: &Target, units: &[String]) -> Answer {
     match clusterd::client::readiness::not_ready(&report, units) {
         None => Ok(String::new()),
         Some(why) => Err(Failure {
-            message: format!("not ready: {why}"),
+            message: format!("not ready: {}", printable(&why)),
             code: EXIT_FAILED,
         }),
     }
