@@ -1,4 +1,5 @@
-//! `clusterctl`: controls a running clusterd over its Unix socket.
+//! `clusterctl`: controls a running clusterd over its Unix socket, or the clusterds of other
+//! hosts through ssh (`-H`).
 //!
 //! Exit codes: 0 done, 1 the request failed, 2 usage error, 3 clusterd is not reachable (or,
 //! for `logs -f` and `top`, went away).
@@ -11,8 +12,8 @@ use clusterd::cli::clusterctl_args::{ClusterctlArgs, ClusterctlCommand as Comman
 use clusterd::client::connection::{open_stream, send_request, ClientError};
 use clusterd::client::status_table::render;
 use clusterd::client::top::{frame, Screen, SortBy};
+use clusterd::client::transport::Target;
 use clusterd::printable::{json_for_terminal, printable};
-use clusterd::protocol::socket_path::client_socket_path;
 use clusterd::protocol::Request;
 
 /// `eprintln!` that cannot panic: stderr may be a closed pipe too.
@@ -24,16 +25,38 @@ macro_rules! complain {
 
 const EXIT_FAILED: u8 = 1;
 const EXIT_UNREACHABLE: u8 = 3;
+const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     let args = ClusterctlArgs::parse();
-    let socket = client_socket_path(args.socket);
+    if let Command::Completions { shell } = args.command {
+        return completions(shell);
+    }
+    let targets = match clusterd::client::fleet::targets(
+        &args.hosts,
+        args.hosts_file.as_deref(),
+        args.socket,
+    ) {
+        Ok(targets) => targets,
+        Err(e) => return usage(&e),
+    };
+    let local = match targets.as_slice() {
+        [Target::Local(socket)] => Some(socket.clone()),
+        _ => None,
+    };
+    let parallel = args.parallel;
     let mut json = false;
     let mut metrics = false;
     let request = match args.command {
         Command::Metrics => {
             metrics = true;
             Request::Status { unit: None }
+        }
+        Command::Status { unit, json: true } if targets.len() > 1 => {
+            return status_of_hosts(&targets, unit, true);
+        }
+        Command::Status { unit, json: false } if targets.len() > 1 => {
+            return status_of_hosts(&targets, unit, false);
         }
         Command::Status { unit, json: j } => {
             json = j;
@@ -42,7 +65,7 @@ fn main() -> ExitCode {
         Command::Start { unit } => Request::Start { unit },
         Command::Stop { units } => match <[String; 1]>::try_from(units) {
             Ok([unit]) => Request::Stop { unit },
-            Err(units) => return stop_several(&socket, &units),
+            Err(units) => return each(&targets, parallel, |t| stop_several(t, &units)),
         },
         Command::Restart { unit } => Request::Restart { unit },
         Command::Reload { unit } => Request::Reload { unit },
@@ -74,8 +97,14 @@ fn main() -> ExitCode {
             },
         },
         Command::DaemonReload => Request::DaemonReload {},
-        Command::Ready { units } => return ready(&socket, &units),
+        // Every host's readiness is read at once: nothing changes.
+        Command::Ready { units } => return each(&targets, true, |t| ready(t, &units)),
         Command::Completions { shell } => return completions(shell),
+        // Verbs that work on this machine's files, or are the far end of -H themselves.
+        Command::Import { .. } | Command::DialStdio if local.is_none() => {
+            return usage("`import` and `dial-stdio` work on this machine's files and socket, not over --host (run `clusterctl import` here and copy the units to the hosts)");
+        }
+        Command::DialStdio => return local.map_or(ExitCode::FAILURE, |s| dial_stdio(&s)),
         Command::Import {
             file,
             env,
@@ -88,7 +117,12 @@ fn main() -> ExitCode {
             unit,
             interval,
             sort,
-        } => return top(&socket, unit, interval, sort),
+        } => {
+            let [target] = targets.as_slice() else {
+                return usage("`top` shows one host at a time");
+            };
+            return top(target, unit, interval, sort);
+        }
         Command::Logs {
             unit,
             lines,
@@ -97,6 +131,9 @@ fn main() -> ExitCode {
             stream,
             raw,
         } => {
+            let [target] = targets.as_slice() else {
+                return usage("`logs` reads one host at a time");
+            };
             let request = Request::Logs {
                 unit,
                 lines,
@@ -104,30 +141,126 @@ fn main() -> ExitCode {
                 instance,
                 stream,
             };
-            return logs(&socket, request, follow, raw);
+            return logs(target, request, follow, raw);
         }
     };
-    let response = match send_request(&socket, request) {
-        Ok(response) => response,
-        Err(e) => return unanswered(&e),
-    };
-    if let Some(code) = refused(&response) {
-        return code;
+    if metrics && targets.len() > 1 {
+        // One exposition per host: Prometheus scrapes each (docs/fleet.md).
+        return usage("`metrics` reads one host at a time");
     }
-    let text = if let Some(status) = &response.status {
+    each(&targets, parallel, |target| {
+        ask(target, request.clone(), metrics, json)
+    })
+}
+
+/// A wrong use of clusterctl (exit 2).
+fn usage(why: &str) -> ExitCode {
+    complain!("clusterctl: {}", printable(why));
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// What one clusterd answered, as text to print, or why there is none.
+type Answer = Result<String, Failure>;
+
+/// Runs `ask` on the one target, or on several (one after the other, stopping at the first
+/// that fails, unless `parallel`), each line of an answer and each failure led by its host.
+/// Exit: that of the first failure, else 0.
+fn each(targets: &[Target], parallel: bool, ask: impl Fn(&Target) -> Answer + Sync) -> ExitCode {
+    if let [target] = targets {
+        return match ask(target) {
+            Ok(text) => print_out(&text),
+            Err(failure) => failure.on(target).report(),
+        };
+    }
+    let results = clusterd::client::fleet::across(targets, parallel, |t| {
+        ask(t).map_err(|failure| failure.on(t))
+    });
+    let mut code = None;
+    let mut out = String::new();
+    for (target, result) in targets.iter().zip(results) {
+        let host = target.name();
+        match result {
+            Some(Ok(text)) if text.is_empty() => out.push_str(&format!("{host}: done\n")),
+            Some(Ok(text)) => {
+                for line in text.lines() {
+                    out.push_str(&format!("{host}: {line}\n"));
+                }
+            }
+            Some(Err(failure)) => {
+                // The lines so far first, so the order on a terminal is the hosts' order.
+                let _ = print_out(&std::mem::take(&mut out));
+                code.get_or_insert(failure.code);
+                failure.report();
+            }
+            None => {
+                let _ = print_out(&std::mem::take(&mut out));
+                complain!("clusterctl: {host}: not asked: an earlier host failed (--parallel asks every host)");
+            }
+        }
+    }
+    let printed = print_out(&out);
+    code.map_or(printed, ExitCode::from)
+}
+
+/// `status` of several hosts: one set of tables with a HOST column, or (`--json`) one object
+/// per host, with its `status` or its `error`. Every host is asked at once.
+fn status_of_hosts(targets: &[Target], unit: Option<String>, json: bool) -> ExitCode {
+    // No host in the messages: the HOST column, or the `host` key, says it.
+    let results = clusterd::client::fleet::across(targets, true, |target| {
+        status_report(target, unit.clone())
+    });
+    let mut code = None;
+    let mut reports = Vec::new();
+    for (target, result) in targets.iter().zip(results) {
+        let result = result.unwrap_or_else(|| {
+            Err(Failure {
+                message: "not asked".into(),
+                code: EXIT_FAILED,
+            })
+        });
+        if let Err(failure) = &result {
+            code.get_or_insert(failure.code);
+        }
+        reports.push((target.name(), result.map_err(|f| f.message)));
+    }
+    let text = if json {
+        let hosts: Vec<_> = reports
+            .iter()
+            .map(|(host, report)| match report {
+                Ok(status) => serde_json::json!({ "host": host, "status": status }),
+                Err(error) => serde_json::json!({ "host": host, "error": error }),
+            })
+            .collect();
+        match serde_json::to_string_pretty(&hosts) {
+            Ok(text) => json_for_terminal(&text) + "\n",
+            Err(e) => return usage(&e.to_string()),
+        }
+    } else {
+        clusterd::client::status_table::render_hosts(&reports)
+    };
+    let printed = print_out(&text);
+    code.map_or(printed, ExitCode::from)
+}
+
+/// One request, its answer as text: a status table (or JSON, or metrics), or clusterd's
+/// message.
+fn ask(target: &Target, request: Request, metrics: bool, json: bool) -> Answer {
+    let response = send_request(target, request).map_err(|e| Failure::from(&e))?;
+    if !response.ok {
+        return Err(Failure::refused(&response));
+    }
+    Ok(if let Some(status) = &response.status {
         if metrics {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64());
             clusterd::metrics::render(status, now)
         } else if json {
-            match serde_json::to_string_pretty(status) {
-                Ok(text) => json_for_terminal(&text) + "\n",
-                Err(e) => {
-                    complain!("clusterctl: {e}");
-                    return ExitCode::from(EXIT_FAILED);
-                }
-            }
+            let text = serde_json::to_string_pretty(status).map_err(|e| Failure {
+                message: e.to_string(),
+                code: EXIT_FAILED,
+            })?;
+            json_for_terminal(&text) + "\n"
         } else {
             render(status)
         }
@@ -135,22 +268,21 @@ fn main() -> ExitCode {
         format!("{}\n", printable(message))
     } else {
         String::new()
-    };
-    print_out(&text)
+    })
 }
 
 /// `clusterctl logs`: the response, then the lines as clusterd sends them. On a terminal,
 /// control characters a program wrote are shown escaped (they could drive the terminal),
 /// unless `--raw`. A follower's connection ends only when clusterd goes away (or drops it):
 /// that is said, with exit 3, so a script does not take it for a clean end.
-fn logs(socket: &std::path::Path, request: Request, follow: bool, raw: bool) -> ExitCode {
+fn logs(socket: &Target, request: Request, follow: bool, raw: bool) -> ExitCode {
     use std::io::{BufRead, IsTerminal};
     let (response, mut reader) = match open_stream(socket, request) {
         Ok(opened) => opened,
-        Err(e) => return unanswered(&e),
+        Err(e) => return Failure::from(&e).on(socket).report(),
     };
-    if let Some(code) = refused(&response) {
-        return code;
+    if !response.ok {
+        return Failure::refused(&response).on(socket).report();
     }
     let escape = !raw && std::io::stdout().is_terminal();
     let mut stdout = std::io::stdout().lock();
@@ -160,12 +292,15 @@ fn logs(socket: &std::path::Path, request: Request, follow: bool, raw: bool) -> 
         match reader.read_until(b'\n', &mut line) {
             Ok(0) if !follow => return ExitCode::SUCCESS,
             Ok(0) => {
-                complain!("clusterctl: lost the connection to clusterd (it stopped, or dropped this follower); no more lines");
+                complain!("clusterctl: lost the connection to clusterd at {} (it stopped, or dropped this follower); no more lines", socket.name());
                 return ExitCode::from(EXIT_UNREACHABLE);
             }
             Ok(_) => {}
             Err(e) => {
-                complain!("clusterctl: lost the connection to clusterd: {e}");
+                complain!(
+                    "clusterctl: lost the connection to clusterd at {}: {e}",
+                    socket.name()
+                );
                 return ExitCode::from(EXIT_UNREACHABLE);
             }
         }
@@ -192,23 +327,13 @@ fn logs(socket: &std::path::Path, request: Request, follow: bool, raw: bool) -> 
 /// is not a terminal. An error is printed once the alternate screen is left: printed on it,
 /// it would vanish with it.
 fn top(
-    socket: &std::path::Path,
+    socket: &Target,
     unit: Option<String>,
     interval: std::time::Duration,
     sort: SortBy,
 ) -> ExitCode {
     use std::io::IsTerminal;
-    let status = || -> Result<clusterd::protocol::StatusReport, Failure> {
-        let response = send_request(socket, Request::Status { unit: unit.clone() })
-            .map_err(|e| Failure::from(&e))?;
-        if !response.ok {
-            return Err(Failure::refused(&response));
-        }
-        response.status.ok_or(Failure {
-            message: "clusterd sent no status".into(),
-            code: EXIT_FAILED,
-        })
-    };
+    let status = || status_report(socket, unit.clone()).map_err(|f| f.on(socket));
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
         return match status() {
             Ok(report) => print_out(&frame(&report, sort, usize::MAX)),
@@ -239,56 +364,50 @@ fn top(
     }
 }
 
-/// `clusterctl ready`: exit 0 when every named unit (default: all) runs every wanted
-/// instance and each is ready, and clusterd is not stopping; else say what is missing, exit 1.
 /// `clusterctl stop A B C`: one `stop` after the other, dependents first; stops at the first
 /// that fails.
-fn stop_several(socket: &std::path::Path, units: &[String]) -> ExitCode {
-    let report = match status_of_all(socket) {
-        Ok(report) => report,
-        Err(code) => return code,
-    };
+fn stop_several(target: &Target, units: &[String]) -> Answer {
+    let report = status_report(target, None)?;
     let mut said = String::new();
     for unit in clusterd::client::stop_order::stop_order(&report, units) {
-        let response = match send_request(socket, Request::Stop { unit }) {
-            Ok(response) => response,
-            Err(e) => return unanswered(&e),
-        };
-        if let Some(code) = refused(&response) {
+        let response =
+            send_request(target, Request::Stop { unit }).map_err(|e| Failure::from(&e))?;
+        if !response.ok {
             let _ = print_out(&said);
-            return code;
+            return Err(Failure::refused(&response));
         }
         if let Some(message) = &response.message {
             said.push_str(&format!("{}\n", printable(message)));
         }
     }
-    print_out(&said)
+    Ok(said)
 }
 
-/// The status of every unit, or the exit code of why there is none.
-fn status_of_all(socket: &std::path::Path) -> Result<clusterd::protocol::StatusReport, ExitCode> {
-    let response =
-        send_request(socket, Request::Status { unit: None }).map_err(|e| unanswered(&e))?;
-    if let Some(code) = refused(&response) {
-        return Err(code);
+/// The status of `unit` (or every unit), or why there is none.
+fn status_report(
+    target: &Target,
+    unit: Option<String>,
+) -> Result<clusterd::protocol::StatusReport, Failure> {
+    let response = send_request(target, Request::Status { unit }).map_err(|e| Failure::from(&e))?;
+    if !response.ok {
+        return Err(Failure::refused(&response));
     }
-    response.status.ok_or_else(|| {
-        complain!("clusterctl: clusterd sent no status");
-        ExitCode::from(EXIT_FAILED)
+    response.status.ok_or(Failure {
+        message: "clusterd sent no status".into(),
+        code: EXIT_FAILED,
     })
 }
 
-fn ready(socket: &std::path::Path, units: &[String]) -> ExitCode {
-    let report = match status_of_all(socket) {
-        Ok(report) => report,
-        Err(code) => return code,
-    };
+/// `clusterctl ready`: exit 0 when every named unit (default: all) runs every wanted
+/// instance and each is ready, and clusterd is not stopping; else say what is missing, exit 1.
+fn ready(target: &Target, units: &[String]) -> Answer {
+    let report = status_report(target, None)?;
     match clusterd::client::readiness::not_ready(&report, units) {
-        None => ExitCode::SUCCESS,
-        Some(why) => {
-            complain!("clusterctl: not ready: {}", printable(&why));
-            ExitCode::from(EXIT_FAILED)
-        }
+        None => Ok(String::new()),
+        Some(why) => Err(Failure {
+            message: format!("not ready: {}", printable(&why)),
+            code: EXIT_FAILED,
+        }),
     }
 }
 
@@ -354,6 +473,21 @@ fn import(
     print_out(&summary)
 }
 
+/// `clusterctl dial-stdio`: the far end of `clusterctl -H`.
+fn dial_stdio(socket: &std::path::Path) -> ExitCode {
+    let mut stream = match clusterd::client::transport::connect_socket(socket) {
+        Ok(stream) => stream,
+        Err(e) => return unanswered(&e),
+    };
+    match clusterd::client::dial_stdio::bridge(&mut stream) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            complain!("clusterctl: dial-stdio: {e}");
+            ExitCode::from(EXIT_UNREACHABLE)
+        }
+    }
+}
+
 /// `clusterctl completions SHELL`: the script, generated from clusterctl's own definitions.
 fn completions(shell: clap_complete::Shell) -> ExitCode {
     let mut script = Vec::new();
@@ -383,6 +517,17 @@ impl Failure {
         }
     }
 
+    /// Says which host failed, when it is one (a local socket is named in its own messages).
+    fn on(self, target: &Target) -> Failure {
+        match target {
+            Target::Local(_) => self,
+            Target::Ssh(host) => Failure {
+                message: format!("{}: {}", host.url, self.message),
+                code: self.code,
+            },
+        }
+    }
+
     fn report(self) -> ExitCode {
         complain!("clusterctl: {}", self.message);
         ExitCode::from(self.code)
@@ -408,11 +553,6 @@ impl From<&ClientError> for Failure {
 /// Says why clusterd could not be asked; exit 3 when it is not reachable, else 1.
 fn unanswered(error: &ClientError) -> ExitCode {
     Failure::from(error).report()
-}
-
-/// Says why clusterd refused, if it did (exit 1).
-fn refused(response: &clusterd::protocol::Response) -> Option<ExitCode> {
-    (!response.ok).then(|| Failure::refused(response).report())
 }
 
 /// Writes the answer to stdout. A reader that went away (`clusterctl status | head -1`) is

@@ -22,6 +22,28 @@ pub struct ClusterctlArgs {
     #[arg(long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
+    /// Talk to the clusterd of another host through ssh, which runs `clusterctl dial-stdio`
+    /// there (--socket then names the remote socket): ssh://[USER@]HOST[:PORT]. Repeat it or
+    /// give a comma list for several hosts [env: CLUSTERD_HOST].
+    #[arg(
+        short = 'H',
+        long = "host",
+        global = true,
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub hosts: Vec<String>,
+
+    /// Read host URLs from this file, one a line (`#` starts a comment), as for --host.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub hosts_file: Option<PathBuf>,
+
+    /// With several hosts, ask them all at once; without it, `reload`, `restart`,
+    /// `daemon-reload` (and every other verb that changes something) go host by host and stop
+    /// at the first host that fails.
+    #[arg(long, global = true)]
+    pub parallel: bool,
+
     #[command(subcommand)]
     pub command: ClusterctlCommand,
 }
@@ -150,6 +172,10 @@ pub enum ClusterctlCommand {
         #[arg(long)]
         allow_exec: bool,
     },
+    /// Copy stdin to the control socket and the socket to stdout, until either side closes:
+    /// what `clusterctl -H ssh://HOST` runs on HOST through ssh (and what a key restricted with
+    /// `command="clusterctl dial-stdio"` in authorized_keys may run).
+    DialStdio,
     /// Print the completion script for a shell, e.g. `clusterctl completions bash >
     /// /etc/bash_completion.d/clusterctl`.
     Completions {

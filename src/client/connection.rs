@@ -2,8 +2,8 @@
 //! for `logs`, the lines that follow it).
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
+
+use super::transport::{Connection, Target};
 
 use crate::protocol::{Request, RequestEnvelope, Response, PROTOCOL_VERSION};
 
@@ -15,44 +15,36 @@ pub enum ClientError {
     Protocol(String),
 }
 
-pub fn send_request(socket: &Path, request: Request) -> Result<Response, ClientError> {
-    exchange(socket, request, None).map(|(response, _)| response)
+pub fn send_request(target: &Target, request: Request) -> Result<Response, ClientError> {
+    exchange(target, request, None).map(|(response, _)| response)
 }
 
 /// Sends `request` and reads the response line; the rest of what clusterd sends (the lines
 /// of `logs`) is left to read from the returned reader.
 pub fn open_stream(
-    socket: &Path,
+    target: &Target,
     request: Request,
-) -> Result<(Response, BufReader<UnixStream>), ClientError> {
-    exchange(socket, request, None)
+) -> Result<(Response, BufReader<Connection>), ClientError> {
+    exchange(target, request, None)
 }
 
 /// [`send_request`], giving up (with a `Protocol` error) if no answer came within `timeout`:
 /// for callers that poll, such as tests and scripts.
 pub fn send_request_within(
-    socket: &Path,
+    socket: &std::path::Path,
     request: Request,
     timeout: std::time::Duration,
 ) -> Result<Response, ClientError> {
-    exchange(socket, request, Some(timeout)).map(|(response, _)| response)
+    exchange(&Target::Local(socket.to_path_buf()), request, Some(timeout))
+        .map(|(response, _)| response)
 }
 
 fn exchange(
-    socket: &Path,
+    target: &Target,
     request: Request,
     timeout: Option<std::time::Duration>,
-) -> Result<(Response, BufReader<UnixStream>), ClientError> {
-    let mut stream = UnixStream::connect(socket).map_err(|e| {
-        ClientError::Unreachable(format!(
-            "cannot connect to clusterd at {}: {e} (is clusterd running? use --socket or CLUSTERD_SOCKET for another path)",
-            socket.display()
-        ))
-    })?;
-    if timeout.is_some() {
-        let _ = stream.set_read_timeout(timeout);
-        let _ = stream.set_write_timeout(timeout);
-    }
+) -> Result<(Response, BufReader<Connection>), ClientError> {
+    let mut stream = Connection::open(target, timeout)?;
     let envelope = RequestEnvelope {
         version: PROTOCOL_VERSION,
         request,
@@ -66,11 +58,13 @@ fn exchange(
     let mut reader = BufReader::new(stream);
     let read = reader.read_until(b'\n', &mut answer);
     if answer.is_empty() {
-        return Err(ClientError::Protocol(match (sent, read) {
+        let why = match (sent, read) {
             (Err(e), _) => format!("cannot send the request: {e}"),
             (_, Err(e)) => format!("cannot read the answer: {e}"),
             _ => "clusterd closed the connection without answering".into(),
-        }));
+        };
+        // Over ssh, ssh's exit status and stderr say more (no clusterctl there, say).
+        return Err(reader.get_mut().why_closed(why));
     }
     let response = serde_json::from_slice(&answer)
         .map_err(|e| ClientError::Protocol(format!("malformed answer from clusterd: {e}")))?;

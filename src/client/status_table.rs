@@ -21,143 +21,211 @@ pub fn render(report: &StatusReport) -> String {
     if report.units.is_empty() {
         return "no units loaded\n".to_string();
     }
-    let mut units = vec![vec![
-        "UNIT".to_string(),
-        "STATE".into(),
-        "INSTANCES".into(),
-        "RESTARTS".into(),
-        "CPU".into(),
-        "MEM".into(),
-        "LOG".into(),
-        "DESCRIPTION".into(),
-    ]];
-    let mut notes = Vec::new();
-    let mut instances = vec![vec![
-        "UNIT".to_string(),
-        "#".into(),
-        "PID".into(),
-        "STATE".into(),
-        "UPTIME".into(),
-        "CPU".into(),
-        "MEM".into(),
-        "RESTARTS".into(),
-        "LAST EXIT".into(),
-    ]];
-    for unit in &report.units {
-        let running = unit
-            .instances
-            .iter()
-            .filter(|i| !i.draining && i.state == InstanceState::Running)
-            .count();
-        units.push(vec![
-            unit.name.clone(),
-            unit.state.to_string(),
-            if unit.state == UnitState::Invalid {
-                "-".into()
-            } else {
-                format!("{running}/{}", unit.wanted_instances)
-            },
-            unit.restarts.to_string(),
-            unit.cpu_percent.map_or("-".into(), |p| format!("{p:.1}%")),
-            unit.memory_bytes.map_or("-".into(), format_bytes),
-            unit.log.as_deref().map_or("-".into(), |log| {
-                // `file PATH`: the path is in `--json`; the column says where.
-                log.split(' ').next().unwrap_or(log).to_string()
-            }),
-            unit.description.clone().unwrap_or_default(),
-        ]);
-        if let Some(error) = &unit.error {
-            notes.push(format!("{}: {error}", unit.name));
-        }
-        if let Some(problem) = &unit.log_problem {
-            notes.push(format!("{}: log: {problem}", unit.name));
-        }
-        if let Some(problem) = &unit.watch_problem {
-            notes.push(format!("{}: watch: {problem}", unit.name));
-        }
-        if let Some(what) = &unit.waiting_for {
-            notes.push(format!("{}: waiting for {what}", unit.name));
-        }
-        if let Some(job) = &unit.job {
-            notes.push(format!("{}: {}", unit.name, job_note(job)));
-        }
-        for instance in &unit.instances {
-            let mut state = instance.state.to_string();
-            if instance.draining && instance.state != InstanceState::Draining {
-                // Stopping, say: it was replaced all the same.
-                state.push_str(" (replaced)");
+    let mut tables = Tables::new(false);
+    tables.add(report, None);
+    tables.finish()
+}
+
+/// The status of several hosts in one set of tables, each row starting with its HOST; a host
+/// that did not answer is a note with its error.
+pub fn render_hosts(reports: &[(String, Result<StatusReport, String>)]) -> String {
+    let mut tables = Tables::new(true);
+    for (host, report) in reports {
+        match report {
+            Ok(report) if report.units.is_empty() => {
+                tables.notes.push(format!("{host}: no units loaded"));
             }
-            if let Some(health) = instance
-                .health
-                .as_ref()
-                .filter(|h| h.state == crate::protocol::HealthState::Failing)
-            {
-                state.push_str(" (unhealthy)");
-                if let Some(reason) = &health.reason {
-                    notes.push(format!(
-                        "{}[{}]: health: {reason}",
-                        unit.name, instance.index
-                    ));
-                }
-            }
-            let last = match (&instance.last_exit, &instance.status_text) {
-                (Some(exit), Some(text)) => format!("{exit}; status: {text}"),
-                (Some(exit), None) => exit.clone(),
-                (None, Some(text)) => format!("status: {text}"),
-                (None, None) => "-".into(),
-            };
-            instances.push(vec![
-                unit.name.clone(),
-                instance.index.to_string(),
-                instance.pid.map_or("-".into(), |p| p.to_string()),
-                state,
-                instance
-                    .uptime_ms
-                    .map_or("-".into(), |ms| format_uptime(Duration::from_millis(ms))),
-                instance
-                    .cpu_percent
-                    .map_or("-".into(), |p| format!("{p:.1}%")),
-                instance.memory_bytes.map_or("-".into(), format_bytes),
-                instance.restarts.to_string(),
-                last,
-            ]);
+            Ok(report) => tables.add(report, Some(host)),
+            Err(error) => tables.notes.push(format!("{host}: {error}")),
         }
     }
-    let mut out = table(&units);
-    if !notes.is_empty() {
-        out.push('\n');
-        for note in notes {
-            out.push_str(&printable(&note));
+    tables.finish()
+}
+
+/// The rows of the tables being rendered, and what follows them.
+struct Tables {
+    units: Vec<Vec<String>>,
+    notes: Vec<String>,
+    instances: Vec<Vec<String>>,
+    /// The events of `status UNIT` and the isolation line, after the tables.
+    tail: String,
+}
+
+/// A row, with its host's cell first when there is a HOST column.
+fn row<const N: usize>(host: Option<&str>, cells: [String; N]) -> Vec<String> {
+    host.map(str::to_string).into_iter().chain(cells).collect()
+}
+
+impl Tables {
+    fn new(host_column: bool) -> Tables {
+        let host = host_column.then_some("HOST");
+        Tables {
+            units: vec![row(
+                host,
+                [
+                    "UNIT".to_string(),
+                    "STATE".into(),
+                    "INSTANCES".into(),
+                    "RESTARTS".into(),
+                    "CPU".into(),
+                    "MEM".into(),
+                    "LOG".into(),
+                    "DESCRIPTION".into(),
+                ],
+            )],
+            notes: Vec::new(),
+            instances: vec![row(
+                host,
+                [
+                    "UNIT".to_string(),
+                    "#".into(),
+                    "PID".into(),
+                    "STATE".into(),
+                    "UPTIME".into(),
+                    "CPU".into(),
+                    "MEM".into(),
+                    "RESTARTS".into(),
+                    "LAST EXIT".into(),
+                ],
+            )],
+            tail: String::new(),
+        }
+    }
+
+    fn finish(self) -> String {
+        let mut out = String::new();
+        if self.units.len() > 1 {
+            out.push_str(&table(&self.units));
+        }
+        if !self.notes.is_empty() {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            for note in self.notes {
+                out.push_str(&printable(&note));
+                out.push('\n');
+            }
+        }
+        if self.instances.len() > 1 {
             out.push('\n');
+            out.push_str(&table(&self.instances));
+        }
+        out + &self.tail
+    }
+
+    /// Adds one host's report (`host`: `None` without a HOST column).
+    fn add(&mut self, report: &StatusReport, host: Option<&str>) {
+        let notes = &mut self.notes;
+        let note_prefix = host.map_or(String::new(), |h| format!("{h}: "));
+        for unit in &report.units {
+            let running = unit
+                .instances
+                .iter()
+                .filter(|i| !i.draining && i.state == InstanceState::Running)
+                .count();
+            self.units.push(row(
+                host,
+                [
+                    unit.name.clone(),
+                    unit.state.to_string(),
+                    if unit.state == UnitState::Invalid {
+                        "-".into()
+                    } else {
+                        format!("{running}/{}", unit.wanted_instances)
+                    },
+                    unit.restarts.to_string(),
+                    unit.cpu_percent.map_or("-".into(), |p| format!("{p:.1}%")),
+                    unit.memory_bytes.map_or("-".into(), format_bytes),
+                    unit.log.as_deref().map_or("-".into(), |log| {
+                        // `file PATH`: the path is in `--json`; the column says where.
+                        log.split(' ').next().unwrap_or(log).to_string()
+                    }),
+                    unit.description.clone().unwrap_or_default(),
+                ],
+            ));
+            if let Some(error) = &unit.error {
+                notes.push(format!("{note_prefix}{}: {error}", unit.name));
+            }
+            if let Some(problem) = &unit.log_problem {
+                notes.push(format!("{note_prefix}{}: log: {problem}", unit.name));
+            }
+            if let Some(problem) = &unit.watch_problem {
+                notes.push(format!("{note_prefix}{}: watch: {problem}", unit.name));
+            }
+            if let Some(what) = &unit.waiting_for {
+                notes.push(format!("{note_prefix}{}: waiting for {what}", unit.name));
+            }
+            if let Some(job) = &unit.job {
+                notes.push(format!("{note_prefix}{}: {}", unit.name, job_note(job)));
+            }
+            for instance in &unit.instances {
+                let mut state = instance.state.to_string();
+                if instance.draining && instance.state != InstanceState::Draining {
+                    // Stopping, say: it was replaced all the same.
+                    state.push_str(" (replaced)");
+                }
+                if let Some(health) = instance
+                    .health
+                    .as_ref()
+                    .filter(|h| h.state == crate::protocol::HealthState::Failing)
+                {
+                    state.push_str(" (unhealthy)");
+                    if let Some(reason) = &health.reason {
+                        notes.push(format!(
+                            "{note_prefix}{}[{}]: health: {reason}",
+                            unit.name, instance.index
+                        ));
+                    }
+                }
+                let last = match (&instance.last_exit, &instance.status_text) {
+                    (Some(exit), Some(text)) => format!("{exit}; status: {text}"),
+                    (Some(exit), None) => exit.clone(),
+                    (None, Some(text)) => format!("status: {text}"),
+                    (None, None) => "-".into(),
+                };
+                self.instances.push(row(
+                    host,
+                    [
+                        unit.name.clone(),
+                        instance.index.to_string(),
+                        instance.pid.map_or("-".into(), |p| p.to_string()),
+                        state,
+                        instance
+                            .uptime_ms
+                            .map_or("-".into(), |ms| format_uptime(Duration::from_millis(ms))),
+                        instance
+                            .cpu_percent
+                            .map_or("-".into(), |p| format!("{p:.1}%")),
+                        instance.memory_bytes.map_or("-".into(), format_bytes),
+                        instance.restarts.to_string(),
+                        last,
+                    ],
+                ));
+            }
+        }
+        // `status UNIT`: why things happened, newest last.
+        for unit in report.units.iter().filter(|u| !u.events.is_empty()) {
+            let mut events = vec![vec!["WHEN".to_string(), "WHAT".into()]];
+            for event in &unit.events {
+                let who = match event.instance {
+                    Some(i) => format!("{}[{i}]", unit.name),
+                    None => unit.name.clone(),
+                };
+                events.push(vec![
+                    format!("{} ago", format_uptime(Duration::from_millis(event.ago_ms))),
+                    format!("{note_prefix}{who}: {}", event.text),
+                ]);
+            }
+            self.tail.push('\n');
+            self.tail.push_str(&table(&events));
+        }
+        if let Some(isolation) = &report.isolation {
+            self.tail.push_str(&format!(
+                "\n{note_prefix}instances isolated by {}\n",
+                printable(isolation)
+            ));
         }
     }
-    if instances.len() > 1 {
-        out.push('\n');
-        out.push_str(&table(&instances));
-    }
-    // `status UNIT`: why things happened, newest last.
-    for unit in report.units.iter().filter(|u| !u.events.is_empty()) {
-        let mut events = vec![vec!["WHEN".to_string(), "WHAT".into()]];
-        for event in &unit.events {
-            let who = match event.instance {
-                Some(i) => format!("{}[{i}]", unit.name),
-                None => unit.name.clone(),
-            };
-            events.push(vec![
-                format!("{} ago", format_uptime(Duration::from_millis(event.ago_ms))),
-                format!("{who}: {}", event.text),
-            ]);
-        }
-        out.push('\n');
-        out.push_str(&table(&events));
-    }
-    if let Some(isolation) = &report.isolation {
-        out.push_str(&format!(
-            "\ninstances isolated by {}\n",
-            printable(isolation)
-        ));
-    }
-    out
 }
 
 /// A one-shot's runs in a line: `last run 3m ago: run done: exited with code 0, after 1s;
