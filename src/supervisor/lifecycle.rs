@@ -332,6 +332,10 @@ impl<P: ProcessControl> Supervisor<P> {
             return;
         }
         if let Some(id) = self.probes.remove(&pid) {
+            // What the check left in its group (`daemon &`) ends with it: else each check
+            // could leave one more process behind. The group outlives its reaped leader while
+            // it has members, so its number is not reused meanwhile.
+            self.os.signal_group(pid, Signal::SIGKILL);
             return self.probe_exited(id, pid, status, now);
         }
         let Some(id) = self.by_pid.remove(&pid) else {

@@ -1,0 +1,263 @@
+//! Hostile review of `[health]`/`watchdog`, one-shot jobs and `after`, and the spawn that
+//! shares clusterd's fd table: what a check command, a job or a crowd of control
+//! connections can do to clusterd, with real processes.
+
+use crate::common;
+use common::*;
+
+use std::fs;
+use std::time::Duration;
+
+fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("clusterd-hostile-hj-")
+        .tempdir()
+        .expect("scratch dir")
+}
+
+/// The pids a file lists, one a line.
+fn listed_pids(path: &std::path::Path) -> Vec<u32> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// A check command that leaves a process behind in its group (`sleep 300 &`) and exits 0:
+/// each check used to leave one more process running for 300 s, so an interval of 200 ms
+/// piled up thousands. What a check leaves in its process group now ends with it.
+#[test]
+fn what_a_health_command_leaves_behind_in_its_group_ends_with_it() {
+    let dir = scratch();
+    let bg = dir.path().join("bg");
+    let unit = format!(
+        "command = [\"sleep\", \"1000\"]\n[health]\ncommand = [\"sh\", \"-c\", \"sleep 300 & echo $! >> {}; exit 0\"]\ninterval = \"200ms\"\n",
+        bg.display()
+    );
+    let d = Daemon::start(&[("web", &unit)]);
+    d.wait_running("web", 1);
+    wait_for("four checks", PATIENCE, || listed_pids(&bg).len() >= 4);
+    let first = listed_pids(&bg)[..3].to_vec();
+    let leftovers = || {
+        first
+            .iter()
+            .copied()
+            .filter(|&p| alive(p))
+            .collect::<Vec<_>>()
+    };
+    let outcome = std::panic::catch_unwind(|| {
+        wait_for("the checks' leftovers to end", PATIENCE, || {
+            leftovers().is_empty()
+        })
+    });
+    for pid in listed_pids(&bg) {
+        if alive(pid) {
+            send_signal(pid, libc::SIGKILL);
+        }
+    }
+    assert!(outcome.is_ok(), "still running: {:?}", leftovers());
+    let unit = d.unit("web");
+    assert_eq!(
+        unit["health_replacements"].as_u64().unwrap_or(0),
+        0,
+        "{unit}"
+    );
+}
+
+fn sh(script: &str) -> String {
+    format!(
+        "command = [\"sh\", \"-c\", \"{}\"]\n",
+        script.replace('\\', "\\\\").replace('"', "\\\"")
+    )
+}
+
+fn state(d: &Daemon, unit: &str) -> String {
+    d.unit(unit)["state"].as_str().unwrap_or("").to_string()
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A one-shot that runs until `go` exists, then appends a line to `ran` and exits 0.
+fn gated_job(go: &std::path::Path, ran: &std::path::Path) -> String {
+    format!(
+        "{}type = \"oneshot\"\n",
+        sh(&format!(
+            "while [ ! -e '{}' ]; do sleep 0.05; done; echo ran >> '{}'",
+            go.display(),
+            ran.display()
+        ))
+    )
+}
+
+fn lines(path: &std::path::Path) -> usize {
+    fs::read_to_string(path).unwrap_or_default().lines().count()
+}
+
+/// `clusterctl stop web` while web waits for its `after`: web is stopped, and the job's
+/// later success does not start it; `start web` does.
+#[test]
+fn a_waiting_unit_stopped_by_hand_is_not_started_by_its_dependency_later() {
+    let d = Daemon::start(&[]);
+    let (go, ran, web) = (d.path("go"), d.path("ran"), d.path("web.start"));
+    d.write_unit("migrate", &gated_job(&go, &ran));
+    d.write_unit(
+        "web",
+        &format!(
+            "{}after = [\"migrate\"]\n",
+            sh(&format!("echo x >> '{}'; exec sleep 300", web.display()))
+        ),
+    );
+    let out = d.ctl(&["daemon-reload"]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_for("web to wait", PATIENCE, || state(&d, "web") == "waiting");
+    let out = d.ctl(&["stop", "web"]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_for("web to be stopped", PATIENCE, || {
+        state(&d, "web") == "stopped"
+    });
+    fs::write(&go, "").unwrap();
+    wait_for("migrate to be done", PATIENCE, || {
+        state(&d, "migrate") == "done"
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(lines(&web), 0, "web started although stopped by hand");
+    assert_eq!(state(&d, "web"), "stopped");
+    let out = d.ctl(&["start", "web"]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_for("web to start", PATIENCE, || lines(&web) == 1);
+}
+
+/// Many `clusterctl start JOB` at once, while a run is going: every client gets an answer,
+/// and runs never overlap.
+#[test]
+fn a_storm_of_starts_of_a_running_job_never_overlaps_runs_and_answers_everyone() {
+    let d = Daemon::start(&[]);
+    let (go, ran) = (d.path("go"), d.path("ran"));
+    let busy = d.path("busy");
+    d.write_unit(
+        "job",
+        &format!(
+            "{}type = \"oneshot\"\n",
+            sh(&format!(
+                "if [ -e '{b}' ]; then echo overlap >> '{r}'; fi; touch '{b}'; while [ ! -e '{g}' ]; do sleep 0.05; done; rm -f '{b}'; echo ran >> '{r}'",
+                b = busy.display(),
+                g = go.display(),
+                r = ran.display()
+            ))
+        ),
+    );
+    let out = d.ctl(&["daemon-reload"]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_for("the job to run", PATIENCE, || busy.exists());
+    let clients: Vec<_> = (0..40)
+        .map(|_| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_clusterctl"))
+                .args(["--socket", d.socket.to_str().unwrap(), "start", "job"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("clusterctl")
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    fs::write(&go, "").unwrap();
+    let mut answers = Vec::new();
+    for client in clients {
+        let out = client.wait_with_output().expect("clusterctl ends");
+        answers.push((out.status.code(), text(&out)));
+    }
+    wait_for("the job to be done", PATIENCE, || {
+        state(&d, "job") == "done"
+    });
+    let runs = fs::read_to_string(&ran).unwrap_or_default();
+    assert!(!runs.contains("overlap"), "{runs}");
+    for (code, out) in &answers {
+        assert!(code.is_some(), "{out}");
+    }
+    println!("runs: {}; answers: {:?}", lines(&ran), &answers[..2]);
+}
+
+/// daemon-reload turns a running service into a one-shot: it used to be rolled over like a
+/// changed service, so its new process ran outside of any run — status said `runs: 0`, and
+/// when that process failed the unit was `failed` with `failures: 0` and no last run (the
+/// metrics and the alert on them missed it). A change of `type` is a restart now: the
+/// one-shot's run begins with its process, and ends counted.
+#[test]
+fn daemon_reload_turning_a_running_service_into_a_oneshot_begins_a_counted_run() {
+    let d = Daemon::start(&[("u", "command = [\"sleep\", \"300\"]\n")]);
+    let first = d.wait_running("u", 1)[0];
+    d.write_unit("u", "command = [\"sleep\", \"300\"]\ntype = \"oneshot\"\n");
+    let out = d.ctl(&["daemon-reload"]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_for("the one-shot's process", PATIENCE, || {
+        d.pids("u").first().is_some_and(|&p| p != first)
+    });
+    assert!(!alive(first), "the service's process still runs");
+    let unit = d.unit("u");
+    assert_eq!(unit["job"]["runs"], 1, "{unit}");
+    send_signal(d.pids("u")[0], libc::SIGTERM);
+    wait_for("the run to fail", PATIENCE, || state(&d, "u") == "failed");
+    let unit = d.unit("u");
+    assert_eq!(unit["job"]["failures"], 1, "{unit}");
+    assert_eq!(unit["job"]["last_run"]["ok"], false, "{unit}");
+    // And back: the one-shot becomes a service that runs.
+    d.write_unit("u", "command = [\"sleep\", \"300\"]\n");
+    let out = d.ctl(&["daemon-reload"]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_for("the service to run", PATIENCE, || {
+        state(&d, "u") == "running"
+    });
+}
+
+/// A running one-shot turned into a service by daemon-reload: its run ends (stopped, not
+/// failed) and the service starts.
+#[test]
+fn daemon_reload_turning_a_running_oneshot_into_a_service_ends_its_run() {
+    let d = Daemon::start(&[("u", "command = [\"sleep\", \"300\"]\ntype = \"oneshot\"\n")]);
+    let first = d.wait_running("u", 1)[0];
+    d.write_unit("u", "command = [\"sleep\", \"300\"]\n");
+    let out = d.ctl(&["daemon-reload"]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_for("the service's process", PATIENCE, || {
+        d.pids("u").first().is_some_and(|&p| p != first) && state(&d, "u") == "running"
+    });
+    assert!(!alive(first), "the one-shot's process still runs");
+}
+
+/// daemon-reload removes the unit a waiting unit is ordered after: the dependent's file no
+/// longer checks, so the reload says so and the dependent keeps waiting, saying for what.
+#[test]
+fn daemon_reload_removing_the_dependency_of_a_waiting_unit_says_why_it_waits() {
+    let d = Daemon::start(&[]);
+    let (go, ran, web) = (d.path("go"), d.path("ran"), d.path("web.start"));
+    d.write_unit("migrate", &gated_job(&go, &ran));
+    d.write_unit(
+        "web",
+        &format!(
+            "{}after = [\"migrate\"]\n",
+            sh(&format!("echo x >> '{}'; exec sleep 300", web.display()))
+        ),
+    );
+    let out = d.ctl(&["daemon-reload"]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_for("web to wait", PATIENCE, || state(&d, "web") == "waiting");
+    d.remove_unit("migrate");
+    let out = d.ctl(&["daemon-reload"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("no unit is named \"migrate\""),
+        "{}",
+        text(&out)
+    );
+    let unit = d.unit("web");
+    assert_eq!(unit["state"], "waiting", "{unit}");
+    assert_eq!(unit["waiting_for"], "migrate (not loaded)", "{unit}");
+    assert_eq!(lines(&web), 0);
+}
