@@ -256,8 +256,10 @@ fn daemon_reload_removing_the_dependency_of_a_waiting_unit_says_why_it_waits() {
         "{}",
         text(&out)
     );
-    let unit = d.unit("web");
-    assert_eq!(unit["state"], "waiting", "{unit}");
-    assert_eq!(unit["waiting_for"], "migrate (not loaded)", "{unit}");
+    // The removed job stops first (its process gets SIGTERM), then is gone.
+    wait_for("web to wait for a unit not loaded", PATIENCE, || {
+        d.unit("web")["waiting_for"] == "migrate (not loaded)"
+    });
+    assert_eq!(state(&d, "web"), "waiting");
     assert_eq!(lines(&web), 0);
 }
