@@ -263,3 +263,65 @@ fn daemon_reload_removing_the_dependency_of_a_waiting_unit_says_why_it_waits() {
     assert_eq!(state(&d, "web"), "waiting");
     assert_eq!(lines(&web), 0);
 }
+
+/// An instance's fds as (number, what): `socket`, `pipe`, or the path.
+fn fd_kinds(pid: u32) -> Vec<(u32, String)> {
+    let mut fds: Vec<(u32, String)> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|entry| {
+                let entry = entry.ok()?;
+                let number = entry.file_name().to_string_lossy().parse().ok()?;
+                let target = fs::read_link(entry.path()).ok()?;
+                let target = target.to_string_lossy();
+                let kind = target.split(":[").next().unwrap_or("").to_string();
+                Some((number, kind))
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    fds.sort();
+    fds
+}
+
+/// Children share clusterd's fd table until they unshare it: instances started while
+/// many control connections are open (40 of the 64 clusterd serves), and while another thread of clusterd accepts
+/// and closes connections all the time, get exactly the fds the first instance got.
+#[test]
+fn instances_started_among_many_open_and_churning_connections_get_exactly_their_fds() {
+    let mut d =
+        Daemon::start_with_fd_limit(&[("u", "command = [\"sleep\", \"1000\"]\n")], Some(8192));
+    let first = d.wait_running("u", 1)[0];
+    let expected = fd_kinds(first);
+    assert!(!expected.is_empty());
+    let held: Vec<_> = (0..40)
+        .filter_map(|_| std::os::unix::net::UnixStream::connect(&d.socket).ok())
+        .collect();
+    assert_eq!(held.len(), 40);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let (stop, socket) = (stop.clone(), d.socket.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = std::os::unix::net::UnixStream::connect(&socket);
+                n += 1;
+                // One at a time, a little apart: the test's own requests need a place.
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            n
+        })
+    };
+    let out = d.ctl(&["scale", "u", "40"]);
+    let pids = d.wait_running("u", 40);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let churned = churn.join().unwrap_or(0);
+    assert!(out.status.success(), "{}", text(&out));
+    drop(held);
+    let wrong: Vec<_> = pids
+        .iter()
+        .map(|&p| (p, fd_kinds(p)))
+        .filter(|(_, fds)| *fds != expected)
+        .collect();
+    println!("connections made during the start: {churned}; expected fds {expected:?}");
+    assert!(wrong.is_empty(), "expected {expected:?}, got {wrong:?}");
+}
