@@ -325,3 +325,53 @@ fn instances_started_among_many_open_and_churning_connections_get_exactly_their_
     println!("connections made during the start: {churned}; expected fds {expected:?}");
     assert!(wrong.is_empty(), "expected {expected:?}, got {wrong:?}");
 }
+
+/// clusterd started with fds 0, 1 and 2 closed: its own first files take those numbers, and
+/// none of them may become an instance's or a health check's stdin, stdout or stderr.
+#[test]
+fn with_its_stdio_closed_clusterd_gives_instances_and_checks_exactly_their_own_fds() {
+    let dir = scratch();
+    let checks = dir.path().join("checks");
+    let unit = format!(
+        "command = [\"sh\", \"-c\", \"echo hello-from-instance; exec sleep 1000\"]\ninstances = 3\n[health]\ncommand = [\"sh\", \"-c\", \"ls -l /proc/self/fd/ > {}.$$\"]\ninterval = \"200ms\"\n",
+        checks.display()
+    );
+    let d = Daemon::start_with_stdio_closed(&[("u", &unit)], 8192);
+    let pids = d.wait_running("u", 3);
+    let expected: Vec<(u32, String)> = vec![
+        (0, "/dev/null".into()),
+        (1, "pipe".into()),
+        (2, "pipe".into()),
+        (3, "socket".into()),
+    ];
+    for &pid in &pids {
+        assert_eq!(fd_kinds(pid), expected, "instance {pid}");
+    }
+    wait_for("the instances' output in their log", PATIENCE, || {
+        d.log_files("u").iter().any(|f| {
+            fs::read_to_string(f)
+                .unwrap_or_default()
+                .contains("hello-from-instance")
+        })
+    });
+    wait_for("a health check", PATIENCE, || {
+        d.unit("u")["instances"][0]["health"]["state"] == "ok"
+    });
+    // A check sees /dev/null on 0, 1 and 2 (its output is thrown away) and nothing else
+    // of clusterd's but the directory `ls` reads.
+    let listing = fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().starts_with("checks."))
+        .map(|e| fs::read_to_string(e.path()).unwrap_or_default())
+        .unwrap_or_default();
+    let targets: Vec<&str> = listing
+        .lines()
+        .filter_map(|l| l.split_once(" -> ").map(|(_, t)| t))
+        .collect();
+    assert!(targets.len() <= 4, "{listing}");
+    assert!(
+        targets.iter().filter(|t| **t == "/dev/null").count() >= 2,
+        "{listing}"
+    );
+}
