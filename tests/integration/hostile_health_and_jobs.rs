@@ -375,3 +375,54 @@ fn with_its_stdio_closed_clusterd_gives_instances_and_checks_exactly_their_own_f
         "{listing}"
     );
 }
+
+/// SIGTERM to clusterd while a job runs (ignoring SIGTERM, so it needs its kill_timeout), a
+/// service it is ordered after runs, and a unit waits for the job: clusterd stops the job
+/// before the service it is after, never starts the waiting unit, and exits.
+#[test]
+fn shutdown_while_a_job_runs_and_a_unit_waits_for_it_stops_in_order_and_exits() {
+    let mut d = Daemon::start(&[]);
+    let (db_end, job_end, web) = (d.path("db.end"), d.path("job.end"), d.path("web.start"));
+    d.write_unit(
+        "db",
+        &sh(&format!(
+            "trap 'date +%s%N >> {}; exit 0' TERM; while :; do sleep 0.05; done",
+            db_end.display()
+        )),
+    );
+    d.write_unit(
+        "job",
+        &format!(
+            "{}type = \"oneshot\"\nafter = [\"db\"]\nkill_timeout = \"1s\"\n",
+            sh(&format!(
+                "trap '' TERM; trap 'date +%s%N >> {}' EXIT; while :; do sleep 0.05; done",
+                job_end.display()
+            ))
+        ),
+    );
+    d.write_unit(
+        "web",
+        &format!(
+            "{}after = [\"job\"]\n",
+            sh(&format!("echo x >> '{}'; exec sleep 300", web.display()))
+        ),
+    );
+    let out = d.ctl(&["daemon-reload"]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_for("the job to run and web to wait", PATIENCE, || {
+        state(&d, "job") == "running" && state(&d, "web") == "waiting"
+    });
+    let job_pid = d.pids("job")[0];
+    let db_pid = d.pids("db")[0];
+    send_signal(d.pid(), libc::SIGTERM);
+    let status = d.wait_exit(PATIENCE);
+    assert!(status.success(), "{status:?}\n{}", d.log());
+    assert!(!alive(job_pid) && !alive(db_pid));
+    assert_eq!(
+        lines(&web),
+        0,
+        "the waiting unit was started during the shutdown"
+    );
+    // The job was SIGKILLed (no EXIT trap), db stopped by its trap after the job was gone.
+    assert_eq!(lines(&db_end), 1, "{}", d.log());
+}
