@@ -426,3 +426,53 @@ fn shutdown_while_a_job_runs_and_a_unit_waits_for_it_stops_in_order_and_exits() 
     // The job was SIGKILLed (no EXIT trap), db stopped by its trap after the job was gone.
     assert_eq!(lines(&db_end), 1, "{}", d.log());
 }
+
+fn ctl_async(d: &Daemon, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_clusterctl"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("clusterctl")
+}
+
+/// `start JOB` while a `stop JOB` waits out the job's kill_timeout (it ignores SIGTERM):
+/// both get an answer, and two runs never overlap.
+#[test]
+fn start_of_a_job_during_its_stop_answers_both_and_never_overlaps_runs() {
+    let d = Daemon::start(&[]);
+    let (busy, log) = (d.path("busy"), d.path("runs"));
+    d.write_unit(
+        "job",
+        &format!(
+            "{}type = \"oneshot\"\nkill_timeout = \"1s\"\n",
+            sh(&format!(
+                "trap '' TERM; if [ -e '{b}' ] && kill -0 $(cat '{b}'); then echo overlap >> '{l}'; fi; echo $$ > '{b}'; echo run >> '{l}'; i=0; while [ $i -lt 30 ]; do sleep 0.05; i=$((i+1)); done",
+                b = busy.display(),
+                l = log.display()
+            ))
+        ),
+    );
+    let out = d.ctl(&["daemon-reload"]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_for("the job to run", PATIENCE, || busy.exists());
+    let stop = ctl_async(&d, &["stop", "job"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let starts: Vec<_> = (0..5).map(|_| ctl_async(&d, &["start", "job"])).collect();
+    let stopped = stop.wait_with_output().expect("stop answers");
+    let answers: Vec<_> = starts
+        .into_iter()
+        .map(|c| c.wait_with_output().expect("start answers"))
+        .collect();
+    assert!(stopped.status.success(), "{}", text(&stopped));
+    for a in &answers {
+        assert!(a.status.success(), "{}", text(a));
+    }
+    let runs = fs::read_to_string(&log).unwrap_or_default();
+    assert!(!runs.contains("overlap"), "{runs}");
+    // The stopped run, then the starts' (one, unless a client came after it ended).
+    assert!(runs.lines().count() >= 2, "{runs}");
+    assert_eq!(state(&d, "job"), "done");
+}
