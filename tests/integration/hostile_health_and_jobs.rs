@@ -476,3 +476,106 @@ fn start_of_a_job_during_its_stop_answers_both_and_never_overlaps_runs() {
     assert!(runs.lines().count() >= 2, "{runs}");
     assert_eq!(state(&d, "job"), "done");
 }
+
+/// Pings WATCHDOG=1 every 0.1 s after READY=1, unless it is the first process of its index
+/// to start after DIR/hang-INDEX was made (it renames it away): that one says READY=1 and
+/// never pings, hung from the start. Logs `start PID` to DIR/log.
+const PINGER: &str = r#"
+import os, socket, sys, time
+d = sys.argv[1]
+with open(os.path.join(d, "log"), "a") as f:
+    f.write("start %d\n" % os.getpid())
+index = os.environ["CLUSTERD_INSTANCE"]
+try:
+    os.rename(os.path.join(d, "hang-" + index), os.path.join(d, "hung-" + index))
+    hang = True
+except FileNotFoundError:
+    hang = False
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.connect(os.environ["NOTIFY_SOCKET"])
+time.sleep(0.2)
+s.send(b"READY=1")
+while True:
+    if not hang:
+        s.send(b"WATCHDOG=1")
+    time.sleep(0.1)
+"#;
+
+/// Replacements that hang while a rolling reload goes on (each is replaced again by its
+/// watchdog), and a scale down meanwhile (refused with a clear answer while the reload
+/// runs, or done): every index ends with exactly one running, healthy, new instance; no old
+/// one is left; the unit did not give up.
+#[test]
+fn watchdog_replacements_racing_a_rolling_reload_and_a_scale_down_leave_one_instance_per_index() {
+    if !available("python3", runs("python3", &["--version"])) {
+        return;
+    }
+    let dir = scratch();
+    let script = dir.path().join("pinger.py");
+    fs::write(&script, PINGER).unwrap();
+    let unit = |extra: &str| {
+        format!(
+            "command = [\"python3\", \"{}\", \"{}\"]\nready = \"notify\"\nwatchdog = \"600ms\"\ninstances = 6\nrestart_limit = {{ burst = 100, interval = \"60s\" }}\n{extra}",
+            script.display(),
+            dir.path().display()
+        )
+    };
+    let d = Daemon::start(&[("u", &unit(""))]);
+    let old = d.wait_running("u", 6);
+    wait_for("all ready", PATIENCE, || {
+        d.unit("u")["instances"]
+            .as_array()
+            .is_some_and(|l| l.iter().filter(|i| i["state"] == "running").count() == 6)
+    });
+    // The reload's replacements of indexes 1 and 3 hang from their start.
+    fs::write(dir.path().join("hang-1"), "").unwrap();
+    fs::write(dir.path().join("hang-3"), "").unwrap();
+    let reload = ctl_async(&d, &["reload", "u"]);
+    wait_for("index 1's replacement to start", PATIENCE, || {
+        dir.path().join("hung-1").exists()
+    });
+    let scale = ctl_async(&d, &["scale", "u", "4"]);
+    let reload = reload.wait_with_output().expect("reload answers");
+    let scale = scale.wait_with_output().expect("scale answers");
+    println!("reload: {}scale: {}", text(&reload), text(&scale));
+    // A scale during a reload is refused with a clear answer, or done.
+    let wanted: u64 = if scale.status.success() {
+        4
+    } else {
+        assert!(
+            text(&scale).contains("a reload is in progress"),
+            "{}",
+            text(&scale)
+        );
+        6
+    };
+    let healthy = || {
+        let unit = d.unit("u");
+        let list = unit["instances"].as_array().cloned().unwrap_or_default();
+        let running: Vec<_> = list
+            .iter()
+            .filter(|i| i["state"] == "running" && !i["draining"].as_bool().unwrap_or(false))
+            .collect();
+        let mut indexes: Vec<u64> = running.iter().filter_map(|i| i["index"].as_u64()).collect();
+        indexes.sort();
+        list.len() as u64 == wanted
+            && indexes == (0..wanted).collect::<Vec<_>>()
+            && running.iter().all(|i| i["health"]["state"] == "ok")
+            && old.iter().all(|&p| !alive(p))
+            && dir.path().join("hung-3").exists()
+    };
+    let outcome = std::panic::catch_unwind(|| {
+        wait_for("healthy instances, none of the old ones", PATIENCE, healthy)
+    });
+    assert!(outcome.is_ok(), "{}", d.unit("u"));
+    let unit = d.unit("u");
+    assert_eq!(unit["gave_up"], false, "{unit}");
+    assert!(
+        unit["health_replacements"].as_u64() >= Some(2),
+        "the hung replacements were not replaced: {unit}"
+    );
+    println!(
+        "starts: {}",
+        fs::read_to_string(dir.path().join("log")).unwrap_or_default()
+    );
+}
