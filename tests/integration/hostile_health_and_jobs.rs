@@ -288,8 +288,7 @@ fn fd_kinds(pid: u32) -> Vec<(u32, String)> {
 /// and closes connections all the time, get exactly the fds the first instance got.
 #[test]
 fn instances_started_among_many_open_and_churning_connections_get_exactly_their_fds() {
-    let mut d =
-        Daemon::start_with_fd_limit(&[("u", "command = [\"sleep\", \"1000\"]\n")], Some(8192));
+    let d = Daemon::start_with_fd_limit(&[("u", "command = [\"sleep\", \"1000\"]\n")], Some(8192));
     let first = d.wait_running("u", 1)[0];
     let expected = fd_kinds(first);
     assert!(!expected.is_empty());
