@@ -452,7 +452,10 @@ impl<P: ProcessControl> Supervisor<P> {
         let Some(rt) = self.units.get(name) else {
             return;
         };
-        if process.phase.is_leaving()
+        // Stopped as hung (a replacement that hung before it was ready): a crash, whatever
+        // its exit status says, since its index has no other process.
+        let hung = process.health.stopped_as_hung();
+        if (process.phase.is_leaving() && !hung)
             || !rt.phase.restarts()
             || self.shutting_down
             || process.index >= rt.wanted
@@ -463,9 +466,10 @@ impl<P: ProcessControl> Supervisor<P> {
             return self.job_instance_exited(process, status, now);
         }
         let wanted = match rt.unit.restart {
+            RestartPolicy::Never => false,
+            _ if hung => true,
             RestartPolicy::Always => true,
             RestartPolicy::OnFailure => !status.is_clean(),
-            RestartPolicy::Never => false,
         };
         if !wanted {
             info!(

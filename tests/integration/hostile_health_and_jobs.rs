@@ -358,12 +358,19 @@ fn with_its_stdio_closed_clusterd_gives_instances_and_checks_exactly_their_own_f
     });
     // A check sees /dev/null on 0, 1 and 2 (its output is thrown away) and nothing else
     // of clusterd's but the directory `ls` reads.
-    let listing = fs::read_dir(dir.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .find(|e| e.file_name().to_string_lossy().starts_with("checks."))
-        .map(|e| fs::read_to_string(e.path()).unwrap_or_default())
-        .unwrap_or_default();
+    // A listing once `ls` has written it (the shell creates the file before).
+    let complete = || {
+        fs::read_dir(dir.path())
+            .ok()?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("checks."))
+            .map(|e| fs::read_to_string(e.path()).unwrap_or_default())
+            .find(|listing| listing.lines().any(|l| l.contains(" 2 -> ")))
+    };
+    wait_for("a check's complete listing", PATIENCE, || {
+        complete().is_some()
+    });
+    let listing = complete().unwrap_or_default();
     let targets: Vec<&str> = listing
         .lines()
         .filter_map(|l| l.split_once(" -> ").map(|(_, t)| t))
@@ -577,4 +584,65 @@ fn watchdog_replacements_racing_a_rolling_reload_and_a_scale_down_leave_one_inst
         "starts: {}",
         fs::read_to_string(dir.path().join("log")).unwrap_or_default()
     );
+}
+
+/// Before READY=1: WATCHDOG=1 does not count (the watchdog has not started), and a flood
+/// of WATCHDOG=trigger from a starting instance stops it once, restarts it within the
+/// budget, and gives up once that is spent; clusterd answers throughout. It used to stop at
+/// the second process: a replacement that declared itself hung before it was ready was
+/// stopped, and the exit of a process clusterd stopped restarts nothing, so the index
+/// stayed empty for good, the unit `stopped` without a give-up or an alarm.
+#[test]
+fn watchdog_trigger_floods_before_ready_restart_within_the_budget_and_give_up() {
+    if !available("python3", runs("python3", &["--version"])) {
+        return;
+    }
+    let dir = scratch();
+    let script = dir.path().join("trigger.py");
+    fs::write(
+        &script,
+        format!(
+            r#"
+import os, socket, time
+with open("{}", "a") as f:
+    f.write("start %d\n" % os.getpid())
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.connect(os.environ["NOTIFY_SOCKET"])
+for _ in range(2000):
+    try:
+        s.send(b"WATCHDOG=1\nWATCHDOG=trigger")
+    except OSError:
+        time.sleep(0.001)
+time.sleep(300)
+"#,
+            dir.path().join("starts").display()
+        ),
+    )
+    .unwrap();
+    let unit = format!(
+        "command = [\"python3\", \"{}\"]\nready = \"notify\"\nwatchdog = \"5s\"\nrestart_limit = {{ burst = 3, interval = \"60s\" }}\nkill_timeout = \"1s\"\n",
+        script.display()
+    );
+    let d = Daemon::start(&[("u", &unit)]);
+    let outcome = std::panic::catch_unwind(|| {
+        wait_for("the unit to give up", PATIENCE, || {
+            assert!(d.ctl(&["status"]).status.success());
+            d.unit("u")["gave_up"] == true
+        })
+    });
+    assert!(
+        outcome.is_ok(),
+        "{}\n{}\n{}",
+        d.unit("u"),
+        fs::read_to_string(dir.path().join("starts")).unwrap_or_default(),
+        d.log()
+            .lines()
+            .filter(|l| l.contains("u[") || l.contains("trigger"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let starts = lines(&dir.path().join("starts"));
+    // The first start and its three restarts: one stop per process, however many triggers.
+    assert_eq!(starts, 4, "{}", d.unit("u"));
+    wait_for("no instance left", PATIENCE, || d.pids("u").is_empty());
 }
