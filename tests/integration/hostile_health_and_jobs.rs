@@ -32,7 +32,7 @@ fn what_a_health_command_leaves_behind_in_its_group_ends_with_it() {
     let dir = scratch();
     let bg = dir.path().join("bg");
     let unit = format!(
-        "command = [\"sleep\", \"1000\"]\n[health]\ncommand = [\"sh\", \"-c\", \"sleep 300 & echo $! >> {}; exit 0\"]\ninterval = \"200ms\"\n",
+        "command = [\"sleep\", \"997\"]\n[health]\ncommand = [\"sh\", \"-c\", \"sleep 300 & echo $! >> {}; exit 0\"]\ninterval = \"200ms\"\n",
         bg.display()
     );
     let d = Daemon::start(&[("web", &unit)]);
@@ -288,7 +288,7 @@ fn fd_kinds(pid: u32) -> Vec<(u32, String)> {
 /// and closes connections all the time, get exactly the fds the first instance got.
 #[test]
 fn instances_started_among_many_open_and_churning_connections_get_exactly_their_fds() {
-    let d = Daemon::start_with_fd_limit(&[("u", "command = [\"sleep\", \"1000\"]\n")], Some(8192));
+    let d = Daemon::start_with_fd_limit(&[("u", "command = [\"sleep\", \"997\"]\n")], Some(8192));
     let first = d.wait_running("u", 1)[0];
     let expected = fd_kinds(first);
     assert!(!expected.is_empty());
@@ -332,7 +332,7 @@ fn with_its_stdio_closed_clusterd_gives_instances_and_checks_exactly_their_own_f
     let dir = scratch();
     let checks = dir.path().join("checks");
     let unit = format!(
-        "command = [\"sh\", \"-c\", \"echo hello-from-instance; exec sleep 1000\"]\ninstances = 3\n[health]\ncommand = [\"sh\", \"-c\", \"ls -l /proc/self/fd/ > {}.$$\"]\ninterval = \"200ms\"\n",
+        "command = [\"sh\", \"-c\", \"echo hello-from-instance; exec sleep 997\"]\ninstances = 3\n[health]\ncommand = [\"sh\", \"-c\", \"ls -l /proc/self/fd/ > {}.$$\"]\ninterval = \"200ms\"\n",
         checks.display()
     );
     let d = Daemon::start_with_stdio_closed(&[("u", &unit)], 8192);
