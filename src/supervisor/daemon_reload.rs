@@ -280,7 +280,9 @@ impl ReloadReport {
 
 /// A changed unit can take its new configuration by a rolling reload when everything the
 /// instances share stays as it is: the listening sockets, how they are shared, the Node
-/// cluster mode and the number of instances. Otherwise it is restarted.
+/// cluster mode, the number of instances and its type. Otherwise it is restarted: a service
+/// that becomes a one-shot (or the reverse) ends what it was doing, and the new kind starts
+/// from its beginning — a one-shot's run then begins, and is counted, with its first process.
 fn can_roll(rt: &UnitRuntime, new: &Unit) -> bool {
     let old = &rt.unit;
     rt.phase.gave_up().is_none()
@@ -291,4 +293,5 @@ fn can_roll(rt: &UnitRuntime, new: &Unit) -> bool {
         && old.listen_options == new.listen_options
         && old.node_cluster == new.node_cluster
         && old.instances == new.instances
+        && old.job.kind == new.job.kind
 }

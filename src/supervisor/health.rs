@@ -45,9 +45,17 @@ pub(crate) struct InstanceHealth {
     running: Option<(u64, Option<Pid>)>,
     /// The running check already failed by its timeout: its late end only arms the next.
     timed_out: bool,
+    /// Stopped because it hung before it could be replaced (a replacement that is not ready
+    /// yet): its exit restarts its index as a crash would, within the budget.
+    stopped_as_hung: bool,
 }
 
 impl InstanceHealth {
+    /// It was stopped as hung, so its exit is to be restarted (see `replace_hung`).
+    pub(super) fn stopped_as_hung(&self) -> bool {
+        self.stopped_as_hung
+    }
+
     /// For status: `None` when the unit has no watchdog and no check.
     pub(super) fn status(&self) -> HealthStatus {
         let state = if self.failures > 0 {
@@ -414,12 +422,15 @@ impl<P: ProcessControl> Supervisor<P> {
             }
         }
         // Not replaced and not let go (it is itself a replacement that never became ready):
-        // it is stopped, and its exit restarts it within the budget.
-        if self
+        // it is stopped, and its exit restarts it within the budget — marked, because the
+        // exit of a process clusterd stopped restarts nothing otherwise, which left the
+        // index empty for good.
+        if let Some(process) = self
             .processes
-            .get(&id)
-            .is_some_and(|p| !p.phase.is_leaving())
+            .get_mut(&id)
+            .filter(|p| !p.phase.is_leaving())
         {
+            process.health.stopped_as_hung = true;
             self.stop_process(id, now);
         }
     }

@@ -359,6 +359,10 @@ impl<P: ProcessControl> Supervisor<P> {
             return;
         }
         if let Some(id) = self.probes.remove(&pid) {
+            // What the check left in its group (`daemon &`) ends with it: else each check
+            // could leave one more process behind. The group outlives its reaped leader while
+            // it has members, so its number is not reused meanwhile.
+            self.os.signal_group(pid, Signal::SIGKILL);
             return self.probe_exited(id, pid, status, now);
         }
         let Some(id) = self.by_pid.remove(&pid) else {
@@ -475,7 +479,10 @@ impl<P: ProcessControl> Supervisor<P> {
         let Some(rt) = self.units.get(name) else {
             return;
         };
-        if process.phase.is_leaving()
+        // Stopped as hung (a replacement that hung before it was ready): a crash, whatever
+        // its exit status says, since its index has no other process.
+        let hung = process.health.stopped_as_hung();
+        if (process.phase.is_leaving() && !hung)
             || !rt.phase.restarts()
             || self.shutting_down
             || process.index >= rt.wanted
@@ -486,9 +493,10 @@ impl<P: ProcessControl> Supervisor<P> {
             return self.job_instance_exited(process, status, now);
         }
         let wanted = match rt.unit.restart {
+            RestartPolicy::Never => false,
+            _ if hung => true,
             RestartPolicy::Always => true,
             RestartPolicy::OnFailure => !status.is_clean(),
-            RestartPolicy::Never => false,
         };
         if !wanted {
             info!(

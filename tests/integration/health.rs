@@ -393,10 +393,19 @@ fn a_health_command_that_hangs_is_killed_at_its_timeout_and_never_runs_twice_at_
         "no answer within 300ms",
         "{unit}"
     );
-    // The hung checks were killed: at most one `sleep 1000` besides the instance.
+    // The hung checks were killed: at most one `sleep 1000` besides the instance, among
+    // clusterd's children (other tests run `sleep 1000` too).
+    let parent = d.pid().to_string();
     let sleepers = fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| e.ok())
+        .filter(|e| {
+            fs::read_to_string(e.path().join("stat")).is_ok_and(|stat| {
+                stat.rsplit_once(") ")
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                    == Some(parent.as_str())
+            })
+        })
         .filter_map(|e| fs::read(e.path().join("cmdline")).ok())
         .filter(|c| c == b"sleep\x001000\x00")
         .count();

@@ -22,6 +22,7 @@ mod hostile_cgroups;
 mod hostile_control;
 mod hostile_env_and_send;
 mod hostile_environment;
+mod hostile_health_and_jobs;
 mod hostile_instances;
 mod hostile_logs;
 mod hostile_logs_files;

@@ -691,3 +691,17 @@ pub(crate) fn journald_listens() -> bool {
         .is_ok()
         && std::os::unix::net::UnixStream::connect("/run/systemd/journal/stdout").is_ok()
 }
+
+impl Daemon {
+    /// [`Daemon::start`] with clusterd's stdin, stdout and stderr closed (as some init
+    /// scripts start daemons): through `sh`, which execs clusterd, so its pid is clusterd's.
+    pub(crate) fn start_with_stdio_closed(units: &[(&str, &str)], fd_limit: u64) -> Daemon {
+        let mut daemon = Self::prepare(units, Some(fd_limit));
+        daemon.wrapper = ["sh", "-c", "exec \"$@\" <&- >&- 2>&-", "sh"]
+            .map(String::from)
+            .to_vec();
+        daemon.launch();
+        daemon.wrapper.clear();
+        daemon
+    }
+}
