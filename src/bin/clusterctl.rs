@@ -74,6 +74,7 @@ fn main() -> ExitCode {
             },
         },
         Command::DaemonReload => Request::DaemonReload {},
+        Command::DaemonReexec => Request::DaemonReexec {},
         Command::Ready { units } => return ready(&socket, &units),
         Command::Completions { shell } => return completions(shell),
         Command::Import {

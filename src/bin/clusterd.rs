@@ -16,6 +16,17 @@ fn main() -> ExitCode {
         .target(env_logger::Target::Pipe(Box::new(LogOutput)))
         .init();
     let args = ClusterdArgs::parse();
+    if let Some(version) = args.reexec_check {
+        return if clusterd::daemon::reexec::understands(version) {
+            ExitCode::SUCCESS
+        } else {
+            eprintln!(
+                "clusterd {}: cannot read a re-exec state of version {version}",
+                env!("CARGO_PKG_VERSION")
+            );
+            ExitCode::FAILURE
+        };
+    }
     if args.check {
         return check(&args.units);
     }

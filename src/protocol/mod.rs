@@ -79,6 +79,9 @@ pub enum Request {
     },
     /// Reopen every log file by name (after an external logrotate renamed them).
     ReopenLogs {},
+    /// Replace clusterd's image by the binary now on disk, keeping every instance
+    /// (`daemon-reexec`); only root and clusterd's own user may.
+    DaemonReexec {},
 }
 
 /// Which output of an instance `clusterctl logs --stream` shows.

@@ -42,6 +42,12 @@ impl RestartLimiter {
         true
     }
 
+    /// When the restarts still inside the window were made, oldest first (the re-exec
+    /// state writes them down).
+    pub(crate) fn history(&self) -> impl Iterator<Item = Instant> + '_ {
+        self.recent.iter().copied()
+    }
+
     /// Forgets past restarts (a manual start or restart clears a give-up).
     pub(crate) fn reset(&mut self) {
         self.recent.clear();
