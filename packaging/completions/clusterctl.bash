@@ -19,6 +19,9 @@ _clusterctl() {
             clusterctl,completions)
                 cmd="clusterctl__subcmd__completions"
                 ;;
+            clusterctl,daemon-reexec)
+                cmd="clusterctl__subcmd__daemon__subcmd__reexec"
+                ;;
             clusterctl,daemon-reload)
                 cmd="clusterctl__subcmd__daemon__subcmd__reload"
                 ;;
@@ -69,6 +72,9 @@ _clusterctl() {
                 ;;
             clusterctl__subcmd__help,completions)
                 cmd="clusterctl__subcmd__help__subcmd__completions"
+                ;;
+            clusterctl__subcmd__help,daemon-reexec)
+                cmd="clusterctl__subcmd__help__subcmd__daemon__subcmd__reexec"
                 ;;
             clusterctl__subcmd__help,daemon-reload)
                 cmd="clusterctl__subcmd__help__subcmd__daemon__subcmd__reload"
@@ -125,7 +131,7 @@ _clusterctl() {
 
     case "${cmd}" in
         clusterctl)
-            opts="-h -V --socket --help --version status start stop restart reload scale kill send daemon-reload logs reopen-logs metrics top ready import completions help"
+            opts="-h -V --socket --help --version status start stop restart reload scale kill send daemon-reload daemon-reexec logs reopen-logs metrics top ready import completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -144,6 +150,24 @@ _clusterctl() {
             ;;
         clusterctl__subcmd__completions)
             opts="-h --socket --help bash elvish fish powershell zsh"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        clusterctl__subcmd__daemon__subcmd__reexec)
+            opts="-h --socket --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -179,7 +203,7 @@ _clusterctl() {
             return 0
             ;;
         clusterctl__subcmd__help)
-            opts="status start stop restart reload scale kill send daemon-reload logs reopen-logs metrics top ready import completions help"
+            opts="status start stop restart reload scale kill send daemon-reload daemon-reexec logs reopen-logs metrics top ready import completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -193,6 +217,20 @@ _clusterctl() {
             return 0
             ;;
         clusterctl__subcmd__help__subcmd__completions)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        clusterctl__subcmd__help__subcmd__daemon__subcmd__reexec)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -87,11 +87,6 @@ pub struct ClusterdArgs {
     /// Validate the unit files, print every error, and exit (1 if any file is invalid).
     #[arg(long)]
     pub check: bool,
-
-    /// Exit 0 if this binary can read a daemon-reexec state of format VERSION, 1 if not: the
-    /// running clusterd asks its successor this before it execs it.
-    #[arg(long, value_name = "VERSION", hide = true)]
-    pub reexec_check: Option<u32>,
 }
 
 fn parse_log_to(text: &str) -> Result<LogTo, String> {

@@ -32,6 +32,7 @@ mod logs;
 mod metrics;
 mod node_cluster;
 mod real_servers;
+mod reexec;
 mod resource_usage;
 mod restart_and_give_up;
 mod smoke;
