@@ -48,6 +48,12 @@ impl RestartLimiter {
         self.recent.iter().copied()
     }
 
+    /// Takes back the restarts of [`RestartLimiter::history`] (the re-exec's new image).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn restore(&mut self, history: impl IntoIterator<Item = Instant>) {
+        self.recent = history.into_iter().collect();
+    }
+
     /// Forgets past restarts (a manual start or restart clears a give-up).
     pub(crate) fn reset(&mut self) {
         self.recent.clear();
