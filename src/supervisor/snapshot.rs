@@ -239,9 +239,10 @@ impl<P: ProcessControl> Supervisor<P> {
     ///
     /// Not carried (reset by the exec): requests waiting on a unit (their clients lost the
     /// connection and ask again), a rollout in progress (its new processes are kept, the
-    /// rest of it is not done), health state (the watchdog counts from the exec),
-    /// `cron_restart` and job schedules (re-armed from their unit), hooks and probes
-    /// running, leftovers of reaped instances.
+    /// rest of it is not done), health state (the watchdog counts from the exec), hooks and
+    /// probes running, leftovers of reaped instances. `cron_restart`, job schedules and
+    /// `watch` are re-armed from their unit, as after a load (a cron minute that passed
+    /// during the exec is skipped).
     // The exec stage's new image calls it (not built yet); its tests hold it now.
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn restore(&mut self, state: SupervisorState, now: Instant) -> Result<(), String> {
@@ -300,6 +301,12 @@ impl<P: ProcessControl> Supervisor<P> {
             self.processes.insert(saved.spawn_id, process);
         }
         for saved in state.timers {
+            if matches!(
+                saved.timer,
+                Timer::Cron(_) | Timer::Schedule(_) | Timer::WatchReload(_)
+            ) {
+                continue;
+            }
             if let Timer::Restart(unit, index) = &saved.timer {
                 let at = now.checked_add(saved.remaining).unwrap_or(now);
                 if let Some(slot) = self
@@ -314,6 +321,10 @@ impl<P: ProcessControl> Supervisor<P> {
         }
         self.next_spawn_id = state.next_spawn_id;
         self.shutting_down = state.shutting_down;
+        let names: Vec<String> = self.units.keys().cloned().collect();
+        for name in names {
+            self.follow_configuration(&name, now);
+        }
         Ok(())
     }
 }
