@@ -204,6 +204,10 @@ pub struct DaemonStatus {
     pub open_fds: u64,
     /// When it started, in seconds since the Unix epoch.
     pub start_time_seconds: f64,
+    /// The version of the running clusterd binary (after a package upgrade, the binary on
+    /// disk may be newer: `daemon-reexec`). Empty from a clusterd that did not say.
+    #[serde(default)]
+    pub version: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

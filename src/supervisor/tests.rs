@@ -2993,3 +2993,26 @@ fn a_restored_supervisor_holds_what_the_snapshot_wrote_and_goes_on() {
     assert_eq!(next.os().spawns.len(), 2);
     assert_eq!(next.status("web").restarts, 2);
 }
+
+/// daemon-reexec at scale: 1000 instances written down, read and restored whole. The time
+/// is printed (for the report's pause figure), not asserted.
+#[test]
+fn a_snapshot_of_1000_instances_round_trips() {
+    let text = "command = \"sleep 100\"\ninstances = 1000\n";
+    let h = Harness::start(&[("web", text)]);
+    let started = std::time::Instant::now();
+    let state = h.sup.snapshot(h.now, |_| Some(text.to_string()));
+    let json = serde_json::to_string(&state).expect("serializes");
+    let read =
+        super::snapshot::read_versioned::<super::snapshot::SupervisorState>(&json).expect("parses");
+    read.validate().expect("valid");
+    let mut new = Supervisor::new(FakeOs::new());
+    new.restore(read, h.now).expect("restores");
+    let took = started.elapsed();
+    eprintln!(
+        "snapshot + JSON ({} bytes) + parse + validate + restore of 1000 instances: {took:?}",
+        json.len()
+    );
+    assert_eq!(new.snapshot(h.now, |_| Some(text.to_string())), state);
+    assert_eq!(state.instances.len(), 1000);
+}

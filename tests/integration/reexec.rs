@@ -125,6 +125,13 @@ fn a_broken_new_binary_is_refused_and_the_old_clusterd_keeps_every_instance() {
 fn a_good_new_binary_passes_the_preflight_and_nothing_changes_yet() {
     let (d, binary) = start_from_copy();
     let pids = d.wait_running("web", 2);
+    // status says which version runs (the binary on disk may be newer after an upgrade).
+    assert_eq!(
+        d.status()["daemon"]["version"],
+        env!("CARGO_PKG_VERSION"),
+        "{}",
+        d.status()
+    );
     replace_with_copy(&binary, Path::new(CLUSTERD));
     // The exec stage is not built: the reply says the pre-flight passed, and what is not
     // done; clusterd keeps running its first binary.
