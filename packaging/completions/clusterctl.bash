@@ -19,6 +19,9 @@ _clusterctl() {
             clusterctl,completions)
                 cmd="clusterctl__subcmd__completions"
                 ;;
+            clusterctl,daemon-reexec)
+                cmd="clusterctl__subcmd__daemon__subcmd__reexec"
+                ;;
             clusterctl,daemon-reload)
                 cmd="clusterctl__subcmd__daemon__subcmd__reload"
                 ;;
@@ -72,6 +75,9 @@ _clusterctl() {
                 ;;
             clusterctl__subcmd__help,completions)
                 cmd="clusterctl__subcmd__help__subcmd__completions"
+                ;;
+            clusterctl__subcmd__help,daemon-reexec)
+                cmd="clusterctl__subcmd__help__subcmd__daemon__subcmd__reexec"
                 ;;
             clusterctl__subcmd__help,daemon-reload)
                 cmd="clusterctl__subcmd__help__subcmd__daemon__subcmd__reload"
@@ -131,7 +137,7 @@ _clusterctl() {
 
     case "${cmd}" in
         clusterctl)
-            opts="-H -h -V --socket --host --hosts-file --parallel --help --version status start stop restart reload scale kill send daemon-reload logs reopen-logs metrics top ready import dial-stdio completions help"
+            opts="-H -h -V --socket --host --hosts-file --parallel --help --version status start stop restart reload scale kill send daemon-reload daemon-reexec logs reopen-logs metrics top ready import dial-stdio completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -162,6 +168,36 @@ _clusterctl() {
             ;;
         clusterctl__subcmd__completions)
             opts="-H -h --socket --host --hosts-file --parallel --help bash elvish fish powershell zsh"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -H)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --hosts-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        clusterctl__subcmd__daemon__subcmd__reexec)
+            opts="-H -h --socket --host --hosts-file --parallel --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -251,7 +287,7 @@ _clusterctl() {
             return 0
             ;;
         clusterctl__subcmd__help)
-            opts="status start stop restart reload scale kill send daemon-reload logs reopen-logs metrics top ready import dial-stdio completions help"
+            opts="status start stop restart reload scale kill send daemon-reload daemon-reexec logs reopen-logs metrics top ready import dial-stdio completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -265,6 +301,20 @@ _clusterctl() {
             return 0
             ;;
         clusterctl__subcmd__help__subcmd__completions)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        clusterctl__subcmd__help__subcmd__daemon__subcmd__reexec)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

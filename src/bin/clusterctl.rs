@@ -97,6 +97,7 @@ fn main() -> ExitCode {
             },
         },
         Command::DaemonReload => Request::DaemonReload {},
+        Command::DaemonReexec => Request::DaemonReexec {},
         // Every host's readiness is read at once: nothing changes.
         Command::Ready { units } => return each(&targets, true, |t| ready(t, &units)),
         Command::Completions { shell } => return completions(shell),

@@ -15,6 +15,15 @@ fn main() -> ExitCode {
         .format_target(false)
         .target(env_logger::Target::Pipe(Box::new(LogOutput)))
         .init();
+    // `clusterd --reexec-check VERSION`, asked by a running clusterd of its successor: read
+    // before the flags, as exactly these two words (it needs no `--units`), so that it means
+    // the same to every version.
+    let words: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, version] = words.as_slice() {
+        if flag == "--reexec-check" {
+            return reexec_check(version);
+        }
+    }
     let args = ClusterdArgs::parse();
     if args.check {
         return check(&args.units);
@@ -110,6 +119,23 @@ fn check(dir: &std::path::Path) -> ExitCode {
         eprintln!(
             "{bad} of {total} unit file(s) in {} are invalid",
             dir.display()
+        );
+        ExitCode::FAILURE
+    }
+}
+
+/// `clusterd --reexec-check VERSION`: 0 if this binary reads a daemon-reexec state of that
+/// version, 1 if not.
+fn reexec_check(version: &str) -> ExitCode {
+    let understood = version
+        .parse()
+        .is_ok_and(clusterd::daemon::reexec::understands);
+    if understood {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "clusterd {}: cannot read a re-exec state of version {version}",
+            env!("CARGO_PKG_VERSION")
         );
         ExitCode::FAILURE
     }

@@ -104,6 +104,9 @@ pub enum ClusterctlCommand {
     },
     /// Re-read the units directory (same as SIGHUP to clusterd).
     DaemonReload,
+    /// Check the clusterd binary now on disk and replace the running clusterd by it, keeping
+    /// every instance (root and clusterd's own user only).
+    DaemonReexec,
     /// Show the last lines of a unit's log, then (with --follow) every new one.
     Logs {
         unit: String,

@@ -448,8 +448,18 @@ fn answer(stream: &UnixStream, routes: &Routes, policy: AccessPolicy) -> Outcome
                     .unwrap_or_default()
             ))
         }
-        Ok(_) => match read_request(stream, REQUEST_DEADLINE) {
+        Ok(peer) => match read_request(stream, REQUEST_DEADLINE) {
             Err(error) => Response::failed(error),
+            // Replacing clusterd's binary is root's (or clusterd's own user's), not the
+            // socket group's: the group may run units, not decide what runs as clusterd.
+            Ok(RequestEnvelope {
+                request: Request::DaemonReexec {},
+                ..
+            }) if !policy.privileged(peer.uid()) => Response::failed(format!(
+                "permission denied: only root and uid {} may re-exec clusterd (uid {} may not)",
+                policy.owner,
+                peer.uid()
+            )),
             Ok(RequestEnvelope {
                 request:
                     Request::Logs {

@@ -24,6 +24,7 @@ pub mod logs;
 pub(crate) mod metrics_server;
 pub(crate) mod os;
 pub(crate) mod os_process_control;
+pub mod reexec;
 pub(crate) mod sd_notify;
 pub(crate) mod signals;
 pub(crate) mod thread_guard;
@@ -311,6 +312,16 @@ impl Running {
             self.logs.reopen();
             return;
         }
+        let event = match event {
+            Event::Control {
+                request: Request::DaemonReexec {},
+                reply,
+            } => {
+                let _ = reply.send(reexec::attempt(&self.supervisor, Instant::now()));
+                return;
+            }
+            other => other,
+        };
         let event = read_units_for(event, &self.units_dir);
         if let Event::Reload {
             files: Ok(files), ..

@@ -79,6 +79,9 @@ pub enum Request {
     },
     /// Reopen every log file by name (after an external logrotate renamed them).
     ReopenLogs {},
+    /// Replace clusterd's image by the binary now on disk, keeping every instance
+    /// (`daemon-reexec`); only root and clusterd's own user may.
+    DaemonReexec {},
 }
 
 /// Which output of an instance `clusterctl logs --stream` shows.
@@ -201,6 +204,10 @@ pub struct DaemonStatus {
     pub open_fds: u64,
     /// When it started, in seconds since the Unix epoch.
     pub start_time_seconds: f64,
+    /// The version of the running clusterd binary (after a package upgrade, the binary on
+    /// disk may be newer: `daemon-reexec`). Empty from a clusterd that did not say.
+    #[serde(default)]
+    pub version: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -24,6 +24,7 @@ mod process;
 pub(crate) mod process_control;
 mod requests;
 pub(crate) mod restart_limiter;
+pub(crate) mod snapshot;
 mod status;
 mod timers;
 mod unit_runtime;

@@ -30,7 +30,10 @@ impl<P: ProcessControl> Supervisor<P> {
             | Request::Kill { unit, .. }
             | Request::Send { unit, .. } => Some(unit.clone()),
             Request::Status { unit } => unit.clone(),
-            Request::DaemonReload {} | Request::Logs { .. } | Request::ReopenLogs {} => None,
+            Request::DaemonReload {}
+            | Request::DaemonReexec {}
+            | Request::Logs { .. }
+            | Request::ReopenLogs {} => None,
         };
         // `status` shows an invalid unit (with its error); other verbs refuse it.
         let status_of_invalid = matches!(&request, Request::Status { unit: Some(name) } if self.invalid.contains_key(name));
@@ -68,6 +71,12 @@ impl<P: ProcessControl> Supervisor<P> {
                 // The daemon turns this request into Event::Reload, with the files read.
                 let _ = reply.send(Response::failed(
                     "daemon-reload reached the supervisor unread",
+                ));
+            }
+            Request::DaemonReexec {} => {
+                // The daemon does the re-exec: the supervisor only writes its state down.
+                let _ = reply.send(Response::failed(
+                    "daemon-reexec reached the supervisor unread",
                 ));
             }
             // The control server hands these to the log thread.

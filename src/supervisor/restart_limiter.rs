@@ -42,6 +42,18 @@ impl RestartLimiter {
         true
     }
 
+    /// When the restarts still inside the window were made, oldest first (the re-exec
+    /// state writes them down).
+    pub(crate) fn history(&self) -> impl Iterator<Item = Instant> + '_ {
+        self.recent.iter().copied()
+    }
+
+    /// Takes back the restarts of [`RestartLimiter::history`] (the re-exec's new image).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn restore(&mut self, history: impl IntoIterator<Item = Instant>) {
+        self.recent = history.into_iter().collect();
+    }
+
     /// Forgets past restarts (a manual start or restart clears a give-up).
     pub(crate) fn reset(&mut self) {
         self.recent.clear();

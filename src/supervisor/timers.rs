@@ -11,8 +11,12 @@ use nix::unistd::Pid;
 use crate::supervisor::process_control::SpawnId;
 use crate::unit::MAX_DURATION;
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(super) enum Timer {
+/// `Serialize`: the re-exec state writes armed timers down as they are (`snapshot.rs`).
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Timer {
     /// SIGKILL this process's group if it is still alive.
     Kill(SpawnId),
     /// Send `kill_signal` to a process still running after it was asked to leave (a Node
@@ -26,13 +30,13 @@ pub(super) enum Timer {
     /// `listen_timeout`: it counts as ready anyway.
     ListenTimeout(SpawnId),
     /// SIGKILL what is left of an instance (spawn id, pid) whose own process has exited.
-    KillLeftovers(SpawnId, Pid),
+    KillLeftovers(SpawnId, #[serde(with = "raw_pid")] Pid),
     /// What is left of an instance (spawn id, pid) got SIGKILL `AFTER_SIGKILL` ago: stop
     /// waiting for it.
-    GiveUpOnLeftovers(SpawnId, Pid),
+    GiveUpOnLeftovers(SpawnId, #[serde(with = "raw_pid")] Pid),
     /// SIGKILL the group of an `on_giveup` hook still running `kill_timeout` after clusterd
     /// asked it to stop (at shutdown).
-    KillHook(Pid),
+    KillHook(#[serde(with = "raw_pid")] Pid),
     /// Start the missing instances of this unit again: their start failed because the
     /// system was out of resources.
     RetryStarts(String),
@@ -58,6 +62,20 @@ pub(super) enum Timer {
     /// A second shutdown signal sent SIGKILL to everything `AFTER_SIGKILL` ago: end without
     /// what is still running.
     ShutdownDeadline,
+}
+
+/// A pid as its number, for serde (nix's `Pid` has no serde).
+mod raw_pid {
+    use nix::unistd::Pid;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(pid: &Pid, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i32(pid.as_raw())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Pid, D::Error> {
+        i32::deserialize(d).map(Pid::from_raw)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -110,6 +128,11 @@ impl Timers {
 
     pub(super) fn is_armed(&self, timer: &Timer) -> bool {
         self.armed.contains_key(timer)
+    }
+
+    /// Every armed timer with its deadline, earliest first.
+    pub(super) fn armed(&self) -> impl Iterator<Item = (Instant, &Timer)> {
+        self.queue.iter().map(|(at, _, timer)| (*at, timer))
     }
 
     pub(super) fn next_deadline(&self) -> Option<Instant> {

@@ -97,8 +97,9 @@ pub(super) struct Slot {
 }
 
 /// What happens to a slot's standby process once the new one is ready.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Handover {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Handover {
     /// Reload: stop it gracefully; if the new one fails, it becomes current again.
     Reload,
     /// Suicide: it is leaving anyway; give it `kill_timeout`, then SIGKILL.

@@ -35,6 +35,7 @@ mod metrics;
 mod node_cluster;
 mod podman_image;
 mod real_servers;
+mod reexec;
 mod resource_usage;
 mod restart_and_give_up;
 mod smoke;

@@ -284,6 +284,7 @@ pub(crate) fn own_process() -> Option<DaemonStatus> {
         memory_bytes: resident_bytes(pid as i32)?,
         open_fds,
         start_time_seconds: boot_time + started_ticks / ticks,
+        version: env!("CARGO_PKG_VERSION").to_string(),
     })
 }
 

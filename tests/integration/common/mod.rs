@@ -64,6 +64,8 @@ pub(crate) struct Daemon {
     /// A command clusterd runs under (`unshare --pid --fork ...`): then `child` is that
     /// command, and clusterd is its child.
     wrapper: Vec<String>,
+    /// The clusterd binary run, when not [`CLUSTERD`] (a copy a test replaces on disk).
+    program: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -132,7 +134,20 @@ impl Daemon {
             fd_limit: limit,
             extra_args: Vec::new(),
             wrapper: Vec::new(),
+            program: None,
         }
+    }
+
+    /// [`Daemon::start`] running `program` (made by `make(dir)` in the test's directory)
+    /// instead of [`CLUSTERD`].
+    pub(crate) fn start_program(
+        units: &[(&str, &str)],
+        make: impl FnOnce(&Path) -> PathBuf,
+    ) -> Daemon {
+        let mut daemon = Self::prepare(units, None);
+        daemon.program = Some(make(daemon.dir.path()));
+        daemon.launch();
+        daemon
     }
 
     pub(crate) fn launch(&mut self) {
@@ -143,7 +158,7 @@ impl Daemon {
                 command.args(args).arg(CLUSTERD);
                 command
             }
-            None => Command::new(CLUSTERD),
+            None => Command::new(self.program.as_deref().unwrap_or(Path::new(CLUSTERD))),
         };
         if let Some(limit) = self.fd_limit {
             use std::os::unix::process::CommandExt;
