@@ -1,7 +1,7 @@
 //! `clusterctl`: controls a running clusterd over its Unix socket.
 //!
-//! Exit codes: 0 done, 1 the request failed, 2 usage error, 3 clusterd is not reachable (or,
-//! for `logs -f` and `top`, went away).
+//! Exit codes: 0 done, 1 the request failed (or permission denied), 2 usage error, 3 clusterd
+//! is not reachable (or, for `logs -f` and `top`, went away).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -397,7 +397,7 @@ impl From<&ClientError> for Failure {
                 message: message.clone(),
                 code: EXIT_UNREACHABLE,
             },
-            ClientError::Protocol(message) => Failure {
+            ClientError::Protocol(message) | ClientError::Denied(message) => Failure {
                 message: message.clone(),
                 code: EXIT_FAILED,
             },

@@ -15,7 +15,7 @@ use crate::protocol::{LogStream, ScaleCount};
     about = "Control a running clusterd",
     after_long_help = "Exit status: 0 done; 1 the request failed (clusterd said why), or for \
 `ready`, a unit is not ready; 2 a wrong argument; 3 clusterd is not reachable (not running, \
-or no permission on its socket), or went away under `logs -f` or `top`."
+or no socket at that path), or went away under `logs -f` or `top`."
 )]
 pub struct ClusterctlArgs {
     /// Control socket path [default: $CLUSTERD_SOCKET, else the same default as clusterd].
