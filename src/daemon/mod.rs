@@ -311,7 +311,25 @@ impl Running {
             self.logs.reopen();
             return;
         }
-        let event = read_units_for(event, &self.units_dir);
+        let event = match event {
+            Event::Control {
+                request: Request::Reload { unit },
+                reply,
+            } => {
+                let file =
+                    crate::unit::load_unit_file(&self.units_dir.join(format!("{unit}.toml")));
+                if let Some(why) = self.supervisor.changed_on_disk(&file) {
+                    warn!("{why}");
+                    let _ = reply.send(crate::protocol::Response::failed(why));
+                    return;
+                }
+                Event::Control {
+                    request: Request::Reload { unit },
+                    reply,
+                }
+            }
+            other => read_units_for(other, &self.units_dir),
+        };
         if let Event::Reload {
             files: Ok(files), ..
         } = &event

@@ -72,7 +72,14 @@ impl<P: ProcessControl> Supervisor<P> {
                     info!("{name}: new unit");
                     self.units.insert(name.clone(), UnitRuntime::new(unit));
                     self.start_loaded(&name, now);
-                    report.added.push(name);
+                    // Its sockets could not be bound, say: it did not start.
+                    match self.units.get(&name).and_then(|rt| rt.phase.gave_up()) {
+                        Some(reason) if reason.starts_with(&format!("{name}:")) => {
+                            report.not_started.push(reason.to_string());
+                        }
+                        Some(reason) => report.not_started.push(format!("{name}: {reason}")),
+                        None => report.added.push(name),
+                    }
                 }
                 (false, Err(e)) => {
                     error!("{e}");
@@ -164,6 +171,29 @@ impl<P: ProcessControl> Supervisor<P> {
     }
 }
 
+impl<P: ProcessControl> Supervisor<P> {
+    /// `clusterctl reload NAME` replaces the processes with the configuration clusterd has;
+    /// when the unit's file on disk says something else, that would silently run the old one.
+    /// The reason to refuse (the file changed, or no longer loads), or `None` when the file
+    /// is what a daemon-reload would leave unchanged (or the unit is unknown: the request
+    /// itself says so).
+    pub(crate) fn changed_on_disk(&self, file: &LoadedFile) -> Option<String> {
+        let rt = self.units.get(&file.name)?;
+        let name = &file.name;
+        let what = match &file.result {
+            Ok(unit) if decide(rt, unit) == Change::None => return None,
+            Ok(_) => "changed on disk since clusterd loaded it".to_string(),
+            Err(e) => format!("changed on disk and no longer loads ({e})"),
+        };
+        Some(format!(
+            "{name}: {} {what}; `reload` replaces the processes with the configuration clusterd \
+             has, so nothing was done: run `clusterctl daemon-reload` to apply the file (it \
+             replaces {name}'s instances one by one where it can), or undo the edit",
+            file.path.display()
+        ))
+    }
+}
+
 /// What a daemon-reload does to a unit whose file still parses.
 #[derive(Debug, PartialEq, Eq)]
 enum Change {
@@ -229,6 +259,8 @@ struct ReloadReport {
     removed: Vec<String>,
     unchanged: usize,
     errors: Vec<String>,
+    /// New units that failed at once (`name: why`).
+    not_started: Vec<String>,
 }
 
 impl ReloadReport {
@@ -248,14 +280,25 @@ impl ReloadReport {
         summary.push(format!("{} unchanged", self.unchanged));
         let summary = summary.join("; ");
         info!("daemon-reload: {summary}");
-        if self.errors.is_empty() {
-            Response::done(summary)
-        } else {
-            Response::failed(format!(
-                "{summary}\n{} file(s) could not be applied:\n{}",
+        let mut failures = String::new();
+        if !self.not_started.is_empty() {
+            failures.push_str(&format!(
+                "\n{} unit(s) failed to start:\n{}",
+                self.not_started.len(),
+                self.not_started.join("\n")
+            ));
+        }
+        if !self.errors.is_empty() {
+            failures.push_str(&format!(
+                "\n{} file(s) could not be applied:\n{}",
                 self.errors.len(),
                 self.errors.join("\n")
-            ))
+            ));
+        }
+        if failures.is_empty() {
+            Response::done(summary)
+        } else {
+            Response::failed(format!("{summary}{failures}"))
         }
     }
 }
