@@ -34,6 +34,9 @@ _clusterctl() {
             clusterctl,logs)
                 cmd="clusterctl__subcmd__logs"
                 ;;
+            clusterctl,ls)
+                cmd="clusterctl__subcmd__status"
+                ;;
             clusterctl,metrics)
                 cmd="clusterctl__subcmd__metrics"
                 ;;
@@ -125,7 +128,7 @@ _clusterctl() {
 
     case "${cmd}" in
         clusterctl)
-            opts="-h -V --socket --help --version status start stop restart reload scale kill send daemon-reload logs reopen-logs metrics top ready import completions help"
+            opts="-h -V --socket --help --version status ls start stop restart reload scale kill send daemon-reload logs reopen-logs metrics top ready import completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -97,6 +97,9 @@ fn main() -> ExitCode {
             stream,
             raw,
         } => {
+            let Some(unit) = unit else {
+                return logs_all(&socket, lines, follow, instance, stream, raw);
+            };
             let request = Request::Logs {
                 unit,
                 lines,
@@ -144,7 +147,7 @@ fn main() -> ExitCode {
 /// unless `--raw`. A follower's connection ends only when clusterd goes away (or drops it):
 /// that is said, with exit 3, so a script does not take it for a clean end.
 fn logs(socket: &std::path::Path, request: Request, follow: bool, raw: bool) -> ExitCode {
-    use std::io::{BufRead, IsTerminal};
+    use std::io::BufRead;
     let (response, mut reader) = match open_stream(socket, request) {
         Ok(opened) => opened,
         Err(e) => return unanswered(&e),
@@ -152,8 +155,7 @@ fn logs(socket: &std::path::Path, request: Request, follow: bool, raw: bool) -> 
     if let Some(code) = refused(&response) {
         return code;
     }
-    let escape = !raw && std::io::stdout().is_terminal();
-    let mut stdout = std::io::stdout().lock();
+    let mut out = LineWriter::new(raw);
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -169,23 +171,165 @@ fn logs(socket: &std::path::Path, request: Request, follow: bool, raw: bool) -> 
                 return ExitCode::from(EXIT_UNREACHABLE);
             }
         }
-        let written = if escape {
-            let text = String::from_utf8_lossy(&line);
+        if let Err(code) = out.write("", &line) {
+            return code;
+        }
+    }
+}
+
+/// Log lines to stdout, one by one. On a terminal, control characters a program wrote are
+/// shown escaped (they could drive the terminal), unless `--raw`.
+struct LineWriter {
+    escape: bool,
+    stdout: std::io::StdoutLock<'static>,
+}
+
+impl LineWriter {
+    fn new(raw: bool) -> LineWriter {
+        use std::io::IsTerminal;
+        LineWriter {
+            escape: !raw && std::io::stdout().is_terminal(),
+            stdout: std::io::stdout().lock(),
+        }
+    }
+
+    /// Writes `prefix` and `line`, flushed: a follower sees each line as it comes. `Err` is
+    /// the exit code to end with (success when the reader went away, as `ls | head`).
+    fn write(&mut self, prefix: &str, line: &[u8]) -> Result<(), ExitCode> {
+        let written = if self.escape {
+            let text = String::from_utf8_lossy(line);
             let body = text.strip_suffix('\n').unwrap_or(&text);
-            writeln!(stdout, "{}", printable(body))
+            writeln!(self.stdout, "{prefix}{}", printable(body))
         } else {
-            stdout.write_all(&line)
+            self.stdout
+                .write_all(prefix.as_bytes())
+                .and_then(|()| self.stdout.write_all(line))
+                .and_then(|()| {
+                    if line.ends_with(b"\n") {
+                        Ok(())
+                    } else {
+                        self.stdout.write_all(b"\n")
+                    }
+                })
         };
-        // Flushed line by line: a follower sees each line as it comes.
-        match written.and_then(|()| stdout.flush()) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return ExitCode::SUCCESS,
+        match written.and_then(|()| self.stdout.flush()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(ExitCode::SUCCESS),
             Err(e) => {
                 complain!("clusterctl: cannot write: {e}");
-                return ExitCode::from(EXIT_FAILED);
+                Err(ExitCode::from(EXIT_FAILED))
             }
         }
     }
+}
+
+/// `clusterctl logs` without a unit (`pm2 logs`): every unit that keeps a log file, its
+/// history merged by time, then with `--follow` every new line as it comes; each line
+/// prefixed by its unit. A unit whose log is elsewhere (the journal) is named on stderr.
+fn logs_all(
+    socket: &std::path::Path,
+    lines: usize,
+    follow: bool,
+    instance: Option<u32>,
+    stream: Option<clusterd::protocol::LogStream>,
+    raw: bool,
+) -> ExitCode {
+    use clusterd::client::all_logs::{merge_by_time, MAX_FOLLOWED_UNITS};
+    use std::io::BufRead;
+    let report = match status_of_all(socket) {
+        Ok(report) => report,
+        Err(code) => return code,
+    };
+    let request = |unit: &str, lines: usize, follow: bool| Request::Logs {
+        unit: unit.to_string(),
+        lines,
+        follow,
+        instance,
+        stream,
+    };
+    let names: Vec<String> = report.units.iter().map(|u| u.name.clone()).collect();
+    if follow && names.len() > MAX_FOLLOWED_UNITS {
+        complain!(
+            "clusterctl: {} units: following every one would take too many of clusterd's connections (at most {MAX_FOLLOWED_UNITS}); name a unit",
+            names.len()
+        );
+        return ExitCode::from(EXIT_FAILED);
+    }
+    // Followers first, then the history: a line written in between is shown twice rather
+    // than lost.
+    let (sender, lines_in) = std::sync::mpsc::channel::<(String, Option<Vec<u8>>)>();
+    let mut followed = 0;
+    if follow {
+        for name in &names {
+            let Ok((response, mut reader)) = open_stream(socket, request(name, 0, true)) else {
+                continue;
+            };
+            if !response.ok {
+                continue;
+            }
+            followed += 1;
+            let sender = sender.clone();
+            let name = name.clone();
+            std::thread::spawn(move || loop {
+                let mut line = Vec::new();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(n) if n > 0 => {
+                        if sender.send((name.clone(), Some(line))).is_err() {
+                            return;
+                        }
+                    }
+                    _ => {
+                        let _ = sender.send((name.clone(), None));
+                        return;
+                    }
+                }
+            });
+        }
+    }
+    drop(sender);
+    let mut histories = Vec::new();
+    for name in &names {
+        let (response, mut reader) = match open_stream(socket, request(name, lines, false)) {
+            Ok(opened) => opened,
+            Err(e) => return unanswered(&e),
+        };
+        if !response.ok {
+            complain!(
+                "clusterctl: not shown: {}",
+                printable(response.error.as_deref().unwrap_or(name))
+            );
+            continue;
+        }
+        let mut unit_lines = Vec::new();
+        let mut line = Vec::new();
+        while matches!(reader.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+            unit_lines.push(std::mem::take(&mut line));
+        }
+        histories.push((name.clone(), unit_lines));
+    }
+    let width = names.iter().map(String::len).max().unwrap_or(0);
+    let mut out = LineWriter::new(raw);
+    for line in merge_by_time(histories) {
+        if let Err(code) = out.write(&format!("{:width$} | ", line.unit), &line.line) {
+            return code;
+        }
+    }
+    if !follow {
+        return ExitCode::SUCCESS;
+    }
+    while followed > 0 {
+        match lines_in.recv() {
+            Ok((unit, Some(line))) => {
+                if let Err(code) = out.write(&format!("{unit:width$} | "), &line) {
+                    return code;
+                }
+            }
+            Ok((_, None)) => followed -= 1,
+            Err(_) => break,
+        }
+    }
+    complain!("clusterctl: lost the connection to clusterd (it stopped, or dropped these followers); no more lines");
+    ExitCode::from(EXIT_UNREACHABLE)
 }
 
 /// `clusterctl top`: a frame per interval on the alternate screen, or one frame when stdout
@@ -211,7 +355,7 @@ fn top(
     };
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
         return match status() {
-            Ok(report) => print_out(&frame(&report, sort, usize::MAX)),
+            Ok(report) => print_out(&frame(&report, sort, usize::MAX, false)),
             Err(failure) => failure.report(),
         };
     }
@@ -230,7 +374,10 @@ fn top(
                 return failure.report();
             }
         };
-        if screen.show(&frame(&report, sort, screen.rows())).is_err() {
+        if screen
+            .show(&frame(&report, sort, screen.rows(), true))
+            .is_err()
+        {
             return ExitCode::SUCCESS;
         }
         if screen.quit_within(interval) {
@@ -306,9 +453,13 @@ fn import(
         .ok()
         .and_then(|f| f.parent().map(std::path::Path::to_path_buf))
         .unwrap_or_default();
-    let units = match read_ecosystem(file, allow_exec)
-        .and_then(|ecosystem| import(&ecosystem, &file.display().to_string(), env, &base))
-    {
+    let units = match read_ecosystem(file, allow_exec).and_then(|ecosystem| {
+        if let Some(name) = env.filter(|name| !has_key(&ecosystem, &format!("env_{name}"), 3)) {
+            // A typo would otherwise give units without the variables, silently.
+            complain!("clusterctl: warning: --env {}: no app has env_{}; the units get only their plain env", printable(name), printable(name));
+        }
+        import(&ecosystem, &file.display().to_string(), env, &base)
+    }) {
         Ok(units) => units,
         Err(e) => {
             // node's error is several lines: each shown safely.
@@ -352,6 +503,20 @@ fn import(
     }
     summary.push_str("check them with `clusterd --check --units DIR`; `clusterctl daemon-reload` starts them in clusterd's units directory\n");
     print_out(&summary)
+}
+
+/// Whether an object within `depth` levels of `value` (the apps of an ecosystem file) has
+/// `key`.
+fn has_key(value: &serde_json::Value, key: &str, depth: usize) -> bool {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.contains_key(key) || (depth > 0 && map.values().any(|v| has_key(v, key, depth - 1)))
+        }
+        serde_json::Value::Array(items) => {
+            depth > 0 && items.iter().any(|v| has_key(v, key, depth - 1))
+        }
+        _ => false,
+    }
 }
 
 /// `clusterctl completions SHELL`: the script, generated from clusterctl's own definitions.

@@ -1,6 +1,7 @@
 //! clusterctl's side of the control protocol: [`connection`] sends one request and reads one
 //! answer; [`status_table`] renders a status report for people; [`top`] is the live view.
 
+pub mod all_logs;
 pub mod connection;
 pub mod import;
 pub mod json5;

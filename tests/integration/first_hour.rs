@@ -79,3 +79,205 @@ fn daemon_reload_of_a_unit_whose_port_is_taken_fails_and_names_the_holder() {
     );
     drop(holder);
 }
+
+/// PM2's `pm2 ls` and `pm2 logs`: `clusterctl ls` is `status`, and `logs` without a unit shows
+/// every unit's lines, each prefixed by its unit. `logs nosuch` said "no logs for"; it says
+/// "unknown unit", as status does.
+#[test]
+fn ls_is_status_and_logs_without_a_unit_shows_every_unit_prefixed() {
+    let d = Daemon::start(&[
+        (
+            "alpha",
+            "command = [\"sh\", \"-c\", \"echo from-alpha; exec sleep 300\"]\n",
+        ),
+        (
+            "beta",
+            "command = [\"sh\", \"-c\", \"echo from-beta; exec sleep 300\"]\n",
+        ),
+    ]);
+    d.wait_running("alpha", 1);
+    d.wait_running("beta", 1);
+
+    let ls = d.ctl(&["ls"]);
+    assert_eq!(ls.status.code(), Some(0), "{}", stderr(&ls));
+    assert!(stdout(&ls).contains("alpha") && stdout(&ls).contains("beta"));
+
+    let mut text = String::new();
+    wait_for("both units' lines in `clusterctl logs`", PATIENCE, || {
+        let out = d.ctl(&["logs"]);
+        text = stdout(&out);
+        out.status.success() && text.contains("from-alpha") && text.contains("from-beta")
+    });
+    for (unit, word) in [("alpha", "from-alpha"), ("beta", "from-beta")] {
+        let line = text.lines().find(|l| l.contains(word)).unwrap();
+        // Padded to the longest name, so that the lines align.
+        assert_eq!(
+            line.split(" | ").next().map(str::trim),
+            Some(unit),
+            "{text}"
+        );
+    }
+
+    let nosuch = d.ctl(&["logs", "nosuch"]);
+    assert_eq!(nosuch.status.code(), Some(1));
+    assert!(
+        stderr(&nosuch).contains("unknown unit \"nosuch\""),
+        "{}",
+        stderr(&nosuch)
+    );
+}
+
+/// `logs -f` without a unit follows every unit: a line written after it started arrives,
+/// prefixed.
+#[test]
+fn logs_follow_without_a_unit_shows_new_lines_of_every_unit() {
+    use std::io::{BufRead, BufReader};
+    let d = Daemon::start(&[("alpha", SLEEPER), ("beta", SLEEPER)]);
+    d.wait_running("alpha", 1);
+    d.wait_running("beta", 1);
+    let mut follower = std::process::Command::new(CLUSTERCTL)
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["logs", "-f", "-n", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run clusterctl logs -f");
+    let out = follower.stdout.take().unwrap();
+    let (sender, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // The history (one line of each) comes once the followers are connected.
+    for _ in 0..2 {
+        let line = lines.recv_timeout(PATIENCE);
+        assert!(line.is_ok(), "no history line");
+    }
+    // Stopping beta by hand writes clusterd's event into beta's log.
+    let stop = d.ctl(&["stop", "beta"]);
+    assert!(stop.status.success(), "{}", stderr(&stop));
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let mut seen = Vec::new();
+    let found = loop {
+        match lines.recv_timeout(std::time::Duration::from_millis(200)) {
+            Ok(line)
+                if line.split(" | ").next().map(str::trim) == Some("beta")
+                    && line.contains("SIGTERM") =>
+            {
+                break true
+            }
+            Ok(line) => seen.push(line),
+            Err(_) if std::time::Instant::now() > deadline => break false,
+            Err(_) => {}
+        }
+    };
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(found, "no `beta | ` line; saw {seen:?}");
+}
+
+/// `import --env stagin` (a typo) gave units without the variables, silently: it warns.
+#[test]
+fn import_with_an_env_no_app_has_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ecosystem.json");
+    std::fs::write(
+        &file,
+        r#"{"apps":[{"name":"api","script":"server.py","env_staging":{"A":"1"}}]}"#,
+    )
+    .unwrap();
+    let run = |env: &str| {
+        std::process::Command::new(CLUSTERCTL)
+            .args(["import", file.to_str().unwrap(), "--env", env])
+            .output()
+            .expect("run clusterctl import")
+    };
+    let typo = run("stagin");
+    assert_eq!(typo.status.code(), Some(0), "{}", stderr(&typo));
+    assert!(
+        stderr(&typo).contains("warning: --env stagin: no app has env_stagin"),
+        "{}",
+        stderr(&typo)
+    );
+    let right = run("staging");
+    assert!(!stderr(&right).contains("warning"), "{}", stderr(&right));
+}
+
+/// The synopsis of docs/clusterctl.md listed 11 of the 16 verbs: every verb of the CLI is in
+/// it, and has a section of its own.
+#[test]
+fn the_clusterctl_docs_synopsis_lists_every_verb_of_the_cli() {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/clusterctl.md"))
+        .unwrap();
+    let synopsis: String = docs
+        .split("```")
+        .nth(1)
+        .expect("a synopsis block")
+        .to_string();
+    for verb in clusterd::cli::clusterctl_args::command().get_subcommands() {
+        if verb.is_hide_set() {
+            continue;
+        }
+        let name = verb.get_name();
+        assert!(
+            synopsis
+                .lines()
+                .any(|l| l.split_whitespace().any(|w| w == name)),
+            "docs/clusterctl.md's synopsis lacks `{name}`:\n{synopsis}"
+        );
+        assert!(
+            docs.contains(&format!("### `{name}")),
+            "docs/clusterctl.md has no section for `{name}`"
+        );
+        assert!(
+            verb.get_about().is_some(),
+            "`clusterctl {name}` has no sentence in --help"
+        );
+        for arg in verb.get_arguments() {
+            assert!(
+                arg.get_help().is_some() || arg.get_id() == "help",
+                "`clusterctl {name}`: argument {} is not described",
+                arg.get_id()
+            );
+        }
+    }
+}
+
+/// `clusterctl --help`: examples and the exit codes under headings of their own; `import
+/// --help` names YAML and says which files are run.
+#[test]
+fn clusterctl_help_has_examples_exit_codes_and_import_says_what_it_runs() {
+    let help = std::process::Command::new(CLUSTERCTL)
+        .arg("--help")
+        .output()
+        .unwrap();
+    let text = stdout(&help);
+    assert!(text.contains("\nExamples:\n"), "{text}");
+    assert!(text.contains("\nExit status:\n"), "{text}");
+    assert!(text.contains("ls"), "{text}");
+    let import = std::process::Command::new(CLUSTERCTL)
+        .args(["import", "--help"])
+        .output()
+        .unwrap();
+    let text = stdout(&import);
+    assert!(text.contains("YAML"), "{text}");
+    assert!(text.contains("RUN by node"), "{text}");
+}
+
+/// units/suicide.toml told users to look for "running (replaced)", a state status never
+/// shows: a retiring process is `draining`.
+#[test]
+fn the_suicide_examples_comment_names_the_state_status_shows() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/units/suicide.toml"))
+        .unwrap();
+    assert!(text.contains("\"draining\""), "{text}");
+    assert!(!text.contains("running (replaced)"), "{text}");
+    assert_eq!(
+        clusterd::protocol::InstanceState::Draining.to_string(),
+        "draining"
+    );
+}
