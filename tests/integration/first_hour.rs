@@ -281,3 +281,55 @@ fn the_suicide_examples_comment_names_the_state_status_shows() {
         "draining"
     );
 }
+
+/// Removes a directory when the test ends, passed or not.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Two clusterd daemons run as root (no --log-dir) shared /var/log/clusterd/UNIT.log: a unit
+/// `web` of each wrote into one file. Each daemon on a socket of its own now has a log
+/// directory of its own, named after the socket.
+#[test]
+fn two_daemons_on_their_own_sockets_keep_their_units_logs_apart() {
+    if !have_root() {
+        return;
+    }
+    let unit =
+        |word: &str| format!("command = [\"sh\", \"-c\", \"echo {word}; exec sleep 300\"]\n");
+    let first = Daemon::start_with_default_log_dir(&[("web", &unit("from-first"))]);
+    let second = Daemon::start_with_default_log_dir(&[("web", &unit("from-second"))]);
+    let dir_of = |d: &Daemon| {
+        let escaped = d
+            .socket
+            .to_str()
+            .unwrap()
+            .trim_start_matches('/')
+            .replace('-', "\\x2d")
+            .replace('/', "-");
+        std::path::PathBuf::from(format!("/var/log/clusterd@{escaped}"))
+    };
+    let _cleanup = (RemoveOnDrop(dir_of(&first)), RemoveOnDrop(dir_of(&second)));
+    first.wait_running("web", 1);
+    second.wait_running("web", 1);
+    for (d, mine, theirs) in [
+        (&first, "from-first", "from-second"),
+        (&second, "from-second", "from-first"),
+    ] {
+        let file = dir_of(d).join("web.log");
+        let mut text = String::new();
+        wait_for(
+            "the unit's line in its daemon's own log file",
+            PATIENCE,
+            || {
+                text = std::fs::read_to_string(&file).unwrap_or_default();
+                text.contains(mine)
+            },
+        );
+        assert!(!text.contains(theirs), "{}: {text}", file.display());
+    }
+}
