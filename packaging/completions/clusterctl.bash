@@ -16,6 +16,9 @@ _clusterctl() {
             ",$1")
                 cmd="clusterctl"
                 ;;
+            clusterctl,__complete-units)
+                cmd="clusterctl__subcmd____complete__subcmd__units"
+                ;;
             clusterctl,completions)
                 cmd="clusterctl__subcmd__completions"
                 ;;
@@ -69,6 +72,9 @@ _clusterctl() {
                 ;;
             clusterctl,top)
                 cmd="clusterctl__subcmd__top"
+                ;;
+            clusterctl__subcmd__help,__complete-units)
+                cmd="clusterctl__subcmd__help__subcmd____complete__subcmd__units"
                 ;;
             clusterctl__subcmd__help,completions)
                 cmd="clusterctl__subcmd__help__subcmd__completions"
@@ -128,8 +134,26 @@ _clusterctl() {
 
     case "${cmd}" in
         clusterctl)
-            opts="-h -V --socket --help --version status ls start stop restart reload scale kill send daemon-reload logs reopen-logs metrics top ready import completions help"
+            opts="-h -V --socket --help --version status ls start stop restart reload scale kill send daemon-reload logs reopen-logs metrics top ready import completions __complete-units help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        clusterctl__subcmd____complete__subcmd__units)
+            opts="-h --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -182,8 +206,22 @@ _clusterctl() {
             return 0
             ;;
         clusterctl__subcmd__help)
-            opts="status start stop restart reload scale kill send daemon-reload logs reopen-logs metrics top ready import completions help"
+            opts="status start stop restart reload scale kill send daemon-reload logs reopen-logs metrics top ready import completions __complete-units help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        clusterctl__subcmd__help__subcmd____complete__subcmd__units)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -736,8 +774,30 @@ _clusterctl() {
     esac
 }
 
+
+# Unit names, from the running clusterd, where a verb takes a unit.
+_clusterctl_units() {
+    _clusterctl "$@"
+    local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}" verb="" i
+    for (( i = 1; i < COMP_CWORD; i++ )); do
+        case "${COMP_WORDS[i]}" in
+            --socket) (( i++ )) ;;
+            -*) ;;
+            *) verb="${COMP_WORDS[i]}"; break ;;
+        esac
+    done
+    [[ -z "$verb" || "$cur" == -* ]] && return
+    case "$prev" in -n|--lines|--instance|--stream|-s|--signal|--interval|--sort|--socket) return ;; esac
+    case " status ls start stop restart reload scale kill send logs top ready " in
+        *" $verb "*)
+            local IFS=$'\n'
+            COMPREPLY+=( $(compgen -W "$(clusterctl __complete-units 2>/dev/null)" -- "$cur") )
+            ;;
+    esac
+}
+
 if [[ "${BASH_VERSINFO[0]}" -eq 4 && "${BASH_VERSINFO[1]}" -ge 4 || "${BASH_VERSINFO[0]}" -gt 4 ]]; then
-    complete -F _clusterctl -o nosort -o bashdefault -o default clusterctl
+    complete -F _clusterctl_units -o nosort -o bashdefault -o default clusterctl
 else
-    complete -F _clusterctl -o bashdefault -o default clusterctl
+    complete -F _clusterctl_units -o bashdefault -o default clusterctl
 fi

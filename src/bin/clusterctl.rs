@@ -76,6 +76,7 @@ fn main() -> ExitCode {
         Command::DaemonReload => Request::DaemonReload {},
         Command::Ready { units } => return ready(&socket, &units),
         Command::Completions { shell } => return completions(shell),
+        Command::CompleteUnits => return complete_units(&socket),
         Command::Import {
             file,
             env,
@@ -521,14 +522,28 @@ fn has_key(value: &serde_json::Value, key: &str, depth: usize) -> bool {
 
 /// `clusterctl completions SHELL`: the script, generated from clusterctl's own definitions.
 fn completions(shell: clap_complete::Shell) -> ExitCode {
-    let mut script = Vec::new();
-    clap_complete::generate(
-        shell,
-        &mut clusterd::cli::clusterctl_args::command(),
-        "clusterctl",
-        &mut script,
+    print_out(&String::from_utf8_lossy(
+        &clusterd::cli::completion::clusterctl_script(shell),
+    ))
+}
+
+/// `clusterctl __complete-units`: unit names for a completion script; silent when clusterd
+/// does not answer (a completion must not print errors into the command line).
+fn complete_units(socket: &std::path::Path) -> ExitCode {
+    let asked = clusterd::client::connection::send_request_within(
+        socket,
+        Request::Status { unit: None },
+        std::time::Duration::from_secs(1),
     );
-    print_out(&String::from_utf8_lossy(&script))
+    let Some(report) = asked.ok().and_then(|r| r.status) else {
+        return ExitCode::from(EXIT_FAILED);
+    };
+    let names: String = report
+        .units
+        .iter()
+        .map(|u| format!("{}\n", u.name))
+        .collect();
+    print_out(&names)
 }
 
 /// Why clusterctl ends without its answer, and the exit code that says so; told on stderr

@@ -193,12 +193,18 @@ pub enum ClusterctlCommand {
         allow_exec: bool,
     },
     /// Print the completion script for a shell, e.g. `clusterctl completions bash >
-    /// /etc/bash_completion.d/clusterctl`.
+    /// /etc/bash_completion.d/clusterctl`, or `source <(clusterctl completions bash)` in
+    /// ~/.bashrc (no bash-completion package needed). Unit names are completed too, asked of
+    /// the running clusterd.
     Completions {
         /// The shell to write the script for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// The names of clusterd's units, one a line, for the completion scripts (nothing when
+    /// clusterd does not answer within a second).
+    #[command(name = "__complete-units", hide = true)]
+    CompleteUnits,
 }
 
 /// The clap command, for man pages and completions.
