@@ -16,6 +16,9 @@ _clusterctl() {
             ",$1")
                 cmd="clusterctl"
                 ;;
+            clusterctl,__complete-units)
+                cmd="clusterctl__subcmd____complete__subcmd__units"
+                ;;
             clusterctl,completions)
                 cmd="clusterctl__subcmd__completions"
                 ;;
@@ -39,6 +42,9 @@ _clusterctl() {
                 ;;
             clusterctl,logs)
                 cmd="clusterctl__subcmd__logs"
+                ;;
+            clusterctl,ls)
+                cmd="clusterctl__subcmd__status"
                 ;;
             clusterctl,metrics)
                 cmd="clusterctl__subcmd__metrics"
@@ -72,6 +78,9 @@ _clusterctl() {
                 ;;
             clusterctl,top)
                 cmd="clusterctl__subcmd__top"
+                ;;
+            clusterctl__subcmd__help,__complete-units)
+                cmd="clusterctl__subcmd__help__subcmd____complete__subcmd__units"
                 ;;
             clusterctl__subcmd__help,completions)
                 cmd="clusterctl__subcmd__help__subcmd__completions"
@@ -137,8 +146,38 @@ _clusterctl() {
 
     case "${cmd}" in
         clusterctl)
-            opts="-H -h -V --socket --host --hosts-file --parallel --help --version status start stop restart reload scale kill send daemon-reload daemon-reexec logs reopen-logs metrics top ready import dial-stdio completions help"
+            opts="-H -h -V --socket --host --hosts-file --parallel --help --version status ls start stop restart reload scale kill send daemon-reload daemon-reexec logs reopen-logs metrics top ready import dial-stdio completions __complete-units help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -H)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --hosts-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        clusterctl__subcmd____complete__subcmd__units)
+            opts="-H -h --socket --host --hosts-file --parallel --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -287,8 +326,22 @@ _clusterctl() {
             return 0
             ;;
         clusterctl__subcmd__help)
-            opts="status start stop restart reload scale kill send daemon-reload daemon-reexec logs reopen-logs metrics top ready import dial-stdio completions help"
+            opts="status start stop restart reload scale kill send daemon-reload daemon-reexec logs reopen-logs metrics top ready import dial-stdio completions __complete-units help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        clusterctl__subcmd__help__subcmd____complete__subcmd__units)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1037,8 +1090,30 @@ _clusterctl() {
     esac
 }
 
+
+# Unit names, from the running clusterd, where a verb takes a unit.
+_clusterctl_units() {
+    _clusterctl "$@"
+    local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}" verb="" i
+    for (( i = 1; i < COMP_CWORD; i++ )); do
+        case "${COMP_WORDS[i]}" in
+            --socket) (( i++ )) ;;
+            -*) ;;
+            *) verb="${COMP_WORDS[i]}"; break ;;
+        esac
+    done
+    [[ -z "$verb" || "$cur" == -* ]] && return
+    case "$prev" in -n|--lines|--instance|--stream|-s|--signal|--interval|--sort|--socket) return ;; esac
+    case " status ls start stop restart reload scale kill send logs top ready " in
+        *" $verb "*)
+            local IFS=$'\n'
+            COMPREPLY+=( $(compgen -W "$(clusterctl __complete-units 2>/dev/null)" -- "$cur") )
+            ;;
+    esac
+}
+
 if [[ "${BASH_VERSINFO[0]}" -eq 4 && "${BASH_VERSINFO[1]}" -ge 4 || "${BASH_VERSINFO[0]}" -gt 4 ]]; then
-    complete -F _clusterctl -o nosort -o bashdefault -o default clusterctl
+    complete -F _clusterctl_units -o nosort -o bashdefault -o default clusterctl
 else
-    complete -F _clusterctl -o bashdefault -o default clusterctl
+    complete -F _clusterctl_units -o bashdefault -o default clusterctl
 fi

@@ -1,8 +1,8 @@
 //! `clusterctl`: controls a running clusterd over its Unix socket, or the clusterds of other
 //! hosts through ssh (`-H`).
 //!
-//! Exit codes: 0 done, 1 the request failed, 2 usage error, 3 clusterd is not reachable (or,
-//! for `logs -f` and `top`, went away).
+//! Exit codes: 0 done, 1 the request failed (or permission denied), 2 usage error, 3 clusterd
+//! is not reachable (or, for `logs -f` and `top`, went away).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -106,6 +106,7 @@ fn main() -> ExitCode {
             return usage("`import` and `dial-stdio` work on this machine's files and socket, not over --host (run `clusterctl import` here and copy the units to the hosts)");
         }
         Command::DialStdio => return local.map_or(ExitCode::FAILURE, |s| dial_stdio(&s)),
+        Command::CompleteUnits => return local.map_or(ExitCode::FAILURE, |s| complete_units(&s)),
         Command::Import {
             file,
             env,
@@ -134,6 +135,9 @@ fn main() -> ExitCode {
         } => {
             let [target] = targets.as_slice() else {
                 return usage("`logs` reads one host at a time");
+            };
+            let Some(unit) = unit else {
+                return logs_all(target, lines, follow, instance, stream, raw);
             };
             let request = Request::Logs {
                 unit,
@@ -277,7 +281,7 @@ fn ask(target: &Target, request: Request, metrics: bool, json: bool) -> Answer {
 /// unless `--raw`. A follower's connection ends only when clusterd goes away (or drops it):
 /// that is said, with exit 3, so a script does not take it for a clean end.
 fn logs(socket: &Target, request: Request, follow: bool, raw: bool) -> ExitCode {
-    use std::io::{BufRead, IsTerminal};
+    use std::io::BufRead;
     let (response, mut reader) = match open_stream(socket, request) {
         Ok(opened) => opened,
         Err(e) => return Failure::from(&e).on(socket).report(),
@@ -285,8 +289,7 @@ fn logs(socket: &Target, request: Request, follow: bool, raw: bool) -> ExitCode 
     if !response.ok {
         return Failure::refused(&response).on(socket).report();
     }
-    let escape = !raw && std::io::stdout().is_terminal();
-    let mut stdout = std::io::stdout().lock();
+    let mut out = LineWriter::new(raw);
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -305,23 +308,165 @@ fn logs(socket: &Target, request: Request, follow: bool, raw: bool) -> ExitCode 
                 return ExitCode::from(EXIT_UNREACHABLE);
             }
         }
-        let written = if escape {
-            let text = String::from_utf8_lossy(&line);
+        if let Err(code) = out.write("", &line) {
+            return code;
+        }
+    }
+}
+
+/// Log lines to stdout, one by one. On a terminal, control characters a program wrote are
+/// shown escaped (they could drive the terminal), unless `--raw`.
+struct LineWriter {
+    escape: bool,
+    stdout: std::io::StdoutLock<'static>,
+}
+
+impl LineWriter {
+    fn new(raw: bool) -> LineWriter {
+        use std::io::IsTerminal;
+        LineWriter {
+            escape: !raw && std::io::stdout().is_terminal(),
+            stdout: std::io::stdout().lock(),
+        }
+    }
+
+    /// Writes `prefix` and `line`, flushed: a follower sees each line as it comes. `Err` is
+    /// the exit code to end with (success when the reader went away, as `ls | head`).
+    fn write(&mut self, prefix: &str, line: &[u8]) -> Result<(), ExitCode> {
+        let written = if self.escape {
+            let text = String::from_utf8_lossy(line);
             let body = text.strip_suffix('\n').unwrap_or(&text);
-            writeln!(stdout, "{}", printable(body))
+            writeln!(self.stdout, "{prefix}{}", printable(body))
         } else {
-            stdout.write_all(&line)
+            self.stdout
+                .write_all(prefix.as_bytes())
+                .and_then(|()| self.stdout.write_all(line))
+                .and_then(|()| {
+                    if line.ends_with(b"\n") {
+                        Ok(())
+                    } else {
+                        self.stdout.write_all(b"\n")
+                    }
+                })
         };
-        // Flushed line by line: a follower sees each line as it comes.
-        match written.and_then(|()| stdout.flush()) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return ExitCode::SUCCESS,
+        match written.and_then(|()| self.stdout.flush()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(ExitCode::SUCCESS),
             Err(e) => {
                 complain!("clusterctl: cannot write: {e}");
-                return ExitCode::from(EXIT_FAILED);
+                Err(ExitCode::from(EXIT_FAILED))
             }
         }
     }
+}
+
+/// `clusterctl logs` without a unit (`pm2 logs`): every unit that keeps a log file, its
+/// history merged by time, then with `--follow` every new line as it comes; each line
+/// prefixed by its unit. A unit whose log is elsewhere (the journal) is named on stderr.
+fn logs_all(
+    socket: &Target,
+    lines: usize,
+    follow: bool,
+    instance: Option<u32>,
+    stream: Option<clusterd::protocol::LogStream>,
+    raw: bool,
+) -> ExitCode {
+    use clusterd::client::all_logs::{merge_by_time, MAX_FOLLOWED_UNITS};
+    use std::io::BufRead;
+    let report = match status_report(socket, None) {
+        Ok(report) => report,
+        Err(failure) => return failure.on(socket).report(),
+    };
+    let request = |unit: &str, lines: usize, follow: bool| Request::Logs {
+        unit: unit.to_string(),
+        lines,
+        follow,
+        instance,
+        stream,
+    };
+    let names: Vec<String> = report.units.iter().map(|u| u.name.clone()).collect();
+    if follow && names.len() > MAX_FOLLOWED_UNITS {
+        complain!(
+            "clusterctl: {} units: following every one would take too many of clusterd's connections (at most {MAX_FOLLOWED_UNITS}); name a unit",
+            names.len()
+        );
+        return ExitCode::from(EXIT_FAILED);
+    }
+    // Followers first, then the history: a line written in between is shown twice rather
+    // than lost.
+    let (sender, lines_in) = std::sync::mpsc::channel::<(String, Option<Vec<u8>>)>();
+    let mut followed = 0;
+    if follow {
+        for name in &names {
+            let Ok((response, mut reader)) = open_stream(socket, request(name, 0, true)) else {
+                continue;
+            };
+            if !response.ok {
+                continue;
+            }
+            followed += 1;
+            let sender = sender.clone();
+            let name = name.clone();
+            std::thread::spawn(move || loop {
+                let mut line = Vec::new();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(n) if n > 0 => {
+                        if sender.send((name.clone(), Some(line))).is_err() {
+                            return;
+                        }
+                    }
+                    _ => {
+                        let _ = sender.send((name.clone(), None));
+                        return;
+                    }
+                }
+            });
+        }
+    }
+    drop(sender);
+    let mut histories = Vec::new();
+    for name in &names {
+        let (response, mut reader) = match open_stream(socket, request(name, lines, false)) {
+            Ok(opened) => opened,
+            Err(e) => return unanswered(&e),
+        };
+        if !response.ok {
+            complain!(
+                "clusterctl: not shown: {}",
+                printable(response.error.as_deref().unwrap_or(name))
+            );
+            continue;
+        }
+        let mut unit_lines = Vec::new();
+        let mut line = Vec::new();
+        while matches!(reader.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+            unit_lines.push(std::mem::take(&mut line));
+        }
+        histories.push((name.clone(), unit_lines));
+    }
+    let width = names.iter().map(String::len).max().unwrap_or(0);
+    let mut out = LineWriter::new(raw);
+    for line in merge_by_time(histories) {
+        if let Err(code) = out.write(&format!("{:width$} | ", line.unit), &line.line) {
+            return code;
+        }
+    }
+    if !follow {
+        return ExitCode::SUCCESS;
+    }
+    while followed > 0 {
+        match lines_in.recv() {
+            Ok((unit, Some(line))) => {
+                if let Err(code) = out.write(&format!("{unit:width$} | "), &line) {
+                    return code;
+                }
+            }
+            Ok((_, None)) => followed -= 1,
+            Err(_) => break,
+        }
+    }
+    complain!("clusterctl: lost the connection to clusterd (it stopped, or dropped these followers); no more lines");
+    ExitCode::from(EXIT_UNREACHABLE)
 }
 
 /// `clusterctl top`: a frame per interval on the alternate screen, or one frame when stdout
@@ -337,7 +482,7 @@ fn top(
     let status = || status_report(socket, unit.clone()).map_err(|f| f.on(socket));
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
         return match status() {
-            Ok(report) => print_out(&frame(&report, sort, usize::MAX)),
+            Ok(report) => print_out(&frame(&report, sort, usize::MAX, false)),
             Err(failure) => failure.report(),
         };
     }
@@ -356,7 +501,10 @@ fn top(
                 return failure.report();
             }
         };
-        if screen.show(&frame(&report, sort, screen.rows())).is_err() {
+        if screen
+            .show(&frame(&report, sort, screen.rows(), true))
+            .is_err()
+        {
             return ExitCode::SUCCESS;
         }
         if screen.quit_within(interval) {
@@ -426,9 +574,13 @@ fn import(
         .ok()
         .and_then(|f| f.parent().map(std::path::Path::to_path_buf))
         .unwrap_or_default();
-    let units = match read_ecosystem(file, allow_exec)
-        .and_then(|ecosystem| import(&ecosystem, &file.display().to_string(), env, &base))
-    {
+    let units = match read_ecosystem(file, allow_exec).and_then(|ecosystem| {
+        if let Some(name) = env.filter(|name| !has_key(&ecosystem, &format!("env_{name}"), 3)) {
+            // A typo would otherwise give units without the variables, silently.
+            complain!("clusterctl: warning: --env {}: no app has env_{}; the units get only their plain env", printable(name), printable(name));
+        }
+        import(&ecosystem, &file.display().to_string(), env, &base)
+    }) {
         Ok(units) => units,
         Err(e) => {
             // node's error is several lines: each shown safely.
@@ -489,16 +641,44 @@ fn dial_stdio(socket: &std::path::Path) -> ExitCode {
     }
 }
 
+/// Whether an object within `depth` levels of `value` (the apps of an ecosystem file) has
+/// `key`.
+fn has_key(value: &serde_json::Value, key: &str, depth: usize) -> bool {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.contains_key(key) || (depth > 0 && map.values().any(|v| has_key(v, key, depth - 1)))
+        }
+        serde_json::Value::Array(items) => {
+            depth > 0 && items.iter().any(|v| has_key(v, key, depth - 1))
+        }
+        _ => false,
+    }
+}
+
 /// `clusterctl completions SHELL`: the script, generated from clusterctl's own definitions.
 fn completions(shell: clap_complete::Shell) -> ExitCode {
-    let mut script = Vec::new();
-    clap_complete::generate(
-        shell,
-        &mut clusterd::cli::clusterctl_args::command(),
-        "clusterctl",
-        &mut script,
+    print_out(&String::from_utf8_lossy(
+        &clusterd::cli::completion::clusterctl_script(shell),
+    ))
+}
+
+/// `clusterctl __complete-units`: unit names for a completion script; silent when clusterd
+/// does not answer (a completion must not print errors into the command line).
+fn complete_units(socket: &std::path::Path) -> ExitCode {
+    let asked = clusterd::client::connection::send_request_within(
+        socket,
+        Request::Status { unit: None },
+        std::time::Duration::from_secs(1),
     );
-    print_out(&String::from_utf8_lossy(&script))
+    let Some(report) = asked.ok().and_then(|r| r.status) else {
+        return ExitCode::from(EXIT_FAILED);
+    };
+    let names: String = report
+        .units
+        .iter()
+        .map(|u| format!("{}\n", u.name))
+        .collect();
+    print_out(&names)
 }
 
 /// Why clusterctl ends without its answer, and the exit code that says so; told on stderr
@@ -543,7 +723,7 @@ impl From<&ClientError> for Failure {
                 message: message.clone(),
                 code: EXIT_UNREACHABLE,
             },
-            ClientError::Protocol(message) => Failure {
+            ClientError::Protocol(message) | ClientError::Denied(message) => Failure {
                 message: message.clone(),
                 code: EXIT_FAILED,
             },

@@ -44,13 +44,16 @@ fn main() -> ExitCode {
     };
     // A container's main process is PID 1 of its PID namespace.
     let container = args.container || std::process::id() == 1;
+    let socket = control_socket_path(args.socket);
     let options = DaemonOptions {
         units_dir: args.units,
-        socket: control_socket_path(args.socket),
+        socket: socket.clone(),
         socket_group,
         isolation: args.isolation,
         logs: LogOptions {
-            dir: args.log_dir.unwrap_or_else(LogOptions::default_dir),
+            dir: args
+                .log_dir
+                .unwrap_or_else(|| LogOptions::default_dir_for(&socket)),
             // The runtime above a container collects its output; files would fill its
             // writable layer.
             default_to: args.log_default.unwrap_or(if container {

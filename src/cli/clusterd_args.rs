@@ -46,8 +46,10 @@ pub struct ClusterdArgs {
     pub isolation: Isolation,
 
     /// Where `file` logs live [default: /var/log/clusterd for root, else
-    /// $XDG_STATE_HOME/clusterd/log or ~/.local/state/clusterd/log]. Created if missing (0750);
-    /// must belong to clusterd's user and be writable by it alone.
+    /// $XDG_STATE_HOME/clusterd/log or ~/.local/state/clusterd/log; with a --socket other than
+    /// the default, that path, `@`, and the socket's path escaped as systemd-escape --path
+    /// does, so that two daemons never share one]. Created if missing (0750); must belong to
+    /// clusterd's user and be writable by it alone.
     #[arg(long, value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
 

@@ -5,4 +5,5 @@
 
 pub mod clusterctl_args;
 pub mod clusterd_args;
+pub mod completion;
 pub mod unit_man_page;

@@ -2,6 +2,7 @@
 //! for `logs`, the lines that follow it).
 
 use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
 
 use super::transport::{Connection, Target};
 
@@ -13,6 +14,9 @@ pub enum ClientError {
     Unreachable(String),
     /// The connection broke or the answer made no sense.
     Protocol(String),
+    /// clusterd runs, but this user may not use its socket (exit code 1, as when clusterd
+    /// itself refuses the peer).
+    Denied(String),
 }
 
 pub fn send_request(target: &Target, request: Request) -> Result<Response, ClientError> {
@@ -69,4 +73,30 @@ fn exchange(
     let response = serde_json::from_slice(&answer)
         .map_err(|e| ClientError::Protocol(format!("malformed answer from clusterd: {e}")))?;
     Ok((response, reader))
+}
+
+/// Why `connect` failed, said so that the user knows what to do: EACCES means the socket is
+/// there (clusterd runs) and its mode or a directory keeps this user out, which "is clusterd
+/// running?" would only hide.
+pub(super) fn connect_error(socket: &Path, e: &std::io::Error) -> ClientError {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        use std::os::unix::fs::MetadataExt;
+        let group = std::fs::metadata(socket)
+            .ok()
+            .and_then(|m| nix::unistd::Group::from_gid(m.gid().into()).ok().flatten())
+            .map(|g| g.name)
+            .filter(|name| name != "root");
+        let join = match group {
+            Some(group) => format!("join the {group} group (the socket's group: `sudo adduser $USER {group}`, then log in again)"),
+            None => "join the socket's group (clusterd --socket-group; the packaged service uses clusterd)".to_string(),
+        };
+        return ClientError::Denied(format!(
+            "permission denied on clusterd's socket {}: {join} or use sudo",
+            socket.display()
+        ));
+    }
+    ClientError::Unreachable(format!(
+        "cannot connect to clusterd at {}: {e} (is clusterd running? use --socket or CLUSTERD_SOCKET for another path)",
+        socket.display()
+    ))
 }

@@ -3,6 +3,7 @@
 //! [`dial_stdio`]); [`status_table`] renders a status report for people; [`top`] is the live
 //! view.
 
+pub mod all_logs;
 pub mod connection;
 pub mod dial_stdio;
 pub mod fleet;

@@ -24,7 +24,9 @@ pub enum SortBy {
 }
 
 /// One frame: a header, then every instance, busiest first, at most `rows` lines.
-pub fn frame(report: &StatusReport, sort: SortBy, rows: usize) -> String {
+/// `live`: on the terminal, where `q` quits; a frame printed once (stdout not a terminal)
+/// does not say so.
+pub fn frame(report: &StatusReport, sort: SortBy, rows: usize, live: bool) -> String {
     let mut lines: Vec<(f64, Vec<String>)> = Vec::new();
     for unit in &report.units {
         for i in unit.instances.iter().filter(|i| i.pid.is_some()) {
@@ -50,14 +52,15 @@ pub fn frame(report: &StatusReport, sort: SortBy, rows: usize) -> String {
     let total_cpu: f64 = report.units.iter().filter_map(|u| u.cpu_percent).sum();
     let total_mem: u64 = report.units.iter().filter_map(|u| u.memory_bytes).sum();
     let mut out = format!(
-        "clusterd: {} unit(s), {} instance(s), CPU {total_cpu:.1}%, MEM {}   (sorted by {}; q to quit)\n\n",
+        "clusterd: {} unit(s), {} instance(s), CPU {total_cpu:.1}%, MEM {}   (sorted by {}{})\n\n",
         report.units.len(),
         lines.len(),
         mebibytes(total_mem),
         match sort {
             SortBy::Cpu => "CPU",
             SortBy::Mem => "memory",
-        }
+        },
+        if live { "; q to quit" } else { "" }
     );
     out.push_str(&format!(
         "{:<24} {:>8} {:>7} {:>9} {:>8} {:>9}  {}\n",

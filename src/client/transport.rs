@@ -262,12 +262,7 @@ impl Connection {
 }
 
 fn connect_local(socket: &Path) -> Result<UnixStream, ClientError> {
-    UnixStream::connect(socket).map_err(|e| {
-        ClientError::Unreachable(format!(
-            "cannot connect to clusterd at {}: {e} (is clusterd running? use --socket or CLUSTERD_SOCKET for another path)",
-            socket.display()
-        ))
-    })
+    UnixStream::connect(socket).map_err(|e| super::connection::connect_error(socket, &e))
 }
 
 /// The local socket, for `dial-stdio`.

@@ -439,7 +439,7 @@ fn answer(stream: &UnixStream, routes: &Routes, policy: AccessPolicy) -> Outcome
             // the client's write fail, and it would never see this answer.
             let _ = read_request(stream, REFUSED_DEADLINE);
             Response::failed(format!(
-                "permission denied: uid {} may not control clusterd (allowed: root, uid {}{})",
+                "permission denied: uid {} may not control clusterd (allowed: root, uid {}{}); join the socket's group (clusterd --socket-group) or use sudo",
                 peer.uid(),
                 policy.owner,
                 policy

@@ -320,9 +320,26 @@ impl Running {
                 let _ = reply.send(reexec::attempt(&self.supervisor, Instant::now()));
                 return;
             }
-            other => other,
+            // Only a unit clusterd runs, by a name that is a unit's: the name comes from a
+            // client, and no other file is read on its word.
+            Event::Control {
+                request: Request::Reload { unit },
+                reply,
+            } if crate::unit::is_valid_unit_name(&unit) && self.supervisor.has_unit(&unit) => {
+                let file =
+                    crate::unit::load_unit_file(&self.units_dir.join(format!("{unit}.toml")));
+                if let Some(why) = self.supervisor.changed_on_disk(&file) {
+                    warn!("{why}");
+                    let _ = reply.send(crate::protocol::Response::failed(why));
+                    return;
+                }
+                Event::Control {
+                    request: Request::Reload { unit },
+                    reply,
+                }
+            }
+            other => read_units_for(other, &self.units_dir),
         };
-        let event = read_units_for(event, &self.units_dir);
         if let Event::Reload {
             files: Ok(files), ..
         } = &event

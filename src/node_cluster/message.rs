@@ -73,6 +73,26 @@ impl ServerQuery {
         .join(":")
     }
 
+    /// The address as a person writes it, for the log: `*:3000` (every address, as Node's
+    /// `listen(3000)`), `127.0.0.1:3000`, `[::1]:3000`, `/run/app.sock`, `udp4 *:53`, `fd 5`;
+    /// not the key (`null:3000:4:undefined:0`), which is Node's internal name for it.
+    pub(crate) fn describe(&self) -> String {
+        if let Some(fd) = self.fd_number() {
+            return format!("fd {fd}");
+        }
+        let port = self.port_number().unwrap_or(0);
+        let host = match self.address_string() {
+            None | Some("") => "*".to_string(),
+            Some(a) if a.contains(':') => format!("[{a}]"),
+            Some(a) => a.to_string(),
+        };
+        match (self.udp_type(), self.address_type_number()) {
+            (Some(udp), _) => format!("{udp} {host}:{port}"),
+            (None, Some(-1)) => self.address_string().unwrap_or("?").to_string(),
+            _ => format!("{host}:{port}"),
+        }
+    }
+
     /// The port as a number, when it is one (`-1` for Unix sockets).
     pub(crate) fn port_number(&self) -> Option<i64> {
         self.port.as_ref().and_then(Value::as_i64)
@@ -284,6 +304,8 @@ mod tests {
             panic!("not a queryServer");
         };
         assert_eq!(q.key(), "null:3000:4:undefined:0");
+        // The log says what a person expects, not the key.
+        assert_eq!(q.describe(), "*:3000");
         assert_eq!(q.seq, json!(1));
         assert_eq!(q.port_number(), Some(3000));
         assert_eq!(q.address_type_number(), Some(4));
@@ -298,6 +320,7 @@ mod tests {
             panic!("not a queryServer");
         };
         assert_eq!(q.key(), "0.0.0.0:5000:udp4:-1:2");
+        assert_eq!(q.describe(), "udp4 0.0.0.0:5000");
         assert_eq!(q.udp_type(), Some("udp4"));
         assert_eq!(q.fd_number(), None);
         assert_eq!(q.flags, 4);
@@ -307,6 +330,7 @@ mod tests {
             panic!("not a queryServer");
         };
         assert_eq!(q.key(), "/run/a.sock:-1:-1:undefined:0");
+        assert_eq!(q.describe(), "/run/a.sock");
         assert!(q.readable_all && !q.writable_all);
     }
 

@@ -324,7 +324,7 @@ impl Primary {
             }
             info!(
                 "{unit}: listening for Node workers on {} ({})",
-                printable(&key),
+                printable(&query.describe()),
                 if handle.round_robin {
                     "round-robin"
                 } else {
@@ -365,7 +365,10 @@ impl Primary {
                     self.send(id, &message::with_handle(reply, kind), Some(copy));
                 }
                 Err(e) => {
-                    warn!("{unit}: cannot pass the socket {}: {e}", printable(&key));
+                    warn!(
+                        "{unit}: cannot pass the socket {}: {e}",
+                        printable(&query.describe())
+                    );
                     handle.workers.remove_member(id);
                     let errno = Errno::from_raw(e.raw_os_error().unwrap_or(libc::EMFILE));
                     self.reply_error(id, &query, &key, errno);

@@ -15,6 +15,12 @@ pub fn control_socket_path(flag: Option<PathBuf>) -> PathBuf {
     if let Some(path) = std::env::var_os("CLUSTERD_SOCKET").filter(|p| !p.is_empty()) {
         return PathBuf::from(path);
     }
+    default_socket_path()
+}
+
+/// This user's socket when none is named (no `--socket`, no `$CLUSTERD_SOCKET`): the one
+/// clusterd of this user that keeps the default log directory too.
+pub fn default_socket_path() -> PathBuf {
     let uid = nix::unistd::geteuid();
     if uid.is_root() {
         return PathBuf::from(SYSTEM_SOCKET);

@@ -72,15 +72,25 @@ impl<P: ProcessControl> Supervisor<P> {
                     info!("{name}: new unit");
                     self.units.insert(name.clone(), UnitRuntime::new(unit));
                     self.start_loaded(&name, now);
-                    // Its program cannot be executed: the answer says so (it is retried).
-                    if let Some(e) = self
-                        .units
-                        .get(&name)
-                        .and_then(|rt| rt.cannot_execute.clone())
-                    {
-                        report.cannot_start.push(format!("{name}: {e}"));
+                    // Its sockets could not be bound, say: it did not start.
+                    match self.units.get(&name).and_then(|rt| rt.phase.gave_up()) {
+                        Some(reason) if reason.starts_with(&format!("{name}:")) => {
+                            report.not_started.push(reason.to_string());
+                        }
+                        Some(reason) => report.not_started.push(format!("{name}: {reason}")),
+                        None => {
+                            // Its program cannot be executed: the answer says so (it is
+                            // retried).
+                            if let Some(e) = self
+                                .units
+                                .get(&name)
+                                .and_then(|rt| rt.cannot_execute.clone())
+                            {
+                                report.cannot_start.push(format!("{name}: {e}"));
+                            }
+                            report.added.push(name);
+                        }
                     }
-                    report.added.push(name);
                 }
                 (false, Err(e)) => {
                     error!("{e}");
@@ -172,6 +182,29 @@ impl<P: ProcessControl> Supervisor<P> {
     }
 }
 
+impl<P: ProcessControl> Supervisor<P> {
+    /// `clusterctl reload NAME` replaces the processes with the configuration clusterd has;
+    /// when the unit's file on disk says something else, that would silently run the old one.
+    /// The reason to refuse (the file changed, or no longer loads), or `None` when the file
+    /// is what a daemon-reload would leave unchanged (or the unit is unknown: the request
+    /// itself says so).
+    pub(crate) fn changed_on_disk(&self, file: &LoadedFile) -> Option<String> {
+        let rt = self.units.get(&file.name)?;
+        let name = &file.name;
+        let what = match &file.result {
+            Ok(unit) if decide(rt, unit) == Change::None => return None,
+            Ok(_) => "changed on disk since clusterd loaded it".to_string(),
+            Err(e) => format!("changed on disk and no longer loads ({e})"),
+        };
+        Some(format!(
+            "{name}: {} {what}; `reload` replaces the processes with the configuration clusterd \
+             has, so nothing was done: run `clusterctl daemon-reload` to apply the file (it \
+             replaces {name}'s instances one by one where it can), or undo the edit",
+            file.path.display()
+        ))
+    }
+}
+
 /// What a daemon-reload does to a unit whose file still parses.
 #[derive(Debug, PartialEq, Eq)]
 enum Change {
@@ -239,6 +272,8 @@ struct ReloadReport {
     errors: Vec<String>,
     /// Started units whose program cannot be executed, with the cause.
     cannot_start: Vec<String>,
+    /// New units that failed at once (`name: why`).
+    not_started: Vec<String>,
 }
 
 impl ReloadReport {
@@ -260,6 +295,7 @@ impl ReloadReport {
         info!("daemon-reload: {summary}");
         let mut problems = String::new();
         for (what, lines) in [
+            ("unit(s) failed to start", &self.not_started),
             ("file(s) could not be applied", &self.errors),
             (
                 "unit(s) cannot be executed (retried on a backoff)",

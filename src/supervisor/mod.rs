@@ -325,6 +325,11 @@ impl<P: ProcessControl> Supervisor<P> {
         self.processes.len()
     }
 
+    /// Whether a unit of this name is loaded.
+    pub(crate) fn has_unit(&self, name: &str) -> bool {
+        self.units.contains_key(name)
+    }
+
     pub(crate) fn unit_count(&self) -> usize {
         self.units.len()
     }

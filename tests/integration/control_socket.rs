@@ -234,6 +234,38 @@ fn another_user_is_told_permission_denied() {
     }
 }
 
+/// A user kept out by the socket file's mode (0600, the default) was told "is clusterd
+/// running?" with exit 3, as if nothing listened. It is told what to do, with the exit code
+/// docs/clusterctl.md gives permission denied (1).
+#[test]
+fn a_user_kept_out_by_the_socket_mode_is_told_to_join_the_group_or_use_sudo() {
+    if !have_root() {
+        return;
+    }
+    let d = Daemon::start(&[("web", SLEEPER)]);
+    fs::set_permissions(d.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    d.wait_running("web", 1);
+    let out = clusterctl_as_nobody(&d, &["status"]);
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("permission denied"), "{said}");
+    assert!(
+        said.contains("group") && said.contains("use sudo"),
+        "{said}"
+    );
+    assert!(!said.contains("is clusterd running"), "{said}");
+    // The docs give permission denied the same code.
+    let docs =
+        fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/clusterctl.md")).unwrap();
+    let code_one = docs
+        .lines()
+        .find(|l| l.starts_with("| 1 |"))
+        .expect("docs/clusterctl.md: exit code 1 row");
+    assert!(code_one.contains("permission denied"), "{code_one}");
+    let code_three = docs.lines().find(|l| l.starts_with("| 3 |")).unwrap();
+    assert!(!code_three.contains("permission"), "{code_three}");
+}
+
 /// `--socket-group`: a member of the group is served whether the group is its primary one or,
 /// as after `adduser alice clusterd`, a supplementary one; a user outside it is refused.
 #[test]

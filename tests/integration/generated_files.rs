@@ -35,7 +35,7 @@ fn rendered() -> BTreeMap<PathBuf, Vec<u8>> {
     let mut page = man_page(clusterctl.clone(), "1");
     page.extend_from_slice(CLUSTERCTL_SEE_ALSO.as_bytes());
     files.insert(man.join("clusterctl.1"), page);
-    for verb in clusterctl.get_subcommands() {
+    for verb in clusterctl.get_subcommands().filter(|v| !v.is_hide_set()) {
         let name = verb
             .get_display_name()
             .unwrap_or(verb.get_name())
@@ -48,19 +48,23 @@ fn rendered() -> BTreeMap<PathBuf, Vec<u8>> {
     );
 
     let completions = Path::new("packaging/completions");
-    for (name, mut command) in [
-        ("clusterctl", clusterd::cli::clusterctl_args::command()),
-        ("clusterd", clusterd),
+    let mut clusterd = clusterd;
+    for (shell, suffix, prefix) in [
+        (Shell::Bash, ".bash", ""),
+        (Shell::Zsh, "", "_"),
+        (Shell::Fish, ".fish", ""),
     ] {
-        for (shell, file) in [
-            (Shell::Bash, format!("{name}.bash")),
-            (Shell::Zsh, format!("_{name}")),
-            (Shell::Fish, format!("{name}.fish")),
-        ] {
-            let mut script = Vec::new();
-            clap_complete::generate(shell, &mut command, name, &mut script);
-            files.insert(completions.join(file), script);
-        }
+        // clusterctl's: what `clusterctl completions SHELL` prints, unit names included.
+        files.insert(
+            completions.join(format!("{prefix}clusterctl{suffix}")),
+            clusterd::cli::completion::clusterctl_script(shell),
+        );
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut clusterd, "clusterd", &mut script);
+        files.insert(
+            completions.join(format!("{prefix}clusterd{suffix}")),
+            script,
+        );
     }
     files
 }

@@ -32,7 +32,12 @@ fn at_the_fd_limit_with_spawns_retrying_status_is_answered_every_time() {
     let out = d
         .ctl_within(&["daemon-reload"], PATIENCE)
         .expect("daemon-reload answered");
-    assert!(out.status.success(), "{out:?}\n{}", d.log());
+    // Units that cannot bind for lack of descriptors fail daemon-reload, named (issue 23).
+    assert!(
+        out.status.success() || String::from_utf8_lossy(&out.stderr).contains("failed to start"),
+        "{out:?}\n{}",
+        d.log()
+    );
     wait_for("spawns to fail for lack of descriptors", PATIENCE, || {
         d.log().contains("out of system resources")
     });

@@ -167,7 +167,13 @@ fn a_planted_link_does_not_carry_a_root_only_file_into_a_users_environment() {
     for (name, file) in cases {
         daemon.write_unit(name, &env_reporter(&out, name, file));
     }
-    assert!(daemon.ctl(&["daemon-reload"]).status.success());
+    // A new unit that fails at once fails daemon-reload, naming it (issue 23): answered.
+    let reload = daemon.ctl(&["daemon-reload"]);
+    assert!(
+        reload.status.success()
+            || String::from_utf8_lossy(&reload.stderr).contains("failed to start"),
+        "{reload:?}"
+    );
 
     // The normal cases.
     assert!(reported(&out, "rootonly").contains("FROM_ROOT=granted\n"));
@@ -232,7 +238,13 @@ fn a_fifo_as_environment_file_fails_the_start_without_holding_clusterd() {
             toml_path(&fifo)
         ),
     );
-    assert!(daemon.ctl(&["daemon-reload"]).status.success());
+    // A new unit that fails at once fails daemon-reload, naming it (issue 23): answered.
+    let reload = daemon.ctl(&["daemon-reload"]);
+    assert!(
+        reload.status.success()
+            || String::from_utf8_lossy(&reload.stderr).contains("failed to start"),
+        "{reload:?}"
+    );
     let text = gave_up_with(&daemon, "fifo");
     assert!(text.contains("not a regular file"), "{text}");
 }
@@ -269,7 +281,13 @@ fn start_late_reader(daemon: &Daemon) -> (PathBuf, PathBuf) {
             toml_path(&count)
         ),
     );
-    assert!(daemon.ctl(&["daemon-reload"]).status.success());
+    // A new unit that fails at once fails daemon-reload, naming it (issue 23): answered.
+    let reload = daemon.ctl(&["daemon-reload"]);
+    assert!(
+        reload.status.success()
+            || String::from_utf8_lossy(&reload.stderr).contains("failed to start"),
+        "{reload:?}"
+    );
     daemon.wait_running("deaf", 1);
     (go, count)
 }
@@ -538,7 +556,13 @@ fn an_environment_file_on_a_hung_mount_fails_the_start_and_clusterd_answers() {
             slowest
         });
         let asked = Instant::now();
-        assert!(daemon.ctl(&["daemon-reload"]).status.success());
+        // A new unit that fails at once fails daemon-reload, naming it (issue 23): answered.
+        let reload = daemon.ctl(&["daemon-reload"]);
+        assert!(
+            reload.status.success()
+                || String::from_utf8_lossy(&reload.stderr).contains("failed to start"),
+            "{reload:?}"
+        );
         let reload_took = asked.elapsed();
         (poller.join().expect("poller"), reload_took)
     });

@@ -50,7 +50,13 @@ fn read_probe(daemon: &Daemon, index: u32) -> serde_json::Value {
 fn every_instance_gets_its_group_its_variables_its_channel_and_nothing_else() {
     let daemon = Daemon::start(&[]);
     daemon.write_unit("probe", &probe_unit(daemon.dir.path(), 2, ""));
-    assert!(daemon.ctl(&["daemon-reload"]).status.success());
+    // A new unit that fails at once fails daemon-reload, naming it (issue 23): answered.
+    let reload = daemon.ctl(&["daemon-reload"]);
+    assert!(
+        reload.status.success()
+            || String::from_utf8_lossy(&reload.stderr).contains("failed to start"),
+        "{reload:?}"
+    );
     let pids = daemon.wait_running("probe", 2);
 
     for index in 0..2u32 {
@@ -224,7 +230,13 @@ fn user_and_group_switch_the_account_and_its_home() {
             toml_path(&report)
         ),
     );
-    assert!(daemon.ctl(&["daemon-reload"]).status.success());
+    // A new unit that fails at once fails daemon-reload, naming it (issue 23): answered.
+    let reload = daemon.ctl(&["daemon-reload"]);
+    assert!(
+        reload.status.success()
+            || String::from_utf8_lossy(&reload.stderr).contains("failed to start"),
+        "{reload:?}"
+    );
     daemon.wait_running("probe", 1);
     let mut seen = String::new();
     wait_for("the instance to report", PATIENCE, || {
@@ -369,7 +381,13 @@ fn environment_files_are_read_at_every_start() {
         ),
     );
     daemon.write_unit("web", &unit);
-    assert!(daemon.ctl(&["daemon-reload"]).status.success());
+    // A new unit that fails at once fails daemon-reload, naming it (issue 23): answered.
+    let reload = daemon.ctl(&["daemon-reload"]);
+    assert!(
+        reload.status.success()
+            || String::from_utf8_lossy(&reload.stderr).contains("failed to start"),
+        "{reload:?}"
+    );
     let env = read_probe(&daemon, 0)["env"].clone();
     assert_eq!(env["DATABASE_URL"], "postgres://db/app");
     assert_eq!(
@@ -415,7 +433,13 @@ fn the_environment_clusterd_runs_in_selects_each_units_table() {
     ] {
         let daemon = Daemon::start_with_args(&[], args);
         daemon.write_unit("web", &probe_unit(daemon.dir.path(), 1, production));
-        assert!(daemon.ctl(&["daemon-reload"]).status.success());
+        // A new unit that fails at once fails daemon-reload, naming it (issue 23): answered.
+        let reload = daemon.ctl(&["daemon-reload"]);
+        assert!(
+            reload.status.success()
+                || String::from_utf8_lossy(&reload.stderr).contains("failed to start"),
+            "{reload:?}"
+        );
         let env = read_probe(&daemon, 0)["env"].clone();
         assert_eq!(env["GREETING"], greeting, "{args:?}");
         assert_eq!(env["OUT"], daemon.path("out").display().to_string());
@@ -445,11 +469,23 @@ fn the_environment_clusterd_runs_in_selects_each_units_table() {
 fn an_instance_started_among_many_gets_its_own_fds_and_nothing_else() {
     let daemon = Daemon::start(&[]);
     daemon.write_unit("crowd", "command = [\"sleep\", \"300\"]\ninstances = 100\n");
-    assert!(daemon.ctl(&["daemon-reload"]).status.success());
+    // A new unit that fails at once fails daemon-reload, naming it (issue 23): answered.
+    let reload = daemon.ctl(&["daemon-reload"]);
+    assert!(
+        reload.status.success()
+            || String::from_utf8_lossy(&reload.stderr).contains("failed to start"),
+        "{reload:?}"
+    );
     daemon.wait_running("crowd", 100);
     let listen = format!("listen = [\"tcp://127.0.0.1:{}\"]", free_port());
     daemon.write_unit("probe", &probe_unit(daemon.dir.path(), 2, &listen));
-    assert!(daemon.ctl(&["daemon-reload"]).status.success());
+    // A new unit that fails at once fails daemon-reload, naming it (issue 23): answered.
+    let reload = daemon.ctl(&["daemon-reload"]);
+    assert!(
+        reload.status.success()
+            || String::from_utf8_lossy(&reload.stderr).contains("failed to start"),
+        "{reload:?}"
+    );
     daemon.wait_running("probe", 2);
     for index in 0..2u32 {
         let seen = read_probe(&daemon, index);

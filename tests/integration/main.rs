@@ -15,6 +15,7 @@ mod cluster_mode;
 mod container;
 mod control_socket;
 mod examples;
+mod first_hour;
 mod fleet;
 mod generated_files;
 mod health;

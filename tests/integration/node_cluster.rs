@@ -438,7 +438,11 @@ udp.bind(+process.env.PORT, '127.0.0.1');
         assert!(pids.iter().any(|p| p.to_string() == *pid), "{answered:?}");
     }
     assert!(
-        daemon.log().contains("udp4:-1:0 (shared)"),
+        // The log names the address (`udp4 127.0.0.1:PORT`), not Node's key (issue 23).
+        daemon
+            .log()
+            .lines()
+            .any(|l| l.contains("listening for Node workers on udp4 ") && l.contains("(shared)")),
         "UDP is always shared\n{}",
         daemon.log()
     );

@@ -56,7 +56,37 @@ fn toml_block_after(doc: &str, after: &str) -> String {
 
 /// A daemon running `unit` (named `name`) with `app.py` in its working directory, where the
 /// instances start; returns it once `instances` instances run.
+/// gunicorn 25.1 and later open a control socket per master, one path for every instance:
+/// docs/cluster-mode.md says to add `--no-control-socket` then (older ones refuse the flag).
+/// The examples run as the docs say: with the flag when the installed gunicorn has it.
+fn as_the_docs_say_for_this_gunicorn(unit: &str) -> String {
+    let doc = fs::read_to_string(format!("{ROOT}/docs/cluster-mode.md")).expect("read the doc");
+    assert!(
+        doc.contains("add `--no-control-socket`"),
+        "docs/cluster-mode.md"
+    );
+    let help = std::process::Command::new("gunicorn")
+        .arg("--help")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default();
+    if !help.contains("--no-control-socket") {
+        return unit.to_string();
+    }
+    unit.replacen(
+        "\"gunicorn\", ",
+        "\"gunicorn\", \"--no-control-socket\", ",
+        1,
+    )
+    .replacen("\"gunicorn ", "\"gunicorn --no-control-socket ", 1)
+}
+
 fn serve(name: &str, unit: &str, app: &str, instances: usize) -> Daemon {
+    let unit = &if unit.contains("gunicorn") {
+        as_the_docs_say_for_this_gunicorn(unit)
+    } else {
+        unit.to_string()
+    };
     let daemon = Daemon::start(&[]);
     fs::write(daemon.path("app.py"), app).expect("write app.py");
     daemon.write_unit(name, unit);

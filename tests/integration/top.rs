@@ -117,6 +117,8 @@ fn top_shows_the_busiest_first_quits_on_q_and_restores_the_terminal() {
         text.contains("INSTANCE") && text.contains("idle[0]"),
         "{text}"
     );
+    // Nothing reads keys there.
+    assert!(!text.contains("q to quit"), "{text}");
 }
 
 /// Issue 18: when clusterd went away under `top`, its error was written on the alternate

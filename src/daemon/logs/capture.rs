@@ -1058,7 +1058,8 @@ impl CaptureThread {
             )),
             Some(LogTo::File) => None,
             None if UnitLogFile::exists(&self.shared.dir, &query.unit) => None,
-            None => Some(format!("no logs for {:?}", query.unit)),
+            // As `status nosuch` says it.
+            None => Some(format!("unknown unit {:?}", query.unit)),
         };
         if let Some(refusal) = refusal {
             return answer(&socket, &Response::failed(refusal));

@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 
@@ -51,6 +51,24 @@ pub struct LogOptions {
 impl LogOptions {
     /// `/var/log/clusterd` for root, else `$XDG_STATE_HOME/clusterd/log` (or
     /// `~/.local/state/clusterd/log`).
+    /// The log directory of a clusterd on `socket` when no `--log-dir` is given: the default
+    /// one ([`LogOptions::default_dir`]) for the clusterd on this user's default socket (the
+    /// packaged service's, as root), else one of its own beside it, named after the socket as
+    /// `systemd-escape --path` names it (`/var/log/clusterd@srv-a-clusterd.sock`): two clusterd
+    /// daemons never share a directory (a socket has one clusterd), so same-named units of
+    /// two daemons never write into one file.
+    pub fn default_dir_for(socket: &Path) -> PathBuf {
+        let dir = Self::default_dir();
+        let socket = std::path::absolute(socket).unwrap_or_else(|_| socket.to_path_buf());
+        if socket == crate::protocol::socket_path::default_socket_path() {
+            return dir;
+        }
+        let mut name = dir.into_os_string();
+        name.push("@");
+        name.push(escape_path(&socket));
+        PathBuf::from(name)
+    }
+
     pub fn default_dir() -> PathBuf {
         if nix::unistd::geteuid().is_root() {
             return PathBuf::from("/var/log/clusterd");
@@ -363,5 +381,57 @@ impl Logs {
             other => other.name().to_string(),
         };
         (where_to, self.shared.problem(&unit.name))
+    }
+}
+
+/// `systemd-escape --path`: `/srv/a/clusterd.sock` → `srv-a-clusterd.sock`, every byte but
+/// ASCII letters, digits, `:`, `_` and `.` (and a leading `.`) as `\xNN`: one path, one name.
+fn escape_path(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    let trimmed = bytes.strip_prefix(b"/").unwrap_or(bytes);
+    let trimmed = trimmed.strip_suffix(b"/").unwrap_or(trimmed);
+    let mut name = String::new();
+    for (i, &b) in trimmed.iter().enumerate() {
+        match b {
+            b'/' => name.push('-'),
+            b'.' if i == 0 => name.push_str("\\x2e"),
+            b if b.is_ascii_alphanumeric() || b":_.".contains(&b) => name.push(char::from(b)),
+            b => name.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    name
+}
+
+#[cfg(test)]
+mod default_dir_tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_path_is_escaped_as_systemd_escape_does() {
+        assert_eq!(
+            escape_path(Path::new("/srv/a/clusterd.sock")),
+            "srv-a-clusterd.sock"
+        );
+        assert_eq!(
+            escape_path(Path::new("/tmp/my-app/.s")),
+            "tmp-my\\x2dapp-.s"
+        );
+        assert_eq!(escape_path(Path::new("/.x")), "\\x2ex");
+    }
+
+    #[test]
+    fn another_socket_gets_a_log_directory_of_its_own() {
+        let default =
+            LogOptions::default_dir_for(&crate::protocol::socket_path::default_socket_path());
+        assert_eq!(default, LogOptions::default_dir());
+        let other = LogOptions::default_dir_for(Path::new("/srv/a/clusterd.sock"));
+        assert_eq!(
+            other,
+            PathBuf::from(format!(
+                "{}@srv-a-clusterd.sock",
+                LogOptions::default_dir().display()
+            ))
+        );
     }
 }

@@ -131,8 +131,15 @@ fn bind_listener(
     let fd = match address {
         // `[::]` means IPv6 only, so that `0.0.0.0` can be listed beside it.
         ListenAddress::Tcp(addr) => {
-            let fd = bind_tcp(*addr, reuseport, true, SockFlag::empty())
-                .map_err(|e| e.desc().to_string())?;
+            let fd = bind_tcp(*addr, reuseport, true, SockFlag::empty()).map_err(|e| {
+                match (e == nix::errno::Errno::EADDRINUSE)
+                    .then(|| super::port_holder::holder_of(*addr))
+                    .flatten()
+                {
+                    Some(holder) => format!("{} (held by {holder})", e.desc()),
+                    None => e.desc().to_string(),
+                }
+            })?;
             set_tcp_options(&fd, options)?;
             fd
         }

@@ -5,7 +5,8 @@
 //! share), [`unix_socket_file`] (is a socket file stale?), [`environment_file`] (variables
 //! read at every start), [`fd_limit`] (clusterd's own, and its instances'), [`usage`]
 //! (what each instance uses) and [`low_fds`] (the fd numbers through which a child gets its
-//! fds without copying clusterd's table).
+//! fds without copying clusterd's table) and [`port_holder`] (who holds a port clusterd cannot
+//! bind).
 //!
 //! A leaf: nothing here is one of clusterd's threads (`environment_file` only reads on a
 //! short-lived one, with a deadline) or knows the log thread, the worker I/O, the loop's
@@ -19,6 +20,7 @@ pub(crate) mod environment_file;
 pub(crate) mod fd_limit;
 pub(crate) mod listen_sockets;
 pub(crate) mod low_fds;
+pub(crate) mod port_holder;
 pub(crate) mod spawn;
 pub(crate) mod spawn_plan;
 pub(crate) mod unix_socket_file;

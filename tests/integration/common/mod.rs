@@ -719,4 +719,17 @@ impl Daemon {
         daemon.wrapper.clear();
         daemon
     }
+
+    /// [`Daemon::start`] without the `--log-dir` every other test passes: clusterd picks its
+    /// default log directory. Through `sh -c`, which execs clusterd with `--units` and
+    /// `--socket` only (its pid is clusterd's).
+    pub(crate) fn start_with_default_log_dir(units: &[(&str, &str)]) -> Daemon {
+        let mut daemon = Self::prepare(units, None);
+        daemon.wrapper = ["sh", "-c", r#"exec "$0" "$1" "$2" "$3" "$4""#]
+            .map(String::from)
+            .to_vec();
+        daemon.launch();
+        daemon.wrapper.clear();
+        daemon
+    }
 }

@@ -1,0 +1,395 @@
+//! What a new user hits in the first hour (issue 23): `reload` after editing a unit file,
+//! `daemon-reload` of a unit whose port is taken, `ls`, `logs` of every unit, the small
+//! messages. Each test is named after the surprise it pins.
+
+use crate::common;
+use common::*;
+
+use std::process::Output;
+
+const SLEEPER: &str = "command = \"sleep 300\"\n";
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `clusterctl reload web` after editing web.toml ran the old configuration without a word.
+/// It refuses (exit 1), says the file changed and that `daemon-reload` applies it, and
+/// touches nothing; once the file is applied, reload works again.
+#[test]
+fn reload_after_editing_the_unit_file_says_the_file_changed_and_touches_nothing() {
+    let d = Daemon::start(&[("web", SLEEPER)]);
+    let before = d.wait_running("web", 1);
+
+    d.write_unit("web", "command = \"sleep 301\"\n");
+    let out = d.ctl(&["reload", "web"]);
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("web.toml") && said.contains("changed on disk"),
+        "{said}"
+    );
+    assert!(said.contains("clusterctl daemon-reload"), "{said}");
+    assert_eq!(d.pids("web"), before, "nothing was replaced");
+
+    // A file that no longer loads is a change too.
+    d.write_unit("web", "command = \n");
+    let out = d.ctl(&["reload", "web"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no longer loads"), "{}", stderr(&out));
+
+    d.write_unit("web", "command = \"sleep 301\"\n");
+    let out = d.ctl(&["daemon-reload"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    wait_for("web to run the new file", PATIENCE, || {
+        d.pids("web").len() == 1 && d.pids("web") != before
+    });
+    let out = d.ctl(&["reload", "web"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+/// `daemon-reload` answered "started busyport" (exit 0) for a unit whose port another
+/// process holds. It fails, says why, and names the holder (this test process).
+#[test]
+fn daemon_reload_of_a_unit_whose_port_is_taken_fails_and_names_the_holder() {
+    let d = Daemon::start(&[("web", SLEEPER)]);
+    d.wait_running("web", 1);
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let port = holder.local_addr().unwrap().port();
+    d.write_unit(
+        "busyport",
+        &format!("command = \"sleep 300\"\nlisten = [\"tcp://127.0.0.1:{port}\"]\n"),
+    );
+    let out = d.ctl(&["daemon-reload"]);
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}\n{}", stdout(&out));
+    assert!(!said.contains("started busyport"), "{said}");
+    assert!(
+        said.contains("failed to start") && said.contains("busyport"),
+        "{said}"
+    );
+    assert!(said.contains(&format!("127.0.0.1:{port}")), "{said}");
+    assert!(
+        said.contains(&format!("held by pid {}", std::process::id())),
+        "{said}"
+    );
+    drop(holder);
+}
+
+/// PM2's `pm2 ls` and `pm2 logs`: `clusterctl ls` is `status`, and `logs` without a unit shows
+/// every unit's lines, each prefixed by its unit. `logs nosuch` said "no logs for"; it says
+/// "unknown unit", as status does.
+#[test]
+fn ls_is_status_and_logs_without_a_unit_shows_every_unit_prefixed() {
+    let d = Daemon::start(&[
+        (
+            "alpha",
+            "command = [\"sh\", \"-c\", \"echo from-alpha; exec sleep 300\"]\n",
+        ),
+        (
+            "beta",
+            "command = [\"sh\", \"-c\", \"echo from-beta; exec sleep 300\"]\n",
+        ),
+    ]);
+    d.wait_running("alpha", 1);
+    d.wait_running("beta", 1);
+
+    let ls = d.ctl(&["ls"]);
+    assert_eq!(ls.status.code(), Some(0), "{}", stderr(&ls));
+    assert!(stdout(&ls).contains("alpha") && stdout(&ls).contains("beta"));
+
+    let mut text = String::new();
+    wait_for("both units' lines in `clusterctl logs`", PATIENCE, || {
+        let out = d.ctl(&["logs"]);
+        text = stdout(&out);
+        out.status.success() && text.contains("from-alpha") && text.contains("from-beta")
+    });
+    for (unit, word) in [("alpha", "from-alpha"), ("beta", "from-beta")] {
+        let line = text.lines().find(|l| l.contains(word)).unwrap();
+        // Padded to the longest name, so that the lines align.
+        assert_eq!(
+            line.split(" | ").next().map(str::trim),
+            Some(unit),
+            "{text}"
+        );
+    }
+
+    let nosuch = d.ctl(&["logs", "nosuch"]);
+    assert_eq!(nosuch.status.code(), Some(1));
+    assert!(
+        stderr(&nosuch).contains("unknown unit \"nosuch\""),
+        "{}",
+        stderr(&nosuch)
+    );
+}
+
+/// `logs -f` without a unit follows every unit: a line written after it started arrives,
+/// prefixed.
+#[test]
+fn logs_follow_without_a_unit_shows_new_lines_of_every_unit() {
+    use std::io::{BufRead, BufReader};
+    let d = Daemon::start(&[("alpha", SLEEPER), ("beta", SLEEPER)]);
+    d.wait_running("alpha", 1);
+    d.wait_running("beta", 1);
+    let mut follower = std::process::Command::new(CLUSTERCTL)
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["logs", "-f", "-n", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run clusterctl logs -f");
+    let out = follower.stdout.take().unwrap();
+    let (sender, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // The history (one line of each) comes once the followers are connected.
+    for _ in 0..2 {
+        let line = lines.recv_timeout(PATIENCE);
+        assert!(line.is_ok(), "no history line");
+    }
+    // Stopping beta by hand writes clusterd's event into beta's log.
+    let stop = d.ctl(&["stop", "beta"]);
+    assert!(stop.status.success(), "{}", stderr(&stop));
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let mut seen = Vec::new();
+    let found = loop {
+        match lines.recv_timeout(std::time::Duration::from_millis(200)) {
+            Ok(line)
+                if line.split(" | ").next().map(str::trim) == Some("beta")
+                    && line.contains("SIGTERM") =>
+            {
+                break true
+            }
+            Ok(line) => seen.push(line),
+            Err(_) if std::time::Instant::now() > deadline => break false,
+            Err(_) => {}
+        }
+    };
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(found, "no `beta | ` line; saw {seen:?}");
+}
+
+/// `import --env stagin` (a typo) gave units without the variables, silently: it warns.
+#[test]
+fn import_with_an_env_no_app_has_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ecosystem.json");
+    std::fs::write(
+        &file,
+        r#"{"apps":[{"name":"api","script":"server.py","env_staging":{"A":"1"}}]}"#,
+    )
+    .unwrap();
+    let run = |env: &str| {
+        std::process::Command::new(CLUSTERCTL)
+            .args(["import", file.to_str().unwrap(), "--env", env])
+            .output()
+            .expect("run clusterctl import")
+    };
+    let typo = run("stagin");
+    assert_eq!(typo.status.code(), Some(0), "{}", stderr(&typo));
+    assert!(
+        stderr(&typo).contains("warning: --env stagin: no app has env_stagin"),
+        "{}",
+        stderr(&typo)
+    );
+    let right = run("staging");
+    assert!(!stderr(&right).contains("warning"), "{}", stderr(&right));
+}
+
+/// The synopsis of docs/clusterctl.md listed 11 of the 16 verbs: every verb of the CLI is in
+/// it, and has a section of its own.
+#[test]
+fn the_clusterctl_docs_synopsis_lists_every_verb_of_the_cli() {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/clusterctl.md"))
+        .unwrap();
+    let synopsis: String = docs
+        .split("```")
+        .nth(1)
+        .expect("a synopsis block")
+        .to_string();
+    for verb in clusterd::cli::clusterctl_args::command().get_subcommands() {
+        if verb.is_hide_set() {
+            continue;
+        }
+        let name = verb.get_name();
+        assert!(
+            synopsis
+                .lines()
+                .any(|l| l.split_whitespace().any(|w| w == name)),
+            "docs/clusterctl.md's synopsis lacks `{name}`:\n{synopsis}"
+        );
+        assert!(
+            docs.contains(&format!("### `{name}")),
+            "docs/clusterctl.md has no section for `{name}`"
+        );
+        assert!(
+            verb.get_about().is_some(),
+            "`clusterctl {name}` has no sentence in --help"
+        );
+        for arg in verb.get_arguments() {
+            assert!(
+                arg.get_help().is_some() || arg.get_id() == "help",
+                "`clusterctl {name}`: argument {} is not described",
+                arg.get_id()
+            );
+        }
+    }
+}
+
+/// `clusterctl --help`: examples and the exit codes under headings of their own; `import
+/// --help` names YAML and says which files are run.
+#[test]
+fn clusterctl_help_has_examples_exit_codes_and_import_says_what_it_runs() {
+    let help = std::process::Command::new(CLUSTERCTL)
+        .arg("--help")
+        .output()
+        .unwrap();
+    let text = stdout(&help);
+    assert!(text.contains("\nExamples:\n"), "{text}");
+    assert!(text.contains("\nExit status:\n"), "{text}");
+    assert!(text.contains("ls"), "{text}");
+    let import = std::process::Command::new(CLUSTERCTL)
+        .args(["import", "--help"])
+        .output()
+        .unwrap();
+    let text = stdout(&import);
+    assert!(text.contains("YAML"), "{text}");
+    assert!(text.contains("RUN by node"), "{text}");
+}
+
+/// units/suicide.toml told users to look for "running (replaced)", a state status never
+/// shows: a retiring process is `draining`.
+#[test]
+fn the_suicide_examples_comment_names_the_state_status_shows() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/units/suicide.toml"))
+        .unwrap();
+    assert!(text.contains("\"draining\""), "{text}");
+    assert!(!text.contains("running (replaced)"), "{text}");
+    assert_eq!(
+        clusterd::protocol::InstanceState::Draining.to_string(),
+        "draining"
+    );
+}
+
+/// Removes a directory when the test ends, passed or not.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Two clusterd daemons run as root (no --log-dir) shared /var/log/clusterd/UNIT.log: a unit
+/// `web` of each wrote into one file. Each daemon on a socket of its own now has a log
+/// directory of its own, named after the socket.
+#[test]
+fn two_daemons_on_their_own_sockets_keep_their_units_logs_apart() {
+    if !have_root() {
+        return;
+    }
+    let unit =
+        |word: &str| format!("command = [\"sh\", \"-c\", \"echo {word}; exec sleep 300\"]\n");
+    let first = Daemon::start_with_default_log_dir(&[("web", &unit("from-first"))]);
+    let second = Daemon::start_with_default_log_dir(&[("web", &unit("from-second"))]);
+    let dir_of = |d: &Daemon| {
+        let escaped = d
+            .socket
+            .to_str()
+            .unwrap()
+            .trim_start_matches('/')
+            .replace('-', "\\x2d")
+            .replace('/', "-");
+        std::path::PathBuf::from(format!("/var/log/clusterd@{escaped}"))
+    };
+    let _cleanup = (RemoveOnDrop(dir_of(&first)), RemoveOnDrop(dir_of(&second)));
+    first.wait_running("web", 1);
+    second.wait_running("web", 1);
+    for (d, mine, theirs) in [
+        (&first, "from-first", "from-second"),
+        (&second, "from-second", "from-first"),
+    ] {
+        let file = dir_of(d).join("web.log");
+        let mut text = String::new();
+        wait_for(
+            "the unit's line in its daemon's own log file",
+            PATIENCE,
+            || {
+                text = std::fs::read_to_string(&file).unwrap_or_default();
+                text.contains(mine)
+            },
+        );
+        assert!(!text.contains(theirs), "{}: {text}", file.display());
+    }
+}
+
+/// Shell completion of unit names: the bash script (as `clusterctl completions bash` prints
+/// it, and as packaged) completes `clusterctl reload w` to the running clusterd's `web`, in a
+/// bash without the bash-completion package (--norc: nothing but the script).
+#[test]
+fn bash_completes_unit_names_from_the_running_clusterd_without_bash_completion() {
+    let d = Daemon::start(&[("web", SLEEPER), ("worker", SLEEPER), ("api", SLEEPER)]);
+    d.wait_running("web", 1);
+    let bin_dir = std::path::Path::new(CLUSTERCTL).parent().unwrap();
+    let complete = |line: &str| {
+        let script = format!(
+            r#"source <(clusterctl completions bash)
+COMP_LINE="{line}"; COMP_POINT=${{#COMP_LINE}}
+read -ra COMP_WORDS <<<"$COMP_LINE"; [[ "$COMP_LINE" == *" " ]] && COMP_WORDS+=("")
+COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 ))
+_clusterctl_units clusterctl "${{COMP_WORDS[COMP_CWORD]}}" "${{COMP_WORDS[COMP_CWORD-1]}}"
+printf '%s\n' "${{COMPREPLY[@]}}""#
+        );
+        let out = std::process::Command::new("bash")
+            .args(["--norc", "--noprofile", "-c", &script])
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    bin_dir.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .env("CLUSTERD_SOCKET", &d.socket)
+            .output()
+            .expect("run bash");
+        let offered: Vec<String> = stdout(&out).lines().map(String::from).collect();
+        (offered, stderr(&out))
+    };
+    let (offered, errors) = complete("clusterctl reload w");
+    assert!(offered.contains(&"web".to_string()), "{offered:?} {errors}");
+    assert!(
+        offered.contains(&"worker".to_string()),
+        "{offered:?} {errors}"
+    );
+    assert!(!offered.contains(&"api".to_string()), "{offered:?}");
+    // The verbs are still completed, and a verb without units offers none.
+    let (offered, errors) = complete("clusterctl re");
+    assert!(
+        offered.contains(&"reload".to_string()),
+        "{offered:?} {errors}"
+    );
+    let (offered, _) = complete("clusterctl daemon-reload ");
+    assert!(!offered.contains(&"web".to_string()), "{offered:?}");
+    // The packaged script is the same one.
+    let packaged = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/packaging/completions/clusterctl.bash"
+    ))
+    .unwrap();
+    assert_eq!(
+        packaged,
+        clusterd::cli::completion::clusterctl_script(clap_complete::Shell::Bash)
+    );
+}
