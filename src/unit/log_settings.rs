@@ -96,6 +96,29 @@ impl LogSettings {
     }
 }
 
+impl LogSettings {
+    /// Every file of the layout (each instance's of `instances`, each stream's), once each,
+    /// in order: absolute, or names in the log directory.
+    pub fn files(&self, unit: &str, instances: u32) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = Vec::new();
+        let instances = if self.per_instance {
+            instances.max(1)
+        } else {
+            1
+        };
+        for index in 0..instances {
+            for stream in [LogStream::Out, LogStream::Err] {
+                if let Some(path) = self.file_for(unit, stream, index) {
+                    if !files.contains(&path) {
+                        files.push(path);
+                    }
+                }
+            }
+        }
+        files
+    }
+}
+
 /// `web.log` + `.out` → `web.out.log`; a name without `.log` gets it at the end:
 /// `web` → `web.out`.
 fn insert_before_log(path: &Path, what: &str) -> PathBuf {

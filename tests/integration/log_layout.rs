@@ -63,6 +63,9 @@ fn split_files_get_their_own_streams_and_logs_interleaves_them_by_time() {
         "{out_text}\n{err_text}"
     );
     assert!(!daemon.log_dir().join("web.log").exists());
+    let status = daemon.unit("web");
+    let shown = status["log"].as_str().unwrap_or_default();
+    assert!(shown.ends_with("web.out.log and 1 more"), "{status}");
 
     let logs = daemon.ctl(&["logs", "web", "--lines", "100"]);
     assert!(logs.status.success(), "{logs:?}");

@@ -1550,25 +1550,9 @@ fn first_file(unit: &str, settings: &CaptureSettings) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(UnitLogFile::name_of(unit)))
 }
 
-/// Every file of a unit's layout (each instance's, each stream's), once each, in the
-/// log directory or the directory of an absolute path.
+/// Every file of a unit's layout (each instance's, each stream's), once each.
 fn layout_files(unit: &str, settings: &CaptureSettings) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = Vec::new();
-    let instances = if settings.log.per_instance {
-        settings.instances.max(1)
-    } else {
-        1
-    };
-    for index in 0..instances {
-        for stream in [LogStream::Out, LogStream::Err] {
-            if let Some(path) = settings.log.file_for(unit, stream, index) {
-                if !files.contains(&path) {
-                    files.push(path);
-                }
-            }
-        }
-    }
-    files
+    settings.log.files(unit, settings.instances)
 }
 
 /// The last `count` lines of every file in `files` (each up to its boundary), merged by

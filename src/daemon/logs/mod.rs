@@ -363,10 +363,18 @@ impl Logs {
     /// For status: where the unit's output goes, and any trouble with it.
     pub(crate) fn describe(&self, unit: &Unit) -> (String, Option<String>) {
         let where_to = match self.destination(unit) {
-            LogTo::File => format!(
-                "file {}",
-                UnitLogFile::path_of(self.shared.dir.path(), &unit.name).display()
-            ),
+            LogTo::File => {
+                let files = unit.log.files(&unit.name, unit.instances);
+                let first = files.first().map_or_else(
+                    || UnitLogFile::path_of(self.shared.dir.path(), &unit.name),
+                    |f| self.shared.dir.path().join(f),
+                );
+                match files.len() {
+                    0 => "file: none (stdout and stderr are /dev/null)".to_string(),
+                    1 => format!("file {}", first.display()),
+                    n => format!("file {} and {} more", first.display(), n - 1),
+                }
+            }
             other => other.name().to_string(),
         };
         (where_to, self.shared.problem(&unit.name))
