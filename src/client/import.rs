@@ -420,6 +420,33 @@ impl UnitDraft {
         self.keys.push((key.to_string(), value, from.to_string()));
     }
 
+    /// `table.key = value` (`log.stdout`…), from the PM2 key `from`: the inline table
+    /// `table` is made or added to; a key set already keeps its first value.
+    pub(super) fn set_in(&mut self, table: &str, key: &str, value: toml::Value, from: &str) {
+        let at = match self.keys.iter().position(|(k, _, _)| k == table) {
+            Some(at) => at,
+            None => {
+                let empty = toml::Value::Table(toml::Table::new());
+                self.keys.push((table.to_string(), empty, from.to_string()));
+                self.keys.len() - 1
+            }
+        };
+        let Some((_, toml::Value::Table(entries), sources)) = self.keys.get_mut(at) else {
+            return self.skip(
+                from,
+                &format!("`{table}` is set already, and not as a table"),
+            );
+        };
+        if entries.contains_key(key) {
+            return self.skip(from, &format!("`{table}.{key}` is set already"));
+        }
+        entries.insert(key.to_string(), value);
+        if !sources.split(", ").any(|s| s == from) {
+            sources.push_str(", ");
+            sources.push_str(from);
+        }
+    }
+
     /// Removes `key` if it was set (saying why it is not carried over after all).
     pub(super) fn unset(&mut self, key: &str, why: &str) {
         if let Some(at) = self.keys.iter().position(|(k, _, _)| k == key) {
@@ -972,10 +999,10 @@ mod tests {
             .not_mapped
             .iter()
             .any(|l| l.starts_with("watch_options:")));
-        assert!(unit
-            .not_mapped
-            .iter()
-            .any(|l| l.starts_with("log_date_format:")));
+        assert_eq!(
+            parsed.log.timestamp_format.as_ref().map(|f| f.as_str()),
+            Some("%Y")
+        );
         assert!(unit.text.contains("# pm2: max_memory_restart"));
     }
 

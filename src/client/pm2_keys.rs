@@ -58,19 +58,19 @@ const PM2_KEYS: &[(&str, Pm2Key)] = &[
     ("uid", M(user)),
     ("gid", M(gid)),
     ("port", M(port)),
-    ("out_file", Skip(LOGS)),
-    ("error_file", Skip(LOGS)),
-    ("err_file", Skip(LOGS)),
-    ("log_file", Skip(LOGS)),
+    ("out_file", M(|a, key, value| log_file(a, key, value, "stdout"))),
+    ("error_file", M(|a, key, value| log_file(a, key, value, "stderr"))),
+    ("err_file", M(|a, key, value| log_file(a, key, value, "stderr"))),
+    ("log_file", M(|a, key, value| log_file(a, key, value, "file"))),
     ("log", Skip(LOGS)),
     ("out", Skip(LOGS)),
     ("output", Skip(LOGS)),
     ("err", Skip(LOGS)),
     ("error", Skip(LOGS)),
-    ("merge_logs", Skip(LOGS)),
-    ("combine_logs", Skip(LOGS)),
+    ("merge_logs", M(merge_logs)),
+    ("combine_logs", M(merge_logs)),
     ("log_type", Skip(LOGS)),
-    ("log_date_format", Skip("clusterd's log lines carry RFC 3339 UTC timestamps")),
+    ("log_date_format", M(log_date_format)),
     ("watch", M(watch)),
     ("ignore_watch", M(ignore_watch)),
     ("watch_delay", M(watch_delay)),
@@ -295,6 +295,108 @@ fn env_named(a: &mut AppKeys<'_>, key: &str, env_name: &str, value: &Value) {
     } else {
         a.env_tables.insert(env_name.to_string(), lines);
     }
+}
+
+/// `out_file` / `error_file` → `log.stdout` / `log.stderr`, `log_file` → `log.file` (the
+/// streams without a file of their own), relative paths from the ecosystem file's
+/// directory; `/dev/null` keeps nothing, as in PM2.
+fn log_file(a: &mut AppKeys<'_>, key: &str, value: &Value, to: &str) {
+    let Value::String(path) = value else {
+        return a.unit.skip(key, "not a path");
+    };
+    if path == "/dev/null" {
+        if to == "file" {
+            // PM2's combined file, off: clusterd makes none unless asked.
+            return a
+                .unit
+                .skip(key, "/dev/null: no combined file, as without log.file");
+        }
+        return a.unit.set_in("log", to, toml_string(path), key);
+    }
+    let path = a.base.join(path).display().to_string();
+    a.unit.set_in("log", to, toml_string(&path), key);
+}
+
+/// `merge_logs: false` → `log.per_instance` (PM2 then adds `-<pm_id>` to the names,
+/// clusterd `-<instance>`); `true` is clusterd's default, said all the same.
+fn merge_logs(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    match value {
+        Value::Bool(merge) => {
+            a.unit
+                .set_in("log", "per_instance", toml::Value::Boolean(!merge), key)
+        }
+        _ => a.unit.skip(key, "not true or false"),
+    }
+}
+
+/// `log_date_format` (moment.js tokens) → `log.timestamp_format` (strftime), in local time
+/// as PM2 writes it.
+fn log_date_format(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    let Value::String(moment) = value else {
+        return a.unit.skip(key, "not a format");
+    };
+    match strftime_of_moment(moment) {
+        Ok(format) => a
+            .unit
+            .set_in("log", "timestamp_format", toml_string(&format), key),
+        Err(why) => a.unit.skip(key, &why),
+    }
+}
+
+/// moment.js format tokens as strftime directives ([`crate::unit::timestamp_format`]);
+/// `[text]` is literal text, as in moment. A token with no counterpart is an error.
+fn strftime_of_moment(moment: &str) -> Result<String, String> {
+    const TOKENS: &[(&str, &str)] = &[
+        ("YYYY", "%Y"),
+        ("YY", "%y"),
+        ("MMMM", "%B"),
+        ("MMM", "%b"),
+        ("MM", "%m"),
+        ("M", "%-m"),
+        ("DDDD", "%j"),
+        ("DD", "%d"),
+        ("D", "%-d"),
+        ("dddd", "%A"),
+        ("ddd", "%a"),
+        ("HH", "%H"),
+        ("H", "%-H"),
+        ("hh", "%I"),
+        ("h", "%-I"),
+        ("mm", "%M"),
+        ("m", "%-M"),
+        ("ss", "%S"),
+        ("s", "%-S"),
+        ("SSSSSS", "%f"),
+        ("SSS", "%L"),
+        ("A", "%p"),
+        ("a", "%P"),
+        ("ZZ", "%z"),
+        ("Z", "%:z"),
+        ("X", "%s"),
+    ];
+    let mut out = String::new();
+    let mut rest = moment;
+    while let Some(c) = rest.chars().next() {
+        if c == '[' {
+            let end = rest.find(']').ok_or("a [ without its ]")?;
+            out.push_str(&rest.get(1..end).unwrap_or_default().replace('%', "%%"));
+            rest = rest.get(end + 1..).unwrap_or_default();
+        } else if let Some((token, directive)) = TOKENS.iter().find(|(t, _)| rest.starts_with(t)) {
+            out.push_str(directive);
+            rest = rest.get(token.len()..).unwrap_or_default();
+        } else if c.is_ascii_alphabetic() {
+            return Err(format!(
+                "the moment.js token at {rest:?} has no strftime counterpart in log.timestamp_format"
+            ));
+        } else {
+            if c == '%' {
+                out.push('%');
+            }
+            out.push(c);
+            rest = rest.get(c.len_utf8()..).unwrap_or_default();
+        }
+    }
+    Ok(out)
 }
 
 fn max_memory_restart(a: &mut AppKeys<'_>, key: &str, value: &Value) {
@@ -615,5 +717,22 @@ mod tests {
             }
         }
         assert!(named >= 30, "only {named} keys found in the guide");
+    }
+
+    #[test]
+    fn pm2_date_formats_become_strftime_formats_clusterd_accepts() {
+        for (moment, strftime) in [
+            ("YYYY-MM-DD HH:mm Z", "%Y-%m-%d %H:%M %:z"),
+            ("YYYY-MM-DD HH:mm:ss.SSS", "%Y-%m-%d %H:%M:%S.%L"),
+            ("DD/MM/YYYY hh:mm:ss A ZZ", "%d/%m/%Y %I:%M:%S %p %z"),
+            ("YYYY-MM-DD[T]HH:mm:ss [100%]", "%Y-%m-%dT%H:%M:%S 100%%"),
+            ("ddd D MMM YY, H:m:s a", "%a %-d %b %y, %-H:%-M:%-S %P"),
+        ] {
+            let got = strftime_of_moment(moment).unwrap();
+            assert_eq!(got, strftime, "{moment}");
+            crate::unit::timestamp_format::TimestampFormat::parse(&got).unwrap();
+        }
+        assert!(strftime_of_moment("YYYY Qo").is_err());
+        assert!(strftime_of_moment("[open").is_err());
     }
 }

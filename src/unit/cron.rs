@@ -206,7 +206,7 @@ impl LocalTime {
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+pub(super) fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let year = if month <= 2 { year - 1 } else { year };
     let era = year.div_euclid(400);
     let year_of_era = year - era * 400;
@@ -231,7 +231,7 @@ fn days_in_month(year: i64, month: u32) -> u32 {
 }
 
 /// 0 = Sunday (Sakamoto's method).
-fn weekday(year: i64, month: u32, day: u32) -> u32 {
+pub(super) fn weekday(year: i64, month: u32, day: u32) -> u32 {
     const OFFSETS: [i64; 12] = [0, 3, 2, 5, 0, 3, 5, 1, 4, 6, 2, 4];
     let y = if month < 3 { year - 1 } else { year };
     let offset = OFFSETS

@@ -217,9 +217,9 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         name: "log",
-        value: "table `{ to, timestamps, max_size, keep }` (or a `[log]` section)",
-        default: "`{ to = \"file\", timestamps = true, max_size = \"50MiB\", keep = 10 }`",
-        meaning: "where the instances' output goes: `\"file\"` (`<log dir>/<unit>.log`, rotated at `max_size` — `\"0\"` never — keeping `keep` old files), `\"console\"` (clusterd's stdout, each line after its instance's name, `web[3]`; no timestamps by default), `\"journal\"` (journald, as systemd services), `\"inherit\"` (clusterd's stdout and stderr, untouched); `to` defaults to `clusterd --log-default` ([logs.md](logs.md))",
+        value: "table `{ to, timestamps, max_size, keep, file, stdout, stderr, split, per_instance, timestamp_format }` (or a `[log]` section)",
+        default: "`{ to = \"file\", timestamps = true, max_size = \"50MiB\", keep = 10, split = false, per_instance = false }`",
+        meaning: "where the instances' output goes: `\"file\"` (`<log dir>/<unit>.log`, rotated at `max_size` — `\"0\"` never — keeping `keep` old files), `\"console\"` (clusterd's stdout, each line after its instance's name, `web[3]`; no timestamps by default), `\"journal\"` (journald, as systemd services), `\"inherit\"` (clusterd's stdout and stderr, untouched); `to` defaults to `clusterd --log-default`. Files: `file` (the unit's file: an absolute path, in a directory only root or clusterd's user may write, or a name in the log directory), `stdout`/`stderr` (a stream's own file; `\"/dev/null\"` keeps nothing), `split` (`web.out.log` and `web.err.log`), `per_instance` (`web-0.log`, `web-1.log`…); each file rotates on its own. `timestamp_format`: local time, strftime's `%Y %m %d %H %M %S %L %z %Z`… (default RFC 3339 UTC with microseconds) ([logs.md](logs.md#file-layout))",
         check: check::<LogTable>,
     },
     Key {

@@ -17,6 +17,7 @@ mod memory_limit;
 pub mod order;
 mod readiness;
 mod restarts;
+pub mod timestamp_format;
 #[allow(clippy::module_inception)]
 mod unit;
 mod unit_error;
@@ -32,7 +33,7 @@ pub use instances::{cpu_count, MAX_INSTANCES};
 pub use keys::{markdown_table, Key, KEYS};
 pub use listen::ListenOptions;
 pub use load::{load_unit_file, load_units_dir, read_unit_text, LoadedFile};
-pub use log_settings::LogSettings;
+pub use log_settings::{LogFileSetting, LogSettings, LogStream};
 pub use restarts::{RestartBackoff, RestartLimit};
 pub use unit::{
     is_valid_unit_name, Balance, ListenAddress, NodeClusterStop, NodeScheduling, ReadyMode,

@@ -466,6 +466,7 @@ ready_timeout = "10s"
                 timestamps: Some(true),
                 max_size: 1 << 20,
                 keep: 3,
+                ..LogSettings::default()
             }
         );
         let unit = parse("command = \"true\"\nlog = { max_size = \"0\" }\n").unwrap();

@@ -98,4 +98,10 @@ pub struct LogTable {
     pub timestamps: Option<bool>,
     pub max_size: Option<ByteSize>,
     pub keep: Option<Spanned<u32>>,
+    pub file: Option<Spanned<String>>,
+    pub stdout: Option<Spanned<String>>,
+    pub stderr: Option<Spanned<String>>,
+    pub split: Option<bool>,
+    pub per_instance: Option<bool>,
+    pub timestamp_format: Option<Spanned<String>>,
 }

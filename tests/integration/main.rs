@@ -31,6 +31,7 @@ mod import;
 mod instance_environment;
 mod jobs;
 mod kill_and_send;
+mod log_layout;
 mod logs;
 mod metrics;
 mod node_cluster;

@@ -26,9 +26,9 @@ use std::fs::File;
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use log::{info, warn};
@@ -38,7 +38,8 @@ use nix::sys::eventfd::EventFd;
 use super::framing::{pieces, Frame, LineFramer};
 use super::history::{last_lines, LineFilter};
 use super::journal::{self, JournalLink, NotSent};
-use super::line_format::{push_prefix, timestamp, Stream, TIMESTAMP_LEN};
+use super::line_format::{push_prefix, Stamp, Stream};
+use super::local_clock::LocalClock;
 use super::log_client::{Flushed, LogClient, CUT_OFF};
 use super::log_dir::LogDir;
 use super::unit_log_file::{written_before, Boundary, UnitLogFile};
@@ -46,7 +47,7 @@ use super::{CaptureSettings, Command, LogsQuery, Shared};
 use crate::daemon::thread_guard::ThreadGuard;
 use crate::log_limit::{LogLimit, Verdict};
 use crate::protocol::Response;
-use crate::unit::LogTo;
+use crate::unit::{LogStream, LogTo};
 
 /// One read from a pipe.
 /// A quarter of a grown pipe: what is read and formatted stays in the CPU's cache on its way
@@ -91,8 +92,8 @@ struct HistoryRead {
     unit: String,
     client: u64,
     count: usize,
-    /// Where the unit's file stood when the client asked.
-    boundary: Option<Boundary>,
+    /// The unit's files that existed when the client asked, and where each stood then.
+    files: Vec<(LogDir, String, Boundary)>,
     filter: LineFilter,
 }
 /// How long clusterd waits at exit for pipes still held open (by leftovers of instances).
@@ -124,15 +125,28 @@ struct Waiting {
     label: String,
     stream: Stream,
     continued: bool,
-    stamp: [u8; TIMESTAMP_LEN],
+    stamp: Stamp,
     bytes: Vec<u8>,
+}
+
+/// One file of a unit (its only one, or one of its streams' or instances'), and the lines
+/// formatted for it that are not written yet.
+struct Sink {
+    /// The log directory, or the checked directory of an absolute `file`/`stdout`/`stderr`.
+    dir: LogDir,
+    name: String,
+    file: Option<UnitLogFile>,
+    /// Formatted lines not yet written.
+    pending: Vec<u8>,
 }
 
 struct UnitLog {
     settings: CaptureSettings,
-    file: Option<UnitLogFile>,
-    /// Formatted lines not yet written.
-    pending: Vec<u8>,
+    /// Its files, found as lines come ([`route`]).
+    sinks: Vec<Sink>,
+    /// Each instance's sink for stdout and for stderr (clusterd's events go with stdout);
+    /// `None`: discarded.
+    routes: HashMap<String, [Option<usize>; 2]>,
     /// Why the file cannot be written, and when to try again.
     stalled: Option<(String, Instant)>,
     /// A rotation that fails would be tried (and warned about) at every line.
@@ -170,6 +184,10 @@ pub(super) struct CaptureThread {
     buffer: Vec<u8>,
     /// The prefix of the lines being written, made once per read.
     prefix: Vec<u8>,
+    /// Local time for units with a `timestamp_format`.
+    clock: LocalClock,
+    /// The directories of absolute log paths, checked and held open once.
+    dirs: HashMap<PathBuf, LogDir>,
     console_out: Vec<u8>,
     console_err: Vec<u8>,
     finish_by: Option<Instant>,
@@ -202,6 +220,8 @@ impl CaptureThread {
             next_token: WAKE_TOKEN + 1,
             buffer: vec![0; READ_SIZE],
             prefix: Vec::new(),
+            clock: LocalClock::default(),
+            dirs: HashMap::new(),
             console_out: Vec::new(),
             console_err: Vec::new(),
             finish_by: None,
@@ -413,7 +433,7 @@ impl CaptureThread {
 
     /// Writes clusterd's event `text` about `label` into the unit's file, now.
     fn write_event(&mut self, unit: &str, label: &str, text: &str) {
-        let stamp = timestamp(SystemTime::now());
+        let stamp = Stamp::now();
         self.emit(
             unit,
             label,
@@ -428,12 +448,19 @@ impl CaptureThread {
     fn configure(&mut self, unit: &str, settings: CaptureSettings) {
         match self.units.get_mut(unit) {
             Some(log) => {
-                if let Some(file) = &mut log.file {
-                    file.max_size = settings.max_size;
-                    file.keep = settings.keep;
+                for sink in &mut log.sinks {
+                    if let Some(file) = &mut sink.file {
+                        file.max_size = settings.max_size;
+                        file.keep = settings.keep;
+                    }
+                    if !matches!(settings.to, LogTo::File | LogTo::Journal) {
+                        sink.file = None;
+                    }
                 }
-                if !matches!(settings.to, LogTo::File | LogTo::Journal) {
-                    log.file = None;
+                if log.settings.log != settings.log {
+                    // Found again by the new names; the old sinks keep what they have
+                    // pending until it is written.
+                    log.routes.clear();
                 }
                 log.settings = settings;
             }
@@ -442,8 +469,8 @@ impl CaptureThread {
                     unit.to_string(),
                     UnitLog {
                         settings,
-                        file: None,
-                        pending: Vec::new(),
+                        sinks: Vec::new(),
+                        routes: HashMap::new(),
                         stalled: None,
                         rotate_warnings: LogLimit::default(),
                     },
@@ -537,7 +564,7 @@ impl CaptureThread {
         let unit = source.unit.clone();
         let label = source.label.clone();
         let stream = source.stream;
-        let stamp = timestamp(SystemTime::now());
+        let stamp = Stamp::now();
         if n == 0 {
             // The instance (and everything it started) closed this output: its last line,
             // newline or not, is written now.
@@ -589,14 +616,7 @@ impl CaptureThread {
     }
 
     /// Frames what was read from the source `token` ([`LineFramer`]) and hands the lines on.
-    fn take_lines(
-        &mut self,
-        token: u64,
-        label: &str,
-        stream: Stream,
-        stamp: &[u8; TIMESTAMP_LEN],
-        read: &[u8],
-    ) {
+    fn take_lines(&mut self, token: u64, label: &str, stream: Stream, stamp: &Stamp, read: &[u8]) {
         let Some(source) = self.sources.get_mut(&token) else {
             return;
         };
@@ -619,7 +639,7 @@ impl CaptureThread {
         label: &str,
         stream: Stream,
         frame: Frame<'_>,
-        stamp: &[u8; TIMESTAMP_LEN],
+        stamp: &Stamp,
     ) {
         if let Frame::Lines(lines) = frame {
             if self.append_whole_lines(unit, label, stream, stamp, lines) {
@@ -640,7 +660,7 @@ impl CaptureThread {
         unit: &str,
         label: &str,
         stream: Stream,
-        stamp: &[u8; TIMESTAMP_LEN],
+        stamp: &Stamp,
         lines: &[u8],
     ) -> bool {
         let Some(log) = self.units.get_mut(unit) else {
@@ -649,35 +669,42 @@ impl CaptureThread {
         if log.settings.to != LogTo::File || log.stalled.is_some() {
             return false;
         }
-        let Some(file) = &log.file else {
+        let Some(index) = route(log, &self.shared.dir, &mut self.dirs, unit, label, stream) else {
+            // Discarded (`/dev/null`).
+            return true;
+        };
+        let Some(Sink {
+            file: Some(file),
+            pending,
+            ..
+        }) = log.sinks.get_mut(index)
+        else {
             return false;
         };
         let prefix = &mut self.prefix;
         prefix.clear();
-        push_prefix(
-            prefix,
-            log.settings.timestamps.then_some(stamp),
-            label,
-            stream,
-            false,
-        );
+        let mut local = Vec::new();
+        let stamp = log
+            .settings
+            .timestamps
+            .then(|| stamp_text(&log.settings, &mut self.clock, stamp, &mut local));
+        push_prefix(prefix, stamp, label, stream, false);
         // Formatted first, counted after: no second pass over the lines. No line is longer
         // than MAX_LINE here ([`Frame::Lines`]): none is cut.
-        let start = log.pending.len();
+        let start = pending.len();
         let mut from = 0;
         for newline in memchr::memchr_iter(b'\n', lines) {
-            log.pending.extend_from_slice(prefix);
-            log.pending
-                .extend_from_slice(lines.get(from..=newline).unwrap_or_default());
+            pending.extend_from_slice(prefix);
+            pending.extend_from_slice(lines.get(from..=newline).unwrap_or_default());
             from = newline + 1;
         }
-        if !file.fits(log.pending.len()) {
+        if !file.fits(pending.len()) {
             // A rotation falls among them: line by line.
-            log.pending.truncate(start);
+            pending.truncate(start);
             return false;
         }
         if !self.clients.is_empty() {
-            self.offer_followers(unit, label, stream, start);
+            self.offer_followers(unit, label, stream, index, start);
         }
         true
     }
@@ -691,7 +718,7 @@ impl CaptureThread {
         stream: Stream,
         bytes: &[u8],
         continued: bool,
-        stamp: &[u8; TIMESTAMP_LEN],
+        stamp: &Stamp,
     ) {
         pieces(bytes, continued, &mut |frame| {
             self.emit_frame(unit, label, stream, frame, stamp);
@@ -706,7 +733,7 @@ impl CaptureThread {
         stream: Stream,
         bytes: &[u8],
         continued: bool,
-        stamp: &[u8; TIMESTAMP_LEN],
+        stamp: &Stamp,
     ) {
         let Some(log) = self.units.get_mut(unit) else {
             return;
@@ -716,23 +743,32 @@ impl CaptureThread {
         let when = *stamp;
         let to = destination(log.settings.to, self.journal_fallback);
         // A journal unit's lines in its file (journald gone) are timestamped, as file lines.
-        let stamp = (log.settings.timestamps || to != log.settings.to).then_some(stamp);
+        let stamped = log.settings.timestamps || to != log.settings.to;
+        let mut local = Vec::new();
+        let stamp = stamped.then(|| stamp_text(&log.settings, &mut self.clock, stamp, &mut local));
         match to {
             LogTo::File => {
-                let start = log.pending.len();
-                push_prefix(&mut log.pending, stamp, label, stream, continued);
-                log.pending.extend_from_slice(bytes);
-                log.pending.push(b'\n');
+                let Some(index) = route(log, &self.shared.dir, &mut self.dirs, unit, label, stream)
+                else {
+                    return;
+                };
+                let (settings, stalled) = (&log.settings, log.stalled.is_some());
+                let Some(sink) = log.sinks.get_mut(index) else {
+                    return;
+                };
+                let start = sink.pending.len();
+                push_prefix(&mut sink.pending, stamp, label, stream, continued);
+                sink.pending.extend_from_slice(bytes);
+                sink.pending.push(b'\n');
                 // The line is the last `line_len` bytes of `pending`, whatever a rotation
                 // writes and drains before it.
-                let line_len = log.pending.len() - start;
-                if log.stalled.is_none() && log.file.is_none() {
+                let line_len = sink.pending.len() - start;
+                if !stalled && sink.file.is_none() {
                     // Opened now, so that the first batch is rotated like any other; a
                     // failure stalls the unit at the next flush.
-                    let _ = open_file(&self.shared.dir, unit, log);
+                    let _ = open_file(sink, settings);
                 }
-                let writable = log.stalled.is_none();
-                if let (true, Some(file)) = (writable, &mut log.file) {
+                if let (false, Some(file)) = (stalled, &mut sink.file) {
                     // Rotate between lines, counting what is pending as part of the file: the
                     // file stays within `max_size`, or holds a single longer line.
                     let rotate = file.is_full_for(start + line_len)
@@ -741,15 +777,15 @@ impl CaptureThread {
                         rotate_before_last_line(
                             unit,
                             file,
-                            &mut log.pending,
+                            &mut sink.pending,
                             start,
                             &mut log.rotate_warnings,
                         );
                     }
                 }
                 if !self.clients.is_empty() {
-                    let from = log.pending.len().saturating_sub(line_len);
-                    self.offer_followers(unit, label, stream, from);
+                    let from = sink.pending.len().saturating_sub(line_len);
+                    self.offer_followers(unit, label, stream, index, from);
                 }
             }
             LogTo::Console => {
@@ -798,14 +834,7 @@ impl CaptureThread {
                     }
                     Err(NotSent::Full) => {
                         self.fall_back_to_files();
-                        self.emit(
-                            unit,
-                            label,
-                            stream,
-                            bytes,
-                            continued,
-                            &timestamp(SystemTime::now()),
-                        );
+                        self.emit(unit, label, stream, bytes, continued, &Stamp::now());
                     }
                 }
             }
@@ -820,12 +849,12 @@ impl CaptureThread {
             return;
         };
         if destination(log.settings.to, self.journal_fallback) != LogTo::File
-            || log.pending.is_empty()
+            || log.sinks.iter().all(|sink| sink.pending.is_empty())
             || log.stalled.is_some()
         {
             return;
         }
-        if let Err(problem) = write_pending(&self.shared.dir, unit, log) {
+        if let Err(problem) = write_pending(log) {
             self.stall(unit, problem);
         }
     }
@@ -875,7 +904,7 @@ impl CaptureThread {
             let Some(log) = self.units.get_mut(&unit) else {
                 continue;
             };
-            match write_pending(&self.shared.dir, &unit, log) {
+            match write_pending(log) {
                 Ok(()) => {
                     log.stalled = None;
                     info!("{unit}: its log is written again");
@@ -960,7 +989,10 @@ impl CaptureThread {
             .map(|(name, _)| name.clone())
             .collect();
         for unit in journal_units {
-            let path = UnitLogFile::path_of(self.shared.dir.path(), &unit);
+            let path = self.units.get(&unit).map_or_else(
+                || UnitLogFile::path_of(self.shared.dir.path(), &unit),
+                |log| in_dir(self.shared.dir.path(), &first_file(&unit, &log.settings)),
+            );
             self.shared.set_problem(
                 &unit,
                 Some(format!(
@@ -989,7 +1021,7 @@ impl CaptureThread {
         if due.is_empty() {
             return;
         }
-        let stamp = timestamp(SystemTime::now());
+        let stamp = Stamp::now();
         for token in due {
             let Some(source) = self.sources.get_mut(&token) else {
                 continue;
@@ -1023,15 +1055,20 @@ impl CaptureThread {
             let Some(log) = self.units.get_mut(&unit) else {
                 continue;
             };
-            if let Some(file) = &mut log.file {
-                match file.reopen() {
-                    Ok(()) => info!("{unit}: reopened {}", file.path().display()),
-                    Err(e) => {
-                        log.file = None;
-                        let problem = format!("cannot reopen: {e}");
-                        self.stall(&unit, problem);
+            let mut failed = None;
+            for sink in &mut log.sinks {
+                if let Some(file) = &mut sink.file {
+                    match file.reopen() {
+                        Ok(()) => info!("{unit}: reopened {}", file.path().display()),
+                        Err(e) => {
+                            sink.file = None;
+                            failed = Some(format!("cannot reopen: {e}"));
+                        }
                     }
                 }
+            }
+            if let Some(problem) = failed {
+                self.stall(&unit, problem);
             }
         }
     }
@@ -1098,16 +1135,12 @@ impl CaptureThread {
         // The history ends where the file stands now; every line from here on is offered
         // to the client as it comes (see `offer_followers`), so nothing is missed or shown
         // twice, and the unit is never held while the history is read.
-        let boundary = self
-            .units
-            .get(&unit)
-            .and_then(|log| log.file.as_ref())
-            .and_then(UnitLogFile::boundary);
+        let files = self.history_files(&unit);
         self.waiting_reads.push_back(HistoryRead {
             unit,
             client: token,
             count: query.lines,
-            boundary,
+            files,
             filter,
         });
         self.start_history_reads();
@@ -1144,19 +1177,11 @@ impl CaptureThread {
             self.running_reads += 1;
             let commands = self.own_commands.clone();
             let wake = Arc::clone(&self.wake);
-            let dir = self.shared.dir.clone();
             let (unit, client) = (read.unit.clone(), read.client);
             let work = move || {
                 let guard = ThreadGuard::new("logs-history");
-                let found = guard.run(|| {
-                    last_lines(
-                        &dir,
-                        &read.unit,
-                        (read.count, budget),
-                        read.boundary,
-                        &read.filter,
-                    )
-                });
+                let found = guard
+                    .run(|| merged_last_lines(&read.files, (read.count, budget), &read.filter));
                 let (lines, cut_short) = match found {
                     Ok(found) => found,
                     Err(caught) => {
@@ -1219,6 +1244,34 @@ impl CaptureThread {
         self.start_history_reads();
     }
 
+    /// The files a history of `unit` reads, and where each stands now: the open ones by
+    /// their descriptors, the others (instances not started since clusterd started) as
+    /// found now; files that do not exist yet are left to the lines that follow.
+    fn history_files(&mut self, unit: &str) -> Vec<(LogDir, String, Boundary)> {
+        let Some(log) = self.units.get_mut(unit) else {
+            let dir = self.shared.dir.clone();
+            let name = UnitLogFile::name_of(unit);
+            return UnitLogFile::boundary_of(&dir, &name)
+                .map(|b| (dir, name, b))
+                .into_iter()
+                .collect();
+        };
+        let mut files = Vec::new();
+        for path in layout_files(unit, &log.settings) {
+            let (dir, name) = sink_place(&self.shared.dir, &mut self.dirs, &path);
+            let open = log
+                .sinks
+                .iter()
+                .find(|s| s.name == name && s.dir.path() == dir.path())
+                .and_then(|s| s.file.as_ref())
+                .and_then(UnitLogFile::boundary);
+            if let Some(boundary) = open.or_else(|| UnitLogFile::boundary_of(&dir, &name)) {
+                files.push((dir, name, boundary));
+            }
+        }
+        files
+    }
+
     /// The unit's paused pipes are read again.
     fn resume_sources(&mut self, unit: &str) {
         for (&token, source) in self.sources.iter_mut() {
@@ -1232,8 +1285,20 @@ impl CaptureThread {
 
     /// Offers the unit's lines pending from `from` on (of `label`'s `stream`, formatted) to
     /// the clients that follow them.
-    fn offer_followers(&mut self, unit: &str, label: &str, stream: Stream, from: usize) {
-        let Some(lines) = self.units.get(unit).and_then(|log| log.pending.get(from..)) else {
+    fn offer_followers(
+        &mut self,
+        unit: &str,
+        label: &str,
+        stream: Stream,
+        sink: usize,
+        from: usize,
+    ) {
+        let lines = self
+            .units
+            .get(unit)
+            .and_then(|log| log.sinks.get(sink))
+            .and_then(|sink| sink.pending.get(from..));
+        let Some(lines) = lines else {
             return;
         };
         let mut offered = Vec::new();
@@ -1306,7 +1371,7 @@ impl CaptureThread {
         if self.journal.has_backlog() && self.journal.retry().is_err() {
             self.fall_back_to_files();
         }
-        let stamp = timestamp(SystemTime::now());
+        let stamp = Stamp::now();
         let tokens: Vec<u64> = self.sources.keys().copied().collect();
         for token in tokens {
             if let Some(mut source) = self.sources.remove(&token) {
@@ -1319,7 +1384,7 @@ impl CaptureThread {
         for unit in names {
             if let Some(log) = self.units.get_mut(&unit) {
                 log.stalled = None;
-                if let Err(problem) = write_pending(&self.shared.dir, &unit, log) {
+                if let Err(problem) = write_pending(log) {
                     warn!("{unit}: lines lost at exit: {problem}");
                 }
             }
@@ -1354,32 +1419,195 @@ fn no_place_for(served: impl Iterator<Item = u32>, uid: u32, clusterds_uid: u32)
         .then(|| format!("uid {uid} has {own} clients reading logs already"))
 }
 
-/// Opens the unit's file if it is not open yet. The error says why, for status and the log.
-fn open_file(dir: &LogDir, unit: &str, log: &mut UnitLog) -> Result<(), String> {
-    if log.file.is_none() {
-        let file = UnitLogFile::open(dir, unit, log.settings.max_size, log.settings.keep)
+/// Opens the sink's file if it is not open yet. The error says why, for status and the log.
+fn open_file(sink: &mut Sink, settings: &CaptureSettings) -> Result<(), String> {
+    if sink.file.is_none() {
+        let file = UnitLogFile::open_named(&sink.dir, &sink.name, settings.max_size, settings.keep)
             .map_err(|e| e.to_string())?;
-        log.file = Some(file);
+        sink.file = Some(file);
     }
     Ok(())
 }
 
-/// Writes the unit's pending lines to its file, opening it first if needed. The error says
-/// why, for status and the log.
-fn write_pending(dir: &LogDir, unit: &str, log: &mut UnitLog) -> Result<(), String> {
-    open_file(dir, unit, log)?;
-    let Some(file) = &mut log.file else {
-        return Ok(());
-    };
-    match file.write_all(&log.pending) {
-        Ok(()) => {
-            log.pending.clear();
-            Ok(())
+/// Writes the unit's pending lines to their files, opening them first if needed. The error
+/// says why, for status and the log.
+fn write_pending(log: &mut UnitLog) -> Result<(), String> {
+    for sink in &mut log.sinks {
+        if sink.pending.is_empty() {
+            continue;
         }
-        Err(e) => {
-            let written = written_before(&e).min(log.pending.len());
-            log.pending.drain(..written);
-            Err(format!("{}: {e}", file.path().display()))
+        open_file(sink, &log.settings)?;
+        let Some(file) = &mut sink.file else {
+            continue;
+        };
+        if let Err(e) = file.write_all(&sink.pending) {
+            let written = written_before(&e).min(sink.pending.len());
+            sink.pending.drain(..written);
+            return Err(format!("{}: {e}", file.path().display()));
+        }
+        sink.pending.clear();
+    }
+    Ok(())
+}
+
+/// The sink of `label`'s `stream` in `log` (found by its file's name, added if new); `None`
+/// when that stream is discarded or its file's directory cannot be used (said in
+/// clusterd's log, a few times at most: the lines are lost as with `/dev/null`).
+fn route(
+    log: &mut UnitLog,
+    log_dir: &LogDir,
+    dirs: &mut HashMap<PathBuf, LogDir>,
+    unit: &str,
+    label: &str,
+    stream: Stream,
+) -> Option<usize> {
+    let slot = usize::from(stream == Stream::Err);
+    if let Some(routes) = log.routes.get(label) {
+        return routes.get(slot).copied().flatten();
+    }
+    let index = instance_of(label);
+    let mut routes = [None, None];
+    for (slot, which) in [(0, LogStream::Out), (1, LogStream::Err)] {
+        let Some(path) = log.settings.log.file_for(unit, which, index) else {
+            continue;
+        };
+        let (dir, name) = sink_place(log_dir, dirs, &path);
+        let found = log
+            .sinks
+            .iter()
+            .position(|s| s.name == name && s.dir.path() == dir.path());
+        routes[slot] = Some(found.unwrap_or_else(|| {
+            log.sinks.push(Sink {
+                dir,
+                name,
+                file: None,
+                pending: Vec::new(),
+            });
+            log.sinks.len() - 1
+        }));
+    }
+    log.routes.insert(label.to_string(), routes);
+    routes.get(slot).copied().flatten()
+}
+
+/// The directory and name of a log file's `path`: a name in the log directory, or an
+/// absolute path, whose directory is checked as the log directory is ([`LogDir`]).
+fn sink_place(
+    log_dir: &LogDir,
+    dirs: &mut HashMap<PathBuf, LogDir>,
+    path: &Path,
+) -> (LogDir, String) {
+    let parent = path
+        .parent()
+        .filter(|p| path.is_absolute() && !p.as_os_str().is_empty());
+    match (parent, path.file_name()) {
+        (Some(parent), Some(name)) => (
+            dirs.entry(parent.to_path_buf())
+                .or_insert_with(|| LogDir::new(parent))
+                .clone(),
+            name.to_string_lossy().into_owned(),
+        ),
+        _ => (log_dir.clone(), path.to_string_lossy().into_owned()),
+    }
+}
+
+/// `web[3]` → 3.
+fn instance_of(label: &str) -> u32 {
+    label
+        .rsplit_once('[')
+        .and_then(|(_, n)| n.strip_suffix(']'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The timestamp of a line: the UTC one made at the read, or the unit's `timestamp_format`
+/// in local time (formatted into `local`).
+fn stamp_text<'a>(
+    settings: &CaptureSettings,
+    clock: &mut LocalClock,
+    stamp: &'a Stamp,
+    local: &'a mut Vec<u8>,
+) -> &'a [u8] {
+    match &settings.log.timestamp_format {
+        Some(format) => {
+            clock.format_into(format, stamp.at, local);
+            local
+        }
+        None => &stamp.utc,
+    }
+}
+
+/// `path` (absolute, or a name in `dir`) as a path.
+fn in_dir(dir: &Path, path: &Path) -> PathBuf {
+    dir.join(path)
+}
+
+/// The unit's first file, for messages.
+fn first_file(unit: &str, settings: &CaptureSettings) -> PathBuf {
+    settings
+        .log
+        .file_for(unit, LogStream::Out, 0)
+        .or_else(|| settings.log.file_for(unit, LogStream::Err, 0))
+        .unwrap_or_else(|| PathBuf::from(UnitLogFile::name_of(unit)))
+}
+
+/// Every file of a unit's layout (each instance's, each stream's), once each.
+fn layout_files(unit: &str, settings: &CaptureSettings) -> Vec<PathBuf> {
+    settings.log.files(unit, settings.instances)
+}
+
+/// The last `count` lines of every file in `files` (each up to its boundary), merged by
+/// their timestamps: lines of one file stay in their order, and lines of different files
+/// come in the order of their timestamps' text (right for the default RFC 3339 stamps and
+/// for formats that go from the year down to the second).
+fn merged_last_lines(
+    files: &[(LogDir, String, Boundary)],
+    (count, budget): (usize, usize),
+    filter: &LineFilter,
+) -> (Vec<Vec<u8>>, bool) {
+    let share = budget / files.len().max(1);
+    let mut cut_short = false;
+    let mut all: Vec<Vec<Vec<u8>>> = Vec::new();
+    for (dir, name, boundary) in files {
+        let (lines, cut) = last_lines(dir, name, (count, share), Some(*boundary), filter);
+        cut_short |= cut;
+        all.push(lines);
+    }
+    let mut merged = merge_by_stamp(all);
+    let excess = merged.len().saturating_sub(count);
+    merged.drain(..excess);
+    (merged, cut_short)
+}
+
+/// Merges runs of lines (each in order) by their timestamps' text, each run's order kept: the
+/// next line is the oldest of the runs' next ones (a line without a timestamp goes with the
+/// line before it).
+fn merge_by_stamp(runs: Vec<Vec<Vec<u8>>>) -> Vec<Vec<u8>> {
+    let total = runs.iter().map(Vec::len).sum();
+    let mut runs: Vec<std::iter::Peekable<std::vec::IntoIter<Vec<u8>>>> =
+        runs.into_iter().map(|r| r.into_iter().peekable()).collect();
+    let mut last_key: Vec<Vec<u8>> = vec![Vec::new(); runs.len()];
+    let mut merged = Vec::with_capacity(total);
+    loop {
+        let mut best: Option<(usize, Vec<u8>)> = None;
+        for (i, run) in runs.iter_mut().enumerate() {
+            let Some(line) = run.peek() else { continue };
+            let key = super::line_format::split_line(line).map_or_else(
+                || last_key.get(i).cloned().unwrap_or_default(),
+                |(stamp, _, _)| stamp.to_vec(),
+            );
+            if best.as_ref().is_none_or(|(_, k)| key < *k) {
+                best = Some((i, key));
+            }
+        }
+        let Some((i, key)) = best else {
+            return merged;
+        };
+        if let (Some(run), Some(slot)) = (runs.get_mut(i), last_key.get_mut(i)) {
+            *slot = key;
+            if let Some(line) = run.next() {
+                merged.push(line);
+            }
         }
     }
 }

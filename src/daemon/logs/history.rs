@@ -12,7 +12,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 
 use super::line_format::label_and_stream;
 use super::log_dir::{is_refusal, LogDir};
-use super::unit_log_file::{rotated_names, Boundary, UnitLogFile};
+use super::unit_log_file::{rotated_names, Boundary};
 
 const BLOCK: u64 = 64 * 1024;
 
@@ -52,7 +52,7 @@ const MAX_TAIL: usize = 1024 * 1024;
 /// to the lines the client is sent as they come, so none is shown twice or missed.
 pub(crate) fn last_lines(
     dir: &LogDir,
-    unit: &str,
+    name: &str,
     (count, max_bytes): (usize, usize),
     boundary: Option<Boundary>,
     filter: &LineFilter,
@@ -67,9 +67,8 @@ pub(crate) fn last_lines(
     if count == 0 {
         return (found.newest_first, false);
     }
-    let name = UnitLogFile::name_of(unit);
-    let mut files = rotated_names(dir, &name);
-    files.push(name);
+    let mut files = rotated_names(dir, name);
+    files.push(name.to_string());
     let mut before_boundary = boundary.is_none();
     for name in files.iter().rev() {
         match dir.open_read(name) {
@@ -199,7 +198,14 @@ mod tests {
         }
         std::fs::write(tmp.path().join("web.log"), &current).unwrap();
 
-        let lines = last_lines(&dir, "web", (5, usize::MAX), None, &LineFilter::default()).0;
+        let lines = last_lines(
+            &dir,
+            "web.log",
+            (5, usize::MAX),
+            None,
+            &LineFilter::default(),
+        )
+        .0;
         let text: Vec<String> = lines
             .iter()
             .map(|l| String::from_utf8_lossy(l).into_owned())
@@ -216,7 +222,7 @@ mod tests {
         );
         let all = last_lines(
             &dir,
-            "web",
+            "web.log",
             (100_000, usize::MAX),
             None,
             &LineFilter::default(),
@@ -227,7 +233,7 @@ mod tests {
             label: Some("web[1]".into()),
             stream: Some("out".into()),
         };
-        let odd = last_lines(&dir, "web", (2, usize::MAX), None, &only).0;
+        let odd = last_lines(&dir, "web.log", (2, usize::MAX), None, &only).0;
         assert_eq!(
             odd,
             [
@@ -248,7 +254,7 @@ mod tests {
         std::fs::write(tmp.path().join("web.log"), &text).unwrap();
         let (lines, cut_short) = last_lines(
             &dir,
-            "web",
+            "web.log",
             (usize::MAX, 10_000),
             None,
             &LineFilter::default(),
@@ -259,7 +265,7 @@ mod tests {
         assert!(lines.last().unwrap().ends_with(b"line 09999\n"));
         let (all, cut_short) = last_lines(
             &dir,
-            "web",
+            "web.log",
             (10_000, usize::MAX),
             None,
             &LineFilter::default(),
@@ -273,7 +279,13 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = LogDir::new(tmp.path());
         std::fs::write(tmp.path().join("web.log"), vec![b'x'; 3 * MAX_TAIL + 10]).unwrap();
-        let (lines, _) = last_lines(&dir, "web", (2, usize::MAX), None, &LineFilter::default());
+        let (lines, _) = last_lines(
+            &dir,
+            "web.log",
+            (2, usize::MAX),
+            None,
+            &LineFilter::default(),
+        );
         assert_eq!(lines.len(), 2);
         assert!(lines
             .iter()
@@ -309,7 +321,7 @@ mod tests {
 
         let (lines, _) = last_lines(
             &dir,
-            "web",
+            "web.log",
             (10, usize::MAX),
             Some(boundary),
             &LineFilter::default(),

@@ -6,7 +6,8 @@
 //! 2026-11-29T21:05:04.000001Z web[3] clusterd | exited with code 1
 //! ```
 //!
-//! An RFC 3339 UTC timestamp with microseconds (unless `timestamps = false`), the instance,
+//! An RFC 3339 UTC timestamp with microseconds (unless `timestamps = false`; or local time in
+//! the unit's `timestamp_format`, which may hold spaces), the instance,
 //! the stream (`out`, `err`, or `clusterd` for clusterd's own events about the unit), then `|`
 //! before a whole line or `+` before a piece that the next line continues, then the bytes
 //! exactly as the program wrote them.
@@ -76,10 +77,28 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// The moment lines were read, taken once per read: the UTC timestamp made then, and the
+/// time itself for a unit's own `timestamp_format`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stamp {
+    pub(crate) at: SystemTime,
+    pub(crate) utc: [u8; TIMESTAMP_LEN],
+}
+
+impl Stamp {
+    pub(crate) fn now() -> Stamp {
+        let at = SystemTime::now();
+        Stamp {
+            at,
+            utc: timestamp(at),
+        }
+    }
+}
+
 /// Appends the prefix of a line to `out`: `[timestamp ]label stream sep `.
 pub(crate) fn push_prefix(
     out: &mut Vec<u8>,
-    timestamp: Option<&[u8; TIMESTAMP_LEN]>,
+    timestamp: Option<&[u8]>,
     label: &str,
     stream: Stream,
     continued: bool,
@@ -95,15 +114,27 @@ pub(crate) fn push_prefix(
 }
 
 /// What a stored line says about itself, for `clusterctl logs --instance/--stream`: its
-/// label and stream, whether or not it starts with a timestamp.
+/// label and stream, whatever timestamp (if any) comes first.
 pub(crate) fn label_and_stream(line: &[u8]) -> Option<(&[u8], &[u8])> {
-    let mut fields = line.splitn(4, |&b| b == b' ');
-    let first = fields.next()?;
-    let stamped =
-        first.len() == TIMESTAMP_LEN && first.ends_with(b"Z") && first[0].is_ascii_digit();
-    let label = if stamped { fields.next()? } else { first };
-    let stream = fields.next()?;
-    Some((label, stream))
+    split_line(line).map(|(_, label, stream)| (label, stream))
+}
+
+/// A stored line's timestamp (empty without one), label and stream: the first
+/// `name[n] out|err|clusterd |/+ ` in it, so that a timestamp of any format is skipped.
+pub(crate) fn split_line(line: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    let mut start = 0;
+    loop {
+        let rest = line.get(start..)?;
+        let mut fields = rest.splitn(4, |&b| b == b' ');
+        let (label, stream, sep) = (fields.next()?, fields.next()?, fields.next()?);
+        let is_label = label.ends_with(b"]") && label.contains(&b'[');
+        let is_stream = matches!(stream, b"out" | b"err" | b"clusterd");
+        if is_label && is_stream && matches!(sep, b"|" | b"+") {
+            let stamp = line.get(..start.saturating_sub(1)).unwrap_or_default();
+            return Some((stamp, label, stream));
+        }
+        start += memchr::memchr(b' ', rest)? + 1;
+    }
 }
 
 #[cfg(test)]
@@ -136,7 +167,7 @@ mod tests {
         let mut line = Vec::new();
         push_prefix(
             &mut line,
-            Some(&timestamp(UNIX_EPOCH)),
+            Some(&timestamp(UNIX_EPOCH)[..]),
             "web[3]",
             Stream::Err,
             false,
@@ -148,5 +179,18 @@ mod tests {
         bare.extend_from_slice(b"x");
         assert_eq!(label_and_stream(&bare), Some((&b"web[0]"[..], &b"out"[..])));
         assert!(bare.starts_with(b"web[0] out + x"));
+        let mut local = Vec::new();
+        push_prefix(
+            &mut local,
+            Some(b"07/12/2026 04:05 +01:00"),
+            "web[1]",
+            Stream::Out,
+            false,
+        );
+        local.extend_from_slice(b"a b[2] err | c");
+        assert_eq!(
+            split_line(&local),
+            Some((&b"07/12/2026 04:05 +01:00"[..], &b"web[1]"[..], &b"out"[..]))
+        );
     }
 }

@@ -180,7 +180,9 @@ impl Outbox {
     }
 
     fn offer(&mut self, line: &[u8]) {
-        if self.live.len() + line.len() > LIVE_QUEUE {
+        // Once one is skipped, so is every later line until the queue is taken: a shorter
+        // line that would still fit must not come before the count of those skipped.
+        if self.skipped > 0 || self.live.len() + line.len() > LIVE_QUEUE {
             self.skipped += 1;
         } else {
             self.live.extend_from_slice(line);
@@ -189,7 +191,7 @@ impl Outbox {
 
     /// [`Self::offer`] for each line, in one go when all fit.
     fn offer_lines(&mut self, lines: &[u8]) {
-        if self.live.len() + lines.len() <= LIVE_QUEUE {
+        if self.skipped == 0 && self.live.len() + lines.len() <= LIVE_QUEUE {
             self.live.extend_from_slice(lines);
         } else {
             for line in lines.split_inclusive(|&b| b == b'\n') {
@@ -337,6 +339,18 @@ mod tests {
             LIVE_QUEUE + "[clusterctl: 2 lines skipped]\n".len()
         );
         assert!(got.ends_with(b"n\n[clusterctl: 2 lines skipped]\n"));
+        // A short line after a skipped one is skipped too: the count comes where they were.
+        let mut nearly = Outbox::new(Instant::now());
+        nearly.set_history(Vec::new(), Vec::new(), Instant::now());
+        nearly.offer(&vec![b'q'; LIVE_QUEUE - 10]);
+        nearly.offer(b"a line too long\n");
+        nearly.offer(b"done\n");
+        let got = drain(&mut nearly, usize::MAX);
+        assert!(
+            got.ends_with(b"q[clusterctl: 2 lines skipped]\n"),
+            "{:?}",
+            String::from_utf8_lossy(&got[got.len() - 40..])
+        );
         // Room again once taken.
         outbox.offer(b"after\n");
         assert_eq!(drain(&mut outbox, usize::MAX), b"after\n".to_vec());

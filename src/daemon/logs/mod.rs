@@ -19,6 +19,7 @@ pub(crate) mod framing;
 pub(crate) mod history;
 pub(crate) mod journal;
 pub(crate) mod line_format;
+pub(crate) mod local_clock;
 pub(crate) mod log_client;
 pub(crate) mod log_dir;
 pub(crate) mod unit_log_file;
@@ -36,7 +37,7 @@ use nix::fcntl::OFlag;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use crate::unit::{LogTo, Unit};
+use crate::unit::{LogSettings, LogTo, Unit};
 use capture::CaptureThread;
 use log_dir::LogDir;
 use unit_log_file::UnitLogFile;
@@ -85,12 +86,16 @@ impl LogOptions {
 }
 
 /// How the log thread treats one unit's captured output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CaptureSettings {
     pub(crate) to: LogTo,
     pub(crate) timestamps: bool,
     pub(crate) max_size: u64,
     pub(crate) keep: u32,
+    /// The unit's `[log]`: its files' names and its timestamps' format.
+    pub(crate) log: Arc<LogSettings>,
+    /// Instances (for the files of a `per_instance` unit that history reads).
+    pub(crate) instances: u32,
 }
 
 /// `clusterctl logs UNIT [--lines N] [--follow] [--instance I] [--stream out|err]`.
@@ -292,6 +297,8 @@ impl Logs {
             timestamps: unit.log.timestamps.unwrap_or(to == LogTo::File),
             max_size: unit.log.max_size,
             keep: unit.log.keep,
+            log: Arc::new(unit.log.clone()),
+            instances: unit.instances,
         }
     }
 
@@ -374,10 +381,18 @@ impl Logs {
     /// For status: where the unit's output goes, and any trouble with it.
     pub(crate) fn describe(&self, unit: &Unit) -> (String, Option<String>) {
         let where_to = match self.destination(unit) {
-            LogTo::File => format!(
-                "file {}",
-                UnitLogFile::path_of(self.shared.dir.path(), &unit.name).display()
-            ),
+            LogTo::File => {
+                let files = unit.log.files(&unit.name, unit.instances);
+                let first = files.first().map_or_else(
+                    || UnitLogFile::path_of(self.shared.dir.path(), &unit.name),
+                    |f| self.shared.dir.path().join(f),
+                );
+                match files.len() {
+                    0 => "file: none (stdout and stderr are /dev/null)".to_string(),
+                    1 => format!("file {}", first.display()),
+                    n => format!("file {} and {} more", first.display(), n - 1),
+                }
+            }
             other => other.name().to_string(),
         };
         (where_to, self.shared.problem(&unit.name))

@@ -53,8 +53,20 @@ impl UnitLogFile {
     }
 
     /// Opens (or creates) the unit's file. The error names the file.
+    #[cfg(test)]
     pub(crate) fn open(dir: &LogDir, unit: &str, max_size: u64, keep: u32) -> io::Result<Self> {
-        let name = Self::name_of(unit);
+        Self::open_named(dir, &Self::name_of(unit), max_size, keep)
+    }
+
+    /// Opens (or creates) the log file `name` in `dir` (a unit's, or one of its streams' or
+    /// instances'). The error names the file.
+    pub(crate) fn open_named(
+        dir: &LogDir,
+        name: &str,
+        max_size: u64,
+        keep: u32,
+    ) -> io::Result<Self> {
+        let name = name.to_string();
         let file = dir.open_append(&name)?;
         let size = file.metadata()?.len();
         Ok(UnitLogFile {
@@ -73,6 +85,17 @@ impl UnitLogFile {
     pub(crate) fn boundary(&self) -> Option<Boundary> {
         use std::os::unix::fs::MetadataExt;
         let meta = self.file.metadata().ok()?;
+        Some(Boundary {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+        })
+    }
+
+    /// Where the file `name` in `dir` stands now, if it is clusterd's (a file not open yet).
+    pub(crate) fn boundary_of(dir: &LogDir, name: &str) -> Option<Boundary> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = dir.open_read(name).ok()?.metadata().ok()?;
         Some(Boundary {
             dev: meta.dev(),
             ino: meta.ino(),
