@@ -31,6 +31,7 @@ mod kill_and_send;
 mod logs;
 mod metrics;
 mod node_cluster;
+mod pm2_corpus;
 mod real_servers;
 mod resource_usage;
 mod restart_and_give_up;
