@@ -102,8 +102,17 @@ struct AppKeys<'a> {
     environment: Option<&'a str>,
     /// The ecosystem file's directory.
     base: &'a Path,
-    /// Whether the app runs under node (cluster mode is for Node apps).
-    node: bool,
+    /// Whether the app runs under node (cluster mode is for Node apps), else why not.
+    node: Result<(), String>,
+    /// `exec_mode` is given (without it PM2 runs a Node app with `instances` in cluster
+    /// mode).
+    exec_mode: bool,
+    /// `instances` is given.
+    instances: bool,
+    /// `restart_delay`, in ms: PM2 uses `exp_backoff_restart_delay` instead when both are set.
+    restart_delay: Option<u64>,
+    /// `exp_backoff_restart_delay`, in ms.
+    backoff: Option<u64>,
     /// `env`, then the chosen `env_<name>` over it.
     env_lines: toml::Table,
     /// The other `env_<name>` tables.
@@ -126,13 +135,17 @@ pub(super) fn map_keys(
     unit: &mut UnitDraft,
     environment: Option<&str>,
     base: &Path,
-    node: bool,
+    node: Result<(), String>,
 ) {
     let mut keys = AppKeys {
         unit,
         environment,
         base,
         node,
+        exec_mode: false,
+        instances: false,
+        restart_delay: None,
+        backoff: None,
         env_lines: toml::Table::new(),
         env_tables: BTreeMap::new(),
         wait_ready: false,
@@ -165,7 +178,12 @@ pub(super) fn map_keys(
 
 /// What needs several keys, once every key is read.
 fn finish(mut keys: AppKeys<'_>, has_cwd: bool) {
+    // Before restart_or_schedule takes the schedule.
+    let oneshot = keys.cron.is_some() && keys.no_autorestart;
     restart_or_schedule(&mut keys);
+    restart_wait(&mut keys);
+    // PM2 runs a Node app given `instances` and no `exec_mode` in cluster mode.
+    let implicit_cluster = !keys.exec_mode && keys.instances && keys.node.is_ok();
     let t = keys.unit;
     if !has_cwd {
         t.set(
@@ -174,7 +192,6 @@ fn finish(mut keys: AppKeys<'_>, has_cwd: bool) {
             "(no cwd: the ecosystem file's directory, where PM2 starts it)",
         );
     }
-    let oneshot = keys.cron.is_some() && keys.no_autorestart;
     if keys.cluster && oneshot {
         t.skip(
             "exec_mode",
@@ -186,6 +203,13 @@ fn finish(mut keys: AppKeys<'_>, has_cwd: bool) {
             toml::Value::Boolean(true),
             "exec_mode: cluster",
         );
+    } else if implicit_cluster && !oneshot {
+        t.set(
+            "node_cluster",
+            toml::Value::Boolean(true),
+            "instances without exec_mode: PM2 runs a Node app so in cluster mode",
+        );
+        keys.cluster = true;
     }
     // Readiness: wait_ready waits for process.send('ready'); listen_timeout bounds it.
     let runs_to_completion = "a cron job runs to completion: its end is what counts";
@@ -242,6 +266,7 @@ fn cwd(a: &mut AppKeys<'_>, key: &str, value: &Value) {
 }
 
 fn instances(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    a.instances = true;
     match value {
         Value::String(s) if s == "max" => a.unit.set("instances", toml_string("max"), "instances"),
         _ => match value
@@ -257,13 +282,15 @@ fn instances(a: &mut AppKeys<'_>, key: &str, value: &Value) {
 }
 
 fn exec_mode(a: &mut AppKeys<'_>, key: &str, value: &Value) {
-    match value.as_str() {
-        Some("cluster" | "cluster_mode") if a.node => a.cluster = true,
-        Some("cluster" | "cluster_mode") => a.unit.skip(
-            key,
-            "PM2's cluster mode is for Node apps; for this program give the unit `listen = [\"tcp://...\"]` and make it accept from fd 3",
-        ),
-        _ => {}
+    a.exec_mode = true;
+    if let Some("cluster" | "cluster_mode") = value.as_str() {
+        match &a.node {
+            Ok(()) => a.cluster = true,
+            Err(why) => {
+                let why = why.clone();
+                a.unit.skip(key, &why);
+            }
+        }
     }
 }
 
@@ -359,24 +386,43 @@ fn max_restarts(a: &mut AppKeys<'_>, key: &str, value: &Value) {
 
 fn restart_delay(a: &mut AppKeys<'_>, key: &str, value: &Value) {
     match millis(value) {
-        Some(ms) => a
-            .unit
-            .set("restart_delay", toml_millis(ms), "restart_delay"),
+        Some(ms) => a.restart_delay = Some(ms),
         None => a.unit.skip(key, "not milliseconds"),
     }
 }
 
 fn exp_backoff_restart_delay(a: &mut AppKeys<'_>, key: &str, value: &Value) {
     match millis(value) {
-        Some(ms) if ms > 0 => a.unit.set(
-            "restart_backoff",
-            toml::Value::Table(toml::Table::from_iter([(
-                "initial".to_string(),
-                toml_millis(ms),
-            )])),
-            "exp_backoff_restart_delay",
-        ),
+        Some(ms) if ms > 0 => a.backoff = Some(ms),
         _ => a.unit.skip(key, "not milliseconds"),
+    }
+}
+
+/// The wait before a restart: PM2 uses `exp_backoff_restart_delay` when it is set (its
+/// defaults are restart_backoff's: 1.5 times longer each crash, at most 15 s, from the start
+/// again after 30 s up), else `restart_delay`.
+fn restart_wait(a: &mut AppKeys<'_>) {
+    match (a.backoff, a.restart_delay) {
+        (Some(ms), delay) => {
+            a.unit.set(
+                "restart_backoff",
+                toml::Value::Table(toml::Table::from_iter([(
+                    "initial".to_string(),
+                    toml_millis(ms),
+                )])),
+                "exp_backoff_restart_delay",
+            );
+            if delay.is_some() {
+                a.unit.note(
+                    "restart_delay",
+                    "PM2 waits as exp_backoff_restart_delay says when both are set (restart_backoff)",
+                );
+            }
+        }
+        (None, Some(ms)) => a
+            .unit
+            .set("restart_delay", toml_millis(ms), "restart_delay"),
+        (None, None) => {}
     }
 }
 
