@@ -747,10 +747,15 @@ fn command_line(
                 .map_err(|_| format!("{name}: script: unterminated quote"))?,
         );
         for key in ["interpreter_args", "node_args"] {
-            if app
+            let given = app
                 .get(key)
-                .is_some_and(|args| !words(args).unwrap_or_default().is_empty())
-            {
+                .is_some_and(|args| !words(args).unwrap_or_default().is_empty());
+            if given && super::pm2_runner::is_package_manager(script) {
+                t.note(
+                    key,
+                    "PM2 gives them to the node that runs the package manager, not to the server it starts: nothing of the server's is lost (NODE_OPTIONS in [environment] reaches the server)",
+                );
+            } else if given {
                 t.skip(
                     key,
                     "the script runs without an interpreter here (it is its own program), so there is no interpreter to give them to; put them into `command` by hand (e.g. NODE_OPTIONS in [environment] for a Node program)",

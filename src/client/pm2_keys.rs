@@ -17,15 +17,18 @@ enum Pm2Key {
     Read,
     /// Mapped by this function (which may still say why a value is not carried over).
     Map(fn(&mut AppKeys<'_>, &str, &Value)),
-    /// Never carried over, for this reason.
+    /// Never carried over, for this reason: something the app relied on is lost.
     Skip(&'static str),
+    /// Not carried over because nothing is lost: clusterd does it anyway, or it is PM2's own
+    /// business (its agent, its versioning, its process list).
+    Note(&'static str),
 }
 
-use Pm2Key::{Map as M, Read, Skip};
+use Pm2Key::{Map as M, Note, Read, Skip};
 
 const LOGS: &str = "clusterd keeps one log file per unit, each line with its instance and stream: `clusterctl logs UNIT` ([log] in the unit)";
-const NO_COUNTERPART: &str = "a PM2 feature with no counterpart in a unit";
-const REASON_UNKNOWN: &str = "not a PM2 key clusterctl import knows";
+const PM2_AGENT: &str = "PM2's monitoring agent (pmx/keymetrics); clusterd has its own metrics (`clusterctl top`, `clusterctl status --json`, the Prometheus endpoint)";
+const REASON_UNKNOWN: &str = "not a key PM2 reads (PM2 ignores it too)";
 /// Keys named `env_<name>`: the variables of one environment (see [`env_named`]).
 const ENV_PREFIX: &str = "env_";
 
@@ -71,28 +74,36 @@ const PM2_KEYS: &[(&str, Pm2Key)] = &[
     ("combine_logs", Skip(LOGS)),
     ("log_type", Skip(LOGS)),
     ("log_date_format", Skip("clusterd's log lines carry RFC 3339 UTC timestamps")),
+    ("time", Note("clusterd's log lines always carry a timestamp")),
     ("watch", M(watch)),
     ("ignore_watch", M(ignore_watch)),
     ("watch_delay", M(watch_delay)),
     ("watch_options", Skip("chokidar's options have no counterpart: clusterd uses inotify")),
-    ("instance_var", Skip("each instance gets CLUSTERD_INSTANCE (and NODE_APP_INSTANCE in node_cluster units)")),
-    ("increment_var", Skip("not supported: derive it from CLUSTERD_INSTANCE")),
-    ("pid_file", Skip("clusterctl status --json has every pid")),
-    ("source_map_support", Skip("add --enable-source-maps to the node arguments")),
-    ("namespace", Skip(NO_COUNTERPART)),
-    ("vizion", Skip(NO_COUNTERPART)),
-    ("post_update", Skip(NO_COUNTERPART)),
-    ("autostart", Skip(NO_COUNTERPART)),
-    ("force", Skip(NO_COUNTERPART)),
-    ("time", Skip(NO_COUNTERPART)),
-    ("treekill", Skip(NO_COUNTERPART)),
-    ("filter_env", Skip(NO_COUNTERPART)),
-    ("append_env_to_name", Skip(NO_COUNTERPART)),
-    ("disable_trace", Skip(NO_COUNTERPART)),
-    ("trace", Skip(NO_COUNTERPART)),
-    ("pmx", Skip(NO_COUNTERPART)),
-    ("automation", Skip(NO_COUNTERPART)),
-    ("deep_monitoring", Skip(NO_COUNTERPART)),
+    ("instance_var", M(|a, key, value| variable(a, key, value, "instance_variable"))),
+    ("increment_var", M(|a, key, value| variable(a, key, value, "increment_variable"))),
+    ("pid_file", Note("clusterd keeps every pid: `clusterctl status --json`, and MAINPID for health checks")),
+    ("pid", Note("clusterd keeps every pid: `clusterctl status --json`, and MAINPID for health checks")),
+    ("source_map_support", Note("PM2's wrapper installs source-map-support; node takes --enable-source-maps in the command for mapped stack traces")),
+    ("disable_source_map_support", Note("clusterd wraps nothing around the app")),
+    ("namespace", Note("PM2 groups apps by namespace for its commands; clusterctl takes unit names (and `--all`)")),
+    ("vizion", Note("PM2 reads git metadata of the app for its dashboard; clusterd does not")),
+    ("post_update", Skip("commands PM2 runs after a pull from its dashboard: clusterd has no dashboard that pulls")),
+    ("autostart", Skip("clusterd starts every unit of its directory: move the file out (or `clusterctl stop` it) to keep it stopped")),
+    ("force", Note("a unit name is unique: clusterd never starts a unit twice")),
+    ("treekill", Skip("clusterd stops the whole process group (a cgroup when it has one); there is no main-process-only stop")),
+    ("filter_env", Skip("clusterd passes its own environment less its own variables; a unit cannot filter clusterd's environment")),
+    ("append_env_to_name", Note("the unit's name is the app's name; `clusterd --environment NAME` selects the environment")),
+    ("disable_trace", Note(PM2_AGENT)),
+    ("trace", Note(PM2_AGENT)),
+    ("pmx", Note(PM2_AGENT)),
+    ("automation", Note(PM2_AGENT)),
+    ("deep_monitoring", Note(PM2_AGENT)),
+    ("v8", Note(PM2_AGENT)),
+    ("event_loop_inspector", Note(PM2_AGENT)),
+    ("io", Note(PM2_AGENT)),
+    ("windowsHide", Note("Windows only")),
+    ("username", Note("set by PM2 itself; `user` is the key for the user to run as")),
+    ("kill_retry_time", Note("clusterd checks for the end of the process itself")),
 ];
 
 /// What an app's keys build up: the unit, and what the decisions after the last key need.
@@ -158,6 +169,12 @@ pub(super) fn map_keys(
     // serde_json's map is sorted: "env" comes before every "env_...", so the chosen
     // environment goes over `env`.
     for (key, value) in app {
+        // `env_file: ".env"` is a file of variables (an object would be the environment
+        // named "file").
+        if key == "env_file" && !value.is_object() {
+            env_file(&mut keys, key, value);
+            continue;
+        }
         if let Some(env_name) = key.strip_prefix(ENV_PREFIX) {
             env_named(&mut keys, key, env_name, value);
             continue;
@@ -170,6 +187,7 @@ pub(super) fn map_keys(
             Some(Read) => {}
             Some(M(map)) => map(&mut keys, key, value),
             Some(Skip(why)) => keys.unit.skip(key, why),
+            Some(Note(why)) => keys.unit.note(key, why),
             None => keys.unit.skip(key, REASON_UNKNOWN),
         }
     }
@@ -229,9 +247,9 @@ fn finish(mut keys: AppKeys<'_>, has_cwd: bool) {
         if keys.cluster {
             t.set("listen_timeout", toml_millis(ms), "listen_timeout");
         } else {
-            t.skip(
+            t.note(
                 "listen_timeout",
-                "applies to cluster mode or wait_ready only",
+                "PM2 uses it in cluster mode or with wait_ready only, as clusterd does",
             );
         }
     }
@@ -516,6 +534,37 @@ fn ignore_watch(a: &mut AppKeys<'_>, key: &str, value: &Value) {
             key,
             &format!("{others:?}: clusterd ignores by name pattern (`*`, `?`), not by path or regular expression"),
         );
+    }
+}
+
+/// `env_file` (not PM2's own key, though authors write it): a file of `KEY=VALUE` lines,
+/// as clusterd's `environment_file` reads it, relative to the app's directory.
+fn env_file(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    let paths = match value {
+        Value::String(path) => vec![path.clone()],
+        Value::Array(_) => words(value).unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    if paths.is_empty() {
+        a.unit.skip(key, "not a path");
+        return;
+    }
+    // `-`: may be missing, as PM2, which never reads it, never required it.
+    let paths: Vec<String> = paths.iter().map(|p| format!("-{p}")).collect();
+    a.unit.set(
+        "environment_file",
+        toml_strings(&paths),
+        "env_file (PM2 itself does not read it; clusterd reads it at every start)",
+    );
+}
+
+/// `instance_var` and `increment_var`: a variable's name, kept as the unit key `unit_key`.
+fn variable(a: &mut AppKeys<'_>, key: &str, value: &Value, unit_key: &str) {
+    match value.as_str() {
+        Some(name) if !name.is_empty() && !name.contains(['=', '\0']) => {
+            a.unit.set(unit_key, toml_string(name), key)
+        }
+        _ => a.unit.skip(key, "not a variable name"),
     }
 }
 

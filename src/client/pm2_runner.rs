@@ -26,9 +26,20 @@ pub(super) struct Runner {
 /// Package managers: `npm start` runs the server as a child of npm.
 const PACKAGE_MANAGERS: &[&str] = &["npm", "npx", "yarn", "pnpm", "bun", "bunx"];
 
+/// Whether `script` (its first word) is a package manager: `npm start` runs the server as
+/// its child.
+pub(super) fn is_package_manager(script: &str) -> bool {
+    let first = script.split_whitespace().next().unwrap_or_default();
+    let name = Path::new(first)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(first);
+    PACKAGE_MANAGERS.contains(&name)
+}
+
 /// PM2's interpreter for a script, by its extension, as PM2 picks it (`.ts`: PM2 uses bun if
 /// it is installed, else node's own type stripping; node here, which a unit can rely on).
-pub(super) fn interpreter_for(script: &str) -> Option<&'static str> {
+fn interpreter_for(script: &str) -> Option<&'static str> {
     let extension = Path::new(script).extension().and_then(|e| e.to_str())?;
     Some(match extension {
         "js" | "cjs" | "mjs" | "jsx" | "ts" | "mts" | "cts" | "tsx" => "node",

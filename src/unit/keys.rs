@@ -216,6 +216,20 @@ pub const KEYS: &[Key] = &[
         check: check::<String>,
     },
     Key {
+        name: "instance_variable",
+        value: "variable name",
+        default: "none",
+        meaning: "a variable that each instance also gets its index in, besides `CLUSTERD_INSTANCE` (PM2's `instance_var`)",
+        check: check::<String>,
+    },
+    Key {
+        name: "increment_variable",
+        value: "variable name",
+        default: "none",
+        meaning: "a variable of the unit's environment (a number; 0 if unset) that each instance gets plus its index: `PORT = 3000` is 3000, 3001, ... (PM2's `increment_var`)",
+        check: check::<String>,
+    },
+    Key {
         name: "log",
         value: "table `{ to, timestamps, max_size, keep }` (or a `[log]` section)",
         default: "`{ to = \"file\", timestamps = true, max_size = \"50MiB\", keep = 10 }`",

@@ -42,6 +42,8 @@ pub struct UnitFile {
     pub node_cluster: Option<NodeClusterSetting>,
     pub node_cluster_stop: Option<Spanned<NodeClusterStop>>,
     pub stop_message: Option<String>,
+    pub instance_variable: Option<Spanned<String>>,
+    pub increment_variable: Option<Spanned<String>>,
     pub log: Option<LogTable>,
     pub memory_max: Option<Spanned<ByteSize>>,
     pub memory_check_interval: Option<Spanned<HumanDuration>>,

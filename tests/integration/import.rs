@@ -104,13 +104,9 @@ fn a_pm2_ecosystem_file_becomes_units_that_check_and_run() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        stdout.contains("api.toml; not carried over (see the file's header): instance_var"),
-        "{stdout}"
-    );
     let api = fs::read_to_string(daemon.units_dir().join("api.toml")).expect("api.toml");
     assert!(
-        api.contains("#   instance_var: each instance gets CLUSTERD_INSTANCE"),
+        api.contains("instance_variable = \"APP_ID\"   # pm2: instance_var"),
         "{api}"
     );
     assert!(api.contains("watch = [\"lib\"]   # pm2: watch"), "{api}");
@@ -596,7 +592,7 @@ fn hostile_names_keys_and_values_stay_in_their_strings_comments_and_directory() 
         "#   env.K\\nlisten = [\"tcp://0.0.0.0:1\"]: not a variable name",
         "#   env.NUL: a NUL byte",
         "#   env_evil\\n[environment]\\nLD_PRELOAD: not an environment name",
-        "#   unknown\\nuser = \"root\"\\n# \\u{2028}\\u{202e}: not a PM2 key",
+        "#   unknown\\nuser = \"root\"\\n# \\u{2028}\\u{202e}: not a key PM2 reads",
     ] {
         assert!(web.contains(not_carried), "{not_carried}\n{web}");
     }
@@ -943,7 +939,7 @@ fn npm_start_in_cluster_mode_is_refused_with_what_to_write_instead() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("#   node_args: the script runs without an interpreter"),
+        stdout.contains("#   node_args: PM2 gives them to the node that runs the package manager"),
         "{stdout}"
     );
 }
