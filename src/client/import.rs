@@ -955,7 +955,7 @@ mod tests {
             "env_production": {"NODE_ENV": "production"},
             "max_memory_restart": "300M", "wait_ready": true, "listen_timeout": 10000,
             "exp_backoff_restart_delay": 100, "watch": ["src"], "ignore_watch": ["node_modules", "^logs/"],
-            "watch_options": {}, "log_date_format": "YYYY"
+            "watch_options": {"depth": 3}, "log_date_format": "YYYY"
         }));
         assert_eq!(unit.name, "api");
         let parsed = parses(&unit);
@@ -981,7 +981,7 @@ mod tests {
         assert!(unit
             .not_mapped
             .iter()
-            .any(|l| l.starts_with("watch_options:")));
+            .any(|l| l.starts_with("watch_options.depth:")));
         assert!(unit
             .not_mapped
             .iter()

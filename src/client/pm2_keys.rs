@@ -49,7 +49,7 @@ const PM2_KEYS: &[(&str, Pm2Key)] = &[
     ("max_memory_restart", M(max_memory_restart)),
     ("autorestart", M(autorestart)),
     ("max_restarts", M(max_restarts)),
-    ("min_uptime", Skip("clusterd counts every restart within restart_limit's window; see ready_after and restart_backoff.reset_after")),
+    ("min_uptime", M(min_uptime)),
     ("restart_delay", M(restart_delay)),
     ("exp_backoff_restart_delay", M(exp_backoff_restart_delay)),
     ("kill_timeout", M(kill_timeout)),
@@ -78,7 +78,8 @@ const PM2_KEYS: &[(&str, Pm2Key)] = &[
     ("watch", M(watch)),
     ("ignore_watch", M(ignore_watch)),
     ("watch_delay", M(watch_delay)),
-    ("watch_options", Skip("chokidar's options have no counterpart: clusterd uses inotify")),
+    ("watch_options", M(watch_options)),
+    ("stop_exit_codes", M(stop_exit_codes)),
     ("instance_var", M(|a, key, value| variable(a, key, value, "instance_variable"))),
     ("increment_var", M(|a, key, value| variable(a, key, value, "increment_variable"))),
     ("pid_file", Note("clusterd keeps every pid: `clusterctl status --json`, and MAINPID for health checks")),
@@ -124,6 +125,10 @@ struct AppKeys<'a> {
     restart_delay: Option<u64>,
     /// `exp_backoff_restart_delay`, in ms.
     backoff: Option<u64>,
+    /// `max_restarts`.
+    max_restarts: Option<i64>,
+    /// `min_uptime`, in ms.
+    min_uptime: Option<u64>,
     /// `env`, then the chosen `env_<name>` over it.
     env_lines: toml::Table,
     /// The other `env_<name>` tables.
@@ -157,6 +162,8 @@ pub(super) fn map_keys(
         instances: false,
         restart_delay: None,
         backoff: None,
+        max_restarts: None,
+        min_uptime: None,
         env_lines: toml::Table::new(),
         env_tables: BTreeMap::new(),
         wait_ready: false,
@@ -199,6 +206,7 @@ fn finish(mut keys: AppKeys<'_>, has_cwd: bool) {
     // Before restart_or_schedule takes the schedule.
     let oneshot = keys.cron.is_some() && keys.no_autorestart;
     restart_or_schedule(&mut keys);
+    restart_limit(&mut keys);
     restart_wait(&mut keys);
     // PM2 runs a Node app given `instances` and no `exec_mode` in cluster mode.
     let implicit_cluster = !keys.exec_mode && keys.instances && keys.node.is_ok();
@@ -390,16 +398,71 @@ fn restart_or_schedule(a: &mut AppKeys<'_>) {
 
 fn max_restarts(a: &mut AppKeys<'_>, key: &str, value: &Value) {
     match value.as_i64().filter(|n| *n >= 0) {
-        Some(n) => a.unit.set(
-            "restart_limit",
-            toml::Value::Table(toml::Table::from_iter([
-                ("burst".to_string(), toml::Value::Integer(n)),
-                ("interval".to_string(), toml_string("60s")),
-            ])),
-            "max_restarts (PM2 counts restarts shorter than min_uptime; clusterd counts restarts within a sliding minute)",
-        ),
+        Some(n) => a.max_restarts = Some(n),
         None => a.unit.skip(key, "not a number"),
     }
+}
+
+/// `min_uptime`: milliseconds, or a number of `s`, `m` or `h` (PM2's "10s").
+fn min_uptime(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    let ms = match value {
+        Value::String(s) => {
+            let s = s.trim();
+            let (digits, unit) =
+                s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+            let scale = match unit {
+                "" => Some(1),
+                "s" => Some(1000),
+                "m" => Some(60_000),
+                "h" => Some(3_600_000),
+                _ => None,
+            };
+            digits
+                .parse::<u64>()
+                .ok()
+                .zip(scale)
+                .map(|(n, k)| n.saturating_mul(k))
+        }
+        other => millis(other),
+    };
+    match ms {
+        Some(ms) => a.min_uptime = Some(ms),
+        None => a.unit.skip(key, "not a time such as 1000 or \"10s\""),
+    }
+}
+
+/// `max_restarts` and `min_uptime`: PM2 gives up after `max_restarts` restarts of runs
+/// shorter than `min_uptime` (1 s by default); longer runs never count. So does
+/// `restart_limit.min_uptime`; the window is made long enough for that many short runs
+/// and their waits (at least the default minute).
+fn restart_limit(a: &mut AppKeys<'_>) {
+    let Some(burst) = a.max_restarts else {
+        if a.min_uptime.is_some() {
+            a.max_restarts = Some(16);
+            return restart_limit(a);
+        }
+        return;
+    };
+    let min_uptime = a.min_uptime.unwrap_or(1000);
+    let wait = a.backoff.map_or(a.restart_delay.unwrap_or(0), |_| 15_000);
+    let window_s = (u64::try_from(burst).unwrap_or(0))
+        .saturating_mul(min_uptime.saturating_add(wait))
+        .div_ceil(1000)
+        .max(60);
+    let from = if a.min_uptime.is_some() {
+        "max_restarts, min_uptime (only runs shorter than min_uptime count, as in PM2)"
+    } else {
+        "max_restarts (only runs shorter than PM2's default min_uptime, 1 s, count)"
+    };
+    a.unit.set(
+        "restart_limit",
+        toml::Value::Table(toml::Table::from_iter([
+            ("burst".to_string(), toml::Value::Integer(burst)),
+            ("interval".to_string(), toml_string(&format!("{window_s}s"))),
+            ("min_uptime".to_string(), toml_millis(min_uptime)),
+        ])),
+        from,
+    );
 }
 
 fn restart_delay(a: &mut AppKeys<'_>, key: &str, value: &Value) {
@@ -565,6 +628,59 @@ fn variable(a: &mut AppKeys<'_>, key: &str, value: &Value, unit_key: &str) {
             a.unit.set(unit_key, toml_string(name), key)
         }
         _ => a.unit.skip(key, "not a variable name"),
+    }
+}
+
+/// `watch_options`, chokidar's: those clusterd's inotify watcher does anyway are noted, the
+/// others listed.
+fn watch_options(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    let Value::Object(options) = value else {
+        return a.unit.skip(key, "not an object");
+    };
+    for (option, value) in options {
+        let what = format!("{key}.{option}");
+        match (option.as_str(), value) {
+            ("followSymlinks", Value::Bool(false)) => a
+                .unit
+                .note(&what, "clusterd's watcher never follows symlinks"),
+            ("usePolling" | "interval" | "binaryInterval", _) => a.unit.note(
+                &what,
+                "clusterd's watcher uses inotify, which needs no polling (a network file system is not watched)",
+            ),
+            ("persistent" | "ignoreInitial", _) => {
+                a.unit.note(&what, "clusterd watches while the unit runs and ignores the files already there")
+            }
+            _ => a.unit.skip(&what, "a chokidar option with no counterpart in clusterd's inotify watcher"),
+        }
+    }
+}
+
+/// `stop_exit_codes`: exit codes after which PM2 does not restart. `[0]` is
+/// `restart = "on-failure"`; other codes have no counterpart for a service yet
+/// (`success_exit_codes` is a one-shot's).
+fn stop_exit_codes(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    let codes: Vec<i64> = match value {
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|v| v.as_i64().or_else(|| v.as_str()?.trim().parse().ok()))
+            .collect(),
+        other => other
+            .as_i64()
+            .or_else(|| other.as_str()?.trim().parse().ok())
+            .into_iter()
+            .collect(),
+    };
+    if codes == [0] {
+        a.unit.set(
+            "restart",
+            toml_string("on-failure"),
+            "stop_exit_codes: [0] (an exit 0 is not restarted)",
+        );
+    } else {
+        a.unit.skip(
+            key,
+            "exit codes after which PM2 does not restart: a service restarts after every exit but 0 with restart = \"on-failure\", and success_exit_codes is for one-shots only",
+        );
     }
 }
 

@@ -63,9 +63,9 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         name: "restart_limit",
-        value: "table `{ burst = N, interval = \"D\" }`",
+        value: "table `{ burst = N, interval = \"D\", min_uptime = \"D\" }`",
         default: "`{ burst = 10, interval = \"60s\" }`",
-        meaning: "at most `burst` automatic restarts in any sliding `interval`, or the unit gives up",
+        meaning: "at most `burst` automatic restarts in any sliding `interval`, or the unit gives up; with `min_uptime`, a restart after a run at least that long is not counted (PM2's `min_uptime` with `max_restarts`)",
         check: check::<RestartLimitTable>,
     },
     Key {

@@ -69,6 +69,7 @@ pub(crate) type Variables = BTreeMap<Spanned<String>, EnvValue>;
 pub struct RestartLimitTable {
     pub burst: Option<u32>,
     pub interval: Option<Spanned<HumanDuration>>,
+    pub min_uptime: Option<HumanDuration>,
 }
 
 /// `listen_options = { nodelay = true, backlog = 4096 }`: how the `listen` sockets are set up.
