@@ -387,6 +387,7 @@ pub(super) struct UnitDraft {
     pub(super) environment: toml::Table,
     pub(super) environments: BTreeMap<String, toml::Table>,
     not_mapped: Vec<String>,
+    not_needed: Vec<String>,
 }
 
 impl UnitDraft {
@@ -459,6 +460,12 @@ impl UnitDraft {
         self.not_mapped.push(format!("{key}: {why}"));
     }
 
+    /// `key` is not carried over because nothing is lost: clusterd does it anyway, or it is
+    /// PM2's own business (its monitoring agent, its versioning).
+    pub(super) fn note(&mut self, key: &str, why: &str) {
+        self.not_needed.push(format!("{key}: {why}"));
+    }
+
     /// What the unit's text must read back as.
     fn table(&self) -> toml::Table {
         let mut table: toml::Table = self
@@ -499,10 +506,15 @@ impl UnitDraft {
             ": imported from {} by clusterctl import.\n",
             comment(source)
         ));
-        if !self.not_mapped.is_empty() {
-            text.push_str("#\n# Not carried over:\n");
-            for line in &self.not_mapped {
-                text.push_str(&format!("#   {}\n", comment(line)));
+        for (heading, lines) in [
+            ("Not carried over", &self.not_mapped),
+            ("Not needed under clusterd", &self.not_needed),
+        ] {
+            if !lines.is_empty() {
+                text.push_str(&format!("#\n# {heading}:\n"));
+                for line in lines {
+                    text.push_str(&format!("#   {}\n", comment(line)));
+                }
             }
         }
         text.push('\n');
@@ -653,21 +665,6 @@ fn app_dir(app: &Map<String, Value>) -> &str {
     app.get("cwd").and_then(Value::as_str).unwrap_or("")
 }
 
-/// PM2's interpreter for a script, by its extension, as PM2 picks it.
-fn interpreter_for(script: &str) -> Option<&'static str> {
-    let extension = Path::new(script).extension().and_then(|e| e.to_str())?;
-    Some(match extension {
-        "js" | "cjs" | "mjs" => "node",
-        "py" => "python3",
-        "rb" => "ruby",
-        "php" => "php",
-        "sh" => "bash",
-        "pl" => "perl",
-        "coffee" => "coffee",
-        _ => return None,
-    })
-}
-
 pub(super) fn words(value: &Value) -> Result<Vec<String>, String> {
     match value {
         Value::String(s) => {
@@ -718,14 +715,13 @@ fn import_app(
     if script.contains('\0') {
         return Err(format!("{name}: a NUL byte in `script`"));
     }
-    let (command, interpreter) = command_line(app, &script, base, &name)?;
-    t.set(
-        "command",
-        toml_strings(&command),
-        "script, interpreter, args",
-    );
-    let node = interpreter.as_deref() == Some("node");
-    super::pm2_keys::map_keys(app, &mut t, environment, base, node);
+    let (command, runner) = command_line(app, &script, base, &name, &mut t)?;
+    let from = match &runner.how {
+        Some(how) => format!("script ({how}), interpreter, args"),
+        None => "script, interpreter, args".to_string(),
+    };
+    t.set("command", toml_strings(&command), &from);
+    super::pm2_keys::map_keys(app, &mut t, environment, base, runner.node);
     Ok(t)
 }
 
@@ -748,25 +744,23 @@ fn script_of(app: &Map<String, Value>) -> Result<String, String> {
 }
 
 /// The command: interpreter, its arguments, the script (itself maybe a command line), the
-/// script's arguments; and the interpreter. `name` is the unit's, for messages.
+/// script's arguments; and how PM2 runs the script ([`super::pm2_runner`]). `name` is the
+/// unit's, for messages; interpreter arguments of a script run without an interpreter are
+/// listed in `t` as not carried over.
 fn command_line(
     app: &Map<String, Value>,
     script: &str,
     base: &Path,
     name: &str,
-) -> Result<(Vec<String>, Option<String>), String> {
-    let interpreter = match app
+    t: &mut UnitDraft,
+) -> Result<(Vec<String>, super::pm2_runner::Runner), String> {
+    let interpreter = app
         .get("interpreter")
         .or_else(|| app.get("exec_interpreter"))
-    {
-        Some(Value::String(i)) if i == "none" => None,
-        Some(Value::String(i)) => Some(i.clone()),
-        // A directory is a Node package (node runs its main file), as PM2 runs it.
-        _ if base.join(app_dir(app)).join(script).is_dir() => Some("node".to_string()),
-        _ => interpreter_for(script).map(str::to_string),
-    };
+        .and_then(Value::as_str);
+    let runner = super::pm2_runner::runner(&base.join(app_dir(app)), script, interpreter);
     let mut command = Vec::new();
-    if let Some(interpreter) = &interpreter {
+    if let Some(interpreter) = &runner.interpreter {
         command.push(interpreter.clone());
         for key in ["interpreter_args", "node_args"] {
             if let Some(args) = app.get(key) {
@@ -779,6 +773,22 @@ fn command_line(
             shell_words::split(script)
                 .map_err(|_| format!("{name}: script: unterminated quote"))?,
         );
+        for key in ["interpreter_args", "node_args"] {
+            let given = app
+                .get(key)
+                .is_some_and(|args| !words(args).unwrap_or_default().is_empty());
+            if given && super::pm2_runner::is_package_manager(script) {
+                t.note(
+                    key,
+                    "PM2 gives them to the node that runs the package manager, not to the server it starts: nothing of the server's is lost (NODE_OPTIONS in [environment] reaches the server)",
+                );
+            } else if given {
+                t.skip(
+                    key,
+                    "the script runs without an interpreter here (it is its own program), so there is no interpreter to give them to; put them into `command` by hand (e.g. NODE_OPTIONS in [environment] for a Node program)",
+                );
+            }
+        }
     }
     if let Some(args) = app.get("args") {
         command.extend(words(args).map_err(|e| format!("{name}: args: {e}"))?);
@@ -786,7 +796,7 @@ fn command_line(
     if command.iter().any(|word| word.contains('\0')) {
         return Err(format!("{name}: a NUL byte in the command"));
     }
-    Ok((command, interpreter))
+    Ok((command, runner))
 }
 
 /// At most 200 characters of `text`, for a message.
@@ -972,7 +982,7 @@ mod tests {
             "env_production": {"NODE_ENV": "production"},
             "max_memory_restart": "300M", "wait_ready": true, "listen_timeout": 10000,
             "exp_backoff_restart_delay": 100, "watch": ["src"], "ignore_watch": ["node_modules", "^logs/"],
-            "watch_options": {}, "log_date_format": "YYYY"
+            "watch_options": {"depth": 3}, "log_date_format": "YYYY"
         }));
         assert_eq!(unit.name, "api");
         let parsed = parses(&unit);
@@ -998,7 +1008,7 @@ mod tests {
         assert!(unit
             .not_mapped
             .iter()
-            .any(|l| l.starts_with("watch_options:")));
+            .any(|l| l.starts_with("watch_options.depth:")));
         assert_eq!(
             parsed.log.timestamp_format.as_ref().map(|f| f.as_str()),
             Some("%Y")
@@ -1033,7 +1043,10 @@ mod tests {
             json!({"script": "app.rb", "exec_mode": "cluster", "cron_restart": "*/30 * * * * *"}),
         );
         assert_eq!(unit.name, "app");
-        assert!(unit.not_mapped.iter().any(|l| l.contains("for Node apps")));
+        assert!(unit
+            .not_mapped
+            .iter()
+            .any(|l| l.contains("`ruby` is not node")));
         assert!(unit.not_mapped.iter().any(|l| l.contains("to the minute")));
         parses(&unit);
         assert!(import(

@@ -10,6 +10,7 @@ pub mod fleet;
 pub mod import;
 pub mod json5;
 mod pm2_keys;
+mod pm2_runner;
 pub mod readiness;
 pub mod status_table;
 pub mod stop_order;

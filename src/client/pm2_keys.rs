@@ -17,15 +17,18 @@ enum Pm2Key {
     Read,
     /// Mapped by this function (which may still say why a value is not carried over).
     Map(fn(&mut AppKeys<'_>, &str, &Value)),
-    /// Never carried over, for this reason.
+    /// Never carried over, for this reason: something the app relied on is lost.
     Skip(&'static str),
+    /// Not carried over because nothing is lost: clusterd does it anyway, or it is PM2's own
+    /// business (its agent, its versioning, its process list).
+    Note(&'static str),
 }
 
-use Pm2Key::{Map as M, Read, Skip};
+use Pm2Key::{Map as M, Note, Read, Skip};
 
 const LOGS: &str = "clusterd keeps one log file per unit, each line with its instance and stream: `clusterctl logs UNIT` ([log] in the unit)";
-const NO_COUNTERPART: &str = "a PM2 feature with no counterpart in a unit";
-const REASON_UNKNOWN: &str = "not a PM2 key clusterctl import knows";
+const PM2_AGENT: &str = "PM2's monitoring agent (pmx/keymetrics); clusterd has its own metrics (`clusterctl top`, `clusterctl status --json`, the Prometheus endpoint)";
+const REASON_UNKNOWN: &str = "not a key PM2 reads (PM2 ignores it too)";
 /// Keys named `env_<name>`: the variables of one environment (see [`env_named`]).
 const ENV_PREFIX: &str = "env_";
 
@@ -46,7 +49,7 @@ const PM2_KEYS: &[(&str, Pm2Key)] = &[
     ("max_memory_restart", M(max_memory_restart)),
     ("autorestart", M(autorestart)),
     ("max_restarts", M(max_restarts)),
-    ("min_uptime", Skip("clusterd counts every restart within restart_limit's window; see ready_after and restart_backoff.reset_after")),
+    ("min_uptime", M(min_uptime)),
     ("restart_delay", M(restart_delay)),
     ("exp_backoff_restart_delay", M(exp_backoff_restart_delay)),
     ("kill_timeout", M(kill_timeout)),
@@ -71,28 +74,37 @@ const PM2_KEYS: &[(&str, Pm2Key)] = &[
     ("combine_logs", M(merge_logs)),
     ("log_type", Skip(LOGS)),
     ("log_date_format", M(log_date_format)),
+    ("time", Note("clusterd's log lines always carry a timestamp")),
     ("watch", M(watch)),
     ("ignore_watch", M(ignore_watch)),
     ("watch_delay", M(watch_delay)),
-    ("watch_options", Skip("chokidar's options have no counterpart: clusterd uses inotify")),
-    ("instance_var", Skip("each instance gets CLUSTERD_INSTANCE (and NODE_APP_INSTANCE in node_cluster units)")),
-    ("increment_var", Skip("not supported: derive it from CLUSTERD_INSTANCE")),
-    ("pid_file", Skip("clusterctl status --json has every pid")),
-    ("source_map_support", Skip("add --enable-source-maps to the node arguments")),
-    ("namespace", Skip(NO_COUNTERPART)),
-    ("vizion", Skip(NO_COUNTERPART)),
-    ("post_update", Skip(NO_COUNTERPART)),
-    ("autostart", Skip(NO_COUNTERPART)),
-    ("force", Skip(NO_COUNTERPART)),
-    ("time", Skip(NO_COUNTERPART)),
-    ("treekill", Skip(NO_COUNTERPART)),
-    ("filter_env", Skip(NO_COUNTERPART)),
-    ("append_env_to_name", Skip(NO_COUNTERPART)),
-    ("disable_trace", Skip(NO_COUNTERPART)),
-    ("trace", Skip(NO_COUNTERPART)),
-    ("pmx", Skip(NO_COUNTERPART)),
-    ("automation", Skip(NO_COUNTERPART)),
-    ("deep_monitoring", Skip(NO_COUNTERPART)),
+    ("watch_options", M(watch_options)),
+    ("stop_exit_codes", M(stop_exit_codes)),
+    ("instance_var", M(|a, key, value| variable(a, key, value, "instance_variable"))),
+    ("increment_var", M(|a, key, value| variable(a, key, value, "increment_variable"))),
+    ("pid_file", Note("clusterd keeps every pid: `clusterctl status --json`, and MAINPID for health checks")),
+    ("pid", Note("clusterd keeps every pid: `clusterctl status --json`, and MAINPID for health checks")),
+    ("source_map_support", Note("PM2's wrapper installs source-map-support; node takes --enable-source-maps in the command for mapped stack traces")),
+    ("disable_source_map_support", Note("clusterd wraps nothing around the app")),
+    ("namespace", Note("PM2 groups apps by namespace for its commands; clusterctl takes unit names (and `--all`)")),
+    ("vizion", Note("PM2 reads git metadata of the app for its dashboard; clusterd does not")),
+    ("post_update", Skip("commands PM2 runs after a pull from its dashboard: clusterd has no dashboard that pulls")),
+    ("autostart", Skip("clusterd starts every unit of its directory: move the file out (or `clusterctl stop` it) to keep it stopped")),
+    ("force", Note("a unit name is unique: clusterd never starts a unit twice")),
+    ("treekill", Skip("clusterd stops the whole process group (a cgroup when it has one); there is no main-process-only stop")),
+    ("filter_env", Skip("clusterd passes its own environment less its own variables; a unit cannot filter clusterd's environment")),
+    ("append_env_to_name", Note("the unit's name is the app's name; `clusterd --environment NAME` selects the environment")),
+    ("disable_trace", Note(PM2_AGENT)),
+    ("trace", Note(PM2_AGENT)),
+    ("pmx", Note(PM2_AGENT)),
+    ("automation", Note(PM2_AGENT)),
+    ("deep_monitoring", Note(PM2_AGENT)),
+    ("v8", Note(PM2_AGENT)),
+    ("event_loop_inspector", Note(PM2_AGENT)),
+    ("io", Note(PM2_AGENT)),
+    ("windowsHide", Note("Windows only")),
+    ("username", Note("set by PM2 itself; `user` is the key for the user to run as")),
+    ("kill_retry_time", Note("clusterd checks for the end of the process itself")),
 ];
 
 /// What an app's keys build up: the unit, and what the decisions after the last key need.
@@ -102,8 +114,21 @@ struct AppKeys<'a> {
     environment: Option<&'a str>,
     /// The ecosystem file's directory.
     base: &'a Path,
-    /// Whether the app runs under node (cluster mode is for Node apps).
-    node: bool,
+    /// Whether the app runs under node (cluster mode is for Node apps), else why not.
+    node: Result<(), String>,
+    /// `exec_mode` is given (without it PM2 runs a Node app with `instances` in cluster
+    /// mode).
+    exec_mode: bool,
+    /// `instances` is given.
+    instances: bool,
+    /// `restart_delay`, in ms: PM2 uses `exp_backoff_restart_delay` instead when both are set.
+    restart_delay: Option<u64>,
+    /// `exp_backoff_restart_delay`, in ms.
+    backoff: Option<u64>,
+    /// `max_restarts`.
+    max_restarts: Option<i64>,
+    /// `min_uptime`, in ms.
+    min_uptime: Option<u64>,
     /// `env`, then the chosen `env_<name>` over it.
     env_lines: toml::Table,
     /// The other `env_<name>` tables.
@@ -126,13 +151,19 @@ pub(super) fn map_keys(
     unit: &mut UnitDraft,
     environment: Option<&str>,
     base: &Path,
-    node: bool,
+    node: Result<(), String>,
 ) {
     let mut keys = AppKeys {
         unit,
         environment,
         base,
         node,
+        exec_mode: false,
+        instances: false,
+        restart_delay: None,
+        backoff: None,
+        max_restarts: None,
+        min_uptime: None,
         env_lines: toml::Table::new(),
         env_tables: BTreeMap::new(),
         wait_ready: false,
@@ -145,6 +176,12 @@ pub(super) fn map_keys(
     // serde_json's map is sorted: "env" comes before every "env_...", so the chosen
     // environment goes over `env`.
     for (key, value) in app {
+        // `env_file: ".env"` is a file of variables (an object would be the environment
+        // named "file").
+        if key == "env_file" && !value.is_object() {
+            env_file(&mut keys, key, value);
+            continue;
+        }
         if let Some(env_name) = key.strip_prefix(ENV_PREFIX) {
             env_named(&mut keys, key, env_name, value);
             continue;
@@ -157,6 +194,7 @@ pub(super) fn map_keys(
             Some(Read) => {}
             Some(M(map)) => map(&mut keys, key, value),
             Some(Skip(why)) => keys.unit.skip(key, why),
+            Some(Note(why)) => keys.unit.note(key, why),
             None => keys.unit.skip(key, REASON_UNKNOWN),
         }
     }
@@ -165,7 +203,13 @@ pub(super) fn map_keys(
 
 /// What needs several keys, once every key is read.
 fn finish(mut keys: AppKeys<'_>, has_cwd: bool) {
+    // Before restart_or_schedule takes the schedule.
+    let oneshot = keys.cron.is_some() && keys.no_autorestart;
     restart_or_schedule(&mut keys);
+    restart_limit(&mut keys);
+    restart_wait(&mut keys);
+    // PM2 runs a Node app given `instances` and no `exec_mode` in cluster mode.
+    let implicit_cluster = !keys.exec_mode && keys.instances && keys.node.is_ok();
     let t = keys.unit;
     if !has_cwd {
         t.set(
@@ -174,7 +218,6 @@ fn finish(mut keys: AppKeys<'_>, has_cwd: bool) {
             "(no cwd: the ecosystem file's directory, where PM2 starts it)",
         );
     }
-    let oneshot = keys.cron.is_some() && keys.no_autorestart;
     if keys.cluster && oneshot {
         t.skip(
             "exec_mode",
@@ -186,6 +229,13 @@ fn finish(mut keys: AppKeys<'_>, has_cwd: bool) {
             toml::Value::Boolean(true),
             "exec_mode: cluster",
         );
+    } else if implicit_cluster && !oneshot {
+        t.set(
+            "node_cluster",
+            toml::Value::Boolean(true),
+            "instances without exec_mode: PM2 runs a Node app so in cluster mode",
+        );
+        keys.cluster = true;
     }
     // Readiness: wait_ready waits for process.send('ready'); listen_timeout bounds it.
     let runs_to_completion = "a cron job runs to completion: its end is what counts";
@@ -205,9 +255,9 @@ fn finish(mut keys: AppKeys<'_>, has_cwd: bool) {
         if keys.cluster {
             t.set("listen_timeout", toml_millis(ms), "listen_timeout");
         } else {
-            t.skip(
+            t.note(
                 "listen_timeout",
-                "applies to cluster mode or wait_ready only",
+                "PM2 uses it in cluster mode or with wait_ready only, as clusterd does",
             );
         }
     }
@@ -242,6 +292,7 @@ fn cwd(a: &mut AppKeys<'_>, key: &str, value: &Value) {
 }
 
 fn instances(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    a.instances = true;
     match value {
         Value::String(s) if s == "max" => a.unit.set("instances", toml_string("max"), "instances"),
         _ => match value
@@ -257,13 +308,15 @@ fn instances(a: &mut AppKeys<'_>, key: &str, value: &Value) {
 }
 
 fn exec_mode(a: &mut AppKeys<'_>, key: &str, value: &Value) {
-    match value.as_str() {
-        Some("cluster" | "cluster_mode") if a.node => a.cluster = true,
-        Some("cluster" | "cluster_mode") => a.unit.skip(
-            key,
-            "PM2's cluster mode is for Node apps; for this program give the unit `listen = [\"tcp://...\"]` and make it accept from fd 3",
-        ),
-        _ => {}
+    a.exec_mode = true;
+    if let Some("cluster" | "cluster_mode") = value.as_str() {
+        match &a.node {
+            Ok(()) => a.cluster = true,
+            Err(why) => {
+                let why = why.clone();
+                a.unit.skip(key, &why);
+            }
+        }
     }
 }
 
@@ -447,38 +500,112 @@ fn restart_or_schedule(a: &mut AppKeys<'_>) {
 
 fn max_restarts(a: &mut AppKeys<'_>, key: &str, value: &Value) {
     match value.as_i64().filter(|n| *n >= 0) {
-        Some(n) => a.unit.set(
-            "restart_limit",
-            toml::Value::Table(toml::Table::from_iter([
-                ("burst".to_string(), toml::Value::Integer(n)),
-                ("interval".to_string(), toml_string("60s")),
-            ])),
-            "max_restarts (PM2 counts restarts shorter than min_uptime; clusterd counts restarts within a sliding minute)",
-        ),
+        Some(n) => a.max_restarts = Some(n),
         None => a.unit.skip(key, "not a number"),
     }
 }
 
+/// `min_uptime`: milliseconds, or a number of `s`, `m` or `h` (PM2's "10s").
+fn min_uptime(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    let ms = match value {
+        Value::String(s) => {
+            let s = s.trim();
+            let (digits, unit) =
+                s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+            let scale = match unit {
+                "" => Some(1),
+                "s" => Some(1000),
+                "m" => Some(60_000),
+                "h" => Some(3_600_000),
+                _ => None,
+            };
+            digits
+                .parse::<u64>()
+                .ok()
+                .zip(scale)
+                .map(|(n, k)| n.saturating_mul(k))
+        }
+        other => millis(other),
+    };
+    match ms {
+        Some(ms) => a.min_uptime = Some(ms),
+        None => a.unit.skip(key, "not a time such as 1000 or \"10s\""),
+    }
+}
+
+/// `max_restarts` and `min_uptime`: PM2 gives up after `max_restarts` restarts of runs
+/// shorter than `min_uptime` (1 s by default); longer runs never count. So does
+/// `restart_limit.min_uptime`; the window is made long enough for that many short runs
+/// and their waits (at least the default minute).
+fn restart_limit(a: &mut AppKeys<'_>) {
+    let Some(burst) = a.max_restarts else {
+        if a.min_uptime.is_some() {
+            a.max_restarts = Some(16);
+            return restart_limit(a);
+        }
+        return;
+    };
+    let min_uptime = a.min_uptime.unwrap_or(1000);
+    let wait = a.backoff.map_or(a.restart_delay.unwrap_or(0), |_| 15_000);
+    let window_s = (u64::try_from(burst).unwrap_or(0))
+        .saturating_mul(min_uptime.saturating_add(wait))
+        .div_ceil(1000)
+        .max(60);
+    let from = if a.min_uptime.is_some() {
+        "max_restarts, min_uptime (only runs shorter than min_uptime count, as in PM2)"
+    } else {
+        "max_restarts (only runs shorter than PM2's default min_uptime, 1 s, count)"
+    };
+    a.unit.set(
+        "restart_limit",
+        toml::Value::Table(toml::Table::from_iter([
+            ("burst".to_string(), toml::Value::Integer(burst)),
+            ("interval".to_string(), toml_string(&format!("{window_s}s"))),
+            ("min_uptime".to_string(), toml_millis(min_uptime)),
+        ])),
+        from,
+    );
+}
+
 fn restart_delay(a: &mut AppKeys<'_>, key: &str, value: &Value) {
     match millis(value) {
-        Some(ms) => a
-            .unit
-            .set("restart_delay", toml_millis(ms), "restart_delay"),
+        Some(ms) => a.restart_delay = Some(ms),
         None => a.unit.skip(key, "not milliseconds"),
     }
 }
 
 fn exp_backoff_restart_delay(a: &mut AppKeys<'_>, key: &str, value: &Value) {
     match millis(value) {
-        Some(ms) if ms > 0 => a.unit.set(
-            "restart_backoff",
-            toml::Value::Table(toml::Table::from_iter([(
-                "initial".to_string(),
-                toml_millis(ms),
-            )])),
-            "exp_backoff_restart_delay",
-        ),
+        Some(ms) if ms > 0 => a.backoff = Some(ms),
         _ => a.unit.skip(key, "not milliseconds"),
+    }
+}
+
+/// The wait before a restart: PM2 uses `exp_backoff_restart_delay` when it is set (its
+/// defaults are restart_backoff's: 1.5 times longer each crash, at most 15 s, from the start
+/// again after 30 s up), else `restart_delay`.
+fn restart_wait(a: &mut AppKeys<'_>) {
+    match (a.backoff, a.restart_delay) {
+        (Some(ms), delay) => {
+            a.unit.set(
+                "restart_backoff",
+                toml::Value::Table(toml::Table::from_iter([(
+                    "initial".to_string(),
+                    toml_millis(ms),
+                )])),
+                "exp_backoff_restart_delay",
+            );
+            if delay.is_some() {
+                a.unit.note(
+                    "restart_delay",
+                    "PM2 waits as exp_backoff_restart_delay says when both are set (restart_backoff)",
+                );
+            }
+        }
+        (None, Some(ms)) => a
+            .unit
+            .set("restart_delay", toml_millis(ms), "restart_delay"),
+        (None, None) => {}
     }
 }
 
@@ -571,6 +698,90 @@ fn ignore_watch(a: &mut AppKeys<'_>, key: &str, value: &Value) {
         a.unit.skip(
             key,
             &format!("{others:?}: clusterd ignores by name pattern (`*`, `?`), not by path or regular expression"),
+        );
+    }
+}
+
+/// `env_file` (not PM2's own key, though authors write it): a file of `KEY=VALUE` lines,
+/// as clusterd's `environment_file` reads it, relative to the app's directory.
+fn env_file(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    let paths = match value {
+        Value::String(path) => vec![path.clone()],
+        Value::Array(_) => words(value).unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    if paths.is_empty() {
+        a.unit.skip(key, "not a path");
+        return;
+    }
+    // `-`: may be missing, as PM2, which never reads it, never required it.
+    let paths: Vec<String> = paths.iter().map(|p| format!("-{p}")).collect();
+    a.unit.set(
+        "environment_file",
+        toml_strings(&paths),
+        "env_file (PM2 itself does not read it; clusterd reads it at every start)",
+    );
+}
+
+/// `instance_var` and `increment_var`: a variable's name, kept as the unit key `unit_key`.
+fn variable(a: &mut AppKeys<'_>, key: &str, value: &Value, unit_key: &str) {
+    match value.as_str() {
+        Some(name) if !name.is_empty() && !name.contains(['=', '\0']) => {
+            a.unit.set(unit_key, toml_string(name), key)
+        }
+        _ => a.unit.skip(key, "not a variable name"),
+    }
+}
+
+/// `watch_options`, chokidar's: those clusterd's inotify watcher does anyway are noted, the
+/// others listed.
+fn watch_options(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    let Value::Object(options) = value else {
+        return a.unit.skip(key, "not an object");
+    };
+    for (option, value) in options {
+        let what = format!("{key}.{option}");
+        match (option.as_str(), value) {
+            ("followSymlinks", Value::Bool(false)) => a
+                .unit
+                .note(&what, "clusterd's watcher never follows symlinks"),
+            ("usePolling" | "interval" | "binaryInterval", _) => a.unit.note(
+                &what,
+                "clusterd's watcher uses inotify, which needs no polling (a network file system is not watched)",
+            ),
+            ("persistent" | "ignoreInitial", _) => {
+                a.unit.note(&what, "clusterd watches while the unit runs and ignores the files already there")
+            }
+            _ => a.unit.skip(&what, "a chokidar option with no counterpart in clusterd's inotify watcher"),
+        }
+    }
+}
+
+/// `stop_exit_codes`: exit codes after which PM2 does not restart. `[0]` is
+/// `restart = "on-failure"`; other codes have no counterpart for a service yet
+/// (`success_exit_codes` is a one-shot's).
+fn stop_exit_codes(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    let codes: Vec<i64> = match value {
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|v| v.as_i64().or_else(|| v.as_str()?.trim().parse().ok()))
+            .collect(),
+        other => other
+            .as_i64()
+            .or_else(|| other.as_str()?.trim().parse().ok())
+            .into_iter()
+            .collect(),
+    };
+    if codes == [0] {
+        a.unit.set(
+            "restart",
+            toml_string("on-failure"),
+            "stop_exit_codes: [0] (an exit 0 is not restarted)",
+        );
+    } else {
+        a.unit.skip(
+            key,
+            "exit codes after which PM2 does not restart: a service restarts after every exit but 0 with restart = \"on-failure\", and success_exit_codes is for one-shots only",
         );
     }
 }

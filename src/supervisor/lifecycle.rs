@@ -513,7 +513,23 @@ impl<P: ProcessControl> Supervisor<P> {
     /// up), after its `restart_delay` or backoff.
     pub(super) fn restart_after_exit(&mut self, process: &Process, now: Instant) {
         let name = &process.unit;
-        if !self.take_restart(name, process.index, now) {
+        // `restart_limit.min_uptime`: a run that long was stable; its restart is not counted.
+        let stable = self.units.get(name).is_some_and(|rt| {
+            rt.unit
+                .restart_limit
+                .min_uptime
+                .is_some_and(|min| now.saturating_duration_since(process.started_at) >= min)
+        });
+        if stable {
+            if let Some(rt) = self.units.get_mut(name) {
+                rt.restarts += 1;
+                rt.slot_mut(process.index).restarts += 1;
+            }
+            info!(
+                "{}: restarting (it ran at least restart_limit.min_uptime: not counted against the limit)",
+                process.label()
+            );
+        } else if !self.take_restart(name, process.index, now) {
             return;
         }
         let wait = self.wait_before_restart(process, now);

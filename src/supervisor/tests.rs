@@ -832,6 +832,32 @@ fn manual_starts_and_restarts_do_not_count_against_the_limit() {
     assert_eq!(crashes, 3);
 }
 
+/// `restart_limit.min_uptime` (PM2's `min_uptime` with `max_restarts`): a crash after a run
+/// of at least `min_uptime` is restarted without counting, so a service that crashes once a
+/// day never gives up; a loop of short runs still does.
+#[test]
+fn with_min_uptime_only_short_runs_count_against_the_limit() {
+    let text = "command = \"sleep 100\"\nrestart_limit = { burst = 2, interval = \"30d\", min_uptime = \"10s\" }\n";
+    let mut h = Harness::start(&[("web", text)]);
+    // A crash a day for a week: every one restarted.
+    for _ in 0..7 {
+        let before = h.spawn_count();
+        let pid = h.last_pid();
+        h.advance(Duration::from_secs(24 * 3600));
+        h.exit(pid, code(1));
+        assert_eq!(h.spawn_count(), before + 1);
+    }
+    let status = h.status("web");
+    assert!(!status.gave_up);
+    assert_eq!(status.restarts, 7);
+    // Runs of 1 s: two are restarted, the third gives up.
+    assert_eq!(
+        crash_until_no_respawn(&mut h, Duration::from_secs(1), 50),
+        3
+    );
+    assert!(h.status("web").gave_up);
+}
+
 // ---- spawn errors ----
 
 #[test]

@@ -91,3 +91,25 @@ pub(super) fn environment_files(
     }
     Ok(environment_files)
 }
+
+/// `instance_variable` and `increment_variable`: a variable's name, checked as
+/// [`variables`] checks names.
+pub(super) fn variable_name(
+    name: Option<Spanned<String>>,
+    key: &str,
+    at: &At,
+) -> Result<Option<String>, UnitError> {
+    let Some(name) = name else {
+        return Ok(None);
+    };
+    let start = name.span().start;
+    let name = name.into_inner();
+    if name.is_empty() || name.contains('=') || name.contains('\0') {
+        return Err(at(
+            start,
+            UnitErrorKind::BadValue,
+            format!("{key}: invalid environment variable name {name:?}"),
+        ));
+    }
+    Ok(Some(name))
+}

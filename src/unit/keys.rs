@@ -63,9 +63,9 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         name: "restart_limit",
-        value: "table `{ burst = N, interval = \"D\" }`",
+        value: "table `{ burst = N, interval = \"D\", min_uptime = \"D\" }`",
         default: "`{ burst = 10, interval = \"60s\" }`",
-        meaning: "at most `burst` automatic restarts in any sliding `interval`, or the unit gives up",
+        meaning: "at most `burst` automatic restarts in any sliding `interval`, or the unit gives up; with `min_uptime`, a restart after a run at least that long is not counted (PM2's `min_uptime` with `max_restarts`)",
         check: check::<RestartLimitTable>,
     },
     Key {
@@ -213,6 +213,20 @@ pub const KEYS: &[Key] = &[
         value: "string",
         default: "none",
         meaning: "to stop an instance, send it this message on its worker channel first (PM2's `shutdown_with_message`: `\"shutdown\"` reaches a Node app's `process.on('message')`); `kill_signal` follows after half of `kill_timeout`, SIGKILL after `kill_timeout`",
+        check: check::<String>,
+    },
+    Key {
+        name: "instance_variable",
+        value: "variable name",
+        default: "none",
+        meaning: "a variable that each instance also gets its index in, besides `CLUSTERD_INSTANCE` (PM2's `instance_var`)",
+        check: check::<String>,
+    },
+    Key {
+        name: "increment_variable",
+        value: "variable name",
+        default: "none",
+        meaning: "a variable of the unit's environment (a number; 0 if unset) that each instance gets plus its index: `PORT = 3000` is 3000, 3001, ... (PM2's `increment_var`)",
         check: check::<String>,
     },
     Key {

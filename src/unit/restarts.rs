@@ -18,6 +18,9 @@ const DEFAULT_RESTART_INTERVAL: Duration = Duration::from_secs(60);
 pub struct RestartLimit {
     pub burst: u32,
     pub interval: Duration,
+    /// A restart after a run at least this long is not counted (PM2's `min_uptime`: only
+    /// unstable runs count against `max_restarts`); `None`: every restart counts.
+    pub min_uptime: Option<Duration>,
 }
 
 impl Default for RestartLimit {
@@ -25,6 +28,7 @@ impl Default for RestartLimit {
         RestartLimit {
             burst: DEFAULT_RESTART_BURST,
             interval: DEFAULT_RESTART_INTERVAL,
+            min_uptime: None,
         }
     }
 }
@@ -79,6 +83,7 @@ pub(super) fn restart_limit(
     Ok(RestartLimit {
         burst: table.burst.unwrap_or(defaults.burst),
         interval,
+        min_uptime: table.min_uptime.map(|d| d.0),
     })
 }
 

@@ -75,6 +75,11 @@ pub struct Unit {
     /// Sent (as a JSON string) on an instance's worker channel to stop it, before
     /// `kill_signal`.
     pub stop_message: Option<String>,
+    /// A variable that also holds the instance's index (PM2's `instance_var`).
+    pub instance_variable: Option<String>,
+    /// A variable of the environment given to each instance plus its index: `PORT = 3000`
+    /// is 3000, 3001, ... (PM2's `increment_var`).
+    pub increment_variable: Option<String>,
     pub log: LogSettings,
     /// Replace an instance gracefully once its memory goes above this many bytes.
     pub memory_max: Option<u64>,
@@ -128,6 +133,10 @@ impl Unit {
         let environment = variables(file.environment.unwrap_or_default(), at)?;
         let environments = environments(file.environments.unwrap_or_default(), at)?;
         let environment_files = environment_files(file.environment_file, &base_dir, at)?;
+        let instance_variable =
+            super::environment::variable_name(file.instance_variable, "instance_variable", at)?;
+        let increment_variable =
+            super::environment::variable_name(file.increment_variable, "increment_variable", at)?;
         let credentials = resolve_credentials(file.user.as_ref(), file.group.as_ref(), at)?;
         let balance = file.balance.unwrap_or_default();
         let listen = listen_addresses(file.listen, balance, &base_dir, at)?;
@@ -187,6 +196,8 @@ impl Unit {
             node_cluster,
             node_cluster_stop,
             stop_message: file.stop_message,
+            instance_variable,
+            increment_variable,
             log,
             memory_max,
             memory_check_interval,

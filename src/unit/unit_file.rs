@@ -42,6 +42,8 @@ pub struct UnitFile {
     pub node_cluster: Option<NodeClusterSetting>,
     pub node_cluster_stop: Option<Spanned<NodeClusterStop>>,
     pub stop_message: Option<String>,
+    pub instance_variable: Option<Spanned<String>>,
+    pub increment_variable: Option<Spanned<String>>,
     pub log: Option<LogTable>,
     pub memory_max: Option<Spanned<ByteSize>>,
     pub memory_check_interval: Option<Spanned<HumanDuration>>,
@@ -67,6 +69,7 @@ pub(crate) type Variables = BTreeMap<Spanned<String>, EnvValue>;
 pub struct RestartLimitTable {
     pub burst: Option<u32>,
     pub interval: Option<Spanned<HumanDuration>>,
+    pub min_uptime: Option<HumanDuration>,
 }
 
 /// `listen_options = { nodelay = true, backlog = 4096 }`: how the `listen` sockets are set up.

@@ -104,13 +104,9 @@ fn a_pm2_ecosystem_file_becomes_units_that_check_and_run() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        stdout.contains("api.toml; not carried over (see the file's header): instance_var"),
-        "{stdout}"
-    );
     let api = fs::read_to_string(daemon.units_dir().join("api.toml")).expect("api.toml");
     assert!(
-        api.contains("#   instance_var: each instance gets CLUSTERD_INSTANCE"),
+        api.contains("instance_variable = \"APP_ID\"   # pm2: instance_var"),
         "{api}"
     );
     assert!(api.contains("watch = [\"lib\"]   # pm2: watch"), "{api}");
@@ -596,7 +592,7 @@ fn hostile_names_keys_and_values_stay_in_their_strings_comments_and_directory() 
         "#   env.K\\nlisten = [\"tcp://0.0.0.0:1\"]: not a variable name",
         "#   env.NUL: a NUL byte",
         "#   env_evil\\n[environment]\\nLD_PRELOAD: not an environment name",
-        "#   unknown\\nuser = \"root\"\\n# \\u{2028}\\u{202e}: not a PM2 key",
+        "#   unknown\\nuser = \"root\"\\n# \\u{2028}\\u{202e}: not a key PM2 reads",
     ] {
         assert!(web.contains(not_carried), "{not_carried}\n{web}");
     }
@@ -807,4 +803,143 @@ fn three_thousand_apps_of_one_name_import_quickly_with_unique_stable_names() {
     let out = child.wait_with_output().expect("wait for clusterctl");
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     assert!(!stderr_of(&out).contains("panicked"), "{}", stderr_of(&out));
+}
+
+/// An Express app as `express-generator` makes it and PM2 users start it: `bin/www` (no
+/// extension, `#!/usr/bin/env node`) in cluster mode. PM2 runs it with node in cluster mode;
+/// the import does the same (`node_cluster`), so two instances share the port instead of the
+/// second crash-looping on EADDRINUSE. Express is npm's (target/test-npm, as node_cluster.rs).
+const BIN_WWW: &str = r#"#!/usr/bin/env node
+var app = require('../app');
+var http = require('http');
+var port = process.env.PORT || '3000';
+app.set('port', port);
+var server = http.createServer(app);
+server.listen(port, '127.0.0.1');
+server.on('error', function (error) {
+  console.error('Port ' + port + ': ' + error.code);
+  process.exit(1);
+});
+"#;
+
+const EXPRESS_APP_JS: &str = r#"
+var express = require('express');
+var app = express();
+app.get('/', function (req, res) { res.send(String(process.pid)); });
+module.exports = app;
+"#;
+
+#[test]
+fn an_express_bin_www_app_in_cluster_mode_imports_as_node_cluster_and_serves() {
+    use std::os::unix::fs::PermissionsExt;
+    let modules = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-npm/node_modules");
+    if !available("node", runs("node", &["--version"]))
+        || !available(
+            "express in target/test-npm (npm install --prefix target/test-npm express@4)",
+            modules.join("express").exists(),
+        )
+    {
+        return;
+    }
+    let daemon = Daemon::start(&[]);
+    let port = free_port();
+    let app = daemon.path("app");
+    fs::create_dir_all(app.join("bin")).expect("mkdir");
+    fs::write(app.join("bin/www"), BIN_WWW).expect("bin/www");
+    fs::set_permissions(app.join("bin/www"), fs::Permissions::from_mode(0o755)).expect("chmod");
+    fs::write(app.join("app.js"), EXPRESS_APP_JS).expect("app.js");
+    let ecosystem = app.join("ecosystem.json");
+    let apps = serde_json::json!({"apps": [{
+        "name": "web", "script": "./bin/www", "exec_mode": "cluster", "instances": 2,
+        "env": {"PORT": port, "NODE_PATH": modules.display().to_string()},
+    }]});
+    fs::write(&ecosystem, apps.to_string()).expect("ecosystem.json");
+    let out = import(&ecosystem, Some(&daemon.units_dir()), &[], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let unit = fs::read_to_string(daemon.units_dir().join("web.toml")).expect("web.toml");
+    assert!(
+        unit.contains("command = [\"node\", \"./bin/www\"]"),
+        "{unit}"
+    );
+    assert!(unit.contains("node_cluster = true"), "{unit}");
+    assert!(!unit.contains("Not carried over"), "{unit}");
+    assert_units_check(&daemon.units_dir(), "bin/www");
+
+    let reload = daemon.ctl(&["daemon-reload"]);
+    assert!(
+        reload.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reload.stderr)
+    );
+    let pids = daemon.wait_running("web", 2);
+    // Both instances serve on the one port: neither died of EADDRINUSE.
+    let mut served = std::collections::BTreeSet::new();
+    wait_for("both instances to answer on the port", PATIENCE, || {
+        use std::io::{Read, Write};
+        let mut body = String::new();
+        let answered = std::net::TcpStream::connect(("127.0.0.1", port))
+            .and_then(|mut s| {
+                s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+                s.read_to_string(&mut body)
+            })
+            .is_ok();
+        if answered {
+            if let Some(pid) = body
+                .rsplit("\r\n\r\n")
+                .next()
+                .and_then(|b| b.parse::<u32>().ok())
+            {
+                served.insert(pid);
+            }
+        }
+        served.len() == 2
+    });
+    assert_eq!(
+        daemon.wait_running("web", 2),
+        pids,
+        "an instance was restarted"
+    );
+    assert!(!daemon.log().contains("EADDRINUSE"), "{}", daemon.log());
+}
+
+/// `npm start` in cluster mode cannot be clustered (npm is not the server), and the import
+/// says why and what to write instead; in fork mode it imports as the command it is.
+#[test]
+fn npm_start_in_cluster_mode_is_refused_with_what_to_write_instead() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("ecosystem.json");
+    fs::write(
+        &file,
+        r#"{"apps": [{"name": "web", "script": "npm", "args": "start", "exec_mode": "cluster", "instances": 4,
+            "node_args": "--max-old-space-size=512"}]}"#,
+    )
+    .expect("write");
+    let out = import(&file, None, &[], None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("command = [\"npm\", \"start\"]"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("node_cluster"), "{stdout}");
+    assert!(
+        stdout.contains("exec_mode: `npm` cannot be clustered: npm is not the server process"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("cluster workers would be npm processes"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("#   node_args: PM2 gives them to the node that runs the package manager"),
+        "{stdout}"
+    );
 }

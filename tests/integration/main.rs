@@ -35,6 +35,7 @@ mod log_layout;
 mod logs;
 mod metrics;
 mod node_cluster;
+mod pm2_corpus;
 mod podman_image;
 mod real_servers;
 mod reexec;

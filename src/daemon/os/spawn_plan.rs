@@ -64,6 +64,7 @@ impl InstancePlan {
         for (key, value) in from_files {
             set(&mut environment, &key, &value);
         }
+        per_instance_variables(&mut environment, unit, start.index);
         let mut pass_fds = start.listen_fds.to_vec();
         pass_fds.push(start.channel);
         // The channel comes after the sockets.
@@ -106,6 +107,27 @@ impl InstancePlan {
             listen_pid,
             watchdog_pid,
         }
+    }
+}
+
+/// `instance_variable` and `increment_variable`: the index under the unit's own name for it,
+/// and a number of the environment plus the index (PM2: a value that is no number counts
+/// as 0). Set before clusterd's own variables, which they cannot replace.
+fn per_instance_variables(env: &mut Vec<(String, String)>, unit: &Unit, index: u32) {
+    if let Some(name) = &unit.instance_variable {
+        set(env, name, &index.to_string());
+    }
+    if let Some(name) = &unit.increment_variable {
+        let base = env
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.trim().parse::<i64>().ok())
+            .unwrap_or(0);
+        set(
+            env,
+            name,
+            &base.saturating_add(i64::from(index)).to_string(),
+        );
     }
 }
 
@@ -245,6 +267,37 @@ mod tests {
         assert_eq!(value(env, "NODE_UNIQUE_ID"), None);
         assert_eq!(plan.pass_fds, vec![17, 18, 23]);
         assert!(plan.listen_pid);
+    }
+
+    /// PM2's `increment_var` and `instance_var`: PORT = 3000 is 3002 for instance 2, and the
+    /// index is also under the name asked for.
+    #[test]
+    fn increment_and_instance_variables_count_with_the_index() {
+        let web = unit(
+            "command = \"true\"\ninstance_variable = \"INSTANCE_ID\"\nincrement_variable = \"PORT\"\n",
+        );
+        let start = InstanceStart {
+            unit: &web,
+            id: 9,
+            index: 2,
+            instances: 4,
+            listen_fds: &[],
+            socket_names: &[],
+            channel: 30,
+            notify_socket: None,
+        };
+        let base = vec![("PORT".to_string(), "3000".to_string())];
+        let plan = InstancePlan::new(base, Vec::new(), &start);
+        assert_eq!(value(&plan.environment, "PORT"), Some("3002"));
+        assert_eq!(value(&plan.environment, "INSTANCE_ID"), Some("2"));
+        // Unset (or not a number): from 0, as PM2 counts.
+        let plan = InstancePlan::new(Vec::new(), Vec::new(), &start);
+        assert_eq!(value(&plan.environment, "PORT"), Some("2"));
+        assert!(Unit::parse(
+            Path::new("/etc/clusterd/web.toml"),
+            "command = \"true\"\nincrement_variable = \"A=B\"\n"
+        )
+        .is_err());
     }
 
     #[test]
