@@ -45,7 +45,8 @@ fn image() -> Option<&'static str> {
         let made = run(Command::new(scratch.join("make-rootfs"))
             .arg(bin_dir)
             .arg(context.path().join("rootfs"))
-            .args(["sh", "sleep"]));
+            // node: the shipped node-web example runs in the image too.
+            .args(["sh", "sleep", "node"]));
         if !made.status.success() {
             return Err(format!("make-rootfs: {}", text(&made.stderr)));
         }
@@ -94,6 +95,11 @@ impl Container {
         for (name, unit) in units {
             std::fs::write(dir.path().join(format!("{name}.toml")), unit).expect("unit");
         }
+        Self::run_dir(image, dir, args)
+    }
+
+    /// A container whose /etc/clusterd is `dir` (read-only).
+    fn run_dir(image: &str, dir: tempfile::TempDir, args: &[&str]) -> Container {
         let name = format!(
             "clusterd-test-{}-{}",
             std::process::id(),
@@ -176,6 +182,48 @@ fn clusterd_is_pid_1_healthy_reaps_orphans_and_stops_with_0() {
         "podman stop took {took:?}: SIGKILLed?"
     );
     eprintln!("podman stop: {took:?}");
+}
+
+/// The shipped examples that need no runtime beyond the image's (ticker: sh; node-web: node
+/// and units/workers/worker.js), as the repository has them: they run, node-web serves on its
+/// shared port inside the container, and `podman stop` ends it all with 0.
+#[test]
+fn the_shipped_ticker_and_node_web_examples_serve_in_the_container() {
+    let Some(image) = image() else { return };
+    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("units");
+    let dir = tempfile::Builder::new()
+        .prefix("clusterd-units-")
+        .tempdir()
+        .expect("temp dir");
+    std::fs::create_dir(dir.path().join("workers")).expect("workers dir");
+    for file in ["ticker.toml", "node-web.toml", "workers/worker.js"] {
+        std::fs::copy(units.join(file), dir.path().join(file)).expect("copy an example");
+    }
+    let container = Container::run_dir(image, dir, &[]);
+    wait_for("clusterctl ready in the container", PATIENCE, || {
+        container.exec(&["clusterctl", "ready"]).status.success()
+    });
+    let get = "require('http').get('http://127.0.0.1:8081/', r => { let b = ''; \
+               r.on('data', d => b += d); r.on('end', () => { console.log(r.statusCode + ' ' + b); }); })\
+               .on('error', e => { console.log('error ' + e.message); })";
+    let answers: Vec<String> = (0..4)
+        .map(|_| text(&container.exec(&["node", "-e", get]).stdout))
+        .collect();
+    for answer in &answers {
+        assert!(
+            answer.starts_with("200 hello from node-web instance "),
+            "{answers:?}\n{}",
+            container.logs()
+        );
+    }
+    let status = text(&container.exec(&["clusterctl", "status"]).stdout);
+    assert!(
+        status.contains("ticker") && status.contains("node-web"),
+        "{status}"
+    );
+    let stopped = run(podman().args(["stop", "-t", "20", &container.name]));
+    assert!(stopped.status.success(), "{}", text(&stopped.stderr));
+    assert_eq!(container.wait(), Some(0), "{}", container.logs());
 }
 
 #[test]
