@@ -146,13 +146,7 @@ pub(super) fn http_check_reaction(env: &Env, run: usize) -> Result<f64, String> 
     // A check has passed (a slow start may have been replaced already: counted from here).
     let socket = dir.join("clusterd.sock");
     let healthy = || {
-        Command::new(&env.clusterctl)
-            .arg("--socket")
-            .arg(&socket)
-            .args(["status", "--json"])
-            .output()
-            .ok()
-            .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok())
+        status_json(env, &socket)
             .is_some_and(|v| v["units"][0]["instances"][0]["health"]["state"] == "ok")
     };
     if !wait_for(Duration::from_secs(20), Duration::from_millis(20), healthy) {
@@ -220,16 +214,8 @@ pub(super) fn watchdog_idle(
         .map_err(|e| e.to_string())?;
         let socket = dir.join("clusterd.sock");
         let daemon = launch_clusterd(env, &units, &socket, &dir)?;
-        let running = || {
-            Command::new(&env.clusterctl)
-                .arg("--socket")
-                .arg(&socket)
-                .args(["status", "--json"])
-                .output()
-                .ok()
-                .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok())
-                .is_some_and(|v| v["units"][0]["state"] == "running")
-        };
+        let running =
+            || status_json(env, &socket).is_some_and(|v| v["units"][0]["state"] == "running");
         if !wait_for(Duration::from_secs(30), Duration::from_millis(50), running) {
             return Err(format!("{IDLE_INSTANCES} instances did not get ready"));
         }

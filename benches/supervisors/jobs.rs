@@ -38,14 +38,7 @@ pub(super) fn job_idle_costs(
         let socket = dir.join("clusterd.sock");
         let daemon = launch_clusterd(env, &units, &socket, &dir)?;
         let loaded = || {
-            Command::new(&env.clusterctl)
-                .arg("--socket")
-                .arg(&socket)
-                .args(["status", "--json"])
-                .output()
-                .ok()
-                .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok())
-                .and_then(|v| v["units"].as_array().map(|a| a.len()))
+            status_json(env, &socket).and_then(|v| v["units"].as_array().map(|a| a.len()))
                 == Some(jobs + 1)
         };
         if !wait_for(Duration::from_secs(30), Duration::from_millis(50), loaded) {

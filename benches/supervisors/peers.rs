@@ -72,6 +72,17 @@ impl Session {
     }
 }
 
+/// `clusterctl --socket SOCKET status --json`, parsed; None if it did not answer.
+pub(super) fn status_json(env: &Env, socket: &Path) -> Option<serde_json::Value> {
+    Command::new(&env.clusterctl)
+        .arg("--socket")
+        .arg(socket)
+        .args(["status", "--json"])
+        .output()
+        .ok()
+        .and_then(|o| serde_json::from_slice(&o.stdout).ok())
+}
+
 /// Starts clusterd on `units` with its log in `dir`/clusterd.log and its instances' logs in
 /// `dir`/logs, in its own process group.
 pub(super) fn launch_clusterd(

@@ -26,13 +26,7 @@ pub(super) fn watch_costs(
     let socket = dir.join("clusterd.sock");
     let daemon = launch_clusterd(env, &units, &socket, &dir)?;
     let running = || {
-        let out = Command::new(&env.clusterctl)
-            .arg("--socket")
-            .arg(&socket)
-            .args(["status", "--json"])
-            .output();
-        out.ok()
-            .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok())
+        status_json(env, &socket)
             .and_then(|v| v["units"][0]["instances"].as_array().map(|a| a.len()))
             == Some(INSTANCES)
     };

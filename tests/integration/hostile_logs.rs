@@ -33,18 +33,7 @@ fn follow(daemon: &Daemon, unit: &str, args: &[&str]) -> (KillOnDrop, Arc<Mutex<
         .stderr(Stdio::null())
         .spawn()
         .expect("clusterctl logs");
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let sink = Arc::clone(&seen);
-    std::thread::spawn(move || {
-        let mut buffer = [0u8; 65536];
-        while let Ok(n) = stdout.read(&mut buffer) {
-            if n == 0 {
-                break;
-            }
-            sink.lock().expect("lock").extend_from_slice(&buffer[..n]);
-        }
-    });
+    let seen = common::collect_stdout(&mut child);
     (KillOnDrop(child), seen)
 }
 

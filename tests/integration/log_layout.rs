@@ -7,12 +7,10 @@
 use crate::common;
 
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
@@ -349,22 +347,6 @@ fn an_ecosystem_file_with_pm2s_five_log_keys_imports_and_writes_where_pm2_would(
             "{text}"
         );
     }
-}
-
-fn collect_stdout(child: &mut Child) -> Arc<Mutex<Vec<u8>>> {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let sink = Arc::clone(&seen);
-    std::thread::spawn(move || {
-        let mut buffer = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut buffer) {
-            if n == 0 {
-                break;
-            }
-            sink.lock().expect("lock").extend_from_slice(&buffer[..n]);
-        }
-    });
-    seen
 }
 
 struct KillOnDrop(Child);

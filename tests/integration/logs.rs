@@ -8,10 +8,8 @@ use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
@@ -174,23 +172,6 @@ fn the_last_words_of_a_crashing_instance_come_before_its_exit() {
     let exit = text.find("crashy[0] clusterd | pid").expect(&text);
     let started = text.find("crashy[0] clusterd | started").expect(&text);
     assert!(started < words && words < tail && tail < exit, "{text}");
-}
-
-/// Reads a child's stdout on a thread into a shared buffer.
-fn collect_stdout(child: &mut Child) -> Arc<Mutex<Vec<u8>>> {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let sink = Arc::clone(&seen);
-    std::thread::spawn(move || {
-        let mut buffer = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut buffer) {
-            if n == 0 {
-                break;
-            }
-            sink.lock().expect("lock").extend_from_slice(&buffer[..n]);
-        }
-    });
-    seen
 }
 
 /// `clusterctl logs UNIT --lines 0 --follow`, its stdout piped.

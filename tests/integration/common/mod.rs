@@ -733,3 +733,24 @@ impl Daemon {
         daemon
     }
 }
+
+/// Reads a child's stdout on a thread into a shared buffer.
+pub(crate) fn collect_stdout(
+    child: &mut std::process::Child,
+) -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    use std::io::Read;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let sink = std::sync::Arc::clone(&seen);
+    std::thread::spawn(move || {
+        // 64 KiB: a follower of a flood is read as fast as it comes.
+        let mut buffer = vec![0u8; 65536];
+        while let Ok(n) = stdout.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().expect("lock").extend_from_slice(&buffer[..n]);
+        }
+    });
+    seen
+}
