@@ -6,6 +6,7 @@ use crate::common;
 use common::*;
 
 use std::process::Output;
+use std::time::Duration;
 
 const SLEEPER: &str = "command = \"sleep 300\"\n";
 
@@ -50,6 +51,33 @@ fn reload_after_editing_the_unit_file_says_the_file_changed_and_touches_nothing(
     });
     let out = d.ctl(&["reload", "web"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+/// `reload NAME` reads NAME's file to see whether it changed: the name comes from a client,
+/// so only a loaded unit's own file is read on its word (a name through `..`, or of no loaded
+/// unit, reads nothing), and whatever is planted beside the units directory, a FIFO here,
+/// neither holds clusterd's loop nor changes the answer: unknown unit, exit 1.
+#[test]
+fn reload_of_a_name_that_is_no_loaded_unit_reads_no_file() {
+    let d = Daemon::start(&[("web", SLEEPER)]);
+    d.wait_running("web", 1);
+    let fifo = d.units_dir().with_file_name("planted.toml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    for name in ["../planted", "planted", "nosuch"] {
+        let out = d
+            .ctl_within(&["reload", name], Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("reload {name}: no answer within 10 s"));
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", stderr(&out));
+    }
+    let status = d
+        .ctl_within(&["status"], Duration::from_secs(10))
+        .expect("status answered within 10 s");
+    assert!(status.status.success(), "{}", stderr(&status));
+    let _ = std::fs::remove_file(&fifo);
 }
 
 /// `daemon-reload` answered "started busyport" (exit 0) for a unit whose port another
