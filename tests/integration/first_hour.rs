@@ -421,3 +421,44 @@ printf '%s\n' "${{COMPREPLY[@]}}""#
         clusterd::cli::completion::clusterctl_script(clap_complete::Shell::Bash)
     );
 }
+
+/// A unit whose `working_directory` does not exist: `daemon-reload` and `start` say so at
+/// once, naming the directory, and daemon-reload's list of what failed is a list (it came
+/// out as one line with `\n` in it), each unit on a line of its own, still escaped for the
+/// terminal.
+#[test]
+fn a_missing_working_directory_is_said_at_once_on_a_line_of_its_own() {
+    let d = Daemon::start(&[("web", SLEEPER)]);
+    d.wait_running("web", 1);
+    let missing = d.path("no-such-dir");
+    d.write_unit(
+        "lost",
+        &format!(
+            "command = \"sleep 300\"\nworking_directory = \"{}\"\n",
+            toml_path(&missing)
+        ),
+    );
+    let cause = format!(
+        "cannot change to its working directory {:?}: No such file or directory",
+        missing.display().to_string()
+    );
+    let out = d.ctl(&["daemon-reload"]);
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    let lines: Vec<&str> = said.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "clusterctl: started lost; 1 unchanged",
+            "1 unit(s) cannot be executed (retried on a backoff):",
+            &format!("lost: {cause}"),
+        ],
+        "{said}"
+    );
+    let out = d.ctl(&["start", "lost"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out).trim_end(),
+        format!("clusterctl: lost: instance 0 failed to start: {cause}")
+    );
+}
