@@ -12,12 +12,7 @@ const UNIT_VERBS: &str = "status ls start stop restart reload scale kill send lo
 /// The completion script for `shell`: clap's, with unit names where a unit goes.
 pub fn clusterctl_script(shell: Shell) -> Vec<u8> {
     let mut script = Vec::new();
-    clap_complete::generate(
-        shell,
-        &mut super::clusterctl_args::command(),
-        "clusterctl",
-        &mut script,
-    );
+    clap_complete::generate(shell, &mut visible_command(), "clusterctl", &mut script);
     let text = String::from_utf8_lossy(&script).into_owned();
     match shell {
         Shell::Bash => bash(&text),
@@ -26,6 +21,27 @@ pub fn clusterctl_script(shell: Shell) -> Vec<u8> {
         _ => text,
     }
     .into_bytes()
+}
+
+/// clusterctl's command line as a user sees it: without its hidden verbs. clap_complete
+/// offers a hidden subcommand like any other (fish completed `clusterctl __complete-units`
+/// and `clusterctl help __complete-units`, zsh listed it among the verbs), so the scripts are
+/// made from a command that has none. What completion needs is copied: the global flags, the
+/// visible verbs with everything of theirs, and whether a verb is required.
+fn visible_command() -> clap::Command {
+    let full = super::clusterctl_args::command();
+    let mut visible = clap::Command::new("clusterctl")
+        .version(env!("CARGO_PKG_VERSION"))
+        .subcommand_required(full.is_subcommand_required_set())
+        .args(full.get_arguments().cloned())
+        .subcommands(full.get_subcommands().filter(|v| !v.is_hide_set()).cloned());
+    if let Some(about) = full.get_about() {
+        visible = visible.about(about.clone());
+    }
+    if let Some(about) = full.get_long_about() {
+        visible = visible.long_about(about.clone());
+    }
+    visible
 }
 
 fn bash(text: &str) -> String {
@@ -37,7 +53,7 @@ _clusterctl_units() {{
     local cur="${{COMP_WORDS[COMP_CWORD]}}" prev="${{COMP_WORDS[COMP_CWORD-1]}}" verb="" i
     for (( i = 1; i < COMP_CWORD; i++ )); do
         case "${{COMP_WORDS[i]}}" in
-            --socket) (( i++ )) ;;
+            --socket|-H|--host|--hosts-file) (( i++ )) ;;
             -*) ;;
             *) verb="${{COMP_WORDS[i]}}"; break ;;
         esac
@@ -87,8 +103,30 @@ fn zsh(text: &str) -> String {
     out
 }
 
+/// Unit names after a verb that takes them: the verb as clap's script finds it (the first
+/// word that is no flag nor a flag's value), so `clusterctl help status` or a flag's value
+/// that happens to be a verb's name offers none.
+///
+/// clap's `clusterctl help VERB` completions are guarded by "no verb seen yet", a list that
+/// names `help` itself, which is always seen there: fish never offered them. `help` leaves
+/// the list.
 fn fish(text: &str) -> String {
+    const HELP_GUARD: &str =
+        "complete -c clusterctl -n \"__fish_clusterctl_using_subcommand help; and not __fish_seen_subcommand_from ";
+    let text: String = text
+        .lines()
+        .map(|line| match line.strip_prefix(HELP_GUARD) {
+            Some(rest) => match rest.split_once('"') {
+                Some((verbs, tail)) => {
+                    let verbs = verbs.strip_suffix(" help").unwrap_or(verbs);
+                    format!("{HELP_GUARD}{verbs}\"{tail}\n")
+                }
+                None => format!("{line}\n"),
+            },
+            None => format!("{line}\n"),
+        })
+        .collect();
     format!(
-        "{text}# Unit names, from the running clusterd.\ncomplete -c clusterctl -n \"__fish_seen_subcommand_from {UNIT_VERBS}\" -f -a \"(clusterctl __complete-units 2>/dev/null)\"\n"
+        "{text}# Unit names, from the running clusterd.\ncomplete -c clusterctl -n \"__fish_clusterctl_using_subcommand {UNIT_VERBS}\" -f -a \"(clusterctl __complete-units 2>/dev/null)\" -d unit\n"
     )
 }

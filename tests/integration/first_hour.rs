@@ -362,66 +362,6 @@ fn two_daemons_on_their_own_sockets_keep_their_units_logs_apart() {
     }
 }
 
-/// Shell completion of unit names: the bash script (as `clusterctl completions bash` prints
-/// it, and as packaged) completes `clusterctl reload w` to the running clusterd's `web`, in a
-/// bash without the bash-completion package (--norc: nothing but the script).
-#[test]
-fn bash_completes_unit_names_from_the_running_clusterd_without_bash_completion() {
-    let d = Daemon::start(&[("web", SLEEPER), ("worker", SLEEPER), ("api", SLEEPER)]);
-    d.wait_running("web", 1);
-    let bin_dir = std::path::Path::new(CLUSTERCTL).parent().unwrap();
-    let complete = |line: &str| {
-        let script = format!(
-            r#"source <(clusterctl completions bash)
-COMP_LINE="{line}"; COMP_POINT=${{#COMP_LINE}}
-read -ra COMP_WORDS <<<"$COMP_LINE"; [[ "$COMP_LINE" == *" " ]] && COMP_WORDS+=("")
-COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 ))
-_clusterctl_units clusterctl "${{COMP_WORDS[COMP_CWORD]}}" "${{COMP_WORDS[COMP_CWORD-1]}}"
-printf '%s\n' "${{COMPREPLY[@]}}""#
-        );
-        let out = std::process::Command::new("bash")
-            .args(["--norc", "--noprofile", "-c", &script])
-            .env(
-                "PATH",
-                format!(
-                    "{}:{}",
-                    bin_dir.display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            )
-            .env("CLUSTERD_SOCKET", &d.socket)
-            .output()
-            .expect("run bash");
-        let offered: Vec<String> = stdout(&out).lines().map(String::from).collect();
-        (offered, stderr(&out))
-    };
-    let (offered, errors) = complete("clusterctl reload w");
-    assert!(offered.contains(&"web".to_string()), "{offered:?} {errors}");
-    assert!(
-        offered.contains(&"worker".to_string()),
-        "{offered:?} {errors}"
-    );
-    assert!(!offered.contains(&"api".to_string()), "{offered:?}");
-    // The verbs are still completed, and a verb without units offers none.
-    let (offered, errors) = complete("clusterctl re");
-    assert!(
-        offered.contains(&"reload".to_string()),
-        "{offered:?} {errors}"
-    );
-    let (offered, _) = complete("clusterctl daemon-reload ");
-    assert!(!offered.contains(&"web".to_string()), "{offered:?}");
-    // The packaged script is the same one.
-    let packaged = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/packaging/completions/clusterctl.bash"
-    ))
-    .unwrap();
-    assert_eq!(
-        packaged,
-        clusterd::cli::completion::clusterctl_script(clap_complete::Shell::Bash)
-    );
-}
-
 /// A unit whose `working_directory` does not exist: `daemon-reload` and `start` say so at
 /// once, naming the directory, and daemon-reload's list of what failed is a list (it came
 /// out as one line with `\n` in it), each unit on a line of its own, still escaped for the
