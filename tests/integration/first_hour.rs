@@ -275,6 +275,36 @@ fn the_clusterctl_docs_synopsis_lists_every_verb_of_the_cli() {
     }
 }
 
+/// Every flag of both programs (clusterctl's global ones included) says what it does in
+/// `--help` and in the man pages made from it; both programs' `--help` has examples and the
+/// exit status under headings of their own.
+#[test]
+fn every_flag_of_both_programs_is_described_and_both_helps_have_examples_and_exit_codes() {
+    for command in [
+        clusterd::cli::clusterctl_args::command(),
+        clusterd::cli::clusterd_args::command(),
+    ] {
+        let program = command.get_name().to_string();
+        for arg in command.get_arguments() {
+            assert!(
+                arg.get_help().is_some(),
+                "`{program}`: --{} is not described",
+                arg.get_id()
+            );
+        }
+        let help = command
+            .get_after_long_help()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        for heading in ["Examples:\n", "Exit status:\n"] {
+            assert!(
+                help.contains(heading),
+                "`{program} --help` lacks {heading:?}"
+            );
+        }
+    }
+}
+
 /// `clusterctl --help`: examples and the exit codes under headings of their own; `import
 /// --help` names YAML and says which files are run.
 #[test]
