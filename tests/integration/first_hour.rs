@@ -420,7 +420,7 @@ fn a_missing_working_directory_is_said_at_once_on_a_line_of_its_own() {
         lines,
         [
             "clusterctl: started lost; 1 unchanged",
-            "1 unit(s) cannot be executed (retried on a backoff):",
+            "1 unit(s) cannot start their program (retried on a backoff):",
             &format!("lost: {cause}"),
         ],
         "{said}"
