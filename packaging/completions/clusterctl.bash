@@ -1045,19 +1045,27 @@ _clusterctl() {
 _clusterctl_units() {
     _clusterctl "$@"
     local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}" verb="" i
+    local -a socket=()
+    # The verb: the first word that is no flag nor a flag's value (bash splits `--socket=X`
+    # into three words). The socket: the line's --socket, before or after the verb.
     for (( i = 1; i < COMP_CWORD; i++ )); do
         case "${COMP_WORDS[i]}" in
-            --socket|-H|--host|--hosts-file) (( i++ )) ;;
+            --socket|-H|--host|--hosts-file)
+                [[ "${COMP_WORDS[i+1]}" == "=" ]] && (( i++ ))
+                (( i + 1 < COMP_CWORD )) || break
+                [[ "${COMP_WORDS[i]}" == --socket || "${COMP_WORDS[i-1]}" == --socket ]] \
+                    && socket=(--socket "${COMP_WORDS[i+1]/#\~/$HOME}")
+                (( i++ )) ;;
             -*) ;;
-            *) verb="${COMP_WORDS[i]}"; break ;;
+            *) [[ -z "$verb" ]] && verb="${COMP_WORDS[i]}" ;;
         esac
     done
     [[ -z "$verb" || "$cur" == -* ]] && return
-    case "$prev" in -n|--lines|--instance|--stream|-s|--signal|--interval|--sort|--socket) return ;; esac
+    case "$prev" in -n|--lines|--instance|--stream|-s|--signal|--interval|--sort|--socket|=) return ;; esac
     case " status ls start stop restart reload scale kill send logs top ready " in
         *" $verb "*)
             local IFS=$'\n'
-            COMPREPLY+=( $(compgen -W "$(clusterctl __complete-units 2>/dev/null)" -- "$cur") )
+            COMPREPLY+=( $(compgen -W "$(clusterctl "${socket[@]}" __complete-units 2>/dev/null)" -- "$cur") )
             ;;
     esac
 }

@@ -183,5 +183,18 @@ complete -c clusterctl -n "__fish_clusterctl_using_subcommand help; and not __fi
 complete -c clusterctl -n "__fish_clusterctl_using_subcommand help; and not __fish_seen_subcommand_from status start stop restart reload scale kill send daemon-reload daemon-reexec logs reopen-logs metrics top ready import dial-stdio completions" -f -a "dial-stdio" -d 'Copy stdin to the control socket and the socket to stdout, until either side closes: what `clusterctl -H ssh://HOST` runs on HOST through ssh (and what a key restricted with `command="clusterctl dial-stdio"` in authorized_keys may run)'
 complete -c clusterctl -n "__fish_clusterctl_using_subcommand help; and not __fish_seen_subcommand_from status start stop restart reload scale kill send daemon-reload daemon-reexec logs reopen-logs metrics top ready import dial-stdio completions" -f -a "completions" -d 'Print the completion script for a shell, e.g. `clusterctl completions bash > /etc/bash_completion.d/clusterctl`, or `source <(clusterctl completions bash)` in ~/.bashrc (no bash-completion package needed). Unit names are completed too, asked of the running clusterd'
 complete -c clusterctl -n "__fish_clusterctl_using_subcommand help; and not __fish_seen_subcommand_from status start stop restart reload scale kill send daemon-reload daemon-reexec logs reopen-logs metrics top ready import dial-stdio completions" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-# Unit names, from the running clusterd.
-complete -c clusterctl -n "__fish_clusterctl_using_subcommand status ls start stop restart reload scale kill send logs top ready" -f -a "(clusterctl __complete-units 2>/dev/null)" -d unit
+# Unit names, from the running clusterd (the line's --socket, if any).
+function __fish_clusterctl_socket
+    set -l tokens (commandline -opc)
+    for i in (seq (count $tokens))
+        switch $tokens[$i]
+            case --socket
+                set -q tokens[(math $i + 1)]; and printf '%s
+' --socket (string replace -r '^~' $HOME -- $tokens[(math $i + 1)])
+            case '--socket=*'
+                printf '%s
+' --socket (string replace -r '^~' $HOME -- (string replace -- --socket= '' $tokens[$i]))
+        end
+    end
+end
+complete -c clusterctl -n "__fish_clusterctl_using_subcommand status ls start stop restart reload scale kill send logs top ready" -f -a "(clusterctl (__fish_clusterctl_socket) __complete-units 2>/dev/null)" -d unit

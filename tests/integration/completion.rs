@@ -39,6 +39,25 @@ fn daemon() -> Daemon {
     d
 }
 
+/// A second clusterd, with the one unit `alpha`, and its socket: reached only through a
+/// `--socket` on the line (CLUSTERD_SOCKET names the first).
+fn other_daemon() -> (Daemon, String) {
+    let other = Daemon::start(&[("alpha", SLEEPER)]);
+    other.wait_running("alpha", 1);
+    let socket = other.socket.display().to_string();
+    (other, socket)
+}
+
+/// The ways a line names a socket, before or after the verb (`=` as a word of its own where
+/// bash splits at it).
+fn lines_with_socket(socket: &str, equals: &str) -> [String; 3] {
+    [
+        format!("clusterctl --socket {socket} reload "),
+        format!("clusterctl --socket{equals}{socket} reload "),
+        format!("clusterctl reload --socket {socket} "),
+    ]
+}
+
 /// How each shell is started (no rc files: nothing but what the test sets up) and the line
 /// that loads clusterctl's completion into it, as a user's rc file would.
 struct Shell {
@@ -82,8 +101,9 @@ fn ready_marker(shell: &Shell) -> &'static str {
 }
 
 /// In each shell: `clusterctl status we<Tab><Enter>` runs `status web` (the unit's row, not
-/// "unknown unit"), and `clusterctl daemon-rel<Tab><Enter>` runs `daemon-reload` (verbs are
-/// still completed).
+/// "unknown unit"), `clusterctl daemon-rel<Tab><Enter>` runs `daemon-reload` (verbs are
+/// still completed), and `clusterctl --socket OTHER status al<Tab><Enter>` runs `status
+/// alpha` on the clusterd of that socket, not of CLUSTERD_SOCKET.
 #[test]
 fn every_shell_completes_unit_names_from_the_running_clusterd_and_runs_the_line() {
     let programs = ["bash", "zsh", "fish", "tmux"];
@@ -102,6 +122,7 @@ fn every_shell_completes_unit_names_from_the_running_clusterd_and_runs_the_line(
         return;
     }
     let d = daemon();
+    let (_other, other_socket) = other_daemon();
     let home = tempfile::tempdir().expect("a home");
     let path = path_with_clusterctl();
     let socket = format!("CLUSTERD_SOCKET={}", d.socket.display());
@@ -129,35 +150,36 @@ fn every_shell_completes_unit_names_from_the_running_clusterd_and_runs_the_line(
                 .any(|l| l.trim_end() == ready_marker(shell))
         });
 
-        tmux.keys("clusterctl status we");
-        tmux.keys("Tab");
-        tmux.keys("Enter");
-        wait_for(
-            &format!("{name}: `status we<Tab>` to run `status web`"),
-            PATIENCE,
-            || {
-                let screen = tmux.screen();
-                screen.lines().any(|l| l.starts_with("web ")) || screen.contains("unknown unit")
-            },
+        // Types `typed`, Tab, Enter; the shell must have run `ran` (what Tab made of the
+        // line), which prints a line starting with `output`.
+        let complete_and_run = |typed: &str, ran: &str, output: &str| {
+            tmux.keys(typed);
+            tmux.keys("Tab");
+            tmux.keys("Enter");
+            wait_for(
+                &format!("{name}: `{typed}<Tab>` to run `{ran}`"),
+                PATIENCE,
+                || {
+                    let screen = tmux.screen();
+                    screen.lines().any(|l| l.starts_with(output)) || screen.contains("unknown unit")
+                },
+            );
+            let screen = tmux.screen();
+            assert!(
+                screen.contains(&format!("$ {ran}")) && !screen.contains("unknown unit"),
+                "{name}:\n{screen}"
+            );
+        };
+        complete_and_run("clusterctl status we", "clusterctl status web", "web ");
+        complete_and_run(
+            "clusterctl daemon-rel",
+            "clusterctl daemon-reload",
+            "3 unchanged",
         );
-        let screen = tmux.screen();
-        assert!(
-            screen.contains("$ clusterctl status web") && !screen.contains("unknown unit"),
-            "{name}:\n{screen}"
-        );
-
-        tmux.keys("clusterctl daemon-rel");
-        tmux.keys("Tab");
-        tmux.keys("Enter");
-        wait_for(
-            &format!("{name}: `daemon-rel<Tab>` to run daemon-reload"),
-            PATIENCE,
-            || tmux.screen().contains("3 unchanged"),
-        );
-        assert!(
-            tmux.screen().contains("$ clusterctl daemon-reload"),
-            "{name}:\n{}",
-            tmux.screen()
+        complete_and_run(
+            &format!("clusterctl --socket {other_socket} status al"),
+            &format!("clusterctl --socket {other_socket} status alpha"),
+            "alpha ",
         );
     }
 }
@@ -181,7 +203,7 @@ fn no_shell_offers_the_hidden_complete_units_helper() {
             .collect();
         assert_eq!(mentions.len(), 1, "{shell}: {mentions:#?}");
         assert!(
-            mentions[0].contains("clusterctl __complete-units 2>/dev/null"),
+            mentions[0].contains("__complete-units 2>/dev/null"),
             "{shell}: {mentions:?}"
         );
     }
@@ -223,12 +245,18 @@ fn no_shell_offers_the_hidden_complete_units_helper() {
     assert_eq!(words, ["web", "worker"], "{words:?}");
     let words = offered("clusterctl help st");
     assert!(!words.iter().any(|w| w == "web"), "{words:?}");
+    // The line's --socket, in either form, before or after the verb, wins over CLUSTERD_SOCKET.
+    let (_other, socket) = other_daemon();
+    for line in lines_with_socket(&socket, "=") {
+        let words = offered(&line);
+        assert_eq!(words, ["alpha"], "{line}: {words:?}");
+    }
 }
 
 /// The bash script's own function, called as bash's completion calls it, with the words of a
 /// line: `clusterctl reload w` offers the running clusterd's `web` and `worker`, in a bash
 /// without the bash-completion package (--norc: nothing but the script); a flag's value is no
-/// verb; the hidden helper is never offered.
+/// verb; the hidden helper is never offered; a `--socket` on the line is the clusterd asked.
 #[test]
 fn bash_completes_unit_names_from_the_running_clusterd_without_bash_completion() {
     let d = daemon();
@@ -273,4 +301,16 @@ printf '%s\n' "${{COMPREPLY[@]}}""#
     assert!(offered.contains(&"web".to_string()), "{offered:?} {errors}");
     let (offered, _) = complete("clusterctl __");
     assert!(offered.is_empty(), "{offered:?}");
+    // The line's --socket, in either form (bash splits `--socket=X` at the `=`), before or
+    // after the verb, wins over CLUSTERD_SOCKET.
+    let (_other, socket) = other_daemon();
+    for line in lines_with_socket(&socket, " = ") {
+        let (offered, errors) = complete(&line);
+        // clap's own part offers the flags too.
+        let units: Vec<&String> = offered.iter().filter(|w| !w.starts_with('-')).collect();
+        assert_eq!(units, ["alpha"], "{line}: {offered:?} {errors}");
+    }
+    // While the socket's path itself is typed, no unit is offered.
+    let (offered, _) = complete("clusterctl reload --socket ");
+    assert!(!offered.contains(&"web".to_string()), "{offered:?}");
 }
