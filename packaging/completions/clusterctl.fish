@@ -189,11 +189,9 @@ function __fish_clusterctl_socket
     for i in (seq (count $tokens))
         switch $tokens[$i]
             case --socket
-                set -q tokens[(math $i + 1)]; and printf '%s
-' --socket (string replace -r '^~' $HOME -- $tokens[(math $i + 1)])
+                set -q tokens[(math $i + 1)]; and printf '%s\n' --socket (string replace -r '^~' $HOME -- $tokens[(math $i + 1)])
             case '--socket=*'
-                printf '%s
-' --socket (string replace -r '^~' $HOME -- (string replace -- --socket= '' $tokens[$i]))
+                printf '%s\n' --socket (string replace -r '^~' $HOME -- (string replace -- --socket= '' $tokens[$i]))
         end
     end
 end

@@ -1,8 +1,8 @@
 //! clusterctl's shell completions: clap's script for the verbs and flags, plus unit names,
 //! asked of the running clusterd (`clusterctl __complete-units`, with the line's `--socket`
-//! if it has one) each time a unit is completed, as `systemctl` completes units. The bash script uses only bash's builtins
-//! (`complete`, `compgen`): `source <(clusterctl completions bash)` works without the
-//! bash-completion package.
+//! if it has one) each time a unit is completed, as `systemctl` completes units. The bash
+//! script uses only bash's builtins (`complete`, `compgen`): `source <(clusterctl completions
+//! bash)` works without the bash-completion package.
 
 use clap_complete::Shell;
 
@@ -136,11 +136,9 @@ function __fish_clusterctl_socket
     for i in (seq (count $tokens))
         switch $tokens[$i]
             case --socket
-                set -q tokens[(math $i + 1)]; and printf '%s
-' --socket (string replace -r '^~' $HOME -- $tokens[(math $i + 1)])
+                set -q tokens[(math $i + 1)]; and printf '%s\n' --socket (string replace -r '^~' $HOME -- $tokens[(math $i + 1)])
             case '--socket=*'
-                printf '%s
-' --socket (string replace -r '^~' $HOME -- (string replace -- --socket= '' $tokens[$i]))
+                printf '%s\n' --socket (string replace -r '^~' $HOME -- (string replace -- --socket= '' $tokens[$i]))
         end
     end
 end
