@@ -27,6 +27,22 @@ pub fn printable(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `text` as [`printable`] makes it, but its line breaks kept: for clusterd's own multi-line
+/// answers (`daemon-reload` lists what failed, one unit a line), where `\n` on one line would
+/// hide the list. Every line is escaped on its own, so nothing in it can drive the terminal;
+/// a `\r` is still shown as `\r` (it could rewrite the line it is on).
+pub fn printable_lines(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(|c| c != '\n' && c.is_control()) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(
+        text.split('\n')
+            .map(printable)
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+}
+
 /// JSON text with DEL and the C1 controls written as `\u` escapes too (serde_json escapes
 /// only C0): the same JSON value, safe to print on a terminal. They can only occur inside
 /// strings, where the escape means the same character.
@@ -63,6 +79,18 @@ mod tests {
         assert_eq!(
             printable("\x1b]0;pwned\x07\r\nx\u{9b}2J\x7f"),
             "\\x1b]0;pwned\\x07\\r\\nx\\u{9b}2J\\x7f"
+        );
+    }
+
+    #[test]
+    fn printable_lines_keeps_the_line_breaks_and_escapes_the_rest() {
+        assert_eq!(
+            printable_lines("1 unchanged\nweb: no"),
+            "1 unchanged\nweb: no"
+        );
+        assert_eq!(
+            printable_lines("a\x1b[2J\r\nb\u{9b}"),
+            "a\\x1b[2J\\r\nb\\u{9b}"
         );
     }
 }

@@ -16,9 +16,6 @@ _clusterctl() {
             ",$1")
                 cmd="clusterctl"
                 ;;
-            clusterctl,__complete-units)
-                cmd="clusterctl__subcmd____complete__subcmd__units"
-                ;;
             clusterctl,completions)
                 cmd="clusterctl__subcmd__completions"
                 ;;
@@ -78,9 +75,6 @@ _clusterctl() {
                 ;;
             clusterctl,top)
                 cmd="clusterctl__subcmd__top"
-                ;;
-            clusterctl__subcmd__help,__complete-units)
-                cmd="clusterctl__subcmd__help__subcmd____complete__subcmd__units"
                 ;;
             clusterctl__subcmd__help,completions)
                 cmd="clusterctl__subcmd__help__subcmd__completions"
@@ -146,38 +140,8 @@ _clusterctl() {
 
     case "${cmd}" in
         clusterctl)
-            opts="-H -h -V --socket --host --hosts-file --parallel --help --version status ls start stop restart reload scale kill send daemon-reload daemon-reexec logs reopen-logs metrics top ready import dial-stdio completions __complete-units help"
+            opts="-H -h -V --socket --host --hosts-file --parallel --help --version status ls start stop restart reload scale kill send daemon-reload daemon-reexec logs reopen-logs metrics top ready import dial-stdio completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --socket)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --host)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                -H)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --hosts-file)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        clusterctl__subcmd____complete__subcmd__units)
-            opts="-H -h --socket --host --hosts-file --parallel --help"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -326,22 +290,8 @@ _clusterctl() {
             return 0
             ;;
         clusterctl__subcmd__help)
-            opts="status start stop restart reload scale kill send daemon-reload daemon-reexec logs reopen-logs metrics top ready import dial-stdio completions __complete-units help"
+            opts="status start stop restart reload scale kill send daemon-reload daemon-reexec logs reopen-logs metrics top ready import dial-stdio completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        clusterctl__subcmd__help__subcmd____complete__subcmd__units)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1095,19 +1045,27 @@ _clusterctl() {
 _clusterctl_units() {
     _clusterctl "$@"
     local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}" verb="" i
+    local -a socket=()
+    # The verb: the first word that is no flag nor a flag's value (bash splits `--socket=X`
+    # into three words). The socket: the line's --socket, before or after the verb.
     for (( i = 1; i < COMP_CWORD; i++ )); do
         case "${COMP_WORDS[i]}" in
-            --socket) (( i++ )) ;;
+            --socket|-H|--host|--hosts-file)
+                [[ "${COMP_WORDS[i+1]}" == "=" ]] && (( i++ ))
+                (( i + 1 < COMP_CWORD )) || break
+                [[ "${COMP_WORDS[i]}" == --socket || "${COMP_WORDS[i-1]}" == --socket ]] \
+                    && socket=(--socket "${COMP_WORDS[i+1]/#\~/$HOME}")
+                (( i++ )) ;;
             -*) ;;
-            *) verb="${COMP_WORDS[i]}"; break ;;
+            *) [[ -z "$verb" ]] && verb="${COMP_WORDS[i]}" ;;
         esac
     done
     [[ -z "$verb" || "$cur" == -* ]] && return
-    case "$prev" in -n|--lines|--instance|--stream|-s|--signal|--interval|--sort|--socket) return ;; esac
+    case "$prev" in -n|--lines|--instance|--stream|-s|--signal|--interval|--sort|--socket|=) return ;; esac
     case " status ls start stop restart reload scale kill send logs top ready " in
         *" $verb "*)
             local IFS=$'\n'
-            COMPREPLY+=( $(compgen -W "$(clusterctl __complete-units 2>/dev/null)" -- "$cur") )
+            COMPREPLY+=( $(compgen -W "$(clusterctl "${socket[@]}" __complete-units 2>/dev/null)" -- "$cur") )
             ;;
     esac
 }

@@ -13,7 +13,7 @@ use clusterd::client::connection::{open_stream, send_request, ClientError};
 use clusterd::client::status_table::render;
 use clusterd::client::top::{frame, Screen, SortBy};
 use clusterd::client::transport::Target;
-use clusterd::printable::{json_for_terminal, printable};
+use clusterd::printable::{json_for_terminal, printable, printable_lines};
 use clusterd::protocol::Request;
 
 /// `eprintln!` that cannot panic: stderr may be a closed pipe too.
@@ -270,7 +270,7 @@ fn ask(target: &Target, request: Request, metrics: bool, json: bool) -> Answer {
             render(status)
         }
     } else if let Some(message) = &response.message {
-        format!("{}\n", printable(message))
+        format!("{}\n", printable_lines(message))
     } else {
         String::new()
     })
@@ -526,7 +526,7 @@ fn stop_several(target: &Target, units: &[String]) -> Answer {
             return Err(Failure::refused(&response));
         }
         if let Some(message) = &response.message {
-            said.push_str(&format!("{}\n", printable(message)));
+            said.push_str(&format!("{}\n", printable_lines(message)));
         }
     }
     Ok(said)
@@ -692,7 +692,8 @@ impl Failure {
     /// clusterd refused (exit 1).
     fn refused(response: &clusterd::protocol::Response) -> Failure {
         Failure {
-            message: printable(response.error.as_deref().unwrap_or("the request failed"))
+            // clusterd's answers may list one problem a line (daemon-reload).
+            message: printable_lines(response.error.as_deref().unwrap_or("the request failed"))
                 .into_owned(),
             code: EXIT_FAILED,
         }

@@ -16,7 +16,7 @@ Examples:
   clusterctl reload web              replace web's instances one by one, no downtime
   clusterctl daemon-reload           apply edited, new and removed unit files
   clusterctl scale web +2            two more instances
-  clusterctl import ecosystem.config.js --out /etc/clusterd/units
+  clusterctl import ecosystem.config.js --out /etc/clusterd
 
 Exit status:
   0  done

@@ -10,6 +10,31 @@ use clap::Parser;
 use crate::daemon::{Isolation, ListenAddress};
 use crate::unit::LogTo;
 
+/// Examples, exit codes and signals, under headings of their own (the man page makes each a
+/// section).
+const AFTER_HELP: &str = "\
+Examples:
+  clusterd --units /etc/clusterd
+      run the units of /etc/clusterd (as the Debian package's clusterd.service does)
+  clusterd --check --units /etc/clusterd
+      check every unit file, start nothing
+  clusterd --units units --socket /tmp/clusterd.sock
+      run the README's example units as yourself, on a socket of their own
+
+Exit status:
+  0    SIGTERM or SIGINT stopped every instance, or --check found every file valid
+  1    clusterd could not start, or --check found an invalid file
+  2    a wrong flag
+  69   a unit gave up and --exit-on-giveup is set
+  137  in container mode, an instance had to be killed with SIGKILL
+
+Signals:
+  SIGTERM, SIGINT  stop every instance gracefully (a second one kills them at once)
+  SIGHUP           re-read the units directory (clusterctl daemon-reload)
+  SIGUSR1          reopen the log files (clusterctl reopen-logs)
+  In container mode SIGQUIT stops like SIGTERM, and the other signals that would end or
+  suspend clusterd (SIGUSR2, SIGALRM, SIGTSTP, ...) are ignored, as they are for a PID 1.";
+
 /// Keeps N copies of any program running: restarts with a limit, suicide replacement,
 /// graceful stops, shared listening sockets, zero-downtime reloads.
 #[derive(Parser)]
@@ -17,13 +42,7 @@ use crate::unit::LogTo;
     name = "clusterd",
     version,
     about,
-    after_long_help = "Exit status: 0 after SIGTERM or SIGINT stopped every instance; 1 if clusterd \
-could not start or --check found an invalid file; 2 for a wrong flag; 69 when a unit gave up \
-and --exit-on-giveup is set; 137 in container mode when an instance had to be killed with \
-SIGKILL.\n\nSignals: SIGTERM, SIGINT stop every instance gracefully (a second one kills them \
-at once); SIGHUP re-reads the units directory; SIGUSR1 reopens the log files. In container \
-mode SIGQUIT stops like SIGTERM, and the other signals that would end or suspend clusterd \
-(SIGUSR2, SIGALRM, SIGTSTP, ...) are ignored, as they are for a PID 1."
+    after_long_help = AFTER_HELP
 )]
 pub struct ClusterdArgs {
     /// Directory of unit files (*.toml); each file is one unit named after its stem.

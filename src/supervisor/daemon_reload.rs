@@ -298,7 +298,7 @@ impl ReloadReport {
             ("unit(s) failed to start", &self.not_started),
             ("file(s) could not be applied", &self.errors),
             (
-                "unit(s) cannot be executed (retried on a backoff)",
+                "unit(s) cannot start their program (retried on a backoff)",
                 &self.cannot_start,
             ),
         ] {

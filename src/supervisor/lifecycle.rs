@@ -137,7 +137,8 @@ impl<P: ProcessControl> Supervisor<P> {
         rt.retry_delay = Some(delay);
         let cause = match why {
             Retry::Resources => "out of system resources",
-            Retry::CannotExecute => "its program cannot be executed",
+            // Not only the program: a missing working directory or user stops it too.
+            Retry::CannotExecute => "its program cannot be started",
         };
         warn!(
             "{name}: {cause}; starting its missing instances again in {}",

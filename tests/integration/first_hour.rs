@@ -275,6 +275,36 @@ fn the_clusterctl_docs_synopsis_lists_every_verb_of_the_cli() {
     }
 }
 
+/// Every flag of both programs (clusterctl's global ones included) says what it does in
+/// `--help` and in the man pages made from it; both programs' `--help` has examples and the
+/// exit status under headings of their own.
+#[test]
+fn every_flag_of_both_programs_is_described_and_both_helps_have_examples_and_exit_codes() {
+    for command in [
+        clusterd::cli::clusterctl_args::command(),
+        clusterd::cli::clusterd_args::command(),
+    ] {
+        let program = command.get_name().to_string();
+        for arg in command.get_arguments() {
+            assert!(
+                arg.get_help().is_some(),
+                "`{program}`: --{} is not described",
+                arg.get_id()
+            );
+        }
+        let help = command
+            .get_after_long_help()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        for heading in ["Examples:\n", "Exit status:\n"] {
+            assert!(
+                help.contains(heading),
+                "`{program} --help` lacks {heading:?}"
+            );
+        }
+    }
+}
+
 /// `clusterctl --help`: examples and the exit codes under headings of their own; `import
 /// --help` names YAML and says which files are run.
 #[test]
@@ -362,62 +392,43 @@ fn two_daemons_on_their_own_sockets_keep_their_units_logs_apart() {
     }
 }
 
-/// Shell completion of unit names: the bash script (as `clusterctl completions bash` prints
-/// it, and as packaged) completes `clusterctl reload w` to the running clusterd's `web`, in a
-/// bash without the bash-completion package (--norc: nothing but the script).
+/// A unit whose `working_directory` does not exist: `daemon-reload` and `start` say so at
+/// once, naming the directory, and daemon-reload's list of what failed is a list (it came
+/// out as one line with `\n` in it), each unit on a line of its own, still escaped for the
+/// terminal.
 #[test]
-fn bash_completes_unit_names_from_the_running_clusterd_without_bash_completion() {
-    let d = Daemon::start(&[("web", SLEEPER), ("worker", SLEEPER), ("api", SLEEPER)]);
+fn a_missing_working_directory_is_said_at_once_on_a_line_of_its_own() {
+    let d = Daemon::start(&[("web", SLEEPER)]);
     d.wait_running("web", 1);
-    let bin_dir = std::path::Path::new(CLUSTERCTL).parent().unwrap();
-    let complete = |line: &str| {
-        let script = format!(
-            r#"source <(clusterctl completions bash)
-COMP_LINE="{line}"; COMP_POINT=${{#COMP_LINE}}
-read -ra COMP_WORDS <<<"$COMP_LINE"; [[ "$COMP_LINE" == *" " ]] && COMP_WORDS+=("")
-COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 ))
-_clusterctl_units clusterctl "${{COMP_WORDS[COMP_CWORD]}}" "${{COMP_WORDS[COMP_CWORD-1]}}"
-printf '%s\n' "${{COMPREPLY[@]}}""#
-        );
-        let out = std::process::Command::new("bash")
-            .args(["--norc", "--noprofile", "-c", &script])
-            .env(
-                "PATH",
-                format!(
-                    "{}:{}",
-                    bin_dir.display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            )
-            .env("CLUSTERD_SOCKET", &d.socket)
-            .output()
-            .expect("run bash");
-        let offered: Vec<String> = stdout(&out).lines().map(String::from).collect();
-        (offered, stderr(&out))
-    };
-    let (offered, errors) = complete("clusterctl reload w");
-    assert!(offered.contains(&"web".to_string()), "{offered:?} {errors}");
-    assert!(
-        offered.contains(&"worker".to_string()),
-        "{offered:?} {errors}"
+    let missing = d.path("no-such-dir");
+    d.write_unit(
+        "lost",
+        &format!(
+            "command = \"sleep 300\"\nworking_directory = \"{}\"\n",
+            toml_path(&missing)
+        ),
     );
-    assert!(!offered.contains(&"api".to_string()), "{offered:?}");
-    // The verbs are still completed, and a verb without units offers none.
-    let (offered, errors) = complete("clusterctl re");
-    assert!(
-        offered.contains(&"reload".to_string()),
-        "{offered:?} {errors}"
+    let cause = format!(
+        "cannot change to its working directory {:?}: No such file or directory",
+        missing.display().to_string()
     );
-    let (offered, _) = complete("clusterctl daemon-reload ");
-    assert!(!offered.contains(&"web".to_string()), "{offered:?}");
-    // The packaged script is the same one.
-    let packaged = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/packaging/completions/clusterctl.bash"
-    ))
-    .unwrap();
+    let out = d.ctl(&["daemon-reload"]);
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    let lines: Vec<&str> = said.lines().collect();
     assert_eq!(
-        packaged,
-        clusterd::cli::completion::clusterctl_script(clap_complete::Shell::Bash)
+        lines,
+        [
+            "clusterctl: started lost; 1 unchanged",
+            "1 unit(s) cannot start their program (retried on a backoff):",
+            &format!("lost: {cause}"),
+        ],
+        "{said}"
+    );
+    let out = d.ctl(&["start", "lost"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out).trim_end(),
+        format!("clusterctl: lost: instance 0 failed to start: {cause}")
     );
 }

@@ -20,6 +20,9 @@ install.md, unit\\-files.md, logs.md, monitoring.md, cluster\\-mode.md.\n";
 const CLUSTERCTL_SEE_ALSO: &str =
     ".SH \"SEE ALSO\"\n\\fBclusterd\\fR(8), \\fBclusterd.unit\\fR(5)\n";
 
+const VERB_SEE_ALSO: &str =
+    ".SH \"SEE ALSO\"\n\\fBclusterctl\\fR(1) for examples and the exit status\n";
+
 /// Every generated file: its path under the repository, its content.
 fn rendered() -> BTreeMap<PathBuf, Vec<u8>> {
     let mut files = BTreeMap::new();
@@ -40,7 +43,10 @@ fn rendered() -> BTreeMap<PathBuf, Vec<u8>> {
             .get_display_name()
             .unwrap_or(verb.get_name())
             .to_string();
-        files.insert(man.join(format!("{name}.1")), man_page(verb.clone(), "1"));
+        let mut page = man_page(verb.clone(), "1");
+        // Its examples and exit codes are clusterctl(1)'s, for every verb.
+        page.extend_from_slice(VERB_SEE_ALSO.as_bytes());
+        files.insert(man.join(format!("{name}.1")), page);
     }
     files.insert(
         man.join("clusterd.unit.5"),
@@ -69,14 +75,71 @@ fn rendered() -> BTreeMap<PathBuf, Vec<u8>> {
     files
 }
 
+/// What roff's writer puts first on every page (clap_mangen's part renderers included).
+const AQ_PREAMBLE: &str = ".ie \\n(.g .ds Aq \\(aq\n.el .ds Aq '\n";
+
+/// clap_mangen's page, but what `after_long_help` holds under headings of its own: each of
+/// its paragraphs that starts with `Heading:` (`Examples:`, `Exit status:`, `Signals:`)
+/// becomes a section (`.SH "EXIT STATUS"`) shown as `--help` shows it, line for line, where
+/// clap_mangen would put them all in one section named EXTRA and fill the lines together.
 fn man_page(command: clap::Command, section: &str) -> Vec<u8> {
-    let mut page = Vec::new();
-    clap_mangen::Man::new(command)
-        .section(section)
-        .manual("clusterd manual")
-        .source(format!("clusterd {VERSION}"))
-        .render(&mut page)
-        .expect("render a man page");
+    let man = |command: clap::Command| {
+        clap_mangen::Man::new(command)
+            .section(section)
+            .manual("clusterd manual")
+            .source(format!("clusterd {VERSION}"))
+    };
+    let page_of = man(command.clone());
+    // Each part rendered alone starts with roff's definition of `\*(Aq` (the apostrophe):
+    // the page has it once, at the top.
+    let mut page = AQ_PREAMBLE.as_bytes().to_vec();
+    let render = |page: &mut Vec<u8>, part: &dyn Fn(&mut Vec<u8>) -> std::io::Result<()>| {
+        let mut text = Vec::new();
+        part(&mut text).expect("render a man page");
+        page.extend_from_slice(text.strip_prefix(AQ_PREAMBLE.as_bytes()).unwrap_or(&text));
+    };
+    render(&mut page, &|w| page_of.render_title(w));
+    render(&mut page, &|w| page_of.render_name_section(w));
+    render(&mut page, &|w| page_of.render_synopsis_section(w));
+    render(&mut page, &|w| page_of.render_description_section(w));
+    if command.get_arguments().any(|a| !a.is_hide_set()) {
+        render(&mut page, &|w| page_of.render_options_section(w));
+    }
+    if command.get_subcommands().any(|c| !c.is_hide_set()) {
+        render(&mut page, &|w| page_of.render_subcommands_section(w));
+    }
+    let extra = command
+        .get_after_long_help()
+        .or_else(|| command.get_after_help())
+        .map(|text| text.to_string())
+        .unwrap_or_default();
+    for paragraph in extra.split("\n\n").filter(|p| !p.trim().is_empty()) {
+        let (heading, body) = paragraph.split_once('\n').unwrap_or((paragraph, ""));
+        let heading = heading
+            .strip_suffix(':')
+            .unwrap_or_else(|| panic!("after_long_help: {heading:?} is no `Heading:`"));
+        // clap_mangen's escaping of each line, without its EXTRA heading.
+        let mut escaped = Vec::new();
+        man(clap::Command::new("text").after_long_help(body.to_string()))
+            .render_extra_section(&mut escaped)
+            .expect("render a man page");
+        let escaped = String::from_utf8(escaped).expect("roff is UTF-8");
+        let lines = escaped
+            .strip_prefix(AQ_PREAMBLE)
+            .unwrap_or(&escaped)
+            .strip_prefix(".SH EXTRA\n")
+            .expect("clap_mangen's EXTRA heading");
+        page.extend_from_slice(
+            format!(".SH \"{}\"\n.nf\n{lines}.fi\n", heading.to_uppercase()).as_bytes(),
+        );
+    }
+    if command
+        .get_version()
+        .or(command.get_long_version())
+        .is_some()
+    {
+        render(&mut page, &|w| page_of.render_version_section(w));
+    }
     page
 }
 
@@ -137,4 +200,40 @@ fn the_unit_man_page_names_every_key_the_parser_accepts_and_no_other() {
         .map(|key| key.name.to_string())
         .collect();
     assert_eq!(documented, accepted);
+}
+
+/// clap_mangen put `--help`'s examples and exit codes into one section named EXTRA, their
+/// lines filled into one paragraph: each is a section of its own (EXAMPLES, EXIT STATUS, and
+/// SIGNALS for clusterd), its lines kept as they are, and every verb's page points to them.
+#[test]
+fn the_man_pages_have_examples_and_exit_status_under_headings_of_their_own() {
+    let files = rendered();
+    let page = |name: &str| {
+        String::from_utf8(files[&Path::new("packaging/man").join(name)].clone()).unwrap()
+    };
+    for (name, sections) in [
+        ("clusterctl.1", &["EXAMPLES", "EXIT STATUS"][..]),
+        ("clusterd.8", &["EXAMPLES", "EXIT STATUS", "SIGNALS"][..]),
+    ] {
+        let text = page(name);
+        assert!(!text.contains(".SH EXTRA"), "{name}:\n{text}");
+        for section in sections {
+            let at = text
+                .find(&format!(".SH \"{section}\"\n.nf\n"))
+                .unwrap_or_else(|| panic!("{name} has no {section} section:\n{text}"));
+            assert!(text[at..].contains("\n.fi\n"), "{name}: {section} unclosed");
+        }
+    }
+    assert!(page("clusterctl.1").contains("clusterctl daemon\\-reload "));
+    for verb in clusterd::cli::clusterctl_args::command().get_subcommands() {
+        if verb.is_hide_set() {
+            continue;
+        }
+        let text = page(&format!("clusterctl-{}.1", verb.get_name()));
+        assert!(
+            text.contains("\\fBclusterctl\\fR(1) for examples and the exit status"),
+            "{}",
+            verb.get_name()
+        );
+    }
 }

@@ -12,6 +12,7 @@ mod common;
 
 mod bad_units;
 mod cluster_mode;
+mod completion;
 mod container;
 mod control_socket;
 mod examples;

@@ -178,8 +178,12 @@ fn the_seed_app_serves_from_every_worker_in_both_modes() {
             let port = free_port();
             let (daemon, pids) = start(APP, port, instances, &mode_line(mode));
             wait_all_serve(&daemon, port, &pids);
+            // The address a person reads, not Node's key `127.0.0.1:PORT:4:undefined:0`
+            // (issue 23).
             assert!(
-                daemon.log().contains(&format!("({mode})")),
+                daemon.log().contains(&format!(
+                    "web: listening for Node workers on 127.0.0.1:{port} ({mode})"
+                )),
                 "{}",
                 daemon.log()
             );

@@ -3,71 +3,8 @@
 
 use crate::common;
 
-use std::process::Command;
-
+use common::tmux::Tmux;
 use common::*;
-
-/// A tmux session of its own, on a tmux server of its own (`-L`, a socket named after the
-/// session): tests in the one test binary start and end sessions at the same time, and the
-/// last session's end takes a shared server down under another test's feet. Killed when
-/// dropped.
-struct Tmux(String);
-
-impl Tmux {
-    fn start(name: &str) -> Tmux {
-        let ok = Command::new("tmux")
-            .args(["-L", name])
-            .args([
-                "new-session",
-                "-d",
-                "-s",
-                name,
-                "-x",
-                "120",
-                "-y",
-                "20",
-                "sh",
-            ])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "tmux new-session");
-        Tmux(name.to_string())
-    }
-
-    fn type_line(&self, line: &str) {
-        let ok = Command::new("tmux")
-            .args(["-L", &self.0])
-            .args(["send-keys", "-t", &self.0, line, "Enter"])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "tmux send-keys");
-    }
-
-    fn keys(&self, keys: &str) {
-        let _ = Command::new("tmux")
-            .args(["-L", &self.0])
-            .args(["send-keys", "-t", &self.0, keys])
-            .status();
-    }
-
-    fn screen(&self) -> String {
-        Command::new("tmux")
-            .args(["-L", &self.0])
-            .args(["capture-pane", "-p", "-t", &self.0])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["-L", &self.0])
-            .arg("kill-server")
-            .status();
-    }
-}
 
 #[test]
 fn top_shows_the_busiest_first_quits_on_q_and_restores_the_terminal() {
@@ -83,7 +20,7 @@ fn top_shows_the_busiest_first_quits_on_q_and_restores_the_terminal() {
     ]);
     daemon.wait_running("busy", 1);
     daemon.wait_running("idle", 1);
-    let tmux = Tmux::start(&format!("clusterd-top-{}", std::process::id()));
+    let tmux = Tmux::start(&format!("clusterd-top-{}", std::process::id()), &["sh"]);
     tmux.type_line(&format!(
         "{CLUSTERCTL} --socket {} top --interval 200ms",
         daemon.path("ctl.sock").display()
@@ -131,7 +68,10 @@ fn top_says_why_it_ended_after_leaving_the_alternate_screen() {
     }
     // No units: nothing is left behind when clusterd is killed.
     let mut daemon = Daemon::start(&[]);
-    let tmux = Tmux::start(&format!("clusterd-top-gone-{}", std::process::id()));
+    let tmux = Tmux::start(
+        &format!("clusterd-top-gone-{}", std::process::id()),
+        &["sh"],
+    );
     tmux.type_line(&format!(
         "{CLUSTERCTL} --socket {} top --interval 200ms; echo \"top exited with $?\"",
         daemon.path("ctl.sock").display()
@@ -163,7 +103,10 @@ fn status_stays_quick_while_a_thousand_instances_crash_loop_under_top_and_logs_f
          instances = 1000\n\
          restart_limit = { burst = 1000000, interval = \"1s\" }\n",
     )]);
-    let tmux = Tmux::start(&format!("clusterd-top-crash-{}", std::process::id()));
+    let tmux = Tmux::start(
+        &format!("clusterd-top-crash-{}", std::process::id()),
+        &["sh"],
+    );
     tmux.type_line(&format!(
         "{CLUSTERCTL} --socket {} top --interval 1s",
         daemon.path("ctl.sock").display()

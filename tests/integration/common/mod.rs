@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod http_load;
+pub(crate) mod tmux;
 
 use std::fs;
 use std::path::{Path, PathBuf};
