@@ -168,10 +168,11 @@ fn run_node(path: &Path, script: &str) -> Result<Vec<u8>, String> {
 /// group of its own, with no input and both outputs piped.
 fn spawn_node(path: &Path, script: &str) -> Result<std::process::Child, String> {
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    // What the file logs goes to stderr: stdout carries the answer alone.
+    // What the file logs goes to stderr: stdout carries the answer alone. A RegExp (as in
+    // `ignore_watch`) would be `{}` in JSON: it is kept as `{"regexp": "/.../"}` to be named.
     let script = format!(
         "console.log = console.info = console.debug = console.error; \
-         const done = v => process.stdout.write(JSON.stringify(v), () => process.exit(0)); {script}"
+         const done = v => process.stdout.write(JSON.stringify(v, (k, x) => x instanceof RegExp ? {{regexp: String(x)}} : x), () => process.exit(0)); {script}"
     );
     Command::new("node")
         .arg("-e")
@@ -324,7 +325,13 @@ pub fn import(
         (Some(app @ Value::Object(_)), _) => vec![app],
         (Some(_), _) => return Err("`apps` is neither a list nor an app".into()),
         (None, Value::Array(apps)) => apps.iter().collect(),
-        (None, app @ Value::Object(_)) if app.get("script").is_some() => vec![app],
+        (None, app @ Value::Object(_)) if app.get("script").or_else(|| app.get("exec")).is_some() => vec![app],
+        (None, Value::Object(map)) if map.contains_key("deploy") => {
+            return Err(
+                "the file holds only `deploy` (the settings of `pm2 deploy`), no apps: nothing to import; import the ecosystem file that the deploy starts"
+                    .into(),
+            )
+        }
         _ => {
             return Err(
                 "an ecosystem file holds `apps` (a list of apps), a list of apps or one app with a `script`"
@@ -721,18 +728,29 @@ fn import_app(
         None => "script, interpreter, args".to_string(),
     };
     t.set("command", toml_strings(&command), &from);
-    super::pm2_keys::map_keys(app, &mut t, environment, base, runner.node);
+    super::pm2_keys::map_keys(app, &mut t, environment, base, runner);
     Ok(t)
 }
 
 /// The app's `script`, which every app has.
+/// The app's `script` (or `exec`, PM2's other name for it), which every app has.
 fn script_of(app: &Map<String, Value>) -> Result<String, String> {
-    match app.get("script") {
+    match app.get("script").or_else(|| app.get("exec")) {
         Some(Value::String(s)) => Ok(s.clone()),
         _ => {
             let name = app.get("name").map(|n| n.to_string()).unwrap_or_default();
+            // Keys authors write for the script that PM2 does not read (it refuses the app).
+            let guess = ["cmd", "command", "file", "main"]
+                .into_iter()
+                .find(|k| app.get(*k).is_some_and(Value::is_string))
+                .map(|k| {
+                    format!(
+                        " (`{k}` is not a key PM2 reads: PM2 refuses this app too; write `script`)"
+                    )
+                })
+                .unwrap_or_default();
             Err(format!(
-                "an app without a `script`{}",
+                "an app without a `script`{}{guess}",
                 if name.is_empty() {
                     String::new()
                 } else {
@@ -762,7 +780,7 @@ fn command_line(
     let mut command = Vec::new();
     if let Some(interpreter) = &runner.interpreter {
         command.push(interpreter.clone());
-        for key in ["interpreter_args", "node_args"] {
+        for key in ["interpreter_args", "interpreterArgs", "node_args"] {
             if let Some(args) = app.get(key) {
                 command.extend(words(args).map_err(|e| format!("{name}: {key}: {e}"))?);
             }
@@ -773,7 +791,7 @@ fn command_line(
             shell_words::split(script)
                 .map_err(|_| format!("{name}: script: unterminated quote"))?,
         );
-        for key in ["interpreter_args", "node_args"] {
+        for key in ["interpreter_args", "interpreterArgs", "node_args"] {
             let given = app
                 .get(key)
                 .is_some_and(|args| !words(args).unwrap_or_default().is_empty());

@@ -883,6 +883,9 @@ fn parse_message(line: &[u8]) -> Option<WorkerMessage> {
 
 /// Parses one line as JSON; `Ok(None)` for an empty line.
 fn parse_line(line: &[u8]) -> Result<Option<serde_json::Value>, serde_json::Error> {
+    // Bun's node:cluster marks its internal messages (`NODE_CLUSTER`) with a leading 0x02
+    // byte; the JSON after it is Node's.
+    let line = line.strip_prefix(b"\x02").unwrap_or(line);
     let text = String::from_utf8_lossy(line);
     let text = text.trim();
     if text.is_empty() {

@@ -576,7 +576,11 @@ fn hostile_names_keys_and_values_stay_in_their_strings_comments_and_directory() 
     );
     expected.insert(
         "watch_ignore".into(),
-        toml::Value::try_from(["node_modules\nlisten = 1"]).expect("ignore"),
+        toml::Value::try_from([
+            "a/b\nenvironment_file = \"/etc/shadow\"",
+            "node_modules\nlisten = 1",
+        ])
+        .expect("ignore"),
     );
     let mut environment = toml::Table::new();
     environment.insert("PLAIN".into(), toml::Value::String(plain.into()));
