@@ -744,7 +744,7 @@ fn ignore_watch(a: &mut AppKeys<'_>, key: &str, value: &Value) {
             {
                 kept.push(p.clone());
             }
-            Value::String(p) => others.push(format!("{p:?}")),
+            Value::String(p) => others.push(format!("`{p}`")),
             Value::Object(o) => match o.get("regexp").and_then(Value::as_str) {
                 Some(re) => others.push(format!("the regular expression {re}")),
                 None => others.push(item.to_string()),
