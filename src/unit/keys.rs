@@ -273,9 +273,9 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         name: "watch_ignore",
-        value: "array of name or path patterns (`*`, `?`; `**` in a path)",
+        value: "array of name or path patterns (`*`, `?`)",
         default: "`[\".*\", \"node_modules\"]`",
-        meaning: "files and directories whose name matches a pattern without `/` (at every depth), or whose path matches a pattern with `/` (relative to `working_directory` unless absolute; `**`: any number of directories), are not watched, nor anything below them (PM2's `ignore_watch`)",
+        meaning: "files and directories whose name matches a pattern without `/` (at every depth), or whose path matches a pattern with `/` (relative to `working_directory` unless absolute; a component of two stars: any number of directories), are not watched, nor anything below them (PM2's `ignore_watch`)",
         check: check::<Vec<String>>,
     },
     Key {
