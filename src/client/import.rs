@@ -1055,6 +1055,51 @@ mod tests {
         assert_eq!(bin.kill_timeout, std::time::Duration::from_secs(5));
     }
 
+    /// PM2's other names for keys (lib/API/schema.json's aliases) map as the keys do, and
+    /// flags at the value where nothing is lost are noted, not listed as lost.
+    #[test]
+    fn pm2s_aliases_map_and_harmless_flag_values_are_only_noted() {
+        let unit = unit_of(json!({
+            "exec": "server.js", "out": "out.log", "err_log": "err.log", "cron": "0 3 * * *",
+            "interpreterArgs": "--inspect", "autostart": true, "treekill": true,
+            "filter_env": false, "log_date_format": false, "stop_exit_codes": "3"
+        }));
+        let parsed = parses(&unit);
+        assert_eq!(parsed.command, ["node", "--inspect", "server.js"]);
+        assert_eq!(parsed.restart_prevent_exit_codes, [3]);
+        assert!(parsed.cron_restart.is_some());
+        assert!(unit.not_mapped.is_empty(), "{:?}", unit.not_mapped);
+        assert!(
+            unit.text.contains("stdout = \"/srv/out.log\""),
+            "{}",
+            unit.text
+        );
+        assert!(
+            unit.text.contains("stderr = \"/srv/err.log\""),
+            "{}",
+            unit.text
+        );
+        let lost = unit_of(json!({
+            "script": "a.js", "autostart": false, "treekill": false, "log_type": "json",
+            "disable_logs": true, "stop_exit_codes": [300]
+        }));
+        for key in ["autostart", "treekill", "log_type", "stop_exit_codes"] {
+            assert!(
+                lost.not_mapped
+                    .iter()
+                    .any(|l| l.starts_with(&format!("{key}:"))),
+                "{key}: {:?}",
+                lost.not_mapped
+            );
+        }
+        assert!(
+            lost.text.contains("stdout = \"/dev/null\""),
+            "{}",
+            lost.text
+        );
+        parses(&lost);
+    }
+
     #[test]
     fn what_cannot_be_carried_over_is_said_and_mistakes_are_errors() {
         let unit = unit_of(

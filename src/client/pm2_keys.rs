@@ -26,7 +26,6 @@ enum Pm2Key {
 
 use Pm2Key::{Map as M, Note, Read, Skip};
 
-const LOGS: &str = "clusterd keeps one log file per unit, each line with its instance and stream: `clusterctl logs UNIT` ([log] in the unit)";
 const PM2_AGENT: &str = "PM2's monitoring agent (pmx/keymetrics); clusterd has its own metrics (`clusterctl top`, `clusterctl status --json`, the Prometheus endpoint)";
 const REASON_UNKNOWN: &str = "not a key PM2 reads (PM2 ignores it too)";
 /// Keys named `env_<name>`: the variables of one environment (see [`env_named`]).
@@ -78,7 +77,8 @@ const PM2_KEYS: &[(&str, Pm2Key)] = &[
     ("log", M(|a, key, value| log_file(a, key, value, "file"))),
     ("merge_logs", M(merge_logs)),
     ("combine_logs", M(merge_logs)),
-    ("log_type", Skip(LOGS)),
+    ("log_type", M(log_type)),
+    ("disable_logs", M(disable_logs)),
     ("log_date_format", M(log_date_format)),
     ("time", Note("clusterd's log lines always carry a timestamp")),
     ("watch", M(watch)),
@@ -95,10 +95,10 @@ const PM2_KEYS: &[(&str, Pm2Key)] = &[
     ("namespace", Note("PM2 groups apps by namespace for its commands; clusterctl takes unit names (and `--all`)")),
     ("vizion", Note("PM2 reads git metadata of the app for its dashboard; clusterd does not")),
     ("post_update", Skip("commands PM2 runs after a pull from its dashboard: clusterd has no dashboard that pulls")),
-    ("autostart", Skip("clusterd starts every unit of its directory: move the file out (or `clusterctl stop` it) to keep it stopped")),
+    ("autostart", M(|a, key, value| flag(a, key, value, true, "clusterd starts every unit of its directory", "clusterd starts every unit of its directory: move the file out (or `clusterctl stop` it) to keep it stopped"))),
     ("force", Note("a unit name is unique: clusterd never starts a unit twice")),
-    ("treekill", Skip("clusterd stops the whole process group (a cgroup when it has one); there is no main-process-only stop")),
-    ("filter_env", Skip("clusterd passes its own environment less its own variables; a unit cannot filter clusterd's environment")),
+    ("treekill", M(|a, key, value| flag(a, key, value, true, "clusterd stops every process of the instance (its process group, or its cgroup), as PM2's treekill does", "clusterd stops the whole process group (a cgroup when it has one); there is no main-process-only stop"))),
+    ("filter_env", M(|a, key, value| flag(a, key, value, false, "PM2's default: the app gets the environment PM2 has, as a unit gets clusterd's", "clusterd passes its own environment less its own variables; a unit cannot filter clusterd's environment"))),
     ("append_env_to_name", Note("the unit's name is the app's name; `clusterd --environment NAME` selects the environment")),
     ("disable_trace", Note(PM2_AGENT)),
     ("trace", Note(PM2_AGENT)),
@@ -111,6 +111,10 @@ const PM2_KEYS: &[(&str, Pm2Key)] = &[
     ("windowsHide", Note("Windows only")),
     ("username", Note("set by PM2 itself; `user` is the key for the user to run as")),
     ("kill_retry_time", Note("clusterd checks for the end of the process itself")),
+    ("install_url", Note("set by `pm2 install` for PM2's own modules (plug-ins of PM2)")),
+    ("name_prefix", Note("set by `pm2 install` for PM2's own modules (plug-ins of PM2)")),
+    ("write", Note("`pm2 start --write` saves the app's settings to a file: the unit file is that file")),
+    ("execute_command", Note("a flag of PM2's own command line, not an app setting")),
 ];
 
 /// What an app's keys build up: the unit, and what the decisions after the last key need.
@@ -393,6 +397,46 @@ fn log_file(a: &mut AppKeys<'_>, key: &str, value: &Value, to: &str) {
     }
     let path = a.base.join(path).display().to_string();
     a.unit.set_in("log", to, toml_string(&path), key);
+}
+
+/// A flag whose value `nothing_lost` needs nothing under clusterd (`why_noted`); the other
+/// value is listed with `why_skipped`.
+fn flag(
+    a: &mut AppKeys<'_>,
+    key: &str,
+    value: &Value,
+    nothing_lost: bool,
+    why_noted: &str,
+    why_skipped: &str,
+) {
+    let empty = matches!(value, Value::Array(items) if items.is_empty());
+    if value == &Value::Bool(nothing_lost) || (!nothing_lost && (value.is_null() || empty)) {
+        a.unit.note(key, why_noted);
+    } else {
+        a.unit.skip(key, why_skipped);
+    }
+}
+
+/// `log_type: "json"`: PM2 writes each line as a JSON object; clusterd writes text lines.
+fn log_type(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    if value.as_str() == Some("json") {
+        a.unit.skip(
+            key,
+            "\"json\": PM2 then writes each line as a JSON object; clusterd's files hold text lines with the time, instance and stream (`[log] to = \"journal\"` keeps them as fields)",
+        );
+    } else {
+        a.unit
+            .note(key, "PM2's default text lines, as clusterd writes them");
+    }
+}
+
+/// `disable_logs: true`: PM2 keeps no log file: both streams to `/dev/null`.
+fn disable_logs(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    if value == &Value::Bool(true) {
+        for stream in ["stdout", "stderr"] {
+            a.unit.set_in("log", stream, toml_string("/dev/null"), key);
+        }
+    }
 }
 
 /// `merge_logs: false` → `log.per_instance` (PM2 then adds `-<pm_id>` to the names,
