@@ -260,6 +260,12 @@ fn import_corpus_app(daemon: &Daemon, file: &str, dir: &Path, changes: serde_jso
             }
         }
     }
+    import_app(daemon, file, dir, &ecosystem);
+}
+
+/// `ecosystem` written into `dir` and imported into the daemon's units (`what`: for
+/// messages).
+fn import_app(daemon: &Daemon, what: &str, dir: &Path, ecosystem: &serde_json::Value) {
     let path = dir.join("ecosystem.json");
     fs::write(&path, ecosystem.to_string()).expect("ecosystem.json");
     let out = Command::new(CLUSTERCTL)
@@ -271,7 +277,7 @@ fn import_corpus_app(daemon: &Daemon, file: &str, dir: &Path, changes: serde_jso
         .expect("clusterctl import");
     assert!(
         out.status.success(),
-        "{file}: {}",
+        "{what}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
@@ -299,7 +305,7 @@ fn every_instance_answers(daemon: &Daemon, unit: &str, count: usize, port: u16) 
 /// `./index.mjs` in cluster mode (crawler), `script: "ts-node"` with `-r
 /// tsconfig-paths/register ./src/app.ts` in cluster mode (monitor-backend), bun in cluster
 /// mode on an `.mjs` (masters), and `increment_var: "PORT"` over three forked instances
-/// (Docker-node). Express's own `bin/www` is import.rs's
+/// (Docker-node); and `node_args: ["-r", "ts-node/register"]` in cluster mode. Express's own `bin/www` is import.rs's
 /// `an_express_bin_www_app_in_cluster_mode_imports_as_node_cluster_and_serves`.
 #[test]
 fn representative_corpus_apps_run_and_answer_http() {
@@ -368,6 +374,24 @@ fn representative_corpus_apps_run_and_answer_http() {
         serde_json::json!({"env": {"PORT": ts_port, "PATH": path}}),
     );
 
+    // Not from the corpus (none of its files does it), PM2's documented TypeScript way:
+    // node_args -r ts-node/register, cluster mode.
+    let register_port = free_port();
+    let register = app_dir("register");
+    write(register.join("src/main.ts"), &pid_server("ts"));
+    fs::copy(ts.join("tsconfig.json"), register.join("tsconfig.json")).expect("tsconfig");
+    std::os::unix::fs::symlink(npm.join("node_modules"), register.join("node_modules"))
+        .expect("node_modules");
+    import_app(
+        &daemon,
+        "node_args -r ts-node/register",
+        &register,
+        &serde_json::json!({"apps": [{
+            "name": "register", "script": "src/main.ts", "node_args": ["-r", "ts-node/register"],
+            "exec_mode": "cluster", "instances": 2, "env": {"PORT": register_port},
+        }]}),
+    );
+
     // masters: interpreter bun, ./.output/server/index.mjs, cluster, 4 instances.
     let bun_port = free_port();
     let bun = app_dir("masters");
@@ -412,6 +436,7 @@ fn representative_corpus_apps_run_and_answer_http() {
     every_instance_answers(&daemon, "backend", 2, www_port);
     every_instance_answers(&daemon, "crawler", 2, mjs_port);
     every_instance_answers(&daemon, "newonlyfans-backend", 1, ts_port);
+    every_instance_answers(&daemon, "register", 2, register_port);
     every_instance_answers(&daemon, "masters", 4, bun_port);
     let pids = daemon.wait_running("server-cluster", 3);
     for i in 0..3 {
@@ -434,6 +459,7 @@ fn representative_corpus_apps_run_and_answer_http() {
         "backend",
         "crawler",
         "newonlyfans-backend",
+        "register",
         "masters",
         "server-cluster",
     ] {
