@@ -965,6 +965,16 @@ mod tests {
         );
     }
 
+    /// Bun's node:cluster marks its internal messages with 0x02 before Node's JSON.
+    #[test]
+    fn bun_internal_messages_are_nodes_json_after_a_mark() {
+        let parsed = parse_line(b"\x02{\"cmd\":\"NODE_CLUSTER\",\"act\":\"online\",\"seq\":0}")
+            .expect("parses")
+            .expect("a message");
+        assert_eq!(parsed["act"], "online");
+        assert!(parse_line(b"\x02\x02{}").is_err(), "one mark only");
+    }
+
     #[test]
     fn oversized_lines_are_dropped_and_the_next_one_is_read() {
         let mut c = channel();
