@@ -1,8 +1,9 @@
 //! How PM2 runs an app's `script`, for `clusterctl import`: with which interpreter (PM2's
 //! `resolveInterpreter`: by extension, else node for anything that is not a native program,
-//! read from the file's first bytes), and whether the process is node, which decides whether
-//! PM2's cluster mode can become `node_cluster` (and, when it cannot, why, in words a PM2 user
-//! can act on).
+//! read from the file's first bytes), and whether the process is node (or ts-node, which
+//! runs in node's process, or bun, whose `node:cluster` worker speaks Node's protocol), which
+//! decides whether PM2's cluster mode can become `node_cluster` (and, when it cannot, why, in
+//! words a PM2 user can act on).
 
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
