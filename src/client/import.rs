@@ -776,7 +776,27 @@ fn command_line(
         .get("interpreter")
         .or_else(|| app.get("exec_interpreter"))
         .and_then(Value::as_str);
-    let runner = super::pm2_runner::runner(&base.join(app_dir(app)), script, interpreter);
+    let dir = base.join(app_dir(app));
+    let mut runner = super::pm2_runner::runner(&dir, script, interpreter);
+    if let (Err(why), true) = (
+        &mut runner.node,
+        super::pm2_runner::is_package_manager(script),
+    ) {
+        // `npm start`: what package.json's script runs is what to write instead.
+        let args = match app.get("args") {
+            Some(args) => words(args).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let words: Vec<String> = shell_words::split(script)
+            .unwrap_or_default()
+            .into_iter()
+            .skip(1)
+            .chain(args)
+            .collect();
+        if let Some(hint) = super::pm2_runner::package_script(&dir, &words) {
+            why.push_str(&hint);
+        }
+    }
     let mut command = Vec::new();
     if let Some(interpreter) = &runner.interpreter {
         command.push(interpreter.clone());

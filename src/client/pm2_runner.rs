@@ -269,6 +269,35 @@ fn not_node_program(program: &str) -> String {
     )
 }
 
+/// The largest package.json read for [`package_script`].
+const PACKAGE_JSON_MAX: u64 = 1 << 20;
+
+/// What the package manager's arguments (`["run", "start"]`, `["start"]`) run, from
+/// package.json in `dir`, as words for the reason: `; here package.json's "start" runs
+/// `next start -p 3000`` (its programs are in node_modules/.bin).
+pub(super) fn package_script(dir: &Path, args: &[String]) -> Option<String> {
+    let mut words = args.iter().filter(|w| !w.starts_with('-'));
+    let first = words.next()?;
+    let name = match first.as_str() {
+        "run" | "run-script" => words.next()?,
+        "start" | "test" => first,
+        _ => return None,
+    };
+    // Without blocking: a FIFO named package.json must not stall import.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(dir.join("package.json"))
+        .ok()?;
+    let mut text = String::new();
+    file.take(PACKAGE_JSON_MAX).read_to_string(&mut text).ok()?;
+    let package: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let command = package.get("scripts")?.get(name)?.as_str()?;
+    Some(format!(
+        "; here package.json's {name:?} runs `{command}` (its programs are in node_modules/.bin)"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,6 +349,22 @@ mod tests {
             .unwrap_err()
             .contains("cluster workers would be npm"));
         assert!(runner(d, "app.py", None).node.is_err());
+        std::fs::write(
+            d.join("package.json"),
+            r#"{"scripts": {"start": "next start -p 3001"}}"#,
+        )
+        .expect("package.json");
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        for given in [
+            &["run", "start"][..],
+            &["start"],
+            &["--bun", "run", "start"],
+        ] {
+            let hint = package_script(d, &args(given)).expect("a hint");
+            assert!(hint.contains("`next start -p 3001`"), "{given:?}: {hint}");
+        }
+        assert_eq!(package_script(d, &args(&["run", "build"])), None);
+        assert_eq!(package_script(d, &args(&["install"])), None);
         let bun = runner(d, "x.js", Some("/home/u/.bun/bin/bun"));
         assert!(bun.node.is_ok());
         assert!(bun.how.unwrap().contains("SO_REUSEPORT"));

@@ -911,7 +911,8 @@ fn an_express_bin_www_app_in_cluster_mode_imports_as_node_cluster_and_serves() {
 }
 
 /// `npm start` in cluster mode cannot be clustered (npm is not the server), and the import
-/// says why and what to write instead; in fork mode it imports as the command it is.
+/// says why and what to write instead (what package.json's script runs); in fork mode it
+/// imports as the command it is.
 #[test]
 fn npm_start_in_cluster_mode_is_refused_with_what_to_write_instead() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -922,6 +923,11 @@ fn npm_start_in_cluster_mode_is_refused_with_what_to_write_instead() {
             "node_args": "--max-old-space-size=512"}]}"#,
     )
     .expect("write");
+    fs::write(
+        dir.path().join("package.json"),
+        r#"{"scripts": {"start": "node ./bin/www"}}"#,
+    )
+    .expect("package.json");
     let out = import(&file, None, &[], None);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -940,6 +946,11 @@ fn npm_start_in_cluster_mode_is_refused_with_what_to_write_instead() {
     );
     assert!(
         stdout.contains("cluster workers would be npm processes"),
+        "{stdout}"
+    );
+    // What to write instead, from the app's own package.json.
+    assert!(
+        stdout.contains("here package.json's \"start\" runs `node ./bin/www`"),
         "{stdout}"
     );
     assert!(
