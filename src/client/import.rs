@@ -457,10 +457,22 @@ impl UnitDraft {
 
     /// Removes `key` if it was set (saying why it is not carried over after all).
     pub(super) fn unset(&mut self, key: &str, why: &str) {
-        if let Some(at) = self.keys.iter().position(|(k, _, _)| k == key) {
-            let (_, _, from) = self.keys.remove(at);
+        if let Some(from) = self.remove(key) {
             self.skip(&from, why);
         }
+    }
+
+    /// Takes `key` back out because it means nothing in this unit: nothing is lost.
+    pub(super) fn unset_needless(&mut self, key: &str, why: &str) {
+        if let Some(from) = self.remove(key) {
+            self.note(&from, why);
+        }
+    }
+
+    /// Removes `key`; returns what it came from.
+    fn remove(&mut self, key: &str) -> Option<String> {
+        let at = self.keys.iter().position(|(k, _, _)| k == key)?;
+        Some(self.keys.remove(at).2)
     }
 
     pub(super) fn skip(&mut self, key: &str, why: &str) {
@@ -1118,6 +1130,13 @@ mod tests {
             lost.text
         );
         parses(&lost);
+        // A cron job restarts nothing: its stop_exit_codes lose nothing.
+        let job = unit_of(json!({
+            "script": "job.js", "cron_restart": "0 3 * * *", "autorestart": false,
+            "stop_exit_codes": [0]
+        }));
+        assert!(job.not_mapped.is_empty(), "{:?}", job.not_mapped);
+        assert!(parses(&job).job.is_oneshot());
     }
 
     #[test]

@@ -551,9 +551,9 @@ fn restart_or_schedule(a: &mut AppKeys<'_>) {
             let from = "cron_restart with autorestart: false (a cron job: a one-shot run at these times, never overlapped)";
             a.unit.set("type", toml_string("oneshot"), from);
             a.unit.set("schedule", toml_string(&schedule), from);
-            a.unit.unset(
+            a.unit.unset_needless(
                 "restart_prevent_exit_codes",
-                "a one-shot (cron job) runs to completion: every exit ends its run",
+                "with autorestart: false PM2 restarts no exit either; a one-shot's run ends at every exit",
             );
             for key in crate::unit::job::SERVICE_ONLY_KEYS {
                 a.unit.unset(
