@@ -168,10 +168,11 @@ fn run_node(path: &Path, script: &str) -> Result<Vec<u8>, String> {
 /// group of its own, with no input and both outputs piped.
 fn spawn_node(path: &Path, script: &str) -> Result<std::process::Child, String> {
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    // What the file logs goes to stderr: stdout carries the answer alone.
+    // What the file logs goes to stderr: stdout carries the answer alone. A RegExp (as in
+    // `ignore_watch`) would be `{}` in JSON: it is kept as `{"regexp": "/.../"}` to be named.
     let script = format!(
         "console.log = console.info = console.debug = console.error; \
-         const done = v => process.stdout.write(JSON.stringify(v), () => process.exit(0)); {script}"
+         const done = v => process.stdout.write(JSON.stringify(v, (k, x) => x instanceof RegExp ? {{regexp: String(x)}} : x), () => process.exit(0)); {script}"
     );
     Command::new("node")
         .arg("-e")
@@ -324,7 +325,13 @@ pub fn import(
         (Some(app @ Value::Object(_)), _) => vec![app],
         (Some(_), _) => return Err("`apps` is neither a list nor an app".into()),
         (None, Value::Array(apps)) => apps.iter().collect(),
-        (None, app @ Value::Object(_)) if app.get("script").is_some() => vec![app],
+        (None, app @ Value::Object(_)) if app.get("script").or_else(|| app.get("exec")).is_some() => vec![app],
+        (None, Value::Object(map)) if map.contains_key("deploy") => {
+            return Err(
+                "the file holds only `deploy` (the settings of `pm2 deploy`), no apps: nothing to import; import the ecosystem file that the deploy starts"
+                    .into(),
+            )
+        }
         _ => {
             return Err(
                 "an ecosystem file holds `apps` (a list of apps), a list of apps or one app with a `script`"
@@ -450,10 +457,22 @@ impl UnitDraft {
 
     /// Removes `key` if it was set (saying why it is not carried over after all).
     pub(super) fn unset(&mut self, key: &str, why: &str) {
-        if let Some(at) = self.keys.iter().position(|(k, _, _)| k == key) {
-            let (_, _, from) = self.keys.remove(at);
+        if let Some(from) = self.remove(key) {
             self.skip(&from, why);
         }
+    }
+
+    /// Takes `key` back out because it means nothing in this unit: nothing is lost.
+    pub(super) fn unset_needless(&mut self, key: &str, why: &str) {
+        if let Some(from) = self.remove(key) {
+            self.note(&from, why);
+        }
+    }
+
+    /// Removes `key`; returns what it came from.
+    fn remove(&mut self, key: &str) -> Option<String> {
+        let at = self.keys.iter().position(|(k, _, _)| k == key)?;
+        Some(self.keys.remove(at).2)
     }
 
     pub(super) fn skip(&mut self, key: &str, why: &str) {
@@ -721,18 +740,29 @@ fn import_app(
         None => "script, interpreter, args".to_string(),
     };
     t.set("command", toml_strings(&command), &from);
-    super::pm2_keys::map_keys(app, &mut t, environment, base, runner.node);
+    super::pm2_keys::map_keys(app, &mut t, environment, base, runner);
     Ok(t)
 }
 
 /// The app's `script`, which every app has.
+/// The app's `script` (or `exec`, PM2's other name for it), which every app has.
 fn script_of(app: &Map<String, Value>) -> Result<String, String> {
-    match app.get("script") {
+    match app.get("script").or_else(|| app.get("exec")) {
         Some(Value::String(s)) => Ok(s.clone()),
         _ => {
             let name = app.get("name").map(|n| n.to_string()).unwrap_or_default();
+            // Keys authors write for the script that PM2 does not read (it refuses the app).
+            let guess = ["cmd", "command", "file", "main"]
+                .into_iter()
+                .find(|k| app.get(*k).is_some_and(Value::is_string))
+                .map(|k| {
+                    format!(
+                        " (`{k}` is not a key PM2 reads: PM2 refuses this app too; write `script`)"
+                    )
+                })
+                .unwrap_or_default();
             Err(format!(
-                "an app without a `script`{}",
+                "an app without a `script`{}{guess}",
                 if name.is_empty() {
                     String::new()
                 } else {
@@ -758,11 +788,31 @@ fn command_line(
         .get("interpreter")
         .or_else(|| app.get("exec_interpreter"))
         .and_then(Value::as_str);
-    let runner = super::pm2_runner::runner(&base.join(app_dir(app)), script, interpreter);
+    let dir = base.join(app_dir(app));
+    let mut runner = super::pm2_runner::runner(&dir, script, interpreter);
+    if let (Err(why), true) = (
+        &mut runner.node,
+        super::pm2_runner::is_package_manager(script),
+    ) {
+        // `npm start`: what package.json's script runs is what to write instead.
+        let args = match app.get("args") {
+            Some(args) => words(args).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let words: Vec<String> = shell_words::split(script)
+            .unwrap_or_default()
+            .into_iter()
+            .skip(1)
+            .chain(args)
+            .collect();
+        if let Some(hint) = super::pm2_runner::package_script(&dir, &words) {
+            why.push_str(&hint);
+        }
+    }
     let mut command = Vec::new();
     if let Some(interpreter) = &runner.interpreter {
         command.push(interpreter.clone());
-        for key in ["interpreter_args", "node_args"] {
+        for key in ["interpreter_args", "interpreterArgs", "node_args"] {
             if let Some(args) = app.get(key) {
                 command.extend(words(args).map_err(|e| format!("{name}: {key}: {e}"))?);
             }
@@ -773,7 +823,7 @@ fn command_line(
             shell_words::split(script)
                 .map_err(|_| format!("{name}: script: unterminated quote"))?,
         );
-        for key in ["interpreter_args", "node_args"] {
+        for key in ["interpreter_args", "interpreterArgs", "node_args"] {
             let given = app
                 .get(key)
                 .is_some_and(|args| !words(args).unwrap_or_default().is_empty());
@@ -1035,6 +1085,58 @@ mod tests {
         assert_eq!(bin.command, ["./server", "--port", "80"]);
         assert_eq!(bin.restart, crate::unit::RestartPolicy::Never);
         assert_eq!(bin.kill_timeout, std::time::Duration::from_secs(5));
+    }
+
+    /// PM2's other names for keys (lib/API/schema.json's aliases) map as the keys do, and
+    /// flags at the value where nothing is lost are noted, not listed as lost.
+    #[test]
+    fn pm2s_aliases_map_and_harmless_flag_values_are_only_noted() {
+        let unit = unit_of(json!({
+            "exec": "server.js", "out": "out.log", "err_log": "err.log", "cron": "0 3 * * *",
+            "interpreterArgs": "--inspect", "autostart": true, "treekill": true,
+            "filter_env": false, "log_date_format": false, "stop_exit_codes": "3"
+        }));
+        let parsed = parses(&unit);
+        assert_eq!(parsed.command, ["node", "--inspect", "server.js"]);
+        assert_eq!(parsed.restart_prevent_exit_codes, [3]);
+        assert!(parsed.cron_restart.is_some());
+        assert!(unit.not_mapped.is_empty(), "{:?}", unit.not_mapped);
+        assert!(
+            unit.text.contains("stdout = \"/srv/out.log\""),
+            "{}",
+            unit.text
+        );
+        assert!(
+            unit.text.contains("stderr = \"/srv/err.log\""),
+            "{}",
+            unit.text
+        );
+        let lost = unit_of(json!({
+            "script": "a.js", "autostart": false, "treekill": false, "log_type": "json",
+            "disable_logs": true, "stop_exit_codes": [300]
+        }));
+        for key in ["autostart", "treekill", "log_type", "stop_exit_codes"] {
+            assert!(
+                lost.not_mapped
+                    .iter()
+                    .any(|l| l.starts_with(&format!("{key}:"))),
+                "{key}: {:?}",
+                lost.not_mapped
+            );
+        }
+        assert!(
+            lost.text.contains("stdout = \"/dev/null\""),
+            "{}",
+            lost.text
+        );
+        parses(&lost);
+        // A cron job restarts nothing: its stop_exit_codes lose nothing.
+        let job = unit_of(json!({
+            "script": "job.js", "cron_restart": "0 3 * * *", "autorestart": false,
+            "stop_exit_codes": [0]
+        }));
+        assert!(job.not_mapped.is_empty(), "{:?}", job.not_mapped);
+        assert!(parses(&job).job.is_oneshot());
     }
 
     #[test]

@@ -26,7 +26,6 @@ enum Pm2Key {
 
 use Pm2Key::{Map as M, Note, Read, Skip};
 
-const LOGS: &str = "clusterd keeps one log file per unit, each line with its instance and stream: `clusterctl logs UNIT` ([log] in the unit)";
 const PM2_AGENT: &str = "PM2's monitoring agent (pmx/keymetrics); clusterd has its own metrics (`clusterctl top`, `clusterctl status --json`, the Prometheus endpoint)";
 const REASON_UNKNOWN: &str = "not a key PM2 reads (PM2 ignores it too)";
 /// Keys named `env_<name>`: the variables of one environment (see [`env_named`]).
@@ -41,6 +40,8 @@ const PM2_KEYS: &[(&str, Pm2Key)] = &[
     ("interpreter", Read),
     ("exec_interpreter", Read),
     ("interpreter_args", Read),
+    ("interpreterArgs", Read),
+    ("exec", Read),
     ("node_args", Read),
     ("cwd", M(cwd)),
     ("instances", M(instances)),
@@ -57,6 +58,7 @@ const PM2_KEYS: &[(&str, Pm2Key)] = &[
     ("wait_ready", M(|a, _, value| a.wait_ready = value == &Value::Bool(true))),
     ("listen_timeout", M(listen_timeout)),
     ("cron_restart", M(cron_restart)),
+    ("cron", M(cron_restart)),
     ("user", M(user)),
     ("uid", M(user)),
     ("gid", M(gid)),
@@ -65,14 +67,18 @@ const PM2_KEYS: &[(&str, Pm2Key)] = &[
     ("error_file", M(|a, key, value| log_file(a, key, value, "stderr"))),
     ("err_file", M(|a, key, value| log_file(a, key, value, "stderr"))),
     ("log_file", M(|a, key, value| log_file(a, key, value, "file"))),
-    ("log", Skip(LOGS)),
-    ("out", Skip(LOGS)),
-    ("output", Skip(LOGS)),
-    ("err", Skip(LOGS)),
-    ("error", Skip(LOGS)),
+    // PM2's aliases (lib/API/schema.json) of out_file, error_file and log_file.
+    ("out", M(|a, key, value| log_file(a, key, value, "stdout"))),
+    ("output", M(|a, key, value| log_file(a, key, value, "stdout"))),
+    ("out_log", M(|a, key, value| log_file(a, key, value, "stdout"))),
+    ("err", M(|a, key, value| log_file(a, key, value, "stderr"))),
+    ("error", M(|a, key, value| log_file(a, key, value, "stderr"))),
+    ("err_log", M(|a, key, value| log_file(a, key, value, "stderr"))),
+    ("log", M(|a, key, value| log_file(a, key, value, "file"))),
     ("merge_logs", M(merge_logs)),
     ("combine_logs", M(merge_logs)),
-    ("log_type", Skip(LOGS)),
+    ("log_type", M(log_type)),
+    ("disable_logs", M(disable_logs)),
     ("log_date_format", M(log_date_format)),
     ("time", Note("clusterd's log lines always carry a timestamp")),
     ("watch", M(watch)),
@@ -89,10 +95,10 @@ const PM2_KEYS: &[(&str, Pm2Key)] = &[
     ("namespace", Note("PM2 groups apps by namespace for its commands; clusterctl takes unit names (and `--all`)")),
     ("vizion", Note("PM2 reads git metadata of the app for its dashboard; clusterd does not")),
     ("post_update", Skip("commands PM2 runs after a pull from its dashboard: clusterd has no dashboard that pulls")),
-    ("autostart", Skip("clusterd starts every unit of its directory: move the file out (or `clusterctl stop` it) to keep it stopped")),
+    ("autostart", M(|a, key, value| flag(a, key, value, true, "clusterd starts every unit of its directory", "clusterd starts every unit of its directory: move the file out (or `clusterctl stop` it) to keep it stopped"))),
     ("force", Note("a unit name is unique: clusterd never starts a unit twice")),
-    ("treekill", Skip("clusterd stops the whole process group (a cgroup when it has one); there is no main-process-only stop")),
-    ("filter_env", Skip("clusterd passes its own environment less its own variables; a unit cannot filter clusterd's environment")),
+    ("treekill", M(|a, key, value| flag(a, key, value, true, "clusterd stops every process of the instance (its process group, or its cgroup), as PM2's treekill does", "clusterd stops the whole process group (a cgroup when it has one); there is no main-process-only stop"))),
+    ("filter_env", M(|a, key, value| flag(a, key, value, false, "PM2's default: the app gets the environment PM2 has, as a unit gets clusterd's", "clusterd passes its own environment less its own variables; a unit cannot filter clusterd's environment"))),
     ("append_env_to_name", Note("the unit's name is the app's name; `clusterd --environment NAME` selects the environment")),
     ("disable_trace", Note(PM2_AGENT)),
     ("trace", Note(PM2_AGENT)),
@@ -105,6 +111,10 @@ const PM2_KEYS: &[(&str, Pm2Key)] = &[
     ("windowsHide", Note("Windows only")),
     ("username", Note("set by PM2 itself; `user` is the key for the user to run as")),
     ("kill_retry_time", Note("clusterd checks for the end of the process itself")),
+    ("install_url", Note("set by `pm2 install` for PM2's own modules (plug-ins of PM2)")),
+    ("name_prefix", Note("set by `pm2 install` for PM2's own modules (plug-ins of PM2)")),
+    ("write", Note("`pm2 start --write` saves the app's settings to a file: the unit file is that file")),
+    ("execute_command", Note("a flag of PM2's own command line, not an app setting")),
 ];
 
 /// What an app's keys build up: the unit, and what the decisions after the last key need.
@@ -116,6 +126,8 @@ struct AppKeys<'a> {
     base: &'a Path,
     /// Whether the app runs under node (cluster mode is for Node apps), else why not.
     node: Result<(), String>,
+    /// The app runs under bun: a cluster worker that is stopped by its signal.
+    bun: bool,
     /// `exec_mode` is given (without it PM2 runs a Node app with `instances` in cluster
     /// mode).
     exec_mode: bool,
@@ -151,13 +163,14 @@ pub(super) fn map_keys(
     unit: &mut UnitDraft,
     environment: Option<&str>,
     base: &Path,
-    node: Result<(), String>,
+    runner: super::pm2_runner::Runner,
 ) {
     let mut keys = AppKeys {
         unit,
         environment,
         base,
-        node,
+        node: runner.node,
+        bun: runner.bun,
         exec_mode: false,
         instances: false,
         restart_delay: None,
@@ -236,6 +249,13 @@ fn finish(mut keys: AppKeys<'_>, has_cwd: bool) {
             "instances without exec_mode: PM2 runs a Node app so in cluster mode",
         );
         keys.cluster = true;
+    }
+    if keys.cluster && keys.bun && !oneshot {
+        t.set(
+            "node_cluster_stop",
+            toml_string("signal"),
+            "interpreter: bun (bun takes Node's cluster disconnect for a user message; it stops on kill_signal)",
+        );
     }
     // Readiness: wait_ready waits for process.send('ready'); listen_timeout bounds it.
     let runs_to_completion = "a cron job runs to completion: its end is what counts";
@@ -354,8 +374,17 @@ fn env_named(a: &mut AppKeys<'_>, key: &str, env_name: &str, value: &Value) {
 /// streams without a file of their own), relative paths from the ecosystem file's
 /// directory; `/dev/null` keeps nothing, as in PM2.
 fn log_file(a: &mut AppKeys<'_>, key: &str, value: &Value, to: &str) {
-    let Value::String(path) = value else {
-        return a.unit.skip(key, "not a path");
+    let path = match value {
+        Value::String(path) => path,
+        // `log_file: true`: PM2's combined file in its own directory; clusterd's default
+        // file holds both streams too.
+        Value::Bool(true) if to == "file" => {
+            return a.unit.note(
+                key,
+                "true: PM2 then keeps a combined file of both streams, as clusterd's default log file does (`clusterctl logs UNIT`)",
+            )
+        }
+        _ => return a.unit.skip(key, "not a path"),
     };
     if path == "/dev/null" {
         if to == "file" {
@@ -368,6 +397,46 @@ fn log_file(a: &mut AppKeys<'_>, key: &str, value: &Value, to: &str) {
     }
     let path = a.base.join(path).display().to_string();
     a.unit.set_in("log", to, toml_string(&path), key);
+}
+
+/// A flag whose value `nothing_lost` needs nothing under clusterd (`why_noted`); the other
+/// value is listed with `why_skipped`.
+fn flag(
+    a: &mut AppKeys<'_>,
+    key: &str,
+    value: &Value,
+    nothing_lost: bool,
+    why_noted: &str,
+    why_skipped: &str,
+) {
+    let empty = matches!(value, Value::Array(items) if items.is_empty());
+    if value == &Value::Bool(nothing_lost) || (!nothing_lost && (value.is_null() || empty)) {
+        a.unit.note(key, why_noted);
+    } else {
+        a.unit.skip(key, why_skipped);
+    }
+}
+
+/// `log_type: "json"`: PM2 writes each line as a JSON object; clusterd writes text lines.
+fn log_type(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    if value.as_str() == Some("json") {
+        a.unit.skip(
+            key,
+            "\"json\": PM2 then writes each line as a JSON object; clusterd's files hold text lines with the time, instance and stream (`[log] to = \"journal\"` keeps them as fields)",
+        );
+    } else {
+        a.unit
+            .note(key, "PM2's default text lines, as clusterd writes them");
+    }
+}
+
+/// `disable_logs: true`: PM2 keeps no log file: both streams to `/dev/null`.
+fn disable_logs(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    if value == &Value::Bool(true) {
+        for stream in ["stdout", "stderr"] {
+            a.unit.set_in("log", stream, toml_string("/dev/null"), key);
+        }
+    }
 }
 
 /// `merge_logs: false` → `log.per_instance` (PM2 then adds `-<pm_id>` to the names,
@@ -385,6 +454,13 @@ fn merge_logs(a: &mut AppKeys<'_>, key: &str, value: &Value) {
 /// `log_date_format` (moment.js tokens) → `log.timestamp_format` (strftime), in local time
 /// as PM2 writes it.
 fn log_date_format(a: &mut AppKeys<'_>, key: &str, value: &Value) {
+    if matches!(value, Value::Bool(false) | Value::Null) {
+        // PM2's default: no date of its own before each line.
+        return a.unit.note(
+            key,
+            "false: PM2 adds no date; clusterd's log lines carry their time anyway ([log] timestamp_format sets its form)",
+        );
+    }
     let Value::String(moment) = value else {
         return a.unit.skip(key, "not a format");
     };
@@ -475,6 +551,10 @@ fn restart_or_schedule(a: &mut AppKeys<'_>) {
             let from = "cron_restart with autorestart: false (a cron job: a one-shot run at these times, never overlapped)";
             a.unit.set("type", toml_string("oneshot"), from);
             a.unit.set("schedule", toml_string(&schedule), from);
+            a.unit.unset_needless(
+                "restart_prevent_exit_codes",
+                "with autorestart: false PM2 restarts no exit either; a one-shot's run ends at every exit",
+            );
             for key in crate::unit::job::SERVICE_ONLY_KEYS {
                 a.unit.unset(
                     key,
@@ -683,21 +763,50 @@ fn watch(a: &mut AppKeys<'_>, key: &str, value: &Value) {
     }
 }
 
+/// `ignore_watch`: chokidar's `ignored` in PM2, strings being globs relative to the app's
+/// directory (a directory matched is left with all below it). A name (no `/`) is kept as
+/// a name pattern, which clusterd matches at every depth (chokidar only directly in the
+/// app's directory: clusterd ignores at least what PM2 does); a path is kept as a path
+/// pattern, which the unit reads relative to `working_directory`, as PM2 does. Glob
+/// syntax beyond `*`, `?` and `**`, and regular expressions (from a `.js` file), are
+/// listed.
 fn ignore_watch(a: &mut AppKeys<'_>, key: &str, value: &Value) {
-    // clusterd matches names (`*`, `?`); PM2 also takes paths and regular expressions,
-    // which have no counterpart.
-    let patterns = words(value).unwrap_or_default();
-    let (names, others): (Vec<String>, Vec<String>) = patterns
-        .into_iter()
-        .partition(|p| !p.contains('/') && !p.contains(['[', '(', '^', '$', '\\', '+']));
-    if !names.is_empty() {
+    let items: Vec<&Value> = match value {
+        Value::Array(items) => items.iter().collect(),
+        other => vec![other],
+    };
+    let mut kept = Vec::new();
+    let mut others = Vec::new();
+    for item in items {
+        match item {
+            Value::String(p)
+                if !p.is_empty()
+                    && !p.starts_with('!')
+                    && !p.contains([
+                        '[', ']', '{', '}', '(', ')', '+', '@', '\\', '^', '$', '|', '\0',
+                    ]) =>
+            {
+                kept.push(p.clone());
+            }
+            Value::String(p) => others.push(format!("`{p}`")),
+            Value::Object(o) => match o.get("regexp").and_then(Value::as_str) {
+                Some(re) => others.push(format!("the regular expression {re}")),
+                None => others.push(item.to_string()),
+            },
+            other => others.push(other.to_string()),
+        }
+    }
+    if !kept.is_empty() {
         a.unit
-            .set("watch_ignore", toml_strings(&names), "ignore_watch");
+            .set("watch_ignore", toml_strings(&kept), "ignore_watch");
     }
     if !others.is_empty() {
         a.unit.skip(
             key,
-            &format!("{others:?}: clusterd ignores by name pattern (`*`, `?`), not by path or regular expression"),
+            &format!(
+                "{}: watch_ignore takes name and path patterns with `*`, `?` and `**` only (no character classes, braces, negation or regular expressions): write each as such patterns",
+                others.join(", ")
+            ),
         );
     }
 }
@@ -757,32 +866,26 @@ fn watch_options(a: &mut AppKeys<'_>, key: &str, value: &Value) {
     }
 }
 
-/// `stop_exit_codes`: exit codes after which PM2 does not restart. `[0]` is
-/// `restart = "on-failure"`; other codes have no counterpart for a service yet
-/// (`success_exit_codes` is a one-shot's).
+/// `stop_exit_codes`: exit codes after which PM2 does not restart (God.js's `handleExit`),
+/// whatever `autorestart` says: `restart_prevent_exit_codes`, systemd's
+/// `RestartPreventExitStatus=`. Numbers or strings of digits, as PM2 reads them.
 fn stop_exit_codes(a: &mut AppKeys<'_>, key: &str, value: &Value) {
-    let codes: Vec<i64> = match value {
-        Value::Array(items) => items
-            .iter()
-            .filter_map(|v| v.as_i64().or_else(|| v.as_str()?.trim().parse().ok()))
-            .collect(),
-        other => other
-            .as_i64()
-            .or_else(|| other.as_str()?.trim().parse().ok())
-            .into_iter()
-            .collect(),
+    let items: Vec<&Value> = match value {
+        Value::Array(items) => items.iter().collect(),
+        other => vec![other],
     };
-    if codes == [0] {
-        a.unit.set(
-            "restart",
-            toml_string("on-failure"),
-            "stop_exit_codes: [0] (an exit 0 is not restarted)",
-        );
-    } else {
-        a.unit.skip(
-            key,
-            "exit codes after which PM2 does not restart: a service restarts after every exit but 0 with restart = \"on-failure\", and success_exit_codes is for one-shots only",
-        );
+    let codes: Option<Vec<i64>> = items
+        .iter()
+        .map(|v| v.as_i64().or_else(|| v.as_str()?.trim().parse().ok()))
+        .map(|c| c.filter(|c| (0..=255).contains(c)))
+        .collect();
+    match codes {
+        Some(codes) if !codes.is_empty() => a.unit.set(
+            "restart_prevent_exit_codes",
+            toml::Value::Array(codes.into_iter().map(toml::Value::Integer).collect()),
+            "stop_exit_codes",
+        ),
+        _ => a.unit.skip(key, "not a list of exit codes (0–255)"),
     }
 }
 

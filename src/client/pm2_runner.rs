@@ -1,8 +1,9 @@
 //! How PM2 runs an app's `script`, for `clusterctl import`: with which interpreter (PM2's
 //! `resolveInterpreter`: by extension, else node for anything that is not a native program,
-//! read from the file's first bytes), and whether the process is node, which decides whether
-//! PM2's cluster mode can become `node_cluster` (and, when it cannot, why, in words a PM2 user
-//! can act on).
+//! read from the file's first bytes), and whether the process is node (or ts-node, which
+//! runs in node's process, or bun, whose `node:cluster` worker speaks Node's protocol), which
+//! decides whether PM2's cluster mode can become `node_cluster` (and, when it cannot, why, in
+//! words a PM2 user can act on).
 
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
@@ -17,10 +18,14 @@ pub(super) struct Runner {
     /// The interpreter, or none: the script is the program (or a command line).
     pub interpreter: Option<String>,
     /// `Ok` when the process is node (or a Node program that runs in node's own process,
-    /// as ts-node does): clusterd can be its cluster primary. Else why it cannot.
+    /// as ts-node does, or bun, whose node:cluster is Node's protocol): clusterd can be its
+    /// cluster primary. Else why it cannot.
     pub node: Result<(), String>,
     /// How the interpreter was chosen, when that is worth a word in the unit's comment.
     pub how: Option<String>,
+    /// The worker is bun, which takes Node's cluster `disconnect` for a user message: it
+    /// is stopped by its signal (`node_cluster_stop = "signal"`).
+    pub bun: bool,
 }
 
 /// Package managers: `npm start` runs the server as a child of npm.
@@ -53,15 +58,38 @@ fn interpreter_for(script: &str) -> Option<&'static str> {
     })
 }
 
+/// Programs that run a TypeScript script in node's own process: that process is node, so
+/// it can be a Node cluster worker.
+const NODE_PROGRAMS: &[&str] = &[
+    "ts-node",
+    "ts-node-script",
+    "ts-node-transpile-only",
+    "ts-node-cwd",
+];
+
+/// The last component of a path, or the whole text.
+fn base_name(program: &str) -> &str {
+    Path::new(program)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(program)
+}
+
 /// Whether an interpreter (a name or a path) is node, or runs its script in node's own
 /// process (ts-node), as PM2's `/node$/` test of the interpreter's name says.
 fn is_node(interpreter: &str) -> bool {
-    let name = Path::new(interpreter)
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or(interpreter);
-    name == "node" || name == "nodejs" || name == "ts-node" || name.starts_with("node@")
+    let name = base_name(interpreter);
+    name == "node" || name == "nodejs" || NODE_PROGRAMS.contains(&name) || name.starts_with("node@")
 }
+
+/// Whether an interpreter is bun, which PM2 (`determineExecMode`) runs in cluster mode as it
+/// does node.
+fn is_bun(interpreter: &str) -> bool {
+    base_name(interpreter) == "bun"
+}
+
+/// Why bun can be clusterd's cluster worker, for the unit's comment.
+const BUN_WORKER: &str = "bun: PM2's cluster workers run in PM2's own runtime, bun for a PM2 installed with bun; bun is the Node cluster worker here, and its node:cluster shares the port with SO_REUSEPORT on Linux";
 
 /// What a script file is, from its first bytes.
 #[derive(Debug, PartialEq, Eq)]
@@ -133,21 +161,35 @@ pub(super) fn runner(dir: &Path, script: &str, interpreter: Option<&str>) -> Run
         interpreter: None,
         node: Err(why),
         how: None,
+        bun: false,
     };
     match interpreter {
         Some("none") => return not_node(not_node_program(first_word)),
         Some(i) => {
             return Runner {
                 interpreter: Some(i.to_string()),
-                node: if is_node(i) {
+                node: if is_node(i) || is_bun(i) {
                     Ok(())
                 } else {
                     Err(not_node_program(i))
                 },
-                how: None,
+                how: is_bun(i).then(|| BUN_WORKER.to_string()),
+                bun: is_bun(i),
             }
         }
         None => {}
+    }
+    // `script: "ts-node"` with the TypeScript file in `args`: the program is a Node program
+    // found on PATH (or in node_modules/.bin) where it runs, and runs as it is.
+    if NODE_PROGRAMS.contains(&script) {
+        return Runner {
+            interpreter: None,
+            node: Ok(()),
+            how: Some(format!(
+                "{script} runs the TypeScript in node's own process"
+            )),
+            bun: false,
+        };
     }
     // A directory is a Node package (node runs its main file), as PM2 runs it.
     if dir.join(script).is_dir() {
@@ -162,6 +204,7 @@ pub(super) fn runner(dir: &Path, script: &str, interpreter: Option<&str>) -> Run
                 Err(not_node_program(i))
             },
             how: None,
+            bun: false,
         };
     }
     // A command line (`"DEBUG=x npm start"`): run as written, as before.
@@ -171,7 +214,16 @@ pub(super) fn runner(dir: &Path, script: &str, interpreter: Option<&str>) -> Run
     if PACKAGE_MANAGERS.contains(&name) {
         return not_node(not_node_program(name));
     }
-    match locate(dir, script).map(|p| sniff(&p)) {
+    let located = locate(dir, script);
+    // A bare name found on PATH: `node NAME` would look for NAME in the working directory.
+    let on_path = !dir.join(script).is_file();
+    match located.map(|p| sniff(&p)) {
+        Some(Sniffed::NodeShebang) if on_path => Runner {
+            interpreter: None,
+            node: Ok(()),
+            how: Some(format!("{script} is a Node program on PATH (its first line names node)")),
+            bun: false,
+        },
         Some(Sniffed::NodeShebang) => with_node(Some("its first line names node")),
         Some(Sniffed::Text) => with_node(Some(
             "a text file: PM2 runs any script that is not a native program with node",
@@ -196,6 +248,7 @@ fn with_node(how: Option<&str>) -> Runner {
         interpreter: Some("node".to_string()),
         node: Ok(()),
         how: how.map(str::to_string),
+        bun: false,
     }
 }
 
@@ -208,12 +261,41 @@ fn not_node_program(program: &str) -> String {
         .unwrap_or(program);
     if PACKAGE_MANAGERS.contains(&name) {
         return format!(
-            "`{name}` cannot be clustered: {name} is not the server process but the program that starts it (through a shell), so the cluster workers would be {name} processes, each with the server as a child that shares no port. Write the command that the package.json script runs instead (e.g. `script: \"./bin/www\"` or `script: \"dist/main.js\"`, with its arguments in `args`) and import again"
+            "`{name}` cannot be clustered: {name} is not the server process but the program that starts it (through a shell), so the cluster workers would be {name} processes, each with the server as a child that shares no port (PM2 cannot either: its cluster workers `require()` the script, here the {name} program itself, and crash). Write the command that the package.json script runs instead (e.g. `script: \"./bin/www\"` or `script: \"dist/main.js\"`, with its arguments in `args`; for bun, the script with `interpreter: \"bun\"`) and import again"
         );
     }
     format!(
         "`{name}` is not node, and clusterd's node_cluster is Node's cluster protocol; for another program give the unit `listen = [\"tcp://...\"]` and make it accept from fd 3"
     )
+}
+
+/// The largest package.json read for [`package_script`].
+const PACKAGE_JSON_MAX: u64 = 1 << 20;
+
+/// What the package manager's arguments (`["run", "start"]`, `["start"]`) run, from
+/// package.json in `dir`, as words for the reason: `; here package.json's "start" runs
+/// `next start -p 3000`` (its programs are in node_modules/.bin).
+pub(super) fn package_script(dir: &Path, args: &[String]) -> Option<String> {
+    let mut words = args.iter().filter(|w| !w.starts_with('-'));
+    let first = words.next()?;
+    let name = match first.as_str() {
+        "run" | "run-script" => words.next()?,
+        "start" | "test" => first,
+        _ => return None,
+    };
+    // Without blocking: a FIFO named package.json must not stall import.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(dir.join("package.json"))
+        .ok()?;
+    let mut text = String::new();
+    file.take(PACKAGE_JSON_MAX).read_to_string(&mut text).ok()?;
+    let package: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let command = package.get("scripts")?.get(name)?.as_str()?;
+    Some(format!(
+        "; here package.json's {name:?} runs `{command}` (its programs are in node_modules/.bin)"
+    ))
 }
 
 #[cfg(test)]
@@ -267,6 +349,27 @@ mod tests {
             .unwrap_err()
             .contains("cluster workers would be npm"));
         assert!(runner(d, "app.py", None).node.is_err());
-        assert!(runner(d, "x.js", Some("bun")).node.is_err());
+        std::fs::write(
+            d.join("package.json"),
+            r#"{"scripts": {"start": "next start -p 3001"}}"#,
+        )
+        .expect("package.json");
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        for given in [
+            &["run", "start"][..],
+            &["start"],
+            &["--bun", "run", "start"],
+        ] {
+            let hint = package_script(d, &args(given)).expect("a hint");
+            assert!(hint.contains("`next start -p 3001`"), "{given:?}: {hint}");
+        }
+        assert_eq!(package_script(d, &args(&["run", "build"])), None);
+        assert_eq!(package_script(d, &args(&["install"])), None);
+        let bun = runner(d, "x.js", Some("/home/u/.bun/bin/bun"));
+        assert!(bun.node.is_ok());
+        assert!(bun.how.unwrap().contains("SO_REUSEPORT"));
+        let ts_node = runner(d, "ts-node", None);
+        assert_eq!(ts_node.interpreter, None);
+        assert!(ts_node.node.is_ok());
     }
 }

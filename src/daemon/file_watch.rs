@@ -18,7 +18,8 @@
 //! at most half the system's `fs.inotify.max_user_watches` (they are counted per user, and
 //! root's other programs need theirs); what is left unwatched is counted and shown in status.
 //! An overflowed event queue counts as a change of every unit, whose trees are walked again.
-//! Names that match the unit's `watch_ignore` are neither watched nor reported.
+//! Names (and paths, for a pattern with a `/`) that match the unit's `watch_ignore` are
+//! neither watched nor reported.
 
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::{CStr, CString, OsStr};
@@ -476,13 +477,13 @@ impl Watcher {
                 continue;
             }
             let name = OsStr::from_bytes(name.to_bytes());
-            if ignored(&name.to_string_lossy(), &ignore) {
+            let child_path = path.join(name);
+            if ignored_path(&child_path, &ignore) {
                 continue;
             }
             let Ok(child) = open_dir(Some(entries.as_raw_fd()), name, false) else {
                 continue;
             };
-            let child_path = path.join(name);
             if depth + stack.len() > MAX_DEPTH {
                 self.note_limit(unit, 1, format!("deeper than {MAX_DEPTH} directories"));
                 continue;
@@ -630,10 +631,10 @@ impl Watcher {
                         let Some(name) = &event.name else {
                             continue;
                         };
-                        if ignored(&name.to_string_lossy(), &w.spec.ignore) {
+                        let path = dir.join(name);
+                        if ignored_path(&path, &w.spec.ignore) {
                             continue;
                         }
-                        let path = dir.join(name);
                         debug!("{}: watch: {} changed", owner.unit, path.display());
                         if event.mask.contains(AddWatchFlags::IN_ISDIR) {
                             self.directory_moved(&owner, &path, event.mask);
@@ -744,11 +745,48 @@ fn open_at(parent: RawFd, name: &CStr, flags: libc::c_int) -> Result<OwnedFd, Er
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Whether `name` matches one of the patterns (`*`: any run of characters, `?`: one).
-pub(crate) fn ignored(name: &str, patterns: &[String]) -> bool {
-    patterns
-        .iter()
-        .any(|p| matches(p.as_bytes(), name.as_bytes()))
+/// Whether `path` is ignored: a pattern that starts with `/` (the unit made every pattern
+/// with a `/` absolute) matches the whole path, any other its last name (`*`: any run of
+/// characters, `?`: one).
+pub(crate) fn ignored_path(path: &Path, patterns: &[String]) -> bool {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    patterns.iter().any(|p| match p.strip_prefix('/') {
+        Some(rest) => path_matches(rest, path.as_os_str().as_bytes()),
+        None => matches(p.as_bytes(), name.as_bytes()),
+    })
+}
+
+/// Whether the absolute `path` matches `pattern` (without its leading `/`) one component at
+/// a time: `*` and `?` within a component, `**` any number of components. Quadratic at most
+/// (components of the pattern times those of the path), whatever the stars.
+fn path_matches(pattern: &str, path: &[u8]) -> bool {
+    let names: Vec<&[u8]> = path
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty())
+        .collect();
+    // reach[j]: the pattern so far matches the first j names of the path.
+    let mut reach = vec![false; names.len() + 1];
+    reach[0] = true;
+    for part in pattern.split('/').filter(|c| !c.is_empty()) {
+        let mut next = vec![false; names.len() + 1];
+        if part == "**" {
+            let mut any = false;
+            for (j, slot) in next.iter_mut().enumerate() {
+                any |= reach.get(j).copied().unwrap_or(false);
+                *slot = any;
+            }
+        } else {
+            for (j, name) in names.iter().enumerate() {
+                if reach.get(j).copied().unwrap_or(false) && matches(part.as_bytes(), name) {
+                    if let Some(slot) = next.get_mut(j + 1) {
+                        *slot = true;
+                    }
+                }
+            }
+        }
+        reach = next;
+    }
+    reach.last().copied().unwrap_or(false)
 }
 
 /// Glob matching in linear time per star (the classic backtrack to the last `*`): a
@@ -785,6 +823,11 @@ fn matches(pattern: &[u8], name: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    /// Whether a name alone is ignored.
+    fn ignored(name: &str, patterns: &[String]) -> bool {
+        ignored_path(Path::new(name), patterns)
+    }
+
     #[test]
     fn name_patterns_match_as_shell_globs_do() {
         let defaults = [".*".to_string(), "node_modules".to_string()];
@@ -799,6 +842,40 @@ mod tests {
         assert!(ignored("x", &["**".to_string()]));
         assert!(!ignored("", &["?".to_string()]));
         assert!(ignored("", &["*".to_string()]));
+    }
+
+    /// PM2's `ignore_watch` paths (chokidar's `ignored`, relative to the app's directory):
+    /// the unit makes them absolute; a directory that matches is left with all below it.
+    #[test]
+    fn path_patterns_match_whole_paths_one_component_at_a_time() {
+        let patterns = [
+            "/srv/app/src/apps/notes/node_modules".to_string(),
+            "/srv/app/data/*.tmp".to_string(),
+            "/srv/app/**/cache".to_string(),
+            "*.log".to_string(),
+        ];
+        let is = |p: &str| ignored_path(Path::new(p), &patterns);
+        assert!(is("/srv/app/src/apps/notes/node_modules"));
+        assert!(!is("/srv/app/src/apps/other/node_modules"));
+        assert!(is("/srv/app/data/x.tmp"));
+        assert!(!is("/srv/app/data/deeper/x.tmp"), "* stays within a name");
+        assert!(is("/srv/app/cache"));
+        assert!(is("/srv/app/a/b/c/cache"));
+        assert!(!is("/srv/other/cache"));
+        assert!(
+            is("/anywhere/deep/app.log"),
+            "a name pattern matches at every depth"
+        );
+        assert!(!is("/srv/app/src"));
+        // A name pattern never matches a path pattern's text, and the reverse.
+        assert!(!ignored("srv", &patterns));
+        let started = Instant::now();
+        let deep = format!("/{}", ["a"; 2000].join("/"));
+        assert!(!ignored_path(
+            Path::new(&deep),
+            &["/**/**/**/**/**/**/**/**/b".to_string()]
+        ));
+        assert!(started.elapsed() < Duration::from_secs(1));
     }
 
     #[test]

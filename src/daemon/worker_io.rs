@@ -883,6 +883,9 @@ fn parse_message(line: &[u8]) -> Option<WorkerMessage> {
 
 /// Parses one line as JSON; `Ok(None)` for an empty line.
 fn parse_line(line: &[u8]) -> Result<Option<serde_json::Value>, serde_json::Error> {
+    // Bun's node:cluster marks its internal messages (`NODE_CLUSTER`) with a leading 0x02
+    // byte; the JSON after it is Node's.
+    let line = line.strip_prefix(b"\x02").unwrap_or(line);
     let text = String::from_utf8_lossy(line);
     let text = text.trim();
     if text.is_empty() {
@@ -960,6 +963,16 @@ mod tests {
                 WorkerMessage::Ready
             ]
         );
+    }
+
+    /// Bun's node:cluster marks its internal messages with 0x02 before Node's JSON.
+    #[test]
+    fn bun_internal_messages_are_nodes_json_after_a_mark() {
+        let parsed = parse_line(b"\x02{\"cmd\":\"NODE_CLUSTER\",\"act\":\"online\",\"seq\":0}")
+            .expect("parses")
+            .expect("a message");
+        assert_eq!(parsed["act"], "online");
+        assert!(parse_line(b"\x02\x02{}").is_err(), "one mark only");
     }
 
     #[test]

@@ -493,18 +493,28 @@ impl<P: ProcessControl> Supervisor<P> {
         if rt.unit.job.is_oneshot() {
             return self.job_instance_exited(process, status, now);
         }
+        // `restart_prevent_exit_codes`: the program said by its code that it is done.
+        let prevented = matches!(status, ExitStatus::Code(code) if rt.unit.restart_prevent_exit_codes.contains(&code));
         let wanted = match rt.unit.restart {
+            _ if prevented => false,
             RestartPolicy::Never => false,
             _ if hung => true,
             RestartPolicy::Always => true,
             RestartPolicy::OnFailure => !status.is_clean(),
         };
         if !wanted {
-            info!(
-                "{}: not restarting (restart = \"{}\")",
-                process.label(),
-                rt.unit.restart
-            );
+            if prevented {
+                info!(
+                    "{}: not restarting ({status}: restart_prevent_exit_codes)",
+                    process.label()
+                );
+            } else {
+                info!(
+                    "{}: not restarting (restart = \"{}\")",
+                    process.label(),
+                    rt.unit.restart
+                );
+            }
             return;
         }
         self.restart_after_exit(process, now);

@@ -1095,6 +1095,33 @@ fn on_failure_restarts_after_a_failure_but_not_after_a_clean_exit() {
     assert_eq!(status.restarts, 2);
 }
 
+/// `restart_prevent_exit_codes` (PM2's `stop_exit_codes`): with `restart = "always"` an exit
+/// with a listed code is not restarted and is no crash; other codes and signals are.
+#[test]
+fn restart_prevent_exit_codes_stop_an_instance_whatever_the_policy() {
+    let text = "command = \"sleep 100\"\ninstances = 4\nrestart_prevent_exit_codes = [3]\n";
+    let mut h = Harness::start(&[("web", text)]);
+    let pids: Vec<Pid> = (0..4).map(|i| h.pid_of("web", i)).collect();
+    h.exit(pids[0], code(3));
+    assert_eq!(
+        h.spawn_count(),
+        4,
+        "an exit with a prevented code was restarted"
+    );
+    h.exit(pids[1], code(0));
+    h.exit(pids[2], killed(Signal::SIGTERM));
+    h.exit(pids[3], code(1));
+    assert_eq!(
+        h.spawn_count(),
+        7,
+        "restart = always restarts the other exits"
+    );
+    let status = h.status("web");
+    assert_eq!(status.instances[0].state, InstanceState::Stopped);
+    assert!(!status.gave_up);
+    assert_eq!(status.restarts, 3);
+}
+
 #[test]
 fn restart_never_never_restarts() {
     let text = "command = \"sleep 100\"\ninstances = 3\nrestart = \"never\"\n";

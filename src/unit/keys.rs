@@ -83,6 +83,13 @@ pub const KEYS: &[Key] = &[
         check: check::<RestartBackoffTable>,
     },
     Key {
+        name: "restart_prevent_exit_codes",
+        value: "array of exit codes (0–255)",
+        default: "none",
+        meaning: "services: an instance that exits with one of these codes is not restarted, whatever `restart` says, and the exit is no crash (systemd's `RestartPreventExitStatus=`, PM2's `stop_exit_codes`); `clusterctl start` or a reload starts it again",
+        check: check::<Vec<i32>>,
+    },
+    Key {
         name: "kill_signal",
         value: "signal name",
         default: "`\"SIGTERM\"`",
@@ -266,9 +273,9 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         name: "watch_ignore",
-        value: "array of name patterns (`*`, `?`)",
+        value: "array of name or path patterns (`*`, `?`)",
         default: "`[\".*\", \"node_modules\"]`",
-        meaning: "files and directories whose name matches are not watched (PM2's `ignore_watch`)",
+        meaning: "files and directories whose name matches a pattern without `/` (at every depth), or whose path matches a pattern with `/` (relative to `working_directory` unless absolute; a component of two stars: any number of directories), are not watched, nor anything below them (PM2's `ignore_watch`)",
         check: check::<Vec<String>>,
     },
     Key {

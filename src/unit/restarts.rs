@@ -109,6 +109,35 @@ pub(super) fn restart_wait(
     Ok((restart_delay, restart_backoff))
 }
 
+/// `restart_prevent_exit_codes`: exit codes (0–255) after which a service's instance is
+/// not restarted. A one-shot has `success_exit_codes` instead (its run ends either way).
+pub(super) fn restart_prevent_exit_codes(
+    codes: Option<Spanned<Vec<i32>>>,
+    oneshot: bool,
+    at: &At,
+) -> Result<Vec<i32>, UnitError> {
+    let Some(codes) = codes else {
+        return Ok(Vec::new());
+    };
+    let start = codes.span().start;
+    if oneshot {
+        return Err(at(
+            start,
+            UnitErrorKind::Conflict,
+            "restart_prevent_exit_codes applies to services; a one-shot's run ends at every exit (success_exit_codes says which are successes)".into(),
+        ));
+    }
+    let codes = codes.into_inner();
+    if let Some(bad) = codes.iter().find(|c| !(0..=255).contains(*c)) {
+        return Err(at(
+            start,
+            UnitErrorKind::BadValue,
+            format!("restart_prevent_exit_codes: {bad} is not an exit code (0–255)"),
+        ));
+    }
+    Ok(codes)
+}
+
 fn restart_backoff(table: RestartBackoffTable, at: &At) -> Result<RestartBackoff, UnitError> {
     let defaults = RestartBackoff::default();
     let backoff = RestartBackoff {

@@ -20,7 +20,9 @@ use super::listen::{listen_addresses, listen_options, ListenOptions};
 use super::log_settings::{log_settings, LogSettings};
 use super::memory_limit::{memory_check_interval, memory_max};
 use super::readiness::{listen_timeout, ready_after, ready_mode, ready_timeout};
-use super::restarts::{restart_limit, restart_wait, RestartBackoff, RestartLimit};
+use super::restarts::{
+    restart_limit, restart_prevent_exit_codes, restart_wait, RestartBackoff, RestartLimit,
+};
 use super::unit_error::{At, UnitError, UnitErrorKind};
 use super::unit_file::UnitFile;
 pub use super::values::{
@@ -46,6 +48,10 @@ pub struct Unit {
     pub restart_delay: Duration,
     /// Growing waits instead (`restart_backoff`).
     pub restart_backoff: Option<RestartBackoff>,
+    /// Exit codes after which an instance is not restarted, whatever `restart` says
+    /// (`restart_prevent_exit_codes`: systemd's `RestartPreventExitStatus=`, PM2's
+    /// `stop_exit_codes`).
+    pub restart_prevent_exit_codes: Vec<i32>,
     pub kill_signal: Signal,
     pub kill_timeout: Duration,
     pub on_giveup: Option<Vec<String>>,
@@ -152,10 +158,20 @@ impl Unit {
         let ready_after = ready_after(file.ready_after, ready, ready_timeout, at)?;
         let (restart_delay, restart_backoff) =
             restart_wait(file.restart_delay.as_ref(), file.restart_backoff, at)?;
+        let oneshot = file
+            .kind
+            .as_ref()
+            .is_some_and(|k| *k.get_ref() == super::job::UnitKind::Oneshot);
+        let restart_prevent_exit_codes =
+            restart_prevent_exit_codes(file.restart_prevent_exit_codes, oneshot, at)?;
         // Relative to where the instances run: their working directory, else the file's.
         let watchdog = watchdog(file.watchdog, at)?;
         let health = health_check(file.health, at)?;
         let watch = watch_paths(file.watch, working_directory.as_ref().unwrap_or(&base_dir));
+        let watch_ignore = watch_ignore(
+            file.watch_ignore,
+            working_directory.as_ref().unwrap_or(&base_dir),
+        );
         let (job, restart) = super::job::job_settings(
             super::job::JobKeys {
                 kind: file.kind,
@@ -178,6 +194,7 @@ impl Unit {
             restart_limit,
             restart_delay,
             restart_backoff,
+            restart_prevent_exit_codes,
             kill_signal: file.kill_signal.map_or(DEFAULT_KILL_SIGNAL, |s| s.0),
             kill_timeout: file.kill_timeout.map_or(DEFAULT_KILL_TIMEOUT, |d| d.0),
             on_giveup: file.on_giveup.map(|c| c.0),
@@ -203,7 +220,7 @@ impl Unit {
             memory_check_interval,
             cron_restart: file.cron_restart,
             watch,
-            watch_ignore: watch_ignore(file.watch_ignore),
+            watch_ignore,
             watch_delay: watch_delay(file.watch_delay),
             job,
             watchdog,

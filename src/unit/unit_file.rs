@@ -23,6 +23,7 @@ pub struct UnitFile {
     pub restart_limit: Option<RestartLimitTable>,
     pub restart_delay: Option<Spanned<HumanDuration>>,
     pub restart_backoff: Option<Spanned<RestartBackoffTable>>,
+    pub restart_prevent_exit_codes: Option<Spanned<Vec<i32>>>,
     pub kill_signal: Option<SignalName>,
     pub kill_timeout: Option<HumanDuration>,
     pub on_giveup: Option<CommandLine>,

@@ -576,7 +576,11 @@ fn hostile_names_keys_and_values_stay_in_their_strings_comments_and_directory() 
     );
     expected.insert(
         "watch_ignore".into(),
-        toml::Value::try_from(["node_modules\nlisten = 1"]).expect("ignore"),
+        toml::Value::try_from([
+            "a/b\nenvironment_file = \"/etc/shadow\"",
+            "node_modules\nlisten = 1",
+        ])
+        .expect("ignore"),
     );
     let mut environment = toml::Table::new();
     environment.insert("PLAIN".into(), toml::Value::String(plain.into()));
@@ -907,7 +911,8 @@ fn an_express_bin_www_app_in_cluster_mode_imports_as_node_cluster_and_serves() {
 }
 
 /// `npm start` in cluster mode cannot be clustered (npm is not the server), and the import
-/// says why and what to write instead; in fork mode it imports as the command it is.
+/// says why and what to write instead (what package.json's script runs); in fork mode it
+/// imports as the command it is.
 #[test]
 fn npm_start_in_cluster_mode_is_refused_with_what_to_write_instead() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -918,6 +923,11 @@ fn npm_start_in_cluster_mode_is_refused_with_what_to_write_instead() {
             "node_args": "--max-old-space-size=512"}]}"#,
     )
     .expect("write");
+    fs::write(
+        dir.path().join("package.json"),
+        r#"{"scripts": {"start": "node ./bin/www"}}"#,
+    )
+    .expect("package.json");
     let out = import(&file, None, &[], None);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -938,8 +948,121 @@ fn npm_start_in_cluster_mode_is_refused_with_what_to_write_instead() {
         stdout.contains("cluster workers would be npm processes"),
         "{stdout}"
     );
+    // What to write instead, from the app's own package.json.
+    assert!(
+        stdout.contains("here package.json's \"start\" runs `node ./bin/www`"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("#   node_args: PM2 gives them to the node that runs the package manager"),
         "{stdout}"
     );
+}
+
+/// `stop_exit_codes` (PM2: an exit with one of these codes is not restarted, whatever
+/// `autorestart` says) becomes `restart_prevent_exit_codes`: an app that exits with 3 stays
+/// stopped without a crash; one that exits with 1 is restarted as PM2 restarts it.
+#[test]
+fn stop_exit_codes_keep_an_app_that_exits_with_them_stopped() {
+    if !available("node", runs("node", &["--version"])) {
+        return;
+    }
+    let daemon = Daemon::start(&[]);
+    let app = daemon.path("app");
+    fs::create_dir_all(&app).expect("mkdir");
+    fs::write(
+        app.join("quit.js"),
+        "setTimeout(() => process.exit(Number(process.env.CODE)), 200);\n",
+    )
+    .expect("quit.js");
+    let ecosystem = app.join("ecosystem.json");
+    let apps = serde_json::json!({"apps": [
+        {"name": "done", "script": "quit.js", "stop_exit_codes": [0, "3"], "env": {"CODE": 3}},
+        {"name": "crashes", "script": "quit.js", "stop_exit_codes": [3], "env": {"CODE": 1},
+         "restart_delay": 100},
+    ]});
+    fs::write(&ecosystem, apps.to_string()).expect("ecosystem.json");
+    let out = import(&ecosystem, Some(&daemon.units_dir()), &[], None);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let unit = fs::read_to_string(daemon.units_dir().join("done.toml")).expect("done.toml");
+    assert!(
+        unit.contains("restart_prevent_exit_codes = [0, 3]"),
+        "{unit}"
+    );
+    assert!(!unit.contains("Not carried over"), "{unit}");
+    assert_units_check(&daemon.units_dir(), "stop_exit_codes");
+    let reload = daemon.ctl(&["daemon-reload"]);
+    assert!(reload.status.success(), "{}", stderr_of(&reload));
+    wait_for("crashes to be restarted twice", PATIENCE, || {
+        daemon.unit("crashes")["restarts"].as_u64().unwrap_or(0) >= 2
+    });
+    wait_for("done to stop after its exit with 3", PATIENCE, || {
+        daemon
+            .log()
+            .contains("not restarting (exited with code 3: restart_prevent_exit_codes)")
+    });
+    let done = daemon.unit("done");
+    assert_eq!(done["restarts"], 0, "{done}");
+    assert_eq!(done["instances"][0]["state"], "stopped", "{done}");
+    assert_eq!(done["gave_up"], false, "{done}");
+}
+
+/// `ignore_watch` paths and globs as PM2 (chokidar) reads them, relative to the app's
+/// directory: a directory they match is not watched, a file they match is no change; a name
+/// pattern matches at every depth. Seen in the watch's own counts and debug lines.
+#[test]
+fn ignore_watch_paths_and_globs_are_not_watched() {
+    if !available("node", runs("node", &["--version"])) {
+        return;
+    }
+    let daemon = Daemon::start(&[]);
+    let app = daemon.path("app");
+    for dir in ["data/temp", "data/keep", "src/a/generated", "src/b"] {
+        fs::create_dir_all(app.join(dir)).expect("mkdir");
+    }
+    fs::write(app.join("index.js"), "setInterval(() => {}, 1e9);\n").expect("index.js");
+    let ecosystem = app.join("ecosystem.json");
+    let apps = serde_json::json!({"apps": [{
+        "name": "watched", "script": "index.js", "watch": true, "watch_delay": 200,
+        "ignore_watch": ["data/temp", "*.log", "./src/**/generated", "[\\/\\\\]\\./"],
+    }]});
+    fs::write(&ecosystem, apps.to_string()).expect("ecosystem.json");
+    let out = import(&ecosystem, Some(&daemon.units_dir()), &[], None);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let unit = fs::read_to_string(daemon.units_dir().join("watched.toml")).expect("unit");
+    assert!(
+        unit.contains(r#"watch_ignore = ["data/temp", "*.log", "./src/**/generated"]"#),
+        "{unit}"
+    );
+    // The regular expression written as a string is listed, with what to write instead.
+    assert!(
+        unit.contains(
+            r"#   ignore_watch: `[\\/\\\\]\\./`: watch_ignore takes name and path patterns"
+        ),
+        "{unit}"
+    );
+    let reload = daemon.ctl(&["daemon-reload"]);
+    assert!(reload.status.success(), "{}", stderr_of(&reload));
+    daemon.wait_running("watched", 1);
+    // app, data, data/keep, src, src/a, src/b: not data/temp, not src/a/generated.
+    wait_for("the tree to be watched", PATIENCE, || {
+        daemon.unit("watched")["watched_directories"] == 6
+    });
+    fs::write(app.join("data/temp/cache.bin"), "x").expect("write");
+    fs::write(app.join("src/b/debug.log"), "x").expect("write");
+    fs::write(app.join("src/a/generated/x.js"), "x").expect("write");
+    fs::write(app.join("src/b/app.js"), "x").expect("write");
+    wait_for("the change of src/b/app.js to reload", PATIENCE, || {
+        daemon
+            .log()
+            .contains("watched: watched files changed; reloading")
+    });
+    let log = daemon.log();
+    assert!(log.contains("src/b/app.js changed"), "{log}");
+    for ignored in ["cache.bin", "debug.log", "generated/x.js"] {
+        assert!(
+            !log.contains(&format!("{ignored} changed")),
+            "{ignored}: {log}"
+        );
+    }
 }
