@@ -552,7 +552,7 @@ fn a_burst_from_many_units_leaves_no_memory_behind() {
     });
     let anon = status_kib(daemon.pid(), "RssAnon:");
     assert!(anon > 0, "clusterd's RssAnon unreadable");
-    // ~2 MiB now (the read buffer, one formatted read, the units); was over 9 MiB.
+    // ~1.5 MiB now (the read buffer, one formatted read, the units); was over 9 MiB.
     assert!(
         anon < 6 * 1024,
         "clusterd holds {anon} KiB of anonymous memory after {UNITS} bursts"

@@ -692,7 +692,10 @@ impl CaptureThread {
         else {
             return false;
         };
-        if pending.is_empty() && pending.capacity() < self.spare.capacity() {
+        if pending.capacity() < self.spare.capacity() {
+            // What is already pending (a line the read completed, an event) moves along.
+            self.spare.clear();
+            self.spare.extend_from_slice(pending);
             std::mem::swap(pending, &mut self.spare);
         }
         let prefix = &mut self.prefix;
