@@ -10,6 +10,9 @@
 //!   control socket or the worker I/O thread). When a unit's file cannot be written (disk
 //!   full, read-only), its pipes are not read until a retry (every [`RETRY_EVERY`]) succeeds:
 //!   its instances block in `write()`, other units go on, and clusterd's memory stays bounded.
+//!   A read's formatted lines go into one buffer lent to the unit being written and taken
+//!   back once they are written: memory does not grow with the number of units that once had
+//!   a burst.
 //! - **Clients never slow capture** ([`super::log_client`]): `clusterctl logs` sockets are
 //!   non-blocking, new lines wait in a bounded queue (skipped and counted beyond it), and a
 //!   client that takes nothing for a while is dropped. A history is read on a thread of its
@@ -60,6 +63,9 @@ const GROWN_PIPE: libc::c_int = 1 << 20;
 /// `/proc/sys/fs/pipe-user-pages-soft` lets an unprivileged user hold, beyond which the kernel
 /// gives that user's new pipes, the instances' included, a single page.
 const GROWN_PIPES: usize = 16;
+/// A sink keeps at most this much room for its lines once they are written; a larger buffer
+/// goes back to the thread's one spare ([`CaptureThread::spare`]).
+const KEEP_PENDING: usize = 64 * 1024;
 /// A partial line (no newline yet) is written after this.
 const PARTIAL_FLUSH: Duration = Duration::from_secs(1);
 /// How long journal units' lines wait for journald (within the backlog) before they go to
@@ -184,6 +190,10 @@ pub(super) struct CaptureThread {
     buffer: Vec<u8>,
     /// The prefix of the lines being written, made once per read.
     prefix: Vec<u8>,
+    /// The one large buffer (a read's lines, formatted) lent to the sink that formats a read's
+    /// whole lines and taken back once they are written: clusterd holds one such buffer, not
+    /// one per unit that ever had a burst (40 units that each wrote 2 MB once kept 9 MiB).
+    spare: Vec<u8>,
     /// Local time for units with a `timestamp_format`.
     clock: LocalClock,
     /// The directories of absolute log paths, checked and held open once.
@@ -220,6 +230,7 @@ impl CaptureThread {
             next_token: WAKE_TOKEN + 1,
             buffer: vec![0; READ_SIZE],
             prefix: Vec::new(),
+            spare: Vec::new(),
             clock: LocalClock::default(),
             dirs: HashMap::new(),
             console_out: Vec::new(),
@@ -681,6 +692,12 @@ impl CaptureThread {
         else {
             return false;
         };
+        if pending.capacity() < self.spare.capacity() {
+            // What is already pending (a line the read completed, an event) moves along.
+            self.spare.clear();
+            self.spare.extend_from_slice(pending);
+            std::mem::swap(pending, &mut self.spare);
+        }
         let prefix = &mut self.prefix;
         prefix.clear();
         let mut local = Vec::new();
@@ -854,7 +871,7 @@ impl CaptureThread {
         {
             return;
         }
-        if let Err(problem) = write_pending(log) {
+        if let Err(problem) = write_pending(log, &mut self.spare) {
             self.stall(unit, problem);
         }
     }
@@ -904,7 +921,7 @@ impl CaptureThread {
             let Some(log) = self.units.get_mut(&unit) else {
                 continue;
             };
-            match write_pending(log) {
+            match write_pending(log, &mut self.spare) {
                 Ok(()) => {
                     log.stalled = None;
                     info!("{unit}: its log is written again");
@@ -1384,7 +1401,7 @@ impl CaptureThread {
         for unit in names {
             if let Some(log) = self.units.get_mut(&unit) {
                 log.stalled = None;
-                if let Err(problem) = write_pending(log) {
+                if let Err(problem) = write_pending(log, &mut self.spare) {
                     warn!("{unit}: lines lost at exit: {problem}");
                 }
             }
@@ -1431,7 +1448,7 @@ fn open_file(sink: &mut Sink, settings: &CaptureSettings) -> Result<(), String> 
 
 /// Writes the unit's pending lines to their files, opening them first if needed. The error
 /// says why, for status and the log.
-fn write_pending(log: &mut UnitLog) -> Result<(), String> {
+fn write_pending(log: &mut UnitLog, spare: &mut Vec<u8>) -> Result<(), String> {
     for sink in &mut log.sinks {
         if sink.pending.is_empty() {
             continue;
@@ -1446,6 +1463,12 @@ fn write_pending(log: &mut UnitLog) -> Result<(), String> {
             return Err(format!("{}: {e}", file.path().display()));
         }
         sink.pending.clear();
+        if sink.pending.capacity() > KEEP_PENDING {
+            let buffer = std::mem::take(&mut sink.pending);
+            if buffer.capacity() > spare.capacity() {
+                *spare = buffer;
+            }
+        }
     }
     Ok(())
 }

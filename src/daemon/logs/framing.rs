@@ -19,6 +19,9 @@ use std::time::Instant;
 /// Lines longer than this are written in pieces (64 KiB: long JSON lines and stack traces
 /// stay whole, which Docker's 16 KiB split breaks).
 pub(crate) const MAX_LINE: usize = 64 * 1024;
+/// Room a pipe's partial line keeps once its line is out: a long line's room (up to
+/// [`MAX_LINE`]) is given back, not held for every pipe that once carried one.
+const KEEP_PARTIAL: usize = 4 * 1024;
 
 /// What framing hands on, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,8 +72,7 @@ impl LineFramer {
             let (end, after) = rest.split_at(newline);
             self.partial.extend_from_slice(end);
             pieces(&self.partial, false, &mut out);
-            self.partial.clear();
-            self.since = None;
+            self.empty();
             rest = after.get(1..).unwrap_or_default();
         }
         // Runs of whole lines; a line longer than MAX_LINE in pieces between them. Found a
@@ -131,7 +133,15 @@ impl LineFramer {
         if !self.partial.is_empty() {
             pieces(&self.partial, continued, &mut out);
         }
+        self.empty();
+    }
+
+    /// No partial line any more.
+    fn empty(&mut self) {
         self.partial.clear();
+        if self.partial.capacity() > KEEP_PARTIAL {
+            self.partial = Vec::new();
+        }
         self.since = None;
     }
 
