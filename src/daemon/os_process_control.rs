@@ -20,7 +20,9 @@ use crate::daemon::logs::{ChildOutput, Logs};
 use crate::daemon::os::cgroup::{Budget, CgroupTree, InstanceCgroup, Removal, SpawnIntoCgroup};
 use crate::daemon::os::environment_file;
 use crate::daemon::os::listen_sockets::UnitSockets;
-use crate::daemon::os::spawn::{inherited_environment, spawn, ExecRequest};
+use crate::daemon::os::spawn::{
+    exec_failures, inherited_environment, signal_starting, spawn, start, ExecRequest,
+};
 use crate::daemon::os::spawn_plan::{set, InstancePlan, InstanceStart};
 use crate::daemon::os::usage::UsageMeter;
 use crate::daemon::signals::EventSender;
@@ -384,7 +386,7 @@ impl ProcessControl for OsProcessControl {
             };
         }
         let (cgroup, output) = self.cgroup_and_output(unit, request.index)?;
-        let spawned = spawn(&ExecRequest {
+        let spawned = start(&ExecRequest {
             command: &unit.command,
             environment: plan.environment,
             pass_fds: plan.pass_fds,
@@ -493,7 +495,9 @@ impl ProcessControl for OsProcessControl {
 
     fn signal_group(&mut self, pgid: Pid, signal: Signal) {
         match killpg(pgid, signal) {
-            Ok(()) | Err(Errno::ESRCH) => {}
+            Ok(()) => {}
+            // A child still on its way to exec may not have made its group yet.
+            Err(Errno::ESRCH) => signal_starting(pgid, signal),
             Err(e) => debug!("killpg({pgid}, {}) failed: {e}", signal.as_str()),
         }
     }
@@ -733,6 +737,10 @@ impl ProcessControl for OsProcessControl {
             Ok(tree) => format!("cgroup ({})", tree.root().display()),
             Err(reason) => format!("process-group ({reason})"),
         })
+    }
+
+    fn exec_failures(&mut self, wait: bool) -> Vec<(Pid, SpawnError)> {
+        exec_failures(wait)
     }
 
     fn reap(&mut self) -> Vec<(Pid, RawWaitStatus)> {

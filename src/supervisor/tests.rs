@@ -69,6 +69,8 @@ struct FakeOs {
     released: Vec<SpawnId>,
     /// Exits the next `reap` returns, as raw wait statuses like the kernel's.
     exits: Vec<(Pid, RawWaitStatus)>,
+    /// Exec failures the next `exec_failures` returns.
+    exec_failures: Vec<(Pid, SpawnError)>,
     /// How many of the next spawns fail with `CANNOT_PASS_FDS` (or EMFILE when `exhausted`,
     /// or `NO_SUCH_PROGRAM` when `missing_program`).
     failing_spawns: usize,
@@ -121,6 +123,7 @@ impl FakeOs {
             signals: Vec::new(),
             released: Vec::new(),
             exits: Vec::new(),
+            exec_failures: Vec::new(),
             failing_spawns: 0,
             exhausted: false,
             missing_program: false,
@@ -256,6 +259,10 @@ impl ProcessControl for FakeOs {
 
     fn reap(&mut self) -> Vec<(Pid, RawWaitStatus)> {
         std::mem::take(&mut self.exits)
+    }
+
+    fn exec_failures(&mut self, _wait: bool) -> Vec<(Pid, SpawnError)> {
+        std::mem::take(&mut self.exec_failures)
     }
 
     fn release(&mut self, id: SpawnId) {
