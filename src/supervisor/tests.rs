@@ -1025,6 +1025,57 @@ fn start_answers_at_once_with_why_the_program_cannot_be_executed() {
     assert_eq!(h.spawn_count(), spawns + 2, "retried after 1 s");
 }
 
+/// The exec failure of a child found after `spawn` returned (the OS side does not wait for
+/// each exec): reported and retried as a failed spawn is, on the backoff, outside the restart
+/// budget; a start that waits for the execs answers with the cause.
+#[test]
+fn an_exec_failure_found_after_the_spawn_is_a_failed_start_retried_on_the_backoff() {
+    let mut h = Harness::start(&[("web", WEB)]);
+    let pid = h.pid_of("web", 0);
+    let failure = |pid| {
+        (
+            pid,
+            SpawnError::from_errno(
+                SpawnStage::Exec,
+                "nosuch",
+                "cannot execute \"nosuch\"",
+                nix::errno::Errno::ENOENT,
+            ),
+        )
+    };
+    h.os_mut().exec_failures.push(failure(pid));
+    h.exit(pid, code(127));
+    let status = h.status("web");
+    assert_eq!(status.restarts, 0);
+    assert!(!status.gave_up);
+    let error = status.error.unwrap_or_default();
+    assert!(error.contains(NO_SUCH_PROGRAM), "{error}");
+    assert!(status.instances[0]
+        .last_exit
+        .as_deref()
+        .is_some_and(|e| e.starts_with("failed to start: ")));
+    // Not restarted as a crash: started again by the backoff, 1 s later.
+    let spawns = h.spawn_count();
+    h.advance(Duration::from_millis(900));
+    assert_eq!(h.spawn_count(), spawns);
+    h.advance(Duration::from_millis(100));
+    assert_eq!(h.spawn_count(), spawns + 1, "retried after 1 s");
+
+    // A manual start waits for the execs of what it started, and names the cause.
+    let again = h.pid_of("web", 0);
+    let stop = h.request(Request::Stop { unit: unit("web") });
+    h.exit(again, killed(Signal::SIGTERM));
+    assert!(stop.try_recv().expect("stopped").ok);
+    let next = Pid::from_raw(h.os_mut().next_pid);
+    h.os_mut().exec_failures.push(failure(next));
+    let reply = h.ask(Request::Start { unit: unit("web") });
+    assert!(!reply.ok, "{reply:?}");
+    assert!(
+        reply.error.unwrap_or_default().contains(NO_SUCH_PROGRAM),
+        "the cause"
+    );
+}
+
 #[test]
 fn restart_answers_with_why_the_program_cannot_be_executed() {
     let mut h = Harness::start(&[("web", WEB)]);

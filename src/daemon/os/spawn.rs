@@ -1478,6 +1478,32 @@ mod tests {
         assert!(waitpid(pid, None).is_ok());
     }
 
+    #[test]
+    fn started_children_do_not_wait_for_each_exec_and_a_failure_comes_afterwards() {
+        let _forking = crate::FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let command = vec!["true".to_string()];
+        let pids: Vec<Pid> = (0..40)
+            .map(|_| start(&request(&command, None, null.as_raw_fd())).unwrap())
+            .collect();
+        // The child fails at its chdir, after `start` has returned its pid.
+        let missing = Path::new("/no/such/directory");
+        let failing = start(&request(&command, Some(missing), null.as_raw_fd())).unwrap();
+        let failures = exec_failures(true);
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        let (pid, error) = &failures[0];
+        assert_eq!(*pid, failing);
+        assert_eq!(error.stage, SpawnStage::WorkingDirectory);
+        assert_eq!(error.errno, Some(Errno::ENOENT));
+        assert!(error.message.contains("/no/such/directory"), "{error:?}");
+        use nix::sys::wait::WaitStatus;
+        assert_eq!(waitpid(failing, None), Ok(WaitStatus::Exited(failing, 127)));
+        for pid in pids {
+            assert_eq!(waitpid(pid, None), Ok(WaitStatus::Exited(pid, 0)));
+        }
+        assert!(exec_failures(false).is_empty());
+    }
+
     const EVERY_PATH: [SpawnPath; 3] = [SpawnPath::Clone3Vm, SpawnPath::Clone3, SpawnPath::Fork];
 
     /// Runs `script` (sh) through `path` with the write end of a pipe at fd 3 and LISTEN_PID
