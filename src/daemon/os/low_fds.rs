@@ -1,4 +1,4 @@
-//! Blocks of low fd numbers, held open from start-up, through which a starting child gets
+//! Low fd numbers, held open from start-up, through which a starting child gets
 //! the fds it keeps, so that it never copies (nor, at exec, closes) the rest of clusterd's.
 //!
 //! Why: a child created with a copy of clusterd's fd table copies every fd of every instance
@@ -8,18 +8,18 @@
 //! (`CLONE_FILES`) and its first act is `close_range(limit, ~0, CLOSE_RANGE_UNSHARE)`, with
 //! which the kernel gives it a table of its own holding only the fds below `limit` (Linux
 //! 5.9; the copy stops at `limit`). The fds it is to keep (stdin, stdout, stderr, the
-//! passed ones) are first duplicated into one block of these slots, below `limit`, and the
-//! block is given back to its placeholder once the child has exec'd.
+//! passed ones) are first duplicated into free slots, below `limit`, and the slots are given
+//! back to their placeholder once the child has exec'd.
 //!
-//! Several blocks, because clusterd does not wait for one child's exec before it starts the
-//! next (spawn.rs): each child still on its way to exec holds a block. A child also copies
-//! the other blocks' lent fds (all below `limit`); they are close-on-exec, so its exec
-//! closes those few.
+//! A pool of them, because clusterd does not wait for one child's exec before it starts the
+//! next (spawn.rs): each child still on its way to exec holds the slots it was lent (4 or 5
+//! for most instances). A child also copies the slots lent to the others (all below
+//! `limit`); they are close-on-exec, so its exec closes those few.
 //!
 //! The slots are reserved at start-up, when clusterd's fd numbers are still small; each
 //! holds a duplicate of /dev/null between starts, so no other open can take its number.
-//! Under a descriptor limit below 2048 none are: the table is small enough to copy, and the
-//! 257 descriptors are better left to the instances and the control connections.
+//! Under a descriptor limit below 1024 none are: the table is small enough to copy, and the
+//! 41 descriptors are better left to the instances and the control connections.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,17 +27,18 @@ use std::sync::Mutex;
 
 /// How many fds a child can get this way: stdin, stdout, stderr and 13 passed fds. A start
 /// that passes more takes the copying way.
-const SLOTS: usize = 16;
+const MOST_PER_CHILD: usize = 16;
 
-/// How many children can be on their way to exec at once, each with a block of its own.
-pub(crate) const BLOCKS: usize = 16;
+/// How many slots there are: enough for about eight children at a time on their way to
+/// exec, and no more, since every child copies them all.
+const SLOTS: usize = 40;
 
 /// The reserved numbers.
 struct Slots {
-    /// `BLOCKS` blocks of `SLOTS`, held open on /dev/null between lends.
-    blocks: Vec<Vec<OwnedFd>>,
-    /// Which blocks are lent now.
-    lent: [bool; BLOCKS],
+    /// Held open on /dev/null between lends.
+    slots: Vec<OwnedFd>,
+    /// Which slots are lent now.
+    lent: [bool; SLOTS],
     /// What a slot holds between lends.
     placeholder: OwnedFd,
     /// The first fd number above every slot (and the placeholder).
@@ -65,8 +66,8 @@ pub(crate) fn reserve() {
 }
 
 /// Below this descriptor limit no slots are reserved: a table that small costs little to
-/// copy, and 257 descriptors would be a real share of it.
-const SMALLEST_LIMIT: u64 = 2048;
+/// copy, and 41 descriptors would be a real share of it.
+const SMALLEST_LIMIT: u64 = 1024;
 
 /// clusterd's descriptor limit (soft), 0 if it cannot be read.
 fn descriptor_limit() -> u64 {
@@ -87,23 +88,18 @@ fn open_slots() -> Option<Slots> {
     }
     let null = std::fs::File::open("/dev/null").ok()?;
     let placeholder = above_stdio(null.as_raw_fd())?;
-    let blocks = (0..BLOCKS)
-        .map(|_| {
-            (0..SLOTS)
-                .map(|_| above_stdio(placeholder.as_raw_fd()))
-                .collect::<Option<Vec<_>>>()
-        })
+    let slots = (0..SLOTS)
+        .map(|_| above_stdio(placeholder.as_raw_fd()))
         .collect::<Option<Vec<_>>>()?;
-    let limit = blocks
+    let limit = slots
         .iter()
-        .flatten()
         .map(AsRawFd::as_raw_fd)
         .chain([placeholder.as_raw_fd()])
         .max()?
         + 1;
     Some(Slots {
-        blocks,
-        lent: [false; BLOCKS],
+        slots,
+        lent: [false; SLOTS],
         placeholder,
         limit,
     })
@@ -133,10 +129,11 @@ pub(crate) fn unshare_known_to_work() -> bool {
     UNSHARE_SEEN.load(Ordering::Relaxed)
 }
 
-/// `sources` duplicated into a block of slots, until dropped.
+/// `sources` duplicated into slots, until dropped.
 #[derive(Debug)]
 pub(crate) struct Lent {
-    block: usize,
+    /// The index of each slot taken, in order.
+    taken: Vec<usize>,
     /// The slot each source is in, in order.
     pub(crate) fds: Vec<RawFd>,
     /// What the child passes to `close_range`: every fd it keeps is below.
@@ -147,16 +144,16 @@ pub(crate) struct Lent {
 #[derive(Debug)]
 pub(crate) enum Lending {
     Lent(Lent),
-    /// Every block is lent to a child that has not exec'd yet: wait for one.
+    /// Too few slots are free (lent to children that have not exec'd yet): wait for one.
     Busy,
     /// Too many sources, no slots, or a kernel that cannot unshare a table this way: the
     /// caller copies the whole table.
     No,
 }
 
-/// Puts `sources` into a free block of slots.
+/// Puts `sources` into free slots.
 pub(crate) fn lend(sources: &[RawFd]) -> Lending {
-    if !UNSHARE_WORKS.load(Ordering::Relaxed) || sources.len() > SLOTS {
+    if !UNSHARE_WORKS.load(Ordering::Relaxed) || sources.len() > MOST_PER_CHILD {
         return Lending::No;
     }
     reserve();
@@ -164,37 +161,45 @@ pub(crate) fn lend(sources: &[RawFd]) -> Lending {
     let Some(slots) = guard.as_mut() else {
         return Lending::No;
     };
-    let Some(block) = slots.lent.iter().position(|lent| !lent) else {
+    let free: Vec<usize> = (0..SLOTS)
+        .filter(|&i| !slots.lent[i])
+        .take(sources.len())
+        .collect();
+    if free.len() < sources.len() {
         return Lending::Busy;
-    };
+    }
     let mut lent = Lent {
-        block,
+        taken: Vec::with_capacity(sources.len()),
         fds: Vec::with_capacity(sources.len()),
         limit: slots.limit,
     };
-    for (&source, slot) in sources.iter().zip(&slots.blocks[block]) {
-        // SAFETY: dup3 onto a slot this module owns, in a block no one else is lent; it
-        // replaces the placeholder atomically, so the number is never free for another
-        // thread's open.
-        if unsafe { libc::dup3(source, slot.as_raw_fd(), libc::O_CLOEXEC) } < 0 {
+    for (&source, index) in sources.iter().zip(free) {
+        let Some(slot) = slots.slots.get(index).map(AsRawFd::as_raw_fd) else {
+            give_back(slots, &lent);
+            return Lending::No;
+        };
+        // SAFETY: dup3 onto a slot this module owns and no one else is lent; it replaces
+        // the placeholder atomically, so the number is never free for another thread's open.
+        if unsafe { libc::dup3(source, slot, libc::O_CLOEXEC) } < 0 {
             give_back(slots, &lent);
             return Lending::No;
         }
-        lent.fds.push(slot.as_raw_fd());
+        slots.lent[index] = true;
+        lent.taken.push(index);
+        lent.fds.push(slot);
     }
-    slots.lent[block] = true;
     Lending::Lent(lent)
 }
 
-/// The block's slots get their placeholder back (closing the duplicates), and it is free.
+/// The slots get their placeholder back (closing the duplicates), and are free.
 fn give_back(slots: &mut Slots, lent: &Lent) {
-    for &slot in &lent.fds {
+    for (&slot, &index) in lent.fds.iter().zip(&lent.taken) {
         // SAFETY: as in `lend`: the slot is ours, and gets its placeholder back, closing
         // the duplicate of the source.
         unsafe { libc::dup3(slots.placeholder.as_raw_fd(), slot, libc::O_CLOEXEC) };
-    }
-    if let Some(lent_now) = slots.lent.get_mut(lent.block) {
-        *lent_now = false;
+        if let Some(lent_now) = slots.lent.get_mut(index) {
+            *lent_now = false;
+        }
     }
 }
 
@@ -245,12 +250,15 @@ mod tests {
         for slot in slots {
             assert!(same_file(slot, null.as_raw_fd()));
         }
-        assert!(matches!(lend(&[read.as_raw_fd(); SLOTS + 1]), Lending::No));
-        // One block per child on its way to exec; none when all are lent.
-        let blocks: Vec<Lending> = (0..BLOCKS).map(|_| lend(&sources)).collect();
-        assert!(blocks.iter().all(|b| matches!(b, Lending::Lent(_))));
+        assert!(matches!(
+            lend(&[read.as_raw_fd(); MOST_PER_CHILD + 1]),
+            Lending::No
+        ));
+        // Slots for each child on its way to exec; none once too few are free.
+        let lent: Vec<Lending> = (0..SLOTS / 3).map(|_| lend(&sources)).collect();
+        assert!(lent.iter().all(|b| matches!(b, Lending::Lent(_))));
         assert!(matches!(lend(&sources), Lending::Busy));
-        drop(blocks);
+        drop(lent);
         assert!(matches!(lend(&sources), Lending::Lent(_)));
     }
 }

@@ -404,8 +404,8 @@ static STARTING: std::sync::Mutex<Starting> = std::sync::Mutex::new(Starting {
 });
 
 /// How many children may be on their way to exec at once; the next start waits for the
-/// oldest. Each holds its stack (64 KiB) and, mostly, a block of fd slots.
-const MOST_IN_FLIGHT: usize = low_fds::BLOCKS;
+/// oldest. Each holds its stack (64 KiB) and, mostly, fd slots (low_fds.rs).
+const MOST_IN_FLIGHT: usize = 16;
 
 impl Starting {
     /// Takes in every child that has exec'd or exited; `wait`: waits for all first.
