@@ -21,7 +21,8 @@ use crate::daemon::os::cgroup::{Budget, CgroupTree, InstanceCgroup, Removal, Spa
 use crate::daemon::os::environment_file;
 use crate::daemon::os::listen_sockets::UnitSockets;
 use crate::daemon::os::spawn::{
-    exec_failures, inherited_environment, signal_starting, spawn, start, ExecRequest,
+    exec_failures, finished_to_release, inherited_environment, release_finished, signal_starting,
+    spawn, start, ExecRequest,
 };
 use crate::daemon::os::spawn_plan::{set, InstancePlan, InstanceStart};
 use crate::daemon::os::usage::UsageMeter;
@@ -715,10 +716,11 @@ impl ProcessControl for OsProcessControl {
     }
 
     fn has_idle_work(&self) -> bool {
-        !self.spares_wanted.is_empty() || !self.removals.is_empty()
+        !self.spares_wanted.is_empty() || !self.removals.is_empty() || finished_to_release()
     }
 
     fn do_idle_work(&mut self) {
+        release_finished();
         let mut budget = Budget::until(Instant::now() + IDLE_SLICE);
         // Spares first: they are what a restart waits for.
         while budget.take() {

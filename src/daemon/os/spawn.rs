@@ -322,12 +322,16 @@ struct ChildState {
     start: ChildStart,
     plan: ExecPlan,
     /// The child's stack until exec.
-    stack: Vec<u8>,
+    stack: ChildStack,
     /// The placements' own fds, while the plan names the slots they were lent into.
     sources: Vec<RawFd>,
     /// The slots the child takes its fds from; given back once it has exec'd or exited.
     lent: Option<low_fds::Lent>,
 }
+
+// SAFETY: a finished state (its child done) is owned by whoever holds the Box; its raw
+// pointers point into itself, its fds and mapping are process-wide.
+unsafe impl Send for ChildState {}
 
 /// A child on its way to exec, owning its [`ChildState`] (from `Box::leak`).
 struct InFlight {
@@ -376,16 +380,22 @@ impl InFlight {
 
     /// The state back, once [`InFlight::done`].
     fn finish(self) -> Box<ChildState> {
-        debug_assert!(self.done());
-        // SAFETY: from `Box::leak`, and the child has let go of it (done).
-        let mut state = unsafe { Box::from_raw(self.state.as_ptr()) };
-        // SAFETY: the child that may have written it has exec'd or exited.
-        state.failure = unsafe { std::ptr::read_volatile(std::ptr::addr_of!(state.failure)) };
+        let mut state = self.finish_later();
         // The slots go back (closing their duplicates), the plan gets its own fds again.
         state.lent = None;
         for (placement, &source) in state.plan.placements.iter_mut().zip(&state.sources) {
             placement.0 = source;
         }
+        state
+    }
+
+    /// The state back, once [`InFlight::done`], still holding its fd slots.
+    fn finish_later(self) -> Box<ChildState> {
+        debug_assert!(self.done());
+        // SAFETY: from `Box::leak`, and the child has let go of it (done).
+        let mut state = unsafe { Box::from_raw(self.state.as_ptr()) };
+        // SAFETY: the child that may have written it has exec'd or exited.
+        state.failure = unsafe { std::ptr::read_volatile(std::ptr::addr_of!(state.failure)) };
         state
     }
 }
@@ -396,11 +406,16 @@ impl InFlight {
 struct Starting {
     in_flight: Vec<InFlight>,
     failed: Vec<(Pid, SpawnError)>,
+    /// The states of children that exec'd, to let go of when the loop has a moment
+    /// ([`release_finished`]): their fd slots and stacks, a few system calls each that need
+    /// not stand between a reap and the next start.
+    finished: Vec<ChildState>,
 }
 
 static STARTING: std::sync::Mutex<Starting> = std::sync::Mutex::new(Starting {
     in_flight: Vec::new(),
     failed: Vec::new(),
+    finished: Vec::new(),
 });
 
 /// How many children may be on their way to exec at once; the next start waits for the
@@ -418,9 +433,11 @@ impl Starting {
             if self.in_flight[index].done() {
                 let child = self.in_flight.swap_remove(index);
                 let pid = child.pid;
-                let state = child.finish();
+                let state = child.finish_later();
                 if state.failure.stage != 0 {
                     self.failed.push((pid, state.error()));
+                } else {
+                    self.finished.push(*state);
                 }
             } else {
                 index += 1;
@@ -433,10 +450,16 @@ impl Starting {
         loop {
             self.collect(false);
             let lent = match lending() {
-                low_fds::Lending::Busy if self.in_flight.is_empty() => low_fds::Lending::No,
+                low_fds::Lending::Busy if self.in_flight.is_empty() && self.finished.is_empty() => {
+                    low_fds::Lending::No
+                }
                 lent => lent,
             };
             let busy = matches!(lent, low_fds::Lending::Busy);
+            if busy && !self.finished.is_empty() {
+                self.finished.clear();
+                continue;
+            }
             if !busy && self.in_flight.len() < MOST_IN_FLIGHT {
                 return lent;
             }
@@ -459,6 +482,21 @@ impl ChildState {
             Errno::from_raw(self.failure.errno),
         )
     }
+}
+
+/// Whether children from [`start`] have exec'd whose fd slots and stacks are still held:
+/// work for [`release_finished`].
+pub(crate) fn finished_to_release() -> bool {
+    let starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+    !starting.finished.is_empty() || starting.in_flight.iter().any(InFlight::done)
+}
+
+/// Lets go of the fd slots and stacks of the children from [`start`] that have exec'd (the
+/// loop's idle work). An exec failure found meanwhile waits for [`exec_failures`].
+pub(crate) fn release_finished() {
+    let mut starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+    starting.collect(false);
+    starting.finished.clear();
 }
 
 /// The exec failures of children from [`start`] that have exec'd or exited since the last
@@ -521,6 +559,10 @@ fn spawn_sharing_memory_reporting(
     } else {
         exec
     };
+    let stack = match ChildStack::map() {
+        Ok(stack) => stack,
+        Err(errno) => return Err((Box::new(plan), errno)),
+    };
     let owned = std::ptr::NonNull::from(Box::leak(Box::new(ChildState {
         running: AtomicU32::new(1),
         failure: ChildFailure::default(),
@@ -529,7 +571,7 @@ fn spawn_sharing_memory_reporting(
             report: FailureReport::Shared(std::ptr::null_mut()),
         },
         plan,
-        stack: vec![0u8; CHILD_STACK_BYTES + 16],
+        stack,
         sources,
         lent,
     })));
@@ -1264,6 +1306,42 @@ unsafe fn clone_into_cgroup(directory: RawFd) -> Result<libc::pid_t, Errno> {
 /// The stack a memory-sharing child runs on until it execs: `child_after_fork` needs little.
 const CHILD_STACK_BYTES: usize = 64 * 1024;
 
+/// A memory-sharing child's stack, mapped for it and unmapped once it is done: only the
+/// pages the child touched were ever resident, and they go back to the system at once
+/// (from the heap, up to 16 stacks of children exec'ing side by side could stay in
+/// clusterd's resident memory).
+struct ChildStack {
+    base: *mut libc::c_void,
+}
+
+impl ChildStack {
+    fn map() -> Result<ChildStack, Errno> {
+        // SAFETY: a new private anonymous mapping; nothing else refers to it.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                CHILD_STACK_BYTES,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(Errno::last());
+        }
+        Ok(ChildStack { base })
+    }
+}
+
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `map`, which no child runs on any more (its state is
+        // dropped only once the child is done).
+        unsafe { libc::munmap(self.base, CHILD_STACK_BYTES) };
+    }
+}
+
 /// What the memory-sharing child's entry point gets.
 struct ChildStart {
     plan: *mut ExecPlan,
@@ -1301,11 +1379,8 @@ unsafe fn spawn_sharing_memory(state: *mut ChildState) -> Result<libc::pid_t, Er
     const CLONE_VM: u64 = libc::CLONE_VM as u64;
     // SAFETY: the caller's: `state` is valid; only its addresses and the plan's fds are read.
     let (args, start) = unsafe {
-        let stack = &mut (*state).stack;
-        // 16-byte aligned, as the ABI wants the stack at a call.
-        let base = stack.as_mut_ptr() as usize;
-        let low = (base + 15) & !15;
-        let size = (base + stack.len() - low) & !15;
+        // Page-aligned, so 16-byte aligned as the ABI wants the stack at a call.
+        let (low, size) = ((*state).stack.base as usize, CHILD_STACK_BYTES);
         let plan = &(*state).plan;
         let directory = plan.cgroup.map(|c| c.directory);
         let files = plan.unshare_below.map_or(0, |_| libc::CLONE_FILES as u64);
