@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use nix::errno::Errno;
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::daemon::file_watch::FileWatch;
@@ -21,8 +21,8 @@ use crate::daemon::os::cgroup::{Budget, CgroupTree, InstanceCgroup, Removal, Spa
 use crate::daemon::os::environment_file;
 use crate::daemon::os::listen_sockets::UnitSockets;
 use crate::daemon::os::spawn::{
-    exec_failures, finished_to_release, inherited_environment, release_finished, signal_starting,
-    spawn, start, ExecRequest,
+    exec_failures, finished_to_release, inherited_environment, release_finished, spawn, start,
+    ExecRequest,
 };
 use crate::daemon::os::spawn_plan::{set, InstancePlan, InstanceStart};
 use crate::daemon::os::usage::UsageMeter;
@@ -495,10 +495,9 @@ impl ProcessControl for OsProcessControl {
     }
 
     fn signal_group(&mut self, pgid: Pid, signal: Signal) {
-        match killpg(pgid, signal) {
-            Ok(()) => {}
-            // A child still on its way to exec may not have made its group yet.
-            Err(Errno::ESRCH) => signal_starting(pgid, signal),
+        // A child still on its way to exec may not have made its group yet: see there.
+        match crate::daemon::os::spawn::signal_group(pgid, signal) {
+            Ok(()) | Err(Errno::ESRCH) => {}
             Err(e) => debug!("killpg({pgid}, {}) failed: {e}", signal.as_str()),
         }
     }

@@ -509,18 +509,22 @@ pub(crate) fn exec_failures(wait: bool) -> Vec<(Pid, SpawnError)> {
     std::mem::take(&mut starting.failed)
 }
 
-/// Sends `signal` to `pid` if it is a child from [`start`] that has neither exec'd nor
-/// exited (so it is not reaped and the pid is its own): such a child may not lead its process
-/// group yet. It blocks every signal until it has reset their handlers, so a signal sent now
-/// acts as on the program it becomes.
-pub(crate) fn signal_starting(pid: Pid, signal: nix::sys::signal::Signal) {
-    let starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
-    if starting
-        .in_flight
-        .iter()
-        .any(|child| child.pid == pid && !child.done())
-    {
-        let _ = nix::sys::signal::kill(pid, signal);
+/// `killpg(pgid, signal)`, and where there is no such group yet but `pgid` is a child from
+/// [`start`] not yet taken in (so not reaped: the pid is its own), the signal goes to that
+/// child: on its way to exec it may not lead its group yet. It blocks every signal until it
+/// has reset their handlers, so a signal sent now acts as on the program it becomes.
+pub(crate) fn signal_group(pgid: Pid, signal: nix::sys::signal::Signal) -> nix::Result<()> {
+    use nix::sys::signal::{kill, killpg};
+    match killpg(pgid, signal) {
+        Err(Errno::ESRCH) => {
+            let starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+            if !starting.in_flight.iter().any(|child| child.pid == pgid) {
+                return Err(Errno::ESRCH);
+            }
+            // It may have made its group since.
+            killpg(pgid, signal).or_else(|_| kill(pgid, signal))
+        }
+        sent => sent,
     }
 }
 
@@ -1575,6 +1579,30 @@ mod tests {
         assert_eq!(waitpid(failing, None), Ok(WaitStatus::Exited(failing, 127)));
         for pid in pids {
             assert_eq!(waitpid(pid, None), Ok(WaitStatus::Exited(pid, 0)));
+        }
+        assert!(exec_failures(false).is_empty());
+    }
+
+    #[test]
+    fn a_child_signalled_on_its_way_to_exec_gets_the_signal() {
+        use nix::sys::signal::Signal;
+        use nix::sys::wait::WaitStatus;
+        let _forking = crate::FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let command = vec!["sleep".to_string(), "30".to_string()];
+        // Signalled at once: before or after its setsid and exec, each gets it.
+        let pids: Vec<Pid> = (0..20)
+            .map(|_| {
+                let pid = start(&request(&command, None, null.as_raw_fd())).unwrap();
+                assert_eq!(signal_group(pid, Signal::SIGTERM), Ok(()));
+                pid
+            })
+            .collect();
+        for pid in pids {
+            assert_eq!(
+                waitpid(pid, None),
+                Ok(WaitStatus::Signaled(pid, Signal::SIGTERM, false))
+            );
         }
         assert!(exec_failures(false).is_empty());
     }
