@@ -18,6 +18,8 @@
 //! * `--json PATH`: also write the results as JSON; `--chart PATH`: draw a PNG with
 //!   benches/supervisors_chart.py (matplotlib is installed into the scratch venv).
 //! * `CLUSTERD_BENCH_SCRATCH`: where the peers are installed (default target/tmp/supervisors-bench).
+//! * `CLUSTERD_BENCH_BIN_DIR`: the directory of the `clusterd` and `clusterctl` to measure
+//!   (default: the ones built with the bench), to compare two builds with the same bench.
 //! * `CLUSTERD_BENCH_ISOLATION=cgroup|process-group`: clusterd's `--isolation` (default:
 //!   clusterd's own default, `auto`).
 //!
@@ -108,6 +110,14 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `name` from `CLUSTERD_BENCH_BIN_DIR` when set (another build of clusterd, for a
+/// before/after comparison with the same bench), else the one cargo built with the bench.
+fn clusterd_binary(name: &str, built: &str) -> PathBuf {
+    std::env::var_os("CLUSTERD_BENCH_BIN_DIR")
+        .map(|dir| PathBuf::from(dir).join(name))
+        .unwrap_or_else(|| PathBuf::from(built))
+}
+
 /// The environment of a run: the C floors, and the peers installed (a peer that cannot be is
 /// skipped, with a note).
 fn prepare(opts: &mut Opts, tmp: &Path, worker: Vec<String>, results: &mut Results) -> Env {
@@ -123,8 +133,8 @@ fn prepare(opts: &mut Opts, tmp: &Path, worker: Vec<String>, results: &mut Resul
         worker,
         floor,
         floor_supervisor,
-        clusterd: PathBuf::from(env!("CARGO_BIN_EXE_clusterd")),
-        clusterctl: PathBuf::from(env!("CARGO_BIN_EXE_clusterctl")),
+        clusterd: clusterd_binary("clusterd", env!("CARGO_BIN_EXE_clusterd")),
+        clusterctl: clusterd_binary("clusterctl", env!("CARGO_BIN_EXE_clusterctl")),
         node: which("node"),
         pm2: None,
         supervisord: None,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use nix::errno::Errno;
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::daemon::file_watch::FileWatch;
@@ -20,7 +20,10 @@ use crate::daemon::logs::{ChildOutput, Logs};
 use crate::daemon::os::cgroup::{Budget, CgroupTree, InstanceCgroup, Removal, SpawnIntoCgroup};
 use crate::daemon::os::environment_file;
 use crate::daemon::os::listen_sockets::UnitSockets;
-use crate::daemon::os::spawn::{inherited_environment, spawn, ExecRequest};
+use crate::daemon::os::spawn::{
+    exec_failures, finished_to_release, inherited_environment, release_finished, spawn, start,
+    ExecRequest,
+};
 use crate::daemon::os::spawn_plan::{set, InstancePlan, InstanceStart};
 use crate::daemon::os::usage::UsageMeter;
 use crate::daemon::signals::EventSender;
@@ -384,7 +387,7 @@ impl ProcessControl for OsProcessControl {
             };
         }
         let (cgroup, output) = self.cgroup_and_output(unit, request.index)?;
-        let spawned = spawn(&ExecRequest {
+        let spawned = start(&ExecRequest {
             command: &unit.command,
             environment: plan.environment,
             pass_fds: plan.pass_fds,
@@ -492,7 +495,8 @@ impl ProcessControl for OsProcessControl {
     }
 
     fn signal_group(&mut self, pgid: Pid, signal: Signal) {
-        match killpg(pgid, signal) {
+        // A child still on its way to exec may not have made its group yet: see there.
+        match crate::daemon::os::spawn::signal_group(pgid, signal) {
             Ok(()) | Err(Errno::ESRCH) => {}
             Err(e) => debug!("killpg({pgid}, {}) failed: {e}", signal.as_str()),
         }
@@ -711,10 +715,11 @@ impl ProcessControl for OsProcessControl {
     }
 
     fn has_idle_work(&self) -> bool {
-        !self.spares_wanted.is_empty() || !self.removals.is_empty()
+        !self.spares_wanted.is_empty() || !self.removals.is_empty() || finished_to_release()
     }
 
     fn do_idle_work(&mut self) {
+        release_finished();
         let mut budget = Budget::until(Instant::now() + IDLE_SLICE);
         // Spares first: they are what a restart waits for.
         while budget.take() {
@@ -733,6 +738,10 @@ impl ProcessControl for OsProcessControl {
             Ok(tree) => format!("cgroup ({})", tree.root().display()),
             Err(reason) => format!("process-group ({reason})"),
         })
+    }
+
+    fn exec_failures(&mut self, wait: bool) -> Vec<(Pid, SpawnError)> {
+        exec_failures(wait)
     }
 
     fn reap(&mut self) -> Vec<(Pid, RawWaitStatus)> {

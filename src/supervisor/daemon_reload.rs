@@ -78,18 +78,7 @@ impl<P: ProcessControl> Supervisor<P> {
                             report.not_started.push(reason.to_string());
                         }
                         Some(reason) => report.not_started.push(format!("{name}: {reason}")),
-                        None => {
-                            // Its program cannot be executed: the answer says so (it is
-                            // retried).
-                            if let Some(e) = self
-                                .units
-                                .get(&name)
-                                .and_then(|rt| rt.cannot_execute.clone())
-                            {
-                                report.cannot_start.push(format!("{name}: {e}"));
-                            }
-                            report.added.push(name);
-                        }
+                        None => report.added.push(name),
                     }
                 }
                 (false, Err(e)) => {
@@ -97,6 +86,18 @@ impl<P: ProcessControl> Supervisor<P> {
                     report.errors.push(e.to_string());
                     self.invalid.insert(name, e);
                 }
+            }
+        }
+        // A new unit whose program cannot be executed: the answer says so (it is retried).
+        // The new units' children exec side by side; their failures are in once all have.
+        self.settle_execs(now);
+        for name in &report.added {
+            if let Some(e) = self
+                .units
+                .get(name)
+                .and_then(|rt| rt.cannot_execute.clone())
+            {
+                report.cannot_start.push(format!("{name}: {e}"));
             }
         }
         let removed: Vec<String> = self

@@ -95,34 +95,102 @@ impl<P: ProcessControl> Supervisor<P> {
     /// program's fault: it is retried after a growing delay, outside the budget, so that a
     /// moment of exhaustion neither spins nor gives the unit up.
     pub(super) fn start_instance(&mut self, name: &str, index: u32, now: Instant) {
-        loop {
-            match self.spawn_into_slot(name, index, now) {
-                Ok(_) => return,
-                Err(e) if e.out_of_resources() => {
-                    self.retry_starts_later(name, Retry::Resources, now);
-                    return;
-                }
-                Err(e) if e.cannot_execute() => {
-                    if let Some(rt) = self.units.get_mut(name) {
-                        rt.cannot_execute = Some(e.message);
-                        if rt.unit.restart != RestartPolicy::Never {
-                            self.retry_starts_later(name, Retry::CannotExecute, now);
+        while let Err(e) = self.spawn_into_slot(name, index, now) {
+            if !self.after_failed_start(name, index, e, now) {
+                return;
+            }
+        }
+    }
+
+    /// What a failed start of `index` leads to — found at the spawn, or later, when the
+    /// child's exec failed ([`Self::on_exec_failure`]): a retry later (out of resources, or a
+    /// program that cannot be executed), nothing, or (true) a start again now, counted.
+    fn after_failed_start(&mut self, name: &str, index: u32, e: SpawnError, now: Instant) -> bool {
+        if e.out_of_resources() {
+            self.retry_starts_later(name, Retry::Resources, now);
+            return false;
+        }
+        let Some(rt) = self.units.get_mut(name) else {
+            return false;
+        };
+        if e.cannot_execute() {
+            rt.cannot_execute = Some(e.message);
+            if rt.unit.restart != RestartPolicy::Never {
+                self.retry_starts_later(name, Retry::CannotExecute, now);
+            }
+            return false;
+        }
+        rt.unit.restart != RestartPolicy::Never && self.take_restart(name, index, now)
+    }
+
+    /// The instance `pid` never ran its program: its exec failed (reported by
+    /// [`ProcessControl::exec_failures`] after `spawn` had returned). The process goes as if
+    /// the spawn had failed: the same report, and the same retry.
+    pub(super) fn on_exec_failure(&mut self, pid: Pid, e: SpawnError, now: Instant) {
+        let Some(id) = self.by_pid.remove(&pid) else {
+            return;
+        };
+        let Some(process) = self.processes.remove(&id) else {
+            return;
+        };
+        for timer in every_timer_of(id) {
+            self.timers.cancel(timer);
+        }
+        self.health_on_exit(&process);
+        let (name, index) = (process.unit.clone(), process.index);
+        self.note_failed_start(&name, index, &e);
+        let mut start_again = !process.phase.is_leaving() && !self.shutting_down;
+        if let Some(rt) = self.units.get_mut(&name) {
+            rt.processes.remove(&id);
+            start_again &= rt.phase.restarts() && index < rt.wanted;
+            if let Some(slot) = rt.slots.get_mut(index as usize) {
+                if slot.current == Some(id) {
+                    slot.current = None;
+                    match slot.standby.take() {
+                        Some((old, Handover::Reload)) => {
+                            // As when the spawn of a reload's new process fails.
+                            slot.current = Some(old);
+                            let error = format!("failed to start: {e}");
+                            self.abort_rollout(
+                                &name,
+                                format!("{name}[{index}]: {error}; the old process keeps serving"),
+                                now,
+                            );
+                            start_again = false;
                         }
+                        Some((standby, kind)) => self.let_go(standby, kind, now),
+                        None => {}
                     }
-                    return;
-                }
-                Err(_) => {
-                    let Some(rt) = self.units.get(name) else {
-                        return;
-                    };
-                    if rt.unit.restart == RestartPolicy::Never {
-                        return;
-                    }
-                    if !self.take_restart(name, index, now) {
-                        return;
-                    }
+                } else {
+                    start_again = false;
                 }
             }
+        }
+        self.clean_up_after_exit(id, &process, now);
+        if start_again && self.after_failed_start(&name, index, e, now) {
+            self.start_instance(&name, index, now);
+        }
+        self.settle(&name, now);
+    }
+
+    /// Takes in the exec failures of the instances started so far, waiting for their
+    /// execs: before an answer that is to name the cause (`daemon-reload`, `start`).
+    pub(super) fn settle_execs(&mut self, now: Instant) {
+        for (pid, e) in self.os.exec_failures(true) {
+            self.on_exec_failure(pid, e, now);
+        }
+    }
+
+    /// A start of `index` failed: said in the log, the unit's events and its slot.
+    fn note_failed_start(&mut self, name: &str, index: u32, e: &SpawnError) {
+        error!("{name}[{index}]: failed to start: {e}");
+        self.unit_events.push(UnitEvent::note(
+            name.to_string(),
+            Some(index),
+            format!("failed to start: {e}"),
+        ));
+        if let Some(rt) = self.units.get_mut(name) {
+            rt.slot_mut(index).last_exit = Some(format!("failed to start: {e}"));
         }
     }
 
@@ -244,13 +312,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 Ok(id)
             }
             Err(e) => {
-                error!("{name}[{index}]: failed to start: {e}");
-                self.unit_events.push(UnitEvent::note(
-                    name.to_string(),
-                    Some(index),
-                    format!("failed to start: {e}"),
-                ));
-                rt.slot_mut(index).last_exit = Some(format!("failed to start: {e}"));
+                self.note_failed_start(name, index, &e);
                 Err(e)
             }
         }

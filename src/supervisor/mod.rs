@@ -337,7 +337,13 @@ impl<P: ProcessControl> Supervisor<P> {
     fn on_signal(&mut self, signal: i32, now: Instant) {
         match Signal::try_from(signal) {
             Ok(Signal::SIGCHLD) => {
-                for (pid, raw) in self.os.reap() {
+                let exited = self.os.reap();
+                // After the reap: every child reaped has exec'd or exited by then, so an exec
+                // failure among them is known, and is not taken for a crash.
+                for (pid, e) in self.os.exec_failures(false) {
+                    self.on_exec_failure(pid, e, now);
+                }
+                for (pid, raw) in exited {
                     match ExitStatus::decode(raw) {
                         Some(status) => self.on_child_exit(pid, status, now),
                         None => debug!("pid {pid} stopped or continued (wait status {raw:?})"),

@@ -275,8 +275,17 @@ pub(crate) trait ProcessControl {
 
     /// Starts an instance, with the unit's sockets as fds 3, 4, ...; returns its pid, which is
     /// also its process group id. The error is a message for status and the log, such as
-    /// `cannot execute "nosuch": No such file or directory`.
+    /// `cannot execute "nosuch": No such file or directory`. It does not wait for the
+    /// child's exec: a failure found in the child (a missing working directory, a program
+    /// that cannot be executed) comes later from [`ProcessControl::exec_failures`].
     fn spawn(&mut self, request: &SpawnRequest) -> Result<Pid, SpawnError>;
+
+    /// The instances from [`ProcessControl::spawn`] whose exec failed, by pid, found since
+    /// the last call: each has exited (status 127, still to be reaped) without running its
+    /// program, and the error says why, as `spawn` would have. `wait`: first waits until
+    /// every instance started so far has exec'd or failed (they exec side by side: about
+    /// the slowest one's time), for an answer that is to name the cause.
+    fn exec_failures(&mut self, wait: bool) -> Vec<(Pid, SpawnError)>;
 
     /// Starts an `on_giveup` hook.
     fn spawn_hook(&mut self, request: &HookRequest) -> Result<Pid, SpawnError>;

@@ -207,6 +207,10 @@ impl<P: ProcessControl> Supervisor<P> {
         if let Some(rt) = self.units.get_mut(name) {
             rt.waiters.push(reply, until, message);
         }
+        // A start's answer names why an instance could not start: its exec first.
+        if until == WaitCondition::AllReady {
+            self.settle_execs(now);
+        }
         self.settle(name, now);
     }
 

@@ -69,6 +69,8 @@ struct FakeOs {
     released: Vec<SpawnId>,
     /// Exits the next `reap` returns, as raw wait statuses like the kernel's.
     exits: Vec<(Pid, RawWaitStatus)>,
+    /// Exec failures the next `exec_failures` returns.
+    exec_failures: Vec<(Pid, SpawnError)>,
     /// How many of the next spawns fail with `CANNOT_PASS_FDS` (or EMFILE when `exhausted`,
     /// or `NO_SUCH_PROGRAM` when `missing_program`).
     failing_spawns: usize,
@@ -121,6 +123,7 @@ impl FakeOs {
             signals: Vec::new(),
             released: Vec::new(),
             exits: Vec::new(),
+            exec_failures: Vec::new(),
             failing_spawns: 0,
             exhausted: false,
             missing_program: false,
@@ -256,6 +259,10 @@ impl ProcessControl for FakeOs {
 
     fn reap(&mut self) -> Vec<(Pid, RawWaitStatus)> {
         std::mem::take(&mut self.exits)
+    }
+
+    fn exec_failures(&mut self, _wait: bool) -> Vec<(Pid, SpawnError)> {
+        std::mem::take(&mut self.exec_failures)
     }
 
     fn release(&mut self, id: SpawnId) {
@@ -1016,6 +1023,57 @@ fn start_answers_at_once_with_why_the_program_cannot_be_executed() {
     assert_eq!(h.spawn_count(), spawns + 1);
     h.advance(SECOND);
     assert_eq!(h.spawn_count(), spawns + 2, "retried after 1 s");
+}
+
+/// The exec failure of a child found after `spawn` returned (the OS side does not wait for
+/// each exec): reported and retried as a failed spawn is, on the backoff, outside the restart
+/// budget; a start that waits for the execs answers with the cause.
+#[test]
+fn an_exec_failure_found_after_the_spawn_is_a_failed_start_retried_on_the_backoff() {
+    let mut h = Harness::start(&[("web", WEB)]);
+    let pid = h.pid_of("web", 0);
+    let failure = |pid| {
+        (
+            pid,
+            SpawnError::from_errno(
+                SpawnStage::Exec,
+                "nosuch",
+                "cannot execute \"nosuch\"",
+                nix::errno::Errno::ENOENT,
+            ),
+        )
+    };
+    h.os_mut().exec_failures.push(failure(pid));
+    h.exit(pid, code(127));
+    let status = h.status("web");
+    assert_eq!(status.restarts, 0);
+    assert!(!status.gave_up);
+    let error = status.error.unwrap_or_default();
+    assert!(error.contains(NO_SUCH_PROGRAM), "{error}");
+    assert!(status.instances[0]
+        .last_exit
+        .as_deref()
+        .is_some_and(|e| e.starts_with("failed to start: ")));
+    // Not restarted as a crash: started again by the backoff, 1 s later.
+    let spawns = h.spawn_count();
+    h.advance(Duration::from_millis(900));
+    assert_eq!(h.spawn_count(), spawns);
+    h.advance(Duration::from_millis(100));
+    assert_eq!(h.spawn_count(), spawns + 1, "retried after 1 s");
+
+    // A manual start waits for the execs of what it started, and names the cause.
+    let again = h.pid_of("web", 0);
+    let stop = h.request(Request::Stop { unit: unit("web") });
+    h.exit(again, killed(Signal::SIGTERM));
+    assert!(stop.try_recv().expect("stopped").ok);
+    let next = Pid::from_raw(h.os_mut().next_pid);
+    h.os_mut().exec_failures.push(failure(next));
+    let reply = h.ask(Request::Start { unit: unit("web") });
+    assert!(!reply.ok, "{reply:?}");
+    assert!(
+        reply.error.unwrap_or_default().contains(NO_SUCH_PROGRAM),
+        "the cause"
+    );
 }
 
 #[test]

@@ -34,6 +34,7 @@ mod jobs;
 mod kill_and_send;
 mod log_layout;
 mod logs;
+mod mass_start;
 mod metrics;
 mod node_cluster;
 mod pm2_corpus;

@@ -1,4 +1,4 @@
-//! A block of low fd numbers, held open from start-up, through which a starting child gets
+//! Low fd numbers, held open from start-up, through which a starting child gets
 //! the fds it keeps, so that it never copies (nor, at exec, closes) the rest of clusterd's.
 //!
 //! Why: a child created with a copy of clusterd's fd table copies every fd of every instance
@@ -8,26 +8,37 @@
 //! (`CLONE_FILES`) and its first act is `close_range(limit, ~0, CLOSE_RANGE_UNSHARE)`, with
 //! which the kernel gives it a table of its own holding only the fds below `limit` (Linux
 //! 5.9; the copy stops at `limit`). The fds it is to keep (stdin, stdout, stderr, the
-//! passed ones) are first duplicated into these slots, below `limit`, and the slots are
-//! given back to their placeholder once the child has exec'd.
+//! passed ones) are first duplicated into free slots, below `limit`, and the slots are given
+//! back to their placeholder once the child has exec'd.
+//!
+//! A pool of them, because clusterd does not wait for one child's exec before it starts the
+//! next (spawn.rs): each child still on its way to exec holds the slots it was lent (4 or 5
+//! for most instances). A child also copies the slots lent to the others (all below
+//! `limit`); they are close-on-exec, so its exec closes those few.
 //!
 //! The slots are reserved at start-up, when clusterd's fd numbers are still small; each
 //! holds a duplicate of /dev/null between starts, so no other open can take its number.
 //! Under a descriptor limit below 1024 none are: the table is small enough to copy, and the
-//! 17 descriptors are better left to the instances and the control connections.
+//! 41 descriptors are better left to the instances and the control connections.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
 /// How many fds a child can get this way: stdin, stdout, stderr and 13 passed fds. A start
 /// that passes more takes the copying way.
-const SLOTS: usize = 16;
+const MOST_PER_CHILD: usize = 16;
+
+/// How many slots there are: enough for about eight children at a time on their way to
+/// exec, and no more, since every child copies them all.
+const SLOTS: usize = 40;
 
 /// The reserved numbers.
 struct Slots {
     /// Held open on /dev/null between lends.
     slots: Vec<OwnedFd>,
+    /// Which slots are lent now.
+    lent: [bool; SLOTS],
     /// What a slot holds between lends.
     placeholder: OwnedFd,
     /// The first fd number above every slot (and the placeholder).
@@ -42,6 +53,10 @@ static RESERVED: Mutex<Option<Slots>> = Mutex::new(None);
 /// then on every start copies the table, as before Linux 5.9.
 static UNSHARE_WORKS: AtomicBool = AtomicBool::new(true);
 
+/// Set once a child has unshared its table this way: until then a start waits for its
+/// child's exec, to fall back if it could not.
+static UNSHARE_SEEN: AtomicBool = AtomicBool::new(false);
+
 /// Reserves the slots, once (clusterd's start-up; a later first start does it otherwise).
 pub(crate) fn reserve() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -51,7 +66,7 @@ pub(crate) fn reserve() {
 }
 
 /// Below this descriptor limit no slots are reserved: a table that small costs little to
-/// copy, and 17 descriptors would be a real share of it.
+/// copy, and 41 descriptors would be a real share of it.
 const SMALLEST_LIMIT: u64 = 1024;
 
 /// clusterd's descriptor limit (soft), 0 if it cannot be read.
@@ -84,6 +99,7 @@ fn open_slots() -> Option<Slots> {
         + 1;
     Some(Slots {
         slots,
+        lent: [false; SLOTS],
         placeholder,
         limit,
     })
@@ -103,55 +119,94 @@ pub(crate) fn unshare_unsupported() {
     UNSHARE_WORKS.store(false, Ordering::Relaxed);
 }
 
-/// `sources` duplicated into the slots, until dropped.
+/// A child unshared its table this way: the kernel can.
+pub(crate) fn unshare_works() {
+    UNSHARE_SEEN.store(true, Ordering::Relaxed);
+}
+
+/// Whether a child has been seen to unshare its table this way.
+pub(crate) fn unshare_known_to_work() -> bool {
+    UNSHARE_SEEN.load(Ordering::Relaxed)
+}
+
+/// `sources` duplicated into slots, until dropped.
+#[derive(Debug)]
 pub(crate) struct Lent {
-    guard: MutexGuard<'static, Option<Slots>>,
+    /// The index of each slot taken, in order.
+    taken: Vec<usize>,
     /// The slot each source is in, in order.
     pub(crate) fds: Vec<RawFd>,
     /// What the child passes to `close_range`: every fd it keeps is below.
     pub(crate) limit: RawFd,
 }
 
-/// Puts `sources` into slots; `None` when there are too many, or no slots, or the kernel
-/// cannot unshare a table this way: the caller copies the whole table then.
-pub(crate) fn lend(sources: &[RawFd]) -> Option<Lent> {
-    if !UNSHARE_WORKS.load(Ordering::Relaxed) || sources.len() > SLOTS {
-        return None;
+/// What [`lend`] could do.
+#[derive(Debug)]
+pub(crate) enum Lending {
+    Lent(Lent),
+    /// Too few slots are free (lent to children that have not exec'd yet): wait for one.
+    Busy,
+    /// Too many sources, no slots, or a kernel that cannot unshare a table this way: the
+    /// caller copies the whole table.
+    No,
+}
+
+/// Puts `sources` into free slots.
+pub(crate) fn lend(sources: &[RawFd]) -> Lending {
+    if !UNSHARE_WORKS.load(Ordering::Relaxed) || sources.len() > MOST_PER_CHILD {
+        return Lending::No;
     }
     reserve();
-    let guard = RESERVED.lock().unwrap_or_else(|e| e.into_inner());
-    let slots = guard.as_ref()?;
-    let limit = slots.limit;
-    let targets: Vec<RawFd> = slots
-        .slots
-        .iter()
-        .take(sources.len())
-        .map(AsRawFd::as_raw_fd)
-        .collect();
-    let mut lent = Lent {
-        guard,
-        fds: Vec::with_capacity(sources.len()),
-        limit,
+    let mut guard = RESERVED.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(slots) = guard.as_mut() else {
+        return Lending::No;
     };
-    for (&source, &slot) in sources.iter().zip(&targets) {
-        // SAFETY: dup3 onto a slot this module owns (held under the lock); it replaces the
-        // placeholder atomically, so the number is never free for another thread's open.
+    let free: Vec<usize> = (0..SLOTS)
+        .filter(|&i| !slots.lent[i])
+        .take(sources.len())
+        .collect();
+    if free.len() < sources.len() {
+        return Lending::Busy;
+    }
+    let mut lent = Lent {
+        taken: Vec::with_capacity(sources.len()),
+        fds: Vec::with_capacity(sources.len()),
+        limit: slots.limit,
+    };
+    for (&source, index) in sources.iter().zip(free) {
+        let Some(slot) = slots.slots.get(index).map(AsRawFd::as_raw_fd) else {
+            give_back(slots, &lent);
+            return Lending::No;
+        };
+        // SAFETY: dup3 onto a slot this module owns and no one else is lent; it replaces
+        // the placeholder atomically, so the number is never free for another thread's open.
         if unsafe { libc::dup3(source, slot, libc::O_CLOEXEC) } < 0 {
-            return None;
+            give_back(slots, &lent);
+            return Lending::No;
         }
+        slots.lent[index] = true;
+        lent.taken.push(index);
         lent.fds.push(slot);
     }
-    Some(lent)
+    Lending::Lent(lent)
+}
+
+/// The slots get their placeholder back (closing the duplicates), and are free.
+fn give_back(slots: &mut Slots, lent: &Lent) {
+    for (&slot, &index) in lent.fds.iter().zip(&lent.taken) {
+        // SAFETY: as in `lend`: the slot is ours, and gets its placeholder back, closing
+        // the duplicate of the source.
+        unsafe { libc::dup3(slots.placeholder.as_raw_fd(), slot, libc::O_CLOEXEC) };
+        if let Some(lent_now) = slots.lent.get_mut(index) {
+            *lent_now = false;
+        }
+    }
 }
 
 impl Drop for Lent {
     fn drop(&mut self) {
-        if let Some(slots) = self.guard.as_ref() {
-            for &slot in &self.fds {
-                // SAFETY: as in `lend`: the slot is ours, and gets its placeholder back,
-                // closing the duplicate of the source.
-                unsafe { libc::dup3(slots.placeholder.as_raw_fd(), slot, libc::O_CLOEXEC) };
-            }
+        if let Some(slots) = RESERVED.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            give_back(slots, self);
         }
     }
 }
@@ -162,6 +217,8 @@ mod tests {
 
     #[test]
     fn lent_slots_hold_the_sources_and_get_their_placeholder_back() {
+        // No spawn may take a block meanwhile.
+        let _forking = crate::FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
         let sources = [read.as_raw_fd(), write.as_raw_fd(), write.as_raw_fd()];
         let same_file = |a: RawFd, b: RawFd| {
@@ -176,7 +233,7 @@ mod tests {
             (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
         };
         let slots = {
-            let Some(lent) = lend(&sources) else {
+            let Lending::Lent(lent) = lend(&sources) else {
                 // Only under a small descriptor limit are there none.
                 assert!(descriptor_limit() < SMALLEST_LIMIT, "no slots");
                 return;
@@ -193,6 +250,15 @@ mod tests {
         for slot in slots {
             assert!(same_file(slot, null.as_raw_fd()));
         }
-        assert!(lend(&[read.as_raw_fd(); SLOTS + 1]).is_none());
+        assert!(matches!(
+            lend(&[read.as_raw_fd(); MOST_PER_CHILD + 1]),
+            Lending::No
+        ));
+        // Slots for each child on its way to exec; none once too few are free.
+        let lent: Vec<Lending> = (0..SLOTS / 3).map(|_| lend(&sources)).collect();
+        assert!(lent.iter().all(|b| matches!(b, Lending::Lent(_))));
+        assert!(matches!(lend(&sources), Lending::Busy));
+        drop(lent);
+        assert!(matches!(lend(&sources), Lending::Lent(_)));
     }
 }

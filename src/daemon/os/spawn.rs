@@ -11,6 +11,7 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -149,6 +150,10 @@ impl ExecPlan {
                 SpawnStage::JoinCgroup,
                 "cannot move into its cgroup".to_string(),
             ),
+            8 => (
+                SpawnStage::PassFds,
+                "cannot get a descriptor table of its own".to_string(),
+            ),
             _ => {
                 // Name the file found in PATH: "python3" may be a shim under a directory the
                 // instance's user cannot read.
@@ -229,15 +234,41 @@ struct ExecPlan {
     fd_limit: Option<libc::rlimit>,
 }
 
-/// Forks and executes `request`; returns the child's pid, which is also its process group id.
+/// Forks and executes `request`; returns the child's pid, which is also its process group
+/// id, once the child has exec'd — or the error, when it could not.
 pub(crate) fn spawn(request: &ExecRequest) -> Result<Pid, SpawnError> {
-    spawn_via(FORCED_PATH.get().copied().unwrap_or_default(), request)
+    spawn_via(
+        FORCED_PATH.get().copied().unwrap_or_default(),
+        request,
+        Exec::Wait,
+    )
 }
 
-/// [`spawn`], creating the child the way `path` says.
-fn spawn_via(path: SpawnPath, request: &ExecRequest) -> Result<Pid, SpawnError> {
+/// Starts `request` without waiting for its exec: returns the child's pid (also its process
+/// group id, once the child has made its session) as soon as the child exists. Where the
+/// child shares clusterd's memory, whether its exec failed is learnt later, from
+/// [`exec_failures`]: such a child exits with status 127 after writing where it failed.
+pub(crate) fn start(request: &ExecRequest) -> Result<Pid, SpawnError> {
+    spawn_via(
+        FORCED_PATH.get().copied().unwrap_or_default(),
+        request,
+        Exec::Later,
+    )
+}
+
+/// Whether a spawn waits for its child's exec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exec {
+    /// The caller gets the exec's failure as its error.
+    Wait,
+    /// The caller gets the pid at once; a failure comes from [`exec_failures`].
+    Later,
+}
+
+/// [`spawn`] or [`start`], creating the child the way `path` says.
+fn spawn_via(path: SpawnPath, request: &ExecRequest, exec: Exec) -> Result<Pid, SpawnError> {
     let program_name = request.command.first().map_or("", String::as_str);
-    let mut plan = ExecPlan::prepare(request)
+    let plan = ExecPlan::prepare(request)
         .map_err(|e| SpawnError::new(SpawnStage::Program, program_name, e))?;
     let os_error =
         |what: &str, errno| SpawnError::from_errno(SpawnStage::Fork, program_name, what, errno);
@@ -254,21 +285,21 @@ fn spawn_via(path: SpawnPath, request: &ExecRequest) -> Result<Pid, SpawnError> 
     let restore_mask = || {
         let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&previous), None);
     };
+    let mut plan = plan;
     if matches!(path, SpawnPath::Auto | SpawnPath::Clone3Vm) {
-        let shared = spawn_sharing_memory_reporting(&mut plan);
-        match shared {
-            Ok((pid, failure)) => {
+        match spawn_sharing_memory_reporting(plan, exec) {
+            Ok(started) => {
                 restore_mask();
-                return plan.outcome(pid, failure);
+                return started;
             }
-            Err(errno) if path == SpawnPath::Clone3Vm => {
+            Err((_, errno)) if path == SpawnPath::Clone3Vm => {
                 restore_mask();
                 return Err(os_error(
                     "cannot clone3 with CLONE_VM (CLUSTERD_SPAWN_PATH)",
                     errno,
                 ));
             }
-            Err(_) => {}
+            Err((returned, _)) => plan = *returned,
         }
     }
     let started = fork_and_exec(&mut plan, path, program_name);
@@ -277,43 +308,324 @@ fn spawn_via(path: SpawnPath, request: &ExecRequest) -> Result<Pid, SpawnError> 
     plan.outcome(pid, read_failure(error_read))
 }
 
-/// First choice: a child that shares clusterd's memory until it execs (CLONE_VM and
-/// CLONE_VFORK, as posix_spawn does), created in its cgroup: no page tables are copied and
-/// exec has nothing of clusterd's to tear down. This thread is suspended until the child has
-/// exec'd or exited, so a failure the child wrote is there to read — no pipe, and no waiting
-/// for exec to get as far as closing one. Every signal must be blocked.
-fn spawn_sharing_memory_reporting(plan: &mut ExecPlan) -> Result<(Pid, ChildFailure), Errno> {
+/// A child sharing clusterd's memory, from its creation until the kernel says that it has
+/// exec'd or exited: its stack, its plan, where it writes a failure and the fd slots it was
+/// lent are here, and clusterd touches none of them until then.
+struct ChildState {
+    /// Non-zero until the child has exec'd or exited: the kernel zeroes it then
+    /// (`CLONE_CHILD_CLEARTID`, when the child lets go of clusterd's memory) and wakes a
+    /// futex waiter.
+    running: AtomicU32,
+    /// Where the child writes its failure; stage 0 if it exec'd.
+    failure: ChildFailure,
+    /// What the child's entry point gets: pointers to `plan` and `failure`.
+    start: ChildStart,
+    plan: ExecPlan,
+    /// The child's stack until exec.
+    stack: ChildStack,
+    /// The placements' own fds, while the plan names the slots they were lent into.
+    sources: Vec<RawFd>,
+    /// The slots the child takes its fds from; given back once it has exec'd or exited.
+    lent: Option<low_fds::Lent>,
+}
+
+// SAFETY: a finished state (its child done) is owned by whoever holds the Box; its raw
+// pointers point into itself, its fds and mapping are process-wide.
+unsafe impl Send for ChildState {}
+
+/// A child on its way to exec, owning its [`ChildState`] (from `Box::leak`).
+struct InFlight {
+    pid: Pid,
+    state: std::ptr::NonNull<ChildState>,
+}
+
+// SAFETY: the state is owned by the `InFlight` alone (and by its child until the child lets
+// go); it holds raw pointers into itself and fds, nothing tied to a thread.
+unsafe impl Send for InFlight {}
+
+impl InFlight {
+    /// The child has exec'd or exited: its state is clusterd's again.
+    fn done(&self) -> bool {
+        // SAFETY: `state` is alive until `finish`; only the atomic is read, which the kernel
+        // writes for the child.
+        unsafe { &(*self.state.as_ptr()).running }.load(Ordering::Acquire) == 0
+    }
+
+    /// Waits until [`InFlight::done`]: the child runs on, so this is a few system calls and
+    /// the exec itself at most (plus any wait for a CPU).
+    fn wait(&self) {
+        // SAFETY: as in `done`.
+        let running = unsafe { &(*self.state.as_ptr()).running };
+        while running.load(Ordering::Acquire) != 0 {
+            let timeout = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 50_000_000,
+            };
+            // SAFETY: FUTEX_WAIT on a live, aligned u32 while it still holds 1, with a
+            // timeout; not the private variant: the kernel's wake at the child's exec or
+            // exit is the shared one. A spurious or missed wake-up is caught by the loop.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    running.as_ptr(),
+                    libc::FUTEX_WAIT,
+                    1u32,
+                    &timeout as *const libc::timespec,
+                    0usize,
+                    0u32,
+                );
+            }
+        }
+    }
+
+    /// The state back, once [`InFlight::done`].
+    fn finish(self) -> Box<ChildState> {
+        let mut state = self.finish_later();
+        // The slots go back (closing their duplicates), the plan gets its own fds again.
+        state.lent = None;
+        for (placement, &source) in state.plan.placements.iter_mut().zip(&state.sources) {
+            placement.0 = source;
+        }
+        state
+    }
+
+    /// The state back, once [`InFlight::done`], still holding its fd slots.
+    fn finish_later(self) -> Box<ChildState> {
+        debug_assert!(self.done());
+        // SAFETY: from `Box::leak`, and the child has let go of it (done).
+        let mut state = unsafe { Box::from_raw(self.state.as_ptr()) };
+        // SAFETY: the child that may have written it has exec'd or exited.
+        state.failure = unsafe { std::ptr::read_volatile(std::ptr::addr_of!(state.failure)) };
+        state
+    }
+}
+
+/// The children started without waiting for their exec, and the exec failures found among
+/// them that [`exec_failures`] has not handed out yet.
+#[derive(Default)]
+struct Starting {
+    in_flight: Vec<InFlight>,
+    failed: Vec<(Pid, SpawnError)>,
+    /// The states of children that exec'd, to let go of when the loop has a moment
+    /// ([`release_finished`]): their fd slots and stacks, a few system calls each that need
+    /// not stand between a reap and the next start.
+    finished: Vec<ChildState>,
+}
+
+static STARTING: std::sync::Mutex<Starting> = std::sync::Mutex::new(Starting {
+    in_flight: Vec::new(),
+    failed: Vec::new(),
+    finished: Vec::new(),
+});
+
+/// How many children may be on their way to exec at once; the next start waits for the
+/// oldest. Each holds its stack (64 KiB) and, mostly, fd slots (low_fds.rs).
+const MOST_IN_FLIGHT: usize = 16;
+
+impl Starting {
+    /// Takes in every child that has exec'd or exited; `wait`: waits for all first.
+    fn collect(&mut self, wait: bool) {
+        let mut index = 0;
+        while index < self.in_flight.len() {
+            if wait {
+                self.in_flight[index].wait();
+            }
+            if self.in_flight[index].done() {
+                let child = self.in_flight.swap_remove(index);
+                let pid = child.pid;
+                let state = child.finish_later();
+                if state.failure.stage != 0 {
+                    self.failed.push((pid, state.error()));
+                } else {
+                    self.finished.push(*state);
+                }
+            } else {
+                index += 1;
+            }
+        }
+    }
+
+    /// Waits until one more child may be started: the oldest has exec'd, if it had to.
+    fn make_room(&mut self, lending: impl Fn() -> low_fds::Lending) -> low_fds::Lending {
+        loop {
+            self.collect(false);
+            let lent = match lending() {
+                low_fds::Lending::Busy if self.in_flight.is_empty() && self.finished.is_empty() => {
+                    low_fds::Lending::No
+                }
+                lent => lent,
+            };
+            let busy = matches!(lent, low_fds::Lending::Busy);
+            if busy && !self.finished.is_empty() {
+                self.finished.clear();
+                continue;
+            }
+            if !busy && self.in_flight.len() < MOST_IN_FLIGHT {
+                return lent;
+            }
+            drop(lent);
+            if let Some(oldest) = self.in_flight.first() {
+                oldest.wait();
+            }
+        }
+    }
+}
+
+impl ChildState {
+    /// The child's failure as the error a caller reports.
+    fn error(&self) -> SpawnError {
+        let (stage, what) = self.plan.describe_failure(self.failure.stage);
+        SpawnError::from_errno(
+            stage,
+            &self.plan.program_name,
+            &what,
+            Errno::from_raw(self.failure.errno),
+        )
+    }
+}
+
+/// Whether children from [`start`] have exec'd whose fd slots and stacks are still held:
+/// work for [`release_finished`].
+pub(crate) fn finished_to_release() -> bool {
+    let starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+    !starting.finished.is_empty() || starting.in_flight.iter().any(InFlight::done)
+}
+
+/// Lets go of the fd slots and stacks of the children from [`start`] that have exec'd (the
+/// loop's idle work). An exec failure found meanwhile waits for [`exec_failures`].
+pub(crate) fn release_finished() {
+    let mut starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+    starting.collect(false);
+    starting.finished.clear();
+}
+
+/// The exec failures of children from [`start`] that have exec'd or exited since the last
+/// call, by pid (such a child exited with status 127 and is still to be reaped); `wait`:
+/// first waits until every child started so far has exec'd or exited (a few milliseconds:
+/// they exec side by side).
+pub(crate) fn exec_failures(wait: bool) -> Vec<(Pid, SpawnError)> {
+    let mut starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+    starting.collect(wait);
+    std::mem::take(&mut starting.failed)
+}
+
+/// `killpg(pgid, signal)`, and where there is no such group yet but `pgid` is a child from
+/// [`start`] not yet taken in (so not reaped: the pid is its own), the signal goes to that
+/// child: on its way to exec it may not lead its group yet. It blocks every signal until it
+/// has reset their handlers, so a signal sent now acts as on the program it becomes.
+pub(crate) fn signal_group(pgid: Pid, signal: nix::sys::signal::Signal) -> nix::Result<()> {
+    use nix::sys::signal::{kill, killpg};
+    match killpg(pgid, signal) {
+        Err(Errno::ESRCH) => {
+            let starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+            if !starting.in_flight.iter().any(|child| child.pid == pgid) {
+                return Err(Errno::ESRCH);
+            }
+            // It may have made its group since.
+            killpg(pgid, signal).or_else(|_| kill(pgid, signal))
+        }
+        sent => sent,
+    }
+}
+
+/// First choice: a child that shares clusterd's memory until it execs (CLONE_VM, as
+/// posix_spawn does), created in its cgroup: no page tables are copied and exec has nothing
+/// of clusterd's to tear down. Unlike posix_spawn's (CLONE_VFORK), clusterd does not stop
+/// until the child has exec'd: the child runs on a stack, plan and failure report of its own
+/// ([`ChildState`]), which the kernel tells clusterd it is done with (`CLONE_CHILD_CLEARTID`)
+/// when it has exec'd or exited — so the next start overlaps this child's way to exec.
+/// `Exec::Wait` waits for that, and returns the failure. Every signal must be blocked. The
+/// plan comes back with the error where this way cannot be taken.
+#[allow(clippy::type_complexity)]
+fn spawn_sharing_memory_reporting(
+    mut plan: ExecPlan,
+    exec: Exec,
+) -> Result<Result<Pid, SpawnError>, (Box<ExecPlan>, Errno)> {
     plan.created_in_cgroup = plan.cgroup.is_some();
     let sources: Vec<RawFd> = plan.placements.iter().map(|&(source, _)| source).collect();
+    let mut starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
     // The child shares clusterd's fd table and keeps only what is below the lent slots
     // (low_fds.rs), rather than copy every instance's fds and close them again at exec.
-    let lent = low_fds::lend(&sources);
+    let lent = match starting.make_room(|| low_fds::lend(&sources)) {
+        low_fds::Lending::Lent(lent) => Some(lent),
+        _ => None,
+    };
     if let Some(lent) = &lent {
         for (placement, &slot) in plan.placements.iter_mut().zip(&lent.fds) {
             placement.0 = slot;
         }
     }
     plan.unshare_below = lent.as_ref().map(|lent| lent.limit);
-    let mut failure = ChildFailure::default();
-    // SAFETY: see `spawn_sharing_memory`: the child runs `child_after_fork` on a stack of its
-    // own and only touches the plan and `failure`, which nothing else uses until the child
-    // has exec'd or exited; the caller blocked every signal.
-    let spawned = unsafe { spawn_sharing_memory(plan, FailureReport::Shared(&mut failure)) };
-    // The child has exec'd or exited: the slots go back, the plan gets its own fds again.
-    drop(lent);
-    for (placement, source) in plan.placements.iter_mut().zip(sources) {
-        placement.0 = source;
+    // Until a child has been seen to unshare its table, wait: a kernel before 5.9 is found
+    // by the first start, which is made again the copying way.
+    let exec = if plan.unshare_below.is_some() && !low_fds::unshare_known_to_work() {
+        Exec::Wait
+    } else {
+        exec
+    };
+    let stack = match ChildStack::map() {
+        Ok(stack) => stack,
+        Err(errno) => return Err((Box::new(plan), errno)),
+    };
+    let owned = std::ptr::NonNull::from(Box::leak(Box::new(ChildState {
+        running: AtomicU32::new(1),
+        failure: ChildFailure::default(),
+        start: ChildStart {
+            plan: std::ptr::null_mut(),
+            report: FailureReport::Shared(std::ptr::null_mut()),
+        },
+        plan,
+        stack,
+        sources,
+        lent,
+    })));
+    let state = owned.as_ptr();
+    // SAFETY: `state` is a fresh allocation of ours; the child, once created, touches only its
+    // plan, failure, stack and start (see `spawn_sharing_memory`), and clusterd none of them
+    // until the child is done; every signal is blocked (the caller).
+    let spawned = unsafe {
+        (*state).start.plan = std::ptr::addr_of_mut!((*state).plan);
+        (*state).start.report = FailureReport::Shared(std::ptr::addr_of_mut!((*state).failure));
+        spawn_sharing_memory(state)
+    };
+    let pid = match spawned {
+        Ok(pid) => pid,
+        Err(errno) => {
+            // SAFETY: no child was created: the state is ours alone, and `running` was never
+            // handed to one.
+            unsafe { &(*state).running }.store(0, Ordering::Release);
+            let unused = InFlight {
+                pid: Pid::from_raw(0),
+                state: owned,
+            };
+            let ChildState { plan, .. } = *unused.finish();
+            return Err((Box::new(plan), errno));
+        }
+    };
+    let in_flight = InFlight {
+        pid: Pid::from_raw(pid),
+        state: owned,
+    };
+    if exec == Exec::Later {
+        starting.in_flight.push(in_flight);
+        return Ok(Ok(Pid::from_raw(pid)));
     }
-    let pid = Pid::from_raw(spawned?);
-    // SAFETY: the child that may have written it has exec'd or exited.
-    let failure = unsafe { std::ptr::read_volatile(&failure) };
-    if plan.unshare_below.take().is_some() && failure.stage == Stage::UnshareFds as u32 {
-        // A kernel before 5.9: nothing was started; from now on the table is copied.
-        let _ = waitpid(pid, None);
-        low_fds::unshare_unsupported();
-        return spawn_sharing_memory_reporting(plan);
+    drop(starting);
+    in_flight.wait();
+    let pid = in_flight.pid;
+    let state = in_flight.finish();
+    if state.plan.unshare_below.is_some() {
+        if state.failure.stage == Stage::UnshareFds as u32 {
+            // A kernel before 5.9: nothing was started; from now on the table is copied.
+            let _ = waitpid(pid, None);
+            low_fds::unshare_unsupported();
+            let ChildState { mut plan, .. } = *state;
+            plan.unshare_below = None;
+            return spawn_sharing_memory_reporting(plan, exec);
+        }
+        low_fds::unshare_works();
     }
-    Ok((pid, failure))
+    Ok(state.plan.outcome(pid, state.failure))
 }
 
 /// Otherwise a child with a copy of clusterd's memory — created in its cgroup by clone3 where
@@ -445,7 +757,8 @@ impl ChildFailure {
 /// How the child tells the parent where it failed.
 #[derive(Clone, Copy)]
 enum FailureReport {
-    /// A child sharing clusterd's memory writes here; the parent reads it once resumed.
+    /// A child sharing clusterd's memory writes here, in its [`ChildState`]; clusterd reads
+    /// it once the child has exec'd or exited.
     Shared(*mut ChildFailure),
     /// A forked child writes the 8 bytes of a `ChildFailure` to this close-on-exec pipe.
     Pipe(RawFd),
@@ -641,28 +954,75 @@ fn signals_not_at_default() -> &'static [libc::c_int] {
     })
 }
 
-/// Reports `stage` and the current errno to the parent and exits.
+/// Reports `stage` and `errno` to the parent and exits.
 ///
 /// # Safety
 /// Only to be called in the child before exec; async-signal-safe.
-unsafe fn fail(report: FailureReport, stage: Stage) -> ! {
-    // SAFETY: __errno_location is async-signal-safe and returns this thread's errno.
-    let errno = unsafe { *libc::__errno_location() };
+unsafe fn fail(report: FailureReport, stage: Stage, errno: i32) -> ! {
     let failure = ChildFailure {
         stage: stage as u32,
         errno,
     };
-    // SAFETY: a shared report points into the suspended parent's frame, alive until this
-    // child exits; write and _exit are async-signal-safe; the bytes are a local buffer.
+    // SAFETY: a shared report points into the child's state (`ChildState`), which clusterd
+    // leaves alone until this child has exited; the bytes are a local buffer.
     unsafe {
         match report {
             FailureReport::Shared(slot) => std::ptr::write_volatile(slot, failure),
             FailureReport::Pipe(fd) => {
                 let bytes = failure.to_bytes();
-                libc::write(fd, bytes.as_ptr().cast(), bytes.len());
+                let write = [fd as usize, bytes.as_ptr() as usize, bytes.len(), 0];
+                let _ = sys(libc::SYS_write, write);
             }
         }
-        libc::_exit(127)
+        let _ = sys(libc::SYS_exit_group, [127, 0, 0, 0]);
+        // exit_group does not return.
+        #[allow(clippy::empty_loop)]
+        loop {}
+    }
+}
+
+/// A system call made by the child before exec: its result, or `Err(errno)`. Raw, not
+/// glibc's wrappers: a child sharing clusterd's memory runs on the spawning thread's
+/// thread-local storage, so a wrapper setting `errno` on failure would write into that
+/// thread's `errno` while it runs on.
+///
+/// # Safety
+/// As the system call `number` with these arguments.
+#[cfg(target_arch = "x86_64")]
+unsafe fn sys(number: libc::c_long, args: [usize; 4]) -> Result<usize, i32> {
+    let result: isize;
+    // SAFETY: the caller's; `syscall` clobbers only rcx and r11 besides rax.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") number as isize => result,
+            in("rdi") args[0],
+            in("rsi") args[1],
+            in("rdx") args[2],
+            in("r10") args[3],
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    if (-4095..0).contains(&result) {
+        Err(-result as i32)
+    } else {
+        Ok(result as usize)
+    }
+}
+
+/// Elsewhere children never share clusterd's memory (`spawn_sharing_memory`): glibc's
+/// `syscall` and its `errno` are the child's own.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn sys(number: libc::c_long, args: [usize; 4]) -> Result<usize, i32> {
+    // SAFETY: the caller's.
+    let result = unsafe { libc::syscall(number, args[0], args[1], args[2], args[3]) };
+    if result < 0 {
+        // SAFETY: this process's own errno.
+        Err(unsafe { *libc::__errno_location() })
+    } else {
+        Ok(result as usize)
     }
 }
 
@@ -671,48 +1031,54 @@ unsafe fn fail(report: FailureReport, stage: Stage) -> ! {
 /// other fd close-on-exec, write LISTEN_PID, switch user, change directory, exec.
 ///
 /// # Safety
-/// Only to be called in the freshly forked child of a multi-threaded process: it makes only
-/// async-signal-safe calls and does not allocate.
+/// Only to be called in the freshly created child of a multi-threaded process: it makes only
+/// raw system calls ([`sys`]) and does not allocate.
 unsafe fn child_after_fork(plan: &mut ExecPlan, report: FailureReport) -> ! {
-    // SAFETY: every call below is an async-signal-safe system call wrapper (signal-safety(7)),
-    // or close_range/prctl which glibc implements as plain syscalls; all memory touched was
-    // allocated before fork and belongs to this process's copy (or, sharing clusterd's memory,
-    // to the suspended parent, which does not touch it until this child has exec'd or exited).
+    // SAFETY: every call below is a raw system call; all memory touched was allocated before
+    // the child was created and belongs to this process's copy (or, sharing clusterd's
+    // memory, to the child's state, which clusterd leaves alone until this child has exec'd
+    // or exited).
     unsafe {
         // Before anything touches an fd: while the table is clusterd's too, nothing may.
         if let Some(limit) = plan.unshare_below {
-            if libc::syscall(
-                libc::SYS_close_range,
-                limit as libc::c_uint,
-                libc::c_uint::MAX,
-                libc::CLOSE_RANGE_UNSHARE,
-            ) != 0
-            {
-                fail(report, Stage::UnshareFds);
+            let range = [limit as usize, libc::c_uint::MAX as usize];
+            let flags = libc::CLOSE_RANGE_UNSHARE as usize;
+            if let Err(errno) = sys(libc::SYS_close_range, [range[0], range[1], flags, 0]) {
+                fail(report, Stage::UnshareFds, errno);
             }
         }
         reset_signals(plan);
         // First, while clusterd's fds are where they were and the child is still root: from
         // here on, everything it starts is in the cgroup and cannot leave it.
         if let Some(cgroup) = plan.cgroup.filter(|_| !plan.created_in_cgroup) {
-            if libc::write(cgroup.procs, b"0".as_ptr().cast(), 1) != 1 {
-                fail(report, Stage::Cgroup);
+            let zero = b"0";
+            match sys(
+                libc::SYS_write,
+                [cgroup.procs as usize, zero.as_ptr() as usize, 1, 0],
+            ) {
+                Ok(1) => {}
+                Ok(_) => fail(report, Stage::Cgroup, libc::EIO),
+                Err(errno) => fail(report, Stage::Cgroup, errno),
             }
         }
         // A session of its own, not only a process group: a process may join another group
         // only within its own session, so no instance (whatever user it runs as) can move a
         // process into another instance's group and speak for it or be stopped with it.
-        if libc::setsid() < 0 {
-            fail(report, Stage::Session);
+        if let Err(errno) = sys(libc::SYS_setsid, [0; 4]) {
+            fail(report, Stage::Session, errno);
         }
         let report = place_fds(plan, report);
 
         if let Some(limit) = &plan.fd_limit {
             // Not fatal: at worst the program may open more files than it would have.
-            libc::setrlimit(libc::RLIMIT_NOFILE, limit);
+            let limit = limit as *const libc::rlimit as usize;
+            let _ = sys(
+                libc::SYS_prlimit64,
+                [0, libc::RLIMIT_NOFILE as usize, limit, 0],
+            );
         }
 
-        let pid = libc::getpid() as u64;
+        let pid = sys(libc::SYS_getpid, [0; 4]).unwrap_or(0) as u64;
         for &(entry, prefix) in &plan.pid_entries {
             if let Some(digits) = plan
                 .env_storage
@@ -727,22 +1093,30 @@ unsafe fn child_after_fork(plan: &mut ExecPlan, report: FailureReport) -> ! {
 
         // If clusterd dies without stopping its instances (SIGKILL, crash), they die too,
         // rather than hold its ports as orphans. Set after setuid, which would clear it.
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-        if libc::getppid() != plan.parent_pid {
-            libc::_exit(127);
+        let death = [
+            libc::PR_SET_PDEATHSIG as usize,
+            libc::SIGKILL as usize,
+            0,
+            0,
+        ];
+        let _ = sys(libc::SYS_prctl, death);
+        if sys(libc::SYS_getppid, [0; 4]) != Ok(plan.parent_pid as usize) {
+            let _ = sys(libc::SYS_exit_group, [127, 0, 0, 0]);
         }
 
         if let Some(dir) = &plan.working_directory {
-            if libc::chdir(dir.as_ptr()) != 0 {
-                fail(report, Stage::WorkingDirectory);
+            if let Err(errno) = sys(libc::SYS_chdir, [dir.as_ptr() as usize, 0, 0, 0]) {
+                fail(report, Stage::WorkingDirectory, errno);
             }
         }
-        libc::execve(
-            plan.program.as_ptr(),
-            plan.argv_ptrs.as_ptr(),
-            plan.env_ptrs.as_ptr(),
-        );
-        fail(report, Stage::Exec)
+        let exec = [
+            plan.program.as_ptr() as usize,
+            plan.argv_ptrs.as_ptr() as usize,
+            plan.env_ptrs.as_ptr() as usize,
+            0,
+        ];
+        let errno = sys(libc::SYS_execve, exec).err().unwrap_or(libc::ENOEXEC);
+        fail(report, Stage::Exec, errno)
     }
 }
 
@@ -752,21 +1126,22 @@ unsafe fn child_after_fork(plan: &mut ExecPlan, report: FailureReport) -> ! {
 /// # Safety
 /// As [`child_after_fork`].
 unsafe fn reset_signals(plan: &ExecPlan) {
-    // SAFETY: raw rt_sigaction and sigprocmask on constant and local memory.
+    // SAFETY: raw rt_sigaction and rt_sigprocmask on constant and local memory.
     unsafe {
         for &signal in plan.signals_to_reset {
             // The raw system call: glibc's refuses the real-time signals it keeps for itself.
-            libc::syscall(
+            let _ = sys(
                 libc::SYS_rt_sigaction,
-                signal,
-                DEFAULT_DISPOSITION.as_ptr(),
-                std::ptr::null_mut::<u64>(),
-                8usize,
+                [signal as usize, DEFAULT_DISPOSITION.as_ptr() as usize, 0, 8],
             );
         }
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        // The kernel's signal set: 64 bits, none set.
+        let empty = 0u64;
+        let set = std::ptr::addr_of!(empty) as usize;
+        let _ = sys(
+            libc::SYS_rt_sigprocmask,
+            [libc::SIG_SETMASK as usize, set, 0, 8],
+        );
     }
 }
 
@@ -776,51 +1151,65 @@ unsafe fn reset_signals(plan: &ExecPlan) {
 /// # Safety
 /// As [`child_after_fork`].
 unsafe fn place_fds(plan: &mut ExecPlan, report: FailureReport) -> FailureReport {
-    // SAFETY: fcntl, dup2 and close_range on fds; the scratch space was allocated before.
+    let above = |fd: RawFd, floor: RawFd| {
+        let args = [
+            fd as usize,
+            libc::F_DUPFD_CLOEXEC as usize,
+            floor as usize,
+            0,
+        ];
+        // SAFETY: fcntl on an fd number; a bad one is an error, not undefined behaviour.
+        unsafe { sys(libc::SYS_fcntl, args) }
+    };
+    // SAFETY: fcntl, dup3 and close_range on fds; the scratch space was allocated before.
     unsafe {
         // Move every fd we still need above the target range first, so that placing one can
         // never overwrite a source that is still to be placed (a pipe of clusterd's may be
-        // fd 1 if clusterd was started with stdout closed), and so that `dup2(fd, fd)`, which
-        // would leave CLOEXEC set, never happens.
+        // fd 1 if clusterd was started with stdout closed).
         let floor = plan.floor;
         let report = match report {
-            FailureReport::Pipe(fd) => match libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, floor) {
-                moved if moved >= 0 => FailureReport::Pipe(moved),
-                _ => fail(report, Stage::MoveFds),
+            FailureReport::Pipe(fd) => match above(fd, floor) {
+                Ok(moved) => FailureReport::Pipe(moved as RawFd),
+                Err(errno) => fail(report, Stage::MoveFds, errno),
             },
             shared => shared,
         };
         for (i, &(source, _)) in plan.placements.iter().enumerate() {
-            let moved = libc::fcntl(source, libc::F_DUPFD_CLOEXEC, floor);
-            if moved < 0 {
-                fail(report, Stage::MoveFds);
+            match above(source, floor) {
+                Ok(moved) => plan.scratch_fds[i] = moved as RawFd,
+                Err(errno) => fail(report, Stage::MoveFds, errno),
             }
-            plan.scratch_fds[i] = moved;
         }
         for (&moved, &(_, target)) in plan.scratch_fds.iter().zip(&plan.placements) {
-            // dup2 clears CLOEXEC on the new fd: it survives exec.
-            if libc::dup2(moved, target) < 0 {
-                fail(
-                    report,
-                    if target == 0 {
-                        Stage::Stdin
-                    } else {
-                        Stage::MoveFds
-                    },
-                );
+            // dup3 without O_CLOEXEC: the new fd survives exec. `moved` is at or above the
+            // floor, `target` below it: never the same fd, which dup3 refuses.
+            let args = [moved as usize, target as usize, 0, 0];
+            if let Err(errno) = sys(libc::SYS_dup3, args) {
+                let stage = if target == 0 {
+                    Stage::Stdin
+                } else {
+                    Stage::MoveFds
+                };
+                fail(report, stage, errno);
             }
         }
         // Nothing else of clusterd's may leak into the program, including fds clusterd itself
         // inherited without CLOEXEC.
-        if libc::syscall(
-            libc::SYS_close_range,
-            floor as libc::c_uint,
-            libc::c_uint::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        ) != 0
-        {
+        let range = [
+            floor as usize,
+            libc::c_uint::MAX as usize,
+            libc::CLOSE_RANGE_CLOEXEC as usize,
+            0,
+        ];
+        if sys(libc::SYS_close_range, range).is_err() {
             for fd in floor..65536 {
-                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                let args = [
+                    fd as usize,
+                    libc::F_SETFD as usize,
+                    libc::FD_CLOEXEC as usize,
+                    0,
+                ];
+                let _ = sys(libc::SYS_fcntl, args);
             }
         }
         report
@@ -841,18 +1230,19 @@ unsafe fn switch_account(credentials: &CredentialPlan, report: FailureReport) {
     // SAFETY: raw setgroups/setgid/setuid on memory allocated before fork.
     unsafe {
         if let Some(groups) = &credentials.groups {
-            if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) != 0 {
-                fail(report, Stage::Credentials);
+            let args = [groups.len(), groups.as_ptr() as usize, 0, 0];
+            if let Err(errno) = sys(libc::SYS_setgroups, args) {
+                fail(report, Stage::Credentials, errno);
             }
         }
         if let Some(gid) = credentials.gid {
-            if libc::syscall(libc::SYS_setgid, gid) != 0 {
-                fail(report, Stage::Credentials);
+            if let Err(errno) = sys(libc::SYS_setgid, [gid as usize, 0, 0, 0]) {
+                fail(report, Stage::Credentials, errno);
             }
         }
         if let Some(uid) = credentials.uid {
-            if libc::syscall(libc::SYS_setuid, uid) != 0 {
-                fail(report, Stage::Credentials);
+            if let Err(errno) = sys(libc::SYS_setuid, [uid as usize, 0, 0, 0]) {
+                fail(report, Stage::Credentials, errno);
             }
         }
     }
@@ -920,6 +1310,42 @@ unsafe fn clone_into_cgroup(directory: RawFd) -> Result<libc::pid_t, Errno> {
 /// The stack a memory-sharing child runs on until it execs: `child_after_fork` needs little.
 const CHILD_STACK_BYTES: usize = 64 * 1024;
 
+/// A memory-sharing child's stack, mapped for it and unmapped once it is done: only the
+/// pages the child touched were ever resident, and they go back to the system at once
+/// (from the heap, up to 16 stacks of children exec'ing side by side could stay in
+/// clusterd's resident memory).
+struct ChildStack {
+    base: *mut libc::c_void,
+}
+
+impl ChildStack {
+    fn map() -> Result<ChildStack, Errno> {
+        // SAFETY: a new private anonymous mapping; nothing else refers to it.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                CHILD_STACK_BYTES,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(Errno::last());
+        }
+        Ok(ChildStack { base })
+    }
+}
+
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `map`, which no child runs on any more (its state is
+        // dropped only once the child is done).
+        unsafe { libc::munmap(self.base, CHILD_STACK_BYTES) };
+    }
+}
+
 /// What the memory-sharing child's entry point gets.
 struct ChildStart {
     plan: *mut ExecPlan,
@@ -928,54 +1354,59 @@ struct ChildStart {
 
 /// Where a memory-sharing child starts, on its own stack.
 extern "C" fn child_entry(start: *mut libc::c_void) -> ! {
-    // SAFETY: `start` is the `ChildStart` that `spawn_sharing_memory` passed, alive (in the
-    // suspended parent's frame) until this child execs or exits.
+    // SAFETY: `start` is the `ChildStart` of the child's state (or, after a fork, on the
+    // child's copy of the stack), alive until this child execs or exits.
     unsafe {
         let start = &*(start as *const ChildStart);
         child_after_fork(&mut *start.plan, start.report)
     }
 }
 
-/// Starts the child with `clone3(CLONE_VM | CLONE_VFORK [| CLONE_INTO_CGROUP])` on a stack of
-/// its own, running `child_after_fork`. Returns the child's pid once it has exec'd or failed;
-/// the error (nothing started) where this cannot be done, and the caller forks instead.
+/// `CLONE_CHILD_CLEARTID`: the kernel zeroes the word at `child_tid` when the child lets go
+/// of the memory it shares (exec or exit).
+const CLONE_CHILD_CLEARTID: u64 = libc::CLONE_CHILD_CLEARTID as u64;
+
+/// Starts the child with `clone3(CLONE_VM [| CLONE_FILES] | CLONE_CHILD_CLEARTID
+/// [| CLONE_INTO_CGROUP])` on the stack of `state`, running `child_after_fork` with its
+/// plan. Returns the child's pid at once; the kernel zeroes `state.running` once the child
+/// has exec'd or exited. The error (nothing started) where this cannot be done, and the
+/// caller forks instead.
 ///
 /// # Safety
-/// The child shares every page of clusterd until it execs; it runs only `child_after_fork`
-/// (async-signal-safe system calls, raw credential calls, no allocation) on memory prepared
-/// before, and the calling thread is suspended meanwhile. Every signal must be blocked by the
-/// caller, so that no handler of clusterd's runs in the child.
+/// The child shares every page of clusterd until it execs and runs at the same time; it runs
+/// only `child_after_fork` (raw system calls, no allocation, no thread-local storage) on
+/// `state`'s plan, failure and stack, which clusterd must leave alone — and alive — until
+/// `state.running` is zero. Every signal must be blocked by the caller, so that no handler
+/// of clusterd's runs in the child.
 #[cfg(target_arch = "x86_64")]
-unsafe fn spawn_sharing_memory(
-    plan: &mut ExecPlan,
-    report: FailureReport,
-) -> Result<libc::pid_t, Errno> {
+unsafe fn spawn_sharing_memory(state: *mut ChildState) -> Result<libc::pid_t, Errno> {
     const CLONE_VM: u64 = libc::CLONE_VM as u64;
-    const CLONE_VFORK: u64 = libc::CLONE_VFORK as u64;
-    let mut stack = vec![0u8; CHILD_STACK_BYTES + 16];
-    // 16-byte aligned, as the ABI wants the stack at a call.
-    let base = stack.as_mut_ptr() as usize;
-    let low = (base + 15) & !15;
-    let size = (base + stack.len() - low) & !15;
-    let directory = plan.cgroup.map(|c| c.directory);
-    let files = plan.unshare_below.map_or(0, |_| libc::CLONE_FILES as u64);
-    let args = CloneArgs {
-        flags: CLONE_VM | CLONE_VFORK | files | directory.map_or(0, |_| CLONE_INTO_CGROUP),
-        exit_signal: libc::SIGCHLD as u64,
-        stack: low as u64,
-        stack_size: size as u64,
-        cgroup: directory.map_or(0, |d| d as u64),
-        ..CloneArgs::default()
-    };
-    let mut start = ChildStart {
-        plan: plan as *mut ExecPlan,
-        report,
+    // SAFETY: the caller's: `state` is valid; only its addresses and the plan's fds are read.
+    let (args, start) = unsafe {
+        // Page-aligned, so 16-byte aligned as the ABI wants the stack at a call.
+        let (low, size) = ((*state).stack.base as usize, CHILD_STACK_BYTES);
+        let plan = &(*state).plan;
+        let directory = plan.cgroup.map(|c| c.directory);
+        let files = plan.unshare_below.map_or(0, |_| libc::CLONE_FILES as u64);
+        let args = CloneArgs {
+            flags: CLONE_VM
+                | CLONE_CHILD_CLEARTID
+                | files
+                | directory.map_or(0, |_| CLONE_INTO_CGROUP),
+            child_tid: std::ptr::addr_of!((*state).running) as u64,
+            exit_signal: libc::SIGCHLD as u64,
+            stack: low as u64,
+            stack_size: size as u64,
+            cgroup: directory.map_or(0, |d| d as u64),
+            ..CloneArgs::default()
+        };
+        (args, std::ptr::addr_of_mut!((*state).start))
     };
     let result: i64;
     // SAFETY: clone3 with a valid clone_args of the size given. In the child (rax == 0) the
-    // kernel has set the stack pointer to the top of `stack`; the child calls `child_entry`
-    // with `start` and never comes back (it execs or _exits). rcx and r11 are clobbered by
-    // `syscall`; r12 and r13 survive it.
+    // kernel has set the stack pointer to the top of the state's stack; the child calls
+    // `child_entry` with its `start` and never comes back (it execs or exits). rcx and r11
+    // are clobbered by `syscall`; r12 and r13 survive it.
     unsafe {
         std::arch::asm!(
             "syscall",
@@ -989,13 +1420,12 @@ unsafe fn spawn_sharing_memory(
             inlateout("rax") libc::SYS_clone3 => result,
             in("rdi") &args as *const CloneArgs,
             in("rsi") std::mem::size_of::<CloneArgs>(),
-            in("r12") &mut start as *mut ChildStart,
+            in("r12") start,
             in("r13") child_entry as *const () as usize,
             lateout("rcx") _,
             lateout("r11") _,
         );
     }
-    drop(stack);
     // Negative: -errno. Without clone3 (before 5.3), CLONE_INTO_CGROUP (5.7) or with a cgroup
     // it refuses, the caller's fork path works everywhere.
     if result > 0 {
@@ -1006,10 +1436,7 @@ unsafe fn spawn_sharing_memory(
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn spawn_sharing_memory(
-    _plan: &mut ExecPlan,
-    _report: FailureReport,
-) -> Result<libc::pid_t, Errno> {
+unsafe fn spawn_sharing_memory(_state: *mut ChildState) -> Result<libc::pid_t, Errno> {
     Err(Errno::ENOSYS)
 }
 
@@ -1130,6 +1557,56 @@ mod tests {
         assert!(waitpid(pid, None).is_ok());
     }
 
+    #[test]
+    fn started_children_do_not_wait_for_each_exec_and_a_failure_comes_afterwards() {
+        let _forking = crate::FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let command = vec!["true".to_string()];
+        let pids: Vec<Pid> = (0..40)
+            .map(|_| start(&request(&command, None, null.as_raw_fd())).unwrap())
+            .collect();
+        // The child fails at its chdir, after `start` has returned its pid.
+        let missing = Path::new("/no/such/directory");
+        let failing = start(&request(&command, Some(missing), null.as_raw_fd())).unwrap();
+        let failures = exec_failures(true);
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        let (pid, error) = &failures[0];
+        assert_eq!(*pid, failing);
+        assert_eq!(error.stage, SpawnStage::WorkingDirectory);
+        assert_eq!(error.errno, Some(Errno::ENOENT));
+        assert!(error.message.contains("/no/such/directory"), "{error:?}");
+        use nix::sys::wait::WaitStatus;
+        assert_eq!(waitpid(failing, None), Ok(WaitStatus::Exited(failing, 127)));
+        for pid in pids {
+            assert_eq!(waitpid(pid, None), Ok(WaitStatus::Exited(pid, 0)));
+        }
+        assert!(exec_failures(false).is_empty());
+    }
+
+    #[test]
+    fn a_child_signalled_on_its_way_to_exec_gets_the_signal() {
+        use nix::sys::signal::Signal;
+        use nix::sys::wait::WaitStatus;
+        let _forking = crate::FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let command = vec!["sleep".to_string(), "30".to_string()];
+        // Signalled at once: before or after its setsid and exec, each gets it.
+        let pids: Vec<Pid> = (0..20)
+            .map(|_| {
+                let pid = start(&request(&command, None, null.as_raw_fd())).unwrap();
+                assert_eq!(signal_group(pid, Signal::SIGTERM), Ok(()));
+                pid
+            })
+            .collect();
+        for pid in pids {
+            assert_eq!(
+                waitpid(pid, None),
+                Ok(WaitStatus::Signaled(pid, Signal::SIGTERM, false))
+            );
+        }
+        assert!(exec_failures(false).is_empty());
+    }
+
     const EVERY_PATH: [SpawnPath; 3] = [SpawnPath::Clone3Vm, SpawnPath::Clone3, SpawnPath::Fork];
 
     /// Runs `script` (sh) through `path` with the write end of a pipe at fd 3 and LISTEN_PID
@@ -1147,7 +1624,8 @@ mod tests {
         request.pass_fds = vec![write.as_raw_fd()];
         request.listen_pid = true;
         adjust(&mut request);
-        let pid = spawn_via(path, &request).unwrap_or_else(|e| panic!("{path:?}: {e:?}"));
+        let pid =
+            spawn_via(path, &request, Exec::Wait).unwrap_or_else(|e| panic!("{path:?}: {e:?}"));
         drop(write);
         let mut output = String::new();
         std::fs::File::from(read)
@@ -1230,7 +1708,8 @@ mod tests {
         let missing = Path::new("/no/such/directory");
         for path in EVERY_PATH {
             // Not executable: exec itself fails, the last thing the child does.
-            let error = spawn_via(path, &request(&command, None, null.as_raw_fd())).unwrap_err();
+            let error = spawn_via(path, &request(&command, None, null.as_raw_fd()), Exec::Wait)
+                .unwrap_err();
             assert_eq!(error.stage, SpawnStage::Exec, "{path:?}");
             assert_eq!(error.errno, Some(Errno::EACCES), "{path:?}");
             assert!(
@@ -1240,8 +1719,12 @@ mod tests {
             );
 
             let command = vec!["true".to_string()];
-            let error =
-                spawn_via(path, &request(&command, Some(missing), null.as_raw_fd())).unwrap_err();
+            let error = spawn_via(
+                path,
+                &request(&command, Some(missing), null.as_raw_fd()),
+                Exec::Wait,
+            )
+            .unwrap_err();
             assert_eq!(error.stage, SpawnStage::WorkingDirectory, "{path:?}");
             assert_eq!(error.errno, Some(Errno::ENOENT), "{path:?}");
         }

@@ -53,6 +53,21 @@ struct HeldFiles {
     statm: HashMap<i32, File>,
 }
 
+/// From this many instances in cgroups on, a status reads their kernel files on two threads:
+/// those reads are most of a big status's time, and each is independent of the others.
+const SPLIT_FROM: usize = 200;
+
+/// What one instance's totals are read with: its held files (or files opened for this one
+/// measurement), and whether they go back into the cache afterwards.
+struct Reading {
+    id: SpawnId,
+    files: HeldFiles,
+    keep: bool,
+    totals: Option<(f64, u64)>,
+    /// `totals` is the result of reading (not yet: `None` only because not read).
+    read: bool,
+}
+
 impl UsageMeter {
     pub(crate) fn measure(
         &self,
@@ -62,21 +77,12 @@ impl UsageMeter {
         let now = Instant::now();
         let mut groups: Option<HashMap<i32, (f64, u64)>> = None;
         let mut measured = HashMap::new();
-        let mut previous = self.previous.borrow_mut();
         let mut budget = descriptors_to_spare();
+        let in_cgroups = self.read_cgroups(instances, cgroups, &mut budget);
+        let mut previous = self.previous.borrow_mut();
         for &(id, pid, started_at) in instances {
             let totals = match cgroups.get(&id) {
-                Some(cgroup) => {
-                    let controller = match self.memory_controller.get() {
-                        Some(known) => known,
-                        None => {
-                            let found = cgroup.file("memory.current").exists();
-                            self.memory_controller.set(Some(found));
-                            found
-                        }
-                    };
-                    self.cgroup_totals(id, cgroup, controller, &mut budget)
-                }
+                Some(_) => in_cgroups.get(&id).copied().flatten(),
                 None => groups
                     .get_or_insert_with(process_groups)
                     .get(&pid.as_raw())
@@ -111,55 +117,145 @@ impl UsageMeter {
         self.cgroup_files.borrow_mut().remove(&id);
     }
 
-    /// CPU seconds and resident bytes of everything in the cgroup, through its held files
-    /// (opened and held, while `budget` lasts, the first time).
-    fn cgroup_totals(
+    /// CPU seconds and resident bytes of the instances in cgroups, through their held files
+    /// (opened and held, while `budget` lasts, the first time); `None` for one that cannot
+    /// be read. Many are read half on a helper thread, half here.
+    fn read_cgroups(
         &self,
-        id: SpawnId,
-        cgroup: &InstanceCgroup,
-        memory_controller: bool,
+        instances: &[(SpawnId, Pid, Instant)],
+        cgroups: &HashMap<SpawnId, InstanceCgroup>,
         budget: &mut u64,
-    ) -> Option<(f64, u64)> {
+    ) -> HashMap<SpawnId, Option<(f64, u64)>> {
         let mut held = self.cgroup_files.borrow_mut();
-        let mut opened;
-        let files = match held.get_mut(&id) {
-            Some(files) => files,
-            None => {
-                let memory_file = if memory_controller {
-                    "memory.current"
-                } else {
-                    "cgroup.procs"
-                };
-                opened = HeldFiles {
-                    cpu_stat: File::open(cgroup.file("cpu.stat")).ok()?,
-                    memory: File::open(cgroup.file(memory_file)).ok()?,
-                    statm: HashMap::new(),
-                };
-                if *budget >= 2 {
-                    *budget -= 2;
-                    held.entry(id).or_insert(opened)
-                } else {
-                    &mut opened
+        let mut readings = Vec::new();
+        let mut unreadable = HashMap::new();
+        for &(id, _, _) in instances {
+            let Some(cgroup) = cgroups.get(&id) else {
+                continue;
+            };
+            let controller = match self.memory_controller.get() {
+                Some(known) => known,
+                None => {
+                    let found = cgroup.file("memory.current").exists();
+                    self.memory_controller.set(Some(found));
+                    found
+                }
+            };
+            let reading = match held.remove(&id) {
+                Some(files) => Some((files, true)),
+                None => HeldFiles::open(cgroup, controller).map(|files| {
+                    let keep = *budget >= 2;
+                    if keep {
+                        *budget -= 2;
+                    }
+                    (files, keep)
+                }),
+            };
+            match reading {
+                Some((files, keep)) => readings.push(Reading {
+                    id,
+                    files,
+                    keep,
+                    totals: None,
+                    read: false,
+                }),
+                None => {
+                    unreadable.insert(id, None);
                 }
             }
-        };
-        // Two buffers for the whole status, not one allocated and zeroed per file read.
+        }
+        let controller = self.memory_controller.get().unwrap_or(false);
         let mut buffers = self.buffers.borrow_mut();
         let (text_buffer, statm_buffer) = &mut *buffers;
-        let usec: u64 = read_held_into(&files.cpu_stat, text_buffer)?
+        let middle = if readings.len() >= SPLIT_FROM {
+            readings.len() / 2
+        } else {
+            readings.len()
+        };
+        let (here, there) = readings.split_at_mut(middle);
+        let mut budget_there = *budget / 2;
+        *budget -= budget_there;
+        std::thread::scope(|scope| {
+            let helper = (!there.is_empty()).then(|| {
+                std::thread::Builder::new()
+                    .name("usage".into())
+                    .spawn_scoped(scope, || {
+                        let (mut text, mut statm) = (Vec::new(), Vec::new());
+                        read_all(there, controller, &mut text, &mut statm, &mut budget_there);
+                    })
+            });
+            read_all(here, controller, text_buffer, statm_buffer, budget);
+            // Its reads cannot panic; were it to, the rest are read below.
+            if let Some(Ok(helper)) = helper {
+                let _ = helper.join();
+            }
+        });
+        // What the helper did not read (no thread to be had): here.
+        read_all(&mut readings, controller, text_buffer, statm_buffer, budget);
+        let mut totals = unreadable;
+        for reading in readings {
+            totals.insert(reading.id, reading.totals);
+            if reading.keep {
+                held.insert(reading.id, reading.files);
+            }
+        }
+        totals
+    }
+}
+
+/// Reads the totals of every reading not read yet.
+fn read_all(
+    readings: &mut [Reading],
+    memory_controller: bool,
+    text_buffer: &mut Vec<u8>,
+    statm_buffer: &mut Vec<u8>,
+    budget: &mut u64,
+) {
+    for reading in readings.iter_mut().filter(|r| !r.read) {
+        reading.totals =
+            reading
+                .files
+                .totals(memory_controller, (text_buffer, statm_buffer), budget);
+        reading.read = true;
+    }
+}
+
+impl HeldFiles {
+    fn open(cgroup: &InstanceCgroup, memory_controller: bool) -> Option<HeldFiles> {
+        let memory_file = if memory_controller {
+            "memory.current"
+        } else {
+            "cgroup.procs"
+        };
+        Some(HeldFiles {
+            cpu_stat: File::open(cgroup.file("cpu.stat")).ok()?,
+            memory: File::open(cgroup.file(memory_file)).ok()?,
+            statm: HashMap::new(),
+        })
+    }
+
+    /// CPU seconds and resident bytes of everything in the cgroup. The buffers are reused
+    /// for the whole status, not one allocated and zeroed per file read.
+    fn totals(
+        &mut self,
+        memory_controller: bool,
+        (text_buffer, statm_buffer): (&mut Vec<u8>, &mut Vec<u8>),
+        budget: &mut u64,
+    ) -> Option<(f64, u64)> {
+        let usec: u64 = read_held_into(&self.cpu_stat, text_buffer)?
             .lines()
             .find_map(|l| l.strip_prefix("usage_usec "))?
             .trim()
             .parse()
             .ok()?;
-        let memory_text = read_held_into(&files.memory, text_buffer)?;
+        let memory_text = read_held_into(&self.memory, text_buffer)?;
         let memory = if memory_controller {
             memory_text.trim().parse().ok()?
         } else {
             let mut statm = HashMap::new();
             let mut sum = 0;
             for pid in memory_text.lines().filter_map(|l| l.trim().parse().ok()) {
-                let (file, new) = match files.statm.remove(&pid) {
+                let (file, new) = match self.statm.remove(&pid) {
                     Some(file) => (file, false),
                     None => match File::open(format!("/proc/{pid}/statm")) {
                         Ok(file) => (file, true),
@@ -179,7 +275,7 @@ impl UsageMeter {
                 }
             }
             // Files of processes no longer listed are closed here.
-            files.statm = statm;
+            self.statm = statm;
             sum
         };
         Some((usec as f64 / 1e6, memory))
