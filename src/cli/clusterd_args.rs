@@ -21,9 +21,10 @@ use crate::unit::LogTo;
 could not start or --check found an invalid file; 2 for a wrong flag; 69 when a unit gave up \
 and --exit-on-giveup is set; 137 in container mode when an instance had to be killed with \
 SIGKILL.\n\nSignals: SIGTERM, SIGINT stop every instance gracefully (a second one kills them \
-at once); SIGHUP re-reads the units directory; SIGUSR1 reopens the log files. In container \
-mode SIGQUIT stops like SIGTERM, and the other signals that would end or suspend clusterd \
-(SIGUSR2, SIGALRM, SIGTSTP, ...) are ignored, as they are for a PID 1."
+at once); SIGHUP re-reads the units directory; SIGUSR1 reopens the log files; SIGUSR2 \
+re-executes clusterd from its binary on disk, keeping every instance (as `clusterctl \
+daemon-reexec`). In container mode SIGQUIT stops like SIGTERM, and the other signals that \
+would end or suspend clusterd (SIGALRM, SIGTSTP, ...) are ignored, as they are for a PID 1."
 )]
 pub struct ClusterdArgs {
     /// Directory of unit files (*.toml); each file is one unit named after its stem.

@@ -102,6 +102,17 @@ enum Command {
     /// Write this line on the instance's channel (the unit's `stop_message`, or a
     /// `clusterctl send` message with its charge).
     Send(SpawnId, Vec<u8>, Option<Charge>),
+    /// `daemon-reexec`: say what is held, then read nothing until resumed (or dropped).
+    HandOver(Sender<IoHandover>, Receiver<()>),
+}
+
+/// What the I/O thread holds, as `daemon-reexec` needs it: the fds (their numbers stay the
+/// same in the new image) and the `node_cluster` units whose listening sockets the Node
+/// primary holds (not carried over: such a re-exec is refused).
+pub(crate) struct IoHandover {
+    pub channels: Vec<(SpawnId, i32)>,
+    pub notify: Option<i32>,
+    pub node_sockets: Vec<String>,
 }
 
 /// One event's worth of a channel's budget ([`MAX_EVENTS_IN_FLIGHT`]). It travels inside the
@@ -316,6 +327,18 @@ impl WorkerIo {
     /// (shortly, so that a restart finds them open).
     pub(crate) fn release_unit(&self, unit: &str) {
         self.command(Command::ReleaseUnit(unit.to_string()));
+    }
+
+    /// `daemon-reexec`: the thread stops reading and says what it holds; it reads on once
+    /// the returned sender is dropped (a re-exec that failed before its exec).
+    pub(crate) fn hand_over(&self, deadline: Instant) -> Result<(IoHandover, Sender<()>), String> {
+        let (reply, held) = crossbeam_channel::bounded(1);
+        let (go_on, resume) = crossbeam_channel::bounded(1);
+        self.command(Command::HandOver(reply, resume));
+        let held = held
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .map_err(|_| "the worker I/O thread did not stop in time".to_string())?;
+        Ok((held, go_on))
     }
 
     fn command(&self, command: Command) {
@@ -633,6 +656,20 @@ impl IoThread {
                 }
                 Ok(Command::Send(id, line, charge)) => self.send_line(id, line, charge),
                 Ok(Command::ReleaseUnit(unit)) => self.primary.release_unit(&unit, &self.epoll),
+                Ok(Command::HandOver(reply, resume)) => {
+                    use std::os::fd::AsRawFd;
+                    let held = IoHandover {
+                        channels: self
+                            .channels
+                            .iter()
+                            .map(|(id, c)| (*id, c.stream.as_raw_fd()))
+                            .collect(),
+                        notify: self.notify.as_ref().map(AsRawFd::as_raw_fd),
+                        node_sockets: self.primary.units_holding_sockets(),
+                    };
+                    let _ = reply.send(held);
+                    let _ = resume.recv();
+                }
                 Err(crossbeam_channel::TryRecvError::Empty) => return true,
                 Err(crossbeam_channel::TryRecvError::Disconnected) => return false,
             }

@@ -101,6 +101,15 @@ impl Primary {
         self.workers.contains_key(&id)
     }
 
+    /// The units whose listening sockets clusterd holds for their workers.
+    pub(crate) fn units_holding_sockets(&self) -> Vec<String> {
+        self.units
+            .iter()
+            .filter(|(_, unit)| !unit.handles.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
     /// Lines to write, in order, per worker channel.
     pub(crate) fn take_outgoing(&mut self) -> Vec<(SpawnId, Outgoing)> {
         std::mem::take(&mut self.outgoing)

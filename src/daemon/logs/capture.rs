@@ -425,10 +425,53 @@ impl CaptureThread {
                 cut_short,
             } => self.history_read(client, (lines, budget), cut_short),
             Command::Reopen => self.reopen_all(),
+            Command::HandOver { reply, resume } => {
+                let _ = reply.send(self.hand_over());
+                // Nothing is read until the exec (or, if it fails, until resumed).
+                let _ = resume.recv();
+            }
+            Command::Adopt { settings, pipe, fd } => self.adopt(settings, pipe, fd),
             Command::Finish => {
                 self.finish_by = Some(Instant::now() + FINISH_DEADLINE);
             }
         }
+    }
+
+    /// `daemon-reexec`: everything read is written (to files and journald), and the pipes
+    /// are listed with the unfinished line each has: what is still in them waits in the
+    /// kernel for the new image.
+    fn hand_over(&mut self) -> Vec<super::HandedPipe> {
+        let units: Vec<String> = self.units.keys().cloned().collect();
+        for unit in &units {
+            self.flush_unit(unit);
+        }
+        self.retry_journal();
+        self.write_console();
+        self.sources
+            .values()
+            .map(|source| super::HandedPipe {
+                unit: source.unit.clone(),
+                label: source.label.clone(),
+                stderr: source.stream == Stream::Err,
+                fd: source.pipe.as_raw_fd(),
+                partial: source.framer.partial().to_vec(),
+            })
+            .collect()
+    }
+
+    /// After `daemon-reexec`: a pipe of the old image, read on with its unfinished line.
+    fn adopt(&mut self, settings: CaptureSettings, pipe: super::HandedPipe, fd: OwnedFd) {
+        self.configure(&pipe.unit, settings);
+        let stream = if pipe.stderr {
+            Stream::Err
+        } else {
+            Stream::Out
+        };
+        self.add_source(&pipe.unit, &pipe.label, stream, fd);
+        if let Some(source) = self.sources.get_mut(&(self.next_token - 1)) {
+            source.framer.resume(&pipe.partial, Instant::now());
+        }
+        self.ungate(&pipe.label);
     }
 
     /// Writes clusterd's event `text` about `label` into the unit's file, now.
