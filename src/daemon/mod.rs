@@ -223,7 +223,13 @@ fn serve_clients(
     )
     .map_err(|e| format!("cannot serve the control socket: {e}"))?;
     if let Some(address) = &options.metrics_listen {
-        metrics_server::serve(address, events.clone())?;
+        match metrics_server::serve(address, events.clone()) {
+            Ok(()) => {}
+            // After a re-exec the instances are this image's: a metrics address taken
+            // meanwhile must not cost them (at start-up it is a mistake to say at once).
+            Err(e) if reexec::reexecuted_at().is_some() => warn!("{e}"),
+            Err(e) => return Err(e),
+        }
     }
     Ok(gate)
 }

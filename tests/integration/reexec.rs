@@ -557,3 +557,50 @@ fn two_reexecs_asked_at_once_run_one_at_a_time() {
     }
     assert_eq!(d.pids("web"), pids);
 }
+
+#[test]
+fn a_logs_follower_reconnects_after_a_reexec_and_misses_and_repeats_nothing() {
+    let writer = "command = [\"sh\", \"-c\", \"i=0; while true; do i=$((i+1)); echo line $i; sleep 0.002; done\"]\n";
+    let (d, binary) = start_from_copy_with(&[("writer", writer)]);
+    d.wait_running("writer", 1);
+    let shown = d.path("followed.txt");
+    let mut follower = Command::new(CLUSTERCTL)
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["logs", "-f", "writer"])
+        .stdout(fs::File::create(&shown).expect("output file"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run clusterctl logs -f");
+    let numbers = || -> Vec<u64> {
+        fs::read_to_string(&shown)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once("out | line "))
+            .filter_map(|(_, n)| n.trim().parse().ok())
+            .collect()
+    };
+    wait_for("the follower to show lines", PATIENCE, || {
+        numbers().len() > 20
+    });
+    replace_with_copy(&binary, Path::new(CLUSTERD));
+    reexec(&d);
+    let after = numbers().last().copied().unwrap_or(0) + 500;
+    wait_for(
+        "the follower to show lines after the re-exec",
+        PATIENCE,
+        || numbers().last().is_some_and(|&n| n > after),
+    );
+    let alive_still = follower.try_wait().expect("try_wait").is_none();
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(alive_still, "the follower ended");
+    let seen = numbers();
+    let first = seen[0];
+    let expected: Vec<u64> = (first..first + seen.len() as u64).collect();
+    assert!(
+        seen == expected,
+        "first difference at {:?}",
+        seen.iter().zip(&expected).position(|(a, b)| a != b)
+    );
+}

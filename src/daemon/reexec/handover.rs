@@ -234,6 +234,10 @@ fn start_up_from(options: DaemonOptions, incoming: &Incoming) -> Result<Running,
     }
     supervisor.os_mut().adopt_held(state.os.clone(), sockets);
     adopt_pipes_and_channels(&mut supervisor, &logs, state)?;
+    // Served before the restore, which is the last step that can fail: the requests that
+    // arrive meanwhile wait in the inbox for the loop.
+    super::set_reexecuted_at(state.reexecuted_at);
+    let gate = serve_clients(listener, &events, &options, &logs)?;
     supervisor.restore(state.supervisor.clone(), Instant::now())?;
     // From here on the new image holds the instances: no way back.
     exec::close_on_exec(&state.fds.all());
@@ -241,9 +245,7 @@ fn start_up_from(options: DaemonOptions, incoming: &Incoming) -> Result<Running,
         let _ = nix::unistd::close(old);
     }
     let _ = nix::unistd::close(incoming.fd);
-    super::set_reexecuted_at(state.reexecuted_at);
 
-    let gate = serve_clients(listener, &events, &options, &logs)?;
     let pause_ms = super::monotonic_ns().saturating_sub(state.paused_at_ns) as f64 / 1e6;
     let summary = format!(
         "clusterd {} re-executed from {} in the same pid, {} instance(s) kept; the control socket was unanswered for {pause_ms:.1} ms",
