@@ -886,6 +886,15 @@ impl OsProcessControl {
         self.io.hand_over(deadline)
     }
 
+    /// After `daemon-reexec`, once the instances are adopted: the old image's Node primary.
+    pub(crate) fn adopt_primary(
+        &self,
+        held: crate::node_cluster::primary::handover::HeldPrimary,
+        fds: HashMap<i32, OwnedFd>,
+    ) {
+        self.io.adopt_primary(held, fds);
+    }
+
     /// The new image's side of [`OsProcessControl::held`]: paths outside clusterd's cgroup
     /// tree are ignored.
     pub(crate) fn adopt_held(

@@ -604,3 +604,60 @@ fn a_logs_follower_reconnects_after_a_reexec_and_misses_and_repeats_nothing() {
         seen.iter().zip(&expected).position(|(a, b)| a != b)
     );
 }
+
+/// An unmodified Node HTTP server; clusterd is its cluster primary.
+const NODE_APP: &str = r#"
+const http = require('http');
+http.createServer((req, res) => res.end(String(process.pid)))
+  .listen(+process.env.PORT, process.env.HOST);
+"#;
+
+#[test]
+fn a_node_cluster_unit_in_round_robin_mode_keeps_serving_through_reexecs() {
+    if !available("node", runs("node", &["--version"])) {
+        return;
+    }
+    let port = free_port();
+    let (d, binary) = start_from_copy_with(&[]);
+    let app = python_script(&d, "app.js", NODE_APP);
+    load_unit(
+        &d,
+        "web",
+        &format!(
+            "command = [\"node\", \"{app}\"]\ninstances = 2\nnode_cluster = \"round-robin\"\n\
+             environment = {{ PORT = \"{port}\", HOST = \"127.0.0.1\" }}\n"
+        ),
+    );
+    let pids = d.wait_running("web", 2);
+    let served_by_both = || {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            if let Ok(pid) = common::http_load::get(port) {
+                seen.insert(pid);
+            }
+            if seen.len() == 2 {
+                break;
+            }
+        }
+        seen.into_iter().collect::<Vec<u32>>()
+    };
+    let mut sorted = pids.clone();
+    sorted.sort();
+    assert_eq!(served_by_both(), sorted, "{}", d.log());
+    let load = common::http_load::Load::start(port, Duration::from_secs(60));
+    for _ in 0..3 {
+        replace_with_copy(&binary, Path::new(CLUSTERD));
+        reexec(&d);
+    }
+    let report = load.finish();
+    report.assert_every_request_served();
+    assert_eq!(d.pids("web"), pids);
+    // The new primary hands connections to both workers, and to a replacement.
+    assert_eq!(served_by_both(), sorted, "{}", d.log());
+    kill_and_wait_replaced(&d, "web", pids[0], 2);
+    let mut now = d.pids("web");
+    now.sort();
+    wait_for("both workers, the new one too, to serve", PATIENCE, || {
+        served_by_both() == now
+    });
+}

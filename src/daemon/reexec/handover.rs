@@ -5,7 +5,9 @@
 //! Quiescing, in order, so that nothing is lost:
 //! 1. the control socket's thread stops accepting (clients wait in the backlog) and the
 //!    connections being served are answered (the loop handles their requests meanwhile);
-//! 2. the worker I/O thread stops reading (what the instances write waits in the kernel);
+//! 2. the worker I/O thread has the Node primary hand out no new connection and waits until
+//!    every hand-off in flight is answered (≤ 1 s, or the re-exec is refused), then stops
+//!    reading (what the instances write waits in the kernel, connections in the backlogs);
 //! 3. the log thread writes what it read and stops reading; the pipes stay open, and what
 //!    is unread waits in them for the new image, which also gets each pipe's unfinished line.
 //!
@@ -91,6 +93,9 @@ impl Running {
                         request: Request::DaemonReexec {},
                         reply,
                     } => {
+                        // It came in after this re-exec took the requester's slot: its own
+                        // connection is answered here, not handed over.
+                        drop(super::requester::take());
                         let _ = reply.send(Response::failed("a daemon-reexec is under way"));
                     }
                     Event::Signal(libc::SIGUSR2) => {}
@@ -120,12 +125,6 @@ impl Running {
             Ok(held) => held,
             Err(why) => return why,
         };
-        if !io.node_sockets.is_empty() {
-            return format!(
-                "the Node cluster primary holds listening sockets for {} (carrying those over is not built: restart clusterd, or stop those units first)",
-                io.node_sockets.join(", ")
-            );
-        }
         let (log_pipes, _resume_logs) = match self.logs.hand_over(deadline) {
             Ok(held) => held,
             Err(why) => return why,
@@ -149,6 +148,7 @@ impl Running {
                 listen,
                 log_pipes,
                 channels: io.channels,
+                primary: io.primary,
                 old_binary: Some(old_binary.as_raw_fd()),
             },
             os,
@@ -307,6 +307,14 @@ fn adopt_pipes_and_channels(
             .os_mut()
             .adopt_instance(id, unit, instance.index, channel);
     }
+    // After the channels: the primary's workers are known by then.
+    let mut primary_fds = std::collections::HashMap::new();
+    for fd in state.fds.primary.fds() {
+        primary_fds.insert(fd, take_fd(fd, libc::S_IFSOCK)?);
+    }
+    supervisor
+        .os()
+        .adopt_primary(state.fds.primary.clone(), primary_fds);
     for pipe in &state.fds.log_pipes {
         let Some(unit) = units.get(&pipe.unit) else {
             continue;

@@ -3,9 +3,8 @@
 //! (their numbers stay the same across the exec, as FD_CLOEXEC is cleared on exactly these),
 //! each instance's cgroup, and the times of the re-exec.
 //!
-//! The Node cluster primary's state is not carried: a re-exec is refused while the primary
-//! holds listening sockets for a `node_cluster` unit (see `daemon::reexec`), so what is left
-//! of it (which workers it has) is rebuilt from the units. Each worker's channel is carried.
+//! The Node cluster primary is carried once settled (no hand-off in flight):
+//! [`HeldPrimary`].
 
 use std::path::PathBuf;
 
@@ -14,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::daemon::logs::HandedPipe;
 use crate::daemon::os::cgroup::HeldTree;
 use crate::daemon::os::listen_sockets::HeldSockets;
+use crate::node_cluster::primary::handover::HeldPrimary;
 use crate::supervisor::process_control::SpawnId;
 #[cfg(test)]
 use crate::supervisor::snapshot::STATE_VERSION;
@@ -39,7 +39,7 @@ pub(crate) struct DaemonState {
 }
 
 /// Every fd handed to the new image, by what it is.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct HandedFds {
     /// The listening control socket: clients that connect during the exec wait in its
@@ -56,6 +56,9 @@ pub(crate) struct HandedFds {
     pub log_pipes: Vec<HandedPipe>,
     /// Each instance's worker channel.
     pub channels: Vec<(SpawnId, i32)>,
+    /// The Node cluster primary: the listening sockets it holds for `node_cluster` units,
+    /// the connections waiting for a worker, each worker's sequence and flags.
+    pub primary: HeldPrimary,
     /// The old binary, kept open (O_PATH): the new image execs it back with the same state
     /// if it cannot read the state.
     pub old_binary: Option<i32>,
@@ -91,6 +94,7 @@ impl HandedFds {
         }
         fds.extend(self.log_pipes.iter().map(|p| p.fd));
         fds.extend(self.channels.iter().map(|&(_, fd)| fd));
+        fds.extend(self.primary.fds());
         fds.extend(self.old_binary);
         fds
     }
@@ -130,7 +134,8 @@ impl DaemonState {
             .iter()
             .map(|i| i.spawn_id)
             .collect();
-        for &(id, _) in &state.fds.channels {
+        let workers = state.fds.primary.worker_ids();
+        for id in state.fds.channels.iter().map(|&(id, _)| id).chain(workers) {
             if !known.contains(&id) {
                 return Err(format!("the fds name spawn id {id}, which is no instance"));
             }
@@ -181,6 +186,7 @@ mod tests {
                 listen: Vec::new(),
                 log_pipes: Vec::new(),
                 channels: Vec::new(),
+                primary: HeldPrimary::default(),
                 old_binary: Some(7),
             },
             os: OsHeld::default(),
