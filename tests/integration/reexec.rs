@@ -236,6 +236,8 @@ fn a_reexec_keeps_every_instance_as_it_was_and_answers_within_a_bound() {
     assert_eq!(version, env!("CARGO_PKG_VERSION"));
     assert!(before.iter().any(|i| i.4 == 1), "{before:?}");
 
+    let fds = |d: &Daemon| d.status()["daemon"]["open_fds"].as_u64().unwrap_or(0);
+    let fds_before = fds(&d);
     replace_with_copy(&binary, Path::new(CLUSTERD));
     let asked = std::time::Instant::now();
     let said = reexec(&d);
@@ -248,6 +250,13 @@ fn a_reexec_keeps_every_instance_as_it_was_and_answers_within_a_bound() {
         "daemon-reexec took {took:?}"
     );
     assert_eq!(instances(&d), before, "{}", d.log());
+    // Exactly the fds handed over are kept: none of the old image's others, nor the
+    // binaries' (a few more or less as files for usage are opened and closed).
+    let fds_after = fds(&d);
+    assert!(
+        fds_after <= fds_before + 2,
+        "{fds_before} fds before, {fds_after} after"
+    );
     let (pid, version, at) = daemon_of(&d);
     assert_eq!(
         (pid, version.as_str()),

@@ -65,8 +65,8 @@ impl Running {
         if self.supervisor.is_stopping() {
             return "clusterd is stopping".into();
         }
-        let binary = match super::new_binary().and_then(|b| super::preflight(&b)) {
-            Ok(binary) => binary,
+        let (binary, file) = match super::new_binary().and_then(|b| super::preflight(&b)) {
+            Ok(checked) => checked,
             Err(why) => return why,
         };
         let paused_at = super::monotonic_ns();
@@ -75,7 +75,7 @@ impl Running {
             return why;
         }
         self.answer_the_connections_in(requester.is_some());
-        let why = self.quiesce_and_exec(&binary, paused_at, requester, deadline);
+        let why = self.quiesce_and_exec((&binary, &file), paused_at, requester, deadline);
         self.gate.resume();
         why
     }
@@ -116,7 +116,7 @@ impl Running {
     /// failure (the threads read on when their resume handles drop, here).
     fn quiesce_and_exec(
         &mut self,
-        binary: &std::path::Path,
+        (binary, file): (&std::path::Path, &OwnedFd),
         paused_at: u64,
         requester: Option<OwnedFd>,
         deadline: Instant,
@@ -150,6 +150,7 @@ impl Running {
                 channels: io.channels,
                 primary: io.primary,
                 old_binary: Some(old_binary.as_raw_fd()),
+                new_binary: Some(file.as_raw_fd()),
             },
             os,
         };
@@ -169,8 +170,11 @@ impl Running {
             text.len()
         );
         log_output::write_held();
+        // The file checked, by its fd (open across the exec: a script's interpreter reads it
+        // as /dev/fd/N); the new image closes it.
+        let checked = std::path::PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
         exec::exec_with_state(
-            binary,
+            &checked,
             memfd.as_raw_fd(),
             &state.fds.all(),
             &state.args,
@@ -241,8 +245,11 @@ fn start_up_from(options: DaemonOptions, incoming: &Incoming) -> Result<Running,
     supervisor.restore(state.supervisor.clone(), Instant::now())?;
     // From here on the new image holds the instances: no way back.
     exec::close_on_exec(&state.fds.all());
-    if let Some(old) = state.fds.old_binary {
-        let _ = nix::unistd::close(old);
+    for binary in [state.fds.old_binary, state.fds.new_binary]
+        .into_iter()
+        .flatten()
+    {
+        let _ = nix::unistd::close(binary);
     }
     let _ = nix::unistd::close(incoming.fd);
 

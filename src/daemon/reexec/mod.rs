@@ -13,7 +13,7 @@ pub(crate) mod handover;
 pub mod resume;
 pub(crate) mod state;
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -45,24 +45,32 @@ pub(crate) fn new_binary() -> Result<PathBuf, String> {
 /// Checks that `binary` may replace clusterd: a regular file (a symlink is followed to the
 /// file it names now, which is then the binary checked and run), executable, owned by root
 /// or clusterd's own user and writable by no one else (or anyone who can write it could
-/// become clusterd), and that it reads this state's version. Returns the file to run.
-pub(crate) fn preflight(binary: &Path) -> Result<PathBuf, String> {
+/// become clusterd), and that it reads this state's version. Returns the file's path and
+/// the file itself, opened (O_PATH): the exec runs the very file checked, even if its path
+/// is given another file meanwhile.
+pub(crate) fn preflight(binary: &Path) -> Result<(PathBuf, OwnedFd), String> {
     let real = std::fs::canonicalize(binary)
         .map_err(|e| format!("the new binary {}: {e}", binary.display()))?;
-    let meta =
-        std::fs::metadata(&real).map_err(|e| format!("the new binary {}: {e}", real.display()))?;
-    if !meta.is_file() {
+    let file = nix::fcntl::open(
+        &real,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("the new binary {}: {e}", real.display()))?;
+    let meta = nix::sys::stat::fstat(&file)
+        .map_err(|e| format!("the new binary {}: {e}", real.display()))?;
+    if meta.st_mode & libc::S_IFMT != libc::S_IFREG {
         return Err(format!("the new binary {} is not a file", real.display()));
     }
     let euid = nix::unistd::geteuid().as_raw();
-    if meta.uid() != 0 && meta.uid() != euid {
+    if meta.st_uid != 0 && meta.st_uid != euid {
         return Err(format!(
             "the new binary {} belongs to uid {}, not root or clusterd's uid {euid}",
             real.display(),
-            meta.uid()
+            meta.st_uid
         ));
     }
-    let mode = meta.permissions().mode();
+    let mode = meta.st_mode;
     if mode & 0o022 != 0 {
         return Err(format!(
             "the new binary {} is writable by others (mode {:o})",
@@ -78,7 +86,7 @@ pub(crate) fn preflight(binary: &Path) -> Result<PathBuf, String> {
         ));
     }
     check_version(&real)?;
-    Ok(real)
+    Ok((real, file))
 }
 
 /// Runs `binary --reexec-check VERSION` and waits for it at most [`CHECK_DEADLINE`].

@@ -62,6 +62,9 @@ pub(crate) struct HandedFds {
     /// The old binary, kept open (O_PATH): the new image execs it back with the same state
     /// if it cannot read the state.
     pub old_binary: Option<i32>,
+    /// The new binary as the pre-flight checked it (O_PATH), exec'd through its fd: closed by
+    /// the new image.
+    pub new_binary: Option<i32>,
 }
 
 /// The OS side's bookkeeping of the instances, by path and id (no fd).
@@ -96,6 +99,7 @@ impl HandedFds {
         fds.extend(self.channels.iter().map(|&(_, fd)| fd));
         fds.extend(self.primary.fds());
         fds.extend(self.old_binary);
+        fds.extend(self.new_binary);
         fds
     }
 }
@@ -188,6 +192,7 @@ mod tests {
                 channels: Vec::new(),
                 primary: HeldPrimary::default(),
                 old_binary: Some(7),
+                new_binary: Some(9),
             },
             os: OsHeld::default(),
         }
