@@ -158,7 +158,7 @@ pub(crate) enum Command {
     /// `daemon-reexec`: write what was read, say which pipes are read (with the bytes of an
     /// unfinished line), then read nothing until `resume` speaks or is dropped.
     HandOver {
-        reply: Sender<Vec<HandedPipe>>,
+        reply: Sender<Result<Vec<HandedPipe>, String>>,
         resume: crossbeam_channel::Receiver<()>,
     },
     /// After `daemon-reexec`: a pipe the old image read, read on from where it stopped.
@@ -412,7 +412,7 @@ impl Logs {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let pipes = pipes
             .recv_timeout(left)
-            .map_err(|_| "the log thread did not stop reading in time".to_string())?;
+            .map_err(|_| "the log thread did not stop reading in time".to_string())??;
         Ok((pipes, go_on))
     }
 

@@ -75,6 +75,11 @@ impl Running {
             return why;
         }
         self.answer_the_connections_in(requester.is_some());
+        // A SIGTERM among the events handled meanwhile: the stop goes on in this image.
+        if self.supervisor.is_stopping() {
+            self.gate.resume();
+            return "clusterd is stopping".into();
+        }
         let why = self.quiesce_and_exec((&binary, &file), paused_at, requester, deadline);
         self.gate.resume();
         why
