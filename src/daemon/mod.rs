@@ -118,6 +118,9 @@ struct Running {
     socket_file: SocketFile,
     /// The control socket's accepting, paused by `daemon-reexec`.
     gate: std::sync::Arc<control_server::ControlGate>,
+    /// A `daemon-reexec` (with its client's reply, or SIGUSR2's none), made once the events
+    /// that arrived with it are handled: their clients are answered before the exec.
+    reexec_asked: Option<Option<crossbeam_channel::Sender<crate::protocol::Response>>>,
 }
 
 /// Start-up, in an order that matters: units read, signals before any child, the log
@@ -173,6 +176,7 @@ fn start_up(options: DaemonOptions) -> Result<Running, String> {
         notify_file,
         socket_file,
         gate,
+        reexec_asked: None,
     })
 }
 
@@ -315,6 +319,9 @@ impl Running {
             for event in events {
                 self.handle(event);
             }
+            if let Some(reply) = self.reexec_asked.take() {
+                self.reexec(reply);
+            }
             self.supervisor.fire_due_timers(Instant::now());
             if self.supervisor.is_stopping() && !told_stopping {
                 told_stopping = true;
@@ -336,16 +343,25 @@ impl Running {
             return;
         }
         let event = match event {
+            // Once the events that came with it are handled (see `serve_until_finished`).
             Event::Signal(libc::SIGUSR2) => {
                 info!("SIGUSR2: re-executing clusterd from its binary on disk");
-                self.reexec(None);
+                self.reexec_asked.get_or_insert(None);
                 return;
             }
             Event::Control {
                 request: Request::DaemonReexec {},
                 reply,
             } => {
-                self.reexec(Some(reply));
+                match &mut self.reexec_asked {
+                    Some(asked @ None) => *asked = Some(reply),
+                    Some(Some(_)) => {
+                        let _ = reply.send(crate::protocol::Response::failed(
+                            "a daemon-reexec is under way",
+                        ));
+                    }
+                    None => self.reexec_asked = Some(Some(reply)),
+                }
                 return;
             }
             // Only a unit clusterd runs, by a name that is a unit's: the name comes from a

@@ -670,3 +670,51 @@ fn a_node_cluster_unit_in_round_robin_mode_keeps_serving_through_reexecs() {
         served_by_both() == now
     });
 }
+
+#[test]
+fn clients_asking_all_along_are_all_answered_through_reexecs() {
+    let (d, binary) = start_from_copy();
+    let pids = d.wait_running("web", 2);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let askers: Vec<_> = (0..3)
+        .map(|_| {
+            let socket = d.socket.clone();
+            let flag = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let (mut answered, mut failed, mut slowest) = (0, Vec::new(), Duration::ZERO);
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    let asked = std::time::Instant::now();
+                    let request = clusterd::protocol::Request::Status { unit: None };
+                    match clusterd::client::connection::send_request_within(
+                        &socket,
+                        request,
+                        Duration::from_secs(30),
+                    ) {
+                        Ok(r) if r.ok => answered += 1,
+                        other => failed.push(format!("{other:?}")),
+                    }
+                    slowest = slowest.max(asked.elapsed());
+                }
+                (answered, failed, slowest)
+            })
+        })
+        .collect();
+    for _ in 0..5 {
+        replace_with_copy(&binary, Path::new(CLUSTERD));
+        reexec(&d);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for asker in askers {
+        let (answered, failed, slowest) = asker.join().expect("asker");
+        assert!(
+            answered > 0 && failed.is_empty(),
+            "{answered} answered, failed: {failed:?}"
+        );
+        // Generous: the pause is tens of milliseconds (the report has the figure).
+        assert!(
+            slowest < Duration::from_secs(10),
+            "slowest answer {slowest:?}"
+        );
+    }
+    assert_eq!(d.pids("web"), pids);
+}

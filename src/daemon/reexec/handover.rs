@@ -289,6 +289,7 @@ fn start_up_from(options: DaemonOptions, incoming: &Incoming) -> Result<Running,
         notify_file,
         socket_file: SocketFile(options.socket.clone()),
         gate,
+        reexec_asked: None,
     })
 }
 
