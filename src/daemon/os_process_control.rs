@@ -872,6 +872,11 @@ impl OsProcessControl {
         (held, sockets)
     }
 
+    /// Wakes the worker I/O thread for the channels adopted ([`WorkerIo::quiet`]).
+    pub(crate) fn wake_io(&self) {
+        self.io.wake();
+    }
+
     /// The worker I/O thread's hand-over (see [`WorkerIo::hand_over`]).
     pub(crate) fn hand_over_io(
         &self,
@@ -904,6 +909,8 @@ impl OsProcessControl {
     ) {
         self.sockets.extend(sockets);
         self.instance_ports.extend(held.ports);
+        // The instances' channels come next, thousands of them: one wake-up for all.
+        self.io.quiet();
         let Ok(tree) = &mut self.cgroups else {
             return;
         };

@@ -194,6 +194,8 @@ pub(crate) struct WorkerIo {
     /// Bytes of `clusterctl send` messages queued for each instance, and for all of them.
     send_queues: Arc<Mutex<HashMap<SpawnId, Arc<AtomicUsize>>>>,
     send_total: Arc<AtomicUsize>,
+    /// Commands are queued without waking the thread ([`WorkerIo::quiet`]).
+    quiet: Arc<AtomicBool>,
 }
 
 impl WorkerIo {
@@ -257,6 +259,7 @@ impl WorkerIo {
             wake,
             send_queues: Arc::default(),
             send_total: Arc::default(),
+            quiet: Arc::default(),
         })
     }
 
@@ -362,9 +365,21 @@ impl WorkerIo {
     }
 
     fn command(&self, command: Command) {
-        if self.commands.send(command).is_ok() {
+        if self.commands.send(command).is_ok() && !self.quiet.load(Ordering::Relaxed) {
             let _ = self.wake.write(1);
         }
+    }
+
+    /// `daemon-reexec`'s new image watches thousands of channels at once: commands are
+    /// queued without waking the thread until [`WorkerIo::wake`] (one wake-up, not one each).
+    pub(crate) fn quiet(&self) {
+        self.quiet.store(true, Ordering::Relaxed);
+    }
+
+    /// Wakes the thread for what was queued quietly, and wakes it for each command again.
+    pub(crate) fn wake(&self) {
+        self.quiet.store(false, Ordering::Relaxed);
+        let _ = self.wake.write(1);
     }
 }
 

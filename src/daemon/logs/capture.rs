@@ -434,7 +434,11 @@ impl CaptureThread {
                     let _ = resume.recv();
                 }
             }
-            Command::Adopt { settings, pipe, fd } => self.adopt(settings, pipe, fd),
+            Command::Adopt(pipes) => {
+                for (settings, pipe, fd) in pipes {
+                    self.adopt(settings, pipe, fd);
+                }
+            }
             Command::Finish => {
                 self.finish_by = Some(Instant::now() + FINISH_DEADLINE);
             }

@@ -161,12 +161,9 @@ pub(crate) enum Command {
         reply: Sender<Result<Vec<HandedPipe>, String>>,
         resume: crossbeam_channel::Receiver<()>,
     },
-    /// After `daemon-reexec`: a pipe the old image read, read on from where it stopped.
-    Adopt {
-        settings: CaptureSettings,
-        pipe: HandedPipe,
-        fd: OwnedFd,
-    },
+    /// After `daemon-reexec`: the pipes the old image read, read on from where it stopped
+    /// (one command for them all: one wake-up of the log thread, not thousands).
+    Adopt(Vec<(CaptureSettings, HandedPipe, OwnedFd)>),
 }
 
 /// One pipe the log thread reads, as `daemon-reexec` hands it to the new image.
@@ -416,14 +413,19 @@ impl Logs {
         Ok((pipes, go_on))
     }
 
-    /// After `daemon-reexec`: reads `pipe` (instance of `unit`) on.
-    pub(crate) fn adopt(&self, unit: &Unit, pipe: HandedPipe, fd: OwnedFd) {
-        let to = self.destination(unit);
-        self.command(Command::Adopt {
-            settings: self.settings(unit, to),
-            pipe,
-            fd,
-        });
+    /// After `daemon-reexec`: reads each pipe (of an instance of its unit) on.
+    pub(crate) fn adopt(&self, pipes: Vec<(&Unit, HandedPipe, OwnedFd)>) {
+        let mut settings: HashMap<&str, CaptureSettings> = HashMap::new();
+        let pipes = pipes
+            .into_iter()
+            .map(|(unit, pipe, fd)| {
+                let of_unit = settings
+                    .entry(unit.name.as_str())
+                    .or_insert_with(|| self.settings(unit, self.destination(unit)));
+                (of_unit.clone(), pipe, fd)
+            })
+            .collect();
+        self.command(Command::Adopt(pipes));
     }
 
     /// Reopens every log file by name (`clusterctl reopen-logs`, SIGUSR1).

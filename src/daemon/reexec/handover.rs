@@ -45,6 +45,13 @@ const QUIESCE_DEADLINE: Duration = Duration::from_secs(3);
 /// then (a client that connected and waits) loses its connection at the exec.
 const ANSWER_DEADLINE: Duration = Duration::from_secs(1);
 
+/// A step of the re-exec and how long after the pause began it is done (debug log: where
+/// the pause goes).
+fn phase(paused_at: u64, what: &str) {
+    let ms = super::monotonic_ns().saturating_sub(paused_at) as f64 / 1e6;
+    log::debug!("daemon-reexec: {what} at {ms:.1} ms");
+}
+
 impl Running {
     /// `daemon-reexec` (or SIGUSR2): returns only if the re-exec failed before the exec,
     /// with every thread resumed; the reply says why.
@@ -75,6 +82,7 @@ impl Running {
             return why;
         }
         self.answer_the_connections_in(requester.is_some());
+        phase(paused_at, "connections answered");
         // A SIGTERM among the events handled meanwhile: the stop goes on in this image.
         if self.supervisor.is_stopping() {
             self.gate.resume();
@@ -130,10 +138,12 @@ impl Running {
             Ok(held) => held,
             Err(why) => return why,
         };
+        phase(paused_at, "worker I/O handed over");
         let (log_pipes, _resume_logs) = match self.logs.hand_over(deadline) {
             Ok(held) => held,
             Err(why) => return why,
         };
+        phase(paused_at, "logs handed over");
         let old_binary = match exec::open_old_binary() {
             Ok(fd) => fd,
             Err(why) => return why,
@@ -167,6 +177,7 @@ impl Running {
             Ok(fd) => fd,
             Err(why) => return why,
         };
+        phase(paused_at, "state written");
         info!(
             "daemon-reexec: exec'ing {} with {} unit(s), {} instance(s) ({} bytes of state)",
             binary.display(),
@@ -217,6 +228,10 @@ fn start_up_from(options: DaemonOptions, incoming: &Incoming) -> Result<Running,
     exec::unblock_signals();
     let _ = events.send(Event::Signal(libc::SIGCHLD));
 
+    phase(
+        state.paused_at_ns,
+        "new image: state read, handlers installed",
+    );
     let units_dir =
         std::path::absolute(&options.units_dir).unwrap_or_else(|_| options.units_dir.clone());
     let (logs, log_thread) = Logs::start(&options.logs)?;
@@ -242,12 +257,18 @@ fn start_up_from(options: DaemonOptions, incoming: &Incoming) -> Result<Running,
         sockets.push((unit.clone(), taken));
     }
     supervisor.os_mut().adopt_held(state.os.clone(), sockets);
+    phase(
+        state.paused_at_ns,
+        "new image: threads started, sockets and cgroups adopted",
+    );
     adopt_pipes_and_channels(&mut supervisor, &logs, state)?;
+    phase(state.paused_at_ns, "new image: pipes and channels adopted");
     // Served before the restore, which is the last step that can fail: the requests that
     // arrive meanwhile wait in the inbox for the loop.
     super::set_reexecuted_at(state.reexecuted_at);
     let gate = serve_clients(listener, &events, &options, &logs)?;
     supervisor.restore(state.supervisor.clone(), Instant::now())?;
+    phase(state.paused_at_ns, "new image: supervisor restored");
     // From here on the new image holds the instances: no way back.
     exec::close_on_exec(&state.fds.all());
     for binary in [state.fds.old_binary, state.fds.new_binary]
@@ -320,6 +341,8 @@ fn adopt_pipes_and_channels(
             .os_mut()
             .adopt_instance(id, unit, instance.index, channel);
     }
+    // The worker I/O thread takes them all at one wake-up.
+    supervisor.os().wake_io();
     // After the channels: the primary's workers are known by then.
     let mut primary_fds = std::collections::HashMap::new();
     for fd in state.fds.primary.fds() {
@@ -328,13 +351,15 @@ fn adopt_pipes_and_channels(
     supervisor
         .os()
         .adopt_primary(state.fds.primary.clone(), primary_fds);
+    let mut pipes = Vec::new();
     for pipe in &state.fds.log_pipes {
         let Some(unit) = units.get(&pipe.unit) else {
             continue;
         };
         let fd = take_fd(pipe.fd, libc::S_IFIFO)?;
-        logs.adopt(unit, pipe.clone(), fd);
+        pipes.push((unit, pipe.clone(), fd));
     }
+    logs.adopt(pipes);
     Ok(())
 }
 
