@@ -2,8 +2,10 @@
 //! directory that the test replaces on disk (by rename, as dpkg does) before asking for the
 //! re-exec. A good new binary takes over in the same pid with every instance as it was (pids,
 //! indexes, restart counts, ready states), every line an instance writes meanwhile logged
-//! once and in order, a listen unit under load refusing nothing, an instance killed in the
-//! gap restarted; a new binary that is broken, not executable, writable by others or a
+//! once and in order, a listen unit under load and a `node_cluster` round-robin unit refusing
+//! nothing, clients of the control socket all answered, a `logs -f` follower going on where
+//! it was, an instance killed in the gap restarted; a new binary that is broken, not
+//! executable, writable by others or a
 //! symlink to something that is not clusterd is refused with the reason, one that cannot
 //! read the state goes back to the old binary; only root and clusterd's own user may ask.
 
