@@ -720,3 +720,50 @@ fn clients_asking_all_along_are_all_answered_through_reexecs() {
     }
     assert_eq!(d.pids("web"), pids);
 }
+
+#[test]
+fn a_reexec_that_fails_after_quiescing_resumes_every_thread() {
+    // A unit whose log file cannot be written (its directory belongs to someone else, which
+    // clusterd refuses): the lines it holds for it would be lost, so the re-exec is refused
+    // once the threads are stopped, and they must all go on.
+    let (d, binary) = start_from_copy_with(&[("api", READY_BY_CHANNEL)]);
+    let theirs = d.path("theirs");
+    fs::create_dir_all(&theirs).expect("mkdir");
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).expect("chown");
+    let ticker = "command = [\"sh\", \"-c\", \"i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.01; done\"]\n";
+    load_unit(&d, "ticker", ticker);
+    load_unit(
+        &d,
+        "stuck",
+        &format!(
+            "{ticker}[log]\nfile = \"{}\"\n",
+            toml_path(&theirs.join("stuck.log"))
+        ),
+    );
+    wait_for("the stuck unit's log to stall", PATIENCE, || {
+        d.log().contains("cannot write its log")
+    });
+    let pids = d.wait_running("api", 2);
+    replace_with_copy(&binary, Path::new(CLUSTERD));
+    let out = d.ctl(&["daemon-reexec"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("log cannot be written") && stderr(&out).contains("keeps running"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(d.pids("api"), pids);
+    // The log thread reads again.
+    let ticks = || {
+        fs::read_to_string(d.log_dir().join("ticker.log"))
+            .unwrap_or_default()
+            .matches("out | tick ")
+            .count()
+    };
+    let before = ticks();
+    wait_for("the ticker's lines to be logged again", PATIENCE, || {
+        ticks() > before + 20
+    });
+    // The worker I/O thread reads again: a replacement says it is ready on its channel.
+    kill_and_wait_replaced(&d, "api", pids[0], 2);
+}
