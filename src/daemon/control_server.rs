@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -264,23 +264,14 @@ impl ControlGate {
         true
     }
 
-    /// Waits until a connection may be waiting or the gate was rung.
-    fn wait_for_connection(&self) {
-        let listener = unsafe_borrow(self.listener);
+    /// Waits until a connection may be waiting on `listener` or the gate was rung.
+    fn wait_for_connection(&self, listener: &UnixListener) {
         let mut fds = [
-            PollFd::new(listener, PollFlags::POLLIN),
+            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
             PollFd::new(self.doorbell.as_fd(), PollFlags::POLLIN),
         ];
         let _ = poll(&mut fds, PollTimeout::NONE);
     }
-}
-
-/// The listening socket, borrowed for a poll: the accept thread owns it for as long as the
-/// gate lives.
-fn unsafe_borrow(fd: RawFd) -> BorrowedFd<'static> {
-    // SAFETY: the listener is owned by the accept thread, which never returns (it lives as
-    // long as the process), and only that thread polls it.
-    unsafe { BorrowedFd::borrow_raw(fd) }
 }
 
 /// Where requests go: the supervisor loop, or — for the logs — the log thread.
@@ -302,7 +293,7 @@ fn accept_loop(listener: UnixListener, routes: Routes, policy: AccessPolicy, gat
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                gate.wait_for_connection();
+                gate.wait_for_connection(&listener);
                 continue;
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,

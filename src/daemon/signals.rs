@@ -119,6 +119,25 @@ impl Inbox {
         arrived
     }
 
+    /// `daemon-reexec`, the signals blocked: every signal that arrived since the last look
+    /// is made pending again on this thread (thread-directed: it stays with the thread that
+    /// execs, and pending signals survive the exec), for the new image's handlers. SIGCHLD
+    /// and SIGUSR2 are not: the new image reaps anyway, and the re-exec is this one.
+    pub(crate) fn repend_signals(&self) {
+        for (pipe, signal) in &self.signal_pipes {
+            if drain(pipe) && ![libc::SIGCHLD, libc::SIGUSR2].contains(signal) {
+                // SAFETY: tgkill to this very thread, with a signal clusterd handles (and
+                // blocks now): no memory is touched.
+                unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), libc::gettid(), *signal) };
+            }
+        }
+    }
+
+    /// Everything that has arrived, without waiting (`daemon-reexec` carries it over).
+    pub(crate) fn take_now(&self) -> Vec<Event> {
+        self.take_arrived()
+    }
+
     /// Every signal and event that has arrived, without waiting.
     fn take_arrived(&self) -> Vec<Event> {
         let mut arrived = Vec::new();

@@ -767,3 +767,21 @@ fn a_reexec_that_fails_after_quiescing_resumes_every_thread() {
     // The worker I/O thread reads again: a replacement says it is ready on its channel.
     kill_and_wait_replaced(&d, "api", pids[0], 2);
 }
+
+#[test]
+fn a_sigterm_in_the_gap_is_taken_by_the_new_image_which_stops_cleanly() {
+    let (mut d, binary) = start_from_copy();
+    let pids = d.wait_running("web", 2);
+    // Sent after the old image's exec and before the new one has its handlers: blocked
+    // across the exec, it waits for them (a handler does not survive an exec; its default
+    // action would kill clusterd and orphan every instance).
+    let script = wrapper_binary(d.dir.path(), "kill -TERM $$");
+    replace_with_file(&binary, &script, 0o755);
+    // The reply comes first or the stop does: either is fine, the exit is what counts.
+    let _ = d.ctl(&["daemon-reexec"]);
+    let status = d.wait_exit(PATIENCE);
+    assert_eq!(status.code(), Some(0), "{}", d.log());
+    for pid in pids {
+        assert!(!alive(pid), "instance {pid} outlived clusterd");
+    }
+}

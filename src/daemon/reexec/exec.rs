@@ -92,14 +92,15 @@ pub(crate) fn close_on_exec(fds: &[RawFd]) {
 }
 
 /// Execs `program` as `clusterd --reexec-state STATE args...` with FD_CLOEXEC cleared on
-/// exactly `fds` (and the state's), and `environment` if given (else clusterd's own).
-/// Returns only if the exec failed, with the reason, and with everything as it was.
+/// exactly `fds` (and the state's), and `environment` if given (else clusterd's own);
+/// `last` runs once the signals are blocked, just before the exec. Returns only if the exec
+/// failed, with the reason, and with everything as it was.
 pub(crate) fn exec_with_state(
     program: &Path,
     state: RawFd,
     fds: &[RawFd],
     args: &[String],
-    environment: Option<Vec<CString>>,
+    (environment, last): (Option<Vec<CString>>, &dyn Fn()),
 ) -> String {
     // Its name as it was started (what `ps` shows), then the state first.
     let name = std::env::args_os()
@@ -139,6 +140,7 @@ pub(crate) fn exec_with_state(
     let why = match failure {
         Some(why) => why,
         None => {
+            last();
             let error = match environment {
                 Some(env) => nix::unistd::execve(&path, &argv, &env).err(),
                 None => nix::unistd::execv(&path, &argv).err(),

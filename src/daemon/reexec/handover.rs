@@ -23,18 +23,20 @@ use log::{info, warn};
 
 use super::exec::{self, take_fd};
 use super::resume::Incoming;
-use super::state::{DaemonState, HandedFds};
+use super::state::{CarriedEvent, DaemonState, HandedFds};
 use crate::daemon::control_server::SocketFile;
+use crate::daemon::logs::HandedPipe;
 use crate::daemon::os::cgroup::{self, CgroupTree};
 use crate::daemon::os::listen_sockets::UnitSockets;
 use crate::daemon::os_process_control::OsProcessControl;
 use crate::daemon::sd_notify::{self, ServiceNotifier};
-use crate::daemon::signals;
+use crate::daemon::signals::{self, EventSender};
 use crate::daemon::{
     log_output, logs::Logs, serve_clients, supervisor_over, DaemonOptions, Isolation, Running,
 };
+use crate::node_cluster::primary::handover::HeldPrimary;
 use crate::protocol::{Request, Response};
-use crate::supervisor::event::Event;
+use crate::supervisor::event::{Credit, Event};
 use crate::supervisor::snapshot::STATE_VERSION;
 use crate::supervisor::Supervisor;
 
@@ -144,6 +146,30 @@ impl Running {
             Err(why) => return why,
         };
         phase(paused_at, "logs handed over");
+        let events = self.carry_events();
+        let why = self.write_and_exec(
+            (binary, file),
+            paused_at,
+            requester.as_ref(),
+            (io.notify, io.channels, io.primary),
+            (log_pipes, events.clone()),
+        );
+        // Still here: what was carried is this image's to handle after all.
+        for event in events {
+            self.handle(event_of(event));
+        }
+        why
+    }
+
+    /// Writes the state and execs; returns only on failure.
+    fn write_and_exec(
+        &mut self,
+        (binary, file): (&std::path::Path, &OwnedFd),
+        paused_at: u64,
+        requester: Option<&OwnedFd>,
+        (notify, channels, primary): (Option<i32>, Vec<(u64, i32)>, HeldPrimary),
+        (log_pipes, events): (Vec<HandedPipe>, Vec<CarriedEvent>),
+    ) -> String {
         let old_binary = match exec::open_old_binary() {
             Ok(fd) => fd,
             Err(why) => return why,
@@ -158,16 +184,17 @@ impl Running {
             supervisor: self.supervisor.snapshot(Instant::now()),
             fds: HandedFds {
                 control_socket: self.gate.listener(),
-                requester: requester.as_ref().map(AsRawFd::as_raw_fd),
-                notify_socket: io.notify,
+                requester: requester.map(AsRawFd::as_raw_fd),
+                notify_socket: notify,
                 listen,
                 log_pipes,
-                channels: io.channels,
-                primary: io.primary,
+                channels,
+                primary,
                 old_binary: Some(old_binary.as_raw_fd()),
                 new_binary: Some(file.as_raw_fd()),
             },
             os,
+            events,
         };
         let text = match serde_json::to_vec(&state) {
             Ok(text) => text,
@@ -189,13 +216,86 @@ impl Running {
         // The file checked, by its fd (open across the exec: a script's interpreter reads it
         // as /dev/fd/N); the new image closes it.
         let checked = std::path::PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        let inbox = &self.inbox;
         exec::exec_with_state(
             &checked,
             memfd.as_raw_fd(),
             &state.fds.all(),
             &state.args,
-            None,
+            (None, &|| inbox.repend_signals()),
         )
+    }
+
+    /// What arrived since the loop's last turn, once the threads that send events stopped:
+    /// written into the state for the new image. A request (from a connection that sent it
+    /// too late to be answered) is answered now, as failed: its client asks again.
+    fn carry_events(&mut self) -> Vec<CarriedEvent> {
+        let mut carried = Vec::new();
+        for event in self.inbox.take_now() {
+            carried.push(match event {
+                Event::Signal(libc::SIGCHLD | libc::SIGUSR2) => continue,
+                Event::Signal(signal) => CarriedEvent::Signal(signal),
+                Event::Worker { id, message, .. } => CarriedEvent::Worker { id, message },
+                Event::Notify {
+                    pid,
+                    pgid,
+                    instance,
+                    message,
+                    ..
+                } => CarriedEvent::Notify {
+                    pid: pid.as_raw(),
+                    pgid: pgid.map(|p| p.as_raw()),
+                    instance,
+                    message,
+                },
+                Event::FilesChanged(unit) => CarriedEvent::FilesChanged(unit),
+                Event::Control { reply, .. }
+                | Event::Reload {
+                    reply: Some(reply), ..
+                } => {
+                    let _ = reply.send(Response::failed(
+                        "clusterd was re-executing and could not answer this; ask again",
+                    ));
+                    continue;
+                }
+                // A health check's result: the checks start again in the new image.
+                Event::ProbeDone { .. } | Event::Reload { reply: None, .. } => continue,
+            });
+        }
+        carried
+    }
+}
+
+/// The new image's side of [`Running::carry_events`]: posted first, after the reaping.
+fn post_carried(events: &EventSender, carried: &[CarriedEvent]) {
+    for event in carried.iter().cloned() {
+        let _ = events.send(event_of(event));
+    }
+}
+
+/// A carried event as the loop gets it.
+fn event_of(event: CarriedEvent) -> Event {
+    use nix::unistd::Pid;
+    match event {
+        CarriedEvent::Signal(signal) => Event::Signal(signal),
+        CarriedEvent::Worker { id, message } => Event::Worker {
+            id,
+            message,
+            credit: Credit::none(),
+        },
+        CarriedEvent::Notify {
+            pid,
+            pgid,
+            instance,
+            message,
+        } => Event::Notify {
+            pid: Pid::from_raw(pid),
+            pgid: pgid.map(Pid::from_raw),
+            instance,
+            message,
+            credit: Credit::none(),
+        },
+        CarriedEvent::FilesChanged(unit) => Event::FilesChanged(unit),
     }
 }
 
@@ -227,6 +327,7 @@ fn start_up_from(options: DaemonOptions, incoming: &Incoming) -> Result<Running,
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     exec::unblock_signals();
     let _ = events.send(Event::Signal(libc::SIGCHLD));
+    post_carried(&events, &state.events);
 
     phase(
         state.paused_at_ns,

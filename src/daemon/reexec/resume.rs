@@ -117,5 +117,5 @@ fn go_back(fd: RawFd, old: Option<RawFd>, args: &[String], why: &str) -> String 
     let handed = DaemonState::from_json(&read_at_start(fd).unwrap_or_default())
         .map(|s| s.fds.all())
         .unwrap_or_default();
-    super::exec::exec_with_state(&program, fd, &handed, args, Some(environment))
+    super::exec::exec_with_state(&program, fd, &handed, args, (Some(environment), &|| {}))
 }

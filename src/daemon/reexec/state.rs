@@ -14,6 +14,7 @@ use crate::daemon::logs::HandedPipe;
 use crate::daemon::os::cgroup::HeldTree;
 use crate::daemon::os::listen_sockets::HeldSockets;
 use crate::node_cluster::primary::handover::HeldPrimary;
+use crate::supervisor::event::{NotifyMessage, WorkerMessage};
 use crate::supervisor::process_control::SpawnId;
 #[cfg(test)]
 use crate::supervisor::snapshot::STATE_VERSION;
@@ -36,6 +37,27 @@ pub(crate) struct DaemonState {
     pub supervisor: SupervisorState,
     pub fds: HandedFds,
     pub os: OsHeld,
+    /// Events that arrived after the old image's last turn of its loop (the threads that
+    /// send them stopped since): the new image handles them first.
+    pub events: Vec<CarriedEvent>,
+}
+
+/// An event the old image received and did not handle, as the new image gets it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) enum CarriedEvent {
+    Signal(i32),
+    Worker {
+        id: SpawnId,
+        message: WorkerMessage,
+    },
+    Notify {
+        pid: i32,
+        pgid: Option<i32>,
+        instance: Option<SpawnId>,
+        message: NotifyMessage,
+    },
+    FilesChanged(String),
 }
 
 /// Every fd handed to the new image, by what it is.
@@ -195,6 +217,7 @@ mod tests {
                 new_binary: Some(9),
             },
             os: OsHeld::default(),
+            events: vec![CarriedEvent::Signal(libc::SIGTERM)],
         }
     }
 
