@@ -18,7 +18,7 @@ use crate::supervisor::event::{NotifyMessage, WorkerMessage};
 use crate::supervisor::process_control::SpawnId;
 #[cfg(test)]
 use crate::supervisor::snapshot::STATE_VERSION;
-use crate::supervisor::snapshot::{read_versioned, SupervisorState};
+use crate::supervisor::snapshot::{read_versioned, SupervisorState, Versioned};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -139,6 +139,12 @@ pub(crate) fn old_binary_of(text: &str) -> Option<i32> {
     }
     let outline: Outline = serde_json::from_str(text).ok()?;
     outline.fds.old_binary.filter(|&fd| fd > 2)
+}
+
+impl Versioned for DaemonState {
+    fn version(&self) -> u32 {
+        self.version
+    }
 }
 
 impl DaemonState {
