@@ -11,7 +11,7 @@
 //! * `--quick` / `CLUSTERD_BENCH_QUICK=1`: clusterd only, tiny counts, a few seconds; exits
 //!   non-zero if clusterd itself fails (for CI).
 //! * `--runs N` / `CLUSTERD_BENCH_RUNS`: repetitions per metric (default 3).
-//! * `--only mem,idle,restart,mass,ctl,http,reload,logs,memlimit,watch,jobs,python,health` / `CLUSTERD_BENCH_ONLY`:
+//! * `--only mem,idle,restart,mass,ctl,http,reload,logs,memlimit,watch,jobs,python,health,reexec` / `CLUSTERD_BENCH_ONLY`:
 //!   pick metrics.
 //! * `--skip pm2,supervisord,node` / `CLUSTERD_BENCH_SKIP`: skip peers.
 //! * `--idle-secs S`, `--kills K`, `--mass N`, `--wrk-secs S`: sizes (defaults 30, 30, 1000, 10).
@@ -52,6 +52,7 @@ mod options;
 mod peers;
 mod procfs;
 mod python_servers;
+mod reexec;
 mod results;
 mod util;
 mod watch;
@@ -68,6 +69,7 @@ use options::*;
 use peers::*;
 use procfs::*;
 use python_servers::*;
+use reexec::*;
 use results::*;
 use util::*;
 use watch::*;
@@ -251,6 +253,15 @@ fn measure_all(env: &Env, opts: &Opts, results: &mut Results, started: Instant) 
             results,
             "100 scheduled one-shots, idle",
             |run, results| job_idle_costs(env, opts, run, results),
+        );
+    }
+    if opts.wants("reexec") {
+        clusterd_runs(
+            opts,
+            started,
+            results,
+            &format!("daemon-reexec with {} instances", opts.mass),
+            |run, results| reexec_pause(env, opts, run, results),
         );
     }
     if opts.wants("memlimit") {

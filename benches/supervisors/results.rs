@@ -255,6 +255,27 @@ pub(super) const ROWS: &[Row] = &[
         digits: 0,
     },
     Row {
+        key: "reexec_pause",
+        label: "daemon-reexec, 1000 instances: control socket unanswered, as clusterd reports it (ms)",
+        target: Target::AtMost(50.0),
+        target_text: "≤ 50",
+        digits: 1,
+    },
+    Row {
+        key: "reexec_slowest_answer",
+        label: "daemon-reexec, 1000 instances: slowest answer to a client asking all along (ms)",
+        target: Target::AtMost(50.0),
+        target_text: "≤ 50",
+        digits: 1,
+    },
+    Row {
+        key: "reexec_round_trip",
+        label: "daemon-reexec, 1000 instances: `clusterctl daemon-reexec`, pre-flight included (ms)",
+        target: Target::None,
+        target_text: "",
+        digits: 0,
+    },
+    Row {
         key: "jobs_idle_csw_none",
         label: "idle context switches / 30 s, one service (all threads)",
         target: Target::AtMost(0.0),

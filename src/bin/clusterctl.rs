@@ -279,10 +279,18 @@ fn ask(target: &Target, request: Request, metrics: bool, json: bool) -> Answer {
 /// `clusterctl logs`: the response, then the lines as clusterd sends them. On a terminal,
 /// control characters a program wrote are shown escaped (they could drive the terminal),
 /// unless `--raw`. A follower's connection ends only when clusterd goes away (or drops it):
-/// that is said, with exit 3, so a script does not take it for a clean end.
+/// that is said, with exit 3, so a script does not take it for a clean end — unless clusterd
+/// was re-executed (`daemon-reexec`), which closes every follower: then the follower
+/// reconnects and goes on after the last line it showed.
 fn logs(socket: &Target, request: Request, follow: bool, raw: bool) -> ExitCode {
     use std::io::BufRead;
-    let (response, mut reader) = match open_stream(socket, request) {
+    let reexecuted_at = || {
+        send_request(socket, Request::Status { unit: None })
+            .ok()
+            .and_then(|r| r.status?.daemon?.reexecuted_at_seconds)
+    };
+    let mut last_reexec = if follow { reexecuted_at() } else { None };
+    let (response, mut reader) = match open_stream(socket, request.clone()) {
         Ok(opened) => opened,
         Err(e) => return Failure::from(&e).on(socket).report(),
     };
@@ -291,11 +299,24 @@ fn logs(socket: &Target, request: Request, follow: bool, raw: bool) -> ExitCode 
     }
     let mut out = LineWriter::new(raw);
     let mut line = Vec::new();
+    let mut last_shown: Option<Vec<u8>> = None;
+    // After a reconnection: the lines up to the last one shown are shown already; held
+    // until it comes (or, if it does not come among the first [`REFOLLOW_LINES`], shown).
+    let mut skipping: Option<Vec<Vec<u8>>> = None;
     loop {
         line.clear();
         match reader.read_until(b'\n', &mut line) {
             Ok(0) if !follow => return ExitCode::SUCCESS,
             Ok(0) => {
+                let now = reexecuted_at();
+                if now.is_some() && now != last_reexec {
+                    if let Some(reopened) = reopen_follower(socket, &request) {
+                        last_reexec = now;
+                        reader = reopened;
+                        skipping = last_shown.is_some().then(Vec::new);
+                        continue;
+                    }
+                }
                 complain!("clusterctl: lost the connection to clusterd at {} (it stopped, or dropped this follower); no more lines", socket.name());
                 return ExitCode::from(EXIT_UNREACHABLE);
             }
@@ -308,9 +329,62 @@ fn logs(socket: &Target, request: Request, follow: bool, raw: bool) -> ExitCode 
                 return ExitCode::from(EXIT_UNREACHABLE);
             }
         }
+        if let Some(held) = &mut skipping {
+            if last_shown.as_deref() == Some(line.as_slice()) {
+                skipping = None;
+                continue;
+            }
+            held.push(line.clone());
+            if held.len() < REFOLLOW_LINES {
+                continue;
+            }
+            for held_line in std::mem::take(held) {
+                if let Err(code) = out.write("", &held_line) {
+                    return code;
+                }
+            }
+            skipping = None;
+            continue;
+        }
         if let Err(code) = out.write("", &line) {
             return code;
         }
+        if follow {
+            last_shown = Some(line.clone());
+        }
+    }
+}
+
+/// The history a follower asks for when it reconnects after a re-exec.
+const REFOLLOW_LINES: usize = 1000;
+
+/// Follows again after a re-exec, from the last lines on (the caller skips those it showed).
+fn reopen_follower(
+    socket: &Target,
+    request: &Request,
+) -> Option<std::io::BufReader<clusterd::client::transport::Connection>> {
+    let Request::Logs {
+        unit,
+        follow,
+        instance,
+        stream,
+        ..
+    } = request.clone()
+    else {
+        return None;
+    };
+    let again = Request::Logs {
+        unit,
+        // Enough to find the last line shown among them: the new image serves the
+        // follower within the pause, while the instance writes on.
+        lines: REFOLLOW_LINES,
+        follow,
+        instance,
+        stream,
+    };
+    match open_stream(socket, again) {
+        Ok((response, reader)) if response.ok => Some(reader),
+        _ => None,
     }
 }
 

@@ -6,7 +6,8 @@ use clap::Parser;
 use clusterd::cli::clusterd_args::ClusterdArgs;
 use clusterd::daemon::log_output::LogOutput;
 use clusterd::daemon::logs::LogOptions;
-use clusterd::daemon::{exit_code, run, DaemonOptions, SpawnPath};
+use clusterd::daemon::reexec::resume;
+use clusterd::daemon::{exit_code, resume, run, DaemonOptions, SpawnPath};
 use clusterd::protocol::socket_path::control_socket_path;
 use clusterd::unit::{every_error, load_units_dir, read_unit_text, resolve_group, LogTo};
 
@@ -24,28 +25,80 @@ fn main() -> ExitCode {
             return reexec_check(version);
         }
     }
+    // `clusterd --reexec-state FD ARGS...`: a re-exec'd clusterd. The state is read before
+    // anything else (before the flags, which it carries too): a new image that cannot read
+    // it goes back to the old binary with it.
+    if let [flag, fd, ..] = words.as_slice() {
+        if flag == resume::STATE_FLAG {
+            return reexec_resume(fd);
+        }
+    }
     let args = ClusterdArgs::parse();
     if args.check {
         return check(&args.units);
     }
+    let options = match options_from(args) {
+        Ok(options) => options,
+        Err(code) => return code,
+    };
+    match run(options) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::from(exit_code::FAILED)
+        }
+    }
+}
+
+/// The new image of a re-exec: the state, then the flags it carries, then the daemon rebuilt.
+fn reexec_resume(fd: &str) -> ExitCode {
+    let incoming = match resume::receive(fd) {
+        Ok(incoming) => incoming,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::from(exit_code::FAILED);
+        }
+    };
+    let args = std::iter::once("clusterd".to_string()).chain(incoming.args().iter().cloned());
+    let options = match ClusterdArgs::try_parse_from(args)
+        .map_err(|e| e.to_string())
+        .and_then(|args| options_from(args).map_err(|_| "its flags are invalid".to_string()))
+    {
+        Ok(options) => options,
+        Err(why) => {
+            log::error!("{}", incoming.give_up(&format!("clusterd's flags: {why}")));
+            return ExitCode::from(exit_code::FAILED);
+        }
+    };
+    match resume(options, incoming) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::from(exit_code::FAILED)
+        }
+    }
+}
+
+/// The daemon's options from its flags (`Err`: the exit code of a usage error, said).
+fn options_from(args: ClusterdArgs) -> Result<DaemonOptions, ExitCode> {
     let socket_group = match args.socket_group.as_deref().map(resolve_group).transpose() {
         Ok(group) => group,
         Err(e) => {
             eprintln!("clusterd: {e}");
-            return ExitCode::from(exit_code::USAGE);
+            return Err(ExitCode::from(exit_code::USAGE));
         }
     };
     let spawn_path = match SpawnPath::from_environment() {
         Ok(path) => path,
         Err(e) => {
             eprintln!("clusterd: {e}");
-            return ExitCode::from(exit_code::USAGE);
+            return Err(ExitCode::from(exit_code::USAGE));
         }
     };
     // A container's main process is PID 1 of its PID namespace.
     let container = args.container || std::process::id() == 1;
     let socket = control_socket_path(args.socket);
-    let options = DaemonOptions {
+    Ok(DaemonOptions {
         units_dir: args.units,
         socket: socket.clone(),
         socket_group,
@@ -68,14 +121,7 @@ fn main() -> ExitCode {
         shutdown_delay: args.shutdown_delay,
         environment: args.environment,
         spawn_path,
-    };
-    match run(options) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            log::error!("{e}");
-            ExitCode::from(exit_code::FAILED)
-        }
-    }
+    })
 }
 
 /// `clusterd --check`: every error of every file, then a one-line verdict.

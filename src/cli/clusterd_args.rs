@@ -32,8 +32,10 @@ Signals:
   SIGTERM, SIGINT  stop every instance gracefully (a second one kills them at once)
   SIGHUP           re-read the units directory (clusterctl daemon-reload)
   SIGUSR1          reopen the log files (clusterctl reopen-logs)
+  SIGUSR2          re-execute clusterd from its binary on disk, keeping every instance
+                   (clusterctl daemon-reexec)
   In container mode SIGQUIT stops like SIGTERM, and the other signals that would end or
-  suspend clusterd (SIGUSR2, SIGALRM, SIGTSTP, ...) are ignored, as they are for a PID 1.";
+  suspend clusterd (SIGALRM, SIGTSTP, ...) are ignored, as they are for a PID 1.";
 
 /// Keeps N copies of any program running: restarts with a limit, suicide replacement,
 /// graceful stops, shared listening sockets, zero-downtime reloads.

@@ -225,6 +225,22 @@ impl Tables {
                 printable(isolation)
             ));
         }
+        // Which clusterd answers, once it has been re-executed (after a package upgrade, the
+        // binary on disk and the one running may differ until then).
+        if let Some(daemon) = &report.daemon {
+            if let Some(at) = daemon.reexecuted_at_seconds {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                let ago = Duration::from_secs_f64((now - at).max(0.0));
+                self.tail.push_str(&format!(
+                    "{note_prefix}clusterd {} (pid {}), re-executed {} ago\n",
+                    printable(&daemon.version),
+                    daemon.pid,
+                    format_uptime(ago)
+                ));
+            }
+        }
     }
 }
 

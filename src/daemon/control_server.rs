@@ -17,15 +17,17 @@
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::socket::{getsockopt, sockopt};
 use nix::sys::stat::{umask, Mode};
 use nix::unistd::{Gid, Uid};
@@ -155,18 +157,121 @@ pub(crate) fn bind_control_socket(path: &Path, group: Option<Gid>) -> Result<Uni
     Ok(listener)
 }
 
-/// Serves the control socket on its own thread until the process exits.
+/// Serves the control socket on its own thread until the process exits. The gate returned
+/// lets `daemon-reexec` stop the accepting (see [`ControlGate`]).
 pub(crate) fn serve(
     listener: UnixListener,
     events: EventSender,
     policy: AccessPolicy,
     logs: Logs,
-) -> std::io::Result<()> {
+) -> std::io::Result<Arc<ControlGate>> {
+    // Non-blocking: the thread waits in poll, on the socket and on the gate's doorbell.
+    listener.set_nonblocking(true)?;
+    let gate = Arc::new(ControlGate {
+        state: Mutex::new(GateState::default()),
+        changed: Condvar::new(),
+        doorbell: EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?,
+        slots: Arc::new(Slots::default()),
+        listener: listener.as_raw_fd(),
+    });
     let routes = Routes { events, logs };
+    let thread_gate = Arc::clone(&gate);
     thread::Builder::new()
         .name("control".into())
-        .spawn(move || accept_loop(listener, routes, policy))?;
-    Ok(())
+        .spawn(move || accept_loop(listener, routes, policy, &thread_gate))?;
+    Ok(gate)
+}
+
+/// `daemon-reexec`'s hold on the control socket. Paused, the accept thread accepts nothing
+/// (clients that connect wait in the listening socket's backlog, for the new image), and
+/// [`ControlGate::busy`] says how many connections are still being answered.
+pub(crate) struct ControlGate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+    /// Rung to make the accept thread look at the state.
+    doorbell: EventFd,
+    slots: Arc<Slots>,
+    /// The listening socket (its number is handed to the new image).
+    listener: RawFd,
+}
+
+#[derive(Default)]
+struct GateState {
+    paused: bool,
+    /// The accept thread saw `paused` and waits.
+    parked: bool,
+}
+
+impl ControlGate {
+    /// Stops the accepting; returns once the accept thread waits (or says why not by
+    /// `deadline`, resumed again).
+    pub(crate) fn pause(&self, deadline: Instant) -> Result<(), String> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.paused = true;
+        let _ = self.doorbell.write(1);
+        while !state.parked {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                state.paused = false;
+                self.changed.notify_all();
+                return Err("the control socket's thread did not stop accepting in time".into());
+            }
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        Ok(())
+    }
+
+    /// Accepting again (a re-exec that failed before its exec).
+    pub(crate) fn resume(&self) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.paused = false;
+        self.changed.notify_all();
+    }
+
+    /// Connections being served now (each on a thread of its own).
+    pub(crate) fn busy(&self) -> usize {
+        self.slots
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .total
+    }
+
+    pub(crate) fn listener(&self) -> RawFd {
+        self.listener
+    }
+
+    /// Waits, on the accept thread, while paused. True if it was.
+    fn wait_while_paused(&self) -> bool {
+        let _ = self.doorbell.read();
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if !state.paused {
+            return false;
+        }
+        state.parked = true;
+        self.changed.notify_all();
+        while state.paused {
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        state.parked = false;
+        true
+    }
+
+    /// Waits until a connection may be waiting on `listener` or the gate was rung.
+    fn wait_for_connection(&self, listener: &UnixListener) {
+        let mut fds = [
+            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.doorbell.as_fd(), PollFlags::POLLIN),
+        ];
+        let _ = poll(&mut fds, PollTimeout::NONE);
+    }
 }
 
 /// Where requests go: the supervisor loop, or — for the logs — the log thread.
@@ -176,14 +281,21 @@ struct Routes {
     logs: Logs,
 }
 
-fn accept_loop(listener: UnixListener, routes: Routes, policy: AccessPolicy) {
-    let slots = Arc::new(Slots::default());
+fn accept_loop(listener: UnixListener, routes: Routes, policy: AccessPolicy, gate: &ControlGate) {
+    let slots = Arc::clone(&gate.slots);
     let mut reserve = Reserve::open();
     let mut backoff = FIRST_ACCEPT_BACKOFF;
     let mut guard = ThreadGuard::new("control");
     loop {
+        if gate.wait_while_paused() {
+            continue;
+        }
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                gate.wait_for_connection(&listener);
+                continue;
+            }
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => continue,
             Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
@@ -491,20 +603,28 @@ fn answer(stream: &UnixStream, routes: &Routes, policy: AccessPolicy) -> Outcome
                 routes.logs.reopen();
                 Response::done("reopening every log file")
             }
-            Ok(envelope) => {
-                let (reply, answer) = crossbeam_channel::bounded(1);
-                let sent = routes.events.send(Event::Control {
-                    request: envelope.request,
-                    reply,
-                });
-                match sent.ok().and_then(|()| answer.recv().ok()) {
-                    Some(response) => response,
-                    None => Response::failed("clusterd is shutting down"),
-                }
-            }
+            // The connection goes with the re-exec: the new image answers it.
+            Ok(RequestEnvelope {
+                request: Request::DaemonReexec {},
+                ..
+            }) => match crate::daemon::reexec::requester::hand_in(stream) {
+                Err(why) => Response::failed(why),
+                Ok(()) => ask_the_loop(routes, Request::DaemonReexec {}),
+            },
+            Ok(envelope) => ask_the_loop(routes, envelope.request),
         },
     };
     Outcome::Answer(response)
+}
+
+/// Hands `request` to the supervisor loop and waits for its answer.
+fn ask_the_loop(routes: &Routes, request: Request) -> Response {
+    let (reply, answer) = crossbeam_channel::bounded(1);
+    let sent = routes.events.send(Event::Control { request, reply });
+    match sent.ok().and_then(|()| answer.recv().ok()) {
+        Some(response) => response,
+        None => Response::failed("clusterd is shutting down"),
+    }
 }
 
 /// Writes the answer line, which the client must take whole within `deadline` (each write

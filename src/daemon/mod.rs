@@ -32,6 +32,7 @@ pub(crate) mod worker_io;
 
 pub use metrics_server::ListenAddress;
 pub use os::spawn::SpawnPath;
+pub use reexec::handover::resume;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -115,6 +116,11 @@ struct Running {
     /// the control socket.
     notify_file: SocketFile,
     socket_file: SocketFile,
+    /// The control socket's accepting, paused by `daemon-reexec`.
+    gate: std::sync::Arc<control_server::ControlGate>,
+    /// A `daemon-reexec` (with its client's reply, or SIGUSR2's none), made once the events
+    /// that arrived with it are handled: their clients are answered before the exec.
+    reexec_asked: Option<Option<crossbeam_channel::Sender<crate::protocol::Response>>>,
 }
 
 /// Start-up, in an order that matters: units read, signals before any child, the log
@@ -152,9 +158,39 @@ fn start_up(options: DaemonOptions) -> Result<Running, String> {
     let notify_path = notify.is_some().then_some(notify_path);
 
     let cgroups = claim_cgroups(options.isolation, &options.socket)?;
+    warn_if_no_unit_has(&files, options.environment.as_deref());
+    let mut supervisor = supervisor_over(&options, (notify, notify_path), cgroups, &logs, &events)?;
+    supervisor.start_all(files, Instant::now());
+
+    let gate = serve_clients(listener, &events, &options, &logs)?;
+    let service = announce_ready(&supervisor, &units_dir, &options.socket);
+    Ok(Running {
+        supervisor,
+        inbox,
+        logs,
+        log_thread,
+        service,
+        units_dir,
+        environment: options.environment,
+        container: options.container,
+        notify_file,
+        socket_file,
+        gate,
+        reexec_asked: None,
+    })
+}
+
+/// The supervisor over the OS side (with the worker I/O thread, which owns NOTIFY_SOCKET),
+/// holding nothing yet.
+fn supervisor_over(
+    options: &DaemonOptions,
+    (notify, notify_path): (Option<std::os::unix::net::UnixDatagram>, Option<PathBuf>),
+    cgroups: Result<CgroupTree, String>,
+    logs: &Logs,
+    events: &EventSender,
+) -> Result<Supervisor<OsProcessControl>, String> {
     let io = WorkerIo::start(events.clone(), notify)
         .map_err(|e| format!("cannot start the worker I/O thread: {e}"))?;
-    warn_if_no_unit_has(&files, options.environment.as_deref());
     let os = OsProcessControl::new(
         io,
         notify_path,
@@ -169,22 +205,7 @@ fn start_up(options: DaemonOptions) -> Result<Running, String> {
         delay: options.shutdown_delay,
         exit_on_giveup: options.exit_on_giveup,
     });
-    supervisor.start_all(files, Instant::now());
-
-    serve_clients(listener, &events, &options, &logs)?;
-    let service = announce_ready(&supervisor, &units_dir, &options.socket);
-    Ok(Running {
-        supervisor,
-        inbox,
-        logs,
-        log_thread,
-        service,
-        units_dir,
-        environment: options.environment,
-        container: options.container,
-        notify_file,
-        socket_file,
-    })
+    Ok(supervisor)
 }
 
 /// The control socket's threads, and the metrics server if `--metrics-listen` asks for it:
@@ -194,8 +215,8 @@ fn serve_clients(
     events: &EventSender,
     options: &DaemonOptions,
     logs: &Logs,
-) -> Result<(), String> {
-    serve(
+) -> Result<std::sync::Arc<control_server::ControlGate>, String> {
+    let gate = serve(
         listener,
         events.clone(),
         AccessPolicy {
@@ -206,9 +227,15 @@ fn serve_clients(
     )
     .map_err(|e| format!("cannot serve the control socket: {e}"))?;
     if let Some(address) = &options.metrics_listen {
-        metrics_server::serve(address, events.clone())?;
+        match metrics_server::serve(address, events.clone()) {
+            Ok(()) => {}
+            // After a re-exec the instances are this image's: a metrics address taken
+            // meanwhile must not cost them (at start-up it is a mistake to say at once).
+            Err(e) if reexec::reexecuted_at().is_some() => warn!("{e}"),
+            Err(e) => return Err(e),
+        }
     }
-    Ok(())
+    Ok(gate)
 }
 
 /// Says in the log, and to clusterd's own service manager (READY=1), that clusterd is up.
@@ -292,6 +319,9 @@ impl Running {
             for event in events {
                 self.handle(event);
             }
+            if let Some(reply) = self.reexec_asked.take() {
+                self.reexec(reply);
+            }
             self.supervisor.fire_due_timers(Instant::now());
             if self.supervisor.is_stopping() && !told_stopping {
                 told_stopping = true;
@@ -313,11 +343,25 @@ impl Running {
             return;
         }
         let event = match event {
+            // Once the events that came with it are handled (see `serve_until_finished`).
+            Event::Signal(libc::SIGUSR2) => {
+                info!("SIGUSR2: re-executing clusterd from its binary on disk");
+                self.reexec_asked.get_or_insert(None);
+                return;
+            }
             Event::Control {
                 request: Request::DaemonReexec {},
                 reply,
             } => {
-                let _ = reply.send(reexec::attempt(&self.supervisor, Instant::now()));
+                match &mut self.reexec_asked {
+                    Some(asked @ None) => *asked = Some(reply),
+                    Some(Some(_)) => {
+                        let _ = reply.send(crate::protocol::Response::failed(
+                            "a daemon-reexec is under way",
+                        ));
+                    }
+                    None => self.reexec_asked = Some(Some(reply)),
+                }
                 return;
             }
             // Only a unit clusterd runs, by a name that is a unit's: the name comes from a

@@ -695,7 +695,9 @@ impl ProcessControl for OsProcessControl {
     }
 
     fn daemon_status(&self) -> Option<crate::protocol::DaemonStatus> {
-        crate::daemon::os::usage::own_process()
+        let mut status = crate::daemon::os::usage::own_process()?;
+        status.reexecuted_at_seconds = crate::daemon::reexec::reexecuted_at();
+        Some(status)
     }
 
     fn usage(&self, instances: &[(SpawnId, Pid, Instant)]) -> HashMap<SpawnId, Usage> {
@@ -834,5 +836,130 @@ impl ProcessControl for OsProcessControl {
                 GracefulStop::Asked
             }
         }
+    }
+}
+
+/// `daemon-reexec`: what the OS side holds, written into the state by the old image and
+/// taken back by the new one (the fds stay open across the exec, under the same numbers).
+impl OsProcessControl {
+    /// The bookkeeping, and each unit's listening sockets (by fd number).
+    pub(crate) fn held(
+        &self,
+    ) -> (
+        crate::daemon::reexec::state::OsHeld,
+        Vec<(String, crate::daemon::os::listen_sockets::HeldSockets)>,
+    ) {
+        let held = crate::daemon::reexec::state::OsHeld {
+            cgroups: self
+                .instance_cgroups
+                .iter()
+                .map(|(id, cgroup)| (*id, cgroup.path().to_path_buf()))
+                .collect(),
+            draining: self.draining.clone(),
+            abandoned: self
+                .abandoned
+                .iter()
+                .map(|c| c.path().to_path_buf())
+                .collect(),
+            removals: self
+                .removals
+                .iter()
+                .map(|r| r.path().to_path_buf())
+                .collect(),
+            cgroup_tree: self.cgroups.as_ref().ok().map(CgroupTree::held),
+            ports: self
+                .instance_ports
+                .iter()
+                .map(|(id, p)| (*id, *p))
+                .collect(),
+        };
+        let sockets = self
+            .sockets
+            .iter()
+            .map(|(unit, sockets)| (unit.clone(), sockets.held()))
+            .collect();
+        (held, sockets)
+    }
+
+    /// Wakes the worker I/O thread for the channels adopted ([`WorkerIo::quiet`]).
+    pub(crate) fn wake_io(&self) {
+        self.io.wake();
+    }
+
+    /// The worker I/O thread's hand-over (see [`WorkerIo::hand_over`]).
+    pub(crate) fn hand_over_io(
+        &self,
+        deadline: Instant,
+    ) -> Result<
+        (
+            crate::daemon::worker_io::IoHandover,
+            crossbeam_channel::Sender<()>,
+        ),
+        String,
+    > {
+        self.io.hand_over(deadline)
+    }
+
+    /// After `daemon-reexec`, once the instances are adopted: the old image's Node primary.
+    pub(crate) fn adopt_primary(
+        &self,
+        held: crate::node_cluster::primary::handover::HeldPrimary,
+        fds: HashMap<i32, OwnedFd>,
+    ) {
+        self.io.adopt_primary(held, fds);
+    }
+
+    /// The new image's side of [`OsProcessControl::held`]: paths outside clusterd's cgroup
+    /// tree are ignored.
+    pub(crate) fn adopt_held(
+        &mut self,
+        held: crate::daemon::reexec::state::OsHeld,
+        sockets: Vec<(String, UnitSockets)>,
+    ) {
+        self.sockets.extend(sockets);
+        self.instance_ports.extend(held.ports);
+        // The instances' channels come next, thousands of them: one wake-up for all.
+        self.io.quiet();
+        let Ok(tree) = &mut self.cgroups else {
+            return;
+        };
+        if let Some(held_tree) = held.cgroup_tree {
+            tree.resume(held_tree);
+        }
+        for (id, path) in held.cgroups {
+            if let Some(cgroup) = tree.adopt(path) {
+                self.instance_cgroups.insert(id, cgroup);
+            }
+        }
+        self.draining = held.draining;
+        self.draining
+            .retain(|id| self.instance_cgroups.contains_key(id));
+        self.abandoned
+            .extend(held.abandoned.into_iter().filter_map(|p| tree.adopt(p)));
+        self.removals.extend(
+            held.removals
+                .into_iter()
+                .filter_map(|p| tree.adopt(p))
+                .map(Removal::new),
+        );
+    }
+
+    /// A live instance of the old image, with its worker channel: watched as after a spawn
+    /// (its cgroup was adopted with [`OsProcessControl::adopt_held`]).
+    pub(crate) fn adopt_instance(
+        &mut self,
+        id: SpawnId,
+        unit: &Unit,
+        index: u32,
+        channel: OwnedFd,
+    ) {
+        let cgroup = self.instance_cgroups.remove(&id);
+        let request = SpawnRequest {
+            id,
+            unit,
+            index,
+            instances: unit.instances,
+        };
+        self.adopt(&request, cgroup, UnixStream::from(channel));
     }
 }

@@ -2,7 +2,7 @@
 //! [`EventSender`]s the other threads (control socket, worker I/O) post through.
 //!
 //! Signals need no thread of their own: signal-hook's handlers for SIGCHLD, SIGTERM, SIGINT
-//! SIGHUP and SIGUSR1 each write a byte to a pipe, and the main thread waits on those pipes and on a
+//! SIGHUP, SIGUSR1 and SIGUSR2 each write a byte to a pipe, and the main thread waits on those pipes and on a
 //! doorbell (an eventfd the other threads ring after each event) in one `ppoll`. A SIGCHLD
 //! then wakes exactly the thread that reaps and restarts, with no hand-over between threads —
 //! on the restart path every wake-up of another thread (of a halted vCPU, in a VM) costs.
@@ -20,23 +20,22 @@ use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::time::TimeSpec;
-use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 
 use crate::supervisor::event::Event;
 
-/// The signals clusterd acts on.
-const SIGNALS: [i32; 5] = [SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGUSR1];
+/// The signals clusterd acts on (SIGUSR2: `daemon-reexec`).
+const SIGNALS: [i32; 6] = [SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2];
 /// And in container mode, where `docker stop` may be configured to send it (and PID 1 would
 /// otherwise ignore it): SIGQUIT stops like SIGTERM.
 const CONTAINER_SIGNALS: [i32; 1] = [SIGQUIT];
 /// In container mode, the catchable signals whose default action would end clusterd are
 /// ignored, as they are for PID 1 (which `--container` need not be). The faults (SIGSEGV,
 /// SIGBUS, ...) keep their defaults. Instances get every disposition reset at spawn.
-const CONTAINER_IGNORED: [nix::sys::signal::Signal; 11] = {
+const CONTAINER_IGNORED: [nix::sys::signal::Signal; 10] = {
     use nix::sys::signal::Signal::*;
     [
-        SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGPWR, SIGXCPU, SIGXFSZ, SIGTSTP, SIGTTIN,
-        SIGTTOU,
+        SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGPWR, SIGXCPU, SIGXFSZ, SIGTSTP, SIGTTIN, SIGTTOU,
     ]
 };
 
@@ -118,6 +117,25 @@ impl Inbox {
         }
         arrived.extend(self.take_arrived());
         arrived
+    }
+
+    /// `daemon-reexec`, the signals blocked: every signal that arrived since the last look
+    /// is made pending again on this thread (thread-directed: it stays with the thread that
+    /// execs, and pending signals survive the exec), for the new image's handlers. SIGCHLD
+    /// and SIGUSR2 are not: the new image reaps anyway, and the re-exec is this one.
+    pub(crate) fn repend_signals(&self) {
+        for (pipe, signal) in &self.signal_pipes {
+            if drain(pipe) && ![libc::SIGCHLD, libc::SIGUSR2].contains(signal) {
+                // SAFETY: tgkill to this very thread, with a signal clusterd handles (and
+                // blocks now): no memory is touched.
+                unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), libc::gettid(), *signal) };
+            }
+        }
+    }
+
+    /// Everything that has arrived, without waiting (`daemon-reexec` carries it over).
+    pub(crate) fn take_now(&self) -> Vec<Event> {
+        self.take_arrived()
     }
 
     /// Every signal and event that has arrived, without waiting.

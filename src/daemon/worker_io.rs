@@ -44,6 +44,7 @@ use crate::daemon::thread_guard::ThreadGuard;
 use crate::log_limit::{LogLimit, Verdict};
 use crate::node_cluster::liveness::Liveness;
 use crate::node_cluster::outbox::{Charge, Flushed, Outbox, Outgoing};
+use crate::node_cluster::primary::handover::HeldPrimary;
 use crate::node_cluster::primary::{Whose, LISTENER_TOKEN_BASE};
 use crate::node_cluster::{Primary, WorkerInfo};
 use crate::printable::printable;
@@ -102,6 +103,29 @@ enum Command {
     /// Write this line on the instance's channel (the unit's `stop_message`, or a
     /// `clusterctl send` message with its charge).
     Send(SpawnId, Vec<u8>, Option<Charge>),
+    /// `daemon-reexec`: once the Node primary has settled, say what is held, then read
+    /// nothing until resumed (or dropped).
+    HandOver(Sender<Result<IoHandover, String>>, Receiver<()>),
+    /// After `daemon-reexec`: the old image's Node primary, with its fds (checked).
+    AdoptPrimary(HeldPrimary, HashMap<i32, OwnedFd>),
+}
+
+/// How long `daemon-reexec` waits for the Node workers to answer the hand-offs in flight.
+const SETTLE_DEADLINE: Duration = Duration::from_secs(1);
+
+/// What the I/O thread holds, as `daemon-reexec` needs it: the fds (their numbers stay the
+/// same in the new image) and the Node primary.
+pub(crate) struct IoHandover {
+    pub channels: Vec<(SpawnId, i32)>,
+    pub notify: Option<i32>,
+    pub primary: HeldPrimary,
+}
+
+/// A hand-over asked for, waiting for the primary to settle.
+struct HandingOver {
+    reply: Sender<Result<IoHandover, String>>,
+    resume: Receiver<()>,
+    deadline: Instant,
 }
 
 /// One event's worth of a channel's budget ([`MAX_EVENTS_IN_FLIGHT`]). It travels inside the
@@ -170,6 +194,8 @@ pub(crate) struct WorkerIo {
     /// Bytes of `clusterctl send` messages queued for each instance, and for all of them.
     send_queues: Arc<Mutex<HashMap<SpawnId, Arc<AtomicUsize>>>>,
     send_total: Arc<AtomicUsize>,
+    /// Commands are queued without waking the thread ([`WorkerIo::quiet`]).
+    quiet: Arc<AtomicBool>,
 }
 
 impl WorkerIo {
@@ -224,6 +250,7 @@ impl WorkerIo {
                     cgroups: HashMap::new(),
                     primary: Primary::default(),
                     liveness: Liveness::default(),
+                    handing_over: None,
                 }
                 .run()
             })?;
@@ -232,6 +259,7 @@ impl WorkerIo {
             wake,
             send_queues: Arc::default(),
             send_total: Arc::default(),
+            quiet: Arc::default(),
         })
     }
 
@@ -318,10 +346,40 @@ impl WorkerIo {
         self.command(Command::ReleaseUnit(unit.to_string()));
     }
 
+    /// `daemon-reexec`: the thread stops reading and says what it holds; it reads on once
+    /// the returned sender is dropped (a re-exec that failed before its exec).
+    pub(crate) fn hand_over(&self, deadline: Instant) -> Result<(IoHandover, Sender<()>), String> {
+        let (reply, held) = crossbeam_channel::bounded(1);
+        let (go_on, resume) = crossbeam_channel::bounded(1);
+        self.command(Command::HandOver(reply, resume));
+        let held = held
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .map_err(|_| "the worker I/O thread did not stop in time".to_string())??;
+        Ok((held, go_on))
+    }
+
+    /// After `daemon-reexec`, once every instance's channel is watched again: the old
+    /// image's Node primary.
+    pub(crate) fn adopt_primary(&self, held: HeldPrimary, fds: HashMap<i32, OwnedFd>) {
+        self.command(Command::AdoptPrimary(held, fds));
+    }
+
     fn command(&self, command: Command) {
-        if self.commands.send(command).is_ok() {
+        if self.commands.send(command).is_ok() && !self.quiet.load(Ordering::Relaxed) {
             let _ = self.wake.write(1);
         }
+    }
+
+    /// `daemon-reexec`'s new image watches thousands of channels at once: commands are
+    /// queued without waking the thread until [`WorkerIo::wake`] (one wake-up, not one each).
+    pub(crate) fn quiet(&self) {
+        self.quiet.store(true, Ordering::Relaxed);
+    }
+
+    /// Wakes the thread for what was queued quietly, and wakes it for each command again.
+    pub(crate) fn wake(&self) {
+        self.quiet.store(false, Ordering::Relaxed);
+        let _ = self.wake.write(1);
     }
 }
 
@@ -385,6 +443,8 @@ struct IoThread {
     primary: Primary,
     /// When each Node worker of a unit with `watchdog` gets its next liveness check.
     liveness: Liveness,
+    /// `daemon-reexec` asked for what the thread holds.
+    handing_over: Option<HandingOver>,
 }
 
 impl IoThread {
@@ -392,16 +452,20 @@ impl IoThread {
         let mut ready = vec![EpollEvent::empty(); 64];
         let mut guard = ThreadGuard::new("worker-io");
         loop {
-            let timeout = self
-                .liveness
-                .next_deadline()
-                .map_or(EpollTimeout::NONE, |at| {
-                    let left = at.saturating_duration_since(Instant::now());
-                    // Rounded up: waking a moment early would only wait again.
-                    let ms = left.as_millis().saturating_add(1);
-                    EpollTimeout::try_from(ms.min(i32::MAX as u128) as i32)
-                        .unwrap_or(EpollTimeout::NONE)
-                });
+            // While a hand-over waits for the primary to settle, it is looked at every 5 ms.
+            let settling =
+                (self.handing_over.as_ref()).map(|_| Instant::now() + Duration::from_millis(5));
+            let next = match (self.liveness.next_deadline(), settling) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let timeout = next.map_or(EpollTimeout::NONE, |at| {
+                let left = at.saturating_duration_since(Instant::now());
+                // Rounded up: waking a moment early would only wait again.
+                let ms = left.as_millis().saturating_add(1);
+                EpollTimeout::try_from(ms.min(i32::MAX as u128) as i32)
+                    .unwrap_or(EpollTimeout::NONE)
+            });
             let count = match self.epoll.wait(&mut ready, timeout) {
                 Ok(n) => n,
                 Err(nix::Error::EINTR) => continue,
@@ -430,7 +494,50 @@ impl IoThread {
             }
             self.deliver();
             self.check_liveness();
+            self.try_hand_over();
         }
+    }
+
+    /// `daemon-reexec`: once the primary has settled (no hand-off in flight, nothing left to
+    /// write to a Node worker), says what is held and waits until resumed; past the deadline,
+    /// says why not and goes on.
+    fn try_hand_over(&mut self) {
+        let Some(asked) = &self.handing_over else {
+            return;
+        };
+        let written = self
+            .channels
+            .iter()
+            .filter(|(id, _)| self.primary.is_worker(**id))
+            .all(|(_, c)| c.outbox.settled());
+        if !(self.primary.settled() && written) {
+            if Instant::now() >= asked.deadline {
+                let _ = asked.reply.send(Err(format!(
+                    "a Node cluster worker did not answer within {SETTLE_DEADLINE:?} (a connection or a message handed to it is not acknowledged)"
+                )));
+                self.handing_over = None;
+                self.primary.release();
+                self.deliver();
+            }
+            return;
+        }
+        use std::os::fd::AsRawFd;
+        let held = IoHandover {
+            channels: self
+                .channels
+                .iter()
+                .map(|(id, c)| (*id, c.stream.as_raw_fd()))
+                .collect(),
+            notify: self.notify.as_ref().map(AsRawFd::as_raw_fd),
+            primary: self.primary.held(),
+        };
+        if let Some(asked) = self.handing_over.take() {
+            let _ = asked.reply.send(Ok(held));
+            // Nothing is read until the exec (or, if it fails, until resumed).
+            let _ = asked.resume.recv();
+        }
+        self.primary.release();
+        self.deliver();
     }
 
     /// Sends the liveness checks that are due (Node workers of units with `watchdog`).
@@ -633,6 +740,18 @@ impl IoThread {
                 }
                 Ok(Command::Send(id, line, charge)) => self.send_line(id, line, charge),
                 Ok(Command::ReleaseUnit(unit)) => self.primary.release_unit(&unit, &self.epoll),
+                Ok(Command::HandOver(reply, resume)) => {
+                    self.primary.hold();
+                    self.handing_over = Some(HandingOver {
+                        reply,
+                        resume,
+                        deadline: Instant::now() + SETTLE_DEADLINE,
+                    });
+                }
+                Ok(Command::AdoptPrimary(held, mut fds)) => {
+                    self.primary.adopt(held, &mut fds, &self.epoll);
+                    self.deliver();
+                }
                 Err(crossbeam_channel::TryRecvError::Empty) => return true,
                 Err(crossbeam_channel::TryRecvError::Disconnected) => return false,
             }

@@ -76,6 +76,24 @@ impl Listener {
         }
     }
 
+    /// The socket file of a Unix listener (`daemon-reexec` hands it over).
+    pub(crate) fn unix_path(&self) -> Option<&std::path::Path> {
+        self.unix_path.as_ref().map(|(path, _)| path.as_path())
+    }
+
+    /// A listener of the old image after `daemon-reexec`.
+    pub(crate) fn adopted(
+        socket: OwnedFd,
+        transport: Transport,
+        unix_path: Option<(PathBuf, WorkerRights)>,
+    ) -> Listener {
+        Listener {
+            socket,
+            transport,
+            unix_path,
+        }
+    }
+
     /// `{address, family, port}` as a worker's `getsockname()` reports it, for the
     /// round-robin reply (TCP only: Node's pipe handles have no getsockname).
     pub(crate) fn sockname(&self) -> Option<Value> {

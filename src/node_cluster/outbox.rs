@@ -139,6 +139,12 @@ impl Outbox {
         self.queue.is_empty()
     }
 
+    /// Nothing of clusterd's own is left to write or to be acknowledged (`clusterctl send`
+    /// lines may be): what `daemon-reexec` waits for.
+    pub(crate) fn settled(&self) -> bool {
+        self.queue.len() <= self.charged && self.awaiting_ack.is_none()
+    }
+
     /// True while a handle message waits for the worker's `NODE_HANDLE_ACK`.
     #[cfg(test)]
     pub(crate) fn awaiting_ack(&self) -> bool {

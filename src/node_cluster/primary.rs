@@ -24,6 +24,9 @@ use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use nix::sys::socket::{accept4, SockFlag};
 use serde_json::Value;
 
+#[path = "primary_handover.rs"]
+pub(crate) mod handover;
+
 use super::listener::{Listener, Transport};
 use super::message::{self, FromWorker, HandleType, ServerQuery};
 use super::outbox::Outgoing;
@@ -94,6 +97,8 @@ pub(crate) struct Primary {
     events: Vec<(SpawnId, WorkerMessage)>,
     /// Warnings about listen requests refused: a worker may repeat them as fast as it can.
     refusals: LogLimit,
+    /// `daemon-reexec` waits: no new hand-off ([`Primary::hold`]).
+    holding: bool,
 }
 
 impl Primary {
@@ -425,7 +430,7 @@ impl Primary {
             else {
                 return;
             };
-            if !handle.round_robin {
+            if !handle.round_robin || self.holding {
                 return;
             }
             let listening = handle.listener.socket.as_raw_fd();

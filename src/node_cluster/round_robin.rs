@@ -74,6 +74,31 @@ impl RoundRobin {
         Some((worker, connection))
     }
 
+    /// Its members, free workers and waiting connections (by fd number), for
+    /// `daemon-reexec`.
+    pub(crate) fn held(&self) -> (Vec<SpawnId>, Vec<SpawnId>, Vec<i32>) {
+        use std::os::fd::AsRawFd;
+        (
+            self.members.clone(),
+            self.free.iter().copied().collect(),
+            self.pending.iter().map(AsRawFd::as_raw_fd).collect(),
+        )
+    }
+
+    /// The new image's side of [`RoundRobin::held`].
+    pub(crate) fn restored(
+        members: Vec<SpawnId>,
+        free: Vec<SpawnId>,
+        pending: Vec<OwnedFd>,
+    ) -> RoundRobin {
+        let free = free.into_iter().filter(|id| members.contains(id)).collect();
+        RoundRobin {
+            members,
+            free,
+            pending: pending.into(),
+        }
+    }
+
     /// Connections waiting for a worker.
     #[cfg(test)]
     pub(crate) fn pending_count(&self) -> usize {

@@ -208,6 +208,10 @@ pub struct DaemonStatus {
     /// disk may be newer: `daemon-reexec`). Empty from a clusterd that did not say.
     #[serde(default)]
     pub version: String,
+    /// When this clusterd was last re-executed (`daemon-reexec`), in seconds since the Unix
+    /// epoch; `None` if it runs the image it started with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reexecuted_at_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -56,7 +56,7 @@ pub(crate) enum Event {
 }
 
 /// A message on the worker channel, already parsed from its JSON line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum WorkerMessage {
     /// `{"act":"suicide"}`: "I am about to exit"; start my replacement now.
     Suicide,
@@ -70,7 +70,7 @@ pub(crate) enum WorkerMessage {
 }
 
 /// The fields of one sd_notify datagram that clusterd acts on.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct NotifyMessage {
     pub ready: bool,
     pub stopping: bool,

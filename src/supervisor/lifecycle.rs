@@ -174,8 +174,10 @@ impl<P: ProcessControl> Supervisor<P> {
     }
 
     /// Takes in the exec failures of the instances started so far, waiting for their
-    /// execs: before an answer that is to name the cause (`daemon-reload`, `start`).
-    pub(super) fn settle_execs(&mut self, now: Instant) {
+    /// execs: before an answer that is to name the cause (`daemon-reload`, `start`), and
+    /// before a re-exec's snapshot (a child still on its way to exec keeps its failure
+    /// report in the old image's memory, which the exec takes away).
+    pub(crate) fn settle_execs(&mut self, now: Instant) {
         for (pid, e) in self.os.exec_failures(true) {
             self.on_exec_failure(pid, e, now);
         }

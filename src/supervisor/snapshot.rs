@@ -54,9 +54,8 @@ pub(crate) struct SupervisorState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UnitState {
-    /// The unit file it was loaded from, and its text read at the re-exec (`None`: it could
-    /// not be read). The new image re-parses it; a file edited since the last load would
-    /// then apply early, so the daemon is to keep the loaded text (not done yet).
+    /// The unit file it was loaded from, and its text as loaded (`None` only from a writer
+    /// that had none: the restore refuses it). The new image re-parses it.
     pub path: PathBuf,
     pub text: Option<String>,
     pub phase: UnitPhase,
@@ -112,12 +111,33 @@ pub(crate) struct TimerState {
     pub remaining: Duration,
 }
 
+/// A state that says which format version it is.
+pub(crate) trait Versioned {
+    fn version(&self) -> u32;
+}
+
+impl Versioned for SupervisorState {
+    fn version(&self) -> u32 {
+        self.version
+    }
+}
+
 /// Parses a state (the supervisor's, or the daemon's around it), refusing one of another
-/// version before looking at anything else: a newer format is not half-read.
-pub(crate) fn read_versioned<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+/// version for its version: a newer format is refused as such, not for a field it added, and
+/// never half-read. One parse in the usual case (a state of this version; 1000 instances are
+/// half a megabyte, parsed during the pause); the version alone is read only when that fails.
+pub(crate) fn read_versioned<T: serde::de::DeserializeOwned + Versioned>(
+    text: &str,
+) -> Result<T, String> {
     #[derive(Deserialize)]
     struct VersionOnly {
         version: u32,
+    }
+    let parsed = serde_json::from_str::<T>(text);
+    if let Ok(state) = &parsed {
+        if state.version() == STATE_VERSION {
+            return parsed.map_err(|e| e.to_string());
+        }
     }
     let only: VersionOnly =
         serde_json::from_str(text).map_err(|e| format!("the state has no version: {e}"))?;
@@ -127,7 +147,7 @@ pub(crate) fn read_versioned<T: serde::de::DeserializeOwned>(text: &str) -> Resu
             only.version
         ));
     }
-    serde_json::from_str(text).map_err(|e| format!("the state does not parse: {e}"))
+    parsed.map_err(|e| format!("the state does not parse: {e}"))
 }
 
 impl SupervisorState {
@@ -158,13 +178,10 @@ impl SupervisorState {
 }
 
 impl<P: ProcessControl> Supervisor<P> {
-    /// Writes down everything the supervisor holds at `now`. `text_of` reads a unit file's
-    /// text as loaded (the daemon keeps it; `None` if it cannot).
-    pub(crate) fn snapshot(
-        &self,
-        now: Instant,
-        text_of: impl Fn(&std::path::Path) -> Option<String>,
-    ) -> SupervisorState {
+    /// Writes down everything the supervisor holds at `now`; each unit with the text it was
+    /// loaded from (not the file as it is now: an edit since the load must not apply by a
+    /// re-exec).
+    pub(crate) fn snapshot(&self, now: Instant) -> SupervisorState {
         let ago = |at: Instant| now.saturating_duration_since(at);
         let units = self
             .units
@@ -172,7 +189,7 @@ impl<P: ProcessControl> Supervisor<P> {
             .map(|(name, rt)| {
                 let state = UnitState {
                     path: rt.unit.path.clone(),
-                    text: text_of(&rt.unit.path),
+                    text: Some(rt.unit.source.0.to_string()),
                     phase: rt.phase.clone(),
                     wanted: rt.wanted,
                     restarts: rt.restarts,
@@ -230,6 +247,18 @@ impl<P: ProcessControl> Supervisor<P> {
     }
 }
 
+/// What the daemon's side of a re-exec needs of the supervisor: its OS, to hand over and
+/// take back what only the OS side holds.
+impl<P: ProcessControl> Supervisor<P> {
+    pub(crate) fn os(&self) -> &P {
+        &self.os
+    }
+
+    pub(crate) fn os_mut(&mut self) -> &mut P {
+        &mut self.os
+    }
+}
+
 impl<P: ProcessControl> Supervisor<P> {
     /// The new image's side: a supervisor that holds what `state` describes, its times
     /// re-anchored at `now`. Called on a supervisor that holds nothing yet, after
@@ -243,8 +272,6 @@ impl<P: ProcessControl> Supervisor<P> {
     /// probes running, leftovers of reaped instances. `cron_restart`, job schedules and
     /// `watch` are re-armed from their unit, as after a load (a cron minute that passed
     /// during the exec is skipped).
-    // The exec stage's new image calls it (not built yet); its tests hold it now.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn restore(&mut self, state: SupervisorState, now: Instant) -> Result<(), String> {
         let before = |ago: Duration| now.checked_sub(ago).unwrap_or(now);
         for (name, saved) in state.units {

@@ -3161,13 +3161,7 @@ fn a_restored_supervisor_holds_what_the_snapshot_wrote_and_goes_on() {
     let waiting = h.pid_of("api", 1);
     h.exit(waiting, code(3));
     h.advance(SECOND);
-    let text_of = |path: &std::path::Path| {
-        files
-            .iter()
-            .find(|(name, _)| path.ends_with(format!("{name}.toml")))
-            .map(|(_, text)| text.to_string())
-    };
-    let state = h.sup.snapshot(h.now, text_of);
+    let state = h.sup.snapshot(h.now);
     assert!(
         state
             .timers
@@ -3194,10 +3188,7 @@ fn a_restored_supervisor_holds_what_the_snapshot_wrote_and_goes_on() {
         assert_eq!(s.timers.len() + 1, before, "one cron timer: {s:?}");
         s
     };
-    assert_eq!(
-        without_cron(new.snapshot(h.now, text_of)),
-        without_cron(state)
-    );
+    assert_eq!(without_cron(new.snapshot(h.now)), without_cron(state));
     let old_status = h.sup.status(None, h.now);
     let mut next = Harness {
         sup: new,
@@ -3225,7 +3216,7 @@ fn a_snapshot_of_1000_instances_round_trips() {
     let text = "command = \"sleep 100\"\ninstances = 1000\n";
     let h = Harness::start(&[("web", text)]);
     let started = std::time::Instant::now();
-    let state = h.sup.snapshot(h.now, |_| Some(text.to_string()));
+    let state = h.sup.snapshot(h.now);
     let json = serde_json::to_string(&state).expect("serializes");
     let read =
         super::snapshot::read_versioned::<super::snapshot::SupervisorState>(&json).expect("parses");
@@ -3237,6 +3228,6 @@ fn a_snapshot_of_1000_instances_round_trips() {
         "snapshot + JSON ({} bytes) + parse + validate + restore of 1000 instances: {took:?}",
         json.len()
     );
-    assert_eq!(new.snapshot(h.now, |_| Some(text.to_string())), state);
+    assert_eq!(new.snapshot(h.now), state);
     assert_eq!(state.instances.len(), 1000);
 }

@@ -37,7 +37,7 @@ pub use log_settings::{LogFileSetting, LogSettings, LogStream};
 pub use restarts::{RestartBackoff, RestartLimit};
 pub use unit::{
     is_valid_unit_name, Balance, ListenAddress, NodeClusterStop, NodeScheduling, ReadyMode,
-    RestartPolicy, Unit, DEFAULT_KILL_TIMEOUT,
+    RestartPolicy, SourceText, Unit, DEFAULT_KILL_TIMEOUT,
 };
 pub use unit_error::{UnitError, UnitErrorKind};
 pub use unit_file::UnitFile;

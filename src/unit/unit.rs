@@ -37,6 +37,9 @@ const DEFAULT_KILL_SIGNAL: Signal = Signal::SIGTERM;
 pub struct Unit {
     /// The file stem: `web.toml` is unit `web`.
     pub name: String,
+    /// The text it was parsed from, as loaded: `daemon-reexec` hands it to the new image,
+    /// which re-parses it (an edit on disk since the load must not apply by a re-exec).
+    pub source: SourceText,
     pub path: PathBuf,
     pub description: Option<String>,
     pub command: Vec<String>,
@@ -186,6 +189,7 @@ impl Unit {
 
         Ok(Unit {
             name,
+            source: SourceText(text.into()),
             path: path.to_path_buf(),
             description: file.description,
             command: file.command.0,
@@ -236,6 +240,20 @@ impl Unit {
         &same == self
     }
 }
+
+/// A unit file's text as loaded. Not part of what the unit is: two texts that differ only in
+/// comments or layout make equal units (every `SourceText` equals every other), so a
+/// daemon-reload of a file whose comments changed restarts nothing.
+#[derive(Debug, Clone, Default)]
+pub struct SourceText(pub std::sync::Arc<str>);
+
+impl PartialEq for SourceText {
+    fn eq(&self, _: &SourceText) -> bool {
+        true
+    }
+}
+
+impl Eq for SourceText {}
 
 /// The unit's name: the file stem (`web.toml` is unit `web`), if it is a valid one.
 fn unit_name(path: &Path) -> Result<String, UnitError> {

@@ -436,10 +436,77 @@ impl CaptureThread {
                 cut_short,
             } => self.history_read(client, (lines, budget), cut_short),
             Command::Reopen => self.reopen_all(),
+            Command::HandOver { reply, resume } => {
+                let held = self.hand_over();
+                let holding = held.is_ok();
+                let _ = reply.send(held);
+                if holding {
+                    // Nothing is read until the exec (or, if it fails, until resumed).
+                    let _ = resume.recv();
+                }
+            }
+            Command::Adopt(pipes) => {
+                for (settings, pipe, fd) in pipes {
+                    self.adopt(settings, pipe, fd);
+                }
+            }
             Command::Finish => {
                 self.finish_by = Some(Instant::now() + FINISH_DEADLINE);
             }
         }
+    }
+
+    /// `daemon-reexec`: everything read is written (to files and journald), and the pipes
+    /// are listed with the unfinished line each has: what is still in them waits in the
+    /// kernel for the new image.
+    fn hand_over(&mut self) -> Result<Vec<super::HandedPipe>, String> {
+        // What waits for a journald that does not take it goes to the units' files, now:
+        // the new image would not have it.
+        self.retry_journal();
+        if self.journal_down.is_some() {
+            self.fall_back_to_files();
+        }
+        let units: Vec<String> = self.units.keys().cloned().collect();
+        for unit in &units {
+            self.flush_unit(unit);
+        }
+        self.write_console();
+        // A unit whose file cannot be written holds lines in memory: they would be lost.
+        if let Some((unit, (problem, _))) = self
+            .units
+            .iter()
+            .find_map(|(name, log)| log.stalled.as_ref().map(|s| (name, s)))
+        {
+            return Err(format!(
+                "{unit}'s log cannot be written ({problem}): the lines clusterd holds for it would be lost"
+            ));
+        }
+        Ok(self
+            .sources
+            .values()
+            .map(|source| super::HandedPipe {
+                unit: source.unit.clone(),
+                label: source.label.clone(),
+                stderr: source.stream == Stream::Err,
+                fd: source.pipe.as_raw_fd(),
+                partial: source.framer.partial().to_vec(),
+            })
+            .collect())
+    }
+
+    /// After `daemon-reexec`: a pipe of the old image, read on with its unfinished line.
+    fn adopt(&mut self, settings: CaptureSettings, pipe: super::HandedPipe, fd: OwnedFd) {
+        self.configure(&pipe.unit, settings);
+        let stream = if pipe.stderr {
+            Stream::Err
+        } else {
+            Stream::Out
+        };
+        self.add_source(&pipe.unit, &pipe.label, stream, fd);
+        if let Some(source) = self.sources.get_mut(&(self.next_token - 1)) {
+            source.framer.resume(&pipe.partial, Instant::now());
+        }
+        self.ungate(&pipe.label);
     }
 
     /// Writes clusterd's event `text` about `label` into the unit's file, now.

@@ -149,6 +149,20 @@ impl LineFramer {
     pub(crate) fn waiting_since(&self) -> Option<Instant> {
         self.since
     }
+
+    /// The bytes after the last newline (`daemon-reexec` hands them over).
+    pub(crate) fn partial(&self) -> &[u8] {
+        &self.partial
+    }
+
+    /// Takes `partial` (at most [`MAX_LINE`], from [`LineFramer::partial`] of the old
+    /// image) as the start of the next line.
+    pub(crate) fn resume(&mut self, partial: &[u8], now: Instant) {
+        if !partial.is_empty() {
+            self.partial = partial.iter().copied().take(MAX_LINE).collect();
+            self.since = Some(now);
+        }
+    }
 }
 
 /// `line` (without its newline) in pieces of at most [`MAX_LINE`], each but the last marked

@@ -155,6 +155,28 @@ pub(crate) enum Command {
     },
     Reopen,
     Finish,
+    /// `daemon-reexec`: write what was read, say which pipes are read (with the bytes of an
+    /// unfinished line), then read nothing until `resume` speaks or is dropped.
+    HandOver {
+        reply: Sender<Result<Vec<HandedPipe>, String>>,
+        resume: crossbeam_channel::Receiver<()>,
+    },
+    /// After `daemon-reexec`: the pipes the old image read, read on from where it stopped
+    /// (one command for them all: one wake-up of the log thread, not thousands).
+    Adopt(Vec<(CaptureSettings, HandedPipe, OwnedFd)>),
+}
+
+/// One pipe the log thread reads, as `daemon-reexec` hands it to the new image.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HandedPipe {
+    pub unit: String,
+    /// `web[2]`.
+    pub label: String,
+    pub stderr: bool,
+    pub fd: i32,
+    /// Bytes read after the last newline: the start of the next line.
+    pub partial: Vec<u8>,
 }
 
 impl Command {
@@ -170,6 +192,8 @@ impl Command {
             Command::History { .. } => "a client's history",
             Command::Reopen => "reopen-logs",
             Command::Finish => "the finish at exit",
+            Command::HandOver { .. } => "daemon-reexec's hand-over",
+            Command::Adopt { .. } => "a pipe handed over by daemon-reexec",
         }
     }
 }
@@ -371,6 +395,37 @@ impl Logs {
     /// Hands a `clusterctl logs` connection to the log thread, which answers it.
     pub(crate) fn serve(&self, query: LogsQuery, socket: UnixStream) {
         self.command(Command::Serve { query, socket });
+    }
+
+    /// `daemon-reexec`: the log thread writes what it read and stops reading; returns the
+    /// pipes it reads, and the handle that lets it read on (dropped: it reads on).
+    pub(crate) fn hand_over(
+        &self,
+        deadline: std::time::Instant,
+    ) -> Result<(Vec<HandedPipe>, Sender<()>), String> {
+        let (reply, pipes) = crossbeam_channel::bounded(1);
+        let (go_on, resume) = crossbeam_channel::bounded(1);
+        self.command(Command::HandOver { reply, resume });
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let pipes = pipes
+            .recv_timeout(left)
+            .map_err(|_| "the log thread did not stop reading in time".to_string())??;
+        Ok((pipes, go_on))
+    }
+
+    /// After `daemon-reexec`: reads each pipe (of an instance of its unit) on.
+    pub(crate) fn adopt(&self, pipes: Vec<(&Unit, HandedPipe, OwnedFd)>) {
+        let mut settings: HashMap<&str, CaptureSettings> = HashMap::new();
+        let pipes = pipes
+            .into_iter()
+            .map(|(unit, pipe, fd)| {
+                let of_unit = settings
+                    .entry(unit.name.as_str())
+                    .or_insert_with(|| self.settings(unit, self.destination(unit)));
+                (of_unit.clone(), pipe, fd)
+            })
+            .collect();
+        self.command(Command::Adopt(pipes));
     }
 
     /// Reopens every log file by name (`clusterctl reopen-logs`, SIGUSR1).

@@ -66,6 +66,15 @@ pub(crate) struct CgroupTree {
     spares: HashMap<(String, u32), PathBuf>,
 }
 
+/// The tree's bookkeeping in the `daemon-reexec` state: the next serial, and each spare
+/// cgroup by (unit, index).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HeldTree {
+    pub serial: u64,
+    pub spares: Vec<(String, u32, PathBuf)>,
+}
+
 /// The cgroup of one instance.
 #[derive(Debug)]
 pub(crate) struct InstanceCgroup {
@@ -120,6 +129,36 @@ impl CgroupTree {
 
     pub(crate) fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// `daemon-reexec`: the next serial and the spares, for the new image.
+    pub(crate) fn held(&self) -> HeldTree {
+        let spares = self
+            .spares
+            .iter()
+            .map(|((unit, index), path)| (unit.clone(), *index, path.clone()))
+            .collect();
+        HeldTree {
+            serial: self.serial,
+            spares,
+        }
+    }
+
+    /// The new image's side of [`CgroupTree::held`]: spares outside this tree are ignored.
+    pub(crate) fn resume(&mut self, held: HeldTree) {
+        self.serial = self.serial.max(held.serial);
+        for (unit, index, path) in held.spares {
+            if path.parent() == Some(self.root.as_path()) {
+                self.spares.insert((unit, index), path);
+            }
+        }
+    }
+
+    /// An instance's cgroup after `daemon-reexec`, by its path: `None` if the path is not
+    /// one of this tree's.
+    pub(crate) fn adopt(&self, path: PathBuf) -> Option<InstanceCgroup> {
+        (path.parent() == Some(self.root.as_path()) && path.is_dir())
+            .then_some(InstanceCgroup { path })
     }
 
     /// Kills whatever a previous clusterd with the same control socket left in its instances'
@@ -270,6 +309,11 @@ impl Drop for CgroupTree {
 }
 
 impl InstanceCgroup {
+    /// Its directory (`daemon-reexec` hands it over).
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The path as `/proc/PID/cgroup` shows it for a process inside (for attributing
     /// notifications to the instance they come from).
     pub(crate) fn name(&self) -> &OsStr {
@@ -392,6 +436,11 @@ impl Removal {
 
     fn of(path: PathBuf) -> Removal {
         Removal { path, walk: None }
+    }
+
+    /// Its directory (`daemon-reexec` hands it over).
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The cgroup's name, for messages.

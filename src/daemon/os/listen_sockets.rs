@@ -105,6 +105,38 @@ impl UnitSockets {
         self.per_index.retain(|&index, _| index < wanted);
     }
 
+    /// The fds and unix socket files, for `daemon-reexec` (the sockets stay open, owned by
+    /// this value until the exec).
+    pub(crate) fn held(&self) -> HeldSockets {
+        HeldSockets {
+            shared: self.shared.iter().map(AsRawFd::as_raw_fd).collect(),
+            per_index: self
+                .per_index
+                .iter()
+                .map(|(index, fds)| (*index, fds.iter().map(AsRawFd::as_raw_fd).collect()))
+                .collect(),
+            unix_paths: self.unix_paths.clone(),
+        }
+    }
+
+    /// The sockets [`UnitSockets::held`] described, in the new image: `take` turns each fd
+    /// number into the socket (after checking it is one).
+    pub(crate) fn from_held(
+        held: HeldSockets,
+        mut take: impl FnMut(RawFd) -> Result<OwnedFd, String>,
+    ) -> Result<UnitSockets, String> {
+        let mut sockets = UnitSockets::default();
+        sockets.unix_paths = held.unix_paths;
+        for fd in held.shared {
+            sockets.shared.push(take(fd)?);
+        }
+        for (index, fds) in held.per_index {
+            let fds = fds.into_iter().map(&mut take).collect::<Result<_, _>>()?;
+            sockets.per_index.insert(index, fds);
+        }
+        Ok(sockets)
+    }
+
     /// Closes every socket and removes the unix socket files.
     pub(crate) fn close_all(&mut self) {
         self.shared.clear();
@@ -112,6 +144,24 @@ impl UnitSockets {
         for path in self.unix_paths.drain(..) {
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+/// A unit's sockets as fd numbers, in the `daemon-reexec` state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HeldSockets {
+    pub shared: Vec<RawFd>,
+    pub per_index: Vec<(u32, Vec<RawFd>)>,
+    pub unix_paths: Vec<PathBuf>,
+}
+
+impl HeldSockets {
+    pub(crate) fn fds(&self) -> impl Iterator<Item = RawFd> + '_ {
+        self.shared
+            .iter()
+            .chain(self.per_index.iter().flat_map(|(_, fds)| fds.iter()))
+            .copied()
     }
 }
 

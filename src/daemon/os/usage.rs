@@ -381,6 +381,7 @@ pub(crate) fn own_process() -> Option<DaemonStatus> {
         open_fds,
         start_time_seconds: boot_time + started_ticks / ticks,
         version: env!("CARGO_PKG_VERSION").to_string(),
+        reexecuted_at_seconds: None,
     })
 }
 

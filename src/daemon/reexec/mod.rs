@@ -1,26 +1,24 @@
-//! `clusterctl daemon-reexec`: replacing clusterd's image by the binary now on disk, in the
-//! same pid, so that every instance stays its child. This module owns the daemon's side:
-//! finding and checking the new binary (the pre-flight), and the state it hands over
-//! ([`state`]: the supervisor's snapshot plus the fds).
+//! `clusterctl daemon-reexec` (and SIGUSR2): replacing clusterd's image by the binary now
+//! on disk, in the same pid, so that every instance stays its child. This module owns the
+//! daemon's side: finding and checking the new binary (the pre-flight), the requester's
+//! connection ([`requester`]), the state handed over ([`state`]), the exec both ways
+//! ([`exec`]) and the new image's reading of the state ([`resume`]). The quiescing of the
+//! threads and the rebuilding of the daemon are in `daemon::Running` (they touch every part).
 //!
-//! Built so far: the pre-flight and the state format. The exec itself (quiescing the helper
-//! threads, the memfd, clearing FD_CLOEXEC, `execv`, and the new image rebuilding from the
-//! state) is not: after a pre-flight that passes, the request is refused with that said, and
-//! the running clusterd carries on unchanged. Every refusal leaves it running.
+//! Every failure before the exec leaves the old image running, its threads resumed, and the
+//! reply says why; a new image that cannot read the state execs the old binary back.
 
-// The exec stage (not built yet) writes and reads it; its tests hold the format now.
-#[allow(dead_code)]
+pub(crate) mod exec;
+pub(crate) mod handover;
+pub mod resume;
 pub(crate) mod state;
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::daemon::os_process_control::OsProcessControl;
-use crate::protocol::Response;
 use crate::supervisor::snapshot::STATE_VERSION;
-use crate::supervisor::Supervisor;
 
 /// How long the new binary has to answer `--reexec-check`.
 /// The main loop waits for it (nothing else runs during a re-exec), so it is short.
@@ -47,24 +45,32 @@ pub(crate) fn new_binary() -> Result<PathBuf, String> {
 /// Checks that `binary` may replace clusterd: a regular file (a symlink is followed to the
 /// file it names now, which is then the binary checked and run), executable, owned by root
 /// or clusterd's own user and writable by no one else (or anyone who can write it could
-/// become clusterd), and that it reads this state's version. Returns the file to run.
-pub(crate) fn preflight(binary: &Path) -> Result<PathBuf, String> {
+/// become clusterd), and that it reads this state's version. Returns the file's path and
+/// the file itself, opened (O_PATH): the exec runs the very file checked, even if its path
+/// is given another file meanwhile.
+pub(crate) fn preflight(binary: &Path) -> Result<(PathBuf, OwnedFd), String> {
     let real = std::fs::canonicalize(binary)
         .map_err(|e| format!("the new binary {}: {e}", binary.display()))?;
-    let meta =
-        std::fs::metadata(&real).map_err(|e| format!("the new binary {}: {e}", real.display()))?;
-    if !meta.is_file() {
+    let file = nix::fcntl::open(
+        &real,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("the new binary {}: {e}", real.display()))?;
+    let meta = nix::sys::stat::fstat(&file)
+        .map_err(|e| format!("the new binary {}: {e}", real.display()))?;
+    if meta.st_mode & libc::S_IFMT != libc::S_IFREG {
         return Err(format!("the new binary {} is not a file", real.display()));
     }
     let euid = nix::unistd::geteuid().as_raw();
-    if meta.uid() != 0 && meta.uid() != euid {
+    if meta.st_uid != 0 && meta.st_uid != euid {
         return Err(format!(
             "the new binary {} belongs to uid {}, not root or clusterd's uid {euid}",
             real.display(),
-            meta.uid()
+            meta.st_uid
         ));
     }
-    let mode = meta.permissions().mode();
+    let mode = meta.st_mode;
     if mode & 0o022 != 0 {
         return Err(format!(
             "the new binary {} is writable by others (mode {:o})",
@@ -80,7 +86,7 @@ pub(crate) fn preflight(binary: &Path) -> Result<PathBuf, String> {
         ));
     }
     check_version(&real)?;
-    Ok(real)
+    Ok((real, file))
 }
 
 /// Runs `binary --reexec-check VERSION` and waits for it at most [`CHECK_DEADLINE`].
@@ -122,30 +128,78 @@ fn check_version(binary: &Path) -> Result<(), String> {
     ))
 }
 
-/// `daemon-reexec` on the main loop: the pre-flight, then the state written down. Every
-/// refusal says why, and clusterd carries on as it was.
-pub(crate) fn attempt(supervisor: &Supervisor<OsProcessControl>, now: Instant) -> Response {
-    let binary = match new_binary().and_then(|binary| preflight(&binary)) {
-        Ok(binary) => binary,
-        Err(reason) => {
-            log::warn!("daemon-reexec refused: {reason}");
-            return Response::failed(format!(
-                "daemon-reexec refused, clusterd keeps running: {reason}"
-            ));
+/// The connection of the `clusterctl daemon-reexec` under way: handed to the new image,
+/// which answers it. At most one: a second request while one is under way is refused.
+pub(crate) mod requester {
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixStream;
+    use std::sync::{Mutex, PoisonError};
+
+    static REQUESTER: Mutex<Option<OwnedFd>> = Mutex::new(None);
+
+    /// Called by the connection's thread before it asks the loop.
+    pub(crate) fn hand_in(stream: &UnixStream) -> Result<(), String> {
+        let mut slot = REQUESTER.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_some() {
+            return Err("a daemon-reexec is under way already".into());
         }
+        let copy = stream
+            .try_clone()
+            .map_err(|e| format!("daemon-reexec: cannot keep the connection: {e}"))?;
+        *slot = Some(copy.into());
+        Ok(())
+    }
+
+    /// Taken by the loop (for the exec, or to drop it if the re-exec fails).
+    pub(crate) fn take() -> Option<OwnedFd> {
+        REQUESTER
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: it goes on across the exec, so the new image measures
+/// the pause from a time the old one took.
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
-    let state = supervisor.snapshot(now, |path| std::fs::read_to_string(path).ok());
-    let size = serde_json::to_vec(&state).map_or(0, |bytes| bytes.len());
-    log::info!(
-        "daemon-reexec: {} passed the pre-flight; state of {} unit(s), {} instance(s): {size} bytes",
-        binary.display(),
-        state.units.len(),
-        state.instances.len()
-    );
-    Response::failed(format!(
-        "daemon-reexec: {} passed the pre-flight (it reads state version {STATE_VERSION}), \
-         but handing the instances over to it is not built yet: clusterd keeps running \
-         the binary it started with",
-        binary.display()
-    ))
+    // SAFETY: clock_gettime writes only into `now`, a valid local.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) } != 0 {
+        return 0;
+    }
+    u64::try_from(now.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(now.tv_nsec).unwrap_or(0))
+}
+
+/// clusterd's command line after the program name, as first given: without the
+/// `--reexec-state FD` a re-exec put in front.
+pub(crate) fn original_args() -> Vec<String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some(resume::STATE_FLAG) => args.into_iter().skip(2).collect(),
+        _ => args,
+    }
+}
+
+/// When this image was made by a re-exec (seconds since the epoch), for status.
+static REEXECUTED_AT: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+
+pub(crate) fn set_reexecuted_at(at: f64) {
+    let _ = REEXECUTED_AT.set(at);
+}
+
+pub(crate) fn reexecuted_at() -> Option<f64> {
+    REEXECUTED_AT.get().copied()
+}
+
+/// Now, in seconds since the epoch.
+pub(crate) fn wall_clock() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
