@@ -44,6 +44,12 @@ use crate::log_limit::{LogLimit, Verdict};
 use connection::{Connection, Next, Stage};
 use report::Reporter;
 
+/// Connections the kernel holds for clusterd: silent ones for up to [`EVICTION_GRACE`], and
+/// those waiting to be accepted. Long enough for a thousand silent connections (std's 128 let
+/// 200 of them overflow into SYN cookies, handed over at once, silent, and a late scrape with
+/// them), short enough that a flood queued ahead of a scrape is taken in a fraction of a
+/// second (4096 made such scrapes wait seconds).
+const LISTEN_QUEUE: libc::c_int = 1024;
 /// Connections served at once.
 const MAX_CONNECTIONS: usize = 16;
 /// How long a new connection may take to send its request before it goes first when the
@@ -149,10 +155,10 @@ fn bind(address: &ListenAddress) -> Result<Vec<TcpListener>, String> {
 /// [`EVICTION_GRACE`], then it is handed over anyway): a scraper whose request comes a moment
 /// after its connect (a loaded machine) is accepted with its request, which no flood of
 /// silent newcomers can take its slot from, and silent connections cost clusterd nothing for
-/// that long (Linux counts the wait in retransmissions of the SYN-ACK: 1 s is one). And the
-/// longest listen queue the system allows (std's is 128): connections wait there while the
-/// slots are taken, rather than have their SYN dropped and retried a second later, then 3 s,
-/// then 7 s (what made a scrape during a flood take seconds).
+/// that long (Linux counts the wait in retransmissions of the SYN-ACK: 1 s is one).
+/// The kernel holds at most [`LISTEN_QUEUE`] such connections (beyond, it answers with SYN
+/// cookies, which hand a connection over at once, silent or not), so the listen queue is that
+/// long, not std's 128.
 fn hold_connections_in_the_kernel(listener: &TcpListener) -> std::io::Result<()> {
     let fd = listener.as_raw_fd();
     let seconds = libc::c_int::try_from(EVICTION_GRACE.as_secs().max(1)).unwrap_or(1);
@@ -171,7 +177,7 @@ fn hold_connections_in_the_kernel(listener: &TcpListener) -> std::io::Result<()>
         )
     })?;
     // SAFETY: listen on a listening socket only changes the length of its queue.
-    checked(unsafe { libc::listen(fd, libc::SOMAXCONN) })
+    checked(unsafe { libc::listen(fd, LISTEN_QUEUE) })
 }
 
 struct Server {
