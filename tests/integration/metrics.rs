@@ -377,7 +377,8 @@ fn scrapes_are_answered_while_threads_flood_whole_requests_and_never_read() {
     // never reading, for as long as the scrapes take.
     let flood = Flood::start(at, 8, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
     // A scrape every 100 ms: every one is answered (before, about one in 24 was closed
-    // unanswered to make room for a flooder's connection).
+    // unanswered to make room for a flooder's connection; then, under load, one waiting for
+    // a slow report was, for the flood's newcomers: now they wait in the listen queue).
     let took: Vec<Duration> = (0..40)
         .map(|_| {
             thread::sleep(Duration::from_millis(100));
@@ -396,8 +397,10 @@ fn a_scrape_whose_request_comes_late_is_answered_while_silent_newcomers_flood() 
     let (_daemon, at) = serving_web("127.0.0.1:0");
     // Four threads connect as fast as they can and send nothing: every newcomer needs a
     // slot. A scraper on a loaded machine may connect, then be scheduled out before it
-    // writes: its slot must outlive the newcomers meanwhile (before, each newcomer took the
-    // slot of the oldest connection still sending: the scraper's).
+    // writes: it must not lose its connection to the newcomers meanwhile (before, each
+    // newcomer took the slot of the oldest connection still sending: the scraper's; then,
+    // under load, of the newest: again the scraper's, just accepted. Now the kernel holds a
+    // connection until its request comes, TCP_DEFER_ACCEPT).
     let flood = Flood::start(at, 4, b"");
     let answers: Vec<String> = (0..5)
         .map(|_| {
@@ -467,7 +470,10 @@ fn a_thousand_connections_take_no_more_than_sixteen_descriptors_of_clusterd() {
     for _ in 0..1000 {
         // A connection the listen queue did not take in time is the kernel's business; the
         // ones that are taken must not grow clusterd.
-        if let Ok(stream) = TcpStream::connect_timeout(&at, Duration::from_secs(2)) {
+        if let Ok(mut stream) = TcpStream::connect_timeout(&at, Duration::from_secs(2)) {
+            // A first byte, so that the kernel hands it to clusterd at once (it holds a
+            // silent one for a second, TCP_DEFER_ACCEPT).
+            let _ = stream.write_all(b"G");
             held.push(stream);
         }
         most = most.max(open_sockets(daemon.pid()));
@@ -506,7 +512,10 @@ fn near_its_descriptor_limit_clusterd_answers_status_and_scrapes_while_connectio
     let mut held = Vec::new();
     let mut most = 0;
     for _ in 0..100 {
-        if let Ok(stream) = TcpStream::connect_timeout(&at, Duration::from_secs(2)) {
+        if let Ok(mut stream) = TcpStream::connect_timeout(&at, Duration::from_secs(2)) {
+            // A first byte, so that the kernel hands it to clusterd at once (it holds a
+            // silent one for a second, TCP_DEFER_ACCEPT).
+            let _ = stream.write_all(b"G");
             held.push(stream);
         }
         most = most.max(open_fds(daemon.pid()));

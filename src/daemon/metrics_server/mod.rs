@@ -4,11 +4,15 @@
 //!
 //! - one thread ("metrics") serves every connection from one `poll` loop, all sockets
 //!   non-blocking: a client that sends slowly or never reads holds nothing but its slot;
+//! - the kernel holds a new connection until its first bytes arrive, for up to about
+//!   [`EVICTION_GRACE`] (TCP_DEFER_ACCEPT): a scrape whose request is a moment late (a loaded
+//!   machine) is accepted with it, and silent connections take no slot for that long;
 //! - at most [`MAX_CONNECTIONS`] at once; when they are full, a new connection takes the slot
 //!   of the oldest one still sending its request after [`EVICTION_GRACE`], else of the newest
-//!   one still sending, else of the oldest, so hostile connections cannot keep a scrape out
-//!   (a scrape sends its request at once and is answered at once), and a flood of newcomers
-//!   cannot close a scrape whose request is a moment late;
+//!   one still sending, else of the oldest being answered, so hostile connections cannot keep
+//!   a scrape out (a scrape sends its request at once and is answered at once); a whole
+//!   request waiting for the report is never closed for a newcomer: while every slot holds
+//!   one, new connections wait in the listen queue until the report comes;
 //! - each connection has one deadline for its whole request head (5 s, not per read) and one
 //!   for taking its whole answer (5 s), and a head is at most 8 KiB ([`connection`],
 //!   [`http`]);
@@ -40,6 +44,12 @@ use crate::log_limit::{LogLimit, Verdict};
 use connection::{Connection, Next, Stage};
 use report::Reporter;
 
+/// Connections the kernel holds for clusterd: silent ones for up to [`EVICTION_GRACE`], and
+/// those waiting to be accepted. Long enough for a thousand silent connections (std's 128 let
+/// 200 of them overflow into SYN cookies, handed over at once, silent, and a late scrape with
+/// them), short enough that a flood queued ahead of a scrape is taken in a fraction of a
+/// second (4096 made such scrapes wait seconds).
+const LISTEN_QUEUE: libc::c_int = 1024;
 /// Connections served at once.
 const MAX_CONNECTIONS: usize = 16;
 /// How long a new connection may take to send its request before it goes first when the
@@ -113,6 +123,12 @@ fn bind(address: &ListenAddress) -> Result<Vec<TcpListener>, String> {
         }
         match TcpListener::bind(at).and_then(|l| l.set_nonblocking(true).map(|()| l)) {
             Ok(listener) => {
+                if let Err(e) = hold_connections_in_the_kernel(&listener) {
+                    warn!(
+                        "--metrics-listen {}: {at}: TCP_DEFER_ACCEPT or listen queue: {e}",
+                        address.text
+                    );
+                }
                 chosen_port = chosen_port.or(listener.local_addr().ok().map(|a| a.port()));
                 listeners.push(listener);
             }
@@ -133,6 +149,35 @@ fn bind(address: &ListenAddress) -> Result<Vec<TcpListener>, String> {
         );
     }
     Ok(listeners)
+}
+
+/// Has the kernel hold a new connection until its first bytes arrive (at most about
+/// [`EVICTION_GRACE`], then it is handed over anyway): a scraper whose request comes a moment
+/// after its connect (a loaded machine) is accepted with its request, which no flood of
+/// silent newcomers can take its slot from, and silent connections cost clusterd nothing for
+/// that long (Linux counts the wait in retransmissions of the SYN-ACK: 1 s is one).
+/// The kernel holds at most [`LISTEN_QUEUE`] such connections (beyond, it answers with SYN
+/// cookies, which hand a connection over at once, silent or not), so the listen queue is that
+/// long, not std's 128.
+fn hold_connections_in_the_kernel(listener: &TcpListener) -> std::io::Result<()> {
+    let fd = listener.as_raw_fd();
+    let seconds = libc::c_int::try_from(EVICTION_GRACE.as_secs().max(1)).unwrap_or(1);
+    let checked = |result: libc::c_int| match result {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    };
+    // SAFETY: setsockopt reads an int from a valid local of the length given.
+    checked(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&seconds as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
+    // SAFETY: listen on a listening socket only changes the length of its queue.
+    checked(unsafe { libc::listen(fd, LISTEN_QUEUE) })
 }
 
 struct Server {
@@ -236,7 +281,10 @@ impl Server {
 
     /// Waits until a descriptor is ready or the nearest deadline passes; returns what is ready.
     fn poll(&self, now: Instant) -> nix::Result<Vec<(Polled, PollFlags)>> {
-        let accepting = self.accept_paused_until.is_none_or(|until| until <= now);
+        // While every slot waits for the report, new connections wait in the listen queue
+        // (their requests in its buffers) until the report frees the slots.
+        let accepting =
+            self.accept_paused_until.is_none_or(|until| until <= now) && self.may_make_room();
         let mut what = Vec::new();
         let mut fds = Vec::new();
         if accepting {
@@ -344,9 +392,19 @@ impl Server {
             .retain_mut(|c| !c.is_waiting() || c.answer(Arc::clone(response), now) == Next::Keep);
     }
 
-    /// Takes waiting connections from one listener, a batch at most.
+    /// Whether a slot is free or one can be freed: not while every slot holds a whole request
+    /// waiting for the report (those are never closed unanswered for a newcomer).
+    fn may_make_room(&self) -> bool {
+        self.connections.len() < MAX_CONNECTIONS || self.connections.iter().any(|c| !c.is_waiting())
+    }
+
+    /// Takes waiting connections from one listener, a batch at most, each once a slot is free
+    /// for it (before it is accepted: one that cannot have a slot stays in the listen queue).
     fn accept(&mut self, index: usize, now: Instant) {
         for _ in 0..ACCEPT_BATCH {
+            if self.connections.len() >= MAX_CONNECTIONS && !self.evict(now) {
+                return;
+            }
             let Some(listener) = self.listeners.get(index) else {
                 return;
             };
@@ -384,8 +442,7 @@ impl Server {
             stream.as_raw_fd() >= first
                 || self.connections.iter().any(|c| c.fd().as_raw_fd() >= first)
         });
-        let full = near_limit || self.connections.len() >= MAX_CONNECTIONS;
-        if full && !self.evict(now) && near_limit {
+        if near_limit && !self.evict(now) {
             self.warn(
                 now,
                 "metrics: clusterd is near its file descriptor limit; closing a new connection",
@@ -405,13 +462,15 @@ impl Server {
 
     /// Closes, to make room for a new connection: the oldest one still sending its request
     /// [`EVICTION_GRACE`] after its accept; else the newest one still sending; else the
-    /// oldest being answered, else the oldest waiting for the report; false if there is
-    /// none. What arrived since the last round is read first, so a scraper whose request came
-    /// in the meantime is no longer taken for a silent connection. Within the grace the
-    /// newest goes first: under a flood of newcomers each takes the place of the one before
-    /// it, and a scraper accepted among them keeps its slot for the moment its request may
-    /// be late (a loaded machine, a slow network); a slow sender holds a slot no longer than
-    /// the grace once the slots are full.
+    /// oldest being answered; false if there is none. What arrived since the last round is
+    /// read first, so a scraper whose request came in the meantime is no longer taken for a
+    /// silent connection. Within the grace the newest goes first: under a flood of newcomers
+    /// each takes the place of the one before it; a slow sender holds a slot no longer than
+    /// the grace once the slots are full. A whole request waiting for the report is never
+    /// closed for a newcomer: under a flood of whole requests (each answered with the same
+    /// report) the newcomers wait in the listen queue instead, at most until the report comes
+    /// (before, a scrape waiting for a report that a loaded machine made slow was closed
+    /// unanswered for the flood's newcomers).
     fn evict(&mut self, now: Instant) -> bool {
         // First, what arrived since the last round: a scraper's request, sent right after it
         // connected, makes it a connection that waits for its answer, which is not closed.
@@ -449,7 +508,8 @@ impl Server {
             position(
                 self.connections
                     .iter()
-                    .min_by_key(|c| (c.is_waiting(), c.accepted)),
+                    .filter(|c| !c.is_waiting())
+                    .min_by_key(|c| c.accepted),
             )
         });
         let Some(index) = choice else {
