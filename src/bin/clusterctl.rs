@@ -281,16 +281,10 @@ fn ask(target: &Target, request: Request, metrics: bool, json: bool) -> Answer {
 /// unless `--raw`. A follower's connection ends only when clusterd goes away (or drops it):
 /// that is said, with exit 3, so a script does not take it for a clean end — unless clusterd
 /// was re-executed (`daemon-reexec`), which closes every follower: then the follower
-/// reconnects and goes on after the last line it showed.
+/// reconnects and goes on after the last line it showed ([`read_log_stream`]).
 fn logs(socket: &Target, request: Request, follow: bool, raw: bool) -> ExitCode {
-    use std::io::BufRead;
-    let reexecuted_at = || {
-        send_request(socket, Request::Status { unit: None })
-            .ok()
-            .and_then(|r| r.status?.daemon?.reexecuted_at_seconds)
-    };
-    let mut last_reexec = if follow { reexecuted_at() } else { None };
-    let (response, mut reader) = match open_stream(socket, request.clone()) {
+    let last_reexec = if follow { reexecuted_at(socket) } else { None };
+    let (response, reader) = match open_stream(socket, request.clone()) {
         Ok(opened) => opened,
         Err(e) => return Failure::from(&e).on(socket).report(),
     };
@@ -298,59 +292,113 @@ fn logs(socket: &Target, request: Request, follow: bool, raw: bool) -> ExitCode 
         return Failure::refused(&response).on(socket).report();
     }
     let mut out = LineWriter::new(raw);
-    let mut line = Vec::new();
-    let mut last_shown: Option<Vec<u8>> = None;
-    // After a reconnection: the lines up to the last one shown are shown already; held
-    // until it comes (or, if it does not come among the first [`REFOLLOW_LINES`], shown).
-    let mut skipping: Option<Vec<Vec<u8>>> = None;
-    loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) if !follow => return ExitCode::SUCCESS,
-            Ok(0) => {
-                let now = reexecuted_at();
-                if now.is_some() && now != last_reexec {
-                    if let Some(reopened) = reopen_follower(socket, &request) {
-                        last_reexec = now;
-                        reader = reopened;
-                        skipping = last_shown.is_some().then(Vec::new);
-                        continue;
-                    }
-                }
-                complain!("clusterctl: lost the connection to clusterd at {} (it stopped, or dropped this follower); no more lines", socket.name());
-                return ExitCode::from(EXIT_UNREACHABLE);
-            }
-            Ok(_) => {}
-            Err(e) => {
-                complain!(
-                    "clusterctl: lost the connection to clusterd at {}: {e}",
-                    socket.name()
-                );
-                return ExitCode::from(EXIT_UNREACHABLE);
-            }
+    let stream = LogStream {
+        socket,
+        request: &request,
+        follow,
+        last_reexec,
+        shown_before: &|| None,
+    };
+    match stream.read(reader, &mut |line| out.write("", line)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(StreamEnd::Code(code)) => code,
+        Err(StreamEnd::Lost(why)) => {
+            complain!("clusterctl: {why}");
+            ExitCode::from(EXIT_UNREACHABLE)
         }
-        if let Some(held) = &mut skipping {
-            if last_shown.as_deref() == Some(line.as_slice()) {
+    }
+}
+
+/// When clusterd was last re-executed, as it says now (`None`: never, or it does not answer).
+fn reexecuted_at(socket: &Target) -> Option<f64> {
+    send_request(socket, Request::Status { unit: None })
+        .ok()
+        .and_then(|r| r.status?.daemon?.reexecuted_at_seconds)
+}
+
+/// How a log stream ended, other than cleanly.
+enum StreamEnd {
+    /// The lines could not be shown: end with this code.
+    Code(ExitCode),
+    /// The connection to clusterd was lost (and not because of a re-exec): why.
+    Lost(String),
+}
+
+/// One unit's log stream as `logs` asked for it, read to its end; with `follow`, read on
+/// across a `daemon-reexec` (which closes every follower): it reconnects, asks for the last
+/// [`REFOLLOW_LINES`] lines and shows only those after the last line it showed. Used by
+/// `logs UNIT` and, once per unit, by `logs` without a unit.
+struct LogStream<'a> {
+    socket: &'a Target,
+    request: &'a Request,
+    follow: bool,
+    /// When clusterd was last re-executed as the stream was opened: a connection that ends
+    /// while this is still so was not ended by a re-exec.
+    last_reexec: Option<f64>,
+    /// The last line shown from elsewhere, if this stream showed none yet (`logs` without a
+    /// unit shows each unit's history from another request).
+    shown_before: &'a dyn Fn() -> Option<Vec<u8>>,
+}
+
+impl LogStream<'_> {
+    fn read(
+        &self,
+        mut reader: std::io::BufReader<clusterd::client::transport::Connection>,
+        show: &mut dyn FnMut(&[u8]) -> Result<(), ExitCode>,
+    ) -> Result<(), StreamEnd> {
+        use std::io::BufRead;
+        let mut last_reexec = self.last_reexec;
+        let mut line = Vec::new();
+        let mut last_shown: Option<Vec<u8>> = None;
+        // After a reconnection: the lines up to the last one shown are shown already; held
+        // until it comes (or, if it does not come among the first [`REFOLLOW_LINES`], shown).
+        let mut skipping: Option<(Vec<u8>, Vec<Vec<u8>>)> = None;
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) if !self.follow => return Ok(()),
+                Ok(0) => {
+                    let now = reexecuted_at(self.socket);
+                    if now.is_some() && now != last_reexec {
+                        if let Some(reopened) = reopen_follower(self.socket, self.request) {
+                            last_reexec = now;
+                            reader = reopened;
+                            skipping = last_shown
+                                .clone()
+                                .or_else(self.shown_before)
+                                .map(|last| (last, Vec::new()));
+                            continue;
+                        }
+                    }
+                    return Err(StreamEnd::Lost(format!("lost the connection to clusterd at {} (it stopped, or dropped this follower); no more lines", self.socket.name())));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(StreamEnd::Lost(format!(
+                        "lost the connection to clusterd at {}: {e}",
+                        self.socket.name()
+                    )))
+                }
+            }
+            if let Some((last, held)) = &mut skipping {
+                if *last == line {
+                    skipping = None;
+                    continue;
+                }
+                held.push(line.clone());
+                if held.len() < REFOLLOW_LINES {
+                    continue;
+                }
+                for held_line in std::mem::take(held) {
+                    show(&held_line).map_err(StreamEnd::Code)?;
+                }
                 skipping = None;
                 continue;
             }
-            held.push(line.clone());
-            if held.len() < REFOLLOW_LINES {
-                continue;
+            show(&line).map_err(StreamEnd::Code)?;
+            if self.follow {
+                last_shown = Some(line.clone());
             }
-            for held_line in std::mem::take(held) {
-                if let Err(code) = out.write("", &held_line) {
-                    return code;
-                }
-            }
-            skipping = None;
-            continue;
-        }
-        if let Err(code) = out.write("", &line) {
-            return code;
-        }
-        if follow {
-            last_shown = Some(line.clone());
         }
     }
 }
@@ -437,6 +485,7 @@ impl LineWriter {
 /// `clusterctl logs` without a unit (`pm2 logs`): every unit that keeps a log file, its
 /// history merged by time, then with `--follow` every new line as it comes; each line
 /// prefixed by its unit. A unit whose log is elsewhere (the journal) is named on stderr.
+/// Each unit's follower goes on across a `daemon-reexec` as `logs UNIT` does ([`LogStream`]).
 fn logs_all(
     socket: &Target,
     lines: usize,
@@ -446,7 +495,9 @@ fn logs_all(
     raw: bool,
 ) -> ExitCode {
     use clusterd::client::all_logs::{merge_by_time, MAX_FOLLOWED_UNITS};
+    use std::collections::HashMap;
     use std::io::BufRead;
+    use std::sync::{Arc, Mutex};
     let report = match status_report(socket, None) {
         Ok(report) => report,
         Err(failure) => return failure.on(socket).report(),
@@ -469,10 +520,15 @@ fn logs_all(
     // Followers first, then the history: a line written in between is shown twice rather
     // than lost.
     let (sender, lines_in) = std::sync::mpsc::channel::<(String, Option<Vec<u8>>)>();
+    // Each unit's last history line: where its follower goes on from after a re-exec, if
+    // it showed no line of its own yet.
+    let history_ends: Arc<Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
+    let last_reexec = if follow { reexecuted_at(socket) } else { None };
     let mut followed = 0;
     if follow {
         for name in &names {
-            let Ok((response, mut reader)) = open_stream(socket, request(name, 0, true)) else {
+            let follow_request = request(name, 0, true);
+            let Ok((response, reader)) = open_stream(socket, follow_request.clone()) else {
                 continue;
             };
             if !response.ok {
@@ -481,19 +537,29 @@ fn logs_all(
             followed += 1;
             let sender = sender.clone();
             let name = name.clone();
-            std::thread::spawn(move || loop {
-                let mut line = Vec::new();
-                match reader.read_until(b'\n', &mut line) {
-                    Ok(n) if n > 0 => {
-                        if sender.send((name.clone(), Some(line))).is_err() {
-                            return;
-                        }
-                    }
-                    _ => {
-                        let _ = sender.send((name.clone(), None));
-                        return;
-                    }
-                }
+            let socket = socket.clone();
+            let history_ends = Arc::clone(&history_ends);
+            std::thread::spawn(move || {
+                let shown_before = || {
+                    history_ends
+                        .lock()
+                        .ok()
+                        .and_then(|ends| ends.get(&name).cloned())
+                };
+                let stream = LogStream {
+                    socket: &socket,
+                    request: &follow_request,
+                    follow: true,
+                    last_reexec,
+                    shown_before: &shown_before,
+                };
+                // The main thread gone (stdout closed) is the only way `send` fails.
+                let _ = stream.read(reader, &mut |line| {
+                    sender
+                        .send((name.clone(), Some(line.to_vec())))
+                        .map_err(|_| ExitCode::SUCCESS)
+                });
+                let _ = sender.send((name, None));
             });
         }
     }
@@ -515,6 +581,9 @@ fn logs_all(
         let mut line = Vec::new();
         while matches!(reader.read_until(b'\n', &mut line), Ok(n) if n > 0) {
             unit_lines.push(std::mem::take(&mut line));
+        }
+        if let (Some(last), Ok(mut ends)) = (unit_lines.last(), history_ends.lock()) {
+            ends.insert(name.clone(), last.clone());
         }
         histories.push((name.clone(), unit_lines));
     }

@@ -926,20 +926,24 @@ impl OsProcessControl {
         if let Some(held_tree) = held.cgroup_tree {
             tree.resume(held_tree);
         }
+        let present = tree.present();
         for (id, path) in held.cgroups {
-            if let Some(cgroup) = tree.adopt(path) {
+            if let Some(cgroup) = tree.adopt(path, &present) {
                 self.instance_cgroups.insert(id, cgroup);
             }
         }
         self.draining = held.draining;
         self.draining
             .retain(|id| self.instance_cgroups.contains_key(id));
-        self.abandoned
-            .extend(held.abandoned.into_iter().filter_map(|p| tree.adopt(p)));
+        self.abandoned.extend(
+            held.abandoned
+                .into_iter()
+                .filter_map(|p| tree.adopt(p, &present)),
+        );
         self.removals.extend(
             held.removals
                 .into_iter()
-                .filter_map(|p| tree.adopt(p))
+                .filter_map(|p| tree.adopt(p, &present))
                 .map(Removal::new),
         );
     }

@@ -785,3 +785,66 @@ fn a_sigterm_in_the_gap_is_taken_by_the_new_image_which_stops_cleanly() {
         assert!(!alive(pid), "instance {pid} outlived clusterd");
     }
 }
+
+#[test]
+fn a_logs_follower_of_every_unit_reconnects_after_a_reexec_and_misses_and_repeats_nothing() {
+    let writer = "command = [\"sh\", \"-c\", \"i=0; while true; do i=$((i+1)); echo line $i; sleep 0.002; done\"]\n";
+    let (d, binary) = start_from_copy_with(&[("alpha", writer), ("beta", writer)]);
+    d.wait_running("alpha", 1);
+    d.wait_running("beta", 1);
+    let shown = d.path("followed.txt");
+    // `-n 0`: no history, whose lines written while the followers open may be shown twice
+    // (documented); every line here is a follower's.
+    let mut follower = Command::new(CLUSTERCTL)
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["logs", "-f", "-n", "0"])
+        .stdout(fs::File::create(&shown).expect("output file"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run clusterctl logs -f");
+    // The numbers each unit's lines carry, in the order shown.
+    let numbers = |unit: &str| -> Vec<u64> {
+        let tag = format!("{unit}[0] out | line ");
+        fs::read_to_string(&shown)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with(unit))
+            .filter_map(|l| l.split_once(&tag))
+            .filter_map(|(_, n)| n.trim().parse().ok())
+            .collect()
+    };
+    wait_for("the follower to show lines of both units", PATIENCE, || {
+        numbers("alpha").len() > 20 && numbers("beta").len() > 20
+    });
+    replace_with_copy(&binary, Path::new(CLUSTERD));
+    reexec(&d);
+    let after: Vec<u64> = ["alpha", "beta"]
+        .iter()
+        .map(|unit| numbers(unit).last().copied().unwrap_or(0) + 500)
+        .collect();
+    wait_for(
+        "the follower to show lines of both units after the re-exec",
+        PATIENCE,
+        || {
+            ["alpha", "beta"]
+                .iter()
+                .zip(&after)
+                .all(|(unit, &after)| numbers(unit).last().is_some_and(|&n| n > after))
+        },
+    );
+    let alive_still = follower.try_wait().expect("try_wait").is_none();
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(alive_still, "the follower ended");
+    for unit in ["alpha", "beta"] {
+        let seen = numbers(unit);
+        let first = seen[0];
+        let expected: Vec<u64> = (first..first + seen.len() as u64).collect();
+        assert!(
+            seen == expected,
+            "{unit}: first difference at {:?}",
+            seen.iter().zip(&expected).position(|(a, b)| a != b)
+        );
+    }
+}

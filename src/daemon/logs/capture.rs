@@ -503,10 +503,13 @@ impl CaptureThread {
             Stream::Out
         };
         self.add_source(&pipe.unit, &pipe.label, stream, fd);
-        if let Some(source) = self.sources.get_mut(&(self.next_token - 1)) {
+        let token = self.next_token - 1;
+        if let Some(source) = self.sources.get_mut(&token) {
             source.framer.resume(&pipe.partial, Instant::now());
         }
-        self.ungate(&pipe.label);
+        // This source alone, by its token: looking for the label among every source would
+        // make adopting 2000 pipes 4 million comparisons.
+        self.ungate_source(token);
     }
 
     /// Writes clusterd's event `text` about `label` into the unit's file, now.
@@ -584,23 +587,41 @@ impl CaptureThread {
 
     /// The sources of instance `label` are read from now on (unless their unit is stalled).
     fn ungate(&mut self, label: &str) {
-        for (&token, source) in self.sources.iter_mut() {
-            if source.label != label || !source.gated {
-                continue;
-            }
-            source.gated = false;
-            let stalled = self
-                .units
-                .get(&source.unit)
-                .is_some_and(|u| u.stalled.is_some());
-            if stalled {
-                source.paused = true;
-                continue;
-            }
-            let event = EpollEvent::new(EpollFlags::EPOLLIN, token);
-            if let Err(e) = self.epoll.add(source.pipe.as_fd(), event) {
-                warn!("{label}: cannot capture its {}: {e}", source.stream.name());
-            }
+        let tokens: Vec<u64> = self
+            .sources
+            .iter()
+            .filter(|(_, source)| source.label == label)
+            .map(|(&token, _)| token)
+            .collect();
+        for token in tokens {
+            self.ungate_source(token);
+        }
+    }
+
+    /// The source `token` is read from now on (unless its unit is stalled), if it was gated.
+    fn ungate_source(&mut self, token: u64) {
+        let Some(source) = self.sources.get_mut(&token) else {
+            return;
+        };
+        if !source.gated {
+            return;
+        }
+        source.gated = false;
+        let stalled = self
+            .units
+            .get(&source.unit)
+            .is_some_and(|u| u.stalled.is_some());
+        if stalled {
+            source.paused = true;
+            return;
+        }
+        let event = EpollEvent::new(EpollFlags::EPOLLIN, token);
+        if let Err(e) = self.epoll.add(source.pipe.as_fd(), event) {
+            warn!(
+                "{}: cannot capture its {}: {e}",
+                source.label,
+                source.stream.name()
+            );
         }
     }
 

@@ -155,10 +155,28 @@ impl CgroupTree {
     }
 
     /// An instance's cgroup after `daemon-reexec`, by its path: `None` if the path is not
-    /// one of this tree's.
-    pub(crate) fn adopt(&self, path: PathBuf) -> Option<InstanceCgroup> {
-        (path.parent() == Some(self.root.as_path()) && path.is_dir())
+    /// one of this tree's cgroups (`present`, from [`CgroupTree::present`]).
+    pub(crate) fn adopt(
+        &self,
+        path: PathBuf,
+        present: &std::collections::HashSet<PathBuf>,
+    ) -> Option<InstanceCgroup> {
+        (path.parent() == Some(self.root.as_path()) && present.contains(&path))
             .then_some(InstanceCgroup { path })
+    }
+
+    /// The cgroups in the tree now, read once: a `stat` per instance to check that its
+    /// cgroup is there would be 1000 lookups during a re-exec's pause.
+    pub(crate) fn present(&self) -> std::collections::HashSet<PathBuf> {
+        fs::read_dir(&self.root)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Kills whatever a previous clusterd with the same control socket left in its instances'

@@ -433,8 +433,15 @@ fn adopt_pipes_and_channels(
             crate::unit::Unit::parse(&saved.path, text).map_err(|e| format!("unit {name}: {e}"))?;
         units.insert(name.clone(), unit);
     }
+    // By spawn id, once: a search per channel would be a million comparisons for 1000.
+    let instances: std::collections::HashMap<_, _> = state
+        .supervisor
+        .instances
+        .iter()
+        .map(|i| (i.spawn_id, i))
+        .collect();
     for &(id, fd) in &state.fds.channels {
-        let Some(instance) = state.supervisor.instances.iter().find(|i| i.spawn_id == id) else {
+        let Some(instance) = instances.get(&id) else {
             continue;
         };
         let Some(unit) = units.get(&instance.unit) else {
