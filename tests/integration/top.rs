@@ -22,7 +22,7 @@ fn top_shows_the_busiest_first_quits_on_q_and_restores_the_terminal() {
     daemon.wait_running("idle", 1);
     let tmux = Tmux::start(&format!("clusterd-top-{}", std::process::id()), &["sh"]);
     tmux.type_line(&format!(
-        "{CLUSTERCTL} --socket {} top --interval 200ms",
+        "{CLUSTERCTL} --socket {} top --interval 200ms; echo \"top exited with $?\"",
         daemon.path("ctl.sock").display()
     ));
     wait_for(
@@ -37,6 +37,12 @@ fn top_shows_the_busiest_first_quits_on_q_and_restores_the_terminal() {
         },
     );
     tmux.keys("q");
+    // The next line is typed only once top has exited: typed while top still has the
+    // terminal (a loaded machine wakes it late), top reads it with the `q` and drops it,
+    // or the shell gets what is left of it, and stty never answers.
+    wait_for("top to exit", PATIENCE, || {
+        tmux.screen().contains("top exited with 0")
+    });
     // Back at the shell, with the terminal as it was: canonical mode and echo on.
     tmux.type_line(
         "stty -a | tr ' ' '\\n' | grep -x -e icanon -e echo | sort | tr '\\n' ' '; echo END",
