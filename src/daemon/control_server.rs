@@ -153,6 +153,13 @@ pub(crate) fn bind_control_socket(path: &Path, group: Option<Gid>) -> Result<Uni
     let mut early = START_UP_RESERVE
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
+    let mut doorbell = START_UP_DOORBELL
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if doorbell.is_none() {
+        *doorbell = Some(new_doorbell().map_err(|e| format!("cannot create an eventfd: {e}"))?);
+    }
+    drop(doorbell);
     let missing = RESERVE_FDS.saturating_sub(early.len());
     early.extend(std::iter::from_fn(Reserve::open_one).take(missing));
     drop(early);
@@ -177,7 +184,14 @@ pub(crate) fn serve(
     let gate = Arc::new(ControlGate {
         state: Mutex::new(GateState::default()),
         changed: Condvar::new(),
-        doorbell: EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?,
+        doorbell: match START_UP_DOORBELL
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            Some(doorbell) => doorbell,
+            None => new_doorbell()?,
+        },
         slots: Arc::new(Slots::default()),
         listener: listener.as_raw_fd(),
     });
@@ -369,6 +383,16 @@ const REFILL_INTERVAL: Duration = Duration::from_millis(5);
 /// at start-up at the limit, the units' sockets would otherwise have taken every descriptor
 /// before the control thread could open one.
 static START_UP_RESERVE: Mutex<Vec<OwnedFd>> = Mutex::new(Vec::new());
+
+/// The gate's doorbell, made with the control socket: at start-up at the limit, the units
+/// would otherwise take the descriptor it needs before [`serve`] runs (clusterd then exited).
+static START_UP_DOORBELL: Mutex<Option<EventFd>> = Mutex::new(None);
+
+fn new_doorbell() -> std::io::Result<EventFd> {
+    Ok(EventFd::from_flags(
+        EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
+    )?)
+}
 
 /// The control thread's own file descriptors, for answering at the fd limit. They are opened
 /// at start-up before anything else can take them, and only the control thread ever gives one
