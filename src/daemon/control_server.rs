@@ -149,6 +149,20 @@ pub(crate) fn bind_control_socket(path: &Path, group: Option<Gid>) -> Result<Uni
     let bound = UnixListener::bind(path);
     umask(previous);
     let listener = bound.map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+    // The control thread's reserve, before any unit takes a descriptor (see [`Reserve`]).
+    let mut early = START_UP_RESERVE
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let mut doorbell = START_UP_DOORBELL
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if doorbell.is_none() {
+        *doorbell = Some(new_doorbell().map_err(|e| format!("cannot create an eventfd: {e}"))?);
+    }
+    drop(doorbell);
+    let missing = RESERVE_FDS.saturating_sub(early.len());
+    early.extend(std::iter::from_fn(Reserve::open_one).take(missing));
+    drop(early);
     if let Some(gid) = group {
         nix::unistd::chown(path, None, Some(gid))
             .map_err(|e| format!("cannot give {} to group {gid}: {e}", path.display()))?;
@@ -170,7 +184,14 @@ pub(crate) fn serve(
     let gate = Arc::new(ControlGate {
         state: Mutex::new(GateState::default()),
         changed: Condvar::new(),
-        doorbell: EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?,
+        doorbell: match START_UP_DOORBELL
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            Some(doorbell) => doorbell,
+            None => new_doorbell()?,
+        },
         slots: Arc::new(Slots::default()),
         listener: listener.as_raw_fd(),
     });
@@ -264,13 +285,24 @@ impl ControlGate {
         true
     }
 
-    /// Waits until a connection may be waiting on `listener` or the gate was rung.
-    fn wait_for_connection(&self, listener: &UnixListener) {
+    /// Waits (at most `timeout`) until a connection may be waiting on `listener` or the gate
+    /// was rung. True when the listener is readable.
+    fn wait_for_connection(&self, listener: &UnixListener, timeout: Option<Duration>) -> bool {
         let mut fds = [
             PollFd::new(listener.as_fd(), PollFlags::POLLIN),
             PollFd::new(self.doorbell.as_fd(), PollFlags::POLLIN),
         ];
-        let _ = poll(&mut fds, PollTimeout::NONE);
+        let timeout = timeout.map_or(PollTimeout::NONE, |t| {
+            PollTimeout::try_from(t).unwrap_or(PollTimeout::MAX)
+        });
+        // poll needs no descriptor of its own: it works at the limit too.
+        if poll(&mut fds, timeout).is_err() {
+            return false;
+        }
+        let [listening, _] = &fds;
+        listening
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLERR))
     }
 }
 
@@ -283,19 +315,25 @@ struct Routes {
 
 fn accept_loop(listener: UnixListener, routes: Routes, policy: AccessPolicy, gate: &ControlGate) {
     let slots = Arc::clone(&gate.slots);
-    let mut reserve = Reserve::open();
+    let mut reserve = Reserve::taken_at_start_up();
     let mut backoff = FIRST_ACCEPT_BACKOFF;
     let mut guard = ThreadGuard::new("control");
     loop {
         if gate.wait_while_paused() {
             continue;
         }
+        // Accept only when a connection is there: at the fd limit accept() fails with EMFILE
+        // whether or not one is, and answering that with the reserve each time gave the
+        // reserve up to every other thread in a loop. A reserve not whole is refilled at
+        // every turn, soon (the wait is short then), before any other thread's retry.
+        let whole = reserve.refill();
+        let timeout = if whole { None } else { Some(REFILL_INTERVAL) };
+        if !gate.wait_for_connection(&listener, timeout) {
+            continue;
+        }
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                gate.wait_for_connection(&listener);
-                continue;
-            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => continue,
             Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
@@ -311,9 +349,8 @@ fn accept_loop(listener: UnixListener, routes: Routes, policy: AccessPolicy, gat
                     backoff = FIRST_ACCEPT_BACKOFF;
                 } else {
                     warn_limited("control socket: clusterd is out of file descriptors; waiting before accepting again");
-                    thread::sleep(backoff);
-                    backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
-                    reserve.refill();
+                    // Not the doubling backoff: the reserve is retried every turn.
+                    thread::sleep(REFILL_INTERVAL);
                 }
                 continue;
             }
@@ -325,7 +362,6 @@ fn accept_loop(listener: UnixListener, routes: Routes, policy: AccessPolicy, gat
             }
         };
         backoff = FIRST_ACCEPT_BACKOFF;
-        reserve.refill();
         // A panic costs only that connection, never the accept loop (see thread_guard).
         if let Err(caught) = guard.run(|| dispatch(stream, &routes, policy, &slots)) {
             guard.report(
@@ -337,32 +373,72 @@ fn accept_loop(listener: UnixListener, routes: Routes, policy: AccessPolicy, gat
     }
 }
 
-/// The control thread's own file descriptor, for answering at the fd limit. Only the control
-/// thread ever gives it up, and only for the instant between closing it and `accept()`, which
-/// claims a descriptor before it waits for a connection; once the connection is answered, its
-/// descriptor is kept, shut down, as the new reserve: it is never closed, so no other thread
-/// (a spawn retrying, the log thread) can take it meanwhile. A reserve closed after the answer
-/// and reopened later, as before, went to whichever thread asked first.
-struct Reserve(Option<OwnedFd>);
+/// Descriptors the control thread keeps for answering at the fd limit (see [`Reserve`]).
+const RESERVE_FDS: usize = 2;
+/// How soon a reserve not whole is opened again (and a connection that came at the limit
+/// without one is tried again).
+const REFILL_INTERVAL: Duration = Duration::from_millis(5);
+
+/// The reserve opened by [`bind_control_socket`], before any unit binds a socket or spawns:
+/// at start-up at the limit, the units' sockets would otherwise have taken every descriptor
+/// before the control thread could open one.
+static START_UP_RESERVE: Mutex<Vec<OwnedFd>> = Mutex::new(Vec::new());
+
+/// The gate's doorbell, made with the control socket: at start-up at the limit, the units
+/// would otherwise take the descriptor it needs before [`serve`] runs (clusterd then exited).
+static START_UP_DOORBELL: Mutex<Option<EventFd>> = Mutex::new(None);
+
+fn new_doorbell() -> std::io::Result<EventFd> {
+    Ok(EventFd::from_flags(
+        EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
+    )?)
+}
+
+/// The control thread's own file descriptors, for answering at the fd limit. They are opened
+/// at start-up before anything else can take them, and only the control thread ever gives one
+/// up: when a connection is there (poll said so) and accept() failed with EMFILE, it closes
+/// one and accepts at once; once that connection is answered, its descriptor is kept, shut
+/// down, as the reserve (never closed, so no other thread can take it meanwhile). Only the
+/// instant between that close and the accept is a race with the other threads (a spawn
+/// retrying, the log thread); losing it leaves the other reserve descriptor for the next
+/// connection, and the lost one is reopened at the control thread's next turn, within
+/// [`REFILL_INTERVAL`].
+struct Reserve(Vec<OwnedFd>);
 
 impl Reserve {
-    fn open() -> Reserve {
-        Reserve(std::fs::File::open("/dev/null").ok().map(OwnedFd::from))
+    fn open_one() -> Option<OwnedFd> {
+        std::fs::File::open("/dev/null").ok().map(OwnedFd::from)
     }
 
-    /// After losing the reserve (it can only be lost to the instant above): a new one, if a
-    /// descriptor is free.
-    fn refill(&mut self) {
-        if self.0.is_none() {
-            *self = Reserve::open();
+    /// The descriptors opened at start-up (an adopted socket after a re-exec has none: they
+    /// are opened now).
+    fn taken_at_start_up() -> Reserve {
+        let early = std::mem::take(
+            &mut *START_UP_RESERVE
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        let mut reserve = Reserve(early);
+        reserve.refill();
+        reserve
+    }
+
+    /// Opens what is missing, if descriptors are free. True when the reserve is whole.
+    fn refill(&mut self) -> bool {
+        while self.0.len() < RESERVE_FDS {
+            match Reserve::open_one() {
+                Some(fd) => self.0.push(fd),
+                None => return false,
+            }
         }
+        true
     }
 
-    /// At the fd limit: gives the reserve up to accept one connection, lets `serve` answer it
-    /// on this thread, and keeps the connection's descriptor as the reserve. False when there
-    /// is no reserve to give.
+    /// At the fd limit with a connection waiting: gives one reserve descriptor up to accept
+    /// it, lets `serve` answer it on this thread, and keeps the connection's descriptor as the
+    /// reserve. False when there is no reserve to give.
     fn accept_with(&mut self, listener: &UnixListener, serve: impl FnOnce(&UnixStream)) -> bool {
-        let Some(spare) = self.0.take() else {
+        let Some(spare) = self.0.pop() else {
             return false;
         };
         drop(spare);
@@ -370,10 +446,14 @@ impl Reserve {
             Ok((stream, _)) => {
                 serve(&stream);
                 let _ = stream.shutdown(Shutdown::Both);
-                self.0 = Some(OwnedFd::from(stream));
+                self.0.push(OwnedFd::from(stream));
             }
+            // Another thread took the descriptor in the instant: the next turn refills.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {}
             // Nothing to accept after all: take the descriptor back at once.
-            Err(_) => *self = Reserve::open(),
+            Err(_) => {
+                self.refill();
+            }
         }
         true
     }

@@ -58,6 +58,36 @@ fn at_the_fd_limit_with_spawns_retrying_status_is_answered_every_time() {
     eprintln!("{asked} status answered at the fd limit, the slowest in {slowest:?}");
 }
 
+/// Start-up at the limit: the units' sockets are bound before the control thread runs, and
+/// used to take every descriptor before it could open its reserve (the first status was never
+/// answered). The reserve is now opened with the control socket, before any unit binds.
+#[test]
+fn started_at_the_fd_limit_the_first_status_is_answered() {
+    let ports: Vec<u16> = (0..40).map(|_| free_port()).collect();
+    let texts: Vec<(String, String)> = ports
+        .iter()
+        .enumerate()
+        .map(|(n, port)| {
+            (
+                format!("s{n:02}"),
+                format!("command = \"sleep 300\"\nlisten = [\"tcp://127.0.0.1:{port}\"]\n"),
+            )
+        })
+        .collect();
+    let units: Vec<(&str, &str)> = texts
+        .iter()
+        .map(|(name, text)| (name.as_str(), text.as_str()))
+        .collect();
+    let d = Daemon::start_with_fd_limit(&units, Some(64));
+    for asked in 0..5 {
+        let out = d
+            .ctl_within(&["status"], Duration::from_secs(15))
+            .unwrap_or_else(|| panic!("status unanswered after {asked} answers\n{}", d.log()));
+        assert!(out.status.success(), "{out:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A runaway script of an admitted user (uid 65534 in the socket group): it keeps `count`
 /// connections open to the control socket, sending nothing, and opens a new one whenever
 /// clusterd closes one.
