@@ -536,14 +536,7 @@ impl ProcessControl for OsProcessControl {
             // SAFETY: as above; gmtime_r cannot fail for a time_t from the clock.
             unsafe { libc::gmtime_r(&seconds, &mut tm) };
         }
-        crate::unit::cron::LocalTime {
-            year: i64::from(tm.tm_year) + 1900,
-            month: u32::try_from(tm.tm_mon + 1).unwrap_or(1),
-            day: u32::try_from(tm.tm_mday).unwrap_or(1),
-            hour: u32::try_from(tm.tm_hour).unwrap_or(0),
-            minute: u32::try_from(tm.tm_min).unwrap_or(0),
-            second: u32::try_from(tm.tm_sec).unwrap_or(0).min(59),
-        }
+        crate::daemon::logs::local_clock::local_time_of(&tm)
     }
 
     fn until_local(&self, then: crate::unit::cron::LocalTime) -> std::time::Duration {

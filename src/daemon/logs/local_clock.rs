@@ -56,17 +56,23 @@ fn local_stamp(epoch: i64) -> LocalStamp {
             .into_owned()
     };
     LocalStamp {
-        local: LocalTime {
-            year: i64::from(tm.tm_year) + 1900,
-            month: u32::try_from(tm.tm_mon + 1).unwrap_or(1),
-            day: u32::try_from(tm.tm_mday).unwrap_or(1),
-            hour: u32::try_from(tm.tm_hour).unwrap_or(0),
-            minute: u32::try_from(tm.tm_min).unwrap_or(0),
-            second: u32::try_from(tm.tm_sec).unwrap_or(0).min(59),
-        },
+        local: local_time_of(&tm),
         micros: 0,
         offset: tm.tm_gmtoff,
         zone,
         epoch,
+    }
+}
+
+/// The calendar fields of a `tm` from `localtime_r` (a leap second reads as :59): shared by
+/// the log's timestamps and cron_restart's schedule.
+pub(crate) fn local_time_of(tm: &libc::tm) -> LocalTime {
+    LocalTime {
+        year: i64::from(tm.tm_year) + 1900,
+        month: u32::try_from(tm.tm_mon + 1).unwrap_or(1),
+        day: u32::try_from(tm.tm_mday).unwrap_or(1),
+        hour: u32::try_from(tm.tm_hour).unwrap_or(0),
+        minute: u32::try_from(tm.tm_min).unwrap_or(0),
+        second: u32::try_from(tm.tm_sec).unwrap_or(0).min(59),
     }
 }
