@@ -10,13 +10,16 @@
 //! On ext4, a burst reserves the file's next blocks ahead of its writes ([`RESERVE_AHEAD`] at
 //! a time, `fallocate` without changing the size): ext4 then maps each written block to one
 //! already allocated instead of reserving it (and its quota) one 4 KiB block at a time, which
-//! was a quarter of the kernel's time in writing a fast program's lines. What is reserved beyond
-//! the last line is given back when the file is rotated, reopened or closed (a crash leaves at
-//! most [`RESERVE_AHEAD`] per file, taken by the next start's writes and given back by it).
+//! was a quarter of the kernel's time in writing a fast program's lines. All files together
+//! hold at most [`RESERVED_AT_MOST`] beyond their ends (a thousand units that each had a burst
+//! do not hold a thousand reservations); what is reserved beyond the last line is given back
+//! when the file is rotated, reopened or closed (a crash leaves it, taken by the next start's
+//! writes and given back by it).
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use nix::fcntl::{fallocate, FallocateFlags};
@@ -34,7 +37,11 @@ pub(crate) struct Boundary {
 }
 
 /// Blocks reserved ahead of a burst at a time.
-const RESERVE_AHEAD: u64 = 8 << 20;
+const RESERVE_AHEAD: u64 = 4 << 20;
+/// What all files may hold reserved beyond their ends at once: 16 bursts.
+const RESERVED_AT_MOST: u64 = 64 << 20;
+/// What all files hold reserved beyond their ends now (each file's `reserved_to - size`).
+static RESERVED: AtomicU64 = AtomicU64::new(0);
 /// A write at least this large is part of a burst (a trickle of lines reserves nothing).
 const BURST_WRITE: usize = 64 * 1024;
 
@@ -58,6 +65,8 @@ pub(crate) struct UnitLogFile {
     /// The file's blocks are reserved up to this offset (nothing beyond the end when it is
     /// not past `size`).
     reserved_to: u64,
+    /// This file's part of [`RESERVED`]: `reserved_to - size` when last counted.
+    held: u64,
 }
 
 impl UnitLogFile {
@@ -104,6 +113,7 @@ impl UnitLogFile {
             max_size,
             keep,
             reserved_to: 0,
+            held: 0,
         })
     }
 
@@ -160,6 +170,9 @@ impl UnitLogFile {
                 Ok(n) => {
                     written += n;
                     self.size += n as u64;
+                    if self.held > 0 {
+                        self.count_held();
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -184,13 +197,29 @@ impl UnitLogFile {
         let (Ok(from), Ok(len)) = (i64::try_from(self.size), i64::try_from(room)) else {
             return;
         };
-        if len == 0 {
+        // This file's own reservation, if any, is used up: only other files' count.
+        let others = RESERVED.load(Ordering::Relaxed).saturating_sub(self.held);
+        if len == 0 || others + room > RESERVED_AT_MOST {
             return;
         }
         match fallocate(&self.file, FallocateFlags::FALLOC_FL_KEEP_SIZE, from, len) {
-            Ok(()) => self.reserved_to = self.size + room,
+            Ok(()) => {
+                self.reserved_to = self.size + room;
+                self.count_held();
+            }
             Err(_) => self.reserve_failed = true,
         }
+    }
+
+    /// Updates this file's part of [`RESERVED`] after a write or a reservation.
+    fn count_held(&mut self) {
+        let held = self.reserved_to.saturating_sub(self.size);
+        if held > self.held {
+            RESERVED.fetch_add(held - self.held, Ordering::Relaxed);
+        } else {
+            RESERVED.fetch_sub(self.held - held, Ordering::Relaxed);
+        }
+        self.held = held;
     }
 
     /// Gives back the blocks held beyond the file's end: reserved by this clusterd, or left
@@ -199,6 +228,7 @@ impl UnitLogFile {
     fn give_back_reserved(&mut self) {
         use std::os::unix::fs::MetadataExt;
         self.reserved_to = 0;
+        self.count_held();
         if !self.ext4 {
             return;
         }
