@@ -4,7 +4,8 @@
 //! false`: instance and stream only), PM2 with `time: true`, supervisord without timestamps
 //! (it has none) — next to `writer | cat > file` in the same run, each as a ratio to it. Measured
 //! from the moment the writer is let go until `done` is the last line of the file: MB/s of
-//! the writer's output, the daemon's CPU time, and its RSS growth. Then, clusterd only: how
+//! the writer's output, the daemon's CPU time (and `cat`'s: the kernel's own price for the
+//! bytes), and its RSS growth. Then, clusterd only: how
 //! long a line takes to reach `clusterctl logs --follow`.
 
 use super::*;
@@ -30,7 +31,7 @@ pub(super) fn build_log_writer(scratch: &Path) -> Option<PathBuf> {
 /// How one supervisor's burst is measured.
 type MeasureBurst = fn(&Env, &Path, usize) -> Result<Burst, String>;
 
-/// One measurement: MB/s, daemon CPU ms, daemon RSS growth MiB.
+/// One measurement: MB/s, the daemon's (or `cat`'s) CPU ms, its RSS growth MiB.
 struct Burst {
     mb_per_s: f64,
     cpu_ms: Option<f64>,
@@ -41,7 +42,7 @@ struct Burst {
 /// is written back first, so that no run pays for the previous one's writeback.
 fn burst(go: &Path, file: &Path, daemon_pid: Option<i32>) -> Result<Burst, String> {
     let _ = Command::new("sync").status();
-    let cpu0 = daemon_pid.and_then(cpu_ms);
+    let cpu0 = daemon_pid.and_then(run_ms);
     let rss0 = daemon_pid.and_then(rss_kib);
     let t0 = Instant::now();
     fs::write(go, "").map_err(|e| e.to_string())?;
@@ -55,7 +56,7 @@ fn burst(go: &Path, file: &Path, daemon_pid: Option<i32>) -> Result<Burst, Strin
     Ok(Burst {
         mb_per_s: TOTAL as f64 / 1e6 / elapsed,
         cpu_ms: daemon_pid
-            .and_then(cpu_ms)
+            .and_then(run_ms)
             .zip(cpu0)
             .map(|(after, before)| after - before),
         rss_growth_mib: daemon_pid
@@ -63,6 +64,12 @@ fn burst(go: &Path, file: &Path, daemon_pid: Option<i32>) -> Result<Burst, Strin
             .zip(rss0)
             .map(|(after, before)| (after - before).max(0.0) / 1024.0),
     })
+}
+
+/// CPU time of every thread of `pid`, from schedstat (nanoseconds; `stat`'s ticks are 10 ms,
+/// as coarse as the difference measured).
+fn run_ms(pid: i32) -> Option<f64> {
+    thread_counters(pid).map(|(_, run_ns)| run_ns / 1e6)
 }
 
 fn ends_with_done(file: &Path) -> bool {
@@ -101,23 +108,31 @@ fn fresh_dir(env: &Env, name: &str) -> Result<PathBuf, String> {
     Ok(dir)
 }
 
-/// `writer | cat > file`: the baseline.
+/// `writer | cat > file`: the baseline (with `cat`'s CPU: the kernel's cost of reading the
+/// bytes from a pipe and writing them to a file, which a supervisor pays too).
 fn cat_baseline(env: &Env, writer: &Path, run: usize) -> Result<Burst, String> {
     let dir = fresh_dir(env, &format!("logs-cat-{run}"))?;
     let (go, file) = (dir.join("go"), dir.join("out.log"));
-    let child = Command::new("sh")
-        .arg("-c")
-        .arg(r#"exec "$0" "$1" "$2" | cat > "$3""#)
-        .arg(writer)
+    let mut child = Command::new(writer)
         .arg(TOTAL.to_string())
         .arg(&go)
-        .arg(&file)
+        .stdout(Stdio::piped())
         .process_group(0)
         .spawn()
-        .map_err(|e| format!("cannot run the pipeline: {e}"))?;
-    let guard = Daemon::from_child(child);
-    let result = burst(&go, &file, None);
-    drop(guard);
+        .map_err(|e| format!("cannot run the writer: {e}"))?;
+    let pipe = child.stdout.take();
+    let writer_guard = Daemon::from_child(child);
+    let out = fs::File::create(&file).map_err(|e| e.to_string())?;
+    let cat = Command::new("cat")
+        .stdin(pipe.map_or_else(Stdio::null, Stdio::from))
+        .stdout(out)
+        .process_group(writer_guard.pid)
+        .spawn()
+        .map_err(|e| format!("cannot run cat: {e}"))?;
+    let cat_guard = Daemon::from_child(cat);
+    let result = burst(&go, &file, Some(cat_guard.pid));
+    drop(writer_guard);
+    drop(cat_guard);
     remove_dir(&dir);
     result
 }
@@ -229,6 +244,9 @@ pub(super) fn log_runs(env: &Env, opts: &Opts, run: usize, r: &mut Results) {
     let cat = match cat_baseline(env, &writer, run) {
         Ok(b) => {
             r.add("log_cat", Peer::Clusterd, b.mb_per_s);
+            if let Some(cpu) = b.cpu_ms {
+                r.add("log_cat_cpu", Peer::Clusterd, cpu);
+            }
             Some(b.mb_per_s)
         }
         Err(e) => {

@@ -622,3 +622,90 @@ fn a_shutdown_keeps_what_instances_write_on_their_way_out() {
         assert!(last_words < exit, "the exit before the last words\n{text}");
     }
 }
+
+/// Writes `mib` MiB of numbered 100-byte lines in 1 MiB writes, 10 ms apart, then "done".
+const BURST: &str = r#"
+import sys, time
+mib = int(sys.argv[1])
+pad = "x" * 90
+n = 0
+for _ in range(mib):
+    chunk = "".join(f"{n + i:08d} {pad}\n" for i in range(10485))
+    n += 10485
+    sys.stdout.write(chunk)
+    sys.stdout.flush()
+    time.sleep(0.01)
+print("done", flush=True)
+time.sleep(300)
+"#;
+
+/// Bytes of disk a file holds (`st_blocks`), and its length.
+fn held_and_len(path: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).map_or((0, 0), |m| (m.blocks() * 512, m.len()))
+}
+
+/// A file holds no more disk than its length (in 4 KiB blocks), beyond an extent-tree block
+/// or two.
+fn holds_only_its_length(path: &Path) -> bool {
+    let (held, len) = held_and_len(path);
+    held <= len.div_ceil(4096) * 4096 + 8192
+}
+
+#[test]
+fn a_burst_reserves_disk_ahead_on_ext4_and_gives_back_what_it_did_not_write() {
+    let files = tempfile::tempdir().expect("tmp");
+    let script = files.path().join("burst.py");
+    fs::write(&script, BURST).expect("script");
+    let unit = [
+        format!(
+            "command = [\"python3\", \"{}\", \"13\"]",
+            toml_path(&script)
+        ),
+        "restart = \"never\"\n[log]\nmax_size = \"4MiB\"\nkeep = 5\n".to_string(),
+    ]
+    .join("\n");
+    let mut daemon = Daemon::start(&[("burst", &unit)]);
+    let current = daemon.log_dir().join("burst.log");
+    let mut reserved = false;
+    wait_for("the burst to be written", PATIENCE * 4, || {
+        reserved |= !holds_only_its_length(&current);
+        log_text(&daemon, "burst").contains("| done\n")
+    });
+    reserved |= !holds_only_its_length(&current);
+    let ext4 = nix::sys::statfs::statfs(&daemon.log_dir())
+        .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::EXT4_SUPER_MAGIC);
+    assert_eq!(
+        reserved, ext4,
+        "blocks reserved ahead of the burst's writes: {reserved}, on ext4: {ext4}"
+    );
+    // A rotated file gave back what it had reserved beyond its last line.
+    let old = rotated(&daemon, "burst");
+    assert_eq!(old.len(), 4, "{old:?}");
+    for path in &old {
+        assert!(
+            holds_only_its_length(path),
+            "{path:?}: {:?} (held, length)",
+            held_and_len(path)
+        );
+    }
+    // So does the current file when clusterd exits, with every line in it.
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+    assert!(
+        holds_only_its_length(&current),
+        "{current:?}: {:?} (held, length)",
+        held_and_len(&current)
+    );
+    let mut all = String::new();
+    for path in old.iter().chain(std::iter::once(&current)) {
+        all.push_str(&fs::read_to_string(path).expect("log file"));
+    }
+    let numbers: Vec<u64> = bodies(&all)["burst[0] out"]
+        .iter()
+        .filter(|l| *l != "done")
+        .map(|l| l[..8].parse().expect("number"))
+        .collect();
+    assert_eq!(numbers.first(), Some(&0));
+    assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "a gap");
+    assert_eq!(numbers.last(), Some(&(13 * 10485 - 1)));
+}

@@ -6,11 +6,24 @@
 //! the copy and the truncate). A unit's files take at most `max_size × (keep + 1)`. Every
 //! open, rename and removal goes through the [`LogDir`]: no link is followed, and only files
 //! clusterd created are written, kept or deleted.
+//!
+//! On ext4, a burst reserves the file's next blocks ahead of its writes ([`RESERVE_AHEAD`] at
+//! a time, `fallocate` without changing the size): ext4 then maps each written block to one
+//! already allocated instead of reserving it (and its quota) one 4 KiB block at a time, which
+//! was a quarter of the kernel's time in writing a fast program's lines. All files together
+//! hold at most [`RESERVED_AT_MOST`] beyond their ends (a thousand units that each had a burst
+//! do not hold a thousand reservations); what is reserved beyond the last line is given back
+//! when the file is rotated, reopened or closed (a crash leaves it, taken by the next start's
+//! writes and given back by it).
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
+
+use nix::fcntl::{fallocate, FallocateFlags};
+use nix::sys::statfs::{fstatfs, EXT4_SUPER_MAGIC};
 
 use super::log_dir::LogDir;
 
@@ -23,6 +36,15 @@ pub(crate) struct Boundary {
     pub(crate) len: u64,
 }
 
+/// Blocks reserved ahead of a burst at a time.
+const RESERVE_AHEAD: u64 = 4 << 20;
+/// What all files may hold reserved beyond their ends at once: 16 bursts.
+const RESERVED_AT_MOST: u64 = 64 << 20;
+/// What all files hold reserved beyond their ends now (each file's `reserved_to - size`).
+static RESERVED: AtomicU64 = AtomicU64::new(0);
+/// A write at least this large is part of a burst (a trickle of lines reserves nothing).
+const BURST_WRITE: usize = 64 * 1024;
+
 pub(crate) struct UnitLogFile {
     dir: LogDir,
     /// `<unit>.log`, in `dir`.
@@ -34,6 +56,17 @@ pub(crate) struct UnitLogFile {
     /// 0: never rotate.
     pub(crate) max_size: u64,
     pub(crate) keep: u32,
+    /// On ext4: blocks are reserved ahead of bursts (until a reservation fails) and given
+    /// back.
+    ext4: bool,
+    /// A reservation failed (no space for it, a quota): none is tried again until the file
+    /// is opened again.
+    reserve_failed: bool,
+    /// The file's blocks are reserved up to this offset (nothing beyond the end when it is
+    /// not past `size`).
+    reserved_to: u64,
+    /// This file's part of [`RESERVED`]: `reserved_to - size` when last counted.
+    held: u64,
 }
 
 impl UnitLogFile {
@@ -73,10 +106,14 @@ impl UnitLogFile {
             path: dir.path_of(&name),
             dir: dir.clone(),
             name,
+            ext4: is_ext4(&file),
+            reserve_failed: false,
             file,
             size,
             max_size,
             keep,
+            reserved_to: 0,
+            held: 0,
         })
     }
 
@@ -118,6 +155,13 @@ impl UnitLogFile {
     }
 
     pub(crate) fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.ext4
+            && !self.reserve_failed
+            && bytes.len() >= BURST_WRITE
+            && self.size + bytes.len() as u64 > self.reserved_to
+        {
+            self.reserve_ahead();
+        }
         // On error, what was written is counted: the retry writes only the rest.
         let mut written = 0;
         while written < bytes.len() {
@@ -126,6 +170,9 @@ impl UnitLogFile {
                 Ok(n) => {
                     written += n;
                     self.size += n as u64;
+                    if self.held > 0 {
+                        self.count_held();
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -139,9 +186,66 @@ impl UnitLogFile {
         Ok(())
     }
 
+    /// Reserves the file's next [`RESERVE_AHEAD`] bytes of blocks (not past `max_size`).
+    /// A failure (no space for that much, a quota) is not an error: writes go on without,
+    /// and say themselves when they fail.
+    fn reserve_ahead(&mut self) {
+        let room = match self.max_size {
+            0 => RESERVE_AHEAD,
+            max => max.saturating_sub(self.size).min(RESERVE_AHEAD),
+        };
+        let (Ok(from), Ok(len)) = (i64::try_from(self.size), i64::try_from(room)) else {
+            return;
+        };
+        // This file's own reservation, if any, is used up: only other files' count.
+        let others = RESERVED.load(Ordering::Relaxed).saturating_sub(self.held);
+        if len == 0 || others + room > RESERVED_AT_MOST {
+            return;
+        }
+        match fallocate(&self.file, FallocateFlags::FALLOC_FL_KEEP_SIZE, from, len) {
+            Ok(()) => {
+                self.reserved_to = self.size + room;
+                self.count_held();
+            }
+            Err(_) => self.reserve_failed = true,
+        }
+    }
+
+    /// Updates this file's part of [`RESERVED`] after a write or a reservation.
+    fn count_held(&mut self) {
+        let held = self.reserved_to.saturating_sub(self.size);
+        if held > self.held {
+            RESERVED.fetch_add(held - self.held, Ordering::Relaxed);
+        } else {
+            RESERVED.fetch_sub(self.held - held, Ordering::Relaxed);
+        }
+        self.held = held;
+    }
+
+    /// Gives back the blocks held beyond the file's end: reserved by this clusterd, or left
+    /// by one that was killed or re-executed (a truncation to its own length frees them; the
+    /// length is the file's, not what clusterd counted, in case someone else truncated it).
+    fn give_back_reserved(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        self.reserved_to = 0;
+        self.count_held();
+        if !self.ext4 {
+            return;
+        }
+        let Ok(meta) = self.file.metadata() else {
+            return;
+        };
+        if meta.blocks() * 512 > meta.len().div_ceil(4096) * 4096 {
+            if let Ok(len) = i64::try_from(meta.len()) {
+                let _ = nix::unistd::ftruncate(&self.file, len);
+            }
+        }
+    }
+
     /// Renames the file aside (never over an existing name), opens a new one, and deletes
     /// the oldest beyond `keep`.
     pub(crate) fn rotate(&mut self) -> io::Result<()> {
+        self.give_back_reserved();
         let stamp = super::line_format::timestamp(SystemTime::now());
         // `2026-11-29T21:05:03.123456Z` → `20261129T210503.123456Z`: no colons in names.
         let compact: String = String::from_utf8_lossy(&stamp)
@@ -157,8 +261,11 @@ impl UnitLogFile {
 
     /// Opens the file by its name again (after an external logrotate renamed it).
     pub(crate) fn reopen(&mut self) -> io::Result<()> {
+        self.give_back_reserved();
         self.file = self.dir.open_append(&self.name)?;
         self.size = self.file.metadata()?.len();
+        self.ext4 = is_ext4(&self.file);
+        self.reserve_failed = false;
         Ok(())
     }
 
@@ -176,6 +283,19 @@ impl UnitLogFile {
             }
         }
     }
+}
+
+impl Drop for UnitLogFile {
+    fn drop(&mut self) {
+        self.give_back_reserved();
+    }
+}
+
+/// Whether `file` is on ext4 (where reserving blocks ahead saves its per-block reservation;
+/// elsewhere it would only take space early: tmpfs memory, a copy-on-write file system's
+/// blocks).
+fn is_ext4(file: &File) -> bool {
+    fstatfs(file).is_ok_and(|fs| fs.filesystem_type() == EXT4_SUPER_MAGIC)
 }
 
 /// The rotated names of the log file `name` in `dir`, oldest first: clusterd's own
