@@ -46,8 +46,17 @@ pub fn printable_lines(text: &str) -> Cow<'_, str> {
 /// JSON text with DEL and the C1 controls written as `\u` escapes too (serde_json escapes
 /// only C0): the same JSON value, safe to print on a terminal. They can only occur inside
 /// strings, where the escape means the same character.
-pub fn json_for_terminal(json: &str) -> String {
-    let mut out = String::with_capacity(json.len());
+pub fn json_for_terminal(json: String) -> String {
+    // In UTF-8, DEL is 0x7f and every C1 control is 0xc2 then 0x80..=0x9f: a byte scan finds
+    // them, and the text (250 KB with 1000 instances) is kept as it is when there are none.
+    let bytes = json.as_bytes();
+    let clean = memchr::memchr(0x7f, bytes).is_none()
+        && !memchr::memchr_iter(0xc2, bytes)
+            .any(|at| bytes.get(at + 1).is_some_and(|b| (0x80..=0x9f).contains(b)));
+    if clean {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 64);
     for c in json.chars() {
         if ('\u{7f}'..='\u{9f}').contains(&c) {
             out.push_str(&format!("\\u{:04x}", c as u32));
@@ -65,7 +74,7 @@ mod tests {
     #[test]
     fn json_keeps_its_value_and_loses_its_c1_controls() {
         let value = serde_json::json!({ "status_text": "\u{1b}[2J\u{9b}5m\u{7f}ok é" });
-        let text = json_for_terminal(&serde_json::to_string(&value).unwrap());
+        let text = json_for_terminal(serde_json::to_string(&value).unwrap());
         assert!(!text.chars().any(char::is_control), "{text}");
         assert_eq!(
             serde_json::from_str::<serde_json::Value>(&text).unwrap(),

@@ -227,7 +227,53 @@ pub(super) fn session_mass(
         );
     }
     s.stop();
+    // The floor in the same run, right after: the minimal C supervisor starting the same
+    // workers (fork and exec in a loop), timed the same way. A start of 1000 moves with this
+    // VM's load from one minute to the next; the ratio within one run means more.
+    if peer == Peer::Clusterd {
+        sweep_descendants();
+        // The kernel frees 1000 exited processes and removed cgroups for a while after
+        // (workqueues): not on the floor's time.
+        sleep(Duration::from_secs(1));
+        match mass_floor(env, n) {
+            Ok(floor) => {
+                r.add("mass_floor", peer, floor);
+                r.add("mass_vs_floor", peer, secs / floor);
+            }
+            Err(e) => r.notes.push(format!("mass start floor: {e}")),
+        }
+    }
     Ok(())
+}
+
+/// Seconds from starting the C floor supervisor with `n` stamp workers to the last stamp.
+fn mass_floor(env: &Env, n: usize) -> Result<f64, String> {
+    let floor_supervisor = env
+        .floor_supervisor
+        .as_ref()
+        .ok_or("the C floor supervisor could not be built")?;
+    let dir = env.tmp.join("mass-floor");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let mut stamps = Stamps::new(dir.join("stamps"));
+    let t0 = realtime_ns();
+    let child = Command::new(floor_supervisor)
+        .arg(&env.worker[0])
+        .arg(&stamps.path)
+        .arg(n.to_string())
+        .stdin(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start the floor supervisor: {e}"))?;
+    let mut daemon = Daemon::from_child(child);
+    let started = stamps.wait_count(n, Duration::from_secs(180));
+    daemon.extra = stamps.pids();
+    let last = stamps.all.iter().take(n).map(|&(_, t)| t).max();
+    daemon.terminate(Duration::from_secs(15));
+    match last {
+        Some(last) if started => Ok((last - t0) as f64 / 1e9),
+        _ => Err(format!("only {} of {n} workers started", stamps.all.len())),
+    }
 }
 
 pub(super) const APP_JS: &str = include_str!("workers/app.js");

@@ -237,7 +237,7 @@ fn status_of_hosts(targets: &[Target], unit: Option<String>, json: bool) -> Exit
             })
             .collect();
         match serde_json::to_string_pretty(&hosts) {
-            Ok(text) => json_for_terminal(&text) + "\n",
+            Ok(text) => json_for_terminal(text) + "\n",
             Err(e) => return usage(&e.to_string()),
         }
     } else {
@@ -265,7 +265,7 @@ fn ask(target: &Target, request: Request, metrics: bool, json: bool) -> Answer {
                 message: e.to_string(),
                 code: EXIT_FAILED,
             })?;
-            json_for_terminal(&text) + "\n"
+            json_for_terminal(text) + "\n"
         } else {
             render(status)
         }

@@ -59,7 +59,8 @@ fn exchange(
     // If the write fails, clusterd may still have answered (a refusal, say): read it.
     let sent = stream.write_all(&line);
     let mut answer = Vec::new();
-    let mut reader = BufReader::new(stream);
+    // A status of 1000 instances is ~150 KB: in a few reads, not one per 8 KiB.
+    let mut reader = BufReader::with_capacity(64 * 1024, stream);
     let read = reader.read_until(b'\n', &mut answer);
     if answer.is_empty() {
         let why = match (sent, read) {

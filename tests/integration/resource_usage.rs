@@ -6,6 +6,8 @@ use crate::common;
 
 use common::*;
 
+use std::fs;
+
 /// `sh` (the instance's own process) starts a Python child that holds 64 MiB, and a busy
 /// loop that burns about a second of CPU and exits; then waits.
 const UNIT: &str = r#"command = ["sh", "-c", "python3 -c 'import time; x = bytearray(64 << 20); x[::4096] = b\"x\" * len(x[::4096]); time.sleep(300)' & python3 -c 'import time; t = time.process_time(); exec(\"while time.process_time() - t < 1.0: pass\")'; echo burnt > burnt; wait"]
@@ -192,4 +194,73 @@ fn memory_max_replaces_a_server_under_load_without_failing_a_request() {
         served + failed.len()
     );
     assert!(pids.len() > 2, "answers came from {pids:?}");
+}
+
+/// In a cgroup, an instance's memory is read again only when the cgroup ran since the last
+/// reading, or once that reading is a second old. A process that holds 64 MiB and sleeps,
+/// moved by root into the cgroup of an instance that sleeps too, makes nothing in the
+/// cgroup run: its memory is counted all the same, within the second.
+#[test]
+fn memory_moved_into_an_idle_instance_is_counted() {
+    let daemon = Daemon::start(&[("idle", "command = [\"sleep\", \"300\"]\n")]);
+    let pid = daemon.wait_running("idle", 1)[0];
+    let status = daemon.status();
+    let isolation = status["isolation"].as_str().unwrap_or("").to_string();
+    let Some(mount) = isolation
+        .strip_prefix("cgroup (")
+        .and_then(|_| fs::read_to_string("/proc/self/mountinfo").ok())
+        .and_then(|mounts| {
+            mounts.lines().find_map(|line| {
+                let (before, after) = line.split_once(" - ")?;
+                (after.split(' ').next() == Some("cgroup2"))
+                    .then(|| before.split(' ').nth(4).map(str::to_string))
+                    .flatten()
+            })
+        })
+    else {
+        available(
+            &format!("a cgroup clusterd can create cgroups in (it uses: {isolation})"),
+            false,
+        );
+        return;
+    };
+    let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .expect("the instance's cgroup")
+        .lines()
+        .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+        .expect("a cgroup2 line");
+    let before = daemon.unit("idle")["instances"][0]["memory_bytes"]
+        .as_u64()
+        .expect("memory measured");
+    let ready = tempfile::tempdir().expect("tmp");
+    let mut hoarder = KillOnDrop(
+        std::process::Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import sys, time\nx = bytearray(64 << 20)\nx[::4096] = b'x' * len(x[::4096])\n\
+                 open(sys.argv[1], 'w').close()\ntime.sleep(300)",
+            )
+            .arg(ready.path().join("ready"))
+            .spawn()
+            .expect("python3"),
+    );
+    wait_for("the hoarder to hold its 64 MiB", PATIENCE, || {
+        ready.path().join("ready").exists()
+    });
+    // One status with the hoarder outside: the reading it would be answered from.
+    assert!(
+        daemon.unit("idle")["instances"][0]["memory_bytes"].as_u64() < Some(before + (32 << 20))
+    );
+    fs::write(
+        format!("{mount}{cgroup}/cgroup.procs"),
+        hoarder.0.id().to_string(),
+    )
+    .expect("move the hoarder into the instance's cgroup");
+    wait_for("the hoarder's 64 MiB counted", PATIENCE, || {
+        daemon.unit("idle")["instances"][0]["memory_bytes"]
+            .as_u64()
+            .is_some_and(|m| m >= before + (60 << 20))
+    });
+    let _ = hoarder.0.kill();
+    let _ = hoarder.0.wait();
 }

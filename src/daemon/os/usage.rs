@@ -11,6 +11,13 @@
 //! CPU % is over the time since the previous measurement of the instance, or, the first time,
 //! since the instance started.
 //!
+//! In a cgroup, CPU is read at every measurement, memory only when it can have changed: when
+//! the cgroup's `usage_usec` moved since memory was last read (a process that has not run has
+//! neither allocated, freed, forked nor exited), and at least every [`MEMORY_MAX_AGE`] (the
+//! kernel can reclaim an idle process's pages; root can move a process in). With 1000 idle
+//! instances that is 1000 reads per status instead of 3000 (`cpu.stat`; `cgroup.procs` and
+//! each process's `statm`, or `memory.current`, only for those that ran).
+//!
 //! Opening and closing a kernel file costs more than reading it (with 1000 instances, two
 //! thirds of a status went to path walks, kernfs open and release), so the meter keeps the
 //! files it has read open and reads them again from offset 0: one `pread` per file per
@@ -51,7 +58,21 @@ struct HeldFiles {
     /// `/proc/PID/statm` of the processes last listed in `cgroup.procs`. A held statm stays
     /// bound to its process: once the process is gone, reading it fails.
     statm: HashMap<i32, File>,
+    /// What the memory files gave last, to answer again while the cgroup has not run.
+    memory_read: Option<MemoryRead>,
 }
+
+/// One reading of an instance's memory.
+#[derive(Clone, Copy)]
+struct MemoryRead {
+    /// The cgroup's `usage_usec` when it was read.
+    usage_usec: u64,
+    bytes: u64,
+    at: Instant,
+}
+
+/// How old a memory reading may be answered again, for an instance that has not run since.
+pub(crate) const MEMORY_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// From this many instances in cgroups on, a status reads their kernel files on two threads:
 /// those reads are most of a big status's time, and each is independent of the others.
@@ -78,7 +99,7 @@ impl UsageMeter {
         let mut groups: Option<HashMap<i32, (f64, u64)>> = None;
         let mut measured = HashMap::new();
         let mut budget = descriptors_to_spare();
-        let in_cgroups = self.read_cgroups(instances, cgroups, &mut budget);
+        let in_cgroups = self.read_cgroups(instances, cgroups, &mut budget, now);
         let mut previous = self.previous.borrow_mut();
         for &(id, pid, started_at) in instances {
             let totals = match cgroups.get(&id) {
@@ -125,6 +146,7 @@ impl UsageMeter {
         instances: &[(SpawnId, Pid, Instant)],
         cgroups: &HashMap<SpawnId, InstanceCgroup>,
         budget: &mut u64,
+        now: Instant,
     ) -> HashMap<SpawnId, Option<(f64, u64)>> {
         let mut held = self.cgroup_files.borrow_mut();
         let mut readings = Vec::new();
@@ -181,17 +203,29 @@ impl UsageMeter {
                     .name("usage".into())
                     .spawn_scoped(scope, || {
                         let (mut text, mut statm) = (Vec::new(), Vec::new());
-                        read_all(there, controller, &mut text, &mut statm, &mut budget_there);
+                        read_all(
+                            there,
+                            controller,
+                            (&mut text, &mut statm),
+                            &mut budget_there,
+                            now,
+                        );
                     })
             });
-            read_all(here, controller, text_buffer, statm_buffer, budget);
+            read_all(here, controller, (text_buffer, statm_buffer), budget, now);
             // Its reads cannot panic; were it to, the rest are read below.
             if let Some(Ok(helper)) = helper {
                 let _ = helper.join();
             }
         });
         // What the helper did not read (no thread to be had): here.
-        read_all(&mut readings, controller, text_buffer, statm_buffer, budget);
+        read_all(
+            &mut readings,
+            controller,
+            (text_buffer, statm_buffer),
+            budget,
+            now,
+        );
         let mut totals = unreadable;
         for reading in readings {
             totals.insert(reading.id, reading.totals);
@@ -207,15 +241,17 @@ impl UsageMeter {
 fn read_all(
     readings: &mut [Reading],
     memory_controller: bool,
-    text_buffer: &mut Vec<u8>,
-    statm_buffer: &mut Vec<u8>,
+    (text_buffer, statm_buffer): (&mut Vec<u8>, &mut Vec<u8>),
     budget: &mut u64,
+    now: Instant,
 ) {
     for reading in readings.iter_mut().filter(|r| !r.read) {
-        reading.totals =
-            reading
-                .files
-                .totals(memory_controller, (text_buffer, statm_buffer), budget);
+        reading.totals = reading.files.totals(
+            memory_controller,
+            (&mut *text_buffer, &mut *statm_buffer),
+            budget,
+            now,
+        );
         reading.read = true;
     }
 }
@@ -231,54 +267,82 @@ impl HeldFiles {
             cpu_stat: File::open(cgroup.file("cpu.stat")).ok()?,
             memory: File::open(cgroup.file(memory_file)).ok()?,
             statm: HashMap::new(),
+            memory_read: None,
         })
     }
 
-    /// CPU seconds and resident bytes of everything in the cgroup. The buffers are reused
-    /// for the whole status, not one allocated and zeroed per file read.
+    /// CPU seconds and resident bytes of everything in the cgroup at `now`: memory read again
+    /// only if the cgroup ran since, or the last reading is [`MEMORY_MAX_AGE`] old. The
+    /// buffers are reused for the whole status, not one allocated and zeroed per file read.
     fn totals(
         &mut self,
         memory_controller: bool,
-        (text_buffer, statm_buffer): (&mut Vec<u8>, &mut Vec<u8>),
+        buffers: (&mut Vec<u8>, &mut Vec<u8>),
         budget: &mut u64,
+        now: Instant,
     ) -> Option<(f64, u64)> {
-        let usec: u64 = read_held_into(&self.cpu_stat, text_buffer)?
+        let usec: u64 = read_held_into(&self.cpu_stat, buffers.0)?
             .lines()
             .find_map(|l| l.strip_prefix("usage_usec "))?
             .trim()
             .parse()
             .ok()?;
-        let memory_text = read_held_into(&self.memory, text_buffer)?;
-        let memory = if memory_controller {
-            memory_text.trim().parse().ok()?
-        } else {
-            let mut statm = HashMap::new();
-            let mut sum = 0;
-            for pid in memory_text.lines().filter_map(|l| l.trim().parse().ok()) {
-                let (file, new) = match self.statm.remove(&pid) {
-                    Some(file) => (file, false),
-                    None => match File::open(format!("/proc/{pid}/statm")) {
-                        Ok(file) => (file, true),
-                        Err(_) => continue,
-                    },
-                };
-                // Fails once the process is gone (it left the list between the two reads).
-                let Some(bytes) = read_held_into(&file, statm_buffer).and_then(statm_bytes) else {
-                    continue;
-                };
-                sum += bytes;
-                if !new {
-                    statm.insert(pid, file);
-                } else if *budget > 0 {
-                    *budget -= 1;
-                    statm.insert(pid, file);
-                }
+        let memory = match self.memory_read {
+            Some(read)
+                if read.usage_usec == usec
+                    && now.saturating_duration_since(read.at) < MEMORY_MAX_AGE =>
+            {
+                read.bytes
             }
-            // Files of processes no longer listed are closed here.
-            self.statm = statm;
-            sum
+            _ => {
+                let bytes = self.read_memory(memory_controller, buffers, budget)?;
+                self.memory_read = Some(MemoryRead {
+                    usage_usec: usec,
+                    bytes,
+                    at: now,
+                });
+                bytes
+            }
         };
         Some((usec as f64 / 1e6, memory))
+    }
+
+    /// Resident bytes of everything in the cgroup, from its files now.
+    fn read_memory(
+        &mut self,
+        memory_controller: bool,
+        (text_buffer, statm_buffer): (&mut Vec<u8>, &mut Vec<u8>),
+        budget: &mut u64,
+    ) -> Option<u64> {
+        let memory_text = read_held_into(&self.memory, text_buffer)?;
+        if memory_controller {
+            return memory_text.trim().parse().ok();
+        }
+        let mut statm = HashMap::new();
+        let mut sum = 0;
+        for pid in memory_text.lines().filter_map(|l| l.trim().parse().ok()) {
+            let (file, new) = match self.statm.remove(&pid) {
+                Some(file) => (file, false),
+                None => match File::open(format!("/proc/{pid}/statm")) {
+                    Ok(file) => (file, true),
+                    Err(_) => continue,
+                },
+            };
+            // Fails once the process is gone (it left the list between the two reads).
+            let Some(bytes) = read_held_into(&file, statm_buffer).and_then(statm_bytes) else {
+                continue;
+            };
+            sum += bytes;
+            if !new {
+                statm.insert(pid, file);
+            } else if *budget > 0 {
+                *budget -= 1;
+                statm.insert(pid, file);
+            }
+        }
+        // Files of processes no longer listed are closed here.
+        self.statm = statm;
+        Some(sum)
     }
 }
 

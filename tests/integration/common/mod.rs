@@ -755,3 +755,13 @@ pub(crate) fn collect_stdout(
     });
     seen
 }
+
+/// A child the test started, killed and reaped when the test ends, whichever way.
+pub(crate) struct KillOnDrop(pub(crate) Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
