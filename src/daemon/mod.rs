@@ -305,7 +305,11 @@ impl Running {
                 (Some(deadline), Some(idle)) => Some(deadline.min(idle)),
                 (deadline, idle) => deadline.or(idle),
             };
+            // The log and worker I/O threads are woken once for what the turn told them,
+            // as the loop leaves its CPU, not one by one while a restart's child execs.
+            self.supervisor.os().flush_wakes();
             let events = self.inbox.wait(wake_at);
+            self.supervisor.os().defer_wakes();
             let now = Instant::now();
             let starved = idle_work_since.is_some_and(|since| now - since >= IDLE_WORK_STARVED);
             if (events.is_empty() && idle_work_at.is_some_and(|at| now >= at)) || starved {
@@ -329,6 +333,7 @@ impl Running {
                     .notify("STOPPING=1\nSTATUS=stopping every instance");
             }
             if self.supervisor.finished() {
+                self.supervisor.os().flush_wakes();
                 return;
             }
         }

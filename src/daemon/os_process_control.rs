@@ -124,7 +124,7 @@ impl OsProcessControl {
             node_workers: HashMap::new(),
             spares_wanted: BTreeSet::new(),
             removals: VecDeque::new(),
-            logs,
+            logs: logs.for_the_loop(),
             usage: UsageMeter::default(),
             instance_ports: HashMap::new(),
         })
@@ -874,9 +874,18 @@ impl OsProcessControl {
         (held, sockets)
     }
 
-    /// Wakes the worker I/O thread for the channels adopted ([`WorkerIo::quiet`]).
-    pub(crate) fn wake_io(&self) {
-        self.io.wake();
+    /// From now until [`OsProcessControl::flush_wakes`] (the loop's turn), what is told to
+    /// the log and worker I/O threads waits in their channels with one wake-up owed to each:
+    /// a restart's child gets the CPUs to exec on while the loop finishes its turn.
+    pub(crate) fn defer_wakes(&self) {
+        self.io.defer_wakes();
+        self.logs.defer_wakes();
+    }
+
+    /// Wakes the log and worker I/O threads once each for what the turn told them.
+    pub(crate) fn flush_wakes(&self) {
+        self.io.flush_wakes();
+        self.logs.flush_wakes();
     }
 
     /// The worker I/O thread's hand-over (see [`WorkerIo::hand_over`]).
@@ -912,7 +921,7 @@ impl OsProcessControl {
         self.sockets.extend(sockets);
         self.instance_ports.extend(held.ports);
         // The instances' channels come next, thousands of them: one wake-up for all.
-        self.io.quiet();
+        self.defer_wakes();
         let Ok(tree) = &mut self.cgroups else {
             return;
         };

@@ -38,6 +38,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::daemon::os::cgroup::cgroup_of;
+use crate::daemon::os::doorbell::Doorbell;
 use crate::daemon::sd_notify::{self, Received};
 use crate::daemon::signals::EventSender;
 use crate::daemon::thread_guard::ThreadGuard;
@@ -190,12 +191,12 @@ impl Budget {
 #[derive(Clone)]
 pub(crate) struct WorkerIo {
     commands: Sender<Command>,
-    wake: Arc<EventFd>,
+    /// Rung after each command, or once at the end of the loop's turn
+    /// ([`WorkerIo::defer_wakes`]).
+    bell: Doorbell,
     /// Bytes of `clusterctl send` messages queued for each instance, and for all of them.
     send_queues: Arc<Mutex<HashMap<SpawnId, Arc<AtomicUsize>>>>,
     send_total: Arc<AtomicUsize>,
-    /// Commands are queued without waking the thread ([`WorkerIo::quiet`]).
-    quiet: Arc<AtomicBool>,
 }
 
 impl WorkerIo {
@@ -256,10 +257,9 @@ impl WorkerIo {
             })?;
         Ok(WorkerIo {
             commands,
-            wake,
+            bell: Doorbell::new(wake),
             send_queues: Arc::default(),
             send_total: Arc::default(),
-            quiet: Arc::default(),
         })
     }
 
@@ -352,6 +352,8 @@ impl WorkerIo {
         let (reply, held) = crossbeam_channel::bounded(1);
         let (go_on, resume) = crossbeam_channel::bounded(1);
         self.command(Command::HandOver(reply, resume));
+        // Waited for here: not at the end of the turn.
+        self.bell.ring_now();
         let held = held
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .map_err(|_| "the worker I/O thread did not stop in time".to_string())??;
@@ -365,21 +367,22 @@ impl WorkerIo {
     }
 
     fn command(&self, command: Command) {
-        if self.commands.send(command).is_ok() && !self.quiet.load(Ordering::Relaxed) {
-            let _ = self.wake.write(1);
+        if self.commands.send(command).is_ok() {
+            self.bell.ring();
         }
     }
 
-    /// `daemon-reexec`'s new image watches thousands of channels at once: commands are
-    /// queued without waking the thread until [`WorkerIo::wake`] (one wake-up, not one each).
-    pub(crate) fn quiet(&self) {
-        self.quiet.store(true, Ordering::Relaxed);
+    /// From now until [`WorkerIo::flush_wakes`], commands are queued with one wake-up owed
+    /// (the loop's turn: a restart's child execs meanwhile; `daemon-reexec`'s new image
+    /// watches thousands of channels at once).
+    pub(crate) fn defer_wakes(&self) {
+        self.bell.defer();
     }
 
-    /// Wakes the thread for what was queued quietly, and wakes it for each command again.
-    pub(crate) fn wake(&self) {
-        self.quiet.store(false, Ordering::Relaxed);
-        let _ = self.wake.write(1);
+    /// Wakes the thread once for what was queued since [`WorkerIo::defer_wakes`], and for
+    /// each command again.
+    pub(crate) fn flush_wakes(&self) {
+        self.bell.flush();
     }
 }
 

@@ -558,3 +558,36 @@ fn restart_backoff_spaces_the_restarts_of_a_crashing_program_further_and_further
     }
     assert_eq!(d.unit("crashy")["gave_up"], false);
 }
+
+/// The loop tells the log thread about a restarted instance at the end of its turn (one
+/// wake-up, while the child execs), not at once: the first line a restarted instance writes
+/// at once is still in its unit's log, after the line that says it started, every time.
+#[test]
+fn the_first_line_of_every_restarted_instance_is_logged_after_its_start() {
+    let unit = "command = [\"sh\", \"-c\", \"echo first $$; exec sleep 300\"]\ninstances = 2\n\
+                restart_limit = { burst = 1000, interval = \"1s\" }\n";
+    let d = Daemon::start(&[("web", unit)]);
+    d.wait_running("web", 2);
+    let file = d.log_dir().join("web.log");
+    let mut pids = Vec::new();
+    for _ in 0..20 {
+        let pid = running_pid(&d.unit("web"), 0).expect("instance 0 running");
+        wait_for("its first line", PATIENCE, || {
+            fs::read_to_string(&file).is_ok_and(|t| t.contains(&format!("| first {pid}\n")))
+        });
+        pids.push(pid);
+        send_signal(pid, libc::SIGKILL);
+        wait_for("instance 0 to run again", PATIENCE, || {
+            running_pid(&d.unit("web"), 0).is_some_and(|p| p != pid)
+        });
+    }
+    let text = fs::read_to_string(&file).expect("web.log");
+    for pid in pids {
+        let started = text.find(&format!("started, pid {pid}\n"));
+        let first = text.find(&format!("| first {pid}\n"));
+        assert!(
+            matches!((started, first), (Some(s), Some(f)) if s < f),
+            "pid {pid}: start at {started:?}, first line at {first:?}\n{text}"
+        );
+    }
+}

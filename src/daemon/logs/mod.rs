@@ -37,6 +37,7 @@ use nix::fcntl::OFlag;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
+use crate::daemon::os::doorbell::Doorbell;
 use crate::unit::{LogSettings, LogTo, Unit};
 use capture::CaptureThread;
 use log_dir::LogDir;
@@ -238,7 +239,9 @@ pub(crate) struct ChildOutput {
 #[derive(Clone)]
 pub(crate) struct Logs {
     commands: Sender<Command>,
-    wake: Arc<EventFd>,
+    /// Rung after each command; the loop's handle ([`Logs::for_the_loop`]) rings once at
+    /// the end of its turn.
+    bell: Doorbell,
     shared: Arc<Shared>,
     default_to: LogTo,
 }
@@ -291,7 +294,7 @@ impl Logs {
             .spawn(move || thread.run())?;
         let logs = Logs {
             commands,
-            wake,
+            bell: Doorbell::new(wake),
             shared,
             default_to: options.default_to,
         };
@@ -306,8 +309,30 @@ impl Logs {
 
     fn command(&self, command: Command) {
         if self.commands.send(command).is_ok() {
-            let _ = self.wake.write(1);
+            self.bell.ring();
         }
+    }
+
+    /// A handle for the supervisor loop, whose wake-ups of the log thread can wait for the
+    /// end of its turn ([`Logs::defer_wakes`]) without holding back the other threads'.
+    pub(crate) fn for_the_loop(&self) -> Logs {
+        Logs {
+            bell: self.bell.own(),
+            ..self.clone()
+        }
+    }
+
+    /// From now until [`Logs::flush_wakes`], this handle's commands are queued (in order,
+    /// with every other handle's) and one wake-up is owed: a new instance's pipes, its
+    /// start and its events are read when the loop's turn is over, its child exec'ing
+    /// meanwhile. The pipes hold what the child writes until then.
+    pub(crate) fn defer_wakes(&self) {
+        self.bell.defer();
+    }
+
+    /// Wakes the log thread once for what was queued since [`Logs::defer_wakes`].
+    pub(crate) fn flush_wakes(&self) {
+        self.bell.flush();
     }
 
     /// Where `unit`'s output goes, as configured.
@@ -406,6 +431,8 @@ impl Logs {
         let (reply, pipes) = crossbeam_channel::bounded(1);
         let (go_on, resume) = crossbeam_channel::bounded(1);
         self.command(Command::HandOver { reply, resume });
+        // Waited for here: not at the end of the turn.
+        self.bell.ring_now();
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let pipes = pipes
             .recv_timeout(left)

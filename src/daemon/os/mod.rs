@@ -4,7 +4,8 @@
 //! [`cgroup`] (instances in cgroups of their own), [`listen_sockets`] (the sockets units
 //! share), [`unix_socket_file`] (is a socket file stale?), [`environment_file`] (variables
 //! read at every start), [`fd_limit`] (clusterd's own, and its instances'), [`usage`]
-//! (what each instance uses) and [`low_fds`] (the fd numbers through which a child gets its
+//! (what each instance uses), [`doorbell`] (a helper thread's eventfd, rung at once or at the
+//! end of the loop's turn) and [`low_fds`] (the fd numbers through which a child gets its
 //! fds without copying clusterd's table) and [`port_holder`] (who holds a port clusterd cannot
 //! bind).
 //!
@@ -16,6 +17,7 @@
 //! `Usage`) and the leaf `crate::net_bind`; `src/layers.rs` holds it so.
 
 pub(crate) mod cgroup;
+pub(crate) mod doorbell;
 pub(crate) mod environment_file;
 pub(crate) mod fd_limit;
 pub(crate) mod listen_sockets;

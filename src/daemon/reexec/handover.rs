@@ -453,7 +453,7 @@ fn adopt_pipes_and_channels(
             .adopt_instance(id, unit, instance.index, channel);
     }
     // The worker I/O thread takes them all at one wake-up.
-    supervisor.os().wake_io();
+    supervisor.os().flush_wakes();
     // After the channels: the primary's workers are known by then.
     let mut primary_fds = std::collections::HashMap::new();
     for fd in state.fds.primary.fds() {
