@@ -848,3 +848,112 @@ fn a_logs_follower_of_every_unit_reconnects_after_a_reexec_and_misses_and_repeat
         );
     }
 }
+
+/// Reads its worker channel and appends `INDEX N` to `got` for each `{"n": N, ...}` line:
+/// instance 0 slowly (0.1 s a line) from the start, instance 1 not before the file `go`
+/// exists.
+const CHANNEL_READER: &str = r#"
+import json, os, sys, time
+go, got = sys.argv[1], sys.argv[2]
+index = os.environ["CLUSTERD_INSTANCE"]
+if index == "1":
+    while not os.path.exists(go):
+        time.sleep(0.02)
+fd = int(os.environ["CLUSTERD_CHANNEL_FD"])
+pending = b""
+while True:
+    data = os.read(fd, 4096)
+    if not data:
+        break
+    pending += data
+    while b"\n" in pending:
+        line, pending = pending.split(b"\n", 1)
+        with open(got, "a") as f:
+            f.write("%s %d\n" % (index, json.loads(line)["n"]))
+        if index == "0":
+            time.sleep(0.1)
+"#;
+
+/// `clusterctl send` of `{"n": N}` padded to 16 kB to `chan[index]`, through the library's
+/// client (a flood of them): whether it was accepted.
+fn send_numbered(d: &Daemon, index: u32, n: u32) -> bool {
+    let message = format!("{{\"n\": {n}, \"pad\": \"{}\"}}", "x".repeat(16_000));
+    let request = clusterd::protocol::Request::Send {
+        unit: "chan".into(),
+        instance: Some(index),
+        message,
+    };
+    clusterd::client::connection::send_request_within(&d.socket, request, CTL_DEADLINE)
+        .unwrap_or_else(|e| panic!("send failed: {e:?}\n{}", d.log()))
+        .ok
+}
+
+/// The numbers instance `index` received, in the order it received them.
+fn received(d: &Daemon, index: &str) -> Vec<u32> {
+    fs::read_to_string(d.path("got"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(i, _)| *i == index)
+        .filter_map(|(_, n)| n.parse().ok())
+        .collect()
+}
+
+#[test]
+fn send_messages_not_yet_read_arrive_once_and_in_order_across_a_reexec() {
+    if !available("python3", runs("python3", &["--version"])) {
+        return;
+    }
+    let (d, binary) = start_from_copy_with(&[]);
+    let script = python_script(&d, "reader.py", CHANNEL_READER);
+    let unit = format!(
+        "command = [\"python3\", \"{script}\", \"{}\", \"{}\"]\ninstances = 2\n",
+        toml_path(&d.path("go")),
+        toml_path(&d.path("got"))
+    );
+    load_unit(&d, "chan", &unit);
+    let pids = d.wait_running("chan", 2);
+
+    // The slow reader: more than its socket buffer holds, so clusterd queues the rest.
+    let slow: Vec<u32> = (1..=24).collect();
+    for &n in &slow {
+        assert!(send_numbered(&d, 0, n), "send {n} to chan[0] refused");
+    }
+    // The one that does not read: until its queue in clusterd is full and a send refused.
+    let mut accepted = Vec::new();
+    for n in 1..=200 {
+        if !send_numbered(&d, 1, n) {
+            break;
+        }
+        accepted.push(n);
+    }
+    assert!(accepted.len() < 200, "chan[1]'s queue never filled");
+    assert!(
+        received(&d, "0").len() < slow.len(),
+        "chan[0] read too fast"
+    );
+
+    // Bounded: a worker that reads nothing does not hold the re-exec up.
+    replace_with_copy(&binary, Path::new(CLUSTERD));
+    let asked = std::time::Instant::now();
+    reexec(&d);
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "daemon-reexec took {took:?}"
+    );
+    assert_eq!(d.pids("chan"), pids);
+
+    fs::write(d.path("go"), "").expect("go");
+    wait_for("every message to arrive", PATIENCE, || {
+        received(&d, "0").len() >= slow.len() && received(&d, "1").len() >= accepted.len()
+    });
+    assert_eq!(received(&d, "0"), slow, "chan[0]\n{}", d.log());
+    assert_eq!(received(&d, "1"), accepted, "chan[1]\n{}", d.log());
+    // Sent after: after them, as usual.
+    assert!(send_numbered(&d, 1, 1000));
+    wait_for("the last message", PATIENCE, || {
+        received(&d, "1").last() == Some(&1000)
+    });
+    assert_eq!(received(&d, "1").len(), accepted.len() + 1);
+}
