@@ -957,3 +957,147 @@ fn send_messages_not_yet_read_arrive_once_and_in_order_across_a_reexec() {
     });
     assert_eq!(received(&d, "1").len(), accepted.len() + 1);
 }
+
+/// `[health]` of instance `index` as status shows it: (state, failures).
+fn health_of(d: &Daemon, unit: &str, index: u64) -> (String, u64) {
+    let status = d.unit(unit);
+    let instance = status["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["index"] == index && !i["draining"].as_bool().unwrap_or(false))
+        .cloned()
+        .unwrap_or_default();
+    (
+        instance["health"]["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        instance["health"]["failures"].as_u64().unwrap_or(0),
+    )
+}
+
+/// How many lines of clusterd's log contain `text`.
+fn logged(d: &Daemon, text: &str) -> usize {
+    d.log().lines().filter(|l| l.contains(text)).count()
+}
+
+#[test]
+fn an_unhealthy_instance_is_replaced_after_the_failures_it_had_left_and_a_healthy_one_stays_healthy(
+) {
+    let (d, binary) = start_from_copy_with(&[]);
+    let dir = d.path("");
+    // Fails while `sick-INDEX` exists; every check of each pid logged.
+    let unit = format!(
+        "command = [\"sleep\", \"1000\"]\ninstances = 2\n[health]\ncommand = [\"sh\", \"-c\", \"echo $MAINPID >> {d}/checks; test ! -e {d}/sick-$CLUSTERD_INSTANCE\"]\ninterval = \"1500ms\"\nfailures = 3\n",
+        d = toml_path(&dir)
+    );
+    load_unit(&d, "web", &unit);
+    let pids = d.wait_running("web", 2);
+    fs::write(d.path("sick-0"), "").expect("sick-0");
+    wait_for("web[0] to fail 2 of its 3 checks", PATIENCE, || {
+        health_of(&d, "web", 0) == ("failing".into(), 2)
+    });
+    wait_for("web[1] to pass a check", PATIENCE, || {
+        health_of(&d, "web", 1) == ("ok".into(), 0)
+    });
+
+    replace_with_copy(&binary, Path::new(CLUSTERD));
+    reexec(&d);
+    // At once, before any check of the new image: as they were.
+    assert_eq!(
+        health_of(&d, "web", 0),
+        ("failing".into(), 2),
+        "{}",
+        d.log()
+    );
+    assert_eq!(health_of(&d, "web", 1), ("ok".into(), 0), "{}", d.log());
+    assert_eq!(d.pids("web"), pids);
+
+    // One more failure replaces web[0]: three in all, not three more.
+    wait_for("web[0] to be replaced", PATIENCE, || {
+        d.pids("web").first() != Some(&pids[0])
+    });
+    let checks = fs::read_to_string(d.path("checks")).unwrap_or_default();
+    let of_old = checks.lines().filter(|l| *l == pids[0].to_string()).count();
+    assert_eq!(of_old, 3, "checks of web[0]'s pid\n{checks}\n{}", d.log());
+    let unit = d.unit("web");
+    assert_eq!(unit["health_replacements"], 1, "{unit}");
+    assert_eq!(health_of(&d, "web", 1), ("ok".into(), 0));
+    assert_eq!(d.pids("web")[1], pids[1]);
+}
+
+/// A health check that fails, the second of each instance's only once `release` exists.
+const GATED_CHECK: &str = r#"
+dir=$1
+echo "start $MAINPID" >> "$dir/probes"
+if [ "$(grep -c "start $MAINPID" "$dir/probes")" = 2 ]; then
+    while [ ! -e "$dir/release" ]; do sleep 0.05; done
+fi
+echo "end $MAINPID" >> "$dir/probes"
+exit 1
+"#;
+
+#[test]
+fn a_health_command_running_at_the_reexec_is_reaped_by_the_new_image_and_counted_once() {
+    let (d, binary) = start_from_copy_with(&[]);
+    let script = d.path("check.sh");
+    fs::write(&script, GATED_CHECK).expect("check.sh");
+    let unit = format!(
+        "command = [\"sleep\", \"1000\"]\n[health]\ncommand = [\"sh\", \"{}\", \"{}\"]\ninterval = \"1s\"\ntimeout = \"60s\"\nfailures = 3\n",
+        toml_path(&script),
+        toml_path(&d.path(""))
+    );
+    load_unit(&d, "web", &unit);
+    let pid = d.wait_running("web", 1)[0];
+    let probes = || fs::read_to_string(d.path("probes")).unwrap_or_default();
+    let count = |what: &str| {
+        let line = format!("{what} {pid}");
+        probes().lines().filter(|l| *l == line).count()
+    };
+    wait_for("the second check to run", PATIENCE, || count("start") == 2);
+    assert_eq!(health_of(&d, "web", 0), ("failing".into(), 1));
+
+    replace_with_copy(&binary, Path::new(CLUSTERD));
+    reexec(&d);
+    assert_eq!(count("end"), 1, "the gated check ended before the re-exec");
+    fs::write(d.path("release"), "").expect("release");
+    // Its end is counted by the new image, once: two failures, then a third replaces it.
+    wait_for("web[0] to be replaced", PATIENCE, || {
+        d.pids("web").first().is_some_and(|p| *p != pid)
+    });
+    assert_eq!(count("end"), 3, "{}\n{}", probes(), d.log());
+    let at = |n: u32| format!("(pid {pid}): health check failed ({n} of 3 in a row)");
+    assert_eq!(
+        (logged(&d, &at(1)), logged(&d, &at(2))),
+        (1, 1),
+        "{}",
+        d.log()
+    );
+    let replaced = "health check failed 3 time(s) in a row (check exited with code 1); starting";
+    assert_eq!(logged(&d, replaced), 1, "{}", d.log());
+}
+
+#[test]
+fn an_on_giveup_hook_running_at_the_reexec_is_reaped_and_logged_by_the_new_image() {
+    let (d, binary) = start_from_copy_with(&[]);
+    let dir = toml_path(&d.path(""));
+    let unit = format!(
+        "command = [\"false\"]\nrestart_limit = {{ burst = 1, interval = \"1m\" }}\non_giveup = [\"sh\", \"-c\", \"echo $$ > {dir}/hook; while [ ! -e {dir}/release ]; do sleep 0.05; done; exit 3\"]\n"
+    );
+    d.write_unit("crashy", &unit);
+    d.ctl(&["daemon-reload"]);
+    wait_for("the on_giveup hook to run", PATIENCE, || {
+        fs::read_to_string(d.path("hook")).is_ok_and(|t| t.ends_with('\n'))
+    });
+    let hook = fs::read_to_string(d.path("hook")).unwrap_or_default();
+    let hook = hook.trim();
+
+    replace_with_copy(&binary, Path::new(CLUSTERD));
+    reexec(&d);
+    fs::write(d.path("release"), "").expect("release");
+    let line = format!("crashy: on_giveup hook (pid {hook}) exited with code 3");
+    wait_for("the new image to reap the hook", PATIENCE, || {
+        logged(&d, &line) == 1
+    });
+}

@@ -212,6 +212,9 @@ mod tests {
             instances: Vec::new(),
             timers: Vec::new(),
             shutting_down: false,
+            hooks: Vec::new(),
+            lingering: Vec::new(),
+            probe_seq: 0,
         };
         DaemonState {
             version: STATE_VERSION,
