@@ -1101,3 +1101,133 @@ fn an_on_giveup_hook_running_at_the_reexec_is_reaped_and_logged_by_the_new_image
         logged(&d, &line) == 1
     });
 }
+
+/// `command = ["sh", "-c", SCRIPT]`, the script escaped for TOML.
+fn sh_unit(script: &str) -> String {
+    format!(
+        "command = [\"sh\", \"-c\", \"{}\"]\n",
+        script.replace('\\', "\\\\").replace('"', "\\\"")
+    )
+}
+
+#[test]
+fn a_one_shot_running_at_the_reexec_ends_done_and_releases_its_dependent_and_schedules_keep_their_time(
+) {
+    let (d, binary) = start_from_copy_with(&[]);
+    let release = d.path("release").display().to_string();
+    d.write_unit(
+        "migrate",
+        &format!(
+            "{}type = \"oneshot\"\n",
+            sh_unit(&format!("while [ ! -e '{release}' ]; do sleep 0.05; done"))
+        ),
+    );
+    d.write_unit("web", "command = \"sleep 300\"\nafter = [\"migrate\"]\n");
+    d.write_unit(
+        "tick",
+        "command = \"true\"\ntype = \"oneshot\"\nschedule = \"every 60s\"\n",
+    );
+    d.ctl(&["daemon-reload"]);
+    wait_for("migrate to run and web to wait", PATIENCE, || {
+        d.unit("migrate")["job"]["runs"] == 1 && d.unit("web")["state"] == "waiting"
+    });
+    let next_run = |d: &Daemon| d.unit("tick")["job"]["next_run_in_ms"].as_u64();
+    wait_for("tick's schedule to come closer", PATIENCE, || {
+        next_run(&d).is_some_and(|ms| ms < 58_000)
+    });
+
+    replace_with_copy(&binary, Path::new(CLUSTERD));
+    reexec(&d);
+    // Not re-armed from the exec: due when it was.
+    let after = next_run(&d).unwrap_or(u64::MAX);
+    assert!(
+        after < 58_000,
+        "tick's next run moved to {after} ms\n{}",
+        d.log()
+    );
+    let migrate = d.unit("migrate");
+    assert_eq!(migrate["job"]["runs"], 1, "{migrate}");
+    assert!(migrate["job"]["last_run"]["started_ago_ms"].as_u64() > Some(0));
+    assert_eq!(d.unit("web")["state"], "waiting");
+
+    // The run goes on in the new image: it ends done, and its dependent starts.
+    fs::write(&release, "").expect("release");
+    wait_for("migrate to be done", PATIENCE, || {
+        d.unit("migrate")["state"] == "done"
+    });
+    let migrate = d.unit("migrate");
+    assert_eq!(migrate["job"]["last_run"]["ok"], true, "{migrate}");
+    assert_eq!(migrate["job"]["runs"], 1, "{migrate}");
+    d.wait_running("web", 1);
+}
+
+#[test]
+fn a_rolling_reload_under_way_at_the_reexec_goes_on_to_its_last_instance() {
+    let (d, binary) = start_from_copy_with(&[]);
+    let (slow, go) = (d.path("slow"), d.path("go"));
+    // Ready at once; once `slow` exists, a new process is ready only when `go` exists.
+    let script = format!(
+        "if [ -e '{}' ]; then while [ ! -e '{}' ]; do sleep 0.05; done; fi; echo '{{\"act\":\"ready\"}}' >&$CLUSTERD_CHANNEL_FD; exec sleep 300",
+        slow.display(),
+        go.display()
+    );
+    let unit = format!("{}ready = \"notify\"\ninstances = 3\n", sh_unit(&script));
+    load_unit(&d, "web", &unit);
+    let old = d.wait_running("web", 3);
+    fs::write(&slow, "").expect("slow");
+
+    replace_with_copy(&binary, Path::new(CLUSTERD));
+    std::thread::scope(|scope| {
+        // Its connection is closed by the exec (it waits for the whole reload).
+        let reload = scope.spawn(|| d.ctl(&["reload", "web"]));
+        wait_for("web[0]'s new process to start", PATIENCE, || {
+            d.unit("web")["instances"]
+                .as_array()
+                .is_some_and(|list| list.len() > 3)
+        });
+        reexec(&d);
+        let _ = reload.join();
+    });
+    fs::write(&go, "").expect("go");
+    wait_for("every instance to be replaced", PATIENCE, || {
+        let pids = d.pids("web");
+        pids.len() == 3 && pids.iter().all(|p| !old.contains(p))
+    });
+    wait_for("the old processes to be gone", PATIENCE, || {
+        old.iter().all(|p| !alive(*p))
+    });
+    assert!(
+        d.log().contains("web: reloaded 3 instance(s)"),
+        "{}",
+        d.log()
+    );
+}
+
+#[test]
+fn a_watched_change_noticed_before_the_reexec_still_reloads_after_it() {
+    let (d, binary) = start_from_copy_with(&[]);
+    let watched = d.path("app");
+    fs::create_dir_all(&watched).expect("app dir");
+    let unit = format!(
+        "command = \"sleep 300\"\nwatch = [\"{}\"]\nwatch_delay = \"3s\"\n",
+        toml_path(&watched)
+    );
+    load_unit(&d, "web", &unit);
+    let old = d.wait_running("web", 1)[0];
+    fs::write(watched.join("code.js"), "changed").expect("change");
+    wait_for("the change to be noticed", PATIENCE, || {
+        logged(&d, "web: watched files changed") > 0
+    });
+
+    replace_with_copy(&binary, Path::new(CLUSTERD));
+    reexec(&d);
+    assert!(
+        logged(&d, "watched files changed; reloading") == 0,
+        "reloaded before the re-exec: the quiet period is too short for this machine"
+    );
+    // Its quiet period came along: the reload happens once it is over.
+    wait_for("web to be reloaded", PATIENCE, || {
+        d.pids("web").first().is_some_and(|p| *p != old)
+    });
+    assert_eq!(logged(&d, "watched files changed; reloading"), 1);
+}
