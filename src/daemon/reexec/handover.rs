@@ -270,7 +270,8 @@ impl Running {
                     ));
                     continue;
                 }
-                // A health check's result: the checks start again in the new image.
+                // An HTTP check's result: the check is written down as in flight, and the
+                // new image runs it again at once (`Supervisor::resume_checks`).
                 Event::ProbeDone { .. } | Event::Reload { reply: None, .. } => continue,
             });
         }
