@@ -25,7 +25,7 @@ use super::health::SavedHealth;
 use super::jobs::{JobRuntime, SavedJob};
 use super::phase::{Phase, UnitPhase};
 use super::timers::Timer;
-use super::unit_runtime::Rollout;
+use super::unit_runtime::{AfterStop, RecentEvent, Rollout};
 use super::unit_runtime::{Handover, Slot, UnitRuntime};
 use super::Process;
 use super::{ProcessControl, Supervisor};
@@ -97,6 +97,44 @@ pub(crate) struct UnitState {
     /// file): the new image goes on with it.
     #[serde(default)]
     pub rollout: Option<SavedRollout>,
+    /// What happens once its processes are gone: a `restart` or a changed file's restart
+    /// under way starts it again, a removed file's unit is forgotten.
+    #[serde(default)]
+    pub after_stop: SavedAfterStop,
+    /// Its last lifecycle events (`status UNIT`), oldest first: how long ago, the index, text.
+    #[serde(default)]
+    pub recent: Vec<(Duration, Option<u32>, String)>,
+    /// Why its program cannot be executed, and the retry's delay.
+    #[serde(default)]
+    pub cannot_execute: Option<String>,
+    #[serde(default)]
+    pub retry_delay: Option<Duration>,
+    #[serde(default)]
+    pub memory_check_armed: bool,
+}
+
+/// A unit file as loaded: its path and text, re-parsed by the new image.
+pub(crate) type SavedUnit = (PathBuf, String);
+
+fn saved_unit(unit: &Unit) -> SavedUnit {
+    (unit.path.clone(), unit.source.0.to_string())
+}
+
+fn parsed_unit(name: &str, (path, text): SavedUnit) -> Result<Box<Unit>, String> {
+    Unit::parse(&path, &text)
+        .map(Box::new)
+        .map_err(|e| format!("unit {name}: {e}"))
+}
+
+/// [`AfterStop`] written down.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum SavedAfterStop {
+    #[default]
+    Nothing,
+    /// Start again, with the configuration of a changed file if any.
+    Start(Option<SavedUnit>),
+    Remove,
 }
 
 /// A rolling reload under way. Its waiters are not carried: their connections close at the
@@ -107,7 +145,7 @@ pub(crate) struct SavedRollout {
     pub next_index: u32,
     /// The configuration a changed file's reload goes back to if it fails: its file's path
     /// and text, re-parsed.
-    pub revert_to: Option<(PathBuf, String)>,
+    pub revert_to: Option<SavedUnit>,
 }
 
 /// One instance index (slot) of a unit.
@@ -266,9 +304,21 @@ impl<P: ProcessControl> Supervisor<P> {
                     cron_next: rt.cron_next.as_ref().map(CronNext::at),
                     rollout: rt.rollout.as_ref().map(|rollout| SavedRollout {
                         next_index: rollout.next_index,
-                        revert_to: (rollout.revert_to.as_ref())
-                            .map(|unit| (unit.path.clone(), unit.source.0.to_string())),
+                        revert_to: rollout.revert_to.as_deref().map(saved_unit),
                     }),
+                    after_stop: match &rt.after_stop {
+                        AfterStop::Nothing => SavedAfterStop::Nothing,
+                        AfterStop::Start(unit) => {
+                            SavedAfterStop::Start(unit.as_deref().map(saved_unit))
+                        }
+                        AfterStop::Remove => SavedAfterStop::Remove,
+                    },
+                    recent: (rt.recent.iter())
+                        .map(|e| (ago(e.at), e.index, e.text.clone()))
+                        .collect(),
+                    cannot_execute: rt.cannot_execute.clone(),
+                    retry_delay: rt.retry_delay,
+                    memory_check_armed: rt.memory_check_armed,
                 };
                 (name.clone(), state)
             })
@@ -338,8 +388,9 @@ impl<P: ProcessControl> Supervisor<P> {
     /// of `cron_restart` and job schedules, which a state without them re-arms from the
     /// unit), health (failures in a row, the watchdog's last sign of life, a command check
     /// running: reaped and counted here; an HTTP check in flight is run again at once), a
-    /// one-shot's runs, a rolling reload under way, `on_giveup` hooks running, leftovers of
-    /// reaped instances. Not carried: requests waiting on a unit (their clients lost the
+    /// one-shot's runs, a rolling reload under way, a restart (or a removed file's removal)
+    /// waiting for the unit's processes to be gone, `on_giveup` hooks running, leftovers of
+    /// reaped instances, the events `status UNIT` shows. Not carried: requests waiting on a unit (their clients lost the
     /// connection and ask again, joining what goes on). A unit waiting for its `after` keeps
     /// its phase and is released by its dependency's next change, as in the old image.
     pub(crate) fn restore(&mut self, state: SupervisorState, now: Instant) -> Result<(), String> {
@@ -379,13 +430,27 @@ impl<P: ProcessControl> Supervisor<P> {
             rt.cron_next = (rt.unit.cron_restart.clone())
                 .zip(saved.cron_next)
                 .map(|(schedule, at)| CronNext::restored(schedule, at));
+            rt.after_stop = match saved.after_stop {
+                SavedAfterStop::Nothing => AfterStop::Nothing,
+                SavedAfterStop::Start(unit) => {
+                    AfterStop::Start(unit.map(|u| parsed_unit(&name, u)).transpose()?)
+                }
+                SavedAfterStop::Remove => AfterStop::Remove,
+            };
+            rt.recent = (saved.recent.into_iter())
+                .map(|(ago, index, text)| RecentEvent {
+                    at: before(ago),
+                    index,
+                    text,
+                })
+                .collect();
+            rt.cannot_execute = saved.cannot_execute;
+            rt.retry_delay = saved.retry_delay;
+            rt.memory_check_armed = saved.memory_check_armed;
             if let Some(rollout) = saved.rollout {
-                let revert_to = match rollout.revert_to {
-                    Some((path, text)) => Some(Box::new(
-                        Unit::parse(&path, &text).map_err(|e| format!("unit {name}: {e}"))?,
-                    )),
-                    None => None,
-                };
+                let revert_to = (rollout.revert_to)
+                    .map(|u| parsed_unit(&name, u))
+                    .transpose()?;
                 rt.rollout = Some(Rollout {
                     next_index: rollout.next_index,
                     waiters: Vec::new(),
@@ -615,6 +680,16 @@ mod tests {
                         next_index: 1,
                         revert_to: (n == 0).then(|| (PathBuf::from("/u0.toml"), "x".into())),
                     }),
+                    after_stop: match n % 4 {
+                        0 => SavedAfterStop::Nothing,
+                        1 => SavedAfterStop::Start(None),
+                        2 => SavedAfterStop::Start(Some((PathBuf::from("/u.toml"), "y".into()))),
+                        _ => SavedAfterStop::Remove,
+                    },
+                    recent: vec![(Duration::from_secs(2), Some(0), "started, pid 1000".into())],
+                    cannot_execute: (n == 1).then(|| "cannot execute \"x\"".into()),
+                    retry_delay: (n == 1).then_some(Duration::from_secs(1)),
+                    memory_check_armed: n == 2,
                 };
                 (format!("u{n}"), state)
             })
@@ -659,7 +734,16 @@ mod tests {
             old.as_object_mut().expect("object").remove(key);
         }
         for unit in old["units"].as_object_mut().expect("units").values_mut() {
-            for key in ["job", "cron_next", "rollout"] {
+            for key in [
+                "job",
+                "cron_next",
+                "rollout",
+                "after_stop",
+                "recent",
+                "cannot_execute",
+                "retry_delay",
+                "memory_check_armed",
+            ] {
                 unit.as_object_mut().expect("unit").remove(key);
             }
         }

@@ -1231,3 +1231,34 @@ fn a_watched_change_noticed_before_the_reexec_still_reloads_after_it() {
     });
     assert_eq!(logged(&d, "watched files changed; reloading"), 1);
 }
+
+#[test]
+fn a_restart_waiting_for_its_stop_at_the_reexec_starts_the_unit_again() {
+    let (d, binary) = start_from_copy_with(&[]);
+    // Ignores SIGTERM: the stop waits for its SIGKILL, 3 s later.
+    let unit = format!(
+        "{}kill_timeout = \"3s\"\n",
+        sh_unit("trap '' TERM; exec sleep 300")
+    );
+    load_unit(&d, "web", &unit);
+    let old = d.wait_running("web", 1)[0];
+    replace_with_copy(&binary, Path::new(CLUSTERD));
+    std::thread::scope(|scope| {
+        // Its connection is closed by the exec (the restart takes longer than a second).
+        let restart = scope.spawn(|| d.ctl(&["restart", "web"]));
+        wait_for("the restart's stop to begin", PATIENCE, || {
+            logged(&d, &format!("web[0] (pid {old}): stopping with SIGTERM")) == 1
+        });
+        reexec(&d);
+        let _ = restart.join();
+    });
+    wait_for("web to run again, in a new process", PATIENCE, || {
+        d.pids("web").first().is_some_and(|p| *p != old)
+    });
+    assert!(!alive(old));
+    assert!(
+        logged(&d, "killing it with SIGKILL") + logged(&d, "killed by SIGKILL") > 0,
+        "{}",
+        d.log()
+    );
+}
