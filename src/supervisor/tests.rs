@@ -3285,3 +3285,33 @@ fn health_and_the_checks_running_are_carried_by_a_restore() {
     assert_eq!(health(&next, "cmd").map(|s| s.failures), Some(2));
     assert_eq!(next.pid_of("cmd", 0), pid);
 }
+
+/// daemon-reexec while what a stopped instance left outlives its SIGKILL: the new image still
+/// waits for it, and gives up on it at the same deadline (without the carry it was no longer
+/// known, and nobody gave up on it).
+#[test]
+fn leftovers_of_a_reaped_instance_are_carried_by_a_restore() {
+    let mut h = Harness::start(&[("web", "command = \"sleep 100\"\n")]);
+    let pid = h.pid_of("web", 0);
+    h.os_mut().leave_processes = true;
+    let _reply = h.request(Request::Stop { unit: unit("web") });
+    h.exit(pid, killed(Signal::SIGTERM));
+    h.advance(SECOND);
+    let state = h.sup.snapshot(h.now);
+    assert_eq!(state.lingering.len(), 1, "{state:?}");
+    let text = serde_json::to_string(&state).expect("serializes");
+    let read =
+        super::snapshot::read_versioned::<super::snapshot::SupervisorState>(&text).expect("parses");
+    read.validate().expect("valid");
+    let mut new = Supervisor::new(FakeOs::new());
+    new.restore(read, h.now).expect("restores");
+    let mut next = Harness {
+        sup: new,
+        now: h.now,
+    };
+    next.advance(super::AFTER_SIGKILL - SECOND - MS);
+    assert!(next.os().given_up.is_empty());
+    next.advance(MS);
+    assert_eq!(next.os().given_up.len(), 1);
+    assert_eq!(next.status("web").state, UnitState::Stopped);
+}
