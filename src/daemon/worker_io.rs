@@ -1178,6 +1178,28 @@ mod tests {
     }
 
     #[test]
+    fn what_a_channel_has_in_flight_round_trips_through_the_reexec_state() {
+        let carried = CarriedChannel {
+            id: 7,
+            unwritten: vec![
+                CarriedLine {
+                    bytes: b"rest of a line\n".to_vec(),
+                    charged: true,
+                },
+                CarriedLine {
+                    bytes: "\"caf\u{e9}\"\n".as_bytes().to_vec(),
+                    charged: false,
+                },
+            ],
+            unread: vec![b'{', 0xff],
+            discarding: true,
+        };
+        let text = serde_json::to_string(&carried).expect("serializes");
+        let back: CarriedChannel = serde_json::from_str(&text).expect("parses");
+        assert_eq!(back, carried);
+    }
+
+    #[test]
     fn oversized_lines_are_dropped_and_the_next_one_is_read() {
         let mut c = channel();
         let mut out = Vec::new();

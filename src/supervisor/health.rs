@@ -89,6 +89,12 @@ pub(crate) struct SavedHealth {
     pub stopped_as_hung: bool,
 }
 
+impl SavedHealth {
+    pub(crate) fn is_default(&self) -> bool {
+        *self == SavedHealth::default()
+    }
+}
+
 impl InstanceHealth {
     pub(super) fn save(&self, now: Instant) -> SavedHealth {
         SavedHealth {

@@ -176,7 +176,9 @@ pub(crate) struct InstanceState {
     pub started_ago: Duration,
     pub status_text: Option<String>,
     /// Its watchdog and `[health]` state: phase, failures in a row, the check running.
-    #[serde(default)]
+    /// Left out when there is nothing to say (no watchdog, no check): 1000 instances of a
+    /// unit without either add nothing to the state parsed during the pause.
+    #[serde(default, skip_serializing_if = "SavedHealth::is_default")]
     pub health: SavedHealth,
 }
 
