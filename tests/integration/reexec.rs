@@ -1250,7 +1250,14 @@ fn a_restart_waiting_for_its_stop_at_the_reexec_starts_the_unit_again() {
             logged(&d, &format!("web[0] (pid {old}): stopping with SIGTERM")) == 1
         });
         reexec(&d);
-        let _ = restart.join();
+        // Told so, not answered as if done: asking again joins what goes on.
+        let out = restart.join().expect("restart's thread");
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("closed the connection without answering"),
+            "{}",
+            stderr(&out)
+        );
     });
     wait_for("web to run again, in a new process", PATIENCE, || {
         d.pids("web").first().is_some_and(|p| *p != old)
