@@ -850,7 +850,7 @@ fn a_logs_follower_of_every_unit_reconnects_after_a_reexec_and_misses_and_repeat
 }
 
 /// Reads its worker channel and appends `INDEX N` to `got` for each `{"n": N, ...}` line:
-/// instance 0 slowly (0.1 s a line) from the start, instance 1 not before the file `go`
+/// instance 0 slowly (0.25 s a line) from the start, instance 1 not before the file `go`
 /// exists.
 const CHANNEL_READER: &str = r#"
 import json, os, sys, time
@@ -871,7 +871,7 @@ while True:
         with open(got, "a") as f:
             f.write("%s %d\n" % (index, json.loads(line)["n"]))
         if index == "0":
-            time.sleep(0.1)
+            time.sleep(0.25)
 "#;
 
 /// `clusterctl send` of `{"n": N}` padded to 16 kB to `chan[index]`, through the library's
@@ -989,7 +989,7 @@ fn an_unhealthy_instance_is_replaced_after_the_failures_it_had_left_and_a_health
     let dir = d.path("");
     // Fails while `sick-INDEX` exists; every check of each pid logged.
     let unit = format!(
-        "command = [\"sleep\", \"1000\"]\ninstances = 2\n[health]\ncommand = [\"sh\", \"-c\", \"echo $MAINPID >> {d}/checks; test ! -e {d}/sick-$CLUSTERD_INSTANCE\"]\ninterval = \"1500ms\"\nfailures = 3\n",
+        "command = [\"sleep\", \"1000\"]\ninstances = 2\n[health]\ncommand = [\"sh\", \"-c\", \"echo $MAINPID >> {d}/checks; test ! -e {d}/sick-$CLUSTERD_INSTANCE\"]\ninterval = \"3s\"\nfailures = 3\n",
         d = toml_path(&dir)
     );
     load_unit(&d, "web", &unit);
@@ -1209,7 +1209,7 @@ fn a_watched_change_noticed_before_the_reexec_still_reloads_after_it() {
     let watched = d.path("app");
     fs::create_dir_all(&watched).expect("app dir");
     let unit = format!(
-        "command = \"sleep 300\"\nwatch = [\"{}\"]\nwatch_delay = \"3s\"\n",
+        "command = \"sleep 300\"\nwatch = [\"{}\"]\nwatch_delay = \"5s\"\n",
         toml_path(&watched)
     );
     load_unit(&d, "web", &unit);
