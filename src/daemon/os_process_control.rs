@@ -902,6 +902,11 @@ impl OsProcessControl {
         self.io.hand_over(deadline)
     }
 
+    /// After `daemon-reexec`, right after its instance: what its channel had in flight.
+    pub(crate) fn carry_in_channel(&self, carried: crate::daemon::worker_io::CarriedChannel) {
+        self.io.carry_in(carried);
+    }
+
     /// After `daemon-reexec`, once the instances are adopted: the old image's Node primary.
     pub(crate) fn adopt_primary(
         &self,

@@ -44,7 +44,7 @@ use crate::daemon::signals::EventSender;
 use crate::daemon::thread_guard::ThreadGuard;
 use crate::log_limit::{LogLimit, Verdict};
 use crate::node_cluster::liveness::Liveness;
-use crate::node_cluster::outbox::{Charge, Flushed, Outbox, Outgoing};
+use crate::node_cluster::outbox::{CarriedLine, Charge, Flushed, Outbox, Outgoing};
 use crate::node_cluster::primary::handover::HeldPrimary;
 use crate::node_cluster::primary::{Whose, LISTENER_TOKEN_BASE};
 use crate::node_cluster::{Primary, WorkerInfo};
@@ -109,6 +109,9 @@ enum Command {
     HandOver(Sender<Result<IoHandover, String>>, Receiver<()>),
     /// After `daemon-reexec`: the old image's Node primary, with its fds (checked).
     AdoptPrimary(HeldPrimary, HashMap<i32, OwnedFd>),
+    /// After `daemon-reexec`, right after the channel's `Watch`: what the old image had not
+    /// written to it yet (queued first, in order) and the incomplete line it had read.
+    CarryIn(SpawnId, Vec<Outgoing>, Vec<u8>, bool),
 }
 
 /// How long `daemon-reexec` waits for the Node workers to answer the hand-offs in flight.
@@ -118,8 +121,26 @@ const SETTLE_DEADLINE: Duration = Duration::from_secs(1);
 /// same in the new image) and the Node primary.
 pub(crate) struct IoHandover {
     pub channels: Vec<(SpawnId, i32)>,
+    /// What is still in flight on a channel (none for most).
+    pub carried: Vec<CarriedChannel>,
     pub notify: Option<i32>,
     pub primary: HeldPrimary,
+}
+
+/// What a worker channel holds in clusterd's memory at a re-exec, besides its fd: the lines
+/// not written to it yet (`clusterctl send` messages a worker did not read, a `stop_message`)
+/// and the start of a line it is writing. Without it those would be lost at the exec, and
+/// the worker's next bytes read as a malformed line.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CarriedChannel {
+    pub id: SpawnId,
+    /// In the order they are to be written; the first may be the rest of a line.
+    pub unwritten: Vec<CarriedLine>,
+    /// The bytes of the line the worker is in the middle of writing.
+    pub unread: Vec<u8>,
+    /// Inside an oversized line (its rest is dropped up to its newline).
+    pub discarding: bool,
 }
 
 /// A hand-over asked for, waiting for the primary to settle.
@@ -360,6 +381,43 @@ impl WorkerIo {
         Ok((held, go_on))
     }
 
+    /// After `daemon-reexec`, once instance `carried.id`'s channel is watched again: what
+    /// the old image had not written to it (queued before anything else, its `clusterctl
+    /// send` lines counted against the allowances as when they were sent, even past them: they
+    /// were accepted) and the incomplete line it had read.
+    pub(crate) fn carry_in(&self, carried: CarriedChannel) {
+        let queue = self
+            .send_queues
+            .lock()
+            .ok()
+            .and_then(|queues| queues.get(&carried.id).cloned());
+        let lines = carried
+            .unwritten
+            .into_iter()
+            .map(|line| {
+                let cost = line.bytes.len() + QUEUED_LINE_OVERHEAD;
+                let charge = match (&queue, line.charged) {
+                    (Some(queue), true) => {
+                        Charge::take(&[(queue, usize::MAX), (&self.send_total, usize::MAX)], cost)
+                            .ok()
+                    }
+                    _ => None,
+                };
+                Outgoing {
+                    line: line.bytes,
+                    fd: None,
+                    charge,
+                }
+            })
+            .collect();
+        self.command(Command::CarryIn(
+            carried.id,
+            lines,
+            carried.unread,
+            carried.discarding,
+        ));
+    }
+
     /// After `daemon-reexec`, once every instance's channel is watched again: the old
     /// image's Node primary.
     pub(crate) fn adopt_primary(&self, held: HeldPrimary, fds: HashMap<i32, OwnedFd>) {
@@ -530,6 +588,20 @@ impl IoThread {
                 .channels
                 .iter()
                 .map(|(id, c)| (*id, c.stream.as_raw_fd()))
+                .collect(),
+            carried: self
+                .channels
+                .iter()
+                .filter_map(|(id, c)| {
+                    let unwritten = c.outbox.unwritten();
+                    let idle = unwritten.is_empty() && c.pending.is_empty() && !c.discarding;
+                    (!idle).then(|| CarriedChannel {
+                        id: *id,
+                        unwritten,
+                        unread: c.pending.clone(),
+                        discarding: c.discarding,
+                    })
+                })
                 .collect(),
             notify: self.notify.as_ref().map(AsRawFd::as_raw_fd),
             primary: self.primary.held(),
@@ -750,6 +822,17 @@ impl IoThread {
                         resume,
                         deadline: Instant::now() + SETTLE_DEADLINE,
                     });
+                }
+                Ok(Command::CarryIn(id, lines, unread, discarding)) => {
+                    let Some(channel) = self.channels.get_mut(&id) else {
+                        continue;
+                    };
+                    channel.pending = unread;
+                    channel.discarding = discarding;
+                    for line in lines {
+                        channel.outbox.push(line);
+                    }
+                    self.flush(id);
                 }
                 Ok(Command::AdoptPrimary(held, mut fds)) => {
                     self.primary.adopt(held, &mut fds, &self.epoll);
@@ -1095,6 +1178,28 @@ mod tests {
             .expect("a message");
         assert_eq!(parsed["act"], "online");
         assert!(parse_line(b"\x02\x02{}").is_err(), "one mark only");
+    }
+
+    #[test]
+    fn what_a_channel_has_in_flight_round_trips_through_the_reexec_state() {
+        let carried = CarriedChannel {
+            id: 7,
+            unwritten: vec![
+                CarriedLine {
+                    bytes: b"rest of a line\n".to_vec(),
+                    charged: true,
+                },
+                CarriedLine {
+                    bytes: "\"caf\u{e9}\"\n".as_bytes().to_vec(),
+                    charged: false,
+                },
+            ],
+            unread: vec![b'{', 0xff],
+            discarding: true,
+        };
+        let text = serde_json::to_string(&carried).expect("serializes");
+        let back: CarriedChannel = serde_json::from_str(&text).expect("parses");
+        assert_eq!(back, carried);
     }
 
     #[test]

@@ -79,6 +79,17 @@ impl Drop for Charge {
     }
 }
 
+/// A line not yet written when `daemon-reexec` came: carried in the state and queued first
+/// by the new image ([`Outbox::unwritten`], [`Outbox::push`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CarriedLine {
+    /// What is left of it: the rest of a line the channel took only part of, or all of it.
+    pub bytes: Vec<u8>,
+    /// From `clusterctl send`: counted against the instance's allowance in the new image.
+    pub charged: bool,
+}
+
 /// A liveness check: a handle message without a handle.
 const PING_LINE: &[u8] = b"{\"cmd\":\"NODE_HANDLE\"}\n";
 
@@ -143,6 +154,34 @@ impl Outbox {
     /// lines may be): what `daemon-reexec` waits for.
     pub(crate) fn settled(&self) -> bool {
         self.queue.len() <= self.charged && self.awaiting_ack.is_none()
+    }
+
+    /// What is still to be written, in order, for `daemon-reexec`: the rest of a liveness
+    /// check cut in the middle (the worker would see half a line otherwise), the rest of the
+    /// front line, then every queued line. Called on a [`Outbox::settled`] outbox: no line
+    /// carries a socket then (one that did is left out: it cannot be written down). A copy,
+    /// as the outbox writes on if the re-exec fails.
+    pub(crate) fn unwritten(&self) -> Vec<CarriedLine> {
+        let mut lines = Vec::new();
+        if let Ping::Queued { written } = self.ping {
+            if written > 0 {
+                lines.push(CarriedLine {
+                    bytes: PING_LINE.get(written..).unwrap_or_default().to_vec(),
+                    charged: false,
+                });
+            }
+        }
+        for (n, line) in self.queue.iter().enumerate() {
+            if line.fd.is_some() {
+                continue;
+            }
+            let from = if n == 0 { self.written } else { 0 };
+            lines.push(CarriedLine {
+                bytes: line.line.get(from..).unwrap_or_default().to_vec(),
+                charged: line.charge.is_some(),
+            });
+        }
+        lines
     }
 
     /// True while a handle message waits for the worker's `NODE_HANDLE_ACK`.
@@ -399,6 +438,59 @@ mod tests {
             charge: None,
         });
         assert_eq!(outbox.flush(ours.as_fd()), Flushed::Broken);
+    }
+
+    #[test]
+    fn what_is_unwritten_is_the_rest_of_the_cut_line_then_every_queued_one() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut outbox = Outbox::default();
+        let mut long = vec![b'x'; 4 * 1024 * 1024];
+        long.push(b'\n');
+        let counter = Arc::new(AtomicUsize::new(0));
+        for line in [long.clone(), b"2\n".to_vec()] {
+            let charge = Charge::take(&[(&counter, usize::MAX)], line.len()).ok();
+            outbox.push(Outgoing {
+                line,
+                fd: None,
+                charge,
+            });
+        }
+        outbox.push(Outgoing {
+            line: b"stop\n".to_vec(),
+            fd: None,
+            charge: None,
+        });
+        assert_eq!(outbox.flush(ours.as_fd()), Flushed::Blocked);
+        let mut sent = vec![0u8; 64 * 1024];
+        theirs.set_nonblocking(true).unwrap();
+        let mut read = 0;
+        while let Ok(n) = (&theirs).read(&mut sent) {
+            read += n;
+        }
+        let lines = outbox.unwritten();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(
+            read + lines[0].bytes.len(),
+            long.len(),
+            "the rest of the cut line"
+        );
+        assert_eq!(lines[0].bytes[..], long[read..]);
+        assert_eq!(
+            (lines[1].bytes.as_slice(), lines[1].charged),
+            (&b"2\n"[..], true)
+        );
+        assert_eq!(
+            (lines[2].bytes.as_slice(), lines[2].charged),
+            (&b"stop\n"[..], false)
+        );
+        // A copy: the outbox writes on if the re-exec fails.
+        assert_eq!(outbox.unwritten(), lines);
+        let text = serde_json::to_string(&lines).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Vec<CarriedLine>>(&text).unwrap(),
+            lines
+        );
     }
 
     #[test]

@@ -25,6 +25,18 @@ pub(super) struct CronNext {
     at: LocalTime,
 }
 
+impl CronNext {
+    /// The `daemon-reexec` state's minute, for the unit's schedule.
+    pub(super) fn restored(schedule: CronSchedule, at: LocalTime) -> CronNext {
+        CronNext { schedule, at }
+    }
+
+    /// The minute the timer is for (written into the `daemon-reexec` state).
+    pub(super) fn at(&self) -> LocalTime {
+        self.at
+    }
+}
+
 impl<P: ProcessControl> Supervisor<P> {
     /// What follows a unit's configuration once it is applied (or, for a unit on its way
     /// out, cleared): its `cron_restart` timer and the files it watches.

@@ -73,6 +73,58 @@ impl InstanceHealth {
     }
 }
 
+/// An instance's health as the `daemon-reexec` state writes it down: [`InstanceHealth`] with
+/// its instant as "so long ago" and its pid as a number (see `snapshot.rs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SavedHealth {
+    pub last_alive_ago: Option<Duration>,
+    pub ok: bool,
+    pub failures: u32,
+    pub reason: Option<String>,
+    /// The check running at the exec: its number, and a command's pid (still clusterd's
+    /// child: the new image reaps it and counts its result).
+    pub running: Option<(u64, Option<i32>)>,
+    pub timed_out: bool,
+    pub stopped_as_hung: bool,
+}
+
+impl SavedHealth {
+    pub(crate) fn is_default(&self) -> bool {
+        *self == SavedHealth::default()
+    }
+}
+
+impl InstanceHealth {
+    pub(super) fn save(&self, now: Instant) -> SavedHealth {
+        SavedHealth {
+            last_alive_ago: self.last_alive.map(|at| now.saturating_duration_since(at)),
+            ok: self.ok,
+            failures: self.failures,
+            reason: self.reason.clone(),
+            running: self.running.map(|(seq, pid)| (seq, pid.map(Pid::as_raw))),
+            timed_out: self.timed_out,
+            stopped_as_hung: self.stopped_as_hung,
+        }
+    }
+
+    pub(super) fn restore(saved: SavedHealth, now: Instant) -> InstanceHealth {
+        InstanceHealth {
+            last_alive: saved
+                .last_alive_ago
+                .map(|ago| now.checked_sub(ago).unwrap_or(now)),
+            ok: saved.ok,
+            failures: saved.failures,
+            reason: saved.reason,
+            running: saved
+                .running
+                .map(|(seq, pid)| (seq, pid.map(Pid::from_raw))),
+            timed_out: saved.timed_out,
+            stopped_as_hung: saved.stopped_as_hung,
+        }
+    }
+}
+
 /// How long past its deadline an HTTP check's result may come before clusterd stops waiting
 /// for it (the runner enforces `timeout` itself; this only guards the bookkeeping).
 const HTTP_RESULT_GRACE: Duration = Duration::from_secs(1);
@@ -108,6 +160,37 @@ impl<P: ProcessControl> Supervisor<P> {
         if let Some(check) = rt.unit.health.as_ref().filter(|c| c.start_period.is_some()) {
             self.timers
                 .add_after(now, check.interval, Timer::HealthCheck(id));
+        }
+    }
+
+    /// After a `daemon-reexec`, the health of every instance restored: a command check
+    /// running at the exec is this image's child, reaped and counted here as any (its
+    /// `Timer::ProbeTimeout` came with the timers); an HTTP check was a thread of the old
+    /// image, its result lost with it: it is run again at once, not counted as failed.
+    pub(super) fn resume_checks(&mut self, now: Instant) {
+        let mut again = Vec::new();
+        for process in self.processes.values_mut() {
+            match process.health.running {
+                Some((seq, Some(pid))) => {
+                    debug!("{}: its health check running (pid {pid}) is reaped and counted by this image", process.label());
+                    self.probe_seq = self.probe_seq.max(seq);
+                    self.probes.insert(pid, process.id);
+                }
+                Some((_, None)) => {
+                    debug!(
+                        "{}: its HTTP health check was in flight at the re-exec: run again",
+                        process.label()
+                    );
+                    process.health.running = None;
+                    process.health.timed_out = false;
+                    again.push(process.id);
+                }
+                None => {}
+            }
+        }
+        for id in again {
+            self.timers.cancel(Timer::ProbeTimeout(id));
+            self.timers.add(now, Timer::HealthCheck(id));
         }
     }
 

@@ -69,6 +69,83 @@ enum Due {
     Minute(LocalTime),
 }
 
+/// A one-shot's runs as the `daemon-reexec` state writes them down: instants as "so long
+/// ago", the next due time of an `every` schedule as "due in so long" (its schedule is the
+/// unit's, re-parsed).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SavedJob {
+    pub run: Option<SavedRun>,
+    pub runs: u64,
+    pub failures: u64,
+    pub skipped: u64,
+    pub skipped_this_run: u64,
+    pub last_success_ago: Option<Duration>,
+    pub next: Option<SavedDue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SavedRun {
+    pub started_ago: Duration,
+    /// How long ago it ended, how, and whether it succeeded.
+    pub ended: Option<(Duration, String, bool)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum SavedDue {
+    /// `every`: due this long after the snapshot.
+    In(Duration),
+    /// Cron: this local minute.
+    Minute(LocalTime),
+}
+
+impl JobRuntime {
+    pub(super) fn save(&self, now: Instant) -> SavedJob {
+        let ago = |at: Instant| now.saturating_duration_since(at);
+        SavedJob {
+            run: self.run.as_ref().map(|run| SavedRun {
+                started_ago: ago(run.started),
+                ended: (run.ended.as_ref()).map(|(at, text, ok)| (ago(*at), text.clone(), *ok)),
+            }),
+            runs: self.runs,
+            failures: self.failures,
+            skipped: self.skipped,
+            skipped_this_run: self.skipped_this_run,
+            last_success_ago: self.last_success.map(ago),
+            next: self.next.as_ref().map(|next| match next.due {
+                Due::At(at) => SavedDue::In(at.saturating_duration_since(now)),
+                Due::Minute(minute) => SavedDue::Minute(minute),
+            }),
+        }
+    }
+
+    /// The new image's side: `schedule` is the unit's (none: nothing is armed).
+    pub(super) fn restore(saved: SavedJob, schedule: Option<Schedule>, now: Instant) -> Self {
+        let before = |ago: Duration| now.checked_sub(ago).unwrap_or(now);
+        let next = schedule.zip(saved.next).map(|(schedule, due)| NextRun {
+            schedule,
+            due: match due {
+                SavedDue::In(left) => Due::At(now.checked_add(left).unwrap_or(now)),
+                SavedDue::Minute(minute) => Due::Minute(minute),
+            },
+        });
+        JobRuntime {
+            run: saved.run.map(|run| Run {
+                started: before(run.started_ago),
+                ended: run.ended.map(|(ago, text, ok)| (before(ago), text, ok)),
+            }),
+            runs: saved.runs,
+            failures: saved.failures,
+            skipped: saved.skipped,
+            skipped_this_run: saved.skipped_this_run,
+            last_success: saved.last_success_ago.map(before),
+            next,
+        }
+    }
+}
+
 impl<P: ProcessControl> Supervisor<P> {
     /// A unit just loaded (at start-up or by a daemon-reload): a scheduled one-shot waits for
     /// its schedule; anything else starts.

@@ -20,12 +20,17 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::cron_restart::CronNext;
+use super::health::SavedHealth;
+use super::jobs::{JobRuntime, SavedJob};
 use super::phase::{Phase, UnitPhase};
 use super::timers::Timer;
+use super::unit_runtime::{AfterStop, RecentEvent, Rollout};
 use super::unit_runtime::{Handover, Slot, UnitRuntime};
 use super::Process;
 use super::{ProcessControl, Supervisor};
 use crate::supervisor::process_control::SpawnId;
+use crate::unit::cron::LocalTime;
 use crate::unit::Unit;
 
 /// The version of the state format. The new image reads only a version it knows
@@ -48,6 +53,17 @@ pub(crate) struct SupervisorState {
     pub timers: Vec<TimerState>,
     /// SIGTERM/SIGINT was received: the new image goes on stopping.
     pub shutting_down: bool,
+    /// Running `on_giveup` hooks (pid, unit): still clusterd's children, reaped, logged and
+    /// stopped at shutdown by the new image (their `Timer::KillHook` comes with the timers).
+    #[serde(default)]
+    pub hooks: Vec<(i32, String)>,
+    /// Instances whose own process was reaped but whose cgroup still has processes (spawn
+    /// id, unit, pid): a stop or restart still waits for them.
+    #[serde(default)]
+    pub lingering: Vec<(SpawnId, String, i32)>,
+    /// The number of the last health check started.
+    #[serde(default)]
+    pub probe_seq: u64,
 }
 
 /// One loaded unit.
@@ -71,6 +87,65 @@ pub(crate) struct UnitState {
     pub memory_replacements: u32,
     pub health_replacements: u32,
     pub config_error: Option<String>,
+    /// A one-shot's runs, counts and armed schedule.
+    #[serde(default)]
+    pub job: SavedJob,
+    /// The minute its `cron_restart` timer is armed for (its schedule is the unit's).
+    #[serde(default)]
+    pub cron_next: Option<LocalTime>,
+    /// A rolling reload under way (`clusterctl reload`, `cron_restart`, `watch`, a changed
+    /// file): the new image goes on with it.
+    #[serde(default)]
+    pub rollout: Option<SavedRollout>,
+    /// What happens once its processes are gone: a `restart` or a changed file's restart
+    /// under way starts it again, a removed file's unit is forgotten.
+    #[serde(default)]
+    pub after_stop: SavedAfterStop,
+    /// Its last lifecycle events (`status UNIT`), oldest first: how long ago, the index, text.
+    #[serde(default)]
+    pub recent: Vec<(Duration, Option<u32>, String)>,
+    /// Why its program cannot be executed, and the retry's delay.
+    #[serde(default)]
+    pub cannot_execute: Option<String>,
+    #[serde(default)]
+    pub retry_delay: Option<Duration>,
+    #[serde(default)]
+    pub memory_check_armed: bool,
+}
+
+/// A unit file as loaded: its path and text, re-parsed by the new image.
+pub(crate) type SavedUnit = (PathBuf, String);
+
+fn saved_unit(unit: &Unit) -> SavedUnit {
+    (unit.path.clone(), unit.source.0.to_string())
+}
+
+fn parsed_unit(name: &str, (path, text): SavedUnit) -> Result<Box<Unit>, String> {
+    Unit::parse(&path, &text)
+        .map(Box::new)
+        .map_err(|e| format!("unit {name}: {e}"))
+}
+
+/// [`AfterStop`] written down.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum SavedAfterStop {
+    #[default]
+    Nothing,
+    /// Start again, with the configuration of a changed file if any.
+    Start(Option<SavedUnit>),
+    Remove,
+}
+
+/// A rolling reload under way. Its waiters are not carried: their connections close at the
+/// exec (the client asks again, and joins the reload that goes on).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SavedRollout {
+    pub next_index: u32,
+    /// The configuration a changed file's reload goes back to if it fails: its file's path
+    /// and text, re-parsed.
+    pub revert_to: Option<SavedUnit>,
 }
 
 /// One instance index (slot) of a unit.
@@ -100,6 +175,11 @@ pub(crate) struct InstanceState {
     /// How long before the snapshot it was started.
     pub started_ago: Duration,
     pub status_text: Option<String>,
+    /// Its watchdog and `[health]` state: phase, failures in a row, the check running.
+    /// Left out when there is nothing to say (no watchdog, no check): 1000 instances of a
+    /// unit without either add nothing to the state parsed during the pause.
+    #[serde(default, skip_serializing_if = "SavedHealth::is_default")]
+    pub health: SavedHealth,
 }
 
 /// One armed deadline.
@@ -163,7 +243,8 @@ impl SupervisorState {
                     instance.spawn_id, instance.unit
                 ));
             }
-            if instance.pid <= 1 || !pids.insert(instance.pid) {
+            let probe = instance.health.running.and_then(|(_, pid)| pid);
+            if instance.pid <= 1 || !pids.insert(instance.pid) || probe.is_some_and(|p| p <= 1) {
                 return Err(format!("instance pid {} is invalid or twice", instance.pid));
             }
             if instance.spawn_id >= self.next_spawn_id || !ids.insert(instance.spawn_id) {
@@ -171,6 +252,17 @@ impl SupervisorState {
                     "spawn id {} is invalid or twice",
                     instance.spawn_id
                 ));
+            }
+        }
+        let lingering = self.lingering.iter().map(|(_, unit, pid)| (*pid, unit));
+        for (pid, unit) in self
+            .hooks
+            .iter()
+            .map(|(pid, unit)| (*pid, unit))
+            .chain(lingering)
+        {
+            if pid <= 1 || !self.units.contains_key(unit) {
+                return Err(format!("pid {pid} of unit {unit:?} is invalid"));
             }
         }
         Ok(())
@@ -210,6 +302,25 @@ impl<P: ProcessControl> Supervisor<P> {
                     memory_replacements: rt.memory_replacements,
                     health_replacements: rt.health_replacements,
                     config_error: rt.config_error.clone(),
+                    job: rt.job.save(now),
+                    cron_next: rt.cron_next.as_ref().map(CronNext::at),
+                    rollout: rt.rollout.as_ref().map(|rollout| SavedRollout {
+                        next_index: rollout.next_index,
+                        revert_to: rollout.revert_to.as_deref().map(saved_unit),
+                    }),
+                    after_stop: match &rt.after_stop {
+                        AfterStop::Nothing => SavedAfterStop::Nothing,
+                        AfterStop::Start(unit) => {
+                            SavedAfterStop::Start(unit.as_deref().map(saved_unit))
+                        }
+                        AfterStop::Remove => SavedAfterStop::Remove,
+                    },
+                    recent: (rt.recent.iter())
+                        .map(|e| (ago(e.at), e.index, e.text.clone()))
+                        .collect(),
+                    cannot_execute: rt.cannot_execute.clone(),
+                    retry_delay: rt.retry_delay,
+                    memory_check_armed: rt.memory_check_armed,
                 };
                 (name.clone(), state)
             })
@@ -225,6 +336,7 @@ impl<P: ProcessControl> Supervisor<P> {
                 phase: p.phase,
                 started_ago: ago(p.started_at),
                 status_text: p.status_text.clone(),
+                health: p.health.save(now),
             })
             .collect();
         instances.sort_by_key(|i| i.spawn_id);
@@ -243,6 +355,13 @@ impl<P: ProcessControl> Supervisor<P> {
             instances,
             timers,
             shutting_down: self.shutting_down,
+            hooks: (self.hooks.iter())
+                .map(|(pid, unit)| (pid.as_raw(), unit.clone()))
+                .collect(),
+            lingering: (self.lingering.iter())
+                .map(|(id, (unit, pid))| (*id, unit.clone(), pid.as_raw()))
+                .collect(),
+            probe_seq: self.probe_seq,
         }
     }
 }
@@ -266,12 +385,16 @@ impl<P: ProcessControl> Supervisor<P> {
     /// restore (the daemon then falls back to the old binary): a re-exec must not drop a
     /// unit that runs.
     ///
-    /// Not carried (reset by the exec): requests waiting on a unit (their clients lost the
-    /// connection and ask again), a rollout in progress (its new processes are kept, the
-    /// rest of it is not done), health state (the watchdog counts from the exec), hooks and
-    /// probes running, leftovers of reaped instances. `cron_restart`, job schedules and
-    /// `watch` are re-armed from their unit, as after a load (a cron minute that passed
-    /// during the exec is skipped).
+    /// Carried: every phase and timer (a stop's SIGKILL deadline, a suicide's or a
+    /// `memory_max` replacement's, restarts' backoffs, `watch`'s quiet period, the due times
+    /// of `cron_restart` and job schedules, which a state without them re-arms from the
+    /// unit), health (failures in a row, the watchdog's last sign of life, a command check
+    /// running: reaped and counted here; an HTTP check in flight is run again at once), a
+    /// one-shot's runs, a rolling reload under way, a restart (or a removed file's removal)
+    /// waiting for the unit's processes to be gone, `on_giveup` hooks running, leftovers of
+    /// reaped instances, the events `status UNIT` shows. Not carried: requests waiting on a unit (their clients lost the
+    /// connection and ask again, joining what goes on). A unit waiting for its `after` keeps
+    /// its phase and is released by its dependency's next change, as in the old image.
     pub(crate) fn restore(&mut self, state: SupervisorState, now: Instant) -> Result<(), String> {
         let before = |ago: Duration| now.checked_sub(ago).unwrap_or(now);
         for (name, saved) in state.units {
@@ -305,6 +428,37 @@ impl<P: ProcessControl> Supervisor<P> {
             rt.memory_replacements = saved.memory_replacements;
             rt.health_replacements = saved.health_replacements;
             rt.config_error = saved.config_error;
+            rt.job = JobRuntime::restore(saved.job, rt.unit.job.schedule.clone(), now);
+            rt.cron_next = (rt.unit.cron_restart.clone())
+                .zip(saved.cron_next)
+                .map(|(schedule, at)| CronNext::restored(schedule, at));
+            rt.after_stop = match saved.after_stop {
+                SavedAfterStop::Nothing => AfterStop::Nothing,
+                SavedAfterStop::Start(unit) => {
+                    AfterStop::Start(unit.map(|u| parsed_unit(&name, u)).transpose()?)
+                }
+                SavedAfterStop::Remove => AfterStop::Remove,
+            };
+            rt.recent = (saved.recent.into_iter())
+                .map(|(ago, index, text)| RecentEvent {
+                    at: before(ago),
+                    index,
+                    text,
+                })
+                .collect();
+            rt.cannot_execute = saved.cannot_execute;
+            rt.retry_delay = saved.retry_delay;
+            rt.memory_check_armed = saved.memory_check_armed;
+            if let Some(rollout) = saved.rollout {
+                let revert_to = (rollout.revert_to)
+                    .map(|u| parsed_unit(&name, u))
+                    .transpose()?;
+                rt.rollout = Some(Rollout {
+                    next_index: rollout.next_index,
+                    waiters: Vec::new(),
+                    revert_to,
+                });
+            }
             self.units.insert(name, rt);
         }
         for saved in state.instances {
@@ -323,15 +477,28 @@ impl<P: ProcessControl> Supervisor<P> {
                 started_at: before(saved.started_ago),
                 phase: saved.phase,
                 status_text: saved.status_text,
-                health: Default::default(),
+                health: super::InstanceHealth::restore(saved.health, now),
             };
             self.processes.insert(saved.spawn_id, process);
         }
+        for (pid, unit) in state.hooks {
+            self.hooks.insert(nix::unistd::Pid::from_raw(pid), unit);
+        }
+        for (id, unit, pid) in state.lingering {
+            self.lingering
+                .insert(id, (unit, nix::unistd::Pid::from_raw(pid)));
+        }
+        self.probe_seq = state.probe_seq;
         for saved in state.timers {
-            if matches!(
-                saved.timer,
-                Timer::Cron(_) | Timer::Schedule(_) | Timer::WatchReload(_)
-            ) {
+            // A schedule's timer goes with the due time it was armed for; a state without it
+            // (an older writer's) has it re-armed from the unit below.
+            let unarmed = |name: &String| self.units.get(name);
+            let stale = match &saved.timer {
+                Timer::Cron(name) => unarmed(name).is_none_or(|rt| rt.cron_next.is_none()),
+                Timer::Schedule(name) => unarmed(name).is_none_or(|rt| rt.job.next.is_none()),
+                _ => false,
+            };
+            if stale {
                 continue;
             }
             if let Timer::Restart(unit, index) = &saved.timer {
@@ -346,6 +513,7 @@ impl<P: ProcessControl> Supervisor<P> {
             }
             self.timers.add_after(now, saved.remaining, saved.timer);
         }
+        self.resume_checks(now);
         self.next_spawn_id = state.next_spawn_id;
         self.shutting_down = state.shutting_down;
         let names: Vec<String> = self.units.keys().cloned().collect();
@@ -359,6 +527,7 @@ impl<P: ProcessControl> Supervisor<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::supervisor::jobs::{SavedDue, SavedRun};
     use crate::supervisor::phase::Readiness;
 
     /// Every phase a process can be in: each variant with each value of its fields.
@@ -427,6 +596,61 @@ mod tests {
         ]
     }
 
+    const MINUTE: LocalTime = LocalTime {
+        year: 2026,
+        month: 12,
+        day: 7,
+        hour: 9,
+        minute: 30,
+        second: 0,
+    };
+
+    /// A one-shot's runs: none, running, ended well or not; each kind of due time.
+    fn every_job(n: usize) -> SavedJob {
+        let run = match n % 3 {
+            0 => None,
+            1 => Some(SavedRun {
+                started_ago: Duration::from_secs(3),
+                ended: None,
+            }),
+            _ => Some(SavedRun {
+                started_ago: Duration::from_secs(9),
+                ended: Some((Duration::from_secs(1), "run done".into(), n % 2 == 0)),
+            }),
+        };
+        let next = match n % 3 {
+            0 => None,
+            1 => Some(SavedDue::In(Duration::from_millis(1500))),
+            _ => Some(SavedDue::Minute(MINUTE)),
+        };
+        SavedJob {
+            run,
+            runs: n as u64,
+            failures: 1,
+            skipped: 2,
+            skipped_this_run: 1,
+            last_success_ago: Some(Duration::from_secs(60)),
+            next,
+        }
+    }
+
+    /// Health: unknown, passing, failing; no check running, a command's, an HTTP one.
+    fn every_health(n: usize) -> SavedHealth {
+        SavedHealth {
+            last_alive_ago: (n % 2 == 0).then_some(Duration::from_millis(300)),
+            ok: n % 3 == 1,
+            failures: if n % 3 == 2 { 2 } else { 0 },
+            reason: (n % 3 == 2).then(|| "check exited with status 1".into()),
+            running: match n % 3 {
+                0 => None,
+                1 => Some((n as u64, Some(5000 + n as i32))),
+                _ => Some((n as u64, None)),
+            },
+            timed_out: n % 4 == 1,
+            stopped_as_hung: n % 5 == 4,
+        }
+    }
+
     fn state_with_every_phase() -> SupervisorState {
         let unit_phases = every_unit_phase();
         let units = unit_phases
@@ -452,6 +676,22 @@ mod tests {
                     memory_replacements: 0,
                     health_replacements: 0,
                     config_error: None,
+                    job: every_job(n),
+                    cron_next: (n % 2 == 1).then_some(MINUTE),
+                    rollout: (n % 2 == 0).then(|| SavedRollout {
+                        next_index: 1,
+                        revert_to: (n == 0).then(|| (PathBuf::from("/u0.toml"), "x".into())),
+                    }),
+                    after_stop: match n % 4 {
+                        0 => SavedAfterStop::Nothing,
+                        1 => SavedAfterStop::Start(None),
+                        2 => SavedAfterStop::Start(Some((PathBuf::from("/u.toml"), "y".into()))),
+                        _ => SavedAfterStop::Remove,
+                    },
+                    recent: vec![(Duration::from_secs(2), Some(0), "started, pid 1000".into())],
+                    cannot_execute: (n == 1).then(|| "cannot execute \"x\"".into()),
+                    retry_delay: (n == 1).then_some(Duration::from_secs(1)),
+                    memory_check_armed: n == 2,
                 };
                 (format!("u{n}"), state)
             })
@@ -467,6 +707,7 @@ mod tests {
                 phase,
                 started_ago: Duration::from_millis(n as u64 * 37),
                 status_text: (n % 2 == 0).then(|| format!("serving {n}")),
+                health: every_health(n),
             })
             .collect();
         SupervisorState {
@@ -482,7 +723,42 @@ mod tests {
                 })
                 .collect(),
             shutting_down: false,
+            hooks: vec![(4000, "u1".into())],
+            lingering: vec![(99, "u0".into(), 4001)],
+            probe_seq: 41,
         }
+    }
+
+    #[test]
+    fn a_state_written_before_health_jobs_and_hooks_were_carried_still_reads() {
+        let mut old = serde_json::to_value(state_with_every_phase()).expect("serializes");
+        for key in ["hooks", "lingering", "probe_seq"] {
+            old.as_object_mut().expect("object").remove(key);
+        }
+        for unit in old["units"].as_object_mut().expect("units").values_mut() {
+            for key in [
+                "job",
+                "cron_next",
+                "rollout",
+                "after_stop",
+                "recent",
+                "cannot_execute",
+                "retry_delay",
+                "memory_check_armed",
+            ] {
+                unit.as_object_mut().expect("unit").remove(key);
+            }
+        }
+        for instance in old["instances"].as_array_mut().expect("instances") {
+            instance.as_object_mut().expect("instance").remove("health");
+        }
+        let state = read_versioned::<SupervisorState>(&old.to_string()).expect("parses");
+        assert!(state.hooks.is_empty() && state.lingering.is_empty());
+        assert!(state
+            .instances
+            .iter()
+            .all(|i| i.health == SavedHealth::default()));
+        assert!(state.units.values().all(|u| u.job == SavedJob::default()));
     }
 
     #[test]
@@ -534,6 +810,18 @@ mod tests {
             lie["instances"][0][field] = value;
             let state = read_versioned::<SupervisorState>(&lie.to_string()).expect("parses");
             assert!(state.validate().is_err(), "{field} accepted");
+        }
+        // A hook or a health check that names pid 1, a hook of a unit the state lacks.
+        for (path, value) in [
+            ("/hooks/0/0", serde_json::json!(1)),
+            ("/hooks/0/1", serde_json::json!("ghost")),
+            ("/lingering/0/2", serde_json::json!(0)),
+            ("/instances/1/health/running/1", serde_json::json!(1)),
+        ] {
+            let mut lie = good.clone();
+            *lie.pointer_mut(path).expect(path) = value;
+            let state = read_versioned::<SupervisorState>(&lie.to_string()).expect("parses");
+            assert!(state.validate().is_err(), "{path} accepted");
         }
     }
 }

@@ -96,6 +96,8 @@ struct FakeOs {
     until_local_is_zero: bool,
     /// `[health]` checks started: (instance, check number).
     probes: Vec<(SpawnId, u64)>,
+    /// The pids of the command checks started, in order.
+    probe_pids: Vec<Pid>,
     /// Instances withdrawn from round-robin as hung.
     withdrawn: Vec<SpawnId>,
 }
@@ -135,6 +137,7 @@ impl FakeOs {
             leave_processes: false,
             until_local_is_zero: false,
             probes: Vec::new(),
+            probe_pids: Vec::new(),
             withdrawn: Vec::new(),
         }
     }
@@ -227,7 +230,11 @@ impl ProcessControl for FakeOs {
     ) -> Result<Option<Pid>, String> {
         self.probes.push((request.id, request.seq));
         match request.probe {
-            crate::unit::Probe::Command(_) => Ok(Some(self.new_pid())),
+            crate::unit::Probe::Command(_) => {
+                let pid = self.new_pid();
+                self.probe_pids.push(pid);
+                Ok(Some(pid))
+            }
             crate::unit::Probe::Http(_) => Ok(None),
         }
     }
@@ -3180,15 +3187,8 @@ fn a_restored_supervisor_holds_what_the_snapshot_wrote_and_goes_on() {
         .any(|t| t.timer == Timer::Cron("nightly".into())));
     let mut new = Supervisor::new(FakeOs::new());
     new.restore(read, h.now).expect("restores");
-    // The cron timer is armed again from the unit (the fake's wall clock stands still, so
-    // its deadline is compared apart); everything else is as written.
-    let without_cron = |mut s: super::snapshot::SupervisorState| {
-        let before = s.timers.len();
-        s.timers.retain(|t| !matches!(t.timer, Timer::Cron(_)));
-        assert_eq!(s.timers.len() + 1, before, "one cron timer: {s:?}");
-        s
-    };
-    assert_eq!(without_cron(new.snapshot(h.now)), without_cron(state));
+    // Everything is as written, the cron timer's deadline and minute too.
+    assert_eq!(new.snapshot(h.now), state);
     let old_status = h.sup.status(None, h.now);
     let mut next = Harness {
         sup: new,
@@ -3230,4 +3230,88 @@ fn a_snapshot_of_1000_instances_round_trips() {
     );
     assert_eq!(new.snapshot(h.now), state);
     assert_eq!(state.instances.len(), 1000);
+}
+
+/// daemon-reexec with health: failures in a row, a command check running (its exit counted
+/// once, by the new image, and no second one started meanwhile), an HTTP check in flight
+/// (run again at once).
+#[test]
+fn health_and_the_checks_running_are_carried_by_a_restore() {
+    let files = [
+        (
+            "cmd",
+            "command = \"sleep 100\"\n[health]\ncommand = [\"check\"]\ninterval = \"1s\"\ntimeout = \"60s\"\nfailures = 3\n",
+        ),
+        (
+            "web",
+            "command = \"sleep 100\"\nenvironment = { PORT = \"8000\" }\n[health]\nhttp = \"http://127.0.0.1:8000/\"\ninterval = \"1s\"\nfailures = 3\n",
+        ),
+    ];
+    let mut h = Harness::start(&files);
+    let pid = h.pid_of("cmd", 0);
+    // First check: fails. Second: running at the snapshot.
+    h.advance(SECOND);
+    let first = *h.os().probe_pids.last().expect("a command check");
+    h.exit(first, code(1));
+    h.advance(SECOND);
+    let running = *h.os().probe_pids.last().expect("a second check");
+    assert_ne!(running, first);
+    let http_checks = h.os().probes.iter().filter(|p| p.0 != 1).count();
+    assert!(http_checks >= 1, "{:?}", h.os().probes);
+
+    let state = h.sup.snapshot(h.now);
+    let text = serde_json::to_string(&state).expect("serializes");
+    let read =
+        super::snapshot::read_versioned::<super::snapshot::SupervisorState>(&text).expect("parses");
+    let mut new = Supervisor::new(FakeOs::new());
+    new.restore(read, h.now).expect("restores");
+    let mut next = Harness {
+        sup: new,
+        now: h.now,
+    };
+    let health = |h: &Harness, unit: &str| h.status(unit).instances[0].health.clone();
+    assert_eq!(health(&next, "cmd").map(|s| s.failures), Some(1));
+    // The HTTP check in flight is run again at once; no command check is started twice.
+    next.advance(std::time::Duration::from_millis(1));
+    assert_eq!(next.os().probes.len(), 1, "{:?}", next.os().probes);
+    next.advance(5 * SECOND);
+    assert!(
+        next.os().probes.iter().all(|p| p.0 != 1),
+        "a second command check while one runs: {:?}",
+        next.os().probes
+    );
+    // Its end is this image's: counted once, and the next check follows.
+    next.exit(running, code(1));
+    assert_eq!(health(&next, "cmd").map(|s| s.failures), Some(2));
+    assert_eq!(next.pid_of("cmd", 0), pid);
+}
+
+/// daemon-reexec while what a stopped instance left outlives its SIGKILL: the new image still
+/// waits for it, and gives up on it at the same deadline (without the carry it was no longer
+/// known, and nobody gave up on it).
+#[test]
+fn leftovers_of_a_reaped_instance_are_carried_by_a_restore() {
+    let mut h = Harness::start(&[("web", "command = \"sleep 100\"\n")]);
+    let pid = h.pid_of("web", 0);
+    h.os_mut().leave_processes = true;
+    let _reply = h.request(Request::Stop { unit: unit("web") });
+    h.exit(pid, killed(Signal::SIGTERM));
+    h.advance(SECOND);
+    let state = h.sup.snapshot(h.now);
+    assert_eq!(state.lingering.len(), 1, "{state:?}");
+    let text = serde_json::to_string(&state).expect("serializes");
+    let read =
+        super::snapshot::read_versioned::<super::snapshot::SupervisorState>(&text).expect("parses");
+    read.validate().expect("valid");
+    let mut new = Supervisor::new(FakeOs::new());
+    new.restore(read, h.now).expect("restores");
+    let mut next = Harness {
+        sup: new,
+        now: h.now,
+    };
+    next.advance(super::AFTER_SIGKILL - SECOND - MS);
+    assert!(next.os().given_up.is_empty());
+    next.advance(MS);
+    assert_eq!(next.os().given_up.len(), 1);
+    assert_eq!(next.status("web").state, UnitState::Stopped);
 }

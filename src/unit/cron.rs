@@ -29,7 +29,8 @@ pub struct CronSchedule {
 
 /// A local date and time, to the second. The fields' order makes the derived order the
 /// calendar's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// `Serialize`: the `daemon-reexec` state carries the minute a schedule is armed for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, Deserialize)]
 pub struct LocalTime {
     pub year: i64,
     /// 1–12.

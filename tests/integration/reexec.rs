@@ -848,3 +848,423 @@ fn a_logs_follower_of_every_unit_reconnects_after_a_reexec_and_misses_and_repeat
         );
     }
 }
+
+/// Reads its worker channel and appends `INDEX N` to `got` for each `{"n": N, ...}` line:
+/// instance 0 slowly (0.25 s a line) from the start, instance 1 not before the file `go`
+/// exists.
+const CHANNEL_READER: &str = r#"
+import json, os, sys, time
+go, got = sys.argv[1], sys.argv[2]
+index = os.environ["CLUSTERD_INSTANCE"]
+if index == "1":
+    while not os.path.exists(go):
+        time.sleep(0.02)
+fd = int(os.environ["CLUSTERD_CHANNEL_FD"])
+pending = b""
+while True:
+    data = os.read(fd, 4096)
+    if not data:
+        break
+    pending += data
+    while b"\n" in pending:
+        line, pending = pending.split(b"\n", 1)
+        with open(got, "a") as f:
+            f.write("%s %d\n" % (index, json.loads(line)["n"]))
+        if index == "0":
+            time.sleep(0.25)
+"#;
+
+/// `clusterctl send` of `{"n": N}` padded to 16 kB to `chan[index]`, through the library's
+/// client (a flood of them): whether it was accepted.
+fn send_numbered(d: &Daemon, index: u32, n: u32) -> bool {
+    let message = format!("{{\"n\": {n}, \"pad\": \"{}\"}}", "x".repeat(16_000));
+    let request = clusterd::protocol::Request::Send {
+        unit: "chan".into(),
+        instance: Some(index),
+        message,
+    };
+    clusterd::client::connection::send_request_within(&d.socket, request, CTL_DEADLINE)
+        .unwrap_or_else(|e| panic!("send failed: {e:?}\n{}", d.log()))
+        .ok
+}
+
+/// The numbers instance `index` received, in the order it received them.
+fn received(d: &Daemon, index: &str) -> Vec<u32> {
+    fs::read_to_string(d.path("got"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(i, _)| *i == index)
+        .filter_map(|(_, n)| n.parse().ok())
+        .collect()
+}
+
+#[test]
+fn send_messages_not_yet_read_arrive_once_and_in_order_across_a_reexec() {
+    if !available("python3", runs("python3", &["--version"])) {
+        return;
+    }
+    let (d, binary) = start_from_copy_with(&[]);
+    let script = python_script(&d, "reader.py", CHANNEL_READER);
+    let unit = format!(
+        "command = [\"python3\", \"{script}\", \"{}\", \"{}\"]\ninstances = 2\n",
+        toml_path(&d.path("go")),
+        toml_path(&d.path("got"))
+    );
+    load_unit(&d, "chan", &unit);
+    let pids = d.wait_running("chan", 2);
+
+    // The slow reader: more than its socket buffer holds, so clusterd queues the rest.
+    let slow: Vec<u32> = (1..=24).collect();
+    for &n in &slow {
+        assert!(send_numbered(&d, 0, n), "send {n} to chan[0] refused");
+    }
+    // The one that does not read: until its queue in clusterd is full and a send refused.
+    let mut accepted = Vec::new();
+    for n in 1..=200 {
+        if !send_numbered(&d, 1, n) {
+            break;
+        }
+        accepted.push(n);
+    }
+    assert!(accepted.len() < 200, "chan[1]'s queue never filled");
+    assert!(
+        received(&d, "0").len() < slow.len(),
+        "chan[0] read too fast"
+    );
+
+    // Bounded: a worker that reads nothing does not hold the re-exec up.
+    replace_with_copy(&binary, Path::new(CLUSTERD));
+    let asked = std::time::Instant::now();
+    reexec(&d);
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "daemon-reexec took {took:?}"
+    );
+    assert_eq!(d.pids("chan"), pids);
+
+    fs::write(d.path("go"), "").expect("go");
+    wait_for("every message to arrive", PATIENCE, || {
+        received(&d, "0").len() >= slow.len() && received(&d, "1").len() >= accepted.len()
+    });
+    assert_eq!(received(&d, "0"), slow, "chan[0]\n{}", d.log());
+    assert_eq!(received(&d, "1"), accepted, "chan[1]\n{}", d.log());
+    // Sent after: after them, as usual.
+    assert!(send_numbered(&d, 1, 1000));
+    wait_for("the last message", PATIENCE, || {
+        received(&d, "1").last() == Some(&1000)
+    });
+    assert_eq!(received(&d, "1").len(), accepted.len() + 1);
+}
+
+/// `[health]` of instance `index` as status shows it: (state, failures).
+fn health_of(d: &Daemon, unit: &str, index: u64) -> (String, u64) {
+    let status = d.unit(unit);
+    let instance = status["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["index"] == index && !i["draining"].as_bool().unwrap_or(false))
+        .cloned()
+        .unwrap_or_default();
+    (
+        instance["health"]["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        instance["health"]["failures"].as_u64().unwrap_or(0),
+    )
+}
+
+/// How many lines of clusterd's log contain `text`.
+fn logged(d: &Daemon, text: &str) -> usize {
+    d.log().lines().filter(|l| l.contains(text)).count()
+}
+
+#[test]
+fn an_unhealthy_instance_is_replaced_after_the_failures_it_had_left_and_a_healthy_one_stays_healthy(
+) {
+    let (d, binary) = start_from_copy_with(&[]);
+    let dir = d.path("");
+    // Fails while `sick-INDEX` exists; every check of each pid logged.
+    let unit = format!(
+        "command = [\"sleep\", \"1000\"]\ninstances = 2\n[health]\ncommand = [\"sh\", \"-c\", \"echo $MAINPID >> {d}/checks; test ! -e {d}/sick-$CLUSTERD_INSTANCE\"]\ninterval = \"3s\"\nfailures = 3\n",
+        d = toml_path(&dir)
+    );
+    load_unit(&d, "web", &unit);
+    let pids = d.wait_running("web", 2);
+    fs::write(d.path("sick-0"), "").expect("sick-0");
+    wait_for("web[0] to fail 2 of its 3 checks", PATIENCE, || {
+        health_of(&d, "web", 0) == ("failing".into(), 2)
+    });
+    wait_for("web[1] to pass a check", PATIENCE, || {
+        health_of(&d, "web", 1) == ("ok".into(), 0)
+    });
+
+    replace_with_copy(&binary, Path::new(CLUSTERD));
+    reexec(&d);
+    // At once, before any check of the new image: as they were.
+    assert_eq!(
+        health_of(&d, "web", 0),
+        ("failing".into(), 2),
+        "{}",
+        d.log()
+    );
+    assert_eq!(health_of(&d, "web", 1), ("ok".into(), 0), "{}", d.log());
+    assert_eq!(d.pids("web"), pids);
+
+    // One more failure replaces web[0]: three in all, not three more.
+    wait_for("web[0] to be replaced", PATIENCE, || {
+        d.pids("web").first() != Some(&pids[0])
+    });
+    let checks = fs::read_to_string(d.path("checks")).unwrap_or_default();
+    let of_old = checks.lines().filter(|l| *l == pids[0].to_string()).count();
+    assert_eq!(of_old, 3, "checks of web[0]'s pid\n{checks}\n{}", d.log());
+    let unit = d.unit("web");
+    assert_eq!(unit["health_replacements"], 1, "{unit}");
+    assert_eq!(health_of(&d, "web", 1), ("ok".into(), 0));
+    assert_eq!(d.pids("web")[1], pids[1]);
+}
+
+/// A health check that fails, the second of each instance's only once `release` exists.
+const GATED_CHECK: &str = r#"
+dir=$1
+echo "start $MAINPID" >> "$dir/probes"
+if [ "$(grep -c "start $MAINPID" "$dir/probes")" = 2 ]; then
+    while [ ! -e "$dir/release" ]; do sleep 0.05; done
+fi
+echo "end $MAINPID" >> "$dir/probes"
+exit 1
+"#;
+
+#[test]
+fn a_health_command_running_at_the_reexec_is_reaped_by_the_new_image_and_counted_once() {
+    let (d, binary) = start_from_copy_with(&[]);
+    let script = d.path("check.sh");
+    fs::write(&script, GATED_CHECK).expect("check.sh");
+    let unit = format!(
+        "command = [\"sleep\", \"1000\"]\n[health]\ncommand = [\"sh\", \"{}\", \"{}\"]\ninterval = \"1s\"\ntimeout = \"60s\"\nfailures = 3\n",
+        toml_path(&script),
+        toml_path(&d.path(""))
+    );
+    load_unit(&d, "web", &unit);
+    let pid = d.wait_running("web", 1)[0];
+    let probes = || fs::read_to_string(d.path("probes")).unwrap_or_default();
+    let count = |what: &str| {
+        let line = format!("{what} {pid}");
+        probes().lines().filter(|l| *l == line).count()
+    };
+    wait_for("the second check to run", PATIENCE, || count("start") == 2);
+    assert_eq!(health_of(&d, "web", 0), ("failing".into(), 1));
+
+    replace_with_copy(&binary, Path::new(CLUSTERD));
+    reexec(&d);
+    assert_eq!(count("end"), 1, "the gated check ended before the re-exec");
+    fs::write(d.path("release"), "").expect("release");
+    // Its end is counted by the new image, once: two failures, then a third replaces it.
+    wait_for("web[0] to be replaced", PATIENCE, || {
+        d.pids("web").first().is_some_and(|p| *p != pid)
+    });
+    assert_eq!(count("end"), 3, "{}\n{}", probes(), d.log());
+    let at = |n: u32| format!("(pid {pid}): health check failed ({n} of 3 in a row)");
+    assert_eq!(
+        (logged(&d, &at(1)), logged(&d, &at(2))),
+        (1, 1),
+        "{}",
+        d.log()
+    );
+    let replaced = "health check failed 3 time(s) in a row (check exited with code 1); starting";
+    assert_eq!(logged(&d, replaced), 1, "{}", d.log());
+}
+
+#[test]
+fn an_on_giveup_hook_running_at_the_reexec_is_reaped_and_logged_by_the_new_image() {
+    let (d, binary) = start_from_copy_with(&[]);
+    let dir = toml_path(&d.path(""));
+    let unit = format!(
+        "command = [\"false\"]\nrestart_limit = {{ burst = 1, interval = \"1m\" }}\non_giveup = [\"sh\", \"-c\", \"echo $$ > {dir}/hook; while [ ! -e {dir}/release ]; do sleep 0.05; done; exit 3\"]\n"
+    );
+    d.write_unit("crashy", &unit);
+    d.ctl(&["daemon-reload"]);
+    wait_for("the on_giveup hook to run", PATIENCE, || {
+        fs::read_to_string(d.path("hook")).is_ok_and(|t| t.ends_with('\n'))
+    });
+    let hook = fs::read_to_string(d.path("hook")).unwrap_or_default();
+    let hook = hook.trim();
+
+    replace_with_copy(&binary, Path::new(CLUSTERD));
+    reexec(&d);
+    fs::write(d.path("release"), "").expect("release");
+    let line = format!("crashy: on_giveup hook (pid {hook}) exited with code 3");
+    wait_for("the new image to reap the hook", PATIENCE, || {
+        logged(&d, &line) == 1
+    });
+}
+
+/// `command = ["sh", "-c", SCRIPT]`, the script escaped for TOML.
+fn sh_unit(script: &str) -> String {
+    format!(
+        "command = [\"sh\", \"-c\", \"{}\"]\n",
+        script.replace('\\', "\\\\").replace('"', "\\\"")
+    )
+}
+
+#[test]
+fn a_one_shot_running_at_the_reexec_ends_done_and_releases_its_dependent_and_schedules_keep_their_time(
+) {
+    let (d, binary) = start_from_copy_with(&[]);
+    let release = d.path("release").display().to_string();
+    d.write_unit(
+        "migrate",
+        &format!(
+            "{}type = \"oneshot\"\n",
+            sh_unit(&format!("while [ ! -e '{release}' ]; do sleep 0.05; done"))
+        ),
+    );
+    d.write_unit("web", "command = \"sleep 300\"\nafter = [\"migrate\"]\n");
+    d.write_unit(
+        "tick",
+        "command = \"true\"\ntype = \"oneshot\"\nschedule = \"every 60s\"\n",
+    );
+    d.ctl(&["daemon-reload"]);
+    wait_for("migrate to run and web to wait", PATIENCE, || {
+        d.unit("migrate")["job"]["runs"] == 1 && d.unit("web")["state"] == "waiting"
+    });
+    let next_run = |d: &Daemon| d.unit("tick")["job"]["next_run_in_ms"].as_u64();
+    wait_for("tick's schedule to come closer", PATIENCE, || {
+        next_run(&d).is_some_and(|ms| ms < 58_000)
+    });
+
+    replace_with_copy(&binary, Path::new(CLUSTERD));
+    reexec(&d);
+    // Not re-armed from the exec: due when it was.
+    let after = next_run(&d).unwrap_or(u64::MAX);
+    assert!(
+        after < 58_000,
+        "tick's next run moved to {after} ms\n{}",
+        d.log()
+    );
+    let migrate = d.unit("migrate");
+    assert_eq!(migrate["job"]["runs"], 1, "{migrate}");
+    assert!(migrate["job"]["last_run"]["started_ago_ms"].as_u64() > Some(0));
+    assert_eq!(d.unit("web")["state"], "waiting");
+
+    // The run goes on in the new image: it ends done, and its dependent starts.
+    fs::write(&release, "").expect("release");
+    wait_for("migrate to be done", PATIENCE, || {
+        d.unit("migrate")["state"] == "done"
+    });
+    let migrate = d.unit("migrate");
+    assert_eq!(migrate["job"]["last_run"]["ok"], true, "{migrate}");
+    assert_eq!(migrate["job"]["runs"], 1, "{migrate}");
+    d.wait_running("web", 1);
+}
+
+#[test]
+fn a_rolling_reload_under_way_at_the_reexec_goes_on_to_its_last_instance() {
+    let (d, binary) = start_from_copy_with(&[]);
+    let (slow, go) = (d.path("slow"), d.path("go"));
+    // Ready at once; once `slow` exists, a new process is ready only when `go` exists.
+    let script = format!(
+        "if [ -e '{}' ]; then while [ ! -e '{}' ]; do sleep 0.05; done; fi; echo '{{\"act\":\"ready\"}}' >&$CLUSTERD_CHANNEL_FD; exec sleep 300",
+        slow.display(),
+        go.display()
+    );
+    let unit = format!("{}ready = \"notify\"\ninstances = 3\n", sh_unit(&script));
+    load_unit(&d, "web", &unit);
+    let old = d.wait_running("web", 3);
+    fs::write(&slow, "").expect("slow");
+
+    replace_with_copy(&binary, Path::new(CLUSTERD));
+    std::thread::scope(|scope| {
+        // Its connection is closed by the exec (it waits for the whole reload).
+        let reload = scope.spawn(|| d.ctl(&["reload", "web"]));
+        wait_for("web[0]'s new process to start", PATIENCE, || {
+            d.unit("web")["instances"]
+                .as_array()
+                .is_some_and(|list| list.len() > 3)
+        });
+        reexec(&d);
+        let _ = reload.join();
+    });
+    fs::write(&go, "").expect("go");
+    wait_for("every instance to be replaced", PATIENCE, || {
+        let pids = d.pids("web");
+        pids.len() == 3 && pids.iter().all(|p| !old.contains(p))
+    });
+    wait_for("the old processes to be gone", PATIENCE, || {
+        old.iter().all(|p| !alive(*p))
+    });
+    // Logged once the last old process is reaped (a zombie is not `alive` already).
+    wait_for("the reload to end", PATIENCE, || {
+        logged(&d, "web: reloaded 3 instance(s)") == 1
+    });
+}
+
+#[test]
+fn a_watched_change_noticed_before_the_reexec_still_reloads_after_it() {
+    let (d, binary) = start_from_copy_with(&[]);
+    let watched = d.path("app");
+    fs::create_dir_all(&watched).expect("app dir");
+    let unit = format!(
+        "command = \"sleep 300\"\nwatch = [\"{}\"]\nwatch_delay = \"5s\"\n",
+        toml_path(&watched)
+    );
+    load_unit(&d, "web", &unit);
+    let old = d.wait_running("web", 1)[0];
+    fs::write(watched.join("code.js"), "changed").expect("change");
+    wait_for("the change to be noticed", PATIENCE, || {
+        logged(&d, "web: watched files changed") > 0
+    });
+
+    replace_with_copy(&binary, Path::new(CLUSTERD));
+    reexec(&d);
+    assert!(
+        logged(&d, "watched files changed; reloading") == 0,
+        "reloaded before the re-exec: the quiet period is too short for this machine"
+    );
+    // Its quiet period came along: the reload happens once it is over.
+    wait_for("web to be reloaded", PATIENCE, || {
+        d.pids("web").first().is_some_and(|p| *p != old)
+    });
+    assert_eq!(logged(&d, "watched files changed; reloading"), 1);
+}
+
+#[test]
+fn a_restart_waiting_for_its_stop_at_the_reexec_starts_the_unit_again() {
+    let (d, binary) = start_from_copy_with(&[]);
+    // Ignores SIGTERM: the stop waits for its SIGKILL, 3 s later.
+    let unit = format!(
+        "{}kill_timeout = \"3s\"\n",
+        sh_unit("trap '' TERM; exec sleep 300")
+    );
+    load_unit(&d, "web", &unit);
+    let old = d.wait_running("web", 1)[0];
+    replace_with_copy(&binary, Path::new(CLUSTERD));
+    std::thread::scope(|scope| {
+        // Its connection is closed by the exec (the restart takes longer than a second).
+        let restart = scope.spawn(|| d.ctl(&["restart", "web"]));
+        wait_for("the restart's stop to begin", PATIENCE, || {
+            logged(&d, &format!("web[0] (pid {old}): stopping with SIGTERM")) == 1
+        });
+        reexec(&d);
+        // Told so, not answered as if done: asking again joins what goes on.
+        let out = restart.join().expect("restart's thread");
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("closed the connection without answering"),
+            "{}",
+            stderr(&out)
+        );
+    });
+    wait_for("web to run again, in a new process", PATIENCE, || {
+        d.pids("web").first().is_some_and(|p| *p != old)
+    });
+    assert!(!alive(old));
+    assert!(
+        logged(&d, "killing it with SIGKILL") + logged(&d, "killed by SIGKILL") > 0,
+        "{}",
+        d.log()
+    );
+}

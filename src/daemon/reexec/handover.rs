@@ -8,6 +8,9 @@
 //! 2. the worker I/O thread has the Node primary hand out no new connection and waits until
 //!    every hand-off in flight is answered (≤ 1 s, or the re-exec is refused), then stops
 //!    reading (what the instances write waits in the kernel, connections in the backlogs);
+//!    what it has not written to a channel yet (`clusterctl send` lines an instance does not
+//!    read: not waited for, so a worker that reads nothing cannot hold the re-exec) and the
+//!    line it is in the middle of reading go into the state, queued first by the new image;
 //! 3. the log thread writes what it read and stops reading; the pipes stay open, and what
 //!    is unread waits in them for the new image, which also gets each pipe's unfinished line.
 //!
@@ -31,6 +34,7 @@ use crate::daemon::os::listen_sockets::UnitSockets;
 use crate::daemon::os_process_control::OsProcessControl;
 use crate::daemon::sd_notify::{self, ServiceNotifier};
 use crate::daemon::signals::{self, EventSender};
+use crate::daemon::worker_io::CarriedChannel;
 use crate::daemon::{
     log_output, logs::Logs, serve_clients, supervisor_over, DaemonOptions, Isolation, Running,
 };
@@ -155,7 +159,7 @@ impl Running {
             paused_at,
             requester.as_ref(),
             (io.notify, io.channels, io.primary),
-            (log_pipes, events.clone()),
+            (log_pipes, events.clone(), io.carried),
         );
         // Still here: what was carried is this image's to handle after all.
         for event in events {
@@ -171,7 +175,11 @@ impl Running {
         paused_at: u64,
         requester: Option<&OwnedFd>,
         (notify, channels, primary): (Option<i32>, Vec<(u64, i32)>, HeldPrimary),
-        (log_pipes, events): (Vec<HandedPipe>, Vec<CarriedEvent>),
+        (log_pipes, events, channels_in_flight): (
+            Vec<HandedPipe>,
+            Vec<CarriedEvent>,
+            Vec<CarriedChannel>,
+        ),
     ) -> String {
         let old_binary = match exec::open_old_binary() {
             Ok(fd) => fd,
@@ -198,6 +206,7 @@ impl Running {
             },
             os,
             events,
+            channels_in_flight,
         };
         let text = match serde_json::to_vec(&state) {
             Ok(text) => text,
@@ -261,7 +270,8 @@ impl Running {
                     ));
                     continue;
                 }
-                // A health check's result: the checks start again in the new image.
+                // An HTTP check's result: the check is written down as in flight, and the
+                // new image runs it again at once (`Supervisor::resume_checks`).
                 Event::ProbeDone { .. } | Event::Reload { reply: None, .. } => continue,
             });
         }
@@ -440,6 +450,8 @@ fn adopt_pipes_and_channels(
         .iter()
         .map(|i| (i.spawn_id, i))
         .collect();
+    let mut in_flight: std::collections::HashMap<_, _> =
+        state.channels_in_flight.iter().map(|c| (c.id, c)).collect();
     for &(id, fd) in &state.fds.channels {
         let Some(instance) = instances.get(&id) else {
             continue;
@@ -451,6 +463,10 @@ fn adopt_pipes_and_channels(
         supervisor
             .os_mut()
             .adopt_instance(id, unit, instance.index, channel);
+        // Right after its channel: before anything the loop may send it.
+        if let Some(carried) = in_flight.remove(&id) {
+            supervisor.os().carry_in_channel(carried.clone());
+        }
     }
     // The worker I/O thread takes them all at one wake-up.
     supervisor.os().flush_wakes();

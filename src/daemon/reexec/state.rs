@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::daemon::logs::HandedPipe;
 use crate::daemon::os::cgroup::HeldTree;
 use crate::daemon::os::listen_sockets::HeldSockets;
+use crate::daemon::worker_io::CarriedChannel;
 use crate::node_cluster::primary::handover::HeldPrimary;
 use crate::supervisor::event::{NotifyMessage, WorkerMessage};
 use crate::supervisor::process_control::SpawnId;
@@ -40,6 +41,10 @@ pub(crate) struct DaemonState {
     /// Events that arrived after the old image's last turn of its loop (the threads that
     /// send them stopped since): the new image handles them first.
     pub events: Vec<CarriedEvent>,
+    /// What worker channels had in flight in the old image's memory: lines not written yet
+    /// (`clusterctl send` messages an instance did not read), a line half read.
+    #[serde(default)]
+    pub channels_in_flight: Vec<CarriedChannel>,
 }
 
 /// An event the old image received and did not handle, as the new image gets it.
@@ -167,7 +172,11 @@ impl DaemonState {
             .map(|i| i.spawn_id)
             .collect();
         let workers = state.fds.primary.worker_ids();
-        for id in state.fds.channels.iter().map(|&(id, _)| id).chain(workers) {
+        let in_flight = state.channels_in_flight.iter().map(|c| c.id);
+        for id in (state.fds.channels.iter().map(|&(id, _)| id))
+            .chain(workers)
+            .chain(in_flight)
+        {
             if !known.contains(&id) {
                 return Err(format!("the fds name spawn id {id}, which is no instance"));
             }
@@ -203,6 +212,9 @@ mod tests {
             instances: Vec::new(),
             timers: Vec::new(),
             shutting_down: false,
+            hooks: Vec::new(),
+            lingering: Vec::new(),
+            probe_seq: 0,
         };
         DaemonState {
             version: STATE_VERSION,
@@ -224,6 +236,7 @@ mod tests {
             },
             os: OsHeld::default(),
             events: vec![CarriedEvent::Signal(libc::SIGTERM)],
+            channels_in_flight: Vec::new(),
         }
     }
 
@@ -248,7 +261,14 @@ mod tests {
             .fds
             .listen
             .push(("ghost".into(), HeldSockets::default()));
-        for lie in [stdio, twice, ghost, ghost_unit] {
+        let mut ghost_in_flight = state();
+        ghost_in_flight.channels_in_flight.push(CarriedChannel {
+            id: 2,
+            unwritten: Vec::new(),
+            unread: b"{\"a".to_vec(),
+            discarding: false,
+        });
+        for lie in [stdio, twice, ghost, ghost_unit, ghost_in_flight] {
             let text = serde_json::to_string(&lie).expect("serializes");
             assert!(DaemonState::from_json(&text).is_err(), "{lie:?}");
         }
