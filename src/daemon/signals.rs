@@ -3,7 +3,17 @@
 //!
 //! Signals need no thread of their own: signal-hook's handlers for SIGCHLD, SIGTERM, SIGINT
 //! SIGHUP, SIGUSR1 and SIGUSR2 each write a byte to a pipe, and the main thread waits on those pipes and on a
-//! doorbell (an eventfd the other threads ring after each event) in one `ppoll`. A SIGCHLD
+//! doorbell (an eventfd the other threads ring after each event) in one `ppoll`.
+//!
+//! These signals are blocked in every thread at every moment but one: the main thread's
+//! `ppoll`, which lets them in for as long as it waits (its signal mask). They are blocked
+//! on the main thread before it starts any thread, and every thread inherits its creator's
+//! mask. So a handler runs only there, and only where the byte it writes is read at once; a
+//! signal that comes at any other moment stays pending in the kernel until the next wait.
+//! That is what makes `daemon-reexec` lose none: from the loop's last look at the pipes to
+//! the exec, a signal stays pending, and pending signals (and the mask) survive the exec, to
+//! be taken by the new image's first wait (before, a signal could land on another thread
+//! whose handler wrote to a pipe the exec then closed). A SIGCHLD
 //! then wakes exactly the thread that reaps and restarts, with no hand-over between threads —
 //! on the restart path every wake-up of another thread (of a halted vCPU, in a VM) costs.
 //! Signals of one kind may coalesce; the supervisor copes: on a SIGCHLD it reaps every exited
@@ -19,6 +29,7 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
 use nix::sys::time::TimeSpec;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 
@@ -60,10 +71,13 @@ pub(crate) struct Inbox {
     doorbell: Arc<EventFd>,
     /// The read end of each signal's pipe, with its signal.
     signal_pipes: Vec<(OwnedFd, i32)>,
+    /// The main thread's mask while it waits: its own, without the handled signals.
+    waiting_mask: SigSet,
 }
 
-/// Installs the signal handlers (at once, so no SIGCHLD is missed) and makes the inbox and
-/// the sender the other threads post through.
+/// Installs the signal handlers (at once, so no SIGCHLD is missed), blocks their signals on
+/// this thread (the main one, before it starts any other: see the module's doc) and makes
+/// the inbox and the sender the other threads post through.
 pub(crate) fn inbox(container: bool) -> std::io::Result<(Inbox, EventSender)> {
     let (sender, channel) = crossbeam_channel::unbounded();
     let doorbell = Arc::new(EventFd::from_flags(
@@ -82,11 +96,26 @@ pub(crate) fn inbox(container: bool) -> std::io::Result<(Inbox, EventSender)> {
         signal_hook::low_level::pipe::register(signal, write)?;
         signal_pipes.push((read, signal));
     }
+    let mut handled = SigSet::empty();
+    for &(_, signal) in &signal_pipes {
+        handled.add(Signal::try_from(signal).map_err(std::io::Error::from)?);
+    }
+    let mut waiting_mask = SigSet::empty();
+    pthread_sigmask(
+        SigmaskHow::SIG_BLOCK,
+        Some(&handled),
+        Some(&mut waiting_mask),
+    )
+    .map_err(std::io::Error::from)?;
+    for signal in handled.iter() {
+        waiting_mask.remove(signal);
+    }
     Ok((
         Inbox {
             channel,
             doorbell: Arc::clone(&doorbell),
             signal_pipes,
+            waiting_mask,
         },
         EventSender {
             channel: sender,
@@ -111,7 +140,8 @@ impl Inbox {
             .map(|(fd, _)| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
             .collect();
         fds.push(PollFd::new(self.doorbell.as_fd(), PollFlags::POLLIN));
-        match nix::poll::ppoll(&mut fds, timeout, None) {
+        // The only moment the handled signals are let in (see the module's doc).
+        match nix::poll::ppoll(&mut fds, timeout, Some(self.waiting_mask)) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => log::error!("waiting for events failed: {e}"),
         }

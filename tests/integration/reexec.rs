@@ -848,3 +848,138 @@ fn a_logs_follower_of_every_unit_reconnects_after_a_reexec_and_misses_and_repeat
         );
     }
 }
+
+/// Counts the lines of clusterd's log that hold `what`, reading only what was added since
+/// the last look (it is polled in a tight loop).
+struct LogWatch {
+    file: fs::File,
+    seen: Vec<u8>,
+}
+
+impl LogWatch {
+    fn new(d: &Daemon) -> LogWatch {
+        LogWatch {
+            file: fs::File::open(d.log_path()).expect("clusterd's log"),
+            seen: Vec::new(),
+        }
+    }
+
+    fn count(&mut self, what: &str) -> usize {
+        use std::io::Read;
+        let _ = self.file.read_to_end(&mut self.seen);
+        String::from_utf8_lossy(&self.seen).matches(what).count()
+    }
+
+    /// Spins until the log holds more than `before` lines with `what` (no sleep: the caller
+    /// acts within microseconds of the line).
+    fn spin_until_more(&mut self, what: &str, before: usize) {
+        use std::io::Read;
+        let deadline = std::time::Instant::now() + PATIENCE;
+        let mut tail = Vec::new();
+        loop {
+            tail.clear();
+            let _ = self.file.read_to_end(&mut tail);
+            if !tail.is_empty() {
+                self.seen.extend_from_slice(&tail);
+                if String::from_utf8_lossy(&self.seen).matches(what).count() > before {
+                    return;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what:?} in clusterd's log"
+            );
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// Writes unit `name` by rename: a SIGHUP never has clusterd read half of it.
+fn write_unit_whole(d: &Daemon, name: &str, text: &str) {
+    let staged = d.path(&format!("{name}.toml.new"));
+    fs::write(&staged, text).expect("write the unit");
+    fs::rename(&staged, d.units_dir().join(format!("{name}.toml"))).expect("rename the unit");
+}
+
+/// A re-exec asked for on a thread of its own: the caller acts while it runs.
+fn reexec_in_background(d: &Daemon) -> std::thread::JoinHandle<Output> {
+    let socket = d.socket.clone();
+    std::thread::spawn(move || {
+        Command::new(CLUSTERCTL)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("daemon-reexec")
+            .output()
+            .expect("run clusterctl daemon-reexec")
+    })
+}
+
+/// What the old image logs right before its exec (the signals are blocked from a few
+/// microseconds after it).
+const EXECING: &str = "daemon-reexec: exec'ing";
+
+#[test]
+fn signals_that_land_right_at_the_exec_are_each_taken_by_one_image() {
+    // SIGHUP (`daemon-reload`: the marker's description changes), SIGUSR1 (the log files
+    // are reopened: a line says so) and SIGTERM (clusterd stops) are sent the moment the old
+    // image says it execs: within microseconds of its execve, where a signal that reached
+    // another thread's handler was lost with the pipe it wrote to. A unit crashing all along
+    // adds SIGCHLDs.
+    let marker = |generation: usize| {
+        format!(
+            "type = \"oneshot\"\ncommand = [\"true\"]\nschedule = \"every 24h\"\ndescription = \"generation {generation}\"\n"
+        )
+    };
+    let crasher = "command = [\"sh\", \"-c\", \"sleep 0.05\"]\nrestart_limit = { burst = 100000, interval = \"1s\" }\n";
+    let (mut d, binary) = start_from_copy_with(&[
+        ("web", TWO_SLEEPERS),
+        ("marker", &marker(0)),
+        ("crasher", crasher),
+    ]);
+    let pids = d.wait_running("web", 2);
+    let clusterd = d.pid();
+    let mut log = LogWatch::new(&d);
+    let description = |d: &Daemon| d.unit("marker")["description"].as_str().map(String::from);
+    for round in 1..=12 {
+        write_unit_whole(&d, "marker", &marker(round));
+        replace_with_copy(&binary, Path::new(CLUSTERD));
+        let execs = log.count(EXECING);
+        let reopens = log.count("SIGUSR1: reopening the log files");
+        let asked = reexec_in_background(&d);
+        log.spin_until_more(EXECING, execs);
+        send_signal(clusterd, libc::SIGHUP);
+        send_signal(clusterd, libc::SIGUSR1);
+        let out = asked.join().expect("the re-exec's thread");
+        assert_eq!(out.status.code(), Some(0), "{}\n{}", stderr(&out), d.log());
+        let wanted = format!("generation {round}");
+        wait_for(
+            &format!("round {round}: the SIGHUP to be taken"),
+            PATIENCE,
+            || description(&d).as_deref() == Some(wanted.as_str()),
+        );
+        wait_for(
+            &format!("round {round}: the SIGUSR1 to be taken"),
+            PATIENCE,
+            || log.count("SIGUSR1: reopening the log files") > reopens,
+        );
+    }
+    assert_eq!(d.pids("web"), pids);
+    // The crasher's exits are reaped and restarted on (no SIGCHLD lost for good).
+    let restarts = |d: &Daemon| d.unit("crasher")["instances"][0]["restarts"].as_u64();
+    let before = restarts(&d).unwrap_or(0);
+    wait_for("the crasher to be restarted on", PATIENCE, || {
+        restarts(&d).is_some_and(|r| r > before + 3)
+    });
+    // And a SIGTERM at the exec stops clusterd, in whichever image takes it.
+    replace_with_copy(&binary, Path::new(CLUSTERD));
+    let execs = log.count(EXECING);
+    let asked = reexec_in_background(&d);
+    log.spin_until_more(EXECING, execs);
+    send_signal(clusterd, libc::SIGTERM);
+    let status = d.wait_exit(PATIENCE);
+    let _ = asked.join();
+    assert_eq!(status.code(), Some(0), "{}", d.log());
+    for pid in pids {
+        assert!(!alive(pid), "instance {pid} outlived clusterd");
+    }
+}

@@ -324,11 +324,11 @@ fn start_up_from(options: DaemonOptions, incoming: &Incoming) -> Result<Running,
     }
     crate::daemon::os::fd_limit::raise();
     crate::daemon::os::spawn::use_path(options.spawn_path);
-    // The handlers first, then the signals blocked across the exec are let in: a SIGTERM
-    // of the gap is taken now, and the exits of the gap are reaped first thing.
+    // The handlers first. The signals blocked across the exec stay blocked (as they are in
+    // every thread but the loop's wait, see `signals`): a SIGTERM of the gap is taken at the
+    // loop's first wait, and the exits of the gap are reaped first thing.
     let (inbox, events) = signals::inbox(options.container)
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    exec::unblock_signals();
     let _ = events.send(Event::Signal(libc::SIGCHLD));
     post_carried(&events, &state.events);
 
