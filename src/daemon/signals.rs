@@ -63,6 +63,12 @@ impl EventSender {
         let _ = self.doorbell.write(1);
         Ok(())
     }
+
+    /// Wakes the loop without an event: something it polls for has changed (the metrics
+    /// thread has stopped for a re-exec).
+    pub(crate) fn ring(&self) {
+        let _ = self.doorbell.write(1);
+    }
 }
 
 /// What the main thread waits on.

@@ -983,3 +983,168 @@ fn signals_that_land_right_at_the_exec_are_each_taken_by_one_image() {
         assert!(!alive(pid), "instance {pid} outlived clusterd");
     }
 }
+
+/// clusterd run from a copy (returned) with `--metrics-listen 127.0.0.1:PORT`, and two
+/// instances of `web`; the metrics address.
+fn start_from_copy_with_metrics() -> (Daemon, PathBuf, std::net::SocketAddr) {
+    let at = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut binary = PathBuf::new();
+    let d = Daemon::start_program_with_args(
+        &[("web", TWO_SLEEPERS)],
+        &["--metrics-listen", &at.to_string()],
+        |dir| {
+            binary = clusterd_copy(dir);
+            binary.clone()
+        },
+    );
+    d.wait_running("web", 2);
+    (d, binary, at)
+}
+
+/// One scrape on a new connection: the whole answer, or what went wrong (refused, cut,
+/// malformed).
+fn scrape_once(at: std::net::SocketAddr) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&at, Duration::from_secs(10))
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(15)));
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .map_err(|e| format!("request: {e}"))?;
+    let mut answer = Vec::new();
+    stream
+        .read_to_end(&mut answer)
+        .map_err(|e| format!("answer cut after {} bytes: {e}", answer.len()))?;
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no head in {} bytes", answer.len()))?;
+    let length: Option<usize> = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|v| v.trim().parse().ok());
+    if !head.starts_with("HTTP/1.1 200 ")
+        || length != Some(body.len())
+        || !body.contains("# TYPE clusterd_instance_up gauge\n")
+    {
+        return Err(format!(
+            "malformed answer: {head:?}, {} bytes of body",
+            body.len()
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn scrapes_all_along_are_all_answered_through_reexecs() {
+    let (d, binary, at) = start_from_copy_with_metrics();
+    wait_for("a first scrape", PATIENCE, || scrape_once(at).is_ok());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let scrapers: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, answered) = (
+                std::sync::Arc::clone(&stop),
+                std::sync::Arc::clone(&answered),
+            );
+            std::thread::spawn(move || {
+                let (mut failures, mut slowest) = (Vec::new(), Duration::ZERO);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let asked = std::time::Instant::now();
+                    match scrape_once(at) {
+                        Ok(()) => {
+                            answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Err(why) => failures.push(why),
+                    }
+                    slowest = slowest.max(asked.elapsed());
+                }
+                (failures, slowest)
+            })
+        })
+        .collect();
+    let count = || answered.load(std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..4 {
+        let before = count();
+        wait_for("scrapes before the re-exec", PATIENCE, || {
+            count() > before + 20
+        });
+        replace_with_copy(&binary, Path::new(CLUSTERD));
+        reexec(&d);
+    }
+    let before = count();
+    wait_for("scrapes after the last re-exec", PATIENCE, || {
+        count() > before + 20
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for scraper in scrapers {
+        let (failures, slowest) = scraper.join().expect("scraper");
+        assert!(failures.is_empty(), "{failures:?}\n{}", d.log());
+        // Generous: a scrape waits out the pause, tens of milliseconds.
+        assert!(
+            slowest < Duration::from_secs(10),
+            "slowest scrape {slowest:?}"
+        );
+    }
+    let log = d.log();
+    assert!(!log.contains("binding it again"), "{log}");
+    assert!(!log.contains("cannot listen for metrics"), "{log}");
+}
+
+#[test]
+fn a_metrics_client_that_never_sends_its_request_neither_holds_nor_fails_a_reexec() {
+    use std::io::{Read, Write};
+    let (d, binary, at) = start_from_copy_with_metrics();
+    wait_for("a first scrape", PATIENCE, || scrape_once(at).is_ok());
+    let clusterd = d.pid();
+    let sockets = || {
+        fs::read_dir(format!("/proc/{clusterd}/fd"))
+            .map(|dir| {
+                dir.filter_map(|entry| fs::read_link(entry.ok()?.path()).ok())
+                    .filter(|target| target.to_string_lossy().starts_with("socket:"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let sockets_before = sockets();
+    // Clients that send half a request, which clusterd accepts and holds, and silent ones,
+    // which the kernel holds in the listen queue (TCP_DEFER_ACCEPT): those are carried over
+    // with the listener and cost the new image what they cost the old one.
+    let mut half = Vec::new();
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        let mut stream = std::net::TcpStream::connect(at).expect("connect");
+        stream.write_all(b"GET /metr").expect("half a request");
+        half.push(stream);
+        silent.push(std::net::TcpStream::connect(at).expect("connect"));
+    }
+    wait_for("clusterd to accept the half requests", PATIENCE, || {
+        sockets() >= sockets_before + half.len()
+    });
+    replace_with_copy(&binary, Path::new(CLUSTERD));
+    let asked = std::time::Instant::now();
+    reexec(&d);
+    let took = asked.elapsed();
+    // Generous (a loaded machine): the connections get a quarter of a second.
+    assert!(
+        took < Duration::from_secs(10),
+        "daemon-reexec took {took:?}"
+    );
+    // Each was closed by the old image, none is held by the new one.
+    for mut stream in half {
+        let _ = stream.set_read_timeout(Some(PATIENCE));
+        let mut rest = Vec::new();
+        let end = stream.read_to_end(&mut rest);
+        assert!(
+            !end.as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+            "a half request's connection is still open: {end:?}"
+        );
+    }
+    drop(silent);
+    wait_for("clusterd to hold no hostile connection", PATIENCE, || {
+        sockets() <= sockets_before
+    });
+    scrape_once(at).expect("a scrape after the re-exec");
+    assert!(d.log().contains("for the re-exec"), "{}", d.log());
+}

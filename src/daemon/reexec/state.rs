@@ -87,6 +87,11 @@ pub(crate) struct HandedFds {
     /// The new binary as the pre-flight checked it (O_PATH), exec'd through its fd: closed by
     /// the new image.
     pub new_binary: Option<i32>,
+    /// `--metrics-listen`'s listening sockets: scrapes that connect during the exec wait in
+    /// their listen queues and are answered by the new image. None from an older clusterd
+    /// (which bound them again).
+    #[serde(default)]
+    pub metrics: Vec<i32>,
 }
 
 /// The OS side's bookkeeping of the instances, by path and id (no fd).
@@ -122,6 +127,7 @@ impl HandedFds {
         fds.extend(self.primary.fds());
         fds.extend(self.old_binary);
         fds.extend(self.new_binary);
+        fds.extend(self.metrics.iter().copied());
         fds
     }
 }
@@ -221,6 +227,7 @@ mod tests {
                 primary: HeldPrimary::default(),
                 old_binary: Some(7),
                 new_binary: Some(9),
+                metrics: vec![10, 11],
             },
             os: OsHeld::default(),
             events: vec![CarriedEvent::Signal(libc::SIGTERM)],
@@ -236,6 +243,17 @@ mod tests {
     }
 
     #[test]
+    fn a_state_without_metrics_fds_reads_as_none() {
+        let mut older = state();
+        older.fds.metrics.clear();
+        let text = serde_json::to_string(&older)
+            .expect("serializes")
+            .replace(",\"metrics\":[]", "");
+        assert!(!text.contains("metrics"), "{text}");
+        assert_eq!(DaemonState::from_json(&text), Ok(older));
+    }
+
+    #[test]
     fn fds_that_lie_are_refused() {
         let mut stdio = state();
         stdio.fds.control_socket = 0;
@@ -243,12 +261,14 @@ mod tests {
         twice.fds.old_binary = Some(4);
         let mut ghost = state();
         ghost.fds.channels.push((2, 9));
+        let mut metrics_twice = state();
+        metrics_twice.fds.metrics.push(3);
         let mut ghost_unit = state();
         ghost_unit
             .fds
             .listen
             .push(("ghost".into(), HeldSockets::default()));
-        for lie in [stdio, twice, ghost, ghost_unit] {
+        for lie in [stdio, twice, ghost, ghost_unit, metrics_twice] {
             let text = serde_json::to_string(&lie).expect("serializes");
             assert!(DaemonState::from_json(&text).is_err(), "{lie:?}");
         }
