@@ -1148,3 +1148,81 @@ fn a_metrics_client_that_never_sends_its_request_neither_holds_nor_fails_a_reexe
     scrape_once(at).expect("a scrape after the re-exec");
     assert!(d.log().contains("for the re-exec"), "{}", d.log());
 }
+
+#[test]
+fn a_logs_follower_that_has_shown_no_line_yet_shows_no_old_line_after_a_reexec() {
+    // `quiet` wrote its lines before the follower started, then nothing until `go` exists;
+    // the follower (`-n 0`, every unit) has shown none of its lines at the first re-exec,
+    // and shows each of its new ones once, those written during the second re-exec too.
+    // Before, it asked for the last 1000 lines and, having no last line to find among
+    // them, showed them all again.
+    let go = "go";
+    let quiet = format!(
+        "command = [\"sh\", \"-c\", \"for i in 1 2 3 4 5; do echo old $i; done; while [ ! -e {go} ]; do sleep 0.01; done; i=0; while true; do i=$((i+1)); echo new $i; sleep 0.002; done\"]\n"
+    );
+    let writer = "command = [\"sh\", \"-c\", \"i=0; while true; do i=$((i+1)); echo line $i; sleep 0.005; done\"]\n";
+    let (d, binary) = start_from_copy_with(&[("alpha", writer), ("quiet", &quiet)]);
+    d.wait_running("alpha", 1);
+    wait_for("quiet's old lines to be logged", PATIENCE, || {
+        fs::read_to_string(d.log_dir().join("quiet.log"))
+            .unwrap_or_default()
+            .contains("out | old 5")
+    });
+    let shown = d.path("followed.txt");
+    let mut follower = Command::new(CLUSTERCTL)
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["logs", "-f", "-n", "0"])
+        .current_dir(d.dir.path())
+        .stdout(fs::File::create(&shown).expect("output file"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run clusterctl logs -f");
+    let text = || fs::read_to_string(&shown).unwrap_or_default();
+    let alpha_lines = || text().matches("alpha[0] out | line ").count();
+    // Every unit's follower is open before any line is shown.
+    wait_for("the follower to show alpha's lines", PATIENCE, || {
+        alpha_lines() > 10
+    });
+    replace_with_copy(&binary, Path::new(CLUSTERD));
+    reexec(&d);
+    let after = alpha_lines() + 50;
+    wait_for("the follower to go on after the re-exec", PATIENCE, || {
+        alpha_lines() > after
+    });
+    assert!(
+        !text().contains("out | old"),
+        "old lines shown again:\n{}",
+        text()
+    );
+    // Now quiet writes, and goes on writing during a second re-exec.
+    fs::write(d.path(go), "").expect("go");
+    let news = || -> Vec<u64> {
+        text()
+            .lines()
+            .filter_map(|l| l.split_once("quiet[0] out | new "))
+            .filter_map(|(_, n)| n.trim().parse().ok())
+            .collect()
+    };
+    wait_for("quiet's new lines to be shown", PATIENCE, || {
+        news().len() > 10
+    });
+    replace_with_copy(&binary, Path::new(CLUSTERD));
+    reexec(&d);
+    let after = news().last().copied().unwrap_or(0) + 300;
+    wait_for("quiet's lines after the second re-exec", PATIENCE, || {
+        news().last().is_some_and(|&n| n > after)
+    });
+    let alive_still = follower.try_wait().expect("try_wait").is_none();
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(alive_still, "the follower ended");
+    assert!(!text().contains("out | old"), "old lines shown again");
+    let seen = news();
+    let expected: Vec<u64> = (1..=seen.len() as u64).collect();
+    assert!(
+        seen == expected,
+        "first difference at {:?}",
+        seen.iter().zip(&expected).position(|(a, b)| a != b)
+    );
+}
