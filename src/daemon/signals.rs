@@ -3,22 +3,23 @@
 //!
 //! Signals need no thread of their own: signal-hook's handlers for SIGCHLD, SIGTERM, SIGINT
 //! SIGHUP, SIGUSR1 and SIGUSR2 each write a byte to a pipe, and the main thread waits on those pipes and on a
-//! doorbell (an eventfd the other threads ring after each event) in one `ppoll`.
-//!
-//! These signals are blocked in every thread at every moment but one: the main thread's
-//! `ppoll`, which lets them in for as long as it waits (its signal mask). They are blocked
-//! on the main thread before it starts any thread, and every thread inherits its creator's
-//! mask. So a handler runs only there, and only where the byte it writes is read at once; a
-//! signal that comes at any other moment stays pending in the kernel until the next wait.
-//! That is what makes `daemon-reexec` lose none: from the loop's last look at the pipes to
-//! the exec, a signal stays pending, and pending signals (and the mask) survive the exec, to
-//! be taken by the new image's first wait (before, a signal could land on another thread
-//! whose handler wrote to a pipe the exec then closed). A SIGCHLD
+//! doorbell (an eventfd the other threads ring after each event) in one `ppoll`. A SIGCHLD
 //! then wakes exactly the thread that reaps and restarts, with no hand-over between threads —
 //! on the restart path every wake-up of another thread (of a halted vCPU, in a VM) costs.
 //! Signals of one kind may coalesce; the supervisor copes: on a SIGCHLD it reaps every exited
 //! child, a batch per turn of the loop (it sends itself a SIGCHLD for the rest, so a crash
 //! loop of 1,000 instances cannot keep a `clusterctl status` waiting behind 1,000 restarts).
+//!
+//! These signals are blocked in every thread at every moment but two, both on the main
+//! thread in [`Inbox::wait`]: a moment at its start (`let_signals_in`) and its `ppoll`,
+//! which lets them in for as long as it waits (its signal mask). They are blocked
+//! on the main thread before it starts any thread, and every thread inherits its creator's
+//! mask. So a handler runs only there, and only where the byte it writes is read at once; a
+//! signal that comes at any other moment stays pending in the kernel until the next wait.
+//! That is what makes `daemon-reexec` lose none: from the loop's last wait to
+//! the exec, a signal stays pending, and pending signals (and the mask) survive the exec, to
+//! be taken by the new image's first wait (before, a signal could land on another thread
+//! whose handler wrote to a pipe the exec then closed).
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -134,6 +135,7 @@ impl Inbox {
     /// Waits until something arrives or `deadline` passes (forever without one), then returns
     /// everything that has arrived: signals first, then the other threads' events in order.
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> Vec<Event> {
+        self.let_signals_in();
         let mut arrived = self.take_arrived();
         if !arrived.is_empty() {
             return arrived;
@@ -153,6 +155,25 @@ impl Inbox {
         }
         arrived.extend(self.take_arrived());
         arrived
+    }
+
+    /// The handled signals pending now are let in for a moment: their handlers run here, on
+    /// this thread, as the mask is set (the kernel delivers an unblocked pending signal on
+    /// the way back from the call). Needed because a busy loop finds events waiting and does
+    /// not `ppoll`, and a `ppoll` that finds a descriptor ready returns without delivering
+    /// what is pending: a SIGTERM would wait for an idle moment (a crash loop of 200
+    /// instances has none).
+    fn let_signals_in(&self) {
+        let mut blocked = SigSet::empty();
+        if pthread_sigmask(
+            SigmaskHow::SIG_SETMASK,
+            Some(&self.waiting_mask),
+            Some(&mut blocked),
+        )
+        .is_ok()
+        {
+            let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&blocked), None);
+        }
     }
 
     /// `daemon-reexec`, the signals blocked: every signal that arrived since the last look
