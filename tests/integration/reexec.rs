@@ -3,8 +3,10 @@
 //! re-exec. A good new binary takes over in the same pid with every instance as it was (pids,
 //! indexes, restart counts, ready states), every line an instance writes meanwhile logged
 //! once and in order, a listen unit under load and a `node_cluster` round-robin unit refusing
-//! nothing, clients of the control socket all answered, a `logs -f` follower going on where
-//! it was, an instance killed in the gap restarted; a new binary that is broken, not
+//! nothing, clients of the control socket and scrapes of `--metrics-listen` all answered
+//! (a scraper that never finishes its request holds nothing), a `logs -f` follower going on
+//! where it was (one that had shown no line too), signals sent at the very exec each taken,
+//! an instance killed in the gap restarted; a new binary that is broken, not
 //! executable, writable by others or a
 //! symlink to something that is not clusterd is refused with the reason, one that cannot
 //! read the state goes back to the old binary; only root and clusterd's own user may ask.
