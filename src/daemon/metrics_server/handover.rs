@@ -146,3 +146,37 @@ fn check(fd: &OwnedFd, address: &ListenAddress) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn address_of(at: std::net::SocketAddr) -> ListenAddress {
+        ListenAddress {
+            text: at.to_string(),
+            addresses: vec![at],
+        }
+    }
+
+    #[test]
+    fn only_a_listening_tcp_socket_on_the_address_is_adopted() {
+        let good = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let at = good.local_addr().expect("address");
+        let other = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let connected = std::net::TcpStream::connect(at).expect("connect");
+        let fds: Vec<OwnedFd> = vec![
+            OwnedFd::from(other),
+            OwnedFd::from(udp),
+            OwnedFd::from(connected),
+            OwnedFd::from(good),
+        ];
+        let adopted = adopt(fds, &address_of(at));
+        let addresses: Vec<_> = adopted.iter().filter_map(|l| l.local_addr().ok()).collect();
+        assert_eq!(addresses, [at]);
+        // Port 0 asked: any port on the address.
+        let any = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let zero = address_of(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        assert_eq!(adopt(vec![OwnedFd::from(any)], &zero).len(), 1);
+    }
+}
