@@ -14,7 +14,7 @@ use clusterd::client::status_table::render;
 use clusterd::client::top::{frame, Screen, SortBy};
 use clusterd::client::transport::Target;
 use clusterd::printable::{json_for_terminal, printable, printable_lines};
-use clusterd::protocol::Request;
+use clusterd::protocol::{LogPosition, Request};
 
 /// `eprintln!` that cannot panic: stderr may be a closed pipe too.
 macro_rules! complain {
@@ -145,6 +145,7 @@ fn main() -> ExitCode {
                 follow,
                 instance,
                 stream,
+                after: None,
             };
             return logs(target, request, follow, raw);
         }
@@ -281,7 +282,7 @@ fn ask(target: &Target, request: Request, metrics: bool, json: bool) -> Answer {
 /// unless `--raw`. A follower's connection ends only when clusterd goes away (or drops it):
 /// that is said, with exit 3, so a script does not take it for a clean end — unless clusterd
 /// was re-executed (`daemon-reexec`), which closes every follower: then the follower
-/// reconnects and goes on after the last line it showed ([`read_log_stream`]).
+/// reconnects and goes on from where its stream stood ([`LogStream::read`]).
 fn logs(socket: &Target, request: Request, follow: bool, raw: bool) -> ExitCode {
     let last_reexec = if follow { reexecuted_at(socket) } else { None };
     let (response, reader) = match open_stream(socket, request.clone()) {
@@ -297,9 +298,10 @@ fn logs(socket: &Target, request: Request, follow: bool, raw: bool) -> ExitCode 
         request: &request,
         follow,
         last_reexec,
-        shown_before: &|| None,
     };
-    match stream.read(reader, &mut |line| out.write("", line)) {
+    match stream.read((response.log_position, reader), &mut |line| {
+        out.write("", line)
+    }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(StreamEnd::Code(code)) => code,
         Err(StreamEnd::Lost(why)) => {
@@ -325,9 +327,8 @@ enum StreamEnd {
 }
 
 /// One unit's log stream as `logs` asked for it, read to its end; with `follow`, read on
-/// across a `daemon-reexec` (which closes every follower): it reconnects, asks for the last
-/// [`REFOLLOW_LINES`] lines and shows only those after the last line it showed. Used by
-/// `logs UNIT` and, once per unit, by `logs` without a unit.
+/// across a `daemon-reexec` (which closes every follower). Used by `logs UNIT` and, once per
+/// unit, by `logs` without a unit.
 struct LogStream<'a> {
     socket: &'a Target,
     request: &'a Request,
@@ -335,24 +336,30 @@ struct LogStream<'a> {
     /// When clusterd was last re-executed as the stream was opened: a connection that ends
     /// while this is still so was not ended by a re-exec.
     last_reexec: Option<f64>,
-    /// The last line shown from elsewhere, if this stream showed none yet (`logs` without a
-    /// unit shows each unit's history from another request).
-    shown_before: &'a dyn Fn() -> Option<Vec<u8>>,
 }
 
 impl LogStream<'_> {
+    /// Reads the stream whose answer said `position` (where its history ended). It counts
+    /// the lines after its history; after a re-exec it reconnects asking for every line
+    /// after that position and skips as many as it counted: the lines written meanwhile are
+    /// shown, none twice, whether it had shown any line or not (`-n 0` on a quiet unit).
+    /// Without a position (an older clusterd's answer), it goes on with the new lines only.
     fn read(
         &self,
-        mut reader: std::io::BufReader<clusterd::client::transport::Connection>,
+        (mut position, mut reader): (
+            Option<LogPosition>,
+            std::io::BufReader<clusterd::client::transport::Connection>,
+        ),
         show: &mut dyn FnMut(&[u8]) -> Result<(), ExitCode>,
     ) -> Result<(), StreamEnd> {
         use std::io::BufRead;
         let mut last_reexec = self.last_reexec;
         let mut line = Vec::new();
-        let mut last_shown: Option<Vec<u8>> = None;
-        // After a reconnection: the lines up to the last one shown are shown already; held
-        // until it comes (or, if it does not come among the first [`REFOLLOW_LINES`], shown).
-        let mut skipping: Option<(Vec<u8>, Vec<Vec<u8>>)> = None;
+        // Lines of the history still to come (they stand before `position`), and how many
+        // of them were shown before a reconnection; then the lines after it, counted.
+        let mut history_left = position.as_ref().map_or(0, |p| p.history_lines);
+        let mut shown_already = 0usize;
+        let mut after_position = 0usize;
         loop {
             line.clear();
             match reader.read_until(b'\n', &mut line) {
@@ -360,13 +367,17 @@ impl LogStream<'_> {
                 Ok(0) => {
                     let now = reexecuted_at(self.socket);
                     if now.is_some() && now != last_reexec {
-                        if let Some(reopened) = reopen_follower(self.socket, self.request) {
+                        if let Some((again, reopened)) =
+                            reopen_follower(self.socket, self.request, position.as_ref())
+                        {
                             last_reexec = now;
                             reader = reopened;
-                            skipping = last_shown
-                                .clone()
-                                .or_else(self.shown_before)
-                                .map(|last| (last, Vec::new()));
+                            if position.is_some() {
+                                shown_already = after_position;
+                            }
+                            history_left = again.as_ref().map_or(0, |p| p.history_lines);
+                            after_position = 0;
+                            position = again;
                             continue;
                         }
                     }
@@ -380,37 +391,32 @@ impl LogStream<'_> {
                     )))
                 }
             }
-            if let Some((last, held)) = &mut skipping {
-                if *last == line {
-                    skipping = None;
+            if history_left > 0 {
+                history_left -= 1;
+                if shown_already > 0 {
+                    shown_already -= 1;
                     continue;
                 }
-                held.push(line.clone());
-                if held.len() < REFOLLOW_LINES {
-                    continue;
-                }
-                for held_line in std::mem::take(held) {
-                    show(&held_line).map_err(StreamEnd::Code)?;
-                }
-                skipping = None;
-                continue;
+            } else {
+                let stands_for = clusterd::protocol::skipped_lines_in(&line).unwrap_or(1);
+                after_position =
+                    after_position.saturating_add(usize::try_from(stands_for).unwrap_or(1));
             }
             show(&line).map_err(StreamEnd::Code)?;
-            if self.follow {
-                last_shown = Some(line.clone());
-            }
         }
     }
 }
 
-/// The history a follower asks for when it reconnects after a re-exec.
-const REFOLLOW_LINES: usize = 1000;
-
-/// Follows again after a re-exec, from the last lines on (the caller skips those it showed).
+/// Follows again after a re-exec: every line after `position` (no history without one);
+/// the answer's position with the stream.
 fn reopen_follower(
     socket: &Target,
     request: &Request,
-) -> Option<std::io::BufReader<clusterd::client::transport::Connection>> {
+    position: Option<&LogPosition>,
+) -> Option<(
+    Option<LogPosition>,
+    std::io::BufReader<clusterd::client::transport::Connection>,
+)> {
     let Request::Logs {
         unit,
         follow,
@@ -423,15 +429,14 @@ fn reopen_follower(
     };
     let again = Request::Logs {
         unit,
-        // Enough to find the last line shown among them: the new image serves the
-        // follower within the pause, while the instance writes on.
-        lines: REFOLLOW_LINES,
+        lines: 0,
         follow,
         instance,
         stream,
+        after: position.cloned(),
     };
     match open_stream(socket, again) {
-        Ok((response, reader)) if response.ok => Some(reader),
+        Ok((response, reader)) if response.ok => Some((response.log_position, reader)),
         _ => None,
     }
 }
@@ -495,9 +500,7 @@ fn logs_all(
     raw: bool,
 ) -> ExitCode {
     use clusterd::client::all_logs::{merge_by_time, MAX_FOLLOWED_UNITS};
-    use std::collections::HashMap;
     use std::io::BufRead;
-    use std::sync::{Arc, Mutex};
     let report = match status_report(socket, None) {
         Ok(report) => report,
         Err(failure) => return failure.on(socket).report(),
@@ -508,6 +511,7 @@ fn logs_all(
         follow,
         instance,
         stream,
+        after: None,
     };
     let names: Vec<String> = report.units.iter().map(|u| u.name.clone()).collect();
     if follow && names.len() > MAX_FOLLOWED_UNITS {
@@ -520,9 +524,6 @@ fn logs_all(
     // Followers first, then the history: a line written in between is shown twice rather
     // than lost.
     let (sender, lines_in) = std::sync::mpsc::channel::<(String, Option<Vec<u8>>)>();
-    // Each unit's last history line: where its follower goes on from after a re-exec, if
-    // it showed no line of its own yet.
-    let history_ends: Arc<Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
     let last_reexec = if follow { reexecuted_at(socket) } else { None };
     let mut followed = 0;
     if follow {
@@ -538,23 +539,15 @@ fn logs_all(
             let sender = sender.clone();
             let name = name.clone();
             let socket = socket.clone();
-            let history_ends = Arc::clone(&history_ends);
             std::thread::spawn(move || {
-                let shown_before = || {
-                    history_ends
-                        .lock()
-                        .ok()
-                        .and_then(|ends| ends.get(&name).cloned())
-                };
                 let stream = LogStream {
                     socket: &socket,
                     request: &follow_request,
                     follow: true,
                     last_reexec,
-                    shown_before: &shown_before,
                 };
                 // The main thread gone (stdout closed) is the only way `send` fails.
-                let _ = stream.read(reader, &mut |line| {
+                let _ = stream.read((response.log_position, reader), &mut |line| {
                     sender
                         .send((name.clone(), Some(line.to_vec())))
                         .map_err(|_| ExitCode::SUCCESS)
@@ -581,9 +574,6 @@ fn logs_all(
         let mut line = Vec::new();
         while matches!(reader.read_until(b'\n', &mut line), Ok(n) if n > 0) {
             unit_lines.push(std::mem::take(&mut line));
-        }
-        if let (Some(last), Ok(mut ends)) = (unit_lines.last(), history_ends.lock()) {
-            ends.insert(name.clone(), last.clone());
         }
         histories.push((name.clone(), unit_lines));
     }

@@ -660,6 +660,7 @@ fn answer(stream: &UnixStream, routes: &Routes, policy: AccessPolicy) -> Outcome
                         follow,
                         instance,
                         stream: which,
+                        after,
                     },
                 ..
             }) => {
@@ -673,6 +674,7 @@ fn answer(stream: &UnixStream, routes: &Routes, policy: AccessPolicy) -> Outcome
                         follow,
                         instance,
                         stream: which.map(|s| s.name().to_string()),
+                        after,
                     });
                 }
             }

@@ -162,7 +162,7 @@ fn start_up(options: DaemonOptions) -> Result<Running, String> {
     let mut supervisor = supervisor_over(&options, (notify, notify_path), cgroups, &logs, &events)?;
     supervisor.start_all(files, Instant::now());
 
-    let gate = serve_clients(listener, &events, &options, &logs)?;
+    let gate = serve_clients(listener, &events, &options, (&logs, Vec::new()))?;
     let service = announce_ready(&supervisor, &units_dir, &options.socket);
     Ok(Running {
         supervisor,
@@ -208,13 +208,14 @@ fn supervisor_over(
     Ok(supervisor)
 }
 
-/// The control socket's threads, and the metrics server if `--metrics-listen` asks for it:
-/// from here on, clients are answered.
+/// The control socket's threads, and the metrics server if `--metrics-listen` asks for it
+/// (on the `metrics` listeners a re-exec handed over, if any): from here on, clients are
+/// answered.
 fn serve_clients(
     listener: std::os::unix::net::UnixListener,
     events: &EventSender,
     options: &DaemonOptions,
-    logs: &Logs,
+    (logs, metrics): (&Logs, Vec<std::os::fd::OwnedFd>),
 ) -> Result<std::sync::Arc<control_server::ControlGate>, String> {
     let gate = serve(
         listener,
@@ -227,7 +228,7 @@ fn serve_clients(
     )
     .map_err(|e| format!("cannot serve the control socket: {e}"))?;
     if let Some(address) = &options.metrics_listen {
-        match metrics_server::serve(address, events.clone()) {
+        match metrics_server::serve(address, events.clone(), metrics) {
             Ok(()) => {}
             // After a re-exec the instances are this image's: a metrics address taken
             // meanwhile must not cost them (at start-up it is a mistake to say at once).

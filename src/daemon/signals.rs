@@ -9,6 +9,17 @@
 //! Signals of one kind may coalesce; the supervisor copes: on a SIGCHLD it reaps every exited
 //! child, a batch per turn of the loop (it sends itself a SIGCHLD for the rest, so a crash
 //! loop of 1,000 instances cannot keep a `clusterctl status` waiting behind 1,000 restarts).
+//!
+//! These signals are blocked in every thread at every moment but two, both on the main
+//! thread in [`Inbox::wait`]: a moment at its start (`let_signals_in`) and its `ppoll`,
+//! which lets them in for as long as it waits (its signal mask). They are blocked
+//! on the main thread before it starts any thread, and every thread inherits its creator's
+//! mask. So a handler runs only there, and only where the byte it writes is read at once; a
+//! signal that comes at any other moment stays pending in the kernel until the next wait.
+//! That is what makes `daemon-reexec` lose none: from the loop's last wait to
+//! the exec, a signal stays pending, and pending signals (and the mask) survive the exec, to
+//! be taken by the new image's first wait (before, a signal could land on another thread
+//! whose handler wrote to a pipe the exec then closed).
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -19,6 +30,7 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
 use nix::sys::time::TimeSpec;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 
@@ -52,6 +64,12 @@ impl EventSender {
         let _ = self.doorbell.write(1);
         Ok(())
     }
+
+    /// Wakes the loop without an event: something it polls for has changed (the metrics
+    /// thread has stopped for a re-exec).
+    pub(crate) fn ring(&self) {
+        let _ = self.doorbell.write(1);
+    }
 }
 
 /// What the main thread waits on.
@@ -60,10 +78,13 @@ pub(crate) struct Inbox {
     doorbell: Arc<EventFd>,
     /// The read end of each signal's pipe, with its signal.
     signal_pipes: Vec<(OwnedFd, i32)>,
+    /// The main thread's mask while it waits: its own, without the handled signals.
+    waiting_mask: SigSet,
 }
 
-/// Installs the signal handlers (at once, so no SIGCHLD is missed) and makes the inbox and
-/// the sender the other threads post through.
+/// Installs the signal handlers (at once, so no SIGCHLD is missed), blocks their signals on
+/// this thread (the main one, before it starts any other: see the module's doc) and makes
+/// the inbox and the sender the other threads post through.
 pub(crate) fn inbox(container: bool) -> std::io::Result<(Inbox, EventSender)> {
     let (sender, channel) = crossbeam_channel::unbounded();
     let doorbell = Arc::new(EventFd::from_flags(
@@ -82,11 +103,26 @@ pub(crate) fn inbox(container: bool) -> std::io::Result<(Inbox, EventSender)> {
         signal_hook::low_level::pipe::register(signal, write)?;
         signal_pipes.push((read, signal));
     }
+    let mut handled = SigSet::empty();
+    for &(_, signal) in &signal_pipes {
+        handled.add(Signal::try_from(signal).map_err(std::io::Error::from)?);
+    }
+    let mut waiting_mask = SigSet::empty();
+    pthread_sigmask(
+        SigmaskHow::SIG_BLOCK,
+        Some(&handled),
+        Some(&mut waiting_mask),
+    )
+    .map_err(std::io::Error::from)?;
+    for signal in handled.iter() {
+        waiting_mask.remove(signal);
+    }
     Ok((
         Inbox {
             channel,
             doorbell: Arc::clone(&doorbell),
             signal_pipes,
+            waiting_mask,
         },
         EventSender {
             channel: sender,
@@ -103,6 +139,7 @@ impl Inbox {
     /// queued); only what it reports is read. Reading every pipe on each turn was fourteen
     /// `read`s of empty pipes per restart, on the thread the restart waits for.
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> Vec<Event> {
+        self.let_signals_in();
         let timeout = deadline
             .map(|at| TimeSpec::from_duration(at.saturating_duration_since(Instant::now())));
         let mut fds: Vec<PollFd> = self
@@ -111,7 +148,8 @@ impl Inbox {
             .map(|(fd, _)| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
             .collect();
         fds.push(PollFd::new(self.doorbell.as_fd(), PollFlags::POLLIN));
-        let mut polled = nix::poll::ppoll(&mut fds, timeout, None);
+        // The handled signals are let in while it waits (its mask; see the module's doc).
+        let mut polled = nix::poll::ppoll(&mut fds, timeout, Some(self.waiting_mask));
         if polled == Err(Errno::EINTR) {
             // The usual way a signal arrives: its handler ran on this thread, interrupting the
             // wait, and has written to its pipe. One look says which (not one read each).
@@ -145,6 +183,25 @@ impl Inbox {
         }
         self.take_events(&mut arrived);
         arrived
+    }
+
+    /// The handled signals pending now are let in for a moment: their handlers run here, on
+    /// this thread, as the mask is set (the kernel delivers an unblocked pending signal on
+    /// the way back from the call), and their pipes are then ready for the `ppoll` that
+    /// follows. Needed because a `ppoll` that finds a descriptor ready returns without
+    /// delivering what is pending: in a busy loop, where something is always ready, a SIGTERM
+    /// would wait for an idle moment (a crash loop of 200 instances has none).
+    fn let_signals_in(&self) {
+        let mut blocked = SigSet::empty();
+        if pthread_sigmask(
+            SigmaskHow::SIG_SETMASK,
+            Some(&self.waiting_mask),
+            Some(&mut blocked),
+        )
+        .is_ok()
+        {
+            let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&blocked), None);
+        }
     }
 
     /// `daemon-reexec`, the signals blocked: every signal that arrived since the last look

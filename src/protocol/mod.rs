@@ -76,6 +76,10 @@ pub enum Request {
         /// `out` or `err`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         stream: Option<LogStream>,
+        /// Instead of the last `lines` lines: every line after this position (a follower
+        /// that reconnects after a `daemon-reexec` asks from where its stream stood).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<LogPosition>,
     },
     /// Reopen every log file by name (after an external logrotate renamed them).
     ReopenLogs {},
@@ -99,6 +103,43 @@ impl LogStream {
             LogStream::Err => "err",
         }
     }
+}
+
+/// Where a unit's log stood when the history of a `logs` answer ended: each file the
+/// history read, at the length it had then, and how many history lines the answer has
+/// before the lines that follow. A follower counts the lines it gets after its history; on
+/// reconnecting (its connection closes at a `daemon-reexec`) it asks for the lines after
+/// this position and skips as many as it counted: it misses and repeats none, whether it
+/// had shown a line or not (`-n 0` on a quiet unit).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogPosition {
+    pub files: Vec<LogFilePosition>,
+    #[serde(default)]
+    pub history_lines: usize,
+}
+
+/// One log file of a [`LogPosition`]: its path, its identity, its length then.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogFilePosition {
+    pub path: String,
+    pub dev: u64,
+    pub ino: u64,
+    pub len: u64,
+}
+
+/// The line a `logs` follower gets in place of `count` new lines it did not take in time
+/// (clusterd skips them rather than wait): the follower counts them as lines it had.
+pub fn skipped_lines_mark(count: u64) -> String {
+    format!("[clusterctl: {count} lines skipped]\n")
+}
+
+/// How many lines a [`skipped_lines_mark`] stands for (None: an ordinary line).
+pub fn skipped_lines_in(line: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(line).ok()?;
+    text.strip_prefix("[clusterctl: ")?
+        .strip_suffix(" lines skipped]\n")?
+        .parse()
+        .ok()
 }
 
 /// `clusterctl logs` asks for at most this many lines of history.
@@ -147,6 +188,9 @@ pub struct Response {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<StatusReport>,
+    /// The answer to `logs`: where the unit's log stood when its history ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_position: Option<LogPosition>,
 }
 
 impl Response {
@@ -156,6 +200,7 @@ impl Response {
             message: Some(message.into()),
             error: None,
             status: None,
+            log_position: None,
         }
     }
     pub fn failed(error: impl Into<String>) -> Self {
@@ -164,6 +209,7 @@ impl Response {
             message: None,
             error: Some(error.into()),
             status: None,
+            log_position: None,
         }
     }
     pub fn status(report: StatusReport) -> Self {
@@ -172,6 +218,7 @@ impl Response {
             message: None,
             error: None,
             status: Some(report),
+            log_position: None,
         }
     }
 }

@@ -3,8 +3,10 @@
 //! re-exec. A good new binary takes over in the same pid with every instance as it was (pids,
 //! indexes, restart counts, ready states), every line an instance writes meanwhile logged
 //! once and in order, a listen unit under load and a `node_cluster` round-robin unit refusing
-//! nothing, clients of the control socket all answered, a `logs -f` follower going on where
-//! it was, an instance killed in the gap restarted; a new binary that is broken, not
+//! nothing, clients of the control socket and scrapes of `--metrics-listen` all answered
+//! (a scraper that never finishes its request holds nothing), a `logs -f` follower going on
+//! where it was (one that had shown no line too), signals sent at the very exec each taken,
+//! an instance killed in the gap restarted; a new binary that is broken, not
 //! executable, writable by others or a
 //! symlink to something that is not clusterd is refused with the reason, one that cannot
 //! read the state goes back to the old binary; only root and clusterd's own user may ask.
@@ -1266,5 +1268,383 @@ fn a_restart_waiting_for_its_stop_at_the_reexec_starts_the_unit_again() {
         logged(&d, "killing it with SIGKILL") + logged(&d, "killed by SIGKILL") > 0,
         "{}",
         d.log()
+    );
+}
+
+/// Counts the lines of clusterd's log that hold `what`, reading only what was added since
+/// the last look (it is polled in a tight loop).
+struct LogWatch {
+    file: fs::File,
+    seen: Vec<u8>,
+}
+
+impl LogWatch {
+    fn new(d: &Daemon) -> LogWatch {
+        LogWatch {
+            file: fs::File::open(d.log_path()).expect("clusterd's log"),
+            seen: Vec::new(),
+        }
+    }
+
+    fn count(&mut self, what: &str) -> usize {
+        use std::io::Read;
+        let _ = self.file.read_to_end(&mut self.seen);
+        String::from_utf8_lossy(&self.seen).matches(what).count()
+    }
+
+    /// Spins until the log holds more than `before` lines with `what` (no sleep: the caller
+    /// acts within microseconds of the line).
+    fn spin_until_more(&mut self, what: &str, before: usize) {
+        use std::io::Read;
+        let deadline = std::time::Instant::now() + PATIENCE;
+        let mut tail = Vec::new();
+        loop {
+            tail.clear();
+            let _ = self.file.read_to_end(&mut tail);
+            if !tail.is_empty() {
+                self.seen.extend_from_slice(&tail);
+                if String::from_utf8_lossy(&self.seen).matches(what).count() > before {
+                    return;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what:?} in clusterd's log"
+            );
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// Writes unit `name` by rename: a SIGHUP never has clusterd read half of it.
+fn write_unit_whole(d: &Daemon, name: &str, text: &str) {
+    let staged = d.path(&format!("{name}.toml.new"));
+    fs::write(&staged, text).expect("write the unit");
+    fs::rename(&staged, d.units_dir().join(format!("{name}.toml"))).expect("rename the unit");
+}
+
+/// A re-exec asked for on a thread of its own: the caller acts while it runs.
+fn reexec_in_background(d: &Daemon) -> std::thread::JoinHandle<Output> {
+    let socket = d.socket.clone();
+    std::thread::spawn(move || {
+        Command::new(CLUSTERCTL)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("daemon-reexec")
+            .output()
+            .expect("run clusterctl daemon-reexec")
+    })
+}
+
+/// What the old image logs right before its exec (the signals are blocked from a few
+/// microseconds after it).
+const EXECING: &str = "daemon-reexec: exec'ing";
+
+#[test]
+fn signals_that_land_right_at_the_exec_are_each_taken_by_one_image() {
+    // SIGHUP (`daemon-reload`: the marker's description changes), SIGUSR1 (the log files
+    // are reopened: a line says so) and SIGTERM (clusterd stops) are sent the moment the old
+    // image says it execs: within microseconds of its execve, where a signal that reached
+    // another thread's handler was lost with the pipe it wrote to. A unit crashing all along
+    // adds SIGCHLDs.
+    let marker = |generation: usize| {
+        format!(
+            "type = \"oneshot\"\ncommand = [\"true\"]\nschedule = \"every 24h\"\ndescription = \"generation {generation}\"\n"
+        )
+    };
+    let crasher = "command = [\"sh\", \"-c\", \"sleep 0.05\"]\nrestart_limit = { burst = 100000, interval = \"1s\" }\n";
+    let (mut d, binary) = start_from_copy_with(&[
+        ("web", TWO_SLEEPERS),
+        ("marker", &marker(0)),
+        ("crasher", crasher),
+    ]);
+    let pids = d.wait_running("web", 2);
+    let clusterd = d.pid();
+    let mut log = LogWatch::new(&d);
+    let description = |d: &Daemon| d.unit("marker")["description"].as_str().map(String::from);
+    for round in 1..=12 {
+        write_unit_whole(&d, "marker", &marker(round));
+        replace_with_copy(&binary, Path::new(CLUSTERD));
+        let execs = log.count(EXECING);
+        let reopens = log.count("SIGUSR1: reopening the log files");
+        let asked = reexec_in_background(&d);
+        log.spin_until_more(EXECING, execs);
+        send_signal(clusterd, libc::SIGHUP);
+        send_signal(clusterd, libc::SIGUSR1);
+        let out = asked.join().expect("the re-exec's thread");
+        assert_eq!(out.status.code(), Some(0), "{}\n{}", stderr(&out), d.log());
+        let wanted = format!("generation {round}");
+        wait_for(
+            &format!("round {round}: the SIGHUP to be taken"),
+            PATIENCE,
+            || description(&d).as_deref() == Some(wanted.as_str()),
+        );
+        wait_for(
+            &format!("round {round}: the SIGUSR1 to be taken"),
+            PATIENCE,
+            || log.count("SIGUSR1: reopening the log files") > reopens,
+        );
+    }
+    assert_eq!(d.pids("web"), pids);
+    // The crasher's exits are reaped and restarted on (no SIGCHLD lost for good).
+    let restarts = |d: &Daemon| d.unit("crasher")["instances"][0]["restarts"].as_u64();
+    let before = restarts(&d).unwrap_or(0);
+    wait_for("the crasher to be restarted on", PATIENCE, || {
+        restarts(&d).is_some_and(|r| r > before + 3)
+    });
+    // And a SIGTERM at the exec stops clusterd, in whichever image takes it.
+    replace_with_copy(&binary, Path::new(CLUSTERD));
+    let execs = log.count(EXECING);
+    let asked = reexec_in_background(&d);
+    log.spin_until_more(EXECING, execs);
+    send_signal(clusterd, libc::SIGTERM);
+    let status = d.wait_exit(PATIENCE);
+    let _ = asked.join();
+    assert_eq!(status.code(), Some(0), "{}", d.log());
+    for pid in pids {
+        assert!(!alive(pid), "instance {pid} outlived clusterd");
+    }
+}
+
+/// clusterd run from a copy (returned) with `--metrics-listen 127.0.0.1:PORT`, and two
+/// instances of `web`; the metrics address.
+fn start_from_copy_with_metrics() -> (Daemon, PathBuf, std::net::SocketAddr) {
+    let at = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut binary = PathBuf::new();
+    let d = Daemon::start_program_with_args(
+        &[("web", TWO_SLEEPERS)],
+        &["--metrics-listen", &at.to_string()],
+        |dir| {
+            binary = clusterd_copy(dir);
+            binary.clone()
+        },
+    );
+    d.wait_running("web", 2);
+    (d, binary, at)
+}
+
+/// One scrape on a new connection: the whole answer, or what went wrong (refused, cut,
+/// malformed).
+fn scrape_once(at: std::net::SocketAddr) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&at, Duration::from_secs(10))
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(15)));
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .map_err(|e| format!("request: {e}"))?;
+    let mut answer = Vec::new();
+    stream
+        .read_to_end(&mut answer)
+        .map_err(|e| format!("answer cut after {} bytes: {e}", answer.len()))?;
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no head in {} bytes", answer.len()))?;
+    let length: Option<usize> = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|v| v.trim().parse().ok());
+    if !head.starts_with("HTTP/1.1 200 ")
+        || length != Some(body.len())
+        || !body.contains("# TYPE clusterd_instance_up gauge\n")
+    {
+        return Err(format!(
+            "malformed answer: {head:?}, {} bytes of body",
+            body.len()
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn scrapes_all_along_are_all_answered_through_reexecs() {
+    let (d, binary, at) = start_from_copy_with_metrics();
+    wait_for("a first scrape", PATIENCE, || scrape_once(at).is_ok());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let scrapers: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, answered) = (
+                std::sync::Arc::clone(&stop),
+                std::sync::Arc::clone(&answered),
+            );
+            std::thread::spawn(move || {
+                let (mut failures, mut slowest) = (Vec::new(), Duration::ZERO);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let asked = std::time::Instant::now();
+                    match scrape_once(at) {
+                        Ok(()) => {
+                            answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Err(why) => failures.push(why),
+                    }
+                    slowest = slowest.max(asked.elapsed());
+                }
+                (failures, slowest)
+            })
+        })
+        .collect();
+    let count = || answered.load(std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..4 {
+        let before = count();
+        wait_for("scrapes before the re-exec", PATIENCE, || {
+            count() > before + 20
+        });
+        replace_with_copy(&binary, Path::new(CLUSTERD));
+        reexec(&d);
+    }
+    let before = count();
+    wait_for("scrapes after the last re-exec", PATIENCE, || {
+        count() > before + 20
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for scraper in scrapers {
+        let (failures, slowest) = scraper.join().expect("scraper");
+        assert!(failures.is_empty(), "{failures:?}\n{}", d.log());
+        // Generous: a scrape waits out the pause, tens of milliseconds.
+        assert!(
+            slowest < Duration::from_secs(10),
+            "slowest scrape {slowest:?}"
+        );
+    }
+    let log = d.log();
+    assert!(!log.contains("binding it again"), "{log}");
+    assert!(!log.contains("cannot listen for metrics"), "{log}");
+}
+
+#[test]
+fn a_metrics_client_that_never_sends_its_request_neither_holds_nor_fails_a_reexec() {
+    use std::io::{Read, Write};
+    let (d, binary, at) = start_from_copy_with_metrics();
+    wait_for("a first scrape", PATIENCE, || scrape_once(at).is_ok());
+    let clusterd = d.pid();
+    let sockets = || {
+        fs::read_dir(format!("/proc/{clusterd}/fd"))
+            .map(|dir| {
+                dir.filter_map(|entry| fs::read_link(entry.ok()?.path()).ok())
+                    .filter(|target| target.to_string_lossy().starts_with("socket:"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let sockets_before = sockets();
+    // Clients that send half a request, which clusterd accepts and holds, and silent ones,
+    // which the kernel holds in the listen queue (TCP_DEFER_ACCEPT): those are carried over
+    // with the listener and cost the new image what they cost the old one.
+    let mut half = Vec::new();
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        let mut stream = std::net::TcpStream::connect(at).expect("connect");
+        stream.write_all(b"GET /metr").expect("half a request");
+        half.push(stream);
+        silent.push(std::net::TcpStream::connect(at).expect("connect"));
+    }
+    wait_for("clusterd to accept the half requests", PATIENCE, || {
+        sockets() >= sockets_before + half.len()
+    });
+    replace_with_copy(&binary, Path::new(CLUSTERD));
+    let asked = std::time::Instant::now();
+    reexec(&d);
+    let took = asked.elapsed();
+    // Generous (a loaded machine): the connections get a quarter of a second.
+    assert!(
+        took < Duration::from_secs(10),
+        "daemon-reexec took {took:?}"
+    );
+    // Each was closed by the old image, none is held by the new one.
+    for mut stream in half {
+        let _ = stream.set_read_timeout(Some(PATIENCE));
+        let mut rest = Vec::new();
+        let end = stream.read_to_end(&mut rest);
+        assert!(
+            !end.as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+            "a half request's connection is still open: {end:?}"
+        );
+    }
+    drop(silent);
+    wait_for("clusterd to hold no hostile connection", PATIENCE, || {
+        sockets() <= sockets_before
+    });
+    scrape_once(at).expect("a scrape after the re-exec");
+    assert!(d.log().contains("for the re-exec"), "{}", d.log());
+}
+
+#[test]
+fn a_logs_follower_that_has_shown_no_line_yet_shows_no_old_line_after_a_reexec() {
+    // `quiet` wrote its lines before the follower started, then nothing until `go` exists;
+    // the follower (`-n 0`, every unit) has shown none of its lines at the first re-exec,
+    // and shows each of its new ones once, those written during the second re-exec too.
+    // Before, it asked for the last 1000 lines and, having no last line to find among
+    // them, showed them all again.
+    let go = "go";
+    let quiet = format!(
+        "command = [\"sh\", \"-c\", \"for i in 1 2 3 4 5; do echo old $i; done; while [ ! -e {go} ]; do sleep 0.01; done; i=0; while true; do i=$((i+1)); echo new $i; sleep 0.002; done\"]\n"
+    );
+    let writer = "command = [\"sh\", \"-c\", \"i=0; while true; do i=$((i+1)); echo line $i; sleep 0.005; done\"]\n";
+    let (d, binary) = start_from_copy_with(&[("alpha", writer), ("quiet", &quiet)]);
+    d.wait_running("alpha", 1);
+    wait_for("quiet's old lines to be logged", PATIENCE, || {
+        fs::read_to_string(d.log_dir().join("quiet.log"))
+            .unwrap_or_default()
+            .contains("out | old 5")
+    });
+    let shown = d.path("followed.txt");
+    let mut follower = Command::new(CLUSTERCTL)
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["logs", "-f", "-n", "0"])
+        .current_dir(d.dir.path())
+        .stdout(fs::File::create(&shown).expect("output file"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run clusterctl logs -f");
+    let text = || fs::read_to_string(&shown).unwrap_or_default();
+    let alpha_lines = || text().matches("alpha[0] out | line ").count();
+    // Every unit's follower is open before any line is shown.
+    wait_for("the follower to show alpha's lines", PATIENCE, || {
+        alpha_lines() > 10
+    });
+    replace_with_copy(&binary, Path::new(CLUSTERD));
+    reexec(&d);
+    let after = alpha_lines() + 50;
+    wait_for("the follower to go on after the re-exec", PATIENCE, || {
+        alpha_lines() > after
+    });
+    assert!(
+        !text().contains("out | old"),
+        "old lines shown again:\n{}",
+        text()
+    );
+    // Now quiet writes, and goes on writing during a second re-exec.
+    fs::write(d.path(go), "").expect("go");
+    let news = || -> Vec<u64> {
+        text()
+            .lines()
+            .filter_map(|l| l.split_once("quiet[0] out | new "))
+            .filter_map(|(_, n)| n.trim().parse().ok())
+            .collect()
+    };
+    wait_for("quiet's new lines to be shown", PATIENCE, || {
+        news().len() > 10
+    });
+    replace_with_copy(&binary, Path::new(CLUSTERD));
+    reexec(&d);
+    let after = news().last().copied().unwrap_or(0) + 300;
+    wait_for("quiet's lines after the second re-exec", PATIENCE, || {
+        news().last().is_some_and(|&n| n > after)
+    });
+    let alive_still = follower.try_wait().expect("try_wait").is_none();
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(alive_still, "the follower ended");
+    assert!(!text().contains("out | old"), "old lines shown again");
+    let seen = news();
+    let expected: Vec<u64> = (1..=seen.len() as u64).collect();
+    assert!(
+        seen == expected,
+        "first difference at {:?}",
+        seen.iter().zip(&expected).position(|(a, b)| a != b)
     );
 }

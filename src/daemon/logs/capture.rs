@@ -49,7 +49,7 @@ use super::unit_log_file::{written_before, Boundary, UnitLogFile};
 use super::{CaptureSettings, Command, LogsQuery, Shared};
 use crate::daemon::thread_guard::ThreadGuard;
 use crate::log_limit::{LogLimit, Verdict};
-use crate::protocol::Response;
+use crate::protocol::{LogFilePosition, LogPosition, Response, MAX_LOG_LINES};
 use crate::unit::{LogStream, LogTo};
 
 /// One read from a pipe.
@@ -101,6 +101,8 @@ struct HistoryRead {
     /// The unit's files that existed when the client asked, and where each stood then.
     files: Vec<(LogDir, String, Boundary)>,
     filter: LineFilter,
+    /// Every line after this position, instead of the last `count`.
+    after: Option<LogPosition>,
 }
 /// How long clusterd waits at exit for pipes still held open (by leftovers of instances).
 const FINISH_DEADLINE: Duration = Duration::from_secs(3);
@@ -434,7 +436,8 @@ impl CaptureThread {
                 lines,
                 budget,
                 cut_short,
-            } => self.history_read(client, (lines, budget), cut_short),
+                position,
+            } => self.history_read(client, (lines, budget), (cut_short, position)),
             Command::Reopen => self.reopen_all(),
             Command::HandOver { reply, resume } => {
                 let held = self.hand_over();
@@ -1241,12 +1244,19 @@ impl CaptureThread {
         // to the client as it comes (see `offer_followers`), so nothing is missed or shown
         // twice, and the unit is never held while the history is read.
         let files = self.history_files(&unit);
+        // With a position, every line after it (a re-exec's gap is short: the budget
+        // bounds the rest).
+        let count = match query.after {
+            Some(_) => MAX_LOG_LINES,
+            None => query.lines,
+        };
         self.waiting_reads.push_back(HistoryRead {
             unit,
             client: token,
-            count: query.lines,
+            count,
             files,
             filter,
+            after: query.after,
         });
         self.start_history_reads();
     }
@@ -1285,8 +1295,14 @@ impl CaptureThread {
             let (unit, client) = (read.unit.clone(), read.client);
             let work = move || {
                 let guard = ThreadGuard::new("logs-history");
-                let found = guard
-                    .run(|| merged_last_lines(&read.files, (read.count, budget), &read.filter));
+                let found = guard.run(|| {
+                    merged_last_lines(
+                        &read.files,
+                        (read.count, budget),
+                        &read.filter,
+                        read.after.as_ref(),
+                    )
+                });
                 let (lines, cut_short) = match found {
                     Ok(found) => found,
                     Err(caught) => {
@@ -1300,6 +1316,7 @@ impl CaptureThread {
                     lines,
                     budget,
                     cut_short,
+                    position: positions_of(&read.files),
                 };
                 if commands.send(history).is_ok() {
                     let _ = wake.write(1);
@@ -1311,7 +1328,7 @@ impl CaptureThread {
             if let Err(e) = spawned {
                 // The closure, and the read with it, was dropped: the client gets none.
                 warn!("{unit}: cannot read its history for a client: {e}");
-                self.history_read(client, (Vec::new(), budget), false);
+                self.history_read(client, (Vec::new(), budget), (false, Vec::new()));
             }
         }
     }
@@ -1325,7 +1342,7 @@ impl CaptureThread {
         &mut self,
         token: u64,
         (mut lines, budget): (Vec<Vec<u8>>, usize),
-        cut_short: bool,
+        (cut_short, position): (bool, Vec<LogFilePosition>),
     ) {
         self.history_reserved = self.history_reserved.saturating_sub(budget);
         self.running_reads = self.running_reads.saturating_sub(1);
@@ -1340,7 +1357,14 @@ impl CaptureThread {
             );
             lines.insert(0, note.into_bytes());
         }
-        let mut header = serde_json::to_vec(&Response::done("logs")).unwrap_or_default();
+        let header = Response {
+            log_position: Some(LogPosition {
+                files: position,
+                history_lines: lines.len(),
+            }),
+            ..Response::done("logs")
+        };
+        let mut header = serde_json::to_vec(&header).unwrap_or_default();
         header.push(b'\n');
         if let Some(client) = self.clients.get_mut(&token) {
             client.set_history(header, lines);
@@ -1667,6 +1691,19 @@ fn layout_files(unit: &str, settings: &CaptureSettings) -> Vec<PathBuf> {
     settings.log.files(unit, settings.instances)
 }
 
+/// Where each of `files` stands (its boundary), as the answer's header says it.
+fn positions_of(files: &[(LogDir, String, Boundary)]) -> Vec<LogFilePosition> {
+    files
+        .iter()
+        .map(|(dir, name, b)| LogFilePosition {
+            path: dir.path().join(name).to_string_lossy().into_owned(),
+            dev: b.dev,
+            ino: b.ino,
+            len: b.len,
+        })
+        .collect()
+}
+
 /// The last `count` lines of every file in `files` (each up to its boundary), merged by
 /// their timestamps: lines of one file stay in their order, and lines of different files
 /// come in the order of their timestamps' text (right for the default RFC 3339 stamps and
@@ -1675,12 +1712,27 @@ fn merged_last_lines(
     files: &[(LogDir, String, Boundary)],
     (count, budget): (usize, usize),
     filter: &LineFilter,
+    after: Option<&LogPosition>,
 ) -> (Vec<Vec<u8>>, bool) {
     let share = budget / files.len().max(1);
     let mut cut_short = false;
     let mut all: Vec<Vec<Vec<u8>>> = Vec::new();
     for (dir, name, boundary) in files {
-        let (lines, cut) = last_lines(dir, name, (count, share), Some(*boundary), filter);
+        // After a position: from where this file stood then (from its start if it did not
+        // exist then).
+        let since = after.map(|after| {
+            let path = dir.path().join(name).to_string_lossy().into_owned();
+            after
+                .files
+                .iter()
+                .find(|f| f.path == path)
+                .map(|f| Boundary {
+                    dev: f.dev,
+                    ino: f.ino,
+                    len: f.len,
+                })
+        });
+        let (lines, cut) = last_lines(dir, name, (count, share), (since, Some(*boundary)), filter);
         cut_short |= cut;
         all.push(lines);
     }

@@ -50,11 +50,16 @@ const MAX_TAIL: usize = 1024 * 1024;
 /// With a `boundary` (where the current file stood when the client asked), the history ends
 /// there: files newer than it (a rotation since) and what was appended to it since are left
 /// to the lines the client is sent as they come, so none is shown twice or missed.
+///
+/// With a `since` (a follower back after a re-exec: where the file stood when its previous
+/// stream's history ended), the history begins there: `Some(None)` is a file that did not
+/// exist then (all of it is newer). The file `since` names is read from its length then;
+/// older files are not read.
 pub(crate) fn last_lines(
     dir: &LogDir,
     name: &str,
     (count, max_bytes): (usize, usize),
-    boundary: Option<Boundary>,
+    (since, boundary): (Option<Option<Boundary>>, Option<Boundary>),
     filter: &LineFilter,
 ) -> (Vec<Vec<u8>>, bool) {
     let mut found = Found {
@@ -83,7 +88,15 @@ pub(crate) fn last_lines(
                     before_boundary = true;
                     end = end.min(b.len);
                 }
-                let _ = collect_backwards(&file, end, filter, &mut found);
+                let start = since
+                    .flatten()
+                    .filter(|s| (meta.dev(), meta.ino()) == (s.dev, s.ino))
+                    .map(|s| s.len.min(end));
+                let _ = collect_backwards(&file, (start.unwrap_or(0), end), filter, &mut found);
+                if start.is_some() {
+                    // The file where the position was: older ones were before it.
+                    break;
+                }
             }
             Err(e) if is_refusal(&e) => dir.warn_refused(&e),
             Err(_) => {}
@@ -122,17 +135,18 @@ impl Found {
     }
 }
 
+/// The lines of `file` between offsets `floor` (the start of a line) and `end`, newest first.
 fn collect_backwards(
     file: &File,
-    mut end: u64,
+    (floor, mut end): (u64, u64),
     filter: &LineFilter,
     found: &mut Found,
 ) -> io::Result<()> {
     // Bytes of a line whose start lies in an earlier block.
     let mut tail: Vec<u8> = Vec::new();
     let mut block = vec![0u8; BLOCK as usize];
-    while end > 0 && !found.full() {
-        let start = end.saturating_sub(BLOCK);
+    while end > floor && !found.full() {
+        let start = end.saturating_sub(BLOCK).max(floor);
         let len = (end - start) as usize;
         let read = block.get_mut(..len).unwrap_or_default();
         file.read_exact_at(read, start)?;
@@ -165,7 +179,7 @@ fn collect_backwards(
         }
         end = start;
     }
-    if end == 0 && !tail.is_empty() && !found.full() && filter.accepts(&tail) {
+    if end == floor && !tail.is_empty() && !found.full() && filter.accepts(&tail) {
         found.push(&tail);
     }
     Ok(())
@@ -202,7 +216,7 @@ mod tests {
             &dir,
             "web.log",
             (5, usize::MAX),
-            None,
+            (None, None),
             &LineFilter::default(),
         )
         .0;
@@ -224,7 +238,7 @@ mod tests {
             &dir,
             "web.log",
             (100_000, usize::MAX),
-            None,
+            (None, None),
             &LineFilter::default(),
         )
         .0;
@@ -233,7 +247,7 @@ mod tests {
             label: Some("web[1]".into()),
             stream: Some("out".into()),
         };
-        let odd = last_lines(&dir, "web.log", (2, usize::MAX), None, &only).0;
+        let odd = last_lines(&dir, "web.log", (2, usize::MAX), (None, None), &only).0;
         assert_eq!(
             odd,
             [
@@ -256,7 +270,7 @@ mod tests {
             &dir,
             "web.log",
             (usize::MAX, 10_000),
-            None,
+            (None, None),
             &LineFilter::default(),
         );
         assert!(cut_short);
@@ -267,7 +281,7 @@ mod tests {
             &dir,
             "web.log",
             (10_000, usize::MAX),
-            None,
+            (None, None),
             &LineFilter::default(),
         );
         assert!(!cut_short);
@@ -283,7 +297,7 @@ mod tests {
             &dir,
             "web.log",
             (2, usize::MAX),
-            None,
+            (None, None),
             &LineFilter::default(),
         );
         assert_eq!(lines.len(), 2);
@@ -323,7 +337,7 @@ mod tests {
             &dir,
             "web.log",
             (10, usize::MAX),
-            Some(boundary),
+            (None, Some(boundary)),
             &LineFilter::default(),
         );
         assert_eq!(
@@ -333,5 +347,45 @@ mod tests {
                 b"web[0] out | before\n".to_vec()
             ]
         );
+    }
+
+    #[test]
+    fn a_history_after_a_position_has_every_line_since_across_a_rotation() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = LogDir::new(tmp.path());
+        let current = tmp.path().join("web.log");
+        std::fs::write(
+            tmp.path().join("web.log.20260101T000000.000000Z"),
+            "web[0] out | oldest\n",
+        )
+        .unwrap();
+        std::fs::write(&current, "web[0] out | before\n").unwrap();
+        let meta = std::fs::metadata(&current).unwrap();
+        let since = Boundary {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+        };
+        // After the position: a line appended, the file rotated, a new file begun.
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&current)
+            .unwrap();
+        std::io::Write::write_all(&mut file, b"web[0] out | after\n").unwrap();
+        std::fs::rename(&current, tmp.path().join("web.log.20260102T000000.000000Z")).unwrap();
+        std::fs::write(&current, "web[0] out | newer\n").unwrap();
+
+        let all = LineFilter::default();
+        let after = |since| last_lines(&dir, "web.log", (100, usize::MAX), (since, None), &all).0;
+        assert_eq!(
+            after(Some(Some(since))),
+            [
+                b"web[0] out | after\n".to_vec(),
+                b"web[0] out | newer\n".to_vec()
+            ]
+        );
+        // A file that did not exist then: all of it.
+        assert_eq!(after(Some(None)).len(), 4);
     }
 }

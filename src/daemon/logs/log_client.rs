@@ -248,7 +248,7 @@ impl Outbox {
         }
         std::mem::swap(&mut self.out, &mut self.live);
         if self.skipped > 0 {
-            let mark = format!("[clusterctl: {} lines skipped]\n", self.skipped);
+            let mark = crate::protocol::skipped_lines_mark(self.skipped);
             self.skipped = 0;
             self.out.extend_from_slice(mark.as_bytes());
         }

@@ -107,6 +107,9 @@ pub(crate) struct LogsQuery {
     pub(crate) follow: bool,
     pub(crate) instance: Option<u32>,
     pub(crate) stream: Option<String>,
+    /// Every line after this position instead of the last `lines` (a follower back after a
+    /// re-exec).
+    pub(crate) after: Option<crate::protocol::LogPosition>,
 }
 
 pub(crate) enum Command {
@@ -153,6 +156,8 @@ pub(crate) enum Command {
         budget: usize,
         /// The read stopped at that share before it had the lines asked for.
         cut_short: bool,
+        /// Where the files stood when the client asked (the history ends there).
+        position: Vec<crate::protocol::LogFilePosition>,
     },
     Reopen,
     Finish,

@@ -22,15 +22,19 @@
 //! - when an accepted connection's descriptor is among the last [`FD_HEADROOM`] of clusterd's
 //!   limit, it only takes the place of one this thread holds (else it is closed at once), and
 //!   accept errors (EMFILE) back off: descriptors clusterd needs for its control socket and
-//!   its instances are not taken by scrapers.
+//!   its instances are not taken by scrapers;
+//! - `daemon-reexec` hands the listening sockets to the new image once the scrapes accepted
+//!   are answered (at most [`handover::DRAIN_BOUND`]): connections made meanwhile wait in the
+//!   listen queue ([`handover`]).
 
 mod connection;
+pub(crate) mod handover;
 mod http;
 mod report;
 
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -79,20 +83,46 @@ pub struct ListenAddress {
 }
 
 /// Binds every address `address` resolves to and serves `/metrics` there on a thread of its
-/// own. With port 0, the first address gets a free port and the others the same one.
-pub(crate) fn serve(address: &ListenAddress, events: EventSender) -> Result<(), String> {
-    let listeners = bind(address)?;
+/// own. With port 0, the first address gets a free port and the others the same one. After a
+/// re-exec, the listeners `inherited` from the old image are served instead, if they check
+/// out.
+pub(crate) fn serve(
+    address: &ListenAddress,
+    events: EventSender,
+    inherited: Vec<OwnedFd>,
+) -> Result<(), String> {
+    let handed = inherited.len();
+    let adopted = handover::adopt(inherited, address);
+    let listeners = if adopted.is_empty() {
+        if handed > 0 || reexec_without_metrics_fds() {
+            warn!(
+                "--metrics-listen {}: no listening socket was handed over that can be taken; binding it again (scrapes during the re-exec were refused)",
+                address.text
+            );
+        }
+        bind(address)?
+    } else {
+        for listener in &adopted {
+            let _ = listener.set_nonblocking(true);
+        }
+        adopted
+    };
     let urls: Vec<String> = listeners
         .iter()
         .filter_map(|l| l.local_addr().ok())
         .map(|a| format!("http://{a}/metrics"))
         .collect();
     info!("metrics at {}", urls.join(" and "));
+    let loop_bell = events.clone();
     let reporter =
         Reporter::start(events).map_err(|e| format!("cannot start the metrics thread: {e}"))?;
+    let asks = handover::asks(reporter.bell_to_share());
     let server = Server {
         listeners,
         reporter,
+        asks,
+        quiescing: None,
+        loop_bell,
         connections: Vec::new(),
         last_report: None,
         asked: None,
@@ -180,9 +210,21 @@ fn hold_connections_in_the_kernel(listener: &TcpListener) -> std::io::Result<()>
     checked(unsafe { libc::listen(fd, LISTEN_QUEUE) })
 }
 
+/// A re-exec: whether this image was made by one (whose old image then had no metrics fds to
+/// hand over: an older clusterd, which bound its own).
+fn reexec_without_metrics_fds() -> bool {
+    crate::daemon::reexec::reexecuted_at().is_some()
+}
+
 struct Server {
     listeners: Vec<TcpListener>,
     reporter: Reporter,
+    /// `daemon-reexec`'s asks to stop ([`handover`]).
+    asks: handover::Asks,
+    /// A hand-over under way: accepting no more, the connections finished by then.
+    quiescing: Option<(Instant, handover::Ask)>,
+    /// Rung once stopped: the loop waits for it among its events.
+    loop_bell: EventSender,
     /// At most [`MAX_CONNECTIONS`].
     connections: Vec<Connection>,
     /// The last response to a scrape, and when it arrived.
@@ -221,6 +263,14 @@ impl Server {
     fn turn(&mut self) {
         {
             let now = Instant::now();
+            if self
+                .quiescing
+                .as_ref()
+                .is_some_and(|(until, _)| self.connections.is_empty() || now >= *until)
+            {
+                self.hand_over();
+                return;
+            }
             self.drop_expired(now);
             self.serve_waiting(now);
             let ready = match self.poll(now) {
@@ -267,6 +317,10 @@ impl Server {
                 keep
             });
             if bell {
+                // Rung for a report, or by a re-exec's ask.
+                if let Ok(ask) = self.asks.asked.try_recv() {
+                    self.quiescing = Some((now + handover::DRAIN_BOUND, ask));
+                }
                 if let Some(response) = self.reporter.take() {
                     self.asked = None;
                     self.answer_waiting(&response, now);
@@ -274,8 +328,34 @@ impl Server {
                 }
             }
             for index in accept_from {
-                self.accept(index, now);
+                if self.quiescing.is_none() {
+                    self.accept(index, now);
+                }
             }
+        }
+    }
+
+    /// `daemon-reexec`: the connections still open are closed (they had
+    /// [`handover::DRAIN_BOUND`]), the listeners' fds are handed over, and the thread waits:
+    /// the exec ends it, or the re-exec failed and it accepts again.
+    fn hand_over(&mut self) {
+        let Some((_, ask)) = self.quiescing.take() else {
+            return;
+        };
+        if !self.connections.is_empty() {
+            warn!(
+                "metrics: closing {} connection(s) not done within {:?} for the re-exec",
+                self.connections.len(),
+                handover::DRAIN_BOUND
+            );
+            self.connections.clear();
+        }
+        let fds = self.listeners.iter().map(AsRawFd::as_raw_fd).collect();
+        let sent = ask.done.send(fds).is_ok();
+        self.loop_bell.ring();
+        if sent {
+            // Until the re-exec has failed (the loop dropped its end): the exec ends this.
+            let _ = ask.resume.recv();
         }
     }
 
@@ -283,8 +363,9 @@ impl Server {
     fn poll(&self, now: Instant) -> nix::Result<Vec<(Polled, PollFlags)>> {
         // While every slot waits for the report, new connections wait in the listen queue
         // (their requests in its buffers) until the report frees the slots.
-        let accepting =
-            self.accept_paused_until.is_none_or(|until| until <= now) && self.may_make_room();
+        let accepting = self.quiescing.is_none()
+            && self.accept_paused_until.is_none_or(|until| until <= now)
+            && self.may_make_room();
         let mut what = Vec::new();
         let mut fds = Vec::new();
         if accepting {
@@ -309,6 +390,7 @@ impl Server {
             .iter()
             .map(|c| c.deadline)
             .chain(self.accept_paused_until.filter(|_| !accepting))
+            .chain(self.quiescing.as_ref().map(|(until, _)| *until))
             .min();
         let timeout = wake_at.map_or(PollTimeout::NONE, |at| {
             // Rounded up: a deadline 0.4 ms away is not polled for 0 ms until it passes.

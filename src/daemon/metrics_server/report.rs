@@ -70,6 +70,12 @@ impl Reporter {
         self.bell.as_fd()
     }
 
+    /// The eventfd [`Reporter::bell`] is, for another to ring: the hand-over's asks
+    /// (`handover`) ring it too, rather than cost clusterd one more descriptor.
+    pub(super) fn bell_to_share(&self) -> Arc<EventFd> {
+        Arc::clone(&self.bell)
+    }
+
     /// The response asked for, if it is ready.
     pub(super) fn take(&self) -> Option<Arc<[u8]>> {
         let _ = self.bell.read();

@@ -7,7 +7,9 @@
 //! and the new image installs its own only once it runs, so a SIGTERM in the gap would kill
 //! clusterd with its default action; blocked, it waits (the mask is inherited) and is taken
 //! once the new image has its handlers. A SIGCHLD in the gap leaves a zombie, which the new
-//! image reaps first.
+//! image reaps first. They are blocked in every thread already (`daemon::signals`: only the
+//! loop's wait lets them in), so none can reach another thread's handler in the gap either;
+//! the block here is for a caller on another footing (the way back, early in an image).
 
 use std::ffi::CString;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -33,13 +35,6 @@ fn handled_signals() -> SigSet {
         set.add(signal);
     }
     set
-}
-
-/// Unblocks what [`exec_with_state`] blocked: called by the new image once its handlers are
-/// installed (and by the old one if the exec failed).
-pub(crate) fn unblock_signals() {
-    let _ =
-        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&handled_signals()), None);
 }
 
 /// The old binary, kept open for the way back: `/proc/self/exe` still names it after a

@@ -14,6 +14,11 @@
 //! 3. the log thread writes what it read and stops reading; the pipes stay open, and what
 //!    is unread waits in them for the new image, which also gets each pipe's unfinished line.
 //!
+//! From the start, alongside the control socket, the metrics thread (`--metrics-listen`)
+//! stops accepting and finishes the scrapes it accepted (at most
+//! `metrics_server::handover::DRAIN_BOUND`, the loop answering their reports meanwhile);
+//! its listeners are handed over like the control socket.
+//!
 //! `clusterctl logs -f` followers are not carried over: their connection closes at the exec
 //! and clusterctl reconnects (documented in docs/clusterctl.md).
 
@@ -36,7 +41,8 @@ use crate::daemon::sd_notify::{self, ServiceNotifier};
 use crate::daemon::signals::{self, EventSender};
 use crate::daemon::worker_io::CarriedChannel;
 use crate::daemon::{
-    log_output, logs::Logs, serve_clients, supervisor_over, DaemonOptions, Isolation, Running,
+    control_server, log_output, logs::Logs, metrics_server, serve_clients, supervisor_over,
+    DaemonOptions, Isolation, Running,
 };
 use crate::node_cluster::primary::handover::HeldPrimary;
 use crate::protocol::{Request, Response};
@@ -84,27 +90,45 @@ impl Running {
         };
         let paused_at = super::monotonic_ns();
         let deadline = Instant::now() + QUIESCE_DEADLINE;
+        // Asked first: it stops while the control socket does. Dropped (on any failure), the
+        // metrics thread accepts again.
+        let mut metrics = metrics_server::handover::ask();
         if let Err(why) = self.gate.pause(deadline) {
             return why;
         }
-        self.answer_the_connections_in(requester.is_some());
+        self.answer_the_connections_in(requester.is_some(), metrics.as_mut());
         phase(paused_at, "connections answered");
+        let metrics = match metrics.as_mut().map(|m| m.listeners(deadline)).transpose() {
+            Ok(fds) => fds.unwrap_or_default(),
+            Err(why) => {
+                self.gate.resume();
+                return why;
+            }
+        };
         // A SIGTERM among the events handled meanwhile: the stop goes on in this image.
         if self.supervisor.is_stopping() {
             self.gate.resume();
             return "clusterd is stopping".into();
         }
-        let why = self.quiesce_and_exec((&binary, &file), paused_at, requester, deadline);
+        let why =
+            self.quiesce_and_exec((&binary, &file), paused_at, (requester, metrics), deadline);
         self.gate.resume();
         why
     }
 
     /// Handles events until the connections being served (but the requester's) are
-    /// answered, or [`ANSWER_DEADLINE`].
-    fn answer_the_connections_in(&mut self, has_requester: bool) {
+    /// answered and the metrics thread has stopped, or [`ANSWER_DEADLINE`].
+    fn answer_the_connections_in(
+        &mut self,
+        has_requester: bool,
+        mut metrics: Option<&mut metrics_server::handover::Pending>,
+    ) {
         let give_up_at = Instant::now() + ANSWER_DEADLINE;
         let mine = usize::from(has_requester);
-        while self.gate.busy() > mine && Instant::now() < give_up_at {
+        let mut busy = |gate: &control_server::ControlGate| {
+            gate.busy() > mine || metrics.as_mut().is_some_and(|m| !m.stopped())
+        };
+        while busy(&self.gate) && Instant::now() < give_up_at {
             let wake = (Instant::now() + Duration::from_millis(5)).min(give_up_at);
             for event in self.inbox.wait(Some(wake)) {
                 match event {
@@ -137,7 +161,7 @@ impl Running {
         &mut self,
         (binary, file): (&std::path::Path, &OwnedFd),
         paused_at: u64,
-        requester: Option<OwnedFd>,
+        (requester, metrics): (Option<OwnedFd>, Vec<RawFd>),
         deadline: Instant,
     ) -> String {
         // Every child started so far has exec'd or failed to, before the snapshot: a
@@ -157,7 +181,7 @@ impl Running {
         let why = self.write_and_exec(
             (binary, file),
             paused_at,
-            requester.as_ref(),
+            (requester.as_ref(), metrics),
             (io.notify, io.channels, io.primary),
             (log_pipes, events.clone(), io.carried),
         );
@@ -173,7 +197,7 @@ impl Running {
         &mut self,
         (binary, file): (&std::path::Path, &OwnedFd),
         paused_at: u64,
-        requester: Option<&OwnedFd>,
+        (requester, metrics): (Option<&OwnedFd>, Vec<RawFd>),
         (notify, channels, primary): (Option<i32>, Vec<(u64, i32)>, HeldPrimary),
         (log_pipes, events, channels_in_flight): (
             Vec<HandedPipe>,
@@ -203,6 +227,7 @@ impl Running {
                 primary,
                 old_binary: Some(old_binary.as_raw_fd()),
                 new_binary: Some(file.as_raw_fd()),
+                metrics,
             },
             os,
             events,
@@ -334,11 +359,11 @@ fn start_up_from(options: DaemonOptions, incoming: &Incoming) -> Result<Running,
     }
     crate::daemon::os::fd_limit::raise();
     crate::daemon::os::spawn::use_path(options.spawn_path);
-    // The handlers first, then the signals blocked across the exec are let in: a SIGTERM
-    // of the gap is taken now, and the exits of the gap are reaped first thing.
+    // The handlers first. The signals blocked across the exec stay blocked (as they are in
+    // every thread but the loop's wait, see `signals`): a SIGTERM of the gap is taken at the
+    // loop's first wait, and the exits of the gap are reaped first thing.
     let (inbox, events) = signals::inbox(options.container)
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    exec::unblock_signals();
     let _ = events.send(Event::Signal(libc::SIGCHLD));
     post_carried(&events, &state.events);
 
@@ -380,7 +405,8 @@ fn start_up_from(options: DaemonOptions, incoming: &Incoming) -> Result<Running,
     // Served before the restore, which is the last step that can fail: the requests that
     // arrive meanwhile wait in the inbox for the loop.
     super::set_reexecuted_at(state.reexecuted_at);
-    let gate = serve_clients(listener, &events, &options, &logs)?;
+    let metrics = metrics_listeners(state);
+    let gate = serve_clients(listener, &events, &options, (&logs, metrics))?;
     supervisor.restore(state.supervisor.clone(), Instant::now())?;
     phase(state.paused_at_ns, "new image: supervisor restored");
     // From here on the new image holds the instances: no way back.
@@ -488,6 +514,19 @@ fn adopt_pipes_and_channels(
     }
     logs.adopt(pipes);
     Ok(())
+}
+
+/// The metrics listeners handed over that are open sockets (the metrics server checks them
+/// further); one that is not is left out, with a warning, and the address bound again.
+fn metrics_listeners(state: &DaemonState) -> Vec<OwnedFd> {
+    let mut taken = Vec::new();
+    for &fd in &state.fds.metrics {
+        match take_fd(fd, libc::S_IFSOCK) {
+            Ok(fd) => taken.push(fd),
+            Err(why) => warn!("--metrics-listen: {why}; not taken"),
+        }
+    }
+    taken
 }
 
 /// Writes the reply to the `clusterctl daemon-reexec` that asked, and closes its connection.

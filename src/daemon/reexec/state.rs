@@ -92,6 +92,12 @@ pub(crate) struct HandedFds {
     /// The new binary as the pre-flight checked it (O_PATH), exec'd through its fd: closed by
     /// the new image.
     pub new_binary: Option<i32>,
+    /// `--metrics-listen`'s listening sockets: scrapes that connect during the exec wait in
+    /// their listen queues and are answered by the new image. None from an older clusterd
+    /// (which bound them again); left out when there are none, so that an older binary can
+    /// read the state of a clusterd that serves no metrics.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<i32>,
 }
 
 /// The OS side's bookkeeping of the instances, by path and id (no fd).
@@ -127,6 +133,7 @@ impl HandedFds {
         fds.extend(self.primary.fds());
         fds.extend(self.old_binary);
         fds.extend(self.new_binary);
+        fds.extend(self.metrics.iter().copied());
         fds
     }
 }
@@ -233,6 +240,7 @@ mod tests {
                 primary: HeldPrimary::default(),
                 old_binary: Some(7),
                 new_binary: Some(9),
+                metrics: vec![10, 11],
             },
             os: OsHeld::default(),
             events: vec![CarriedEvent::Signal(libc::SIGTERM)],
@@ -249,6 +257,16 @@ mod tests {
     }
 
     #[test]
+    fn a_state_without_metrics_fds_is_written_and_read_without_the_field() {
+        let mut older = state();
+        older.fds.metrics.clear();
+        // Written without the field, as an older binary reads it (deny_unknown_fields).
+        let text = serde_json::to_string(&older).expect("serializes");
+        assert!(!text.contains("metrics"), "{text}");
+        assert_eq!(DaemonState::from_json(&text), Ok(older));
+    }
+
+    #[test]
     fn fds_that_lie_are_refused() {
         let mut stdio = state();
         stdio.fds.control_socket = 0;
@@ -256,6 +274,8 @@ mod tests {
         twice.fds.old_binary = Some(4);
         let mut ghost = state();
         ghost.fds.channels.push((2, 9));
+        let mut metrics_twice = state();
+        metrics_twice.fds.metrics.push(3);
         let mut ghost_unit = state();
         ghost_unit
             .fds
@@ -268,7 +288,14 @@ mod tests {
             unread: b"{\"a".to_vec(),
             discarding: false,
         });
-        for lie in [stdio, twice, ghost, ghost_unit, ghost_in_flight] {
+        for lie in [
+            stdio,
+            twice,
+            ghost,
+            ghost_unit,
+            ghost_in_flight,
+            metrics_twice,
+        ] {
             let text = serde_json::to_string(&lie).expect("serializes");
             assert!(DaemonState::from_json(&text).is_err(), "{lie:?}");
         }

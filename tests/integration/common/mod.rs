@@ -151,6 +151,19 @@ impl Daemon {
         daemon
     }
 
+    /// [`Daemon::start_program`] with `args` added to clusterd's command line.
+    pub(crate) fn start_program_with_args(
+        units: &[(&str, &str)],
+        args: &[&str],
+        make: impl FnOnce(&Path) -> PathBuf,
+    ) -> Daemon {
+        let mut daemon = Self::prepare(units, None);
+        daemon.extra_args = args.iter().map(|a| a.to_string()).collect();
+        daemon.program = Some(make(daemon.dir.path()));
+        daemon.launch();
+        daemon
+    }
+
     pub(crate) fn launch(&mut self) {
         let log = fs::File::create(self.log_path()).expect("log file");
         let mut command = match self.wrapper.split_first() {
