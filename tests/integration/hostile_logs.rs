@@ -1,7 +1,8 @@
 //! Logs under hostile load: a follower attached while a flood rotates a tiny log (the panic
 //! that took clusterd down), files that stay within `max_size`, clients that ask for history
-//! and never read, journald killed under journal units, and a burst from many units that
-//! must leave no memory behind.
+//! and never read, journald killed under journal units, a burst from many units that
+//! must leave no memory behind, and `logs` positions that lie (another file's identity, a
+//! planted link, lengths past the end).
 
 use crate::common;
 
@@ -558,4 +559,130 @@ fn a_burst_from_many_units_leaves_no_memory_behind() {
         "clusterd holds {anon} KiB of anonymous memory after {UNITS} bursts"
     );
     assert!(clusterd_alive(&daemon));
+}
+
+/// `logs` with a raw JSON request; the whole answer (header line, then the log lines), once
+/// clusterd closes the connection (no follow).
+fn raw_logs(daemon: &Daemon, request: &serde_json::Value) -> String {
+    use std::io::Write;
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(daemon.path("ctl.sock")).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    let mut line = request.to_string();
+    line.push('\n');
+    stream.write_all(line.as_bytes()).expect("request");
+    let mut answer = Vec::new();
+    stream
+        .read_to_end(&mut answer)
+        .expect("clusterd answers and closes within PATIENCE");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A client of the socket group that sends a `logs` position that lies (another file's
+/// device and inode, another unit's log path, a link planted at a rotated name, lengths past
+/// the end or u64::MAX, a huge list of files, a negative number) gets the lines of the unit
+/// it named and only those, or a clear error: the position only says from where to read in
+/// the unit's own files, which are opened by name in clusterd's log directory, never by it.
+#[test]
+fn a_logs_position_that_lies_reads_only_the_units_own_log() {
+    use std::os::unix::fs::MetadataExt;
+    let web = "command = [\"sh\", \"-c\", \"for i in 1 2 3; do echo web line $i; done; exec sleep 1000\"]\n";
+    let other = "command = [\"sh\", \"-c\", \"echo OTHER-UNIT-SECRET; exec sleep 1000\"]\n";
+    let daemon = Daemon::start(&[("web", web), ("other", other)]);
+    let logs = daemon.log_dir();
+    wait_for("both units' lines", PATIENCE, || {
+        fs::read_to_string(logs.join("web.log")).is_ok_and(|t| t.contains("web line 3"))
+            && fs::read_to_string(logs.join("other.log"))
+                .is_ok_and(|t| t.contains("OTHER-UNIT-SECRET"))
+    });
+    // A root-only file, and a link to it planted where a rotated file of web's would be.
+    let secret = daemon.path("secret");
+    fs::write(&secret, "ROOT-ONLY-SECRET\n").expect("secret");
+    let rotated = logs.join("web.log.19700101T000000.000000Z");
+    std::os::unix::fs::symlink(&secret, &rotated).expect("plant a link");
+    let id = |path: &std::path::Path| {
+        let meta = fs::metadata(path).expect("metadata");
+        (meta.dev(), meta.ino())
+    };
+    let (web_path, other_path) = (logs.join("web.log"), logs.join("other.log"));
+    let ((sdev, sino), (odev, oino), (wdev, wino)) = (id(&secret), id(&other_path), id(&web_path));
+    let ask = |files: serde_json::Value| {
+        serde_json::json!({"version": 1, "command": "logs", "unit": "web", "lines": 10,
+            "follow": false, "after": {"files": files, "history_lines": usize::MAX}})
+    };
+    let entry = |path: &std::path::Path, dev: u64, ino: u64, len: u64| serde_json::json!({"path": path.to_string_lossy(), "dev": dev, "ino": ino, "len": len});
+    let lies = [
+        // Web's path with the secret's identity, from its start.
+        ask(serde_json::json!([entry(&web_path, sdev, sino, 0)])),
+        // The secret itself, the other unit's log, the planted link: not web's files.
+        ask(serde_json::json!([
+            entry(&secret, sdev, sino, 0),
+            entry(&other_path, odev, oino, 0),
+            entry(&rotated, sdev, sino, 0)
+        ])),
+        // Web's path with the other unit's identity.
+        ask(serde_json::json!([entry(&web_path, odev, oino, 0)])),
+        // Lengths past the end.
+        ask(serde_json::json!([entry(&web_path, wdev, wino, u64::MAX)])),
+        ask(serde_json::json!([entry(
+            &web_path,
+            u64::MAX,
+            u64::MAX,
+            u64::MAX
+        )])),
+        // Many files (as many as a request holds).
+        ask(serde_json::Value::Array(
+            (0..300)
+                .map(|i| entry(&logs.join(format!("web.log.{i}")), i, i, i))
+                .collect(),
+        )),
+    ];
+    for lie in &lies {
+        let answer = raw_logs(&daemon, lie);
+        let header = answer.lines().next().unwrap_or_default();
+        assert!(header.contains("\"ok\":true"), "{header}\n{lie}");
+        assert!(
+            !answer.contains("SECRET"),
+            "read a file not web's: {answer}"
+        );
+        for line in answer.lines().skip(1) {
+            assert!(
+                line.contains("web line") || line.contains("clusterd"),
+                "a line not web's: {line:?}\n{lie}"
+            );
+        }
+    }
+    // From web's own identity at the start: its lines, each once.
+    let own = raw_logs(
+        &daemon,
+        &ask(serde_json::json!([entry(&web_path, wdev, wino, 0)])),
+    );
+    assert_eq!(own.matches("web line 2").count(), 1, "{own}");
+    // Past the end of web's own file: no line, no error.
+    let past = raw_logs(
+        &daemon,
+        &ask(serde_json::json!([entry(&web_path, wdev, wino, u64::MAX)])),
+    );
+    assert_eq!(past.lines().count(), 1, "{past}");
+    // A negative length or a huge line count: a clear error, or the count capped.
+    let negative = raw_logs(
+        &daemon,
+        &ask(
+            serde_json::json!([{"path": web_path.to_string_lossy(), "dev": 1, "ino": 1, "len": -1}]),
+        ),
+    );
+    assert!(negative.contains("\"ok\":false"), "{negative}");
+    assert_eq!(negative.lines().count(), 1, "{negative}");
+    let huge = raw_logs(
+        &daemon,
+        &serde_json::json!({"version": 1, "command": "logs", "unit": "web",
+            "lines": u64::MAX, "follow": false}),
+    );
+    assert!(huge.contains("web line 3"), "{huge}");
+    assert!(clusterd_alive(&daemon));
+    assert!(
+        daemon.log().contains("web.log.19700101T000000.000000Z"),
+        "the planted link is refused with a warning: {}",
+        daemon.log()
+    );
 }

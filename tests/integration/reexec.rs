@@ -1513,21 +1513,24 @@ fn scrapes_all_along_are_all_answered_through_reexecs() {
     assert!(!log.contains("cannot listen for metrics"), "{log}");
 }
 
+/// How many sockets process `pid` holds.
+fn sockets_of(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|entry| fs::read_link(entry.ok()?.path()).ok())
+                .filter(|target| target.to_string_lossy().starts_with("socket:"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 #[test]
 fn a_metrics_client_that_never_sends_its_request_neither_holds_nor_fails_a_reexec() {
     use std::io::{Read, Write};
     let (d, binary, at) = start_from_copy_with_metrics();
     wait_for("a first scrape", PATIENCE, || scrape_once(at).is_ok());
     let clusterd = d.pid();
-    let sockets = || {
-        fs::read_dir(format!("/proc/{clusterd}/fd"))
-            .map(|dir| {
-                dir.filter_map(|entry| fs::read_link(entry.ok()?.path()).ok())
-                    .filter(|target| target.to_string_lossy().starts_with("socket:"))
-                    .count()
-            })
-            .unwrap_or(0)
-    };
+    let sockets = || sockets_of(clusterd);
     let sockets_before = sockets();
     // Clients that send half a request, which clusterd accepts and holds, and silent ones,
     // which the kernel holds in the listen queue (TCP_DEFER_ACCEPT): those are carried over
@@ -1647,4 +1650,131 @@ fn a_logs_follower_that_has_shown_no_line_yet_shows_no_old_line_after_a_reexec()
         "first difference at {:?}",
         seen.iter().zip(&expected).position(|(a, b)| a != b)
     );
+}
+
+/// A TCP connection to `at` whose receive buffer is as small as the kernel allows (set
+/// before the connect, so the window stays small): an answer larger than a few kilobytes
+/// waits on clusterd's side until the client reads it.
+fn connect_with_tiny_receive_buffer(at: std::net::SocketAddr) -> std::net::TcpStream {
+    use std::os::fd::FromRawFd;
+    let std::net::SocketAddr::V4(v4) = at else {
+        panic!("an IPv4 address: {at}")
+    };
+    // SAFETY: a new socket, owned by the TcpStream below on success and closed on failure;
+    // setsockopt and connect read only the locals they are given, of the sizes given.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let stream = std::net::TcpStream::from_raw_fd(fd);
+        let size: libc::c_int = 1;
+        let set = libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        assert_eq!(set, 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
+        let address = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*v4.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let connected = libc::connect(
+            fd,
+            (&address as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(connected, 0, "connect: {}", std::io::Error::last_os_error());
+        stream
+    }
+}
+
+/// A local user who scrapes and reads the answer a byte at a time (with a receive buffer
+/// too small for it), while holding many half-sent requests, neither holds a `daemon-reexec`
+/// past its bound nor makes it fail, and leaves no descriptor behind in either image. The
+/// slow reader's connection ends (its answer whole or cut, never hung), and scrapes work
+/// after the re-exec.
+#[test]
+fn a_metrics_client_that_reads_a_byte_at_a_time_neither_holds_nor_fails_a_reexec() {
+    use std::io::{Read, Write};
+    let at = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut binary = PathBuf::new();
+    // Many instances, so the answer is larger than the socket buffers hold.
+    let d = Daemon::start_program_with_args(
+        &[("many", "command = \"sleep 300\"\ninstances = 400\n")],
+        &["--metrics-listen", &at.to_string()],
+        |dir| {
+            binary = clusterd_copy(dir);
+            binary.clone()
+        },
+    );
+    d.wait_running("many", 400);
+    wait_for("a first scrape", PATIENCE, || scrape_once(at).is_ok());
+    let clusterd = d.pid();
+    let sockets = || sockets_of(clusterd);
+    let sockets_before = sockets();
+    let mut slow = connect_with_tiny_receive_buffer(at);
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .expect("request");
+    slow.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    let reader = std::thread::spawn(move || {
+        // A byte every 20 ms for 3 s (the re-exec happens meanwhile), then the rest at once:
+        // what clusterd no longer holds (the kernel sends what it had taken) ends promptly.
+        let slow_until = std::time::Instant::now() + Duration::from_secs(3);
+        let mut got = Vec::new();
+        let mut byte = [0u8; 1];
+        while std::time::Instant::now() < slow_until {
+            match slow.read(&mut byte) {
+                Ok(0) => return Ok(got),
+                Ok(_) => got.push(byte[0]),
+                Err(e) => return Err(format!("after {} bytes: {e}", got.len())),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        match slow.read_to_end(&mut got) {
+            Ok(_) => Ok(got),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(got),
+            Err(e) => Err(format!("after {} bytes: {e}", got.len())),
+        }
+    });
+    let mut half = Vec::new();
+    for _ in 0..40 {
+        let mut stream = std::net::TcpStream::connect(at).expect("connect");
+        stream.write_all(b"GET /metr").expect("half a request");
+        half.push(stream);
+    }
+    wait_for("clusterd to accept the slow reader", PATIENCE, || {
+        sockets() > sockets_before
+    });
+    replace_with_copy(&binary, Path::new(CLUSTERD));
+    let asked = std::time::Instant::now();
+    reexec(&d);
+    let took = asked.elapsed();
+    eprintln!("daemon-reexec with a slow reader and 40 half requests took {took:?}");
+    // Generous (a loaded machine): the scrapes get a quarter of a second.
+    assert!(
+        took < Duration::from_secs(10),
+        "daemon-reexec took {took:?}"
+    );
+    let read = reader.join().expect("the reader thread");
+    let read = read.expect("the slow reader's connection ends, not hangs");
+    let text = String::from_utf8_lossy(&read);
+    let said = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .unwrap_or("?");
+    eprintln!(
+        "the slow reader got {} bytes (Content-Length: {said})",
+        read.len()
+    );
+    scrape_once(at).expect("a scrape after the re-exec");
+    drop(half);
+    wait_for("clusterd to hold no hostile connection", PATIENCE, || {
+        sockets() <= sockets_before
+    });
+    scrape_once(at).expect("a scrape after the hostile connections went");
 }
