@@ -148,10 +148,30 @@ pub(super) fn floor_supervisor_latencies(
     n: usize,
     kills: usize,
 ) -> Result<Vec<f64>, String> {
-    let dir = env.tmp.join("floor-supervisor");
+    let (mut stamps, mut daemon, _) =
+        start_floor_supervisor(env, floor_supervisor, "floor-supervisor", n)?;
+    if !stamps.wait_count(n, Duration::from_secs(10)) {
+        return Err("the floor supervisor did not start its workers".into());
+    }
+    let latencies = kill_and_time(&mut stamps, "C floor supervisor", n, kills);
+    daemon.extra = stamps.pids();
+    daemon.terminate(Duration::from_secs(5));
+    latencies
+}
+
+/// The minimal C supervisor started with `n` stamp workers in a fresh `env.tmp/DIR`: their
+/// stamps, the supervisor, and the time just before it was started.
+fn start_floor_supervisor(
+    env: &Env,
+    floor_supervisor: &Path,
+    dir: &str,
+    n: usize,
+) -> Result<(Stamps, Daemon, i64), String> {
+    let dir = env.tmp.join(dir);
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let mut stamps = Stamps::new(dir.join("stamps"));
+    let stamps = Stamps::new(dir.join("stamps"));
+    let t0 = realtime_ns();
     let child = Command::new(floor_supervisor)
         .arg(&env.worker[0])
         .arg(&stamps.path)
@@ -160,14 +180,8 @@ pub(super) fn floor_supervisor_latencies(
         .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot start the floor supervisor: {e}"))?;
-    let mut daemon = Daemon::from_child(child);
-    if !stamps.wait_count(n, Duration::from_secs(10)) {
-        return Err("the floor supervisor did not start its workers".into());
-    }
-    let latencies = kill_and_time(&mut stamps, "C floor supervisor", n, kills);
-    daemon.extra = stamps.pids();
-    daemon.terminate(Duration::from_secs(5));
-    latencies
+    let daemon = Daemon::from_child(child);
+    Ok((stamps, daemon, t0))
 }
 
 fn kill_and_time(
@@ -252,20 +266,8 @@ fn mass_floor(env: &Env, n: usize) -> Result<f64, String> {
         .floor_supervisor
         .as_ref()
         .ok_or("the C floor supervisor could not be built")?;
-    let dir = env.tmp.join("mass-floor");
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let mut stamps = Stamps::new(dir.join("stamps"));
-    let t0 = realtime_ns();
-    let child = Command::new(floor_supervisor)
-        .arg(&env.worker[0])
-        .arg(&stamps.path)
-        .arg(n.to_string())
-        .stdin(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| format!("cannot start the floor supervisor: {e}"))?;
-    let mut daemon = Daemon::from_child(child);
+    let (mut stamps, mut daemon, t0) =
+        start_floor_supervisor(env, floor_supervisor, "mass-floor", n)?;
     let started = stamps.wait_count(n, Duration::from_secs(180));
     daemon.extra = stamps.pids();
     let last = stamps.all.iter().take(n).map(|&(_, t)| t).max();

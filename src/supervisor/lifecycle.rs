@@ -127,16 +127,9 @@ impl<P: ProcessControl> Supervisor<P> {
     /// [`ProcessControl::exec_failures`] after `spawn` had returned). The process goes as if
     /// the spawn had failed: the same report, and the same retry.
     pub(super) fn on_exec_failure(&mut self, pid: Pid, e: SpawnError, now: Instant) {
-        let Some(id) = self.by_pid.remove(&pid) else {
+        let Some((id, process)) = self.take_process(pid) else {
             return;
         };
-        let Some(process) = self.processes.remove(&id) else {
-            return;
-        };
-        for timer in every_timer_of(id) {
-            self.timers.cancel(timer);
-        }
-        self.health_on_exit(&process);
         let (name, index) = (process.unit.clone(), process.index);
         self.note_failed_start(&name, index, &e);
         let mut start_again = !process.phase.is_leaving() && !self.shutting_down;
@@ -430,18 +423,13 @@ impl<P: ProcessControl> Supervisor<P> {
             self.os.signal_group(pid, Signal::SIGKILL);
             return self.probe_exited(id, pid, status, now);
         }
-        let Some(id) = self.by_pid.remove(&pid) else {
+        if !self.by_pid.contains_key(&pid) {
             debug!("reaped pid {pid} ({status}), not an instance");
             return;
-        };
-        let Some(process) = self.processes.remove(&id) else {
+        }
+        let Some((id, process)) = self.take_process(pid) else {
             return;
         };
-        // Reaped: it leaves its phase for good, and every timer about it goes.
-        for timer in every_timer_of(id) {
-            self.timers.cancel(timer);
-        }
-        self.health_on_exit(&process);
         if process.phase.is_leaving() {
             info!("{}: {status}", process.label());
         } else {
@@ -458,6 +446,18 @@ impl<P: ProcessControl> Supervisor<P> {
         self.update_slot_after_exit(id, &process, status, now);
         self.clean_up_after_exit(id, &process, now);
         self.settle(&process.unit, now);
+    }
+
+    /// The instance process `pid` is gone (reaped, or its exec failed): it leaves the tables
+    /// and its phase for good, every timer about it goes, and its health is told.
+    fn take_process(&mut self, pid: Pid) -> Option<(SpawnId, Process)> {
+        let id = self.by_pid.remove(&pid)?;
+        let process = self.processes.remove(&id)?;
+        for timer in every_timer_of(id) {
+            self.timers.cancel(timer);
+        }
+        self.health_on_exit(&process);
+        Some((id, process))
     }
 
     /// The slot of an instance that exited: it restarts (within policy and budget), hands

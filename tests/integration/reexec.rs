@@ -609,11 +609,16 @@ fn a_logs_follower_reconnects_after_a_reexec_and_misses_and_repeats_nothing() {
     let _ = follower.wait();
     assert!(alive_still, "the follower ended");
     let seen = numbers();
-    let first = seen[0];
+    assert_consecutive("", &seen, seen[0]);
+}
+
+/// `seen` is `first, first + 1, ...` with no number missing or repeated; else where it is
+/// not (`label` starts the message).
+fn assert_consecutive(label: &str, seen: &[u64], first: u64) {
     let expected: Vec<u64> = (first..first + seen.len() as u64).collect();
     assert!(
         seen == expected,
-        "first difference at {:?}",
+        "{label}first difference at {:?}",
         seen.iter().zip(&expected).position(|(a, b)| a != b)
     );
 }
@@ -841,13 +846,7 @@ fn a_logs_follower_of_every_unit_reconnects_after_a_reexec_and_misses_and_repeat
     assert!(alive_still, "the follower ended");
     for unit in ["alpha", "beta"] {
         let seen = numbers(unit);
-        let first = seen[0];
-        let expected: Vec<u64> = (first..first + seen.len() as u64).collect();
-        assert!(
-            seen == expected,
-            "{unit}: first difference at {:?}",
-            seen.iter().zip(&expected).position(|(a, b)| a != b)
-        );
+        assert_consecutive(&format!("{unit}: "), &seen, seen[0]);
     }
 }
 
@@ -1643,13 +1642,7 @@ fn a_logs_follower_that_has_shown_no_line_yet_shows_no_old_line_after_a_reexec()
     let _ = follower.wait();
     assert!(alive_still, "the follower ended");
     assert!(!text().contains("out | old"), "old lines shown again");
-    let seen = news();
-    let expected: Vec<u64> = (1..=seen.len() as u64).collect();
-    assert!(
-        seen == expected,
-        "first difference at {:?}",
-        seen.iter().zip(&expected).position(|(a, b)| a != b)
-    );
+    assert_consecutive("", &news(), 1);
 }
 
 /// A TCP connection to `at` whose receive buffer is as small as the kernel allows (set

@@ -306,32 +306,38 @@ mod tests {
             .all(|l| l.len() <= MAX_TAIL + BLOCK as usize + 1));
     }
 
-    #[test]
-    fn a_history_ends_at_its_boundary_whatever_was_appended_or_rotated_since() {
+    /// `web.log` rotated once (its line `oldest`) with the line `before`, where it stands then,
+    /// and after that: a line appended (`after`), the file rotated, a new file begun (`newer`).
+    fn written_then_rotated(dir: &std::path::Path, oldest: &str) -> Boundary {
         use std::os::unix::fs::MetadataExt;
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = LogDir::new(tmp.path());
-        let current = tmp.path().join("web.log");
+        let current = dir.join("web.log");
         std::fs::write(
-            tmp.path().join("web.log.20260101T000000.000000Z"),
-            "web[0] out | old\n",
+            dir.join("web.log.20260101T000000.000000Z"),
+            format!("web[0] out | {oldest}\n"),
         )
         .unwrap();
         std::fs::write(&current, "web[0] out | before\n").unwrap();
         let meta = std::fs::metadata(&current).unwrap();
-        let boundary = Boundary {
+        let then = Boundary {
             dev: meta.dev(),
             ino: meta.ino(),
             len: meta.len(),
         };
-        // After the client asked: a line appended, the file rotated, a new file begun.
         let mut file = std::fs::OpenOptions::new()
             .append(true)
             .open(&current)
             .unwrap();
         std::io::Write::write_all(&mut file, b"web[0] out | after\n").unwrap();
-        std::fs::rename(&current, tmp.path().join("web.log.20260102T000000.000000Z")).unwrap();
+        std::fs::rename(&current, dir.join("web.log.20260102T000000.000000Z")).unwrap();
         std::fs::write(&current, "web[0] out | newer\n").unwrap();
+        then
+    }
+
+    #[test]
+    fn a_history_ends_at_its_boundary_whatever_was_appended_or_rotated_since() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = LogDir::new(tmp.path());
+        let boundary = written_then_rotated(tmp.path(), "old");
 
         let (lines, _) = last_lines(
             &dir,
@@ -351,30 +357,9 @@ mod tests {
 
     #[test]
     fn a_history_after_a_position_has_every_line_since_across_a_rotation() {
-        use std::os::unix::fs::MetadataExt;
         let tmp = tempfile::tempdir().unwrap();
         let dir = LogDir::new(tmp.path());
-        let current = tmp.path().join("web.log");
-        std::fs::write(
-            tmp.path().join("web.log.20260101T000000.000000Z"),
-            "web[0] out | oldest\n",
-        )
-        .unwrap();
-        std::fs::write(&current, "web[0] out | before\n").unwrap();
-        let meta = std::fs::metadata(&current).unwrap();
-        let since = Boundary {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            len: meta.len(),
-        };
-        // After the position: a line appended, the file rotated, a new file begun.
-        let mut file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&current)
-            .unwrap();
-        std::io::Write::write_all(&mut file, b"web[0] out | after\n").unwrap();
-        std::fs::rename(&current, tmp.path().join("web.log.20260102T000000.000000Z")).unwrap();
-        std::fs::write(&current, "web[0] out | newer\n").unwrap();
+        let since = written_then_rotated(tmp.path(), "oldest");
 
         let all = LineFilter::default();
         let after = |since| last_lines(&dir, "web.log", (100, usize::MAX), (since, None), &all).0;
