@@ -226,15 +226,26 @@ fn pid_server(kind: &str) -> String {
     }
 }
 
-/// `n` consecutive free ports on loopback (for `increment_var: "PORT"`).
+/// `n` consecutive free ports on loopback (for `increment_var: "PORT"`), below the kernel's
+/// ephemeral range: every `connect()` of the other tests takes its local port from that
+/// range, so `n` ports next to one that `bind(0)` gave were often taken by the time they were
+/// looked at, on a busy machine every time for 20 s.
 fn free_ports(n: u16) -> u16 {
+    let ephemeral_low: u16 = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.saturating_sub(n).max(10_001));
+    // A different start for each test process and call, so parallel tests seldom meet.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        ^ std::process::id();
+    let mut base = low + (seed % u32::from(high - low)) as u16;
     let mut found = None;
     wait_for("consecutive free ports", PATIENCE, || {
-        let base = free_port();
-        let all_free = (1..n).all(|i| {
-            base.checked_add(i)
-                .is_some_and(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
-        });
+        base = if base + n >= high { low } else { base + n };
+        let all_free = (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
         if all_free {
             found = Some(base);
         }
