@@ -130,11 +130,22 @@ fn prepare(opts: &mut Opts, tmp: &Path, worker: Vec<String>, results: &mut Resul
         "floor_supervisor",
         FLOOR_SUPERVISOR_C,
     );
+    let featured_floor = match floor_cgroup_base() {
+        Ok(base) => build_floor(&opts.scratch, &worker, "featured_floor", FEATURED_FLOOR_C)
+            .map(|program| (program, base)),
+        Err(e) => {
+            results.notes.push(format!(
+                "the C supervisor with cgroups, pipes and channels: {e}"
+            ));
+            None
+        }
+    };
     let mut env = Env {
         tmp: tmp.to_path_buf(),
         worker,
         floor,
         floor_supervisor,
+        featured_floor,
         clusterd: clusterd_binary("clusterd", env!("CARGO_BIN_EXE_clusterd")),
         clusterctl: clusterd_binary("clusterctl", env!("CARGO_BIN_EXE_clusterctl")),
         node: which("node"),

@@ -73,14 +73,31 @@ pub(super) fn sessions_10(env: &Env, opts: &Opts, peers: &[Peer], run: usize, r:
             let lat = floor_latencies(env, floor, opts.kills);
             add_floor(r, lat, "floor_p50", "restart_vs_floor", "restart floor");
         }
-        if let Some(floor_supervisor) = &env.floor_supervisor {
-            let lat = floor_supervisor_latencies(env, floor_supervisor, n, opts.kills);
+        if let Some(program) = &env.floor_supervisor {
+            let floor = FloorSupervisor::Minimal(program);
+            let lat = floor_supervisor_latencies(env, &floor, n, opts.kills);
             add_floor(
                 r,
                 lat,
                 "floor_supervisor_p50",
                 "restart_vs_floor_supervisor",
                 "restart floor supervisor",
+            );
+        }
+        // What clusterd's cgroup, captured output and channel per instance cost a C
+        // supervisor, in the same run.
+        if let Some((program, cgroup_base)) = &env.featured_floor {
+            let floor = FloorSupervisor::Featured {
+                program,
+                cgroup_base,
+            };
+            let lat = floor_supervisor_latencies(env, &floor, n, opts.kills);
+            add_floor(
+                r,
+                lat,
+                "featured_floor_p50",
+                "restart_vs_featured_floor",
+                "restart floor supervisor with cgroups, pipes and channels",
             );
         }
     }
@@ -141,45 +158,94 @@ pub(super) fn restart_latencies(
     kill_and_time(&mut s.stamps, s.peer.name(), n, kills)
 }
 
-/// The same for the C floor in a process of its own, started here with `n` workers.
+/// The same for a C floor supervisor in a process of its own, started here with `n` workers.
 pub(super) fn floor_supervisor_latencies(
     env: &Env,
-    floor_supervisor: &Path,
+    floor: &FloorSupervisor,
     n: usize,
     kills: usize,
 ) -> Result<Vec<f64>, String> {
-    let (mut stamps, mut daemon, _) =
-        start_floor_supervisor(env, floor_supervisor, "floor-supervisor", n)?;
-    if !stamps.wait_count(n, Duration::from_secs(10)) {
-        return Err("the floor supervisor did not start its workers".into());
-    }
-    let latencies = kill_and_time(&mut stamps, "C floor supervisor", n, kills);
+    let (mut stamps, mut daemon, _) = start_floor_supervisor(env, floor, "restart", n)?;
+    let latencies = if stamps.wait_count(n, Duration::from_secs(10)) {
+        kill_and_time(&mut stamps, floor.name(), n, kills)
+    } else {
+        Err(format!("{} did not start its workers", floor.name()))
+    };
     daemon.extra = stamps.pids();
     daemon.terminate(Duration::from_secs(5));
+    drop(daemon);
+    floor.clean_up("restart");
     latencies
 }
 
-/// The minimal C supervisor started with `n` stamp workers in a fresh `env.tmp/DIR`: their
+/// A C floor supervisor: the minimal one, or the one that gives each worker a cgroup, output
+/// pipes and a channel (and makes its cgroups under the bench's own).
+pub(super) enum FloorSupervisor<'a> {
+    Minimal(&'a Path),
+    Featured {
+        program: &'a Path,
+        cgroup_base: &'a Path,
+    },
+}
+
+impl FloorSupervisor<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            FloorSupervisor::Minimal(_) => "C floor supervisor",
+            FloorSupervisor::Featured { .. } => "C supervisor with cgroups, pipes and channels",
+        }
+    }
+
+    /// The cgroup directory of the run called `tag`.
+    fn cgroup(&self, tag: &str) -> Option<PathBuf> {
+        match self {
+            FloorSupervisor::Minimal(_) => None,
+            FloorSupervisor::Featured { cgroup_base, .. } => {
+                Some(cgroup_base.join(format!("clusterd-bench-floor.{}.{tag}", std::process::id())))
+            }
+        }
+    }
+
+    /// After the supervisor of the run called `tag` stopped: its cgroups, if any are left.
+    fn clean_up(&self, tag: &str) {
+        if let Some(dir) = self.cgroup(tag) {
+            remove_cgroup_tree(&dir);
+        }
+    }
+}
+
+/// A C floor supervisor started with `n` stamp workers in a fresh `env.tmp/DIR`: their
 /// stamps, the supervisor, and the time just before it was started.
 fn start_floor_supervisor(
     env: &Env,
-    floor_supervisor: &Path,
-    dir: &str,
+    floor: &FloorSupervisor,
+    tag: &str,
     n: usize,
 ) -> Result<(Stamps, Daemon, i64), String> {
-    let dir = env.tmp.join(dir);
+    let dir = env.tmp.join(match floor {
+        FloorSupervisor::Minimal(_) => format!("floor-supervisor-{tag}"),
+        FloorSupervisor::Featured { .. } => format!("featured-floor-{tag}"),
+    });
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let stamps = Stamps::new(dir.join("stamps"));
-    let t0 = realtime_ns();
-    let child = Command::new(floor_supervisor)
+    let program = match floor {
+        FloorSupervisor::Minimal(program) | FloorSupervisor::Featured { program, .. } => program,
+    };
+    let mut command = Command::new(program);
+    command
         .arg(&env.worker[0])
         .arg(&stamps.path)
-        .arg(n.to_string())
+        .arg(n.to_string());
+    if let Some(cgroup) = floor.cgroup(tag) {
+        command.arg(cgroup);
+    }
+    let t0 = realtime_ns();
+    let child = command
         .stdin(Stdio::null())
         .process_group(0)
         .spawn()
-        .map_err(|e| format!("cannot start the floor supervisor: {e}"))?;
+        .map_err(|e| format!("cannot start the {}: {e}", floor.name()))?;
     let daemon = Daemon::from_child(child);
     Ok((stamps, daemon, t0))
 }
@@ -249,29 +315,45 @@ pub(super) fn session_mass(
         // The kernel frees 1000 exited processes and removed cgroups for a while after
         // (workqueues): not on the floor's time.
         sleep(Duration::from_secs(1));
-        match mass_floor(env, n) {
-            Ok(floor) => {
-                r.add("mass_floor", peer, floor);
-                r.add("mass_vs_floor", peer, secs / floor);
+        if let Some(program) = &env.floor_supervisor {
+            match mass_floor(env, &FloorSupervisor::Minimal(program), n) {
+                Ok(floor) => {
+                    r.add("mass_floor", peer, floor);
+                    r.add("mass_vs_floor", peer, secs / floor);
+                }
+                Err(e) => r.notes.push(format!("mass start floor: {e}")),
             }
-            Err(e) => r.notes.push(format!("mass start floor: {e}")),
+        }
+        if let Some((program, cgroup_base)) = &env.featured_floor {
+            sweep_descendants();
+            sleep(Duration::from_secs(1));
+            let floor = FloorSupervisor::Featured {
+                program,
+                cgroup_base,
+            };
+            match mass_floor(env, &floor, n) {
+                Ok(floor) => {
+                    r.add("mass_featured_floor", peer, floor);
+                    r.add("mass_vs_featured_floor", peer, secs / floor);
+                }
+                Err(e) => r.notes.push(format!(
+                    "mass start floor with cgroups, pipes and channels: {e}"
+                )),
+            }
         }
     }
     Ok(())
 }
 
-/// Seconds from starting the C floor supervisor with `n` stamp workers to the last stamp.
-fn mass_floor(env: &Env, n: usize) -> Result<f64, String> {
-    let floor_supervisor = env
-        .floor_supervisor
-        .as_ref()
-        .ok_or("the C floor supervisor could not be built")?;
-    let (mut stamps, mut daemon, t0) =
-        start_floor_supervisor(env, floor_supervisor, "mass-floor", n)?;
+/// Seconds from starting a C floor supervisor with `n` stamp workers to the last stamp.
+fn mass_floor(env: &Env, floor: &FloorSupervisor, n: usize) -> Result<f64, String> {
+    let (mut stamps, mut daemon, t0) = start_floor_supervisor(env, floor, "mass", n)?;
     let started = stamps.wait_count(n, Duration::from_secs(180));
     daemon.extra = stamps.pids();
     let last = stamps.all.iter().take(n).map(|&(_, t)| t).max();
     daemon.terminate(Duration::from_secs(15));
+    drop(daemon);
+    floor.clean_up("mass");
     match last {
         Some(last) if started => Ok((last - t0) as f64 / 1e9),
         _ => Err(format!("only {} of {n} workers started", stamps.all.len())),

@@ -10,6 +10,10 @@ pub(super) struct Env {
     /// benches/supervisors/workers/floor_supervisor.c built: the same floor, but a process
     /// of its own whose workers the bench kills as it kills every supervisor's.
     pub(super) floor_supervisor: Option<PathBuf>,
+    /// benches/supervisors/workers/featured_floor.c built, and the cgroup it makes its
+    /// workers' cgroups under: that supervisor giving each worker what clusterd gives each
+    /// instance (a cgroup, captured output, a channel).
+    pub(super) featured_floor: Option<(PathBuf, PathBuf)>,
     pub(super) clusterd: PathBuf,
     pub(super) clusterctl: PathBuf,
     pub(super) node: Option<PathBuf>,

@@ -144,6 +144,20 @@ pub(super) const ROWS: &[Row] = &[
         digits: 2,
     },
     Row {
+        key: "featured_floor_p50",
+        label: "restart latency p50 of that C supervisor giving each worker what clusterd gives each instance: a cgroup, captured stdout and stderr, a channel (ms)",
+        target: Target::None,
+        target_text: "",
+        digits: 2,
+    },
+    Row {
+        key: "restart_vs_featured_floor",
+        label: "clusterd restart p50 / that C supervisor with a cgroup, output pipes and a channel per worker, same run",
+        target: Target::None,
+        target_text: "",
+        digits: 2,
+    },
+    Row {
         key: "log_mbs",
         label: "log capture, 200 MB of 100-byte lines into the log file (MB/s; clusterd timestamped, supervisord has no timestamps)",
         target: Target::AtLeastPeer(Peer::Supervisord),
@@ -398,6 +412,20 @@ pub(super) const ROWS: &[Row] = &[
     Row {
         key: "mass_vs_floor",
         label: "clusterd's start of 1000 / the C supervisor's, same run",
+        target: Target::None,
+        target_text: "",
+        digits: 2,
+    },
+    Row {
+        key: "mass_featured_floor",
+        label: "the same start by the C supervisor with a cgroup, output pipes and a channel per worker, same run (s)",
+        target: Target::None,
+        target_text: "",
+        digits: 3,
+    },
+    Row {
+        key: "mass_vs_featured_floor",
+        label: "clusterd's start of 1000 / that C supervisor's, same run",
         target: Target::None,
         target_text: "",
         digits: 2,

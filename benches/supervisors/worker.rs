@@ -8,6 +8,46 @@ pub(super) const FLOOR_C: &str = include_str!("workers/restart_floor.c");
 
 pub(super) const FLOOR_SUPERVISOR_C: &str = include_str!("workers/floor_supervisor.c");
 
+pub(super) const FEATURED_FLOOR_C: &str = include_str!("workers/featured_floor.c");
+
+/// Where the featured floor may make its workers' cgroups: the bench's own cgroup in the
+/// cgroup2 hierarchy (as clusterd makes its own under its cgroup), if the bench may write
+/// there (root, or a delegated cgroup).
+pub(super) fn floor_cgroup_base() -> Result<PathBuf, String> {
+    let mounts = fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
+    // `36 25 0:30 / /sys/fs/cgroup/unified rw,... shared:10 - cgroup2 cgroup2 rw,...`
+    let mount = mounts
+        .lines()
+        .find_map(|line| {
+            let (before, after) = line.split_once(" - ")?;
+            (after.split(' ').next()? == "cgroup2").then(|| before.split(' ').nth(4))?
+        })
+        .ok_or("no cgroup2 file system is mounted")?;
+    let own = fs::read_to_string("/proc/self/cgroup").map_err(|e| e.to_string())?;
+    let own = own
+        .lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .ok_or("the bench is in no cgroup2 cgroup")?;
+    let base = PathBuf::from(format!("{mount}{}", own.trim_end_matches('/')));
+    let probe = base.join(format!("clusterd-bench-probe.{}", std::process::id()));
+    fs::create_dir(&probe).map_err(|e| format!("cannot make a cgroup in {base:?}: {e}"))?;
+    let _ = fs::remove_dir(&probe);
+    Ok(base)
+}
+
+/// Removes a featured floor's cgroup directory and what it left in it (empty cgroups: their
+/// workers are gone), best effort.
+pub(super) fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                let _ = fs::remove_dir(entry.path());
+            }
+        }
+    }
+    let _ = fs::remove_dir(dir);
+}
+
 /// Builds a C restart floor named `name` from `source` (it needs the static C worker, not the
 /// shell fallback).
 pub(super) fn build_floor(
