@@ -9,15 +9,23 @@
 // p25 and p75 (ms, replacement's stamp minus the time just before kill(2)) and the ratio of
 // each p50 to the last file's.
 //
+// It kills only what a stamp file names, so it trusts no stamp file it did not make: each
+// must be a regular file (not a link) owned by whoever runs the harness and writable by
+// nobody else, and a pid is killed only if that process was started with the stamp file's
+// path as an argument (as the stamp worker is), so a line someone planted cannot make it
+// kill another process.
+//
 // Build: gcc -O2 -o restart_ab benches/restart_ab.c
 // Usage: restart_ab KILLS STAMP_FILE... (the last one is the reference, e.g. the minimal C
-// supervisor: benches/supervisors/workers/floor_supervisor.c STAMP_WORKER STAMP_FILE 10)
+// supervisor: benches/supervisors/workers/floor_supervisor.c STAMP_WORKER STAMP_FILE 10).
+// Each STAMP_FILE spelled as its workers were given it.
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -42,7 +50,7 @@ static long long now(void) {
 
 // Reads the complete lines appended since the last call.
 static void poll_stamps(struct stamps *s) {
-    int fd = open(s->path, O_RDONLY | O_CLOEXEC);
+    int fd = open(s->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) return;
     for (;;) {
         char buf[65536];
@@ -70,6 +78,33 @@ static void poll_stamps(struct stamps *s) {
     close(fd);
 }
 
+// The stamp file may be trusted: a regular file of ours that nobody else may write.
+static int trusted(const char *path) {
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        if (fd >= 0) close(fd);
+        return 0;
+    }
+    close(fd);
+    return S_ISREG(st.st_mode) && st.st_uid == geteuid() && !(st.st_mode & (S_IWGRP | S_IWOTH));
+}
+
+// Whether process `pid` was started with `path` as one of its arguments.
+static int started_with(int pid, const char *path) {
+    char proc[64], args[65536];
+    snprintf(proc, sizeof proc, "/proc/%d/cmdline", pid);
+    int fd = open(proc, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    ssize_t n = read(fd, args, sizeof args - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    args[n] = 0;
+    for (char *arg = args; arg < args + n; arg += strlen(arg) + 1)
+        if (strcmp(arg, path) == 0) return 1;
+    return 0;
+}
+
 static int by_value(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -87,6 +122,11 @@ int main(int argc, char **argv) {
     if (kills < 1 || kills > MAX_KILLS) return 2;
     for (int f = 0; f < count; f++) {
         files[f].path = argv[2 + f];
+        if (!trusted(files[f].path)) {
+            fprintf(stderr, "%s: not a regular file of this user's that only it may write\n",
+                    files[f].path);
+            return 1;
+        }
         poll_stamps(&files[f]);
         if (files[f].n < 10) {
             fprintf(stderr, "%s: fewer than 10 stamps\n", files[f].path);
@@ -99,6 +139,11 @@ int main(int argc, char **argv) {
         for (int f = 0; f < count; f++) {
             struct stamps *s = &files[f];
             int slot = k % 10, before = s->n;
+            if (!started_with(s->live[slot], s->path)) {
+                fprintf(stderr, "%s: pid %d is not a worker writing to it\n", s->path,
+                        s->live[slot]);
+                return 1;
+            }
             long long killed_at = now();
             if (kill(s->live[slot], SIGKILL) != 0) {
                 fprintf(stderr, "%s: pid %d is gone\n", s->path, s->live[slot]);

@@ -11,6 +11,7 @@
 mod common;
 
 mod bad_units;
+mod bench_tools;
 mod cluster_mode;
 mod completion;
 mod container;
