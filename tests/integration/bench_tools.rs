@@ -4,10 +4,10 @@
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::common::{alive, toml_path, wait_for, Daemon};
+use crate::common::{alive, toml_path, wait_for, Daemon, KillOnDrop};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -47,16 +47,6 @@ fn run_restart_ab(binary: &Path, kills: u32, stamps: &Path) -> std::process::Out
     child.wait_with_output().expect("restart_ab's output")
 }
 
-/// A process the test owns, killed when the test ends however it ends.
-struct Bystander(Child);
-
-impl Drop for Bystander {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn restart_ab_kills_only_workers_of_the_stamp_file_and_trusts_no_file_others_may_write() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -64,7 +54,7 @@ fn restart_ab_kills_only_workers_of_the_stamp_file_and_trusts_no_file_others_may
     let worker = build("stamp_worker.c", dir.path());
 
     // A process that is nobody's worker, named ten times by a planted stamp file.
-    let bystander = Bystander(
+    let bystander = KillOnDrop(
         Command::new("sleep")
             .arg("1000")
             .spawn()

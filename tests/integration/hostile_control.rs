@@ -162,16 +162,6 @@ fn python_as_nobody_in_group(
     command.spawn().expect("run python3 as uid 65534")
 }
 
-/// Kills the child when dropped: a failing test leaves nothing behind.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Issue 18, 9b: an admitted user's script holding 64 idle connections took every control
 /// slot, and root's `clusterctl status` was refused until they timed out. Now one uid other
 /// than root gets at most 16 slots and 8 are kept for root, so root is answered throughout.

@@ -654,13 +654,3 @@ fn a_socket_group_member_signals_and_messages_only_the_units_instances() {
         "the outsider is gone"
     );
 }
-
-/// A process of the test's own, killed and reaped however the test ends.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}

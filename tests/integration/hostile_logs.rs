@@ -8,21 +8,11 @@ use crate::common;
 
 use std::fs;
 use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// A child killed and reaped when the test ends, however it ends.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `clusterctl logs UNIT ARGS...` with its stdout read on a thread into a shared buffer.
 fn follow(daemon: &Daemon, unit: &str, args: &[&str]) -> (KillOnDrop, Arc<Mutex<Vec<u8>>>) {

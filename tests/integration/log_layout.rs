@@ -10,7 +10,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -346,14 +346,5 @@ fn an_ecosystem_file_with_pm2s_five_log_keys_imports_and_writes_where_pm2_would(
             text.contains(&format!("| started {i}")) && text.contains(&format!("| failed {i}")),
             "{text}"
         );
-    }
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }

@@ -188,15 +188,6 @@ fn follow_new_lines(daemon: &Daemon, unit: &str) -> KillOnDrop {
     )
 }
 
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A unit that prints `hello N` each time the file `go` appears in its directory (removed
 /// before the line is printed, so that a test that makes the next `go` once it sees the
 /// line never has it removed unseen).
